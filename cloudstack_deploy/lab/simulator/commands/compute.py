@@ -1,0 +1,401 @@
+"""Virtual machines: deploy, the state machine, scaling, listing."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from typing import Any
+
+from ..engine import Simulator, new_id, now_str
+from ..errors import ApiError, invalid_value
+from ..registry import TAG_FILTER, AsyncResult, Param, Request, command, finisher
+from ._common import get_or_431, owner, select, zone_fields
+from .networking import implement_network
+
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
+NAME_ERROR = ("Invalid name. Vm name can contain ASCII letters 'a' through 'z', the digits '0' through '9', "
+              "and the hyphen ('-'), must be between 1 and 63 characters long, and can't start or end with "
+              "\"-\" and can't start with digit")
+USERDATA_GET_MAX = 4096
+USERDATA_POST_MAX = 1048576
+USERDATA_DECODED_MAX = 32768
+LIVE = ("Starting", "Running", "Stopping", "Stopped", "Migrating", "Error")
+
+
+def render_vm(sim: Simulator, vm: dict[str, Any]) -> dict[str, Any]:
+    so = sim.get("service_offerings", vm["serviceofferingid"]) or {}
+    tpl = sim.get("templates", vm["templateid"]) or {}
+    out = {k: v for k, v in vm.items() if not k.startswith("_") and v is not None}
+    out.update(owner(sim), **zone_fields(sim))
+    out.update(
+        serviceofferingname=so.get("name"), cpunumber=so.get("cpunumber"), cpuspeed=so.get("cpuspeed"),
+        memory=so.get("memory"), templatename=tpl.get("name"), templatedisplaytext=tpl.get("displaytext"),
+        ostypeid=tpl.get("ostypeid"), guestosid=tpl.get("ostypeid"), tags=sim.tags_of(vm["id"]),
+        cpuused="0%" if vm["state"] != "Running" else "3.1%", networkkbsread=0, networkkbswrite=0,
+        diskkbsread=0, diskkbswrite=0, diskioread=0, diskiowrite=0,
+        nic=[dict(n) for n in vm["nic"]],
+    )
+    ip = next((i for i in sim.col("public_ips").values() if i.get("virtualmachineid") == vm["id"]
+               and i.get("isstaticnat")), None)
+    if ip is not None:
+        out.update(publicip=ip["ipaddress"], publicipid=ip["id"])
+    for nic in out["nic"]:
+        net = sim.get("networks", nic["networkid"]) or {}
+        nic.update(networkname=net.get("name"), gateway=net.get("gateway"), netmask=net.get("netmask"))
+    return out
+
+
+def _live_vms(sim: Simulator) -> list[dict[str, Any]]:
+    return [v for v in sim.col("vms").values() if v["state"] in LIVE]
+
+
+def _check_vm_limits(sim: Simulator, offering: dict[str, Any]) -> None:
+    live = _live_vms(sim)
+    sim.check_limit("user_vm", len(live))
+    offerings = sim.col("service_offerings")
+    cpus = sum(offerings[v["serviceofferingid"]]["cpunumber"] for v in live if v["serviceofferingid"] in offerings)
+    mem = sum(offerings[v["serviceofferingid"]]["memory"] for v in live if v["serviceofferingid"] in offerings)
+    sim.check_limit("cpu", cpus, offering["cpunumber"])
+    sim.check_limit("memory", mem, offering["memory"])
+
+
+def _check_userdata(req: Request) -> str | None:
+    data = req.get("userdata")
+    if data is None:
+        return None
+    if req.method == "GET" and len(data) > USERDATA_GET_MAX:
+        raise invalid_value(f"User data is too long for an http GET request ({len(data)} > {USERDATA_GET_MAX} "
+                            "characters); send it with POST")
+    if len(data) > USERDATA_POST_MAX:
+        raise invalid_value("User data is too long for an http POST request")
+    try:
+        decoded = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid_value("User data is not base64 encoded") from None
+    if len(decoded) > USERDATA_DECODED_MAX:
+        raise invalid_value(f"User data is too long: {len(decoded)} bytes, the maximum is {USERDATA_DECODED_MAX}")
+    return data
+
+
+def _allocate_guest_ip(sim: Simulator, net: dict[str, Any], wanted: str | None) -> str:
+    cidr = ipaddress.ip_network(net["cidr"])
+    used = {n["ipaddress"] for v in sim.col("vms").values() for n in v["nic"] if n["networkid"] == net["id"]}
+    used.add(net["gateway"])
+    if wanted:
+        if ipaddress.ip_address(wanted) not in cidr:
+            raise invalid_value(f"Requested ip address {wanted} is not in the network cidr {net['cidr']}")
+        if wanted in used:
+            raise ApiError(534, f"The requested ip address {wanted} is already in use in network {net['name']}")
+        return wanted
+    for host in cidr.hosts():
+        if str(host) not in used:
+            return str(host)
+    raise ApiError(533, f"Insufficient address capacity in network {net['name']}")
+
+
+@command("deployVirtualMachine",
+         Param("zoneid", "uuid", required=True, entity="zones"),
+         Param("serviceofferingid", "uuid", required=True, entity="service_offerings"),
+         Param("templateid", "uuid", required=True, entity="templates"),
+         Param("name", description="Host name of the VM: 1-63 chars [a-zA-Z0-9-], not starting with a digit"),
+         Param("displayname"), Param("networkids", "list", item_type="uuid"), Param("keypair"),
+         Param("keypairs", "list"), Param("userdata", description="Base64 user data (GET < 4096 chars)"),
+         Param("startvm", "boolean"), Param("rootdisksize", "long"), Param("group"), Param("details", "map"),
+         Param("ipaddress"), Param("diskofferingid", "uuid", entity="disk_offerings"), Param("size", "long"),
+         Param("hypervisor"), Param("account"), Param("domainid", "uuid"), Param("projectid", "uuid"),
+         Param("affinitygroupids", "list"), Param("securitygroupids", "list"), Param("hostid", "uuid"),
+         isasync=True, key="virtualmachine")
+def deploy_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
+    """Creates and automatically starts a virtual machine based on a service offering, disk offering, and template."""
+    offering = sim.get("service_offerings", req.get("serviceofferingid"))
+    template = sim.get("templates", req.get("templateid"))
+    assert offering is not None and template is not None
+    if not template.get("isready"):
+        raise invalid_value(f"Template {template['name']} is not ready to be deployed")
+    name = req.get("name")
+    if name is not None and (not NAME_RE.match(name) or name.endswith("-")):
+        raise invalid_value(NAME_ERROR)
+    network_ids = req.get("networkids") or []
+    if not network_ids:
+        raise invalid_value("Can't deploy a VM in an Advanced zone without a network: specify networkids")
+    keypairs = list(req.get("keypairs") or []) + ([req.get("keypair")] if req.get("keypair") else [])
+    for kp in keypairs:
+        if not any(k["name"] == kp for k in sim.col("keypairs").values()):
+            raise invalid_value(f"A key pair with name '{kp}' was not found.")
+    userdata = _check_userdata(req)
+    networks = [sim.get("networks", nid) for nid in network_ids]
+    for net in networks:
+        assert net is not None
+        if name and any(v["name"].lower() == name.lower() and any(n["networkid"] == net["id"] for n in v["nic"])
+                        for v in sim.col("vms").values()):
+            raise invalid_value(f"The vm with hostName {name} already exists in the network domain: "
+                                f"{net['networkdomain']}; network={net['name']}")
+    rootsize = req.get("rootdisksize")
+    if rootsize is not None and rootsize < 1:
+        raise invalid_value("Root disk size should be a positive number")
+    _check_vm_limits(sim, offering)
+    sim.check_limit("volume", len(sim.col("volumes")))
+
+    num = sim.counter("vm")
+    start = req.get("startvm", True) if "startvm" in req else True
+    nics = []
+    for i, net in enumerate(networks):
+        implement_network(sim, net)  # type: ignore[arg-type]
+        nics.append({"id": new_id(), "networkid": net["id"], "ipaddress": _allocate_guest_ip(  # type: ignore[index]
+            sim, net, req.get("ipaddress") if i == 0 else None), "isdefault": i == 0, "traffictype": "Guest",
+            "type": "Isolated", "macaddress": f"02:00:{num // 256 % 256:02x}:{num % 256:02x}:00:{i:02x}"})
+    vm = sim.add("vms", {
+        "name": name or "", "displayname": req.get("displayname") or name or "", "state": "Starting" if start
+        else "Stopped", "serviceofferingid": offering["id"], "templateid": template["id"],
+        "created": now_str(), "haenable": False, "hypervisor": "Simulator", "passwordenabled": False,
+        "rootdeviceid": 0, "rootdevicetype": "ROOT", "securitygroup": [], "affinitygroup": [],
+        "group": req.get("group"), "keypairs": ",".join(keypairs) if keypairs else None,
+        "isdynamicallyscalable": False, "details": {k: v for d in req.get("details") or [] for k, v in d.items()},
+        "instancename": f"i-2-{num}-VM", "nic": nics, "_userdata": userdata,
+        "_rootsize": rootsize,
+    })
+    if not name:
+        vm["name"] = vm["displayname"] = vm["id"]
+    gb = rootsize or max(1, template.get("size", 2147483648) // 1024**3)
+    sim.add("volumes", {
+        "name": f"ROOT-{num}", "type": "ROOT", "state": "Ready", "size": gb * 1024**3, "deviceid": 0,
+        "virtualmachineid": vm["id"], "vmname": vm["name"], "vmdisplayname": vm["displayname"],
+        "created": now_str(), "destroyed": False, "isextractable": False, "storagetype": "local",
+        "hypervisor": "Simulator", "storage": "lab-primary", "provisioningtype": "thin",
+        "serviceofferingid": offering["id"], "serviceofferingname": offering["name"],
+        "serviceofferingdisplaytext": offering["displaytext"], "diskofferingid": None, "_attached": now_str(),
+    })
+    duration = sim.settings.vm_boot_seconds if start else 0.0
+    return AsyncResult("vm_state", {"id": vm["id"], "state": "Running" if start else "Stopped"},
+                       "VirtualMachine", vm["id"], entity_id=vm["id"], duration=duration)
+
+
+def _fail_vm(sim: Simulator, id: str, state: str) -> None:
+    vm = sim.get("vms", id)
+    if vm is None:
+        return
+    if vm["state"] == "Starting" and state == "Running" and vm.get("_was") is None:
+        vm["state"] = "Error"  # a failed deploy leaves the VM in Error, as CloudStack does
+    elif vm.get("_was"):
+        vm["state"] = vm.pop("_was")
+
+
+@finisher("vm_state", on_failure=_fail_vm)
+def _finish_vm_state(sim: Simulator, id: str, state: str) -> dict[str, Any]:
+    vm = sim.get("vms", id)
+    if vm is None:
+        raise ApiError(530, f"Unable to find virtual machine with id {id}")
+    vm.pop("_was", None)
+    vm["state"] = state
+    return {"virtualmachine": render_vm(sim, vm)}
+
+
+def _transition(sim: Simulator, req: Request, *, allowed: tuple[str, ...], transient: str, final: str,
+                verb: str, duration: float = 0.0) -> AsyncResult:
+    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
+    if vm["state"] not in allowed:
+        raise invalid_value(f"Unable to {verb} VM {vm['name']}: it is in state {vm['state']}")
+    if vm["state"] != final:
+        vm["_was"] = vm["state"]
+        vm["state"] = transient
+    return AsyncResult("vm_state", {"id": vm["id"], "state": final}, "VirtualMachine", vm["id"], duration=duration)
+
+
+@command("startVirtualMachine", Param("id", "uuid", required=True, entity="vms"), Param("hostid", "uuid"),
+         isasync=True, key="virtualmachine")
+def start_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
+    """Starts a virtual machine."""
+    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
+    if vm["state"] == "Stopped":
+        so = sim.get("service_offerings", vm["serviceofferingid"]) or {}
+        if so:
+            others = [v for v in _live_vms(sim) if v["id"] != vm["id"]]
+            sim.check_limit("user_vm", len(others))
+    return _transition(sim, req, allowed=("Stopped", "Running"), transient="Starting", final="Running",
+                       verb="start", duration=sim.settings.vm_boot_seconds)
+
+
+@command("stopVirtualMachine", Param("id", "uuid", required=True, entity="vms"), Param("forced", "boolean"),
+         isasync=True, key="virtualmachine")
+def stop_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
+    """Stops a virtual machine."""
+    return _transition(sim, req, allowed=("Running", "Stopped", "Error"), transient="Stopping", final="Stopped",
+                       verb="stop")
+
+
+@command("rebootVirtualMachine", Param("id", "uuid", required=True, entity="vms"), isasync=True,
+         key="virtualmachine")
+def reboot_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
+    """Reboots a virtual machine."""
+    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
+    if vm["state"] != "Running":
+        raise invalid_value(f"Unable to reboot VM {vm['name']}: it is in state {vm['state']}, not Running")
+    vm["_was"] = "Running"
+    vm["state"] = "Starting"
+    return AsyncResult("vm_state", {"id": vm["id"], "state": "Running"}, "VirtualMachine", vm["id"],
+                       duration=sim.settings.vm_boot_seconds)
+
+
+def _release_vm_network(sim: Simulator, vm: dict[str, Any]) -> None:
+    """What CloudStack cleans up when a VM is destroyed: static NAT, forwarding and LB membership."""
+    for ip in sim.col("public_ips").values():
+        if ip.get("virtualmachineid") == vm["id"]:
+            ip.update(isstaticnat=False, virtualmachineid=None)
+    for rule in [r for r in sim.col("pf_rules").values() if r.get("virtualmachineid") == vm["id"]]:
+        sim.remove("pf_rules", rule["id"])
+        for fw in [f for f in sim.col("firewall_rules").values() if f.get("related") == rule["id"]]:
+            sim.remove("firewall_rules", fw["id"])
+    for rule in sim.col("lb_rules").values():
+        if vm["id"] in rule["_vms"]:
+            rule["_vms"].remove(vm["id"])
+
+
+def _expunge(sim: Simulator, vm: dict[str, Any]) -> None:
+    for vol in [v for v in sim.col("volumes").values() if v.get("virtualmachineid") == vm["id"]]:
+        if vol["type"] == "ROOT":
+            sim.remove("volumes", vol["id"])
+        else:
+            for k in ("virtualmachineid", "vmname", "vmdisplayname", "vmstate", "deviceid"):
+                vol.pop(k, None)
+            vol["state"] = "Ready"
+    sim.remove("vms", vm["id"])
+
+
+@command("destroyVirtualMachine", Param("id", "uuid", required=True, entity="vms"), Param("expunge", "boolean"),
+         Param("volumeids", "list", item_type="uuid"), isasync=True, key="virtualmachine")
+def destroy_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
+    """Destroys a virtual machine (recoverable unless expunge=true)."""
+    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
+    if vm["state"] in ("Destroyed", "Expunging") and not req.get("expunge"):
+        raise invalid_value(f"Unable to destroy VM {vm['name']}: it is already {vm['state']}")
+    vm["_was"] = vm["state"]
+    vm["state"] = "Stopping" if vm["state"] == "Running" else vm["state"]
+    return AsyncResult("vm_destroy", {"id": vm["id"], "expunge": bool(req.get("expunge")),
+                                      "volumes": req.get("volumeids") or []}, "VirtualMachine", vm["id"])
+
+
+@finisher("vm_destroy", on_failure=lambda sim, id, expunge, volumes: _fail_vm(sim, id, "Destroyed"))
+def _finish_destroy(sim: Simulator, id: str, expunge: bool, volumes: list[str]) -> dict[str, Any]:
+    vm = sim.get("vms", id)
+    if vm is None:
+        raise ApiError(530, f"Unable to find virtual machine with id {id}")
+    vm.pop("_was", None)
+    _release_vm_network(sim, vm)
+    vm["state"] = "Destroyed"
+    rendered = render_vm(sim, vm)
+    for vol_id in volumes:
+        vol = sim.get("volumes", vol_id)
+        if vol is not None and vol["type"] == "DATADISK":
+            sim.remove("volumes", vol_id)
+    if expunge:
+        rendered["state"] = "Expunging"
+        _expunge(sim, vm)
+    return {"virtualmachine": rendered}
+
+
+@command("expungeVirtualMachine", Param("id", "uuid", required=True, entity="vms"), isasync=True)
+def expunge_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
+    """Expunges a destroyed virtual machine."""
+    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
+    if vm["state"] != "Destroyed":
+        raise invalid_value("Please destroy vm with specified vmId before expunge")
+    return AsyncResult("vm_expunge", {"id": vm["id"]}, "VirtualMachine", vm["id"])
+
+
+@finisher("vm_expunge")
+def _finish_expunge(sim: Simulator, id: str) -> dict[str, Any]:
+    vm = sim.get("vms", id)
+    if vm is not None:
+        _expunge(sim, vm)
+    return {"success": True}
+
+
+@command("recoverVirtualMachine", Param("id", "uuid", required=True, entity="vms"), key="virtualmachine")
+def recover_virtual_machine(sim: Simulator, req: Request) -> dict[str, Any]:
+    """Recovers a virtual machine (Destroyed -> Stopped)."""
+    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
+    if vm["state"] != "Destroyed":
+        raise invalid_value(f"Unable to recover VM {vm['name']}: it is in state {vm['state']}, not Destroyed")
+    vm["state"] = "Stopped"
+    return render_vm(sim, vm)
+
+
+def _rescale(sim: Simulator, req: Request) -> tuple[dict[str, Any], dict[str, Any]]:
+    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
+    offering = get_or_431(sim, "service_offerings", req.get("serviceofferingid"), "service offering")
+    if vm["state"] != "Stopped":
+        raise invalid_value(f"Unable to scale VM {vm['name']}: a fixed service offering can only be changed "
+                            f"while the VM is Stopped (it is {vm['state']})")
+    if offering["id"] == vm["serviceofferingid"]:
+        raise invalid_value("Not upgrading vm: it already has the requested service offering")
+    return vm, offering
+
+
+@command("scaleVirtualMachine", Param("id", "uuid", required=True, entity="vms"),
+         Param("serviceofferingid", "uuid", required=True, entity="service_offerings"), Param("details", "map"),
+         isasync=True)
+def scale_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
+    """Scales the virtual machine to a new service offering (Stopped VMs for fixed offerings)."""
+    vm, offering = _rescale(sim, req)
+    return AsyncResult("vm_scale", {"id": vm["id"], "offering": offering["id"]}, "VirtualMachine", vm["id"])
+
+
+@finisher("vm_scale")
+def _finish_scale(sim: Simulator, id: str, offering: str) -> dict[str, Any]:
+    vm = sim.get("vms", id)
+    if vm is None:
+        raise ApiError(530, f"Unable to find virtual machine with id {id}")
+    vm["serviceofferingid"] = offering
+    return {"success": True}
+
+
+@command("changeServiceForVirtualMachine", Param("id", "uuid", required=True, entity="vms"),
+         Param("serviceofferingid", "uuid", required=True, entity="service_offerings"), key="virtualmachine")
+def change_service_for_virtual_machine(sim: Simulator, req: Request) -> dict[str, Any]:
+    """Changes the service offering for a stopped virtual machine."""
+    vm, offering = _rescale(sim, req)
+    vm["serviceofferingid"] = offering["id"]
+    return render_vm(sim, vm)
+
+
+@command("updateVirtualMachine", Param("id", "uuid", required=True, entity="vms"), Param("displayname"),
+         Param("userdata"), Param("group"), Param("haenable", "boolean"), key="virtualmachine")
+def update_virtual_machine(sim: Simulator, req: Request) -> dict[str, Any]:
+    """Updates properties of a virtual machine (user data takes effect on the next start)."""
+    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
+    if "userdata" in req:
+        vm["_userdata"] = _check_userdata(req)
+    for field in ("displayname", "group", "haenable"):
+        if field in req:
+            vm[field] = req.get(field)
+    return render_vm(sim, vm)
+
+
+@command("listVirtualMachines", Param("id", "uuid"), Param("ids", "list"), Param("name"), Param("state"),
+         Param("networkid", "uuid"), Param("zoneid", "uuid"), Param("templateid", "uuid"),
+         Param("serviceofferingid", "uuid"), Param("groupid", "uuid"), Param("details", "list"),
+         Param("keypair"), Param("displayvm", "boolean"), TAG_FILTER,
+         key="virtualmachine", listing=True)
+def list_virtual_machines(sim: Simulator, req: Request) -> list[dict[str, Any]]:
+    """List the virtual machines owned by the account (Destroyed ones too: the caller is an admin)."""
+    items = select(sim, "vms", req, keyword_fields=("name", "displayname"),
+                   fields={"state": "state", "templateid": "templateid", "serviceofferingid": "serviceofferingid"})
+    if req.get("ids"):
+        items = [v for v in items if v["id"] in req.get("ids")]
+    if "networkid" in req:
+        items = [v for v in items if any(n["networkid"] == req.get("networkid") for n in v["nic"])]
+    if req.get("keypair"):
+        items = [v for v in items if req.get("keypair") in (v.get("keypairs") or "").split(",")]
+    if "state" not in req:
+        items = [v for v in items if v["state"] != "Expunging"]
+    return [render_vm(sim, v) for v in items]
+
+
+@command("getVirtualMachineUserData", Param("virtualmachineid", "uuid", required=True, entity="vms"), kind="raw")
+def get_virtual_machine_userdata(sim: Simulator, req: Request) -> dict[str, Any]:
+    """Returns user data associated with the VM."""
+    vm = get_or_431(sim, "vms", req.get("virtualmachineid"), "virtual machine")
+    return {"virtualmachineuserdata": {"virtualmachineid": vm["id"], "userdata": vm.get("_userdata") or ""}}
+

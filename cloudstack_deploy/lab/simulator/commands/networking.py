@@ -1,0 +1,253 @@
+"""Isolated networks, public IP addresses and static NAT."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import Simulator, now_str
+from ..errors import ApiError, invalid_value, param_error
+from ..registry import TAG_FILTER, AsyncResult, Param, Request, command, finisher
+from ._common import get_or_431, owner, select, with_tags, zone_fields
+
+LIVE_VM_STATES = ("Starting", "Running", "Stopping", "Stopped", "Migrating", "Error", "Destroyed", "Expunging")
+
+
+# ---- networks ----------------------------------------------------------------------------
+
+def _render_network(sim: Simulator, net: dict[str, Any]) -> dict[str, Any]:
+    off = sim.get("network_offerings", net["networkofferingid"]) or {}
+    out = with_tags(sim, net)
+    out.update(
+        networkofferingname=off.get("name"), networkofferingdisplaytext=off.get("displaytext"),
+        networkofferingavailability=off.get("availability"), networkofferingconservemode=off.get("conservemode"),
+        service=off.get("service", []), **zone_fields(sim), **owner(sim),
+    )
+    return out
+
+
+@command("createNetwork", Param("name", required=True), Param("networkofferingid", "uuid", required=True,
+         entity="network_offerings"), Param("zoneid", "uuid", required=True, entity="zones"),
+         Param("displaytext"), Param("gateway"), Param("netmask"), Param("networkdomain"),
+         Param("account"), Param("domainid", "uuid"), Param("projectid", "uuid"), Param("vpcid", "uuid"),
+         Param("aclid", "uuid"), key="network")
+def create_network(sim: Simulator, req: Request) -> dict[str, Any]:
+    """Creates a network."""
+    off = sim.get("network_offerings", req.get("networkofferingid"))
+    assert off is not None
+    if off["guestiptype"] != "Isolated":
+        raise invalid_value("Only isolated networks can be created in the lab; use "
+                            "DefaultIsolatedNetworkOfferingWithSourceNatService")
+    in_use = sum(1 for n in sim.col("networks").values())
+    sim.check_limit("network", in_use)
+    if bool(req.get("gateway")) != bool(req.get("netmask")):
+        raise invalid_value("gateway/netmask are required when specifying one of them")
+    n = sim.counter("network")
+    gateway = req.get("gateway") or f"10.1.{n % 250 + 1}.1"
+    netmask = req.get("netmask") or "255.255.255.0"
+    cidr = ".".join(gateway.split(".")[:3]) + ".0/24"
+    net = sim.add("networks", {
+        "name": req.get("name"), "displaytext": req.get("displaytext") or req.get("name"),
+        "networkofferingid": off["id"], "state": "Allocated", "type": "Isolated", "traffictype": "Guest",
+        "broadcastdomaintype": "Vlan", "gateway": gateway, "netmask": netmask, "cidr": cidr,
+        "dns1": "127.0.0.53", "dns2": "", "networkdomain": req.get("networkdomain") or "cs.lab.internal",
+        "acltype": "Account", "canusefordeploy": True, "displaynetwork": True, "ispersistent": False,
+        "issystem": False, "restartrequired": False, "specifyipranges": False, "subdomainaccess": False,
+        "physicalnetworkid": sim.zone["id"], "related": None, "created": now_str(), "vpcid": None,
+        "_hosts": 1,
+    })
+    net["related"] = net["id"]
+    return _render_network(sim, net)
+
+
+@command("listNetworks", Param("id", "uuid"), Param("name"), Param("zoneid", "uuid", entity="zones"),
+         Param("type"), Param("traffictype"), Param("issystem", "boolean"), Param("networkofferingid", "uuid"),
+         Param("canusefordeploy", "boolean"), Param("vpcid", "uuid"), TAG_FILTER, key="network", listing=True)
+def list_networks(sim: Simulator, req: Request) -> list[dict[str, Any]]:
+    """Lists all available networks."""
+    if req.get("issystem"):
+        return []
+    items = select(sim, "networks", req, fields={"type": "type", "traffictype": "traffictype",
+                                                 "networkofferingid": "networkofferingid"},
+                   keyword_fields=("name", "displaytext"))
+    return [_render_network(sim, n) for n in items]
+
+
+@command("deleteNetwork", Param("id", "uuid", required=True, entity="networks"), Param("forced", "boolean"),
+         isasync=True)
+def delete_network(sim: Simulator, req: Request) -> AsyncResult:
+    """Deletes a network (fails while it still has VMs that are not expunged)."""
+    return AsyncResult("delete_network", {"id": req.get("id")}, "Network", req.get("id"))
+
+
+@finisher("delete_network")
+def _finish_delete_network(sim: Simulator, id: str) -> dict[str, Any]:
+    net = sim.get("networks", id)
+    if net is None:
+        raise ApiError(530, f"Unable to find network with id {id}")
+    for vm in sim.col("vms").values():
+        if any(nic["networkid"] == id for nic in vm.get("nic", [])):
+            raise ApiError(530, f"Can't delete the network, not all user vms are expunged. Vm "
+                                f"VM instance {{\"id\": \"{vm['id']}\", \"instanceName\": \"{vm['instancename']}\"}} "
+                                f"is in {vm['state']} state")
+    for ip in [ip for ip in sim.col("public_ips").values() if ip.get("associatednetworkid") == id]:
+        release_ip(sim, ip)
+    for rule in [r for r in sim.col("egress_rules").values() if r.get("networkid") == id]:
+        sim.remove("egress_rules", rule["id"])
+    sim.remove("networks", id)
+    return {"success": True}
+
+
+def implement_network(sim: Simulator, net: dict[str, Any]) -> None:
+    """First VM in an isolated network: CloudStack implements it and gives it a source-NAT IP."""
+    if net["state"] != "Allocated":
+        return
+    net["state"] = "Implemented"
+    _new_ip(sim, net, source_nat=True, state="Allocated")
+
+
+# ---- public IP addresses -----------------------------------------------------------------
+
+def _new_ip(sim: Simulator, net: dict[str, Any], *, source_nat: bool, state: str) -> dict[str, Any]:
+    used = sum(1 for _ in sim.col("public_ips").values())
+    sim.check_limit("public_ip", used)
+    return sim.add("public_ips", {
+        "ipaddress": sim.allocate_public_address(), "allocated": now_str(), "issourcenat": source_nat,
+        "isstaticnat": False, "associatednetworkid": net["id"], "associatednetworkname": net["name"],
+        "networkid": sim.zone["id"], "forvirtualnetwork": True, "state": state, "isportable": False,
+        "issystem": False, "fordisplay": True, "virtualmachineid": None, "hasrules": False,
+        "vlanid": sim.zone["id"], "vlanname": "vlan://untagged",
+    })
+
+
+def render_ip(sim: Simulator, ip: dict[str, Any]) -> dict[str, Any]:
+    out = with_tags(sim, ip) | zone_fields(sim) | owner(sim)
+    if ip.get("virtualmachineid"):
+        vm = sim.get("vms", ip["virtualmachineid"]) or {}
+        out.update(virtualmachinename=vm.get("name"), virtualmachinedisplayname=vm.get("displayname"),
+                   virtualmachinetype="User", vmipaddress=_guest_ip(vm))
+    return out
+
+
+def _guest_ip(vm: dict[str, Any]) -> str | None:
+    nics = vm.get("nic") or []
+    return nics[0]["ipaddress"] if nics else None
+
+
+@command("associateIpAddress", Param("networkid", "uuid", entity="networks"), Param("zoneid", "uuid", entity="zones"),
+         Param("vpcid", "uuid"), Param("ipaddress"), Param("isportable", "boolean"), Param("account"),
+         Param("domainid", "uuid"), Param("projectid", "uuid"), Param("fordisplay", "boolean"),
+         isasync=True, key="ipaddress")
+def associate_ip_address(sim: Simulator, req: Request) -> AsyncResult:
+    """Acquires and associates a public IP to an account."""
+    if "networkid" not in req:
+        if "zoneid" in req:
+            raise invalid_value("Network id is required to associate an IP address in an Advanced zone")
+        raise param_error("Either networkid or zoneid must be specified")
+    net = sim.get("networks", req.get("networkid"))
+    assert net is not None
+    ip = _new_ip(sim, net, source_nat=False, state="Allocating")
+    return AsyncResult("associate_ip", {"id": ip["id"]}, "IpAddress", ip["id"], entity_id=ip["id"])
+
+
+def _fail_associate(sim: Simulator, id: str) -> None:
+    sim.remove("public_ips", id)
+
+
+@finisher("associate_ip", on_failure=_fail_associate)
+def _finish_associate(sim: Simulator, id: str) -> dict[str, Any]:
+    ip = sim.get("public_ips", id)
+    if ip is None:
+        raise ApiError(530, f"Unable to find ip address with id {id}")
+    ip["state"] = "Allocated"
+    return {"ipaddress": render_ip(sim, ip)}
+
+
+def release_ip(sim: Simulator, ip: dict[str, Any]) -> None:
+    """Release an address with everything on it: static NAT, firewall, forwarding and LB rules."""
+    for col in ("firewall_rules", "pf_rules", "ip_forwarding_rules", "lb_rules"):
+        for rule in [r for r in sim.col(col).values() if r.get("ipaddressid") == ip["id"]
+                     or r.get("publicipid") == ip["id"]]:
+            sim.remove(col, rule["id"])
+    sim.remove("public_ips", ip["id"])
+
+
+@command("disassociateIpAddress", Param("id", "uuid", required=True, entity="public_ips"),
+         Param("ipaddress"), isasync=True)
+def disassociate_ip_address(sim: Simulator, req: Request) -> AsyncResult:
+    """Disassociates an IP address from the account (releases it, with its rules)."""
+    ip = get_or_431(sim, "public_ips", req.get("id"), "ip address")
+    if ip.get("issourcenat"):
+        raise invalid_value(f"IP address id={ip['id']} is a source nat address and can't be released "
+                            "(it goes with its network)")
+    return AsyncResult("disassociate_ip", {"id": ip["id"]}, "IpAddress", ip["id"])
+
+
+@finisher("disassociate_ip")
+def _finish_disassociate(sim: Simulator, id: str) -> dict[str, Any]:
+    ip = sim.get("public_ips", id)
+    if ip is not None:
+        release_ip(sim, ip)
+    return {"success": True}
+
+
+@command("listPublicIpAddresses", Param("id", "uuid"), Param("ipaddress"), Param("associatednetworkid", "uuid"),
+         Param("networkid", "uuid"), Param("isstaticnat", "boolean"), Param("issourcenat", "boolean"),
+         Param("allocatedonly", "boolean"), Param("forvirtualnetwork", "boolean"), Param("vpcid", "uuid"),
+         Param("zoneid", "uuid"), Param("state"), Param("fordisplay", "boolean"), TAG_FILTER,
+         key="publicipaddress", listing=True)
+def list_public_ip_addresses(sim: Simulator, req: Request) -> list[dict[str, Any]]:
+    """Lists all public IP addresses."""
+    items = select(sim, "public_ips", req, name_field="ipaddress", keyword_fields=("ipaddress",),
+                   fields={"ipaddress": "ipaddress", "associatednetworkid": "associatednetworkid",
+                           "state": "state"})
+    for flag in ("isstaticnat", "issourcenat"):
+        if flag in req:
+            items = [ip for ip in items if bool(ip.get(flag)) == req.get(flag)]
+    return [render_ip(sim, ip) for ip in items]
+
+
+# ---- static NAT --------------------------------------------------------------------------
+
+@command("enableStaticNat", Param("ipaddressid", "uuid", required=True, entity="public_ips"),
+         Param("virtualmachineid", "uuid", required=True, entity="vms"), Param("networkid", "uuid"),
+         Param("vmguestip"), kind="success")
+def enable_static_nat(sim: Simulator, req: Request) -> None:
+    """Enables static NAT for given IP address (one static-NAT IP per VM)."""
+    ip = get_or_431(sim, "public_ips", req.get("ipaddressid"), "ip address")
+    vm = get_or_431(sim, "vms", req.get("virtualmachineid"), "virtual machine")
+    if ip.get("issourcenat"):
+        raise invalid_value(f"Can't enable static, ip address id={ip['id']} is a sourceNat ip address")
+    if vm["state"] not in ("Running", "Stopped", "Starting", "Stopping"):
+        raise invalid_value(f"Can't enable static nat for the vm {vm['name']} as it's in state {vm['state']}")
+    if ip.get("isstaticnat") and ip.get("virtualmachineid") != vm["id"]:
+        raise invalid_value(f"Failed to enable static nat for the ip address id={ip['id']} as it's already "
+                            f"assigned to another vm id={ip['virtualmachineid']}")
+    other = next((o for o in sim.col("public_ips").values()
+                  if o.get("isstaticnat") and o.get("virtualmachineid") == vm["id"] and o["id"] != ip["id"]), None)
+    if other is not None:
+        raise invalid_value(f"Failed to enable static nat for the ip address id={ip['id']} as vm id={vm['id']} "
+                            f"is already associated with ip id={other['id']}")
+    if any(r.get("ipaddressid") == ip["id"] for r in sim.col("pf_rules").values()):
+        raise ApiError(537, f"Failed to enable static nat for the ip address id={ip['id']}: it has port "
+                            "forwarding rules")
+    if not any(nic["networkid"] == ip["associatednetworkid"] for nic in vm.get("nic", [])):
+        raise invalid_value(f"VM {vm['name']} is not in the network of ip address id={ip['id']}")
+    ip.update(isstaticnat=True, virtualmachineid=vm["id"])
+
+
+@command("disableStaticNat", Param("ipaddressid", "uuid", required=True, entity="public_ips"), isasync=True)
+def disable_static_nat(sim: Simulator, req: Request) -> AsyncResult:
+    """Disables static NAT for given IP address."""
+    ip = get_or_431(sim, "public_ips", req.get("ipaddressid"), "ip address")
+    if not ip.get("isstaticnat"):
+        raise invalid_value("Specified IP address id is not associated with any vm Id")
+    return AsyncResult("disable_static_nat", {"id": ip["id"]}, "IpAddress", ip["id"])
+
+
+@finisher("disable_static_nat")
+def _finish_disable_static_nat(sim: Simulator, id: str) -> dict[str, Any]:
+    ip = sim.get("public_ips", id)
+    if ip is not None:
+        ip.update(isstaticnat=False, virtualmachineid=None)
+    return {"success": True}
+

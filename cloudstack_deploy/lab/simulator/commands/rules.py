@@ -1,0 +1,395 @@
+"""Network rules on public IPs: firewall (ingress), egress, port forwarding, IP forwarding, LB."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from ..engine import Simulator, now_str
+from ..errors import ApiError, invalid_value, rule_conflict
+from ..registry import TAG_FILTER, AsyncResult, Param, Request, command, finisher
+from ._common import get_or_431, owner, select, with_tags
+
+PROTOCOLS = ("tcp", "udp", "icmp", "all")
+
+
+def _cidrs(text: str | list[str] | None, what: str = "Source") -> list[str]:
+    items = text if isinstance(text, list) else [c.strip() for c in (text or "").split(",") if c.strip()]
+    out = []
+    for c in items:
+        try:
+            out.append(str(ipaddress.ip_network(c, strict=False)))
+        except ValueError:
+            raise invalid_value(f"{what} cidrs formatting error {c}") from None
+    return out
+
+
+def _overlap(a: list[str], b: list[str]) -> bool:
+    return any(ipaddress.ip_network(x).overlaps(ipaddress.ip_network(y)) for x in a for y in b)
+
+
+def _ports(req: Request, start: str, end: str, protocol: str) -> tuple[int | None, int | None]:
+    sp, ep = req.get(start), req.get(end)
+    if protocol in ("all", "icmp") and (sp is not None or ep is not None):
+        raise invalid_value(f"For protocol {protocol} no ports can be specified")
+    if sp is None and ep is not None:
+        sp = ep
+    if ep is None:
+        ep = sp
+    for p in (sp, ep):
+        if p is not None and not 1 <= p <= 65535:
+            raise invalid_value(f"Invalid port range {sp}-{ep}")
+    if sp is not None and ep is not None and sp > ep:
+        raise invalid_value(f"Start port can't be bigger than end port: {sp}-{ep}")
+    return sp, ep
+
+
+def _protocol(req: Request) -> str:
+    proto = req.get("protocol").lower()
+    if proto not in PROTOCOLS and not proto.isdigit():
+        raise invalid_value(f"Invalid protocol {req.get('protocol')}; valid values are tcp, udp, icmp and all")
+    return proto
+
+
+def _ranges_overlap(a: tuple[int | None, int | None], b: tuple[int | None, int | None]) -> bool:
+    if a[0] is None or b[0] is None:
+        return True
+    return a[0] <= (b[1] or b[0]) and b[0] <= (a[1] or a[0])
+
+
+# ---- firewall (ingress) ------------------------------------------------------------------
+
+def add_firewall_rule(sim: Simulator, ip: dict[str, Any], protocol: str, sp: int | None, ep: int | None,
+                      cidrs: list[str], related: str | None = None) -> dict[str, Any]:
+    """Create an ingress rule after CloudStack's conflict check (537 on an overlap)."""
+    for rule in sim.col("firewall_rules").values():
+        if rule["ipaddressid"] != ip["id"] or rule["protocol"] != protocol:
+            continue
+        if _ranges_overlap((rule["startport"], rule["endport"]), (sp, ep)) and \
+                _overlap(rule["cidrlist"].split(","), cidrs):
+            raise rule_conflict(
+                f"The range specified, {sp}-{ep}, conflicts with rule {rule['id']} which has "
+                f"{rule['startport']}-{rule['endport']}"
+            )
+    return sim.add("firewall_rules", {
+        "protocol": protocol, "startport": sp, "endport": ep, "ipaddressid": ip["id"],
+        "ipaddress": ip["ipaddress"], "networkid": ip["associatednetworkid"], "state": "Add",
+        "cidrlist": ",".join(cidrs), "purpose": "Firewall", "fordisplay": True, "related": related,
+        "traffictype": "Ingress", "created": now_str(),
+    })
+
+
+@command("createFirewallRule", Param("ipaddressid", "uuid", required=True, entity="public_ips"),
+         Param("protocol", required=True), Param("startport", "integer"), Param("endport", "integer"),
+         Param("cidrlist", "list"), Param("icmptype", "integer"), Param("icmpcode", "integer"),
+         Param("type"), Param("fordisplay", "boolean"), isasync=True, key="firewallrule")
+def create_firewall_rule(sim: Simulator, req: Request) -> AsyncResult:
+    """Creates a firewall rule for a given IP address."""
+    ip = get_or_431(sim, "public_ips", req.get("ipaddressid"), "ip address")
+    protocol = _protocol(req)
+    sp, ep = _ports(req, "startport", "endport", protocol)
+    cidrs = _cidrs(req.get("cidrlist") or ["0.0.0.0/0"])
+    rule = add_firewall_rule(sim, ip, protocol, sp, ep, cidrs)
+    return AsyncResult("activate_rule", {"col": "firewall_rules", "id": rule["id"], "key": "firewallrule"},
+                       "FirewallRule", rule["id"], entity_id=rule["id"])
+
+
+def _fail_rule(sim: Simulator, col: str, id: str, key: str) -> None:
+    sim.remove(col, id)
+
+
+@finisher("activate_rule", on_failure=_fail_rule)
+def _finish_activate_rule(sim: Simulator, col: str, id: str, key: str) -> dict[str, Any]:
+    rule = sim.get(col, id)
+    if rule is None:
+        raise ApiError(530, f"Unable to find rule with id {id}")
+    rule["state"] = "Active"
+    return {key: RENDER[col](sim, rule)}
+
+
+def _render_firewall(sim: Simulator, rule: dict[str, Any]) -> dict[str, Any]:
+    out = with_tags(sim, rule)
+    out.pop("related", None)
+    return out
+
+
+@command("deleteFirewallRule", Param("id", "uuid", required=True, entity="firewall_rules"), isasync=True)
+def delete_firewall_rule(sim: Simulator, req: Request) -> AsyncResult:
+    """Deletes a firewall rule."""
+    return AsyncResult("delete_rule", {"col": "firewall_rules", "id": req.get("id")}, "FirewallRule", req.get("id"))
+
+
+@finisher("delete_rule")
+def _finish_delete_rule(sim: Simulator, col: str, id: str) -> dict[str, Any]:
+    sim.remove(col, id)
+    if col == "pf_rules":  # the firewall rule opened with it goes too
+        for fw in [r for r in sim.col("firewall_rules").values() if r.get("related") == id]:
+            sim.remove("firewall_rules", fw["id"])
+    return {"success": True}
+
+
+@command("listFirewallRules", Param("id", "uuid"), Param("ipaddressid", "uuid"), Param("networkid", "uuid"),
+         Param("fordisplay", "boolean"), TAG_FILTER, key="firewallrule", listing=True)
+def list_firewall_rules(sim: Simulator, req: Request) -> list[dict[str, Any]]:
+    """Lists all firewall rules for an IP address."""
+    items = select(sim, "firewall_rules", req, name_field="ipaddress", keyword_fields=("ipaddress",),
+                   fields={"ipaddressid": "ipaddressid", "networkid": "networkid"})
+    return [_render_firewall(sim, r) for r in items]
+
+
+# ---- egress --------------------------------------------------------------------------------
+
+@command("createEgressFirewallRule", Param("networkid", "uuid", required=True, entity="networks"),
+         Param("protocol", required=True), Param("startport", "integer"), Param("endport", "integer"),
+         Param("cidrlist", "list"), Param("destcidrlist", "list"), Param("icmptype", "integer"),
+         Param("icmpcode", "integer"), Param("type"), Param("fordisplay", "boolean"), isasync=True,
+         key="firewallrule")
+def create_egress_firewall_rule(sim: Simulator, req: Request) -> AsyncResult:
+    """Creates an egress firewall rule for a given network."""
+    net = get_or_431(sim, "networks", req.get("networkid"), "network")
+    protocol = _protocol(req)
+    sp, ep = _ports(req, "startport", "endport", protocol)
+    cidrs = _cidrs(req.get("cidrlist") or [net["cidr"]])
+    for rule in sim.col("egress_rules").values():
+        if rule["networkid"] == net["id"] and rule["protocol"] == protocol and \
+                _ranges_overlap((rule["startport"], rule["endport"]), (sp, ep)) and \
+                _overlap(rule["cidrlist"].split(","), cidrs):
+            raise rule_conflict(f"The range specified, {sp}-{ep}, conflicts with rule {rule['id']} which has "
+                                f"{rule['startport']}-{rule['endport']}")
+    rule = sim.add("egress_rules", {
+        "protocol": protocol, "startport": sp, "endport": ep, "networkid": net["id"], "state": "Add",
+        "cidrlist": ",".join(cidrs), "destcidrlist": ",".join(_cidrs(req.get("destcidrlist"), "Destination")),
+        "purpose": "Firewall", "traffictype": "Egress", "fordisplay": True,
+    })
+    return AsyncResult("activate_rule", {"col": "egress_rules", "id": rule["id"], "key": "firewallrule"},
+                       "FirewallRule", rule["id"], entity_id=rule["id"])
+
+
+@command("deleteEgressFirewallRule", Param("id", "uuid", required=True, entity="egress_rules"), isasync=True)
+def delete_egress_firewall_rule(sim: Simulator, req: Request) -> AsyncResult:
+    """Deletes an egress firewall rule."""
+    return AsyncResult("delete_rule", {"col": "egress_rules", "id": req.get("id")}, "FirewallRule", req.get("id"))
+
+
+@command("listEgressFirewallRules", Param("id", "uuid"), Param("networkid", "uuid"), Param("fordisplay", "boolean"),
+         TAG_FILTER, key="firewallrule", listing=True)
+def list_egress_firewall_rules(sim: Simulator, req: Request) -> list[dict[str, Any]]:
+    """Lists all egress firewall rules for network."""
+    items = select(sim, "egress_rules", req, fields={"networkid": "networkid"})
+    return [with_tags(sim, r) for r in items]
+
+
+# ---- port forwarding -------------------------------------------------------------------------
+
+def _vm_in_network(sim: Simulator, vm: dict[str, Any], ip: dict[str, Any]) -> dict[str, Any]:
+    nic = next((n for n in vm.get("nic", []) if n["networkid"] == ip["associatednetworkid"]), None)
+    if nic is None:
+        raise invalid_value(f"VM {vm['name']} is not in the network of ip address {ip['ipaddress']}")
+    return nic
+
+
+@command("createPortForwardingRule", Param("ipaddressid", "uuid", required=True, entity="public_ips"),
+         Param("privateport", "integer", required=True), Param("publicport", "integer", required=True),
+         Param("protocol", required=True), Param("virtualmachineid", "uuid", required=True, entity="vms"),
+         Param("privateendport", "integer"), Param("publicendport", "integer"), Param("openfirewall", "boolean"),
+         Param("cidrlist", "list"), Param("networkid", "uuid"), Param("vmguestip"), Param("fordisplay", "boolean"),
+         isasync=True, key="portforwardingrule")
+def create_port_forwarding_rule(sim: Simulator, req: Request) -> AsyncResult:
+    """Creates a port forwarding rule (and, unless openfirewall=false, its firewall rule)."""
+    ip = get_or_431(sim, "public_ips", req.get("ipaddressid"), "ip address")
+    vm = get_or_431(sim, "vms", req.get("virtualmachineid"), "virtual machine")
+    protocol = req.get("protocol").lower()
+    if protocol not in ("tcp", "udp"):
+        raise invalid_value(f"Invalid protocol {req.get('protocol')} for port forwarding; use tcp or udp")
+    if ip.get("isstaticnat"):
+        raise rule_conflict(f"Can't create port forwarding rule on static nat ip {ip['ipaddress']}")
+    pub = _ports(req, "publicport", "publicendport", protocol)
+    priv = _ports(req, "privateport", "privateendport", protocol)
+    if (pub[1] - pub[0]) != (priv[1] - priv[0]):  # type: ignore[operator]
+        raise invalid_value("Private port range and public port range must be of the same size")
+    nic = _vm_in_network(sim, vm, ip)
+    for rule in sim.col("pf_rules").values():
+        if rule["ipaddressid"] == ip["id"] and rule["protocol"] == protocol and _ranges_overlap(
+                (int(rule["publicport"]), int(rule["publicendport"])), pub):
+            raise rule_conflict(f"The range specified, {pub[0]}-{pub[1]}, conflicts with rule {rule['id']} "
+                                f"which has {rule['publicport']}-{rule['publicendport']}")
+    cidrs = _cidrs(req.get("cidrlist")) if req.get("cidrlist") else []
+    rule = sim.add("pf_rules", {
+        "ipaddressid": ip["id"], "ipaddress": ip["ipaddress"], "protocol": protocol,
+        "publicport": str(pub[0]), "publicendport": str(pub[1]), "privateport": str(priv[0]),
+        "privateendport": str(priv[1]), "virtualmachineid": vm["id"], "virtualmachinename": vm["name"],
+        "virtualmachinedisplayname": vm.get("displayname", vm["name"]), "vmguestip": nic["ipaddress"],
+        "networkid": ip["associatednetworkid"], "state": "Add", "cidrlist": ",".join(cidrs), "fordisplay": True,
+    })
+    if req.get("openfirewall", True):
+        fw = add_firewall_rule(sim, ip, protocol, pub[0], pub[1], cidrs or ["0.0.0.0/0"], related=rule["id"])
+        fw["state"] = "Active"
+    return AsyncResult("activate_rule", {"col": "pf_rules", "id": rule["id"], "key": "portforwardingrule"},
+                       "FirewallRule", rule["id"], entity_id=rule["id"])
+
+
+@command("deletePortForwardingRule", Param("id", "uuid", required=True, entity="pf_rules"), isasync=True)
+def delete_port_forwarding_rule(sim: Simulator, req: Request) -> AsyncResult:
+    """Deletes a port forwarding rule (and the firewall rule opened with it)."""
+    return AsyncResult("delete_rule", {"col": "pf_rules", "id": req.get("id")}, "FirewallRule", req.get("id"))
+
+
+@command("listPortForwardingRules", Param("id", "uuid"), Param("ipaddressid", "uuid"), Param("networkid", "uuid"),
+         Param("fordisplay", "boolean"), TAG_FILTER, key="portforwardingrule", listing=True)
+def list_port_forwarding_rules(sim: Simulator, req: Request) -> list[dict[str, Any]]:
+    """Lists all port forwarding rules for an IP address."""
+    items = select(sim, "pf_rules", req, name_field="ipaddress", keyword_fields=("ipaddress",),
+                   fields={"ipaddressid": "ipaddressid", "networkid": "networkid"})
+    return [with_tags(sim, r) for r in items]
+
+
+# ---- IP forwarding (static NAT rules) -----------------------------------------------------------
+
+@command("createIpForwardingRule", Param("ipaddressid", "uuid", required=True, entity="public_ips"),
+         Param("protocol", required=True), Param("startport", "integer", required=True), Param("endport", "integer"),
+         Param("openfirewall", "boolean"), Param("cidrlist", "list"), isasync=True, key="ipforwardingrule")
+def create_ip_forwarding_rule(sim: Simulator, req: Request) -> AsyncResult:
+    """Creates an IP forwarding rule on a static-NAT IP."""
+    ip = get_or_431(sim, "public_ips", req.get("ipaddressid"), "ip address")
+    if not ip.get("isstaticnat"):
+        raise invalid_value(f"Can't create ip forwarding rules for ip {ip['ipaddress']}: static nat is not enabled")
+    protocol = _protocol(req)
+    sp, ep = _ports(req, "startport", "endport", protocol)
+    vm = sim.get("vms", ip["virtualmachineid"]) or {}
+    rule = sim.add("ip_forwarding_rules", {
+        "ipaddressid": ip["id"], "ipaddress": ip["ipaddress"], "protocol": protocol, "startport": sp,
+        "endport": ep, "virtualmachineid": vm.get("id"), "virtualmachinename": vm.get("name"),
+        "virtualmachinedisplayname": vm.get("displayname"), "state": "Add",
+    })
+    if req.get("openfirewall", True):
+        add_firewall_rule(sim, ip, protocol, sp, ep, ["0.0.0.0/0"], related=rule["id"])["state"] = "Active"
+    return AsyncResult("activate_rule", {"col": "ip_forwarding_rules", "id": rule["id"], "key": "ipforwardingrule"},
+                       "FirewallRule", rule["id"], entity_id=rule["id"])
+
+
+@command("deleteIpForwardingRule", Param("id", "uuid", required=True, entity="ip_forwarding_rules"), isasync=True)
+def delete_ip_forwarding_rule(sim: Simulator, req: Request) -> AsyncResult:
+    """Deletes an IP forwarding rule."""
+    return AsyncResult("delete_rule", {"col": "ip_forwarding_rules", "id": req.get("id")}, "FirewallRule",
+                       req.get("id"))
+
+
+@command("listIpForwardingRules", Param("id", "uuid"), Param("ipaddressid", "uuid"),
+         Param("virtualmachineid", "uuid"), key="ipforwardingrule", listing=True)
+def list_ip_forwarding_rules(sim: Simulator, req: Request) -> list[dict[str, Any]]:
+    """List the IP forwarding rules."""
+    items = select(sim, "ip_forwarding_rules", req, name_field="ipaddress", keyword_fields=("ipaddress",),
+                   fields={"ipaddressid": "ipaddressid", "virtualmachineid": "virtualmachineid"})
+    return [with_tags(sim, r) for r in items]
+
+
+# ---- load balancer --------------------------------------------------------------------------------
+
+@command("createLoadBalancerRule", Param("algorithm", required=True), Param("name", required=True),
+         Param("privateport", "integer", required=True), Param("publicport", "integer", required=True),
+         Param("publicipid", "uuid", entity="public_ips"), Param("networkid", "uuid", entity="networks"),
+         Param("openfirewall", "boolean"), Param("protocol"), Param("cidrlist", "list"), Param("description"),
+         isasync=True, key="loadbalancer")
+def create_load_balancer_rule(sim: Simulator, req: Request) -> AsyncResult:
+    """Creates a load balancer rule."""
+    if req.get("algorithm") not in ("roundrobin", "leastconn", "source"):
+        raise invalid_value(f"Invalid algorithm {req.get('algorithm')}: use roundrobin, leastconn or source")
+    if "publicipid" not in req:
+        raise invalid_value("publicipid is required for a load balancer rule in an isolated network")
+    ip = get_or_431(sim, "public_ips", req.get("publicipid"), "ip address")
+    if ip.get("isstaticnat"):
+        raise rule_conflict(f"Can't create a load balancer rule on static nat ip {ip['ipaddress']}")
+    for rule in sim.col("lb_rules").values():
+        if rule["publicipid"] == ip["id"] and rule["publicport"] == str(req.get("publicport")):
+            raise rule_conflict(f"The range specified, {req.get('publicport')}-{req.get('publicport')}, conflicts "
+                                f"with rule {rule['id']} which has {rule['publicport']}-{rule['publicport']}")
+    rule = sim.add("lb_rules", {
+        "name": req.get("name"), "description": req.get("description"), "algorithm": req.get("algorithm"),
+        "publicipid": ip["id"], "publicip": ip["ipaddress"], "publicport": str(req.get("publicport")),
+        "privateport": str(req.get("privateport")), "networkid": ip["associatednetworkid"],
+        "protocol": req.get("protocol") or "tcp", "state": "Add", "cidrlist": "", "fordisplay": True,
+        "_vms": [],
+    })
+    if req.get("openfirewall", True):
+        add_firewall_rule(sim, ip, "tcp", req.get("publicport"), req.get("publicport"),
+                          _cidrs(req.get("cidrlist")) or ["0.0.0.0/0"], related=rule["id"])["state"] = "Active"
+    return AsyncResult("activate_rule", {"col": "lb_rules", "id": rule["id"], "key": "loadbalancer"},
+                       "LoadBalancerRule", rule["id"], entity_id=rule["id"])
+
+
+def _render_lb(sim: Simulator, rule: dict[str, Any]) -> dict[str, Any]:
+    return with_tags(sim, rule) | owner(sim) | {"zoneid": sim.zone["id"]}
+
+
+@command("assignToLoadBalancerRule", Param("id", "uuid", required=True, entity="lb_rules"),
+         Param("virtualmachineids", "list", item_type="uuid"), isasync=True)
+def assign_to_load_balancer_rule(sim: Simulator, req: Request) -> AsyncResult:
+    """Assigns virtual machine(s) to a load balancer rule."""
+    rule = get_or_431(sim, "lb_rules", req.get("id"), "load balancer rule")
+    ip = sim.get("public_ips", rule["publicipid"]) or {}
+    for vm_id in req.get("virtualmachineids") or []:
+        _vm_in_network(sim, get_or_431(sim, "vms", vm_id, "virtual machine"), ip)
+    return AsyncResult("lb_assign", {"id": rule["id"], "vms": req.get("virtualmachineids") or [], "add": True},
+                       "LoadBalancerRule", rule["id"])
+
+
+@command("removeFromLoadBalancerRule", Param("id", "uuid", required=True, entity="lb_rules"),
+         Param("virtualmachineids", "list", item_type="uuid"), isasync=True)
+def remove_from_load_balancer_rule(sim: Simulator, req: Request) -> AsyncResult:
+    """Removes virtual machine(s) from a load balancer rule."""
+    return AsyncResult("lb_assign", {"id": req.get("id"), "vms": req.get("virtualmachineids") or [], "add": False},
+                       "LoadBalancerRule", req.get("id"))
+
+
+@finisher("lb_assign")
+def _finish_lb_assign(sim: Simulator, id: str, vms: list[str], add: bool) -> dict[str, Any]:
+    rule = sim.get("lb_rules", id)
+    if rule is None:
+        raise ApiError(530, f"Unable to find load balancer rule {id}")
+    current = set(rule["_vms"])
+    rule["_vms"] = sorted(current | set(vms)) if add else sorted(current - set(vms))
+    return {"success": True}
+
+
+@command("deleteLoadBalancerRule", Param("id", "uuid", required=True, entity="lb_rules"), isasync=True)
+def delete_load_balancer_rule(sim: Simulator, req: Request) -> AsyncResult:
+    """Deletes a load balancer rule."""
+    return AsyncResult("delete_lb", {"id": req.get("id")}, "LoadBalancerRule", req.get("id"))
+
+
+@finisher("delete_lb")
+def _finish_delete_lb(sim: Simulator, id: str) -> dict[str, Any]:
+    sim.remove("lb_rules", id)
+    for fw in [r for r in sim.col("firewall_rules").values() if r.get("related") == id]:
+        sim.remove("firewall_rules", fw["id"])
+    return {"success": True}
+
+
+@command("listLoadBalancerRules", Param("id", "uuid"), Param("name"), Param("publicipid", "uuid"),
+         Param("networkid", "uuid"), Param("virtualmachineid", "uuid"), Param("zoneid", "uuid"), TAG_FILTER,
+         key="loadbalancerrule", listing=True)
+def list_load_balancer_rules(sim: Simulator, req: Request) -> list[dict[str, Any]]:
+    """Lists load balancer rules."""
+    items = select(sim, "lb_rules", req, fields={"publicipid": "publicipid", "networkid": "networkid"})
+    if "virtualmachineid" in req:
+        items = [r for r in items if req.get("virtualmachineid") in r["_vms"]]
+    return [_render_lb(sim, r) for r in items]
+
+
+@command("listLoadBalancerRuleInstances", Param("id", "uuid", required=True, entity="lb_rules"),
+         Param("applied", "boolean"), key="loadbalancerruleinstance", listing=True)
+def list_load_balancer_rule_instances(sim: Simulator, req: Request) -> list[dict[str, Any]]:
+    """List all virtual machine instances that are assigned to a load balancer rule."""
+    from .compute import render_vm
+
+    rule = get_or_431(sim, "lb_rules", req.get("id"), "load balancer rule")
+    return [render_vm(sim, sim.col("vms")[v]) for v in rule["_vms"] if v in sim.col("vms")]
+
+
+RENDER = {
+    "firewall_rules": _render_firewall,
+    "egress_rules": with_tags,
+    "pf_rules": with_tags,
+    "ip_forwarding_rules": with_tags,
+    "lb_rules": _render_lb,
+}

@@ -1,0 +1,333 @@
+"""Public IPs of the simulated cloud, reachable on this machine as CloudStack would allow.
+
+A public IP is a loopback address (``127.200.x.y``). Like an isolated network's virtual
+router, ingress is closed until a firewall rule opens it, and then only reaches a VM through
+static NAT or a port-forwarding rule: so a deploy tool that forgets its firewall rule really
+cannot SSH in. Only the ``(address, port)`` pairs the rules open *and* a VM serves get a real
+listening socket; a removed rule closes it (new connections are refused). Every connection is
+re-checked against the current state when accepted (source CIDRs, VM Running), and then
+copied to the VM's guest (see ``guest.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .engine import Simulator
+from .guest import Guest, GuestBackend, MemoryBackend, ports_in
+
+log = logging.getLogger("csdeploy.lab.simulator.network")
+
+#: A forwarded range up to this many ports is exposed whole when the guest serves any port;
+#: wider ranges expose only the ports the guest declares.
+MAX_RANGE_EXPOSED = 64
+#: Rules not (or no longer) applied on the virtual router.
+INACTIVE_RULE_STATES = frozenset({"Add", "Staged", "Revoke", "Error"})
+ALL_PORTS = (1, 65535)
+_COPY_CHUNK = 65536
+
+Route = tuple[str, int]  # (vm id, private port)
+
+
+# ---- the rules (pure functions of the state) ------------------------------------------------
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _live(items: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    return (i for i in items if not i.get("_removed"))
+
+
+def _cidrs(value: Any) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    parts = value if isinstance(value, list) else str(value or "").split(",")
+    nets = []
+    for part in parts:
+        with contextlib.suppress(ValueError):
+            nets.append(ipaddress.ip_network(str(part).strip(), strict=False))
+    return nets
+
+
+def _source_in(source: str, cidrlist: Any) -> bool:
+    """Whether ``source`` is in a cidrlist; an empty list means any (CloudStack's default)."""
+    if not cidrlist or (isinstance(cidrlist, str) and not cidrlist.strip()):
+        return True
+    nets = _cidrs(cidrlist)
+    try:
+        addr = ipaddress.ip_address(source)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return any(addr.version == n.version and addr in n for n in nets)
+
+
+def _rule_active(rule: dict[str, Any]) -> bool:
+    return not rule.get("_removed") and rule.get("state") not in INACTIVE_RULE_STATES
+
+
+def _tcp_range(rule: dict[str, Any], start: str, end: str) -> tuple[int, int] | None:
+    """The TCP port range a rule covers (``all`` without ports: every port), or None."""
+    proto = str(rule.get("protocol") or "").lower()
+    if proto not in ("tcp", "all"):
+        return None
+    lo, hi = _int(rule.get(start)), _int(rule.get(end))
+    if lo is None:
+        return ALL_PORTS
+    return (max(lo, 1), min(hi if hi is not None else lo, 65535))
+
+
+def _firewall(sim: Simulator, ip_id: str) -> list[tuple[tuple[int, int], dict[str, Any]]]:
+    return [(r, rule) for rule in _live(sim.col("firewall_rules").values())
+            if rule.get("ipaddressid") == ip_id and _rule_active(rule)
+            and (r := _tcp_range(rule, "startport", "endport")) is not None]
+
+
+def _forwards(sim: Simulator, ip_id: str) -> list[tuple[tuple[int, int], int, dict[str, Any]]]:
+    """Active TCP port-forwarding rules on an IP: (public range, first private port, rule)."""
+    out = []
+    for rule in _live(sim.col("pf_rules").values()):
+        if rule.get("ipaddressid") != ip_id or not _rule_active(rule):
+            continue
+        if str(rule.get("protocol") or "").lower() != "tcp":
+            continue
+        pub = _tcp_range(rule, "publicport", "publicendport")
+        private = _int(rule.get("privateport"))
+        if pub is not None and private is not None:
+            out.append((pub, private, rule))
+    return out
+
+
+def _candidates(backend: GuestBackend, vm: dict[str, Any], lo: int, hi: int) -> list[int]:
+    """Private ports in ``lo..hi`` worth a listener: what the guest serves, capped."""
+    if lo > hi:
+        return []
+    if backend.serves_all_ports and hi - lo + 1 <= MAX_RANGE_EXPOSED:
+        return list(range(lo, hi + 1))
+    return ports_in(backend.declared_ports(vm), lo, hi)
+
+
+def exposed(sim: Simulator, backend: GuestBackend) -> set[tuple[str, int]]:
+    """Every ``(public address, port)`` the rules open towards a port some VM serves."""
+    vms = sim.col("vms")
+    out: set[tuple[str, int]] = set()
+    for ip in _live(sim.col("public_ips").values()):
+        address = ip.get("ipaddress")
+        if not address:
+            continue
+        fw = _firewall(sim, ip["id"])
+        for (plo, phi), private, rule in _forwards(sim, ip["id"]):
+            vm = vms.get(rule.get("virtualmachineid") or "")
+            if vm is None or vm.get("_removed"):
+                continue
+            for (flo, fhi), _ in fw:
+                lo, hi = max(plo, flo), min(phi, fhi)
+                shift = private - plo
+                out.update((address, p - shift) for p in _candidates(backend, vm, lo + shift, hi + shift))
+        if ip.get("isstaticnat") and ip.get("virtualmachineid"):
+            vm = vms.get(ip["virtualmachineid"])
+            if vm is not None and not vm.get("_removed"):
+                for (flo, fhi), _ in fw:
+                    out.update((address, p) for p in _candidates(backend, vm, flo, fhi))
+    return out
+
+
+def route(sim: Simulator, address: str, port: int, source: str) -> tuple[Route | None, str]:
+    """Where a TCP connection from ``source`` to ``address:port`` goes: ((vm, port), why)."""
+    ip = next((i for i in _live(sim.col("public_ips").values()) if i.get("ipaddress") == address), None)
+    if ip is None:
+        return None, "no such public IP"
+    covering = [rule for (lo, hi), rule in _firewall(sim, ip["id"]) if lo <= port <= hi]
+    if not covering:
+        return None, "no firewall rule opens the port"
+    if not any(_source_in(source, rule.get("cidrlist")) for rule in covering):
+        return None, f"source {source} not in the firewall rule's cidrlist"
+    dest: Route | None = None
+    for (lo, hi), private, rule in _forwards(sim, ip["id"]):
+        if lo <= port <= hi:
+            if not _source_in(source, rule.get("cidrlist")):
+                return None, f"source {source} not in the port-forwarding rule's cidrlist"
+            dest = (str(rule.get("virtualmachineid")), private + port - lo)
+            break
+    if dest is None and ip.get("isstaticnat") and ip.get("virtualmachineid"):
+        dest = (str(ip["virtualmachineid"]), port)
+    if dest is None:
+        return None, "no static NAT or port-forwarding rule"
+    vm = sim.get("vms", dest[0])
+    if vm is None or vm.get("_removed") or vm.get("state") != "Running":
+        return None, f"VM is {vm.get('state') if vm else 'gone'}"
+    return dest, "ok"
+
+
+# ---- the forwarder --------------------------------------------------------------------------
+class PublicNetwork:
+    """Keeps listeners and guests in step with the simulator state (see the module doc).
+
+    Reconciliation runs as one background task, triggered by ``sim.listeners`` and
+    coalescing bursts; ``await settled()`` waits until it has caught up with the state.
+    """
+
+    def __init__(self, sim: Simulator, backend: GuestBackend | None = None) -> None:
+        self.sim = sim
+        self.backend = backend or MemoryBackend(sim)
+        self.guests: dict[str, Guest] = {}
+        self.servers: dict[tuple[str, int], asyncio.Server] = {}
+        self._bind_failed: set[tuple[str, int]] = set()
+        self._conns: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._dirty = False
+        self._running = False
+
+    # -- lifecycle --
+    async def start(self) -> None:
+        self._running = True
+        self.sim.listeners.append(self.changed)
+        self.changed()
+        await self.settled()
+
+    async def stop(self) -> None:
+        self._running = False
+        with contextlib.suppress(ValueError):
+            self.sim.listeners.remove(self.changed)
+        await self.settled()
+        for server in self.servers.values():
+            server.close()
+        conns = list(self._conns)
+        for task in conns:
+            task.cancel()
+        await asyncio.gather(*conns, return_exceptions=True)
+        for server in self.servers.values():
+            await server.wait_closed()
+        self.servers.clear()
+        guests = list(self.guests.values())
+        self.guests.clear()
+        for guest in guests:
+            await self._stop_guest(guest)
+        await self.backend.close()
+
+    def changed(self) -> None:
+        """A ``sim.listeners`` callback: schedule a reconcile (never blocks)."""
+        if not self._running:
+            return
+        self._dirty = True
+        if self._task is None or self._task.done():
+            try:
+                self._task = asyncio.get_running_loop().create_task(self._reconcile_loop())
+            except RuntimeError:
+                log.debug("state changed outside the event loop; reconcile deferred")
+
+    async def settled(self) -> None:
+        """Wait until listeners and guests match the state as of this call."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def _reconcile_loop(self) -> None:
+        while self._dirty and self._running:
+            self._dirty = False
+            try:
+                await self._sync_guests()
+                await self._sync_listeners()
+            except Exception:  # keep serving whatever else still works
+                log.exception("public network reconcile failed")
+
+    # -- guests --
+    async def _sync_guests(self) -> None:
+        running = {vm_id for vm_id, vm in self.sim.col("vms").items()
+                   if vm.get("state") == "Running" and not vm.get("_removed")}
+        for vm_id in [v for v in self.guests if v not in running]:
+            await self._stop_guest(self.guests.pop(vm_id))
+        for vm_id in running - set(self.guests):
+            guest = self.backend.create(self.sim.col("vms")[vm_id])
+            try:
+                await guest.start()
+            except Exception as exc:
+                log.warning("VM %s: guest failed to start: %s", vm_id, exc)
+                await self._stop_guest(guest)
+                continue
+            self.guests[vm_id] = guest
+
+    @staticmethod
+    async def _stop_guest(guest: Guest) -> None:
+        try:
+            await guest.stop()
+        except Exception as exc:
+            log.warning("VM %s: guest failed to stop cleanly: %s", guest.vm_id, exc)
+
+    # -- listeners --
+    async def _sync_listeners(self) -> None:
+        wanted = exposed(self.sim, self.backend)
+        for key in [k for k in self.servers if k not in wanted]:
+            self.servers.pop(key).close()  # new connections are refused; live ones finish
+            log.info("public %s:%s closed", *key)
+        self._bind_failed &= wanted
+        for address, port in sorted(wanted - set(self.servers)):
+            try:
+                server = await asyncio.start_server(
+                    lambda r, w, a=address, p=port: self._accept(r, w, a, p), address, port,
+                    reuse_address=True)
+            except OSError as exc:
+                if (address, port) not in self._bind_failed:
+                    self._bind_failed.add((address, port))
+                    log.warning("public %s:%s cannot be opened (%s); traffic to it will not "
+                                "reach the VM", address, port, exc.strerror or exc)
+                continue
+            self._bind_failed.discard((address, port))
+            self.servers[(address, port)] = server
+            log.info("public %s:%s open", address, port)
+
+    # -- connections --
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      address: str, port: int) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            peer = writer.get_extra_info("peername") or ("?", 0)
+            dest, why = route(self.sim, address, port, str(peer[0]))
+            guest = self.guests.get(dest[0]) if dest else None
+            target = guest.target(dest[1]) if guest and dest else None
+            if target is None:
+                log.debug("%s -> %s:%s dropped: %s", peer[0], address, port,
+                          why if dest is None else "nothing listens in the VM")
+                return
+            try:
+                up_reader, upstream = await asyncio.open_connection(*target)
+            except OSError as exc:
+                log.debug("%s:%s -> guest %s unreachable: %s", address, port, target, exc)
+                return
+            await asyncio.gather(_copy(reader, upstream, writer), _copy(up_reader, writer, upstream))
+        except asyncio.CancelledError:
+            # stop() cancels us; end quietly, since asyncio's stream server logs a handler task
+            # that ends cancelled as an error. We own this task: nobody awaits its cancellation.
+            pass
+        finally:
+            for w in (writer, upstream):
+                if w is not None:
+                    w.close()
+            for w in (writer, upstream):
+                if w is not None:
+                    with contextlib.suppress(OSError, asyncio.CancelledError):
+                        await w.wait_closed()
+            self._conns.discard(task)
+
+
+async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                other: asyncio.StreamWriter) -> None:
+    """Copy one direction; pass EOF on as a half-close; on an error, drop both sides."""
+    try:
+        while data := await src.read(_COPY_CHUNK):
+            dst.write(data)
+            await dst.drain()
+        if dst.can_write_eof() and not dst.is_closing():
+            dst.write_eof()
+    except OSError:
+        dst.close()
+        other.close()

@@ -1,0 +1,139 @@
+"""Helpers for the public-network tests: a simulator with records added directly, no HTTP.
+
+Each lab takes a random 127.2xx.y.0/24 public range so parallel or leftover listeners of
+other tests (the HTTP end-to-end runs use 127.200/16) never collide with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import yaml
+
+from cloudstack_deploy.lab.simulator.engine import Settings, Simulator
+from cloudstack_deploy.lab.simulator.network import PublicNetwork
+
+TIMEOUT = 10.0
+
+
+def random_range() -> str:
+    return f"127.{random.randint(201, 254)}.{random.randint(0, 255)}.0/24"
+
+
+def cloud_config_userdata(config: dict[str, Any]) -> str:
+    """Base64 user data of a ``#cloud-config`` document, as deployVirtualMachine takes it."""
+    return base64.b64encode(("#cloud-config\n" + yaml.safe_dump(config)).encode()).decode()
+
+
+class Lab:
+    """A simulator plus its public network, with shortcuts to add cloud records."""
+
+    def __init__(self, public_range: str | None = None, state_file: Path | None = None) -> None:
+        self.public_range = public_range or random_range()
+        self.sim = Simulator(Settings(public_range=self.public_range), state_file)
+        self.network = PublicNetwork(self.sim)
+
+    async def start(self) -> None:
+        await self.network.start()
+
+    async def stop(self) -> None:
+        await self.network.stop()
+
+    async def settle(self) -> None:
+        """Notify listeners as the API would after a change, and wait for the network."""
+        self.sim.changed()
+        await asyncio.wait_for(self.network.settled(), TIMEOUT)
+
+    # -- records --
+    def keypair(self, name: str) -> asyncssh.SSHKey:
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        self.sim.add("keypairs", {"name": name, "fingerprint": name,
+                                  "_publickey": key.export_public_key().decode().strip()})
+        return key
+
+    def vm(self, name: str, keypair: str | None = None, userdata: str | None = None,
+           state: str = "Running") -> dict[str, Any]:
+        vm: dict[str, Any] = {"name": name, "state": state,
+                              "nic": [{"networkid": "n1", "ipaddress": "10.1.1.10", "isdefault": True}]}
+        if keypair:
+            vm["keypairs"] = keypair
+        if userdata:
+            vm["_userdata"] = userdata
+        return self.sim.add("vms", vm)
+
+    def public_ip(self, vm: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A public IP, with static NAT to ``vm`` if given."""
+        ip = self.sim.add("public_ips", {
+            "ipaddress": self.sim.allocate_public_address(), "issourcenat": False,
+            "isstaticnat": vm is not None, "associatednetworkid": "n1",
+        })
+        if vm is not None:
+            ip["virtualmachineid"] = vm["id"]
+        return ip
+
+    def firewall(self, ip: dict[str, Any], start: int | None, end: int | None = None,
+                 protocol: str = "tcp", cidrlist: str = "0.0.0.0/0") -> dict[str, Any]:
+        return self.sim.add("firewall_rules", {
+            "ipaddressid": ip["id"], "protocol": protocol, "startport": start,
+            "endport": end if end is not None else start, "cidrlist": cidrlist, "state": "Active",
+        })
+
+    def forward(self, ip: dict[str, Any], vm: dict[str, Any], public: int, private: int,
+                cidrlist: str = "") -> dict[str, Any]:
+        return self.sim.add("pf_rules", {
+            "ipaddressid": ip["id"], "protocol": "tcp", "publicport": str(public),
+            "publicendport": str(public), "privateport": str(private),
+            "privateendport": str(private), "virtualmachineid": vm["id"], "cidrlist": cidrlist,
+            "state": "Active",
+        })
+
+
+# -- probes --
+async def refused(host: str, port: int) -> bool:
+    """True if nothing listens at host:port (the connection is refused)."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), TIMEOUT)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    await writer.wait_closed()
+    return False
+
+
+async def first_bytes(host: str, port: int) -> bytes:
+    """Connect and read what the server says first (b"" if it closes without a word)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), TIMEOUT)
+    try:
+        return await asyncio.wait_for(reader.read(64), TIMEOUT)
+    except ConnectionResetError:
+        return b""
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def ssh(host: str, port: int, key: asyncssh.SSHKey | None, **kw: Any) -> asyncssh.SSHClientConnection:
+    """An asyncssh client using only ``key``: no agent, no ~/.ssh, host key not checked."""
+    options: dict[str, Any] = {"known_hosts": None, "config": None, "agent_path": None,
+                               "client_keys": [key] if key else None, "username": "debian"}
+    options.update(kw)
+    return await asyncio.wait_for(asyncssh.connect(host, port, **options), TIMEOUT)
+
+
+def listening(prefix: str) -> set[tuple[str, int]]:
+    """TCP sockets in LISTEN state whose address starts with ``prefix`` (from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] != "0A":
+            continue
+        hex_addr, hex_port = fields[1].split(":")
+        addr = ".".join(str(int(hex_addr[i:i + 2], 16)) for i in (6, 4, 2, 0))
+        if addr.startswith(prefix):
+            found.add((addr, int(hex_port, 16)))
+    return found

@@ -1,0 +1,290 @@
+"""Public IPs of the simulator are reachable exactly as CloudStack's rules allow.
+
+Real sockets on 127.2xx addresses and real asyncssh clients; no mocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import logging
+import socket
+from collections.abc import AsyncIterator
+
+import asyncssh
+import pytest
+
+from cloudstack_deploy.lab.simulator.guest import NO_EXEC_STATUS, cloud_config, userdata_host_keys
+
+try:  # tests/simulator may become a package; work either way
+    from .network_helpers import Lab, cloud_config_userdata, first_bytes, listening, refused, ssh
+except ImportError:
+    from network_helpers import Lab, cloud_config_userdata, first_bytes, listening, refused, ssh
+
+
+@pytest.fixture
+async def lab() -> AsyncIterator[Lab]:
+    lab = Lab()
+    await lab.start()
+    yield lab
+    await lab.stop()
+
+
+async def _ssh_vm(lab: Lab, name: str = "web-1", **vm_kw: object) -> tuple[dict, dict, asyncssh.SSHKey]:
+    """A Running VM with keypair, static NAT and a firewall rule for 22."""
+    key = lab.keypair(f"kp-{name}")
+    vm = lab.vm(name, keypair=f"kp-{name}", **vm_kw)  # type: ignore[arg-type]
+    ip = lab.public_ip(vm)
+    lab.firewall(ip, 22)
+    await lab.settle()
+    return vm, ip, key
+
+
+# ---- reachability ---------------------------------------------------------------------------
+async def test_no_firewall_rule_means_refused(lab: Lab) -> None:
+    key = lab.keypair("kp")
+    vm = lab.vm("web-1", keypair="kp")
+    ip = lab.public_ip(vm)
+    await lab.settle()
+    assert await refused(ip["ipaddress"], 22)
+    assert lab.network.servers == {}
+    lab.firewall(ip, 22)
+    await lab.settle()
+    async with await ssh(ip["ipaddress"], 22, key):
+        pass
+
+
+async def test_ssh_with_keypair_and_userdata_host_key(lab: Lab) -> None:
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    userdata = cloud_config_userdata({"ssh_keys": {
+        "ed25519_private": host_key.export_private_key().decode(),
+        "ed25519_public": host_key.export_public_key().decode().strip(),
+    }})
+    vm, ip, key = await _ssh_vm(lab, userdata=userdata)
+    async with await ssh(ip["ipaddress"], 22, key) as conn:
+        assert conn.get_server_host_key().public_data == host_key.public_data
+        result = await conn.run("id")
+        assert result.exit_status == NO_EXEC_STATUS == 126
+        assert "VM web-1 is a memory-backend simulator VM" in str(result.stderr)
+        assert "runs no commands" in str(result.stderr)
+        assert (await conn.run("true")).exit_status == 126
+    # any user name works with the right key, as with a keypair on a real template
+    async with await ssh(ip["ipaddress"], 22, key, username="root"):
+        pass
+    # known_hosts pinned to the userdata key is accepted
+    pinned = asyncssh.import_known_hosts(
+        f"{ip['ipaddress']} {host_key.export_public_key().decode()}")
+    async with await ssh(ip["ipaddress"], 22, key, known_hosts=pinned):
+        pass
+
+
+async def test_wrong_key_and_password_are_refused(lab: Lab) -> None:
+    _, ip, _ = await _ssh_vm(lab)
+    other = asyncssh.generate_private_key("ssh-ed25519")
+    with pytest.raises(asyncssh.PermissionDenied):
+        await ssh(ip["ipaddress"], 22, other)
+    with pytest.raises(asyncssh.PermissionDenied):
+        await ssh(ip["ipaddress"], 22, None, password="debian", preferred_auth="password")
+
+
+async def test_vm_without_keypair_lets_nobody_in(lab: Lab) -> None:
+    key = lab.keypair("kp")
+    vm = lab.vm("nokey")
+    ip = lab.public_ip(vm)
+    lab.firewall(ip, 22)
+    await lab.settle()
+    assert (await first_bytes(ip["ipaddress"], 22)).startswith(b"SSH-2.0-")
+    with pytest.raises(asyncssh.PermissionDenied):
+        await ssh(ip["ipaddress"], 22, key)
+
+
+async def test_source_outside_cidrlist_is_dropped(lab: Lab) -> None:
+    key = lab.keypair("kp")
+    vm = lab.vm("web-1", keypair="kp")
+    ip = lab.public_ip(vm)
+    rule = lab.firewall(ip, 22, cidrlist="10.0.0.0/8")
+    await lab.settle()
+    assert await first_bytes(ip["ipaddress"], 22) == b""  # accepted, then closed: no banner
+    rule["cidrlist"] = "10.0.0.0/8,127.0.0.1/32"
+    await lab.settle()
+    async with await ssh(ip["ipaddress"], 22, key):
+        pass
+
+
+async def test_deleting_the_rule_closes_the_port(lab: Lab) -> None:
+    _, ip, key = await _ssh_vm(lab)
+    rule_id = next(iter(lab.sim.col("firewall_rules")))
+    rule = dict(lab.sim.col("firewall_rules")[rule_id])
+    async with await ssh(ip["ipaddress"], 22, key) as conn:
+        lab.sim.remove("firewall_rules", rule_id)
+        await lab.settle()
+        assert await refused(ip["ipaddress"], 22)
+        assert (await conn.run("true")).exit_status == 126  # a live session may finish
+    lab.sim.add("firewall_rules", rule)
+    await lab.settle()
+    async with await ssh(ip["ipaddress"], 22, key):
+        pass
+
+
+async def test_disabling_static_nat_and_releasing_the_ip(lab: Lab) -> None:
+    vm, ip, key = await _ssh_vm(lab)
+    ip.update(isstaticnat=False, virtualmachineid=None)
+    await lab.settle()
+    assert await refused(ip["ipaddress"], 22)
+    ip.update(isstaticnat=True, virtualmachineid=vm["id"])
+    await lab.settle()
+    async with await ssh(ip["ipaddress"], 22, key):
+        pass
+    lab.sim.remove("public_ips", ip["id"])
+    await lab.settle()
+    assert await refused(ip["ipaddress"], 22)
+
+
+async def test_stopped_vm_closes_connections(lab: Lab) -> None:
+    vm, ip, key = await _ssh_vm(lab)
+    live = await ssh(ip["ipaddress"], 22, key)
+    vm["state"] = "Stopped"
+    await lab.settle()
+    await asyncio.wait_for(live.wait_closed(), 10)  # powering off drops sessions
+    assert await first_bytes(ip["ipaddress"], 22) == b""
+    assert lab.network.guests == {}
+    vm["state"] = "Running"
+    await lab.settle()
+    async with await ssh(ip["ipaddress"], 22, key):
+        pass
+
+
+async def test_port_forwarding_needs_its_own_firewall_rule(lab: Lab) -> None:
+    key = lab.keypair("kp")
+    vm = lab.vm("db-1", keypair="kp")
+    ip = lab.public_ip()  # no static NAT
+    pf = lab.forward(ip, vm, public=2222, private=22)
+    lab.firewall(ip, 22)  # opens 22, which forwards nowhere
+    await lab.settle()
+    assert await refused(ip["ipaddress"], 2222)
+    assert await refused(ip["ipaddress"], 22)
+    lab.firewall(ip, 2222)
+    await lab.settle()
+    async with await ssh(ip["ipaddress"], 2222, key) as conn:
+        assert (await conn.run("true")).exit_status == 126
+    assert set(lab.network.servers) == {(ip["ipaddress"], 2222)}
+    pf["cidrlist"] = "192.168.0.0/16"
+    await lab.settle()
+    assert await first_bytes(ip["ipaddress"], 2222) == b""
+
+
+@pytest.mark.parametrize(("protocol", "start", "end"), [("all", None, None), ("tcp", 1, 65535)])
+async def test_wide_rules_open_only_what_the_guest_serves(
+        lab: Lab, protocol: str, start: int | None, end: int | None) -> None:
+    key = lab.keypair("kp")
+    vm = lab.vm("web-1", keypair="kp")
+    ip = lab.public_ip(vm)
+    lab.firewall(ip, start, end, protocol=protocol)
+    await lab.settle()
+    assert set(lab.network.servers) == {(ip["ipaddress"], 22)}
+    assert await refused(ip["ipaddress"], 80)
+    async with await ssh(ip["ipaddress"], 22, key):
+        pass
+
+
+async def test_udp_rule_opens_no_tcp_port(lab: Lab) -> None:
+    vm = lab.vm("web-1", keypair="kp")
+    ip = lab.public_ip(vm)
+    lab.firewall(ip, 22, protocol="udp")
+    await lab.settle()
+    assert await refused(ip["ipaddress"], 22)
+
+
+async def test_bind_failure_is_a_warning(lab: Lab, caplog: pytest.LogCaptureFixture) -> None:
+    key = lab.keypair("kp")
+    blocked_ip = lab.public_ip(lab.vm("a", keypair="kp"))
+    good_ip = lab.public_ip(lab.vm("b", keypair="kp"))
+    with socket.socket() as squatter:
+        squatter.bind((blocked_ip["ipaddress"], 22))
+        squatter.listen()
+        lab.firewall(blocked_ip, 22)
+        lab.firewall(good_ip, 22)
+        with caplog.at_level(logging.WARNING, logger="csdeploy.lab.simulator.network"):
+            await lab.settle()
+        assert f"{blocked_ip['ipaddress']}:22 cannot be opened" in caplog.text
+        async with await ssh(good_ip["ipaddress"], 22, key):
+            pass
+    await lab.settle()  # freed: the next reconcile takes it
+    async with await ssh(blocked_ip["ipaddress"], 22, key):
+        pass
+
+
+# ---- lifecycle --------------------------------------------------------------------------------
+async def test_stop_leaves_no_listening_sockets() -> None:
+    lab = Lab()
+    await lab.start()
+    _, ip, key = await _ssh_vm(lab)
+    conn = await ssh(ip["ipaddress"], 22, key)
+    guest_port = lab.network.guests[next(iter(lab.network.guests))].target(22)
+    assert guest_port is not None
+    prefix = ip["ipaddress"].rsplit(".", 1)[0] + "."
+    assert listening(prefix) == {(ip["ipaddress"], 22)}
+    await lab.stop()
+    assert listening(prefix) == set()
+    assert await refused(*guest_port)
+    assert lab.network.changed not in lab.sim.listeners
+    await asyncio.wait_for(conn.wait_closed(), 10)
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    assert not [t for t in tasks if "_accept" in repr(t.get_coro())]
+
+
+async def test_generated_host_key_survives_restart(tmp_path) -> None:
+    state = tmp_path / "state.json"
+    lab = Lab(state_file=state)
+    await lab.start()
+    try:
+        _, ip, key = await _ssh_vm(lab)
+        async with await ssh(ip["ipaddress"], 22, key) as conn:
+            first = conn.get_server_host_key().public_data
+    finally:
+        await lab.stop()
+    lab.sim.save()
+    again = Lab(public_range=lab.public_range, state_file=state)
+    await again.start()
+    try:
+        async with await ssh(ip["ipaddress"], 22, key) as conn:
+            assert conn.get_server_host_key().public_data == first
+    finally:
+        await again.stop()
+
+
+async def test_bursts_of_changes_coalesce(lab: Lab) -> None:
+    _, ip, key = await _ssh_vm(lab)
+    for _ in range(200):
+        lab.network.changed()
+    await lab.network.settled()
+    async with await ssh(ip["ipaddress"], 22, key):
+        pass
+
+
+# ---- cloud-init user data ---------------------------------------------------------------------
+def test_cloud_config_forms() -> None:
+    doc = "#cloud-config\nssh_keys: {}\n"
+    plain = base64.b64encode(doc.encode()).decode()
+    zipped = base64.b64encode(gzip.compress(doc.encode())).decode()
+    mime = base64.b64encode((
+        'Content-Type: multipart/mixed; boundary="XX"\nMIME-Version: 1.0\n\n--XX\n'
+        "Content-Type: text/x-shellscript\n\n#!/bin/sh\necho hi\n--XX\n"
+        f"Content-Type: text/cloud-config\n\n{doc}--XX--\n").encode()).decode()
+    for userdata in (plain, zipped, mime):
+        assert cloud_config(userdata) == {"ssh_keys": {}}
+    script = base64.b64encode(b"#!/bin/sh\necho hi\n").decode()
+    for userdata in (None, "", script, "!!not base64!!"):
+        assert cloud_config(userdata) is None
+
+
+def test_userdata_host_keys_of_each_type() -> None:
+    keys = {f"{alg}_private": asyncssh.generate_private_key(name).export_private_key().decode()
+            for alg, name in (("rsa", "ssh-rsa"), ("ecdsa", "ecdsa-sha2-nistp256"),
+                              ("ed25519", "ssh-ed25519"))}
+    keys["dsa_private"] = "ignored"
+    found = userdata_host_keys(cloud_config_userdata({"ssh_keys": keys}))
+    assert sorted(k.get_algorithm() for k in found) == [
+        "ecdsa-sha2-nistp256", "ssh-ed25519", "ssh-rsa"]
+    assert userdata_host_keys(cloud_config_userdata({"ssh_keys": {"ed25519_private": "junk"}})) == []
