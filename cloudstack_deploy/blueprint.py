@@ -1,0 +1,520 @@
+"""Turn a blueprint file into a `Blueprint`, or into every problem it has, with file:line.
+
+A user fixing a blueprint wants the whole list at once and wants to jump to each line, so
+validation never stops at the first problem: each one becomes a `Problem(file, line, field,
+message)` and `BlueprintError` carries them all. Lines come from PyYAML node marks (safe
+composition only: YAML's own tags, no object construction). `--set` overrides are applied to
+the parsed tree before validation, and their problems name the override instead of a line.
+The records, their defaults and the per-value rules live in `blueprint_schema.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .blueprint_schema import (
+    BAD,
+    PUBLIC_ACCESS_MODES,
+    ROLE_NAME_MAX,
+    SERVICE_NAME_MAX,
+    Accessory,
+    AccessoryVM,
+    Blueprint,
+    Checker,
+    Cloud,
+    Ctx,
+    Disk,
+    EnvSpec,
+    Healthcheck,
+    Loc,
+    Problem,
+    Proxy,
+    Registry,
+    Role,
+    SSHAccess,
+    TreePath,
+    check_abs_path,
+    check_bool,
+    check_cidrs,
+    check_clear_env,
+    check_cmd,
+    check_count,
+    check_hosts,
+    check_http_path,
+    check_password,
+    check_port,
+    check_registry_server,
+    check_retain,
+    check_seconds,
+    check_secret_name,
+    check_shell_cmd,
+    check_size_gb,
+    check_str,
+    check_ttl,
+    check_unix_user,
+    check_volume,
+    choice_checker,
+    describe,
+    dotted,
+    format_duration,
+    image_checker,
+    list_checker,
+    name_checker,
+    parse_duration,
+)
+from .errors import CsdeployError
+
+__all__ = [
+    "Accessory", "AccessoryVM", "Blueprint", "BlueprintError", "Cloud", "Disk", "EnvSpec",
+    "Healthcheck", "Problem", "Proxy", "Registry", "Role", "SSHAccess", "apply_overrides",
+    "format_duration", "load_blueprint", "loads_blueprint", "parse_duration",
+]
+
+
+class BlueprintError(CsdeployError):
+    """The blueprint cannot be used; `problems` lists everything wrong, one per line in str()."""
+
+    def __init__(self, problems: Sequence[Problem], *, hint: str | None = None) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems), hint=hint)
+
+
+def load_blueprint(path: str | Path, overrides: Sequence[str] = ()) -> Blueprint:
+    """Read, override (`PATH=VALUE` strings, as from `--set`) and validate a blueprint file."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BlueprintError([Problem(name, None, "", "no such file")]) from None
+    except UnicodeDecodeError:
+        raise BlueprintError([Problem(name, None, "", "not a UTF-8 text file")]) from None
+    except OSError as exc:
+        raise BlueprintError([Problem(name, None, "", f"cannot read: {exc.strerror}")]) from None
+    return loads_blueprint(text, filename=name, overrides=overrides, source=Path(path))
+
+
+def loads_blueprint(
+    text: str, *, filename: str = "<blueprint>", overrides: Sequence[str] = (),
+    source: Path | None = None,
+) -> Blueprint:
+    """`load_blueprint` for text already in memory; `filename` is what messages show."""
+    tree, locs, problems = _compose(text, filename)
+    if tree is None and problems:  # a syntax error: nothing to validate
+        raise BlueprintError(problems)
+    if tree is None:
+        raise BlueprintError([Problem(filename, None, "", "the file is empty; a blueprint needs "
+                                      "at least service, image, cloud and roles")])
+    if not isinstance(tree, dict):
+        raise BlueprintError([Problem(filename, 1, "", f"expected a mapping of keys (service, "
+                                      f"image, cloud, roles, ...), got {describe(tree)}")])
+    ctx = Ctx(filename, locs, problems)  # duplicate keys and bad tags do not stop the check
+    _apply(ctx, tree, overrides)
+    blueprint = _blueprint(ctx, tree, source)
+    if ctx.problems:
+        ordered = sorted(ctx.problems, key=lambda p: (p.file != filename, p.line or 0))
+        raise BlueprintError(ordered)
+    return blueprint
+
+
+def apply_overrides(tree: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of `tree` with `a.b.c=value` overrides applied (value parsed as YAML).
+
+    Intermediate mappings are created as needed. Raises BlueprintError naming every
+    malformed override.
+    """
+    new = copy.deepcopy(tree)
+    ctx = Ctx("<overrides>", {})
+    _apply(ctx, new, overrides)
+    if ctx.problems:
+        raise BlueprintError(ctx.problems)
+    return new
+
+
+# --- YAML with line numbers -----------------------------------------------------------------
+
+_YAML_TAG = "tag:yaml.org,2002:"
+#: YAML's own data types; anything else (`!!python/...`, `!custom`) is refused.
+_ALLOWED_TAGS = frozenset(_YAML_TAG + t for t in
+                          ("map", "seq", "str", "int", "float", "bool", "null", "timestamp", "merge"))
+
+
+def _compose(text: str, file: str) -> tuple[Any, dict[TreePath, Loc], list[Problem]]:
+    """Parse safely into plain data plus the line each key or list item came from."""
+    loader = yaml.SafeLoader(text)
+    locs: dict[TreePath, Loc] = {(): (file, None)}
+    problems: list[Problem] = []
+    try:
+        node = loader.get_single_node()
+        tree = None if node is None else _walk(loader, node, (), file, locs, problems, set())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        what = exc.problem or exc.context or "invalid YAML"
+        return None, locs, [Problem(file, line, "", f"YAML syntax error: {what}")]
+    finally:
+        loader.dispose()
+    return tree, locs, problems
+
+
+def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: TreePath, file: str,
+          locs: dict[TreePath, Loc], problems: list[Problem], active: set[int]) -> Any:
+    line = node.start_mark.line + 1
+    if node.tag not in _ALLOWED_TAGS:
+        problems.append(Problem(file, line, dotted(path), f"unsupported YAML tag {node.tag}"))
+        return None
+    if id(node) in active:
+        problems.append(Problem(file, line, dotted(path), "recursive YAML alias"))
+        return None
+    if isinstance(node, yaml.ScalarNode):
+        try:
+            return loader.construct_object(node)
+        except (yaml.YAMLError, ValueError) as exc:  # e.g. `!!int abc`, `2024-13-45`
+            problems.append(Problem(file, line, dotted(path), f"cannot read value: {exc}"))
+            return None
+    active.add(id(node))
+    try:
+        if isinstance(node, yaml.SequenceNode):
+            items = []
+            for i, child in enumerate(node.value):
+                locs[path + (i,)] = (file, child.start_mark.line + 1)
+                items.append(_walk(loader, child, path + (i,), file, locs, problems, active))
+            return items
+        first: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _YAML_TAG + "merge":
+                key_line = key_node.start_mark.line + 1
+                if key_node.value in first:
+                    problems.append(Problem(file, key_line, dotted(path + (key_node.value,)),
+                                            f"duplicate key (first at line {first[key_node.value]})"))
+                first.setdefault(key_node.value, key_line)
+        loader.flatten_mapping(node)  # YAML merge keys (<<: *defaults)
+        mapping: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                problems.append(Problem(file, key_node.start_mark.line + 1, dotted(path),
+                                        "keys must be plain strings"))
+                continue
+            sub = path + (key_node.value,)  # the text as written: `on:` stays "on"
+            locs[sub] = (file, key_node.start_mark.line + 1)
+            mapping[key_node.value] = _walk(loader, value_node, sub, file, locs, problems, active)
+        return mapping
+    finally:
+        active.discard(id(node))
+
+
+# --- Overrides ------------------------------------------------------------------------------
+
+
+def _apply(ctx: Ctx, tree: dict[str, Any], overrides: Sequence[str]) -> None:
+    """Apply `--set` overrides in order; later ones win. Problems go to ctx."""
+    for raw in overrides:
+        path_text, eq, value_text = raw.partition("=")
+        keys = tuple(path_text.strip().split("."))
+        if not eq:
+            ctx.problems.append(Problem(f"--set {raw}", None, "", "expected PATH=VALUE, e.g. roles.web.count=2"))
+            continue
+        if not all(keys):
+            where = f"--set {path_text.strip() or '(empty path)'}"  # not raw: the value may be secret
+            ctx.problems.append(Problem(where, None, "", "the path before '=' is empty or has an empty part"))
+            continue
+        origin: Loc = (f"--set {'.'.join(keys)}", None)
+        try:
+            value = yaml.safe_load(value_text) if value_text.strip() else None
+        except yaml.YAMLError as exc:
+            reason = getattr(exc, "problem", None) or "invalid YAML"
+            ctx.problems.append(Problem(origin[0], None, dotted(keys), f"value is not valid YAML: {reason}"))
+            continue
+        node: dict[str, Any] = tree
+        for depth in range(1, len(keys)):
+            child = node.get(keys[depth - 1])
+            if child is None:
+                child = node[keys[depth - 1]] = {}
+                ctx.locs[keys[:depth]] = origin
+            elif not isinstance(child, dict):
+                ctx.problems.append(Problem(origin[0], None, dotted(keys[:depth]),
+                                            f"is {describe(child)}, not a mapping, so {dotted(keys)} cannot be set"))
+                break
+            node = child
+        else:
+            node[keys[-1]] = _str_keys(value)
+            for stale in [p for p in ctx.locs if p[: len(keys)] == keys]:
+                del ctx.locs[stale]
+            ctx.locs[keys] = origin
+
+
+def _str_keys(value: Any) -> Any:
+    """Keys as text, as the file loader gives them (`--set env.clear={1: a}` has an int key)."""
+    if isinstance(value, dict):
+        return {str(k): _str_keys(v) for k, v in value.items()}
+    return [_str_keys(v) for v in value] if isinstance(value, list) else value
+
+
+# --- Sections -------------------------------------------------------------------------------
+
+#: Extra words for "missing required field", where the fix is not obvious.
+_REQUIRED_HELP = {
+    "cloud.ssh.allow_from": "list the CIDRs allowed to reach SSH, e.g. [203.0.113.0/24] "
+                            "(0.0.0.0/0 opens SSH to everyone and must be written explicitly)",
+    "roles": "add at least one role, e.g. roles: {web: {proxy: {app_port: 8000}}}",
+}
+
+
+def _section(ctx: Ctx, path: TreePath, value: Any, spec: dict[str, Checker],
+             required: Sequence[str] = (), hint: str = "") -> dict[str, Any] | None:
+    """Check a mapping against `spec`; return the checked values of the keys that passed.
+
+    Unknown keys get a "did you mean" suggestion. A null value means "use the default"
+    (or "missing" for a required key). Returns None if `value` is not a mapping at all.
+    """
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        ctx.type_error(path, "a mapping", value)
+        return None
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in spec:
+            close = difflib.get_close_matches(key, list(spec), n=1, cutoff=0.6)
+            ctx.add(path + (key,), f"unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close else hint))
+        elif item is not None:
+            checked = spec[key](ctx, path + (key,), item)
+            if checked is not BAD:
+                out[key] = checked
+    for key in required:
+        if value.get(key) is None:
+            extra = _REQUIRED_HELP.get(dotted(path + (key,)))
+            ctx.add(path + (key,), "missing required field" + (f": {extra}" if extra else ""))
+    return out
+
+
+def _sub(spec: dict[str, Checker], build: Callable[[dict[str, Any]], Any],
+         required: Sequence[str] = (), hint: str = "") -> Checker:
+    """A checker for a nested section, turned into a record by `build`."""
+
+    def check(ctx: Ctx, path: TreePath, value: Any) -> Any:
+        out = _section(ctx, path, value, spec, required, hint)
+        return BAD if out is None else build(out)
+
+    return check
+
+
+def _check_secret_ref(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """A secret name used by an env; remembered so it can be checked against `secrets`."""
+    name = check_secret_name(ctx, path, value)
+    if name is not BAD:
+        ctx.secret_refs.append((path, name))
+    return name
+
+
+def _check_env(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    spec = {"clear": check_clear_env, "secret": list_checker(_check_secret_ref)}
+    hint = " (put plain variables under `clear:` and secret names under `secret:`)"
+    out = _section(ctx, path, value, spec, hint=hint)
+    if out is None:
+        return BAD
+    for i, name in enumerate(out.get("secret", ())):
+        if name in out.get("clear", {}):
+            ctx.add(path + ("secret", i), f"'{name}' is also set under env.clear; keep one")
+    return EnvSpec(**out)
+
+
+_PROXY_HEALTHCHECK = _sub({"path": check_http_path, "interval": check_seconds, "timeout": check_seconds},
+                          lambda out: Healthcheck(**{"path": "/up", **out}))
+_ROLE_HEALTHCHECK = _sub({"cmd": check_shell_cmd, "interval": check_seconds,
+                          "timeout": check_seconds, "readiness_delay": check_seconds},
+                         lambda out: Healthcheck(**out))
+_PROXY_SPEC: dict[str, Checker] = {
+    "app_port": check_port, "host": check_hosts, "ssl": check_bool, "healthcheck": _PROXY_HEALTHCHECK,
+    "deploy_timeout": check_seconds, "drain_timeout": check_seconds, "response_timeout": check_seconds,
+}
+
+
+def _check_proxy(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """`proxy: false` (no proxy), `proxy: true` (Kamal's defaults) or a mapping of settings."""
+    if isinstance(value, bool):
+        return Proxy() if value else False
+    out = _section(ctx, path, value, _PROXY_SPEC)
+    if out is None:
+        return BAD
+    if "host" in out:
+        out["hosts"] = out.pop("host")
+    if out.get("ssl") and value.get("host") is None:
+        ctx.add(path + ("ssl",), "ssl needs a host: set proxy.host to the name the certificate is for")
+    return Proxy(**out)
+
+
+def _disk_checker(default_mount: str) -> Checker:
+    return _sub({"size": check_size_gb, "mount": check_abs_path, "disk_offering": check_str},
+                lambda out: Disk(**{"size": 0, "mount": default_mount, **out}), required=["size"])
+
+
+_ROLE_SPEC: dict[str, Checker] = {
+    "count": check_count, "service_offering": check_str, "image": image_checker(tag_allowed=False),
+    "cmd": check_cmd, "env": _check_env, "proxy": _check_proxy, "disk": _disk_checker("/data"),
+    "healthcheck": _ROLE_HEALTHCHECK,
+}
+
+
+def _role(ctx: Ctx, name: str, value: Any, image: str, offering: str, env: EnvSpec) -> Role:
+    """One role. Like Kamal, a role called `web` is proxied unless it says `proxy: false`."""
+    path: TreePath = ("roles", name)
+    out = _section(ctx, path, value, _ROLE_SPEC) or {}
+    proxy = out.pop("proxy", Proxy() if name == "web" else None) or None
+    if proxy is not None and "healthcheck" in out:
+        ctx.add(path + ("healthcheck",), "kamal-proxy health-checks a proxy role: set "
+                                         "proxy.healthcheck instead (or proxy: false)")
+    healthcheck = None if proxy is not None else out.pop("healthcheck", Healthcheck())
+    out.pop("healthcheck", None)
+    return Role(**{"image": image, "service_offering": offering, **out, "name": name,
+                   "env": out.get("env", EnvSpec()).merged_over(env), "proxy": proxy,
+                   "healthcheck": healthcheck})
+
+
+def _accessory(ctx: Ctx, name: str, value: Any, offering: str) -> Accessory:
+    """One accessory: on a role's first VM (`role: web`) or on its own VM (`vm: {...}`)."""
+    path: TreePath = ("accessories", name)
+    spec: dict[str, Checker] = {
+        "image": image_checker(tag_allowed=True), "role": check_str, "port": check_port, "env": _check_env,
+        "disk": _disk_checker(f"/data/{name}"), "cmd": check_cmd, "volumes": list_checker(check_volume),
+        "vm": _sub({"service_offering": check_str},
+                   lambda out: AccessoryVM(**{"service_offering": offering, **out})),
+    }
+    out = _section(ctx, path, value, spec, required=["image"]) or {}
+    if isinstance(value, dict) and "vm" in value and value["vm"] is None:
+        out["vm"] = AccessoryVM(service_offering=offering)  # `vm:` alone: own VM, defaults
+    written = value if isinstance(value, dict) else {}
+    has_role, has_vm = written.get("role") is not None, "vm" in written
+    if has_role and has_vm:
+        ctx.add(path, "set either role (share that role's first VM) or vm (its own VM), not both")
+    elif not has_role and not has_vm and isinstance(value, (dict, type(None))):
+        ctx.add(path + ("role",), "missing: set role (share that role's first VM) "
+                                  "or vm: {service_offering: ...} (its own VM)")
+    return Accessory(**{"image": "", **out, "name": name})
+
+
+_SSH = _sub({"user": check_unix_user, "port": check_port,
+             "allow_from": check_cidrs, "key": check_str},
+            lambda out: SSHAccess(**{"allow_from": (), **out}), required=["allow_from"])
+
+
+def _cloud(ctx: Ctx, value: Any) -> Cloud:
+    spec: dict[str, Checker] = {
+        "zone": check_str, "template": check_str, "network_offering": check_str,
+        "service_offering": check_str, "public_access": choice_checker(*PUBLIC_ACCESS_MODES),
+        "ssh": lambda c, p, v: v,  # checked below, so a missing ssh still reports allow_from
+    }
+    out = _section(ctx, ("cloud",), value, spec, ["zone", "template", "service_offering"]) or {}
+    ssh = _SSH(ctx, ("cloud", "ssh"), out.pop("ssh", None)) if isinstance(value, dict) else BAD
+    placeholder = SSHAccess(allow_from=())
+    return Cloud(**{"zone": "", "template": "", "service_offering": "", **out,
+                    "ssh": placeholder if ssh is BAD else ssh})
+
+
+_REGISTRY = _sub({"server": check_registry_server, "username": check_str,
+                  "password": check_password},
+                 lambda out: Registry(**{"server": "", "username": "", "password": "", **out}),
+                 required=["server", "username", "password"])
+_TOP_SPEC: dict[str, Checker] = {
+    "service": name_checker(SERVICE_NAME_MAX), "image": image_checker(tag_allowed=False),
+    "cloud": lambda c, p, v: v, "roles": lambda c, p, v: v, "accessories": lambda c, p, v: v,
+    "registry": _REGISTRY, "env": _check_env, "secrets": list_checker(check_secret_name),
+    "secrets_file": check_str, "ttl": check_ttl, "retain_versions": check_retain,
+}
+
+
+def _blueprint(ctx: Ctx, tree: dict[str, Any], source: Path | None) -> Blueprint:
+    """Check every section, then the references between them; problems go to ctx."""
+    top = _section(ctx, (), tree, _TOP_SPEC, ["service", "image", "cloud", "roles"]) or {}
+    cloud = _cloud(ctx, tree["cloud"]) if tree.get("cloud") is not None else None
+    offering = cloud.service_offering if cloud else ""
+    env = top.get("env", EnvSpec())
+    roles: dict[str, Role] = {}
+    raw_roles = tree.get("roles")
+    if isinstance(raw_roles, dict) and not raw_roles:
+        ctx.add(("roles",), "no roles: " + _REQUIRED_HELP["roles"])
+    elif raw_roles is not None and not isinstance(raw_roles, dict):
+        ctx.type_error(("roles",), "a mapping of role names to settings", raw_roles)
+    for name, value in (raw_roles if isinstance(raw_roles, dict) else {}).items():
+        name_checker(ROLE_NAME_MAX)(ctx, ("roles", name), name)
+        roles[name] = _role(ctx, name, value, top.get("image", ""), offering, env)
+    accessories: dict[str, Accessory] = {}
+    raw_accessories = tree.get("accessories") or {}
+    if not isinstance(raw_accessories, dict):
+        ctx.type_error(("accessories",), "a mapping of accessory names to settings", raw_accessories)
+        raw_accessories = {}
+    for name, value in raw_accessories.items():
+        if name_checker(ROLE_NAME_MAX)(ctx, ("accessories", name), name) is not BAD and name in roles:
+            ctx.add(("accessories", name), f"'{name}' is also a role name; VM and container "
+                                           "names would collide, pick another name")
+        accessories[name] = _accessory(ctx, name, value, offering)
+    blueprint = Blueprint(
+        service=top.get("service", ""), image=top.get("image", ""),
+        cloud=cloud or Cloud(zone="", template="", service_offering="", ssh=SSHAccess(allow_from=())),
+        roles=roles, accessories=accessories, registry=top.get("registry"), env=env,
+        secrets=top.get("secrets", ()), secrets_file=top.get("secrets_file"), ttl=top.get("ttl"),
+        retain_versions=top.get("retain_versions", 5), source=source,
+    )
+    _check_secret_refs(ctx, blueprint, tree.get("secrets"))
+    if roles:  # with no usable roles, "no role named ..." would only repeat that problem
+        _check_placement(ctx, blueprint)
+    return blueprint
+
+
+def _check_secret_refs(ctx: Ctx, bp: Blueprint, written: Any) -> None:
+    """Every secret used must be declared, so `load_secrets` knows what to require.
+
+    `written` is the raw `secrets` value: if it was bad, that is reported already and the
+    references are not blamed for it.
+    """
+    if not isinstance(written, (list, type(None))):
+        return
+    declared = [name for name in written or () if isinstance(name, str)]
+    for i, name in enumerate(declared):
+        if name in declared[:i]:
+            ctx.add(("secrets", i), f"'{name}' is listed twice")
+    refs = list(ctx.secret_refs)
+    if bp.registry and bp.registry.password:  # empty: already reported as not a name
+        refs.append((("registry", "password"), bp.registry.password))
+    for path, name in refs:
+        if name not in declared:
+            close = difflib.get_close_matches(name, sorted(declared), n=1)
+            tip = f"did you mean '{close[0]}'?" if close else "add it to the `secrets` list"
+            ctx.add(path, f"secret '{name}' is not declared in `secrets` ({tip})")
+
+
+def _check_placement(ctx: Ctx, bp: Blueprint) -> None:
+    """Accessories sharing a role's VM need that VM to exist and a free port and mount."""
+    used_ports: dict[tuple[str, int], str] = {}
+    mounts: dict[tuple[str, str], str] = {}
+    for role in bp.roles.values():
+        if role.proxy is not None:
+            used_ports[(role.name, 80)] = used_ports[(role.name, 443)] = "kamal-proxy"
+        if role.disk:
+            mounts[(role.name, role.disk.mount)] = f"role {role.name}'s disk"
+    for acc in bp.accessories.values():
+        path: TreePath = ("accessories", acc.name)
+        if acc.role is None:
+            continue
+        role = bp.roles.get(acc.role)
+        if role is None:
+            close = difflib.get_close_matches(acc.role, list(bp.roles), n=1)
+            tip = f"did you mean '{close[0]}'?" if close else f"roles: {', '.join(bp.roles) or 'none'}"
+            ctx.add(path + ("role",), f"no role named '{acc.role}' ({tip})")
+            continue
+        if role.count == 0:
+            ctx.add(path + ("role",), f"role '{acc.role}' has count 0, so there is no VM to run "
+                                      f"accessory '{acc.name}' on")
+        if acc.port is not None:
+            other = used_ports.setdefault((acc.role, acc.port), f"accessory {acc.name}")
+            if other != f"accessory {acc.name}":
+                ctx.add(path + ("port",), f"port {acc.port} on role {acc.role}'s VM is already used by {other}")
+        if acc.disk:
+            other = mounts.setdefault((acc.role, acc.disk.mount), f"accessory {acc.name}'s disk")
+            if other != f"accessory {acc.name}'s disk":
+                ctx.add(path + ("disk", "mount"), f"{acc.disk.mount} on role {acc.role}'s VM is already the mount point of {other}")

@@ -1,0 +1,151 @@
+"""Secret values: loaded once, by the names the blueprint declares, and never shown.
+
+A blueprint only names its secrets; the values come from the environment first (what CI
+systems inject) and otherwise from a dotenv file (what a developer keeps next to the
+blueprint, out of version control). Everything that can end up in a terminal or a log
+(`repr`, `str`, error messages) shows names only; `values_for_redaction()` hands the values
+to the log redactor so they are scrubbed even if something else prints them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from .blueprint_schema import Blueprint
+from .errors import CsdeployError
+
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
+
+
+class SecretsError(CsdeployError):
+    """Secrets are missing or the secrets file cannot be read; names only, never values."""
+
+    def __init__(self, message: str, *, missing: tuple[str, ...] = (), hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.missing = missing
+
+
+class Secrets(Mapping[str, str]):
+    """Secret values by name. Reads like a dict; prints like a list of names."""
+
+    def __init__(self, values: Mapping[str, str], sources: Mapping[str, str] | None = None) -> None:
+        self._values = dict(values)
+        self._sources = dict(sources or {})
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Secrets(names={sorted(self._values)!r})"
+
+    __str__ = __repr__
+
+    def source_of(self, name: str) -> str:
+        """Where a value came from (`environment` or the dotenv path), for diagnostics."""
+        return self._sources.get(name, "unknown")
+
+    def values_for_redaction(self) -> frozenset[str]:
+        """The non-empty values, for log redaction."""
+        return frozenset(v for v in self._values.values() if v)
+
+
+def load_secrets(
+    blueprint: Blueprint, environ: Mapping[str, str] = os.environ, dotenv_path: str | Path | None = None,
+) -> Secrets:
+    """Values for every secret the blueprint declares: environment first, then the dotenv file.
+
+    `dotenv_path` replaces the blueprint's `secrets_file`. An empty value counts as missing
+    (an empty password is a mistake far more often than a choice). Raises SecretsError
+    naming every missing secret and every place looked in.
+    """
+    path = Path(dotenv_path) if dotenv_path is not None else blueprint.secrets_file_path()
+    needed = [name for name in blueprint.secrets if not environ.get(name)]
+    from_file = read_dotenv(path) if path is not None and needed and path.is_file() else {}
+    values: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for name in blueprint.secrets:
+        if environ.get(name):
+            values[name], sources[name] = environ[name], "environment"
+        elif from_file.get(name):
+            values[name], sources[name] = from_file[name], str(path)
+    missing = tuple(name for name in blueprint.secrets if name not in values)
+    if missing:
+        looked = ["the environment"]
+        if path is not None:
+            looked.append(str(path) + ("" if path.is_file() else " (not found)"))
+        raise SecretsError(
+            f"missing secret{'s' if len(missing) > 1 else ''}: {', '.join(missing)} "
+            f"(looked in {' and '.join(looked)})",
+            missing=missing,
+            hint=f"export {missing[0]}=... or add {missing[0]}=... to "
+                 f"{path if path is not None else 'a file named by secrets_file in the blueprint'}",
+        )
+    return Secrets(values, sources)
+
+
+def read_dotenv(path: str | Path) -> dict[str, str]:
+    """Parse a dotenv file: `KEY=VALUE` lines, `#` comments, an optional `export ` prefix,
+    single quotes (literal), double quotes (backslash escapes). No `$VAR` expansion: a value
+    is exactly what is written, so a `$` in a password stays a `$`."""
+    values: dict[str, str] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecretsError(f"cannot read secrets file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("export "):
+            stripped = stripped[len("export "):].lstrip()
+        key, eq, raw = stripped.partition("=")
+        key = key.strip()
+        if not eq or not _KEY_RE.match(key):
+            raise SecretsError(f"{path}:{number}: expected KEY=VALUE")  # the line may hold a secret
+        try:
+            values[key] = _dotenv_value(raw.strip())
+        except ValueError as exc:
+            raise SecretsError(f"{path}:{number}: {key}: {exc}") from None
+    return values
+
+
+def _dotenv_value(raw: str) -> str:
+    if raw[:1] == "'":
+        end = raw.find("'", 1)
+        if end < 0:
+            raise ValueError("unterminated single quote")
+        _check_tail(raw[end + 1:])
+        return raw[1:end]
+    if raw[:1] == '"':
+        out, i = [], 1
+        while i < len(raw):
+            ch = raw[i]
+            if ch == "\\" and i + 1 < len(raw):
+                out.append(_ESCAPES.get(raw[i + 1], "\\" + raw[i + 1]))
+                i += 2
+            elif ch == '"':
+                _check_tail(raw[i + 1:])
+                return "".join(out)
+            else:
+                out.append(ch)
+                i += 1
+        raise ValueError("unterminated double quote")
+    comment = re.search(r"\s#", raw)  # `KEY=value # note`; a '#' inside a value stays
+    return (raw[: comment.start()] if comment else raw).strip()
+
+
+def _check_tail(tail: str) -> None:
+    """After a closing quote only a comment may follow."""
+    tail = tail.strip()
+    if tail and not tail.startswith("#"):
+        raise ValueError("unexpected text after the closing quote")

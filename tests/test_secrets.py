@@ -1,0 +1,156 @@
+"""Secrets: found where the user put them, every missing one named, no value ever shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloudstack_deploy.blueprint import Blueprint, load_blueprint
+from cloudstack_deploy.errors import CsdeployError
+from cloudstack_deploy.secrets import Secrets, SecretsError, load_secrets, read_dotenv
+
+BLUEPRINT = """\
+service: demo
+image: registry.lab:5000/demo-app
+cloud:
+  zone: lab-zone-1
+  template: "Debian 12 bookworm*"
+  service_offering: small
+  ssh: {allow_from: [127.0.0.0/8]}
+roles:
+  web:
+    env: {secret: [DB_PASSWORD, API_TOKEN]}
+registry: {server: registry.lab:5000, username: csdeploy, password: REGISTRY_PASSWORD}
+secrets: [REGISTRY_PASSWORD, DB_PASSWORD, API_TOKEN]
+"""
+
+VALUES = {"REGISTRY_PASSWORD": "reg-pw-91x", "DB_PASSWORD": "db-pw-27q", "API_TOKEN": "tok-55z"}
+
+
+def make_blueprint(tmp_path: Path, secrets_file: str | None = None) -> Blueprint:
+    text = BLUEPRINT + (f"secrets_file: {secrets_file}\n" if secrets_file else "")
+    path = tmp_path / "bp.yml"
+    path.write_text(text)
+    return load_blueprint(path)
+
+
+def test_values_come_from_the_environment(tmp_path: Path) -> None:
+    secrets = load_secrets(make_blueprint(tmp_path), environ=dict(VALUES, UNRELATED="x"))
+    assert dict(secrets) == VALUES
+    assert secrets.source_of("API_TOKEN") == "environment"
+
+
+def test_values_come_from_the_dotenv_file_next_to_the_blueprint(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "# lab secrets\n"
+        "export REGISTRY_PASSWORD=reg-pw-91x\n"
+        "DB_PASSWORD='db-pw-27q'   # single quotes are literal\n"
+        'API_TOKEN="tok-55z"\n'
+    )
+    secrets = load_secrets(make_blueprint(tmp_path, secrets_file=".env"), environ={})
+    assert dict(secrets) == VALUES
+    assert secrets.source_of("DB_PASSWORD") == str(tmp_path / ".env")
+
+
+def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("REGISTRY_PASSWORD=from-file\nDB_PASSWORD=db\nAPI_TOKEN=tok\n")
+    secrets = load_secrets(make_blueprint(tmp_path, ".env"), environ={"REGISTRY_PASSWORD": "from-env"})
+    assert secrets["REGISTRY_PASSWORD"] == "from-env"
+    assert secrets["DB_PASSWORD"] == "db"
+
+
+def test_an_explicit_dotenv_path_replaces_the_blueprints(tmp_path: Path) -> None:
+    other = tmp_path / "ci.env"
+    other.write_text("REGISTRY_PASSWORD=a\nDB_PASSWORD=b\nAPI_TOKEN=c\n")
+    (tmp_path / ".env").write_text("REGISTRY_PASSWORD=wrong\n")
+    secrets = load_secrets(make_blueprint(tmp_path, ".env"), environ={}, dotenv_path=other)
+    assert dict(secrets) == {"REGISTRY_PASSWORD": "a", "DB_PASSWORD": "b", "API_TOKEN": "c"}
+
+
+def test_every_missing_secret_is_named_with_where_we_looked(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DB_PASSWORD=db-pw-27q\n")
+    with pytest.raises(SecretsError) as info:
+        load_secrets(make_blueprint(tmp_path, ".env"), environ={"API_TOKEN": "tok-55z"})
+    message = str(info.value)
+    assert message == (f"missing secret: REGISTRY_PASSWORD (looked in the environment and "
+                       f"{tmp_path / '.env'})")
+    assert info.value.missing == ("REGISTRY_PASSWORD",)
+    assert isinstance(info.value, CsdeployError) and "REGISTRY_PASSWORD" in (info.value.hint or "")
+    assert "db-pw-27q" not in message and "tok-55z" not in message
+
+
+def test_missing_secrets_without_a_file(tmp_path: Path) -> None:
+    with pytest.raises(SecretsError) as info:
+        load_secrets(make_blueprint(tmp_path), environ={"DB_PASSWORD": "db-pw-27q"})
+    assert str(info.value) == ("missing secrets: REGISTRY_PASSWORD, API_TOKEN "
+                               "(looked in the environment)")
+
+
+def test_a_named_file_that_does_not_exist_is_mentioned(tmp_path: Path) -> None:
+    with pytest.raises(SecretsError, match=r"\.env \(not found\)"):
+        load_secrets(make_blueprint(tmp_path, ".env"), environ={})
+
+
+def test_an_empty_value_counts_as_missing(tmp_path: Path) -> None:
+    with pytest.raises(SecretsError) as info:
+        load_secrets(make_blueprint(tmp_path), environ=dict(VALUES, DB_PASSWORD=""))
+    assert info.value.missing == ("DB_PASSWORD",)
+
+
+def test_secrets_never_show_values_when_printed(tmp_path: Path) -> None:
+    secrets = load_secrets(make_blueprint(tmp_path), environ=VALUES)
+    for text in (repr(secrets), str(secrets), f"{secrets}", repr([secrets])):
+        assert not any(value in text for value in VALUES.values())
+    assert repr(secrets) == "Secrets(names=['API_TOKEN', 'DB_PASSWORD', 'REGISTRY_PASSWORD'])"
+
+
+def test_values_for_redaction_lists_every_value() -> None:
+    secrets = Secrets({"A": "one", "B": "two", "C": ""})
+    assert secrets.values_for_redaction() == frozenset({"one", "two"})
+
+
+def test_dotenv_parsing_rules(tmp_path: Path) -> None:
+    path = tmp_path / "x.env"
+    path.write_text(
+        "\n"
+        "  # indented comment\n"
+        "PLAIN=hello world  # trailing comment\n"
+        "HASH=abc#def\n"
+        "DOLLAR=$HOME/x\n"
+        "SINGLE='no $expansion \\n here'\n"
+        'DOUBLE="line1\\nline2 \\"quoted\\""\n'
+        "export  EXPORTED=yes\n"
+        "EMPTY=\n"
+        "EQUALS=a=b=c\n"
+    )
+    assert read_dotenv(path) == {
+        "PLAIN": "hello world",
+        "HASH": "abc#def",
+        "DOLLAR": "$HOME/x",
+        "SINGLE": "no $expansion \\n here",
+        "DOUBLE": 'line1\nline2 "quoted"',
+        "EXPORTED": "yes",
+        "EMPTY": "",
+        "EQUALS": "a=b=c",
+    }
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("this is not an assignment s3cr3t", ":2: expected KEY=VALUE"),
+        ("1BAD=s3cr3t", ":2: expected KEY=VALUE"),
+        ("OPEN='s3cr3t", ":2: OPEN: unterminated single quote"),
+        ('OPEN="s3cr3t', ":2: OPEN: unterminated double quote"),
+    ],
+)
+def test_malformed_dotenv_lines_name_the_line_but_not_the_value(
+    tmp_path: Path, line: str, expected: str
+) -> None:
+    path = tmp_path / "x.env"
+    path.write_text(f"GOOD=1\n{line}\n")
+    with pytest.raises(SecretsError) as info:
+        read_dotenv(path)
+    assert str(info.value) == f"{path}{expected}"
+    assert "s3cr3t" not in str(info.value)
