@@ -1,0 +1,229 @@
+"""Logging for the CLI: structlog set-up and secret redaction.
+
+Secrets are loaded once (see `secrets.py`) and handed here with `register_secrets`; from then
+on every log line, whether it comes from our structlog loggers or from a library logging
+through the stdlib (asyncssh, aiohttp), has those values replaced by `[REDACTED]`. Redaction
+is by value, not by key name, because a secret leaks through places nobody labelled: an
+error message echoing a command line, a URL with credentials, a traceback's locals.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor
+
+REDACTED = "[REDACTED]"
+MIN_SECRET_LENGTH = 4
+"""Shorter values are not registered: redacting "1" or "yes" would shred every log line."""
+
+_THIRD_PARTY = ("asyncssh", "aiohttp", "urllib3", "libcloud")
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_ordered: tuple[str, ...] = ()  # longest first, rebuilt on registration, read without the lock
+
+
+def register_secret(value: str | None) -> None:
+    """Redact `value` from all later log output (values under 4 characters are ignored)."""
+    register_secrets([value] if value is not None else [])
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    """Redact every value in `values` from all later log output."""
+    global _ordered
+    with _lock:
+        added = False
+        for value in values:
+            if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH and value not in _secrets:
+                _secrets.add(value)
+                added = True
+        if added:
+            # Longest first, so a secret containing another is replaced whole, not half.
+            _ordered = tuple(sorted(_secrets, key=lambda s: (-len(s), s)))
+
+
+def clear_secrets() -> None:
+    """Forget every registered value (for tests, and for long-lived library callers)."""
+    global _ordered
+    with _lock:
+        _secrets.clear()
+        _ordered = ()
+
+
+def redact(text: str) -> str:
+    """`text` with every registered secret value replaced by `[REDACTED]`."""
+    ordered = _ordered
+    if not ordered or not text:
+        return text
+    for secret in ordered:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _redact_value(value: Any) -> Any:
+    """Redact strings inside `value`, keeping its shape; other objects are checked by repr."""
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {k: _redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(v) for v in value]
+    if isinstance(value, BaseException):
+        return redact(f"{type(value).__name__}: {value}")
+    # An arbitrary object would be repr()ed by the renderer; keep it unless its text leaks.
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not take logging down with it
+        return value
+    cleaned = redact(text)
+    return value if cleaned == text else cleaned
+
+
+def redact_processor(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: redact every string value in the event dict, recursively.
+
+    Placed after `format_exc_info`, so formatted tracebacks are covered as well.
+    """
+    if not _ordered:
+        return event_dict
+    return {key: _redact_value(value) for key, value in event_dict.items()}
+
+
+def _redact_rendered(_logger: Any, _method: str, rendered: Any) -> Any:
+    """Last-resort pass over the rendered line (catches what a renderer added itself)."""
+    return redact(rendered) if isinstance(rendered, str) else rendered
+
+
+class RedactingFilter(logging.Filter):
+    """stdlib logging filter that redacts a record's message, arguments and traceback.
+
+    Attached to our handler (not a logger) so it also sees records propagated from
+    third-party loggers such as asyncssh, which never pass through a parent logger's filters.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _ordered:
+            return True
+        if isinstance(record.msg, dict) and hasattr(record, "_logger"):
+            # From structlog (wrap_for_formatter): already redacted; the formatter needs the dict.
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # malformed %-args: let the handler report it as usual
+            return True
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            # Formatters use exc_text when set; structlog re-formats exc_info and redacts it.
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+class _QuietStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that drops lines it cannot write (closed or broken stderr).
+
+    A provisioning run half way through creating VMs must not die because its log reader
+    went away; the default handler prints a traceback per failed line instead.
+    """
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (stdlib name)
+        pass
+
+
+_HANDLER_MARK = "_csdeploy_handler"
+
+
+def _levels(verbose: int) -> tuple[int, int]:
+    """(our level, third-party level): libraries stay one notch quieter than we are."""
+    ours = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    theirs = {0: logging.WARNING, 1: logging.WARNING, 2: logging.INFO}.get(verbose, logging.DEBUG)
+    return ours, theirs
+
+
+def configure_logging(*, json: bool = False, verbose: int = 0, stream: TextIO | None = None) -> None:
+    """Route structlog and stdlib logging to `stream` (default: the current sys.stderr).
+
+    `json=True` writes one JSON object per line (for CI and log shippers); otherwise lines
+    are human-readable, coloured only on a terminal with NO_COLOR unset. `verbose` 0 shows
+    warnings, 1 info, 2 debug (libraries at info), 3 debug everywhere. Calling it again
+    replaces the previous set-up, so tests and embedding programs can reconfigure.
+    """
+    out = stream if stream is not None else sys.stderr
+    ours, theirs = _levels(verbose)
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        redact_processor,
+    ]
+    renderer: Processor
+    if json:
+        renderer = structlog.processors.JSONRenderer(default=str)
+    else:
+        colors = _isatty(out) and not os.environ.get("NO_COLOR")
+        renderer = structlog.dev.ConsoleRenderer(colors=colors)
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            renderer,
+            _redact_rendered,
+        ],
+    )
+    handler = _QuietStreamHandler(out)
+    handler.setFormatter(formatter)
+    handler.addFilter(RedactingFilter())
+    setattr(handler, _HANDLER_MARK, True)
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(min(ours, theirs))
+    logging.getLogger("cloudstack_deploy").setLevel(ours)
+    for name in _THIRD_PARTY:
+        logging.getLogger(name).setLevel(theirs)
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
+    """A structlog logger named under `cloudstack_deploy` (so `verbose` levels apply to it)."""
+    if name is None:
+        name = "cloudstack_deploy"
+    elif name != "cloudstack_deploy" and not name.startswith("cloudstack_deploy."):
+        name = f"cloudstack_deploy.{name}"
+    return structlog.stdlib.get_logger(name)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
