@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from . import commands  # noqa: F401  (registers every command)
+from .catalog import RESOURCE_LIMITS
 from .engine import Settings, Simulator
 from .errors import AUTH_TEXT, ApiError
 from .faults import Fault, FaultSpecError, fault_text, parse_fault
@@ -30,6 +31,13 @@ from .signing import parse_expires, verify
 log = logging.getLogger("csdeploy.lab.simulator")
 
 MAX_PAGE_SIZE = 500
+#: Async commands that are BaseAsyncCreateCmd in CloudStack: create() runs before the job is
+#: queued, so its checks (name, limits, rule conflicts...) fail the HTTP request itself.
+ASYNC_CREATE = frozenset({
+    "deployvirtualmachine", "associateipaddress", "createfirewallrule", "createegressfirewallrule",
+    "createportforwardingrule", "createipforwardingrule", "createloadbalancerrule", "createvolume",
+    "createsnapshot",
+})
 JSON_TYPE = "application/json"
 
 
@@ -56,6 +64,10 @@ class SimulatorConfig:
             name, sep, value = item.partition("=")
             if not sep:
                 raise ValueError(f"--limit {item!r}: expected TYPE=MAX, e.g. user_vm=10")
+            known = [n for _, n, _ in RESOURCE_LIMITS]
+            if name.strip() not in known:
+                raise ValueError(f"--limit {item!r}: unknown resource type {name.strip()!r} "
+                                 f"(known: {', '.join(sorted(known))})")
             try:
                 parsed_limits[name.strip()] = int(value)
             except ValueError:
@@ -81,6 +93,12 @@ def _error(command: str | None, err: ApiError) -> web.Response:
     return _json({key: err.body()}, status=err.code)
 
 
+def _auth_error(command: str) -> web.Response:
+    """ApiServlet's 401: built by getSerializedApiError(int, text), which sets no cserrorcode."""
+    body = {"uuidList": [], "errorcode": 401, "errortext": AUTH_TEXT}
+    return _json({f"{command.lower()}response": body}, status=401)
+
+
 class ApiHandler:
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
@@ -100,7 +118,7 @@ class ApiHandler:
         cmd = COMMANDS.get(command_name.lower())
         auth_error = self._authenticate(items, raw)
         if auth_error or cmd is None:
-            return _error(command_name, ApiError(401, AUTH_TEXT, 9999))
+            return _auth_error(command_name)
 
         fault = self.sim.faults.take(cmd.name, ("drop", "slow", "http"))
         if fault is not None and fault.kind == "slow":
@@ -133,12 +151,24 @@ class ApiHandler:
         return not verify(signed, raw["signature"], s.secret_key)
 
     def _dispatch(self, cmd: Any, raw: dict[str, str], method: str) -> dict[str, Any]:
-        req = parse(cmd, raw, self.sim.exists, method)
+        # List filters resolve ids including removed rows (an expunged VM lists as empty);
+        # every other command needs the entity to exist now.
+        lookup = self.sim.known if cmd.kind == "list" else self.sim.exists
+        req = parse(cmd, raw, lookup, method)
         if cmd.kind == "list":
             page, pagesize = _paging(cmd.lname, req.get("page"), req.get("pagesize"))
             items = cmd.handler(self.sim, req)
             return _list_envelope(cmd.response_key, items, page, pagesize)
-        result = cmd.handler(self.sim, req)
+        try:
+            result = cmd.handler(self.sim, req)
+        except ApiError as err:
+            if cmd.kind != "async" or cmd.lname in ASYNC_CREATE:
+                raise
+            # A plain async command (BaseAsyncCmd) validates in execute(), inside its job:
+            # the submit answers a jobid and the job fails with the error's code (431 for an
+            # InvalidParameterValueException), as ApiAsyncJobDispatcher reports it.
+            result = AsyncResult("deferred_error", {"code": err.code, "text": err.text},
+                                 instance_id=req.get("id"))
         if cmd.kind == "async":
             assert isinstance(result, AsyncResult)
             job = self.sim.submit_job(cmd.name, result)
@@ -160,7 +190,13 @@ class ApiHandler:
 
 
 def _paging(command: str, page: int | None, pagesize: int | None) -> tuple[int | None, int | None]:
-    if pagesize is not None and page is None:
+    """(page, pagesize) to slice with; (None, None) only for pagesize=-1 (unlimited).
+
+    Without paging CloudStack still returns one page of ``default.page.size`` (500) items.
+    """
+    if page is None and pagesize is None:
+        return 1, MAX_PAGE_SIZE
+    if pagesize is not None and page is None and pagesize != -1:
         raise ApiError(431, '"page" parameter is required when "pagesize" is specified', 9999)
     if page is not None and pagesize is None:
         raise ApiError(431, '"pagesize" parameter is required when "page" is specified', 9999)
@@ -206,8 +242,9 @@ class AdminHandler:
             text = await request.text()
             try:
                 specs = json.loads(text).get("faults", []) if text.strip().startswith("{") else text.split()
-                for spec in specs:
-                    self.sim.faults.add(parse_fault(spec))
+                parsed = [parse_fault(spec) for spec in specs]  # all or nothing
+                for fault in parsed:
+                    self.sim.faults.add(fault)
             except (FaultSpecError, AttributeError, ValueError) as exc:
                 return _json({"error": str(exc)}, 400)
         return _json({"faults": self.sim.faults.to_list()})
@@ -248,8 +285,9 @@ class SimulatorServer:
         app = web.Application(client_max_size=2 * 1024 * 1024)
         api = ApiHandler(self.sim)
         admin = AdminHandler(self.sim)
-        app.router.add_route("GET", "/client/api", api)
-        app.router.add_route("POST", "/client/api", api)
+        # The bound coroutine method, not the instance: aiohttp warns about "bare functions".
+        app.router.add_route("GET", "/client/api", api.__call__)
+        app.router.add_route("POST", "/client/api", api.__call__)
         app.router.add_route("*", "/admin/faults", admin.faults)
         app.router.add_route("*", "/admin/limits", admin.limits)
         app.router.add_route("GET", "/admin/state", admin.state)
@@ -278,13 +316,20 @@ class SimulatorServer:
         self.sim.save()
 
 
-def serve_forever(config: SimulatorConfig) -> None:
+def serve_forever(config: SimulatorConfig, *, write_profile: bool = False) -> None:
     """Run until SIGINT/SIGTERM, printing the endpoint and credentials for ``cs``."""
 
     async def main() -> None:
         server = SimulatorServer(config)
         await server.start()
         print(f"CloudStack simulator listening on {server.endpoint}", flush=True)
+        if write_profile:
+            from ...cloud.config import write_lab_profile
+
+            path = write_lab_profile(server.endpoint, config.api_key, config.secret_key,
+                                     poll_interval=max(0.05, min(0.25, config.job_seconds)))
+            print(f"  csdeploy profile: {path} (the default cloud when no CLOUDSTACK_* config is set)",
+                  flush=True)
         print(f"  export CLOUDSTACK_ENDPOINT={server.endpoint}", flush=True)
         print(f"  export CLOUDSTACK_KEY={config.api_key}", flush=True)
         print(f"  export CLOUDSTACK_SECRET={config.secret_key}", flush=True)
@@ -336,3 +381,8 @@ class ThreadedSimulator:
             return fn(*args)
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(30)
+
+    def settle(self, timeout: float = 10) -> None:
+        """Wait until the public network (listeners, guests) matches the current state."""
+        if self.server.network is not None:
+            asyncio.run_coroutine_threadsafe(self.server.network.settled(), self._loop).result(timeout)

@@ -1,0 +1,17 @@
+"""The CloudStack facade: configuration, one shared async session, retries, job waits.
+
+Thin on purpose: CloudStack's own command and field names go through unchanged.
+"""
+
+from .client import Cloud, CloudError, CloudUnavailable, JobFailed
+from .config import CloudConfig, NoCloudConfigured, read_cloud_config
+
+__all__ = [
+    "Cloud",
+    "CloudConfig",
+    "CloudError",
+    "CloudUnavailable",
+    "JobFailed",
+    "NoCloudConfigured",
+    "read_cloud_config",
+]

@@ -1,0 +1,196 @@
+"""One async CloudStack session with bounded concurrency, safe retries and job waits.
+
+Retry rules (the prior pipeline retried creates blindly and made duplicates):
+- list*/query*/get* calls are retried on transport errors and on 429/530/534;
+- deletes and other idempotent calls are retried on transport errors and 429; a retry that
+  finds the resource gone (431) counts as done;
+- a create is never resent after a transport error: the caller re-reads the cloud by tag;
+- 429 (rate limited, nothing executed) is retried for every command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from cs import AIOCloudStack, CloudStackApiException, CloudStackException
+
+from ..errors import CsdeployError
+from .config import CloudConfig
+
+PAGE_SIZE = 500
+SAFE_PREFIXES = ("list", "query", "get")
+IDEMPOTENT_PREFIXES = ("delete", "destroy", "expunge", "disassociate", "disable", "detach", "stop", "start")
+RETRY_CODES_SAFE = {429, 530, 534}
+HINTS = {
+    401: "check CLOUDSTACK_KEY / CLOUDSTACK_SECRET (or the profile in use) and the machine's clock",
+    429: "the cloud is rate limiting API calls; lower --max-api and re-run",
+    431: "a parameter or id was refused; check the blueprint's names against the cloud's catalog",
+    531: "your CloudStack user is not allowed to do this; ask the cloud's administrators",
+    532: "the account reached a resource limit; free resources or ask for a higher limit",
+    533: "the cloud has no capacity for this right now; try a smaller offering or later, then re-run "
+         "(what was created is kept and re-used)",
+    535: "the account reached a resource limit; free resources or ask for a higher limit, then re-run",
+    537: "a network rule overlaps an existing one on the same IP",
+}
+
+
+class CloudError(CsdeployError):
+    """A CloudStack error, with the command, the code and CloudStack's own text."""
+
+    def __init__(self, command: str, code: int | None, text: str, *, cserrorcode: int | None = None,
+                 hint: str | None = None) -> None:
+        where = f"CloudStack {command}"
+        msg = f"{where} failed: {text}" + (f" (error {code})" if code else "")
+        super().__init__(msg, hint=hint or (HINTS.get(code) if code else None))
+        self.command = command
+        self.code = code
+        self.cserrorcode = cserrorcode
+        self.text = text
+
+
+class CloudUnavailable(CloudError):
+    """The endpoint did not answer (connection refused/reset, timeout, not JSON)."""
+
+
+class JobFailed(CloudError):
+    """An async job ended with jobstatus 2."""
+
+
+def _is_safe(command: str) -> bool:
+    return command.startswith(SAFE_PREFIXES)
+
+
+def _is_idempotent(command: str) -> bool:
+    return command.startswith(IDEMPOTENT_PREFIXES) or command in ("enableStaticNat",)
+
+
+class Cloud:
+    """``async with Cloud(config) as cloud: await cloud.list("listZones", name=...)``."""
+
+    def __init__(self, config: CloudConfig, *, max_in_flight: int = 10, retries: int = 5,
+                 poll_interval: float | None = None, job_timeout: float | None = None,
+                 on_call: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.retries = retries
+        self.poll_interval = poll_interval if poll_interval is not None else config.poll_interval
+        self.job_timeout = job_timeout if job_timeout is not None else config.job_timeout
+        self.calls: Counter[str] = Counter()
+        self._sem = asyncio.Semaphore(max_in_flight)
+        self._session: aiohttp.ClientSession | None = None
+        self._get: AIOCloudStack | None = None
+        self._post: AIOCloudStack | None = None
+        self._on_call = on_call
+
+    async def __aenter__(self) -> Cloud:
+        kw: dict[str, Any] = dict(endpoint=self.config.endpoint, key=self.config.key, secret=self.config.secret,
+                                  timeout=int(self.config.timeout), fetch_result=False)
+        if self.config.verify is False:
+            kw["dangerous_no_tls_verify"] = True
+        elif isinstance(self.config.verify, str):
+            kw["verify"] = self.config.verify
+        self._get = AIOCloudStack(method="get", **kw)
+        self._session = self._get._new_session()
+        self._get.session = self._session
+        self._post = AIOCloudStack(method="post", session=self._session, **kw)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+    # ---- raw request ---------------------------------------------------------------------
+    async def _once(self, command: str, params: dict[str, Any], post: bool) -> dict[str, Any]:
+        client = self._post if post else self._get
+        if client is None:
+            raise RuntimeError("Cloud must be used as 'async with Cloud(...)'")
+        self.calls[command] += 1
+        if self._on_call:
+            self._on_call(command)
+        async with self._sem:
+            try:
+                return await getattr(client, command)(**params)
+            except CloudStackApiException as exc:
+                err = exc.error if isinstance(exc.error, dict) else {}
+                code = err.get("errorcode") or getattr(exc.response, "status", None)
+                text = err.get("errortext") or str(exc)
+                raise CloudError(command, code, text, cserrorcode=err.get("cserrorcode")) from None
+            except CloudStackException as exc:
+                status = getattr(getattr(exc, "response", None), "status", None)
+                raise CloudUnavailable(command, status, f"unexpected answer from {self.config.endpoint}: {exc.args[0]}",
+                                       hint="check that CLOUDSTACK_ENDPOINT points at the API (…/client/api)") from None
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                detail = str(exc) or type(exc).__name__
+                raise CloudUnavailable(command, None, f"no answer from {self.config.endpoint}: {detail}",
+                                       hint="is the cloud (or `csdeploy lab`) running and reachable?") from None
+
+    async def request(self, command: str, *, post: bool = False, **params: Any) -> dict[str, Any]:
+        """One command with the retry rules above; returns CloudStack's inner response object."""
+        params = {k: v for k, v in params.items() if v is not None}
+        safe, idempotent = _is_safe(command), _is_idempotent(command)
+        delay = 0.2
+        for attempt in range(self.retries + 1):
+            try:
+                return await self._once(command, params, post)
+            except CloudUnavailable:
+                if attempt == self.retries or not (safe or idempotent):
+                    raise
+            except CloudError as exc:
+                if attempt > 0 and idempotent and exc.code == 431:
+                    return {"success": True, "already_gone": True}
+                retryable = exc.code == 429 or (safe and exc.code in RETRY_CODES_SAFE)
+                if attempt == self.retries or not retryable:
+                    raise
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    # ---- conveniences --------------------------------------------------------------------
+    async def list(self, command: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item of a list command, walking pages of 500 (``count`` is the total)."""
+        items: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            data = await self.request(command, page=page, pagesize=PAGE_SIZE, **params)
+            keys = [k for k in data if k != "count"]
+            batch = data[keys[0]] if keys else []
+            items.extend(batch)
+            if not batch or len(items) >= data.get("count", 0):
+                return items
+            page += 1
+
+    async def wait_job(self, command: str, jobid: str) -> dict[str, Any]:
+        """Poll queryAsyncJobResult until the job ends; return its jobresult or raise JobFailed."""
+        deadline = time.monotonic() + self.job_timeout
+        interval = min(self.poll_interval, 0.2)
+        while True:
+            job = await self.request("queryAsyncJobResult", jobid=jobid)
+            status = job.get("jobstatus")
+            if status == 1:
+                return job.get("jobresult") or {}
+            if status == 2:
+                res = job.get("jobresult") or {}
+                raise JobFailed(command, job.get("jobresultcode") or res.get("errorcode"),
+                                res.get("errortext") or "the job failed without a message")
+            if time.monotonic() > deadline:
+                raise CloudError(command, None, f"job {jobid} did not finish within {self.job_timeout:.0f}s",
+                                 hint="the cloud is slow or stuck; check the job in the CloudStack UI, then re-run")
+            await asyncio.sleep(interval)
+            interval = min(interval * 1.5, self.poll_interval)
+
+    async def job(self, command: str, *, post: bool = False, **params: Any) -> dict[str, Any]:
+        """Submit an async command and wait for it; returns the job result object."""
+        reply = await self.request(command, post=post, **params)
+        if "jobid" not in reply:
+            return reply
+        return await self.wait_job(command, reply["jobid"])

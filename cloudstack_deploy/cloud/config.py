@@ -1,0 +1,126 @@
+"""Where the cloud is: read the way `cs` reads it, falling back to the local lab.
+
+Order: CLOUDSTACK_ENDPOINT/KEY/SECRET in the environment; then cloudstack.ini files
+(~/.cloudstack.ini, ./cloudstack.ini, $CLOUDSTACK_CONFIG; section from CLOUDSTACK_REGION,
+default ``cloudstack``) exactly as ``cs.read_config()`` does; then the lab's profile written by
+``csdeploy lab`` ($CSDEPLOY_HOME/lab/cloudstack.ini). The lab is the embedded default.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CsdeployError
+from ..state import state_root
+
+INI_PATHS = ("~/.cloudstack.ini", "cloudstack.ini")
+
+
+class NoCloudConfigured(CsdeployError):
+    """No endpoint anywhere: say every place we looked and how to fix it."""
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    endpoint: str
+    key: str
+    secret: str
+    #: Where this came from, for messages: "environment", "~/.cloudstack.ini [region]", "lab".
+    source: str
+    verify: bool | str = True
+    timeout: float = 30.0
+    poll_interval: float = 2.0
+    job_timeout: float = 900.0
+    is_lab: bool = False
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"CloudConfig(endpoint={self.endpoint!r}, key={self.key[:4]}..., source={self.source!r})"
+
+
+def lab_profile_path() -> Path:
+    return state_root() / "lab" / "cloudstack.ini"
+
+
+def _ini_paths() -> list[Path]:
+    paths = [Path(p).expanduser() for p in INI_PATHS]
+    if os.environ.get("CLOUDSTACK_CONFIG"):
+        paths.append(Path(os.environ["CLOUDSTACK_CONFIG"]).expanduser())
+    return paths
+
+
+def _from_section(section: configparser.SectionProxy, source: str, is_lab: bool) -> CloudConfig:
+    missing = [k for k in ("endpoint", "key", "secret") if not section.get(k)]
+    if missing:
+        raise NoCloudConfigured(f"{source}: missing {', '.join(missing)}")
+    verify: bool | str = True
+    if section.get("verify"):
+        verify = section.get("verify", "")
+        if verify.lower() in ("false", "no", "0"):
+            verify = False
+    if section.get("dangerous_no_tls_verify", "").lower() in ("true", "yes", "1"):
+        verify = False
+    return CloudConfig(
+        endpoint=section["endpoint"], key=section["key"], secret=section["secret"], source=source,
+        verify=verify, timeout=float(section.get("timeout", 30)),
+        poll_interval=float(section.get("poll_interval", 0.25 if is_lab else 2.0)),
+        job_timeout=float(section.get("job_timeout", 900)), is_lab=is_lab,
+    )
+
+
+def read_cloud_config(region: str | None = None) -> CloudConfig:
+    env = os.environ
+    if env.get("CLOUDSTACK_ENDPOINT") and not env.get("CLOUDSTACK_OVERRIDES"):
+        missing = [k for k in ("CLOUDSTACK_KEY", "CLOUDSTACK_SECRET") if not env.get(k)]
+        if missing:
+            raise NoCloudConfigured(
+                f"CLOUDSTACK_ENDPOINT is set but {' and '.join(missing)} is not",
+                hint="export the API key and secret key of your CloudStack user",
+            )
+        return CloudConfig(
+            endpoint=env["CLOUDSTACK_ENDPOINT"], key=env["CLOUDSTACK_KEY"], secret=env["CLOUDSTACK_SECRET"],
+            source="environment (CLOUDSTACK_ENDPOINT)",
+            verify=env.get("CLOUDSTACK_VERIFY", "true").lower() not in ("false", "0", "no"),
+            poll_interval=float(env.get("CLOUDSTACK_POLL_INTERVAL", 2.0)),
+            job_timeout=float(env.get("CLOUDSTACK_JOB_TIMEOUT", 900)),
+        )
+    ini = [p for p in _ini_paths() if p.exists()]
+    if ini:
+        parser = configparser.ConfigParser()
+        parser.read(ini)  # later files win, as in cs
+        name = region or env.get("CLOUDSTACK_REGION", "cloudstack")
+        if not parser.has_section(name):
+            raise NoCloudConfigured(
+                f"no [{name}] section in {', '.join(str(p) for p in ini)}",
+                hint="set CLOUDSTACK_REGION to one of: " + ", ".join(parser.sections()),
+            )
+        return _from_section(parser[name], f"{ini[-1]} [{name}]", is_lab=False)
+    lab = lab_profile_path()
+    if lab.exists():
+        parser = configparser.ConfigParser()
+        parser.read(lab)
+        if parser.has_section("lab"):
+            return _from_section(parser["lab"], f"the lab ({lab})", is_lab=True)
+    tried = ", ".join(["CLOUDSTACK_ENDPOINT", *(str(p) for p in _ini_paths()), str(lab)])
+    raise NoCloudConfigured(
+        f"no CloudStack configured (looked at {tried})",
+        hint="export CLOUDSTACK_ENDPOINT, CLOUDSTACK_KEY and CLOUDSTACK_SECRET, write ~/.cloudstack.ini, "
+             "or start the local lab with `csdeploy lab simulator --write-profile`",
+    )
+
+
+def write_lab_profile(endpoint: str, key: str, secret: str, poll_interval: float = 0.25) -> Path:
+    """Make the lab the default cloud for csdeploy (used when nothing else is configured)."""
+    path = lab_profile_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    parser = configparser.ConfigParser()
+    parser["lab"] = {"endpoint": endpoint, "key": key, "secret": secret, "poll_interval": str(poll_interval),
+                     "timeout": "30"}
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        parser.write(fh)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,1 @@
+"""Provisioning: turn a blueprint into cloud resources, and wait until the hosts answer."""

@@ -1,0 +1,126 @@
+"""What an environment has in the cloud right now, found by tags (and adopted by name).
+
+A lookup that fails raises: it is never taken as "absent" (the prior pipeline created
+duplicates that way). Everything hanging off the environment's network (VMs, IPs, rules)
+belongs to it even without tags, which is how a run killed between a create and its
+createTags is finished by the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..cloud import Cloud
+from ..errors import CsdeployError
+from .desired import TAG_ENV, keypair_name, network_name
+
+GONE_STATES = ("Expunging",)
+
+
+class AmbiguousEnvironment(CsdeployError):
+    """More than one network claims the environment: refuse rather than guess."""
+
+
+@dataclass
+class Actual:
+    env: str
+    network: dict[str, Any] | None = None
+    vms: dict[str, dict[str, Any]] = field(default_factory=dict)           # by name
+    ips: list[dict[str, Any]] = field(default_factory=list)                # non-source-NAT
+    source_nat: dict[str, Any] | None = None
+    firewall: list[dict[str, Any]] = field(default_factory=list)
+    port_forwards: list[dict[str, Any]] = field(default_factory=list)
+    volumes: dict[str, dict[str, Any]] = field(default_factory=dict)       # by name
+    #: Unattached, untagged volumes named like ours: adopted only if the plan wants that name.
+    loose_volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    keypair: dict[str, Any] | None = None
+    tags: dict[str, dict[str, str]] = field(default_factory=dict)          # resource id -> {key: value}
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.network or self.vms or self.ips or self.volumes or self.keypair)
+
+    def tag(self, resource_id: str, key: str) -> str | None:
+        return self.tags.get(resource_id, {}).get(key)
+
+    def ip_of_vm(self, vm_id: str) -> dict[str, Any] | None:
+        """The static-NAT IP of a VM, or an IP tagged for it that is not yet NATed."""
+        for ip in self.ips:
+            if ip.get("virtualmachineid") == vm_id and ip.get("isstaticnat"):
+                return ip
+        return None
+
+    def ip_tagged_for(self, vm: str) -> dict[str, Any] | None:
+        from .desired import TAG_VM
+
+        return next((ip for ip in self.ips if self.tag(ip["id"], TAG_VM) == vm), None)
+
+
+def _tag_map(tags: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for t in tags:
+        out.setdefault(t["resourceid"], {})[t["key"]] = t.get("value", "")
+    return out
+
+
+async def read_actual(cloud: Cloud, env: str) -> Actual:
+    """Read everything the environment owns. Raises CloudError when the cloud cannot tell."""
+    env_tags, keypairs, named_nets = await asyncio.gather(
+        cloud.list("listTags", key=TAG_ENV, value=env),
+        cloud.list("listSSHKeyPairs", name=keypair_name(env)),
+        cloud.list("listNetworks", name=network_name(env)),
+    )
+    actual = Actual(env=env)
+    actual.keypair = next((k for k in keypairs if k["name"] == keypair_name(env)), None)
+    tagged_ids = {t["resourceid"] for t in env_tags if t["resourcetype"] == "Network"}
+    nets = [n for n in named_nets if n["name"] == network_name(env) or n["id"] in tagged_ids]
+    missing = tagged_ids - {n["id"] for n in nets}
+    if missing:  # tagged networks not named as ours: fetch them by id
+        for nid in missing:
+            nets += await cloud.list("listNetworks", id=nid)
+    if len({n["id"] for n in nets}) > 1:
+        names = ", ".join(f"{n['name']} ({n['id']})" for n in nets)
+        raise AmbiguousEnvironment(
+            f"environment '{env}' has {len(nets)} networks: {names}",
+            hint=f"delete the extra one(s) with cloudmonkey/cs, or `csdeploy teardown --env {env}`",
+        )
+    actual.network = nets[0] if nets else None
+    vol_tagged = [t["resourceid"] for t in env_tags if t["resourcetype"] == "Volume"]
+    lists: list[Any] = [cloud.list("listVolumes", type="DATADISK", keyword=f"{env}-")]
+    if actual.network:
+        nid = actual.network["id"]
+        lists += [
+            cloud.list("listVirtualMachines", networkid=nid, listall=True),
+            cloud.list("listPublicIpAddresses", associatednetworkid=nid),
+            cloud.list("listFirewallRules", networkid=nid),
+            cloud.list("listPortForwardingRules", networkid=nid),
+        ]
+    results = await asyncio.gather(*lists)
+    volumes = results[0]
+    if actual.network:
+        vms, ips, fw, pf = results[1:]
+        actual.vms = {v["name"]: v for v in vms if v["state"] not in GONE_STATES}
+        for ip in ips:
+            if ip.get("issourcenat"):
+                actual.source_nat = ip
+            else:
+                actual.ips.append(ip)
+        actual.firewall = fw
+        actual.port_forwards = pf
+    # Volumes: ours if tagged for the env or attached to one of our VMs; unattached ones named
+    # like ours are candidates for adoption (a run killed between createVolume and createTags).
+    our_vm_ids = {v["id"] for v in actual.vms.values()}
+    for vol in volumes:
+        if vol["id"] in vol_tagged or vol.get("virtualmachineid") in our_vm_ids:
+            actual.volumes[vol["name"]] = vol
+        elif vol["name"].startswith(f"{env}-") and not vol.get("virtualmachineid"):
+            actual.loose_volumes[vol["name"]] = vol
+    listed = [actual.network] if actual.network else []
+    listed += [*actual.vms.values(), *actual.ips, *actual.volumes.values(), *actual.loose_volumes.values(),
+               *actual.firewall, *actual.port_forwards]
+    if actual.source_nat:
+        listed.append(actual.source_nat)
+    actual.tags = _tag_map(env_tags + [dict(t, resourceid=r["id"]) for r in listed for t in r.get("tags") or []])
+    return actual

@@ -1,0 +1,414 @@
+"""Execute a plan: global actions first, then one pipeline per VM, all VMs at once.
+
+Each VM's pipeline runs its stage A concurrently (deploy the VM, acquire its IP, create its
+disks), then stage B (static NAT, firewall or port forwarding, attach/grow disks). Every
+create is tagged as soon as CloudStack returns its id, so a run killed at any point leaves
+resources the next run finds and adopts instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..cloud import Cloud, CloudError, JobFailed
+from ..errors import CsdeployError
+from ..progress import Event, Progress
+from .catalog import Catalog
+from .desired import (
+    TAG_CREATED,
+    TAG_EXPIRES,
+    TAG_KIND,
+    TAG_LOCK,
+    TAG_ROLE,
+    TAG_VM,
+    Desired,
+    format_time,
+)
+from .hostkeys import HostKey, generate_host_key
+from .plan import GLOBAL, REMOVE, Action, Plan
+from .userdata import DataDisk, build_userdata, needs_post
+
+
+class ProvisionError(CsdeployError):
+    """Some actions failed; the rest completed and a re-run continues from there."""
+
+    def __init__(self, failures: list[tuple[Action, BaseException]]) -> None:
+        lines = [f"{a.kind} {a.name} ({a.op}): {exc}" for a, exc in failures]
+        hints = {getattr(e, "hint", None) for _, e in failures} - {None}
+        super().__init__(f"{len(failures)} action(s) failed:\n  " + "\n  ".join(lines),
+                         hint="; ".join(sorted(h for h in hints if h)) or
+                         "fix the cause and re-run: completed resources are kept and re-used")
+        self.failures = failures
+
+
+class EnvBusy(CsdeployError):
+    """Another csdeploy run holds the environment's lock in the cloud."""
+
+
+@dataclass
+class RunContext:
+    cloud: Cloud
+    desired: Desired
+    catalog: Catalog
+    progress: Progress
+    public_key: str
+    network_id: str | None = None
+    source_nat: dict[str, Any] | None = None
+    vm_ids: dict[str, str] = field(default_factory=dict)
+    ips: dict[str, dict[str, Any]] = field(default_factory=dict)       # vm name -> ip record
+    host_keys: dict[str, HostKey] = field(default_factory=dict)        # created this run
+    lock_value: str | None = None
+    _snat_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def tags(self, **extra: str) -> list[dict[str, str]]:
+        base = self.desired.base_tags()
+        base.update(extra)
+        return [{"key": k, "value": v} for k, v in base.items()]
+
+    def emit(self, action: Action, status: str, detail: str = "") -> None:
+        self.progress.emit(Event(resource=f"{action.kind} {action.name}", action=action.op, status=status,
+                                 detail=detail, env=self.desired.env))
+
+
+async def tag(ctx: RunContext, rtype: str, ids: list[str], tags: list[dict[str, str]]) -> None:
+    if ids:
+        await ctx.cloud.job("createTags", resourceids=ids, resourcetype=rtype, tags=tags)
+
+
+def _now() -> str:
+    return format_time(datetime.now(UTC))
+
+
+# ---- global actions -------------------------------------------------------------------------
+
+async def network_action(ctx: RunContext, a: Action) -> str:
+    d = ctx.desired
+    if a.op == "create":
+        net = (await ctx.cloud.request("createNetwork", name=d.network, displaytext=f"csdeploy environment {d.env}",
+                                       networkofferingid=ctx.catalog.network_offering_id,
+                                       zoneid=ctx.catalog.zone_id))["network"]
+        ctx.network_id = net["id"]
+        extra = {TAG_KIND: "network", TAG_CREATED: _now()}
+        if ctx.lock_value:
+            extra[TAG_LOCK] = ctx.lock_value
+        await tag(ctx, "Network", [net["id"]], ctx.tags(**extra))
+        await _check_network_race(ctx, net)
+        return f"{net['id']}"
+    if a.op == "adopt":
+        await tag(ctx, "Network", [a.data["id"]], ctx.tags(**{TAG_KIND: "network"}))
+        return "tagged"
+    if a.op == "update":
+        await ctx.cloud.job("deleteTags", resourceids=[a.data["id"]], resourcetype="Network",
+                            tags=[{"key": TAG_EXPIRES}])
+        await tag(ctx, "Network", [a.data["id"]], [{"key": TAG_EXPIRES, "value": d.base_tags()[TAG_EXPIRES]}])
+        return a.detail
+    raise AssertionError(a)
+
+
+async def _check_network_race(ctx: RunContext, mine: dict[str, Any]) -> None:
+    """Two runs on different machines may both have created the network: the older one wins."""
+    nets = [n for n in await ctx.cloud.list("listNetworks", name=ctx.desired.network)
+            if n["name"] == ctx.desired.network]
+    if len(nets) > 1:
+        keeper = min(nets, key=lambda n: (n.get("created", ""), n["id"]))
+        if keeper["id"] != mine["id"]:
+            await ctx.cloud.job("deleteNetwork", id=mine["id"])
+            raise EnvBusy(f"environment '{ctx.desired.env}' is being created by another csdeploy run "
+                          f"(network {keeper['id']}); this run removed its own duplicate and stops",
+                          hint="wait for the other run to finish, then re-run to converge")
+
+
+async def keypair_action(ctx: RunContext, a: Action) -> str:
+    try:
+        await ctx.cloud.request("registerSSHKeyPair", name=ctx.desired.keypair, publickey=ctx.public_key)
+    except CloudError as exc:
+        if "already exists" not in exc.text:
+            raise
+        return "registered by a concurrent run"
+    return "registered"
+
+
+# ---- per-VM actions -------------------------------------------------------------------------
+
+def _disks_for(ctx: RunContext, vm: str) -> list[DataDisk]:
+    spec = ctx.desired.vm(vm)
+    return [DataDisk(label=d.label, mount=d.mount) for d in (spec.disks if spec else ())]
+
+
+async def deploy_vm(ctx: RunContext, name: str) -> str:
+    spec = ctx.desired.vm(name)
+    assert spec is not None and ctx.network_id is not None
+    key = generate_host_key(comment=name)
+    ctx.host_keys[name] = key
+    userdata = build_userdata(hostname=name, host_key=key, user=ctx.desired.ssh_user, disks=_disks_for(ctx, name))
+    reply = await ctx.cloud.request(
+        "deployVirtualMachine", post=needs_post(userdata), name=name, displayname=name,
+        zoneid=ctx.catalog.zone_id, templateid=ctx.catalog.template_id,
+        serviceofferingid=ctx.catalog.service_offerings[spec.offering], networkids=[ctx.network_id],
+        keypair=ctx.desired.keypair, userdata=userdata,
+    )
+    ctx.vm_ids[name] = reply["id"]
+    tags = ctx.tags(**{TAG_ROLE: spec.group, TAG_KIND: "vm", TAG_CREATED: _now()})
+    results = await asyncio.gather(tag(ctx, "UserVm", [reply["id"]], tags),
+                                   ctx.cloud.wait_job("deployVirtualMachine", reply["jobid"]),
+                                   return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    vm = results[1]["virtualmachine"]  # type: ignore[index]
+    return f"{vm['state']}, {vm['nic'][0]['ipaddress']}"
+
+
+async def vm_action(ctx: RunContext, a: Action) -> str:
+    cloud = ctx.cloud
+    if a.op == "create":
+        return await deploy_vm(ctx, a.name)
+    if a.op == "replace":
+        await _destroy_vm(ctx, a.data["id"])
+        return await deploy_vm(ctx, a.name)
+    vm_id = a.data["id"]
+    ctx.vm_ids[a.name] = vm_id
+    spec = ctx.desired.vm(a.name)
+    if a.op == "adopt":
+        assert spec is not None
+        await tag(ctx, "UserVm", [vm_id], ctx.tags(**{TAG_ROLE: spec.group, TAG_KIND: "vm"}))
+        return "tagged"
+    if a.op == "start":
+        await cloud.job("startVirtualMachine", id=vm_id)
+        return "Running"
+    if a.op == "scale":
+        assert spec is not None
+        await cloud.job("stopVirtualMachine", id=vm_id)
+        await cloud.job("scaleVirtualMachine", id=vm_id, serviceofferingid=ctx.catalog.service_offerings[spec.offering])
+        await cloud.job("startVirtualMachine", id=vm_id)
+        return f"now {spec.offering}, Running"
+    if a.op == "delete":
+        return await _destroy_vm(ctx, vm_id)
+    raise AssertionError(a)
+
+
+async def _destroy_vm(ctx: RunContext, vm_id: str) -> str:
+    try:
+        await ctx.cloud.job("destroyVirtualMachine", id=vm_id, expunge=True)
+        return "expunged"
+    except JobFailed as exc:
+        if "admin" not in exc.text.lower():
+            raise
+    # Non-admin users may not expunge: destroy, and let the cloud's expunge thread finish.
+    await ctx.cloud.job("destroyVirtualMachine", id=vm_id)
+    ctx.progress.note(f"VM {vm_id} destroyed; this account may not expunge, so CloudStack removes it later",
+                      level="warning")
+    return "destroyed (expunged later by CloudStack)"
+
+
+async def ip_action(ctx: RunContext, a: Action) -> str:
+    if a.op == "delete":
+        await ctx.cloud.job("disassociateIpAddress", id=a.data["id"])
+        return "released"
+    vm = a.group
+    spec = ctx.desired.vm(vm)
+    if a.op == "adopt":
+        await tag(ctx, "PublicIpAddress", [a.data["id"]], ctx.tags(**{TAG_VM: vm, TAG_KIND: "ip"}))
+        return "tagged"
+    reply = await ctx.cloud.request("associateIpAddress", networkid=ctx.network_id)
+    tags = ctx.tags(**{TAG_VM: vm, TAG_ROLE: spec.group if spec else "", TAG_KIND: "ip", TAG_CREATED: _now()})
+    results = await asyncio.gather(tag(ctx, "PublicIpAddress", [reply["id"]], tags),
+                                   ctx.cloud.wait_job("associateIpAddress", reply["jobid"]), return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    ip = results[1]["ipaddress"]  # type: ignore[index]
+    ctx.ips[vm] = ip
+    return ip["ipaddress"]
+
+
+async def static_nat_action(ctx: RunContext, a: Action) -> str:
+    ip_id = a.data.get("ip") or ctx.ips[a.group]["id"]
+    await ctx.cloud.request("enableStaticNat", ipaddressid=ip_id, virtualmachineid=ctx.vm_ids[a.group])
+    return "enabled"
+
+
+async def firewall_action(ctx: RunContext, a: Action, created: list[str]) -> str:
+    if a.op == "delete":
+        await ctx.cloud.job("deleteFirewallRule", id=a.data["id"])
+        return "deleted"
+    ip_id = a.data.get("ip") or ctx.ips[a.group]["id"]
+    port = a.data["port"]
+    res = await ctx.cloud.job("createFirewallRule", ipaddressid=ip_id, protocol="tcp", startport=port,
+                              endport=port, cidrlist=a.data["cidrs"])
+    created.append(res["firewallrule"]["id"])
+    return a.detail
+
+
+async def _source_nat(ctx: RunContext) -> dict[str, Any]:
+    async with ctx._snat_lock:
+        if ctx.source_nat is None:
+            ips = await ctx.cloud.list("listPublicIpAddresses", associatednetworkid=ctx.network_id,
+                                       issourcenat=True)
+            if not ips:
+                raise CsdeployError(f"network {ctx.desired.network} has no source-NAT address yet",
+                                    hint="port forwarding needs an implemented isolated network; re-run")
+            ctx.source_nat = ips[0]
+        return ctx.source_nat
+
+
+async def port_forward_action(ctx: RunContext, a: Action, created: list[str]) -> str:
+    if a.op == "delete":
+        await ctx.cloud.job("deletePortForwardingRule", id=a.data["id"])
+        return "deleted"
+    snat = await _source_nat(ctx)
+    res = await ctx.cloud.job("createPortForwardingRule", ipaddressid=snat["id"], protocol="tcp",
+                              publicport=a.data["public"], privateport=a.data["private"],
+                              virtualmachineid=ctx.vm_ids[a.group], cidrlist=a.data["cidrs"], openfirewall=True)
+    created.append(res["portforwardingrule"]["id"])
+    return f"{snat['ipaddress']}:{a.data['public']} -> {a.data['private']}"
+
+
+async def volume_action(ctx: RunContext, a: Action) -> str:
+    cloud = ctx.cloud
+    if a.op == "delete":
+        if a.data.get("attached"):
+            await cloud.job("detachVolume", id=a.data["id"])
+        await cloud.request("deleteVolume", id=a.data["id"])
+        return "deleted"
+    spec = ctx.desired.vm(a.group)
+    if a.op == "create":
+        disk = a.data["disk"]
+        offering = ctx.catalog.disk_offerings[disk.offering]
+        reply = await cloud.request("createVolume", name=disk.name, diskofferingid=offering["id"],
+                                    size=disk.size_gb if offering.get("iscustomized") else None,
+                                    zoneid=ctx.catalog.zone_id)
+        tags = ctx.tags(**{TAG_VM: a.group, TAG_ROLE: disk.owner, TAG_KIND: "volume", TAG_CREATED: _now()})
+        results = await asyncio.gather(tag(ctx, "Volume", [reply["id"]], tags),
+                                       cloud.wait_job("createVolume", reply["jobid"]), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        a.data["id"] = reply["id"]
+        return f"{disk.size_gb} GB"
+    if a.op == "adopt":
+        await tag(ctx, "Volume", [a.data["id"]], ctx.tags(**{TAG_VM: a.group, TAG_KIND: "volume",
+                                                             TAG_ROLE: spec.group if spec else ""}))
+        return "tagged"
+    if "size" in a.data:
+        await cloud.job("resizeVolume", id=a.data["id"], size=a.data["size"])
+        return f"{a.data['size']} GB"
+    raise AssertionError(a)
+
+
+async def attach_volume(ctx: RunContext, volume_id: str, vm: str) -> None:
+    await ctx.cloud.job("attachVolume", id=volume_id, virtualmachineid=ctx.vm_ids[vm])
+
+
+# ---- orchestration --------------------------------------------------------------------------
+
+async def _run(ctx: RunContext, a: Action, fn: Callable[[], Awaitable[str]],
+               failures: list[tuple[Action, BaseException]]) -> bool:
+    ctx.emit(a, "running")
+    try:
+        detail = await fn()
+    except (CsdeployError, OSError) as exc:
+        ctx.emit(a, "failed", str(exc).splitlines()[0])
+        failures.append((a, exc))
+        return False
+    ctx.emit(a, "done", detail)
+    return True
+
+
+async def _vm_pipeline(ctx: RunContext, actions: list[Action], failures: list[tuple[Action, BaseException]]) -> None:
+    vm = actions[0].group
+    vm_actions = [a for a in actions if a.kind == "vm"]
+    ip_creates = [a for a in actions if a.kind == "ip" and a.op == "create"]
+    vol_creates = [a for a in actions if a.kind == "volume" and a.op == "create"]
+    stage_a = set(map(id, vm_actions + ip_creates + vol_creates))
+
+    async def vm_chain() -> bool:
+        ok = True
+        for a in vm_actions:
+            ok = await _run(ctx, a, lambda a=a: vm_action(ctx, a), failures) and ok
+            if not ok:
+                break
+        return ok
+
+    oks = await asyncio.gather(
+        vm_chain(),
+        *(_run(ctx, a, lambda a=a: ip_action(ctx, a), failures) for a in ip_creates),
+        *(_run(ctx, a, lambda a=a: volume_action(ctx, a), failures) for a in vol_creates),
+    )
+    if not all(oks):
+        return  # stage B needs the VM/IP/disks; the next run picks up from here
+    rest = [a for a in actions if id(a) not in stage_a]
+    created_fw: list[str] = []
+    created_pf: list[str] = []
+    for a in [a for a in rest if a.kind == "static-nat"]:
+        if not await _run(ctx, a, lambda a=a: static_nat_action(ctx, a), failures):
+            return
+    jobs = []
+    for a in rest:
+        if a.kind == "firewall":
+            jobs.append(_run(ctx, a, lambda a=a: firewall_action(ctx, a, created_fw), failures))
+        elif a.kind == "port-forward":
+            jobs.append(_run(ctx, a, lambda a=a: port_forward_action(ctx, a, created_pf), failures))
+        elif a.kind == "ip":
+            jobs.append(_run(ctx, a, lambda a=a: ip_action(ctx, a), failures))
+        elif a.kind == "volume":
+            jobs.append(_run(ctx, a, lambda a=a: _volume_b(ctx, a), failures))
+    for a in vol_creates:  # attach what stage A created
+        jobs.append(_run(ctx, Action("update", "volume", a.name, f"attach to {vm}", vm),
+                         lambda a=a: _attach_new(ctx, a), failures))
+    await asyncio.gather(*jobs)
+    tags = ctx.tags(**{TAG_VM: vm, TAG_KIND: "rule"})
+    try:
+        await asyncio.gather(tag(ctx, "FirewallRule", created_fw, tags), tag(ctx, "PortForwardingRule", created_pf, tags))
+    except CloudError as exc:
+        failures.append((Action("create", "tags", f"rules of {vm}", group=vm), exc))
+
+
+async def _volume_b(ctx: RunContext, a: Action) -> str:
+    if a.data.get("attach"):
+        await attach_volume(ctx, a.data["id"], a.group)
+        return f"attached to {a.group}"
+    return await volume_action(ctx, a)
+
+
+async def _attach_new(ctx: RunContext, a: Action) -> str:
+    await attach_volume(ctx, a.data["id"], a.group)
+    return f"attached to {a.group}"
+
+
+REMOVERS: dict[str, Callable[[RunContext, Action], Awaitable[str]]] = {
+    "vm": vm_action,
+    "ip": ip_action,
+    "volume": volume_action,
+    "firewall": lambda ctx, a: firewall_action(ctx, a, []),
+    "port-forward": lambda ctx, a: port_forward_action(ctx, a, []),
+}
+
+
+async def apply_plan(ctx: RunContext, plan: Plan) -> None:
+    """Run every action of ``plan``; raise ProvisionError listing what failed (after the rest ran)."""
+    groups = plan.groups()
+    failures: list[tuple[Action, BaseException]] = []
+    for a in groups.pop(GLOBAL, []):
+        fn = {"network": network_action, "keypair": keypair_action}[a.kind]
+        if not await _run(ctx, a, lambda a=a, fn=fn: fn(ctx, a), failures):
+            if isinstance(failures[-1][1], EnvBusy):
+                raise failures[-1][1]
+            raise ProvisionError(failures)
+    removals = groups.pop(REMOVE, [])
+    # VMs to remove go first among removals so that their IPs and disks are free to delete.
+    vm_removals = [a for a in removals if a.kind == "vm"]
+    other_removals = [a for a in removals if a.kind != "vm"]
+
+    async def remove_all() -> None:
+        await asyncio.gather(*(_run(ctx, a, lambda a=a: REMOVERS[a.kind](ctx, a), failures) for a in vm_removals))
+        await asyncio.gather(*(_run(ctx, a, lambda a=a: REMOVERS[a.kind](ctx, a), failures)
+                               for a in other_removals))
+
+    await asyncio.gather(remove_all(), *(_vm_pipeline(ctx, actions, failures) for actions in groups.values()))
+    if failures:
+        raise ProvisionError(failures)

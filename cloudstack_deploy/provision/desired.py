@@ -1,0 +1,141 @@
+"""What an environment should look like in the cloud, derived from a blueprint (pure).
+
+Names are deterministic (`<env>-<role>-<n>`, `<vm>-<disk>`, `csdeploy-<env>`) so a run that
+was killed half-way can find and adopt what it created before it could tag it; tags are
+the primary index, names the fallback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from ..blueprint import Blueprint
+from .userdata import disk_label
+
+TAG_ENV = "csdeploy:env"
+TAG_ROLE = "csdeploy:role"
+TAG_SERVICE = "csdeploy:service"
+TAG_EXPIRES = "csdeploy:expires"
+TAG_CREATED = "csdeploy:created"
+TAG_VM = "csdeploy:vm"
+TAG_KIND = "csdeploy:kind"
+TAG_LOCK = "csdeploy:lock"
+
+HTTP_PORTS = (80, 443)
+SSH_PF_BASE = 2201  # port_forwarding mode: VM n's SSH is published on a port from here up
+ANYWHERE = ("0.0.0.0/0",)
+
+
+def network_name(env: str) -> str:
+    return f"csdeploy-{env}"
+
+
+def keypair_name(env: str) -> str:
+    return f"csdeploy-{env}"
+
+
+def vm_name(env: str, group: str, index: int) -> str:
+    return f"{env}-{group}-{index}"
+
+
+def format_time(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime | None:
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    name: str        # CloudStack volume name, `<vm>-<owner>`
+    owner: str       # the role or accessory the disk is for
+    size_gb: int
+    offering: str
+    label: str       # filesystem label the guest mounts by
+    mount: str
+
+
+@dataclass(frozen=True)
+class VMSpec:
+    name: str
+    group: str               # role name, or accessory name for accessories on their own VM
+    index: int
+    offering: str
+    proxy: bool              # serves HTTP through kamal-proxy: 80/443 open
+    disks: tuple[DiskSpec, ...] = ()
+    accessories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Desired:
+    env: str
+    service: str
+    zone: str
+    template: str
+    network_offering: str
+    public_access: str
+    ssh_user: str
+    ssh_port: int
+    ssh_cidrs: tuple[str, ...]
+    vms: tuple[VMSpec, ...]
+    expires: datetime | None = None
+    network: str = field(init=False)
+    keypair: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "network", network_name(self.env))
+        object.__setattr__(self, "keypair", keypair_name(self.env))
+
+    def vm(self, name: str) -> VMSpec | None:
+        return next((v for v in self.vms if v.name == name), None)
+
+    def base_tags(self) -> dict[str, str]:
+        tags = {TAG_ENV: self.env, TAG_SERVICE: self.service}
+        if self.expires is not None:
+            tags[TAG_EXPIRES] = format_time(self.expires)
+        return tags
+
+
+def desired_state(bp: Blueprint, env: str, *, ttl: timedelta | None = None,
+                  now: datetime | None = None) -> Desired:
+    """The environment a blueprint asks for; ``ttl`` (flag) wins over the blueprint's ``ttl``."""
+    now = now or datetime.now(UTC)
+    life = ttl if ttl is not None else bp.ttl
+    vms: list[VMSpec] = []
+    for role in bp.roles.values():
+        hosted = [a.name for a in bp.accessories.values() if a.role == role.name]
+        for i in range(1, role.count + 1):
+            name = vm_name(env, role.name, i)
+            disks: list[DiskSpec] = []
+            if role.disk is not None:
+                disks.append(DiskSpec(f"{name}-{role.name}", role.name, role.disk.size, role.disk.disk_offering,
+                                      disk_label(role.name), role.disk.mount))
+            # Accessories placed on a role run on its first VM, with their disks.
+            if i == 1:
+                for acc_name in hosted:
+                    acc = bp.accessories[acc_name]
+                    if acc.disk is not None:
+                        disks.append(DiskSpec(f"{name}-{acc.name}", acc.name, acc.disk.size,
+                                              acc.disk.disk_offering, disk_label(acc.name), acc.disk.mount))
+            vms.append(VMSpec(name, role.name, i, role.service_offering, role.proxy is not None,
+                              tuple(disks), tuple(hosted) if i == 1 else ()))
+    for acc in bp.accessories.values():
+        if acc.vm is None:
+            continue
+        name = vm_name(env, acc.name, 1)
+        disks = []
+        if acc.disk is not None:
+            disks.append(DiskSpec(f"{name}-{acc.name}", acc.name, acc.disk.size, acc.disk.disk_offering,
+                                  disk_label(acc.name), acc.disk.mount))
+        vms.append(VMSpec(name, acc.name, 1, acc.vm.service_offering, False, tuple(disks), (acc.name,)))
+    return Desired(
+        env=env, service=bp.service, zone=bp.cloud.zone, template=bp.cloud.template,
+        network_offering=bp.cloud.network_offering, public_access=bp.cloud.public_access,
+        ssh_user=bp.cloud.ssh.user, ssh_port=bp.cloud.ssh.port, ssh_cidrs=tuple(bp.cloud.ssh.allow_from),
+        vms=tuple(vms), expires=(now + life) if life else None,
+    )

@@ -1,0 +1,57 @@
+"""Environments found by tags: what `csdeploy envs` shows (and what the reaper reads)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..cloud import Cloud
+from .desired import TAG_CREATED, TAG_ENV, TAG_EXPIRES, TAG_ROLE, TAG_SERVICE, parse_time
+
+
+@dataclass
+class EnvSummary:
+    env: str
+    service: str | None = None
+    network_id: str | None = None
+    created: str | None = None
+    expires: str | None = None
+    roles: dict[str, int] = field(default_factory=dict)
+    vms: int = 0
+
+    def expired(self, now: datetime) -> bool:
+        when = parse_time(self.expires or "")
+        return when is not None and when <= now
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def list_envs(cloud: Cloud) -> list[EnvSummary]:
+    """Two API calls whatever the number of environments: all csdeploy tags of networks and VMs."""
+    net_tags, vm_tags = await asyncio.gather(
+        cloud.list("listTags", resourcetype="Network"),
+        cloud.list("listTags", resourcetype="UserVm"),
+    )
+    by_net: dict[str, dict[str, str]] = {}
+    for t in net_tags:
+        by_net.setdefault(t["resourceid"], {})[t["key"]] = t.get("value", "")
+    envs: dict[str, EnvSummary] = {}
+    for nid, tags in by_net.items():
+        if TAG_ENV in tags:
+            envs[tags[TAG_ENV]] = EnvSummary(env=tags[TAG_ENV], service=tags.get(TAG_SERVICE), network_id=nid,
+                                             created=tags.get(TAG_CREATED), expires=tags.get(TAG_EXPIRES))
+    by_vm: dict[str, dict[str, str]] = {}
+    for t in vm_tags:
+        by_vm.setdefault(t["resourceid"], {})[t["key"]] = t.get("value", "")
+    for tags in by_vm.values():
+        env = tags.get(TAG_ENV)
+        if env is None:
+            continue
+        summary = envs.setdefault(env, EnvSummary(env=env, service=tags.get(TAG_SERVICE)))
+        role = tags.get(TAG_ROLE, "?")
+        summary.roles[role] = summary.roles.get(role, 0) + 1
+        summary.vms += 1
+    return sorted(envs.values(), key=lambda e: e.env)

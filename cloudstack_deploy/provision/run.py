@@ -1,0 +1,230 @@
+"""The provisioning commands end to end: plan, create-env (converge), the SSH wait, inventory."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import getpass
+import hashlib
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..blueprint import Blueprint
+from ..cloud import Cloud, CloudError, JobFailed
+from ..errors import CsdeployError
+from ..progress import Event, Progress
+from ..state import EnvState
+from .actual import Actual, read_actual
+from .apply import EnvBusy, RunContext, apply_plan
+from .catalog import Catalog, resolve_catalog
+from .desired import TAG_EXPIRES, TAG_LOCK, Desired, desired_state, format_time, parse_time
+from .plan import Plan, make_plan
+from .ssh_wait import SSHTarget, wait_for_ssh
+from .userdata import host_public_key_from_userdata
+
+LOCK_STALE_AFTER = timedelta(hours=2)
+
+
+@dataclass
+class CreateOptions:
+    ttl: timedelta | None = None
+    max_api: int = 10
+    max_ssh: int = 20
+    ssh_timeout: float = 300.0
+    break_lock: bool = False
+
+
+@dataclass
+class CreateResult:
+    plan: Plan
+    inventory: dict[str, Any]
+    seconds: float
+    api_calls: int
+    ssh_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def key_fingerprint(public_line: str) -> str:
+    """CloudStack's fingerprint of an SSH public key: MD5 of the key blob, colon hex."""
+    blob = base64.b64decode(public_line.split()[1])
+    digest = hashlib.md5(blob).hexdigest()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+def _needed_names(desired: Desired) -> tuple[set[str], set[str]]:
+    return {v.offering for v in desired.vms}, {d.offering for v in desired.vms for d in v.disks}
+
+
+def _keep_expiry(desired: Desired, actual: Actual, explicit: bool) -> Desired:
+    """Without --ttl a re-run keeps the environment's expiry (the network's tag is authoritative)."""
+    if explicit or actual.network is None:
+        return desired
+    have = parse_time(actual.tag(actual.network["id"], TAG_EXPIRES) or "")
+    return dataclasses.replace(desired, expires=have)
+
+
+async def plan_env(cloud: Cloud, bp: Blueprint, env: str, *, ttl: timedelta | None = None,
+                   state: EnvState | None = None) -> Plan:
+    """What create-env would do now. Reads the cloud, changes nothing."""
+    desired = desired_state(bp, env, ttl=ttl)
+    actual = await read_actual(cloud, env)
+    desired = _keep_expiry(desired, actual, ttl is not None)
+    offerings, disks = _needed_names(desired)
+    await resolve_catalog(cloud, desired, offerings, disks)  # names are checked in a plan too
+    fp = None
+    if state is not None and bp.ssh_key_path() is None and state.key_path.exists():
+        fp = key_fingerprint(state.public_key())
+    return make_plan(desired, actual, key_fingerprint=fp)
+
+
+def _lock_value() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()} since {format_time(datetime.now(UTC))}"
+
+
+async def _take_cloud_lock(cloud: Cloud, actual: Actual, value: str, break_lock: bool) -> None:
+    assert actual.network is not None
+    nid = actual.network["id"]
+    held = actual.tag(nid, TAG_LOCK)
+    if held and break_lock:
+        await cloud.job("deleteTags", resourceids=[nid], resourcetype="Network", tags=[{"key": TAG_LOCK}])
+    elif held:
+        since = parse_time(held.rsplit("since ", 1)[-1]) if "since " in held else None
+        stale = since is not None and datetime.now(UTC) - since > LOCK_STALE_AFTER
+        raise EnvBusy(f"environment '{actual.env}' is locked in the cloud by {held}"
+                      + (" (stale: older than 2h)" if stale else ""),
+                      hint="wait for that run to finish; if it died, re-run with --break-lock")
+    try:
+        await cloud.job("createTags", resourceids=[nid], resourcetype="Network",
+                        tags=[{"key": TAG_LOCK, "value": value}])
+    except JobFailed as exc:
+        raise EnvBusy(f"environment '{actual.env}' was locked by another csdeploy run just now ({exc.text})",
+                      hint="wait for that run to finish, then re-run") from None
+
+
+async def _release_cloud_lock(cloud: Cloud, network_id: str | None, value: str) -> None:
+    if network_id is None:
+        return
+    try:
+        await cloud.job("deleteTags", resourceids=[network_id], resourcetype="Network",
+                        tags=[{"key": TAG_LOCK, "value": value}])
+    except CloudError:
+        pass  # the network may be gone (a racing duplicate removed itself)
+
+
+async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, progress: Progress,
+                     opts: CreateOptions | None = None) -> CreateResult:
+    """Converge the environment to the blueprint, wait for SSH on every VM, write the inventory."""
+    opts = opts or CreateOptions()
+    started = time.monotonic()
+    calls_before = cloud.total_calls
+    key_path, public_key = state.ensure_keypair(bp.ssh_key_path())
+    with state.lock():
+        desired = desired_state(bp, env, ttl=opts.ttl)
+        actual = await read_actual(cloud, env)
+        desired = _keep_expiry(desired, actual, opts.ttl is not None)
+        offerings, disks = _needed_names(desired)
+        catalog = await resolve_catalog(cloud, desired, offerings, disks)
+        plan = make_plan(desired, actual, key_fingerprint=key_fingerprint(public_key))
+        for warning in plan.warnings:
+            progress.note(warning, level="warning")
+        lock = _lock_value()
+        ctx = RunContext(cloud=cloud, desired=desired, catalog=catalog, progress=progress, public_key=public_key,
+                         lock_value=lock)
+        _prefill(ctx, actual)
+        if actual.network is not None:
+            await _take_cloud_lock(cloud, actual, lock, opts.break_lock)
+        try:
+            await apply_plan(ctx, plan)
+        finally:
+            await _release_cloud_lock(cloud, ctx.network_id, lock)
+        actual = await read_actual(cloud, env)
+        leftover = make_plan(desired, actual)
+        if not leftover.empty:
+            raise CsdeployError("the environment did not converge; still to do: " + ", ".join(
+                f"{a.op} {a.kind} {a.name}" for a in leftover.actions), hint="re-run create-env")
+        inventory, targets = await _inventory(cloud, desired, actual, catalog, ctx, state, str(key_path))
+        state.write_known_hosts({_known_host(t.host, t.port): t.host_key for t in targets})
+        state.write_inventory(inventory)
+
+        def on_ssh(name: str, status: str, detail: str) -> None:
+            progress.emit(Event(resource=f"ssh {name}", action="wait", status=status, detail=detail, env=env))
+
+        ssh_seconds = await wait_for_ssh(targets, client_key=key_path, timeout=opts.ssh_timeout,
+                                         concurrency=opts.max_ssh, on_progress=on_ssh)
+    return CreateResult(plan=plan, inventory=inventory, seconds=time.monotonic() - started,
+                        api_calls=cloud.total_calls - calls_before, ssh_seconds=ssh_seconds)
+
+
+def _prefill(ctx: RunContext, actual: Actual) -> None:
+    ctx.network_id = actual.network["id"] if actual.network else None
+    ctx.source_nat = actual.source_nat
+    for name, vm in actual.vms.items():
+        if vm["state"] not in ("Error", "Destroyed"):
+            ctx.vm_ids[name] = vm["id"]
+            ip = actual.ip_of_vm(vm["id"]) or actual.ip_tagged_for(name)
+            if ip is not None:
+                ctx.ips[name] = ip
+    for name in {v.name for v in ctx.desired.vms} - set(ctx.ips):
+        ip = actual.ip_tagged_for(name)
+        if ip is not None:
+            ctx.ips[name] = ip
+
+
+def _known_host(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+async def _host_key(cloud: Cloud, ctx: RunContext, name: str, vm_id: str) -> str:
+    if name in ctx.host_keys:
+        return ctx.host_keys[name].public_line
+    data = await cloud.request("getVirtualMachineUserData", virtualmachineid=vm_id)
+    key = host_public_key_from_userdata((data.get("virtualmachineuserdata") or {}).get("userdata"))
+    if key is None:
+        raise CsdeployError(f"VM {name} has no host key in its user data: csdeploy cannot verify it",
+                            hint=f"it was not created by csdeploy; destroy it and re-run, or teardown {ctx.desired.env}")
+    return key
+
+
+async def _inventory(cloud: Cloud, desired: Desired, actual: Actual, catalog: Catalog, ctx: RunContext,
+                     state: EnvState, key_path: str) -> tuple[dict[str, Any], list[SSHTarget]]:
+    hosts = []
+    targets = []
+    keys = await asyncio.gather(*(_host_key(cloud, ctx, s.name, actual.vms[s.name]["id"]) for s in desired.vms))
+    for spec, host_key in zip(desired.vms, keys, strict=True):
+        vm = actual.vms[spec.name]
+        if desired.public_access == "static_nat":
+            ip = actual.ip_of_vm(vm["id"])
+            assert ip is not None
+            address, port = ip["ipaddress"], desired.ssh_port
+        else:
+            assert actual.source_nat is not None
+            pf = next(r for r in actual.port_forwards if r["virtualmachineid"] == vm["id"]
+                      and int(r["privateport"]) == desired.ssh_port)
+            address, port = actual.source_nat["ipaddress"], int(pf["publicport"])
+        hosts.append({
+            "name": spec.name, "role": spec.group, "index": spec.index, "vm_id": vm["id"],
+            "public_ip": address, "ssh_port": port, "private_ip": vm["nic"][0]["ipaddress"],
+            "offering": spec.offering, "accessories": list(spec.accessories), "proxy": spec.proxy,
+            "disks": [{"name": d.name, "label": d.label, "mount": d.mount, "size_gb": d.size_gb} for d in spec.disks],
+            "host_key": host_key,
+        })
+        targets.append(SSHTarget(name=spec.name, host=address, port=port, user=desired.ssh_user, host_key=host_key))
+    roles: dict[str, list[str]] = {}
+    for h in hosts:
+        roles.setdefault(h["role"], []).append(h["name"])
+    accessories = {a: h["name"] for h in hosts for a in h["accessories"]}
+    inventory = {
+        "env": desired.env, "service": desired.service, "endpoint": cloud.config.endpoint,
+        "written": format_time(datetime.now(UTC)),
+        "expires": format_time(desired.expires) if desired.expires else None,
+        "network": {"id": actual.network["id"] if actual.network else None, "name": desired.network,
+                    "cidr": (actual.network or {}).get("cidr")},
+        "template": catalog.template_name, "public_access": desired.public_access,
+        "ssh": {"user": desired.ssh_user, "key": key_path, "known_hosts": str(state.known_hosts_path)},
+        "hosts": hosts, "roles": roles, "accessories": accessories,
+    }
+    return inventory, targets

@@ -1,0 +1,129 @@
+"""Remove everything an environment owns, in dependency order, then prove it is gone.
+
+Found by tags and by what hangs off the environment's network (works without the local
+state dir). Independent deletions run concurrently; every job is waited for (no fixed
+sleeps). The final re-list is the proof: anything left is named and the exit is non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..cloud import Cloud, CloudError, JobFailed
+from ..errors import CsdeployError
+from ..progress import Event, Progress
+from .actual import read_actual
+from .desired import TAG_ENV, keypair_name, network_name
+
+
+class TeardownIncomplete(CsdeployError):
+    """Something the environment owned is still in the cloud after teardown."""
+
+
+@dataclass
+class TeardownResult:
+    env: str
+    deleted: list[str] = field(default_factory=list)
+    api_calls: int = 0
+
+
+async def _step(progress: Progress, env: str, resource: str, fn: Callable[[], Awaitable[Any]],
+                failures: list[str], deleted: list[str]) -> None:
+    progress.emit(Event(resource=resource, action="delete", status="running", env=env))
+    try:
+        await fn()
+    except CloudError as exc:
+        if exc.code == 431 and "does not exist" not in exc.text and "Unable to find" not in exc.text \
+                and "invalid value" not in exc.text:
+            failures.append(f"{resource}: {exc}")
+            progress.emit(Event(resource=resource, action="delete", status="failed", detail=str(exc), env=env))
+            return
+        if exc.code != 431:
+            failures.append(f"{resource}: {exc}")
+            progress.emit(Event(resource=resource, action="delete", status="failed", detail=str(exc), env=env))
+            return
+        progress.emit(Event(resource=resource, action="delete", status="skipped", detail="already gone", env=env))
+        return
+    deleted.append(resource)
+    progress.emit(Event(resource=resource, action="delete", status="done", env=env))
+
+
+async def _destroy(cloud: Cloud, vm_id: str) -> None:
+    try:
+        await cloud.job("destroyVirtualMachine", id=vm_id, expunge=True)
+    except JobFailed as exc:
+        if "admin" not in exc.text.lower():
+            raise
+        await cloud.job("destroyVirtualMachine", id=vm_id)
+        raise CloudError("destroyVirtualMachine", 531, "this account may not expunge; the VM is Destroyed and "
+                         "CloudStack expunges it later (re-run teardown then)") from None
+
+
+async def teardown_env(cloud: Cloud, env: str, progress: Progress) -> TeardownResult:
+    calls_before = cloud.total_calls
+    result = TeardownResult(env)
+    failures: list[str] = []
+    actual = await read_actual(cloud, env)
+    tagged = await cloud.list("listTags", key=TAG_ENV, value=env)
+    step = lambda res, fn: _step(progress, env, res, fn, failures, result.deleted)  # noqa: E731
+
+    volumes = dict(actual.volumes)
+    for t in tagged:  # tagged volumes anywhere (e.g. detached ones)
+        if t["resourcetype"] == "Volume" and not any(v["id"] == t["resourceid"] for v in volumes.values()):
+            for vol in await cloud.list("listVolumes", id=t["resourceid"]):
+                volumes[vol["name"]] = vol
+    policies = []
+    for vol in volumes.values():
+        policies += await cloud.list("listSnapshotPolicies", volumeid=vol["id"])
+
+    # 1. VMs, public IPs (with their NAT and rules) and snapshot policies, all at once.
+    await asyncio.gather(
+        *(step(f"vm {name}", lambda vm=vm: _destroy(cloud, vm["id"])) for name, vm in actual.vms.items()),
+        *(step(f"ip {ip['ipaddress']}", lambda ip=ip: cloud.job("disassociateIpAddress", id=ip["id"]))
+          for ip in actual.ips),
+        *(step(f"snapshot-policy {p['id']}", lambda p=p: cloud.request("deleteSnapshotPolicies", id=p["id"]))
+          for p in policies),
+    )
+
+    # 2. Data disks (detached once their VM is expunged).
+    async def delete_volume(vol: dict[str, Any]) -> None:
+        current = await cloud.list("listVolumes", id=vol["id"])
+        if current and current[0].get("virtualmachineid"):
+            await cloud.job("detachVolume", id=vol["id"])
+        await cloud.request("deleteVolume", id=vol["id"])
+
+    await asyncio.gather(*(step(f"volume {name}", lambda v=v: delete_volume(v)) for name, v in volumes.items()))
+
+    # 3. The network (fails while VMs remain), 4. the key pair.
+    if actual.network is not None:
+        await step(f"network {actual.network['name']}", lambda: cloud.job("deleteNetwork", id=actual.network["id"]))
+    if actual.keypair is not None:
+        await step(f"keypair {actual.keypair['name']}",
+                   lambda: cloud.request("deleteSSHKeyPair", name=actual.keypair["name"]))
+
+    # 5. Proof: re-list by tag, by name and by what hangs off the network.
+    left = await remaining(cloud, env)
+    result.api_calls = cloud.total_calls - calls_before
+    if left or failures:
+        lines = left + [f"(error) {f}" for f in failures if not any(f.startswith(x) for x in left)]
+        raise TeardownIncomplete(f"environment '{env}' is not fully removed; still in the cloud:\n  "
+                                 + "\n  ".join(lines),
+                                 hint="re-run `csdeploy teardown`; if it persists, remove these with cloudmonkey/cs")
+    return result
+
+
+async def remaining(cloud: Cloud, env: str) -> list[str]:
+    """Everything that still belongs to ``env`` in the cloud, as readable lines."""
+    tagged, nets, keys = await asyncio.gather(
+        cloud.list("listTags", key=TAG_ENV, value=env),
+        cloud.list("listNetworks", name=network_name(env)),
+        cloud.list("listSSHKeyPairs", name=keypair_name(env)),
+    )
+    left = [f"{t['resourcetype']} {t['resourceid']} (tagged {TAG_ENV}={env})" for t in tagged]
+    left += [f"Network {n['name']} ({n['id']})" for n in nets if n["name"] == network_name(env)
+             and not any(n["id"] in x for x in left)]
+    left += [f"SSHKeyPair {k['name']}" for k in keys if k["name"] == keypair_name(env)]
+    return left

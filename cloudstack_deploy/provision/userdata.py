@@ -1,0 +1,268 @@
+"""cloud-init user data for csdeploy's VMs: host name, pinned host key, data disks.
+
+The user data is the only channel into a VM before SSH works, so it carries what SSH needs to
+be trustworthy from the first packet (the host key csdeploy made, see ``hostkeys``) and what
+must be true at every boot before containers start (data disks mounted at fixed paths).
+
+Data disks are found by filesystem label, never by device name: ``/dev/vdb`` on one hypervisor
+is ``/dev/sdb`` or ``/dev/xvdb`` on another, and the order of attached disks is not stable.
+A disk is formatted only when it holds nothing at all, so a re-run, a reboot or a re-attached
+volume never loses data; after a CloudStack ``resizeVolume`` the next run grows the filesystem.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import posixpath
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncssh
+import yaml
+
+from cloudstack_deploy.errors import CsdeployError
+
+from .hostkeys import HostKey
+
+#: CloudStack's default limit on decoded user data (``vm.userdata.max.length`` is 32768).
+USERDATA_MAX_BYTES = 32768
+#: Base64 user data longer than this does not fit a GET request (``cs`` sends GET by default);
+#: the caller must then send deployVirtualMachine as POST.
+USERDATA_GET_LIMIT = 4096
+#: ext4 labels hold at most 16 bytes.
+LABEL_MAX = 16
+LABEL_PREFIX = "csd-"
+DISK_SCRIPT_PATH = "/usr/local/sbin/csdeploy-disks"
+DISK_UNIT = "csdeploy-disks.service"
+
+_LABEL_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
+_MOUNT_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+_HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+.:=~_-]*$")
+#: Mounting a data disk over these would hide the system; a blueprint typo must not do that.
+_SYSTEM_DIRS = frozenset({"/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt",
+                          "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr",
+                          "/var", "/var/lib", "/var/lib/docker"})
+
+# The disk script is plain bash with util-linux and e2fsprogs only (present on every cloud
+# image). CSDEPLOY_DISKS_ONLY (a list of devices that may be used) and CSDEPLOY_FSTAB exist so
+# tests can run it against loop devices without any chance of touching a real disk.
+DISK_SCRIPT = r"""#!/bin/bash
+# csdeploy-disks LABEL:MOUNT... (csdeploy: mount data disks by label)
+set -u
+only=${CSDEPLOY_DISKS_ONLY:-} fstab=${CSDEPLOY_FSTAB:-/etc/fstab} rc=0
+say() { echo "csdeploy-disks: $*" >&2; }
+[ -n "$only" ] || udevadm settle -t 10 2>/dev/null
+root=" $(lsblk -snro NAME "$(findmnt -no SOURCE /)" 2>/dev/null | tr '\n' ' ') "
+labeled() {
+  [ -n "$only" ] || { blkid -L "$1"; return; }
+  for d in $only; do [ "$(blkid -p -s LABEL -o value "$d")" = "$1" ] && echo "$d" && return; done
+}
+blank() {
+  local n s
+  n=$(lsblk -dno NAME "$1") || return 1
+  case $root in *" $n "*) return 1 ;; esac
+  [ "$(lsblk -no NAME,MOUNTPOINT "$1" | wc -w)" = 1 ] || return 1
+  [ -z "$(ls -A "/sys/class/block/$n/holders")" ] || return 1
+  blkid -p "$1" >/dev/null 2>&1
+  [ $? = 2 ] && s=$(wipefs -n "$1") && [ -z "$s" ]
+}
+for arg; do
+  label=${arg%%:*} mnt=${arg#*:}
+  dev=$(labeled "$label")
+  if [ -z "$dev" ]; then
+    for d in ${only:-$(lsblk -dnpo NAME,TYPE | awk '$2=="disk"{print $1}')}; do
+      blank "$d" && dev=$d && break
+    done
+    [ -n "$dev" ] || { say "no disk labelled $label, none blank"; rc=1; continue; }
+    say "formatting blank disk $dev as $label"
+    mkfs.ext4 -q -L "$label" "$dev" </dev/null || { rc=1; continue; }
+  fi
+  mkdir -p "$mnt"
+  grep -qs "^LABEL=$label " "$fstab" || echo "LABEL=$label $mnt ext4 defaults,nofail 0 2" >>"$fstab"
+  cur=$(findmnt -rnvo SOURCE -M "$mnt")
+  if [ -z "$cur" ]; then
+    resize2fs "$dev" >/dev/null 2>&1  # offline grow first; works where online cannot
+    mount "$dev" "$mnt" && cur=$dev
+  fi
+  [ "$cur" = "$dev" ] || { say "$dev not mounted at $mnt ($cur)"; rc=1; continue; }
+  resize2fs "$dev" >/dev/null 2>&1 || { say "resize2fs $dev failed"; rc=1; }
+done
+exit $rc
+"""
+
+_UNIT = """[Unit]
+Description=csdeploy data disks
+Before=docker.service
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart={exec_start}
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+class UserdataError(CsdeployError):
+    """User data cannot be built from what was asked (bad name, label, path or size)."""
+
+
+@dataclass(frozen=True)
+class DataDisk:
+    """A data disk as the VM sees it: the filesystem label it is found by, and where it goes."""
+
+    label: str
+    mount: str
+
+    def __post_init__(self) -> None:
+        if not _LABEL_RE.match(self.label):
+            raise UserdataError(
+                f"disk label {self.label!r} is not usable: ext4 labels here are 1-{LABEL_MAX} "
+                "lower-case letters, digits or hyphens", hint="build labels with disk_label()")
+        if (not _MOUNT_RE.match(self.mount) or posixpath.normpath(self.mount) != self.mount
+                or self.mount in _SYSTEM_DIRS or "/." in self.mount):
+            raise UserdataError(
+                f"mount point {self.mount!r} of disk {self.label} is not usable",
+                hint="use an absolute, normalized path of letters, digits, '.', '_' and '-' "
+                     "outside system directories, e.g. /data/db")
+
+
+def disk_label(name: str) -> str:
+    """The filesystem label of a data disk named ``name``: ``csd-<name>``, at most 16 chars.
+
+    The prefix marks the filesystems csdeploy owns; the name is lower-cased, other characters
+    become '-', and it is cut to fit ext4's 16 bytes (``build_userdata`` rejects duplicates,
+    so two names that collide after cutting are caught rather than sharing a disk).
+    """
+    cleaned = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    label = (LABEL_PREFIX + cleaned)[:LABEL_MAX].rstrip("-")
+    if not cleaned or len(label) <= len(LABEL_PREFIX):
+        raise UserdataError(f"disk name {name!r} gives no usable label",
+                            hint="name data disks with letters and digits, e.g. 'db'")
+    return label
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (keys, scripts) as literal blocks: readable and smaller."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def cloud_config(*, hostname: str, host_key: HostKey, user: str = "root",
+                 disks: Sequence[DataDisk] = (), extra_packages: Sequence[str] = ()
+                 ) -> dict[str, Any]:
+    """The ``#cloud-config`` document as a dict (see :func:`build_userdata`)."""
+    if not _HOSTNAME_RE.match(hostname):
+        raise UserdataError(f"host name {hostname!r} is not a valid DNS label",
+                            hint="use lower-case letters, digits and '-', at most 63 chars")
+    labels = [d.label for d in disks]
+    mounts = [d.mount for d in disks]
+    if len(set(labels)) != len(labels) or len(set(mounts)) != len(mounts):
+        raise UserdataError(f"data disks of {hostname} share a label or mount point: {list(disks)}",
+                            hint="give each data disk of a role its own name and path")
+    for package in extra_packages:
+        if not _PACKAGE_RE.match(package):
+            raise UserdataError(f"package name {package!r} is not valid")
+    config: dict[str, Any] = {"hostname": hostname, "fqdn": hostname}
+    if user == "root":
+        config["disable_root"] = False
+    config.update({
+        # Install exactly our key and make no others: the pinned key is the only one sshd has.
+        "ssh_deletekeys": True,
+        "ssh_genkeytypes": [],
+        "ssh_keys": {"ed25519_private": host_key.private_openssh,
+                     "ed25519_public": host_key.public_line},
+    })
+    if extra_packages:
+        config["packages"] = list(extra_packages)
+    exec_start = " ".join([DISK_SCRIPT_PATH, *(f"{d.label}:{d.mount}" for d in disks)])
+    config["write_files"] = [
+        {"path": DISK_SCRIPT_PATH, "permissions": "0755", "content": DISK_SCRIPT},
+        {"path": f"/etc/systemd/system/{DISK_UNIT}",
+         "content": _UNIT.format(exec_start=exec_start)},
+    ]
+    # `enable` reloads systemd itself; runcmd runs once, the unit then runs at every boot.
+    config["runcmd"] = [["systemctl", "enable", "--now", DISK_UNIT]]
+    return config
+
+
+def build_userdata(*, hostname: str, host_key: HostKey, user: str = "root",
+                   disks: Sequence[DataDisk] = (), extra_packages: Sequence[str] = ()) -> str:
+    """Base64 ``#cloud-config`` user data for deployVirtualMachine.
+
+    Sets the host name, installs ``host_key`` as the VM's only SSH host key, lets root log in
+    with the keypair when ``user`` is root, installs packages, and installs the disk script
+    with a systemd unit that runs it at every boot before docker. Raises
+    :class:`UserdataError` past CloudStack's size limit; use :func:`needs_post` to choose
+    GET or POST.
+    """
+    config = cloud_config(hostname=hostname, host_key=host_key, user=user, disks=disks,
+                          extra_packages=extra_packages)
+    text = "#cloud-config\n" + yaml.dump(config, Dumper=_Dumper, sort_keys=False, width=4096,
+                                         default_flow_style=None)
+    raw = text.encode()
+    if len(raw) > USERDATA_MAX_BYTES:
+        raise UserdataError(f"user data of {hostname} is {len(raw)} bytes; CloudStack takes at "
+                            f"most {USERDATA_MAX_BYTES}", hint="install fewer extra packages")
+    return base64.b64encode(raw).decode()
+
+
+def needs_post(userdata: str) -> bool:
+    """True if base64 ``userdata`` is too long for a GET request to CloudStack."""
+    return len(userdata) > USERDATA_GET_LIMIT
+
+
+def parse_cloud_config(userdata: str | None) -> dict[str, Any] | None:
+    """The ``#cloud-config`` dict in base64 user data (gzip allowed), or None."""
+    if not userdata:
+        return None
+    try:
+        raw = base64.b64decode(userdata, validate=False)
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        text = raw.decode()
+    except (binascii.Error, ValueError, OSError, EOFError, UnicodeDecodeError):
+        return None
+    if not text.startswith("#cloud-config"):
+        return None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def host_public_key_from_userdata(b64: str | None) -> str | None:
+    """The ed25519 host public key line that ``b64`` user data installs, or None.
+
+    Used to rebuild known_hosts from the cloud when the local state dir is gone: the user data
+    comes from CloudStack's authenticated API, a channel csdeploy already trusts.
+    """
+    config = parse_cloud_config(b64)
+    ssh_keys = config.get("ssh_keys") if config else None
+    if not isinstance(ssh_keys, dict):
+        return None
+    # sshd presents the key derived from the private file, so that half is the truth.
+    private, public = ssh_keys.get("ed25519_private"), ssh_keys.get("ed25519_public")
+    try:
+        if private:
+            key: asyncssh.SSHKey = asyncssh.import_private_key(str(private))
+        elif public:
+            key = asyncssh.import_public_key(str(public).strip())
+        else:
+            return None
+    except (asyncssh.KeyImportError, ValueError):
+        return None
+    if key.algorithm != b"ssh-ed25519":
+        return None
+    return key.export_public_key("openssh").decode().strip()

@@ -1,0 +1,274 @@
+"""Local per-environment state: the SSH key, pinned host keys, an inventory cache, a lock.
+
+The cloud's tags are the source of truth for what exists; this directory only holds what the
+cloud cannot give back (the private SSH key) and caches of what it can (known_hosts, rebuilt
+from the VMs' user data; the inventory, rebuilt from tags). Deleting it loses nothing but the
+key, and ``remove()`` after a teardown makes sure no later run targets dead addresses.
+
+Layout: ``$CSDEPLOY_HOME`` (default ``~/.csdeploy``) / ``envs`` / ``<env>`` / files, all
+private to the user (0700 directory, 0600 files) because the key and host list are sensitive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import getpass
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from cloudstack_deploy.errors import CsdeployError
+
+ENV_NAME_MAX = 20
+_ENV_RE = re.compile(r"^[a-z](?:[a-z0-9-]*[a-z0-9])?$")
+
+
+class InvalidEnvName(CsdeployError):
+    """An environment name that cannot become part of VM, network and host names."""
+
+
+class EnvLocked(CsdeployError):
+    """Another csdeploy process is changing the same environment right now."""
+
+
+class StateError(CsdeployError):
+    """The local state directory or a key in it cannot be used."""
+
+
+def validate_env_name(name: str) -> str:
+    """``name`` if it is a valid environment name, else :class:`InvalidEnvName`.
+
+    VMs are named ``<env>-<role>-<n>`` and CloudStack (and DNS) allow 63 characters, so the
+    env gets at most 20 of them; names start with a letter because host names must not be
+    all digits, and the name is also a directory name here, so no '/', '.' or upper case.
+    """
+    if not isinstance(name, str) or len(name) > ENV_NAME_MAX or not _ENV_RE.match(name):
+        raise InvalidEnvName(
+            f"environment name {name!r} is not valid",
+            hint=f"use 1-{ENV_NAME_MAX} lower-case letters, digits and '-', starting with a "
+                 "letter and not ending with '-' (e.g. 'demo' or 'shop-staging')")
+    return name
+
+
+def state_root() -> Path:
+    """Where csdeploy keeps local state: ``$CSDEPLOY_HOME`` or ``~/.csdeploy``."""
+    home = os.environ.get("CSDEPLOY_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".csdeploy"
+
+
+def env_dir(env: str) -> Path:
+    """The state directory of environment ``env`` (not created)."""
+    return state_root() / "envs" / validate_env_name(env)
+
+
+def _write_private(path: Path, data: str) -> None:
+    """Write ``data`` to ``path`` atomically (temp file + rename), readable only by the user.
+
+    Atomic so that a crash or a concurrent reader never sees half a known_hosts file (which
+    would make SSH refuse every host) or half an inventory.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class EnvState:
+    """The local state directory of one environment."""
+
+    def __init__(self, env: str, root: Path | None = None) -> None:
+        self.env = validate_env_name(env)
+        self.dir = (root if root is not None else state_root()) / "envs" / env
+        self.key_path = self.dir / "id_ed25519"
+        self.known_hosts_path = self.dir / "known_hosts"
+        self.inventory_path = self.dir / "inventory.json"
+        self.lock_path = self.dir / "lock"
+
+    def __repr__(self) -> str:
+        return f"EnvState({self.env!r}, dir={str(self.dir)!r})"
+
+    def ensure_dir(self) -> Path:
+        """Create the directory (0700) if needed; tighten it if it is group/world readable."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.dir.stat().st_mode & 0o077:
+            os.chmod(self.dir, 0o700)
+        return self.dir
+
+    # ---- the environment's SSH key ----------------------------------------------------------
+    def ensure_keypair(self, given_key: Path | None = None) -> tuple[Path, str]:
+        """The private key path and OpenSSH public key line csdeploy logs in with.
+
+        With ``given_key`` (the blueprint's or the user's own key) that key is used as is;
+        otherwise the env's own ed25519 key is made once in the state dir and reused.
+        """
+        if given_key is not None:
+            path = Path(given_key).expanduser()
+            return path, _public_line_of(path)
+        if not self.key_path.exists():
+            self.ensure_dir()
+            key = asyncssh.generate_private_key("ssh-ed25519", comment=f"csdeploy-{self.env}")
+            # O_EXCL: two processes racing here must not overwrite each other's key.
+            try:
+                fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return self.key_path, _public_line_of(self.key_path)
+            with os.fdopen(fd, "wb") as f:
+                f.write(key.export_private_key("openssh"))
+            public = key.export_public_key("openssh").decode().strip()
+            _write_private(self.key_path.with_name(self.key_path.name + ".pub"), public + "\n")
+            return self.key_path, public
+        return self.key_path, _public_line_of(self.key_path)
+
+    def public_key(self) -> str:
+        """The public key line of the env's own key; :class:`StateError` if there is none."""
+        if not self.key_path.exists():
+            raise StateError(f"environment {self.env!r} has no SSH key in {self.dir}",
+                             hint="run 'csdeploy up' to create the environment and its key")
+        return _public_line_of(self.key_path)
+
+    # ---- pinned host keys -------------------------------------------------------------------
+    def write_known_hosts(self, entries: dict[str, str]) -> None:
+        """Replace known_hosts with ``pattern -> public key line`` entries.
+
+        Patterns are what OpenSSH expects: ``127.200.0.5`` for port 22, ``[host]:2201``
+        otherwise, so ``ssh -o UserKnownHostsFile=...`` works with the same file.
+        """
+        lines = []
+        for pattern, key in sorted(entries.items()):
+            key = key.strip()
+            if not pattern or any(c.isspace() for c in pattern) or "\n" in key:
+                raise StateError(f"bad known_hosts entry {pattern!r}")
+            lines.append(f"{pattern} {key}\n")
+        self.ensure_dir()
+        _write_private(self.known_hosts_path, "".join(lines))
+
+    def known_hosts(self) -> asyncssh.SSHKnownHosts | None:
+        """The pinned host keys as asyncssh wants them, or None if there are none yet."""
+        try:
+            text = self.known_hosts_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        return asyncssh.import_known_hosts(text)
+
+    # ---- inventory cache --------------------------------------------------------------------
+    def write_inventory(self, data: dict[str, Any]) -> None:
+        """Cache the inventory (the hand-off to rollout) as JSON, atomically, 0600."""
+        self.ensure_dir()
+        _write_private(self.inventory_path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def read_inventory(self) -> dict[str, Any] | None:
+        """The cached inventory, or None if absent or unreadable (it can be rebuilt)."""
+        try:
+            data = json.loads(self.inventory_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def remove(self) -> None:
+        """Delete the whole directory (after a teardown: nothing in it is valid any more)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ---- mutual exclusion -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, owner: str | None = None) -> Iterator[None]:
+        """Hold the environment exclusively, or raise :class:`EnvLocked` at once.
+
+        Two csdeploy runs changing one environment would race to create the same VMs and
+        rules; flock is released by the kernel when a process dies, so a crash never leaves
+        a stale lock behind. ``owner`` (default: the command line) is recorded for the
+        message another process shows.
+        """
+        self.ensure_dir()
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                raise EnvLocked(
+                    f"environment {self.env!r} is being changed by another csdeploy: "
+                    f"{_describe_holder(fd)}; wait for it to finish",
+                    hint="if no csdeploy is running, the lock is already free: retry") from None
+            info = {
+                "pid": os.getpid(), "host": socket.gethostname(), "user": _user(),
+                "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "command": owner if owner is not None else " ".join(sys.argv),
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def _describe_holder(fd: int) -> str:
+    """'pid 1234 on host x since ... (csdeploy up)' from the lock file, as best it can."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "holder unknown"
+    text = f"pid {info.get('pid')} on host {info.get('host', '?')}"
+    if info.get("user"):
+        text += f" (user {info['user']})"
+    text += f" since {info.get('since', '?')}"
+    if info.get("command"):
+        text += f", running '{info['command']}'"
+    return text
+
+
+def _public_line_of(path: Path) -> str:
+    """The public key line for private key ``path``: derived from it, else from ``.pub``.
+
+    Deriving is preferred because a stale ``.pub`` beside a replaced key would register the
+    wrong key with CloudStack; an encrypted key falls back to its ``.pub`` file.
+    """
+    pub_path = path.with_name(path.name + ".pub")
+    try:
+        key = asyncssh.read_private_key(path)
+    except FileNotFoundError:
+        raise StateError(f"SSH key {path} does not exist",
+                         hint="give the path of an existing private key") from None
+    except (asyncssh.KeyImportError, ValueError, OSError) as exc:
+        if pub_path.exists():
+            line = pub_path.read_text(encoding="utf-8").strip().splitlines()
+            if line:
+                return line[0].strip()
+        raise StateError(f"SSH key {path} cannot be read: {exc}",
+                         hint="csdeploy needs an unencrypted OpenSSH or PEM private key "
+                              "(or a .pub file beside it)") from None
+    return key.export_public_key("openssh").decode().strip()
