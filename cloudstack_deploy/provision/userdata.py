@@ -85,10 +85,7 @@ for arg; do
   mkdir -p "$mnt"
   grep -qs "^LABEL=$label " "$fstab" || echo "LABEL=$label $mnt ext4 defaults,nofail 0 2" >>"$fstab"
   cur=$(findmnt -rnvo SOURCE -M "$mnt")
-  if [ -z "$cur" ]; then
-    resize2fs "$dev" >/dev/null 2>&1  # offline grow first; works where online cannot
-    mount "$dev" "$mnt" && cur=$dev
-  fi
+  [ -n "$cur" ] || { mount "$dev" "$mnt" && cur=$dev; }
   [ "$cur" = "$dev" ] || { say "$dev not mounted at $mnt ($cur)"; rc=1; continue; }
   resize2fs "$dev" >/dev/null 2>&1 || { say "resize2fs $dev failed"; rc=1; }
 done

@@ -1,0 +1,229 @@
+"""The per-environment state dir: key, pinned host keys, inventory cache, lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from cloudstack_deploy.errors import CsdeployError
+from cloudstack_deploy.state import (
+    EnvLocked,
+    EnvState,
+    InvalidEnvName,
+    StateError,
+    env_dir,
+    state_root,
+    validate_env_name,
+)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> EnvState:
+    return EnvState("demo", root=tmp_path)
+
+
+# ---- names and places -----------------------------------------------------------------------
+def test_state_root_from_env_or_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CSDEPLOY_HOME", str(tmp_path / "h"))
+    assert state_root() == tmp_path / "h"
+    assert env_dir("demo") == tmp_path / "h" / "envs" / "demo"
+    assert EnvState("demo").dir == tmp_path / "h" / "envs" / "demo"
+    monkeypatch.delenv("CSDEPLOY_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert state_root() == tmp_path / "home" / ".csdeploy"
+
+
+@pytest.mark.parametrize("name", ["demo", "a", "shop-staging", "x1", "a" * 20, "a-b-c"])
+def test_valid_env_names(name: str) -> None:
+    assert validate_env_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "Demo", "1abc", "-abc", "abc-", "a_b", "a.b", "a b",
+                                  "a" * 21, "../etc", "a/b", "démo"])
+def test_invalid_env_names_say_what_is_allowed(name: str) -> None:
+    with pytest.raises(InvalidEnvName) as err:
+        validate_env_name(name)
+    assert isinstance(err.value, CsdeployError)
+    assert repr(name) in str(err.value)
+    assert "lower-case" in (err.value.hint or "")
+
+
+def test_env_state_refuses_a_path_as_name(tmp_path: Path) -> None:
+    with pytest.raises(InvalidEnvName):
+        EnvState("../../tmp", root=tmp_path)
+
+
+# ---- the SSH key ----------------------------------------------------------------------------
+def test_ensure_keypair_makes_a_private_key_once(state: EnvState) -> None:
+    path, public = state.ensure_keypair()
+    assert path == state.key_path == state.dir / "id_ed25519"
+    assert mode(state.dir) == 0o700
+    assert mode(path) == 0o600
+    key = asyncssh.read_private_key(path)
+    assert key.algorithm == b"ssh-ed25519"
+    assert public.startswith("ssh-ed25519 ") and "\n" not in public
+    assert asyncssh.import_public_key(public).public_data == key.public_data
+    assert (state.dir / "id_ed25519.pub").read_text().strip() == public
+    # a second run reuses the key: the keypair registered in CloudStack stays valid
+    assert state.ensure_keypair() == (path, public)
+    assert state.public_key() == public
+
+
+def test_public_key_without_a_key_is_an_actionable_error(state: EnvState) -> None:
+    with pytest.raises(StateError) as err:
+        state.public_key()
+    assert "csdeploy up" in (err.value.hint or "")
+
+
+def test_given_key_is_used_as_is(state: EnvState, tmp_path: Path) -> None:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    given = tmp_path / "mykey"
+    key.write_private_key(given)
+    path, public = state.ensure_keypair(given)
+    assert path == given
+    assert asyncssh.import_public_key(public).public_data == key.public_data
+    assert not state.key_path.exists()  # nothing generated
+
+
+def test_given_key_public_half_is_derived_over_a_stale_pub(state: EnvState, tmp_path: Path) -> None:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    other = asyncssh.generate_private_key("ssh-ed25519")
+    given = tmp_path / "mykey"
+    key.write_private_key(given)
+    other.write_public_key(tmp_path / "mykey.pub")
+    _, public = state.ensure_keypair(given)
+    assert asyncssh.import_public_key(public).public_data == key.public_data
+
+
+def test_encrypted_given_key_falls_back_to_its_pub(state: EnvState, tmp_path: Path) -> None:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    given = tmp_path / "enc"
+    key.write_private_key(given, format_name="pkcs8-pem", passphrase="secret")
+    with pytest.raises(StateError) as err:
+        state.ensure_keypair(given)
+    assert "unencrypted" in (err.value.hint or "")
+    key.write_public_key(tmp_path / "enc.pub")
+    _, public = state.ensure_keypair(given)
+    assert asyncssh.import_public_key(public).public_data == key.public_data
+
+
+def test_missing_given_key(state: EnvState, tmp_path: Path) -> None:
+    with pytest.raises(StateError, match="does not exist"):
+        state.ensure_keypair(tmp_path / "nope")
+
+
+# ---- known_hosts ----------------------------------------------------------------------------
+def test_known_hosts_round_trip(state: EnvState) -> None:
+    assert state.known_hosts() is None
+    a = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    b = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    state.write_known_hosts({"127.200.0.5": a, "[127.200.0.6]:2201": b + "\n"})
+    assert mode(state.known_hosts_path) == 0o600
+    assert state.known_hosts_path.read_text().splitlines() == [
+        f"127.200.0.5 {a}", f"[127.200.0.6]:2201 {b}"]
+    known = state.known_hosts()
+    assert known is not None
+    trusted = known.match("127.200.0.5", "127.200.0.5", 22)[0]
+    assert {k.export_public_key().decode().strip() for k in trusted} == {a}
+    assert not known.match("127.200.0.6", "127.200.0.6", 22)[0]
+    assert {k.export_public_key().decode().strip()
+            for k in known.match("127.200.0.6", "127.200.0.6", 2201)[0]} == {b}
+    # replaced, not appended: a re-pinned host loses its old key
+    state.write_known_hosts({"127.200.0.5": b})
+    assert state.known_hosts_path.read_text() == f"127.200.0.5 {b}\n"
+    assert [p.name for p in state.dir.iterdir() if p.name.startswith(".")] == []
+
+
+def test_known_hosts_rejects_bad_patterns(state: EnvState) -> None:
+    with pytest.raises(StateError):
+        state.write_known_hosts({"a b": "ssh-ed25519 AAAA"})
+
+
+# ---- inventory ------------------------------------------------------------------------------
+def test_inventory_round_trip(state: EnvState) -> None:
+    assert state.read_inventory() is None
+    data = {"env": "demo", "hosts": [{"name": "demo-web-1", "public": "127.200.0.5"}]}
+    state.write_inventory(data)
+    assert mode(state.inventory_path) == 0o600
+    assert mode(state.dir) == 0o700
+    assert state.read_inventory() == data
+    state.inventory_path.write_text("{half")
+    assert state.read_inventory() is None  # a cache: unreadable means "rebuild"
+
+
+def test_remove_deletes_everything(state: EnvState) -> None:
+    state.ensure_keypair()
+    state.write_inventory({"a": 1})
+    state.remove()
+    assert not state.dir.exists()
+    assert state.read_inventory() is None
+    state.remove()  # idempotent
+
+
+def test_loose_dir_permissions_are_tightened(state: EnvState) -> None:
+    state.dir.mkdir(parents=True)
+    os.chmod(state.dir, 0o755)
+    state.write_inventory({})
+    assert mode(state.dir) == 0o700
+
+
+# ---- the lock -------------------------------------------------------------------------------
+def test_lock_is_exclusive_and_names_the_holder(state: EnvState) -> None:
+    with state.lock("csdeploy up demo"):
+        info = json.loads((state.dir / "lock").read_text())
+        assert info["pid"] == os.getpid() and info["command"] == "csdeploy up demo"
+        assert {"host", "user", "since"} <= info.keys()
+        with pytest.raises(EnvLocked) as err:
+            with EnvState("demo", root=state.dir.parent.parent).lock():
+                pass
+        message = str(err.value)
+        assert message.startswith("environment 'demo' is being changed by another csdeploy: ")
+        assert f"pid {os.getpid()} on host " in message and " since 20" in message
+        assert "csdeploy up demo" in message and message.endswith("wait for it to finish")
+    assert (state.dir / "lock").read_text() == ""
+    with state.lock():  # released
+        pass
+
+
+def test_lock_released_when_body_raises(state: EnvState) -> None:
+    with pytest.raises(RuntimeError):
+        with state.lock():
+            raise RuntimeError("boom")
+    with state.lock():
+        pass
+
+
+def test_lock_held_by_another_process(state: EnvState) -> None:
+    code = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from cloudstack_deploy.state import EnvState
+        with EnvState("demo", root=Path({str(state.dir.parent.parent)!r})).lock("csdeploy deploy"):
+            print("locked", flush=True)
+            sys.stdin.read()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        with pytest.raises(EnvLocked, match=f"pid {proc.pid} .*csdeploy deploy"):
+            with state.lock():
+                pass
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=10)
+    with state.lock():  # the kernel released it with the process
+        pass
