@@ -284,8 +284,10 @@ def lab_simulator(write_profile: bool, **kwargs: object) -> None:
 
     try:
         config = SimulatorConfig.from_cli(**kwargs)
-    except (FaultSpecError, ValueError) as exc:
-        raise click.BadParameter(str(exc)) from exc
+    except FaultSpecError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--fault'") from None
+    except ValueError as exc:  # only --limit values raise this
+        raise click.BadParameter(str(exc), param_hint="'--limit'") from None
     try:
         serve_forever(config, write_profile=write_profile)
     except KeyboardInterrupt:  # only before the signal handlers are in place; after, it stops cleanly (0)

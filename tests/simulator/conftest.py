@@ -14,6 +14,10 @@ KEY = "test-api-key"
 SECRET = "test-secret-key"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "simulator(**kwargs): SimulatorConfig fields for the `simulator` fixture")
+
+
 def public_range() -> str:
     """A loopback /24 of its own per simulator, so parallel or leftover listeners never clash."""
     return f"127.{random.randint(202, 250)}.{random.randint(0, 255)}.0/24"

@@ -116,13 +116,19 @@ class Simulator:
             return False
         return not item.get("_removed")
 
+    def known(self, collection: str, id_: str) -> bool:
+        """True for a live record and for one removed since: CloudStack resolves the ids of
+        list parameters including removed rows, so an expunged VM lists as empty, not 431."""
+        return self.exists(collection, id_) or self.state.get("removed", {}).get(id_) == collection
+
     def add(self, collection: str, item: dict[str, Any]) -> dict[str, Any]:
         item.setdefault("id", new_id())
         self.col(collection)[item["id"]] = item
         return item
 
     def remove(self, collection: str, id_: str) -> None:
-        self.col(collection).pop(id_, None)
+        if self.col(collection).pop(id_, None) is not None:
+            self.state.setdefault("removed", {})[id_] = collection
         for tag_id, tag in list(self.col("tags").items()):
             if tag["resourceid"] == id_:
                 del self.col("tags")[tag_id]
@@ -189,6 +195,11 @@ class Simulator:
             self.state = json.loads(self.state_file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"cannot read simulator state {self.state_file}: {exc}") from exc
+        if not isinstance(self.state, dict) or not isinstance(self.state.get("collections"), dict) \
+                or not isinstance(self.state.get("limits"), dict):
+            raise ValueError(f"cannot read simulator state {self.state_file}: not a simulator state file "
+                             "(expected a JSON object with 'collections' and 'limits')")
+        self.state.setdefault("counters", {})
         for c in COLLECTIONS:
             self.state["collections"].setdefault(c, {})
 
@@ -264,7 +275,9 @@ class Simulator:
         job = {
             "id": job_id, "jobid": job_id, "cmd": _job_cmd(cmd_name), "_command": cmd_name,
             "jobstatus": 0, "jobprocstatus": 0, "jobresultcode": 0, "jobinstancetype": result.instance_type,
-            "jobinstanceid": result.instance_id, "created": now_str(), "userid": userid,
+            "jobinstanceid": result.instance_id, "created": now_str(),
+            # AsyncJobResponse always names the user that submitted the job (the lab's admin)
+            "userid": userid or self.state.setdefault("user_id", new_id()),
             "accountid": self.state.get("account_id"), "_finisher": result.finisher, "_args": result.args,
             "_due": time.time() + delay,
             "_fault": int(fault.code) if fault else None,

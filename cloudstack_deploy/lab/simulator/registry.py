@@ -125,7 +125,8 @@ def parse(cmd: Command, raw: dict[str, str], lookup: Callable[[str, str], bool],
         if "[" in key:
             m = _MAP_KEY.match(key)
             if not m:
-                raise ApiError(430, f"Unable to execute API command {cmd.lname} due to malformed map parameter {key}")
+                raise ApiError(430, f"Unable to decode parameter {key}; if specifying an object array, please use "
+                                    "parameter[index].field=XXX, e.g. userGroupList[0].group=httpGroup")
             maps.setdefault(m.group(1), {}).setdefault(int(m.group(2)), {})[m.group(3)] = value
         else:
             plain[key] = value

@@ -320,6 +320,12 @@ def serve_forever(config: SimulatorConfig, *, write_profile: bool = False) -> No
     """Run until SIGINT/SIGTERM, printing the endpoint and credentials for ``cs``."""
 
     async def main() -> None:
+        # Handlers first: a signal that arrives while starting (or right after the endpoint is
+        # printed) still stops the server cleanly, saving the state, with exit code 0.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         server = SimulatorServer(config)
         await server.start()
         print(f"CloudStack simulator listening on {server.endpoint}", flush=True)
@@ -335,10 +341,6 @@ def serve_forever(config: SimulatorConfig, *, write_profile: bool = False) -> No
         print(f"  export CLOUDSTACK_SECRET={config.secret_key}", flush=True)
         if config.state_file:
             print(f"  state: {config.state_file}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await server.stop()
         print("simulator stopped", file=sys.stderr, flush=True)

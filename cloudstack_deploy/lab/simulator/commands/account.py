@@ -79,7 +79,7 @@ def delete_ssh_keypair(sim: Simulator, req: Request) -> None:
     sim.remove("keypairs", kp["id"])
 
 
-@command("listSSHKeyPairs", Param("id", "uuid"), Param("name"), Param("fingerprint"), TAG_FILTER,
+@command("listSSHKeyPairs", Param("id", "uuid", entity="keypairs"), Param("name"), Param("fingerprint"), TAG_FILTER,
          key="sshkeypair", listing=True)
 def list_ssh_keypairs(sim: Simulator, req: Request) -> list[dict[str, Any]]:
     """List registered keypairs (the public key itself is never returned)."""

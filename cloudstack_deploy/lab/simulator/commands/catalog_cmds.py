@@ -12,7 +12,7 @@ from ._common import owner, select, with_tags
 CLOUDSTACK_VERSION = "4.19.1.0"
 
 
-@command("listZones", Param("id", "uuid"), Param("name"), Param("available", "boolean"),
+@command("listZones", Param("id", "uuid", entity="zones"), Param("name"), Param("available", "boolean"),
          Param("networktype"), Param("showcapacities", "boolean"), TAG_FILTER,
          key="zone", listing=True)
 def list_zones(sim: Simulator, req: Request) -> list[dict[str, Any]]:
@@ -21,7 +21,7 @@ def list_zones(sim: Simulator, req: Request) -> list[dict[str, Any]]:
     return [with_tags(sim, z) for z in items]
 
 
-@command("listServiceOfferings", Param("id", "uuid"), Param("name"), Param("zoneid", "uuid", entity="zones"),
+@command("listServiceOfferings", Param("id", "uuid", entity="service_offerings"), Param("name"), Param("zoneid", "uuid", entity="zones"),
          Param("virtualmachineid", "uuid", entity="vms"), Param("issystem", "boolean"),
          key="serviceoffering", listing=True)
 def list_service_offerings(sim: Simulator, req: Request) -> list[dict[str, Any]]:
@@ -37,7 +37,8 @@ TEMPLATE_FILTERS = ("featured", "self", "selfexecutable", "sharedexecutable", "e
 
 @command("listTemplates", Param("templatefilter", required=True,
                                 description="featured, self, selfexecutable, sharedexecutable, executable, community or all"),
-         Param("id", "uuid"), Param("name"), Param("zoneid", "uuid", entity="zones"), Param("hypervisor"),
+         Param("id", "uuid", entity="templates"), Param("name"), Param("zoneid", "uuid", entity="zones"),
+         Param("hypervisor"),
          Param("showremoved", "boolean"), TAG_FILTER, key="template", listing=True)
 def list_templates(sim: Simulator, req: Request) -> list[dict[str, Any]]:
     """List all public, private, and privileged templates."""
@@ -55,7 +56,7 @@ def list_templates(sim: Simulator, req: Request) -> list[dict[str, Any]]:
     return [with_tags(sim, t) for t in items]
 
 
-@command("listNetworkOfferings", Param("id", "uuid"), Param("name"), Param("guestiptype"), Param("state"),
+@command("listNetworkOfferings", Param("id", "uuid", entity="network_offerings"), Param("name"), Param("guestiptype"), Param("state"),
          Param("zoneid", "uuid", entity="zones"), Param("traffictype"), Param("forvpc", "boolean"),
          Param("isdefault", "boolean"), key="networkoffering", listing=True)
 def list_network_offerings(sim: Simulator, req: Request) -> list[dict[str, Any]]:
@@ -67,7 +68,7 @@ def list_network_offerings(sim: Simulator, req: Request) -> list[dict[str, Any]]
     return [public(o) for o in items]
 
 
-@command("listDiskOfferings", Param("id", "uuid"), Param("name"), Param("zoneid", "uuid", entity="zones"),
+@command("listDiskOfferings", Param("id", "uuid", entity="disk_offerings"), Param("name"), Param("zoneid", "uuid", entity="zones"),
          key="diskoffering", listing=True)
 def list_disk_offerings(sim: Simulator, req: Request) -> list[dict[str, Any]]:
     """Lists all available disk offerings."""

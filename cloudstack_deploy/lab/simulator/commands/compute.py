@@ -44,6 +44,13 @@ def render_vm(sim: Simulator, vm: dict[str, Any]) -> dict[str, Any]:
     for nic in out["nic"]:
         net = sim.get("networks", nic["networkid"]) or {}
         nic.update(networkname=net.get("name"), gateway=net.get("gateway"), netmask=net.get("netmask"))
+        if net.get("broadcasturi"):  # shown to root admins, as the lab's caller is
+            nic.update(broadcasturi=net["broadcasturi"], isolationuri=net["broadcasturi"])
+    out.setdefault("displayvm", True)
+    # UserVmJoinVO joins the VM's pending job: a VM being worked on shows its jobid/jobstatus
+    pending = [j for j in sim.col("jobs").values() if j["jobstatus"] == 0 and j.get("jobinstanceid") == vm["id"]]
+    if pending:
+        out.update(jobid=pending[-1]["jobid"], jobstatus=0)
     return out
 
 
@@ -318,6 +325,9 @@ def recover_virtual_machine(sim: Simulator, req: Request) -> dict[str, Any]:
     vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
     if vm["state"] != "Destroyed":
         raise invalid_value(f"Unable to recover VM {vm['name']}: it is in state {vm['state']}, not Destroyed")
+    offering = sim.get("service_offerings", vm["serviceofferingid"])
+    if offering is not None:  # a destroyed VM no longer counts; recovering it must fit the limits again
+        _check_vm_limits(sim, offering)
     vm["state"] = "Stopped"
     return render_vm(sim, vm)
 
@@ -348,7 +358,7 @@ def _finish_scale(sim: Simulator, id: str, offering: str) -> dict[str, Any]:
     if vm is None:
         raise ApiError(530, f"Unable to find virtual machine with id {id}")
     vm["serviceofferingid"] = offering
-    return {"success": True}
+    return {"virtualmachine": render_vm(sim, vm)}  # ScaleVMCmd answers with the VM (libcloud reads it)
 
 
 @command("changeServiceForVirtualMachine", Param("id", "uuid", required=True, entity="vms"),
@@ -373,9 +383,10 @@ def update_virtual_machine(sim: Simulator, req: Request) -> dict[str, Any]:
     return render_vm(sim, vm)
 
 
-@command("listVirtualMachines", Param("id", "uuid"), Param("ids", "list"), Param("name"), Param("state"),
-         Param("networkid", "uuid"), Param("zoneid", "uuid"), Param("templateid", "uuid"),
-         Param("serviceofferingid", "uuid"), Param("groupid", "uuid"), Param("details", "list"),
+@command("listVirtualMachines", Param("id", "uuid", entity="vms"), Param("ids", "list"), Param("name"),
+         Param("state"), Param("networkid", "uuid", entity="networks"), Param("zoneid", "uuid", entity="zones"),
+         Param("templateid", "uuid", entity="templates"),
+         Param("serviceofferingid", "uuid", entity="service_offerings"), Param("groupid", "uuid"), Param("details", "list"),
          Param("keypair"), Param("displayvm", "boolean"), TAG_FILTER,
          key="virtualmachine", listing=True)
 def list_virtual_machines(sim: Simulator, req: Request) -> list[dict[str, Any]]:

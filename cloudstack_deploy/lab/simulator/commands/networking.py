@@ -14,13 +14,41 @@ LIVE_VM_STATES = ("Starting", "Running", "Stopping", "Stopped", "Migrating", "Er
 
 # ---- networks ----------------------------------------------------------------------------
 
+#: What the VirtualRouter's services of an isolated network can do. createNetworkResponse lists
+#: each service with its capabilities (name/value), and no capability key for those with none.
+SERVICE_CAPABILITIES: dict[str, dict[str, str]] = {
+    "Vpn": {"SupportedVpnTypes": "pptp,l2tp,ipsec", "VpnTypes": "removeaccessvpn"},
+    "Dhcp": {"DhcpAccrossMultipleSubnets": "true"},
+    "Dns": {"AllowDnsSuffixModification": "true"},
+    "Firewall": {"SupportedProtocols": "tcp,udp,icmp", "SupportedTrafficDirection": "ingress, egress",
+                 "MultipleIps": "true", "SupportedEgressProtocols": "tcp,udp,icmp, all",
+                 "TrafficStatistics": "per public ip"},
+    "Lb": {"SupportedLBAlgorithms": "roundrobin,leastconn,source", "SupportedLBIsolation": "dedicated",
+           "SupportedProtocols": "tcp, udp, tcp-proxy", "LbSchemes": "Public",
+           "TrafficStatistics": "per public ip", "LoadBalancingSupportedIps": "ip4"},
+    "SourceNat": {"SupportedSourceNatTypes": "peraccount", "RedundantRouter": "true"},
+}
+
+
+def _network_services(off: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for svc in off.get("service", []):
+        entry: dict[str, Any] = {"name": svc["name"]}
+        caps = SERVICE_CAPABILITIES.get(svc["name"])
+        if caps:
+            entry["capability"] = [{"name": k, "value": v, "canchooseservicecapability": False}
+                                   for k, v in caps.items()]
+        out.append(entry)
+    return out
+
+
 def _render_network(sim: Simulator, net: dict[str, Any]) -> dict[str, Any]:
     off = sim.get("network_offerings", net["networkofferingid"]) or {}
     out = with_tags(sim, net)
     out.update(
         networkofferingname=off.get("name"), networkofferingdisplaytext=off.get("displaytext"),
         networkofferingavailability=off.get("availability"), networkofferingconservemode=off.get("conservemode"),
-        service=off.get("service", []), **zone_fields(sim), **owner(sim),
+        service=_network_services(off), **zone_fields(sim), **owner(sim),
     )
     return out
 
@@ -59,7 +87,7 @@ def create_network(sim: Simulator, req: Request) -> dict[str, Any]:
     return _render_network(sim, net)
 
 
-@command("listNetworks", Param("id", "uuid"), Param("name"), Param("zoneid", "uuid", entity="zones"),
+@command("listNetworks", Param("id", "uuid", entity="networks"), Param("name"), Param("zoneid", "uuid", entity="zones"),
          Param("type"), Param("traffictype"), Param("issystem", "boolean"), Param("networkofferingid", "uuid"),
          Param("canusefordeploy", "boolean"), Param("vpcid", "uuid"), TAG_FILTER, key="network", listing=True)
 def list_networks(sim: Simulator, req: Request) -> list[dict[str, Any]]:
@@ -102,6 +130,9 @@ def implement_network(sim: Simulator, net: dict[str, Any]) -> None:
     if net["state"] != "Allocated":
         return
     net["state"] = "Implemented"
+    # the guest VLAN it got; root admins see it as broadcasturi/vlan (and on the VMs' nics)
+    vlan = str(1000 + sim.counter("vlan"))
+    net.update(broadcasturi=f"vlan://{vlan}", vlan=vlan)
     _new_ip(sim, net, source_nat=True, state="Allocated")
 
 
@@ -120,7 +151,7 @@ def _new_ip(sim: Simulator, net: dict[str, Any], *, source_nat: bool, state: str
 
 
 def render_ip(sim: Simulator, ip: dict[str, Any]) -> dict[str, Any]:
-    out = with_tags(sim, ip) | zone_fields(sim) | owner(sim)
+    out = with_tags(sim, ip) | zone_fields(sim) | owner(sim) | {"physicalnetworkid": sim.zone["id"]}
     if ip.get("virtualmachineid"):
         vm = sim.get("vms", ip["virtualmachineid"]) or {}
         out.update(virtualmachinename=vm.get("name"), virtualmachinedisplayname=vm.get("displayname"),
@@ -190,7 +221,8 @@ def _finish_disassociate(sim: Simulator, id: str) -> dict[str, Any]:
     return {"success": True}
 
 
-@command("listPublicIpAddresses", Param("id", "uuid"), Param("ipaddress"), Param("associatednetworkid", "uuid"),
+@command("listPublicIpAddresses", Param("id", "uuid", entity="public_ips"), Param("ipaddress"),
+         Param("associatednetworkid", "uuid", entity="networks"),
          Param("networkid", "uuid"), Param("isstaticnat", "boolean"), Param("issourcenat", "boolean"),
          Param("allocatedonly", "boolean"), Param("forvirtualnetwork", "boolean"), Param("vpcid", "uuid"),
          Param("zoneid", "uuid"), Param("state"), Param("fordisplay", "boolean"), TAG_FILTER,

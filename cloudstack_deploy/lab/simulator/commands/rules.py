@@ -90,6 +90,8 @@ def create_firewall_rule(sim: Simulator, req: Request) -> AsyncResult:
     sp, ep = _ports(req, "startport", "endport", protocol)
     cidrs = _cidrs(req.get("cidrlist") or ["0.0.0.0/0"])
     rule = add_firewall_rule(sim, ip, protocol, sp, ep, cidrs)
+    if protocol == "icmp":  # FirewallResponse shows them; CloudStack stores -1 (any) when not given
+        rule.update(icmptype=req.get("icmptype", -1), icmpcode=req.get("icmpcode", -1))
     return AsyncResult("activate_rule", {"col": "firewall_rules", "id": rule["id"], "key": "firewallrule"},
                        "FirewallRule", rule["id"], entity_id=rule["id"])
 
@@ -122,13 +124,16 @@ def delete_firewall_rule(sim: Simulator, req: Request) -> AsyncResult:
 @finisher("delete_rule")
 def _finish_delete_rule(sim: Simulator, col: str, id: str) -> dict[str, Any]:
     sim.remove(col, id)
-    if col == "pf_rules":  # the firewall rule opened with it goes too
+    # the firewall rule opened with it goes too (Delete{PortForwarding,IpForwarding}RuleCmd call
+    # revokeRelatedFirewallRule before revoking the rule itself)
+    if col in ("pf_rules", "ip_forwarding_rules"):
         for fw in [r for r in sim.col("firewall_rules").values() if r.get("related") == id]:
             sim.remove("firewall_rules", fw["id"])
     return {"success": True}
 
 
-@command("listFirewallRules", Param("id", "uuid"), Param("ipaddressid", "uuid"), Param("networkid", "uuid"),
+@command("listFirewallRules", Param("id", "uuid", entity="firewall_rules"),
+         Param("ipaddressid", "uuid", entity="public_ips"), Param("networkid", "uuid", entity="networks"),
          Param("fordisplay", "boolean"), TAG_FILTER, key="firewallrule", listing=True)
 def list_firewall_rules(sim: Simulator, req: Request) -> list[dict[str, Any]]:
     """Lists all firewall rules for an IP address."""
@@ -171,7 +176,8 @@ def delete_egress_firewall_rule(sim: Simulator, req: Request) -> AsyncResult:
     return AsyncResult("delete_rule", {"col": "egress_rules", "id": req.get("id")}, "FirewallRule", req.get("id"))
 
 
-@command("listEgressFirewallRules", Param("id", "uuid"), Param("networkid", "uuid"), Param("fordisplay", "boolean"),
+@command("listEgressFirewallRules", Param("id", "uuid", entity="egress_rules"),
+         Param("networkid", "uuid", entity="networks"), Param("fordisplay", "boolean"),
          TAG_FILTER, key="firewallrule", listing=True)
 def list_egress_firewall_rules(sim: Simulator, req: Request) -> list[dict[str, Any]]:
     """Lists all egress firewall rules for network."""
@@ -201,8 +207,8 @@ def create_port_forwarding_rule(sim: Simulator, req: Request) -> AsyncResult:
     protocol = req.get("protocol").lower()
     if protocol not in ("tcp", "udp"):
         raise invalid_value(f"Invalid protocol {req.get('protocol')} for port forwarding; use tcp or udp")
-    if ip.get("isstaticnat"):
-        raise rule_conflict(f"Can't create port forwarding rule on static nat ip {ip['ipaddress']}")
+    if ip.get("isstaticnat"):  # RulesManagerImpl: InvalidParameterValueException (431), not a rule conflict
+        raise invalid_value(f"Unable to create port forwarding rule; ip id={ip['id']} has static nat enabled")
     pub = _ports(req, "publicport", "publicendport", protocol)
     priv = _ports(req, "privateport", "privateendport", protocol)
     if (pub[1] - pub[0]) != (priv[1] - priv[0]):  # type: ignore[operator]
@@ -234,7 +240,8 @@ def delete_port_forwarding_rule(sim: Simulator, req: Request) -> AsyncResult:
     return AsyncResult("delete_rule", {"col": "pf_rules", "id": req.get("id")}, "FirewallRule", req.get("id"))
 
 
-@command("listPortForwardingRules", Param("id", "uuid"), Param("ipaddressid", "uuid"), Param("networkid", "uuid"),
+@command("listPortForwardingRules", Param("id", "uuid", entity="pf_rules"),
+         Param("ipaddressid", "uuid", entity="public_ips"), Param("networkid", "uuid", entity="networks"),
          Param("fordisplay", "boolean"), TAG_FILTER, key="portforwardingrule", listing=True)
 def list_port_forwarding_rules(sim: Simulator, req: Request) -> list[dict[str, Any]]:
     """Lists all port forwarding rules for an IP address."""
@@ -274,7 +281,8 @@ def delete_ip_forwarding_rule(sim: Simulator, req: Request) -> AsyncResult:
                        req.get("id"))
 
 
-@command("listIpForwardingRules", Param("id", "uuid"), Param("ipaddressid", "uuid"),
+@command("listIpForwardingRules", Param("id", "uuid", entity="ip_forwarding_rules"),
+         Param("ipaddressid", "uuid", entity="public_ips"),
          Param("virtualmachineid", "uuid"), key="ipforwardingrule", listing=True)
 def list_ip_forwarding_rules(sim: Simulator, req: Request) -> list[dict[str, Any]]:
     """List the IP forwarding rules."""
@@ -365,7 +373,8 @@ def _finish_delete_lb(sim: Simulator, id: str) -> dict[str, Any]:
     return {"success": True}
 
 
-@command("listLoadBalancerRules", Param("id", "uuid"), Param("name"), Param("publicipid", "uuid"),
+@command("listLoadBalancerRules", Param("id", "uuid", entity="lb_rules"), Param("name"),
+         Param("publicipid", "uuid", entity="public_ips"),
          Param("networkid", "uuid"), Param("virtualmachineid", "uuid"), Param("zoneid", "uuid"), TAG_FILTER,
          key="loadbalancerrule", listing=True)
 def list_load_balancer_rules(sim: Simulator, req: Request) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine import Simulator, now_str
-from ..errors import ApiError, in_use, invalid_value
+from ..errors import ApiError, invalid_value
 from ..registry import TAG_FILTER, AsyncResult, Param, Request, command, finisher
 from ._common import get_or_431, owner, select, with_tags, zone_fields
 
@@ -62,7 +62,7 @@ def create_volume(sim: Simulator, req: Request) -> AsyncResult:
     vol = sim.add("volumes", {
         "name": req.get("name") or f"DATA-{num}", "type": "DATADISK", "state": "Allocated",
         "size": size_gb * GB, "created": now_str(), "destroyed": False, "isextractable": True,
-        "storagetype": "local", "hypervisor": "None", "provisioningtype": "thin",
+        "storagetype": "local", "hypervisor": "None", "provisioningtype": "thin", "storage": "none",
         "diskofferingid": offering["id"] if offering else None, "snapshotid": req.get("snapshotid"),
         "displayvolume": True, "_creating": True,
     })
@@ -158,9 +158,8 @@ def _finish_detach(sim: Simulator, id: str) -> dict[str, Any]:
 def delete_volume(sim: Simulator, req: Request) -> None:
     """Deletes a detached disk volume."""
     vol = get_or_431(sim, "volumes", req.get("id"), "volume")
-    if vol.get("virtualmachineid"):
-        raise in_use(f"Please specify a volume that is not attached to any VM: volume {vol['name']} is "
-                     f"attached to VM {vol['virtualmachineid']}")
+    if vol.get("virtualmachineid"):  # VolumeApiServiceImpl: InvalidParameterValueException, 431/4350
+        raise invalid_value("Please specify a volume that is not attached to any VM.")
     if vol["type"] == "ROOT":
         raise invalid_value("Please specify a DATADISK volume: ROOT volumes go with their VM")
     for pol in [p for p in sim.col("snapshot_policies").values() if p["volumeid"] == vol["id"]]:
@@ -194,7 +193,8 @@ def _finish_resize(sim: Simulator, id: str, size: int) -> dict[str, Any]:
     return {"volume": render_volume(sim, vol)}
 
 
-@command("listVolumes", Param("id", "uuid"), Param("name"), Param("virtualmachineid", "uuid"), Param("type"),
+@command("listVolumes", Param("id", "uuid", entity="volumes"), Param("name"),
+         Param("virtualmachineid", "uuid", entity="vms"), Param("type"),
          Param("zoneid", "uuid"), Param("diskofferingid", "uuid"), Param("state"), TAG_FILTER,
          key="volume", listing=True)
 def list_volumes(sim: Simulator, req: Request) -> list[dict[str, Any]]:
@@ -229,7 +229,8 @@ def _finish_snapshot(sim: Simulator, id: str) -> dict[str, Any]:
     return {"snapshot": with_tags(sim, snap) | owner(sim) | zone_fields(sim)}
 
 
-@command("listSnapshots", Param("id", "uuid"), Param("name"), Param("volumeid", "uuid"), Param("snapshottype"),
+@command("listSnapshots", Param("id", "uuid", entity="snapshots"), Param("name"),
+         Param("volumeid", "uuid", entity="volumes"), Param("snapshottype"),
          Param("intervaltype"), Param("zoneid", "uuid"), TAG_FILTER, key="snapshot", listing=True)
 def list_snapshots(sim: Simulator, req: Request) -> list[dict[str, Any]]:
     """Lists all available snapshots for the account."""
@@ -277,7 +278,8 @@ def create_snapshot_policy(sim: Simulator, req: Request) -> dict[str, Any]:
     return with_tags(sim, pol)
 
 
-@command("listSnapshotPolicies", Param("id", "uuid"), Param("volumeid", "uuid"), Param("fordisplay", "boolean"),
+@command("listSnapshotPolicies", Param("id", "uuid", entity="snapshot_policies"),
+         Param("volumeid", "uuid", entity="volumes"), Param("fordisplay", "boolean"),
          key="snapshotpolicy", listing=True)
 def list_snapshot_policies(sim: Simulator, req: Request) -> list[dict[str, Any]]:
     """Lists snapshot policies."""

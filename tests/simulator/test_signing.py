@@ -1,0 +1,245 @@
+"""Request signing and the transport, as CloudStack's ApiServer/ApiServlet do them.
+
+Expected signatures are computed here independently of the simulator, with a byte-level
+reimplementation of ``java.net.URLEncoder`` (what ApiServer.verifyRequest encodes values
+with), and checked against ``signing.sign`` and against the live server; requests signed by
+the real `cs` and libcloud clients, which differ from Java at the edges, must be accepted.
+Every authentication failure must be the one 401 CloudStack gives.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import requests
+from cs import CloudStack
+from libcloud.compute.providers import get_driver
+from libcloud.compute.types import Provider
+
+from cloudstack_deploy.lab.simulator import signing
+from cloudstack_deploy.lab.simulator.server import ThreadedSimulator
+
+try:  # tests/simulator is a package; work either way
+    from .conftest import KEY, SECRET, make_config
+except ImportError:
+    from conftest import KEY, SECRET, make_config  # type: ignore[no-redef]
+
+AUTH_TEXT = "unable to verify user credentials and/or request signature"
+JSON_UTF8 = "application/json; charset=UTF-8"
+
+# ---- an independent Java URLEncoder + CloudStack signature -------------------------------------
+
+_JAVA_LITERAL = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-*_")
+
+
+def java_url_encode(value: str) -> str:
+    """``URLEncoder.encode(value, "UTF-8").replaceAll("\\\\+", "%20")``, byte by byte.
+
+    Java keeps only ``A-Za-z0-9 . - * _``, turns a space into ``+`` and every other UTF-8
+    byte into ``%XX`` (upper-case hex); CloudStack then replaces ``+`` by ``%20``.
+    """
+    out = []
+    for byte in value.encode("utf-8"):
+        if byte in _JAVA_LITERAL:
+            out.append(chr(byte))
+        elif byte == 0x20:
+            out.append("+")
+        else:
+            out.append(f"%{byte:02X}")
+    return "".join(out).replace("+", "%20")
+
+
+def expected_signature(params: dict[str, str], secret: str) -> str:
+    """ApiServer.verifyRequest: names as sent, sorted case-sensitively, values Java-encoded."""
+    text = "&".join(f"{k}={java_url_encode(v)}" for k, v in sorted(params.items()) if k != "signature")
+    digest = hmac.new(secret.encode(), text.lower().encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+TRICKY_VALUES = [
+    "two words", "a~tilde", "/etc/path", "1+1", "a=b", "x&y", "café", "日本", "", "*.-_",
+    "mixed ~/+=& é 日本 *",
+]
+
+
+def test_the_java_encoder_of_this_test_is_right() -> None:
+    assert java_url_encode("a b~c/d+e=f&g*h.i-j_k") == "a%20b%7Ec%2Fd%2Be%3Df%26g*h.i-j_k"
+    assert java_url_encode("é日本") == "%C3%A9%E6%97%A5%E6%9C%AC"
+    assert java_url_encode("") == ""
+
+
+@pytest.mark.parametrize("value", TRICKY_VALUES)
+def test_sign_matches_java(value: str) -> None:
+    params = {"command": "listZones", "apiKey": KEY, "response": "json", "name": value}
+    assert signing.java_urlencode(value) == java_url_encode(value)
+    assert signing.sign(params, SECRET) == expected_signature(params, SECRET)
+
+
+def test_sign_sorts_names_as_sent_case_sensitively() -> None:
+    # ordinal order puts upper-case first: "Zeta" < "apiKey" < "command" < "zoneId"
+    params = {"zoneId": "z", "command": "listZones", "apiKey": KEY, "Zeta": "1"}
+    assert signing.canonical_string(params.items()) == "Zeta=1&apiKey=test-api-key&command=listZones&zoneId=z"
+    assert signing.sign(params, SECRET) == expected_signature(params, SECRET)
+
+
+def test_a_fixed_vector() -> None:
+    """Computed with ``openssl dgst -sha1 -hmac test-secret-key -binary | base64``."""
+    params = {"apiKey": "test-api-key", "command": "listZones", "name": "café ~/+=&*", "response": "json"}
+    assert signing.canonical_string(params.items()).lower() == \
+        "apikey=test-api-key&command=listzones&name=caf%c3%a9%20%7e%2f%2b%3d%26*&response=json"
+    assert signing.sign(params, SECRET) == expected_signature(params, SECRET) == "1jcegRy5uC3pXUkk/U01aT6fv94="
+
+
+# ---- the live server ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ThreadedSimulator]:
+    with ThreadedSimulator(make_config(ssh=False)) as sim:
+        yield sim
+
+
+def signed(command: str, secret: str = SECRET, **params: Any) -> dict[str, str]:
+    out = {k: str(v) for k, v in params.items()}
+    out.setdefault("apiKey", KEY)
+    out.update(command=command, response="json")
+    out["signature"] = expected_signature(out, secret)
+    return out
+
+
+def get(server: ThreadedSimulator, params: dict[str, str]) -> requests.Response:
+    return requests.get(server.endpoint, params=params, timeout=10)
+
+
+def zone_id(server: ThreadedSimulator) -> str:
+    return get(server, signed("listZones")).json()["listzonesresponse"]["zone"][0]["id"]
+
+
+@pytest.mark.parametrize("value", TRICKY_VALUES)
+def test_server_accepts_java_signed_requests(server: ThreadedSimulator, value: str) -> None:
+    resp = get(server, signed("listZones", name=value))
+    assert resp.status_code == 200, resp.text
+    zones = resp.json()["listzonesresponse"]
+    # signature fine; no zone has such a name (an empty value is no filter, as in CloudStack)
+    assert zones == {} if value else zones["count"] == 1
+
+
+@pytest.mark.parametrize("value", TRICKY_VALUES)
+def test_server_accepts_the_cs_client(server: ThreadedSimulator, value: str) -> None:
+    # cs leaves "~" unencoded when signing and always sends signatureVersion=3 + expires
+    api = CloudStack(endpoint=server.endpoint, key=KEY, secret=SECRET)
+    found = api.listTemplates(templatefilter="featured", keyword=value)
+    assert found == {} if value else found["count"] == 3
+    assert api.listZones(name="lab")["zone"][0]["name"] == "lab-zone-1"
+
+
+def test_server_accepts_libcloud(server: ThreadedSimulator) -> None:
+    # libcloud lower-cases names before sorting, sends camelCase names (zoneId) and keeps
+    # "[]" of map parameters unencoded
+    url = urlparse(server.endpoint)
+    drv = get_driver(Provider.CLOUDSTACK)(KEY, SECRET, host=url.hostname, port=url.port, path=url.path,
+                                          secure=False)
+    zone = zone_id(server)
+    found = drv._sync_request("listTemplates", params={"templateFilter": "featured", "zoneId": zone,
+                                                       "keyword": "Debian 12 ~/+"})
+    assert found == {}
+    found = drv._sync_request("listTemplates", params={"templateFilter": "featured", "zoneId": zone,
+                                                       "keyword": "Debian"})
+    assert found["count"] == 2
+    assert drv._sync_request("listZones", params={"tags[0].key": "k~", "tags[0].value": "v é"}) == {}
+
+
+def _expect_401(resp: requests.Response, command: str) -> None:
+    assert resp.status_code == 401
+    assert resp.headers["Content-Type"] == JSON_UTF8
+    assert resp.json() == {f"{command.lower()}response": {
+        "uuidList": [], "errorcode": 401, "errortext": AUTH_TEXT}}
+
+
+def _iso(delta: timedelta) -> str:
+    return (datetime.now(UTC) + delta).strftime("%Y-%m-%dT%H:%M:%S+0000")
+
+
+def test_tampered_signature_is_401(server: ThreadedSimulator) -> None:
+    params = signed("listZones", name="x")
+    params["name"] = "y"  # signed for "x"
+    _expect_401(get(server, params), "listZones")
+    params = signed("listZones")
+    sig = params["signature"]
+    params["signature"] = ("A" if sig[0] != "A" else "B") + sig[1:]
+    _expect_401(get(server, params), "listZones")
+
+
+def test_wrong_secret_is_401(server: ThreadedSimulator) -> None:
+    _expect_401(get(server, signed("listVirtualMachines", secret="not-the-secret")), "listVirtualMachines")
+
+
+def test_unknown_api_key_is_401(server: ThreadedSimulator) -> None:
+    _expect_401(get(server, signed("listZones", apiKey="someone-else")), "listZones")
+
+
+def test_missing_signature_is_401(server: ThreadedSimulator) -> None:
+    params = signed("listZones")
+    del params["signature"]
+    _expect_401(get(server, params), "listZones")
+
+
+def test_expired_v3_request_is_401(server: ThreadedSimulator) -> None:
+    params = signed("listZones", signatureVersion="3", expires=_iso(timedelta(minutes=-1)))
+    _expect_401(get(server, params), "listZones")
+    fresh = signed("listZones", signatureVersion="3", expires=_iso(timedelta(minutes=5)))
+    assert get(server, fresh).status_code == 200
+
+
+def test_v3_without_expires_is_401(server: ThreadedSimulator) -> None:
+    _expect_401(get(server, signed("listZones", signatureVersion="3")), "listZones")
+
+
+def test_expires_is_ignored_without_signature_version(server: ThreadedSimulator) -> None:
+    assert get(server, signed("listZones", expires=_iso(timedelta(days=-1)))).status_code == 200
+
+
+def test_unknown_command_is_401(server: ThreadedSimulator) -> None:
+    _expect_401(get(server, signed("launchRocket", target="moon")), "launchRocket")
+
+
+def test_post_form_is_handled_like_get(server: ThreadedSimulator) -> None:
+    params = signed("listTemplates", templatefilter="featured", name="Debian 12 ~bookworm")
+    by_get = get(server, params)
+    by_post = requests.post(server.endpoint, data=params, timeout=10)
+    assert by_get.status_code == by_post.status_code == 200
+    assert by_post.json() == by_get.json() == {"listtemplatesresponse": {}}
+    params = signed("listTemplates", templatefilter="featured", name="Debian")
+    assert requests.post(server.endpoint, data=params, timeout=10).json() == get(server, params).json()
+    assert get(server, params).json()["listtemplatesresponse"]["count"] == 2
+    bad = dict(params, signature="bad")
+    _expect_401(requests.post(server.endpoint, data=bad, timeout=10), "listTemplates")
+
+
+def test_parameter_names_are_case_insensitive(server: ThreadedSimulator) -> None:
+    zone = zone_id(server)
+    found = get(server, signed("listTemplates", templateFilter="featured", zoneId=zone)).json()
+    assert found["listtemplatesresponse"]["count"] == 3
+    # the camelCase name is really read: an unknown zoneId is a 431, not ignored
+    resp = get(server, signed("listTemplates", templateFilter="featured", zoneId="7e8e1c4a-0000-4000-8000-000000000000"))
+    assert resp.status_code == 431 and "zoneid" in resp.json()["listtemplatesresponse"]["errortext"]
+    # and a mixed-case command name is the same command
+    assert get(server, signed("LISTZONES")).json()["listzonesresponse"]["count"] == 1
+
+
+def test_content_type_is_json_utf8(server: ThreadedSimulator) -> None:
+    ok = get(server, signed("listZones"))
+    missing = get(server, signed("listTemplates"))  # templatefilter is required
+    assert (ok.status_code, missing.status_code) == (200, 431)
+    for resp in (ok, missing):
+        assert resp.headers["Content-Type"] == JSON_UTF8
+        json.loads(resp.content.decode("utf-8"))
+    assert missing.json()["listtemplatesresponse"]["errortext"] == \
+        "Unable to execute API command listtemplates due to missing parameter templatefilter"
