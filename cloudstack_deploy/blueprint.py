@@ -20,6 +20,7 @@ import yaml
 
 from .blueprint_schema import (
     BAD,
+    DOCKER_INSTALL_METHODS,
     PUBLIC_ACCESS_MODES,
     ROLE_NAME_MAX,
     SERVICE_NAME_MAX,
@@ -37,6 +38,7 @@ from .blueprint_schema import (
     Proxy,
     Registry,
     Role,
+    RolloutSettings,
     SSHAccess,
     TreePath,
     check_abs_path,
@@ -420,11 +422,16 @@ _REGISTRY = _sub({"server": check_registry_server, "username": check_str,
                   "password": check_password},
                  lambda out: Registry(**{"server": "", "username": "", "password": "", **out}),
                  required=["server", "username", "password"])
+_ROLLOUT = _sub({"docker_install": choice_checker(*DOCKER_INSTALL_METHODS),
+                 "proxy_image": image_checker(tag_allowed=True), "batch": check_retain,
+                 "lock_ttl": check_ttl},
+                lambda out: RolloutSettings(**out))
 _TOP_SPEC: dict[str, Checker] = {
     "service": name_checker(SERVICE_NAME_MAX), "image": image_checker(tag_allowed=False),
     "cloud": lambda c, p, v: v, "roles": lambda c, p, v: v, "accessories": lambda c, p, v: v,
     "registry": _REGISTRY, "env": _check_env, "secrets": list_checker(check_secret_name),
     "secrets_file": check_str, "ttl": check_ttl, "retain_versions": check_retain,
+    "rollout": _ROLLOUT,
 }
 
 
@@ -458,7 +465,8 @@ def _blueprint(ctx: Ctx, tree: dict[str, Any], source: Path | None) -> Blueprint
         cloud=cloud or Cloud(zone="", template="", service_offering="", ssh=SSHAccess(allow_from=())),
         roles=roles, accessories=accessories, registry=top.get("registry"), env=env,
         secrets=top.get("secrets", ()), secrets_file=top.get("secrets_file"), ttl=top.get("ttl"),
-        retain_versions=top.get("retain_versions", 5), source=source,
+        retain_versions=top.get("retain_versions", 5), rollout=top.get("rollout") or RolloutSettings(),
+        source=source,
     )
     _check_secret_refs(ctx, blueprint, tree.get("secrets"))
     if roles:  # with no usable roles, "no role named ..." would only repeat that problem

@@ -203,6 +203,19 @@ class Registry:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RolloutSettings:
+    """How the rollout treats hosts: Docker's install method, the proxy image, batches, lock."""
+
+    docker_install: str = "apt"      # apt (the distribution's docker.io) | script (get.docker.com) | none
+    proxy_image: str = "basecamp/kamal-proxy:v0.9.2"
+    batch: int = 1                   # hosts of a non-proxy role replaced at once
+    lock_ttl: timedelta = timedelta(minutes=30)
+
+
+DOCKER_INSTALL_METHODS = ("apt", "script", "none")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Blueprint:
     """A validated blueprint. Build one with `blueprint.load_blueprint`."""
 
@@ -217,6 +230,7 @@ class Blueprint:
     secrets_file: str | None = None
     ttl: timedelta | None = None
     retain_versions: int = 5
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
     #: Where the blueprint was read from; not part of `to_dict` (moving a file must not
     #: change a plan's fingerprint).
     source: Path | None = field(default=None, compare=False)

@@ -155,6 +155,7 @@ def plan(blueprint: str, env: str, ttl: str | None, overrides: tuple[str, ...], 
 @click.option("--ttl", default=None, metavar="DURATION",
               help="Delete after this long (e.g. 12h, 2d); tags every resource with csdeploy:expires.")
 @click.option("--skip-rollout", is_flag=True, help="Provision only: stop once every VM answers SSH.")
+@click.option("--version", "version", default=None, help="Image tag to roll out (default: git HEAD, short).")
 @SET_OPTION
 @JSON_OPTION
 @click.option("--progress", "progress_mode", type=click.Choice(["auto", "tty", "plain", "json"]), default="auto",
@@ -165,26 +166,46 @@ def plan(blueprint: str, env: str, ttl: str | None, overrides: tuple[str, ...], 
 @click.option("--ssh-timeout", default=300.0, show_default=True, type=float,
               help="Seconds to wait for every VM to answer SSH.")
 @click.option("--break-lock", is_flag=True, help="Take over the environment's lock from a run that died.")
-def create_env(blueprint: str, env: str, ttl: str | None, skip_rollout: bool, overrides: tuple[str, ...],
+def create_env(blueprint: str, env: str, ttl: str | None, skip_rollout: bool, version: str | None,
+               overrides: tuple[str, ...],
                as_json: bool, progress_mode: str, max_api: int, max_ssh: int, ssh_timeout: float,
                break_lock: bool) -> None:
     """Create (or converge) environment NAME from BLUEPRINT, then wait until every VM answers SSH."""
+    from .cli_rollout import default_version, load_secrets_for, report
     from .cloud import Cloud, read_cloud_config
+    from .envctx import EnvContext, remember_blueprint
     from .progress import make_progress
     from .provision.run import CreateOptions
     from .provision.run import create_env as run_create
     from .render import create_text
+    from .rollout.deploy import Rollout, RolloutOptions
     from .state import EnvState
 
     bp = _blueprint(blueprint, overrides)
     env = _env(env)
     opts = CreateOptions(ttl=_ttl(ttl), max_api=max_api, max_ssh=max_ssh, ssh_timeout=ssh_timeout,
                          break_lock=break_lock)
+    if not skip_rollout:
+        version = version or default_version()
+        if not version:
+            raise click.UsageError("no --version given and not in a git repository (or pass --skip-rollout)")
     progress = make_progress("json" if as_json else progress_mode)
+    secrets: dict[str, str] = {}
+    rolled: list[Any] = []
 
     async def go() -> Any:
+        if not skip_rollout:  # secrets are checked before anything is created
+            secrets.update(load_secrets_for(bp))
+        state = EnvState(env)
         async with Cloud(read_cloud_config(), max_in_flight=max_api) as cloud:
-            return await run_create(cloud, bp, env, EnvState(env), progress, opts)
+            result = await run_create(cloud, bp, env, state, progress, opts)
+        remember_blueprint(state, blueprint, overrides)
+        if not skip_rollout:
+            ctx = EnvContext(env=env, state=state, bp=bp, inventory=result.inventory)
+            rollout = Rollout(bp, result.inventory, secrets, progress, client_key=ctx.client_key,
+                              known_hosts=state.known_hosts_path)
+            rolled.append(await rollout.run(RolloutOptions(version=version or "")))
+        return result
 
     try:
         result = _run(go)
@@ -196,9 +217,11 @@ def create_env(blueprint: str, env: str, ttl: str | None, skip_rollout: bool, ov
                                "seconds": round(result.seconds, 2), "api_calls": result.api_calls}, indent=2))
     else:
         click.echo(create_text(result.inventory, result.seconds, result.api_calls, created))
-    if not skip_rollout:
-        click.echo("note: the rollout stage (containers, proxy, accessories) is not part of this release; "
-                   "the environment is provisioned and reachable over SSH", err=True)
+    if rolled:
+        report(rolled[0], as_json, "rollout")
+        web = next((h for h in result.inventory["hosts"] if h.get("proxy")), None)
+        if web and not as_json:
+            click.echo(f"app: http://{web['public_ip']}/")
 
 
 @main.command()
@@ -300,5 +323,10 @@ def lab_simulator(write_profile: bool, **kwargs: object) -> None:
         sys.exit(EXIT_FAILED)
 
 
+from . import cli_rollout  # noqa: E402,F401  (registers deploy, rollback, status, logs, exec...)
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # Run the commands registered on the importable module (cli_rollout registers there).
+    from cloudstack_deploy.cli import main as _main
+
+    _main()

@@ -20,7 +20,7 @@ from ..errors import CsdeployError
 from ..progress import Event, Progress
 from ..state import EnvState
 from .actual import Actual, read_actual
-from .apply import EnvBusy, RunContext, apply_plan
+from .apply import SETTLING_STATES, EnvBusy, RunContext, apply_plan
 from .catalog import Catalog, resolve_catalog
 from .desired import TAG_EXPIRES, TAG_LOCK, Desired, desired_state, format_time, parse_time
 from .plan import Plan, make_plan
@@ -85,11 +85,36 @@ def _lock_value() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()} since {format_time(datetime.now(UTC))}"
 
 
-async def _take_cloud_lock(cloud: Cloud, actual: Actual, value: str, break_lock: bool) -> None:
+def _holder_died_here(held: str) -> bool:
+    """Whether a lock value names a process on this machine that no longer exists.
+
+    A run killed with SIGKILL (or a crash) cannot remove its lock tag; the next run on the same
+    machine can tell that run is gone and take over, instead of demanding --break-lock.
+    """
+    try:
+        who, rest = held.split(" pid ", 1)
+        pid = int(rest.split()[0])
+    except (ValueError, IndexError):
+        return False
+    if who.rpartition("@")[2] != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # exists (another user's process) or cannot tell: assume alive
+    return False
+
+
+async def _take_cloud_lock(cloud: Cloud, actual: Actual, value: str, break_lock: bool) -> str | None:
+    """Tag the network with our lock; return the lock taken over from a dead run, if any."""
     assert actual.network is not None
     nid = actual.network["id"]
     held = actual.tag(nid, TAG_LOCK)
-    if held and break_lock:
+    taken_over = None
+    if held and (break_lock or _holder_died_here(held)):
+        taken_over = held
         await cloud.job("deleteTags", resourceids=[nid], resourcetype="Network", tags=[{"key": TAG_LOCK}])
     elif held:
         since = parse_time(held.rsplit("since ", 1)[-1]) if "since " in held else None
@@ -103,6 +128,7 @@ async def _take_cloud_lock(cloud: Cloud, actual: Actual, value: str, break_lock:
     except JobFailed as exc:
         raise EnvBusy(f"environment '{actual.env}' was locked by another csdeploy run just now ({exc.text})",
                       hint="wait for that run to finish, then re-run") from None
+    return taken_over
 
 
 async def _release_cloud_lock(cloud: Cloud, network_id: str | None, value: str) -> None:
@@ -136,7 +162,9 @@ async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, pro
                          lock_value=lock)
         _prefill(ctx, actual)
         if actual.network is not None:
-            await _take_cloud_lock(cloud, actual, lock, opts.break_lock)
+            dead = await _take_cloud_lock(cloud, actual, lock, opts.break_lock)
+            if dead:
+                progress.note(f"took over the environment's lock from {dead}", level="warning")
         try:
             await apply_plan(ctx, plan)
         finally:
@@ -165,6 +193,8 @@ def _prefill(ctx: RunContext, actual: Actual) -> None:
     for name, vm in actual.vms.items():
         if vm["state"] not in ("Error", "Destroyed"):
             ctx.vm_ids[name] = vm["id"]
+            if vm["state"] in SETTLING_STATES:
+                ctx.settling[name] = vm["id"]
             ip = actual.ip_of_vm(vm["id"]) or actual.ip_tagged_for(name)
             if ip is not None:
                 ctx.ips[name] = ip
@@ -228,3 +258,33 @@ async def _inventory(cloud: Cloud, desired: Desired, actual: Actual, catalog: Ca
         "hosts": hosts, "roles": roles, "accessories": accessories,
     }
     return inventory, targets
+
+
+async def refresh_inventory(cloud: Cloud, bp: Blueprint, env: str, state: EnvState) -> dict[str, Any]:
+    """Rebuild the inventory and known_hosts from the cloud (the local copy is only a cache)."""
+    desired = desired_state(bp, env)
+    actual = await read_actual(cloud, env)
+    missing = [v.name for v in desired.vms if v.name not in actual.vms]
+    if missing:
+        raise CsdeployError(f"environment '{env}' lacks VMs the blueprint wants: {', '.join(missing)}",
+                            hint=f"run `csdeploy create-env ... --env {env}` to converge it first")
+    desired = _keep_expiry(desired, actual, False)
+    offerings, disks = _needed_names(desired)
+    catalog = await resolve_catalog(cloud, desired, offerings, disks)
+    key_path, public_key = state.ensure_keypair(bp.ssh_key_path())
+    ctx = RunContext(cloud=cloud, desired=desired, catalog=catalog, progress=_Silent(), public_key=public_key)
+    inventory, targets = await _inventory(cloud, desired, actual, catalog, ctx, state, str(key_path))
+    state.write_known_hosts({_known_host(t.host, t.port): t.host_key for t in targets})
+    state.write_inventory(inventory)
+    return inventory
+
+
+class _Silent:
+    def emit(self, event: Event) -> None:
+        pass
+
+    def note(self, text: str, *, level: str = "info") -> None:
+        pass
+
+    def close(self) -> None:
+        pass

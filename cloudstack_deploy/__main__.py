@@ -1,0 +1,5 @@
+"""`python -m cloudstack_deploy` is `csdeploy`."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,122 @@
+"""What each container gets: names, labels and the environment (the app's env contract).
+
+Apps find their accessories through variables, with CloudStack's private addresses:
+POSTGRES_HOST/PORT/DB/USER/PASSWORD and a URL-encoded DATABASE_URL for a PostgreSQL
+accessory, REDIS_URL for a Redis one, plus the blueprint's clear env and secrets. Anything
+derived from a secret is itself secret: it only ever goes into a 0600 env file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from ..blueprint_schema import Accessory, Blueprint, EnvSpec
+from ..errors import CsdeployError
+
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class RolloutError(CsdeployError):
+    """The rollout stopped; the message says on which host and at which step."""
+
+
+def check_version(version: str) -> str:
+    if not VERSION_RE.match(version):
+        raise RolloutError(f"version {version!r} is not usable as an image tag and container name",
+                           hint="use letters, digits, '.', '_' and '-' (at most 64), e.g. a git SHA")
+    return version
+
+
+def container_name(service: str, role: str, version: str) -> str:
+    return f"{service}-{role}-{version}"
+
+
+def accessory_container(service: str, accessory: str) -> str:
+    return f"{service}-{accessory}"
+
+
+def proxy_service(service: str, role: str) -> str:
+    return f"{service}-{role}"
+
+
+def image_ref(image: str, version: str) -> str:
+    return f"{image}:{version}"
+
+
+def image_base(image: str) -> str:
+    """The repository's last path part without tag: ``registry.lab:5000/postgres:15`` -> ``postgres``."""
+    last = image.rsplit("/", 1)[-1]
+    return last.split(":", 1)[0].split("@", 1)[0]
+
+
+@dataclass
+class ContainerEnv:
+    clear: dict[str, str] = field(default_factory=dict)
+    secret: dict[str, str] = field(default_factory=dict)
+
+    def env_file(self) -> str:
+        """Docker --env-file content (one KEY=VALUE per line; values cannot hold newlines)."""
+        lines = []
+        for k, v in sorted(self.secret.items()):
+            if "\n" in v:
+                raise RolloutError(f"secret {k} contains a newline, which docker env files cannot carry")
+            lines.append(f"{k}={v}")
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    def fingerprint(self) -> str:
+        """A hash of the whole env (secrets included) that reveals nothing: for change detection."""
+        data = json.dumps([sorted(self.clear.items()), sorted(self.secret.items())]).encode()
+        return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _resolve(spec: EnvSpec, secrets: dict[str, str]) -> ContainerEnv:
+    return ContainerEnv(clear=dict(spec.clear), secret={name: secrets[name] for name in spec.secret})
+
+
+def accessory_env(acc: Accessory, secrets: dict[str, str]) -> ContainerEnv:
+    return _resolve(acc.env, secrets)
+
+
+def links(bp: Blueprint, inventory: dict[str, Any], secrets: dict[str, str]) -> ContainerEnv:
+    """The variables that point apps at their accessories (private addresses)."""
+    hosts = {h["name"]: h for h in inventory["hosts"]}
+    out = ContainerEnv()
+    for acc in bp.accessories.values():
+        host = hosts.get(inventory["accessories"].get(acc.name, ""))
+        if host is None or acc.port is None:
+            continue
+        address = host["private_ip"]
+        kind = image_base(acc.image)
+        if kind in ("postgres", "postgresql", "postgis"):
+            env = accessory_env(acc, secrets)
+            user = env.clear.get("POSTGRES_USER", "postgres")
+            db = env.clear.get("POSTGRES_DB", user)
+            password = env.secret.get("POSTGRES_PASSWORD") or env.clear.get("POSTGRES_PASSWORD", "")
+            out.clear.update(POSTGRES_HOST=address, POSTGRES_PORT=str(acc.port), POSTGRES_DB=db, POSTGRES_USER=user)
+            auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+            out.secret["POSTGRES_PASSWORD"] = password
+            out.secret["DATABASE_URL"] = f"postgresql://{auth}@{address}:{acc.port}/{quote(db, safe='')}"
+        elif kind in ("redis", "valkey"):
+            out.clear["REDIS_URL"] = f"redis://{address}:{acc.port}/0"
+    return out
+
+
+def role_env(bp: Blueprint, role: str, inventory: dict[str, Any], secrets: dict[str, str],
+             version: str) -> ContainerEnv:
+    """The role's environment: links to accessories, then the blueprint's env (which wins)."""
+    env = links(bp, inventory, secrets)
+    own = _resolve(bp.roles[role].env, secrets)
+    env.clear.update(own.clear)
+    env.secret.update(own.secret)
+    for k in own.clear:
+        env.secret.pop(k, None)
+    for k in own.secret:
+        env.clear.pop(k, None)
+    env.clear.setdefault("CSDEPLOY_VERSION", version)
+    env.clear.setdefault("CSDEPLOY_ROLE", role)
+    return env
