@@ -111,7 +111,9 @@ class Cloud:
 
     # ---- raw request ---------------------------------------------------------------------
     async def _once(self, command: str, params: dict[str, Any], post: bool) -> dict[str, Any]:
-        client = self._post if post else self._get
+        # Everything but reads goes by POST: aiohttp silently resends a GET whose connection
+        # dropped (RFC 9112 idempotent-method retry), which would resend a create.
+        client = self._post if post or not _is_safe(command) else self._get
         if client is None:
             raise RuntimeError("Cloud must be used as 'async with Cloud(...)'")
         self.calls[command] += 1

@@ -9,6 +9,7 @@ resources the next run finds and adopts instead of duplicating.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,6 +63,8 @@ class RunContext:
     ips: dict[str, dict[str, Any]] = field(default_factory=dict)       # vm name -> ip record
     host_keys: dict[str, HostKey] = field(default_factory=dict)        # created this run
     lock_value: str | None = None
+    #: VMs found busy (e.g. still Starting after a killed run): waited for before stage B.
+    settling: dict[str, str] = field(default_factory=dict)             # vm name -> id
     _snat_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def tags(self, **extra: str) -> list[dict[str, str]]:
@@ -113,12 +116,16 @@ async def _check_network_race(ctx: RunContext, mine: dict[str, Any]) -> None:
     """Two runs on different machines may both have created the network: the older one wins."""
     nets = [n for n in await ctx.cloud.list("listNetworks", name=ctx.desired.network)
             if n["name"] == ctx.desired.network]
-    if len(nets) > 1:
-        keeper = min(nets, key=lambda n: (n.get("created", ""), n["id"]))
-        if keeper["id"] != mine["id"]:
+    others = [n for n in nets if n["id"] != mine["id"]]
+    if others:
+        # Keep ours only if it is strictly older than every other one. `created` has one-second
+        # resolution: on a tie the other run may already have passed this check (it listed
+        # before our network existed), so a tie-break by id could let both runs go on.
+        created = next((n.get("created", "") for n in nets if n["id"] == mine["id"]), mine.get("created", ""))
+        if not all(created < o.get("created", "") for o in others):
             await ctx.cloud.job("deleteNetwork", id=mine["id"])
             raise EnvBusy(f"environment '{ctx.desired.env}' is being created by another csdeploy run "
-                          f"(network {keeper['id']}); this run removed its own duplicate and stops",
+                          f"(network {others[0]['id']}); this run removed its own duplicate and stops",
                           hint="wait for the other run to finish, then re-run to converge")
 
 
@@ -161,6 +168,26 @@ async def deploy_vm(ctx: RunContext, name: str) -> str:
             raise r
     vm = results[1]["virtualmachine"]  # type: ignore[index]
     return f"{vm['state']}, {vm['nic'][0]['ipaddress']}"
+
+
+SETTLING_STATES = ("Starting", "Stopping", "Migrating")
+
+
+async def wait_vm_settled(ctx: RunContext, name: str, vm_id: str) -> str:
+    """Wait until a VM another run was working on leaves its transitional state."""
+    deadline = time.monotonic() + ctx.cloud.job_timeout
+    while True:
+        found = await ctx.cloud.list("listVirtualMachines", id=vm_id)
+        state = found[0]["state"] if found else "gone"
+        if state in ("Running", "Stopped"):
+            return state
+        if state not in SETTLING_STATES:
+            raise CsdeployError(f"VM {name} became {state} while csdeploy waited for it",
+                                hint="re-run create-env: a VM in Error is replaced")
+        if time.monotonic() > deadline:
+            raise CsdeployError(f"VM {name} is still {state} after {ctx.cloud.job_timeout:.0f}s",
+                                hint="check the VM in the CloudStack UI, then re-run")
+        await asyncio.sleep(ctx.cloud.poll_interval)
 
 
 async def vm_action(ctx: RunContext, a: Action) -> str:
@@ -328,6 +355,10 @@ async def _vm_pipeline(ctx: RunContext, actions: list[Action], failures: list[tu
 
     async def vm_chain() -> bool:
         ok = True
+        if vm in ctx.settling:
+            wait = Action("wait", "vm", vm, "busy: wait until it settles", vm)
+            if not await _run(ctx, wait, lambda: wait_vm_settled(ctx, vm, ctx.settling[vm]), failures):
+                return False
         for a in vm_actions:
             ok = await _run(ctx, a, lambda a=a: vm_action(ctx, a), failures) and ok
             if not ok:

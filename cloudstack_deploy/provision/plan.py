@@ -117,11 +117,13 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
     for spec in desired.vms:
         vm = actual.vms.get(spec.name)
         g = spec.name
+        replaced_id = None  # a broken VM's id: its disks are detached when it is expunged
         if vm is None:
             add(Action("create", "vm", spec.name, f"{spec.group} #{spec.index}, {spec.offering}", g))
         elif vm["state"] in ("Error", "Destroyed"):
             add(Action("replace", "vm", spec.name, f"VM is {vm['state']}: expunge it and deploy again", g,
                        data={"id": vm["id"]}))
+            replaced_id = vm["id"]
             vm = None
         else:
             if actual.tag(vm["id"], TAG_ENV) != desired.env:
@@ -189,7 +191,7 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
                                    data={"public": port, "private": port, "cidrs": list(ANYWHERE)}))
         # Data disks.
         for disk in spec.disks:
-            _plan_disk(plan, actual, spec, disk, vm_id, problems)
+            _plan_disk(plan, actual, spec, disk, vm_id, problems, replaced_id)
             wanted_volumes.add(disk.name)
 
     # ---- removals -------------------------------------------------------------------------
@@ -225,7 +227,7 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
 
 
 def _plan_disk(plan: Plan, actual: Actual, spec: VMSpec, disk: DiskSpec, vm_id: str | None,
-               problems: list[str]) -> None:
+               problems: list[str], replaced_id: str | None = None) -> None:
     add = plan.actions.append
     g = spec.name
     vol = actual.volumes.get(disk.name) or actual.loose_volumes.get(disk.name)
@@ -244,6 +246,8 @@ def _plan_disk(plan: Plan, actual: Actual, spec: VMSpec, disk: DiskSpec, vm_id: 
         add(Action("update", "volume", disk.name, f"grow {have} -> {disk.size_gb} GB (filesystem grown on the VM)",
                    g, data={"id": vol["id"], "size": disk.size_gb}))
     attached_to = vol.get("virtualmachineid")
+    if attached_to and attached_to == replaced_id:
+        attached_to = None  # expunging the broken VM detaches it; attach it to the new one
     if attached_to and attached_to != vm_id:
         problems.append(f"volume {disk.name} is attached to another VM ({vol.get('vmname') or attached_to})")
     elif not attached_to:

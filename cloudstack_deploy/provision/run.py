@@ -147,8 +147,9 @@ async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, pro
     opts = opts or CreateOptions()
     started = time.monotonic()
     calls_before = cloud.total_calls
-    key_path, public_key = state.ensure_keypair(bp.ssh_key_path())
     with state.lock():
+        # Under the lock: a second run must not read the key while the first is still writing it.
+        key_path, public_key = state.ensure_keypair(bp.ssh_key_path())
         desired = desired_state(bp, env, ttl=opts.ttl)
         actual = await read_actual(cloud, env)
         desired = _keep_expiry(desired, actual, opts.ttl is not None)

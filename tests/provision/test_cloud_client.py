@@ -1,0 +1,170 @@
+"""The Cloud session: what it retries, what it never resends, and the errors it raises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncssh
+import pytest
+
+from cloudstack_deploy.cloud import Cloud, CloudConfig, CloudError, CloudUnavailable, JobFailed
+from cloudstack_deploy.cloud import client as client_module
+from cloudstack_deploy.lab.simulator.faults import parse_fault
+from cloudstack_deploy.lab.simulator.server import ThreadedSimulator
+
+from .conftest import KEY, SECRET, CloudView
+
+
+def config(endpoint: str, key: str = KEY, secret: str = SECRET) -> CloudConfig:
+    return CloudConfig(endpoint=endpoint, key=key, secret=secret, source="test", poll_interval=0.02,
+                       timeout=5)
+
+
+async def ids(cloud: Cloud) -> dict[str, Any]:
+    zone = (await cloud.list("listZones"))[0]
+    offering = next(o for o in await cloud.list("listNetworkOfferings", zoneid=zone["id"])
+                    if o["name"] == "DefaultIsolatedNetworkOfferingWithSourceNatService")
+    return {"zoneid": zone["id"], "networkofferingid": offering["id"]}
+
+
+@pytest.mark.lab(faults=[parse_fault("listZones:http:530:2")])
+async def test_a_list_is_retried_on_530(sim: ThreadedSimulator) -> None:
+    async with Cloud(config(sim.endpoint)) as cloud:
+        zones = await cloud.list("listZones")
+    assert [z["name"] for z in zones] == ["lab-zone-1"]
+    assert cloud.calls["listZones"] == 3
+
+
+@pytest.mark.lab(faults=[parse_fault("listZones:drop:0:1")])
+async def test_a_list_is_retried_after_a_dropped_connection(sim: ThreadedSimulator) -> None:
+    async with Cloud(config(sim.endpoint)) as cloud:
+        zones = await cloud.list("listZones")
+    assert [z["name"] for z in zones] == ["lab-zone-1"]
+
+
+@pytest.mark.lab(faults=[parse_fault("listZones:drop:0:3"), parse_fault("listZones:http:429:1")])
+async def test_a_list_is_retried_after_drops_and_429(sim: ThreadedSimulator) -> None:
+    async with Cloud(config(sim.endpoint)) as cloud:
+        zones = await cloud.list("listZones")
+    assert [z["name"] for z in zones] == ["lab-zone-1"]
+    assert cloud.calls["listZones"] >= 3  # at least two of the four failures were retried by us
+
+
+async def test_a_create_is_never_resent_after_a_drop(sim: ThreadedSimulator, cloud_view: CloudView) -> None:
+    async with Cloud(config(sim.endpoint)) as cloud:
+        params = await ids(cloud)
+        cloud_view.add_faults("createNetwork:drop:0:1")
+        with pytest.raises(CloudUnavailable) as err:
+            await cloud.request("createNetwork", name="net-a", displaytext="a", **params)
+    assert cloud.calls["createNetwork"] == 1
+    assert "createNetwork" in str(err.value)
+    # The simulator drops the connection before executing: any network would be a resend.
+    assert cloud_view.networks() == []
+
+
+async def test_a_create_is_not_resent_after_a_530(sim: ThreadedSimulator, cloud_view: CloudView) -> None:
+    async with Cloud(config(sim.endpoint)) as cloud:
+        params = await ids(cloud)
+        cloud_view.add_faults("createNetwork:http:530:1")
+        with pytest.raises(CloudError) as err:
+            await cloud.request("createNetwork", name="net-a", displaytext="a", **params)
+    assert err.value.code == 530
+    assert cloud.calls["createNetwork"] == 1
+    assert cloud_view.networks() == []
+
+
+async def test_a_rate_limited_create_is_retried_once_it_executed_nothing(
+        sim: ThreadedSimulator, cloud_view: CloudView) -> None:
+    async with Cloud(config(sim.endpoint)) as cloud:
+        params = await ids(cloud)
+        cloud_view.add_faults("createNetwork:http:429:1")
+        await cloud.request("createNetwork", name="net-a", displaytext="a", **params)
+    assert cloud.calls["createNetwork"] == 2
+    assert [n["name"] for n in cloud_view.networks()] == ["net-a"]
+
+
+async def test_a_failed_job_raises_job_failed_with_code_and_text(
+        sim: ThreadedSimulator, cloud_view: CloudView) -> None:
+    async with Cloud(config(sim.endpoint)) as cloud:
+        params = await ids(cloud)
+        net = (await cloud.request("createNetwork", name="net-a", displaytext="a", **params))["network"]
+        cloud_view.add_faults("deleteNetwork:job:530:1")
+        with pytest.raises(JobFailed) as err:
+            await cloud.job("deleteNetwork", id=net["id"])
+    assert err.value.code == 530
+    assert err.value.command == "deleteNetwork"
+    assert "Internal error executing command" in err.value.text
+    assert "deleteNetwork" in str(err.value) and "error 530" in str(err.value)
+    assert [n["name"] for n in cloud_view.networks()] == ["net-a"]
+
+
+async def test_a_capacity_error_carries_a_hint(sim: ThreadedSimulator, cloud_view: CloudView) -> None:
+    async with Cloud(config(sim.endpoint)) as cloud:
+        params = await ids(cloud)
+        net = (await cloud.request("createNetwork", name="net-a", displaytext="a", **params))["network"]
+        template = (await cloud.list("listTemplates", templatefilter="executable"))[0]
+        offering = (await cloud.list("listServiceOfferings"))[0]
+        cloud_view.add_faults("deployVirtualMachine:job:533:1")
+        with pytest.raises(JobFailed) as err:
+            await cloud.job("deployVirtualMachine", name="vm-a", zoneid=params["zoneid"], templateid=template["id"],
+                            serviceofferingid=offering["id"], networkids=[net["id"]])
+    assert err.value.code == 533
+    assert "insufficient capacity" in str(err.value)
+    assert "capacity" in (err.value.hint or "") and "re-run" in (err.value.hint or "")
+
+
+async def test_a_resource_limit_error_carries_a_hint(sim: ThreadedSimulator, cloud_view: CloudView) -> None:
+    async with Cloud(config(sim.endpoint)) as cloud:
+        params = await ids(cloud)
+        cloud_view.add_faults("createNetwork:http:535:1")
+        with pytest.raises(CloudError) as err:
+            await cloud.request("createNetwork", name="net-a", displaytext="a", **params)
+    assert err.value.code == 535
+    msg = str(err.value)
+    assert "createNetwork" in msg and "Maximum number of resources has been exceeded" in msg and "535" in msg
+    assert "resource limit" in (err.value.hint or "")
+
+
+async def test_a_refused_parameter_is_reported_with_cloudstacks_text(sim: ThreadedSimulator) -> None:
+    async with Cloud(config(sim.endpoint)) as cloud:
+        with pytest.raises(CloudError) as err:
+            await cloud.request("deleteNetwork", id="not-a-uuid")
+    assert err.value.code == 431
+    assert cloud.calls["deleteNetwork"] == 1  # a refusal is an answer: nothing to retry
+    assert "deleteNetwork" in str(err.value) and err.value.text in str(err.value)
+    assert err.value.hint
+
+
+async def test_bad_credentials_say_what_to_check(sim: ThreadedSimulator) -> None:
+    async with Cloud(config(sim.endpoint, secret="wrong")) as cloud:
+        with pytest.raises(CloudError) as err:
+            await cloud.list("listZones")
+    assert err.value.code == 401
+    assert cloud.calls["listZones"] == 1
+    assert "CLOUDSTACK_SECRET" in (err.value.hint or "")
+    assert "wrong" not in str(err.value)
+
+
+async def test_an_unreachable_endpoint_is_cloud_unavailable(sim: ThreadedSimulator) -> None:
+    dead = sim.endpoint.replace(f":{sim.server.port}/", ":9/")  # discard port: nothing listens
+    async with Cloud(config(dead), retries=1) as cloud:
+        with pytest.raises(CloudUnavailable) as err:
+            await cloud.list("listZones")
+    assert cloud.calls["listZones"] == 2
+    assert dead in str(err.value)
+    assert "running" in (err.value.hint or "")
+
+
+async def test_list_walks_every_page(sim: ThreadedSimulator, cloud_view: CloudView,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(5):
+        cloud_view.cs.registerSSHKeyPair(name=f"k{i}", publickey=_public_key(i))
+    monkeypatch.setattr(client_module, "PAGE_SIZE", 2)
+    async with Cloud(config(sim.endpoint)) as cloud:
+        keys = await cloud.list("listSSHKeyPairs")
+    assert sorted(k["name"] for k in keys) == [f"k{i}" for i in range(5)]
+    assert cloud.calls["listSSHKeyPairs"] == 3
+
+
+def _public_key(i: int) -> str:
+    return asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip() + f" k{i}"

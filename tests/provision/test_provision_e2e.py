@@ -1,0 +1,311 @@
+"""create-env / plan / envs on the simulator, end to end, checked with `cs` directly."""
+
+from __future__ import annotations
+
+import json
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from cloudstack_deploy.progress import Recorder
+from cloudstack_deploy.provision.desired import TAG_ENV, TAG_EXPIRES, TAG_ROLE, parse_time
+from cloudstack_deploy.provision.plan import PlanError
+from cloudstack_deploy.state import EnvState
+
+from .conftest import CREATE_COMMANDS, DEMO, CloudView, cli, create, create_args
+
+GB = 1024**3
+DEMO_VMS = {"demo-web-1": "web", "demo-worker-1": "worker", "demo-db-1": "db"}
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def tags_of(resource: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in resource.get("tags") or []}
+
+
+async def ssh_run(host: dict, state: EnvState, known_hosts: str | None = None) -> asyncssh.SSHCompletedProcess:
+    """Log in as a user would: the env's key, the env's known_hosts (nothing else trusted)."""
+    async with asyncssh.connect(host["public_ip"], port=host["ssh_port"], username="root",
+                                client_keys=[str(state.key_path)],
+                                known_hosts=known_hosts or str(state.known_hosts_path),
+                                connect_timeout=10) as conn:
+        return await conn.run("hostname", check=False)
+
+
+# ---- the full life cycle ----------------------------------------------------------------------
+async def test_create_env_builds_the_demo_environment(home: Path, cloud_view: CloudView) -> None:
+    started = datetime.now(UTC)
+    result, _ = await create("demo", ttl=timedelta(hours=3))
+
+    vms = {v["name"]: v for v in cloud_view.vms()}
+    assert set(vms) == set(DEMO_VMS)
+    ips = {i["virtualmachineid"]: i for i in cloud_view.public_ips() if i.get("isstaticnat")}
+    for name, role in DEMO_VMS.items():
+        vm = vms[name]
+        assert vm["state"] == "Running"
+        tags = tags_of(vm)
+        assert tags[TAG_ENV] == "demo" and tags[TAG_ROLE] == role
+        expires = parse_time(tags[TAG_EXPIRES])
+        assert expires is not None
+        assert abs((expires - started) - timedelta(hours=3)) < timedelta(minutes=1)
+        # One static-NAT address per VM; SSH only from the blueprint's CIDRs, HTTP only on web.
+        ip = ips[vm["id"]]
+        rules = {(int(r["startport"]), r["cidrlist"]) for r in cloud_view.firewall(ip["id"])}
+        expected = {(22, "127.0.0.0/8")}
+        if role == "web":
+            expected |= {(80, "0.0.0.0/0"), (443, "0.0.0.0/0")}
+        assert rules == expected, name
+    assert len(cloud_view.public_ips()) == 3
+    assert [n["name"] for n in cloud_view.networks()] == ["csdeploy-demo"]
+
+    # The db accessory's data disk: 10 GB, attached to the db VM.
+    (disk,) = cloud_view.volumes()
+    assert disk["name"] == "demo-db-1-db"
+    assert disk["virtualmachineid"] == vms["demo-db-1"]["id"]
+    assert disk["size"] == 10 * GB
+
+    # Inventory: hosts by role, addresses as the cloud has them, how to log in.
+    state = EnvState("demo")
+    inv = json.loads(state.inventory_path.read_text())
+    assert inv == result.inventory
+    assert inv["roles"] == {"web": ["demo-web-1"], "worker": ["demo-worker-1"], "db": ["demo-db-1"]}
+    assert inv["ssh"] == {"user": "root", "key": str(state.key_path), "known_hosts": str(state.known_hosts_path)}
+    for host in inv["hosts"]:
+        vm = vms[host["name"]]
+        assert host["public_ip"] == ips[vm["id"]]["ipaddress"] == vm["publicip"]
+        assert host["private_ip"] == vm["nic"][0]["ipaddress"]
+        assert host["ssh_port"] == 22
+    assert inv["accessories"] == {"db": "demo-db-1", "redis": "demo-web-1"}
+
+    # Private files, with the pinned host keys.
+    assert mode(state.key_path) == 0o600
+    assert mode(state.known_hosts_path) == 0o600
+    pinned = dict(line.split(" ", 1) for line in state.known_hosts_path.read_text().splitlines())
+    assert pinned == {h["public_ip"]: h["host_key"] for h in inv["hosts"]}
+
+    # SSH really works with the env's key and known_hosts, and reaches the right VM.
+    for host in inv["hosts"]:
+        proc = await ssh_run(host, state)
+        assert f"VM {host['name']}" in str(proc.stderr)
+
+
+async def test_ssh_refuses_a_host_key_other_than_the_pinned_one(home: Path, tmp_path: Path) -> None:
+    """The pinning is real: the same login with another key in known_hosts fails."""
+    result, _ = await create("demo")
+    host = result.inventory["hosts"][0]
+    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    wrong = tmp_path / "wrong_known_hosts"
+    wrong.write_text(f"{host['public_ip']} {other}\n")
+    with pytest.raises(asyncssh.HostKeyNotVerifiable):
+        await ssh_run(host, EnvState("demo"), known_hosts=str(wrong))
+
+
+async def test_a_second_create_env_creates_nothing(home: Path, cloud_view: CloudView) -> None:
+    await create("demo")
+    before = cloud_view.everything()
+    result, cloud = await create("demo")
+    assert result.plan.empty
+    assert {c: n for c, n in cloud.calls.items() if c in CREATE_COMMANDS} == {}
+    assert cloud_view.everything() == before
+
+
+# ---- changes ------------------------------------------------------------------------------------
+async def test_scale_a_role_up_and_down(home: Path, cloud_view: CloudView) -> None:
+    await create("demo")
+    await create("demo", "roles.web.count=3")
+    assert cloud_view.vm_names() == {n: 1 for n in [*DEMO_VMS, "demo-web-2", "demo-web-3"]}
+    web3 = cloud_view.vm("demo-web-3")
+    assert web3["state"] == "Running" and web3.get("publicip")
+    extra_ips = {cloud_view.vm(n)["publicip"] for n in ("demo-web-2", "demo-web-3")}
+    assert len(cloud_view.public_ips()) == 5
+
+    result, _ = await create("demo")
+    deleted = {a.name for a in result.plan.actions if a.op == "delete" and a.kind == "vm"}
+    assert deleted == {"demo-web-2", "demo-web-3"}
+    assert set(cloud_view.vm_names()) == set(DEMO_VMS)  # expunged: not even Destroyed
+    left = {i["ipaddress"] for i in cloud_view.public_ips()}
+    assert len(left) == 3 and not left & extra_ips
+    assert [h["name"] for h in result.inventory["hosts"]] == list(DEMO_VMS)
+
+
+async def test_changing_the_offering_scales_the_vm_and_warns(home: Path, cloud_view: CloudView) -> None:
+    await create("demo")
+    worker_id = cloud_view.vm("demo-worker-1")["id"]
+    progress = Recorder()
+    result, _ = await create("demo", "roles.worker.service_offering=medium", progress=progress)
+    assert [(a.op, a.name) for a in result.plan.actions] == [("scale", "demo-worker-1")]
+    vm = cloud_view.vm("demo-worker-1")
+    assert vm["id"] == worker_id  # the same VM, not a new one
+    assert vm["serviceofferingname"] == "medium" and vm["state"] == "Running"
+    warnings = [text for level, text in progress.notes if level == "warning"]
+    assert any("demo-worker-1" in w and "stopped" in w for w in warnings), progress.notes
+
+
+async def test_growing_a_disk_resizes_the_volume(home: Path, cloud_view: CloudView) -> None:
+    await create("demo")
+    result, _ = await create("demo", "accessories.db.disk.size=20")
+    assert [(a.op, a.kind) for a in result.plan.actions] == [("update", "volume")]
+    (disk,) = cloud_view.volumes()
+    assert disk["size"] == 20 * GB and disk["vmname"] == "demo-db-1"
+
+
+async def test_shrinking_a_disk_is_refused_and_changes_nothing(home: Path, cloud_view: CloudView) -> None:
+    await create("demo", "accessories.db.disk.size=20")
+    before = cloud_view.everything()
+    with pytest.raises(PlanError) as err:
+        await create("demo", "accessories.db.disk.size=10", "roles.web.count=2")
+    assert "demo-db-1-db" in str(err.value) and "20 GB" in str(err.value) and "shrink" in str(err.value)
+    assert cloud_view.everything() == before
+    assert cloud_view.volumes()[0]["size"] == 20 * GB
+
+
+def test_shrinking_a_disk_exits_2_from_the_cli(home: Path, cloud_view: CloudView) -> None:
+    assert cli(*create_args("demo")).exit_code == 0
+    before = cloud_view.everything()
+    res = cli(*create_args("demo", "accessories.db.disk.size=5"))
+    assert res.exit_code == 2
+    assert "shrinking a disk would destroy data" in res.stderr and "demo-db-1-db" in res.stderr
+    assert cloud_view.everything() == before
+
+
+async def test_a_destroyed_vm_is_replaced_and_gets_its_disk_back(home: Path, cloud_view: CloudView) -> None:
+    await create("demo")
+    old = cloud_view.vm("demo-db-1")
+    (disk,) = cloud_view.volumes()
+    cloud_view.cs.destroyVirtualMachine(id=old["id"])  # by hand, not expunged: the disk stays attached
+    assert cloud_view.vm("demo-db-1")["state"] == "Destroyed"
+    result, _ = await create("demo")
+    assert ("replace", "demo-db-1") in [(a.op, a.name) for a in result.plan.actions]
+    new = cloud_view.vm("demo-db-1")
+    assert new["id"] != old["id"] and new["state"] == "Running"
+    (again,) = cloud_view.volumes()
+    assert again["id"] == disk["id"] and again["virtualmachineid"] == new["id"]  # same data, new VM
+    assert new["publicip"] == old["publicip"]
+
+
+# ---- port forwarding ----------------------------------------------------------------------------
+async def test_port_forwarding_mode_shares_the_source_nat_address(home: Path, cloud_view: CloudView) -> None:
+    result, _ = await create("demo", "cloud.public_access=port_forwarding", "roles.web.count=2")
+    assert cloud_view.public_ips() == []  # no address per VM
+    (snat,) = [i for i in cloud_view.all_ips() if i.get("issourcenat")]
+    vms = {v["id"]: v["name"] for v in cloud_view.vms()}
+    rules = {(int(r["publicport"]), int(r["privateport"]), vms[r["virtualmachineid"]], r.get("cidrlist", ""))
+             for r in cloud_view.port_forwards()}
+    ssh_rules = sorted(r for r in rules if r[1] == 22)
+    assert [r[0] for r in ssh_rules] == [2201, 2202, 2203, 2204]
+    assert {r[2] for r in ssh_rules} == {"demo-web-1", "demo-web-2", "demo-worker-1", "demo-db-1"}
+    assert all(r[3] == "127.0.0.0/8" for r in ssh_rules)
+    assert {r[:3] for r in rules if r[1] != 22} == {(80, 80, "demo-web-1"), (443, 443, "demo-web-1")}
+
+    state = EnvState("demo")
+    for host in result.inventory["hosts"]:
+        assert host["public_ip"] == snat["ipaddress"] and host["ssh_port"] >= 2201
+        proc = await ssh_run(host, state)
+        assert f"VM {host['name']}" in str(proc.stderr)
+    pinned = {line.split(" ", 1)[0] for line in state.known_hosts_path.read_text().splitlines()}
+    assert pinned == {f"[{snat['ipaddress']}]:{h['ssh_port']}" for h in result.inventory["hosts"]}
+
+    again, _ = await create("demo", "cloud.public_access=port_forwarding", "roles.web.count=2")
+    assert again.plan.empty
+
+
+# ---- plan -----------------------------------------------------------------------------------------
+def test_plan_on_an_empty_cloud_lists_creates_and_changes_nothing(home: Path, cloud_view: CloudView) -> None:
+    res = cli("plan", str(DEMO), "--env", "demo")
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.startswith("environment demo: ")
+    for name in ("csdeploy-demo", *DEMO_VMS, "demo-db-1-db", "demo-web-1:443"):
+        assert name in res.stdout
+    assert "demo-worker-1:443" not in res.stdout
+    res = cli("plan", str(DEMO), "--env", "demo", "--json")
+    assert res.exit_code == 0
+    data = json.loads(res.stdout)
+    assert set(data) >= {"creates", "changes", "deletes"}
+    created = {(a["kind"], a["name"]) for a in data["creates"]}
+    assert {("network", "csdeploy-demo"), ("keypair", "csdeploy-demo"), ("vm", "demo-web-1"),
+            ("volume", "demo-db-1-db")} <= created
+    assert data["changes"] == [] and data["deletes"] == []
+    everything = cloud_view.everything()
+    assert not any(everything.values()), everything
+    assert not (home / "envs" / "demo").exists()  # no key made, nothing written
+
+
+def test_names_the_cloud_does_not_offer_exit_2_with_suggestions(home: Path, cloud_view: CloudView) -> None:
+    res = cli("plan", str(DEMO), "--env", "demo", "--set", "cloud.zone=lab-zone-2")
+    assert res.exit_code == 2
+    assert "lab-zone-2" in res.stderr and "lab-zone-1" in res.stderr
+    res = cli(*create_args("demo", "cloud.template=Debian 13*", "roles.web.service_offering=huge"))
+    assert res.exit_code == 2
+    assert "Debian 13*" in res.stderr and "Debian 12 bookworm 2026-11-01" in res.stderr
+    assert "'huge'" in res.stderr and "large" in res.stderr  # every problem at once
+    everything = cloud_view.everything()
+    assert not any(everything.values()), everything
+
+
+def test_plan_json_shows_deletes_after_a_scale_down(home: Path) -> None:
+    assert cli(*create_args("demo", "roles.web.count=2")).exit_code == 0
+    res = cli("plan", str(DEMO), "--env", "demo", "--json")
+    data = json.loads(res.stdout)
+    assert data["creates"] == [] and data["changes"] == []
+    assert {(a["kind"], a["name"]) for a in data["deletes"]} >= {("vm", "demo-web-2")}
+    assert any(a["kind"] == "ip" for a in data["deletes"])
+
+
+# ---- envs ----------------------------------------------------------------------------------------
+def test_envs_lists_environments_with_roles_and_expiry(home: Path) -> None:
+    assert cli("envs").stdout.strip() == "no environments"
+    started = datetime.now(UTC)
+    assert cli(*create_args("demo", "roles.web.count=2", extra=["--ttl", "2h"])).exit_code == 0
+    assert cli(*create_args("other")).exit_code == 0
+    res = cli("envs", "--json")
+    assert res.exit_code == 0
+    found = {e["env"]: e for e in json.loads(res.stdout)}
+    assert set(found) == {"demo", "other"}
+    demo = found["demo"]
+    assert demo["roles"] == {"web": 2, "worker": 1, "db": 1} and demo["vms"] == 4
+    expires, created = parse_time(demo["expires"]), parse_time(demo["created"])
+    assert expires is not None and created is not None
+    assert abs((expires - started) - timedelta(hours=2)) < timedelta(minutes=1)
+    assert abs(created - started) < timedelta(minutes=1)
+    # Without --ttl the blueprint's ttl (12h) applies.
+    other = parse_time(found["other"]["expires"])
+    assert other is not None and abs((other - started) - timedelta(hours=12)) < timedelta(minutes=1)
+    text = cli("envs").stdout
+    assert "demo" in text and "web×2" in text and demo["expires"] in text
+
+
+def test_a_rerun_without_ttl_keeps_the_expiry(home: Path, cloud_view: CloudView) -> None:
+    assert cli(*create_args("demo", extra=["--ttl", "2h"])).exit_code == 0
+    before = tags_of(cloud_view.networks()[0])[TAG_EXPIRES]
+    res = cli(*create_args("demo"))
+    assert res.exit_code == 0
+    assert tags_of(cloud_view.networks()[0])[TAG_EXPIRES] == before
+
+
+# ---- the CLI's exit codes ---------------------------------------------------------------------
+def test_invalid_env_name_exits_2(home: Path) -> None:
+    res = cli(*create_args("Bad_Name"))
+    assert res.exit_code == 2 and "Bad_Name" in res.stderr
+
+
+def test_bad_blueprint_exits_2_with_file_and_line(home: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(DEMO.read_text().replace("  web:\n    count: 1\n", "  web:\n    count: many\n"))
+    line = next(i for i, text in enumerate(bad.read_text().splitlines(), 1) if "count: many" in text)
+    res = cli("create-env", str(bad), "--env", "demo", "--skip-rollout")
+    assert res.exit_code == 2
+    assert f"{bad}:{line}" in res.stderr
+
+
+def test_no_cloud_configured_exits_2_with_the_hint(clean_env: Path) -> None:
+    res = cli(*create_args("demo"))
+    assert res.exit_code == 2
+    assert "no CloudStack configured" in res.stderr
+    assert "CLOUDSTACK_ENDPOINT" in res.stderr and "lab simulator" in res.stderr
+    assert not (clean_env / "envs" / "demo" / "inventory.json").exists()

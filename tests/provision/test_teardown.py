@@ -1,0 +1,108 @@
+"""teardown: nothing left (checked with `cs`), idempotent, works without local state, and
+loud when something stays."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cloudstack_deploy.progress import Recorder
+from cloudstack_deploy.provision.teardown import TeardownIncomplete, remaining, teardown_env
+from cloudstack_deploy.state import EnvState
+
+from .conftest import CloudView, cli, cloud_session, create, create_args
+
+
+def assert_clean(cloud_view: CloudView) -> None:
+    everything = cloud_view.everything()
+    assert not any(everything.values()), everything
+
+
+def test_teardown_leaves_nothing_in_the_cloud(home: Path, cloud_view: CloudView) -> None:
+    assert cli(*create_args("demo", "roles.web.count=2")).exit_code == 0
+    state = EnvState("demo")
+    assert state.inventory_path.exists()
+    res = cli("teardown", "--env", "demo", "--yes", "--progress", "plain")
+    assert res.exit_code == 0, res.stderr
+    assert "nothing left" in res.stdout
+    assert_clean(cloud_view)  # networks, VMs (Destroyed too), IPs, volumes, keypairs, tags
+    # The local cache goes too: no later command targets dead addresses.
+    assert not state.dir.exists()
+
+
+def test_teardown_without_local_state(home: Path, cloud_view: CloudView) -> None:
+    assert cli(*create_args("demo")).exit_code == 0
+    shutil.rmtree(home / "envs" / "demo")
+    res = cli("teardown", "--env", "demo", "--yes", "--progress", "plain")
+    assert res.exit_code == 0, res.stderr
+    assert_clean(cloud_view)
+
+
+def test_teardown_of_a_port_forwarding_environment(home: Path, cloud_view: CloudView) -> None:
+    assert cli(*create_args("demo", "cloud.public_access=port_forwarding")).exit_code == 0
+    assert len(cloud_view.port_forwards()) == 5
+    res = cli("teardown", "--env", "demo", "--yes", "--progress", "plain")
+    assert res.exit_code == 0, res.stderr
+    assert_clean(cloud_view)
+    assert cloud_view.port_forwards() == []
+
+
+def test_teardown_is_idempotent(home: Path, cloud_view: CloudView) -> None:
+    assert cli(*create_args("demo")).exit_code == 0
+    assert cli("teardown", "--env", "demo", "--yes").exit_code == 0
+    res = cli("teardown", "--env", "demo", "--yes", "--progress", "plain")
+    assert res.exit_code == 0
+    assert "nothing left" in res.stdout
+    assert_clean(cloud_view)
+
+
+def test_teardown_without_yes_and_no_terminal_refuses(home: Path, cloud_view: CloudView) -> None:
+    assert cli(*create_args("demo")).exit_code == 0
+    res = cli("teardown", "--env", "demo")
+    assert res.exit_code == 2 and "--yes" in res.stderr
+    assert len(cloud_view.vms()) == 3
+
+
+async def test_teardown_touches_only_its_environment(home: Path, cloud_view: CloudView) -> None:
+    await create("demo")
+    other, _ = await create("other")
+    async with cloud_session() as cloud:
+        await teardown_env(cloud, "demo", Recorder())
+        assert await remaining(cloud, "demo") == []
+    assert sorted(v["name"] for v in cloud_view.vms()) == ["other-db-1", "other-web-1", "other-worker-1"]
+    assert all(v["state"] == "Running" for v in cloud_view.vms())
+    assert [n["name"] for n in cloud_view.networks()] == ["csdeploy-other"]
+    assert [v["name"] for v in cloud_view.volumes()] == ["other-db-1-db"]
+    assert [k["name"] for k in cloud_view.keypairs()] == ["csdeploy-other"]
+    assert len(cloud_view.public_ips()) == 3
+    again, _ = await create("other")
+    assert again.plan.empty
+
+
+async def test_teardown_names_what_it_could_not_delete(home: Path, cloud_view: CloudView) -> None:
+    await create("demo")
+    network_id = cloud_view.networks()[0]["id"]
+    cloud_view.add_faults("deleteNetwork:job:530:always")
+    with pytest.raises(TeardownIncomplete) as err:
+        async with cloud_session() as cloud:
+            await teardown_env(cloud, "demo", Recorder())
+    assert "csdeploy-demo" in str(err.value) or network_id in str(err.value)
+    assert "still in the cloud" in str(err.value)
+    # Everything else went; the network stayed.
+    assert cloud_view.vms() == [] and cloud_view.volumes() == [] and cloud_view.public_ips() == []
+    assert [n["id"] for n in cloud_view.networks()] == [network_id]
+
+
+def test_teardown_exits_1_naming_what_is_left_then_finishes(home: Path, cloud_view: CloudView) -> None:
+    assert cli(*create_args("demo")).exit_code == 0
+    cloud_view.add_faults("deleteNetwork:job:530:always")
+    res = cli("teardown", "--env", "demo", "--yes", "--progress", "plain")
+    assert res.exit_code == 1
+    assert "csdeploy-demo" in res.stderr and "not fully removed" in res.stderr
+    assert EnvState("demo").key_path.exists()  # the state is kept while the env is not gone
+    cloud_view.clear_faults()
+    res = cli("teardown", "--env", "demo", "--yes", "--progress", "plain")
+    assert res.exit_code == 0, res.stderr
+    assert_clean(cloud_view)
