@@ -127,15 +127,21 @@ class EnvState:
         if not self.key_path.exists():
             self.ensure_dir()
             key = asyncssh.generate_private_key("ssh-ed25519", comment=f"csdeploy-{self.env}")
-            # O_EXCL: two processes racing here must not overwrite each other's key.
+            # Write a complete file under a temporary name, then hard-link it into place:
+            # link() fails if the key exists, so two racing processes never overwrite each
+            # other, and a reader never sees a half-written key.
+            public = key.export_public_key("openssh").decode().strip()
+            _write_private(self.key_path.with_name(self.key_path.name + ".pub.new"), public + "\n")
+            tmp = self.key_path.with_name(f".{self.key_path.name}.{os.getpid()}")
+            _write_private(tmp, key.export_private_key("openssh").decode())
             try:
-                fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.link(tmp, self.key_path)
             except FileExistsError:
                 return self.key_path, _public_line_of(self.key_path)
-            with os.fdopen(fd, "wb") as f:
-                f.write(key.export_private_key("openssh"))
-            public = key.export_public_key("openssh").decode().strip()
-            _write_private(self.key_path.with_name(self.key_path.name + ".pub"), public + "\n")
+            finally:
+                os.unlink(tmp)
+            os.replace(self.key_path.with_name(self.key_path.name + ".pub.new"),
+                       self.key_path.with_name(self.key_path.name + ".pub"))
             return self.key_path, public
         return self.key_path, _public_line_of(self.key_path)
 

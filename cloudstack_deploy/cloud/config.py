@@ -96,7 +96,8 @@ def read_cloud_config(region: str | None = None) -> CloudConfig:
                 f"no [{name}] section in {', '.join(str(p) for p in ini)}",
                 hint="set CLOUDSTACK_REGION to one of: " + ", ".join(parser.sections()),
             )
-        return _from_section(parser[name], f"{ini[-1]} [{name}]", is_lab=False)
+        config = _from_section(parser[name], f"{ini[-1]} [{name}]", is_lab=False)
+        return _apply_overrides(config, env.get("CLOUDSTACK_OVERRIDES", ""))
     lab = lab_profile_path()
     if lab.exists():
         parser = configparser.ConfigParser()
@@ -109,6 +110,25 @@ def read_cloud_config(region: str | None = None) -> CloudConfig:
         hint="export CLOUDSTACK_ENDPOINT, CLOUDSTACK_KEY and CLOUDSTACK_SECRET, write ~/.cloudstack.ini, "
              "or start the local lab with `csdeploy lab simulator --write-profile`",
     )
+
+
+def _apply_overrides(config: CloudConfig, overrides: str) -> CloudConfig:
+    """cs's CLOUDSTACK_OVERRIDES: the listed keys come from CLOUDSTACK_<KEY> over the ini file."""
+    import dataclasses
+    import re
+
+    changes: dict[str, object] = {}
+    for key in {k.lower() for k in re.split(r"\W+", overrides) if k}:
+        value = os.environ.get(f"CLOUDSTACK_{key.upper()}")
+        if value is None:
+            continue
+        if key in ("endpoint", "key", "secret"):
+            changes[key] = value
+        elif key in ("timeout", "poll_interval", "job_timeout"):
+            changes[key] = float(value)
+    if changes:
+        changes["source"] = config.source + " + CLOUDSTACK_OVERRIDES"
+    return dataclasses.replace(config, **changes) if changes else config  # type: ignore[arg-type]
 
 
 def write_lab_profile(endpoint: str, key: str, secret: str, poll_interval: float = 0.25) -> Path:

@@ -135,7 +135,15 @@ async def keypair_action(ctx: RunContext, a: Action) -> str:
     except CloudError as exc:
         if "already exists" not in exc.text:
             raise
-        return "registered by a concurrent run"
+        # A concurrent run registered it: go on only if it is our key.
+        from .run import key_fingerprint
+
+        found = await ctx.cloud.list("listSSHKeyPairs", name=ctx.desired.keypair)
+        theirs = next((k.get("fingerprint") for k in found if k["name"] == ctx.desired.keypair), None)
+        if theirs != key_fingerprint(ctx.public_key):
+            raise EnvBusy(f"keypair {ctx.desired.keypair} was just registered by another csdeploy run with "
+                          "another key", hint="wait for that run to finish, then re-run from the same machine") from None
+        return "registered by a concurrent run (same key)"
     return "registered"
 
 

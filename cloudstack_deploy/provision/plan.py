@@ -216,13 +216,23 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
             if r["ipaddressid"] in kept_ips and r["id"] not in wanted_rules:
                 add(Action("delete", "firewall", f"{r.get('ipaddress')}:{r.get('startport')}",
                            "not in the blueprint", REMOVE, data={"id": r["id"]}))
+        removed_vm_ids = {vm["id"] for name, vm in actual.vms.items() if name not in wanted_vms}
+        for r in actual.port_forwards:  # left from port_forwarding mode: they would keep ports open
+            if r.get("virtualmachineid") not in removed_vm_ids:
+                add(Action("delete", "port-forward", f"{r.get('ipaddress')}:{r.get('publicport')}",
+                           "the blueprint uses static NAT now", REMOVE, data={"id": r["id"]}))
+    else:
+        for ip in actual.ips:  # left from static_nat mode
+            add(Action("delete", "ip", ip["ipaddress"], "the blueprint uses port forwarding now: release it",
+                       REMOVE, data={"id": ip["id"]}))
     for name, vol in sorted(actual.volumes.items()):
         if name not in wanted_volumes:
             add(Action("delete", "volume", name, f"{vol['size'] // GB} GB; its data is lost", REMOVE,
                        data={"id": vol["id"], "attached": bool(vol.get("virtualmachineid"))}))
             plan.warnings.append(f"volume {name} is no longer in the blueprint: it will be deleted with its data")
     if problems:
-        raise PlanError("the plan cannot be made:\n  " + "\n  ".join(problems))
+        raise PlanError("the plan cannot be made:\n  " + "\n  ".join(problems),
+                        hint="change the blueprint (or --set) so that it asks for what can be done, then re-run")
     return plan
 
 

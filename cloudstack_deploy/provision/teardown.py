@@ -71,6 +71,7 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress) -> TeardownRe
     step = lambda res, fn: _step(progress, env, res, fn, failures, result.deleted)  # noqa: E731
 
     volumes = dict(actual.volumes)
+    volumes.update(await _loose_volumes_of(cloud, env, actual.loose_volumes))
     for t in tagged:  # tagged volumes anywhere (e.g. detached ones)
         if t["resourcetype"] == "Volume" and not any(v["id"] == t["resourceid"] for v in volumes.values()):
             for vol in await cloud.list("listVolumes", id=t["resourceid"]):
@@ -115,15 +116,34 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress) -> TeardownRe
     return result
 
 
+async def _loose_volumes_of(cloud: Cloud, env: str, loose: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Untagged, unattached volumes named ``<env>-...`` (a run killed between createVolume and
+    createTags). Env names may contain '-', so a name is ours only if no other known
+    environment is a longer prefix of it (``demo-x-web-1-web`` belongs to ``demo-x``)."""
+    if not loose:
+        return {}
+    envs = {t.get("value", "") for t in await cloud.list("listTags", key=TAG_ENV)} | {env}
+    out = {}
+    for name, vol in loose.items():
+        owner = max((e for e in envs if name.startswith(e + "-")), key=len, default=None)
+        if owner == env:
+            out[name] = vol
+    return out
+
+
 async def remaining(cloud: Cloud, env: str) -> list[str]:
     """Everything that still belongs to ``env`` in the cloud, as readable lines."""
-    tagged, nets, keys = await asyncio.gather(
+    tagged, nets, keys, vols = await asyncio.gather(
         cloud.list("listTags", key=TAG_ENV, value=env),
         cloud.list("listNetworks", name=network_name(env)),
         cloud.list("listSSHKeyPairs", name=keypair_name(env)),
+        cloud.list("listVolumes", type="DATADISK", keyword=f"{env}-"),
     )
+    loose = {v["name"]: v for v in vols if v["name"].startswith(f"{env}-") and not v.get("virtualmachineid")
+             and not v.get("tags")}
     left = [f"{t['resourcetype']} {t['resourceid']} (tagged {TAG_ENV}={env})" for t in tagged]
     left += [f"Network {n['name']} ({n['id']})" for n in nets if n["name"] == network_name(env)
              and not any(n["id"] in x for x in left)]
     left += [f"SSHKeyPair {k['name']}" for k in keys if k["name"] == keypair_name(env)]
+    left += [f"Volume {name} ({v['id']}, untagged)" for name, v in (await _loose_volumes_of(cloud, env, loose)).items()]
     return left

@@ -118,3 +118,19 @@ def test_the_secret_never_shows(clean_env: Path, monkeypatch: pytest.MonkeyPatch
         assert "s3cr3t-never-shown" not in text
         assert "AKEYVALUE123" not in text  # only a prefix of the key, to tell accounts apart
         assert "http://env/api" in text
+
+
+def test_cloudstack_overrides_takes_listed_keys_from_the_environment(tmp_path, monkeypatch) -> None:
+    from cloudstack_deploy.cloud.config import read_cloud_config
+
+    ini = tmp_path / "cs.ini"
+    ini.write_text("[cloudstack]\nendpoint = http://ini.example/client/api\nkey = ini-key\nsecret = ini-secret\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLOUDSTACK_CONFIG", str(ini))
+    monkeypatch.setenv("CLOUDSTACK_ENDPOINT", "http://127.0.0.1:9/client/api")
+    monkeypatch.setenv("CLOUDSTACK_KEY", "env-key")
+    monkeypatch.setenv("CLOUDSTACK_OVERRIDES", "endpoint")
+    config = read_cloud_config()
+    assert config.endpoint == "http://127.0.0.1:9/client/api"  # listed: from the environment
+    assert config.key == "ini-key"  # not listed: from the ini file

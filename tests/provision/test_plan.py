@@ -266,3 +266,22 @@ def test_make_plan_does_not_modify_its_inputs() -> None:
     plan_of(d, a)
     assert vars(a) == before
     assert TAG_ENV in a.tags["net"]
+
+
+def test_switching_to_port_forwarding_releases_the_static_nat_ips() -> None:
+    static = desired()
+    a = converged(static)
+    pf = desired("cloud.public_access=port_forwarding")
+    plan = plan_of(pf, a)
+    released = {name for op, kind, name in ops(plan) if (op, kind) == ("delete", "ip")}
+    assert released == {ip["ipaddress"] for ip in a.ips}, "static NAT addresses must not stay allocated"
+    assert all(x.group == REMOVE for x in plan.actions if (x.op, x.kind) == ("delete", "ip"))
+
+
+def test_switching_back_to_static_nat_removes_the_port_forwards() -> None:
+    d = desired()
+    a = converged(d)
+    a.port_forwards.append({"id": "pf-1", "ipaddress": "127.100.0.99", "publicport": "2201", "privateport": "22",
+                            "virtualmachineid": "vm-demo-web-1"})
+    plan = plan_of(d, a)
+    assert ("delete", "port-forward", "127.100.0.99:2201") in ops(plan), "an old SSH forward would stay open"

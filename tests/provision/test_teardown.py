@@ -106,3 +106,19 @@ def test_teardown_exits_1_naming_what_is_left_then_finishes(home: Path, cloud_vi
     res = cli("teardown", "--env", "demo", "--yes", "--progress", "plain")
     assert res.exit_code == 0, res.stderr
     assert_clean(cloud_view)
+
+
+def test_teardown_finds_an_untagged_volume_left_by_a_killed_run(home: Path, cloud_view: CloudView) -> None:
+    """A run killed between createVolume and createTags leaves `<env>-...` untagged; teardown
+    removes it, but not the volume of another environment whose name has ours as a prefix."""
+    assert cli(*create_args("demo")).exit_code == 0
+    assert cli(*create_args("demo-x")).exit_code == 0
+    zone = cloud_view.cs.listZones()["zone"][0]["id"]
+    custom = next(o for o in cloud_view.cs.listDiskOfferings()["diskoffering"] if o["iscustomized"])
+    for name in ("demo-web-1-cache", "demo-x-web-1-cache"):
+        cloud_view.cs.createVolume(name=name, zoneid=zone, diskofferingid=custom["id"], size=1)
+    res = cli("teardown", "--env", "demo", "--yes", "--progress", "plain")
+    assert res.exit_code == 0, res.stderr
+    names = {v["name"] for v in cloud_view.volumes()}
+    assert "demo-web-1-cache" not in names
+    assert "demo-x-web-1-cache" in names, "another environment's volume must be left alone"
