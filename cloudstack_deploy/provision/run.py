@@ -19,8 +19,9 @@ from ..cloud import Cloud, CloudError, JobFailed
 from ..errors import CsdeployError
 from ..progress import Event, Progress
 from ..state import EnvState
+from .actions import SETTLING_STATES
 from .actual import Actual, read_actual
-from .apply import SETTLING_STATES, EnvBusy, RunContext, apply_plan
+from .apply import EnvBusy, RunContext, apply_plan
 from .catalog import Catalog, resolve_catalog
 from .desired import TAG_EXPIRES, TAG_LOCK, Desired, desired_state, format_time, parse_time
 from .plan import Plan, make_plan
