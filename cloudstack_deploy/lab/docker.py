@@ -42,7 +42,8 @@ async def docker(*args: str, input: bytes | None = None, check: bool = True, tim
     code = proc.returncode or 0
     text_out, text_err = out.decode(errors="replace"), err.decode(errors="replace")
     if check and code != 0:
-        detail = text_err.strip().splitlines()[-1] if text_err.strip() else f"exit {code}"
+        lines = [ln.strip() for ln in text_err.strip().splitlines() if ln.strip()]
+        detail = "; ".join(lines[-3:])[-600:] if lines else f"exit {code}"
         hint = docker_hint() if "Cannot connect to the Docker daemon" in text_err else None
         raise DockerError(f"docker {' '.join(_short(args))} failed: {detail}", hint=hint)
     return code, text_out, text_err

@@ -1,0 +1,383 @@
+"""The lab's image registry: Debian's docker-registry with TLS from the lab CA and basic auth.
+
+Deploys pull from ``registry.lab:5000`` exactly as they would from a real private registry:
+over TLS verified against a CA the hosts are given, with a user and password from the
+blueprint's secrets. This machine pushes to the same registry through ``localhost:5000``
+(published on 127.0.0.1 only), using the same repository paths.
+
+How pushes trust the CA without restarting dockerd: dockerd treats 127.0.0.0/8 (and so
+``localhost:5000``) as an "insecure registry" by default, which still means HTTPS first,
+only without verifying the certificate. We also write the CA to
+``/etc/docker/certs.d/localhost:<port>/ca.crt`` when we may (root), which dockerd reads
+per connection and uses once 127.0.0.0/8 is removed from its insecure list. Lab VMs pull
+from ``registry.lab:5000`` (not loopback there) with the CA in their certs.d: verified.
+
+Files (all under ``$CSDEPLOY_HOME/lab``): ``ca/ca.crt`` (+ ``ca.key`` 0600),
+``registry/password`` (0600), ``registry/files/{server.crt,server.key,htpasswd}`` (copied into
+the container), ``registry/docker-config/`` (the docker login used for pushes, so the user's
+own ~/.docker/config.json is never touched).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from ..errors import CsdeployError
+from ..progress import Event, Progress
+from .base import recipe_hash
+from .build import ImageSpec, build_image, image_id
+from .ca import CertPair, ensure_ca, ensure_server_cert, lab_dir, write_private
+from .docker import docker
+
+REGISTRY_IMAGE = "csdeploy-lab/registry:2"
+REGISTRY_SPEC = ImageSpec(REGISTRY_IMAGE, "registry")
+CONTAINER = "csdeploy-lab-registry"
+VOLUME = "csdeploy-lab-registry-data"
+SERVER = "registry.lab:5000"
+USERNAME = "csdeploy"
+HOST_PORT = 5000
+CONFIG_LABEL = "csdeploy.config"
+CERT_NAMES = ["registry.lab", "localhost"]
+CERT_IPS = ["127.0.0.1"]
+CERTS_D = Path("/etc/docker/certs.d")
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+])
+
+
+class RegistryError(CsdeployError):
+    """The lab registry could not be started, reached or pushed to."""
+
+
+@dataclass(frozen=True)
+class RegistryInfo:
+    """How to reach the lab registry, from this machine and from the lab's hosts."""
+
+    name: str
+    """The container's name."""
+    host_port: int
+    """Published on 127.0.0.1: pushes go to ``localhost:<host_port>``."""
+    password_path: Path
+    ca_path: Path
+    server: str = SERVER
+    """What deploys pull from (the blueprint's ``registry.server``)."""
+    username: str = USERNAME
+    volume: str = VOLUME
+    state_dir: Path = field(default_factory=lambda: lab_dir() / "registry")
+
+    @property
+    def local_server(self) -> str:
+        return f"localhost:{self.host_port}"
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.host_port}"
+
+    @property
+    def docker_config(self) -> Path:
+        return self.state_dir / "docker-config"
+
+    def password(self) -> str:
+        return self.password_path.read_text().strip()
+
+
+@dataclass(frozen=True)
+class PushResult:
+    ref: str
+    digest: str
+    pushed: bool
+    """False when the registry already had this exact manifest."""
+
+
+@dataclass(frozen=True)
+class RegistryStatus:
+    name: str
+    state: str
+    """running, exited, created, ... or missing."""
+    host_port: int | None = None
+    reachable: bool = False
+    repositories: dict[str, list[str]] = field(default_factory=dict)
+    detail: str = ""
+
+
+def _paths(state_dir: Path, ca_dir: Path | None) -> tuple[CertPair, Path, Path]:
+    ca = ensure_ca(ca_dir or state_dir.parent / "ca")
+    files = state_dir / "files"
+    ensure_server_cert(ca, files, CERT_NAMES, CERT_IPS)
+    return ca, files, state_dir / "password"
+
+
+def _password_needing_htpasswd(files: Path, password_path: Path) -> str | None:
+    """Make the password once; return it when its htpasswd line is still to be made."""
+    if password_path.exists() and (files / "htpasswd").exists():
+        return None
+    if not password_path.exists():
+        write_private(password_path, (secrets.token_urlsafe(24) + "\n").encode())
+    return password_path.read_text().strip()
+
+
+async def _ensure_htpasswd(files: Path, password_path: Path) -> None:
+    """The registry's htpasswd for our user, made with the image's own htpasswd (bcrypt)."""
+    password = _password_needing_htpasswd(files, password_path)
+    if password is None:
+        return
+    # -i: the password comes on stdin, never in argv; -B: bcrypt, as the registry requires.
+    _, out, _ = await docker("run", "--rm", "-i", "--network", "none", "--entrypoint", "htpasswd",
+                             REGISTRY_IMAGE, "-niB", USERNAME, input=password.encode() + b"\n")
+    line = next((x for x in out.splitlines() if x.startswith(f"{USERNAME}:")), "")
+    if not line:
+        raise RegistryError("htpasswd did not return a bcrypt line for the registry user")
+    write_private(files / "htpasswd", (line + "\n").encode())
+
+
+async def ensure_registry(*, name: str = CONTAINER, host_port: int = HOST_PORT, volume: str = VOLUME,
+                          state_dir: Path | None = None, ca_dir: Path | None = None,
+                          progress: Progress | None = None) -> RegistryInfo:
+    """Start the lab registry, or reuse it when it already runs with this exact configuration.
+
+    The container carries a hash of everything it was made from (image, certificate, key,
+    htpasswd, port, volume); a change to any of them recreates it. The data volume is kept.
+    """
+    state_dir = state_dir or lab_dir() / "registry"
+    await build_image(REGISTRY_SPEC, progress=progress)
+    ca, files, password_path = _paths(state_dir, ca_dir)
+    await _ensure_htpasswd(files, password_path)
+    info = RegistryInfo(name=name, host_port=host_port, password_path=password_path,
+                        ca_path=ca.cert, volume=volume, state_dir=state_dir)
+    want = recipe_hash(await image_id(REGISTRY_IMAGE) or "", str(host_port), volume,
+                       *(p.read_bytes() for p in sorted(files.iterdir())))
+    resource = f"registry {name}"
+    state, have = await _container_state(name)
+    networks: dict[str, list[str]] = {}
+    if state != "missing" and have != want:
+        networks = await _lab_networks(name)
+        await docker("rm", "--force", name)
+        state = "missing"
+    if state == "missing":
+        if progress:
+            progress.emit(Event(resource, "create", "running", f"127.0.0.1:{host_port}"))
+        await docker("create", "--name", name, "--restart", "unless-stopped",
+                     "--label", "csdeploy.lab=1", "--label", f"{CONFIG_LABEL}={want}",
+                     "--publish", f"127.0.0.1:{host_port}:5000",
+                     "--volume", f"{volume}:/var/lib/registry",
+                     "--log-opt", "max-size=10m", REGISTRY_IMAGE)
+        await docker("cp", f"{files}/.", f"{name}:/etc/docker/registry/lab")
+        for network, aliases in networks.items():  # the lab networks VMs reach it on
+            alias_args = [a for alias in aliases for a in ("--alias", alias)]
+            await docker("network", "connect", *alias_args, network, name, check=False)
+    if state != "running":
+        code, _, err = await docker("start", name, check=False)
+        if code != 0:
+            raise RegistryError(f"the registry container {name} did not start: {err.strip()}",
+                                hint=f"is port {host_port} on 127.0.0.1 free? (ss -ltnp "
+                                     f"'sport = :{host_port}')")
+    await _wait_ready(info)
+    _trust_on_host(info)
+    if progress:
+        progress.emit(Event(resource, "create" if state == "missing" else "start",
+                            "done" if state != "running" else "skipped", info.local_server))
+    return info
+
+
+async def _container_state(name: str) -> tuple[str, str | None]:
+    """(state, config label) of a container, or ("missing", None)."""
+    fmt = '{{.State.Status}} {{index .Config.Labels "' + CONFIG_LABEL + '"}}'
+    code, out, _ = await docker("container", "inspect", "--format", fmt, name, check=False)
+    if code != 0:
+        return "missing", None
+    state, _, label = out.strip().partition(" ")
+    return state, label or None
+
+
+async def _lab_networks(name: str) -> dict[str, list[str]]:
+    """The user-defined networks a container is on, with its aliases (kept on a recreate)."""
+    _, out, _ = await docker("container", "inspect", "--format",
+                             "{{.Id}} {{json .NetworkSettings.Networks}}", name)
+    ident, _, nets = out.strip().partition(" ")
+    return {net: [a for a in (cfg.get("Aliases") or []) if a not in (ident[:12], name)]
+            for net, cfg in (json.loads(nets or "{}") or {}).items()
+            if net not in ("bridge", "host", "none")}
+
+
+def _ssl(info: RegistryInfo) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(info.ca_path))
+
+
+async def _get(info: RegistryInfo, path: str, *, method: str = "GET", auth: bool = True,
+               headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    headers = dict(headers or {})
+    if auth:
+        token = base64.b64encode(f"{info.username}:{info.password()}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    timeout = aiohttp.ClientTimeout(total=15)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.request(
+            method, info.url + path, ssl=_ssl(info), headers=headers) as resp:
+        return resp.status, dict(resp.headers), await resp.read()
+
+
+async def _wait_ready(info: RegistryInfo, timeout: float = 30.0) -> None:
+    """Wait until /v2/ answers 401 without credentials (TLS and auth both up)."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            status, _, _ = await _get(info, "/v2/", auth=False)
+            if status == 401:
+                return
+            last = f"HTTP {status}"
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        await asyncio.sleep(0.3)
+    _, logs, _ = await docker("logs", "--tail", "15", info.name, check=False)
+    raise RegistryError(f"the registry on {info.url} did not become ready ({last}); its log:\n{logs}")
+
+
+def _trust_on_host(info: RegistryInfo) -> None:
+    """Put the CA where this machine's dockerd looks for it; skip quietly without root."""
+    for host in (info.local_server, f"127.0.0.1:{info.host_port}"):
+        target = CERTS_D / host / "ca.crt"
+        try:
+            if not target.exists() or target.read_bytes() != info.ca_path.read_bytes():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(info.ca_path.read_bytes())
+        except OSError:
+            return
+
+
+def _untrust_on_host(ca_path: Path) -> None:
+    """Remove every certs.d entry holding this CA (whatever port the registry had)."""
+    try:
+        ca = ca_path.read_bytes()
+        entries = [p for p in CERTS_D.glob("*/ca.crt") if p.read_bytes() == ca]
+        for entry in entries:
+            entry.unlink()
+            if not any(entry.parent.iterdir()):
+                entry.parent.rmdir()
+    except OSError:
+        pass
+
+
+async def manifest(info: RegistryInfo, repo: str, tag: str) -> tuple[str, str] | None:
+    """(manifest digest, image config digest) the registry holds for ``repo:tag``, or None.
+
+    The config digest of a pushed image is its local image id, which is how `push` knows a
+    push would change nothing without keeping any extra tag around on this machine.
+    """
+    status, headers, body = await _get(info, f"/v2/{repo}/manifests/{tag}",
+                                       headers={"Accept": MANIFEST_TYPES})
+    if status == 404:
+        return None
+    if status != 200:
+        raise RegistryError(f"the registry answered HTTP {status} for {repo}:{tag}")
+    config = (json.loads(body).get("config") or {}).get("digest", "")
+    return headers.get("Docker-Content-Digest", ""), config
+
+
+async def catalog(info: RegistryInfo) -> dict[str, list[str]]:
+    """Every repository in the registry with its tags."""
+    status, _, body = await _get(info, "/v2/_catalog?n=1000")
+    if status != 200:
+        raise RegistryError(f"the registry's catalog answered HTTP {status}")
+    repos: dict[str, list[str]] = {}
+    for repo in json.loads(body).get("repositories") or []:
+        code, _, tags = await _get(info, f"/v2/{repo}/tags/list")
+        repos[repo] = sorted(json.loads(tags).get("tags") or []) if code == 200 else []
+    return repos
+
+
+_logged_in: set[tuple[str, str]] = set()
+
+
+async def login(info: RegistryInfo) -> None:
+    """docker login for pushes, into the lab's own docker config directory (0700)."""
+    key = (str(info.docker_config), info.password())
+    if key in _logged_in:
+        return
+    info.docker_config.mkdir(parents=True, exist_ok=True, mode=0o700)
+    await docker("--config", str(info.docker_config), "login", info.local_server,
+                 "--username", info.username, "--password-stdin", input=info.password().encode())
+    _logged_in.add(key)
+
+
+async def push(local_image: str, repo_tag: str, *, registry: RegistryInfo | None = None,
+               progress: Progress | None = None) -> PushResult:
+    """Push ``local_image`` as ``repo_tag`` (``demo-app:v1``; a ``registry.lab:5000/``
+    prefix is accepted), unless the registry already has that very manifest."""
+    info = registry or await ensure_registry()
+    for prefix in (f"{info.server}/", f"{info.local_server}/"):
+        repo_tag = repo_tag.removeprefix(prefix)
+    repo, _, tag = repo_tag.rpartition(":")
+    if not repo or "/" in tag:
+        raise RegistryError(f"{repo_tag!r} is not repository:tag")
+    target = f"{info.local_server}/{repo_tag}"
+    resource = f"image {info.server}/{repo_tag}"
+    local_id = await image_id(local_image)
+    if local_id is None:
+        raise RegistryError(f"there is no local image {local_image} to push")
+    remote = await manifest(info, repo, tag)
+    if remote is not None and remote[1] == local_id:
+        if progress:
+            progress.emit(Event(resource, "push", "skipped", "already in the registry"))
+        return PushResult(f"{info.server}/{repo_tag}", remote[0], False)
+    if progress:
+        progress.emit(Event(resource, "push", "running"))
+    await login(info)
+    await docker("tag", local_image, target)
+    try:
+        _, out, _ = await docker("--config", str(info.docker_config), "push", target, timeout=1800)
+    finally:
+        await docker("rmi", target, check=False)  # only the extra tag; the image stays
+    digest = next((w for line in out.splitlines() if "digest:" in line
+                   for w in line.split() if w.startswith("sha256:")), "")
+    if progress:
+        progress.emit(Event(resource, "push", "done", digest[:19]))
+    return PushResult(f"{info.server}/{repo_tag}", digest, True)
+
+
+async def connect_network(network: str, *, name: str = CONTAINER, alias: str = "registry.lab") -> None:
+    """Make the registry reachable as ``registry.lab:5000`` on a lab docker network."""
+    code, _, err = await docker("network", "connect", "--alias", alias, network, name, check=False)
+    if code != 0 and "already exists" not in err:
+        raise RegistryError(f"could not attach {name} to network {network}: {err.strip()}")
+
+
+async def registry_status(*, name: str = CONTAINER, state_dir: Path | None = None) -> RegistryStatus:
+    """What `csdeploy lab status` shows: the container's state and, if up, what it holds."""
+    state, _ = await _container_state(name)
+    if state == "missing":
+        return RegistryStatus(name, "missing", detail="not created (csdeploy lab up makes it)")
+    _, out, _ = await docker("container", "inspect", "--format",
+                             '{{with index .HostConfig.PortBindings "5000/tcp"}}{{(index . 0).HostPort}}{{end}}',
+                             name)
+    port = int(out.strip()) if out.strip().isdigit() else None
+    if state != "running" or port is None:
+        return RegistryStatus(name, state, port)
+    state_dir = state_dir or lab_dir() / "registry"
+    info = RegistryInfo(name=name, host_port=port, password_path=state_dir / "password",
+                        ca_path=state_dir.parent / "ca" / "ca.crt", state_dir=state_dir)
+    try:
+        return RegistryStatus(name, state, port, True, await catalog(info))
+    except (aiohttp.ClientError, OSError, TimeoutError, RegistryError) as exc:
+        return RegistryStatus(name, state, port, False, detail=f"{type(exc).__name__}: {exc}")
+
+
+async def remove_registry(*, name: str = CONTAINER, volume: str = VOLUME, purge: bool = False,
+                          state_dir: Path | None = None) -> None:
+    """Remove the container (``lab down``); with ``purge`` also its images' volume and
+    the CA entry written for this machine's dockerd."""
+    await docker("rm", "--force", name, check=False)
+    if purge:
+        await docker("volume", "rm", "--force", volume, check=False)
+        _untrust_on_host((state_dir or lab_dir() / "registry").parent / "ca" / "ca.crt")

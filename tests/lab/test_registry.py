@@ -1,0 +1,166 @@
+"""The lab registry, for real: TLS from the lab CA, basic auth, pushes, idempotent start.
+
+Each module run gets its own registry (container, port, volume, CA and password under a
+temporary CSDEPLOY_HOME-like directory), so the user's lab registry is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cloudstack_deploy.lab.registry import (
+    CERTS_D,
+    RegistryInfo,
+    connect_network,
+    ensure_registry,
+    push,
+    registry_status,
+    remove_registry,
+)
+from cloudstack_deploy.progress import Recorder
+
+from .images_helpers import (
+    Scratch,
+    catalog_json,
+    curl,
+    docker,
+    docker_reason,
+    free_port,
+    own_registry,
+    scratch,
+)
+
+REASON = docker_reason()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"needs a Docker engine: {REASON}")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def registry(home: Path) -> Iterator[RegistryInfo]:
+    with own_registry(home) as info:
+        yield info
+
+
+@pytest.fixture
+def lab() -> Iterator[Scratch]:
+    with scratch() as s:
+        yield s
+
+
+def _login(info: RegistryInfo, password: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    """docker login with the password on stdin, into a throwaway docker config."""
+    return docker("--config", str(tmp), "login", info.local_server, "--username", info.username,
+                  "--password-stdin", input=password, check=False)
+
+
+def test_secrets_are_private_and_the_ca_is_where_documented(registry: RegistryInfo, home: Path) -> None:
+    assert registry.ca_path == home / "lab" / "ca" / "ca.crt"
+    assert registry.password_path == home / "lab" / "registry" / "password"
+    for private in (registry.password_path, home / "lab" / "ca" / "ca.key",
+                    registry.state_dir / "files" / "server.key", registry.state_dir / "files" / "htpasswd"):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+    assert len(registry.password()) >= 24
+    assert registry.password() not in (registry.state_dir / "files" / "htpasswd").read_text()
+    if os.geteuid() == 0:
+        assert (CERTS_D / registry.local_server / "ca.crt").read_bytes() == registry.ca_path.read_bytes()
+
+
+def test_login_with_the_password_works_and_a_wrong_one_gets_401(registry: RegistryInfo, tmp_path: Path) -> None:
+    ok = _login(registry, registry.password(), tmp_path / "ok")
+    assert ok.returncode == 0, ok.stderr
+    assert "Login Succeeded" in ok.stdout
+    bad = _login(registry, "not-" + registry.password(), tmp_path / "bad")
+    assert bad.returncode != 0
+    assert "401" in bad.stderr or "unauthorized" in bad.stderr.lower(), bad.stderr
+
+
+def test_tls_verifies_with_the_lab_ca_for_every_name_in_the_certificate(registry: RegistryInfo) -> None:
+    port, ca = registry.host_port, str(registry.ca_path)
+    auth = f'user = "{registry.username}:{registry.password()}"\n'
+    assert curl("--cacert", ca, f"https://127.0.0.1:{port}/v2/") == (0, "401")
+    assert curl("--cacert", ca, f"https://127.0.0.1:{port}/v2/", config=auth) == (0, "200")
+    assert curl("--cacert", ca, f"https://localhost:{port}/v2/") == (0, "401")
+    assert curl("--cacert", ca, "--resolve", f"registry.lab:{port}:127.0.0.1",
+                f"https://registry.lab:{port}/v2/", config=auth) == (0, "200")
+    code, _ = curl(f"https://127.0.0.1:{port}/v2/")  # the system CAs do not know ours
+    assert code == 60
+
+
+def test_push_lists_the_image_and_skips_an_unchanged_one(registry: RegistryInfo, lab: Scratch) -> None:
+    image = lab.import_tiny_image()
+    repo = f"{lab.prefix}/tiny"
+    first = asyncio.run(push(image, f"registry.lab:5000/{repo}:1", registry=registry))
+    assert first.pushed and first.digest.startswith("sha256:")
+    assert first.ref == f"registry.lab:5000/{repo}:1"
+    assert repo in catalog_json(registry)["repositories"]  # type: ignore[operator]
+    recorder = Recorder()
+    again = asyncio.run(push(image, f"{repo}:1", registry=registry, progress=recorder))
+    assert not again.pushed and again.digest == first.digest
+    assert [(e.action, e.status) for e in recorder.events] == [("push", "skipped")]
+    tags = docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    assert f"{registry.local_server}/{repo}:1" not in tags  # no leftover push tag here
+    status = asyncio.run(registry_status(name=registry.name, state_dir=registry.state_dir))
+    assert status.state == "running" and status.reachable and status.host_port == registry.host_port
+    assert status.repositories[repo] == ["1"]
+
+
+def test_ensure_is_idempotent_and_recreates_on_a_new_password_keeping_the_data(
+        registry: RegistryInfo, lab: Scratch) -> None:
+    image = lab.import_tiny_image()
+    repo = f"{lab.prefix}/kept"
+    asyncio.run(push(image, f"{repo}:1", registry=registry))
+    container_id = docker("inspect", "--format", "{{.Id}}", registry.name).stdout.strip()
+    kwargs = {"name": registry.name, "host_port": registry.host_port, "volume": registry.volume,
+              "state_dir": registry.state_dir}
+    assert asyncio.run(ensure_registry(**kwargs)) == registry  # type: ignore[arg-type]
+    assert docker("inspect", "--format", "{{.Id}}", registry.name).stdout.strip() == container_id
+
+    asyncio.run(connect_network(lab.net, name=registry.name))  # as the docker backend does
+    old = registry.password()
+    registry.password_path.unlink()
+    (registry.state_dir / "files" / "htpasswd").unlink()
+    asyncio.run(ensure_registry(**kwargs))  # type: ignore[arg-type]
+    assert docker("inspect", "--format", "{{.Id}}", registry.name).stdout.strip() != container_id
+    assert registry.password() != old
+    auth = f'user = "{registry.username}:{old}"\n'
+    assert curl("--cacert", str(registry.ca_path), f"{registry.url}/v2/", config=auth) == (0, "401")
+    assert repo in catalog_json(registry)["repositories"]  # type: ignore[operator]
+    labels = docker("inspect", "--format", '{{index .Config.Labels "csdeploy.lab"}} {{.HostConfig.RestartPolicy.Name}}',
+                    registry.name).stdout.split()
+    assert labels == ["1", "unless-stopped"]
+    # The recreated container is back on the lab network, reachable as registry.lab.
+    fmt = '{{json (index .NetworkSettings.Networks "' + lab.net + '").Aliases}}'
+    assert "registry.lab" in docker("inspect", "--format", fmt, registry.name).stdout
+    lookup = docker("run", "--rm", "--network", lab.net, "csdeploy-lab/registry:2", "getent", "hosts", "registry.lab")
+    assert lookup.stdout.split()[0] == docker("inspect", "--format", fmt.replace(".Aliases", ".IPAddress"),
+                                              registry.name).stdout.strip().strip('"')
+
+
+def test_remove_keeps_the_volume_unless_purged(home: Path) -> None:
+    tag = secrets.token_hex(3)
+    kwargs = {"name": f"csdt-registry-{tag}", "volume": f"csdt-registry-{tag}-data",
+              "state_dir": home / "other" / "registry"}
+    port = free_port()
+    try:
+        info = asyncio.run(ensure_registry(host_port=port, **kwargs))  # type: ignore[arg-type]
+        assert info.local_server == f"localhost:{port}"
+        asyncio.run(remove_registry(**kwargs))  # type: ignore[arg-type]
+        assert docker("volume", "inspect", kwargs["volume"], check=False).returncode == 0  # type: ignore[arg-type]
+        status = asyncio.run(registry_status(name=kwargs["name"]))  # type: ignore[arg-type]
+        assert status.state == "missing"
+    finally:
+        asyncio.run(remove_registry(purge=True, **kwargs))  # type: ignore[arg-type]
+    assert docker("volume", "inspect", kwargs["volume"], check=False).returncode != 0  # type: ignore[arg-type]
+    assert not (CERTS_D / f"localhost:{port}").exists()
