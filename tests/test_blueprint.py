@@ -124,7 +124,7 @@ def test_demo_blueprint_names_exist_in_the_lab_catalog() -> None:
     assert offerings <= set(catalog.SERVICE_OFFERINGS)
     disks = [d for d in [*(r.disk for r in bp.roles.values()), *(a.disk for a in bp.accessories.values())] if d]
     assert disks and {d.disk_offering for d in disks} <= set(catalog.DISK_OFFERINGS)
-    assert any(bp.cloud.matches_template(name) for name, _, _ in catalog.TEMPLATES)
+    assert any(bp.cloud.matches_template(name) for name, *_ in catalog.TEMPLATES)
 
 
 def test_minimal_blueprint_gets_every_default() -> None:

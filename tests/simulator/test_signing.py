@@ -24,7 +24,7 @@ from cs import CloudStack
 from libcloud.compute.providers import get_driver
 from libcloud.compute.types import Provider
 
-from cloudstack_deploy.lab.simulator import signing
+from cloudstack_deploy.lab.simulator import catalog, signing
 from cloudstack_deploy.lab.simulator.server import ThreadedSimulator
 
 try:  # tests/simulator is a package; work either way
@@ -33,6 +33,8 @@ except ImportError:
     from conftest import KEY, SECRET, make_config  # type: ignore[no-redef]
 
 AUTH_TEXT = "unable to verify user credentials and/or request signature"
+#: Seeded templates whose name contains "Debian" (a keyword/name filter must find exactly these).
+DEBIAN_TEMPLATES = sum("Debian" in name for name, *_ in catalog.TEMPLATES)
 JSON_UTF8 = "application/json; charset=UTF-8"
 
 # ---- an independent Java URLEncoder + CloudStack signature -------------------------------------
@@ -136,7 +138,7 @@ def test_server_accepts_the_cs_client(server: ThreadedSimulator, value: str) -> 
     # cs leaves "~" unencoded when signing and always sends signatureVersion=3 + expires
     api = CloudStack(endpoint=server.endpoint, key=KEY, secret=SECRET)
     found = api.listTemplates(templatefilter="featured", keyword=value)
-    assert found == {} if value else found["count"] == 3
+    assert found == {} if value else found["count"] == len(catalog.TEMPLATES)
     assert api.listZones(name="lab")["zone"][0]["name"] == "lab-zone-1"
 
 
@@ -152,7 +154,7 @@ def test_server_accepts_libcloud(server: ThreadedSimulator) -> None:
     assert found == {}
     found = drv._sync_request("listTemplates", params={"templateFilter": "featured", "zoneId": zone,
                                                        "keyword": "Debian"})
-    assert found["count"] == 2
+    assert found["count"] == DEBIAN_TEMPLATES
     assert drv._sync_request("listZones", params={"tags[0].key": "k~", "tags[0].value": "v é"}) == {}
 
 
@@ -218,7 +220,7 @@ def test_post_form_is_handled_like_get(server: ThreadedSimulator) -> None:
     assert by_post.json() == by_get.json() == {"listtemplatesresponse": {}}
     params = signed("listTemplates", templatefilter="featured", name="Debian")
     assert requests.post(server.endpoint, data=params, timeout=10).json() == get(server, params).json()
-    assert get(server, params).json()["listtemplatesresponse"]["count"] == 2
+    assert get(server, params).json()["listtemplatesresponse"]["count"] == DEBIAN_TEMPLATES
     bad = dict(params, signature="bad")
     _expect_401(requests.post(server.endpoint, data=bad, timeout=10), "listTemplates")
 
@@ -226,7 +228,7 @@ def test_post_form_is_handled_like_get(server: ThreadedSimulator) -> None:
 def test_parameter_names_are_case_insensitive(server: ThreadedSimulator) -> None:
     zone = zone_id(server)
     found = get(server, signed("listTemplates", templateFilter="featured", zoneId=zone)).json()
-    assert found["listtemplatesresponse"]["count"] == 3
+    assert found["listtemplatesresponse"]["count"] == len(catalog.TEMPLATES)
     # the camelCase name is really read: an unknown zoneId is a 431, not ignored
     resp = get(server, signed("listTemplates", templateFilter="featured", zoneId="7e8e1c4a-0000-4000-8000-000000000000"))
     assert resp.status_code == 431 and "zoneid" in resp.json()["listtemplatesresponse"]["errortext"]

@@ -21,12 +21,18 @@ SERVICE_OFFERINGS: dict[str, tuple[int, int, int]] = {
     "large": (4, 2000, 8192),
 }
 
-#: Templates: (name, ostypename, created). Two Debian builds with different dates let a
-#: blueprint pick "the newest matching a pattern".
-TEMPLATES: list[tuple[str, str, str]] = [
-    ("Debian 12 bookworm 2026-09-01", "Debian GNU/Linux 12 (64-bit)", "2026-09-01T00:00:00+0000"),
-    ("Debian 12 bookworm 2026-11-01", "Debian GNU/Linux 12 (64-bit)", "2026-11-01T00:00:00+0000"),
-    ("Ubuntu 24.04 noble 2026-10-15", "Ubuntu 24.04 LTS (64-bit)", "2026-10-15T00:00:00+0000"),
+#: Templates: (name, ostypename, created, image). ``image`` is the Docker image the docker
+#: backend boots (see lab/templates.py; stored as the template's internal ``_image``); None:
+#: records only, the docker backend refuses to deploy it. Two bare Debian builds with
+#: different dates keep "the newest matching a pattern" meaningful.
+TEMPLATES: list[tuple[str, str, str, str | None]] = [
+    ("Debian 12 bookworm docker 2026-11-01", "Debian GNU/Linux 12 (64-bit)", "2026-11-01T00:00:00+0000",
+     "csdeploy-lab/template:debian-12-docker"),
+    ("Debian 12 bookworm 2026-11-01", "Debian GNU/Linux 12 (64-bit)", "2026-11-01T00:00:00+0000",
+     "csdeploy-lab/template:debian-12"),
+    ("Debian 12 bookworm 2026-09-01", "Debian GNU/Linux 12 (64-bit)", "2026-09-01T00:00:00+0000",
+     "csdeploy-lab/template:debian-12"),
+    ("Ubuntu 24.04 noble 2026-10-15", "Ubuntu 24.04 LTS (64-bit)", "2026-10-15T00:00:00+0000", None),
 ]
 
 ISOLATED_OFFERING = "DefaultIsolatedNetworkOfferingWithSourceNatService"

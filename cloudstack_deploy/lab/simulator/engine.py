@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import catalog
+from .backend import EffectRunner, MemoryHost
 from .errors import ApiError
 from .faults import Fault, FaultSet, fault_text
 from .registry import FINISHERS, AsyncResult
@@ -84,8 +85,8 @@ class Settings:
     secret_key: str = "lab-secret-key"
 
 
-class Simulator:
-    """State + behaviour shared by every command handler."""
+class Simulator(EffectRunner):
+    """State + behaviour shared by every command handler (effects: see backend.py)."""
 
     def __init__(self, settings: Settings, state_file: str | os.PathLike[str] | None = None,
                  faults: list[Fault] | None = None) -> None:
@@ -94,6 +95,9 @@ class Simulator:
         self.faults = FaultSet(faults)
         self.state: dict[str, Any] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        #: The machinery behind the records (see backend.py); the server may replace it.
+        self.backend = MemoryHost()
+        self._effects = {}
         #: Called after every change of state (e.g. to open/close forwarded ports).
         self.listeners: list[Callable[[], None]] = []
         if self.state_file and self.state_file.exists():
@@ -156,8 +160,8 @@ class Simulator:
                 "offerha": False, "limitcpuuse": False, "isvolatile": False, "issystem": False,
                 "defaultuse": False, "iscustomized": False, "provisioningtype": "thin",
             })
-        for name, ostype, tcreated in catalog.TEMPLATES:
-            self.add("templates", {
+        for name, ostype, tcreated, image in catalog.TEMPLATES:
+            self.add("templates", {"_image": image,
                 "name": name, "displaytext": name, "ispublic": True, "isfeatured": True,
                 "created": tcreated, "isready": True, "passwordenabled": False, "format": "QCOW2",
                 "crossZones": False, "ostypeid": new_id(), "ostypename": ostype,
@@ -202,6 +206,10 @@ class Simulator:
         self.state.setdefault("counters", {})
         for c in COLLECTIONS:
             self.state["collections"].setdefault(c, {})
+        images = {name: image for name, _, _, image in catalog.TEMPLATES}
+        for tpl in self.col("templates").values():  # state files from before templates had images
+            if "_image" not in tpl and tpl.get("name") in images:
+                tpl["_image"] = images[tpl["name"]]
 
     def save(self) -> None:
         """Write the state atomically (write a temp file, then rename over)."""
@@ -279,6 +287,7 @@ class Simulator:
             # AsyncJobResponse always names the user that submitted the job (the lab's admin)
             "userid": userid or self.state.setdefault("user_id", new_id()),
             "accountid": self.state.get("account_id"), "_finisher": result.finisher, "_args": result.args,
+            "_effect": result.effect, "_effect_args": result.effect_args,
             "_due": time.time() + delay,
             "_fault": int(fault.code) if fault else None,
         }
@@ -292,15 +301,20 @@ class Simulator:
         except RuntimeError:
             return  # loaded outside a loop; resume_jobs() schedules later
         delay = max(0.0, job["_due"] - time.time())
-        self._timers[job["id"]] = loop.call_later(delay, self.complete_job, job["id"])
+        self._timers[job["id"]] = loop.call_later(delay, self._job_due, job["id"])
 
     def resume_jobs(self) -> None:
-        """Reschedule jobs still pending in a loaded state file."""
-        for job in self.col("jobs").values():
-            if job["jobstatus"] == 0 and job["id"] not in self._timers:
-                self._schedule(job)
+        """Reschedule jobs still pending in a loaded state file, and re-run pending effects.
 
-    def complete_job(self, job_id: str) -> None:
+        An effect interrupted by a stop runs again from the start: effects are idempotent.
+        """
+        for job in self.col("jobs").values():
+            if job["jobstatus"] == 0 and job["id"] not in self._timers and job["id"] not in self._effects:
+                self._schedule(job)
+        self.resume_effects()
+
+    def complete_job(self, job_id: str, error: ApiError | None = None) -> None:
+        """Finish a job: its finisher's result, or a failure (``error``, a fault, the finisher's)."""
         self._timers.pop(job_id, None)
         job = self.get("jobs", job_id)
         if job is None or job["jobstatus"] != 0:
@@ -310,6 +324,8 @@ class Simulator:
             if job["_fault"]:
                 code = job["_fault"]
                 raise ApiError(code, fault_text(job["_command"], code))
+            if error is not None:
+                raise error
             result = fn(self, **job["_args"])
         except ApiError as exc:
             if on_fail is not None:
@@ -326,9 +342,11 @@ class Simulator:
         return out
 
     async def close(self) -> None:
+        """Stop timers; let running effects finish (bounded), then cancel what is left."""
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        await self.finish_effects()
 
 
 def _job_cmd(name: str) -> str:

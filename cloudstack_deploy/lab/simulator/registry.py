@@ -199,6 +199,10 @@ class AsyncResult:
     entity_id: str | None = None
     #: Extra seconds the job takes beyond --job-seconds (e.g. VM boot time).
     duration: float | None = None
+    #: A backend effect (see backend.py) run when the job is due; the job completes only
+    #: after it succeeded, and fails with 530 and its message if it raises.
+    effect: str | None = None
+    effect_args: dict[str, Any] | None = None
 
 
 #: name -> (finish, on_failure). ``finish(sim, **args)`` returns the job result;

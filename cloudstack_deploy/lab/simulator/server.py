@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from . import commands  # noqa: F401  (registers every command)
+from .backend import EFFECT_GRACE_SECONDS
 from .catalog import RESOURCE_LIMITS
 from .engine import Settings, Simulator
 from .errors import AUTH_TEXT, ApiError
@@ -39,6 +41,7 @@ ASYNC_CREATE = frozenset({
     "createsnapshot",
 })
 JSON_TYPE = "application/json"
+BACKENDS = ("memory", "docker")
 
 
 @dataclass
@@ -268,10 +271,16 @@ class AdminHandler:
 
 
 class SimulatorServer:
-    """The simulator as a service: start it, learn its endpoint, stop it."""
+    """The simulator as a service: start it, learn its endpoint, stop it.
 
-    def __init__(self, config: SimulatorConfig) -> None:
+    ``progress`` receives one-line notes of slow start-up work (building VM templates).
+    """
+
+    def __init__(self, config: SimulatorConfig, progress: Callable[[str], None] | None = None) -> None:
+        if config.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {config.backend!r} (known: {', '.join(BACKENDS)})")
         self.config = config
+        self.progress = progress
         self.sim = Simulator(config.settings(), config.state_file, list(config.faults))
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -294,6 +303,12 @@ class SimulatorServer:
         return app
 
     async def start(self) -> None:
+        if self.config.backend == "docker":  # before serving: the first start builds templates
+            from .docker_backend import DockerHost
+
+            self.sim.backend = DockerHost(self.sim, ephemeral=self.config.state_file is None,
+                                          progress=self.progress)
+            await self.sim.backend.start()
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
@@ -304,13 +319,14 @@ class SimulatorServer:
         if self.config.ssh:
             from .network import PublicNetwork
 
-            self.network = PublicNetwork(self.sim)
+            self.network = PublicNetwork(self.sim, self.sim.backend.guests())
             await self.network.start()
 
     async def stop(self) -> None:
         if self.network is not None:
             await self.network.stop()
         await self.sim.close()
+        await self.sim.backend.close()
         if self._runner is not None:
             await self._runner.cleanup()
         self.sim.save()
@@ -326,7 +342,7 @@ def serve_forever(config: SimulatorConfig, *, write_profile: bool = False) -> No
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        server = SimulatorServer(config)
+        server = SimulatorServer(config, progress=lambda line: print(line, flush=True))
         await server.start()
         print(f"CloudStack simulator listening on {server.endpoint}", flush=True)
         if write_profile:
@@ -357,13 +373,24 @@ class ThreadedSimulator:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="simulator")
 
+    @property
+    def _timeout(self) -> float:
+        """Real VMs take longer: a first start builds templates, a stop removes containers."""
+        return 1800 if self.config.backend == "docker" else 30
+
     def __enter__(self) -> ThreadedSimulator:
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(30)
+        try:
+            asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(self._timeout)
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(30)
+        stop_timeout = self._timeout + (EFFECT_GRACE_SECONDS if self.sim.backend.has_effects else 0)
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(stop_timeout)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()

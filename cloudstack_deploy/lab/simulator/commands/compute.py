@@ -121,6 +121,7 @@ def deploy_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
     assert offering is not None and template is not None
     if not template.get("isready"):
         raise invalid_value(f"Template {template['name']} is not ready to be deployed")
+    sim.backend.check_template(template)
     name = req.get("name")
     if name is not None and (not NAME_RE.match(name) or name.endswith("-")):
         raise invalid_value(NAME_ERROR)
@@ -174,9 +175,10 @@ def deploy_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
         "serviceofferingid": offering["id"], "serviceofferingname": offering["name"],
         "serviceofferingdisplaytext": offering["displaytext"], "diskofferingid": None, "_attached": now_str(),
     })
-    duration = sim.settings.vm_boot_seconds if start else 0.0
+    duration = sim.vm_boot_seconds() if start else 0.0
     return AsyncResult("vm_state", {"id": vm["id"], "state": "Running" if start else "Stopped"},
-                       "VirtualMachine", vm["id"], entity_id=vm["id"], duration=duration)
+                       "VirtualMachine", vm["id"], entity_id=vm["id"], duration=duration,
+                       effect="create_vm", effect_args={"id": vm["id"], "start": start})
 
 
 def _fail_vm(sim: Simulator, id: str, state: str) -> None:
@@ -200,14 +202,15 @@ def _finish_vm_state(sim: Simulator, id: str, state: str) -> dict[str, Any]:
 
 
 def _transition(sim: Simulator, req: Request, *, allowed: tuple[str, ...], transient: str, final: str,
-                verb: str, duration: float = 0.0) -> AsyncResult:
+                verb: str, effect: str, duration: float = 0.0) -> AsyncResult:
     vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
     if vm["state"] not in allowed:
         raise invalid_value(f"Unable to {verb} VM {vm['name']}: it is in state {vm['state']}")
     if vm["state"] != final:
         vm["_was"] = vm["state"]
         vm["state"] = transient
-    return AsyncResult("vm_state", {"id": vm["id"], "state": final}, "VirtualMachine", vm["id"], duration=duration)
+    return AsyncResult("vm_state", {"id": vm["id"], "state": final}, "VirtualMachine", vm["id"], duration=duration,
+                       effect=effect, effect_args={"id": vm["id"]})
 
 
 @command("startVirtualMachine", Param("id", "uuid", required=True, entity="vms"), Param("hostid", "uuid"),
@@ -221,7 +224,7 @@ def start_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
             others = [v for v in _live_vms(sim) if v["id"] != vm["id"]]
             sim.check_limit("user_vm", len(others))
     return _transition(sim, req, allowed=("Stopped", "Running"), transient="Starting", final="Running",
-                       verb="start", duration=sim.settings.vm_boot_seconds)
+                       verb="start", effect="start_vm", duration=sim.vm_boot_seconds())
 
 
 @command("stopVirtualMachine", Param("id", "uuid", required=True, entity="vms"), Param("forced", "boolean"),
@@ -229,7 +232,7 @@ def start_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
 def stop_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
     """Stops a virtual machine."""
     return _transition(sim, req, allowed=("Running", "Stopped", "Error"), transient="Stopping", final="Stopped",
-                       verb="stop")
+                       verb="stop", effect="stop_vm")
 
 
 @command("rebootVirtualMachine", Param("id", "uuid", required=True, entity="vms"), isasync=True,
@@ -242,7 +245,7 @@ def reboot_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
     vm["_was"] = "Running"
     vm["state"] = "Starting"
     return AsyncResult("vm_state", {"id": vm["id"], "state": "Running"}, "VirtualMachine", vm["id"],
-                       duration=sim.settings.vm_boot_seconds)
+                       duration=sim.vm_boot_seconds(), effect="reboot_vm", effect_args={"id": vm["id"]})
 
 
 def _release_vm_network(sim: Simulator, vm: dict[str, Any]) -> None:
@@ -279,8 +282,8 @@ def destroy_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
         raise invalid_value(f"Unable to destroy VM {vm['name']}: it is already {vm['state']}")
     vm["_was"] = vm["state"]
     vm["state"] = "Stopping" if vm["state"] == "Running" else vm["state"]
-    return AsyncResult("vm_destroy", {"id": vm["id"], "expunge": bool(req.get("expunge")),
-                                      "volumes": req.get("volumeids") or []}, "VirtualMachine", vm["id"])
+    args = {"id": vm["id"], "expunge": bool(req.get("expunge")), "volumes": req.get("volumeids") or []}
+    return AsyncResult("vm_destroy", args, "VirtualMachine", vm["id"], effect="destroy_vm", effect_args=args)
 
 
 @finisher("vm_destroy", on_failure=lambda sim, id, expunge, volumes: _fail_vm(sim, id, "Destroyed"))
@@ -308,7 +311,8 @@ def expunge_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
     vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
     if vm["state"] != "Destroyed":
         raise invalid_value("Please destroy vm with specified vmId before expunge")
-    return AsyncResult("vm_expunge", {"id": vm["id"]}, "VirtualMachine", vm["id"])
+    return AsyncResult("vm_expunge", {"id": vm["id"]}, "VirtualMachine", vm["id"], effect="expunge_vm",
+                       effect_args={"id": vm["id"]})
 
 
 @finisher("vm_expunge")

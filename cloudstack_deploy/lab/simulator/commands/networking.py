@@ -69,8 +69,7 @@ def create_network(sim: Simulator, req: Request) -> dict[str, Any]:
     sim.check_limit("network", in_use)
     if bool(req.get("gateway")) != bool(req.get("netmask")):
         raise invalid_value("gateway/netmask are required when specifying one of them")
-    n = sim.counter("network")
-    gateway = req.get("gateway") or f"10.1.{n % 250 + 1}.1"
+    gateway = req.get("gateway") or _free_gateway(sim)
     netmask = req.get("netmask") or "255.255.255.0"
     cidr = ".".join(gateway.split(".")[:3]) + ".0/24"
     net = sim.add("networks", {
@@ -85,6 +84,16 @@ def create_network(sim: Simulator, req: Request) -> dict[str, Any]:
     })
     net["related"] = net["id"]
     return _render_network(sim, net)
+
+
+def _free_gateway(sim: Simulator) -> str:
+    """The next guest /24's gateway, skipping subnets the backend says are taken on this machine."""
+    reserved = sim.backend.reserved_subnets()
+    for _ in range(250):
+        n = sim.counter("network")
+        if f"10.1.{n % 250 + 1}.0/24" not in reserved:
+            break
+    return f"10.1.{n % 250 + 1}.1"
 
 
 @command("listNetworks", Param("id", "uuid", entity="networks"), Param("name"), Param("zoneid", "uuid", entity="zones"),
@@ -104,7 +113,8 @@ def list_networks(sim: Simulator, req: Request) -> list[dict[str, Any]]:
          isasync=True)
 def delete_network(sim: Simulator, req: Request) -> AsyncResult:
     """Deletes a network (fails while it still has VMs that are not expunged)."""
-    return AsyncResult("delete_network", {"id": req.get("id")}, "Network", req.get("id"))
+    return AsyncResult("delete_network", {"id": req.get("id")}, "Network", req.get("id"),
+                       effect="delete_network", effect_args={"id": req.get("id")})
 
 
 @finisher("delete_network")

@@ -66,8 +66,9 @@ def create_volume(sim: Simulator, req: Request) -> AsyncResult:
         "diskofferingid": offering["id"] if offering else None, "snapshotid": req.get("snapshotid"),
         "displayvolume": True, "_creating": True,
     })
-    return AsyncResult("volume_created", {"id": vol["id"], "vm": req.get("virtualmachineid")}, "Volume",
-                       vol["id"], entity_id=vol["id"])
+    args = {"id": vol["id"], "vm": req.get("virtualmachineid")}
+    return AsyncResult("volume_created", args, "Volume", vol["id"], entity_id=vol["id"],
+                       effect="create_volume", effect_args=args)
 
 
 def _fail_volume(sim: Simulator, id: str, vm: str | None) -> None:
@@ -117,7 +118,7 @@ def attach_volume(sim: Simulator, req: Request) -> AsyncResult:
         raise invalid_value(f"The specified VM already has the maximum number of data disks ({MAX_DATA_DISKS})"
                             ". Please specify another VM.")
     return AsyncResult("volume_attach", {"id": vol["id"], "vm": vm["id"], "deviceid": req.get("deviceid")},
-                       "Volume", vol["id"])
+                       "Volume", vol["id"], effect="attach_volume", effect_args={"id": vol["id"], "vm": vm["id"]})
 
 
 @finisher("volume_attach")
@@ -140,7 +141,8 @@ def detach_volume(sim: Simulator, req: Request) -> AsyncResult:
         raise invalid_value("Please specify a data volume: root volumes can't be detached")
     if not vol.get("virtualmachineid"):
         raise invalid_value(f"Volume {vol['name']} is not attached to any VM")
-    return AsyncResult("volume_detach", {"id": vol["id"]}, "Volume", vol["id"])
+    return AsyncResult("volume_detach", {"id": vol["id"]}, "Volume", vol["id"], effect="detach_volume",
+                       effect_args={"id": vol["id"]})
 
 
 @finisher("volume_detach")
@@ -165,6 +167,7 @@ def delete_volume(sim: Simulator, req: Request) -> None:
     for pol in [p for p in sim.col("snapshot_policies").values() if p["volumeid"] == vol["id"]]:
         sim.remove("snapshot_policies", pol["id"])
     sim.remove("volumes", vol["id"])
+    sim.background_effect("delete_volume", {"id": vol["id"]})
 
 
 @command("resizeVolume", Param("id", "uuid", required=True, entity="volumes"), Param("size", "long"),
@@ -181,7 +184,8 @@ def resize_volume(sim: Simulator, req: Request) -> AsyncResult:
                             "volume. Need to sign off by supplying the shrinkok parameter with value of true.")
     if not 1 <= req.get("size") <= 1024:
         raise invalid_value(f"Invalid size {req.get('size')}: must be between 1 and 1024 GB")
-    return AsyncResult("volume_resize", {"id": vol["id"], "size": new}, "Volume", vol["id"])
+    return AsyncResult("volume_resize", {"id": vol["id"], "size": new}, "Volume", vol["id"],
+                       effect="resize_volume", effect_args={"id": vol["id"], "size": new})
 
 
 @finisher("volume_resize")

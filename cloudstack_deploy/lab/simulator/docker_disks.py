@@ -1,0 +1,204 @@
+"""Data volumes of the docker backend: sparse files, loop devices, device nodes in the guest.
+
+A CloudStack data volume must be a real block device the guest formats, mounts by label and
+keeps across reboots and re-attachment. Here a volume is a sparse file
+(``$CSDEPLOY_HOME/lab/volumes/<volumeid>.img``, its CloudStack size); while it is attached to a
+*running* VM it is a loop device on this machine, and the VM container gets a device node for
+it (``/dev/vdb``, ``/dev/vdc``...; the container is created with ``--device-cgroup-rule
+'b 7:* rmw'`` so the node may be made later). Loop devices are held only while a VM runs with
+the volume: stop, detach, expunge and ``lab down`` release them.
+
+Two stand-ins for what a hypervisor and udev would do, both documented in the templates:
+
+- hot-plug: after plugging a disk into a running VM, ``systemctl restart
+  csdeploy-disks.service`` runs in the guest if that unit exists (udev's "add" event would
+  trigger the same handling on a real VM);
+- enumeration: the kernel reports loop devices as type ``loop``, not ``disk``, and the guest
+  sees the host's /sys; so the guest's ``/etc/csdeploy-lab/disks.env`` lists exactly the VM's
+  data disk nodes (``CSDEPLOY_DISKS_ONLY``), which the template's drop-in hands to the unit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from pathlib import Path
+
+from ...errors import CsdeployError
+from ..docker import docker
+
+#: Device names the guest sees, in attach order (vda is the root disk of a real VM).
+DEVICE_NAMES = tuple(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz")
+LOOP_MAJOR = 7
+DISKS_ENV = "/etc/csdeploy-lab/disks.env"
+READY_MARKER = "/run/csdeploy-lab/devices-ready"
+DISK_UNIT = "csdeploy-disks.service"
+_LOOP_LINE = re.compile(r"^(/dev/loop\d+):")
+
+
+class DiskError(CsdeployError):
+    """A data volume could not be set up on this machine (loop device, file)."""
+
+
+def volumes_dir(root: Path) -> Path:
+    """Where the volume files live under the csdeploy state root."""
+    return root / "lab" / "volumes"
+
+
+async def _run(*argv: str, check: bool = True) -> tuple[int, str]:
+    if shutil.which(argv[0]) is None:
+        raise DiskError(f"{argv[0]} is not installed; the docker backend needs it for data volumes",
+                        hint="apt-get install -y util-linux")
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    text = out.decode(errors="replace").strip()
+    if check and proc.returncode != 0:
+        raise DiskError(f"{' '.join(argv)} failed: {text or f'exit {proc.returncode}'}",
+                        hint="data volumes need root and loop devices (modprobe loop)")
+    return proc.returncode or 0, text
+
+
+class VolumeFiles:
+    """The host side: one sparse file per volume, attached to a loop device on demand.
+
+    Beside each ``<id>.img`` an ``<id>.owner`` file names the simulator (lab id) it belongs
+    to, so one lab's cleanup finds its loop devices and files without its state file.
+    """
+
+    def __init__(self, root: Path, lab_id: str) -> None:
+        self.dir = volumes_dir(root)
+        self.lab_id = lab_id
+        #: losetup --find and -d race with each other across concurrent effects.
+        self._lock = asyncio.Lock()
+
+    def path(self, volume_id: str) -> Path:
+        return self.dir / f"{volume_id}.img"
+
+    def ensure_file(self, volume_id: str, size: int) -> Path:
+        """The volume's file, created sparse at ``size`` bytes if missing (never shrunk here)."""
+        path = self.path(volume_id)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.with_suffix(".owner").write_text(self.lab_id + "\n")
+            with open(path, "wb") as fh:
+                fh.truncate(size)
+        return path
+
+    async def loops(self, volume_id: str) -> list[str]:
+        """Loop devices currently backed by the volume's file."""
+        path = self.path(volume_id)
+        if not path.exists():
+            return []
+        _, out = await _run("losetup", "-j", str(path))
+        return [m.group(1) for line in out.splitlines() if (m := _LOOP_LINE.match(line))]
+
+    async def attach(self, volume_id: str, size: int) -> tuple[str, int]:
+        """A loop device for the volume (reused if one exists): (device, minor number)."""
+        async with self._lock:
+            path = self.ensure_file(volume_id, size)
+            found = await self.loops(volume_id)
+            if found:
+                dev = found[0]
+            else:
+                _, dev = await _run("losetup", "--find", "--show", str(path))
+            return dev, os.minor(os.stat(dev).st_rdev)
+
+    async def release(self, volume_id: str) -> None:
+        """Detach every loop device of the volume (autoclear if a mount still holds it)."""
+        async with self._lock:
+            for dev in await self.loops(volume_id):
+                await detach_loop(dev)
+
+    async def resize(self, volume_id: str, size: int) -> None:
+        """Grow (or shrink) the file to ``size``; a live loop device learns the new capacity."""
+        path = self.ensure_file(volume_id, size)
+        os.truncate(path, size)
+        for dev in await self.loops(volume_id):
+            await _run("losetup", "-c", dev)
+
+    async def delete(self, volume_id: str) -> None:
+        await self.release(volume_id)
+        self.path(volume_id).unlink(missing_ok=True)
+        self.path(volume_id).with_suffix(".owner").unlink(missing_ok=True)
+
+
+def owned_files(root: Path, lab_id: str | None) -> list[Path]:
+    """Volume files of lab ``lab_id`` (every lab's for None)."""
+    vdir = volumes_dir(root)
+    if not vdir.is_dir():
+        return []
+    found = []
+    for img in sorted(vdir.glob("*.img")):
+        owner = img.with_suffix(".owner")
+        mine = owner.exists() and owner.read_text().strip() == lab_id
+        if lab_id is None or mine:
+            found.append(img)
+    return found
+
+
+async def detach_loop(dev: str) -> None:
+    """``losetup -d``: frees the device now, or when the last mount of it goes (autoclear)."""
+    await _run("losetup", "-d", dev, check=False)
+
+
+async def lab_loops(root: Path, files: list[Path] | None = None) -> list[str]:
+    """Loop devices backed by ``files`` (default: any file in the lab's volume directory,
+    including files deleted while still attached)."""
+    if shutil.which("losetup") is None:
+        return []
+    vdir = str(volumes_dir(root).resolve()) + os.sep
+    wanted = {str(f.resolve()) for f in files} if files is not None else None
+    _, out = await _run("losetup", "-l", "-n", "-O", "NAME,BACK-FILE", check=False)
+    found = []
+    for line in out.splitlines():
+        parts = line.split(None, 1)
+        if len(parts) != 2:
+            continue
+        back = parts[1].strip().removesuffix(" (deleted)")
+        if (back in wanted) if wanted is not None else back.startswith(vdir):
+            found.append(parts[0])
+    return found
+
+
+# ---- the guest side -------------------------------------------------------------------------
+def _env_file(devices: list[str]) -> str:
+    listed = " ".join(f"/dev/{d}" for d in sorted(devices)) or "/dev/null"
+    return ("# csdeploy lab: the data disks of this VM (written by the simulator at each change)\n"
+            f'CSDEPLOY_DISKS_ONLY="{listed}"\n')
+
+
+def plug_script(plugged: dict[str, int], all_devices: list[str]) -> str:
+    """Shell for the guest: make nodes ``{name: loop minor}``, list the disks, mark ready."""
+    lines = ["set -e", "mkdir -p /etc/csdeploy-lab /run/csdeploy-lab"]
+    for name, minor in sorted(plugged.items()):
+        lines.append(f"rm -f /dev/{name}; mknod -m 0660 /dev/{name} b {LOOP_MAJOR} {minor}; "
+                     f"chgrp disk /dev/{name} 2>/dev/null || true")
+    lines.append(f"cat >{DISKS_ENV} <<'EOF'\n{_env_file(all_devices)}EOF")
+    lines.append(f"touch {READY_MARKER}")
+    return "\n".join(lines) + "\n"
+
+
+def unplug_script(name: str, remaining: list[str]) -> str:
+    """Shell for the guest: unmount what came from ``/dev/NAME`` (as a hot-unplug would leave
+    it), remove the node, list the remaining disks."""
+    return "\n".join([
+        f"for t in $(findmnt -rno TARGET -S /dev/{name} | sort -r); do "
+        'umount "$t" 2>/dev/null || umount -l "$t"; done',
+        f"rm -f /dev/{name}",
+        "mkdir -p /etc/csdeploy-lab",
+        f"cat >{DISKS_ENV} <<'EOF'\n{_env_file(remaining)}EOF",
+    ]) + "\n"
+
+
+HOTPLUG_SCRIPT = (f"if systemctl cat {DISK_UNIT} >/dev/null 2>&1; then "
+                  f"systemctl restart {DISK_UNIT} || journalctl -u {DISK_UNIT} -n 5 --no-pager; fi\n")
+
+
+async def guest_sh(container: str, script: str, *, check: bool = True, timeout: float = 120) -> str:
+    """Run ``script`` with sh in the VM container (as root, outside any login)."""
+    _, out, err = await docker("exec", "-i", container, "sh", "-s", input=script.encode(),
+                               check=check, timeout=timeout)
+    return out + err
