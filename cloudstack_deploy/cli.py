@@ -286,7 +286,8 @@ def lab() -> None:
 @lab.command("simulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port (0 picks a free one).")
-@click.option("--backend", type=click.Choice(["memory"]), default="memory", show_default=True)
+@click.option("--backend", type=click.Choice(["memory", "docker"]), default="memory", show_default=True,
+              help="memory: records only; docker: every VM is a real host (a systemd container).")
 @click.option("--state", "state_file", type=click.Path(dir_okay=False), help="Persist the cloud to this JSON file.")
 @click.option("--api-key", default="lab-api-key", show_default=True)
 @click.option("--secret-key", default="lab-secret-key", show_default=True)
@@ -321,9 +322,11 @@ def lab_simulator(write_profile: bool, **kwargs: object) -> None:
     except OSError as exc:
         click.echo(f"csdeploy: cannot start the simulator: {exc}", err=True)
         sys.exit(EXIT_FAILED)
+    except CsdeployError as exc:  # e.g. no Docker engine for --backend docker
+        _fail(exc)
 
 
-from . import cli_rollout  # noqa: E402,F401  (registers deploy, rollback, status, logs, exec...)
+from . import cli_lab, cli_rollout  # noqa: E402,F401  (register lab up/down, deploy, rollback, ...)
 
 if __name__ == "__main__":  # pragma: no cover
     # Run the commands registered on the importable module (cli_rollout registers there).
