@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import click
 
 from .cli import ENV_OPTION, JSON_OPTION, SET_OPTION, _env, _run, main
+from .errors import CsdeployError
 
 BLUEPRINT_OPTION = click.option("--blueprint", "blueprint", default=None, type=click.Path(dir_okay=False),
                                 help="Blueprint file (default: the one the environment was deployed from).")
@@ -30,7 +32,17 @@ def load_secrets_for(bp: Any) -> dict[str, str]:
     from .log import register_secrets
     from .secrets import load_secrets
 
-    secrets = load_secrets(bp)
+    environ: dict[str, str] = dict(os.environ)
+    try:
+        from .cloud import read_cloud_config
+
+        if read_cloud_config().is_lab:  # the lab provides its own registry password etc.
+            from .lab.manage import lab_secrets
+
+            environ = {**lab_secrets(), **environ}
+    except CsdeployError:
+        pass
+    secrets = load_secrets(bp, environ=environ)
     register_secrets(secrets.values_for_redaction())
     return dict(secrets)
 

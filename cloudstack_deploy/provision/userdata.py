@@ -78,7 +78,8 @@ for arg; do
     for d in ${only:-$(lsblk -dnpo NAME,TYPE | awk '$2=="disk"{print $1}')}; do
       blank "$d" && dev=$d && break
     done
-    [ -n "$dev" ] || { say "no disk labelled $label, none blank"; rc=1; continue; }
+    # Not attached yet (clouds attach data disks after boot): the udev rule runs us again.
+    [ -n "$dev" ] || { say "no disk labelled $label and none blank yet: waiting for it"; continue; }
     say "formatting blank disk $dev as $label"
     mkfs.ext4 -q -L "$label" "$dev" </dev/null || { rc=1; continue; }
   fi
@@ -91,6 +92,12 @@ for arg; do
 done
 exit $rc
 """
+
+#: A disk plugged in (attach) or grown (resizeVolume) runs the script again: hot-plug is
+#: the normal case on CloudStack, where volumes are attached after the VM has booted.
+UDEV_RULE_PATH = "/etc/udev/rules.d/90-csdeploy-disks.rules"
+UDEV_RULE = ('ACTION=="add|change", SUBSYSTEM=="block", ENV{DEVTYPE}=="disk", '
+             'RUN+="/bin/systemctl --no-block restart csdeploy-disks.service"\n')
 
 _UNIT = """[Unit]
 Description=csdeploy data disks
@@ -188,6 +195,8 @@ def cloud_config(*, hostname: str, host_key: HostKey, user: str = "root",
         {"path": f"/etc/systemd/system/{DISK_UNIT}",
          "content": _UNIT.format(exec_start=exec_start)},
     ]
+    if disks:
+        config["write_files"].append({"path": UDEV_RULE_PATH, "content": UDEV_RULE})
     # `enable` reloads systemd itself; runcmd runs once, the unit then runs at every boot.
     config["runcmd"] = [["systemctl", "enable", "--now", DISK_UNIT]]
     return config

@@ -56,7 +56,8 @@ def host_plans(inventory: dict[str, Any]) -> list[HostPlan]:
         is_role = h["role"] not in h.get("accessories", []) or h.get("proxy")
         out.append(HostPlan(name=h["name"], role=h["role"] if is_role else None,
                             accessories=tuple(h.get("accessories", ())), proxy=bool(h.get("proxy")),
-                            private_ip=h["private_ip"]))
+                            private_ip=h["private_ip"],
+                            disks=tuple((d["label"], d["mount"]) for d in h.get("disks", ()))))
     return out
 
 

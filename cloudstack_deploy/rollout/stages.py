@@ -40,6 +40,7 @@ class HostPlan:
     accessories: tuple[str, ...]
     proxy: bool
     private_ip: str
+    disks: tuple[tuple[str, str], ...] = ()   # (filesystem label, mount point)
 
 
 # ---- lock -----------------------------------------------------------------------------------
@@ -81,6 +82,12 @@ def prepare_script(bp: Blueprint, host: HostPlan, *, user: str, registry_passwor
                    app_image: str | None, app_env: ContainerEnv | None, accessory_envs: dict[str, ContainerEnv],
                    install: str) -> Script:
     s = Script()
+    for label, mount in host.disks:
+        # Accessories keep their data there: never write into the root disk's empty directory.
+        s.step(f"disk {label}")
+        s.raw(f"mountpoint -q {q([mount])} || systemctl restart csdeploy-disks.service 2>/dev/null || true")
+        s.raw(f"mountpoint -q {q([mount])} || {{ echo 'data disk {label} is not mounted at {mount}: "
+              f"is the volume attached? (journalctl -u csdeploy-disks)' >&2; exit 68; }}")
     s.step("docker")
     if install != "none":
         for line in d.install_lines(install, user):

@@ -106,8 +106,9 @@ def test_sizes_fit_cloudstack_and_a_get_request(host_key: HostKey) -> None:
                              disks=disks, extra_packages=["fail2ban"])
         sizes[name] = (len(base64.b64decode(b64)), len(b64))
         assert len(base64.b64decode(b64)) < USERDATA_MAX_BYTES
-        assert len(b64) <= USERDATA_GET_LIMIT, sizes
-        assert not needs_post(b64)
+        # Too long for a GET only matters if nobody notices: needs_post tells the caller.
+        assert needs_post(b64) == (len(b64) > USERDATA_GET_LIMIT), sizes
+    assert sizes["plain"][1] <= USERDATA_GET_LIMIT, sizes  # VMs without data disks go by GET
     print("user data sizes (decoded bytes, base64 chars):", sizes)
 
 
@@ -325,8 +326,8 @@ def test_disk_script_never_formats_a_disk_with_a_signature(
     subprocess.run(["mkfs.ext4", "-q", "-L", "someone-else", foreign.dev], check=True)
     label = "csd-t" + uuid.uuid4().hex[:8]
     result = run_script(tmp_path, [foreign], f"{label}:{tmp_path / 'mnt'}")
-    assert result.returncode == 1
-    assert f"no disk labelled {label}, none blank" in result.stderr
+    assert result.returncode == 0  # not an error: the disk may be hot-plugged later
+    assert f"no disk labelled {label} and none blank yet" in result.stderr
     assert foreign.label() == "someone-else"
     assert not (tmp_path / "fstab").exists()
 
@@ -346,7 +347,7 @@ def test_disk_script_skips_a_disk_with_any_other_signature(
     disks.append(swap)
     subprocess.run(["mkswap", swap.dev], check=True, capture_output=True)
     result = run_script(tmp_path, [swap], f"csd-x{uuid.uuid4().hex[:6]}:{tmp_path / 'm'}")
-    assert result.returncode == 1
+    assert "none blank yet" in result.stderr
     assert "swap" in subprocess.run(["blkid", "-p", swap.dev], capture_output=True,
                                     text=True).stdout
 
