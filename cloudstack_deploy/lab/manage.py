@@ -72,7 +72,7 @@ def _ensure_secrets(registry_password: str) -> None:
               "POSTGRES_PASSWORD": have.get("POSTGRES_PASSWORD") or secrets.token_urlsafe(18) + "@:/%"}
     if values != {k: have.get(k) for k in values}:
         body = "# written by `csdeploy lab up`: secret values for the lab's demo blueprint\n"
-        write_private(secrets_file(), body + "".join(f"{k}={v}\n" for k, v in values.items()))
+        write_private(secrets_file(), (body + "".join(f"{k}={v}\n" for k, v in values.items())).encode())
 
 
 def running_pid() -> int | None:

@@ -63,7 +63,7 @@ class Result:
 
     @property
     def last_step(self) -> str | None:
-        steps = [line[8:] for line in self.stderr.splitlines() if line.startswith("::step ")]
+        steps = [line[7:] for line in self.stderr.splitlines() if line.startswith("::step ")]
         return steps[-1] if steps else None
 
     @property
