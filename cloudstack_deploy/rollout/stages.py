@@ -198,8 +198,17 @@ def app_script(bp: Blueprint, env: str, role: Role, version: str, app_env: Conta
     if role.proxy is not None:
         s.step("proxy-deploy")
         deploy = p.deploy(proxy_service(bp.service, role.name), f"{name}:{role.proxy.app_port}", role.proxy)
+        path = role.proxy.healthcheck.path or "/up"
+        # The path comes from the blueprint: it is only ever used shell-quoted.
+        url = f'"http://$ip:{role.proxy.app_port}"{q([path])}'
+        probe = (f"ip=$(docker inspect --format '{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}} "
+                 f"{{{{end}}}}' {n} 2>/dev/null | cut -d' ' -f1); "
+                 f"echo '--- health check on {name}:' GET {q([path])} \"(container $(docker inspect --format "
+                 f"'{{{{.State.Status}}}}' {n} 2>/dev/null))\" >&2; "
+                 f"{{ curl -s -m 3 -w '\\n(HTTP %{{http_code}})' {url} 2>&1 || wget -q -S -O- -T 3 {url} 2>&1; }} "
+                 f"| tail -c 600 >&2 || true; echo >&2; ")
         s.raw(f"if ! out=$({q(deploy)} 2>&1); then echo \"kamal-proxy refused {name}: $out\" >&2; "
-              f"echo '--- health:' >&2; docker inspect --format '{{{{.State.Status}}}}' {n} >&2 || true; "
+              + probe +
               f"echo '--- last logs of {name}:' >&2; docker logs --tail 30 {n} >&2 2>&1 || true; "
               f"docker rm -f {n} >/dev/null 2>&1 || true; exit 67; fi")
     else:
