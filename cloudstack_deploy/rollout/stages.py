@@ -193,8 +193,9 @@ def app_script(bp: Blueprint, env: str, role: Role, version: str, app_env: Conta
     s = Script()
     s.step(f"start {name}")
     s.raw(f"state=$(docker inspect --format '{{{{.State.Status}}}}' {n} 2>/dev/null || true)")
+    s.raw("fresh=0")
     s.raw(f'if [ "$state" != running ]; then [ -n "$state" ] && docker rm -f {n} >/dev/null; '
-          f"{q(run)} >/dev/null; fi")
+          f"{q(run)} >/dev/null; fresh=1; fi")
     if role.proxy is not None:
         s.step("proxy-deploy")
         deploy = p.deploy(proxy_service(bp.service, role.name), f"{name}:{role.proxy.app_port}", role.proxy)
@@ -214,8 +215,10 @@ def app_script(bp: Blueprint, env: str, role: Role, version: str, app_env: Conta
     else:
         hc = role.healthcheck
         s.step("wait-ready")
-        s.raw(wait_ready_lines(name, timeout=max(30.0, (hc.readiness_delay if hc else 7) * 3),
-                               readiness=hc.readiness_delay if hc else 7, remove_on_fail=True))
+        # A container of this version already running (a re-run) was proven ready before.
+        s.raw('if [ "$fresh" = 1 ]; then ' + wait_ready_lines(
+            name, timeout=max(30.0, (hc.readiness_delay if hc else 7) * 3),
+            readiness=hc.readiness_delay if hc else 7, remove_on_fail=True) + "; fi")
     s.step("stop-old")
     s.raw(f"old=$(docker ps --format '{{{{.Names}}}}' {q(filt)} | grep -vx {n} || true)")
     s.raw('[ -z "$old" ] || docker stop --time 30 $old >/dev/null')
