@@ -137,7 +137,7 @@ async def lab_up(*, port: int = DEFAULT_PORT, progress: Progress, force_build: b
     from .templates import ensure_templates
 
     progress.note("lab: VM templates (built once, then cached)")
-    await ensure_templates(force=force_build, progress=progress)
+    await ensure_templates(force=force_build, progress=lambda text: progress.note(text))
     progress.note("lab: registry and application images (built once, then cached)")
     info = await ensure_registry(progress=progress)
     await build_images(force=force_build, progress=progress, registry=info)
