@@ -250,3 +250,34 @@ def accessory_reboot(name: str, env: str, blueprint: str | None, progress_mode: 
     finally:
         progress.close()
     click.echo(f"accessory {name}: {result.accessories.get(name, '?')}")
+
+
+@main.command()
+@ENV_OPTION
+@BLUEPRINT_OPTION
+@JSON_OPTION
+def history(env: str, blueprint: str | None, as_json: bool) -> None:
+    """Deploys and rollbacks of environment NAME, oldest first (kept on its primary host)."""
+    from .envctx import load_context
+    from .progress import Recorder
+
+    env = _env(env)
+
+    async def go() -> Any:
+        ctx = await load_context(env, blueprint)
+        r = make_rollout(ctx, {}, Recorder())
+        async with r.pool() as pool:
+            return await r.history(pool)
+
+    records = _run(go)
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    if not records:
+        click.echo(f"no deploys recorded for environment {env}")
+    for rec in records:
+        line = f"{rec.get('at', '?')}  {rec.get('kind', 'deploy'):<8} {rec.get('version', '?'):<16} " \
+               f"{rec.get('status', '?'):<6} by {rec.get('by', '?')}"
+        if rec.get("error"):
+            line += f"  ({rec['error']})"
+        click.echo(line)
