@@ -107,7 +107,8 @@ class Connection:
         self._counter[self.host.name] += 1
         async with self._conn.create_process(q(argv), stderr=asyncssh.STDOUT) as proc:
             async for line in proc.stdout:
-                on_line(line.rstrip("\n"))
+                if line:  # asyncssh's iterator yields one '' at EOF (an empty log line is '\n')
+                    on_line(line.rstrip("\n"))
             await proc.wait()
             return proc.exit_status or 0
 

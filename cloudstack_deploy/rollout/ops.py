@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,10 @@ class HostStatus:
     containers: list[dict[str, Any]] = field(default_factory=list)
     proxy_targets: str = ""
     error: str | None = None
+
+
+# `kamal-proxy list` colours its table even when its output is not a terminal.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 async def status(r: Rollout) -> list[HostStatus]:
@@ -48,7 +53,7 @@ async def status(r: Rollout) -> list[HostStatus]:
             st.containers.append({"name": c.get("Names"), "version": labels.get("version"),
                                   "role": labels.get("role") or labels.get("accessory"), "state": c.get("State"),
                                   "status": c.get("Status"), "image": c.get("Image")})
-        st.proxy_targets = proxy.strip()
+        st.proxy_targets = ANSI_ESCAPE.sub("", proxy).strip()
         return st
 
     async with r.pool() as pool:

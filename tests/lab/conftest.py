@@ -73,4 +73,5 @@ def docker_sim(docker_home: Path) -> Iterator[ThreadedSimulator]:
 def docker_cs(docker_sim: ThreadedSimulator) -> CloudStack:
     """The `cs` client, waiting for jobs (real VMs: generous job timeout)."""
     return CloudStack(endpoint=docker_sim.endpoint, key=DOCKER_KEY, secret=DOCKER_SECRET,
-                      poll_interval=0.1, job_timeout=300, fetch_result=True)
+                      poll_interval=0.1, job_timeout=300, fetch_result=True,
+                      method="post")  # user data with a disk is over the 4096-char GET limit

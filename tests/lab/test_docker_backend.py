@@ -121,8 +121,7 @@ def world(docker_sim: ThreadedSimulator, docker_cs: CloudStack, docker_home: Pat
     started = time.monotonic()
     vm = cs.deployVirtualMachine(zoneid=zone, serviceofferingid=offering, networkids=network["id"],
                                  templateid=named(templates, "Debian 12 bookworm docker 2026-11-01")["id"],
-                                 name="web-1", keypair="lab-key", userdata=userdata, startvm="false",
-                                 method="POST")["virtualmachine"]
+                                 name="web-1", keypair="lab-key", userdata=userdata, startvm="false")["virtualmachine"]
     assert vm["state"] == "Stopped"
     cs.attachVolume(id=volume["id"], virtualmachineid=vm["id"])
     vm = cs.startVirtualMachine(id=vm["id"])["virtualmachine"]
@@ -242,8 +241,7 @@ def test_a_bare_vm_has_no_docker_and_answers_through_port_forwarding(docker_sim:
     vm = cs.deployVirtualMachine(zoneid=world["zone"], serviceofferingid=world["offering"],
                                  templateid=named(world["templates"], "Debian 12 bookworm 2026-11-01")["id"],
                                  networkids=network["id"], name="bare-1", keypair="lab-key",
-                                 userdata=build_userdata(hostname="bare-1", host_key=host_key),
-                                 method="POST")["virtualmachine"]
+                                 userdata=build_userdata(hostname="bare-1", host_key=host_key))["virtualmachine"]
     source_nat = cs.listPublicIpAddresses(associatednetworkid=network["id"],
                                           issourcenat="true")["publicipaddress"][0]
     cs.createPortForwardingRule(ipaddressid=source_nat["id"], privateport=22, publicport=2222,
@@ -321,7 +319,7 @@ def _run_and_restart(config: SimulatorConfig, user_key: asyncssh.SSHKey, host_ke
             zoneid=zone, serviceofferingid=named(cs.listServiceOfferings()["serviceoffering"], "micro")["id"],
             templateid=named(cs.listTemplates(templatefilter="featured")["template"],
                              "Debian 12 bookworm 2026-11-01")["id"],
-            networkids=net["id"], name="keep-1", keypair="keep", method="POST",
+            networkids=net["id"], name="keep-1", keypair="keep",
             userdata=build_userdata(hostname="keep-1", host_key=host_key))["virtualmachine"]
         ip = cs.associateIpAddress(networkid=net["id"])["ipaddress"]
         cs.enableStaticNat(ipaddressid=ip["id"], virtualmachineid=vm["id"])
