@@ -2,8 +2,9 @@
 accessories, app roles (zero-downtime switch through kamal-proxy; workers in batches),
 prune, history, unlock.
 
-SSH exec calls per host for a redeploy of a proxy role: prepare 1 + app 1 (+ lock and unlock
-on the primary host): 2 on most hosts, 4 on the primary, against Kamal's ~30.
+SSH exec calls per host for a redeploy: prepare 1 + app 1, plus 1 where accessories run,
+plus lock and unlock on the primary host: 2 on most hosts, up to 5 on the primary (the
+demo's web host, which also runs Redis), against Kamal's ~30.
 """
 
 from __future__ import annotations

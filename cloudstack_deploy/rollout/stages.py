@@ -206,7 +206,7 @@ def app_script(bp: Blueprint, env: str, role: Role, version: str, app_env: Conta
                  f"{{{{end}}}}' {n} 2>/dev/null | cut -d' ' -f1); "
                  f"echo '--- health check on {name}:' GET {q([path])} \"(container $(docker inspect --format "
                  f"'{{{{.State.Status}}}}' {n} 2>/dev/null))\" >&2; "
-                 f"{{ curl -s -m 3 -w '\\n(HTTP %{{http_code}})' {url} 2>&1 || wget -q -S -O- -T 3 {url} 2>&1; }} "
+                 f"{{ curl -s -m 3 -w '(HTTP %{{http_code}})' {url} 2>&1 || wget -q -S -O- -T 3 {url} 2>&1; }} "
                  f"| tail -c 600 >&2 || true; echo >&2; ")
         s.raw(f"if ! out=$({q(deploy)} 2>&1); then echo \"kamal-proxy refused {name}: $out\" >&2; "
               + probe +
