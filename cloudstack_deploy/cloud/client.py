@@ -11,7 +11,6 @@ Retry rules (the prior pipeline retried creates blindly and made duplicates):
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any
 
 import aiohttp
 from cs import AIOCloudStack, CloudStackApiException, CloudStackException
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from ..errors import CsdeployError
 from .config import CloudConfig
@@ -140,21 +140,29 @@ class Cloud:
         """One command with the retry rules above; returns CloudStack's inner response object."""
         params = {k: v for k, v in params.items() if v is not None}
         safe, idempotent = _is_safe(command), _is_idempotent(command)
-        delay = 0.2
-        for attempt in range(self.retries + 1):
-            try:
-                return await self._once(command, params, post)
-            except CloudUnavailable:
-                if attempt == self.retries or not (safe or idempotent):
-                    raise
-            except CloudError as exc:
-                if attempt > 0 and idempotent and exc.code == 431:
-                    return {"success": True, "already_gone": True}
-                retryable = exc.code == 429 or (safe and exc.code in RETRY_CODES_SAFE)
-                if attempt == self.retries or not retryable:
-                    raise
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+
+        def retryable(exc: BaseException) -> bool:
+            if isinstance(exc, CloudUnavailable):
+                return safe or idempotent
+            if isinstance(exc, CloudError):
+                return exc.code == 429 or (safe and exc.code in RETRY_CODES_SAFE)
+            return False
+
+        attempts = 0
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(retryable), stop=stop_after_attempt(self.retries + 1),
+            wait=wait_random_exponential(multiplier=0.2, max=5.0), reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    return await self._once(command, params, post)
+        except CloudError as exc:
+            # A retried delete that finds the resource gone: the first attempt did it.
+            if attempts > 1 and idempotent and exc.code == 431 and not isinstance(exc, CloudUnavailable):
+                return {"success": True, "already_gone": True}
+            raise
         raise AssertionError("unreachable")
 
     # ---- conveniences --------------------------------------------------------------------
