@@ -210,9 +210,13 @@ def _known_host(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-async def _host_key(cloud: Cloud, ctx: RunContext, name: str, vm_id: str) -> str:
+async def _host_key(cloud: Cloud, ctx: RunContext, name: str, vm_id: str, cached: dict[str, str]) -> str:
+    """The VM's pinned host key: made this run, else the last inventory's (same VM id), else
+    read back from its user data through CloudStack's API (a channel csdeploy trusts)."""
     if name in ctx.host_keys:
         return ctx.host_keys[name].public_line
+    if vm_id in cached:
+        return cached[vm_id]
     data = await cloud.request("getVirtualMachineUserData", virtualmachineid=vm_id)
     key = host_public_key_from_userdata((data.get("virtualmachineuserdata") or {}).get("userdata"))
     if key is None:
@@ -225,7 +229,10 @@ async def _inventory(cloud: Cloud, desired: Desired, actual: Actual, catalog: Ca
                      state: EnvState, key_path: str) -> tuple[dict[str, Any], list[SSHTarget]]:
     hosts = []
     targets = []
-    keys = await asyncio.gather(*(_host_key(cloud, ctx, s.name, actual.vms[s.name]["id"]) for s in desired.vms))
+    cached = {h["vm_id"]: h["host_key"] for h in (state.read_inventory() or {}).get("hosts", [])
+              if h.get("vm_id") and h.get("host_key")}
+    keys = await asyncio.gather(*(_host_key(cloud, ctx, s.name, actual.vms[s.name]["id"], cached)
+                                  for s in desired.vms))
     for spec, host_key in zip(desired.vms, keys, strict=True):
         vm = actual.vms[spec.name]
         if desired.public_access == "static_nat":

@@ -309,3 +309,16 @@ def test_no_cloud_configured_exits_2_with_the_hint(clean_env: Path) -> None:
     assert "no CloudStack configured" in res.stderr
     assert "CLOUDSTACK_ENDPOINT" in res.stderr and "lab simulator" in res.stderr
     assert not (clean_env / "envs" / "demo" / "inventory.json").exists()
+
+
+async def test_host_keys_come_from_the_inventory_else_from_the_cloud(home: Path) -> None:
+    """A re-run reads pinned keys from the last inventory (no API call); without it, from
+    each VM's user data through CloudStack's API — the same keys either way."""
+    first, _ = await create("demo")
+    pinned = {h["name"]: h["host_key"] for h in first.inventory["hosts"]}
+    _, cloud = await create("demo")
+    assert cloud.calls["getVirtualMachineUserData"] == 0
+    EnvState("demo").inventory_path.unlink()
+    again, cloud = await create("demo")
+    assert cloud.calls["getVirtualMachineUserData"] == len(pinned)
+    assert {h["name"]: h["host_key"] for h in again.inventory["hosts"]} == pinned
