@@ -212,15 +212,19 @@ def create_env(blueprint: str, env: str, ttl: str | None, skip_rollout: bool, ve
     finally:
         progress.close()
     created = result.plan.count("create", "replace")
-    if as_json:
-        click.echo(json.dumps({"inventory": result.inventory, "plan": result.plan.to_dict(),
-                               "seconds": round(result.seconds, 2), "api_calls": result.api_calls}, indent=2))
-    else:
-        click.echo(create_text(result.inventory, result.seconds, result.api_calls, created))
+    if as_json:  # one JSON document on stdout, rollout included
+        doc: dict[str, Any] = {"inventory": result.inventory, "plan": result.plan.to_dict(),
+                               "seconds": round(result.seconds, 2), "api_calls": result.api_calls}
+        if rolled:
+            doc["rollout"] = {"version": rolled[0].version, "seconds": round(rolled[0].seconds, 2),
+                              "ssh_exec_calls": rolled[0].exec_calls, "accessories": rolled[0].accessories}
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(create_text(result.inventory, result.seconds, result.api_calls, created))
     if rolled:
-        report(rolled[0], as_json, "rollout")
+        report(rolled[0], False, "rollout")
         web = next((h for h in result.inventory["hosts"] if h.get("proxy")), None)
-        if web and not as_json:
+        if web:
             click.echo(f"app: http://{web['public_ip']}/")
 
 
