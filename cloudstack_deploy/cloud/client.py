@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -86,6 +87,7 @@ class Cloud:
         self._get: AIOCloudStack | None = None
         self._post: AIOCloudStack | None = None
         self._on_call = on_call
+        self._watcher: _JobWatcher | None = None
 
     async def __aenter__(self) -> Cloud:
         kw: dict[str, Any] = dict(endpoint=self.config.endpoint, key=self.config.key, secret=self.config.secret,
@@ -180,23 +182,18 @@ class Cloud:
             page += 1
 
     async def wait_job(self, command: str, jobid: str) -> dict[str, Any]:
-        """Poll queryAsyncJobResult until the job ends; return its jobresult or raise JobFailed."""
-        deadline = time.monotonic() + self.job_timeout
-        interval = min(self.poll_interval, 0.2)
-        while True:
-            job = await self.request("queryAsyncJobResult", jobid=jobid)
-            status = job.get("jobstatus")
-            if status == 1:
-                return job.get("jobresult") or {}
-            if status == 2:
-                res = job.get("jobresult") or {}
-                raise JobFailed(command, job.get("jobresultcode") or res.get("errorcode"),
-                                res.get("errortext") or "the job failed without a message")
-            if time.monotonic() > deadline:
-                raise CloudError(command, None, f"job {jobid} did not finish within {self.job_timeout:.0f}s",
-                                 hint="the cloud is slow or stuck; check the job in the CloudStack UI, then re-run")
-            await asyncio.sleep(interval)
-            interval = min(interval * 1.5, self.poll_interval)
+        """Wait for an async job; return its jobresult or raise JobFailed (see _JobWatcher)."""
+        if self._watcher is None:
+            self._watcher = _JobWatcher(self)
+        job = await self._watcher.wait(jobid, time.monotonic() + self.job_timeout)
+        if job is None:
+            raise CloudError(command, None, f"job {jobid} did not finish within {self.job_timeout:.0f}s",
+                             hint="the cloud is slow or stuck; check the job in the CloudStack UI, then re-run")
+        if job.get("jobstatus") == 1:
+            return job.get("jobresult") or {}
+        res = job.get("jobresult") or {}
+        raise JobFailed(command, job.get("jobresultcode") or res.get("errorcode"),
+                        res.get("errortext") or "the job failed without a message")
 
     async def job(self, command: str, *, post: bool = False, **params: Any) -> dict[str, Any]:
         """Submit an async command and wait for it; returns the job result object."""
@@ -204,3 +201,72 @@ class Cloud:
         if "jobid" not in reply:
             return reply
         return await self.wait_job(command, reply["jobid"])
+
+
+BATCH_MIN = 3  #: pending jobs from which one listAsyncJobs poll replaces one query per job
+
+
+class _JobWatcher:
+    """Waits for every pending job of a session with as few API calls as it can.
+
+    With a few jobs pending, each is polled with queryAsyncJobResult. With more (30 VMs
+    deploying at once), one listAsyncJobs call per interval (jobs created since the oldest
+    pending one) tells which have finished, and only those are queried for their result:
+    about one call per job instead of one per job per interval. Should listAsyncJobs be
+    refused or miss a job, that job is polled on its own, as before.
+    """
+
+    def __init__(self, cloud: Cloud) -> None:
+        self.cloud = cloud
+        self.pending: dict[str, tuple[asyncio.Future[dict[str, Any] | None], float, float]] = {}
+        self.batch_ok = True
+        self._task: asyncio.Task[None] | None = None
+
+    async def wait(self, jobid: str, deadline: float) -> dict[str, Any] | None:
+        fut: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self.pending[jobid] = (fut, deadline, time.time())
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        return await fut
+
+    async def _run(self) -> None:
+        interval = min(self.cloud.poll_interval, 0.2)
+        while self.pending:
+            await asyncio.sleep(interval)
+            interval = min(interval * 1.5, self.cloud.poll_interval)
+            ids = list(self.pending)
+            finished = await self._finished(ids) if self.batch_ok and len(ids) >= BATCH_MIN else None
+            to_query = ids if finished is None else finished
+            await asyncio.gather(*(self._query(jobid) for jobid in to_query))
+            now = time.monotonic()
+            for jobid, (fut, deadline, _) in list(self.pending.items()):
+                if now > deadline and not fut.done():
+                    fut.set_result(None)
+                    del self.pending[jobid]
+
+    async def _finished(self, ids: list[str]) -> list[str] | None:
+        """Jobs of ``ids`` that are done or that the listing misses; None when listing fails."""
+        oldest = min(self.pending[i][2] for i in ids) - 120  # clocks of client and cloud may differ
+        since = datetime.fromtimestamp(oldest, UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
+        try:
+            jobs = await self.cloud.list("listAsyncJobs", startdate=since)
+        except CloudError:
+            self.batch_ok = False
+            return None
+        status = {j.get("jobid"): j.get("jobstatus") for j in jobs}
+        return [i for i in ids if status.get(i) != 0]
+
+    async def _query(self, jobid: str) -> None:
+        entry = self.pending.get(jobid)
+        if entry is None:
+            return
+        try:
+            job = await self.cloud.request("queryAsyncJobResult", jobid=jobid)
+        except CloudError as exc:
+            if not entry[0].done():
+                entry[0].set_exception(exc)
+            self.pending.pop(jobid, None)
+            return
+        if job.get("jobstatus") != 0 and not entry[0].done():
+            entry[0].set_result(job)
+            self.pending.pop(jobid, None)

@@ -168,3 +168,48 @@ async def test_list_walks_every_page(sim: ThreadedSimulator, cloud_view: CloudVi
 
 def _public_key(i: int) -> str:
     return asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip() + f" k{i}"
+
+
+async def _tag_jobs(cloud: Cloud, count: int) -> list[dict[str, Any]]:
+    """Start ``count`` async jobs at once (tagging one network) and wait for all of them."""
+    import asyncio
+
+    net = await cloud.request("createNetwork", name="jobs", displaytext="jobs", **await ids(cloud))
+    nid = net["network"]["id"]
+    return await asyncio.gather(*(cloud.job("createTags", resourceids=[nid], resourcetype="Network",
+                                            tags=[{"key": f"k{i}", "value": "v"}]) for i in range(count)))
+
+
+@pytest.mark.lab(job_seconds=0.5)
+async def test_many_pending_jobs_are_watched_with_one_listing_per_interval(sim: ThreadedSimulator) -> None:
+    async with Cloud(config(sim.endpoint)) as cloud:
+        results = await _tag_jobs(cloud, 12)
+    assert all(r == {"success": True} for r in results)
+    assert cloud.calls["listAsyncJobs"] >= 1
+    # One final query per job (plus at most a few), not one per job per poll interval.
+    assert cloud.calls["queryAsyncJobResult"] <= 12 + 3, cloud.calls
+
+
+@pytest.mark.lab(job_seconds=0.3, faults=[parse_fault("listAsyncJobs:http:531:always")])
+async def test_jobs_still_finish_when_listing_jobs_is_refused(sim: ThreadedSimulator) -> None:
+    async with Cloud(config(sim.endpoint)) as cloud:
+        results = await _tag_jobs(cloud, 5)
+    assert all(r == {"success": True} for r in results)
+    assert cloud.calls["listAsyncJobs"] == 1, "after one refusal the watcher polls each job itself"
+
+
+@pytest.mark.lab(job_seconds=0.3)
+async def test_a_failed_job_among_many_raises_its_error(sim: ThreadedSimulator, cloud_view: CloudView) -> None:
+    import asyncio
+
+    async with Cloud(config(sim.endpoint)) as cloud:
+        params = await ids(cloud)
+        cloud_view.add_faults("createTags:job:530:1")
+        net = await cloud.request("createNetwork", name="jobs", displaytext="jobs", **params)
+        nid = net["network"]["id"]
+        outcomes = await asyncio.gather(*(cloud.job("createTags", resourceids=[nid], resourcetype="Network",
+                                                    tags=[{"key": f"k{i}", "value": "v"}]) for i in range(6)),
+                                        return_exceptions=True)
+    failed = [o for o in outcomes if isinstance(o, JobFailed)]
+    assert len(failed) == 1 and failed[0].code == 530
+    assert sum(1 for o in outcomes if o == {"success": True}) == 5

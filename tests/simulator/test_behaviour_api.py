@@ -223,3 +223,14 @@ def test_async_parameter_errors_fail_the_request_not_a_job(cs_raw: CloudStack) -
     time.sleep(0.05)
     assert cs_raw.listAsyncJobs().get("count", 0) == before
     assert cs_raw.listVirtualMachines() == {}
+
+
+def test_list_async_jobs_filters_by_startdate(cs_raw: CloudStack) -> None:
+    cat = catalog(cs_raw)
+    net = network(cs_raw, cat)
+    reply = cs_raw.deployVirtualMachine(**vm_params(cat, net, "web-1"))
+    created = cs_raw.queryAsyncJobResult(jobid=reply["jobid"])["created"]
+    assert reply["jobid"] in {j["jobid"] for j in cs_raw.listAsyncJobs(startdate=created)["asyncjobs"]}
+    later = cs_raw.listAsyncJobs(startdate="2999-01-01T00:00:00+0000")
+    assert later == {}, "no job was created after the start date"
+    assert "startdate" in http_error(431, cs_raw.listAsyncJobs, startdate="yesterday")

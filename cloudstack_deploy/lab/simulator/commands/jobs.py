@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from ..engine import Simulator
-from ..errors import ApiError
+from ..errors import ApiError, invalid_value
 from ..registry import Param, Request, command, finisher
 
 
@@ -19,9 +20,23 @@ def query_async_job_result(sim: Simulator, req: Request) -> dict[str, Any]:
 
 @command("listAsyncJobs", Param("startdate", "date"), key="asyncjobs", listing=True)
 def list_async_jobs(sim: Simulator, req: Request) -> list[dict[str, Any]]:
-    """Lists all pending asynchronous jobs for the account."""
+    """Lists the account's asynchronous jobs (pending and finished), created since startdate."""
+    since = _parse_date(req.get("startdate")) if req.get("startdate") else None
     jobs = sorted(sim.col("jobs").values(), key=lambda j: j["created"])
+    if since is not None:
+        jobs = [j for j in jobs if (_parse_date(j["created"]) or since) >= since]
     return [sim.render_job(j) for j in jobs]
+
+
+def _parse_date(text: str) -> datetime | None:
+    """CloudStack accepts dates as yyyy-MM-dd, yyyy-MM-dd HH:mm:ss or with 'T' and a zone."""
+    for fmt in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"):
+        try:
+            parsed = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    raise invalid_value(f"Unable to parse date {text} for parameter startdate: use yyyy-MM-dd'T'HH:mm:ssZ")
 
 
 @finisher("deferred_error")
