@@ -1,0 +1,345 @@
+"""The value rules of a blueprint: one checker per kind of value, and how problems are kept.
+
+Each checker validates one value and either returns it normalised or records a `Problem`
+(with the file and line it came from) and returns `BAD`; `blueprint.py` walks the sections
+and applies them from tables. Split from `blueprint_schema.py`, which keeps the records.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .blueprint_schema import (
+    ENV_NAME_RE,
+    NAME_RE,
+    SECRET_NAME_RE,
+    parse_duration,
+)
+
+# --- Value rules ----------------------------------------------------------------------------
+# The checkers below each validate one value and either return it normalised or record a
+# Problem and return BAD. They are table-driven by `blueprint.py`, which walks the sections.
+
+#: A position in the parsed tree, e.g. ("roles", "web", "count") or ("secrets", 0).
+TreePath = tuple[str | int, ...]
+#: Where a tree position came from: (file or `--set PATH`, 1-based line or None).
+Loc = tuple[str, int | None]
+#: Checks one value at a path: returns it normalised, or records a Problem and returns BAD.
+Checker = Callable[["Ctx", TreePath, Any], Any]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a blueprint, rendered as `demo.yml:12: roles.web.count: ...`."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class _Bad:
+    def __repr__(self) -> str:
+        return "BAD"
+
+
+#: Returned by a checker that recorded a problem; callers then fall back to a placeholder.
+BAD: Any = _Bad()
+
+
+def dotted(path: TreePath) -> str:
+    """`("roles", "web", "count")` -> `roles.web.count`; list indexes as `[0]`."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def describe(value: Any) -> str:
+    """A short, quoted rendering of a bad value for messages (`'two'`, `a list`, `null`)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+@dataclass
+class Ctx:
+    """Collects problems; knows where each tree position came from."""
+
+    file: str
+    locs: dict[TreePath, Loc]
+    problems: list[Problem] = field(default_factory=list)
+    #: Secret names used by env sections, with where; checked against `secrets` at the end.
+    secret_refs: list[tuple[TreePath, str]] = field(default_factory=list)
+
+    def where(self, path: TreePath) -> Loc:
+        """The nearest recorded origin: a missing key is reported at its parent's line."""
+        while path not in self.locs and path:
+            path = path[:-1]
+        return self.locs.get(path, (self.file, None))
+
+    def add(self, path: TreePath, message: str) -> None:
+        file, line = self.where(path)
+        self.problems.append(Problem(file, line, dotted(path), message))
+
+    def type_error(self, path: TreePath, expected: str, value: Any) -> Any:
+        self.add(path, f"expected {expected}, got {describe(value)}")
+        return BAD
+
+
+def check_str(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """A non-empty string; numbers are not silently turned into names."""
+    if not isinstance(value, str):
+        return ctx.type_error(path, "a string", value)
+    if not value.strip():
+        return ctx.type_error(path, "a non-empty string", value)
+    return value
+
+
+def check_bool(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """true or false; the string "yes" is refused rather than guessed at."""
+    return value if isinstance(value, bool) else ctx.type_error(path, "true or false", value)
+
+
+def int_checker(low: int, high: int | None = None, rule: str = "") -> Checker:
+    """An integer in [low, high]; `rule` replaces the default "must be >= low" wording."""
+    rule = rule or (f"must be {low}-{high}" if high is not None else f"must be >= {low}")
+
+    def check(ctx: Ctx, path: TreePath, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return ctx.type_error(path, "an integer", value)
+        if value < low or (high is not None and value > high):
+            ctx.add(path, f"{rule}, got {value}")
+            return BAD
+        return value
+
+    return check
+
+
+def check_seconds(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """A positive number of seconds; fractions allowed so lab runs can use short timings."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return ctx.type_error(path, "a number of seconds", value)
+    if value <= 0:
+        ctx.add(path, f"must be more than 0 seconds, got {value}")
+        return BAD
+    return value
+
+
+def name_checker(max_len: int) -> Checker:
+    """A name usable inside CloudStack VM names `<env>-<role>-<n>`."""
+
+    def check(ctx: Ctx, path: TreePath, value: Any) -> Any:
+        if not isinstance(value, str):
+            return ctx.type_error(path, "a name", value)
+        if not NAME_RE.match(value):
+            ctx.add(path, f"invalid name {describe(value)}: use a-z, 0-9 and '-', start with a "
+                          "letter and do not end with '-' (it becomes part of VM host names)")
+            return BAD
+        if len(value) > max_len:
+            ctx.add(path, f"name {describe(value)} is {len(value)} characters; at most {max_len} fit in VM names")
+            return BAD
+        return value
+
+    return check
+
+
+def choice_checker(*options: str) -> Checker:
+    """One of a fixed set of words, listed in the message so the fix is a copy away."""
+
+    def check(ctx: Ctx, path: TreePath, value: Any) -> Any:
+        if value in options:
+            return value
+        ctx.add(path, f"expected one of {', '.join(options)}, got {describe(value)}")
+        return BAD
+
+    return check
+
+
+check_port = int_checker(1, 65535, "must be a port number 1-65535")
+check_count = int_checker(0)
+check_size_gb = int_checker(1, None, "must be a positive number of GB")
+check_retain = int_checker(1)
+_APP_IMAGE_RE = re.compile(r"^(?:[A-Za-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_HOST_RE = re.compile(r"^(?:\*\.)?[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::\d+)?$")
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]*$")
+
+
+def image_checker(tag_allowed: bool) -> Checker:
+    """App images get `:<version>` appended at deploy time, so they must not carry a tag."""
+
+    def check(ctx: Ctx, path: TreePath, value: Any) -> Any:
+        if check_str(ctx, path, value) is BAD:
+            return BAD
+        repo, _, tag = value.rpartition(":") if ":" in value.rsplit("/", 1)[-1] else (value, "", "")
+        if not _APP_IMAGE_RE.match(repo) or (tag and not _TAG_RE.match(tag)):
+            ctx.add(path, f"not a valid image reference: {describe(value)}")
+            return BAD
+        if tag and not tag_allowed:
+            ctx.add(path, f"remove the tag ':{tag}': the deployed version is appended as the tag")
+            return BAD
+        return value
+
+    return check
+
+
+def check_cidrs(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """CIDRs for firewall rules; a CIDR with host bits set is refused with the fix, since
+    CloudStack would otherwise silently widen or reject the rule."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        return ctx.type_error(path, "a list of CIDRs such as [203.0.113.0/24]", value)
+    out = []
+    for i, item in enumerate(items):
+        sub = path + (i,) if isinstance(value, list) else path
+        if not isinstance(item, str):
+            ctx.type_error(sub, "a CIDR such as 203.0.113.0/24", item)
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=True)))
+        except ValueError as exc:
+            fix = ""
+            if "host bits set" in str(exc):
+                fix = f"; did you mean {ipaddress.ip_network(item, strict=False)}?"
+            ctx.add(sub, f"not a valid CIDR: {describe(item)}{fix}")
+    return tuple(out) if len(out) == len(items) else BAD
+
+
+def check_cmd(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """A command as argv words: a string is split like a shell would, a list is taken as-is."""
+    if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) for v in value):
+        return tuple(str(v) for v in value)
+    if isinstance(value, str) and value.strip():
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as exc:
+            ctx.add(path, f"cannot split the command into words: {exc}")
+            return BAD
+    return ctx.type_error(path, "a command (string or list of words)", value)
+
+
+def check_shell_cmd(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """A command for `docker --health-cmd`, which takes one shell string."""
+    words = check_cmd(ctx, path, value)
+    return BAD if words is BAD else (value if isinstance(value, str) else shlex.join(words))
+
+
+def secret_name_checker(what: str) -> Checker:
+    """Secret names only: the message never repeats the value, which may be a real secret."""
+
+    def check(ctx: Ctx, path: TreePath, value: Any) -> Any:
+        if isinstance(value, str) and SECRET_NAME_RE.match(value):
+            return value
+        if isinstance(value, str) and value:
+            ctx.add(path, f"this looks like a literal {what}, not a secret name: write the NAME of "
+                          "a secret in UPPER_SNAKE_CASE (e.g. REGISTRY_PASSWORD), list it under "
+                          "`secrets`, and keep the value in the environment or the secrets file")
+        else:
+            ctx.add(path, "expected a secret name in UPPER_SNAKE_CASE")
+        return BAD
+
+    return check
+
+
+check_secret_name = secret_name_checker("value")
+check_password = secret_name_checker("password")
+
+
+def list_checker(item: Checker) -> Checker:
+    """A list whose items each pass `item`; every bad item is reported, not just the first."""
+
+    def check(ctx: Ctx, path: TreePath, value: Any) -> Any:
+        if not isinstance(value, list):
+            return ctx.type_error(path, "a list", value)
+        out = [item(ctx, path + (i,), v) for i, v in enumerate(value)]
+        return BAD if any(v is BAD for v in out) else tuple(out)
+
+    return check
+
+
+def check_hosts(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """Proxy host names: one string or a list (kamal-proxy takes --host repeatedly)."""
+    hosts = list_checker(check_str)(ctx, path, [value] if isinstance(value, str) else value)
+    if hosts is not BAD:
+        for i, host in enumerate(hosts):
+            if not _HOST_RE.match(host):
+                ctx.add(path + (i,) if isinstance(value, list) else path, f"not a host name: {describe(host)}")
+                return BAD
+    return hosts
+
+
+def pattern_checker(regex: re.Pattern[str], what: str) -> Checker:
+    """A string matching `regex`; `what` describes the expected form in the message."""
+
+    def check(ctx: Ctx, path: TreePath, value: Any) -> Any:
+        if check_str(ctx, path, value) is BAD:
+            return BAD
+        if not regex.match(value):
+            ctx.add(path, f"expected {what}, got {describe(value)}")
+            return BAD
+        return value
+
+    return check
+
+
+_abs_path = pattern_checker(re.compile(r"^/[^\s:]*[^\s:/]/?$"), "an absolute path other than / (e.g. /data)")
+
+
+def check_abs_path(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """A mount point; `/data/` and `/data` are the same place, so compare them as one."""
+    checked = _abs_path(ctx, path, value)
+    return checked if checked is BAD else checked.rstrip("/")
+
+
+check_http_path = pattern_checker(re.compile(r"^/\S*$"), "a URL path starting with / (e.g. /up)")
+check_volume = pattern_checker(re.compile(r"^[^\s:]+:/[^\s:]*(?::(?:ro|rw))?$"),
+                               "HOST_PATH_OR_VOLUME:/container/path[:ro]")
+
+
+def check_ttl(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """A duration string (see `parse_duration`), returned as a timedelta."""
+    try:
+        return parse_duration(value) if isinstance(value, str) else parse_duration("?")
+    except ValueError:
+        return ctx.type_error(path, "a duration like 30m, 12h or 2d", value)
+
+
+def check_clear_env(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """NAME: value pairs; numbers and booleans become the strings a container would see."""
+    if not isinstance(value, dict):
+        return ctx.type_error(path, "a mapping of NAME: value", value)
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if not ENV_NAME_RE.match(key):
+            ctx.add(path + (key,), "not a valid environment variable name")
+        elif isinstance(item, bool):
+            out[key] = "true" if item else "false"
+        elif isinstance(item, (str, int, float)) or item is None:
+            out[key] = "" if item is None else str(item)
+        else:
+            ctx.type_error(path + (key,), "a string or number", item)
+    return out
+
+
+check_registry_server = pattern_checker(_HOST_RE, "a registry host[:port]")
+check_unix_user = pattern_checker(_USER_RE, "a Unix user name")
