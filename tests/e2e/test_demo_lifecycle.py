@@ -232,6 +232,17 @@ def test_h_status_logs_exec(story: Story) -> None:
 
 
 # ---- i -----------------------------------------------------------------------------------------
+def test_h2_history_records_every_deploy_with_its_outcome(story: Story) -> None:
+    run = story.lab.csdeploy("history", "--env", ENV, "--json")
+    records = json.loads(run.stdout)
+    seen = [(r["kind"], r["version"], r["status"]) for r in records]
+    for step in [("deploy", "v1", "ok"), ("deploy", "v2", "ok"), ("rollback", "v1", "ok"),
+                 ("deploy", "broken", "failed")]:
+        assert step in seen, f"{step} missing from the history: {seen}"
+    failed = next(r for r in records if r["version"] == "broken")
+    assert "proxy-deploy" in failed["error"], failed
+
+
 def test_i_teardown_leaves_nothing(story: Story) -> None:
     run = story.lab.csdeploy("teardown", "--env", ENV, "--yes", "--progress", "plain")
     story.lab.record("demo", teardown_seconds=round(run.seconds, 1))
