@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import ApiError, invalid_value, missing_param, param_error, unknown_id
+from .errors import ApiError, invalid_value, missing_param, unknown_id
 
 ParamType = Literal["string", "uuid", "boolean", "integer", "long", "short", "map", "list", "date"]
 Kind = Literal["list", "object", "success", "async", "raw"]
@@ -175,12 +175,6 @@ def _check_uuid(cmd: Command, p: Param, value: str, lookup: Callable[[str, str],
         raise unknown_id(cmd.name, p.name, value) from None
     if p.entity and not lookup(p.entity, value):
         raise unknown_id(cmd.name, p.name, value)
-
-
-def require_one(cmd: Command, req: Request, *names: str) -> None:
-    """CloudStack's "either X or Y must be specified" checks."""
-    if not any(n in req for n in names):
-        raise param_error(f"Either {' or '.join(names)} must be specified")
 
 
 @dataclass

@@ -110,15 +110,6 @@ def logs(name: str, tail: int = 50, follow: bool = False, timestamps: bool = Fal
     return [*argv, name]
 
 
-def ps_names(filters: Mapping[str, str], all_: bool = True) -> Argv:
-    argv = ["docker", "ps", "--format", "{{.Names}}"]
-    if all_:
-        argv.append("--all")
-    for k, v in filters.items():
-        argv += ["--filter", f"label={k}={v}"]
-    return argv
-
-
 def ps_json(filters: Mapping[str, str]) -> Argv:
     argv = ["docker", "ps", "--all", "--no-trunc", "--format", "{{json .}}"]
     for k, v in filters.items():
@@ -135,7 +126,3 @@ def health(name: str) -> Argv:
 
 def exec_(name: str, cmd: Sequence[str], interactive: bool = False) -> Argv:
     return ["docker", "exec", *(["--interactive"] if interactive else []), name, *cmd]
-
-
-def image_remove(images: Sequence[str]) -> Argv:
-    return ["docker", "image", "rm", *images]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from ...blueprint_schema import Proxy
 from .docker import LOG_OPTS, NETWORK
 from .script import Argv
@@ -45,7 +43,3 @@ def list_services() -> Argv:
 
 def remove(service: str) -> Argv:
     return ["docker", "exec", CONTAINER, "kamal-proxy", "remove", service]
-
-
-def image_of_running() -> Sequence[str]:
-    return ["docker", "inspect", "--format", "{{.Config.Image}}", CONTAINER]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable
 from typing import Any
 
@@ -73,7 +72,3 @@ def get_or_431(sim: Simulator, collection: str, id_: str, what: str) -> dict[str
     if item is None or item.get("_removed"):
         raise ApiError(431, f"Unable to find {what} with specified id {id_}", 4350)
     return item
-
-
-def template_matches(name: str, pattern: str) -> bool:
-    return fnmatch.fnmatchcase(name, pattern)
