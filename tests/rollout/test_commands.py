@@ -180,3 +180,26 @@ def test_names() -> None:
     assert container_name("demo", "web", "v2") == "demo-web-v2"
     assert image_base("registry.lab:5000/postgres:15") == "postgres"
     assert image_base("postgres") == "postgres"
+
+
+def test_deploy_lock_refuses_a_second_holder_until_broken_and_unlock_records_history(tmp_path: Path) -> None:
+    from cloudstack_deploy.rollout.stages import (
+        LOCK_EXIT,
+        history_script,
+        lock_script,
+        unlock_script,
+    )
+
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    first = {"user": "alice", "host": "ci-1", "version": "v1", "since": 1, "ttl": 1800}
+    assert run_script(lock_script("demo", first, 1800, False), env, tmp_path).returncode == 0
+    second = run_script(lock_script("demo", {"user": "bob"}, 1800, False), env, tmp_path)
+    assert second.returncode == LOCK_EXIT
+    assert json.loads(second.stdout)["user"] == "alice", "the refusal must say who holds the lock"
+    broken = run_script(lock_script("demo", {"user": "bob"}, 1800, True), env, tmp_path)
+    assert broken.returncode == 0, broken.stderr
+    record = {"version": "v2", "status": "ok", "kind": "deploy"}
+    assert run_script(unlock_script("demo", record), env, tmp_path).returncode == 0
+    assert run_script(lock_script("demo", {"user": "carol"}, 1800, False), env, tmp_path).returncode == 0
+    history = run_script(history_script("demo"), env, tmp_path).stdout.splitlines()
+    assert [json.loads(line) for line in history] == [record]
