@@ -15,9 +15,10 @@ from cloudstack_deploy.lab.docker import engine_available
 from cloudstack_deploy.lab.manage import lab_status, lab_up, running_pid
 from cloudstack_deploy.progress import Recorder
 
-pytestmark = pytest.mark.skipif(asyncio.run(engine_available()) is not None, reason="no Docker engine answers")
+needs_engine = pytest.mark.skipif(asyncio.run(engine_available()) is not None, reason="no Docker engine answers")
 
 
+@needs_engine
 def test_second_lab_up_rebuilds_and_restarts_nothing() -> None:
     first = Recorder()
     asyncio.run(lab_up(progress=first))
@@ -36,6 +37,7 @@ def test_second_lab_up_rebuilds_and_restarts_nothing() -> None:
     assert status.simulator == "running" and all(status.images.values()), status
 
 
+@needs_engine
 def test_lab_status_reports_the_running_lab() -> None:
     asyncio.run(lab_up(progress=Recorder()))
     status = asyncio.run(lab_status())
@@ -43,3 +45,13 @@ def test_lab_status_reports_the_running_lab() -> None:
     assert status.endpoint and status.endpoint.endswith("/client/api")
     assert "running" in status.registry
     assert os.path.exists(os.path.expanduser(os.environ.get("CSDEPLOY_HOME", "~/.csdeploy")) + "/lab/cloudstack.ini")
+
+
+def test_lab_up_without_a_docker_engine_says_how_to_get_one(tmp_path, monkeypatch) -> None:
+    from cloudstack_deploy.lab.manage import LabError
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such-docker.sock")
+    with pytest.raises(LabError) as err:
+        asyncio.run(lab_up(progress=Recorder()))
+    assert "needs a Docker engine" in str(err.value)
+    assert err.value.hint and "apt-get install -y docker.io" in err.value.hint
