@@ -11,6 +11,7 @@ Retry rules (the prior pipeline retried creates blindly and made duplicates):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -103,6 +104,9 @@ class Cloud:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._watcher is not None:  # a caller that gave up leaves jobs pending: stop polling them
+            await self._watcher.close()
+            self._watcher = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -221,6 +225,15 @@ class _JobWatcher:
         self.pending: dict[str, tuple[asyncio.Future[dict[str, Any] | None], float, float]] = {}
         self.batch_ok = True
         self._task: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for fut, _, _ in self.pending.values():
+            fut.cancel()
+        self.pending.clear()
 
     async def wait(self, jobid: str, deadline: float) -> dict[str, Any] | None:
         fut: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()

@@ -213,3 +213,19 @@ async def test_a_failed_job_among_many_raises_its_error(sim: ThreadedSimulator, 
     failed = [o for o in outcomes if isinstance(o, JobFailed)]
     assert len(failed) == 1 and failed[0].code == 530
     assert sum(1 for o in outcomes if o == {"success": True}) == 5
+
+
+@pytest.mark.lab(job_seconds=5)
+async def test_leaving_the_session_stops_polling_jobs_nobody_waits_for(sim: ThreadedSimulator) -> None:
+    import asyncio
+
+    async with Cloud(config(sim.endpoint)) as cloud:
+        params = await ids(cloud)
+        net = await cloud.request("createNetwork", name="n", displaytext="n", **params)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(cloud.job("createTags", resourceids=[net["network"]["id"]],
+                                             resourcetype="Network", tags=[{"key": "k", "value": "v"}]), 0.3)
+    calls = cloud.total_calls
+    await asyncio.sleep(0.3)
+    assert cloud.total_calls == calls, "the job watcher kept polling after the session closed"
+    assert not [t for t in asyncio.all_tasks() if "_JobWatcher" in repr(t.get_coro())]
