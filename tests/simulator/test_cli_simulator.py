@@ -80,10 +80,14 @@ class Served:
         """Send ``sig``, wait for the exit; (return code, stderr)."""
         self.proc.send_signal(sig)
         try:
-            _, err = self.proc.communicate(timeout=15)
+            self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise
+        # stdout belongs to the pump thread: reading it here too (communicate) raced with it,
+        # and the pump could die on the closed file without its end marker.
+        assert self.proc.stderr is not None
+        err = self.proc.stderr.read()
         while (line := self._lines.get(timeout=5)) is not None:
             self.stdout.append(line)
         return self.proc.returncode, err
