@@ -53,6 +53,7 @@ from .blueprint_rules import (
     name_checker,
 )
 from .blueprint_schema import (
+    DEFAULT_HEALTH_PATH,
     DOCKER_INSTALL_METHODS,
     PUBLIC_ACCESS_MODES,
     ROLE_NAME_MAX,
@@ -72,7 +73,7 @@ from .blueprint_schema import (
     format_duration,
     parse_duration,
 )
-from .errors import CsdeployError
+from .errors import InvalidInput
 
 __all__ = [
     "Accessory", "AccessoryVM", "Blueprint", "BlueprintError", "Cloud", "Disk", "EnvSpec",
@@ -81,8 +82,10 @@ __all__ = [
 ]
 
 
-class BlueprintError(CsdeployError):
+class BlueprintError(InvalidInput):
     """The blueprint cannot be used; `problems` lists everything wrong, one per line in str()."""
+
+    located = True  # each line already names its file:line: printed as is
 
     def __init__(self, problems: Sequence[Problem], *, hint: str | None = None) -> None:
         self.problems = list(problems)
@@ -329,7 +332,7 @@ def _check_env(ctx: Ctx, path: TreePath, value: Any) -> Any:
 
 
 _PROXY_HEALTHCHECK = _sub({"path": check_http_path, "interval": check_seconds, "timeout": check_seconds},
-                          lambda out: Healthcheck(**{"path": "/up", **out}))
+                          lambda out: Healthcheck(**{"path": DEFAULT_HEALTH_PATH, **out}))
 _ROLE_HEALTHCHECK = _sub({"cmd": check_shell_cmd, "interval": check_seconds,
                           "timeout": check_seconds, "readiness_delay": check_seconds},
                          lambda out: Healthcheck(**out))

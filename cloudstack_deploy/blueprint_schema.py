@@ -79,8 +79,12 @@ class Healthcheck:
     readiness_delay: float = 7
 
 
+DEFAULT_HEALTH_PATH = "/up"
+"""What kamal-proxy GETs on a proxy role unless the blueprint says otherwise (Kamal's default)."""
+
+
 def _proxy_healthcheck() -> Healthcheck:
-    return Healthcheck(path="/up")
+    return Healthcheck(path=DEFAULT_HEALTH_PATH)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,13 +15,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .blueprint_schema import Blueprint
-from .errors import CsdeployError
+from .errors import InvalidInput
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
 
 
-class SecretsError(CsdeployError):
+class SecretsError(InvalidInput):
     """Secrets are missing or the secrets file cannot be read; names only, never values."""
 
     def __init__(self, message: str, *, missing: tuple[str, ...] = (), hint: str | None = None) -> None:

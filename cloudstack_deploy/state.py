@@ -29,33 +29,25 @@ from typing import Any
 
 import asyncssh
 
-from cloudstack_deploy.errors import CsdeployError
+from cloudstack_deploy.errors import InvalidInput, Locked
+from cloudstack_deploy.inventory import Host, HostDisk, Inventory, Network, SSHAccess
 
 ENV_NAME_MAX = 20
 _ENV_RE = re.compile(r"^[a-z](?:[a-z0-9-]*[a-z0-9])?$")
 
 
-class InvalidEnvName(CsdeployError):
-    """An environment name that cannot become part of VM, network and host names."""
 
-
-class EnvLocked(CsdeployError):
-    """Another csdeploy process is changing the same environment right now."""
-
-
-class StateError(CsdeployError):
-    """The local state directory or a key in it cannot be used."""
 
 
 def validate_env_name(name: str) -> str:
-    """``name`` if it is a valid environment name, else :class:`InvalidEnvName`.
+    """``name`` if it is a valid environment name, else :class:`InvalidInput`.
 
     VMs are named ``<env>-<role>-<n>`` and CloudStack (and DNS) allow 63 characters, so the
     env gets at most 20 of them; names start with a letter because host names must not be
     all digits, and the name is also a directory name here, so no '/', '.' or upper case.
     """
     if not isinstance(name, str) or len(name) > ENV_NAME_MAX or not _ENV_RE.match(name):
-        raise InvalidEnvName(
+        raise InvalidInput(
             f"environment name {name!r} is not valid",
             hint=f"use 1-{ENV_NAME_MAX} lower-case letters, digits and '-', starting with a "
                  "letter and not ending with '-' (e.g. 'demo' or 'shop-staging')")
@@ -146,9 +138,9 @@ class EnvState:
         return self.key_path, _public_line_of(self.key_path)
 
     def public_key(self) -> str:
-        """The public key line of the env's own key; :class:`StateError` if there is none."""
+        """The public key line of the env's own key; :class:`InvalidInput` if there is none."""
         if not self.key_path.exists():
-            raise StateError(f"environment {self.env!r} has no SSH key in {self.dir}",
+            raise InvalidInput(f"environment {self.env!r} has no SSH key in {self.dir}",
                              hint="run 'csdeploy up' to create the environment and its key")
         return _public_line_of(self.key_path)
 
@@ -163,7 +155,7 @@ class EnvState:
         for pattern, key in sorted(entries.items()):
             key = key.strip()
             if not pattern or any(c.isspace() for c in pattern) or "\n" in key:
-                raise StateError(f"bad known_hosts entry {pattern!r}")
+                raise InvalidInput(f"bad known_hosts entry {pattern!r}")
             lines.append(f"{pattern} {key}\n")
         self.ensure_dir()
         _write_private(self.known_hosts_path, "".join(lines))
@@ -177,18 +169,21 @@ class EnvState:
         return asyncssh.import_known_hosts(text)
 
     # ---- inventory cache --------------------------------------------------------------------
-    def write_inventory(self, data: dict[str, Any]) -> None:
+    def write_inventory(self, inventory: Inventory) -> None:
         """Cache the inventory (the hand-off to rollout) as JSON, atomically, 0600."""
         self.ensure_dir()
-        _write_private(self.inventory_path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        _write_private(self.inventory_path, json.dumps(inventory_to_dict(inventory), indent=2, sort_keys=True) + "\n")
 
-    def read_inventory(self) -> dict[str, Any] | None:
+    def read_inventory(self) -> Inventory | None:
         """The cached inventory, or None if absent or unreadable (it can be rebuilt)."""
         try:
             data = json.loads(self.inventory_path.read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
-        return data if isinstance(data, dict) else None
+        try:
+            return inventory_from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None  # an older or damaged cache: the caller rebuilds it from the cloud
 
     def remove(self) -> None:
         """Delete the whole directory (after a teardown: nothing in it is valid any more)."""
@@ -197,7 +192,7 @@ class EnvState:
     # ---- mutual exclusion -------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, owner: str | None = None) -> Iterator[None]:
-        """Hold the environment exclusively, or raise :class:`EnvLocked` at once.
+        """Hold the environment exclusively, or raise :class:`Locked` at once.
 
         Two csdeploy runs changing one environment would race to create the same VMs and
         rules; flock is released by the kernel when a process dies, so a crash never leaves
@@ -212,7 +207,7 @@ class EnvState:
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
-                raise EnvLocked(
+                raise Locked(
                     f"environment {self.env!r} is being changed by another csdeploy: "
                     f"{_describe_holder(fd)}; wait for it to finish",
                     hint="if no csdeploy is running, the lock is already free: retry") from None
@@ -231,6 +226,47 @@ class EnvState:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+
+def inventory_to_dict(inv: Inventory) -> dict[str, Any]:
+    """The inventory as plain JSON data (the file format, and `create-env --json`'s).
+
+    ``roles`` and ``accessories`` are derived maps written for readers outside csdeploy
+    (scripts, CI); reading ignores them.
+    """
+    return {
+        "env": inv.env, "service": inv.service, "endpoint": inv.endpoint, "written": inv.written,
+        "expires": inv.expires, "template": inv.template, "public_access": inv.public_access,
+        "network": {"id": inv.network.id, "name": inv.network.name, "cidr": inv.network.cidr},
+        "ssh": {"user": inv.ssh.user, "key": str(inv.ssh.key), "known_hosts": str(inv.ssh.known_hosts)},
+        "hosts": [{
+            "name": h.name, "role": h.role, "index": h.index, "vm_id": h.vm_id, "public_ip": h.public_ip,
+            "ssh_port": h.ssh_port, "private_ip": h.private_ip, "offering": h.offering,
+            "accessories": list(h.accessories), "proxy": h.proxy, "host_key": h.host_key,
+            "disks": [{"name": d.name, "label": d.label, "mount": d.mount, "size_gb": d.size_gb} for d in h.disks],
+        } for h in inv.hosts],
+        "roles": inv.roles, "accessories": inv.accessories,
+    }
+
+
+def inventory_from_dict(data: dict[str, Any]) -> Inventory:
+    """The inverse of :func:`inventory_to_dict`; KeyError/TypeError/ValueError when malformed."""
+    net, ssh = data["network"], data["ssh"]
+    return Inventory(
+        env=str(data["env"]), service=str(data["service"]), endpoint=str(data.get("endpoint") or ""),
+        written=str(data.get("written") or ""), expires=data.get("expires"),
+        template=str(data.get("template") or ""), public_access=str(data.get("public_access") or "static_nat"),
+        network=Network(id=net.get("id"), name=str(net["name"]), cidr=net.get("cidr")),
+        ssh=SSHAccess(user=str(ssh["user"]), key=Path(ssh["key"]), known_hosts=Path(ssh["known_hosts"])),
+        hosts=tuple(Host(
+            name=str(h["name"]), role=str(h["role"]), index=int(h["index"]), vm_id=str(h["vm_id"]),
+            public_ip=str(h["public_ip"]), ssh_port=int(h["ssh_port"]), private_ip=str(h["private_ip"]),
+            host_key=str(h["host_key"]), offering=str(h.get("offering") or ""),
+            accessories=tuple(str(a) for a in h.get("accessories", ())), proxy=bool(h.get("proxy")),
+            disks=tuple(HostDisk(name=str(d["name"]), label=str(d["label"]), mount=str(d["mount"]),
+                                 size_gb=int(d["size_gb"])) for d in h.get("disks", ())),
+        ) for h in data["hosts"]),
+    )
 
 
 def _user() -> str:
@@ -267,14 +303,14 @@ def _public_line_of(path: Path) -> str:
     try:
         key = asyncssh.read_private_key(path)
     except FileNotFoundError:
-        raise StateError(f"SSH key {path} does not exist",
+        raise InvalidInput(f"SSH key {path} does not exist",
                          hint="give the path of an existing private key") from None
     except (asyncssh.KeyImportError, ValueError, OSError) as exc:
         if pub_path.exists():
             line = pub_path.read_text(encoding="utf-8").strip().splitlines()
             if line:
                 return line[0].strip()
-        raise StateError(f"SSH key {path} cannot be read: {exc}",
+        raise InvalidInput(f"SSH key {path} cannot be read: {exc}",
                          hint="csdeploy needs an unencrypted OpenSSH or PEM private key "
                               "(or a .pub file beside it)") from None
     return key.export_public_key("openssh").decode().strip()

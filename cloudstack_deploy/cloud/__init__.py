@@ -4,7 +4,7 @@ Thin on purpose: CloudStack's own command and field names go through unchanged.
 """
 
 from .client import Cloud, CloudError, CloudUnavailable, JobFailed
-from .config import CloudConfig, NoCloudConfigured, read_cloud_config
+from .config import CloudConfig, read_cloud_config
 
 __all__ = [
     "Cloud",
@@ -12,6 +12,5 @@ __all__ = [
     "CloudError",
     "CloudUnavailable",
     "JobFailed",
-    "NoCloudConfigured",
     "read_cloud_config",
 ]

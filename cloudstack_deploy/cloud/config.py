@@ -9,18 +9,16 @@ default ``cloudstack``) exactly as ``cs.read_config()`` does; then the lab's pro
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CsdeployError
+from ..errors import InvalidInput
 from ..state import state_root
 
 INI_PATHS = ("~/.cloudstack.ini", "cloudstack.ini")
 
-
-class NoCloudConfigured(CsdeployError):
-    """No endpoint anywhere: say every place we looked and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +33,9 @@ class CloudConfig:
     poll_interval: float = 2.0
     job_timeout: float = 900.0
     is_lab: bool = False
+    #: A dotenv file of secret values that goes with this cloud (the lab writes one for its
+    #: demo): read after the environment, before the blueprint's own secrets_file.
+    secrets_file: Path | None = None
 
     def __repr__(self) -> str:  # never show the secret
         return f"CloudConfig(endpoint={self.endpoint!r}, key={self.key[:4]}..., source={self.source!r})"
@@ -54,7 +55,7 @@ def _ini_paths() -> list[Path]:
 def _from_section(section: configparser.SectionProxy, source: str, is_lab: bool) -> CloudConfig:
     missing = [k for k in ("endpoint", "key", "secret") if not section.get(k)]
     if missing:
-        raise NoCloudConfigured(f"{source}: missing {', '.join(missing)}")
+        raise InvalidInput(f"{source}: missing {', '.join(missing)}")
     verify: bool | str = True
     if section.get("verify"):
         verify = section.get("verify", "")
@@ -67,6 +68,7 @@ def _from_section(section: configparser.SectionProxy, source: str, is_lab: bool)
         verify=verify, timeout=float(section.get("timeout", 30)),
         poll_interval=float(section.get("poll_interval", 0.25 if is_lab else 2.0)),
         job_timeout=float(section.get("job_timeout", 900)), is_lab=is_lab,
+        secrets_file=Path(section["secrets_file"]).expanduser() if section.get("secrets_file") else None,
     )
 
 
@@ -75,7 +77,7 @@ def read_cloud_config(region: str | None = None) -> CloudConfig:
     if env.get("CLOUDSTACK_ENDPOINT") and not env.get("CLOUDSTACK_OVERRIDES"):
         missing = [k for k in ("CLOUDSTACK_KEY", "CLOUDSTACK_SECRET") if not env.get(k)]
         if missing:
-            raise NoCloudConfigured(
+            raise InvalidInput(
                 f"CLOUDSTACK_ENDPOINT is set but {' and '.join(missing)} is not",
                 hint="export the API key and secret key of your CloudStack user",
             )
@@ -92,7 +94,7 @@ def read_cloud_config(region: str | None = None) -> CloudConfig:
         parser.read(ini)  # later files win, as in cs
         name = region or env.get("CLOUDSTACK_REGION", "cloudstack")
         if not parser.has_section(name):
-            raise NoCloudConfigured(
+            raise InvalidInput(
                 f"no [{name}] section in {', '.join(str(p) for p in ini)}",
                 hint="set CLOUDSTACK_REGION to one of: " + ", ".join(parser.sections()),
             )
@@ -103,9 +105,13 @@ def read_cloud_config(region: str | None = None) -> CloudConfig:
         parser = configparser.ConfigParser()
         parser.read(lab)
         if parser.has_section("lab"):
-            return _from_section(parser["lab"], f"the lab ({lab})", is_lab=True)
+            config = _from_section(parser["lab"], f"the lab ({lab})", is_lab=True)
+            if config.secrets_file is None and (lab.parent / "secrets.env").is_file():
+                # profiles written before `secrets_file` existed: the lab keeps it beside the profile
+                config = dataclasses.replace(config, secrets_file=lab.parent / "secrets.env")
+            return config
     tried = ", ".join(["CLOUDSTACK_ENDPOINT", *(str(p) for p in _ini_paths()), str(lab)])
-    raise NoCloudConfigured(
+    raise InvalidInput(
         f"no CloudStack configured (looked at {tried})",
         hint="export CLOUDSTACK_ENDPOINT, CLOUDSTACK_KEY and CLOUDSTACK_SECRET, write ~/.cloudstack.ini, "
              "or start the local lab with `csdeploy lab simulator --write-profile`",
@@ -114,7 +120,6 @@ def read_cloud_config(region: str | None = None) -> CloudConfig:
 
 def _apply_overrides(config: CloudConfig, overrides: str) -> CloudConfig:
     """cs's CLOUDSTACK_OVERRIDES: the listed keys come from CLOUDSTACK_<KEY> over the ini file."""
-    import dataclasses
     import re
 
     changes: dict[str, object] = {}
@@ -131,13 +136,21 @@ def _apply_overrides(config: CloudConfig, overrides: str) -> CloudConfig:
     return dataclasses.replace(config, **changes) if changes else config  # type: ignore[arg-type]
 
 
-def write_lab_profile(endpoint: str, key: str, secret: str, poll_interval: float = 0.25) -> Path:
-    """Make the lab the default cloud for csdeploy (used when nothing else is configured)."""
+def write_lab_profile(endpoint: str, key: str, secret: str, poll_interval: float = 0.25,
+                      secrets_file: Path | None = None) -> Path:
+    """Make the lab the default cloud for csdeploy (used when nothing else is configured).
+
+    ``secrets_file``: the lab's dotenv of secret values (registry password, ...), which
+    csdeploy reads for blueprints deployed to the lab: the lab plugs in through this profile,
+    the product never imports it.
+    """
     path = lab_profile_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     parser = configparser.ConfigParser()
     parser["lab"] = {"endpoint": endpoint, "key": key, "secret": secret, "poll_interval": str(poll_interval),
                      "timeout": "30"}
+    if secrets_file is not None:
+        parser["lab"]["secrets_file"] = str(secrets_file)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..cloud import CloudError, JobFailed
-from ..errors import CsdeployError
-from .context import EnvBusy, RunContext, tag
+from ..errors import CsdeployError, Locked
+from .context import RunContext, tag
 from .desired import TAG_CREATED, TAG_EXPIRES, TAG_KIND, TAG_LOCK, TAG_ROLE, TAG_VM, format_time
-from .hostkeys import generate_host_key
+from .hostkeys import generate_host_key, key_fingerprint
 from .plan import Action
 from .userdata import DataDisk, build_userdata, needs_post
 
@@ -61,7 +61,7 @@ async def _check_network_race(ctx: RunContext, mine: dict[str, Any]) -> None:
         created = next((n.get("created", "") for n in nets if n["id"] == mine["id"]), mine.get("created", ""))
         if not all(created < o.get("created", "") for o in others):
             await ctx.cloud.job("deleteNetwork", id=mine["id"])
-            raise EnvBusy(f"environment '{ctx.desired.env}' is being created by another csdeploy run "
+            raise Locked(f"environment '{ctx.desired.env}' is being created by another csdeploy run "
                           f"(network {others[0]['id']}); this run removed its own duplicate and stops",
                           hint="wait for the other run to finish, then re-run to converge")
 
@@ -73,12 +73,11 @@ async def keypair_action(ctx: RunContext, a: Action) -> str:
         if "already exists" not in exc.text:
             raise
         # A concurrent run registered it: go on only if it is our key.
-        from .run import key_fingerprint
 
         found = await ctx.cloud.list("listSSHKeyPairs", name=ctx.desired.keypair)
         theirs = next((k.get("fingerprint") for k in found if k["name"] == ctx.desired.keypair), None)
         if theirs != key_fingerprint(ctx.public_key):
-            raise EnvBusy(f"keypair {ctx.desired.keypair} was just registered by another csdeploy run with "
+            raise Locked(f"keypair {ctx.desired.keypair} was just registered by another csdeploy run with "
                           "another key", hint="wait for that run to finish, then re-run from the same machine") from None
         return "registered by a concurrent run (same key)"
     return "registered"

@@ -13,14 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cloud import Cloud
-from ..errors import CsdeployError
+from ..errors import OperationFailed
 from .desired import TAG_ENV, keypair_name, network_name
 
 GONE_STATES = ("Expunging",)
 
-
-class AmbiguousEnvironment(CsdeployError):
-    """More than one network claims the environment: refuse rather than guess."""
 
 
 @dataclass
@@ -82,7 +79,7 @@ async def read_actual(cloud: Cloud, env: str) -> Actual:
             nets += await cloud.list("listNetworks", id=nid)
     if len({n["id"] for n in nets}) > 1:
         names = ", ".join(f"{n['name']} ({n['id']})" for n in nets)
-        raise AmbiguousEnvironment(
+        raise OperationFailed(
             f"environment '{env}' has {len(nets)} networks: {names}",
             hint=f"delete the extra one(s) with cloudmonkey/cs, or `csdeploy teardown --env {env}`",
         )

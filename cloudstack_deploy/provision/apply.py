@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from ..cloud import CloudError
-from ..errors import CsdeployError
+from ..errors import CsdeployError, Locked
 from .actions import (
     attach_volume,
     firewall_action,
@@ -25,11 +25,11 @@ from .actions import (
     volume_action,
     wait_vm_settled,
 )
-from .context import EnvBusy, ProvisionError, RunContext, tag
+from .context import ProvisionError, RunContext, tag
 from .desired import TAG_KIND, TAG_VM
 from .plan import GLOBAL, REMOVE, Action, Plan
 
-__all__ = ["EnvBusy", "ProvisionError", "RunContext", "apply_plan"]
+__all__ = ["ProvisionError", "RunContext", "apply_plan"]
 
 
 # ---- orchestration --------------------------------------------------------------------------
@@ -128,7 +128,7 @@ async def apply_plan(ctx: RunContext, plan: Plan) -> None:
     for a in groups.pop(GLOBAL, []):
         fn = {"network": network_action, "keypair": keypair_action}[a.kind]
         if not await _run(ctx, a, lambda a=a, fn=fn: fn(ctx, a), failures):
-            if isinstance(failures[-1][1], EnvBusy):
+            if isinstance(failures[-1][1], Locked):
                 raise failures[-1][1]
             raise ProvisionError(failures)
     removals = groups.pop(REMOVE, [])

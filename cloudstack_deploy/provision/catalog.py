@@ -14,12 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cloud import Cloud
-from ..errors import CsdeployError
+from ..errors import InvalidInput
 from .desired import Desired
-
-
-class CatalogError(CsdeployError):
-    """A blueprint name the cloud does not offer."""
 
 
 @dataclass
@@ -50,7 +46,7 @@ async def resolve_catalog(cloud: Cloud, desired: Desired, offerings: set[str], d
     zones = await cloud.list("listZones")
     zone = next((z for z in zones if z["name"] == desired.zone), None)
     if zone is None:
-        raise CatalogError(f"zone {desired.zone!r} not found: {_suggest(desired.zone, [z['name'] for z in zones])}",
+        raise InvalidInput(f"zone {desired.zone!r} not found: {_suggest(desired.zone, [z['name'] for z in zones])}",
                            hint="set cloud.zone in the blueprint")
     templates, sos, nos, dos = await asyncio.gather(
         cloud.list("listTemplates", templatefilter="executable", zoneid=zone["id"]),
@@ -76,7 +72,7 @@ async def resolve_catalog(cloud: Cloud, desired: Desired, offerings: set[str], d
         if name not in do_names:
             problems.append(f"disk offering {name!r} not found: {_suggest(name, list(do_names))}")
     if problems:
-        raise CatalogError("the blueprint names things this cloud does not offer:\n  " + "\n  ".join(problems),
+        raise InvalidInput("the blueprint names things this cloud does not offer:\n  " + "\n  ".join(problems),
                            hint="fix the names in the blueprint (or --set them) and re-run")
     assert tpl is not None and no is not None
     return Catalog(zone_id=zone["id"], zone_name=zone["name"], template_id=tpl["id"], template_name=tpl["name"],

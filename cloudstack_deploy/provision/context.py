@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cloud import Cloud
-from ..errors import CsdeployError
+from ..errors import OperationFailed
 from ..progress import Event, Progress
 from .catalog import Catalog
 from .desired import Desired
@@ -15,7 +15,7 @@ from .hostkeys import HostKey
 from .plan import Action
 
 
-class ProvisionError(CsdeployError):
+class ProvisionError(OperationFailed):
     """Some actions failed; the rest completed and a re-run continues from there."""
 
     def __init__(self, failures: list[tuple[Action, BaseException]]) -> None:
@@ -26,9 +26,6 @@ class ProvisionError(CsdeployError):
                          "fix the cause and re-run: completed resources are kept and re-used")
         self.failures = failures
 
-
-class EnvBusy(CsdeployError):
-    """Another csdeploy run holds the environment's lock in the cloud."""
 
 
 @dataclass

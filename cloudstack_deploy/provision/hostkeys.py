@@ -8,6 +8,8 @@ in which a man in the middle could slip in its own key.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass
 
 import asyncssh
@@ -33,3 +35,10 @@ def generate_host_key(comment: str | None = None) -> HostKey:
         private_openssh=key.export_private_key("openssh").decode(),
         public_line=key.export_public_key("openssh").decode().strip(),
     )
+
+
+def key_fingerprint(public_line: str) -> str:
+    """CloudStack's fingerprint of an SSH public key: MD5 of the key blob, colon hex."""
+    blob = base64.b64decode(public_line.split()[1])
+    digest = hashlib.md5(blob).hexdigest()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CsdeployError
+from ..errors import InvalidInput
 from .actual import Actual
 from .desired import (
     ANYWHERE,
@@ -28,9 +28,6 @@ GB = 1024**3
 GLOBAL = ""          # actions run first, in order (network, keypair)
 REMOVE = "~remove"   # removals, run concurrently after the per-VM pipelines
 
-
-class PlanError(CsdeployError):
-    """The blueprint asks for something the plan refuses to do (e.g. shrinking a disk)."""
 
 
 @dataclass(frozen=True)
@@ -231,7 +228,7 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
                        data={"id": vol["id"], "attached": bool(vol.get("virtualmachineid"))}))
             plan.warnings.append(f"volume {name} is no longer in the blueprint: it will be deleted with its data")
     if problems:
-        raise PlanError("the plan cannot be made:\n  " + "\n  ".join(problems),
+        raise InvalidInput("the plan cannot be made:\n  " + "\n  ".join(problems),
                         hint="change the blueprint (or --set) so that it asks for what can be done, then re-run")
     return plan
 

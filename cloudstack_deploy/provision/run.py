@@ -3,32 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
-import getpass
-import hashlib
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
 
 from ..blueprint import Blueprint
-from ..cloud import Cloud, CloudError, JobFailed
+from ..cloud import Cloud
 from ..errors import CsdeployError
+from ..inventory import Host, HostDisk, Inventory, Network, SSHAccess
 from ..progress import Event, Progress
 from ..state import EnvState
 from .actions import SETTLING_STATES
 from .actual import Actual, read_actual
-from .apply import EnvBusy, RunContext, apply_plan
+from .apply import RunContext, apply_plan
 from .catalog import Catalog, resolve_catalog
-from .desired import TAG_EXPIRES, TAG_LOCK, Desired, desired_state, format_time, parse_time
+from .cloudlock import lock_value, release_cloud_lock, take_cloud_lock
+from .desired import TAG_EXPIRES, Desired, desired_state, format_time, parse_time
+from .hostkeys import key_fingerprint
 from .plan import Plan, make_plan
 from .ssh_wait import SSHTarget, wait_for_ssh
 from .userdata import host_public_key_from_userdata
-
-LOCK_STALE_AFTER = timedelta(hours=2)
 
 
 @dataclass
@@ -43,17 +39,10 @@ class CreateOptions:
 @dataclass
 class CreateResult:
     plan: Plan
-    inventory: dict[str, Any]
+    inventory: Inventory
     seconds: float
     api_calls: int
     ssh_seconds: dict[str, float] = field(default_factory=dict)
-
-
-def key_fingerprint(public_line: str) -> str:
-    """CloudStack's fingerprint of an SSH public key: MD5 of the key blob, colon hex."""
-    blob = base64.b64decode(public_line.split()[1])
-    digest = hashlib.md5(blob).hexdigest()
-    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
 def _needed_names(desired: Desired) -> tuple[set[str], set[str]]:
@@ -82,66 +71,6 @@ async def plan_env(cloud: Cloud, bp: Blueprint, env: str, *, ttl: timedelta | No
     return make_plan(desired, actual, key_fingerprint=fp)
 
 
-def _lock_value() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()} since {format_time(datetime.now(UTC))}"
-
-
-def _holder_died_here(held: str) -> bool:
-    """Whether a lock value names a process on this machine that no longer exists.
-
-    A run killed with SIGKILL (or a crash) cannot remove its lock tag; the next run on the same
-    machine can tell that run is gone and take over, instead of demanding --break-lock.
-    """
-    try:
-        who, rest = held.split(" pid ", 1)
-        pid = int(rest.split()[0])
-    except (ValueError, IndexError):
-        return False
-    if who.rpartition("@")[2] != socket.gethostname() or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # exists (another user's process) or cannot tell: assume alive
-    return False
-
-
-async def _take_cloud_lock(cloud: Cloud, actual: Actual, value: str, break_lock: bool) -> str | None:
-    """Tag the network with our lock; return the lock taken over from a dead run, if any."""
-    assert actual.network is not None
-    nid = actual.network["id"]
-    held = actual.tag(nid, TAG_LOCK)
-    taken_over = None
-    if held and (break_lock or _holder_died_here(held)):
-        taken_over = held
-        await cloud.job("deleteTags", resourceids=[nid], resourcetype="Network", tags=[{"key": TAG_LOCK}])
-    elif held:
-        since = parse_time(held.rsplit("since ", 1)[-1]) if "since " in held else None
-        stale = since is not None and datetime.now(UTC) - since > LOCK_STALE_AFTER
-        raise EnvBusy(f"environment '{actual.env}' is locked in the cloud by {held}"
-                      + (" (stale: older than 2h)" if stale else ""),
-                      hint="wait for that run to finish; if it died, re-run with --break-lock")
-    try:
-        await cloud.job("createTags", resourceids=[nid], resourcetype="Network",
-                        tags=[{"key": TAG_LOCK, "value": value}])
-    except JobFailed as exc:
-        raise EnvBusy(f"environment '{actual.env}' was locked by another csdeploy run just now ({exc.text})",
-                      hint="wait for that run to finish, then re-run") from None
-    return taken_over
-
-
-async def _release_cloud_lock(cloud: Cloud, network_id: str | None, value: str) -> None:
-    if network_id is None:
-        return
-    try:
-        await cloud.job("deleteTags", resourceids=[network_id], resourcetype="Network",
-                        tags=[{"key": TAG_LOCK, "value": value}])
-    except CloudError:
-        pass  # the network may be gone (a racing duplicate removed itself)
-
-
 async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, progress: Progress,
                      opts: CreateOptions | None = None) -> CreateResult:
     """Converge the environment to the blueprint, wait for SSH on every VM, write the inventory."""
@@ -159,31 +88,30 @@ async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, pro
         plan = make_plan(desired, actual, key_fingerprint=key_fingerprint(public_key))
         for warning in plan.warnings:
             progress.note(warning, level="warning")
-        lock = _lock_value()
+        lock = lock_value()
         ctx = RunContext(cloud=cloud, desired=desired, catalog=catalog, progress=progress, public_key=public_key,
                          lock_value=lock)
         _prefill(ctx, actual)
         if actual.network is not None:
-            dead = await _take_cloud_lock(cloud, actual, lock, opts.break_lock)
+            dead = await take_cloud_lock(cloud, actual, lock, opts.break_lock)
             if dead:
                 progress.note(f"took over the environment's lock from {dead}", level="warning")
         try:
             await apply_plan(ctx, plan)
         finally:
-            await _release_cloud_lock(cloud, ctx.network_id, lock)
+            await release_cloud_lock(cloud, ctx.network_id, lock)
         actual = await read_actual(cloud, env)
         leftover = make_plan(desired, actual)
         if not leftover.empty:
             raise CsdeployError("the environment did not converge; still to do: " + ", ".join(
                 f"{a.op} {a.kind} {a.name}" for a in leftover.actions), hint="re-run create-env")
-        inventory, targets = await _inventory(cloud, desired, actual, catalog, ctx, state, str(key_path))
-        state.write_known_hosts({_known_host(t.host, t.port): t.host_key for t in targets})
-        state.write_inventory(inventory)
+        inventory = await _inventory(cloud, desired, actual, catalog, ctx, state, str(key_path))
+        _pin(state, inventory)
 
         def on_ssh(name: str, status: str, detail: str) -> None:
             progress.emit(Event(resource=f"ssh {name}", action="wait", status=status, detail=detail, env=env))
 
-        ssh_seconds = await wait_for_ssh(targets, client_key=key_path, timeout=opts.ssh_timeout,
+        ssh_seconds = await wait_for_ssh(_ssh_targets(inventory), client_key=key_path, timeout=opts.ssh_timeout,
                                          concurrency=opts.max_ssh, on_progress=on_ssh)
     return CreateResult(plan=plan, inventory=inventory, seconds=time.monotonic() - started,
                         api_calls=cloud.total_calls - calls_before, ssh_seconds=ssh_seconds)
@@ -226,13 +154,12 @@ async def _host_key(cloud: Cloud, ctx: RunContext, name: str, vm_id: str, cached
 
 
 async def _inventory(cloud: Cloud, desired: Desired, actual: Actual, catalog: Catalog, ctx: RunContext,
-                     state: EnvState, key_path: str) -> tuple[dict[str, Any], list[SSHTarget]]:
-    hosts = []
-    targets = []
-    cached = {h["vm_id"]: h["host_key"] for h in (state.read_inventory() or {}).get("hosts", [])
-              if h.get("vm_id") and h.get("host_key")}
+                     state: EnvState, key_path: str) -> Inventory:
+    cached_inv = state.read_inventory()
+    cached = {h.vm_id: h.host_key for h in cached_inv.hosts} if cached_inv else {}
     keys = await asyncio.gather(*(_host_key(cloud, ctx, s.name, actual.vms[s.name]["id"], cached)
                                   for s in desired.vms))
+    hosts = []
     for spec, host_key in zip(desired.vms, keys, strict=True):
         vm = actual.vms[spec.name]
         if desired.public_access == "static_nat":
@@ -244,32 +171,36 @@ async def _inventory(cloud: Cloud, desired: Desired, actual: Actual, catalog: Ca
             pf = next(r for r in actual.port_forwards if r["virtualmachineid"] == vm["id"]
                       and int(r["privateport"]) == desired.ssh_port)
             address, port = actual.source_nat["ipaddress"], int(pf["publicport"])
-        hosts.append({
-            "name": spec.name, "role": spec.group, "index": spec.index, "vm_id": vm["id"],
-            "public_ip": address, "ssh_port": port, "private_ip": vm["nic"][0]["ipaddress"],
-            "offering": spec.offering, "accessories": list(spec.accessories), "proxy": spec.proxy,
-            "disks": [{"name": d.name, "label": d.label, "mount": d.mount, "size_gb": d.size_gb} for d in spec.disks],
-            "host_key": host_key,
-        })
-        targets.append(SSHTarget(name=spec.name, host=address, port=port, user=desired.ssh_user, host_key=host_key))
-    roles: dict[str, list[str]] = {}
-    for h in hosts:
-        roles.setdefault(h["role"], []).append(h["name"])
-    accessories = {a: h["name"] for h in hosts for a in h["accessories"]}
-    inventory = {
-        "env": desired.env, "service": desired.service, "endpoint": cloud.config.endpoint,
-        "written": format_time(datetime.now(UTC)),
-        "expires": format_time(desired.expires) if desired.expires else None,
-        "network": {"id": actual.network["id"] if actual.network else None, "name": desired.network,
-                    "cidr": (actual.network or {}).get("cidr")},
-        "template": catalog.template_name, "public_access": desired.public_access,
-        "ssh": {"user": desired.ssh_user, "key": key_path, "known_hosts": str(state.known_hosts_path)},
-        "hosts": hosts, "roles": roles, "accessories": accessories,
-    }
-    return inventory, targets
+        hosts.append(Host(
+            name=spec.name, role=spec.group, index=spec.index, vm_id=vm["id"], public_ip=address, ssh_port=port,
+            private_ip=vm["nic"][0]["ipaddress"], host_key=host_key, offering=spec.offering,
+            accessories=tuple(spec.accessories), proxy=spec.proxy,
+            disks=tuple(HostDisk(name=d.name, label=d.label, mount=d.mount, size_gb=d.size_gb) for d in spec.disks),
+        ))
+    return Inventory(
+        env=desired.env, service=desired.service, endpoint=cloud.config.endpoint,
+        written=format_time(datetime.now(UTC)),
+        expires=format_time(desired.expires) if desired.expires else None,
+        network=Network(id=actual.network["id"] if actual.network else None, name=desired.network,
+                        cidr=(actual.network or {}).get("cidr")),
+        template=catalog.template_name, public_access=desired.public_access,
+        ssh=SSHAccess(user=desired.ssh_user, key=Path(key_path), known_hosts=state.known_hosts_path),
+        hosts=tuple(hosts),
+    )
 
 
-async def refresh_inventory(cloud: Cloud, bp: Blueprint, env: str, state: EnvState) -> dict[str, Any]:
+def _ssh_targets(inventory: Inventory) -> list[SSHTarget]:
+    return [SSHTarget(name=h.name, host=h.public_ip, port=h.ssh_port, user=inventory.ssh.user, host_key=h.host_key)
+            for h in inventory.hosts]
+
+
+def _pin(state: EnvState, inventory: Inventory) -> None:
+    """Write known_hosts (the pinned keys) and the inventory cache."""
+    state.write_known_hosts({_known_host(h.public_ip, h.ssh_port): h.host_key for h in inventory.hosts})
+    state.write_inventory(inventory)
+
+
+async def refresh_inventory(cloud: Cloud, bp: Blueprint, env: str, state: EnvState) -> Inventory:
     """Rebuild the inventory and known_hosts from the cloud (the local copy is only a cache)."""
     desired = desired_state(bp, env)
     actual = await read_actual(cloud, env)
@@ -282,9 +213,8 @@ async def refresh_inventory(cloud: Cloud, bp: Blueprint, env: str, state: EnvSta
     catalog = await resolve_catalog(cloud, desired, offerings, disks)
     key_path, public_key = state.ensure_keypair(bp.ssh_key_path())
     ctx = RunContext(cloud=cloud, desired=desired, catalog=catalog, progress=_Silent(), public_key=public_key)
-    inventory, targets = await _inventory(cloud, desired, actual, catalog, ctx, state, str(key_path))
-    state.write_known_hosts({_known_host(t.host, t.port): t.host_key for t in targets})
-    state.write_inventory(inventory)
+    inventory = await _inventory(cloud, desired, actual, catalog, ctx, state, str(key_path))
+    _pin(state, inventory)
     return inventory
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncssh
 
-from cloudstack_deploy.errors import CsdeployError
+from cloudstack_deploy.errors import CsdeployError, OperationFailed
 
 ProgressCallback = Callable[[str, str, str], None]
 
@@ -43,7 +43,7 @@ class SSHTarget:
         return f"{self.host}:{self.port}"
 
 
-class SSHWaitError(CsdeployError):
+class SSHWaitError(OperationFailed):
     """Some hosts never answered SSH in time, or answered with the wrong host key."""
 
     def __init__(self, message: str, *, pending: dict[str, str] | None = None,

@@ -13,14 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cloud import Cloud, CloudError, JobFailed
-from ..errors import CsdeployError
+from ..errors import OperationFailed
 from ..progress import Event, Progress
 from .actual import read_actual
 from .desired import TAG_ENV, keypair_name, network_name
-
-
-class TeardownIncomplete(CsdeployError):
-    """Something the environment owned is still in the cloud after teardown."""
 
 
 @dataclass
@@ -110,7 +106,7 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress) -> TeardownRe
     result.api_calls = cloud.total_calls - calls_before
     if left or failures:
         lines = left + [f"(error) {f}" for f in failures if not any(f.startswith(x) for x in left)]
-        raise TeardownIncomplete(f"environment '{env}' is not fully removed; still in the cloud:\n  "
+        raise OperationFailed(f"environment '{env}' is not fully removed; still in the cloud:\n  "
                                  + "\n  ".join(lines),
                                  hint="re-run `csdeploy teardown`; if it persists, remove these with cloudmonkey/cs")
     return result

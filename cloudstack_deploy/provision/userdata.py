@@ -24,7 +24,7 @@ from typing import Any
 import asyncssh
 import yaml
 
-from cloudstack_deploy.errors import CsdeployError
+from cloudstack_deploy.errors import InvalidInput
 
 from .hostkeys import HostKey
 
@@ -111,9 +111,6 @@ WantedBy=multi-user.target
 """
 
 
-class UserdataError(CsdeployError):
-    """User data cannot be built from what was asked (bad name, label, path or size)."""
-
 
 @dataclass(frozen=True)
 class DataDisk:
@@ -124,12 +121,12 @@ class DataDisk:
 
     def __post_init__(self) -> None:
         if not _LABEL_RE.match(self.label):
-            raise UserdataError(
+            raise InvalidInput(
                 f"disk label {self.label!r} is not usable: ext4 labels here are 1-{LABEL_MAX} "
                 "lower-case letters, digits or hyphens", hint="build labels with disk_label()")
         if (not _MOUNT_RE.match(self.mount) or posixpath.normpath(self.mount) != self.mount
                 or self.mount in _SYSTEM_DIRS or "/." in self.mount):
-            raise UserdataError(
+            raise InvalidInput(
                 f"mount point {self.mount!r} of disk {self.label} is not usable",
                 hint="use an absolute, normalized path of letters, digits, '.', '_' and '-' "
                      "outside system directories, e.g. /data/db")
@@ -145,7 +142,7 @@ def disk_label(name: str) -> str:
     cleaned = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
     label = (LABEL_PREFIX + cleaned)[:LABEL_MAX].rstrip("-")
     if not cleaned or len(label) <= len(LABEL_PREFIX):
-        raise UserdataError(f"disk name {name!r} gives no usable label",
+        raise InvalidInput(f"disk name {name!r} gives no usable label",
                             hint="name data disks with letters and digits, e.g. 'db'")
     return label
 
@@ -167,16 +164,16 @@ def cloud_config(*, hostname: str, host_key: HostKey, user: str = "root",
                  ) -> dict[str, Any]:
     """The ``#cloud-config`` document as a dict (see :func:`build_userdata`)."""
     if not _HOSTNAME_RE.match(hostname):
-        raise UserdataError(f"host name {hostname!r} is not a valid DNS label",
+        raise InvalidInput(f"host name {hostname!r} is not a valid DNS label",
                             hint="use lower-case letters, digits and '-', at most 63 chars")
     labels = [d.label for d in disks]
     mounts = [d.mount for d in disks]
     if len(set(labels)) != len(labels) or len(set(mounts)) != len(mounts):
-        raise UserdataError(f"data disks of {hostname} share a label or mount point: {list(disks)}",
+        raise InvalidInput(f"data disks of {hostname} share a label or mount point: {list(disks)}",
                             hint="give each data disk of a role its own name and path")
     for package in extra_packages:
         if not _PACKAGE_RE.match(package):
-            raise UserdataError(f"package name {package!r} is not valid")
+            raise InvalidInput(f"package name {package!r} is not valid")
     config: dict[str, Any] = {"hostname": hostname, "fqdn": hostname}
     if user == "root":
         config["disable_root"] = False
@@ -209,7 +206,7 @@ def build_userdata(*, hostname: str, host_key: HostKey, user: str = "root",
     Sets the host name, installs ``host_key`` as the VM's only SSH host key, lets root log in
     with the keypair when ``user`` is root, installs packages, and installs the disk script
     with a systemd unit that runs it at every boot before docker. Raises
-    :class:`UserdataError` past CloudStack's size limit; use :func:`needs_post` to choose
+    :class:`InvalidInput` past CloudStack's size limit; use :func:`needs_post` to choose
     GET or POST.
     """
     config = cloud_config(hostname=hostname, host_key=host_key, user=user, disks=disks,
@@ -218,7 +215,7 @@ def build_userdata(*, hostname: str, host_key: HostKey, user: str = "root",
                                          default_flow_style=None)
     raw = text.encode()
     if len(raw) > USERDATA_MAX_BYTES:
-        raise UserdataError(f"user data of {hostname} is {len(raw)} bytes; CloudStack takes at "
+        raise InvalidInput(f"user data of {hostname} is {len(raw)} bytes; CloudStack takes at "
                             f"most {USERDATA_MAX_BYTES}", hint="install fewer extra packages")
     return base64.b64encode(raw).decode()
 

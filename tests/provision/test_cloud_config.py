@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cloudstack_deploy.cloud import NoCloudConfigured, read_cloud_config
+from cloudstack_deploy.cloud import read_cloud_config
 from cloudstack_deploy.cloud.config import write_lab_profile
+from cloudstack_deploy.errors import InvalidInput
 
 
 def ini(path: Path, **sections: dict[str, str]) -> Path:
@@ -30,7 +31,7 @@ def lab_profile(clean_env: Path) -> Path:
 
 
 def test_nothing_configured_says_where_it_looked(clean_env: Path, tmp_path: Path) -> None:
-    with pytest.raises(NoCloudConfigured) as err:
+    with pytest.raises(InvalidInput) as err:
         read_cloud_config()
     msg = str(err.value)
     assert "CLOUDSTACK_ENDPOINT" in msg
@@ -75,7 +76,7 @@ def test_an_unknown_region_names_the_sections_there_are(clean_env: Path, monkeyp
     path = ini(tmp_path / "c.ini", cloudstack=section("http://a/api"), eu=section("http://eu/api"))
     monkeypatch.setenv("CLOUDSTACK_CONFIG", str(path))
     monkeypatch.setenv("CLOUDSTACK_REGION", "us")
-    with pytest.raises(NoCloudConfigured) as err:
+    with pytest.raises(InvalidInput) as err:
         read_cloud_config()
     assert "[us]" in str(err.value) and str(path) in str(err.value)
     assert "cloudstack" in (err.value.hint or "") and "eu" in (err.value.hint or "")
@@ -83,7 +84,7 @@ def test_an_unknown_region_names_the_sections_there_are(clean_env: Path, monkeyp
 
 def test_an_incomplete_ini_section_names_the_missing_keys(clean_env: Path, tmp_path: Path) -> None:
     ini(tmp_path / "user" / ".cloudstack.ini", cloudstack={"endpoint": "http://a/api"})
-    with pytest.raises(NoCloudConfigured) as err:
+    with pytest.raises(InvalidInput) as err:
         read_cloud_config()
     assert "key" in str(err.value) and "secret" in str(err.value)
 
@@ -104,7 +105,7 @@ def test_an_endpoint_without_credentials_says_which_are_missing(clean_env: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLOUDSTACK_ENDPOINT", "http://env/api")
     monkeypatch.setenv("CLOUDSTACK_KEY", "env-key")
-    with pytest.raises(NoCloudConfigured) as err:
+    with pytest.raises(InvalidInput) as err:
         read_cloud_config()
     assert "CLOUDSTACK_SECRET" in str(err.value) and "CLOUDSTACK_KEY" not in str(err.value)
 

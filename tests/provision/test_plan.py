@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from cloudstack_deploy.errors import InvalidInput
 from cloudstack_deploy.provision.actual import Actual
 from cloudstack_deploy.provision.desired import (
     TAG_ENV,
@@ -18,7 +19,7 @@ from cloudstack_deploy.provision.desired import (
     desired_state,
     format_time,
 )
-from cloudstack_deploy.provision.plan import GB, REMOVE, Plan, PlanError, make_plan
+from cloudstack_deploy.provision.plan import GB, REMOVE, Plan, make_plan
 
 from .conftest import blueprint
 
@@ -117,7 +118,7 @@ def test_a_broken_vm_is_replaced_keeping_its_address(state: str) -> None:
                          ("update", "volume", "demo-db-1-db")]
     assert plan.actions[0].data["id"] == "vm-demo-db-1"
     assert plan.actions[1].data["ip"] == "ip-demo-db-1"  # the same address, no new IP
-    # Its data disk (still attached to the broken VM) goes to the new VM, not a PlanError.
+    # Its data disk (still attached to the broken VM) goes to the new VM, not a InvalidInput.
     assert plan.actions[2].data == {"id": "vol-demo-db-1-db", "attach": True}
 
 
@@ -188,7 +189,7 @@ def test_growing_a_disk_is_an_update() -> None:
 
 def test_shrinking_a_disk_is_a_plan_error() -> None:
     a = converged(desired("accessories.db.disk.size=30"))
-    with pytest.raises(PlanError) as err:
+    with pytest.raises(InvalidInput) as err:
         plan_of(desired(), a)
     msg = str(err.value)
     assert "demo-db-1-db is 30 GB" in msg and "asks for 10 GB" in msg and "destroy data" in msg
@@ -198,14 +199,14 @@ def test_a_disk_attached_to_another_vm_is_a_plan_error() -> None:
     d = desired()
     a = converged(d)
     a.volumes["demo-db-1-db"].update(virtualmachineid="vm-stranger", vmname="stranger")
-    with pytest.raises(PlanError) as err:
+    with pytest.raises(InvalidInput) as err:
         plan_of(d, a)
     assert "attached to another VM (stranger)" in str(err.value)
 
 
 def test_a_keypair_with_another_key_is_a_plan_error() -> None:
     d = desired()
-    with pytest.raises(PlanError) as err:
+    with pytest.raises(InvalidInput) as err:
         make_plan(d, converged(d), key_fingerprint="cc:dd")
     assert "aa:bb" in str(err.value) and "cc:dd" in str(err.value) and "could not log in" in str(err.value)
 

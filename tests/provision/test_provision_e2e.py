@@ -10,10 +10,10 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from cloudstack_deploy.errors import InvalidInput
 from cloudstack_deploy.progress import Recorder
 from cloudstack_deploy.provision.desired import TAG_ENV, TAG_EXPIRES, TAG_ROLE, parse_time
-from cloudstack_deploy.provision.plan import PlanError
-from cloudstack_deploy.state import EnvState
+from cloudstack_deploy.state import EnvState, inventory_to_dict
 
 from .conftest import CREATE_COMMANDS, DEMO, CloudView, cli, create, create_args
 
@@ -73,7 +73,8 @@ async def test_create_env_builds_the_demo_environment(home: Path, cloud_view: Cl
     # Inventory: hosts by role, addresses as the cloud has them, how to log in.
     state = EnvState("demo")
     inv = json.loads(state.inventory_path.read_text())
-    assert inv == result.inventory
+    assert inv == inventory_to_dict(result.inventory)
+    assert EnvState("demo").read_inventory() == result.inventory
     assert inv["roles"] == {"web": ["demo-web-1"], "worker": ["demo-worker-1"], "db": ["demo-db-1"]}
     assert inv["ssh"] == {"user": "root", "key": str(state.key_path), "known_hosts": str(state.known_hosts_path)}
     for host in inv["hosts"]:
@@ -98,7 +99,7 @@ async def test_create_env_builds_the_demo_environment(home: Path, cloud_view: Cl
 async def test_ssh_refuses_a_host_key_other_than_the_pinned_one(home: Path, tmp_path: Path) -> None:
     """The pinning is real: the same login with another key in known_hosts fails."""
     result, _ = await create("demo")
-    host = result.inventory["hosts"][0]
+    host = inventory_to_dict(result.inventory)["hosts"][0]
     other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
     wrong = tmp_path / "wrong_known_hosts"
     wrong.write_text(f"{host['public_ip']} {other}\n")
@@ -131,7 +132,7 @@ async def test_scale_a_role_up_and_down(home: Path, cloud_view: CloudView) -> No
     assert set(cloud_view.vm_names()) == set(DEMO_VMS)  # expunged: not even Destroyed
     left = {i["ipaddress"] for i in cloud_view.public_ips()}
     assert len(left) == 3 and not left & extra_ips
-    assert [h["name"] for h in result.inventory["hosts"]] == list(DEMO_VMS)
+    assert [h["name"] for h in inventory_to_dict(result.inventory)["hosts"]] == list(DEMO_VMS)
 
 
 async def test_changing_the_offering_scales_the_vm_and_warns(home: Path, cloud_view: CloudView) -> None:
@@ -158,7 +159,7 @@ async def test_growing_a_disk_resizes_the_volume(home: Path, cloud_view: CloudVi
 async def test_shrinking_a_disk_is_refused_and_changes_nothing(home: Path, cloud_view: CloudView) -> None:
     await create("demo", "accessories.db.disk.size=20")
     before = cloud_view.everything()
-    with pytest.raises(PlanError) as err:
+    with pytest.raises(InvalidInput) as err:
         await create("demo", "accessories.db.disk.size=10", "roles.web.count=2")
     assert "demo-db-1-db" in str(err.value) and "20 GB" in str(err.value) and "shrink" in str(err.value)
     assert cloud_view.everything() == before
@@ -204,12 +205,12 @@ async def test_port_forwarding_mode_shares_the_source_nat_address(home: Path, cl
     assert {r[:3] for r in rules if r[1] != 22} == {(80, 80, "demo-web-1"), (443, 443, "demo-web-1")}
 
     state = EnvState("demo")
-    for host in result.inventory["hosts"]:
+    for host in inventory_to_dict(result.inventory)["hosts"]:
         assert host["public_ip"] == snat["ipaddress"] and host["ssh_port"] >= 2201
         proc = await ssh_run(host, state)
         assert f"VM {host['name']}" in str(proc.stderr)
     pinned = {line.split(" ", 1)[0] for line in state.known_hosts_path.read_text().splitlines()}
-    assert pinned == {f"[{snat['ipaddress']}]:{h['ssh_port']}" for h in result.inventory["hosts"]}
+    assert pinned == {f"[{snat['ipaddress']}]:{h['ssh_port']}" for h in inventory_to_dict(result.inventory)["hosts"]}
 
     again, _ = await create("demo", "cloud.public_access=port_forwarding", "roles.web.count=2")
     assert again.plan.empty
@@ -315,10 +316,10 @@ async def test_host_keys_come_from_the_inventory_else_from_the_cloud(home: Path)
     """A re-run reads pinned keys from the last inventory (no API call); without it, from
     each VM's user data through CloudStack's API — the same keys either way."""
     first, _ = await create("demo")
-    pinned = {h["name"]: h["host_key"] for h in first.inventory["hosts"]}
+    pinned = {h["name"]: h["host_key"] for h in inventory_to_dict(first.inventory)["hosts"]}
     _, cloud = await create("demo")
     assert cloud.calls["getVirtualMachineUserData"] == 0
     EnvState("demo").inventory_path.unlink()
     again, cloud = await create("demo")
     assert cloud.calls["getVirtualMachineUserData"] == len(pinned)
-    assert {h["name"]: h["host_key"] for h in again.inventory["hosts"]} == pinned
+    assert {h["name"]: h["host_key"] for h in inventory_to_dict(again.inventory)["hosts"]} == pinned

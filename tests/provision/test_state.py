@@ -13,12 +13,10 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from cloudstack_deploy.errors import CsdeployError
+from cloudstack_deploy.errors import CsdeployError, InvalidInput, Locked
+from cloudstack_deploy.inventory import Host, HostDisk, Inventory, Network, SSHAccess
 from cloudstack_deploy.state import (
-    EnvLocked,
     EnvState,
-    InvalidEnvName,
-    StateError,
     env_dir,
     state_root,
     validate_env_name,
@@ -53,7 +51,7 @@ def test_valid_env_names(name: str) -> None:
 @pytest.mark.parametrize("name", ["", "Demo", "1abc", "-abc", "abc-", "a_b", "a.b", "a b",
                                   "a" * 21, "../etc", "a/b", "démo"])
 def test_invalid_env_names_say_what_is_allowed(name: str) -> None:
-    with pytest.raises(InvalidEnvName) as err:
+    with pytest.raises(InvalidInput) as err:
         validate_env_name(name)
     assert isinstance(err.value, CsdeployError)
     assert repr(name) in str(err.value)
@@ -61,7 +59,7 @@ def test_invalid_env_names_say_what_is_allowed(name: str) -> None:
 
 
 def test_env_state_refuses_a_path_as_name(tmp_path: Path) -> None:
-    with pytest.raises(InvalidEnvName):
+    with pytest.raises(InvalidInput):
         EnvState("../../tmp", root=tmp_path)
 
 
@@ -82,7 +80,7 @@ def test_ensure_keypair_makes_a_private_key_once(state: EnvState) -> None:
 
 
 def test_public_key_without_a_key_is_an_actionable_error(state: EnvState) -> None:
-    with pytest.raises(StateError) as err:
+    with pytest.raises(InvalidInput) as err:
         state.public_key()
     assert "csdeploy up" in (err.value.hint or "")
 
@@ -111,7 +109,7 @@ def test_encrypted_given_key_falls_back_to_its_pub(state: EnvState, tmp_path: Pa
     key = asyncssh.generate_private_key("ssh-ed25519")
     given = tmp_path / "enc"
     key.write_private_key(given, format_name="pkcs8-pem", passphrase="secret")
-    with pytest.raises(StateError) as err:
+    with pytest.raises(InvalidInput) as err:
         state.ensure_keypair(given)
     assert "unencrypted" in (err.value.hint or "")
     key.write_public_key(tmp_path / "enc.pub")
@@ -120,7 +118,7 @@ def test_encrypted_given_key_falls_back_to_its_pub(state: EnvState, tmp_path: Pa
 
 
 def test_missing_given_key(state: EnvState, tmp_path: Path) -> None:
-    with pytest.raises(StateError, match="does not exist"):
+    with pytest.raises(InvalidInput, match="does not exist"):
         state.ensure_keypair(tmp_path / "nope")
 
 
@@ -147,25 +145,49 @@ def test_known_hosts_round_trip(state: EnvState) -> None:
 
 
 def test_known_hosts_rejects_bad_patterns(state: EnvState) -> None:
-    with pytest.raises(StateError):
+    with pytest.raises(InvalidInput):
         state.write_known_hosts({"a b": "ssh-ed25519 AAAA"})
 
 
 # ---- inventory ------------------------------------------------------------------------------
+INVENTORY = Inventory(
+    env="demo", service="shop", network=Network(id="n-1", name="csdeploy-demo", cidr="10.1.1.0/24"),
+    ssh=SSHAccess(user="root", key=Path("/k/id_ed25519"), known_hosts=Path("/k/known_hosts")),
+    hosts=(Host(name="demo-web-1", role="web", index=1, vm_id="vm-1", public_ip="127.200.0.5", ssh_port=22,
+                private_ip="10.1.1.5", host_key="ssh-ed25519 AAAA", accessories=("redis",), proxy=True,
+                disks=(HostDisk(name="demo-web-1-web", label="web", mount="/data", size_gb=5),)),
+           Host(name="demo-db-1", role="db", index=1, vm_id="vm-2", public_ip="127.200.0.6", ssh_port=22,
+                private_ip="10.1.1.6", host_key="ssh-ed25519 BBBB", accessories=("db",))),
+    expires="2026-12-01T00:00:00Z",
+)
+
+
 def test_inventory_round_trip(state: EnvState) -> None:
     assert state.read_inventory() is None
-    data = {"env": "demo", "hosts": [{"name": "demo-web-1", "public": "127.200.0.5"}]}
-    state.write_inventory(data)
+    state.write_inventory(INVENTORY)
     assert mode(state.inventory_path) == 0o600
     assert mode(state.dir) == 0o700
-    assert state.read_inventory() == data
+    assert state.read_inventory() == INVENTORY
+    data = json.loads(state.inventory_path.read_text())
+    assert data["roles"] == {"web": ["demo-web-1"], "db": ["demo-db-1"]}, "derived maps for outside readers"
+    assert data["accessories"] == {"redis": "demo-web-1", "db": "demo-db-1"}
     state.inventory_path.write_text("{half")
     assert state.read_inventory() is None  # a cache: unreadable means "rebuild"
+    state.inventory_path.write_text('{"env": "demo", "hosts": [{"name": "x"}]}')
+    assert state.read_inventory() is None  # an older or damaged shape too
+
+
+def test_inventory_queries() -> None:
+    assert INVENTORY.primary.name == "demo-web-1"
+    assert [h.name for h in INVENTORY.role_hosts("web")] == ["demo-web-1"]
+    assert INVENTORY.role_hosts("db") == [], "an accessory's own VM runs no app role"
+    assert INVENTORY.accessory_host("db").name == "demo-db-1"
+    assert INVENTORY.app_url == "http://127.200.0.5/"
 
 
 def test_remove_deletes_everything(state: EnvState) -> None:
     state.ensure_keypair()
-    state.write_inventory({"a": 1})
+    state.write_inventory(INVENTORY)
     state.remove()
     assert not state.dir.exists()
     assert state.read_inventory() is None
@@ -175,7 +197,7 @@ def test_remove_deletes_everything(state: EnvState) -> None:
 def test_loose_dir_permissions_are_tightened(state: EnvState) -> None:
     state.dir.mkdir(parents=True)
     os.chmod(state.dir, 0o755)
-    state.write_inventory({})
+    state.write_inventory(INVENTORY)
     assert mode(state.dir) == 0o700
 
 
@@ -185,7 +207,7 @@ def test_lock_is_exclusive_and_names_the_holder(state: EnvState) -> None:
         info = json.loads((state.dir / "lock").read_text())
         assert info["pid"] == os.getpid() and info["command"] == "csdeploy up demo"
         assert {"host", "user", "since"} <= info.keys()
-        with pytest.raises(EnvLocked) as err:
+        with pytest.raises(Locked) as err:
             with EnvState("demo", root=state.dir.parent.parent).lock():
                 pass
         message = str(err.value)
@@ -218,7 +240,7 @@ def test_lock_held_by_another_process(state: EnvState) -> None:
                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
-        with pytest.raises(EnvLocked, match=f"pid {proc.pid} .*csdeploy deploy"):
+        with pytest.raises(Locked, match=f"pid {proc.pid} .*csdeploy deploy"):
             with state.lock():
                 pass
     finally:

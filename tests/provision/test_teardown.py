@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from cloudstack_deploy.errors import OperationFailed
 from cloudstack_deploy.progress import Recorder
-from cloudstack_deploy.provision.teardown import TeardownIncomplete, remaining, teardown_env
+from cloudstack_deploy.provision.teardown import remaining, teardown_env
 from cloudstack_deploy.state import EnvState
 
 from .conftest import CloudView, cli, cloud_session, create, create_args
@@ -85,7 +86,7 @@ async def test_teardown_names_what_it_could_not_delete(home: Path, cloud_view: C
     await create("demo")
     network_id = cloud_view.networks()[0]["id"]
     cloud_view.add_faults("deleteNetwork:job:530:always")
-    with pytest.raises(TeardownIncomplete) as err:
+    with pytest.raises(OperationFailed) as err:
         async with cloud_session() as cloud:
             await teardown_env(cloud, "demo", Recorder())
     assert "csdeploy-demo" in str(err.value) or network_id in str(err.value)

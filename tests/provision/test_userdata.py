@@ -25,7 +25,7 @@ from cloudstack_deploy.provision.userdata import (
     USERDATA_GET_LIMIT,
     USERDATA_MAX_BYTES,
     DataDisk,
-    UserdataError,
+    InvalidInput,
     build_userdata,
     disk_label,
     host_public_key_from_userdata,
@@ -114,7 +114,7 @@ def test_sizes_fit_cloudstack_and_a_get_request(host_key: HostKey) -> None:
 
 def test_oversized_userdata_is_refused(host_key: HostKey) -> None:
     many = [f"package-{i:05d}" for i in range(3000)]
-    with pytest.raises(UserdataError, match="bytes; CloudStack takes at most 32768"):
+    with pytest.raises(InvalidInput, match="bytes; CloudStack takes at most 32768"):
         build_userdata(hostname="demo-web-1", host_key=host_key, extra_packages=many)
     b64 = build_userdata(hostname="demo-web-1", host_key=host_key, extra_packages=many[:100])
     assert needs_post(b64)
@@ -128,7 +128,7 @@ def test_oversized_userdata_is_refused(host_key: HostKey) -> None:
 ])
 def test_bad_input_is_refused(host_key: HostKey, kw: dict) -> None:
     args = {"hostname": "demo-web-1", **kw}
-    with pytest.raises(UserdataError) as err:
+    with pytest.raises(InvalidInput) as err:
         build_userdata(host_key=host_key, **args)
     assert isinstance(err.value, CsdeployError)
 
@@ -136,7 +136,7 @@ def test_bad_input_is_refused(host_key: HostKey, kw: dict) -> None:
 @pytest.mark.parametrize("mount", ["data", "/", "/etc", "/var", "/data/", "/data/../etc",
                                    "/data//x", "/data/a b", "/data/a:b", "/data/$x", "/data/."])
 def test_bad_mount_points(mount: str) -> None:
-    with pytest.raises(UserdataError):
+    with pytest.raises(InvalidInput):
         DataDisk("csd-db", mount)
 
 
@@ -148,11 +148,11 @@ def test_disk_labels() -> None:
     assert long == "csd-database-pri" and len(long) == 16
     assert disk_label("abcdefghijkl-xyz") == "csd-abcdefghijkl"  # no trailing '-'
     for bad in ["", "---", "__"]:
-        with pytest.raises(UserdataError):
+        with pytest.raises(InvalidInput):
             disk_label(bad)
-    with pytest.raises(UserdataError):
+    with pytest.raises(InvalidInput):
         DataDisk("csd-toolonglabel-x", "/data/x")
-    with pytest.raises(UserdataError):
+    with pytest.raises(InvalidInput):
         DataDisk("CSD", "/data/x")
 
 
