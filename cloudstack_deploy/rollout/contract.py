@@ -12,22 +12,18 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import quote
 
 from ..blueprint_schema import Accessory, Blueprint, EnvSpec
-from ..errors import CsdeployError
+from ..errors import InvalidInput
+from ..inventory import Inventory
 
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-class RolloutError(CsdeployError):
-    """The rollout stopped; the message says on which host and at which step."""
+VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def check_version(version: str) -> str:
-    if not VERSION_RE.match(version):
-        raise RolloutError(f"version {version!r} is not usable as an image tag and container name",
+    if not VERSION_RE.fullmatch(version):
+        raise InvalidInput(f"version {version!r} is not usable as an image tag and container name",
                            hint="use letters, digits, '.', '_' and '-' (at most 64), e.g. a git SHA")
     return version
 
@@ -42,6 +38,14 @@ def accessory_container(service: str, accessory: str) -> str:
 
 def proxy_service(service: str, role: str) -> str:
     return f"{service}-{role}"
+
+
+def labels(service: str, env: str, role: str, version: str | None = None) -> dict[str, str]:
+    """The labels of an app container (Kamal's names); without ``version``: the role's filter."""
+    out = {"service": service, "role": role, "destination": env}
+    if version is not None:
+        out["version"] = version
+    return out
 
 
 def image_ref(image: str, version: str) -> str:
@@ -64,7 +68,7 @@ class ContainerEnv:
         lines = []
         for k, v in sorted(self.secret.items()):
             if "\n" in v:
-                raise RolloutError(f"secret {k} contains a newline, which docker env files cannot carry")
+                raise InvalidInput(f"secret {k} contains a newline, which docker env files cannot carry")
             lines.append(f"{k}={v}")
         return "\n".join(lines) + ("\n" if lines else "")
 
@@ -82,15 +86,14 @@ def accessory_env(acc: Accessory, secrets: dict[str, str]) -> ContainerEnv:
     return _resolve(acc.env, secrets)
 
 
-def links(bp: Blueprint, inventory: dict[str, Any], secrets: dict[str, str]) -> ContainerEnv:
+def links(bp: Blueprint, inventory: Inventory, secrets: dict[str, str]) -> ContainerEnv:
     """The variables that point apps at their accessories (private addresses)."""
-    hosts = {h["name"]: h for h in inventory["hosts"]}
     out = ContainerEnv()
     for acc in bp.accessories.values():
-        host = hosts.get(inventory["accessories"].get(acc.name, ""))
+        host = inventory.accessory_host(acc.name)
         if host is None or acc.port is None:
             continue
-        address = host["private_ip"]
+        address = host.private_ip
         kind = image_base(acc.image)
         if kind in ("postgres", "postgresql", "postgis"):
             env = accessory_env(acc, secrets)
@@ -106,7 +109,7 @@ def links(bp: Blueprint, inventory: dict[str, Any], secrets: dict[str, str]) -> 
     return out
 
 
-def role_env(bp: Blueprint, role: str, inventory: dict[str, Any], secrets: dict[str, str],
+def role_env(bp: Blueprint, role: str, inventory: Inventory, secrets: dict[str, str],
              version: str) -> ContainerEnv:
     """The role's environment: links to accessories, then the blueprint's env (which wins)."""
     env = links(bp, inventory, secrets)

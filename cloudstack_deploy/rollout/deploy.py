@@ -14,24 +14,17 @@ import json
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 from ..blueprint_schema import Blueprint
+from ..errors import Locked
+from ..inventory import Host, Inventory
 from ..progress import Event, Progress
-from .contract import ContainerEnv, RolloutError, accessory_env, check_version, role_env
-from .hosts import Connection, Host, HostError, Hosts
-from .stages import (
-    LOCK_EXIT,
-    HostPlan,
-    accessory_script,
-    app_script,
-    history_script,
-    lock_script,
-    prepare_script,
-    unlock_script,
-)
+from . import history
+from .commands import host as host_cmds
+from .contract import ContainerEnv, accessory_env, check_version, role_env
+from .history import DeployRecord
+from .hosts import Connection, DryRun, HostError, Hosts, PlannedScript
+from .stages import accessory_script, app_script, prepare_script
 
 
 @dataclass
@@ -49,53 +42,40 @@ class RolloutResult:
     seconds: float
     exec_calls: dict[str, int] = field(default_factory=dict)
     accessories: dict[str, str] = field(default_factory=dict)   # name -> started|unchanged|rebooted
-
-
-def host_plans(inventory: dict[str, Any]) -> list[HostPlan]:
-    out = []
-    for h in inventory["hosts"]:
-        is_role = h["role"] not in h.get("accessories", []) or h.get("proxy")
-        out.append(HostPlan(name=h["name"], role=h["role"] if is_role else None,
-                            accessories=tuple(h.get("accessories", ())), proxy=bool(h.get("proxy")),
-                            private_ip=h["private_ip"],
-                            disks=tuple((d["label"], d["mount"]) for d in h.get("disks", ()))))
-    return out
-
-
-def primary_host(inventory: dict[str, Any]) -> str:
-    """Where the lock and the history live: the first proxy host, else the first host."""
-    hosts = inventory["hosts"]
-    return next((h["name"] for h in hosts if h.get("proxy")), hosts[0]["name"])
+    planned: list[PlannedScript] = field(default_factory=list)  # --dry-run: what each host would run
 
 
 class Rollout:
-    def __init__(self, bp: Blueprint, inventory: dict[str, Any], secrets: dict[str, str], progress: Progress,
-                 *, client_key: Path, known_hosts: Path) -> None:
+    def __init__(self, bp: Blueprint, inventory: Inventory, secrets: dict[str, str], progress: Progress,
+                 *, dry_run: bool = False) -> None:
         self.bp = bp
         self.inv = inventory
-        self.env = inventory["env"]
+        self.env = inventory.env
         self.secrets = secrets
         self.progress = progress
-        self.plans = {p.name: p for p in host_plans(inventory)}
-        self.hosts = [Host.from_inventory(h, inventory["ssh"]["user"]) for h in inventory["hosts"]]
-        self.client_key = client_key
-        self.known_hosts = known_hosts
+        self.hosts = list(inventory.hosts)
+        self.dry_run = dry_run
 
     def emit(self, resource: str, action: str, status: str, detail: str = "") -> None:
         self.progress.emit(Event(resource=resource, action=action, status=status, detail=detail, env=self.env))
 
     def pool(self, concurrency: int = 20) -> Hosts:
-        return Hosts(self.hosts, client_key=self.client_key, known_hosts=self.known_hosts, concurrency=concurrency)
+        if self.dry_run:
+            return DryRun(self.hosts, user=self.inv.ssh.user)
+        return Hosts(self.hosts, user=self.inv.ssh.user, client_key=self.inv.ssh.key,
+                     known_hosts=self.inv.ssh.known_hosts, concurrency=concurrency)
+
+    def role_hosts(self, role: str) -> list[Host]:
+        return self.inv.role_hosts(role)
 
     # ---- lock and history --------------------------------------------------------------------
     async def lock(self, pool: Hosts, version: str, break_lock: bool) -> None:
-        primary = next(h for h in self.hosts if h.name == primary_host(self.inv))
-        conn = await pool.connect(primary)
+        conn = await pool.connect(self.inv.primary)
         owner = {"user": getpass.getuser(), "host": socket.gethostname(), "version": version,
                  "since": int(time.time()), "ttl": int(self.bp.rollout.lock_ttl.total_seconds())}
-        res = await conn.run(lock_script(self.bp.service, owner, owner["ttl"], break_lock), check=False,
-                             what="take the deploy lock")
-        if res.exit_status == LOCK_EXIT:
+        res = await conn.run(host_cmds.lock(self.bp.service, json.dumps(owner), break_lock=break_lock),
+                             check=False, what="take the deploy lock")
+        if res.exit_status == host_cmds.LOCK_EXIT:
             try:
                 held = json.loads(res.stdout.strip() or "{}")
             except json.JSONDecodeError:
@@ -105,30 +85,23 @@ class Rollout:
             stale = age is not None and age > held.get("ttl", owner["ttl"])
             who = f"{held.get('user', '?')}@{held.get('host', '?')} deploying {held.get('version', '?')}"
             when = f" {age / 60:.0f} min ago" if age is not None else ""
-            raise RolloutError(
+            raise Locked(
                 f"environment '{self.env}' is locked for deploys by {who}{when}"
-                + (" — the lock is STALE (older than its TTL)" if stale else ""),
+                + (" — the lock is STALE (older than its TTL)" if stale else ""), holder=who,
                 hint="re-run with --break-lock" + (" (the holder seems dead)" if stale
                                                    else " only if that deploy is no longer running"))
         if res.exit_status != 0:
-            raise HostError(primary.name, "could not take the deploy lock", res.stderr)
+            raise HostError(conn.host.name, "could not take the deploy lock", res.stderr)
 
-    async def unlock(self, pool: Hosts, record: dict[str, Any] | None) -> None:
-        primary = next(h for h in self.hosts if h.name == primary_host(self.inv))
-        conn = await pool.connect(primary)
-        await conn.run(unlock_script(self.bp.service, record), what="release the deploy lock")
+    async def unlock(self, pool: Hosts, record: DeployRecord | None) -> None:
+        conn = await pool.connect(self.inv.primary)
+        await conn.run(host_cmds.unlock(self.bp.service, record.to_json() if record else None),
+                       what="release the deploy lock")
 
-    async def history(self, pool: Hosts) -> list[dict[str, Any]]:
-        primary = next(h for h in self.hosts if h.name == primary_host(self.inv))
-        conn = await pool.connect(primary)
-        res = await conn.run(history_script(self.bp.service), what="read the deploy history")
-        out = []
-        for line in res.stdout.splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return out
+    async def history(self, pool: Hosts) -> list[DeployRecord]:
+        conn = await pool.connect(self.inv.primary)
+        res = await conn.run(history.read_script(self.bp.service), what="read the deploy history")
+        return history.parse(res.stdout)
 
     # ---- the stages --------------------------------------------------------------------------
     def _app_env(self, role: str, version: str) -> ContainerEnv:
@@ -138,34 +111,33 @@ class Rollout:
         registry_password = (self.secrets.get(self.bp.registry.password) if self.bp.registry else None)
 
         async def one(conn: Connection) -> None:
-            plan = self.plans[conn.host.name]
-            self.emit(f"host {conn.host.name}", "prepare", "running", "docker, login, pull")
-            app_image = f"{self.bp.image}:{version}" if plan.role and version else None
-            app_env = self._app_env(plan.role, version) if plan.role and version else None
-            acc_envs = {a: accessory_env(self.bp.accessories[a], self.secrets) for a in plan.accessories}
-            script = prepare_script(self.bp, plan, user=conn.host.user, registry_password=registry_password,
+            host = conn.host
+            role = host.app_role
+            self.emit(f"host {host.name}", "prepare", "running", "docker, login, pull")
+            app_image = f"{self.bp.image}:{version}" if role and version else None
+            app_env = self._app_env(role, version) if role and version else None
+            acc_envs = {a: accessory_env(self.bp.accessories[a], self.secrets) for a in host.accessories}
+            script = prepare_script(self.bp, host, user=self.inv.ssh.user, registry_password=registry_password,
                                     app_image=app_image, app_env=app_env, accessory_envs=acc_envs,
                                     install=self.bp.rollout.docker_install)
             try:
                 await conn.run(script, what="prepare (docker, registry login, pull)", timeout=900)
             except HostError as exc:
-                self.emit(f"host {conn.host.name}", "prepare", "failed", str(exc).splitlines()[0])
+                self.emit(f"host {host.name}", "prepare", "failed", str(exc).splitlines()[0])
                 raise
-            self.emit(f"host {conn.host.name}", "prepare", "done")
+            self.emit(f"host {host.name}", "prepare", "done")
 
         await pool.each(one, hosts)
 
     async def accessories(self, pool: Hosts, reboot: tuple[str, ...] = ()) -> dict[str, str]:
         outcome: dict[str, str] = {}
-        hosts = [h for h in self.hosts if self.plans[h.name].accessories]
 
         async def one(conn: Connection) -> None:
-            plan = self.plans[conn.host.name]
-            for name in plan.accessories:
+            for name in conn.host.accessories:
                 acc = self.bp.accessories[name]
                 self.emit(f"accessory {name}", "boot", "running", conn.host.name)
-                script = accessory_script(self.bp, self.env, acc, accessory_env(acc, self.secrets), plan.private_ip,
-                                          force=name in reboot)
+                script = accessory_script(self.bp, self.env, acc, accessory_env(acc, self.secrets),
+                                          conn.host.private_ip, force=name in reboot)
                 try:
                     res = await conn.run(script, what=f"accessory {name}", timeout=300)
                 except HostError as exc:
@@ -178,7 +150,7 @@ class Rollout:
                                        level="warning")
                 self.emit(f"accessory {name}", "boot", "done", f"{state} on {conn.host.name}")
 
-        await pool.each(one, hosts)
+        await pool.each(one, [h for h in self.hosts if h.accessories])
         return outcome
 
     async def apps(self, pool: Hosts, version: str) -> None:
@@ -186,7 +158,7 @@ class Rollout:
         # Other roles: rolling, `rollout.batch` hosts at a time; old containers stop only after
         # the new ones are ready.
         for role in self.bp.roles.values():
-            hosts = [h for h in self.hosts if self.plans[h.name].role == role.name]
+            hosts = self.role_hosts(role.name)
             if not hosts:
                 continue
             env_by_host = self._app_env(role.name, version)
@@ -210,8 +182,7 @@ class Rollout:
     async def run(self, opts: RolloutOptions) -> RolloutResult:
         version = check_version(opts.version)
         started = time.monotonic()
-        record: dict[str, Any] = {"version": version, "kind": opts.kind, "by": getpass.getuser(),
-                                  "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        record = history.start(version, opts.kind)
         async with self.pool(opts.concurrency) as pool:
             await self.lock(pool, version, opts.break_lock)
             try:
@@ -219,18 +190,18 @@ class Rollout:
                 accessories = await self.accessories(pool, opts.reboot_accessories)
                 await self.apps(pool, version)
             except BaseException as exc:
-                record["status"] = "failed"
-                record["error"] = str(exc).splitlines()[0][:200]
+                history.finish(record, time.monotonic() - started, exc)
                 await self._unlock_quietly(pool, record)
                 raise
-            record["status"] = "ok"
-            await self.unlock(pool, record)
+            await self.unlock(pool, history.finish(record, time.monotonic() - started))
             calls = dict(pool.exec_calls)
+            planned = pool.planned if isinstance(pool, DryRun) else []
         return RolloutResult(version=version, seconds=time.monotonic() - started, exec_calls=calls,
-                             accessories=accessories)
+                             accessories=accessories, planned=planned)
 
-    async def _unlock_quietly(self, pool: Hosts, record: dict[str, Any]) -> None:
+    async def _unlock_quietly(self, pool: Hosts, record: DeployRecord) -> None:
         try:
             await self.unlock(pool, record)
         except Exception as exc:  # the original error matters more; say the lock may remain
             self.progress.note(f"could not release the deploy lock: {exc}", level="warning")
+

@@ -3,27 +3,33 @@
 Host keys are verified against the environment's pinned known_hosts (written by the
 provisioner from keys csdeploy generated itself); an unknown or changed key is refused.
 Every exec has a timeout, so a hung host is named instead of hanging the deploy.
+
+`DryRun` is the same pool without SSH: it records the script each host would run, so
+`deploy --dry-run` shows the rollout's plan exactly as it would be sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncssh
 
-from ..errors import CsdeployError
-from ..log import redact
-from .commands.script import Argv, Script, q
+from ..errors import CsdeployError, OperationFailed
+from ..inventory import Host
+from ..log import get_logger, redact
+from .commands.script import RUNNER, Argv, Script, q
 
 T = TypeVar("T")
+log = get_logger("rollout.hosts")
 
 
-class HostError(CsdeployError):
+class HostError(OperationFailed):
     """A command failed (or could not run) on a host; names the host and the step."""
 
     def __init__(self, host: str, what: str, detail: str = "", *, hint: str | None = None) -> None:
@@ -35,24 +41,6 @@ class HostError(CsdeployError):
 def _indent(text: str, limit: int = 40) -> str:
     lines = text.rstrip().splitlines()[-limit:]
     return "\n".join("    " + line for line in lines)
-
-
-@dataclass(frozen=True)
-class Host:
-    name: str
-    role: str
-    address: str
-    port: int
-    user: str
-    private_ip: str
-    accessories: tuple[str, ...] = ()
-    proxy: bool = False
-
-    @classmethod
-    def from_inventory(cls, h: dict[str, Any], user: str) -> Host:
-        return cls(name=h["name"], role=h["role"], address=h["public_ip"], port=int(h["ssh_port"]), user=user,
-                   private_ip=h["private_ip"], accessories=tuple(h.get("accessories", ())),
-                   proxy=bool(h.get("proxy")))
 
 
 @dataclass
@@ -71,44 +59,56 @@ class Result:
         return "\n".join(line for line in self.stderr.splitlines() if not line.startswith("::step "))
 
 
+def _command(command: Script | Argv, input: str | None) -> tuple[str, str | None]:
+    """The remote command line and its stdin: a script goes on stdin to ``sh -s``."""
+    if isinstance(command, Script):
+        return RUNNER, command.text()
+    return q(command), input
+
+
 class Connection:
-    def __init__(self, host: Host, conn: asyncssh.SSHClientConnection, counter: Counter[str]) -> None:
+    def __init__(self, host: Host, conn: asyncssh.SSHClientConnection | None, counter: Counter[str]) -> None:
         self.host = host
         self._conn = conn
         self._counter = counter
 
-    async def run(self, command: Script | Argv | str, *, input: str | None = None, timeout: float = 600,
+    async def run(self, command: Script | Argv, *, input: str | None = None, timeout: float = 600,
                   check: bool = True, what: str = "command") -> Result:
-        """Run a script (sent on stdin to `sh -s`), an argv list, or a builder-made shell line."""
-        if isinstance(command, Script):
-            line, stdin = "sh -s", command.text()
-        elif isinstance(command, str):
-            line, stdin = command, input
-        else:
-            line, stdin = q(command), input
+        """Run a script (sent on stdin to `sh -s`) or one argv command."""
+        line, stdin = _command(command, input)
         self._counter[self.host.name] += 1
+        log.debug("host script", host=self.host.name, step=what, script=stdin if line == RUNNER else line)
+        started = time.monotonic()
+        assert self._conn is not None
         try:
             proc = await asyncio.wait_for(self._conn.run(line, input=stdin, check=False), timeout)
         except TimeoutError:
+            log.info("host step", host=self.host.name, step=what, error="timeout", seconds=round(timeout, 3))
             raise HostError(self.host.name, f"{what} did not finish within {timeout:.0f}s",
                             hint="the host may be overloaded or a download is stuck; re-run") from None
         except (asyncssh.Error, OSError) as exc:
+            log.info("host step", host=self.host.name, step=what, error=str(exc),
+                     seconds=round(time.monotonic() - started, 3))
             raise HostError(self.host.name, f"{what}: SSH failed: {exc}") from None
         result = Result(proc.exit_status if proc.exit_status is not None else 255,
                         str(proc.stdout or ""), str(proc.stderr or ""))
+        log.info("host step", host=self.host.name, step=what, exit=result.exit_status,
+                 seconds=round(time.monotonic() - started, 3))
         if check and result.exit_status != 0:
             step = f" at step {result.last_step}" if result.last_step else ""
             raise HostError(self.host.name, f"{what} failed{step} (exit {result.exit_status})",
                             result.stderr_clean or result.stdout)
         return result
 
-    async def stream(self, argv: Argv, on_line: Callable[[str], None]) -> int:
-        """Run ``argv`` and hand each output line to ``on_line`` as it arrives (logs -f)."""
+    async def stream(self, command: Script, on_line: Callable[[str], None]) -> int:
+        """Run ``command`` and hand each output line to ``on_line`` as it arrives (logs -f)."""
+        line, stdin = _command(command, None)
         self._counter[self.host.name] += 1
-        async with self._conn.create_process(q(argv), stderr=asyncssh.STDOUT) as proc:
-            async for line in proc.stdout:
-                if line:  # asyncssh's iterator yields one '' at EOF (an empty log line is '\n')
-                    on_line(line.rstrip("\n"))
+        assert self._conn is not None
+        async with self._conn.create_process(line, input=stdin, stderr=asyncssh.STDOUT) as proc:
+            async for out in proc.stdout:
+                if out:  # asyncssh's iterator yields one '' at EOF (an empty log line is '\n')
+                    on_line(out.rstrip("\n"))
             await proc.wait()
             return proc.exit_status or 0
 
@@ -116,9 +116,10 @@ class Connection:
 class Hosts:
     """``async with Hosts(hosts, key, known_hosts) as pool: await pool.each(fn)``."""
 
-    def __init__(self, hosts: Sequence[Host], *, client_key: Path, known_hosts: Path, concurrency: int = 20,
-                 connect_timeout: float = 20.0) -> None:
+    def __init__(self, hosts: Sequence[Host], *, user: str, client_key: Path, known_hosts: Path,
+                 concurrency: int = 20, connect_timeout: float = 20.0) -> None:
         self.hosts = list(hosts)
+        self.user = user
         self.client_key = client_key
         self.known_hosts = known_hosts
         self.concurrency = concurrency
@@ -131,28 +132,31 @@ class Hosts:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for c in self._conns.values():
-            c._conn.close()
-        for c in self._conns.values():
-            await c._conn.wait_closed()
+        conns = [c._conn for c in self._conns.values() if c._conn is not None]
+        for c in conns:
+            c.close()
+        for c in conns:
+            await c.wait_closed()
         self._conns.clear()
 
     async def connect(self, host: Host) -> Connection:
         if host.name in self._conns:
             return self._conns[host.name]
+        started = time.monotonic()
         try:
             conn = await asyncio.wait_for(asyncssh.connect(
-                host.address, host.port, username=host.user, client_keys=[str(self.client_key)],
+                host.public_ip, host.ssh_port, username=self.user, client_keys=[str(self.client_key)],
                 known_hosts=str(self.known_hosts), agent_path=None, config=None,
                 keepalive_interval=15), self.connect_timeout)
         except asyncssh.HostKeyNotVerifiable as exc:
-            raise HostError(host.name, f"host key of {host.address}:{host.port} is not the pinned one: {exc}",
+            raise HostError(host.name, f"host key of {host.ssh_address} is not the pinned one: {exc}",
                             hint="the VM was replaced or someone is in the middle; re-run create-env to re-pin "
                                  "if you replaced it") from None
         except (TimeoutError, asyncssh.Error, OSError) as exc:
-            raise HostError(host.name, f"cannot connect over SSH to {host.user}@{host.address}:{host.port}: "
+            raise HostError(host.name, f"cannot connect over SSH to {self.user}@{host.ssh_address}: "
                             f"{exc or type(exc).__name__}",
                             hint="is the VM running and the firewall open to this machine? try create-env") from None
+        log.info("ssh connected", host=host.name, address=host.ssh_address, seconds=round(time.monotonic() - started, 3))
         self._conns[host.name] = Connection(host, conn, self.exec_calls)
         return self._conns[host.name]
 
@@ -169,6 +173,44 @@ class Hosts:
         if errors:
             if len(errors) == 1:
                 raise errors[0]
-            raise CsdeployError("\n".join(str(e) for e in errors),
-                                hint=next((e.hint for e in errors if isinstance(e, CsdeployError) and e.hint), None))
+            raise OperationFailed("\n".join(str(e) for e in errors),
+                                  hint=next((e.hint for e in errors if isinstance(e, CsdeployError) and e.hint), None))
         return results  # type: ignore[return-value]
+
+
+@dataclass
+class PlannedScript:
+    host: str
+    what: str
+    text: str
+
+
+class DryRun(Hosts):
+    """A pool that connects to nothing and records every script instead of running it."""
+
+    def __init__(self, hosts: Sequence[Host], *, user: str) -> None:
+        super().__init__(hosts, user=user, client_key=Path("/dev/null"), known_hosts=Path("/dev/null"))
+        self.planned: list[PlannedScript] = []
+
+    async def connect(self, host: Host) -> Connection:
+        if host.name not in self._conns:
+            self._conns[host.name] = _Recorder(host, self)
+        return self._conns[host.name]
+
+
+class _Recorder(Connection):
+    def __init__(self, host: Host, pool: DryRun) -> None:
+        super().__init__(host, None, pool.exec_calls)
+        self._pool = pool
+
+    async def run(self, command: Script | Argv, *, input: str | None = None, timeout: float = 600,
+                  check: bool = True, what: str = "command") -> Result:
+        line, stdin = _command(command, input)
+        text = stdin if line == RUNNER else line
+        log.debug("host script", host=self.host.name, step=what, script=text, dry_run=True)
+        self._pool.planned.append(PlannedScript(self.host.name, what, text))
+        return Result(0, "", "")
+
+    async def stream(self, command: Script, on_line: Callable[[str], None]) -> int:
+        await self.run(command, what="stream")
+        return 0

@@ -9,12 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import InvalidInput
+from ..inventory import Host
+from . import history
 from .commands import docker as d
 from .commands import proxy as p
-from .commands.script import Script, q
-from .contract import RolloutError, accessory_container
+from .commands.script import Script, Var
+from .contract import accessory_container, labels
 from .deploy import Rollout, RolloutOptions, RolloutResult
-from .hosts import Connection, Host
+from .hosts import Connection, Hosts
 
 
 @dataclass
@@ -29,74 +32,76 @@ class HostStatus:
 
 # `kamal-proxy list` colours its table even when its output is not a terminal.
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+PROXY_MARK = "::proxy"
+
+
+def status_script(service: str) -> Script:
+    s = Script()
+    s.run(d.ps_json({"service": service}), stderr_to_stdout=True, may_fail=True)
+    s.emit(PROXY_MARK)
+    s.run(p.list_services(), may_fail=True)
+    return s
 
 
 async def status(r: Rollout) -> list[HostStatus]:
     """Per host: this service's containers (version, state, health) and kamal-proxy's routes."""
-    out: list[HostStatus] = []
 
     async def one(conn: Connection) -> HostStatus:
-        st = HostStatus(conn.host.name, conn.host.role, f"{conn.host.address}:{conn.host.port}")
-        s = Script(["set -u"])
-        s.raw(f"{q(d.ps_json({'service': r.bp.service}))} 2>&1 || true")
-        s.raw("echo ::proxy")
-        s.raw(f"{q(p.list_services())} 2>/dev/null || true")
-        res = await conn.run(s, check=False, what="status")
-        body, _, proxy = res.stdout.partition("::proxy\n")
+        st = HostStatus(conn.host.name, conn.host.role, conn.host.ssh_address)
+        res = await conn.run(status_script(r.bp.service), check=False, what="status")
+        body, _, proxy = res.stdout.partition(PROXY_MARK + "\n")
         for line in body.splitlines():
             try:
                 c = json.loads(line)
             except json.JSONDecodeError:
                 st.error = line
                 continue
-            labels = dict(kv.split("=", 1) for kv in c.get("Labels", "").split(",") if "=" in kv)
-            st.containers.append({"name": c.get("Names"), "version": labels.get("version"),
-                                  "role": labels.get("role") or labels.get("accessory"), "state": c.get("State"),
+            lab = dict(kv.split("=", 1) for kv in c.get("Labels", "").split(",") if "=" in kv)
+            st.containers.append({"name": c.get("Names"), "version": lab.get("version"),
+                                  "role": lab.get("role") or lab.get("accessory"), "state": c.get("State"),
                                   "status": c.get("Status"), "image": c.get("Image")})
         st.proxy_targets = ANSI_ESCAPE.sub("", proxy).strip()
         return st
 
     async with r.pool() as pool:
-        results = await asyncio.gather(*(_guard(pool, h, one) for h in r.hosts))
-    out.extend(results)
-    return out
+        return list(await asyncio.gather(*(_guard(pool, h, one) for h in r.hosts)))
 
 
-async def _guard(pool: Any, host: Host, fn: Callable[[Connection], Any]) -> HostStatus:
+async def _guard(pool: Hosts, host: Host, fn: Callable[[Connection], Any]) -> HostStatus:
     try:
         return await fn(await pool.connect(host))
     except Exception as exc:  # status shows unreachable hosts instead of failing as a whole
-        return HostStatus(host.name, host.role, f"{host.address}:{host.port}", error=str(exc).splitlines()[0])
-
-
-def _current_container(r: Rollout, role: str) -> str:
-    return (f"$(docker ps --format '{{{{.Names}}}}' --filter label=service={r.bp.service} "
-            f"--filter label=role={role} --filter label=destination={r.env} | head -n 1)")
+        return HostStatus(host.name, host.role, host.ssh_address, error=str(exc).splitlines()[0])
 
 
 def _role_hosts(r: Rollout, role: str) -> list[Host]:
     if role in r.bp.accessories:
-        return [h for h in r.hosts if role in r.plans[h.name].accessories]
-    hosts = [h for h in r.hosts if r.plans[h.name].role == role]
+        host = r.inv.accessory_host(role)
+        return [host] if host else []
+    hosts = r.role_hosts(role)
     if not hosts:
         known = ", ".join([*r.bp.roles, *r.bp.accessories])
-        raise RolloutError(f"no host runs role or accessory {role!r}", hint=f"known: {known}")
+        raise InvalidInput(f"no host runs role or accessory {role!r}", hint=f"known: {known}")
     return hosts
 
 
-def _target(r: Rollout, role: str) -> str:
+def _in_container(r: Rollout, role: str, build: Callable[[str | Var], list[Any]]) -> Script:
+    """A script running ``build(container)`` against the role's current container (or the accessory's)."""
+    s = Script()
     if role in r.bp.accessories:
-        return q([accessory_container(r.bp.service, role)])
-    return _current_container(r, role)
+        return s.run(build(accessory_container(r.bp.service, role)), stderr_to_stdout=True)
+    name = Var("name")
+    s.extend(d.current(labels(r.bp.service, r.env, role), into=name))
+    return s.run(build(name), stderr_to_stdout=True)
 
 
 async def logs(r: Rollout, role: str, *, lines: int, follow: bool, emit: Callable[[str], None]) -> None:
     hosts = _role_hosts(r, role)
+    script = _in_container(r, role, lambda c: list(d.logs(c, tail=lines, follow=follow)))
     async with r.pool() as pool:
         async def one(h: Host) -> None:
             conn = await pool.connect(h)
-            cmd = f"docker logs --tail {int(lines)}{' --follow' if follow else ''} {_target(r, role)} 2>&1"
-            await conn.stream(["sh", "-c", cmd], lambda line, h=h: emit(f"{h.name} | {line}"))
+            await conn.stream(script, lambda line, h=h: emit(f"{h.name} | {line}"))
 
         await asyncio.gather(*(one(h) for h in hosts))
 
@@ -104,67 +109,54 @@ async def logs(r: Rollout, role: str, *, lines: int, follow: bool, emit: Callabl
 async def exec_(r: Rollout, role: str, argv: list[str], emit: Callable[[str], None]) -> int:
     """Run ``argv`` inside the role's current container on each of its hosts; worst exit code."""
     hosts = _role_hosts(r, role)
-    worst = 0
+    script = _in_container(r, role, lambda c: list(d.exec_(c, argv)))
     async with r.pool() as pool:
         async def one(h: Host) -> int:
             conn = await pool.connect(h)
-            res = await conn.run(f"docker exec {_target(r, role)} {q(argv)}", check=False, what="exec")
+            res = await conn.run(script, check=False, what="exec")
             for line in (res.stdout + res.stderr).splitlines():
                 emit(f"{h.name} | {line}")
             return res.exit_status
 
-        for code in await asyncio.gather(*(one(h) for h in hosts)):
-            worst = max(worst, code)
-    return worst
+        codes = await asyncio.gather(*(one(h) for h in hosts))
+    return max(codes, default=0)
 
 
-async def previous_version(r: Rollout) -> tuple[str | None, list[dict[str, Any]]]:
+async def previous_version(r: Rollout) -> tuple[str | None, list[history.DeployRecord]]:
     """The last successful version before the current one, from the primary host's history."""
     async with r.pool() as pool:
-        history = await r.history(pool)
-    ok = [h for h in history if h.get("status") == "ok"]
-    if len(ok) < 2:
-        return None, history
-    current = ok[-1]["version"]
-    for entry in reversed(ok[:-1]):
-        if entry["version"] != current:
-            return entry["version"], history
-    return None, history
+        records = await r.history(pool)
+    return history.previous_version(records), records
 
 
 async def rollback(r: Rollout, to: str | None, *, break_lock: bool = False) -> RolloutResult:
     if to is None:
-        to, history = await previous_version(r)
+        reader = Rollout(r.bp, r.inv, r.secrets, r.progress)  # reads the history even for --dry-run
+        to, records = await previous_version(reader)
         if to is None:
-            versions = ", ".join(h.get("version", "?") for h in history) or "none"
-            raise RolloutError("no previous successful version to roll back to",
+            versions = ", ".join(rec.version for rec in records) or "none"
+            raise InvalidInput("no previous successful version to roll back to",
                                hint=f"deploy history: {versions}; pass --to VERSION")
     return await r.run(RolloutOptions(version=to, break_lock=break_lock, kind="rollback"))
 
 
 async def proxy_reboot(r: Rollout) -> list[str]:
     """Replace kamal-proxy on every proxy host; routes come back from its state volume."""
-    hosts = [h for h in r.hosts if r.plans[h.name].proxy]
     done: list[str] = []
     async with r.pool() as pool:
         async def one(conn: Connection) -> None:
-            s = Script()
-            s.raw(f"docker rm -f {p.CONTAINER} >/dev/null 2>&1 || true")
-            s.run(p.boot(r.bp.rollout.proxy_image))
-            s.raw(f"i=0; until docker exec {p.CONTAINER} kamal-proxy list >/dev/null 2>&1; do i=$((i+1)); "
-                  "[ $i -gt 60 ] && exit 1; sleep 0.5; done")
-            await conn.run(s, what="proxy reboot")
+            await conn.run(p.reboot(r.bp.rollout.proxy_image), what="proxy reboot")
             done.append(conn.host.name)
 
-        await pool.each(one, hosts)
+        await pool.each(one, r.inv.proxy_hosts)
     return done
 
 
 async def accessory_reboot(r: Rollout, name: str) -> RolloutResult:
     """Restart one accessory deliberately (fresh container, same data), under the deploy lock."""
     if name not in r.bp.accessories:
-        raise RolloutError(f"no accessory named {name!r}", hint="known: " + ", ".join(r.bp.accessories))
-    hosts = [h for h in r.hosts if name in r.plans[h.name].accessories]
+        raise InvalidInput(f"no accessory named {name!r}", hint="known: " + ", ".join(r.bp.accessories))
+    hosts = _role_hosts(r, name)
     async with r.pool() as pool:
         await r.lock(pool, f"accessory-{name}", False)
         try:

@@ -15,15 +15,12 @@ from pathlib import Path
 import pytest
 
 from cloudstack_deploy.blueprint import loads_blueprint
+from cloudstack_deploy.errors import InvalidInput
+from cloudstack_deploy.inventory import Host, Inventory, Network, SSHAccess
+from cloudstack_deploy.rollout.commands import host as host_cmds
 from cloudstack_deploy.rollout.commands.script import Script
-from cloudstack_deploy.rollout.contract import (
-    RolloutError,
-    check_version,
-    container_name,
-    image_base,
-    role_env,
-)
-from cloudstack_deploy.rollout.stages import HostPlan, accessory_script, app_script, prepare_script
+from cloudstack_deploy.rollout.contract import check_version, container_name, image_base, role_env
+from cloudstack_deploy.rollout.stages import accessory_script, app_script, prepare_script
 
 HOSTILE = "x'; touch PWNED; echo \"$(touch PWNED2)\" `touch PWNED3` $HOME \\ \n# end"
 
@@ -59,15 +56,18 @@ registry: {server: registry.lab:5000, username: csdeploy, password: REGISTRY_PAS
 secrets: [API_TOKEN, POSTGRES_PASSWORD, REGISTRY_PASSWORD]
 """
 
-INVENTORY = {
-    "env": "demo",
-    "hosts": [
-        {"name": "demo-web-1", "role": "web", "private_ip": "10.1.1.2", "accessories": ["redis"], "proxy": True},
-        {"name": "demo-worker-1", "role": "worker", "private_ip": "10.1.1.3", "accessories": [], "proxy": False},
-        {"name": "demo-db-1", "role": "db", "private_ip": "10.1.1.4", "accessories": ["db"], "proxy": False},
-    ],
-    "accessories": {"db": "demo-db-1", "redis": "demo-web-1"},
-}
+def _host(name: str, role: str, ip: str, accessories: tuple[str, ...], proxy: bool) -> Host:
+    return Host(name=name, role=role, index=1, vm_id=name, public_ip="127.0.0.9", ssh_port=22, private_ip=ip,
+                host_key="ssh-ed25519 AAAA", accessories=accessories, proxy=proxy)
+
+
+WEB = _host("demo-web-1", "web", "10.1.1.2", ("redis",), True)
+INVENTORY = Inventory(
+    env="demo", service="demo", network=Network(id="n1", name="csdeploy-demo"),
+    ssh=SSHAccess(user="root", key=Path("/k"), known_hosts=Path("/kh")),
+    hosts=(WEB, _host("demo-worker-1", "worker", "10.1.1.3", (), False),
+           _host("demo-db-1", "db", "10.1.1.4", ("db",), False)),
+)
 SECRETS = {"API_TOKEN": "tok-" + "s3cr3t", "POSTGRES_PASSWORD": "p@ss:w/rd%", "REGISTRY_PASSWORD": "reg-pass-123"}
 
 
@@ -121,9 +121,8 @@ def test_hostile_values_arrive_as_single_words_and_run_nothing(shim, tmp_path: P
 def test_secrets_go_to_0600_env_files_and_stdin_never_argv(shim, tmp_path: Path) -> None:
     env, log = shim
     bp = loads_blueprint(BLUEPRINT)
-    plan = HostPlan(name="demo-web-1", role="web", accessories=("redis",), proxy=True, private_ip="10.1.1.2")
     app_env = role_env(bp, "web", INVENTORY, SECRETS, "v1")
-    script = prepare_script(bp, plan, user="root", registry_password=SECRETS["REGISTRY_PASSWORD"],
+    script = prepare_script(bp, WEB, user="root", registry_password=SECRETS["REGISTRY_PASSWORD"],
                             app_image="registry.lab:5000/demo-app:v1", app_env=app_env, accessory_envs={},
                             install="none")
     result = run_script(script, env, tmp_path)
@@ -171,7 +170,7 @@ def test_accessory_config_change_is_detected_by_hash(shim, tmp_path: Path) -> No
 
 @pytest.mark.parametrize("bad", ["", "-x", "a b", "v1;rm", "x" * 65, "ü"])
 def test_versions_must_be_valid_tags(bad: str) -> None:
-    with pytest.raises(RolloutError):
+    with pytest.raises(InvalidInput):
         check_version(bad)
 
 
@@ -183,23 +182,19 @@ def test_names() -> None:
 
 
 def test_deploy_lock_refuses_a_second_holder_until_broken_and_unlock_records_history(tmp_path: Path) -> None:
-    from cloudstack_deploy.rollout.stages import (
-        LOCK_EXIT,
-        history_script,
-        lock_script,
-        unlock_script,
-    )
+    from cloudstack_deploy.rollout import history
 
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
-    first = {"user": "alice", "host": "ci-1", "version": "v1", "since": 1, "ttl": 1800}
-    assert run_script(lock_script("demo", first, 1800, False), env, tmp_path).returncode == 0
-    second = run_script(lock_script("demo", {"user": "bob"}, 1800, False), env, tmp_path)
-    assert second.returncode == LOCK_EXIT
+    first = json.dumps({"user": "alice", "host": "ci-1", "version": "v1", "since": 1, "ttl": 1800})
+    assert run_script(host_cmds.lock("demo", first, break_lock=False), env, tmp_path).returncode == 0
+    second = run_script(host_cmds.lock("demo", '{"user": "bob"}', break_lock=False), env, tmp_path)
+    assert second.returncode == host_cmds.LOCK_EXIT
     assert json.loads(second.stdout)["user"] == "alice", "the refusal must say who holds the lock"
-    broken = run_script(lock_script("demo", {"user": "bob"}, 1800, True), env, tmp_path)
+    broken = run_script(host_cmds.lock("demo", '{"user": "bob"}', break_lock=True), env, tmp_path)
     assert broken.returncode == 0, broken.stderr
-    record = {"version": "v2", "status": "ok", "kind": "deploy"}
-    assert run_script(unlock_script("demo", record), env, tmp_path).returncode == 0
-    assert run_script(lock_script("demo", {"user": "carol"}, 1800, False), env, tmp_path).returncode == 0
-    history = run_script(history_script("demo"), env, tmp_path).stdout.splitlines()
-    assert [json.loads(line) for line in history] == [record]
+    record = history.finish(history.start("v2", "deploy"), 3.0)
+    assert run_script(host_cmds.unlock("demo", record.to_json()), env, tmp_path).returncode == 0
+    assert run_script(host_cmds.lock("demo", '{"user": "carol"}', break_lock=False), env, tmp_path).returncode == 0
+    read = run_script(history.read_script("demo"), env, tmp_path).stdout
+    assert history.parse(read) == [record]
+    assert history.parse(read)[0].status == "ok"

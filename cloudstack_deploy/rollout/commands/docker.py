@@ -1,47 +1,107 @@
-"""Docker engine commands: detect, install, log in, pull, networks, containers, prune."""
+"""Docker engine commands: detect, install, log in, pull, networks, containers, waits, prune.
+
+Argv builders return lists of words; fragment builders return a `Script` piece that a stage
+extends. Formats and label filters are defined here once.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .script import Argv, q
+from .script import (
+    Argv,
+    Pipe,
+    Script,
+    Var,
+    at_least,
+    differs,
+    empty,
+    equals,
+    matches,
+    nonempty,
+    q,
+    succeeds,
+)
 
 NETWORK = "kamal"
 LOG_OPTS = ("--log-opt", "max-size=10m")
 
+#: `docker inspect` formats, each written once.
+STATE = "{{.State.Status}}"
+HEALTH_STATE = "{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.Status}}"
+HEALTH_STATE_STARTED = HEALTH_STATE + " {{.State.StartedAt}}"
+NAMES = "{{.Names}}"
+IMAGE = "{{.Image}}"
+REPO_TAG = "{{.Repository}}:{{.Tag}}"
+FIRST_IP = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+
+
+def label_format(label: str) -> str:
+    return f'{{{{index .Config.Labels "{label}"}}}}'
+
+
+def label_filters(labels: Mapping[str, str]) -> list[str]:
+    """``--filter label=k=v`` for each label: how csdeploy finds its containers."""
+    out: list[str] = []
+    for k, v in labels.items():
+        out += ["--filter", f"label={k}={v}"]
+    return out
+
+
+# ---- engine -------------------------------------------------------------------------------------
 
 def version() -> Argv:
     return ["docker", "version", "--format", "{{.Server.Version}}"]
 
 
-def install_lines(method: str, user: str) -> list[str]:
-    """Shell lines that install Docker when it is missing, then let ``user`` use it.
+def ensure_installed(method: str, user: str) -> Script:
+    """Install Docker when it is missing (``method``), start it, let ``user`` use it.
 
     ``apt``: the distribution's docker.io (templates that ship Debian's packages);
-    ``script``: Docker's convenience script (real clouds, any distribution).
+    ``script``: Docker's convenience script (real clouds, any distribution);
+    ``none``: only check, and say what to do.
     """
-    if method == "apt":
-        install = ("export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
-                   "apt-get install -y -qq docker.io >/dev/null")
-    elif method == "script":
-        install = "curl -fsSL https://get.docker.com | sh"
-    else:
-        raise ValueError(f"unknown Docker install method {method!r}")
-    lines = [
-        "if ! command -v docker >/dev/null 2>&1; then",
-        '  echo "::step install-docker" >&2',
-        f"  {install}",
-        "fi",
-        "if ! docker version >/dev/null 2>&1; then",
-        "  (systemctl enable --now docker || service docker start) >/dev/null 2>&1 || true",
-        "  i=0; until docker version >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 60 ] && "
-        "{ echo 'docker did not start' >&2; exit 70; }; sleep 1; done",
-        "fi",
-    ]
+    s = Script()
+    missing = ~succeeds(["command", "-v", "docker"])
+    if method == "none":
+        with s.when(missing):
+            s.fail(69, "docker is not installed on this host (rollout.docker_install: none)")
+        return s
+    with s.when(missing):
+        s.step("install-docker")
+        if method == "apt":
+            s.raw("export DEBIAN_FRONTEND=noninteractive")
+            s.run(["apt-get", "update", "-qq"])
+            s.run(["apt-get", "install", "-y", "-qq", "docker.io"], quiet=True)
+        elif method == "script":
+            s.run(Pipe(["curl", "-fsSL", "https://get.docker.com"], ["sh"]))
+        else:
+            raise ValueError(f"unknown Docker install method {method!r}")
+    with s.when(~succeeds(version())):
+        s.raw("(systemctl enable --now docker || service docker start) >/dev/null 2>&1 || true")
+        i = Var("i")
+        s.set(i, "0")
+        with s.loop():
+            with s.when(succeeds(version())):
+                s.break_()
+            s.increment(i)
+            with s.when(at_least(i, 61)):
+                s.fail(70, "docker did not start")
+            s.sleep(1)
     if user != "root":
-        lines.append(q(["usermod", "-aG", "docker", user]) + " 2>/dev/null || true")
-    return lines
+        s.run(["usermod", "-aG", "docker", user], may_fail=True)
+    return s
 
+
+def ensure_network(name: str = NETWORK) -> Script:
+    """Create the shared network unless it exists."""
+    s = Script()
+    with s.when(~succeeds(["docker", "network", "inspect", name])):
+        s.run(["docker", "network", "create", name], quiet=True)
+    return s
+
+
+# ---- registry and images ----------------------------------------------------------------------
 
 def login(server: str, username: str) -> Argv:
     """The password comes on stdin (``Script.stdin_to``), never in argv."""
@@ -52,14 +112,33 @@ def pull(image: str) -> Argv:
     return ["docker", "pull", "--quiet", image]
 
 
+def image_exists(image: str) -> Argv:
+    return ["docker", "image", "inspect", "--format", "{{.Id}}", image]
+
+
 def image_label(image: str, label: str) -> Argv:
-    return ["docker", "image", "inspect", "--format", f'{{{{index .Config.Labels "{label}"}}}}', image]
+    return ["docker", "image", "inspect", "--format", label_format(label), image]
 
 
-def network_create(name: str = NETWORK) -> str:
-    """Create the shared network unless it exists (as a shell line: tolerate 'already exists')."""
-    return f"docker network inspect {name} >/dev/null 2>&1 || {q(['docker', 'network', 'create', name])} >/dev/null"
+def images(repository: str) -> Argv:
+    return ["docker", "images", "--format", REPO_TAG, repository]
 
+
+def image_remove(image: str | Var) -> Argv:
+    return ["docker", "image", "rm", image]
+
+
+def require_label(image: str, label: str, want: str, code: int) -> Script:
+    """Stop with ``code`` unless ``image`` carries ``label=want`` (a wrong image is never run)."""
+    s = Script()
+    got = Var("got")
+    s.capture(got, image_label(image, label), may_fail=False)
+    with s.when(differs(got, want)):
+        s.fail(code, f"image {image} has label {label}=", got, f", not {want}: refusing to deploy it")
+    return s
+
+
+# ---- containers -----------------------------------------------------------------------------------
 
 def run(*, name: str, image: str, env: Mapping[str, str] = {}, env_file: str | None = None,
         labels: Mapping[str, str] = {}, network: str = NETWORK, publish: Sequence[str] = (),
@@ -89,6 +168,10 @@ def run(*, name: str, image: str, env: Mapping[str, str] = {}, env_file: str | N
     return argv
 
 
+def inspect(name: str | Var, fmt: str) -> Argv:
+    return ["docker", "inspect", "--format", fmt, name]
+
+
 def start(name: str) -> Argv:
     return ["docker", "start", name]
 
@@ -97,12 +180,12 @@ def stop(names: Sequence[str], timeout: int = 30) -> Argv:
     return ["docker", "stop", "--time", str(timeout), *names]
 
 
-def remove(names: Sequence[str]) -> Argv:
+def remove(names: Sequence[str | Var]) -> Argv:
     return ["docker", "rm", "--force", *names]
 
 
-def logs(name: str, tail: int = 50, follow: bool = False, timestamps: bool = False) -> Argv:
-    argv = ["docker", "logs", "--tail", str(tail)]
+def logs(name: str | Var, tail: int = 50, follow: bool = False, timestamps: bool = False) -> Argv:
+    argv: list[str | Var] = ["docker", "logs", "--tail", str(int(tail))]
     if follow:
         argv.append("--follow")
     if timestamps:
@@ -110,19 +193,113 @@ def logs(name: str, tail: int = 50, follow: bool = False, timestamps: bool = Fal
     return [*argv, name]
 
 
-def ps_json(filters: Mapping[str, str]) -> Argv:
-    argv = ["docker", "ps", "--all", "--no-trunc", "--format", "{{json .}}"]
-    for k, v in filters.items():
-        argv += ["--filter", f"label={k}={v}"]
-    return argv
+def ps_json(labels: Mapping[str, str]) -> Argv:
+    return ["docker", "ps", "--all", "--no-trunc", "--format", "{{json .}}", *label_filters(labels)]
+
+
+def ps_names(labels: Mapping[str, str], *, all_: bool = False, exited: bool = False) -> Argv:
+    """Names of the containers carrying ``labels``, newest first (docker's order)."""
+    argv = ["docker", "ps", *(["--all"] if all_ or exited else []), "--format", NAMES, *label_filters(labels)]
+    return argv + (["--filter", "status=exited"] if exited else [])
+
+
+def ps_images(labels: Mapping[str, str]) -> Argv:
+    return ["docker", "ps", "--all", "--format", IMAGE, *label_filters(labels)]
 
 
 def health(name: str) -> Argv:
     """`healthy`, `unhealthy`, `starting`, or `none` (no HEALTHCHECK), then the state."""
-    return ["docker", "inspect", "--format",
-            "{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.Status}} "
-            "{{.State.StartedAt}}", name]
+    return inspect(name, HEALTH_STATE_STARTED)
 
 
-def exec_(name: str, cmd: Sequence[str], interactive: bool = False) -> Argv:
+def exec_(name: str | Var, cmd: Sequence[str], interactive: bool = False) -> Argv:
     return ["docker", "exec", *(["--interactive"] if interactive else []), name, *cmd]
+
+
+def current(labels: Mapping[str, str], into: Var) -> Script:
+    """``into`` = the newest running container with ``labels`` (empty when none)."""
+    s = Script()
+    s.capture(into, Pipe(ps_names(labels), ["head", "-n", "1"]))
+    return s
+
+
+def show_logs(name: str | Var, tail: int = 30) -> Script:
+    """The container's last log lines on stderr (for a failure report)."""
+    s = Script()
+    s.raw(f"{q(logs(name, tail))} >&2 2>&1 || true")
+    return s
+
+
+def wait_ready(name: str, *, timeout: float, readiness: float, remove_on_fail: bool = False,
+               code: int = 66) -> Script:
+    """Wait until ``name`` is healthy (HEALTHCHECK) or still running after ``readiness`` s.
+
+    On failure print the container's state and last logs; ``remove_on_fail`` then removes it
+    (a new app version that never became ready must not linger beside the old one).
+    """
+    s = Script()
+    st, i = Var("st"), Var("i")
+
+    def give_up(*why: str | Var) -> None:
+        s.say(*why)
+        s.extend(show_logs(name))
+        if remove_on_fail:
+            s.run(remove([name]), quiet=True, may_fail=True)
+        s.exit(code)
+
+    s.set(i, "0")
+    with s.loop():
+        s.capture(st, inspect(name, HEALTH_STATE))
+        with s.when(equals(st, "healthy running")):
+            s.break_()
+        with s.when(equals(st, "none running") & at_least(i, int(readiness * 2))):
+            s.break_()
+        with s.when(matches(st, "*exited*", "*dead*", "unhealthy *") | empty(st)):
+            give_up(f"container {name} is ", st)
+        s.increment(i)
+        with s.when(at_least(i, int(timeout * 2) + 1)):
+            give_up(f"container {name} not ready after {timeout:g}s (", st, ")")
+        s.sleep(0.5)
+    return s
+
+
+def replace_unless_running(name: str, run_argv: Argv, fresh: Var) -> Script:
+    """Start ``name`` with ``run_argv`` unless it already runs; ``fresh`` = 1 when started now."""
+    s = Script()
+    state = Var("state")
+    s.capture(state, inspect(name, STATE))
+    s.set(fresh, "0")
+    with s.when(differs(state, "running")):
+        with s.when(nonempty(state)):
+            s.run(remove([name]), quiet=True)
+        s.run(run_argv, quiet=True)
+        s.set(fresh, "1")
+    return s
+
+
+def stop_others(labels: Mapping[str, str], keep: str, timeout: int = 30) -> Script:
+    """Stop every running container with ``labels`` except ``keep``."""
+    s = Script()
+    old = Var("old")
+    s.capture(old, Pipe(ps_names(labels), ["grep", "-vx", keep]))
+    with s.when(nonempty(old)):
+        s.raw(f"{q(['docker', 'stop', '--time', str(timeout)])} $old >/dev/null")
+    return s
+
+
+def prune(labels: Mapping[str, str], keep: str, retain: int, repository: str, service_label: Mapping[str, str]
+          ) -> Script:
+    """Keep the newest ``retain`` stopped containers with ``labels`` (besides ``keep``); remove
+    images of ``repository`` that no container of the service uses any more."""
+    s = Script()
+    stale, used, found, img = Var("stale"), Var("used"), Var("found"), Var("img")
+    s.capture(stale, Pipe(ps_names(labels, exited=True), ["grep", "-vx", keep], ["tail", "-n", f"+{retain + 1}"]))
+    with s.when(nonempty(stale)):
+        s.raw("docker rm $stale >/dev/null")
+    s.capture(used, ps_images(service_label))
+    s.capture(found, images(repository))
+    with s.each_word(img, found):
+        with s.when(~succeeds(Pipe(["printf", "%s\\n", used], ["grep", "-qx", img]))):
+            s.run(image_remove(img), quiet=True, may_fail=True)
+    return s
+

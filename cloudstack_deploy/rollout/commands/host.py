@@ -1,0 +1,88 @@
+"""Files csdeploy keeps on a host and the checks it makes there (not Docker's).
+
+Everything lives under ``~/.csdeploy/<service>`` of the deploy user: env files (0600), the
+deploy lock (a directory: ``mkdir`` is atomic) and the deploy history (JSON lines).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .script import Script, succeeds
+
+LOCK_EXIT = 75          # EX_TEMPFAIL: the deploy lock is held by someone else
+DISK_EXIT = 68          # a data disk is not mounted
+
+
+def base_dir(service: str) -> str:
+    return f".csdeploy/{service}"
+
+
+def env_dir(service: str) -> str:
+    return f"{base_dir(service)}/env"
+
+
+def env_file(service: str, name: str) -> str:
+    return f"{env_dir(service)}/{name}.env"
+
+
+def lock_dir(service: str) -> str:
+    return f"{base_dir(service)}/lock"
+
+
+def history_file(service: str) -> str:
+    return f"{base_dir(service)}/history.jsonl"
+
+
+def ensure_dirs(service: str) -> Script:
+    return make_dirs([env_dir(service)])
+
+
+def make_dirs(paths: Sequence[str]) -> Script:
+    s = Script()
+    for path in paths:
+        s.run(["mkdir", "-p", path])
+    return s
+
+
+def require_mounts(disks: Sequence[tuple[str, str]]) -> Script:
+    """Every (label, mount point) mounted, else one retry of the disk unit, else stop.
+
+    Accessories keep their data there: never write into the root disk's empty directory.
+    """
+    s = Script()
+    for label, mount in disks:
+        s.step(f"disk {label}")
+        mounted = succeeds(["mountpoint", "-q", mount])
+        with s.when(~mounted):
+            s.run(["systemctl", "restart", "csdeploy-disks.service"], may_fail=True)
+        with s.when(~mounted):
+            s.fail(DISK_EXIT, f"data disk {label} is not mounted at {mount}: is the volume attached? "
+                              "(journalctl -u csdeploy-disks)")
+    return s
+
+
+def lock(service: str, owner_json: str, *, break_lock: bool) -> Script:
+    """Take the deploy lock (atomic ``mkdir``); when held, print the holder and exit LOCK_EXIT."""
+    path = lock_dir(service)
+    s = Script().run(["mkdir", "-p", base_dir(service)])
+    if break_lock:
+        s.run(["rm", "-rf", path])
+    with s.when(succeeds(["mkdir", path])):
+        s.write_file(f"{path}/owner.json", owner_json)
+    with s.otherwise():
+        s.run(["cat", f"{path}/owner.json"], may_fail=True)
+        s.exit(LOCK_EXIT)
+    return s
+
+
+def unlock(service: str, record_json: str | None) -> Script:
+    """Append the deploy record (one JSON line) to the history, then release the lock."""
+    s = Script().run(["mkdir", "-p", base_dir(service)])
+    if record_json is not None:
+        s.append_line(history_file(service), record_json)
+    return s.run(["rm", "-rf", lock_dir(service)])
+
+
+def read_history(service: str) -> Script:
+    return Script().run(["cat", history_file(service)], may_fail=True)
