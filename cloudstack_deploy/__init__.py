@@ -1,3 +1,43 @@
-"""csdeploy: stand up application environments on Apache CloudStack and deploy to them."""
+"""csdeploy: stand up application environments on Apache CloudStack and deploy to them.
+
+The Python API, without the command line::
+
+    import asyncio
+    from cloudstack_deploy import load_blueprint, service
+
+    bp = load_blueprint("blueprints/demo.yml")
+    outcome = asyncio.run(service.create_env(bp, "demo", version="v1"))
+    print(outcome.inventory.app_url)
+
+Errors are the classes of `cloudstack_deploy.errors` (each with its exit code and hint).
+Names are imported on first use, so `import cloudstack_deploy` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "service": "cloudstack_deploy.service",
+    "errors": "cloudstack_deploy.errors",
+    "load_blueprint": "cloudstack_deploy.blueprint",
+    "Blueprint": "cloudstack_deploy.blueprint",
+    "Inventory": "cloudstack_deploy.inventory",
+    "CsdeployError": "cloudstack_deploy.errors",
+    "InvalidInput": "cloudstack_deploy.errors",
+    "OperationFailed": "cloudstack_deploy.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'cloudstack_deploy' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    return module if module.__name__.endswith("." + name) else getattr(module, name)
+
+
+__all__ = ["Blueprint", "CsdeployError", "InvalidInput", "Inventory", "OperationFailed", "errors", "load_blueprint",
+           "service"]

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .blueprint import Blueprint, load_blueprint
-from .errors import CsdeployError
+from .errors import InvalidInput
+from .inventory import Inventory
 from .state import EnvState
 
 RECORD = "blueprint.json"
@@ -24,11 +24,7 @@ class EnvContext:
     env: str
     state: EnvState
     bp: Blueprint
-    inventory: dict[str, Any]
-
-    @property
-    def client_key(self) -> Path:
-        return Path(self.inventory["ssh"]["key"])
+    inventory: Inventory
 
 
 def remember_blueprint(state: EnvState, path: str, overrides: tuple[str, ...]) -> None:
@@ -45,7 +41,7 @@ def recall_blueprint(state: EnvState, path: str | None, overrides: tuple[str, ..
     try:
         data = json.loads((state.dir / RECORD).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
-        raise CsdeployError(f"csdeploy does not know which blueprint environment '{state.env}' uses "
+        raise InvalidInput(f"csdeploy does not know which blueprint environment '{state.env}' uses "
                             f"(no {state.dir / RECORD})",
                             hint="pass --blueprint FILE (and the same --set overrides as when deploying)") from None
     return load_blueprint(data["path"], overrides=[*data.get("overrides", []), *overrides])

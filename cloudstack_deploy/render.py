@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from .inventory import Inventory
 from .provision.envs import EnvSummary
 from .provision.plan import Plan
+from .rollout.deploy import RolloutResult
+from .rollout.history import DeployRecord
+from .rollout.ops import HostStatus
 
 SYMBOL = {"create": "+", "replace": "±", "delete": "-", "adopt": "~", "update": "~", "scale": "~", "start": "~"}
 
@@ -21,22 +25,63 @@ def plan_text(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def create_text(inventory: dict[str, Any], seconds: float, api_calls: int, created: int) -> str:
-    ssh = inventory["ssh"]
+def create_text(inventory: Inventory, seconds: float, api_calls: int, created: int) -> str:
+    ssh = inventory.ssh
     rows = [("HOST", "ROLE", "PUBLIC", "PRIVATE")]
-    for h in inventory["hosts"]:
-        rows.append((h["name"], h["role"], f"{h['public_ip']}:{h['ssh_port']}", h["private_ip"]))
+    for h in inventory.hosts:
+        rows.append((h.name, h.role, h.ssh_address, h.private_ip))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [f"environment {inventory['env']} is ready ({len(inventory['hosts'])} VMs, {created} resources "
+    lines = [f"environment {inventory.env} is ready ({len(inventory.hosts)} VMs, {created} resources "
              f"created, {api_calls} API calls, {seconds:.1f}s)"]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    if inventory["hosts"]:
-        h = inventory["hosts"][0]
-        port = "" if h["ssh_port"] == 22 else f" -p {h['ssh_port']}"
-        lines.append(f"ssh: ssh -i {ssh['key']} -o UserKnownHostsFile={ssh['known_hosts']}{port} "
-                     f"{ssh['user']}@{h['public_ip']}")
-    if inventory.get("expires"):
-        lines.append(f"expires: {inventory['expires']}")
+    if inventory.hosts:
+        h = inventory.hosts[0]
+        port = "" if h.ssh_port == 22 else f" -p {h.ssh_port}"
+        lines.append(f"ssh: ssh -i {ssh.key} -o UserKnownHostsFile={ssh.known_hosts}{port} {ssh.user}@{h.public_ip}")
+    if inventory.expires:
+        lines.append(f"expires: {inventory.expires}")
+    return "\n".join(lines)
+
+
+def rollout_text(result: RolloutResult, what: str) -> str:
+    per_host = ", ".join(f"{h} {n}" for h, n in sorted(result.exec_calls.items()))
+    return f"{what} {result.version}: done in {result.seconds:.1f}s (SSH exec calls: {per_host})"
+
+
+def rollout_dict(result: RolloutResult) -> dict[str, Any]:
+    return {"version": result.version, "seconds": round(result.seconds, 2),
+            "ssh_exec_calls": result.exec_calls, "accessories": result.accessories}
+
+
+def dry_run_text(result: RolloutResult, what: str) -> str:
+    """Per host, the scripts a rollout would run, in order (secrets redacted by the caller)."""
+    lines = [f"{what} {result.version} --dry-run: nothing was run; these scripts would be sent "
+             f"(each on stdin to `sh -s`)"]
+    for step in result.planned:
+        lines.append(f"\n### {step.host}: {step.what}")
+        lines.append(step.text.rstrip("\n"))
+    return "\n".join(lines)
+
+
+def status_text(hosts: list[HostStatus]) -> str:
+    lines = []
+    for h in hosts:
+        lines.append(f"{h.name} ({h.role}, {h.address})" + (f"  UNREACHABLE: {h.error}" if h.error else ""))
+        for c in h.containers:
+            lines.append(f"  {c['name']:<32} {c.get('version') or '-':<12} {c['state']:<10} {c['status']}")
+        lines += [f"  proxy: {line}" for line in h.proxy_targets.splitlines()]
+    return "\n".join(lines)
+
+
+def history_text(env: str, records: list[DeployRecord]) -> str:
+    if not records:
+        return f"no deploys recorded for environment {env}"
+    lines = []
+    for rec in records:
+        line = f"{rec.at}  {rec.kind:<8} {rec.version:<16} {rec.status:<6} by {rec.by}"
+        if rec.error:
+            line += f"  ({rec.error})"
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -1,0 +1,5 @@
+"""`python -m cloudstack_deploy.cli` is `csdeploy` too."""
+
+from . import main
+
+main()

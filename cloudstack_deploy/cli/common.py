@@ -1,0 +1,157 @@
+"""What every command shares: the root group, its error handler, global and shared options.
+
+Exit codes come from the error classes (`errors.py`): 0 success, 1 the operation failed,
+2 invalid input, 130 interrupted. One handler renders every error the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine, Iterator
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import click
+
+from .. import __version__
+from ..errors import CsdeployError, Interrupted, InvalidInput
+from ..log import configure_logging, redact
+from ..progress import Progress, make_progress
+
+T = TypeVar("T")
+
+
+def render_error(exc: CsdeployError) -> None:
+    """``csdeploy: error: ...`` and ``hint: ...`` on stderr; errors that name a file:line already
+    (a blueprint's problems) are printed as they are, one per line."""
+    text = redact(str(exc))
+    click.echo(text if getattr(exc, "located", False) else f"csdeploy: error: {text}", err=True)
+    if exc.hint:
+        click.echo(f"hint: {redact(exc.hint)}", err=True)
+
+
+def _plugins() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group="csdeploy.commands")}
+
+
+class Root(click.Group):
+    """The `csdeploy` group: turns every csdeploy error raised by any command into its exit code,
+    and finds plugin command groups (entry points ``csdeploy.commands``) when first used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *_plugins()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in (plugins := _plugins()):
+            self.add_command(plugins[cmd_name].load(), cmd_name)
+        return self.commands.get(cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CsdeployError as exc:
+            render_error(exc)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            exc = Interrupted("interrupted")
+            render_error(exc)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="csdeploy")
+@click.option("-v", "--verbose", count=True,
+              help="-v: each CloudStack API call and host step; -vv: also the scripts sent to hosts (redacted).")
+@click.option("--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True,
+              envvar="CSDEPLOY_LOG_FORMAT", help="json: one JSON object per log line (for CI).")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, log_format: str) -> None:
+    """Stand up application environments on Apache CloudStack and deploy to them."""
+    configure_logging(json=log_format == "json", verbose=verbose)
+    ctx.obj = {"verbose": verbose}
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run an async service call (errors reach the root group's handler)."""
+    return asyncio.run(coro)
+
+
+@contextlib.contextmanager
+def progress_for(mode: str, as_json: bool = False) -> Iterator[Progress]:
+    """The progress view a command asked for; plain lines when -v logs interleave with it."""
+    ctx = click.get_current_context(silent=True)
+    verbose = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
+    if as_json:
+        mode = "json"
+    elif verbose and mode == "auto":
+        mode = "plain"
+    progress = make_progress(mode)
+    try:
+        yield progress
+    finally:
+        progress.close()
+
+
+def load(path: str, overrides: tuple[str, ...]) -> Any:
+    from ..blueprint import load_blueprint
+
+    return load_blueprint(path, overrides=list(overrides))
+
+
+def ttl(value: str | None) -> timedelta | None:
+    if value is None:
+        return None
+    from ..blueprint import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ttl") from None
+
+
+def env_name(_ctx: click.Context, _param: click.Parameter, name: str | None) -> str | None:
+    """Click callback: a valid environment name or a usage error (exit 2)."""
+    if name is None:
+        return None
+    from ..state import validate_env_name
+
+    try:
+        return validate_env_name(name)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc), param_hint="--env") from None
+
+
+def version_or_head(version: str | None, *, what: str = "") -> str:
+    from ..service import default_version
+
+    version = version or default_version()
+    if not version:
+        raise click.UsageError("no --version given and not in a git repository" + what)
+    return version
+
+
+def echo_json(data: Any) -> None:
+    import json
+
+    click.echo(json.dumps(data, indent=2))
+
+
+SET_OPTION = click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
+                          help="Override a blueprint value, e.g. --set roles.web.count=2 (repeatable).")
+ENV_OPTION = click.option("--env", "env", required=True, metavar="NAME", callback=env_name,
+                          help="Environment name: lower-case letters, digits, '-' (at most 20).")
+JSON_OPTION = click.option("--json", "as_json", is_flag=True,
+                           help="Machine output: JSON event lines on stderr, a JSON result on stdout.")
+MAX_API_OPTION = click.option("--max-api", default=10, show_default=True, envvar="CSDEPLOY_MAX_API",
+                              type=click.IntRange(1, 200), help="CloudStack API calls in flight at once.")
+PROGRESS_OPTION = click.option("--progress", "progress_mode", type=click.Choice(["auto", "tty", "plain", "json"]),
+                               default="auto", show_default=True, help="How to show progress on stderr.")
+BLUEPRINT_OPTION = click.option("--blueprint", "blueprint", default=None, type=click.Path(dir_okay=False),
+                                help="Blueprint file (default: the one the environment was deployed from).")
+BREAK_LOCK_OPTION = click.option("--break-lock", is_flag=True, help="Take over the lock from a run that died.")
+DRY_RUN_OPTION = click.option("--dry-run", is_flag=True,
+                              help="Print, per host, the scripts that would run (secrets redacted); run nothing.")
+

@@ -1,0 +1,132 @@
+"""`csdeploy validate | plan | create-env | teardown | envs`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import render, service
+from ..provision.run import CreateOptions
+from ..state import inventory_to_dict
+from .common import (
+    BREAK_LOCK_OPTION,
+    ENV_OPTION,
+    JSON_OPTION,
+    MAX_API_OPTION,
+    PROGRESS_OPTION,
+    SET_OPTION,
+    echo_json,
+    load,
+    progress_for,
+    run,
+    ttl,
+    version_or_head,
+)
+
+BLUEPRINT_ARG = click.argument("blueprint", type=click.Path(dir_okay=False))
+
+
+@click.command()
+@BLUEPRINT_ARG
+@SET_OPTION
+def validate(blueprint: str, overrides: tuple[str, ...]) -> None:
+    """Check BLUEPRINT: schema, unknown keys, references. Errors name file, line and field."""
+    bp = load(blueprint, overrides)
+    click.echo(f"{blueprint}: valid ({bp.summary()})")
+
+
+@click.command()
+@BLUEPRINT_ARG
+@ENV_OPTION
+@click.option("--ttl", "ttl_text", default=None, metavar="DURATION", help="Expiry to set, e.g. 12h (default: keep).")
+@SET_OPTION
+@JSON_OPTION
+@MAX_API_OPTION
+def plan(blueprint: str, env: str, ttl_text: str | None, overrides: tuple[str, ...], as_json: bool,
+         max_api: int) -> None:
+    """Show what create-env would create, change and delete. Changes nothing."""
+    bp = load(blueprint, overrides)
+    result = run(service.plan(bp, env, ttl=ttl(ttl_text), max_api=max_api))
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(render.plan_text(result))
+
+
+@click.command("create-env")
+@BLUEPRINT_ARG
+@ENV_OPTION
+@click.option("--ttl", "ttl_text", default=None, metavar="DURATION",
+              help="Expiry (e.g. 12h, 2d): tags every resource with csdeploy:expires.")
+@click.option("--skip-rollout", is_flag=True, help="Provision only: stop once every VM answers SSH.")
+@click.option("--version", "version", default=None, help="Image tag to roll out (default: git HEAD, short).")
+@SET_OPTION
+@JSON_OPTION
+@PROGRESS_OPTION
+@MAX_API_OPTION
+@click.option("--max-ssh", default=20, show_default=True, envvar="CSDEPLOY_MAX_SSH", type=click.IntRange(1, 500),
+              help="SSH connections at once.")
+@click.option("--ssh-timeout", default=300.0, show_default=True, type=float,
+              help="Seconds to wait for every VM to answer SSH.")
+@BREAK_LOCK_OPTION
+def create_env(blueprint: str, env: str, ttl_text: str | None, skip_rollout: bool, version: str | None,
+               overrides: tuple[str, ...], as_json: bool, progress_mode: str, max_api: int, max_ssh: int,
+               ssh_timeout: float, break_lock: bool) -> None:
+    """Create (or converge) environment NAME from BLUEPRINT, wait until every VM answers SSH, roll out."""
+    bp = load(blueprint, overrides)
+    if not skip_rollout:
+        version = version_or_head(version, what=" (or pass --skip-rollout)")
+    opts = CreateOptions(ttl=ttl(ttl_text), max_api=max_api, max_ssh=max_ssh, ssh_timeout=ssh_timeout,
+                         break_lock=break_lock)
+    with progress_for(progress_mode, as_json) as progress:
+        outcome = run(service.create_env(bp, env, version=version, skip_rollout=skip_rollout, progress=progress,
+                                         options=opts, blueprint_path=blueprint, overrides=overrides))
+    result, rolled = outcome.provision, outcome.rollout
+    created = result.plan.count("create", "replace")
+    if as_json:  # one JSON document on stdout, rollout included
+        doc = {"inventory": inventory_to_dict(result.inventory), "plan": result.plan.to_dict(),
+               "seconds": round(result.seconds, 2), "api_calls": result.api_calls}
+        if rolled:
+            doc["rollout"] = render.rollout_dict(rolled)
+        echo_json(doc)
+        return
+    click.echo(render.create_text(result.inventory, result.seconds, result.api_calls, created))
+    if rolled:
+        click.echo(render.rollout_text(rolled, "rollout"))
+        if result.inventory.app_url:
+            click.echo(f"app: {result.inventory.app_url}")
+
+
+@click.command()
+@ENV_OPTION
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@JSON_OPTION
+@PROGRESS_OPTION
+@MAX_API_OPTION
+def teardown(env: str, yes: bool, as_json: bool, progress_mode: str, max_api: int) -> None:
+    """Delete everything environment NAME owns in the cloud, then check that nothing is left."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError(f"refusing to delete environment '{env}' without --yes (no terminal to ask)")
+        click.confirm(f"Delete environment '{env}' and everything it owns?", abort=True)
+    with progress_for(progress_mode, as_json) as progress:
+        result = run(service.teardown(env, progress=progress, max_api=max_api))
+    if as_json:
+        echo_json({"env": env, "deleted": result.deleted, "api_calls": result.api_calls})
+    else:
+        click.echo(f"environment {env} removed ({len(result.deleted)} resources deleted; nothing left)")
+
+
+@click.command()
+@JSON_OPTION
+def envs(as_json: bool) -> None:
+    """List the environments in the cloud (found by their tags)."""
+    found = run(service.environments())
+    if as_json:
+        echo_json([e.to_dict() for e in found])
+    else:
+        click.echo(render.envs_text(found))
+
+
+COMMANDS = [validate, plan, create_env, teardown, envs]

@@ -1,0 +1,150 @@
+"""`csdeploy deploy | rollback | status | history | logs | exec | proxy reboot | accessory reboot`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import render, service
+from ..log import redact
+from ..rollout.deploy import RolloutResult
+from .common import (
+    BLUEPRINT_OPTION,
+    BREAK_LOCK_OPTION,
+    DRY_RUN_OPTION,
+    ENV_OPTION,
+    JSON_OPTION,
+    PROGRESS_OPTION,
+    SET_OPTION,
+    echo_json,
+    progress_for,
+    run,
+    version_or_head,
+)
+
+
+def _report(result: RolloutResult, as_json: bool, what: str, dry_run: bool) -> None:
+    if dry_run:
+        click.echo(redact(render.dry_run_text(result, what)))
+    elif as_json:
+        echo_json(render.rollout_dict(result))
+    else:
+        click.echo(render.rollout_text(result, what))
+
+
+@click.command()
+@click.argument("blueprint", type=click.Path(dir_okay=False))
+@ENV_OPTION
+@click.option("--version", "version", default=None, help="Image tag to deploy (default: git HEAD, short).")
+@SET_OPTION
+@BREAK_LOCK_OPTION
+@DRY_RUN_OPTION
+@JSON_OPTION
+@PROGRESS_OPTION
+def deploy(blueprint: str, env: str, version: str | None, overrides: tuple[str, ...], break_lock: bool,
+           dry_run: bool, as_json: bool, progress_mode: str) -> None:
+    """Deploy VERSION of the app to environment NAME (rollout only; provision with create-env)."""
+    version = version_or_head(version)
+    with progress_for(progress_mode, as_json) as progress:
+        result = run(service.deploy(env, version, blueprint=blueprint, overrides=overrides, break_lock=break_lock,
+                                    progress=progress, dry_run=dry_run))
+    _report(result, as_json, "deploy", dry_run)
+
+
+@click.command()
+@ENV_OPTION
+@click.option("--to", "to", default=None, help="Version to go back to (default: the previous successful one).")
+@BLUEPRINT_OPTION
+@BREAK_LOCK_OPTION
+@DRY_RUN_OPTION
+@JSON_OPTION
+@PROGRESS_OPTION
+def rollback(env: str, to: str | None, blueprint: str | None, break_lock: bool, dry_run: bool, as_json: bool,
+             progress_mode: str) -> None:
+    """Go back to the previous successful version (or --to VERSION), with the same zero-downtime switch."""
+    with progress_for(progress_mode, as_json) as progress:
+        result = run(service.rollback(env, to, blueprint=blueprint, break_lock=break_lock, progress=progress,
+                                      dry_run=dry_run))
+    _report(result, as_json, "rollback to", dry_run)
+
+
+@click.command()
+@ENV_OPTION
+@BLUEPRINT_OPTION
+@JSON_OPTION
+def status(env: str, blueprint: str | None, as_json: bool) -> None:
+    """Per host: containers, versions, health, and kamal-proxy's targets."""
+    hosts = run(service.status(env, blueprint=blueprint))
+    if as_json:
+        echo_json([h.__dict__ for h in hosts])
+    else:
+        click.echo(render.status_text(hosts))
+
+
+@click.command()
+@ENV_OPTION
+@BLUEPRINT_OPTION
+@JSON_OPTION
+def history(env: str, blueprint: str | None, as_json: bool) -> None:
+    """Deploys and rollbacks of environment NAME, oldest first (kept on its primary host)."""
+    records = run(service.history(env, blueprint=blueprint))
+    if as_json:
+        echo_json([{k: v for k, v in r.__dict__.items() if v is not None} for r in records])
+    else:
+        click.echo(render.history_text(env, records))
+
+
+@click.command()
+@ENV_OPTION
+@click.option("--role", "role", required=True, help="Role or accessory name.")
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming new lines.")
+@click.option("-n", "--lines", default=100, show_default=True, type=click.IntRange(0, 100000))
+@BLUEPRINT_OPTION
+def logs(env: str, role: str, follow: bool, lines: int, blueprint: str | None) -> None:
+    """Show the logs of a role's current containers (or an accessory's), prefixed by host."""
+    run(service.logs(env, role, lines=lines, follow=follow, emit=click.echo, blueprint=blueprint))
+
+
+@click.command("exec", context_settings={"ignore_unknown_options": True})
+@ENV_OPTION
+@click.option("--role", "role", required=True, help="Role or accessory name.")
+@BLUEPRINT_OPTION
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_cmd(env: str, role: str, blueprint: str | None, command: tuple[str, ...]) -> None:
+    """Run COMMAND in the role's current container on each of its hosts: csdeploy exec --env X --role web -- ls."""
+    sys.exit(run(service.exec_(env, role, list(command), emit=click.echo, blueprint=blueprint)))
+
+
+@click.group()
+def proxy() -> None:
+    """kamal-proxy on the proxy hosts."""
+
+
+@proxy.command("reboot")
+@ENV_OPTION
+@BLUEPRINT_OPTION
+def proxy_reboot(env: str, blueprint: str | None) -> None:
+    """Replace kamal-proxy on every proxy host (its routes come back from its state volume)."""
+    hosts = run(service.proxy_reboot(env, blueprint=blueprint))
+    click.echo(f"kamal-proxy rebooted on {', '.join(hosts) or 'no host'}")
+
+
+@click.group()
+def accessory() -> None:
+    """Accessories (databases, caches) of an environment."""
+
+
+@accessory.command("reboot")
+@click.argument("name")
+@ENV_OPTION
+@BLUEPRINT_OPTION
+@PROGRESS_OPTION
+def accessory_reboot(name: str, env: str, blueprint: str | None, progress_mode: str) -> None:
+    """Restart accessory NAME with a fresh container; its data (volumes) stays."""
+    with progress_for(progress_mode) as progress:
+        result = run(service.accessory_reboot(env, name, blueprint=blueprint, progress=progress))
+    click.echo(f"accessory {name}: {result.accessories.get(name, '?')}")
+
+
+COMMANDS = [deploy, rollback, status, history, logs, exec_cmd, proxy, accessory]
