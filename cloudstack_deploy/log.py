@@ -146,6 +146,19 @@ class _QuietStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 _HANDLER_MARK = "_csdeploy_handler"
 
 
+def _shared_processors() -> list[Processor]:
+    """What every log line goes through before rendering: context, level, time, redaction."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        redact_processor,
+    ]
+
+
 def _levels(verbose: int) -> tuple[int, int]:
     """(our level, third-party level): libraries stay one notch quieter than we are."""
     ours = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
@@ -163,15 +176,7 @@ def configure_logging(*, json: bool = False, verbose: int = 0, stream: TextIO | 
     """
     out = stream if stream is not None else sys.stderr
     ours, theirs = _levels(verbose)
-    shared: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.StackInfoRenderer(),
-        structlog.processors.format_exc_info,
-        redact_processor,
-    ]
+    shared = _shared_processors()
     renderer: Processor
     if json:
         renderer = structlog.processors.JSONRenderer(default=str)
@@ -214,12 +219,21 @@ def configure_logging(*, json: bool = False, verbose: int = 0, stream: TextIO | 
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
-    """A structlog logger named under `cloudstack_deploy` (so `verbose` levels apply to it)."""
+    """A structlog logger named under `cloudstack_deploy` (so `verbose` levels apply to it).
+
+    Bound to the stdlib logger of that name with csdeploy's own processors (level filter,
+    redaction), whatever structlog's global configuration is: rendering is the handler's job
+    (`configure_logging`), and a library caller that never configures logging sees only what
+    its own stdlib set-up lets through.
+    """
     if name is None:
         name = "cloudstack_deploy"
     elif name != "cloudstack_deploy" and not name.startswith("cloudstack_deploy."):
         name = f"cloudstack_deploy.{name}"
-    return structlog.stdlib.get_logger(name)
+    return structlog.wrap_logger(
+        logging.getLogger(name), wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[structlog.stdlib.filter_by_level, *_shared_processors(),
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter])
 
 
 def _isatty(stream: TextIO) -> bool:

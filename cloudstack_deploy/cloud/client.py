@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,8 +23,11 @@ import aiohttp
 from cs import AIOCloudStack, CloudStackApiException, CloudStackException
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from ..errors import CsdeployError
+from ..errors import OperationFailed
+from ..log import get_logger
 from .config import CloudConfig
+
+log = get_logger("cloud")
 
 PAGE_SIZE = 500
 SAFE_PREFIXES = ("list", "query", "get")
@@ -42,7 +46,7 @@ HINTS = {
 }
 
 
-class CloudError(CsdeployError):
+class CloudError(OperationFailed):
     """A CloudStack error, with the command, the code and CloudStack's own text."""
 
     def __init__(self, command: str, code: int | None, text: str, *, cserrorcode: int | None = None,
@@ -62,6 +66,19 @@ class CloudUnavailable(CloudError):
 
 class JobFailed(CloudError):
     """An async job ended with jobstatus 2."""
+
+
+#: Parameters whose values are never logged, only their size: user data carries the VMs'
+#: host private keys; the others are credentials.
+UNLOGGED = frozenset({"userdata", "password", "secretkey", "apikey", "signature"})
+
+
+def _log_call(command: str, params: dict[str, Any], started: float, code: int | str | None) -> None:
+    """``-v``: one line per API call (command, duration, result code, parameters redacted)."""
+    if not logging.getLogger("cloudstack_deploy.cloud").isEnabledFor(logging.INFO):
+        return
+    shown = {k: (f"<{len(str(v))} chars>" if k.lower() in UNLOGGED else v) for k, v in params.items()}
+    log.info("api call", command=command, seconds=round(time.monotonic() - started, 3), code=code, params=shown)
 
 
 def _is_safe(command: str) -> bool:
@@ -126,12 +143,14 @@ class Cloud:
         if self._on_call:
             self._on_call(command)
         async with self._sem:
+            started = time.monotonic()
             try:
-                return await getattr(client, command)(**params)
+                reply = await getattr(client, command)(**params)
             except CloudStackApiException as exc:
                 err = exc.error if isinstance(exc.error, dict) else {}
                 code = err.get("errorcode") or getattr(exc.response, "status", None)
                 text = err.get("errortext") or str(exc)
+                _log_call(command, params, started, code)
                 raise CloudError(command, code, text, cserrorcode=err.get("cserrorcode")) from None
             except CloudStackException as exc:
                 status = getattr(getattr(exc, "response", None), "status", None)
@@ -139,8 +158,11 @@ class Cloud:
                                        hint="check that CLOUDSTACK_ENDPOINT points at the API (…/client/api)") from None
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 detail = str(exc) or type(exc).__name__
+                _log_call(command, params, started, "no answer")
                 raise CloudUnavailable(command, None, f"no answer from {self.config.endpoint}: {detail}",
                                        hint="is the cloud (or `csdeploy lab`) running and reachable?") from None
+            _log_call(command, params, started, 200)
+            return reply
 
     async def request(self, command: str, *, post: bool = False, **params: Any) -> dict[str, Any]:
         """One command with the retry rules above; returns CloudStack's inner response object."""
