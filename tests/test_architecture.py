@@ -1,0 +1,166 @@
+"""The seams the code is built around, checked on the source itself.
+
+- the lab depends on the product, never the other way round;
+- no import cycle between csdeploy's modules (a lazy import inside a function counts too);
+- every word of a docker / kamal-proxy / shell command is built in `rollout/commands/`;
+- one error tree: each error class knows its exit code.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from cloudstack_deploy import errors
+
+PACKAGE = Path(__file__).resolve().parents[1] / "cloudstack_deploy"
+COMMANDS = PACKAGE / "rollout" / "commands"
+LAB = PACKAGE / "lab"
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """The csdeploy modules ``name`` imports, at module level or inside functions."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            candidates = [target, *(f"{target}.{alias.name}" for alias in node.names)]
+        elif isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        else:
+            continue
+        found |= {c for c in candidates if c in MODULES and c != name}
+    return found
+
+
+GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+
+
+def _product(name: str) -> bool:
+    return not name.startswith("cloudstack_deploy.lab")
+
+
+def test_the_product_never_imports_the_lab() -> None:
+    offenders = {m: sorted(t for t in targets if not _product(t))
+                 for m, targets in GRAPH.items() if _product(m) and any(not _product(t) for t in targets)}
+    assert offenders == {}, "the lab plugs in through configuration and the CLI's entry points"
+
+
+def test_no_import_cycles() -> None:
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in GRAPH[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for name in MODULES:
+        if name not in index:
+            visit(name)
+    assert cycles == []
+
+
+def _string_constants(path: Path) -> list[tuple[int, str]]:
+    """String literals that are values, not prose: docstrings and f-string text are left out."""
+    tree = ast.parse(path.read_text())
+    prose = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            prose.add(id(node.value))
+        if isinstance(node, ast.JoinedStr):
+            prose.update(id(v) for v in node.values)
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose]
+
+
+SHELL_TEXT = re.compile(r"^(docker|kamal-proxy) (run|exec|inspect|ps|rm|start|stop|logs|images?|pull|login|"
+                        r"network|deploy|list|remove|version)\b|^sh -|2>&1|>/dev/null|\$\(")
+COMMAND_WORDS = ("docker", "kamal-proxy", "sh", "bash", "mkdir", "rm", "cat", "printf", "echo", "curl",
+                 "systemctl", "mountpoint", "chmod")
+
+
+@pytest.mark.parametrize("path", [p for p in PACKAGE.rglob("*.py")
+                                  if COMMANDS not in p.parents and LAB not in p.parents],
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_command_text_outside_the_builders(path: Path) -> None:
+    """Outside rollout/commands/ (and the lab), no argv starts with a command word and no
+    string is a shell line; and nothing calls `Script.raw`."""
+    text = path.read_text()
+    assert ".raw(" not in text
+    tree = ast.parse(text)
+    offenders = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.List | ast.Tuple) and node.elts:
+            first = node.elts[0]
+            if isinstance(first, ast.Constant) and first.value in COMMAND_WORDS:
+                offenders.append((node.lineno, first.value))
+    for line, value in _string_constants(path):
+        if SHELL_TEXT.search(value):
+            offenders.append((line, value[:40]))
+    allowed = {"provision/userdata.py"}  # the cloud-init disk script: static, parameters validated
+    if str(path.relative_to(PACKAGE)) not in allowed:
+        assert offenders == []
+
+
+def test_every_error_class_knows_its_exit_code() -> None:
+    assert errors.InvalidInput().exit_code == 2
+    assert errors.OperationFailed().exit_code == 1
+    assert errors.Locked().exit_code == 1
+    assert errors.Interrupted().exit_code == 130
+    from cloudstack_deploy.blueprint import BlueprintError
+    from cloudstack_deploy.cloud import CloudError
+    from cloudstack_deploy.rollout.hosts import HostError
+
+    assert issubclass(BlueprintError, errors.InvalidInput)
+    assert issubclass(CloudError, errors.OperationFailed)
+    assert issubclass(HostError, errors.OperationFailed)
+
+
+def test_error_classes_stay_few() -> None:
+    """One small tree: a class only where it carries data its callers use."""
+    classes = defaultdict(list)
+    for name, path in MODULES.items():
+        if not _product(name):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                    isinstance(b, ast.Name) and (b.id.endswith(("Error", "Failed", "Input", "Unavailable"))
+                                                 or b.id in ("Locked", "CsdeployError", "Exception"))
+                    for b in node.bases):
+                classes[name].append(node.name)
+    count = sum(len(v) for v in classes.values())
+    assert count <= 14, dict(classes)
