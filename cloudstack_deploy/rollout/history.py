@@ -30,6 +30,7 @@ class DeployRecord:
     status: str = "running"       # running | ok | failed
     error: str | None = None
     seconds: float | None = None
+    hosts: list[str] | None = None   # a deploy limited to some hosts (--roles/--hosts); None = all
 
     def to_json(self) -> str:
         data = {k: v for k, v in asdict(self).items() if v is not None}
@@ -40,7 +41,8 @@ class DeployRecord:
         seconds = data.get("seconds")
         return cls(version=str(data.get("version", "?")), kind=str(data.get("kind", "deploy")),
                    by=str(data.get("by", "?")), at=str(data.get("at", "?")), status=str(data.get("status", "?")),
-                   error=data.get("error"), seconds=float(seconds) if isinstance(seconds, int | float) else None)
+                   error=data.get("error"), seconds=float(seconds) if isinstance(seconds, int | float) else None,
+                   hosts=[str(h) for h in data["hosts"]] if isinstance(data.get("hosts"), list) else None)
 
 
 def _user() -> str:
@@ -83,8 +85,9 @@ def parse(stdout: str) -> list[DeployRecord]:
 
 
 def previous_version(records: list[DeployRecord]) -> str | None:
-    """The last successful version before the current one (the newest successful record)."""
-    ok = [r for r in records if r.status == OK]
+    """The last successful version before the current one (the newest successful record);
+    deploys limited to some hosts do not count: they did not set the whole environment's version."""
+    ok = [r for r in records if r.status == OK and not r.hosts]
     if len(ok) < 2:
         return None
     current = ok[-1].version

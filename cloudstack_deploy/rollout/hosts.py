@@ -4,8 +4,8 @@ Host keys are verified against the environment's pinned known_hosts (written by 
 provisioner from keys csdeploy generated itself); an unknown or changed key is refused.
 Every exec has a timeout, so a hung host is named instead of hanging the deploy.
 
-`DryRun` is the same pool without SSH: it records the script each host would run, so
-`deploy --dry-run` shows the rollout's plan exactly as it would be sent.
+`DryRun` is the same pool that only reads: it runs read-only steps (the facts, the history)
+and records every other script, so `deploy --dry-run` shows exactly what would be sent.
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ class Connection:
         self._counter = counter
 
     async def run(self, command: Script | Argv, *, input: str | None = None, timeout: float = 600,
-                  check: bool = True, what: str = "command") -> Result:
-        """Run a script (sent on stdin to `sh -s`) or one argv command."""
+                  check: bool = True, what: str = "command", read_only: bool = False) -> Result:
+        """Run a script (sent on stdin to `sh -s`) or one argv command. ``read_only``: it
+        changes nothing on the host (a dry run runs it too)."""
         line, stdin = _command(command, input)
         self._counter[self.host.name] += 1
         log.debug("host script", host=self.host.name, step=what, script=stdin if line == RUNNER else line)
@@ -157,8 +158,11 @@ class Hosts:
                             f"{exc or type(exc).__name__}",
                             hint="is the VM running and the firewall open to this machine? try create-env") from None
         log.info("ssh connected", host=host.name, address=host.ssh_address, seconds=round(time.monotonic() - started, 3))
-        self._conns[host.name] = Connection(host, conn, self.exec_calls)
+        self._conns[host.name] = self._wrap(Connection(host, conn, self.exec_calls))
         return self._conns[host.name]
+
+    def _wrap(self, conn: Connection) -> Connection:
+        return conn
 
     async def each(self, fn: Callable[[Connection], Awaitable[T]], hosts: Sequence[Host] | None = None) -> list[T]:
         """Run ``fn`` on every host concurrently (bounded); raise the first error after all finish."""
@@ -186,25 +190,27 @@ class PlannedScript:
 
 
 class DryRun(Hosts):
-    """A pool that connects to nothing and records every script instead of running it."""
+    """A pool that reads for real (the facts a rollout decides from, the history) and records
+    every other script instead of running it: what `deploy --dry-run` prints."""
 
-    def __init__(self, hosts: Sequence[Host], *, user: str) -> None:
-        super().__init__(hosts, user=user, client_key=Path("/dev/null"), known_hosts=Path("/dev/null"))
+    def __init__(self, hosts: Sequence[Host], *, user: str, client_key: Path, known_hosts: Path,
+                 concurrency: int = 20) -> None:
+        super().__init__(hosts, user=user, client_key=client_key, known_hosts=known_hosts, concurrency=concurrency)
         self.planned: list[PlannedScript] = []
 
-    async def connect(self, host: Host) -> Connection:
-        if host.name not in self._conns:
-            self._conns[host.name] = _Recorder(host, self)
-        return self._conns[host.name]
+    def _wrap(self, conn: Connection) -> Connection:
+        return _Recorder(conn, self)
 
 
 class _Recorder(Connection):
-    def __init__(self, host: Host, pool: DryRun) -> None:
-        super().__init__(host, None, pool.exec_calls)
+    def __init__(self, real: Connection, pool: DryRun) -> None:
+        super().__init__(real.host, real._conn, pool.exec_calls)
         self._pool = pool
 
     async def run(self, command: Script | Argv, *, input: str | None = None, timeout: float = 600,
-                  check: bool = True, what: str = "command") -> Result:
+                  check: bool = True, what: str = "command", read_only: bool = False) -> Result:
+        if read_only:
+            return await super().run(command, input=input, timeout=timeout, check=check, what=what)
         line, stdin = _command(command, input)
         text = stdin if line == RUNNER else line
         log.debug("host script", host=self.host.name, step=what, script=text, dry_run=True)

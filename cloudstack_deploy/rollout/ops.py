@@ -129,15 +129,16 @@ async def previous_version(r: Rollout) -> tuple[str | None, list[history.DeployR
     return history.previous_version(records), records
 
 
-async def rollback(r: Rollout, to: str | None, *, break_lock: bool = False) -> RolloutResult:
+async def rollback(r: Rollout, to: str | None, *, break_lock: bool = False, roles: tuple[str, ...] = (),
+                   hosts: tuple[str, ...] = ()) -> RolloutResult:
     if to is None:
-        reader = Rollout(r.bp, r.inv, r.secrets, r.progress)  # reads the history even for --dry-run
+        reader = Rollout(r.bp, r.inv, r.secrets, r.progress)
         to, records = await previous_version(reader)
         if to is None:
             versions = ", ".join(rec.version for rec in records) or "none"
             raise InvalidInput("no previous successful version to roll back to",
                                hint=f"deploy history: {versions}; pass --to VERSION")
-    return await r.run(RolloutOptions(version=to, break_lock=break_lock, kind="rollback"))
+    return await r.run(RolloutOptions(version=to, break_lock=break_lock, kind="rollback", roles=roles, hosts=hosts))
 
 
 async def proxy_reboot(r: Rollout) -> list[str]:
@@ -154,14 +155,6 @@ async def proxy_reboot(r: Rollout) -> list[str]:
 
 async def accessory_reboot(r: Rollout, name: str) -> RolloutResult:
     """Restart one accessory deliberately (fresh container, same data), under the deploy lock."""
-    if name not in r.bp.accessories:
+    if name not in r.bp.accessories or r.inv.accessory_host(name) is None:
         raise InvalidInput(f"no accessory named {name!r}", hint="known: " + ", ".join(r.bp.accessories))
-    hosts = _role_hosts(r, name)
-    async with r.pool() as pool:
-        await r.lock(pool, f"accessory-{name}", False)
-        try:
-            await r.prepare(pool, None, hosts)
-            outcome = await r.accessories(pool, (name,))
-        finally:
-            await r.unlock(pool, None)
-    return RolloutResult(version="", seconds=0.0, accessories=outcome)
+    return await r.reboot_accessory(name)

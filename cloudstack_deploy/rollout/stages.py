@@ -12,9 +12,10 @@ import json
 from ..blueprint_schema import Accessory, Blueprint, Role
 from ..inventory import Host
 from .commands import docker as d
+from .commands import facts
 from .commands import host as h
 from .commands import proxy as p
-from .commands.script import Script, Var, differs, empty, nonempty
+from .commands.script import Script, Var, differs, empty, equals, nonempty
 from .contract import (
     ContainerEnv,
     accessory_container,
@@ -25,37 +26,39 @@ from .contract import (
 )
 
 IMAGE_LABEL_EXIT = 65
+ACCESSORY_MARK = "accessory|"
+CONFIG_LABEL = facts.CONFIG_LABEL
 
 
-# ---- prepare: Docker, registry, network, env files, pulls -------------------------------------
+# ---- prepare: Docker, registry, network, pulls, proxy (only what the host's facts lack) -----
 
-def prepare_script(bp: Blueprint, host: Host, *, user: str, registry_password: str | None,
-                   app_image: str | None, app_env: ContainerEnv | None, accessory_envs: dict[str, ContainerEnv],
-                   install: str) -> Script:
+def prepare_script(bp: Blueprint, host: Host, *, user: str, install: str | None, network: bool,
+                   registry_password: str | None, pulls: list[str], check_image: str | None,
+                   accessory_envs: dict[str, ContainerEnv], proxy: bool) -> Script:
+    """``install``: Docker's install method when it is missing; ``network``: create the shared
+    network; ``registry_password``: log in first (only when something is pulled); ``check_image``:
+    an app image pulled now whose service label must match; ``proxy``: boot/start kamal-proxy."""
     s = Script()
-    s.extend(h.require_mounts([(disk.label, disk.mount) for disk in host.disks]))
-    s.step("docker")
-    s.extend(d.ensure_installed(install, user))
-    s.extend(d.ensure_network())
+    if accessory_envs:
+        s.extend(h.require_mounts([(disk.label, disk.mount) for disk in host.disks]))
+    if install is not None:
+        s.step("docker")
+        s.extend(d.ensure_installed(install, user))
+    if network:
+        s.extend(d.ensure_network())
     s.extend(h.ensure_dirs(bp.service))
-    if bp.registry is not None and registry_password is not None:
+    if bp.registry is not None and registry_password is not None and pulls:
         s.step("registry-login")
         s.stdin_to(d.login(bp.registry.server, bp.registry.username), registry_password)
-    images = [app_image] if app_image else []
-    images += [bp.accessories[a].image for a in host.accessories]
-    if host.proxy:
-        images.append(bp.rollout.proxy_image)
-    for image in images:
+    for image in pulls:
         s.step(f"pull {image}")
         s.run(d.pull(image))
-    if app_image:
+    if check_image:
         s.step("check-image")
-        s.extend(d.require_label(app_image, "service", bp.service, IMAGE_LABEL_EXIT))
-    if app_env is not None and host.app_role:
-        s.write_file(h.env_file(bp.service, host.app_role), app_env.env_file())
+        s.extend(d.require_label(check_image, "service", bp.service, IMAGE_LABEL_EXIT))
     for name, env in accessory_envs.items():
         s.write_file(h.env_file(bp.service, name), env.env_file())
-    if host.proxy:
+    if proxy:
         s.step("proxy")
         s.extend(p.ensure_running(bp.rollout.proxy_image))
     return s
@@ -68,13 +71,10 @@ def accessory_hash(acc: Accessory, env: ContainerEnv, private_ip: str) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-CONFIG_LABEL = "csdeploy.config"
-
-
 def accessory_script(bp: Blueprint, env: str, acc: Accessory, acc_env: ContainerEnv, private_ip: str,
                      *, force: bool = False) -> Script:
     """Start the accessory, or keep it when its configuration is unchanged; prints
-    ``started``, ``unchanged`` or ``rebooted`` on its first line."""
+    ``accessory|NAME|started`` (or ``unchanged``, ``rebooted``)."""
     name = accessory_container(bp.service, acc.name)
     want = accessory_hash(acc, acc_env, private_ip)
     run = d.run(
@@ -86,51 +86,99 @@ def accessory_script(bp: Blueprint, env: str, acc: Accessory, acc_env: Container
     s = Script()
     s.step(f"accessory {acc.name}")
     s.extend(h.make_dirs([src for src in (v.split(":", 1)[0] for v in acc.volumes) if src.startswith("/")]))
-    have = Var("have")
+    have, outcome = Var("have"), Var("outcome")
     s.capture(have, d.inspect(name, d.label_format(CONFIG_LABEL)))
+    s.set(outcome, "started")
     changed = nonempty(have) if force else nonempty(have) & differs(have, want)
     with s.when(changed):
         s.say(f"accessory {acc.name}: configuration changed, rebooting it")
-        s.emit("rebooted")
         s.run(d.remove([name]), quiet=True)
         s.set(have, "")
+        s.set(outcome, "rebooted")
     with s.when(empty(have)):
         s.run(run, quiet=True)
-        s.emit("started")
     with s.otherwise():
         s.run(d.start(name), quiet=True)
-        s.emit("unchanged")
+        s.set(outcome, "unchanged")
+    s.emit(ACCESSORY_MARK, acc.name, "|", outcome)
     s.extend(d.wait_ready(name, timeout=60, readiness=2))
     return s
 
 
 # ---- app roles -------------------------------------------------------------------------------
 
-def app_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv, *,
-               retain: int) -> Script:
-    """Start the new version, switch (proxy) or wait ready (workers), stop old ones, prune."""
+def app_config(run_argv: list[str | Var], env: ContainerEnv) -> str:
+    """What makes a stopped container of this version reusable: its docker run words (no
+    secrets there) and its env (what `docker inspect` shows anyway)."""
+    data = json.dumps([[str(w) for w in run_argv], env.fingerprint()]).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _app_start(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv) -> tuple[Script, str]:
     name = container_name(bp.service, role.name, version)
     hc = role.healthcheck
-    run = d.run(name=name, image=image_ref(bp.image, version), env=app_env.clear,
-                env_file=h.env_file(bp.service, role.name), labels=labels(bp.service, env, role.name, version),
-                cmd=role.cmd, health_cmd=hc.cmd if hc else None, health_interval=hc.interval if hc else None)
-    role_labels = labels(bp.service, env, role.name)
-    fresh = Var("fresh")
-    s = Script()
+
+    def run_argv(extra_labels: dict[str, str]) -> list[str | Var]:
+        return list(d.run(name=name, image=image_ref(bp.image, version), env=app_env.clear,
+                          env_file=h.env_file(bp.service, role.name),
+                          labels={**labels(bp.service, env, role.name, version), **extra_labels},
+                          cmd=role.cmd, health_cmd=hc.cmd if hc else None,
+                          health_interval=hc.interval if hc else None))
+
+    config = app_config(run_argv({}), app_env)
+    s = h.ensure_dirs(bp.service)
+    s.write_file(h.env_file(bp.service, role.name), app_env.env_file())
     s.step(f"start {name}")
-    s.extend(d.replace_unless_running(name, run, fresh))
-    if role.proxy is not None:
-        s.step("proxy-deploy")
-        s.extend(p.switch(proxy_service(bp.service, role.name), name, role.proxy))
-    else:
-        s.step("wait-ready")
-        readiness = hc.readiness_delay if hc else 7
-        # A container of this version already running (a re-run) was proven ready before.
-        with s.when(differs(fresh, "0")):
-            s.extend(d.wait_ready(name, timeout=max(30.0, readiness * 3), readiness=readiness, remove_on_fail=True))
+    s.extend(d.start_version(name, run_argv({CONFIG_LABEL: config}), config=config, config_label=CONFIG_LABEL,
+                             fresh=FRESH))
+    return s, name
+
+
+FRESH = Var("fresh")
+
+
+def proxy_role_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv, *,
+                      retain: int) -> Script:
+    """A proxy role on one host: start the new version, switch kamal-proxy to it once healthy,
+    stop the old one, prune. A refused switch removes the new container; the old keeps serving."""
+    assert role.proxy is not None
+    s, name = _app_start(bp, env, role, version, app_env)
+    s.step("proxy-deploy")
+    s.extend(p.switch(proxy_service(bp.service, role.name), name, role.proxy))
+    return _stop_old_and_prune(s, bp, env, role, name, retain)
+
+
+def worker_start_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv) -> Script:
+    """A non-proxy role on one host: start the new version beside the old one and wait until it
+    is ready (HEALTHCHECK, or still running after readiness_delay). Prints ``fresh`` when the
+    container started now (``abort`` may remove it), ``kept`` when it already ran."""
+    s, name = _app_start(bp, env, role, version, app_env)
+    hc = role.healthcheck
+    readiness = hc.readiness_delay if hc else 7
+    s.step("wait-ready")
+    with s.when(equals(FRESH, "1")):
+        s.extend(d.wait_ready(name, timeout=max(30.0, readiness * 3), readiness=readiness, remove_on_fail=True))
+        s.emit("fresh")
+    with s.otherwise():
+        s.emit("kept")
+    return s
+
+
+def worker_commit_script(bp: Blueprint, env: str, role: Role, version: str, *, retain: int) -> Script:
+    """After every proxy role switched: stop the role's old containers, prune."""
+    return _stop_old_and_prune(Script(), bp, env, role, container_name(bp.service, role.name, version), retain)
+
+
+def worker_abort_script(bp: Blueprint, role: Role, version: str) -> Script:
+    """A proxy role refused the new version: remove the worker started for it (the old runs on)."""
+    return Script().run(d.remove([container_name(bp.service, role.name, version)]), quiet=True, may_fail=True)
+
+
+def _stop_old_and_prune(s: Script, bp: Blueprint, env: str, role: Role, keep: str, retain: int) -> Script:
+    role_labels = labels(bp.service, env, role.name)
     s.step("stop-old")
-    s.extend(d.stop_others(role_labels, keep=name))
+    s.extend(d.stop_others(role_labels, keep=keep))
     s.step("prune")
-    s.extend(d.prune(role_labels, keep=name, retain=retain, repository=bp.image,
+    s.extend(d.prune(role_labels, keep=keep, retain=retain, repository=bp.image,
                      service_label={"service": bp.service}))
     return s

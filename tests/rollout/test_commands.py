@@ -20,7 +20,13 @@ from cloudstack_deploy.inventory import Host, Inventory, Network, SSHAccess
 from cloudstack_deploy.rollout.commands import host as host_cmds
 from cloudstack_deploy.rollout.commands.script import Script
 from cloudstack_deploy.rollout.contract import check_version, container_name, image_base, role_env
-from cloudstack_deploy.rollout.stages import accessory_script, app_script, prepare_script
+from cloudstack_deploy.rollout.stages import (
+    accessory_script,
+    prepare_script,
+    proxy_role_script,
+    worker_commit_script,
+    worker_start_script,
+)
 
 HOSTILE = "x'; touch PWNED; echo \"$(touch PWNED2)\" `touch PWNED3` $HOME \\ \n# end"
 
@@ -103,9 +109,11 @@ def test_hostile_values_arrive_as_single_words_and_run_nothing(shim, tmp_path: P
     text = BLUEPRINT.replace('GREETING: "hello"', f"GREETING: {json.dumps(HOSTILE)}").replace(
         'cmd: ["python3", "-m", "demo.worker"]', f"cmd: [\"echo\", {json.dumps(HOSTILE)}]")
     bp = loads_blueprint(text)
-    secrets = dict(SECRETS, API_TOKEN=HOSTILE)
-    for role in ("web", "worker"):
-        script = app_script(bp, "demo", bp.roles[role], "v1", role_env(bp, role, INVENTORY, secrets, "v1"), retain=3)
+    secrets = dict(SECRETS, API_TOKEN=HOSTILE.replace("\n", " "))  # env files cannot carry newlines
+    web, worker = bp.roles["web"], bp.roles["worker"]
+    for script in (proxy_role_script(bp, "demo", web, "v1", role_env(bp, "web", INVENTORY, secrets, "v1"), retain=3),
+                   worker_start_script(bp, "demo", worker, "v1", role_env(bp, "worker", INVENTORY, secrets, "v1")),
+                   worker_commit_script(bp, "demo", worker, "v1", retain=3)):
         result = run_script(script, env, tmp_path)
         assert result.returncode == 0, result.stderr
     for marker in ("PWNED", "PWNED2", "PWNED3"):
@@ -114,7 +122,7 @@ def test_hostile_values_arrive_as_single_words_and_run_nothing(shim, tmp_path: P
     assert any(f"GREETING={HOSTILE}" in c for c in runs), "the clear env value must arrive intact, as one word"
     worker = next(c for c in runs if "role=worker" in c)
     assert worker[-2:] == ["echo", HOSTILE]
-    assert not any(HOSTILE in arg and arg.startswith("API_TOKEN") for c in calls(log) for arg in c), \
+    assert not any(secrets["API_TOKEN"] in arg for c in calls(log) for arg in c), \
         "secrets must never be in docker's argv"
 
 
@@ -122,9 +130,11 @@ def test_secrets_go_to_0600_env_files_and_stdin_never_argv(shim, tmp_path: Path)
     env, log = shim
     bp = loads_blueprint(BLUEPRINT)
     app_env = role_env(bp, "web", INVENTORY, SECRETS, "v1")
-    script = prepare_script(bp, WEB, user="root", registry_password=SECRETS["REGISTRY_PASSWORD"],
-                            app_image="registry.lab:5000/demo-app:v1", app_env=app_env, accessory_envs={},
-                            install="none")
+    images = ["registry.lab:5000/demo-app:v1", "registry.lab:5000/redis:7", "basecamp/kamal-proxy:v0.9.2"]
+    script = prepare_script(bp, WEB, user="root", install=None, network=True,
+                            registry_password=SECRETS["REGISTRY_PASSWORD"], pulls=images, check_image=images[0],
+                            accessory_envs={}, proxy=True)
+    script.extend(proxy_role_script(bp, "demo", bp.roles["web"], "v1", app_env, retain=3))
     result = run_script(script, env, tmp_path)
     assert result.returncode == 0, result.stderr
     argv_text = json.dumps(calls(log))

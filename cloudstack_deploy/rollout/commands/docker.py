@@ -263,17 +263,25 @@ def wait_ready(name: str, *, timeout: float, readiness: float, remove_on_fail: b
     return s
 
 
-def replace_unless_running(name: str, run_argv: Argv, fresh: Var) -> Script:
-    """Start ``name`` with ``run_argv`` unless it already runs; ``fresh`` = 1 when started now."""
+def start_version(name: str, run_argv: Argv, *, config: str, config_label: str, fresh: Var) -> Script:
+    """Have container ``name`` running: keep it when it runs; start it again when it stopped
+    with the same configuration (a rollback to a version still on the host: no registry, no
+    new container); else (re)create it with ``run_argv``. ``fresh`` = 1 when it started now,
+    so its readiness must be proven."""
     s = Script()
-    state = Var("state")
+    state, have = Var("state"), Var("have")
     s.capture(state, inspect(name, STATE))
-    s.set(fresh, "0")
-    with s.when(differs(state, "running")):
-        with s.when(nonempty(state)):
-            s.run(remove([name]), quiet=True)
-        s.run(run_argv, quiet=True)
-        s.set(fresh, "1")
+    s.capture(have, inspect(name, label_format(config_label)))
+    s.set(fresh, "1")
+    with s.when(equals(state, "running")):
+        s.set(fresh, "0")
+    with s.otherwise():
+        with s.when(nonempty(state) & equals(have, config)):
+            s.run(start(name), quiet=True)
+        with s.otherwise():
+            with s.when(nonempty(state)):
+                s.run(remove([name]), quiet=True)
+            s.run(run_argv, quiet=True)
     return s
 
 

@@ -1,0 +1,124 @@
+"""What the rollout does on each host, decided from the facts it read there (pure), and the facts
+script itself under a real /bin/sh."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloudstack_deploy.blueprint import loads_blueprint
+from cloudstack_deploy.errors import OperationFailed
+from cloudstack_deploy.progress import Recorder
+from cloudstack_deploy.rollout.commands import facts
+from cloudstack_deploy.rollout.contract import accessory_env
+from cloudstack_deploy.rollout.deploy import Rollout
+from cloudstack_deploy.rollout.stages import accessory_hash
+
+from .test_commands import BLUEPRINT, INVENTORY, SECRETS, calls, run_script, shim  # noqa: F401 (fixture)
+
+APP = "registry.lab:5000/demo-app"
+REDIS = "registry.lab:5000/redis:7"
+POSTGRES = "registry.lab:5000/postgres:15"
+PROXY = "basecamp/kamal-proxy:v0.9.2"
+
+
+def rollout() -> Rollout:
+    return Rollout(loads_blueprint(BLUEPRINT), INVENTORY, SECRETS, Recorder())
+
+
+def running_accessory(r: Rollout, name: str, ip: str) -> tuple[str, tuple[str, str]]:
+    acc = r.bp.accessories[name]
+    return f"demo-{name}", (accessory_hash(acc, accessory_env(acc, SECRETS), ip), "running")
+
+
+def deployed(r: Rollout, version: str, *, web: bool = True) -> facts.HostFacts:
+    """The web host after a successful deploy of ``version``."""
+    name, acc = running_accessory(r, "redis", "10.1.1.2")
+    return facts.HostFacts(docker=True, network=True, images={f"{APP}:{version}": "sha256:a", REDIS: "sha256:r",
+                                                               PROXY: "sha256:p"},
+                           service_label={f"{APP}:{version}": "demo"}, accessories={name: acc}, proxy="running")
+
+
+def test_a_fresh_host_gets_everything() -> None:
+    r = rollout()
+    work = r.decide(INVENTORY.host("demo-web-1"), facts.HostFacts(), "v1")
+    assert work.install == "apt" and work.network and work.proxy
+    assert work.pulls == [f"{APP}:v1", REDIS, PROXY] and work.check_image == f"{APP}:v1"
+    assert work.accessories == ["redis"]
+
+
+def test_a_redeploy_pulls_only_the_new_version() -> None:
+    r = rollout()
+    work = r.decide(INVENTORY.host("demo-web-1"), deployed(r, "v1"), "v2")
+    assert work.pulls == [f"{APP}:v2"] and work.check_image == f"{APP}:v2"
+    assert not (work.install or work.network or work.proxy or work.accessories)
+
+
+def test_a_rollback_to_an_image_on_the_host_needs_no_registry() -> None:
+    r = rollout()
+    f = deployed(r, "v1")
+    f.images[f"{APP}:v2"] = "sha256:b"
+    f.service_label[f"{APP}:v2"] = "demo"
+    work = r.decide(INVENTORY.host("demo-web-1"), f, "v1")
+    assert not work.needed, "no login, no pull, nothing to prepare"
+
+
+def test_an_unchanged_accessory_host_is_left_alone_and_a_changed_one_rebooted() -> None:
+    r = rollout()
+    name, acc = running_accessory(r, "db", "10.1.1.4")
+    db = facts.HostFacts(docker=True, network=True, images={POSTGRES: "sha256:pg"}, accessories={name: acc})
+    assert not r.decide(INVENTORY.host("demo-db-1"), db, "v2").needed
+    assert r.decide(INVENTORY.host("demo-db-1"), db, "v2", reboot=("db",)).accessories == ["db"]
+    other = Rollout(r.bp, INVENTORY, dict(SECRETS, POSTGRES_PASSWORD="rotated"), Recorder())
+    assert other.decide(INVENTORY.host("demo-db-1"), db, "v2").accessories == ["db"], "a rotated secret reboots it"
+    stopped = facts.HostFacts(docker=True, network=True, images={POSTGRES: "x"}, accessories={name: (acc[0], "exited")})
+    assert r.decide(INVENTORY.host("demo-db-1"), stopped, "v2").accessories == ["db"]
+
+
+def test_an_image_of_another_service_on_the_host_is_refused() -> None:
+    r = rollout()
+    f = deployed(r, "v1")
+    f.images[f"{APP}:v2"] = "sha256:x"
+    f.service_label[f"{APP}:v2"] = "shop"
+    with pytest.raises(OperationFailed, match="has label service=shop, not demo"):
+        r.decide(INVENTORY.host("demo-web-1"), f, "v2")
+
+
+def test_the_facts_script_reports_what_docker_answers(shim, tmp_path: Path) -> None:  # noqa: F811
+    env, log = shim
+    r = rollout()
+    host = INVENTORY.host("demo-web-1")
+    res = run_script(r._facts_script(host, "v3"), env, tmp_path)
+    assert res.returncode == 0, res.stderr
+    f = facts.parse(res.stdout)
+    assert f.docker and f.network
+    assert set(f.images) == {f"{APP}:v3", REDIS, PROXY}
+    assert f.service_label == {f"{APP}:v3": "demo"}
+    assert set(f.accessories) == {"demo-redis"} and set(f.containers) == {"demo-web-v3"}
+    assert not any(c[:1] in (["run"], ["pull"], ["login"], ["rm"], ["stop"]) for c in calls(log)), "it only reads"
+
+
+def test_roles_and_hosts_limit_a_run_and_unknown_names_are_invalid_input() -> None:
+    from cloudstack_deploy.errors import InvalidInput
+
+    r = rollout()
+    assert [h.name for h in r.select(roles=("web",))] == ["demo-web-1"]
+    assert r.role_hosts("worker") == [], "the other roles' hosts are not touched"
+    assert [h.name for h in r.select(hosts=("demo-worker-1",))] == ["demo-worker-1"]
+    with pytest.raises(InvalidInput, match="no role named api") as err:
+        r.select(roles=("api",))
+    assert "web, worker" in (err.value.hint or "")
+    with pytest.raises(InvalidInput, match="has no host demo-web-9"):
+        r.select(hosts=("demo-web-9",))
+    with pytest.raises(InvalidInput, match="no host matches"):
+        r.select(roles=("web",), hosts=("demo-worker-1",))
+
+
+def test_a_partial_deploy_does_not_move_the_environments_previous_version() -> None:
+    from cloudstack_deploy.rollout import history
+
+    full = [history.DeployRecord(version=v, status="ok") for v in ("v1", "v2")]
+    partial = history.DeployRecord(version="v3", status="ok", hosts=["demo-web-1"])
+    assert history.previous_version([*full, partial]) == "v1"
+    assert history.parse(partial.to_json())[0].hosts == ["demo-web-1"]
