@@ -144,22 +144,27 @@ def _rollout(ctx: EnvContext, secrets: dict[str, str], progress: Progress | None
 
 
 async def deploy(env: str, version: str, *, blueprint: str | None = None, overrides: tuple[str, ...] = (),
-                 break_lock: bool = False, progress: Progress | None = None, dry_run: bool = False) -> RolloutResult:
-    """Roll out ``version`` to ``env``; ``dry_run`` returns the scripts each host would run."""
+                 break_lock: bool = False, progress: Progress | None = None, dry_run: bool = False,
+                 roles: tuple[str, ...] = (), hosts: tuple[str, ...] = ()) -> RolloutResult:
+    """Roll out ``version`` to ``env`` (or only ``roles``/``hosts``); ``dry_run`` reads the hosts'
+    state and returns the scripts each host would run."""
     ctx = await context(env, blueprint, overrides)
     secrets = load_secrets_for(ctx.bp)
-    result = await _rollout(ctx, secrets, progress, dry_run).run(RolloutOptions(version=version, break_lock=break_lock))
+    opts = RolloutOptions(version=version, break_lock=break_lock, roles=roles, hosts=hosts)
+    result = await _rollout(ctx, secrets, progress, dry_run).run(opts)
     if blueprint is not None and not dry_run:
         remember_blueprint(ctx.state, blueprint, overrides)
     return result
 
 
 async def rollback(env: str, to: str | None = None, *, blueprint: str | None = None, break_lock: bool = False,
-                   progress: Progress | None = None, dry_run: bool = False) -> RolloutResult:
+                   progress: Progress | None = None, dry_run: bool = False, roles: tuple[str, ...] = (),
+                   hosts: tuple[str, ...] = ()) -> RolloutResult:
     """Back to the previous successful version (or ``to``)."""
     ctx = await context(env, blueprint)
     secrets = load_secrets_for(ctx.bp)
-    return await ops.rollback(_rollout(ctx, secrets, progress, dry_run), to, break_lock=break_lock)
+    return await ops.rollback(_rollout(ctx, secrets, progress, dry_run), to, break_lock=break_lock, roles=roles,
+                              hosts=hosts)
 
 
 async def status(env: str, *, blueprint: str | None = None) -> list[ops.HostStatus]:

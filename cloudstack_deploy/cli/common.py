@@ -152,6 +152,14 @@ PROGRESS_OPTION = click.option("--progress", "progress_mode", type=click.Choice(
 BLUEPRINT_OPTION = click.option("--blueprint", "blueprint", default=None, type=click.Path(dir_okay=False),
                                 help="Blueprint file (default: the one the environment was deployed from).")
 BREAK_LOCK_OPTION = click.option("--break-lock", is_flag=True, help="Take over the lock from a run that died.")
+def _names(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (value or "").split(",") if n.strip())
+
+
+ROLES_OPTION = click.option("--roles", "-r", "roles", callback=_names, metavar="ROLE,...",
+                            help="Only these roles' hosts (accessories elsewhere are not touched).")
+HOSTS_OPTION = click.option("--hosts", "hosts", callback=_names, metavar="HOST,...",
+                            help="Only these hosts (VM names, e.g. demo-web-2).")
 DRY_RUN_OPTION = click.option("--dry-run", is_flag=True,
                               help="Print, per host, the scripts that would run (secrets redacted); run nothing.")
 

@@ -14,8 +14,10 @@ from .common import (
     BREAK_LOCK_OPTION,
     DRY_RUN_OPTION,
     ENV_OPTION,
+    HOSTS_OPTION,
     JSON_OPTION,
     PROGRESS_OPTION,
+    ROLES_OPTION,
     SET_OPTION,
     echo_json,
     progress_for,
@@ -38,17 +40,19 @@ def _report(result: RolloutResult, as_json: bool, what: str, dry_run: bool) -> N
 @ENV_OPTION
 @click.option("--version", "version", default=None, help="Image tag to deploy (default: git HEAD, short).")
 @SET_OPTION
+@ROLES_OPTION
+@HOSTS_OPTION
 @BREAK_LOCK_OPTION
 @DRY_RUN_OPTION
 @JSON_OPTION
 @PROGRESS_OPTION
-def deploy(blueprint: str, env: str, version: str | None, overrides: tuple[str, ...], break_lock: bool,
-           dry_run: bool, as_json: bool, progress_mode: str) -> None:
+def deploy(blueprint: str, env: str, version: str | None, overrides: tuple[str, ...], roles: tuple[str, ...],
+           hosts: tuple[str, ...], break_lock: bool, dry_run: bool, as_json: bool, progress_mode: str) -> None:
     """Deploy VERSION of the app to environment NAME (rollout only; provision with create-env)."""
     version = version_or_head(version)
     with progress_for(progress_mode, as_json) as progress:
         result = run(service.deploy(env, version, blueprint=blueprint, overrides=overrides, break_lock=break_lock,
-                                    progress=progress, dry_run=dry_run))
+                                    progress=progress, dry_run=dry_run, roles=roles, hosts=hosts))
     _report(result, as_json, "deploy", dry_run)
 
 
@@ -56,16 +60,18 @@ def deploy(blueprint: str, env: str, version: str | None, overrides: tuple[str, 
 @ENV_OPTION
 @click.option("--to", "to", default=None, help="Version to go back to (default: the previous successful one).")
 @BLUEPRINT_OPTION
+@ROLES_OPTION
+@HOSTS_OPTION
 @BREAK_LOCK_OPTION
 @DRY_RUN_OPTION
 @JSON_OPTION
 @PROGRESS_OPTION
-def rollback(env: str, to: str | None, blueprint: str | None, break_lock: bool, dry_run: bool, as_json: bool,
-             progress_mode: str) -> None:
+def rollback(env: str, to: str | None, blueprint: str | None, roles: tuple[str, ...], hosts: tuple[str, ...],
+             break_lock: bool, dry_run: bool, as_json: bool, progress_mode: str) -> None:
     """Go back to the previous successful version (or --to VERSION), with the same zero-downtime switch."""
     with progress_for(progress_mode, as_json) as progress:
         result = run(service.rollback(env, to, blueprint=blueprint, break_lock=break_lock, progress=progress,
-                                      dry_run=dry_run))
+                                      dry_run=dry_run, roles=roles, hosts=hosts))
     _report(result, as_json, "rollback to", dry_run)
 
 
