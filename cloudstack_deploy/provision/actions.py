@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from ..cloud import CloudError, JobFailed
 from ..errors import CsdeployError, Locked
 from .context import RunContext, tag
-from .desired import TAG_CREATED, TAG_EXPIRES, TAG_KIND, TAG_LOCK, TAG_ROLE, TAG_VM, format_time
+from .desired import TAG_CREATED, TAG_EXPIRES, TAG_KIND, TAG_LOCK, TAG_ROLE, TAG_VM
 from .hostkeys import generate_host_key, key_fingerprint
 from .plan import Action
 from .userdata import DataDisk, build_userdata, needs_post
-
-
-def _now() -> str:
-    return format_time(datetime.now(UTC))
 
 # ---- global actions -------------------------------------------------------------------------
 
@@ -32,19 +27,20 @@ async def network_action(ctx: RunContext, a: Action) -> str:
                                        networkofferingid=ctx.catalog.network_offering_id,
                                        zoneid=ctx.catalog.zone_id))["network"]
         ctx.network_id = net["id"]
-        extra = {TAG_KIND: "network", TAG_CREATED: _now()}
+        extra = {TAG_KIND: "network", TAG_CREATED: ctx.created}
         if ctx.lock_value:
             extra[TAG_LOCK] = ctx.lock_value
-        await tag(ctx, "Network", [net["id"]], ctx.tags(**extra))
+        await tag(ctx, "Network", [net["id"]], ctx.tags(**extra), at_once=True)
         await _check_network_race(ctx, net)
         return f"{net['id']}"
     if a.op == "adopt":
-        await tag(ctx, "Network", [a.data["id"]], ctx.tags(**{TAG_KIND: "network"}))
+        await tag(ctx, "Network", [a.data["id"]], ctx.tags(**{TAG_KIND: "network"}), at_once=True)
         return "tagged"
     if a.op == "update":
         await ctx.cloud.job("deleteTags", resourceids=[a.data["id"]], resourcetype="Network",
                             tags=[{"key": TAG_EXPIRES}])
-        await tag(ctx, "Network", [a.data["id"]], [{"key": TAG_EXPIRES, "value": d.base_tags()[TAG_EXPIRES]}])
+        await tag(ctx, "Network", [a.data["id"]], [{"key": TAG_EXPIRES, "value": d.base_tags()[TAG_EXPIRES]}],
+                  at_once=True)
         return a.detail
     raise AssertionError(a)
 
@@ -103,7 +99,7 @@ async def deploy_vm(ctx: RunContext, name: str) -> str:
         keypair=ctx.desired.keypair, userdata=userdata,
     )
     ctx.vm_ids[name] = reply["id"]
-    tags = ctx.tags(**{TAG_ROLE: spec.group, TAG_KIND: "vm", TAG_CREATED: _now()})
+    tags = ctx.tags(**{TAG_ROLE: spec.group, TAG_KIND: "vm", TAG_CREATED: ctx.created})
     results = await asyncio.gather(tag(ctx, "UserVm", [reply["id"]], tags),
                                    ctx.cloud.wait_job("deployVirtualMachine", reply["jobid"]),
                                    return_exceptions=True)
@@ -186,7 +182,8 @@ async def ip_action(ctx: RunContext, a: Action) -> str:
         await tag(ctx, "PublicIpAddress", [a.data["id"]], ctx.tags(**{TAG_VM: vm, TAG_KIND: "ip"}))
         return "tagged"
     reply = await ctx.cloud.request("associateIpAddress", networkid=ctx.network_id)
-    tags = ctx.tags(**{TAG_VM: vm, TAG_ROLE: spec.group if spec else "", TAG_KIND: "ip", TAG_CREATED: _now()})
+    # The IP is tagged with its VM (one call per IP): a replaced VM gets its address back.
+    tags = ctx.tags(**{TAG_VM: vm, TAG_ROLE: spec.group if spec else "", TAG_KIND: "ip", TAG_CREATED: ctx.created})
     results = await asyncio.gather(tag(ctx, "PublicIpAddress", [reply["id"]], tags),
                                    ctx.cloud.wait_job("associateIpAddress", reply["jobid"]), return_exceptions=True)
     for r in results:
@@ -253,7 +250,7 @@ async def volume_action(ctx: RunContext, a: Action) -> str:
         reply = await cloud.request("createVolume", name=disk.name, diskofferingid=offering["id"],
                                     size=disk.size_gb if offering.get("iscustomized") else None,
                                     zoneid=ctx.catalog.zone_id)
-        tags = ctx.tags(**{TAG_VM: a.group, TAG_ROLE: disk.owner, TAG_KIND: "volume", TAG_CREATED: _now()})
+        tags = ctx.tags(**{TAG_VM: a.group, TAG_ROLE: disk.owner, TAG_KIND: "volume", TAG_CREATED: ctx.created})
         results = await asyncio.gather(tag(ctx, "Volume", [reply["id"]], tags),
                                        cloud.wait_job("createVolume", reply["jobid"]), return_exceptions=True)
         for r in results:

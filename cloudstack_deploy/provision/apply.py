@@ -26,7 +26,7 @@ from .actions import (
     wait_vm_settled,
 )
 from .context import ProvisionError, RunContext, tag
-from .desired import TAG_KIND, TAG_VM
+from .desired import TAG_KIND, TAG_ROLE
 from .plan import GLOBAL, REMOVE, Action, Plan
 
 __all__ = ["ProvisionError", "RunContext", "apply_plan"]
@@ -93,7 +93,8 @@ async def _vm_pipeline(ctx: RunContext, actions: list[Action], failures: list[tu
         jobs.append(_run(ctx, Action("update", "volume", a.name, f"attach to {vm}", vm),
                          lambda a=a: _attach_new(ctx, a), failures))
     await asyncio.gather(*jobs)
-    tags = ctx.tags(**{TAG_VM: vm, TAG_KIND: "rule"})
+    spec = ctx.desired.vm(vm)
+    tags = ctx.tags(**{TAG_ROLE: spec.group if spec else "", TAG_KIND: "rule"})  # one call per role
     try:
         await asyncio.gather(tag(ctx, "FirewallRule", created_fw, tags), tag(ctx, "PortForwardingRule", created_pf, tags))
     except CloudError as exc:
