@@ -5,7 +5,9 @@ Retry rules (the prior pipeline retried creates blindly and made duplicates):
 - deletes and other idempotent calls are retried on transport errors and 429; a retry that
   finds the resource gone (431) counts as done;
 - a create is never resent after a transport error: the caller re-reads the cloud by tag;
-- 429 (rate limited, nothing executed) is retried for every command.
+- 429 and 503 (throttled: CloudStack's api.throttling, or a proxy in front of it; nothing
+  executed) are retried for every command, and lower the number of calls in flight
+  (halved, then grown back one by one as calls succeed: AIMD).
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ log = get_logger("cloud")
 PAGE_SIZE = 500
 SAFE_PREFIXES = ("list", "query", "get")
 IDEMPOTENT_PREFIXES = ("delete", "destroy", "expunge", "disassociate", "disable", "detach", "stop", "start")
-RETRY_CODES_SAFE = {429, 530, 534}
+THROTTLED = {429, 503}
+RETRY_CODES_SAFE = {429, 503, 530, 534}
+DEFAULT_IN_FLIGHT = 32
 HINTS = {
     401: "check CLOUDSTACK_KEY / CLOUDSTACK_SECRET (or the profile in use) and the machine's clock",
     429: "the cloud is rate limiting API calls; lower --max-api and re-run",
+    503: "the cloud (or a proxy in front of it) is overloaded; lower --max-api and re-run",
     431: "a parameter or id was refused; check the blueprint's names against the cloud's catalog",
     531: "your CloudStack user is not allowed to do this; ask the cloud's administrators",
     532: "the account reached a resource limit; free resources or ask for a higher limit",
@@ -89,10 +94,44 @@ def _is_idempotent(command: str) -> bool:
     return command.startswith(IDEMPOTENT_PREFIXES) or command in ("enableStaticNat",)
 
 
+class AdaptiveLimit:
+    """A semaphore whose size follows the cloud: halved on throttling (429/503), grown back by
+    one after each `limit` successful calls, never above the user's maximum."""
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self.limit = maximum
+        self._in_use = 0
+        self._ok = 0
+        self._cond = asyncio.Condition()
+
+    async def __aenter__(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._in_use < self.limit)
+            self._in_use += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._cond:
+            self._in_use -= 1
+            self._cond.notify_all()
+
+    def throttled(self) -> None:
+        self.limit = max(1, self.limit // 2)
+        self._ok = 0
+        log.info("api throttled", in_flight_limit=self.limit)
+
+    def succeeded(self) -> None:
+        if self.limit < self.maximum:
+            self._ok += 1
+            if self._ok >= self.limit:
+                self.limit += 1
+                self._ok = 0
+
+
 class Cloud:
     """``async with Cloud(config) as cloud: await cloud.list("listZones", name=...)``."""
 
-    def __init__(self, config: CloudConfig, *, max_in_flight: int = 10, retries: int = 5,
+    def __init__(self, config: CloudConfig, *, max_in_flight: int = DEFAULT_IN_FLIGHT, retries: int = 5,
                  poll_interval: float | None = None, job_timeout: float | None = None,
                  on_call: Callable[[str], None] | None = None) -> None:
         self.config = config
@@ -100,7 +139,7 @@ class Cloud:
         self.poll_interval = poll_interval if poll_interval is not None else config.poll_interval
         self.job_timeout = job_timeout if job_timeout is not None else config.job_timeout
         self.calls: Counter[str] = Counter()
-        self._sem = asyncio.Semaphore(max_in_flight)
+        self._sem = AdaptiveLimit(max_in_flight)
         self._session: aiohttp.ClientSession | None = None
         self._get: AIOCloudStack | None = None
         self._post: AIOCloudStack | None = None
@@ -151,6 +190,8 @@ class Cloud:
                 code = err.get("errorcode") or getattr(exc.response, "status", None)
                 text = err.get("errortext") or str(exc)
                 _log_call(command, params, started, code)
+                if code in THROTTLED:
+                    self._sem.throttled()
                 raise CloudError(command, code, text, cserrorcode=err.get("cserrorcode")) from None
             except CloudStackException as exc:
                 status = getattr(getattr(exc, "response", None), "status", None)
@@ -162,6 +203,7 @@ class Cloud:
                 raise CloudUnavailable(command, None, f"no answer from {self.config.endpoint}: {detail}",
                                        hint="is the cloud (or `csdeploy lab`) running and reachable?") from None
             _log_call(command, params, started, 200)
+            self._sem.succeeded()
             return reply
 
     async def request(self, command: str, *, post: bool = False, **params: Any) -> dict[str, Any]:
@@ -173,7 +215,7 @@ class Cloud:
             if isinstance(exc, CloudUnavailable):
                 return safe or idempotent
             if isinstance(exc, CloudError):
-                return exc.code == 429 or (safe and exc.code in RETRY_CODES_SAFE)
+                return exc.code in THROTTLED or (safe and exc.code in RETRY_CODES_SAFE)
             return False
 
         attempts = 0
@@ -237,9 +279,10 @@ class _JobWatcher:
 
     With a few jobs pending, each is polled with queryAsyncJobResult. With more (30 VMs
     deploying at once), one listAsyncJobs call per interval (jobs created since the oldest
-    pending one) tells which have finished, and only those are queried for their result:
-    about one call per job instead of one per job per interval. Should listAsyncJobs be
-    refused or miss a job, that job is polled on its own, as before.
+    pending one) answers for all of them: CloudStack lists finished jobs too, with their
+    jobresult (AsyncJobJoinDaoImpl.newAsyncJobResponse), so the polls do not grow with the
+    number of jobs. A job the listing misses, or lists without a result, is queried on its
+    own; should listAsyncJobs be refused, every job is polled on its own, as before.
     """
 
     def __init__(self, cloud: Cloud) -> None:
@@ -270,8 +313,17 @@ class _JobWatcher:
             await asyncio.sleep(interval)
             interval = min(interval * 1.5, self.cloud.poll_interval)
             ids = list(self.pending)
-            finished = await self._finished(ids) if self.batch_ok and len(ids) >= BATCH_MIN else None
-            to_query = ids if finished is None else finished
+            to_query = ids
+            if self.batch_ok and len(ids) >= BATCH_MIN:
+                listed = await self._listed(ids)
+                if listed is not None:
+                    to_query = []
+                    for jobid in ids:
+                        job = listed.get(jobid)
+                        if job is None or (job.get("jobstatus") != 0 and "jobresult" not in job):
+                            to_query.append(jobid)  # missed, or finished without its result
+                        elif job.get("jobstatus") != 0:
+                            self._resolve(jobid, job)
             await asyncio.gather(*(self._query(jobid) for jobid in to_query))
             now = time.monotonic()
             for jobid, (fut, deadline, _) in list(self.pending.items()):
@@ -279,8 +331,8 @@ class _JobWatcher:
                     fut.set_result(None)
                     del self.pending[jobid]
 
-    async def _finished(self, ids: list[str]) -> list[str] | None:
-        """Jobs of ``ids`` that are done or that the listing misses; None when listing fails."""
+    async def _listed(self, ids: list[str]) -> dict[str, dict[str, Any]] | None:
+        """The jobs created since the oldest of ``ids`` by id; None when listing fails."""
         oldest = min(self.pending[i][2] for i in ids) - 120  # clocks of client and cloud may differ
         since = datetime.fromtimestamp(oldest, UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
         try:
@@ -288,8 +340,12 @@ class _JobWatcher:
         except CloudError:
             self.batch_ok = False
             return None
-        status = {j.get("jobid"): j.get("jobstatus") for j in jobs}
-        return [i for i in ids if status.get(i) != 0]
+        return {j.get("jobid"): j for j in jobs}
+
+    def _resolve(self, jobid: str, job: dict[str, Any]) -> None:
+        entry = self.pending.pop(jobid, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(job)
 
     async def _query(self, jobid: str) -> None:
         entry = self.pending.get(jobid)
@@ -302,6 +358,5 @@ class _JobWatcher:
                 entry[0].set_exception(exc)
             self.pending.pop(jobid, None)
             return
-        if job.get("jobstatus") != 0 and not entry[0].done():
-            entry[0].set_result(job)
-            self.pending.pop(jobid, None)
+        if job.get("jobstatus") != 0:
+            self._resolve(jobid, job)
