@@ -22,6 +22,7 @@ from datetime import timedelta
 
 from .blueprint import Blueprint
 from .cloud import Cloud, CloudConfig, read_cloud_config
+from .cloud.client import DEFAULT_IN_FLIGHT
 from .envctx import EnvContext, load_context, remember_blueprint
 from .errors import CsdeployError, InvalidInput
 from .inventory import Inventory
@@ -73,7 +74,7 @@ def _silent(progress: Progress | None) -> Progress:
 
 # ---- provisioning ---------------------------------------------------------------------------------
 
-async def plan(bp: Blueprint, env: str, *, ttl: timedelta | None = None, max_api: int = 10) -> Plan:
+async def plan(bp: Blueprint, env: str, *, ttl: timedelta | None = None, max_api: int = DEFAULT_IN_FLIGHT) -> Plan:
     """What create-env would create, change and delete. Changes nothing."""
     async with Cloud(_config(), max_in_flight=max_api) as cloud:
         return await plan_env(cloud, bp, env, ttl=ttl, state=EnvState(env))
@@ -118,7 +119,7 @@ async def create_env(bp: Blueprint, env: str, *, version: str | None = None, ttl
     return outcome
 
 
-async def teardown(env: str, *, progress: Progress | None = None, max_api: int = 10) -> TeardownResult:
+async def teardown(env: str, *, progress: Progress | None = None, max_api: int = DEFAULT_IN_FLIGHT) -> TeardownResult:
     """Delete everything ``env`` owns, prove it is gone, forget its local state."""
     async with Cloud(_config(), max_in_flight=max_api) as cloud:
         result = await teardown_env(cloud, env, _silent(progress))

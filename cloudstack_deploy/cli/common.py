@@ -145,8 +145,9 @@ ENV_OPTION = click.option("--env", "env", required=True, metavar="NAME", callbac
                           help="Environment name: lower-case letters, digits, '-' (at most 20).")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True,
                            help="Machine output: JSON event lines on stderr, a JSON result on stdout.")
-MAX_API_OPTION = click.option("--max-api", default=10, show_default=True, envvar="CSDEPLOY_MAX_API",
-                              type=click.IntRange(1, 200), help="CloudStack API calls in flight at once.")
+MAX_API_OPTION = click.option("--max-api", default=32, show_default=True, envvar="CSDEPLOY_MAX_API",
+                              type=click.IntRange(1, 200),
+                              help="CloudStack API calls in flight at most (halved while the cloud throttles).")
 PROGRESS_OPTION = click.option("--progress", "progress_mode", type=click.Choice(["auto", "tty", "plain", "json"]),
                                default="auto", show_default=True, help="How to show progress on stderr.")
 BLUEPRINT_OPTION = click.option("--blueprint", "blueprint", default=None, type=click.Path(dir_okay=False),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..blueprint import Blueprint
 from ..cloud import Cloud
+from ..cloud.client import DEFAULT_IN_FLIGHT
 from ..errors import CsdeployError
 from ..inventory import Host, HostDisk, Inventory, Network, SSHAccess
 from ..progress import Event, Progress
@@ -30,7 +31,7 @@ from .userdata import host_public_key_from_userdata
 @dataclass
 class CreateOptions:
     ttl: timedelta | None = None
-    max_api: int = 10
+    max_api: int = DEFAULT_IN_FLIGHT
     max_ssh: int = 20
     ssh_timeout: float = 300.0
     break_lock: bool = False

@@ -72,36 +72,45 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress) -> TeardownRe
         if t["resourcetype"] == "Volume" and not any(v["id"] == t["resourceid"] for v in volumes.values()):
             for vol in await cloud.list("listVolumes", id=t["resourceid"]):
                 volumes[vol["name"]] = vol
-    policies = []
-    for vol in volumes.values():
-        policies += await cloud.list("listSnapshotPolicies", volumeid=vol["id"])
+    policies = [p for found in await asyncio.gather(*(cloud.list("listSnapshotPolicies", volumeid=v["id"])
+                                                       for v in volumes.values())) for p in found]
 
-    # 1. VMs, public IPs (with their NAT and rules) and snapshot policies, all at once.
-    await asyncio.gather(
-        *(step(f"vm {name}", lambda vm=vm: _destroy(cloud, vm["id"])) for name, vm in actual.vms.items()),
-        *(step(f"ip {ip['ipaddress']}", lambda ip=ip: cloud.job("disassociateIpAddress", id=ip["id"]))
-          for ip in actual.ips),
-        *(step(f"snapshot-policy {p['id']}", lambda p=p: cloud.request("deleteSnapshotPolicies", id=p["id"]))
-          for p in policies),
-    )
-
-    # 2. Data disks (detached once their VM is expunged).
+    # 1. Every VM with its own data disks (detached once it is expunged), the public IPs (with
+    # their NAT and rules), snapshot policies and loose disks: all at once, each VM's disks as
+    # soon as that VM is gone.
     async def delete_volume(vol: dict[str, Any]) -> None:
         current = await cloud.list("listVolumes", id=vol["id"])
         if current and current[0].get("virtualmachineid"):
             await cloud.job("detachVolume", id=vol["id"])
         await cloud.request("deleteVolume", id=vol["id"])
 
-    await asyncio.gather(*(step(f"volume {name}", lambda v=v: delete_volume(v)) for name, v in volumes.items()))
+    def disks_of(vm: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {n: v for n, v in volumes.items() if v.get("virtualmachineid") == vm["id"]}
 
-    # 3. The network (fails while VMs remain), 4. the key pair.
+    async def vm_and_disks(name: str, vm: dict[str, Any]) -> None:
+        await step(f"vm {name}", lambda: _destroy(cloud, vm["id"]))
+        await asyncio.gather(*(step(f"volume {n}", lambda v=v: delete_volume(v)) for n, v in disks_of(vm).items()))
+
+    attached = {n for vm in actual.vms.values() for n in disks_of(vm)}
+    await asyncio.gather(
+        *(vm_and_disks(name, vm) for name, vm in actual.vms.items()),
+        *(step(f"ip {ip['ipaddress']}", lambda ip=ip: cloud.job("disassociateIpAddress", id=ip["id"]))
+          for ip in actual.ips),
+        *(step(f"snapshot-policy {p['id']}", lambda p=p: cloud.request("deleteSnapshotPolicies", id=p["id"]))
+          for p in policies),
+        *(step(f"volume {n}", lambda v=v: delete_volume(v)) for n, v in volumes.items() if n not in attached),
+    )
+
+    # 2. The network (refused while VMs remain) and the key pair.
+    jobs = []
     if actual.network is not None:
-        await step(f"network {actual.network['name']}", lambda: cloud.job("deleteNetwork", id=actual.network["id"]))
+        jobs.append(step(f"network {actual.network['name']}", lambda: cloud.job("deleteNetwork", id=actual.network["id"])))
     if actual.keypair is not None:
-        await step(f"keypair {actual.keypair['name']}",
-                   lambda: cloud.request("deleteSSHKeyPair", name=actual.keypair["name"]))
+        jobs.append(step(f"keypair {actual.keypair['name']}",
+                         lambda: cloud.request("deleteSSHKeyPair", name=actual.keypair["name"])))
+    await asyncio.gather(*jobs)
 
-    # 5. Proof: re-list by tag, by name and by what hangs off the network.
+    # 3. Proof: re-list by tag, by name and by what hangs off the network.
     left = await remaining(cloud, env)
     result.api_calls = cloud.total_calls - calls_before
     if left or failures:
