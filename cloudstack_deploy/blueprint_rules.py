@@ -151,7 +151,7 @@ def name_checker(max_len: int) -> Checker:
     def check(ctx: Ctx, path: TreePath, value: Any) -> Any:
         if not isinstance(value, str):
             return ctx.type_error(path, "a name", value)
-        if not NAME_RE.match(value):
+        if not NAME_RE.fullmatch(value):
             ctx.add(path, f"invalid name {describe(value)}: use a-z, 0-9 and '-', start with a "
                           "letter and do not end with '-' (it becomes part of VM host names)")
             return BAD
@@ -192,7 +192,7 @@ def image_checker(tag_allowed: bool) -> Checker:
         if check_str(ctx, path, value) is BAD:
             return BAD
         repo, _, tag = value.rpartition(":") if ":" in value.rsplit("/", 1)[-1] else (value, "", "")
-        if not _APP_IMAGE_RE.match(repo) or (tag and not _TAG_RE.match(tag)):
+        if not _APP_IMAGE_RE.fullmatch(repo) or (tag and not _TAG_RE.fullmatch(tag)):
             ctx.add(path, f"not a valid image reference: {describe(value)}")
             return BAD
         if tag and not tag_allowed:
@@ -248,7 +248,7 @@ def secret_name_checker(what: str) -> Checker:
     """Secret names only: the message never repeats the value, which may be a real secret."""
 
     def check(ctx: Ctx, path: TreePath, value: Any) -> Any:
-        if isinstance(value, str) and SECRET_NAME_RE.match(value):
+        if isinstance(value, str) and SECRET_NAME_RE.fullmatch(value):
             return value
         if isinstance(value, str) and value:
             ctx.add(path, f"this looks like a literal {what}, not a secret name: write the NAME of "
@@ -282,7 +282,7 @@ def check_hosts(ctx: Ctx, path: TreePath, value: Any) -> Any:
     hosts = list_checker(check_str)(ctx, path, [value] if isinstance(value, str) else value)
     if hosts is not BAD:
         for i, host in enumerate(hosts):
-            if not _HOST_RE.match(host):
+            if not _HOST_RE.fullmatch(host):
                 ctx.add(path + (i,) if isinstance(value, list) else path, f"not a host name: {describe(host)}")
                 return BAD
     return hosts
@@ -294,7 +294,7 @@ def pattern_checker(regex: re.Pattern[str], what: str) -> Checker:
     def check(ctx: Ctx, path: TreePath, value: Any) -> Any:
         if check_str(ctx, path, value) is BAD:
             return BAD
-        if not regex.match(value):
+        if not regex.fullmatch(value):
             ctx.add(path, f"expected {what}, got {describe(value)}")
             return BAD
         return value
@@ -330,7 +330,7 @@ def check_clear_env(ctx: Ctx, path: TreePath, value: Any) -> Any:
         return ctx.type_error(path, "a mapping of NAME: value", value)
     out: dict[str, str] = {}
     for key, item in value.items():
-        if not ENV_NAME_RE.match(key):
+        if not ENV_NAME_RE.fullmatch(key):
             ctx.add(path + (key,), "not a valid environment variable name")
         elif isinstance(item, bool):
             out[key] = "true" if item else "false"

@@ -110,7 +110,7 @@ def read_dotenv(path: str | Path) -> dict[str, str]:
             stripped = stripped[len("export "):].lstrip()
         key, eq, raw = stripped.partition("=")
         key = key.strip()
-        if not eq or not _KEY_RE.match(key):
+        if not eq or not _KEY_RE.fullmatch(key):
             raise SecretsError(f"{path}:{number}: expected KEY=VALUE")  # the line may hold a secret
         try:
             values[key] = _dotenv_value(raw.strip())

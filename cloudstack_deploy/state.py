@@ -54,7 +54,7 @@ def validate_env_name(name: str) -> str:
     env gets at most 20 of them; names start with a letter because host names must not be
     all digits, and the name is also a directory name here, so no '/', '.' or upper case.
     """
-    if not isinstance(name, str) or len(name) > ENV_NAME_MAX or not _ENV_RE.match(name):
+    if not isinstance(name, str) or len(name) > ENV_NAME_MAX or not _ENV_RE.fullmatch(name):
         raise InvalidEnvName(
             f"environment name {name!r} is not valid",
             hint=f"use 1-{ENV_NAME_MAX} lower-case letters, digits and '-', starting with a "

@@ -123,11 +123,11 @@ class DataDisk:
     mount: str
 
     def __post_init__(self) -> None:
-        if not _LABEL_RE.match(self.label):
+        if not _LABEL_RE.fullmatch(self.label):
             raise UserdataError(
                 f"disk label {self.label!r} is not usable: ext4 labels here are 1-{LABEL_MAX} "
                 "lower-case letters, digits or hyphens", hint="build labels with disk_label()")
-        if (not _MOUNT_RE.match(self.mount) or posixpath.normpath(self.mount) != self.mount
+        if (not _MOUNT_RE.fullmatch(self.mount) or posixpath.normpath(self.mount) != self.mount
                 or self.mount in _SYSTEM_DIRS or "/." in self.mount):
             raise UserdataError(
                 f"mount point {self.mount!r} of disk {self.label} is not usable",
@@ -166,7 +166,7 @@ def cloud_config(*, hostname: str, host_key: HostKey, user: str = "root",
                  disks: Sequence[DataDisk] = (), extra_packages: Sequence[str] = ()
                  ) -> dict[str, Any]:
     """The ``#cloud-config`` document as a dict (see :func:`build_userdata`)."""
-    if not _HOSTNAME_RE.match(hostname):
+    if not _HOSTNAME_RE.fullmatch(hostname):
         raise UserdataError(f"host name {hostname!r} is not a valid DNS label",
                             hint="use lower-case letters, digits and '-', at most 63 chars")
     labels = [d.label for d in disks]
@@ -175,7 +175,7 @@ def cloud_config(*, hostname: str, host_key: HostKey, user: str = "root",
         raise UserdataError(f"data disks of {hostname} share a label or mount point: {list(disks)}",
                             hint="give each data disk of a role its own name and path")
     for package in extra_packages:
-        if not _PACKAGE_RE.match(package):
+        if not _PACKAGE_RE.fullmatch(package):
             raise UserdataError(f"package name {package!r} is not valid")
     config: dict[str, Any] = {"hostname": hostname, "fqdn": hostname}
     if user == "root":

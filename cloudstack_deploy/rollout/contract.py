@@ -26,7 +26,7 @@ class RolloutError(CsdeployError):
 
 
 def check_version(version: str) -> str:
-    if not VERSION_RE.match(version):
+    if not VERSION_RE.fullmatch(version):
         raise RolloutError(f"version {version!r} is not usable as an image tag and container name",
                            hint="use letters, digits, '.', '_' and '-' (at most 64), e.g. a git SHA")
     return version

@@ -294,6 +294,14 @@ def test_invalid_env_name_exits_2(home: Path) -> None:
     assert res.exit_code == 2 and "Bad_Name" in res.stderr
 
 
+def test_an_env_name_with_a_trailing_newline_exits_2_and_creates_nothing(home: Path, cloud_view: CloudView) -> None:
+    for command in (["plan", str(DEMO), "--env", "ab\n"], create_args("ab\n")):
+        res = cli(*command)
+        assert res.exit_code == 2, res.output
+        assert "'ab\\n'" in res.stderr
+    assert cloud_view.everything() == {k: [] for k in cloud_view.everything()}
+
+
 def test_bad_blueprint_exits_2_with_file_and_line(home: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text(DEMO.read_text().replace("  web:\n    count: 1\n", "  web:\n    count: many\n"))
