@@ -51,6 +51,7 @@ from .blueprint_rules import (
     image_checker,
     list_checker,
     name_checker,
+    show_key,
 )
 from .blueprint_schema import (
     DOCKER_INSTALL_METHODS,
@@ -89,17 +90,35 @@ class BlueprintError(CsdeployError):
         super().__init__("\n".join(str(p) for p in self.problems), hint=hint)
 
 
+#: A blueprint is a few kilobytes; reading more than this is a mistake or an attack.
+MAX_FILE_BYTES = 1024 * 1024
+#: Values in the parsed tree, aliases counted each time they are used: an 800-byte YAML alias
+#: bomb otherwise expands to gigabytes while it is walked.
+MAX_VALUES = 10_000
+#: Nesting deeper than this is no blueprint (its deepest key is 5 levels down).
+MAX_DEPTH = 50
+
+
 def load_blueprint(path: str | Path, overrides: Sequence[str] = ()) -> Blueprint:
     """Read, override (`PATH=VALUE` strings, as from `--set`) and validate a blueprint file."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise BlueprintError([Problem(name, None, "", "no such file")]) from None
-    except UnicodeDecodeError:
-        raise BlueprintError([Problem(name, None, "", "not a UTF-8 text file")]) from None
+    except IsADirectoryError:
+        raise BlueprintError([Problem(name, None, "", "is a directory, not a blueprint file")]) from None
     except OSError as exc:
-        raise BlueprintError([Problem(name, None, "", f"cannot read: {exc.strerror}")]) from None
+        raise BlueprintError([Problem(name, None, "", f"cannot read: {exc.strerror or exc}")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise BlueprintError([Problem(name, None, "", f"the file is larger than {MAX_FILE_BYTES >> 20} MiB, "
+                                                      "the most a blueprint may be")])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise BlueprintError([Problem(name, line, "", "not a UTF-8 text file")]) from None
     return loads_blueprint(text, filename=name, overrides=overrides, source=Path(path))
 
 
@@ -108,6 +127,9 @@ def loads_blueprint(
     source: Path | None = None,
 ) -> Blueprint:
     """`load_blueprint` for text already in memory; `filename` is what messages show."""
+    if len(text) > MAX_FILE_BYTES:
+        raise BlueprintError([Problem(filename, None, "", f"the text is larger than {MAX_FILE_BYTES >> 20} MiB, "
+                                                          "the most a blueprint may be")])
     tree, locs, problems = _compose(text, filename)
     if tree is None and problems:  # a syntax error: nothing to validate
         raise BlueprintError(problems)
@@ -118,7 +140,7 @@ def loads_blueprint(
         raise BlueprintError([Problem(filename, 1, "", f"expected a mapping of keys (service, "
                                       f"image, cloud, roles, ...), got {describe(tree)}")])
     ctx = Ctx(filename, locs, problems)  # duplicate keys and bad tags do not stop the check
-    _apply(ctx, tree, overrides)
+    _apply(ctx, tree, overrides, filename)
     blueprint = _blueprint(ctx, tree, source)
     if ctx.problems:
         ordered = sorted(ctx.problems, key=lambda p: (p.file != filename, p.line or 0))
@@ -134,7 +156,7 @@ def apply_overrides(tree: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     """
     new = copy.deepcopy(tree)
     ctx = Ctx("<overrides>", {})
-    _apply(ctx, new, overrides)
+    _apply(ctx, new, overrides, None)
     if ctx.problems:
         raise BlueprintError(ctx.problems)
     return new
@@ -143,97 +165,218 @@ def apply_overrides(tree: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 # --- YAML with line numbers -----------------------------------------------------------------
 
 _YAML_TAG = "tag:yaml.org,2002:"
+_MERGE = _YAML_TAG + "merge"
 #: YAML's own data types; anything else (`!!python/...`, `!custom`) is refused.
 _ALLOWED_TAGS = frozenset(_YAML_TAG + t for t in
                           ("map", "seq", "str", "int", "float", "bool", "null", "timestamp", "merge"))
+_NODE_TAGS = {yaml.MappingNode: _YAML_TAG + "map", yaml.SequenceNode: _YAML_TAG + "seq"}
 
 
-def _compose(text: str, file: str) -> tuple[Any, dict[TreePath, Loc], list[Problem]]:
-    """Parse safely into plain data plus the line each key or list item came from."""
-    loader = yaml.SafeLoader(text)
+class _TooBig(Exception):
+    """The document is past one of the bounds above; `line` and `path` say where."""
+
+    def __init__(self, message: str, line: int | None, path: TreePath = ()) -> None:
+        super().__init__(message)
+        self.line = line
+        self.path = path
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents nested deeper than MAX_DEPTH or with more than
+    MAX_VALUES nodes (PyYAML composes recursively: 20,000 levels would be a RecursionError)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        line = self.peek_event().start_mark.line + 1
+        self._depth += 1
+        self._nodes += 1
+        if self._depth > MAX_DEPTH:
+            raise _TooBig(f"is nested more than {MAX_DEPTH} levels deep", line)
+        if self._nodes > MAX_VALUES:
+            raise _TooBig(f"has more than {MAX_VALUES} values", line)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _compose(text: str, file: str, what: str = "blueprint") -> tuple[Any, dict[TreePath, Loc], list[Problem]]:
+    """Parse safely into plain data plus the line each key or list item came from.
+
+    Any problem with the text itself (syntax, a NUL byte, a bound) is one Problem naming
+    the file and, where known, the line; the tree is then None.
+    """
     locs: dict[TreePath, Loc] = {(): (file, None)}
-    problems: list[Problem] = []
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text)  # checks every character first: a NUL byte fails here
+        walker = _Walker(loader, file, locs)
         node = loader.get_single_node()
-        tree = None if node is None else _walk(loader, node, (), file, locs, problems, set())
+        tree = None if node is None else walker.walk(node, ())
+    except _TooBig as exc:
+        return None, locs, [Problem(file, exc.line, dotted(exc.path), f"the {what} {exc}")]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         what = exc.problem or exc.context or "invalid YAML"
         return None, locs, [Problem(file, line, "", f"YAML syntax error: {what}")]
+    except yaml.reader.ReaderError as exc:  # a NUL byte or another character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
+        return None, locs, [Problem(file, line, "", f"character {char!r} is not allowed in YAML")]
+    except yaml.YAMLError as exc:
+        return None, locs, [Problem(file, None, "", f"YAML error: {exc}")]
     finally:
-        loader.dispose()
-    return tree, locs, problems
+        if loader is not None:
+            loader.dispose()
+    return tree, locs, walker.problems
 
 
-def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: TreePath, file: str,
-          locs: dict[TreePath, Loc], problems: list[Problem], active: set[int]) -> Any:
-    line = node.start_mark.line + 1
-    if node.tag not in _ALLOWED_TAGS:
-        problems.append(Problem(file, line, dotted(path), f"unsupported YAML tag {node.tag}"))
-        return None
-    if id(node) in active:
-        problems.append(Problem(file, line, dotted(path), "recursive YAML alias"))
-        return None
-    if isinstance(node, yaml.ScalarNode):
-        try:
-            return loader.construct_object(node)
-        except (yaml.YAMLError, ValueError) as exc:  # e.g. `!!int abc`, `2024-13-45`
-            problems.append(Problem(file, line, dotted(path), f"cannot read value: {exc}"))
+class _Walker:
+    """Turns composed nodes into plain data, recording where each key came from.
+
+    Aliases are walked again at every use (that is what they mean), so every value walked
+    counts against MAX_VALUES, and merge keys are flattened with the same bound.
+    """
+
+    def __init__(self, loader: yaml.SafeLoader, file: str, locs: dict[TreePath, Loc]) -> None:
+        self.loader = loader
+        self.file = file
+        self.locs = locs
+        self.problems: list[Problem] = []
+        self.active: set[int] = set()
+        self.walked = 0
+
+    def _problem(self, line: int | None, path: TreePath, message: str) -> None:
+        self.problems.append(Problem(self.file, line, dotted(path), message))
+
+    def walk(self, node: yaml.Node, path: TreePath) -> Any:
+        line = node.start_mark.line + 1
+        self.walked += 1
+        if self.walked > MAX_VALUES or len(path) > MAX_DEPTH:
+            # Reported at the top-level key whose value grew too big: the alias that
+            # explodes is used there, while `line` is somewhere inside what it repeats.
+            top = self.locs.get(path[:1], (self.file, line))[1]
+            what = (f"expands to more than {MAX_VALUES} values" if self.walked > MAX_VALUES
+                    else f"is nested more than {MAX_DEPTH} levels deep")
+            raise _TooBig(f"{what} through its YAML aliases; write the values out instead", top, path[:1])
+        if node.tag not in _ALLOWED_TAGS:
+            self._problem(line, path, f"unsupported YAML tag {node.tag}")
             return None
-    active.add(id(node))
-    try:
-        if isinstance(node, yaml.SequenceNode):
-            items = []
-            for i, child in enumerate(node.value):
-                locs[path + (i,)] = (file, child.start_mark.line + 1)
-                items.append(_walk(loader, child, path + (i,), file, locs, problems, active))
-            return items
+        if id(node) in self.active:
+            self._problem(line, path, "recursive YAML alias")
+            return None
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                return self.loader.construct_object(node)
+            except (yaml.YAMLError, ValueError, KeyError, AttributeError, TypeError, OverflowError):
+                # e.g. `!!int abc`, `!!bool maybe`, `!!timestamp 2024-13-45`
+                tag = node.tag.rpartition(":")[2]
+                self._problem(line, path, f"cannot read {describe(node.value)} as !!{tag}")
+                return None
+        if node.tag != _NODE_TAGS[type(node)]:
+            self._problem(line, path, f"the tag !!{node.tag.rpartition(':')[2]} does not fit a "
+                                      f"{'mapping' if isinstance(node, yaml.MappingNode) else 'list'}")
+            return None
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                items = []
+                for i, child in enumerate(node.value):
+                    self.locs[path + (i,)] = (self.file, child.start_mark.line + 1)
+                    items.append(self.walk(child, path + (i,)))
+                return items
+            return self._mapping(node, path)
+        finally:
+            self.active.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: TreePath) -> dict[str, Any]:
         first: dict[str, int] = {}
         for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _YAML_TAG + "merge":
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE:
                 key_line = key_node.start_mark.line + 1
                 if key_node.value in first:
-                    problems.append(Problem(file, key_line, dotted(path + (key_node.value,)),
-                                            f"duplicate key (first at line {first[key_node.value]})"))
+                    self._problem(key_line, path + (key_node.value,),
+                                  f"duplicate key (first at line {first[key_node.value]})")
                 first.setdefault(key_node.value, key_line)
-        loader.flatten_mapping(node)  # YAML merge keys (<<: *defaults)
+        self._flatten(node)  # YAML merge keys (<<: *defaults)
         mapping: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
-                problems.append(Problem(file, key_node.start_mark.line + 1, dotted(path),
-                                        "keys must be plain strings"))
+                self._problem(key_node.start_mark.line + 1, path, "keys must be plain strings")
                 continue
             sub = path + (key_node.value,)  # the text as written: `on:` stays "on"
-            locs[sub] = (file, key_node.start_mark.line + 1)
-            mapping[key_node.value] = _walk(loader, value_node, sub, file, locs, problems, active)
+            self.locs[sub] = (self.file, key_node.start_mark.line + 1)
+            mapping[key_node.value] = self.walk(value_node, sub)
         return mapping
-    finally:
-        active.discard(id(node))
+
+    def _flatten(self, node: yaml.MappingNode) -> None:
+        """PyYAML's `flatten_mapping`, bounded: merging an alias twice per level doubles the
+        list each level, so 30 lines of YAML would otherwise build a billion entries."""
+        merge: list[tuple[yaml.Node, yaml.Node]] = []
+        index = 0
+        while index < len(node.value):
+            key_node, value_node = node.value[index]
+            if key_node.tag != _MERGE:
+                index += 1
+                continue
+            del node.value[index]
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in reversed(sources):
+                if not isinstance(source, yaml.MappingNode):
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"a merge key (<<) takes a mapping or a list of mappings, found {source.id}",
+                        source.start_mark)
+                self._flatten(source)
+                merge.extend(source.value)
+                if len(merge) > MAX_VALUES:
+                    raise _TooBig(f"expands to more than {MAX_VALUES} values through its merge keys (<<)",
+                                  node.start_mark.line + 1)
+        if merge:
+            node.value = merge + node.value
 
 
 # --- Overrides ------------------------------------------------------------------------------
 
 
-def _apply(ctx: Ctx, tree: dict[str, Any], overrides: Sequence[str]) -> None:
-    """Apply `--set` overrides in order; later ones win. Problems go to ctx."""
+def _origin(filename: str | None, path: str) -> str:
+    """Where an override's problems are reported: the blueprint file and the `--set`."""
+    return f"{filename} (--set {path})" if filename else f"--set {path}"
+
+
+def _apply(ctx: Ctx, tree: dict[str, Any], overrides: Sequence[str], filename: str | None) -> None:
+    """Apply `--set` overrides in order; later ones win. Problems go to ctx.
+
+    Values are read with the same bounded YAML reader as the file, so an override can be
+    no bigger (and no stranger) than what the file itself may hold.
+    """
     for raw in overrides:
         path_text, eq, value_text = raw.partition("=")
         keys = tuple(path_text.strip().split("."))
         if not eq:
-            ctx.problems.append(Problem(f"--set {raw}", None, "", "expected PATH=VALUE, e.g. roles.web.count=2"))
+            ctx.problems.append(Problem(_origin(filename, raw), None, "",
+                                        "expected PATH=VALUE, e.g. roles.web.count=2"))
             continue
         if not all(keys):
-            where = f"--set {path_text.strip() or '(empty path)'}"  # not raw: the value may be secret
+            where = _origin(filename, path_text.strip() or "(empty path)")  # not raw: the value may be secret
             ctx.problems.append(Problem(where, None, "", "the path before '=' is empty or has an empty part"))
             continue
-        origin: Loc = (f"--set {'.'.join(keys)}", None)
-        try:
-            value = yaml.safe_load(value_text) if value_text.strip() else None
-        except yaml.YAMLError as exc:
-            reason = getattr(exc, "problem", None) or "invalid YAML"
-            ctx.problems.append(Problem(origin[0], None, dotted(keys), f"value is not valid YAML: {reason}"))
-            continue
+        origin: Loc = (_origin(filename, ".".join(keys)), None)
+        if value_text.strip():
+            value, _, value_problems = _compose(value_text, origin[0], "value")
+            if value_problems:
+                for p in value_problems:
+                    message = p.message.replace("YAML syntax error", "value is not valid YAML", 1)
+                    inner = p.field if not p.field or p.field.startswith("[") else "." + p.field
+                    ctx.problems.append(Problem(origin[0], None, dotted(keys) + inner, message))
+                continue
+        else:
+            value = None
         node: dict[str, Any] = tree
         for depth in range(1, len(keys)):
             child = node.get(keys[depth - 1])
@@ -246,17 +389,10 @@ def _apply(ctx: Ctx, tree: dict[str, Any], overrides: Sequence[str]) -> None:
                 break
             node = child
         else:
-            node[keys[-1]] = _str_keys(value)
+            node[keys[-1]] = value
             for stale in [p for p in ctx.locs if p[: len(keys)] == keys]:
                 del ctx.locs[stale]
             ctx.locs[keys] = origin
-
-
-def _str_keys(value: Any) -> Any:
-    """Keys as text, as the file loader gives them (`--set env.clear={1: a}` has an int key)."""
-    if isinstance(value, dict):
-        return {str(k): _str_keys(v) for k, v in value.items()}
-    return [_str_keys(v) for v in value] if isinstance(value, list) else value
 
 
 # --- Sections -------------------------------------------------------------------------------
@@ -285,7 +421,8 @@ def _section(ctx: Ctx, path: TreePath, value: Any, spec: dict[str, Checker],
     for key, item in value.items():
         if key not in spec:
             close = difflib.get_close_matches(key, list(spec), n=1, cutoff=0.6)
-            ctx.add(path + (key,), f"unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close else hint))
+            ctx.add(path + (key,), f"unknown key '{show_key(key)}'"
+                    + (f" (did you mean '{close[0]}'?)" if close else hint))
         elif item is not None:
             checked = spec[key](ctx, path + (key,), item)
             if checked is not BAD:

@@ -32,6 +32,13 @@ DEFAULT_NETWORK_OFFERING = "DefaultIsolatedNetworkOfferingWithSourceNatService"
 DEFAULT_DISK_OFFERING = "Custom"
 PUBLIC_ACCESS_MODES = ("static_nat", "port_forwarding")
 
+#: Upper bounds that keep a typo (or `--set roles.web.count=100000000000`) from turning into
+#: a hang, an overflow or a bill; each message states its bound.
+MAX_ROLE_COUNT = 1000
+MAX_DISK_GB = 65536
+MAX_SECONDS = 86400
+MAX_DURATION_DAYS = 3650
+
 _DURATION_PART = re.compile(r"(\d+)([wdhm])")
 _DURATION_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60}
 
@@ -40,15 +47,19 @@ def parse_duration(text: str) -> timedelta:
     """Parse a TTL such as `30m`, `12h`, `2d` or `1d12h` (units w, d, h, m).
 
     Shared by the blueprint's `ttl` and the `--ttl` flag so both accept the same words.
-    Raises ValueError for anything else, including a zero duration.
+    Raises ValueError for anything else, including a zero duration and one longer than
+    MAX_DURATION_DAYS (an expiry must stay a date: `99999999999999w` is none).
     """
     compact = text.strip().lower()
-    parts = _DURATION_PART.findall(compact)
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    parts = _DURATION_PART.findall(compact) if len(compact) <= 40 else []
     if not parts or "".join(n + u for n, u in parts) != compact:
-        raise ValueError(f"expected a duration like 30m, 12h or 2d, got {text!r}")
+        raise ValueError(f"expected a duration like 30m, 12h or 2d, got {shown!r}")
     seconds = sum(int(n) * _DURATION_UNITS[u] for n, u in parts)
     if seconds <= 0:
-        raise ValueError(f"a duration must be longer than zero, got {text!r}")
+        raise ValueError(f"a duration must be longer than zero, got {shown!r}")
+    if seconds > MAX_DURATION_DAYS * 86400:
+        raise ValueError(f"a duration may be at most {MAX_DURATION_DAYS}d (10 years), got {shown!r}")
     return timedelta(seconds=seconds)
 
 
