@@ -25,7 +25,6 @@ from .blueprint_rules import (
     Loc,
     Problem,
     TreePath,
-    check_abs_path,
     check_bool,
     check_cidrs,
     check_clear_env,
@@ -33,6 +32,7 @@ from .blueprint_rules import (
     check_count,
     check_hosts,
     check_http_path,
+    check_mount,
     check_password,
     check_port,
     check_registry_server,
@@ -491,7 +491,7 @@ def _check_proxy(ctx: Ctx, path: TreePath, value: Any) -> Any:
 
 
 def _disk_checker(default_mount: str) -> Checker:
-    return _sub({"size": check_size_gb, "mount": check_abs_path, "disk_offering": check_str},
+    return _sub({"size": check_size_gb, "mount": check_mount, "disk_offering": check_str},
                 lambda out: Disk(**{"size": 0, "mount": default_mount, **out}), required=["size"])
 
 

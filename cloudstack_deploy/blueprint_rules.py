@@ -22,6 +22,7 @@ from .blueprint_schema import (
     MAX_SECONDS,
     NAME_RE,
     SECRET_NAME_RE,
+    mount_point_problem,
     parse_duration,
 )
 
@@ -335,13 +336,19 @@ def pattern_checker(regex: re.Pattern[str], what: str) -> Checker:
     return check
 
 
-_abs_path = pattern_checker(re.compile(r"^/[^\s:]*[^\s:/]/?$"), "an absolute path other than / (e.g. /data)")
+def check_mount(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """A data disk's mount point, by the provisioner's own rule (`mount_point_problem`).
 
-
-def check_abs_path(ctx: Ctx, path: TreePath, value: Any) -> Any:
-    """A mount point; `/data/` and `/data` are the same place, so compare them as one."""
-    checked = _abs_path(ctx, path, value)
-    return checked if checked is BAD else checked.rstrip("/")
+    `/data/` and `/data` are the same place, so one trailing slash is dropped first.
+    """
+    if check_str(ctx, path, value) is BAD:
+        return BAD
+    mount = value[:-1] if value.endswith("/") and len(value) > 1 else value
+    problem = mount_point_problem(mount)
+    if problem:
+        ctx.add(path, f"{describe(value)} cannot be a mount point: {problem}")
+        return BAD
+    return mount
 
 
 check_http_path = pattern_checker(re.compile(r"^/\S*$"), "a URL path starting with / (e.g. /up)")

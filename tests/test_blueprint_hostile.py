@@ -205,3 +205,40 @@ def test_the_cli_prints_one_escaped_line_per_problem(tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert res.stderr.count("\n") == 1
     assert "\x1b" not in res.stderr and "\x07" not in res.stderr and "\u202e" not in res.stderr
+
+
+# ---- disk mounts: the blueprint accepts exactly what the provisioner accepts ----------------------
+MOUNTS = ["/data", "/data/db", "/srv/app-data", "/mnt/x_y.z", "/etc", "/var/lib/docker", "/data/../etc",
+          "/data/./x", "/data//x", "/data/.hidden", "/", "data", "/data/a b", "/data/a:b", "/data/$x",
+          "/data/x';touch${IFS}PWNED;'", "/data/`id`", "/data/x\ny", "/proc/x", "/run/data", "/dev/sdb",
+          "/" + "d" * 250, "/données"]
+
+
+@pytest.mark.parametrize("mount", MOUNTS)
+def test_validation_accepts_a_mount_exactly_when_the_provisioner_does(mount: str) -> None:
+    from cloudstack_deploy.provision.userdata import DataDisk, UserdataError
+
+    try:
+        DataDisk("csd-db", mount)
+        provisioner_ok = True
+    except UserdataError:
+        provisioner_ok = False
+    try:
+        load_blueprint(DEMO, [f"accessories.db.disk.mount={_yaml_str(mount)}"])
+        blueprint_ok = True
+    except BlueprintError as err:
+        blueprint_ok = False
+        [line] = str(err).splitlines()
+        assert line.startswith(f"{DEMO} (--set accessories.db.disk.mount): accessories.db.disk.mount: ")
+        assert "cannot be a mount point" in line
+    assert blueprint_ok == provisioner_ok
+    assert blueprint_ok == (mount in ("/data", "/data/db", "/srv/app-data", "/mnt/x_y.z"))
+
+
+def _yaml_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def test_a_trailing_slash_is_the_same_mount() -> None:
+    bp = load_blueprint(DEMO, ["accessories.db.disk.mount=/data/pg/"])
+    assert bp.accessories["db"].disk is not None and bp.accessories["db"].disk.mount == "/data/pg"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
-import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 import asyncssh
 import yaml
 
+from cloudstack_deploy.blueprint_schema import mount_point_problem
 from cloudstack_deploy.errors import CsdeployError
 
 from .hostkeys import HostKey
@@ -40,14 +40,8 @@ DISK_SCRIPT_PATH = "/usr/local/sbin/csdeploy-disks"
 DISK_UNIT = "csdeploy-disks.service"
 
 _LABEL_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
-_MOUNT_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 _HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+.:=~_-]*$")
-#: Mounting a data disk over these would hide the system; a blueprint typo must not do that.
-_SYSTEM_DIRS = frozenset({"/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt",
-                          "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr",
-                          "/var", "/var/lib", "/var/lib/docker"})
-
 # The disk script is plain bash with util-linux and e2fsprogs only (present on every cloud
 # image). CSDEPLOY_DISKS_ONLY (a list of devices that may be used) and CSDEPLOY_FSTAB exist so
 # tests can run it against loop devices without any chance of touching a real disk.
@@ -127,12 +121,11 @@ class DataDisk:
             raise UserdataError(
                 f"disk label {self.label!r} is not usable: ext4 labels here are 1-{LABEL_MAX} "
                 "lower-case letters, digits or hyphens", hint="build labels with disk_label()")
-        if (not _MOUNT_RE.fullmatch(self.mount) or posixpath.normpath(self.mount) != self.mount
-                or self.mount in _SYSTEM_DIRS or "/." in self.mount):
-            raise UserdataError(
-                f"mount point {self.mount!r} of disk {self.label} is not usable",
-                hint="use an absolute, normalized path of letters, digits, '.', '_' and '-' "
-                     "outside system directories, e.g. /data/db")
+        problem = mount_point_problem(self.mount)
+        if problem:  # the blueprint refuses these already (same rule): a caller's mistake
+            raise UserdataError(f"mount point {self.mount!r} of disk {self.label} is not usable: {problem}",
+                                hint="use an absolute, normalized path of letters, digits, '.', '_' and '-' "
+                                     "outside system directories, e.g. /data/db")
 
 
 def disk_label(name: str) -> str:

@@ -302,6 +302,19 @@ def test_an_env_name_with_a_trailing_newline_exits_2_and_creates_nothing(home: P
     assert cloud_view.everything() == {k: [] for k in cloud_view.everything()}
 
 
+@pytest.mark.parametrize("mount", ["/etc", "/data/../etc", "/data/x';touch${IFS}PWNED;'"])
+def test_a_mount_the_provisioner_refuses_exits_2_before_anything_is_created(
+        home: Path, cloud_view: CloudView, mount: str) -> None:
+    """validate and plan used to accept these; create-env refused them after creating the
+    network, keypair, IPs and volumes (exit 1)."""
+    override = ["--set", f"accessories.db.disk.mount={mount}"]
+    for command in (["validate", str(DEMO)], ["plan", str(DEMO), "--env", "demo"], create_args("demo")):
+        res = cli(*command, *override)
+        assert res.exit_code == 2, res.output
+        assert "accessories.db.disk.mount" in res.stderr and "cannot be a mount point" in res.stderr
+    assert cloud_view.everything() == {k: [] for k in cloud_view.everything()}
+
+
 def test_bad_blueprint_exits_2_with_file_and_line(home: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text(DEMO.read_text().replace("  web:\n    count: 1\n", "  web:\n    count: many\n"))
