@@ -23,6 +23,7 @@ from .desired import (
     DiskSpec,
     VMSpec,
 )
+from .userdata import disks_from_userdata
 
 GB = 1024**3
 GLOBAL = ""          # actions run first, in order (network, keypair)
@@ -123,6 +124,16 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
         elif vm["state"] in ("Error", "Destroyed"):
             add(Action("replace", "vm", spec.name, f"VM is {vm['state']}: expunge it and deploy again", g,
                        data={"id": vm["id"]}))
+            replaced_id = vm["id"]
+            vm = None
+        elif (missing := _unmounted_disks(actual, spec, vm["id"])):
+            wanted = ", ".join(f"{d.label} at {d.mount}" for d in missing)
+            add(Action("replace", "vm", spec.name, f"its data disks changed ({wanted}): mount points are "
+                       "fixed when a VM is created, so destroy it and deploy it again; its data disks are "
+                       "kept and re-attached", g, data={"id": vm["id"]}))
+            plan.warnings.append(f"{spec.name} will be replaced to mount {wanted}: what is on its root disk "
+                                 "(containers, images, anything outside its data disks) is lost; its data "
+                                 "disks and public IP are kept")
             replaced_id = vm["id"]
             vm = None
         else:
@@ -234,6 +245,20 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
         raise PlanError("the plan cannot be made:\n  " + "\n  ".join(problems),
                         hint="change the blueprint (or --set) so that it asks for what can be done, then re-run")
     return plan
+
+
+def _unmounted_disks(actual: Actual, spec: VMSpec, vm_id: str) -> list[DiskSpec]:
+    """The blueprint's disks for this VM that its user data does not mount where asked.
+
+    Empty when the user data was not read or is not csdeploy's: then nothing is known.
+    Disks the VM mounts but the blueprint no longer wants are harmless (never found again).
+    """
+    if not spec.disks or vm_id not in actual.userdata:
+        return []
+    have = disks_from_userdata(actual.userdata[vm_id])
+    if have is None:
+        return []
+    return [d for d in spec.disks if (d.label, d.mount) not in have]
 
 
 def _plan_disk(plan: Plan, actual: Actual, spec: VMSpec, disk: DiskSpec, vm_id: str | None,

@@ -241,6 +241,32 @@ def parse_cloud_config(userdata: str | None) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def disks_from_userdata(b64: str | None) -> frozenset[tuple[str, str]] | None:
+    """The (label, mount) pairs that ``b64`` user data makes the VM mount, or None when the
+    user data is not csdeploy's (then nothing can be said about its disks).
+
+    Read from the disk unit's ExecStart, which is what the VM runs at every boot: cloud-init
+    writes it once, so this is what the VM does for its whole life, whatever the blueprint
+    says now.
+    """
+    config = parse_cloud_config(b64)
+    files = config.get("write_files") if config else None
+    unit = next((f for f in files or () if isinstance(f, dict)
+                 and f.get("path") == f"/etc/systemd/system/{DISK_UNIT}"), None)
+    if unit is None or not isinstance(unit.get("content"), str):
+        return None
+    line = next((x for x in unit["content"].splitlines() if x.startswith("ExecStart=")), None)
+    if line is None:
+        return None
+    words = line[len("ExecStart="):].split()
+    if not words or words[0] != DISK_SCRIPT_PATH:
+        return None
+    pairs = [tuple(w.split(":", 1)) for w in words[1:]]
+    if any(len(pair) != 2 for pair in pairs):
+        return None
+    return frozenset((label, mount) for label, mount in pairs)
+
+
 def host_public_key_from_userdata(b64: str | None) -> str | None:
     """The ed25519 host public key line that ``b64`` user data installs, or None.
 

@@ -13,6 +13,7 @@ import pytest
 from cloudstack_deploy.progress import Recorder
 from cloudstack_deploy.provision.desired import TAG_ENV, TAG_EXPIRES, TAG_ROLE, parse_time
 from cloudstack_deploy.provision.plan import PlanError
+from cloudstack_deploy.provision.userdata import disks_from_userdata
 from cloudstack_deploy.state import EnvState
 
 from .conftest import CREATE_COMMANDS, DEMO, CloudView, cli, create, create_args
@@ -189,6 +190,54 @@ async def test_a_destroyed_vm_is_replaced_and_gets_its_disk_back(home: Path, clo
     assert new["publicip"] == old["publicip"]
 
 
+def _mounts(cloud_view: CloudView, vm: dict) -> frozenset[tuple[str, str]] | None:
+    data = cloud_view.cs.getVirtualMachineUserData(virtualmachineid=vm["id"])
+    return disks_from_userdata(data["virtualmachineuserdata"]["userdata"])
+
+
+def test_changing_a_mount_plans_a_replace_and_create_env_converges(home: Path, cloud_view: CloudView) -> None:
+    """A VM's mount points are in its user data, fixed when it is made: plan used to say "up to
+    date" while the VM kept mounting the old path."""
+    assert cli(*create_args("demo")).exit_code == 0
+    old = cloud_view.vm("demo-db-1")
+    (disk,) = cloud_view.volumes()
+    assert _mounts(cloud_view, old) == {("csd-db", "/data/db")}
+    change = ["--set", "accessories.db.disk.mount=/data/pg"]
+
+    res = cli("plan", str(DEMO), "--env", "demo", *change)
+    assert res.exit_code == 0, res.output
+    assert "up to date" not in res.stdout
+    assert "± replace vm           demo-db-1  (its data disks changed (csd-db at /data/pg)" in res.stdout
+    assert "! demo-db-1 will be replaced to mount csd-db at /data/pg" in res.stdout
+    assert cloud_view.vm("demo-db-1")["id"] == old["id"]  # plan changed nothing
+
+    res = cli(*create_args("demo", "accessories.db.disk.mount=/data/pg"))
+    assert res.exit_code == 0, res.output
+    new = cloud_view.vm("demo-db-1")
+    assert new["id"] != old["id"] and new["publicip"] == old["publicip"]
+    assert _mounts(cloud_view, new) == {("csd-db", "/data/pg")}
+    (again,) = cloud_view.volumes()
+    assert again["id"] == disk["id"] and again["virtualmachineid"] == new["id"]  # the same data disk
+    res = cli("plan", str(DEMO), "--env", "demo", *change)
+    assert res.stdout.strip() == "environment demo: up to date, nothing to do"
+    hosts = {h["name"]: h for h in EnvState("demo").read_inventory()["hosts"]}
+    assert hosts["demo-db-1"]["disks"][0]["mount"] == "/data/pg"
+
+
+async def test_adding_a_disk_to_a_role_replaces_its_vms_to_mount_it(home: Path, cloud_view: CloudView) -> None:
+    """A VM made without data disks has no mount for one attached later: it is replaced."""
+    await create("demo")
+    old = cloud_view.vm("demo-worker-1")
+    result, _ = await create("demo", "roles.worker.disk.size=5")
+    assert [(a.op, a.kind, a.name) for a in result.plan.actions if a.group == "demo-worker-1"][:1] == [
+        ("replace", "vm", "demo-worker-1")]
+    new = cloud_view.vm("demo-worker-1")
+    assert new["id"] != old["id"]
+    assert _mounts(cloud_view, new) == {("csd-worker", "/data")}
+    result, _ = await create("demo", "roles.worker.disk.size=5")
+    assert result.plan.empty
+
+
 # ---- port forwarding ----------------------------------------------------------------------------
 async def test_port_forwarding_mode_shares_the_source_nat_address(home: Path, cloud_view: CloudView) -> None:
     result, _ = await create("demo", "cloud.public_access=port_forwarding", "roles.web.count=2")
@@ -334,11 +383,13 @@ def test_no_cloud_configured_exits_2_with_the_hint(clean_env: Path) -> None:
 
 async def test_host_keys_come_from_the_inventory_else_from_the_cloud(home: Path) -> None:
     """A re-run reads pinned keys from the last inventory (no API call); without it, from
-    each VM's user data through CloudStack's API — the same keys either way."""
+    each VM's user data through CloudStack's API — the same keys either way. The user data
+    of a VM with a data disk is read on every run (it says where the VM mounts its disks),
+    and then serves its host key too."""
     first, _ = await create("demo")
     pinned = {h["name"]: h["host_key"] for h in first.inventory["hosts"]}
     _, cloud = await create("demo")
-    assert cloud.calls["getVirtualMachineUserData"] == 0
+    assert cloud.calls["getVirtualMachineUserData"] == 1  # demo-db-1's, for its data disk
     EnvState("demo").inventory_path.unlink()
     again, cloud = await create("demo")
     assert cloud.calls["getVirtualMachineUserData"] == len(pinned)
