@@ -135,11 +135,11 @@ class Cloud:
                 raise CloudError(command, code, text, cserrorcode=err.get("cserrorcode")) from None
             except CloudStackException as exc:
                 status = getattr(getattr(exc, "response", None), "status", None)
-                raise CloudUnavailable(command, status, f"unexpected answer from {self.config.endpoint}: {exc.args[0]}",
+                raise CloudUnavailable(command, status, f"unexpected answer from {self.config.shown_endpoint}: {exc.args[0]}",
                                        hint="check that CLOUDSTACK_ENDPOINT points at the API (…/client/api)") from None
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 detail = str(exc) or type(exc).__name__
-                raise CloudUnavailable(command, None, f"no answer from {self.config.endpoint}: {detail}",
+                raise CloudUnavailable(command, None, f"no answer from {self.config.shown_endpoint}: {detail}",
                                        hint="is the cloud (or `csdeploy lab`) running and reachable?") from None
 
     async def request(self, command: str, *, post: bool = False, **params: Any) -> dict[str, Any]:

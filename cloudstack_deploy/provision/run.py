@@ -279,7 +279,7 @@ async def _inventory(cloud: Cloud, desired: Desired, actual: Actual, catalog: Ca
         roles.setdefault(h["role"], []).append(h["name"])
     accessories = {a: h["name"] for h in hosts for a in h["accessories"]}
     inventory = {
-        "env": desired.env, "service": desired.service, "endpoint": cloud.config.endpoint,
+        "env": desired.env, "service": desired.service, "endpoint": cloud.config.shown_endpoint,
         "written": format_time(datetime.now(UTC)),
         "expires": format_time(desired.expires) if desired.expires else None,
         "network": {"id": actual.network["id"] if actual.network else None, "name": desired.network,

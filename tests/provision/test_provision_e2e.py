@@ -381,6 +381,33 @@ def test_no_cloud_configured_exits_2_with_the_hint(clean_env: Path) -> None:
     assert not (clean_env / "envs" / "demo" / "inventory.json").exists()
 
 
+def test_a_bad_poll_interval_exits_2_naming_the_variable(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDSTACK_POLL_INTERVAL", "abc")
+    for args in (["envs"], create_args("demo")):
+        res = cli(*args)
+        assert res.exit_code == 2
+        assert res.stderr.splitlines()[0] == ("csdeploy: error: CLOUDSTACK_POLL_INTERVAL: expected a number of "
+                                              "seconds, more than 0 and at most 600, got 'abc'")
+        assert "Traceback" not in res.stderr
+
+
+def test_a_password_in_the_endpoint_is_never_printed_or_written(home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 sim) -> None:
+    canary = "ep-canary-4411"
+    host = sim.endpoint.split("://", 1)[1]
+    monkeypatch.setenv("CLOUDSTACK_ENDPOINT", f"http://proxy:{canary}@{host}")
+    res = cli(*create_args("demo", extra=["--json"]))
+    assert res.exit_code == 0, res.stderr
+    inventory = EnvState("demo").inventory_path.read_text()
+    assert json.loads(res.stdout)["inventory"]["endpoint"] == f"http://proxy:***@{host}"
+    assert canary not in res.stdout + res.stderr + inventory
+    # unreachable: the error names the endpoint, without its password
+    monkeypatch.setenv("CLOUDSTACK_ENDPOINT", f"http://proxy:{canary}@127.0.0.1:9/client/api")
+    res = cli("envs")
+    assert res.exit_code == 1
+    assert "http://proxy:***@127.0.0.1:9/client/api" in res.stderr and canary not in res.stderr
+
+
 async def test_host_keys_come_from_the_inventory_else_from_the_cloud(home: Path) -> None:
     """A re-run reads pinned keys from the last inventory (no API call); without it, from
     each VM's user data through CloudStack's API — the same keys either way. The user data
