@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import CsdeployError
 from ..log import register_secrets
-from ..state import state_root
+from ..state import ensure_home, state_root
 
 INI_PATHS = ("~/.cloudstack.ini", "cloudstack.ini")
 
@@ -184,6 +184,7 @@ def _apply_overrides(config: CloudConfig, overrides: str) -> CloudConfig:
 def write_lab_profile(endpoint: str, key: str, secret: str, poll_interval: float = 0.25) -> Path:
     """Make the lab the default cloud for csdeploy (used when nothing else is configured)."""
     path = lab_profile_path()
+    ensure_home()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     parser = configparser.ConfigParser()
     parser["lab"] = {"endpoint": endpoint, "key": key, "secret": secret, "poll_interval": str(poll_interval),

@@ -381,6 +381,31 @@ def test_no_cloud_configured_exits_2_with_the_hint(clean_env: Path) -> None:
     assert not (clean_env / "envs" / "demo" / "inventory.json").exists()
 
 
+def test_the_state_home_and_everything_in_it_is_private(home: Path) -> None:
+    """$CSDEPLOY_HOME and envs/ used to be 0755 and envs/NAME/blueprint.json 0644."""
+    assert not home.exists()
+    assert cli(*create_args("demo")).exit_code == 0
+    assert (home / "envs" / "demo" / "blueprint.json").exists()
+    paths = [home, *home.rglob("*")]
+    assert {p.relative_to(home).as_posix(): mode(p) for p in paths if p.is_dir()} == {
+        ".": 0o700, "envs": 0o700, "envs/demo": 0o700}
+    files = {p.relative_to(home).as_posix(): mode(p) for p in paths if p.is_file()}
+    assert set(files) >= {"envs/demo/blueprint.json", "envs/demo/inventory.json", "envs/demo/id_ed25519",
+                          "envs/demo/known_hosts", "envs/demo/lock"}
+    assert set(files.values()) == {0o600}, files
+
+
+def test_a_home_left_open_by_an_older_version_is_tightened(home: Path) -> None:
+    (home / "envs" / "demo").mkdir(parents=True)
+    for d in (home, home / "envs", home / "envs" / "demo"):
+        d.chmod(0o755)
+    (home / "envs" / "demo" / "blueprint.json").write_text("{}")
+    (home / "envs" / "demo" / "blueprint.json").chmod(0o644)
+    assert cli(*create_args("demo")).exit_code == 0
+    assert [mode(d) for d in (home, home / "envs", home / "envs" / "demo")] == [0o700] * 3
+    assert mode(home / "envs" / "demo" / "blueprint.json") == 0o600
+
+
 def test_a_bad_poll_interval_exits_2_naming_the_variable(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLOUDSTACK_POLL_INTERVAL", "abc")
     for args in (["envs"], create_args("demo")):
