@@ -9,13 +9,18 @@ to the log redactor so they are scrubbed even if something else prints them.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+import shlex
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 
 from .blueprint_schema import Blueprint
 from .errors import CsdeployError
+from .log import register_secrets
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
@@ -32,9 +37,13 @@ class SecretsError(CsdeployError):
 class Secrets(Mapping[str, str]):
     """Secret values by name. Reads like a dict; prints like a list of names."""
 
-    def __init__(self, values: Mapping[str, str], sources: Mapping[str, str] | None = None) -> None:
+    def __init__(self, values: Mapping[str, str], sources: Mapping[str, str] | None = None, *,
+                 registry: tuple[str, str] | None = None) -> None:
         self._values = dict(values)
         self._sources = dict(sources or {})
+        #: (username, secret name) of the registry login, whose base64 `user:password` Docker
+        #: keeps in ~/.docker/config.json on every host.
+        self._registry = registry
 
     def __getitem__(self, name: str) -> str:
         return self._values[name]
@@ -55,8 +64,53 @@ class Secrets(Mapping[str, str]):
         return self._sources.get(name, "unknown")
 
     def values_for_redaction(self) -> frozenset[str]:
-        """The non-empty values, for log redaction."""
-        return frozenset(v for v in self._values.values() if v)
+        """Every value and every form derived from one (see `derived_forms`), for redaction."""
+        forms: set[str] = set()
+        for value in self._values.values():
+            if value:
+                forms |= derived_forms(value)
+        if self._registry is not None and self._values.get(self._registry[1]):
+            auth = f"{self._registry[0]}:{self._values[self._registry[1]]}"
+            forms |= _base64_forms(auth)
+        return frozenset(forms)
+
+
+def derived_forms(value: str) -> set[str]:
+    """`value` and the forms it takes on its way to a host and back in an echo.
+
+    URL-encoded both ways (a password inside DATABASE_URL is percent-encoded; a secret that
+    is itself a URL is echoed decoded, and its password alone), with upper- and lower-case hex; base64 (standard and
+    URL-safe, with and without padding); JSON-escaped; shell-quoted. A line of a Docker env
+    file is `NAME=value` with the value as it is, so the plain value covers it.
+    """
+    forms = {value, unquote(value), unquote_plus(value)}
+    try:  # a secret that is a URL (DATABASE_URL=postgres://u:pw@h/db): its password alone too
+        password = urlsplit(value).password if "://" in value else None
+    except ValueError:
+        password = None
+    if password:
+        forms |= {password, unquote(password)}
+    for encoded in (quote(value, safe=""), quote(value), quote_plus(value), quote_plus(value, safe=":/@")):
+        forms |= {encoded, re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded)}
+    forms |= _base64_forms(value)
+    forms |= {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    forms |= {shlex.quote(value), value.replace("'", "'\"'\"'")}
+    return {f for f in forms if f}
+
+
+def _base64_forms(text: str) -> set[str]:
+    raw = text.encode()
+    forms = {base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
+    return forms | {f.rstrip("=") for f in forms}
+
+
+def register_derived(values: Iterable[str]) -> None:
+    """Register `values` and everything derived from them (`derived_forms`) for redaction."""
+    forms: set[str] = set()
+    for value in values:
+        if value:
+            forms |= derived_forms(value)
+    register_secrets(forms)
 
 
 def load_secrets(
@@ -90,7 +144,11 @@ def load_secrets(
             hint=f"export {missing[0]}=... or add {missing[0]}=... to "
                  f"{path if path is not None else 'a file named by secrets_file in the blueprint'}",
         )
-    return Secrets(values, sources)
+    registry = (blueprint.registry.username, blueprint.registry.password) if blueprint.registry else None
+    secrets = Secrets(values, sources, registry=registry)
+    # From here on no log line, error or progress line can show a value, in any form.
+    register_secrets(secrets.values_for_redaction())
+    return secrets
 
 
 def read_dotenv(path: str | Path) -> dict[str, str]:

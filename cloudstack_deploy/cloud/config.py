@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..errors import CsdeployError
-from ..log import register_secrets
+from ..secrets import register_derived
 from ..state import ensure_home, state_root
 
 INI_PATHS = ("~/.cloudstack.ini", "cloudstack.ini")
@@ -67,7 +67,7 @@ def _protect(config: CloudConfig) -> CloudConfig:
         password = urlsplit(config.endpoint).password
     except ValueError:
         password = None
-    register_secrets([config.secret, password, unquote(password) if password else None])
+    register_derived([config.secret, password or "", unquote(password) if password else ""])
     return config
 
 
