@@ -89,6 +89,7 @@ class Cloud:
         self._post: AIOCloudStack | None = None
         self._on_call = on_call
         self._watcher: _JobWatcher | None = None
+        self._capabilities: dict[str, Any] | None = None
 
     async def __aenter__(self) -> Cloud:
         kw: dict[str, Any] = dict(endpoint=self.config.endpoint, key=self.config.key, secret=self.config.secret,
@@ -172,6 +173,39 @@ class Cloud:
         raise AssertionError("unreachable")
 
     # ---- conveniences --------------------------------------------------------------------
+    async def capabilities(self) -> dict[str, Any]:
+        """listCapabilities for this caller, read once per session; {} if the cloud will not say."""
+        if self._capabilities is None:
+            try:
+                self._capabilities = (await self.request("listCapabilities")).get("capability") or {}
+            except CloudError:
+                self._capabilities = {}
+        return self._capabilities
+
+    async def destroy_vm(self, vm_id: str) -> bool:
+        """Destroy a VM and expunge it; False if this account may only destroy it (CloudStack
+        then expunges it after `expunge.delay`).
+
+        Decided from what the cloud says, never from an error's wording: listCapabilities'
+        `allowuserexpungerecovervm` (true for admins, else the cloud's setting) says up front
+        whether to ask for expunge; a refusal with 531 (CloudStack's permission-denied code)
+        to destroyVirtualMachine with expunge=true means the same. Any other failure, a 530
+        included, is a real failure and is raised as it is. (Real CloudStack checks the
+        permission inside the async job and reports PermissionDeniedException there as a
+        530, indistinguishable by code from any internal error; hence the up-front check.)
+        """
+        if (await self.capabilities()).get("allowuserexpungerecovervm") is False:
+            await self.job("destroyVirtualMachine", id=vm_id)
+            return False
+        try:
+            await self.job("destroyVirtualMachine", id=vm_id, expunge=True)
+            return True
+        except CloudError as exc:
+            if exc.code != 531 or isinstance(exc, CloudUnavailable):
+                raise
+        await self.job("destroyVirtualMachine", id=vm_id)
+        return False
+
     async def list(self, command: str, **params: Any) -> list[dict[str, Any]]:
         """Every item of a list command, walking pages of 500 (``count`` is the total)."""
         items: list[dict[str, Any]] = []
