@@ -32,7 +32,8 @@ RETRY_CODES_SAFE = {429, 530, 534}
 HINTS = {
     401: "check CLOUDSTACK_KEY / CLOUDSTACK_SECRET (or the profile in use) and the machine's clock",
     429: "the cloud is rate limiting API calls; lower --max-api and re-run",
-    431: "a parameter or id was refused; check the blueprint's names against the cloud's catalog",
+    431: "a name or id was refused; check the blueprint's names (zone, template, offerings) against "
+         "what the cloud offers",
     531: "your CloudStack user is not allowed to do this; ask the cloud's administrators",
     532: "the account reached a resource limit; free resources or ask for a higher limit",
     533: "the cloud has no capacity for this right now; try a smaller offering or later, then re-run "
@@ -42,6 +43,21 @@ HINTS = {
 }
 
 
+#: Commands whose parameters come from the blueprint's names (zone, template, offerings): a 431
+#: there is about those names. Anywhere else csdeploy sends ids it has just read from the cloud.
+CATALOG_COMMANDS = frozenset({"deployVirtualMachine", "createNetwork", "createVolume", "scaleVirtualMachine"})
+
+
+def hint_for(command: str, code: int | None) -> str | None:
+    """What to do about error ``code`` from ``command``: the hint must fit the failure."""
+    if code == 431 and command not in CATALOG_COMMANDS:
+        return (f"CloudStack refused the parameters of {command}, which name resources csdeploy has just "
+                "read: one changed or went away meanwhile, or cannot do this (e.g. a network that cannot "
+                "get another public IP); re-run, and look at the environment in the CloudStack UI if it "
+                "persists")
+    return HINTS.get(code) if code else None
+
+
 class CloudError(CsdeployError):
     """A CloudStack error, with the command, the code and CloudStack's own text."""
 
@@ -49,7 +65,7 @@ class CloudError(CsdeployError):
                  hint: str | None = None) -> None:
         where = f"CloudStack {command}"
         msg = f"{where} failed: {text}" + (f" (error {code})" if code else "")
-        super().__init__(msg, hint=hint or (HINTS.get(code) if code else None))
+        super().__init__(msg, hint=hint or hint_for(command, code))
         self.command = command
         self.code = code
         self.cserrorcode = cserrorcode

@@ -34,6 +34,11 @@ class PlanError(CsdeployError):
     """The blueprint asks for something the plan refuses to do (e.g. shrinking a disk)."""
 
 
+#: `key_fingerprint` meaning "there is no local key: create-env would make a new one".
+NO_LOCAL_KEY = "(no local key)"
+_PLAN_HINT = "change the blueprint (or --set) so that it asks for what can be done, then re-run"
+
+
 @dataclass(frozen=True)
 class Action:
     op: str        # create | adopt | update | start | scale | replace | delete
@@ -82,10 +87,17 @@ def _cidrs(rule: dict[str, Any]) -> tuple[str, ...]:
     return tuple(sorted(c.strip() for c in (rule.get("cidrlist") or "").split(",") if c.strip()))
 
 
-def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None = None) -> Plan:
+def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None = None,
+              key_path: str | None = None) -> Plan:
+    """The actions that make ``actual`` what ``desired`` asks for; PlanError if some cannot be.
+
+    ``key_fingerprint`` is that of the key create-env logs in with (at ``key_path``),
+    ``NO_LOCAL_KEY`` when there is none and create-env would make one, None not to check.
+    """
     plan = Plan(desired.env)
     add = plan.actions.append
     problems: list[str] = []
+    hints: list[str] = []
 
     # ---- global: network and keypair -----------------------------------------------------
     net = actual.network
@@ -103,10 +115,18 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
     if actual.keypair is None:
         add(Action("create", "keypair", desired.keypair, "register the environment's SSH key"))
     elif key_fingerprint and actual.keypair.get("fingerprint") != key_fingerprint:
-        problems.append(
-            f"keypair {desired.keypair} in the cloud has fingerprint {actual.keypair.get('fingerprint')}, "
-            f"not the local key's {key_fingerprint}: csdeploy could not log in to its VMs"
-        )
+        where = key_path or "the local key"
+        if key_fingerprint == NO_LOCAL_KEY:
+            problems.append(f"keypair {desired.keypair} is in the cloud but this machine has no key for the "
+                            f"environment ({where} is missing: the environment was created from another "
+                            "machine, or $CSDEPLOY_HOME was lost): a new key would not open its VMs")
+        else:
+            problems.append(f"keypair {desired.keypair} in the cloud has fingerprint "
+                            f"{actual.keypair.get('fingerprint')}, not that of {where} ({key_fingerprint}): "
+                            "csdeploy could not log in to its VMs")
+        hints.append(f"the environment's VMs accept only the key it was created with: copy that private key "
+                     f"to {where} (or point cloud.ssh.key at it); if it is lost, `csdeploy teardown "
+                     f"--env {desired.env}` and create the environment again")
 
     # ---- per VM ---------------------------------------------------------------------------
     used_pf_ports = {int(r["publicport"]) for r in actual.port_forwards}
@@ -242,8 +262,9 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
                        data={"id": vol["id"], "attached": bool(vol.get("virtualmachineid"))}))
             plan.warnings.append(f"volume {name} is no longer in the blueprint: it will be deleted with its data")
     if problems:
-        raise PlanError("the plan cannot be made:\n  " + "\n  ".join(problems),
-                        hint="change the blueprint (or --set) so that it asks for what can be done, then re-run")
+        if len(hints) < len(problems):  # some problems are the blueprint's to fix
+            hints.append(_PLAN_HINT)
+        raise PlanError("the plan cannot be made:\n  " + "\n  ".join(problems), hint="; ".join(hints))
     return plan
 
 

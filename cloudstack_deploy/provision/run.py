@@ -12,6 +12,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from ..blueprint import Blueprint
@@ -24,7 +25,7 @@ from .actual import Actual, read_actual, read_vm_userdata
 from .apply import EnvBusy, RunContext, apply_plan
 from .catalog import Catalog, resolve_catalog
 from .desired import TAG_EXPIRES, TAG_LOCK, Desired, desired_state, format_time, parse_time
-from .plan import Plan, make_plan
+from .plan import NO_LOCAL_KEY, Plan, make_plan
 from .ssh_wait import SSHTarget, wait_for_ssh
 from .userdata import host_public_key_from_userdata
 
@@ -82,8 +83,19 @@ def _vms_with_disks(desired: Desired, actual: Actual) -> list[str]:
             and actual.vms[v.name]["state"] not in ("Error", "Destroyed")]
 
 
+def _local_key(state: EnvState, bp: Blueprint) -> tuple[Path, str | None]:
+    """The key create-env logs in with and its public line; None for the line when it is the
+    environment's own key and does not exist yet (create-env would make it). Reads only."""
+    given = bp.ssh_key_path()
+    if given is not None:
+        return state.ensure_keypair(given)  # a given key is only read, never made
+    if state.key_path.exists():
+        return state.key_path, state.public_key()
+    return state.key_path, None
+
+
 async def _read_and_plan(cloud: Cloud, bp: Blueprint, env: str, ttl: timedelta | None,
-                         key_fp: str | None) -> _Planned:
+                         key: tuple[Path, str | None] | None) -> _Planned:
     """Read the cloud and make the plan: the one path `plan` and `create-env` share, so a
     plan shows exactly what create-env then does (or refuses)."""
     desired = desired_state(bp, env, ttl=ttl)
@@ -92,16 +104,17 @@ async def _read_and_plan(cloud: Cloud, bp: Blueprint, env: str, ttl: timedelta |
     offerings, disks = _needed_names(desired)
     catalog, _ = await asyncio.gather(resolve_catalog(cloud, desired, offerings, disks),
                                       read_vm_userdata(cloud, actual, _vms_with_disks(desired, actual)))
-    return _Planned(desired, actual, catalog, make_plan(desired, actual, key_fingerprint=key_fp))
+    fp = None if key is None else key_fingerprint(key[1]) if key[1] else NO_LOCAL_KEY
+    plan = make_plan(desired, actual, key_fingerprint=fp, key_path=str(key[0]) if key else None)
+    return _Planned(desired, actual, catalog, plan)
 
 
 async def plan_env(cloud: Cloud, bp: Blueprint, env: str, *, ttl: timedelta | None = None,
                    state: EnvState | None = None) -> Plan:
-    """What create-env would do now. Reads the cloud, changes nothing."""
-    fp = None
-    if state is not None and bp.ssh_key_path() is None and state.key_path.exists():
-        fp = key_fingerprint(state.public_key())
-    return (await _read_and_plan(cloud, bp, env, ttl, fp)).plan
+    """What create-env would do now, or the PlanError it would stop with. Reads the cloud (and
+    the local key), changes nothing."""
+    key = _local_key(state, bp) if state is not None else None
+    return (await _read_and_plan(cloud, bp, env, ttl, key)).plan
 
 
 def _lock_value() -> str:
@@ -172,9 +185,11 @@ async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, pro
     calls_before = cloud.total_calls
     with state.lock():
         # Under the lock: a second run must not read the key while the first is still writing it.
-        key_path, public_key = state.ensure_keypair(bp.ssh_key_path())
-        planned = await _read_and_plan(cloud, bp, env, opts.ttl, key_fingerprint(public_key))
+        key_path, public_key = _local_key(state, bp)
+        planned = await _read_and_plan(cloud, bp, env, opts.ttl, (key_path, public_key))
         desired, actual, catalog, plan = planned.desired, planned.actual, planned.catalog, planned.plan
+        if public_key is None:  # only once the plan stands: a refused plan leaves no new key behind
+            key_path, public_key = state.ensure_keypair(None)
         for warning in plan.warnings:
             progress.note(warning, level="warning")
         lock = _lock_value()

@@ -19,7 +19,7 @@ from cloudstack_deploy.provision.desired import (
     format_time,
 )
 from cloudstack_deploy.provision.hostkeys import generate_host_key
-from cloudstack_deploy.provision.plan import GB, REMOVE, Plan, PlanError, make_plan
+from cloudstack_deploy.provision.plan import GB, NO_LOCAL_KEY, REMOVE, Plan, PlanError, make_plan
 from cloudstack_deploy.provision.userdata import DataDisk, build_userdata
 
 from .conftest import blueprint
@@ -252,6 +252,24 @@ def test_a_keypair_with_another_key_is_a_plan_error() -> None:
     with pytest.raises(PlanError) as err:
         make_plan(d, converged(d), key_fingerprint="cc:dd")
     assert "aa:bb" in str(err.value) and "cc:dd" in str(err.value) and "could not log in" in str(err.value)
+
+
+def test_no_local_key_for_an_existing_keypair_is_a_plan_error_with_a_key_hint() -> None:
+    d = desired()
+    with pytest.raises(PlanError) as err:
+        make_plan(d, converged(d), key_fingerprint=NO_LOCAL_KEY, key_path="/h/envs/demo/id_ed25519")
+    assert "this machine has no key for the environment (/h/envs/demo/id_ed25519 is missing" in str(err.value)
+    assert err.value.hint is not None and "copy that private key to /h/envs/demo/id_ed25519" in err.value.hint
+    assert "change the blueprint" not in err.value.hint
+
+
+def test_a_plan_error_gives_the_hint_of_each_kind_of_problem() -> None:
+    d = desired("accessories.db.disk.size=5")
+    with pytest.raises(PlanError) as err:
+        make_plan(d, converged(desired()), key_fingerprint="cc:dd")
+    assert "shrinking a disk" in str(err.value) and "could not log in" in str(err.value)
+    assert err.value.hint is not None and "copy that private key" in err.value.hint
+    assert "change the blueprint" in err.value.hint
 
 
 def test_ttl_sets_and_changes_the_expiry() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -379,6 +380,52 @@ def test_no_cloud_configured_exits_2_with_the_hint(clean_env: Path) -> None:
     assert "no CloudStack configured" in res.stderr
     assert "CLOUDSTACK_ENDPOINT" in res.stderr and "lab simulator" in res.stderr
     assert not (clean_env / "envs" / "demo" / "inventory.json").exists()
+
+
+def test_a_lost_state_dir_plan_says_what_create_env_then_says(home: Path, cloud_view: CloudView) -> None:
+    """plan used to say "up to date" while create-env exited 2 on the keypair, with a hint to
+    change the blueprint."""
+    assert cli(*create_args("demo")).exit_code == 0
+    shutil.rmtree(home / "envs" / "demo")
+    before = cloud_view.everything()
+    key = home / "envs" / "demo" / "id_ed25519"
+    plan = cli("plan", str(DEMO), "--env", "demo")
+    create = cli(*create_args("demo"))
+    for res in (plan, create):
+        assert res.exit_code == 2, res.output
+        assert "up to date" not in res.stdout
+        assert (f"keypair csdeploy-demo is in the cloud but this machine has no key for the environment "
+                f"({key} is missing") in res.stderr
+        assert f"hint: the environment's VMs accept only the key it was created with: copy that private key " \
+               f"to {key}" in res.stderr
+        assert "change the blueprint" not in res.stderr
+    assert plan.stderr == create.stderr  # the same refusal, word for word
+    assert not key.exists()  # create-env made no new key that would then "mismatch" forever
+    assert cloud_view.everything() == before
+
+
+def test_a_key_that_is_not_the_environments_is_named_in_plan_and_create_env(home: Path, tmp_path: Path) -> None:
+    assert cli(*create_args("demo")).exit_code == 0
+    other = tmp_path / "other_key"
+    EnvState("other").ensure_keypair()
+    shutil.copy(home / "envs" / "other" / "id_ed25519", other)
+    for args in (["plan", str(DEMO), "--env", "demo"], create_args("demo")):
+        res = cli(*args, "--set", f"cloud.ssh.key={other}")
+        assert res.exit_code == 2, res.output
+        assert f"not that of {other}" in res.stderr and f"copy that private key to {other}" in res.stderr
+
+
+def test_a_431_on_associate_ip_does_not_blame_the_blueprints_names(home: Path, cloud_view: CloudView) -> None:
+    cloud_view.add_faults("associateIpAddress:http:431:1")
+    res = cli(*create_args("demo"))
+    assert res.exit_code == 1
+    hint = next(line for line in res.stderr.splitlines() if line.startswith("hint:"))
+    assert "CloudStack refused the parameters of associateIpAddress" in hint and "re-run" in hint
+    assert "blueprint" not in hint
+    cloud_view.add_faults("deployVirtualMachine:http:431:1")
+    res = cli(*create_args("other"))
+    assert res.exit_code == 1
+    assert "check the blueprint's names (zone, template, offerings)" in res.stderr
 
 
 def test_the_state_home_and_everything_in_it_is_private(home: Path) -> None:
