@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
@@ -124,7 +125,8 @@ def load_secrets(
     """
     path = Path(dotenv_path) if dotenv_path is not None else blueprint.secrets_file_path()
     needed = [name for name in blueprint.secrets if not environ.get(name)]
-    from_file = read_dotenv(path) if path is not None and needed and path.is_file() else {}
+    found = bool(path is not None and needed and check_secrets_file(path))
+    from_file = read_dotenv(path) if found and path is not None else {}
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
     for name in blueprint.secrets:
@@ -136,7 +138,7 @@ def load_secrets(
     if missing:
         looked = ["the environment"]
         if path is not None:
-            looked.append(str(path) + ("" if path.is_file() else " (not found)"))
+            looked.append(str(path) + ("" if found else " (not found)"))
         raise SecretsError(
             f"missing secret{'s' if len(missing) > 1 else ''}: {', '.join(missing)} "
             f"(looked in {' and '.join(looked)})",
@@ -149,6 +151,50 @@ def load_secrets(
     # From here on no log line, error or progress line can show a value, in any form.
     register_secrets(secrets.values_for_redaction())
     return secrets
+
+
+#: A dotenv file is a few lines; anything bigger is not one.
+MAX_SECRETS_FILE_BYTES = 1024 * 1024
+_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket",
+          stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
+def check_secrets_file(path: Path) -> bool:
+    """True if ``path`` is a secrets file csdeploy may read, False if there is none there.
+
+    Raises SecretsError for anything else: a directory, FIFO or device (reported as such:
+    reading a FIFO would hang, a device never end), a file owned by another user, one
+    larger than MAX_SECRETS_FILE_BYTES, or a symlink that leads outside the directory it
+    is in (`.env -> /etc/shadow`: csdeploy often runs as root, so ownership alone would not
+    stop that). A symlink to a file beside it or below it (`.env -> envs/prod.env`) is fine.
+    """
+    try:
+        link = path.lstat()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise SecretsError(f"cannot read secrets file {path}: {exc.strerror or exc}") from None
+    target = path
+    if stat.S_ISLNK(link.st_mode):
+        target = Path(os.path.realpath(path))
+        home = Path(os.path.realpath(path.parent))
+        if not target.exists():
+            raise SecretsError(f"secrets file {path} is a symlink to {target}, which does not exist")
+        if not target.is_relative_to(home):
+            raise SecretsError(f"secrets file {path} is a symlink to {target}, outside {home}: refusing to "
+                               "read it", hint=f"set secrets_file to the file itself ({target}) if that is "
+                                                "really where the secrets are")
+    st = target.stat()
+    kind = _KINDS.get(stat.S_IFMT(st.st_mode))
+    if kind is not None or not stat.S_ISREG(st.st_mode):
+        raise SecretsError(f"secrets file {path} is {kind or 'not a regular file'}, not a file of KEY=VALUE lines")
+    if st.st_uid != os.getuid():
+        raise SecretsError(f"secrets file {path} belongs to another user (uid {st.st_uid}): refusing to read it",
+                           hint="keep the secrets file in a file of your own, readable only by you (chmod 600)")
+    if st.st_size > MAX_SECRETS_FILE_BYTES:
+        raise SecretsError(f"secrets file {path} is {st.st_size} bytes; a secrets file is at most "
+                           f"{MAX_SECRETS_FILE_BYTES >> 20} MiB of KEY=VALUE lines")
+    return True
 
 
 def read_dotenv(path: str | Path) -> dict[str, str]:

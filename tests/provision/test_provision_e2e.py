@@ -428,6 +428,20 @@ def test_a_431_on_associate_ip_does_not_blame_the_blueprints_names(home: Path, c
     assert "check the blueprint's names (zone, template, offerings)" in res.stderr
 
 
+def test_a_secrets_file_linked_to_elsewhere_exits_2_before_anything_is_created(
+        home: Path, cloud_view: CloudView, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("POSTGRES_PASSWORD", "REGISTRY_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    bp = tmp_path / "app" / "demo.yml"
+    bp.parent.mkdir()
+    bp.write_text(DEMO.read_text())  # secrets_file: .env, beside the blueprint
+    (bp.parent / ".env").symlink_to("/etc/shadow")
+    res = cli("create-env", str(bp), "--env", "demo", "--version", "v1", "--progress", "plain")
+    assert res.exit_code == 2, res.output
+    assert f"secrets file {bp.parent / '.env'} is a symlink to /etc/shadow, outside {bp.parent}" in res.stderr
+    assert cloud_view.everything() == {k: [] for k in cloud_view.everything()}
+
+
 def test_the_state_home_and_everything_in_it_is_private(home: Path) -> None:
     """$CSDEPLOY_HOME and envs/ used to be 0755 and envs/NAME/blueprint.json 0644."""
     assert not home.exists()
