@@ -37,11 +37,11 @@ def _invalid_input(exc: BaseException) -> bool:
 
 
 def _fail(exc: CsdeployError) -> None:
-    from .log import redact
+    from .log import redact, terminal_safe
 
-    click.echo(f"csdeploy: error: {redact(str(exc))}", err=True)
+    click.echo(f"csdeploy: error: {terminal_safe(redact(str(exc)))}", err=True)
     if exc.hint:
-        click.echo(f"hint: {redact(exc.hint)}", err=True)
+        click.echo(f"hint: {terminal_safe(redact(exc.hint))}", err=True)
     sys.exit(EXIT_INVALID if _invalid_input(exc) else EXIT_FAILED)
 
 
