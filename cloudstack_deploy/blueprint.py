@@ -97,6 +97,8 @@ MAX_FILE_BYTES = 1024 * 1024
 MAX_VALUES = 10_000
 #: Nesting deeper than this is no blueprint (its deepest key is 5 levels down).
 MAX_DEPTH = 50
+#: A `--set` path longer than this names nothing a blueprint has.
+MAX_PATH_CHARS = 200
 
 
 def load_blueprint(path: str | Path, overrides: Sequence[str] = ()) -> Blueprint:
@@ -359,8 +361,14 @@ def _apply(ctx: Ctx, tree: dict[str, Any], overrides: Sequence[str], filename: s
         path_text, eq, value_text = raw.partition("=")
         keys = tuple(path_text.strip().split("."))
         if not eq:
-            ctx.problems.append(Problem(_origin(filename, raw), None, "",
+            ctx.problems.append(Problem(_origin(filename, show_key(raw)), None, "",
                                         "expected PATH=VALUE, e.g. roles.web.count=2"))
+            continue
+        if len(path_text.strip()) > MAX_PATH_CHARS or len(keys) > MAX_DEPTH:
+            ctx.problems.append(Problem(_origin(filename, show_key(path_text.strip())), None, "",
+                                        f"the path before '=' is {len(path_text.strip())} characters in "
+                                        f"{len(keys)} parts; at most {MAX_PATH_CHARS} characters and "
+                                        f"{MAX_DEPTH} parts"))
             continue
         if not all(keys):
             where = _origin(filename, path_text.strip() or "(empty path)")  # not raw: the value may be secret

@@ -106,6 +106,7 @@ OVERRIDE_PATHS = st.one_of(
                      "roles.worker.healthcheck.readiness_delay", "accessories.db.disk", "env.clear", "roles",
                      "cloud", "secrets", "registry.password", "roles.web.proxy", "rollout.lock_ttl", "x.y.z"]),
     st.lists(KEYS.map(lambda k: k.replace("=", "")), min_size=0, max_size=4).map(".".join),
+    st.builds(lambda n, part: ".".join([part] * n), st.integers(1, 20000), st.sampled_from(["env", "a", "x" * 50])),
 )
 OVERRIDES = st.lists(st.one_of(st.builds(lambda p, v: f"{p}={v}", OVERRIDE_PATHS, SCALARS),
                                st.builds(lambda p, v: f"{p}={v}", OVERRIDE_PATHS, RAW_TEXT),
