@@ -91,7 +91,7 @@ class BlueprintError(CsdeployError):
 
 
 #: A blueprint is a few kilobytes; reading more than this is a mistake or an attack.
-MAX_FILE_BYTES = 1024 * 1024
+MAX_FILE_BYTES = 256 * 1024
 #: Values in the parsed tree, aliases counted each time they are used: an 800-byte YAML alias
 #: bomb otherwise expands to gigabytes while it is walked.
 MAX_VALUES = 10_000
@@ -114,7 +114,7 @@ def load_blueprint(path: str | Path, overrides: Sequence[str] = ()) -> Blueprint
     except OSError as exc:
         raise BlueprintError([Problem(name, None, "", f"cannot read: {exc.strerror or exc}")]) from None
     if len(data) > MAX_FILE_BYTES:
-        raise BlueprintError([Problem(name, None, "", f"the file is larger than {MAX_FILE_BYTES >> 20} MiB, "
+        raise BlueprintError([Problem(name, None, "", f"the file is larger than {MAX_FILE_BYTES >> 10} KiB, "
                                                       "the most a blueprint may be")])
     try:
         text = data.decode("utf-8")
@@ -130,7 +130,7 @@ def loads_blueprint(
 ) -> Blueprint:
     """`load_blueprint` for text already in memory; `filename` is what messages show."""
     if len(text) > MAX_FILE_BYTES:
-        raise BlueprintError([Problem(filename, None, "", f"the text is larger than {MAX_FILE_BYTES >> 20} MiB, "
+        raise BlueprintError([Problem(filename, None, "", f"the text is larger than {MAX_FILE_BYTES >> 10} KiB, "
                                                           "the most a blueprint may be")])
     tree, locs, problems = _compose(text, filename)
     if tree is None and problems:  # a syntax error: nothing to validate

@@ -102,12 +102,12 @@ def test_a_50_mb_blueprint_is_not_read_whole(tmp_path: Path, bounded: Callable[[
     with path.open("w") as f:
         f.write("# " + "x" * 70 + "\n")
         f.truncate(50 * 2**20)
-    assert lines_of(path) == [f"{path}: the file is larger than 1 MiB, the most a blueprint may be"]
+    assert lines_of(path) == [f"{path}: the file is larger than 256 KiB, the most a blueprint may be"]
     bounded()
 
 
 def test_an_endless_file_is_not_read_forever(bounded: Callable[[], None]) -> None:
-    assert lines_of("/dev/zero") == ["/dev/zero: the file is larger than 1 MiB, the most a blueprint may be"]
+    assert lines_of("/dev/zero") == ["/dev/zero: the file is larger than 256 KiB, the most a blueprint may be"]
     bounded()
 
 
