@@ -2,10 +2,11 @@
 
 A user fixing a blueprint wants the whole list at once and wants to jump to each line, so
 validation never stops at the first problem: each one becomes a `Problem(file, line, field,
-message)` and `BlueprintError` carries them all. Lines come from PyYAML node marks (safe
-composition only: YAML's own tags, no object construction). `--set` overrides are applied to
-the parsed tree before validation, and their problems name the override instead of a line.
-The records, their defaults and the per-value rules live in `blueprint_schema.py`.
+message)` and `BlueprintError` carries them all. Lines come from PyYAML node marks, read by
+the bounded reader in `blueprint_yaml.py`. `--set` overrides are applied to the parsed tree
+before validation, and their problems name the file and the override instead of a line.
+The records, their defaults and the per-value rules live in `blueprint_schema.py` and
+`blueprint_rules.py`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .blueprint_rules import (
     BAD,
     Checker,
@@ -25,7 +24,6 @@ from .blueprint_rules import (
     Loc,
     Problem,
     TreePath,
-    check_abs_path,
     check_bool,
     check_cidrs,
     check_clear_env,
@@ -33,6 +31,7 @@ from .blueprint_rules import (
     check_count,
     check_hosts,
     check_http_path,
+    check_mount,
     check_password,
     check_port,
     check_registry_server,
@@ -51,6 +50,7 @@ from .blueprint_rules import (
     image_checker,
     list_checker,
     name_checker,
+    show_key,
 )
 from .blueprint_schema import (
     DEFAULT_HEALTH_PATH,
@@ -73,10 +73,11 @@ from .blueprint_schema import (
     format_duration,
     parse_duration,
 )
+from .blueprint_yaml import MAX_DEPTH, MAX_VALUES, compose
 from .errors import InvalidInput
 
 __all__ = [
-    "Accessory", "AccessoryVM", "Blueprint", "BlueprintError", "Cloud", "Disk", "EnvSpec",
+    "MAX_DEPTH", "MAX_VALUES", "Accessory", "AccessoryVM", "Blueprint", "BlueprintError", "Cloud", "Disk", "EnvSpec",
     "Healthcheck", "Problem", "Proxy", "Registry", "Role", "SSHAccess", "apply_overrides",
     "format_duration", "load_blueprint", "loads_blueprint", "parse_duration",
 ]
@@ -92,17 +93,32 @@ class BlueprintError(InvalidInput):
         super().__init__("\n".join(str(p) for p in self.problems), hint=hint)
 
 
+#: A blueprint is a few kilobytes; reading more than this is a mistake or an attack.
+MAX_FILE_BYTES = 256 * 1024
+#: A `--set` path longer than this names nothing a blueprint has.
+MAX_PATH_CHARS = 200
+
+
 def load_blueprint(path: str | Path, overrides: Sequence[str] = ()) -> Blueprint:
     """Read, override (`PATH=VALUE` strings, as from `--set`) and validate a blueprint file."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise BlueprintError([Problem(name, None, "", "no such file")]) from None
-    except UnicodeDecodeError:
-        raise BlueprintError([Problem(name, None, "", "not a UTF-8 text file")]) from None
+    except IsADirectoryError:
+        raise BlueprintError([Problem(name, None, "", "is a directory, not a blueprint file")]) from None
     except OSError as exc:
-        raise BlueprintError([Problem(name, None, "", f"cannot read: {exc.strerror}")]) from None
+        raise BlueprintError([Problem(name, None, "", f"cannot read: {exc.strerror or exc}")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise BlueprintError([Problem(name, None, "", f"the file is larger than {MAX_FILE_BYTES >> 10} KiB, "
+                                                      "the most a blueprint may be")])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise BlueprintError([Problem(name, line, "", "not a UTF-8 text file")]) from None
     return loads_blueprint(text, filename=name, overrides=overrides, source=Path(path))
 
 
@@ -111,7 +127,10 @@ def loads_blueprint(
     source: Path | None = None,
 ) -> Blueprint:
     """`load_blueprint` for text already in memory; `filename` is what messages show."""
-    tree, locs, problems = _compose(text, filename)
+    if len(text) > MAX_FILE_BYTES:
+        raise BlueprintError([Problem(filename, None, "", f"the text is larger than {MAX_FILE_BYTES >> 10} KiB, "
+                                                          "the most a blueprint may be")])
+    tree, locs, problems = compose(text, filename)
     if tree is None and problems:  # a syntax error: nothing to validate
         raise BlueprintError(problems)
     if tree is None:
@@ -121,7 +140,7 @@ def loads_blueprint(
         raise BlueprintError([Problem(filename, 1, "", f"expected a mapping of keys (service, "
                                       f"image, cloud, roles, ...), got {describe(tree)}")])
     ctx = Ctx(filename, locs, problems)  # duplicate keys and bad tags do not stop the check
-    _apply(ctx, tree, overrides)
+    _apply(ctx, tree, overrides, filename)
     blueprint = _blueprint(ctx, tree, source)
     if ctx.problems:
         ordered = sorted(ctx.problems, key=lambda p: (p.file != filename, p.line or 0))
@@ -137,106 +156,54 @@ def apply_overrides(tree: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     """
     new = copy.deepcopy(tree)
     ctx = Ctx("<overrides>", {})
-    _apply(ctx, new, overrides)
+    _apply(ctx, new, overrides, None)
     if ctx.problems:
         raise BlueprintError(ctx.problems)
     return new
 
 
-# --- YAML with line numbers -----------------------------------------------------------------
-
-_YAML_TAG = "tag:yaml.org,2002:"
-#: YAML's own data types; anything else (`!!python/...`, `!custom`) is refused.
-_ALLOWED_TAGS = frozenset(_YAML_TAG + t for t in
-                          ("map", "seq", "str", "int", "float", "bool", "null", "timestamp", "merge"))
-
-
-def _compose(text: str, file: str) -> tuple[Any, dict[TreePath, Loc], list[Problem]]:
-    """Parse safely into plain data plus the line each key or list item came from."""
-    loader = yaml.SafeLoader(text)
-    locs: dict[TreePath, Loc] = {(): (file, None)}
-    problems: list[Problem] = []
-    try:
-        node = loader.get_single_node()
-        tree = None if node is None else _walk(loader, node, (), file, locs, problems, set())
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        what = exc.problem or exc.context or "invalid YAML"
-        return None, locs, [Problem(file, line, "", f"YAML syntax error: {what}")]
-    finally:
-        loader.dispose()
-    return tree, locs, problems
-
-
-def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: TreePath, file: str,
-          locs: dict[TreePath, Loc], problems: list[Problem], active: set[int]) -> Any:
-    line = node.start_mark.line + 1
-    if node.tag not in _ALLOWED_TAGS:
-        problems.append(Problem(file, line, dotted(path), f"unsupported YAML tag {node.tag}"))
-        return None
-    if id(node) in active:
-        problems.append(Problem(file, line, dotted(path), "recursive YAML alias"))
-        return None
-    if isinstance(node, yaml.ScalarNode):
-        try:
-            return loader.construct_object(node)
-        except (yaml.YAMLError, ValueError) as exc:  # e.g. `!!int abc`, `2024-13-45`
-            problems.append(Problem(file, line, dotted(path), f"cannot read value: {exc}"))
-            return None
-    active.add(id(node))
-    try:
-        if isinstance(node, yaml.SequenceNode):
-            items = []
-            for i, child in enumerate(node.value):
-                locs[path + (i,)] = (file, child.start_mark.line + 1)
-                items.append(_walk(loader, child, path + (i,), file, locs, problems, active))
-            return items
-        first: dict[str, int] = {}
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _YAML_TAG + "merge":
-                key_line = key_node.start_mark.line + 1
-                if key_node.value in first:
-                    problems.append(Problem(file, key_line, dotted(path + (key_node.value,)),
-                                            f"duplicate key (first at line {first[key_node.value]})"))
-                first.setdefault(key_node.value, key_line)
-        loader.flatten_mapping(node)  # YAML merge keys (<<: *defaults)
-        mapping: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                problems.append(Problem(file, key_node.start_mark.line + 1, dotted(path),
-                                        "keys must be plain strings"))
-                continue
-            sub = path + (key_node.value,)  # the text as written: `on:` stays "on"
-            locs[sub] = (file, key_node.start_mark.line + 1)
-            mapping[key_node.value] = _walk(loader, value_node, sub, file, locs, problems, active)
-        return mapping
-    finally:
-        active.discard(id(node))
-
-
 # --- Overrides ------------------------------------------------------------------------------
 
 
-def _apply(ctx: Ctx, tree: dict[str, Any], overrides: Sequence[str]) -> None:
-    """Apply `--set` overrides in order; later ones win. Problems go to ctx."""
+def _origin(filename: str | None, path: str) -> str:
+    """Where an override's problems are reported: the blueprint file and the `--set`."""
+    return f"{filename} (--set {path})" if filename else f"--set {path}"
+
+
+def _apply(ctx: Ctx, tree: dict[str, Any], overrides: Sequence[str], filename: str | None) -> None:
+    """Apply `--set` overrides in order; later ones win. Problems go to ctx.
+
+    Values are read with the same bounded YAML reader as the file, so an override can be
+    no bigger (and no stranger) than what the file itself may hold.
+    """
     for raw in overrides:
         path_text, eq, value_text = raw.partition("=")
         keys = tuple(path_text.strip().split("."))
         if not eq:
-            ctx.problems.append(Problem(f"--set {raw}", None, "", "expected PATH=VALUE, e.g. roles.web.count=2"))
+            ctx.problems.append(Problem(_origin(filename, show_key(raw)), None, "",
+                                        "expected PATH=VALUE, e.g. roles.web.count=2"))
+            continue
+        if len(path_text.strip()) > MAX_PATH_CHARS or len(keys) > MAX_DEPTH:
+            ctx.problems.append(Problem(_origin(filename, show_key(path_text.strip())), None, "",
+                                        f"the path before '=' is {len(path_text.strip())} characters in "
+                                        f"{len(keys)} parts; at most {MAX_PATH_CHARS} characters and "
+                                        f"{MAX_DEPTH} parts"))
             continue
         if not all(keys):
-            where = f"--set {path_text.strip() or '(empty path)'}"  # not raw: the value may be secret
+            where = _origin(filename, path_text.strip() or "(empty path)")  # not raw: the value may be secret
             ctx.problems.append(Problem(where, None, "", "the path before '=' is empty or has an empty part"))
             continue
-        origin: Loc = (f"--set {'.'.join(keys)}", None)
-        try:
-            value = yaml.safe_load(value_text) if value_text.strip() else None
-        except yaml.YAMLError as exc:
-            reason = getattr(exc, "problem", None) or "invalid YAML"
-            ctx.problems.append(Problem(origin[0], None, dotted(keys), f"value is not valid YAML: {reason}"))
-            continue
+        origin: Loc = (_origin(filename, ".".join(keys)), None)
+        if value_text.strip():
+            value, _, value_problems = compose(value_text, origin[0], "value")
+            if value_problems:
+                for p in value_problems:
+                    message = p.message.replace("YAML syntax error", "value is not valid YAML", 1)
+                    inner = p.field if not p.field or p.field.startswith("[") else "." + p.field
+                    ctx.problems.append(Problem(origin[0], None, dotted(keys) + inner, message))
+                continue
+        else:
+            value = None
         node: dict[str, Any] = tree
         for depth in range(1, len(keys)):
             child = node.get(keys[depth - 1])
@@ -249,17 +216,10 @@ def _apply(ctx: Ctx, tree: dict[str, Any], overrides: Sequence[str]) -> None:
                 break
             node = child
         else:
-            node[keys[-1]] = _str_keys(value)
+            node[keys[-1]] = value
             for stale in [p for p in ctx.locs if p[: len(keys)] == keys]:
                 del ctx.locs[stale]
             ctx.locs[keys] = origin
-
-
-def _str_keys(value: Any) -> Any:
-    """Keys as text, as the file loader gives them (`--set env.clear={1: a}` has an int key)."""
-    if isinstance(value, dict):
-        return {str(k): _str_keys(v) for k, v in value.items()}
-    return [_str_keys(v) for v in value] if isinstance(value, list) else value
 
 
 # --- Sections -------------------------------------------------------------------------------
@@ -288,7 +248,8 @@ def _section(ctx: Ctx, path: TreePath, value: Any, spec: dict[str, Checker],
     for key, item in value.items():
         if key not in spec:
             close = difflib.get_close_matches(key, list(spec), n=1, cutoff=0.6)
-            ctx.add(path + (key,), f"unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close else hint))
+            ctx.add(path + (key,), f"unknown key '{show_key(key)}'"
+                    + (f" (did you mean '{close[0]}'?)" if close else hint))
         elif item is not None:
             checked = spec[key](ctx, path + (key,), item)
             if checked is not BAD:
@@ -357,7 +318,7 @@ def _check_proxy(ctx: Ctx, path: TreePath, value: Any) -> Any:
 
 
 def _disk_checker(default_mount: str) -> Checker:
-    return _sub({"size": check_size_gb, "mount": check_abs_path, "disk_offering": check_str},
+    return _sub({"size": check_size_gb, "mount": check_mount, "disk_offering": check_str},
                 lambda out: Disk(**{"size": 0, "mount": default_mount, **out}), required=["size"])
 
 

@@ -8,6 +8,7 @@ and applies them from tables. Split from `blueprint_schema.py`, which keeps the 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import shlex
 from collections.abc import Callable
@@ -16,8 +17,12 @@ from typing import Any
 
 from .blueprint_schema import (
     ENV_NAME_RE,
+    MAX_DISK_GB,
+    MAX_ROLE_COUNT,
+    MAX_SECONDS,
     NAME_RE,
     SECRET_NAME_RE,
+    mount_point_problem,
     parse_duration,
 )
 
@@ -43,8 +48,29 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        # Everything here may echo the blueprint's text: escaped, so a key cannot carry a
+        # terminal escape sequence or a newline that fakes another `file:line:` problem.
         where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        text = f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return printable(text)
+
+
+def printable(text: str) -> str:
+    """`text` with every non-printable character (control characters, escape sequences,
+    line breaks, bidi overrides) written as a Python escape such as `\\x1b` or `\\n`."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+#: How much of a key from the blueprint messages repeat; a 1 MB key must not make a 1 MB line.
+KEY_SHOWN = 60
+
+
+def show_key(key: str) -> str:
+    """A key from the blueprint as messages show it: escaped and cut to KEY_SHOWN characters."""
+    key = printable(key)
+    return key if len(key) <= KEY_SHOWN else key[: KEY_SHOWN - 3] + "..."
 
 
 class _Bad:
@@ -60,7 +86,7 @@ def dotted(path: TreePath) -> str:
     """`("roles", "web", "count")` -> `roles.web.count`; list indexes as `[0]`."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{show_key(part)}" if out else show_key(part))
     return out
 
 
@@ -136,11 +162,18 @@ def int_checker(low: int, high: int | None = None, rule: str = "") -> Checker:
 
 
 def check_seconds(ctx: Ctx, path: TreePath, value: Any) -> Any:
-    """A positive number of seconds; fractions allowed so lab runs can use short timings."""
+    """A positive number of seconds; fractions allowed so lab runs can use short timings.
+
+    `.inf` and `.nan` are YAML floats too: refused here, or the rollout would crash on them
+    half-way through a deploy.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return ctx.type_error(path, "a number of seconds", value)
-    if value <= 0:
-        ctx.add(path, f"must be more than 0 seconds, got {value}")
+    if isinstance(value, float) and not math.isfinite(value):
+        ctx.add(path, f"must be a finite number of seconds, got {value}")
+        return BAD
+    if value <= 0 or value > MAX_SECONDS:
+        ctx.add(path, f"must be more than 0 and at most {MAX_SECONDS} seconds (a day), got {value}")
         return BAD
     return value
 
@@ -151,7 +184,7 @@ def name_checker(max_len: int) -> Checker:
     def check(ctx: Ctx, path: TreePath, value: Any) -> Any:
         if not isinstance(value, str):
             return ctx.type_error(path, "a name", value)
-        if not NAME_RE.match(value):
+        if not NAME_RE.fullmatch(value):
             ctx.add(path, f"invalid name {describe(value)}: use a-z, 0-9 and '-', start with a "
                           "letter and do not end with '-' (it becomes part of VM host names)")
             return BAD
@@ -176,9 +209,10 @@ def choice_checker(*options: str) -> Checker:
 
 
 check_port = int_checker(1, 65535, "must be a port number 1-65535")
-check_count = int_checker(0)
-check_size_gb = int_checker(1, None, "must be a positive number of GB")
-check_retain = int_checker(1)
+check_count = int_checker(0, MAX_ROLE_COUNT, f"must be 0-{MAX_ROLE_COUNT} (csdeploy runs at most "
+                                            f"{MAX_ROLE_COUNT} VMs per role)")
+check_size_gb = int_checker(1, MAX_DISK_GB, f"must be 1-{MAX_DISK_GB} GB")
+check_retain = int_checker(1, 1000)
 _APP_IMAGE_RE = re.compile(r"^(?:[A-Za-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _HOST_RE = re.compile(r"^(?:\*\.)?[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::\d+)?$")
@@ -192,7 +226,7 @@ def image_checker(tag_allowed: bool) -> Checker:
         if check_str(ctx, path, value) is BAD:
             return BAD
         repo, _, tag = value.rpartition(":") if ":" in value.rsplit("/", 1)[-1] else (value, "", "")
-        if not _APP_IMAGE_RE.match(repo) or (tag and not _TAG_RE.match(tag)):
+        if not _APP_IMAGE_RE.fullmatch(repo) or (tag and not _TAG_RE.fullmatch(tag)):
             ctx.add(path, f"not a valid image reference: {describe(value)}")
             return BAD
         if tag and not tag_allowed:
@@ -248,7 +282,7 @@ def secret_name_checker(what: str) -> Checker:
     """Secret names only: the message never repeats the value, which may be a real secret."""
 
     def check(ctx: Ctx, path: TreePath, value: Any) -> Any:
-        if isinstance(value, str) and SECRET_NAME_RE.match(value):
+        if isinstance(value, str) and SECRET_NAME_RE.fullmatch(value):
             return value
         if isinstance(value, str) and value:
             ctx.add(path, f"this looks like a literal {what}, not a secret name: write the NAME of "
@@ -282,7 +316,7 @@ def check_hosts(ctx: Ctx, path: TreePath, value: Any) -> Any:
     hosts = list_checker(check_str)(ctx, path, [value] if isinstance(value, str) else value)
     if hosts is not BAD:
         for i, host in enumerate(hosts):
-            if not _HOST_RE.match(host):
+            if not _HOST_RE.fullmatch(host):
                 ctx.add(path + (i,) if isinstance(value, list) else path, f"not a host name: {describe(host)}")
                 return BAD
     return hosts
@@ -294,7 +328,7 @@ def pattern_checker(regex: re.Pattern[str], what: str) -> Checker:
     def check(ctx: Ctx, path: TreePath, value: Any) -> Any:
         if check_str(ctx, path, value) is BAD:
             return BAD
-        if not regex.match(value):
+        if not regex.fullmatch(value):
             ctx.add(path, f"expected {what}, got {describe(value)}")
             return BAD
         return value
@@ -302,13 +336,19 @@ def pattern_checker(regex: re.Pattern[str], what: str) -> Checker:
     return check
 
 
-_abs_path = pattern_checker(re.compile(r"^/[^\s:]*[^\s:/]/?$"), "an absolute path other than / (e.g. /data)")
+def check_mount(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """A data disk's mount point, by the provisioner's own rule (`mount_point_problem`).
 
-
-def check_abs_path(ctx: Ctx, path: TreePath, value: Any) -> Any:
-    """A mount point; `/data/` and `/data` are the same place, so compare them as one."""
-    checked = _abs_path(ctx, path, value)
-    return checked if checked is BAD else checked.rstrip("/")
+    `/data/` and `/data` are the same place, so one trailing slash is dropped first.
+    """
+    if check_str(ctx, path, value) is BAD:
+        return BAD
+    mount = value[:-1] if value.endswith("/") and len(value) > 1 else value
+    problem = mount_point_problem(mount)
+    if problem:
+        ctx.add(path, f"{describe(value)} cannot be a mount point: {problem}")
+        return BAD
+    return mount
 
 
 check_http_path = pattern_checker(re.compile(r"^/\S*$"), "a URL path starting with / (e.g. /up)")
@@ -318,10 +358,13 @@ check_volume = pattern_checker(re.compile(r"^[^\s:]+:/[^\s:]*(?::(?:ro|rw))?$"),
 
 def check_ttl(ctx: Ctx, path: TreePath, value: Any) -> Any:
     """A duration string (see `parse_duration`), returned as a timedelta."""
-    try:
-        return parse_duration(value) if isinstance(value, str) else parse_duration("?")
-    except ValueError:
+    if not isinstance(value, str):
         return ctx.type_error(path, "a duration like 30m, 12h or 2d", value)
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        ctx.add(path, str(exc))
+        return BAD
 
 
 def check_clear_env(ctx: Ctx, path: TreePath, value: Any) -> Any:
@@ -330,7 +373,7 @@ def check_clear_env(ctx: Ctx, path: TreePath, value: Any) -> Any:
         return ctx.type_error(path, "a mapping of NAME: value", value)
     out: dict[str, str] = {}
     for key, item in value.items():
-        if not ENV_NAME_RE.match(key):
+        if not ENV_NAME_RE.fullmatch(key):
             ctx.add(path + (key,), "not a valid environment variable name")
         elif isinstance(item, bool):
             out[key] = "true" if item else "false"

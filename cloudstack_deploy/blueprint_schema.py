@@ -12,6 +12,7 @@ disk offerings, network offering).
 from __future__ import annotations
 
 import fnmatch
+import posixpath
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import timedelta
@@ -32,6 +33,44 @@ DEFAULT_NETWORK_OFFERING = "DefaultIsolatedNetworkOfferingWithSourceNatService"
 DEFAULT_DISK_OFFERING = "Custom"
 PUBLIC_ACCESS_MODES = ("static_nat", "port_forwarding")
 
+#: Upper bounds that keep a typo (or `--set roles.web.count=100000000000`) from turning into
+#: a hang, an overflow or a bill; each message states its bound.
+MAX_ROLE_COUNT = 1000
+MAX_DISK_GB = 65536
+MAX_SECONDS = 86400
+MAX_DURATION_DAYS = 3650
+
+#: Data disk mount points: plain path segments only, so a mount can be written into the
+#: disk unit's ExecStart, /etc/fstab and shell scripts without any quoting to get wrong.
+_MOUNT_RE = re.compile(r"(/[A-Za-z0-9._-]+)+")
+MOUNT_MAX = 200
+#: Mounting a data disk over these would hide the system; a blueprint typo must not do that.
+SYSTEM_DIRS = frozenset({"/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc",
+                         "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib",
+                         "/var/lib/docker"})
+#: Kernel and runtime filesystems: nothing can be mounted (or stays mounted) below them.
+_VIRTUAL_DIRS = ("/proc/", "/sys/", "/dev/", "/run/")
+
+
+def mount_point_problem(mount: str) -> str | None:
+    """Why ``mount`` cannot be a data disk's mount point, or None if it can.
+
+    The one rule for both sides: blueprint validation refuses what the provisioner would
+    refuse, so a bad mount is an exit-2 error before anything exists in the cloud.
+    """
+    if not _MOUNT_RE.fullmatch(mount):
+        return "use an absolute path made of letters, digits, '.', '_', '-' and '/' (e.g. /data/db)"
+    if len(mount) > MOUNT_MAX:
+        return f"the path is {len(mount)} characters; at most {MOUNT_MAX}"
+    if posixpath.normpath(mount) != mount or "/." in mount:
+        return "the path must be normalized: no '.', '..', '//' or hidden (dot) directories"
+    if mount in SYSTEM_DIRS:
+        return f"{mount} is a system directory: a disk mounted there would hide it"
+    if mount.startswith(_VIRTUAL_DIRS):
+        return f"{mount} is inside a kernel or runtime filesystem"
+    return None
+
+
 _DURATION_PART = re.compile(r"(\d+)([wdhm])")
 _DURATION_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60}
 
@@ -40,15 +79,19 @@ def parse_duration(text: str) -> timedelta:
     """Parse a TTL such as `30m`, `12h`, `2d` or `1d12h` (units w, d, h, m).
 
     Shared by the blueprint's `ttl` and the `--ttl` flag so both accept the same words.
-    Raises ValueError for anything else, including a zero duration.
+    Raises ValueError for anything else, including a zero duration and one longer than
+    MAX_DURATION_DAYS (an expiry must stay a date: `99999999999999w` is none).
     """
     compact = text.strip().lower()
-    parts = _DURATION_PART.findall(compact)
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    parts = _DURATION_PART.findall(compact) if len(compact) <= 40 else []
     if not parts or "".join(n + u for n, u in parts) != compact:
-        raise ValueError(f"expected a duration like 30m, 12h or 2d, got {text!r}")
+        raise ValueError(f"expected a duration like 30m, 12h or 2d, got {shown!r}")
     seconds = sum(int(n) * _DURATION_UNITS[u] for n, u in parts)
     if seconds <= 0:
-        raise ValueError(f"a duration must be longer than zero, got {text!r}")
+        raise ValueError(f"a duration must be longer than zero, got {shown!r}")
+    if seconds > MAX_DURATION_DAYS * 86400:
+        raise ValueError(f"a duration may be at most {MAX_DURATION_DAYS}d (10 years), got {shown!r}")
     return timedelta(seconds=seconds)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from .blueprint import Blueprint, load_blueprint
 from .errors import InvalidInput
 from .inventory import Inventory
-from .state import EnvState
+from .state import EnvState, write_private_file
 
 RECORD = "blueprint.json"
 
@@ -30,9 +30,8 @@ class EnvContext:
 def remember_blueprint(state: EnvState, path: str, overrides: tuple[str, ...]) -> None:
     state.ensure_dir()
     data = {"path": str(Path(path).resolve()), "overrides": list(overrides)}
-    tmp = state.dir / (RECORD + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(state.dir / RECORD)
+    # 0600 like every file there: --set overrides may carry values the user keeps private.
+    write_private_file(state.dir / RECORD, json.dumps(data, indent=2) + "\n")
 
 
 def recall_blueprint(state: EnvState, path: str | None, overrides: tuple[str, ...]) -> Blueprint:

@@ -68,6 +68,15 @@ def redact(text: str) -> str:
     return text
 
 
+def terminal_safe(text: str, *, keep_newlines: bool = True) -> str:
+    """`text` fit for a terminal: control characters (escape sequences, carriage returns,
+    bells, bidi overrides) written as Python escapes such as `\\x1b`, so text from the cloud
+    or a host cannot repaint the screen or fake a line; newlines are kept if asked."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or (keep_newlines and c == "\n") else repr(c)[1:-1] for c in text)
+
+
 def _redact_value(value: Any) -> Any:
     """Redact strings inside `value`, keeping its shape; other objects are checked by repr."""
     if isinstance(value, str):

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, TextIO
 
-from .log import redact
+from .log import redact, terminal_safe
 
 FINISHED = frozenset({"done", "failed", "skipped", "warning"})
 """Statuses after which a resource needs no more attention (until its next action)."""
@@ -173,14 +173,19 @@ class PlainProgress(_StreamProgress):
     def note(self, text: str, *, level: str = "info") -> None:
         prefix = "" if level == "info" else f"{level}: "
         with self._lock:
-            self._write(f"[{self._elapsed():5.1f}s] {prefix}{redact(text)}\n")
+            self._write(f"[{self._elapsed():5.1f}s] {prefix}{_shown(text)}\n")
+
+
+def _shown(text: str) -> str:
+    """Text from the cloud or a host as a terminal line: redacted, control characters escaped."""
+    return terminal_safe(redact(text), keep_newlines=False)
 
 
 def _describe(event: Event) -> str:
     """`[env] resource: action status (detail)`: the greppable core of a plain line."""
     env = f"[{event.env}] " if event.env else ""
-    detail = f" ({redact(event.detail)})" if event.detail else ""
-    return f"{env}{redact(event.resource)}: {event.action} {event.status}{detail}"
+    detail = f" ({_shown(event.detail)})" if event.detail else ""
+    return f"{env}{_shown(event.resource)}: {event.action} {event.status}{detail}"
 
 
 @dataclass
@@ -246,7 +251,7 @@ class TtyProgress(_StreamProgress):
 
     def note(self, text: str, *, level: str = "info") -> None:
         prefix = "" if level == "info" else f"{level}: "
-        lines = [self._paint(f"{prefix}{line}", level) for line in redact(text).splitlines() or [""]]
+        lines = [self._paint(f"{prefix}{terminal_safe(line)}", level) for line in redact(text).splitlines() or [""]]
         with self._lock:
             closed = self.closed
             if not closed:
@@ -326,8 +331,8 @@ class TtyProgress(_StreamProgress):
         elapsed = ((row.ended or now) - row.started) if status != "pending" else None
         clock = f"{elapsed:6.1f}s" if elapsed is not None else " " * 7
         env = f"[{event.env}] " if event.env else ""
-        name = f"{env}{redact(event.resource)}"
-        text = f"{symbol} {name:<30} {event.action:<7} {status:<8} {clock}  {redact(event.detail)}"
+        name = f"{env}{_shown(event.resource)}"
+        text = f"{symbol} {name:<30} {event.action:<7} {status:<8} {clock}  {_shown(event.detail)}"
         text = text.rstrip()
         if width is not None and len(text) > width - 1:  # a wrapped line breaks cursor-up counts
             text = text[: max(width - 1 - len(self._ellipsis), 1)] + self._ellipsis

@@ -9,13 +9,19 @@ to the log redactor so they are scrubbed even if something else prints them.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+import shlex
+import stat
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 
 from .blueprint_schema import Blueprint
 from .errors import InvalidInput
+from .log import register_secrets
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
@@ -32,9 +38,13 @@ class SecretsError(InvalidInput):
 class Secrets(Mapping[str, str]):
     """Secret values by name. Reads like a dict; prints like a list of names."""
 
-    def __init__(self, values: Mapping[str, str], sources: Mapping[str, str] | None = None) -> None:
+    def __init__(self, values: Mapping[str, str], sources: Mapping[str, str] | None = None, *,
+                 registry: tuple[str, str] | None = None) -> None:
         self._values = dict(values)
         self._sources = dict(sources or {})
+        #: (username, secret name) of the registry login, whose base64 `user:password` Docker
+        #: keeps in ~/.docker/config.json on every host.
+        self._registry = registry
 
     def __getitem__(self, name: str) -> str:
         return self._values[name]
@@ -55,8 +65,53 @@ class Secrets(Mapping[str, str]):
         return self._sources.get(name, "unknown")
 
     def values_for_redaction(self) -> frozenset[str]:
-        """The non-empty values, for log redaction."""
-        return frozenset(v for v in self._values.values() if v)
+        """Every value and every form derived from one (see `derived_forms`), for redaction."""
+        forms: set[str] = set()
+        for value in self._values.values():
+            if value:
+                forms |= derived_forms(value)
+        if self._registry is not None and self._values.get(self._registry[1]):
+            auth = f"{self._registry[0]}:{self._values[self._registry[1]]}"
+            forms |= _base64_forms(auth)
+        return frozenset(forms)
+
+
+def derived_forms(value: str) -> set[str]:
+    """`value` and the forms it takes on its way to a host and back in an echo.
+
+    URL-encoded both ways (a password inside DATABASE_URL is percent-encoded; a secret that
+    is itself a URL is echoed decoded, and its password alone), with upper- and lower-case hex; base64 (standard and
+    URL-safe, with and without padding); JSON-escaped; shell-quoted. A line of a Docker env
+    file is `NAME=value` with the value as it is, so the plain value covers it.
+    """
+    forms = {value, unquote(value), unquote_plus(value)}
+    try:  # a secret that is a URL (DATABASE_URL=postgres://u:pw@h/db): its password alone too
+        password = urlsplit(value).password if "://" in value else None
+    except ValueError:
+        password = None
+    if password:
+        forms |= {password, unquote(password)}
+    for encoded in (quote(value, safe=""), quote(value), quote_plus(value), quote_plus(value, safe=":/@")):
+        forms |= {encoded, re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded)}
+    forms |= _base64_forms(value)
+    forms |= {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    forms |= {shlex.quote(value), value.replace("'", "'\"'\"'")}
+    return {f for f in forms if f}
+
+
+def _base64_forms(text: str) -> set[str]:
+    raw = text.encode()
+    forms = {base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
+    return forms | {f.rstrip("=") for f in forms}
+
+
+def register_derived(values: Iterable[str]) -> None:
+    """Register `values` and everything derived from them (`derived_forms`) for redaction."""
+    forms: set[str] = set()
+    for value in values:
+        if value:
+            forms |= derived_forms(value)
+    register_secrets(forms)
 
 
 def load_secrets(
@@ -70,7 +125,8 @@ def load_secrets(
     """
     path = Path(dotenv_path) if dotenv_path is not None else blueprint.secrets_file_path()
     needed = [name for name in blueprint.secrets if not environ.get(name)]
-    from_file = read_dotenv(path) if path is not None and needed and path.is_file() else {}
+    found = bool(path is not None and needed and check_secrets_file(path))
+    from_file = read_dotenv(path) if found and path is not None else {}
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
     for name in blueprint.secrets:
@@ -82,7 +138,7 @@ def load_secrets(
     if missing:
         looked = ["the environment"]
         if path is not None:
-            looked.append(str(path) + ("" if path.is_file() else " (not found)"))
+            looked.append(str(path) + ("" if found else " (not found)"))
         raise SecretsError(
             f"missing secret{'s' if len(missing) > 1 else ''}: {', '.join(missing)} "
             f"(looked in {' and '.join(looked)})",
@@ -90,7 +146,55 @@ def load_secrets(
             hint=f"export {missing[0]}=... or add {missing[0]}=... to "
                  f"{path if path is not None else 'a file named by secrets_file in the blueprint'}",
         )
-    return Secrets(values, sources)
+    registry = (blueprint.registry.username, blueprint.registry.password) if blueprint.registry else None
+    secrets = Secrets(values, sources, registry=registry)
+    # From here on no log line, error or progress line can show a value, in any form.
+    register_secrets(secrets.values_for_redaction())
+    return secrets
+
+
+#: A dotenv file is a few lines; anything bigger is not one.
+MAX_SECRETS_FILE_BYTES = 1024 * 1024
+_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket",
+          stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
+def check_secrets_file(path: Path) -> bool:
+    """True if ``path`` is a secrets file csdeploy may read, False if there is none there.
+
+    Raises SecretsError for anything else: a directory, FIFO or device (reported as such:
+    reading a FIFO would hang, a device never end), a file owned by another user, one
+    larger than MAX_SECRETS_FILE_BYTES, or a symlink that leads outside the directory it
+    is in (`.env -> /etc/shadow`: csdeploy often runs as root, so ownership alone would not
+    stop that). A symlink to a file beside it or below it (`.env -> envs/prod.env`) is fine.
+    """
+    try:
+        link = path.lstat()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise SecretsError(f"cannot read secrets file {path}: {exc.strerror or exc}") from None
+    target = path
+    if stat.S_ISLNK(link.st_mode):
+        target = Path(os.path.realpath(path))
+        home = Path(os.path.realpath(path.parent))
+        if not target.exists():
+            raise SecretsError(f"secrets file {path} is a symlink to {target}, which does not exist")
+        if not target.is_relative_to(home):
+            raise SecretsError(f"secrets file {path} is a symlink to {target}, outside {home}: refusing to "
+                               "read it", hint=f"set secrets_file to the file itself ({target}) if that is "
+                                                "really where the secrets are")
+    st = target.stat()
+    kind = _KINDS.get(stat.S_IFMT(st.st_mode))
+    if kind is not None or not stat.S_ISREG(st.st_mode):
+        raise SecretsError(f"secrets file {path} is {kind or 'not a regular file'}, not a file of KEY=VALUE lines")
+    if st.st_uid != os.getuid():
+        raise SecretsError(f"secrets file {path} belongs to another user (uid {st.st_uid}): refusing to read it",
+                           hint="keep the secrets file in a file of your own, readable only by you (chmod 600)")
+    if st.st_size > MAX_SECRETS_FILE_BYTES:
+        raise SecretsError(f"secrets file {path} is {st.st_size} bytes; a secrets file is at most "
+                           f"{MAX_SECRETS_FILE_BYTES >> 20} MiB of KEY=VALUE lines")
+    return True
 
 
 def read_dotenv(path: str | Path) -> dict[str, str]:
@@ -110,7 +214,7 @@ def read_dotenv(path: str | Path) -> dict[str, str]:
             stripped = stripped[len("export "):].lstrip()
         key, eq, raw = stripped.partition("=")
         key = key.strip()
-        if not eq or not _KEY_RE.match(key):
+        if not eq or not _KEY_RE.fullmatch(key):
             raise SecretsError(f"{path}:{number}: expected KEY=VALUE")  # the line may hold a secret
         try:
             values[key] = _dotenv_value(raw.strip())

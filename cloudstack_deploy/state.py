@@ -46,7 +46,7 @@ def validate_env_name(name: str) -> str:
     env gets at most 20 of them; names start with a letter because host names must not be
     all digits, and the name is also a directory name here, so no '/', '.' or upper case.
     """
-    if not isinstance(name, str) or len(name) > ENV_NAME_MAX or not _ENV_RE.match(name):
+    if not isinstance(name, str) or len(name) > ENV_NAME_MAX or not _ENV_RE.fullmatch(name):
         raise InvalidInput(
             f"environment name {name!r} is not valid",
             hint=f"use 1-{ENV_NAME_MAX} lower-case letters, digits and '-', starting with a "
@@ -58,6 +58,37 @@ def state_root() -> Path:
     """Where csdeploy keeps local state: ``$CSDEPLOY_HOME`` or ``~/.csdeploy``."""
     home = os.environ.get("CSDEPLOY_HOME")
     return Path(home).expanduser() if home else Path.home() / ".csdeploy"
+
+
+def _private_dir(path: Path, *, tighten: bool = True) -> None:
+    """Create ``path`` as a 0700 directory; tighten an existing one that others can read.
+
+    ``mkdir(parents=True, mode=...)`` gives the mode to the last directory only, which is how
+    ``$CSDEPLOY_HOME`` and ``envs/`` used to end up 0755.
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if tighten and st.st_mode & 0o077 and st.st_uid == os.getuid():
+        os.chmod(path, 0o700)
+
+
+def ensure_home(root: Path | None = None) -> Path:
+    """``$CSDEPLOY_HOME`` (or ``root``) as a private directory, and return it.
+
+    It holds private keys and inventories, so it is 0700. An existing directory is
+    tightened only if it belongs to the user and is not a shared place (the user's home
+    itself, or a sticky directory such as /tmp) that someone pointed CSDEPLOY_HOME at.
+    """
+    root = root if root is not None else state_root()
+    existed = root.is_dir()
+    shared = existed and (root.resolve() == Path.home().resolve() or root.stat().st_mode & 0o1000)
+    _private_dir(root, tighten=not shared)
+    return root
+
+
+def write_private_file(path: Path, data: str) -> None:
+    """Write a file of the state directory: atomically, readable only by the user (0600)."""
+    _write_private(path, data)
 
 
 def env_dir(env: str) -> Path:
@@ -90,7 +121,8 @@ class EnvState:
 
     def __init__(self, env: str, root: Path | None = None) -> None:
         self.env = validate_env_name(env)
-        self.dir = (root if root is not None else state_root()) / "envs" / env
+        self.root = root if root is not None else state_root()
+        self.dir = self.root / "envs" / env
         self.key_path = self.dir / "id_ed25519"
         self.known_hosts_path = self.dir / "known_hosts"
         self.inventory_path = self.dir / "inventory.json"
@@ -100,10 +132,11 @@ class EnvState:
         return f"EnvState({self.env!r}, dir={str(self.dir)!r})"
 
     def ensure_dir(self) -> Path:
-        """Create the directory (0700) if needed; tighten it if it is group/world readable."""
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if self.dir.stat().st_mode & 0o077:
-            os.chmod(self.dir, 0o700)
+        """Create the directory (0700) if needed, with ``$CSDEPLOY_HOME`` and ``envs/`` private
+        too; tighten any of them that is group/world readable."""
+        ensure_home(self.root)
+        _private_dir(self.root / "envs")
+        _private_dir(self.dir)
         return self.dir
 
     # ---- the environment's SSH key ----------------------------------------------------------

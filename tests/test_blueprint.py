@@ -233,7 +233,7 @@ def test_names_must_fit_in_vm_host_names(write, replacements: dict[str, str], ex
 @pytest.mark.parametrize(
     ("replacements", "expected"),
     [
-        ({"l11": "    count: -1"}, "bp.yml:11: roles.web.count: must be >= 0, got -1"),
+        ({"l11": "    count: -1"}, "bp.yml:11: roles.web.count: must be 0-1000 (csdeploy runs at most 1000 VMs per role), got -1"),
         ({"l11": "    count: 1.5"}, "bp.yml:11: roles.web.count: expected an integer, got 1.5"),
         ({"l13": "      app_port: 0"}, "bp.yml:13: roles.web.proxy.app_port: must be a port number 1-65535, got 0"),
         ({"l22": "    port: 65536"}, "bp.yml:22: accessories.db.port: must be a port number 1-65535, got 65536"),
@@ -242,7 +242,7 @@ def test_names_must_fit_in_vm_host_names(write, replacements: dict[str, str], ex
          "bp.yml:8: cloud.ssh.allow_from[0]: not a valid CIDR: '192.168.1.1/24'; did you mean 192.168.1.0/24?"),
         ({"l8": "    allow_from: []"},
          "bp.yml:8: cloud.ssh.allow_from: expected a list of CIDRs such as [203.0.113.0/24], got a list"),
-        ({"l22": "    disk: {size: 0}"}, "bp.yml:22: accessories.db.disk.size: must be a positive number of GB, got 0"),
+        ({"l22": "    disk: {size: 0}"}, "bp.yml:22: accessories.db.disk.size: must be 1-65536 GB, got 0"),
         ({"l22": "    disk: {size: ten}"}, "bp.yml:22: accessories.db.disk.size: expected an integer, got 'ten'"),
         ({"l29": "secrets: [REGISTRY_PASSWORD, DB_PASSWORD]\nttl: 12 hours"},
          "bp.yml:30: ttl: expected a duration like 30m, 12h or 2d, got '12 hours'"),
@@ -413,37 +413,37 @@ def test_later_override_wins() -> None:
 
 def test_invalid_overridden_value_names_the_override() -> None:
     assert problems(DEMO, ("roles.web.count=two",)) == [
-        "--set roles.web.count: roles.web.count: expected an integer, got 'two'"
+        f"{DEMO} (--set roles.web.count): roles.web.count: expected an integer, got 'two'"
     ]
 
 
 def test_unknown_key_from_an_override_names_the_override() -> None:
     assert problems(DEMO, ("roles.web.cuont=2",)) == [
-        "--set roles.web.cuont: roles.web.cuont: unknown key 'cuont' (did you mean 'count'?)"
+        f"{DEMO} (--set roles.web.cuont): roles.web.cuont: unknown key 'cuont' (did you mean 'count'?)"
     ]
 
 
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("roles.web.count", "--set roles.web.count: expected PATH=VALUE, e.g. roles.web.count=2"),
-        ("=3", "--set (empty path): the path before '=' is empty or has an empty part"),
-        ("roles..count=3", "--set roles..count: the path before '=' is empty or has an empty part"),
-        ("image.tag=1", "--set image.tag: image: is 'registry.lab:5000/demo-app', not a mapping, "
+        ("roles.web.count", "(--set roles.web.count): expected PATH=VALUE, e.g. roles.web.count=2"),
+        ("=3", "(--set (empty path)): the path before '=' is empty or has an empty part"),
+        ("roles..count=3", "(--set roles..count): the path before '=' is empty or has an empty part"),
+        ("image.tag=1", "(--set image.tag): image: is 'registry.lab:5000/demo-app', not a mapping, "
                         "so image.tag cannot be set"),
-        ("cloud.ssh.allow_from=[10.0.0.0/8", "--set cloud.ssh.allow_from: cloud.ssh.allow_from: "
+        ("cloud.ssh.allow_from=[10.0.0.0/8", "(--set cloud.ssh.allow_from): cloud.ssh.allow_from: "
                                              "value is not valid YAML"),
     ],
 )
 def test_malformed_overrides_are_errors(override: str, expected: str) -> None:
     [line] = problems(DEMO, (override,))
-    assert line.startswith(expected)
+    assert line.startswith(f"{DEMO} {expected}")
 
 
 def test_file_problems_come_before_override_problems(write) -> None:
     assert problems(write(blueprint_text(l22="    port: http")), ("roles.web.count=-2",)) == [
         "bp.yml:22: accessories.db.port: expected an integer, got 'http'",
-        "--set roles.web.count: roles.web.count: must be >= 0, got -2",
+        "bp.yml (--set roles.web.count): roles.web.count: must be 0-1000 (csdeploy runs at most 1000 VMs per role), got -2",
     ]
 
 

@@ -47,7 +47,7 @@ def test_set_overrides_are_applied() -> None:
 def test_a_bad_override_exits_2_naming_the_override() -> None:
     result = CliRunner().invoke(main, ["validate", DEMO, "--set", "roles.web.count=two"])
     assert result.exit_code == 2
-    assert result.stderr == "--set roles.web.count: roles.web.count: expected an integer, got 'two'\n"
+    assert result.stderr == f"{DEMO} (--set roles.web.count): roles.web.count: expected an integer, got 'two'\n"
 
 
 def test_a_missing_file_exits_2_naming_the_path(tmp_path: Path) -> None:

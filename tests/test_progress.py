@@ -388,3 +388,45 @@ def test_recorder_and_summary_count_the_last_outcome_per_resource() -> None:
     assert counts == {"create done": 1, "create failed": 1, "delete skipped": 1, "wait done": 1}
     assert format_summary(counts) == "create: 1 done, 1 failed; delete: 1 skipped; wait: 1 done"
     assert recorder.notes == [("info", "done")] and recorder.closed
+
+
+HOSTILE = "bad\x1b]0;owned\x07\x1b[2J\rfake line\x9b31m"
+
+
+def test_text_from_the_cloud_or_a_host_cannot_drive_the_terminal() -> None:
+    """Resource names come from the cloud and details from its errors or a host's output:
+    escape sequences in them are shown escaped, never sent to the terminal."""
+    out = io.StringIO()
+    progress = make_progress("plain", out)
+    progress.emit(Event(f"vm {HOSTILE}", "create", "failed", HOSTILE + "\nsecond line"))
+    progress.note(HOSTILE, level="warning")
+    progress.close()
+    text = out.getvalue()
+    assert not any(c in text for c in "\x1b\x07\r\x9b")
+    lines = text.splitlines()
+    assert len(lines) == 2
+    assert "vm bad\\x1b]0;owned\\x07\\x1b[2J\\rfake line\\x9b31m: create failed" in lines[0]
+    assert "\\nsecond line" in lines[0]
+
+    out = io.StringIO()
+    progress = make_progress("tty", out)
+    progress.emit(Event(f"vm {HOSTILE}", "create", "failed", HOSTILE))
+    progress.note(HOSTILE)
+    progress.close()
+    without_ours = re.sub(r"\x1b\[\d*[AKJ]|\x1b\[\?25[hl]|\x1b\[[0-9;]*m", "", out.getvalue())
+    assert not any(c in without_ours for c in "\x1b\x07\x9b")
+
+
+def test_an_error_message_is_printed_with_its_control_characters_escaped(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from cloudstack_deploy.cli.common import render_error
+    from cloudstack_deploy.errors import CsdeployError
+
+    render_error(CsdeployError(f"CloudStack said: {HOSTILE}\n  second line", hint=f"see {HOSTILE}"))
+    err = capsys.readouterr().err
+    assert not any(c in err for c in "\x1b\x07\r\x9b")
+    assert err.splitlines() == [
+        "csdeploy: error: CloudStack said: bad\\x1b]0;owned\\x07\\x1b[2J\\rfake line\\x9b31m",
+        "  second line",
+        "hint: see bad\\x1b]0;owned\\x07\\x1b[2J\\rfake line\\x9b31m",
+    ]

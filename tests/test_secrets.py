@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -105,9 +106,11 @@ def test_secrets_never_show_values_when_printed(tmp_path: Path) -> None:
     assert repr(secrets) == "Secrets(names=['API_TOKEN', 'DB_PASSWORD', 'REGISTRY_PASSWORD'])"
 
 
-def test_values_for_redaction_lists_every_value() -> None:
+def test_values_for_redaction_lists_every_value_and_its_derived_forms() -> None:
     secrets = Secrets({"A": "one", "B": "two", "C": ""})
-    assert secrets.values_for_redaction() == frozenset({"one", "two"})
+    forms = secrets.values_for_redaction()
+    assert {"one", "two", "b25l", "dHdv"} <= forms  # the values, and their base64
+    assert "" not in forms
 
 
 def test_dotenv_parsing_rules(tmp_path: Path) -> None:
@@ -154,3 +157,67 @@ def test_malformed_dotenv_lines_name_the_line_but_not_the_value(
         read_dotenv(path)
     assert str(info.value) == f"{path}{expected}"
     assert "s3cr3t" not in str(info.value)
+
+
+# ---- what a secrets file may be ----------------------------------------------------------------------
+def _load(tmp_path: Path, secrets_file: str) -> Secrets:
+    return load_secrets(make_blueprint(tmp_path, secrets_file), environ={})
+
+
+def test_a_symlink_beside_or_below_the_blueprint_is_followed(tmp_path: Path) -> None:
+    (tmp_path / "envs").mkdir()
+    (tmp_path / "envs" / "prod.env").write_text("".join(f"{k}={v}\n" for k, v in VALUES.items()))
+    (tmp_path / ".env").symlink_to("envs/prod.env")
+    assert dict(_load(tmp_path, ".env")) == VALUES
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "/etc/shadow", "../outside.env"])
+def test_a_symlink_to_elsewhere_is_refused(tmp_path: Path, target: str) -> None:
+    (tmp_path / "outside.env").write_text("DB_PASSWORD=x\n")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / ".env").symlink_to(target)
+    with pytest.raises(SecretsError) as err:
+        load_secrets(make_blueprint(tmp_path / "app", ".env"), environ={})
+    assert f"{tmp_path / 'app' / '.env'} is a symlink to " in str(err.value)
+    assert f"outside {tmp_path / 'app'}: refusing to read it" in str(err.value)
+
+
+def test_a_dangling_symlink_says_so(tmp_path: Path) -> None:
+    (tmp_path / ".env").symlink_to("gone.env")
+    with pytest.raises(SecretsError, match=r"is a symlink to .*gone\.env, which does not exist"):
+        _load(tmp_path, ".env")
+
+
+def test_a_directory_is_reported_as_a_directory(tmp_path: Path) -> None:
+    (tmp_path / ".env").mkdir()
+    with pytest.raises(SecretsError) as err:
+        _load(tmp_path, ".env")
+    assert str(err.value) == f"secrets file {tmp_path / '.env'} is a directory, not a file of KEY=VALUE lines"
+
+
+def test_a_fifo_is_reported_as_such_without_hanging(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / ".env")
+    with pytest.raises(SecretsError) as err:
+        _load(tmp_path, ".env")
+    assert "is a FIFO (named pipe), not a file of KEY=VALUE lines" in str(err.value)
+
+
+def test_a_device_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SecretsError, match="/dev/zero is a character device"):
+        _load(tmp_path, "/dev/zero")
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to give a file to another user")
+def test_a_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    path.write_text("DB_PASSWORD=x\n")
+    os.chown(path, 65534, 65534)
+    with pytest.raises(SecretsError) as err:
+        _load(tmp_path, ".env")
+    assert "belongs to another user (uid 65534)" in str(err.value)
+
+
+def test_a_secrets_file_that_is_not_needed_is_not_touched(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / ".env")
+    secrets = load_secrets(make_blueprint(tmp_path, ".env"), environ=VALUES)
+    assert dict(secrets) == VALUES

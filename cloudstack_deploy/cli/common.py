@@ -16,7 +16,7 @@ import click
 
 from .. import __version__
 from ..errors import CsdeployError, Interrupted, InvalidInput
-from ..log import configure_logging, redact
+from ..log import configure_logging, redact, terminal_safe
 from ..progress import Progress, make_progress
 
 T = TypeVar("T")
@@ -25,10 +25,10 @@ T = TypeVar("T")
 def render_error(exc: CsdeployError) -> None:
     """``csdeploy: error: ...`` and ``hint: ...`` on stderr; errors that name a file:line already
     (a blueprint's problems) are printed as they are, one per line."""
-    text = redact(str(exc))
+    text = terminal_safe(redact(str(exc)))
     click.echo(text if getattr(exc, "located", False) else f"csdeploy: error: {text}", err=True)
     if exc.hint:
-        click.echo(f"hint: {redact(exc.hint)}", err=True)
+        click.echo(f"hint: {terminal_safe(redact(exc.hint))}", err=True)
 
 
 def _plugins() -> dict[str, Any]:

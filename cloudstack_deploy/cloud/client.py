@@ -41,7 +41,8 @@ HINTS = {
     401: "check CLOUDSTACK_KEY / CLOUDSTACK_SECRET (or the profile in use) and the machine's clock",
     429: "the cloud is rate limiting API calls; lower --max-api and re-run",
     503: "the cloud (or a proxy in front of it) is overloaded; lower --max-api and re-run",
-    431: "a parameter or id was refused; check the blueprint's names against the cloud's catalog",
+    431: "a name or id was refused; check the blueprint's names (zone, template, offerings) against "
+         "what the cloud offers",
     531: "your CloudStack user is not allowed to do this; ask the cloud's administrators",
     532: "the account reached a resource limit; free resources or ask for a higher limit",
     533: "the cloud has no capacity for this right now; try a smaller offering or later, then re-run "
@@ -51,6 +52,21 @@ HINTS = {
 }
 
 
+#: Commands whose parameters come from the blueprint's names (zone, template, offerings): a 431
+#: there is about those names. Anywhere else csdeploy sends ids it has just read from the cloud.
+CATALOG_COMMANDS = frozenset({"deployVirtualMachine", "createNetwork", "createVolume", "scaleVirtualMachine"})
+
+
+def hint_for(command: str, code: int | None) -> str | None:
+    """What to do about error ``code`` from ``command``: the hint must fit the failure."""
+    if code == 431 and command not in CATALOG_COMMANDS:
+        return (f"CloudStack refused the parameters of {command}, which name resources csdeploy has just "
+                "read: one changed or went away meanwhile, or cannot do this (e.g. a network that cannot "
+                "get another public IP); re-run, and look at the environment in the CloudStack UI if it "
+                "persists")
+    return HINTS.get(code) if code else None
+
+
 class CloudError(OperationFailed):
     """A CloudStack error, with the command, the code and CloudStack's own text."""
 
@@ -58,7 +74,7 @@ class CloudError(OperationFailed):
                  hint: str | None = None) -> None:
         where = f"CloudStack {command}"
         msg = f"{where} failed: {text}" + (f" (error {code})" if code else "")
-        super().__init__(msg, hint=hint or (HINTS.get(code) if code else None))
+        super().__init__(msg, hint=hint or hint_for(command, code))
         self.command = command
         self.code = code
         self.cserrorcode = cserrorcode
@@ -145,6 +161,7 @@ class Cloud:
         self._post: AIOCloudStack | None = None
         self._on_call = on_call
         self._watcher: _JobWatcher | None = None
+        self._capabilities: dict[str, Any] | None = None
 
     async def __aenter__(self) -> Cloud:
         kw: dict[str, Any] = dict(endpoint=self.config.endpoint, key=self.config.key, secret=self.config.secret,
@@ -195,12 +212,12 @@ class Cloud:
                 raise CloudError(command, code, text, cserrorcode=err.get("cserrorcode")) from None
             except CloudStackException as exc:
                 status = getattr(getattr(exc, "response", None), "status", None)
-                raise CloudUnavailable(command, status, f"unexpected answer from {self.config.endpoint}: {exc.args[0]}",
+                raise CloudUnavailable(command, status, f"unexpected answer from {self.config.shown_endpoint}: {exc.args[0]}",
                                        hint="check that CLOUDSTACK_ENDPOINT points at the API (…/client/api)") from None
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 detail = str(exc) or type(exc).__name__
                 _log_call(command, params, started, "no answer")
-                raise CloudUnavailable(command, None, f"no answer from {self.config.endpoint}: {detail}",
+                raise CloudUnavailable(command, None, f"no answer from {self.config.shown_endpoint}: {detail}",
                                        hint="is the cloud (or `csdeploy lab`) running and reachable?") from None
             _log_call(command, params, started, 200)
             self._sem.succeeded()
@@ -236,6 +253,39 @@ class Cloud:
         raise AssertionError("unreachable")
 
     # ---- conveniences --------------------------------------------------------------------
+    async def capabilities(self) -> dict[str, Any]:
+        """listCapabilities for this caller, read once per session; {} if the cloud will not say."""
+        if self._capabilities is None:
+            try:
+                self._capabilities = (await self.request("listCapabilities")).get("capability") or {}
+            except CloudError:
+                self._capabilities = {}
+        return self._capabilities
+
+    async def destroy_vm(self, vm_id: str) -> bool:
+        """Destroy a VM and expunge it; False if this account may only destroy it (CloudStack
+        then expunges it after `expunge.delay`).
+
+        Decided from what the cloud says, never from an error's wording: listCapabilities'
+        `allowuserexpungerecovervm` (true for admins, else the cloud's setting) says up front
+        whether to ask for expunge; a refusal with 531 (CloudStack's permission-denied code)
+        to destroyVirtualMachine with expunge=true means the same. Any other failure, a 530
+        included, is a real failure and is raised as it is. (Real CloudStack checks the
+        permission inside the async job and reports PermissionDeniedException there as a
+        530, indistinguishable by code from any internal error; hence the up-front check.)
+        """
+        if (await self.capabilities()).get("allowuserexpungerecovervm") is False:
+            await self.job("destroyVirtualMachine", id=vm_id)
+            return False
+        try:
+            await self.job("destroyVirtualMachine", id=vm_id, expunge=True)
+            return True
+        except CloudError as exc:
+            if exc.code != 531 or isinstance(exc, CloudUnavailable):
+                raise
+        await self.job("destroyVirtualMachine", id=vm_id)
+        return False
+
     async def list(self, command: str, **params: Any) -> list[dict[str, Any]]:
         """Every item of a list command, walking pages of 500 (``count`` is the total)."""
         items: list[dict[str, Any]] = []

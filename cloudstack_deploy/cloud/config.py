@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from ..errors import InvalidInput
-from ..state import state_root
+from ..secrets import register_derived
+from ..state import ensure_home, state_root
 
 INI_PATHS = ("~/.cloudstack.ini", "cloudstack.ini")
 
@@ -38,7 +41,51 @@ class CloudConfig:
     secrets_file: Path | None = None
 
     def __repr__(self) -> str:  # never show the secret
-        return f"CloudConfig(endpoint={self.endpoint!r}, key={self.key[:4]}..., source={self.source!r})"
+        return f"CloudConfig(endpoint={self.shown_endpoint!r}, key={self.key[:4]}..., source={self.source!r})"
+
+    @property
+    def shown_endpoint(self) -> str:
+        """The endpoint as messages and files show it: a password in it (user:pass@host, for a
+        proxy with basic auth in front of the API) is replaced by `***`."""
+        return shown_endpoint(self.endpoint)
+
+
+def shown_endpoint(endpoint: str) -> str:
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:
+        return "(an endpoint that is not a URL)"
+    if parts.password is None:
+        return endpoint
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
+def _protect(config: CloudConfig) -> CloudConfig:
+    """Register what in the configuration is secret, so no message or log line shows it:
+    the API secret key, and a password written into the endpoint (as typed and decoded)."""
+    try:
+        password = urlsplit(config.endpoint).password
+    except ValueError:
+        password = None
+    register_derived([config.secret, password or "", unquote(password) if password else ""])
+    return config
+
+
+#: Bounds on the timing settings: a typo must not make every poll wait a day.
+_SECONDS_MAX = {"timeout": 3600.0, "poll_interval": 600.0, "job_timeout": 7 * 86400.0}
+
+
+def _seconds(value: str, key: str, where: str) -> float:
+    """A timing setting: a finite number of seconds within its bound, else an error naming it."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 < seconds <= _SECONDS_MAX[key]):
+        raise InvalidInput(f"{where}: expected a number of seconds, more than 0 and at most "
+                                f"{_SECONDS_MAX[key]:g}, got {value!r}")
+    return seconds
 
 
 def lab_profile_path() -> Path:
@@ -63,13 +110,15 @@ def _from_section(section: configparser.SectionProxy, source: str, is_lab: bool)
             verify = False
     if section.get("dangerous_no_tls_verify", "").lower() in ("true", "yes", "1"):
         verify = False
-    return CloudConfig(
+    return _protect(CloudConfig(
         endpoint=section["endpoint"], key=section["key"], secret=section["secret"], source=source,
-        verify=verify, timeout=float(section.get("timeout", 30)),
-        poll_interval=float(section.get("poll_interval", 0.25 if is_lab else 2.0)),
-        job_timeout=float(section.get("job_timeout", 900)), is_lab=is_lab,
+        verify=verify, timeout=_seconds(section.get("timeout", "30"), "timeout", f"{source}: timeout"),
+        poll_interval=_seconds(section.get("poll_interval", "0.25" if is_lab else "2.0"), "poll_interval",
+                               f"{source}: poll_interval"),
+        job_timeout=_seconds(section.get("job_timeout", "900"), "job_timeout", f"{source}: job_timeout"),
+        is_lab=is_lab,
         secrets_file=Path(section["secrets_file"]).expanduser() if section.get("secrets_file") else None,
-    )
+    ))
 
 
 def read_cloud_config(region: str | None = None) -> CloudConfig:
@@ -81,13 +130,14 @@ def read_cloud_config(region: str | None = None) -> CloudConfig:
                 f"CLOUDSTACK_ENDPOINT is set but {' and '.join(missing)} is not",
                 hint="export the API key and secret key of your CloudStack user",
             )
-        return CloudConfig(
+        return _protect(CloudConfig(
             endpoint=env["CLOUDSTACK_ENDPOINT"], key=env["CLOUDSTACK_KEY"], secret=env["CLOUDSTACK_SECRET"],
             source="environment (CLOUDSTACK_ENDPOINT)",
             verify=env.get("CLOUDSTACK_VERIFY", "true").lower() not in ("false", "0", "no"),
-            poll_interval=float(env.get("CLOUDSTACK_POLL_INTERVAL", 2.0)),
-            job_timeout=float(env.get("CLOUDSTACK_JOB_TIMEOUT", 900)),
-        )
+            poll_interval=_seconds(env.get("CLOUDSTACK_POLL_INTERVAL", "2.0"), "poll_interval",
+                                   "CLOUDSTACK_POLL_INTERVAL"),
+            job_timeout=_seconds(env.get("CLOUDSTACK_JOB_TIMEOUT", "900"), "job_timeout", "CLOUDSTACK_JOB_TIMEOUT"),
+        ))
     ini = [p for p in _ini_paths() if p.exists()]
     if ini:
         parser = configparser.ConfigParser()
@@ -130,10 +180,10 @@ def _apply_overrides(config: CloudConfig, overrides: str) -> CloudConfig:
         if key in ("endpoint", "key", "secret"):
             changes[key] = value
         elif key in ("timeout", "poll_interval", "job_timeout"):
-            changes[key] = float(value)
+            changes[key] = _seconds(value, key, f"CLOUDSTACK_{key.upper()}")
     if changes:
         changes["source"] = config.source + " + CLOUDSTACK_OVERRIDES"
-    return dataclasses.replace(config, **changes) if changes else config  # type: ignore[arg-type]
+    return _protect(dataclasses.replace(config, **changes)) if changes else config  # type: ignore[arg-type]
 
 
 def write_lab_profile(endpoint: str, key: str, secret: str, poll_interval: float = 0.25,
@@ -145,6 +195,7 @@ def write_lab_profile(endpoint: str, key: str, secret: str, poll_interval: float
     the product never imports it.
     """
     path = lab_profile_path()
+    ensure_home()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     parser = configparser.ConfigParser()
     parser["lab"] = {"endpoint": endpoint, "key": key, "secret": secret, "poll_interval": str(poll_interval),

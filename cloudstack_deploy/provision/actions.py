@@ -10,7 +10,7 @@ import asyncio
 import time
 from typing import Any
 
-from ..cloud import CloudError, JobFailed
+from ..cloud import CloudError
 from ..errors import CsdeployError, Locked
 from .context import RunContext, tag
 from .desired import TAG_CREATED, TAG_EXPIRES, TAG_KIND, TAG_LOCK, TAG_ROLE, TAG_VM
@@ -159,14 +159,9 @@ async def vm_action(ctx: RunContext, a: Action) -> str:
 
 
 async def _destroy_vm(ctx: RunContext, vm_id: str) -> str:
-    try:
-        await ctx.cloud.job("destroyVirtualMachine", id=vm_id, expunge=True)
+    if await ctx.cloud.destroy_vm(vm_id):
         return "expunged"
-    except JobFailed as exc:
-        if "admin" not in exc.text.lower():
-            raise
-    # Non-admin users may not expunge: destroy, and let the cloud's expunge thread finish.
-    await ctx.cloud.job("destroyVirtualMachine", id=vm_id)
+    # This account may not expunge: the cloud's expunge thread finishes it later.
     ctx.progress.note(f"VM {vm_id} destroyed; this account may not expunge, so CloudStack removes it later",
                       level="warning")
     return "destroyed (expunged later by CloudStack)"

@@ -34,6 +34,8 @@ class Actual:
     loose_volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
     keypair: dict[str, Any] | None = None
     tags: dict[str, dict[str, str]] = field(default_factory=dict)          # resource id -> {key: value}
+    #: User data (base64) of the VMs it was read for (see `read_vm_userdata`), by VM id.
+    userdata: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def exists(self) -> bool:
@@ -121,3 +123,15 @@ async def read_actual(cloud: Cloud, env: str) -> Actual:
         listed.append(actual.source_nat)
     actual.tags = _tag_map(env_tags + [dict(t, resourceid=r["id"]) for r in listed for t in r.get("tags") or []])
     return actual
+
+
+async def read_vm_userdata(cloud: Cloud, actual: Actual, names: list[str]) -> None:
+    """Fetch the user data of the named VMs into ``actual.userdata``.
+
+    A VM's data disk mount points are in its user data and fixed when it is created, so
+    the plan needs it to tell whether a VM still mounts what the blueprint asks for.
+    """
+    ids = [actual.vms[n]["id"] for n in names if n in actual.vms and actual.vms[n]["id"] not in actual.userdata]
+    replies = await asyncio.gather(*(cloud.request("getVirtualMachineUserData", virtualmachineid=i) for i in ids))
+    for vm_id, reply in zip(ids, replies, strict=True):
+        actual.userdata[vm_id] = (reply.get("virtualmachineuserdata") or {}).get("userdata")

@@ -23,11 +23,17 @@ from .desired import (
     DiskSpec,
     VMSpec,
 )
+from .userdata import disks_from_userdata
 
 GB = 1024**3
 GLOBAL = ""          # actions run first, in order (network, keypair)
 REMOVE = "~remove"   # removals, run concurrently after the per-VM pipelines
 
+
+
+#: `key_fingerprint` meaning "there is no local key: create-env would make a new one".
+NO_LOCAL_KEY = "(no local key)"
+_PLAN_HINT = "change the blueprint (or --set) so that it asks for what can be done, then re-run"
 
 
 @dataclass(frozen=True)
@@ -78,10 +84,17 @@ def _cidrs(rule: dict[str, Any]) -> tuple[str, ...]:
     return tuple(sorted(c.strip() for c in (rule.get("cidrlist") or "").split(",") if c.strip()))
 
 
-def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None = None) -> Plan:
+def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None = None,
+              key_path: str | None = None) -> Plan:
+    """The actions that make ``actual`` what ``desired`` asks for; InvalidInput if some cannot be.
+
+    ``key_fingerprint`` is that of the key create-env logs in with (at ``key_path``),
+    ``NO_LOCAL_KEY`` when there is none and create-env would make one, None not to check.
+    """
     plan = Plan(desired.env)
     add = plan.actions.append
     problems: list[str] = []
+    hints: list[str] = []
 
     # ---- global: network and keypair -----------------------------------------------------
     net = actual.network
@@ -99,10 +112,18 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
     if actual.keypair is None:
         add(Action("create", "keypair", desired.keypair, "register the environment's SSH key"))
     elif key_fingerprint and actual.keypair.get("fingerprint") != key_fingerprint:
-        problems.append(
-            f"keypair {desired.keypair} in the cloud has fingerprint {actual.keypair.get('fingerprint')}, "
-            f"not the local key's {key_fingerprint}: csdeploy could not log in to its VMs"
-        )
+        where = key_path or "the local key"
+        if key_fingerprint == NO_LOCAL_KEY:
+            problems.append(f"keypair {desired.keypair} is in the cloud but this machine has no key for the "
+                            f"environment ({where} is missing: the environment was created from another "
+                            "machine, or $CSDEPLOY_HOME was lost): a new key would not open its VMs")
+        else:
+            problems.append(f"keypair {desired.keypair} in the cloud has fingerprint "
+                            f"{actual.keypair.get('fingerprint')}, not that of {where} ({key_fingerprint}): "
+                            "csdeploy could not log in to its VMs")
+        hints.append(f"the environment's VMs accept only the key it was created with: copy that private key "
+                     f"to {where} (or point cloud.ssh.key at it); if it is lost, `csdeploy teardown "
+                     f"--env {desired.env}` and create the environment again")
 
     # ---- per VM ---------------------------------------------------------------------------
     used_pf_ports = {int(r["publicport"]) for r in actual.port_forwards}
@@ -120,6 +141,16 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
         elif vm["state"] in ("Error", "Destroyed"):
             add(Action("replace", "vm", spec.name, f"VM is {vm['state']}: expunge it and deploy again", g,
                        data={"id": vm["id"]}))
+            replaced_id = vm["id"]
+            vm = None
+        elif (missing := _unmounted_disks(actual, spec, vm["id"])):
+            wanted = ", ".join(f"{d.label} at {d.mount}" for d in missing)
+            add(Action("replace", "vm", spec.name, f"its data disks changed ({wanted}): mount points are "
+                       "fixed when a VM is created, so destroy it and deploy it again; its data disks are "
+                       "kept and re-attached", g, data={"id": vm["id"]}))
+            plan.warnings.append(f"{spec.name} will be replaced to mount {wanted}: what is on its root disk "
+                                 "(containers, images, anything outside its data disks) is lost; its data "
+                                 "disks and public IP are kept")
             replaced_id = vm["id"]
             vm = None
         else:
@@ -228,9 +259,24 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
                        data={"id": vol["id"], "attached": bool(vol.get("virtualmachineid"))}))
             plan.warnings.append(f"volume {name} is no longer in the blueprint: it will be deleted with its data")
     if problems:
-        raise InvalidInput("the plan cannot be made:\n  " + "\n  ".join(problems),
-                        hint="change the blueprint (or --set) so that it asks for what can be done, then re-run")
+        if len(hints) < len(problems):  # some problems are the blueprint's to fix
+            hints.append(_PLAN_HINT)
+        raise InvalidInput("the plan cannot be made:\n  " + "\n  ".join(problems), hint="; ".join(hints))
     return plan
+
+
+def _unmounted_disks(actual: Actual, spec: VMSpec, vm_id: str) -> list[DiskSpec]:
+    """The blueprint's disks for this VM that its user data does not mount where asked.
+
+    Empty when the user data was not read or is not csdeploy's: then nothing is known.
+    Disks the VM mounts but the blueprint no longer wants are harmless (never found again).
+    """
+    if not spec.disks or vm_id not in actual.userdata:
+        return []
+    have = disks_from_userdata(actual.userdata[vm_id])
+    if have is None:
+        return []
+    return [d for d in spec.disks if (d.label, d.mount) not in have]
 
 
 def _plan_disk(plan: Plan, actual: Actual, spec: VMSpec, disk: DiskSpec, vm_id: str | None,

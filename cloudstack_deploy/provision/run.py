@@ -17,13 +17,13 @@ from ..inventory import Host, HostDisk, Inventory, Network, SSHAccess
 from ..progress import Event, Progress
 from ..state import EnvState
 from .actions import SETTLING_STATES
-from .actual import Actual, read_actual
+from .actual import Actual, read_actual, read_vm_userdata
 from .apply import RunContext, apply_plan
 from .catalog import Catalog, resolve_catalog
 from .cloudlock import lock_value, release_cloud_lock, take_cloud_lock
 from .desired import TAG_EXPIRES, Desired, desired_state, format_time, parse_time
 from .hostkeys import key_fingerprint
-from .plan import Plan, make_plan
+from .plan import NO_LOCAL_KEY, Plan, make_plan
 from .ssh_wait import SSHTarget, wait_for_ssh
 from .userdata import host_public_key_from_userdata
 
@@ -58,18 +58,52 @@ def _keep_expiry(desired: Desired, actual: Actual, explicit: bool) -> Desired:
     return dataclasses.replace(desired, expires=have)
 
 
-async def plan_env(cloud: Cloud, bp: Blueprint, env: str, *, ttl: timedelta | None = None,
-                   state: EnvState | None = None) -> Plan:
-    """What create-env would do now. Reads the cloud, changes nothing."""
+@dataclass
+class _Planned:
+    desired: Desired
+    actual: Actual
+    catalog: Catalog
+    plan: Plan
+
+
+def _vms_with_disks(desired: Desired, actual: Actual) -> list[str]:
+    """Existing, usable VMs the blueprint gives data disks: their user data says what they mount."""
+    return [v.name for v in desired.vms if v.disks and v.name in actual.vms
+            and actual.vms[v.name]["state"] not in ("Error", "Destroyed")]
+
+
+def _local_key(state: EnvState, bp: Blueprint) -> tuple[Path, str | None]:
+    """The key create-env logs in with and its public line; None for the line when it is the
+    environment's own key and does not exist yet (create-env would make it). Reads only."""
+    given = bp.ssh_key_path()
+    if given is not None:
+        return state.ensure_keypair(given)  # a given key is only read, never made
+    if state.key_path.exists():
+        return state.key_path, state.public_key()
+    return state.key_path, None
+
+
+async def _read_and_plan(cloud: Cloud, bp: Blueprint, env: str, ttl: timedelta | None,
+                         key: tuple[Path, str | None] | None) -> _Planned:
+    """Read the cloud and make the plan: the one path `plan` and `create-env` share, so a
+    plan shows exactly what create-env then does (or refuses)."""
     desired = desired_state(bp, env, ttl=ttl)
     actual = await read_actual(cloud, env)
     desired = _keep_expiry(desired, actual, ttl is not None)
     offerings, disks = _needed_names(desired)
-    await resolve_catalog(cloud, desired, offerings, disks)  # names are checked in a plan too
-    fp = None
-    if state is not None and bp.ssh_key_path() is None and state.key_path.exists():
-        fp = key_fingerprint(state.public_key())
-    return make_plan(desired, actual, key_fingerprint=fp)
+    catalog, _ = await asyncio.gather(resolve_catalog(cloud, desired, offerings, disks),
+                                      read_vm_userdata(cloud, actual, _vms_with_disks(desired, actual)))
+    fp = None if key is None else key_fingerprint(key[1]) if key[1] else NO_LOCAL_KEY
+    plan = make_plan(desired, actual, key_fingerprint=fp, key_path=str(key[0]) if key else None)
+    return _Planned(desired, actual, catalog, plan)
+
+
+async def plan_env(cloud: Cloud, bp: Blueprint, env: str, *, ttl: timedelta | None = None,
+                   state: EnvState | None = None) -> Plan:
+    """What create-env would do now, or the InvalidInput error it would stop with. Reads the cloud (and
+    the local key), changes nothing."""
+    key = _local_key(state, bp) if state is not None else None
+    return (await _read_and_plan(cloud, bp, env, ttl, key)).plan
 
 
 async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, progress: Progress,
@@ -80,13 +114,11 @@ async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, pro
     calls_before = cloud.total_calls
     with state.lock():
         # Under the lock: a second run must not read the key while the first is still writing it.
-        key_path, public_key = state.ensure_keypair(bp.ssh_key_path())
-        desired = desired_state(bp, env, ttl=opts.ttl)
-        actual = await read_actual(cloud, env)
-        desired = _keep_expiry(desired, actual, opts.ttl is not None)
-        offerings, disks = _needed_names(desired)
-        catalog = await resolve_catalog(cloud, desired, offerings, disks)
-        plan = make_plan(desired, actual, key_fingerprint=key_fingerprint(public_key))
+        key_path, public_key = _local_key(state, bp)
+        planned = await _read_and_plan(cloud, bp, env, opts.ttl, (key_path, public_key))
+        desired, actual, catalog, plan = planned.desired, planned.actual, planned.catalog, planned.plan
+        if public_key is None:  # only once the plan stands: a refused plan leaves no new key behind
+            key_path, public_key = state.ensure_keypair(None)
         for warning in plan.warnings:
             progress.note(warning, level="warning")
         lock = lock_value()
@@ -101,7 +133,8 @@ async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, pro
             await apply_plan(ctx, plan)
         finally:
             await release_cloud_lock(cloud, ctx.network_id, lock)
-        actual = await read_actual(cloud, env)
+        before, actual = actual, await read_actual(cloud, env)
+        actual.userdata = before.userdata  # VMs made this run are not in it: they follow the blueprint
         leftover = make_plan(desired, actual)
         if not leftover.empty:
             raise CsdeployError("the environment did not converge; still to do: " + ", ".join(
@@ -139,15 +172,18 @@ def _known_host(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-async def _host_key(cloud: Cloud, ctx: RunContext, name: str, vm_id: str, cached: dict[str, str]) -> str:
+async def _host_key(cloud: Cloud, ctx: RunContext, name: str, vm_id: str, cached: dict[str, str],
+                    userdata: dict[str, str | None]) -> str:
     """The VM's pinned host key: made this run, else the last inventory's (same VM id), else
     read back from its user data through CloudStack's API (a channel csdeploy trusts)."""
     if name in ctx.host_keys:
         return ctx.host_keys[name].public_line
     if vm_id in cached:
         return cached[vm_id]
-    data = await cloud.request("getVirtualMachineUserData", virtualmachineid=vm_id)
-    key = host_public_key_from_userdata((data.get("virtualmachineuserdata") or {}).get("userdata"))
+    if vm_id not in userdata:
+        data = await cloud.request("getVirtualMachineUserData", virtualmachineid=vm_id)
+        userdata[vm_id] = (data.get("virtualmachineuserdata") or {}).get("userdata")
+    key = host_public_key_from_userdata(userdata[vm_id])
     if key is None:
         raise CsdeployError(f"VM {name} has no host key in its user data: csdeploy cannot verify it",
                             hint=f"it was not created by csdeploy; destroy it and re-run, or teardown {ctx.desired.env}")
@@ -158,7 +194,7 @@ async def _inventory(cloud: Cloud, desired: Desired, actual: Actual, catalog: Ca
                      state: EnvState, key_path: str) -> Inventory:
     cached_inv = state.read_inventory()
     cached = {h.vm_id: h.host_key for h in cached_inv.hosts} if cached_inv else {}
-    keys = await asyncio.gather(*(_host_key(cloud, ctx, s.name, actual.vms[s.name]["id"], cached)
+    keys = await asyncio.gather(*(_host_key(cloud, ctx, s.name, actual.vms[s.name]["id"], cached, actual.userdata)
                                   for s in desired.vms))
     hosts = []
     for spec, host_key in zip(desired.vms, keys, strict=True):
@@ -179,7 +215,7 @@ async def _inventory(cloud: Cloud, desired: Desired, actual: Actual, catalog: Ca
             disks=tuple(HostDisk(name=d.name, label=d.label, mount=d.mount, size_gb=d.size_gb) for d in spec.disks),
         ))
     return Inventory(
-        env=desired.env, service=desired.service, endpoint=cloud.config.endpoint,
+        env=desired.env, service=desired.service, endpoint=cloud.config.shown_endpoint,
         written=format_time(datetime.now(UTC)),
         expires=format_time(desired.expires) if desired.expires else None,
         network=Network(id=actual.network["id"] if actual.network else None, name=desired.network,

@@ -12,11 +12,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cloud import Cloud, CloudError, JobFailed
+from ..cloud import Cloud, CloudError
 from ..errors import OperationFailed
 from ..progress import Event, Progress
 from .actual import read_actual
 from .desired import TAG_ENV, keypair_name, network_name
+
+_EXPUNGE_LATER = ("this account may not expunge VMs: CloudStack expunges the destroyed ones after its "
+                  "expunge.delay setting; re-run `csdeploy teardown` then (or ask the cloud's administrators)")
 
 
 @dataclass
@@ -47,21 +50,18 @@ async def _step(progress: Progress, env: str, resource: str, fn: Callable[[], Aw
     progress.emit(Event(resource=resource, action="delete", status="done", env=env))
 
 
-async def _destroy(cloud: Cloud, vm_id: str) -> None:
-    try:
-        await cloud.job("destroyVirtualMachine", id=vm_id, expunge=True)
-    except JobFailed as exc:
-        if "admin" not in exc.text.lower():
-            raise
-        await cloud.job("destroyVirtualMachine", id=vm_id)
+async def _destroy(cloud: Cloud, vm_id: str, not_expunged: list[str]) -> None:
+    if not await cloud.destroy_vm(vm_id):
+        not_expunged.append(vm_id)
         raise CloudError("destroyVirtualMachine", 531, "this account may not expunge; the VM is Destroyed and "
-                         "CloudStack expunges it later (re-run teardown then)") from None
+                         "CloudStack expunges it later (re-run teardown then)")
 
 
 async def teardown_env(cloud: Cloud, env: str, progress: Progress) -> TeardownResult:
     calls_before = cloud.total_calls
     result = TeardownResult(env)
     failures: list[str] = []
+    not_expunged: list[str] = []
     actual = await read_actual(cloud, env)
     tagged = await cloud.list("listTags", key=TAG_ENV, value=env)
     step = lambda res, fn: _step(progress, env, res, fn, failures, result.deleted)  # noqa: E731
@@ -88,7 +88,7 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress) -> TeardownRe
         return {n: v for n, v in volumes.items() if v.get("virtualmachineid") == vm["id"]}
 
     async def vm_and_disks(name: str, vm: dict[str, Any]) -> None:
-        await step(f"vm {name}", lambda: _destroy(cloud, vm["id"]))
+        await step(f"vm {name}", lambda: _destroy(cloud, vm["id"], not_expunged))
         await asyncio.gather(*(step(f"volume {n}", lambda v=v: delete_volume(v)) for n, v in disks_of(vm).items()))
 
     attached = {n for vm in actual.vms.values() for n in disks_of(vm)}
@@ -117,7 +117,8 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress) -> TeardownRe
         lines = left + [f"(error) {f}" for f in failures if not any(f.startswith(x) for x in left)]
         raise OperationFailed(f"environment '{env}' is not fully removed; still in the cloud:\n  "
                                  + "\n  ".join(lines),
-                                 hint="re-run `csdeploy teardown`; if it persists, remove these with cloudmonkey/cs")
+                                 hint=_EXPUNGE_LATER if not_expunged else
+                                 "re-run `csdeploy teardown`; if it persists, remove these with cloudmonkey/cs")
     return result
 
 

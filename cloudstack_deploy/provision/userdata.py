@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
-import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 import asyncssh
 import yaml
 
+from cloudstack_deploy.blueprint_schema import mount_point_problem
 from cloudstack_deploy.errors import InvalidInput
 
 from .hostkeys import HostKey
@@ -40,14 +40,8 @@ DISK_SCRIPT_PATH = "/usr/local/sbin/csdeploy-disks"
 DISK_UNIT = "csdeploy-disks.service"
 
 _LABEL_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
-_MOUNT_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 _HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+.:=~_-]*$")
-#: Mounting a data disk over these would hide the system; a blueprint typo must not do that.
-_SYSTEM_DIRS = frozenset({"/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt",
-                          "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr",
-                          "/var", "/var/lib", "/var/lib/docker"})
-
 # The disk script is plain bash with util-linux and e2fsprogs only (present on every cloud
 # image). CSDEPLOY_DISKS_ONLY (a list of devices that may be used) and CSDEPLOY_FSTAB exist so
 # tests can run it against loop devices without any chance of touching a real disk.
@@ -120,16 +114,15 @@ class DataDisk:
     mount: str
 
     def __post_init__(self) -> None:
-        if not _LABEL_RE.match(self.label):
+        if not _LABEL_RE.fullmatch(self.label):
             raise InvalidInput(
                 f"disk label {self.label!r} is not usable: ext4 labels here are 1-{LABEL_MAX} "
                 "lower-case letters, digits or hyphens", hint="build labels with disk_label()")
-        if (not _MOUNT_RE.match(self.mount) or posixpath.normpath(self.mount) != self.mount
-                or self.mount in _SYSTEM_DIRS or "/." in self.mount):
-            raise InvalidInput(
-                f"mount point {self.mount!r} of disk {self.label} is not usable",
-                hint="use an absolute, normalized path of letters, digits, '.', '_' and '-' "
-                     "outside system directories, e.g. /data/db")
+        problem = mount_point_problem(self.mount)
+        if problem:  # the blueprint refuses these already (same rule): a caller's mistake
+            raise InvalidInput(f"mount point {self.mount!r} of disk {self.label} is not usable: {problem}",
+                                hint="use an absolute, normalized path of letters, digits, '.', '_' and '-' "
+                                     "outside system directories, e.g. /data/db")
 
 
 def disk_label(name: str) -> str:
@@ -163,7 +156,7 @@ def cloud_config(*, hostname: str, host_key: HostKey, user: str = "root",
                  disks: Sequence[DataDisk] = (), extra_packages: Sequence[str] = ()
                  ) -> dict[str, Any]:
     """The ``#cloud-config`` document as a dict (see :func:`build_userdata`)."""
-    if not _HOSTNAME_RE.match(hostname):
+    if not _HOSTNAME_RE.fullmatch(hostname):
         raise InvalidInput(f"host name {hostname!r} is not a valid DNS label",
                             hint="use lower-case letters, digits and '-', at most 63 chars")
     labels = [d.label for d in disks]
@@ -172,7 +165,7 @@ def cloud_config(*, hostname: str, host_key: HostKey, user: str = "root",
         raise InvalidInput(f"data disks of {hostname} share a label or mount point: {list(disks)}",
                             hint="give each data disk of a role its own name and path")
     for package in extra_packages:
-        if not _PACKAGE_RE.match(package):
+        if not _PACKAGE_RE.fullmatch(package):
             raise InvalidInput(f"package name {package!r} is not valid")
     config: dict[str, Any] = {"hostname": hostname, "fqdn": hostname}
     if user == "root":
@@ -243,6 +236,32 @@ def parse_cloud_config(userdata: str | None) -> dict[str, Any] | None:
     except yaml.YAMLError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def disks_from_userdata(b64: str | None) -> frozenset[tuple[str, str]] | None:
+    """The (label, mount) pairs that ``b64`` user data makes the VM mount, or None when the
+    user data is not csdeploy's (then nothing can be said about its disks).
+
+    Read from the disk unit's ExecStart, which is what the VM runs at every boot: cloud-init
+    writes it once, so this is what the VM does for its whole life, whatever the blueprint
+    says now.
+    """
+    config = parse_cloud_config(b64)
+    files = config.get("write_files") if config else None
+    unit = next((f for f in files or () if isinstance(f, dict)
+                 and f.get("path") == f"/etc/systemd/system/{DISK_UNIT}"), None)
+    if unit is None or not isinstance(unit.get("content"), str):
+        return None
+    line = next((x for x in unit["content"].splitlines() if x.startswith("ExecStart=")), None)
+    if line is None:
+        return None
+    words = line[len("ExecStart="):].split()
+    if not words or words[0] != DISK_SCRIPT_PATH:
+        return None
+    pairs = [tuple(w.split(":", 1)) for w in words[1:]]
+    if any(len(pair) != 2 for pair in pairs):
+        return None
+    return frozenset((label, mount) for label, mount in pairs)
 
 
 def host_public_key_from_userdata(b64: str | None) -> str | None:

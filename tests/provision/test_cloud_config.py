@@ -135,3 +135,36 @@ def test_cloudstack_overrides_takes_listed_keys_from_the_environment(tmp_path, m
     config = read_cloud_config()
     assert config.endpoint == "http://127.0.0.1:9/client/api"  # listed: from the environment
     assert config.key == "ini-key"  # not listed: from the ini file
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "inf", "-1", "0", "1e9", ""])
+def test_a_bad_timing_variable_is_an_error_naming_it(clean_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     value: str) -> None:
+    monkeypatch.setenv("CLOUDSTACK_ENDPOINT", "http://env/api")
+    monkeypatch.setenv("CLOUDSTACK_KEY", "k")
+    monkeypatch.setenv("CLOUDSTACK_SECRET", "s")
+    monkeypatch.setenv("CLOUDSTACK_POLL_INTERVAL", value)
+    with pytest.raises(InvalidInput) as err:
+        read_cloud_config()
+    assert str(err.value) == ("CLOUDSTACK_POLL_INTERVAL: expected a number of seconds, more than 0 and at "
+                              f"most 600, got {value!r}")
+
+
+def test_a_bad_timing_in_an_ini_file_names_file_section_and_key(clean_env: Path, tmp_path: Path) -> None:
+    path = ini(tmp_path / "user" / ".cloudstack.ini", cloudstack=section("http://ini/api", job_timeout="soon"))
+    with pytest.raises(InvalidInput) as err:
+        read_cloud_config()
+    assert str(err.value).startswith(f"{path} [cloudstack]: job_timeout: expected a number of seconds")
+
+
+def test_a_password_in_the_endpoint_never_shows(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloudstack_deploy.log import redact
+
+    monkeypatch.setenv("CLOUDSTACK_ENDPOINT", "https://proxy-user:pa%40ss-canary-77@cloud.example/client/api")
+    monkeypatch.setenv("CLOUDSTACK_KEY", "k")
+    monkeypatch.setenv("CLOUDSTACK_SECRET", "api-secret-canary-88")
+    cfg = read_cloud_config()
+    assert cfg.shown_endpoint == "https://proxy-user:***@cloud.example/client/api"
+    assert "canary" not in repr(cfg)
+    leak = f"GET {cfg.endpoint} failed; decoded pa@ss-canary-77; signed with api-secret-canary-88"
+    assert "canary" not in redact(leak)

@@ -19,7 +19,9 @@ from cloudstack_deploy.provision.desired import (
     desired_state,
     format_time,
 )
-from cloudstack_deploy.provision.plan import GB, REMOVE, Plan, make_plan
+from cloudstack_deploy.provision.hostkeys import generate_host_key
+from cloudstack_deploy.provision.plan import GB, NO_LOCAL_KEY, REMOVE, Plan, make_plan
+from cloudstack_deploy.provision.userdata import DataDisk, build_userdata
 
 from .conftest import blueprint
 
@@ -122,6 +124,48 @@ def test_a_broken_vm_is_replaced_keeping_its_address(state: str) -> None:
     assert plan.actions[2].data == {"id": "vol-demo-db-1-db", "attach": True}
 
 
+def _userdata(*disks: tuple[str, str]) -> str:
+    return build_userdata(hostname="demo-db-1", host_key=HOST_KEY, disks=[DataDisk(*d) for d in disks])
+
+
+HOST_KEY = generate_host_key()
+
+
+@pytest.mark.parametrize("have", [[("csd-db", "/data/db")], [("csd-db", "/data/db"), ("csd-old", "/data/old")]])
+def test_a_vm_that_mounts_what_the_blueprint_asks_is_left_alone(have: list[tuple[str, str]]) -> None:
+    d = desired()
+    a = converged(d)
+    a.userdata["vm-demo-db-1"] = _userdata(*have)
+    assert plan_of(d, a).empty
+
+
+@pytest.mark.parametrize("have", [[("csd-db", "/data/old")], [], [("csd-other", "/data/db")]])
+def test_a_vm_that_mounts_its_disk_elsewhere_is_replaced_keeping_disk_and_address(
+        have: list[tuple[str, str]]) -> None:
+    d = desired()
+    a = converged(d)
+    a.userdata["vm-demo-db-1"] = _userdata(*have)
+    a.ips[2].update(isstaticnat=True)
+    plan = plan_of(d, a)
+    assert ops(plan) == [("replace", "vm", "demo-db-1"), ("create", "static-nat", "demo-db-1"),
+                         ("update", "volume", "demo-db-1-db")]
+    assert plan.actions[0].data["id"] == "vm-demo-db-1"
+    assert "csd-db at /data/db" in plan.actions[0].detail
+    assert plan.actions[1].data["ip"] == "ip-demo-db-1"
+    assert plan.actions[2].data == {"id": "vol-demo-db-1-db", "attach": True}
+    assert plan.warnings == ["demo-db-1 will be replaced to mount csd-db at /data/db: what is on its root "
+                             "disk (containers, images, anything outside its data disks) is lost; its data "
+                             "disks and public IP are kept"]
+
+
+@pytest.mark.parametrize("userdata", [None, "not base64 at all", "I2Nsb3VkLWNvbmZpZwpob3N0bmFtZTogeAo="])
+def test_user_data_that_is_not_csdeploys_says_nothing_about_disks(userdata: str | None) -> None:
+    d = desired()
+    a = converged(d)
+    a.userdata["vm-demo-db-1"] = userdata
+    assert plan_of(d, a).empty
+
+
 def test_a_stopped_vm_is_started_and_an_offering_change_scales_with_a_warning() -> None:
     d = desired("roles.worker.service_offering=medium")
     a = converged(desired())
@@ -209,6 +253,24 @@ def test_a_keypair_with_another_key_is_a_plan_error() -> None:
     with pytest.raises(InvalidInput) as err:
         make_plan(d, converged(d), key_fingerprint="cc:dd")
     assert "aa:bb" in str(err.value) and "cc:dd" in str(err.value) and "could not log in" in str(err.value)
+
+
+def test_no_local_key_for_an_existing_keypair_is_a_plan_error_with_a_key_hint() -> None:
+    d = desired()
+    with pytest.raises(InvalidInput) as err:
+        make_plan(d, converged(d), key_fingerprint=NO_LOCAL_KEY, key_path="/h/envs/demo/id_ed25519")
+    assert "this machine has no key for the environment (/h/envs/demo/id_ed25519 is missing" in str(err.value)
+    assert err.value.hint is not None and "copy that private key to /h/envs/demo/id_ed25519" in err.value.hint
+    assert "change the blueprint" not in err.value.hint
+
+
+def test_a_plan_error_gives_the_hint_of_each_kind_of_problem() -> None:
+    d = desired("accessories.db.disk.size=5")
+    with pytest.raises(InvalidInput) as err:
+        make_plan(d, converged(desired()), key_fingerprint="cc:dd")
+    assert "shrinking a disk" in str(err.value) and "could not log in" in str(err.value)
+    assert err.value.hint is not None and "copy that private key" in err.value.hint
+    assert "change the blueprint" in err.value.hint
 
 
 def test_ttl_sets_and_changes_the_expiry() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from cloudstack_deploy.errors import InvalidInput
 from cloudstack_deploy.progress import Recorder
 from cloudstack_deploy.provision.desired import TAG_ENV, TAG_EXPIRES, TAG_ROLE, parse_time
+from cloudstack_deploy.provision.userdata import disks_from_userdata
 from cloudstack_deploy.state import EnvState, inventory_to_dict
 
 from .conftest import CREATE_COMMANDS, DEMO, CloudView, cli, create, create_args
@@ -190,6 +192,53 @@ async def test_a_destroyed_vm_is_replaced_and_gets_its_disk_back(home: Path, clo
     assert new["publicip"] == old["publicip"]
 
 
+def _mounts(cloud_view: CloudView, vm: dict) -> frozenset[tuple[str, str]] | None:
+    data = cloud_view.cs.getVirtualMachineUserData(virtualmachineid=vm["id"])
+    return disks_from_userdata(data["virtualmachineuserdata"]["userdata"])
+
+
+def test_changing_a_mount_plans_a_replace_and_create_env_converges(home: Path, cloud_view: CloudView) -> None:
+    """A VM's mount points are in its user data, fixed when it is made: plan used to say "up to
+    date" while the VM kept mounting the old path."""
+    assert cli(*create_args("demo")).exit_code == 0
+    old = cloud_view.vm("demo-db-1")
+    (disk,) = cloud_view.volumes()
+    assert _mounts(cloud_view, old) == {("csd-db", "/data/db")}
+    change = ["--set", "accessories.db.disk.mount=/data/pg"]
+
+    res = cli("plan", str(DEMO), "--env", "demo", *change)
+    assert res.exit_code == 0, res.output
+    assert "up to date" not in res.stdout
+    assert "± replace vm           demo-db-1  (its data disks changed (csd-db at /data/pg)" in res.stdout
+    assert "! demo-db-1 will be replaced to mount csd-db at /data/pg" in res.stdout
+    assert cloud_view.vm("demo-db-1")["id"] == old["id"]  # plan changed nothing
+
+    res = cli(*create_args("demo", "accessories.db.disk.mount=/data/pg"))
+    assert res.exit_code == 0, res.output
+    new = cloud_view.vm("demo-db-1")
+    assert new["id"] != old["id"] and new["publicip"] == old["publicip"]
+    assert _mounts(cloud_view, new) == {("csd-db", "/data/pg")}
+    (again,) = cloud_view.volumes()
+    assert again["id"] == disk["id"] and again["virtualmachineid"] == new["id"]  # the same data disk
+    res = cli("plan", str(DEMO), "--env", "demo", *change)
+    assert res.stdout.strip() == "environment demo: up to date, nothing to do"
+    assert EnvState("demo").read_inventory().host("demo-db-1").disks[0].mount == "/data/pg"
+
+
+async def test_adding_a_disk_to_a_role_replaces_its_vms_to_mount_it(home: Path, cloud_view: CloudView) -> None:
+    """A VM made without data disks has no mount for one attached later: it is replaced."""
+    await create("demo")
+    old = cloud_view.vm("demo-worker-1")
+    result, _ = await create("demo", "roles.worker.disk.size=5")
+    assert [(a.op, a.kind, a.name) for a in result.plan.actions if a.group == "demo-worker-1"][:1] == [
+        ("replace", "vm", "demo-worker-1")]
+    new = cloud_view.vm("demo-worker-1")
+    assert new["id"] != old["id"]
+    assert _mounts(cloud_view, new) == {("csd-worker", "/data")}
+    result, _ = await create("demo", "roles.worker.disk.size=5")
+    assert result.plan.empty
+
+
 # ---- port forwarding ----------------------------------------------------------------------------
 async def test_port_forwarding_mode_shares_the_source_nat_address(home: Path, cloud_view: CloudView) -> None:
     result, _ = await create("demo", "cloud.public_access=port_forwarding", "roles.web.count=2")
@@ -295,6 +344,27 @@ def test_invalid_env_name_exits_2(home: Path) -> None:
     assert res.exit_code == 2 and "Bad_Name" in res.stderr
 
 
+def test_an_env_name_with_a_trailing_newline_exits_2_and_creates_nothing(home: Path, cloud_view: CloudView) -> None:
+    for command in (["plan", str(DEMO), "--env", "ab\n"], create_args("ab\n")):
+        res = cli(*command)
+        assert res.exit_code == 2, res.output
+        assert "'ab\\n'" in res.stderr
+    assert cloud_view.everything() == {k: [] for k in cloud_view.everything()}
+
+
+@pytest.mark.parametrize("mount", ["/etc", "/data/../etc", "/data/x';touch${IFS}PWNED;'"])
+def test_a_mount_the_provisioner_refuses_exits_2_before_anything_is_created(
+        home: Path, cloud_view: CloudView, mount: str) -> None:
+    """validate and plan used to accept these; create-env refused them after creating the
+    network, keypair, IPs and volumes (exit 1)."""
+    override = ["--set", f"accessories.db.disk.mount={mount}"]
+    for command in (["validate", str(DEMO)], ["plan", str(DEMO), "--env", "demo"], create_args("demo")):
+        res = cli(*command, *override)
+        assert res.exit_code == 2, res.output
+        assert "accessories.db.disk.mount" in res.stderr and "cannot be a mount point" in res.stderr
+    assert cloud_view.everything() == {k: [] for k in cloud_view.everything()}
+
+
 def test_bad_blueprint_exits_2_with_file_and_line(home: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text(DEMO.read_text().replace("  web:\n    count: 1\n", "  web:\n    count: many\n"))
@@ -312,13 +382,127 @@ def test_no_cloud_configured_exits_2_with_the_hint(clean_env: Path) -> None:
     assert not (clean_env / "envs" / "demo" / "inventory.json").exists()
 
 
+def test_a_lost_state_dir_plan_says_what_create_env_then_says(home: Path, cloud_view: CloudView) -> None:
+    """plan used to say "up to date" while create-env exited 2 on the keypair, with a hint to
+    change the blueprint."""
+    assert cli(*create_args("demo")).exit_code == 0
+    shutil.rmtree(home / "envs" / "demo")
+    before = cloud_view.everything()
+    key = home / "envs" / "demo" / "id_ed25519"
+    plan = cli("plan", str(DEMO), "--env", "demo")
+    create = cli(*create_args("demo"))
+    for res in (plan, create):
+        assert res.exit_code == 2, res.output
+        assert "up to date" not in res.stdout
+        assert (f"keypair csdeploy-demo is in the cloud but this machine has no key for the environment "
+                f"({key} is missing") in res.stderr
+        assert f"hint: the environment's VMs accept only the key it was created with: copy that private key " \
+               f"to {key}" in res.stderr
+        assert "change the blueprint" not in res.stderr
+    assert plan.stderr == create.stderr  # the same refusal, word for word
+    assert not key.exists()  # create-env made no new key that would then "mismatch" forever
+    assert cloud_view.everything() == before
+
+
+def test_a_key_that_is_not_the_environments_is_named_in_plan_and_create_env(home: Path, tmp_path: Path) -> None:
+    assert cli(*create_args("demo")).exit_code == 0
+    other = tmp_path / "other_key"
+    EnvState("other").ensure_keypair()
+    shutil.copy(home / "envs" / "other" / "id_ed25519", other)
+    for args in (["plan", str(DEMO), "--env", "demo"], create_args("demo")):
+        res = cli(*args, "--set", f"cloud.ssh.key={other}")
+        assert res.exit_code == 2, res.output
+        assert f"not that of {other}" in res.stderr and f"copy that private key to {other}" in res.stderr
+
+
+def test_a_431_on_associate_ip_does_not_blame_the_blueprints_names(home: Path, cloud_view: CloudView) -> None:
+    cloud_view.add_faults("associateIpAddress:http:431:1")
+    res = cli(*create_args("demo"))
+    assert res.exit_code == 1
+    hint = next(line for line in res.stderr.splitlines() if line.startswith("hint:"))
+    assert "CloudStack refused the parameters of associateIpAddress" in hint and "re-run" in hint
+    assert "blueprint" not in hint
+    cloud_view.add_faults("deployVirtualMachine:http:431:1")
+    res = cli(*create_args("other"))
+    assert res.exit_code == 1
+    assert "check the blueprint's names (zone, template, offerings)" in res.stderr
+
+
+def test_a_secrets_file_linked_to_elsewhere_exits_2_before_anything_is_created(
+        home: Path, cloud_view: CloudView, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("POSTGRES_PASSWORD", "REGISTRY_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    bp = tmp_path / "app" / "demo.yml"
+    bp.parent.mkdir()
+    bp.write_text(DEMO.read_text())  # secrets_file: .env, beside the blueprint
+    (bp.parent / ".env").symlink_to("/etc/shadow")
+    res = cli("create-env", str(bp), "--env", "demo", "--version", "v1", "--progress", "plain")
+    assert res.exit_code == 2, res.output
+    assert f"secrets file {bp.parent / '.env'} is a symlink to /etc/shadow, outside {bp.parent}" in res.stderr
+    assert cloud_view.everything() == {k: [] for k in cloud_view.everything()}
+
+
+def test_the_state_home_and_everything_in_it_is_private(home: Path) -> None:
+    """$CSDEPLOY_HOME and envs/ used to be 0755 and envs/NAME/blueprint.json 0644."""
+    assert not home.exists()
+    assert cli(*create_args("demo")).exit_code == 0
+    assert (home / "envs" / "demo" / "blueprint.json").exists()
+    paths = [home, *home.rglob("*")]
+    assert {p.relative_to(home).as_posix(): mode(p) for p in paths if p.is_dir()} == {
+        ".": 0o700, "envs": 0o700, "envs/demo": 0o700}
+    files = {p.relative_to(home).as_posix(): mode(p) for p in paths if p.is_file()}
+    assert set(files) >= {"envs/demo/blueprint.json", "envs/demo/inventory.json", "envs/demo/id_ed25519",
+                          "envs/demo/known_hosts", "envs/demo/lock"}
+    assert set(files.values()) == {0o600}, files
+
+
+def test_a_home_left_open_by_an_older_version_is_tightened(home: Path) -> None:
+    (home / "envs" / "demo").mkdir(parents=True)
+    for d in (home, home / "envs", home / "envs" / "demo"):
+        d.chmod(0o755)
+    (home / "envs" / "demo" / "blueprint.json").write_text("{}")
+    (home / "envs" / "demo" / "blueprint.json").chmod(0o644)
+    assert cli(*create_args("demo")).exit_code == 0
+    assert [mode(d) for d in (home, home / "envs", home / "envs" / "demo")] == [0o700] * 3
+    assert mode(home / "envs" / "demo" / "blueprint.json") == 0o600
+
+
+def test_a_bad_poll_interval_exits_2_naming_the_variable(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDSTACK_POLL_INTERVAL", "abc")
+    for args in (["envs"], create_args("demo")):
+        res = cli(*args)
+        assert res.exit_code == 2
+        assert res.stderr.splitlines()[0] == ("csdeploy: error: CLOUDSTACK_POLL_INTERVAL: expected a number of "
+                                              "seconds, more than 0 and at most 600, got 'abc'")
+        assert "Traceback" not in res.stderr
+
+
+def test_a_password_in_the_endpoint_is_never_printed_or_written(home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 sim) -> None:
+    canary = "ep-canary-4411"
+    host = sim.endpoint.split("://", 1)[1]
+    monkeypatch.setenv("CLOUDSTACK_ENDPOINT", f"http://proxy:{canary}@{host}")
+    res = cli(*create_args("demo", extra=["--json"]))
+    assert res.exit_code == 0, res.stderr
+    inventory = EnvState("demo").inventory_path.read_text()
+    assert json.loads(res.stdout)["inventory"]["endpoint"] == f"http://proxy:***@{host}"
+    assert canary not in res.stdout + res.stderr + inventory
+    # unreachable: the error names the endpoint, without its password
+    monkeypatch.setenv("CLOUDSTACK_ENDPOINT", f"http://proxy:{canary}@127.0.0.1:9/client/api")
+    res = cli("envs")
+    assert res.exit_code == 1
+    assert "http://proxy:***@127.0.0.1:9/client/api" in res.stderr and canary not in res.stderr
+
+
 async def test_host_keys_come_from_the_inventory_else_from_the_cloud(home: Path) -> None:
     """A re-run reads pinned keys from the last inventory (no API call); without it, from
-    each VM's user data through CloudStack's API — the same keys either way."""
+    each VM's user data through CloudStack's API — the same keys either way. The user data
+    of a VM with a data disk is read on every run (it says where the VM mounts its disks),
+    and then serves its host key too."""
     first, _ = await create("demo")
     pinned = {h["name"]: h["host_key"] for h in inventory_to_dict(first.inventory)["hosts"]}
     _, cloud = await create("demo")
-    assert cloud.calls["getVirtualMachineUserData"] == 0
+    assert cloud.calls["getVirtualMachineUserData"] == 1  # demo-db-1's, for its data disk
     EnvState("demo").inventory_path.unlink()
     again, cloud = await create("demo")
     assert cloud.calls["getVirtualMachineUserData"] == len(pinned)

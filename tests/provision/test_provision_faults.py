@@ -109,6 +109,7 @@ REFUSALS = (
     "was locked by another csdeploy run",        # both tried to take the cloud lock
     "is being created by another csdeploy run",  # both created the network: the newer one yields
     "in the cloud has fingerprint",              # the other machine's key won: this one cannot log in
+    "this machine has no key for the environment",  # the same, seen before this run made a key
 )
 
 

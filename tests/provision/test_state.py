@@ -249,3 +249,25 @@ def test_lock_held_by_another_process(state: EnvState) -> None:
         proc.wait(timeout=10)
     with state.lock():  # the kernel released it with the process
         pass
+
+
+def test_ensure_home_leaves_a_shared_directory_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CSDEPLOY_HOME pointed at $HOME or a sticky directory like /tmp: never chmod those."""
+    from cloudstack_deploy.state import ensure_home
+
+    user_home = tmp_path / "home"
+    user_home.mkdir(mode=0o755)
+    user_home.chmod(0o755)
+    monkeypatch.setenv("HOME", str(user_home))
+    ensure_home(user_home)
+    assert mode(user_home) == 0o755
+    sticky = tmp_path / "shared"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    ensure_home(sticky)
+    assert stat.S_IMODE(sticky.stat().st_mode) == 0o1777
+    own = tmp_path / "own"
+    own.mkdir(mode=0o755)
+    own.chmod(0o755)
+    ensure_home(own)
+    assert mode(own) == 0o700

@@ -123,3 +123,49 @@ def test_teardown_finds_an_untagged_volume_left_by_a_killed_run(home: Path, clou
     names = {v["name"] for v in cloud_view.volumes()}
     assert "demo-web-1-cache" not in names
     assert "demo-x-web-1-cache" in names, "another environment's volume must be left alone"
+
+
+# ---- VMs the account may not expunge ---------------------------------------------------------------
+def test_a_530_on_destroy_is_reported_as_it_is_not_as_a_missing_permission(
+        home: Path, cloud_view: CloudView) -> None:
+    """CloudStack's standard 530 text says "...contact your system administrator": teardown
+    used to read "admin" in it as "may not expunge", destroy again without expunge and
+    report a failure that was not the one that happened."""
+    assert cli(*create_args("demo")).exit_code == 0
+    cloud_view.add_faults("destroyVirtualMachine:job:530:1")
+    res = cli("teardown", "--env", "demo", "--yes", "--progress", "plain")
+    assert res.exit_code == 1
+    assert "Internal error executing command" in res.stderr and "(error 530)" in res.stderr
+    assert "may not expunge" not in res.stderr
+    assert not [v for v in cloud_view.vms() if v["state"] == "Destroyed"]  # nothing half-done
+    res = cli("teardown", "--env", "demo", "--yes", "--progress", "plain")
+    assert res.exit_code == 0, res.stderr
+    assert_clean(cloud_view)
+
+
+def test_a_531_to_expunge_destroys_without_it_and_says_so(home: Path, cloud_view: CloudView) -> None:
+    assert cli(*create_args("demo")).exit_code == 0
+    cloud_view.add_faults("destroyVirtualMachine:http:531:3")  # one per VM: expunge refused
+    res = cli("teardown", "--env", "demo", "--yes", "--progress", "plain")
+    assert res.exit_code == 1
+    assert "this account may not expunge" in res.stderr and "expunge.delay" in res.stderr
+    assert {v["state"] for v in cloud_view.vms()} == {"Destroyed"}  # destroyed, waiting for expunge
+    res = cli("teardown", "--env", "demo", "--yes", "--progress", "plain")  # (expunge allowed again)
+    assert res.exit_code == 0, res.stderr
+    assert_clean(cloud_view)
+
+
+async def test_an_account_the_cloud_says_may_not_expunge_never_asks_to(home: Path, cloud_view: CloudView) -> None:
+    """listCapabilities' allowuserexpungerecovervm=false (a user account on a default cloud):
+    destroy without expunge, no failed attempt first. The simulator answers as an admin, so
+    only that one answer is stood in for here."""
+    await create("demo")
+    calls: list[str] = []
+    async with cloud_session() as cloud:
+        cloud._capabilities = {"allowuserexpungerecovervm": False}
+        cloud._on_call = calls.append
+        with pytest.raises(OperationFailed) as err:
+            await teardown_env(cloud, "demo", Recorder())
+    assert calls.count("destroyVirtualMachine") == 3
+    assert {v["state"] for v in cloud_view.vms()} == {"Destroyed"}
+    assert "this account may not expunge" in str(err.value)

@@ -123,7 +123,7 @@ def parse(cmd: Command, raw: dict[str, str], lookup: Callable[[str, str], bool],
     plain: dict[str, str] = {}
     for key, value in raw.items():
         if "[" in key:
-            m = _MAP_KEY.match(key)
+            m = _MAP_KEY.fullmatch(key)
             if not m:
                 raise ApiError(430, f"Unable to decode parameter {key}; if specifying an object array, please use "
                                     "parameter[index].field=XXX, e.g. userGroupList[0].group=httpGroup")

@@ -123,7 +123,7 @@ def deploy_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
         raise invalid_value(f"Template {template['name']} is not ready to be deployed")
     sim.backend.check_template(template)
     name = req.get("name")
-    if name is not None and (not NAME_RE.match(name) or name.endswith("-")):
+    if name is not None and (not NAME_RE.fullmatch(name) or name.endswith("-")):
         raise invalid_value(NAME_ERROR)
     network_ids = req.get("networkids") or []
     if not network_ids:
