@@ -35,6 +35,7 @@ from .config import (
     current_lab_config,
     ensure_lab_config,
     is_default_home,
+    load_lab_config,
     other_labs,
     pick_port,
     port_free,
@@ -237,9 +238,12 @@ async def lab_up(*, port: int | None = None, registry_port: int | None = None, p
 
 
 def _lab_summary(lab: LabConfig) -> dict[str, Any]:
-    return {"id": lab.id, "home": lab.home, "slot": lab.slot, "api_port": lab.api_port,
-            "registry_port": lab.registry_port, "registry_container": lab.registry_container,
-            "public_range": lab.public_range}
+    if load_lab_config() is None:  # never set up here: only its names are known
+        return {"id": lab.id, "home": lab.home, "configured": False,
+                "registry_container": lab.registry_container}
+    return {"id": lab.id, "home": lab.home, "configured": True, "slot": lab.slot,
+            "api_port": lab.api_port, "registry_port": lab.registry_port,
+            "registry_container": lab.registry_container, "public_range": lab.public_range}
 
 
 async def lab_status(*, port: int | None = None) -> LabStatus:
