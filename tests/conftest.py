@@ -4,11 +4,13 @@ forget it, and the ``docker_engine`` fixture.
 ``lab`` is set on every test under tests/lab and tests/e2e, and on any other test that uses
 ``docker_engine`` (directly or through its fixtures). ``pytest -m "not lab"`` (what
 ``scripts/test --fast`` runs) is then the whole suite minus what needs Docker. Lab tests use
-a CSDEPLOY_HOME and a lab of their own (tests.support.lab), never the developer's.
+a CSDEPLOY_HOME and a lab of their own (tests.support.lab), never the developer's; every
+other test runs with a CSDEPLOY_HOME of the run's own (``_csdeploy_home_of_the_run``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,13 @@ def docker_engine() -> None:
     reason = docker_reason()
     if reason:
         pytest.skip(f"needs a Docker engine: {reason}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _csdeploy_home_of_the_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Whatever the shell says, no test uses the developer's CSDEPLOY_HOME (~/.csdeploy):
+    the run has a home of its own; fixtures give tests and labs their own homes below it."""
+    home = tmp_path_factory.mktemp("csdeploy-home-of-the-run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CSDEPLOY_HOME", str(home))
+        yield home
