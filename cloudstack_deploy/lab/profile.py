@@ -9,10 +9,10 @@ product reads secret values from there after the environment, as from any profil
 from __future__ import annotations
 
 import configparser
-import os
+import io
 from pathlib import Path
 
-from .ca import lab_dir
+from .ca import lab_dir, write_private
 
 
 def secrets_path() -> Path:
@@ -46,9 +46,7 @@ def add_secrets_file(profile: Path) -> bool:
         return False
     for section in sections:
         parser[section]["secrets_file"] = value
-    tmp = profile.with_name(profile.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        parser.write(fh)
-    os.replace(tmp, profile)
+    text = io.StringIO()
+    parser.write(text)
+    write_private(profile, text.getvalue().encode())
     return True
