@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from cloudstack_deploy.cli import main
+from tests.support.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "blueprints" / "demo.yml")
@@ -14,20 +12,20 @@ FIXTURES = Path(__file__).parent / "fixtures" / "blueprints"
 
 
 def test_valid_blueprint_exits_0_with_a_summary() -> None:
-    result = CliRunner().invoke(main, ["validate", DEMO])
+    result = cli("validate", DEMO)
     assert result.exit_code == 0, result.output
     assert result.stdout == (f"{DEMO}: valid (service demo: roles web×1, worker×1; "
                              "accessories db, redis)\n")
 
 
 def test_minimal_blueprint_is_valid() -> None:
-    result = CliRunner().invoke(main, ["validate", str(ROOT / "blueprints" / "minimal.yml")])
+    result = cli("validate", str(ROOT / "blueprints" / "minimal.yml"))
     assert result.exit_code == 0, result.output
 
 
 def test_bad_blueprint_exits_2_and_lists_every_problem_on_stderr() -> None:
     path = str(FIXTURES / "many_problems.yml")
-    result = CliRunner().invoke(main, ["validate", path])
+    result = cli("validate", path)
     assert result.exit_code == 2
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -38,27 +36,27 @@ def test_bad_blueprint_exits_2_and_lists_every_problem_on_stderr() -> None:
 
 
 def test_set_overrides_are_applied() -> None:
-    result = CliRunner().invoke(main, ["validate", DEMO, "--set", "roles.web.count=3",
-                                       "--set", "roles.worker.count=0"])
+    result = cli("validate", DEMO, "--set", "roles.web.count=3",
+                                       "--set", "roles.worker.count=0")
     assert result.exit_code == 0, result.output
     assert "roles web×3, worker×0" in result.stdout
 
 
 def test_a_bad_override_exits_2_naming_the_override() -> None:
-    result = CliRunner().invoke(main, ["validate", DEMO, "--set", "roles.web.count=two"])
+    result = cli("validate", DEMO, "--set", "roles.web.count=two")
     assert result.exit_code == 2
     assert result.stderr == f"{DEMO} (--set roles.web.count): roles.web.count: expected an integer, got 'two'\n"
 
 
 def test_a_missing_file_exits_2_naming_the_path(tmp_path: Path) -> None:
     missing = str(tmp_path / "nope.yml")
-    result = CliRunner().invoke(main, ["validate", missing])
+    result = cli("validate", missing)
     assert result.exit_code == 2
     assert result.stderr == f"{missing}: no such file\n"
 
 
 def test_a_literal_password_never_reaches_the_terminal() -> None:
-    result = CliRunner().invoke(main, ["validate", str(FIXTURES / "literal_password.yml")])
+    result = cli("validate", str(FIXTURES / "literal_password.yml"))
     assert result.exit_code == 2
     assert "registry.password: this looks like a literal password" in result.stderr
     assert "s3cr3t-Pa55word" not in result.output + result.stderr

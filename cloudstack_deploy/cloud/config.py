@@ -155,11 +155,7 @@ def read_cloud_config(region: str | None = None) -> CloudConfig:
         parser = configparser.ConfigParser()
         parser.read(lab)
         if parser.has_section("lab"):
-            config = _from_section(parser["lab"], f"the lab ({lab})", is_lab=True)
-            if config.secrets_file is None and (lab.parent / "secrets.env").is_file():
-                # profiles written before `secrets_file` existed: the lab keeps it beside the profile
-                config = dataclasses.replace(config, secrets_file=lab.parent / "secrets.env")
-            return config
+            return _from_section(parser["lab"], f"the lab ({lab})", is_lab=True)
     tried = ", ".join(["CLOUDSTACK_ENDPOINT", *(str(p) for p in _ini_paths()), str(lab)])
     raise InvalidInput(
         f"no CloudStack configured (looked at {tried})",
@@ -186,22 +182,15 @@ def _apply_overrides(config: CloudConfig, overrides: str) -> CloudConfig:
     return _protect(dataclasses.replace(config, **changes)) if changes else config  # type: ignore[arg-type]
 
 
-def write_lab_profile(endpoint: str, key: str, secret: str, poll_interval: float = 0.25,
-                      secrets_file: Path | None = None) -> Path:
+def write_lab_profile(endpoint: str, key: str, secret: str, poll_interval: float = 0.25) -> Path:
     """Make the lab the default cloud for csdeploy (used when nothing else is configured).
-
-    ``secrets_file``: the lab's dotenv of secret values (registry password, ...), which
-    csdeploy reads for blueprints deployed to the lab: the lab plugs in through this profile,
-    the product never imports it.
-    """
+    The lab adds its ``secrets_file`` to it (lab/profile.py): the product never imports the lab."""
     path = lab_profile_path()
     ensure_home()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     parser = configparser.ConfigParser()
     parser["lab"] = {"endpoint": endpoint, "key": key, "secret": secret, "poll_interval": str(poll_interval),
                      "timeout": "30"}
-    if secrets_file is not None:
-        parser["lab"]["secrets_file"] = str(secrets_file)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

@@ -22,24 +22,27 @@ def lab() -> None:
 
 
 @lab.command("up")
-@click.option("--port", default=8080, show_default=True, type=int, help="Port of the simulator's API.")
+@click.option("--port", default=None, type=int,
+              help="Port of the simulator's API [default: this lab's, 8080 for ~/.csdeploy].")
+@click.option("--registry-port", default=None, type=int,
+              help="Port of the lab registry on 127.0.0.1 [default: this lab's, 5000 for ~/.csdeploy].")
 @click.option("--rebuild", is_flag=True, help="Rebuild templates and images even if cached.")
 @click.option("--progress", "progress_mode", type=click.Choice(["auto", "tty", "plain", "json"]), default="auto",
               show_default=True)
-def lab_up(port: int, rebuild: bool, progress_mode: str) -> None:
+def lab_up(port: int | None, registry_port: int | None, rebuild: bool, progress_mode: str) -> None:
     """Start the lab (Docker-backed simulator, registry, images); a second run changes nothing."""
     from .manage import lab_up as up
 
     with progress_for(progress_mode) as progress:
-        st = run(up(port=port, progress=progress, force_build=rebuild))
+        st = run(up(port=port, registry_port=registry_port, progress=progress, force_build=rebuild))
     click.echo(f"lab is up: CloudStack API {st.endpoint} (pid {st.pid}), registry {st.registry}")
     click.echo("csdeploy now targets the lab by default (unless CLOUDSTACK_* or a cloudstack.ini says otherwise)")
 
 
 @lab.command("status")
-@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--port", default=None, type=int, help="[default: this lab's]")
 @click.option("--json", "as_json", is_flag=True)
-def lab_status(port: int, as_json: bool) -> None:
+def lab_status(port: int | None, as_json: bool) -> None:
     """Is the lab running: simulator, registry, images, VMs."""
     from .manage import lab_status as status
 

@@ -2,8 +2,12 @@
 
 Deploys pull from ``registry.lab:5000`` exactly as they would from a real private registry:
 over TLS verified against a CA the hosts are given, with a user and password from the
-blueprint's secrets. This machine pushes to the same registry through ``localhost:5000``
+blueprint's secrets. This machine pushes to the same registry through ``localhost:<port>``
 (published on 127.0.0.1 only), using the same repository paths.
+
+Each lab (one per CSDEPLOY_HOME) has its own registry: container, data volume and host port
+come from the lab's config (lab/config.py; the default home keeps ``csdeploy-lab-registry``
+on port 5000). Called without them, the functions here use the current home's lab.
 
 How pushes trust the CA without restarting dockerd: dockerd treats 127.0.0.0/8 (and so
 ``localhost:5000``) as an "insecure registry" by default, which still means HTTPS first,
@@ -26,6 +30,7 @@ import json
 import secrets
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,15 +41,13 @@ from ..progress import Event, Progress
 from .base import recipe_hash
 from .build import ImageSpec, build_image, image_id
 from .ca import CertPair, ensure_ca, ensure_server_cert, lab_dir, write_private
+from .config import HOME_LABEL, current_lab_config, ensure_lab_config
 from .docker import docker
 
 REGISTRY_IMAGE = "csdeploy-lab/registry:2"
 REGISTRY_SPEC = ImageSpec(REGISTRY_IMAGE, "registry")
-CONTAINER = "csdeploy-lab-registry"
-VOLUME = "csdeploy-lab-registry-data"
 SERVER = "registry.lab:5000"
 USERNAME = "csdeploy"
-HOST_PORT = 5000
 CONFIG_LABEL = "csdeploy.config"
 CERT_NAMES = ["registry.lab", "localhost"]
 CERT_IPS = ["127.0.0.1"]
@@ -74,7 +77,7 @@ class RegistryInfo:
     server: str = SERVER
     """What deploys pull from (the blueprint's ``registry.server``)."""
     username: str = USERNAME
-    volume: str = VOLUME
+    volume: str = ""
     state_dir: Path = field(default_factory=lambda: lab_dir() / "registry")
 
     @property
@@ -142,21 +145,30 @@ async def _ensure_htpasswd(files: Path, password_path: Path) -> None:
     write_private(files / "htpasswd", (line + "\n").encode())
 
 
-async def ensure_registry(*, name: str = CONTAINER, host_port: int = HOST_PORT, volume: str = VOLUME,
-                          state_dir: Path | None = None, ca_dir: Path | None = None,
+async def ensure_registry(*, name: str | None = None, host_port: int | None = None,
+                          volume: str | None = None, state_dir: Path | None = None,
+                          ca_dir: Path | None = None, labels: Sequence[str] = (),
                           progress: Progress | None = None) -> RegistryInfo:
     """Start the lab registry, or reuse it when it already runs with this exact configuration.
 
-    The container carries a hash of everything it was made from (image, certificate, key,
-    htpasswd, port, volume); a change to any of them recreates it. The data volume is kept.
+    Without ``name`` it is the current home's lab registry (name, port, volume and labels from
+    the lab's config, made on first use). The container carries a hash of everything it was
+    made from (image, certificate, key, htpasswd, port, volume, labels); a change to any of
+    them recreates it. The data volume is kept.
     """
+    if name is None:
+        lab = ensure_lab_config()
+        name, host_port, volume = lab.registry_container, host_port or lab.registry_port, volume or lab.registry_volume
+        labels = [*labels, f"{HOME_LABEL}={lab.id}", "csdeploy.lab.role=registry"]
+    if host_port is None or volume is None:
+        raise ValueError("a registry with its own name needs its host_port and volume too")
     state_dir = state_dir or lab_dir() / "registry"
     await build_image(REGISTRY_SPEC, progress=progress)
     ca, files, password_path = _paths(state_dir, ca_dir)
     await _ensure_htpasswd(files, password_path)
     info = RegistryInfo(name=name, host_port=host_port, password_path=password_path,
                         ca_path=ca.cert, volume=volume, state_dir=state_dir)
-    want = recipe_hash(await image_id(REGISTRY_IMAGE) or "", str(host_port), volume,
+    want = recipe_hash(await image_id(REGISTRY_IMAGE) or "", str(host_port), volume, *labels,
                        *(p.read_bytes() for p in sorted(files.iterdir())))
     resource = f"registry {name}"
     state, have = await _container_state(name)
@@ -170,6 +182,7 @@ async def ensure_registry(*, name: str = CONTAINER, host_port: int = HOST_PORT, 
             progress.emit(Event(resource, "create", "running", f"127.0.0.1:{host_port}"))
         await docker("create", "--name", name, "--restart", "unless-stopped",
                      "--label", "csdeploy.lab=1", "--label", f"{CONFIG_LABEL}={want}",
+                     *(arg for label in labels for arg in ("--label", label)),
                      "--publish", f"127.0.0.1:{host_port}:5000",
                      "--volume", f"{volume}:/var/lib/registry",
                      "--log-opt", "max-size=10m", REGISTRY_IMAGE)
@@ -346,15 +359,18 @@ async def push(local_image: str, repo_tag: str, *, registry: RegistryInfo | None
     return PushResult(f"{info.server}/{repo_tag}", digest, True)
 
 
-async def connect_network(network: str, *, name: str = CONTAINER, alias: str = "registry.lab") -> None:
-    """Make the registry reachable as ``registry.lab:5000`` on a lab docker network."""
+async def connect_network(network: str, *, name: str | None = None, alias: str = "registry.lab") -> None:
+    """Make the registry (default: this lab's) reachable as ``registry.lab:5000`` on a lab
+    docker network."""
+    name = name or current_lab_config().registry_container
     code, _, err = await docker("network", "connect", "--alias", alias, network, name, check=False)
     if code != 0 and "already exists" not in err:
         raise RegistryError(f"could not attach {name} to network {network}: {err.strip()}")
 
 
-async def registry_status(*, name: str = CONTAINER, state_dir: Path | None = None) -> RegistryStatus:
+async def registry_status(*, name: str | None = None, state_dir: Path | None = None) -> RegistryStatus:
     """What `csdeploy lab status` shows: the container's state and, if up, what it holds."""
+    name = name or current_lab_config().registry_container
     state, _ = await _container_state(name)
     if state == "missing":
         return RegistryStatus(name, "missing", detail="not created (csdeploy lab up makes it)")
@@ -373,11 +389,14 @@ async def registry_status(*, name: str = CONTAINER, state_dir: Path | None = Non
         return RegistryStatus(name, state, port, False, detail=f"{type(exc).__name__}: {exc}")
 
 
-async def remove_registry(*, name: str = CONTAINER, volume: str = VOLUME, purge: bool = False,
+async def remove_registry(*, name: str | None = None, volume: str | None = None, purge: bool = False,
                           state_dir: Path | None = None) -> None:
     """Remove the container (``lab down``); with ``purge`` also its images' volume and
-    the CA entry written for this machine's dockerd."""
+    the CA entry written for this machine's dockerd. Default: this lab's registry."""
+    if name is None:
+        lab = current_lab_config()
+        name, volume = lab.registry_container, volume or lab.registry_volume
     await docker("rm", "--force", name, check=False)
-    if purge:
+    if purge and volume:
         await docker("volume", "rm", "--force", volume, check=False)
         _untrust_on_host((state_dir or lab_dir() / "registry").parent / "ca" / "ca.crt")

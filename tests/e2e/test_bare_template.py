@@ -72,4 +72,4 @@ def test_c_docker_was_installed_on_the_vm_by_csdeploy(bare: Lab) -> None:
 def test_d_teardown_leaves_nothing(bare: Lab) -> None:
     bare.csdeploy("teardown", "--env", ENV, "--yes", "--progress", "plain")
     assert cloud_leftovers(bare, ENV, State.inventory) == {}
-    assert docker_leftovers(State.inventory) == {}
+    assert docker_leftovers(bare, State.inventory) == {}

@@ -248,6 +248,6 @@ def test_i_teardown_leaves_nothing(story: Story) -> None:
     story.lab.record("demo", teardown_seconds=round(run.seconds, 1))
     left = cloud_leftovers(story.lab, ENV, story.inventory)
     assert left == {}, f"the cloud still lists resources of {ENV}: {left}\n" + run.explain()
-    left = docker_leftovers(story.inventory)
+    left = docker_leftovers(story.lab, story.inventory)
     assert left == {}, f"the lab still has docker objects of {ENV}: {left}\n" + run.explain()
     assert not (story.lab.home / "envs" / ENV).exists(), "the local state of the environment remains"

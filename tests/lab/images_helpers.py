@@ -13,7 +13,6 @@ import http.client
 import io
 import json
 import secrets
-import socket
 import subprocess
 import tarfile
 import time
@@ -23,30 +22,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from cloudstack_deploy.lab.registry import RegistryInfo, ensure_registry, remove_registry
+from tests.support.docker import docker, free_port
+
+__all__ = ["docker", "free_port"]  # for the modules here
 
 T = TypeVar("T")
-ASSETS = Path(__file__).resolve().parents[2] / "cloudstack_deploy" / "lab" / "assets" / "apps"
-
-
-def docker_reason() -> str | None:
-    """None if a Docker engine answers, else why the Docker tests are skipped."""
-    try:
-        out = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
-                             capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"no docker command or engine ({exc}); install docker.io and start dockerd"
-    if out.returncode != 0:
-        return f"no Docker engine answers: {out.stderr.strip()[-200:]}"
-    return None
-
-
-def docker(*args: str, input: str | None = None, check: bool = True,
-           timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["docker", *args], input=input, capture_output=True, text=True,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
-    return proc
 
 
 def request(method: str, url_host_port: str, path: str, body: str | None = None,
@@ -76,12 +56,6 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
             last = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Scratch:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import re
 import subprocess
 import time
@@ -27,14 +26,10 @@ from cloudstack_deploy.lab.simulator.docker_backend import cleanup_lab_resources
 from cloudstack_deploy.lab.simulator.server import SimulatorConfig, ThreadedSimulator
 from cloudstack_deploy.provision.hostkeys import HostKey, generate_host_key
 from cloudstack_deploy.provision.userdata import DataDisk, build_userdata
+from tests.support.docker import docker as lab_docker
+from tests.support.sim import cs_client
 
-try:
-    from .conftest import DOCKER_KEY, DOCKER_SECRET, docker_problem, lab_docker
-except ImportError:  # pragma: no cover - run as a plain directory
-    from conftest import DOCKER_KEY, DOCKER_SECRET, docker_problem, lab_docker  # type: ignore[no-redef]
-
-PROBLEM = docker_problem()
-pytestmark = pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM))
+from .conftest import DOCKER_KEY, DOCKER_SECRET, docker_config
 
 GB = 1024**3
 LABEL = "csd-data"
@@ -180,8 +175,10 @@ def test_docker_runs_containers_inside_the_vm(world: dict[str, Any]) -> None:
     assert host.run("docker version --format '{{.Server.Version}}'").stdout.strip()
     assert host.run("findmnt -no FSTYPE /var/lib/docker").stdout.strip() != "overlay"
     name = f"csdeploy-lab-vm-{world['vm']['id']}"
-    image = lab_docker("save", "csdeploy-lab/debian:bookworm").stdout
-    lab_docker("exec", "-i", name, "docker", "load", input=image)
+    save = subprocess.Popen(["docker", "save", "csdeploy-lab/debian:bookworm"], stdout=subprocess.PIPE)
+    load = subprocess.run(["docker", "exec", "-i", name, "docker", "load"], stdin=save.stdout,
+                          capture_output=True, text=True, timeout=300)
+    assert save.wait(60) == 0 and load.returncode == 0, load.stderr
     assert host.run("docker run --rm csdeploy-lab/debian:bookworm echo inner").stdout.strip() == "inner"
 
 
@@ -282,7 +279,7 @@ def test_expunge_and_lab_stop_release_everything(docker_sim: ThreadedSimulator, 
     docker_sim.__exit__(None, None, None)
     for kind in (["ps", "-aq"], ["network", "ls", "-q"], ["volume", "ls", "-q"]):
         left = lab_docker(*kind, "--filter", labelled).stdout.strip()
-        assert left == b"", (kind, left)
+        assert left == "", (kind, left)
     assert loops_of(world["volume_file"]) == []
     assert not world["volume_file"].exists()
     assert list(world["volume_file"].parent.iterdir()) == []
@@ -291,9 +288,7 @@ def test_expunge_and_lab_stop_release_everything(docker_sim: ThreadedSimulator, 
 def test_a_restarted_simulator_keeps_its_vms_and_lab_cleanup_removes_them(
         docker_home: Path, tmp_path: Path) -> None:
     state = tmp_path / "state.json"
-    config = SimulatorConfig(port=0, backend="docker", state_file=str(state),
-                             api_key=DOCKER_KEY, secret_key=DOCKER_SECRET, job_seconds=0.05,
-                             public_range=f"127.{random.randint(60, 99)}.{random.randint(0, 255)}.0/24")
+    config = docker_config(state_file=str(state))
     user_key = asyncssh.generate_private_key("ssh-ed25519")
     host_key = generate_host_key()
     try:
@@ -303,14 +298,13 @@ def test_a_restarted_simulator_keeps_its_vms_and_lab_cleanup_removes_them(
         removed = asyncio.run(cleanup_lab_resources(lab_id)) if lab_id else {}
     assert removed == {"containers": 1, "networks": 1, "volumes": 1, "loops": 1, "files": 1}
     for kind in (["ps", "-aq"], ["network", "ls", "-q"], ["volume", "ls", "-q"]):
-        assert lab_docker(*kind, "--filter", f"label=csdeploy.lab.sim={lab_id}").stdout.strip() == b""
+        assert lab_docker(*kind, "--filter", f"label=csdeploy.lab.sim={lab_id}").stdout.strip() == ""
 
 
 def _run_and_restart(config: SimulatorConfig, user_key: asyncssh.SSHKey, host_key: HostKey) -> None:
     """Deploy a VM, stop the simulator, stop the VM's container, restart: the VM comes back."""
     with ThreadedSimulator(config) as srv:
-        cs = CloudStack(endpoint=srv.endpoint, key=DOCKER_KEY, secret=DOCKER_SECRET, poll_interval=0.1,
-                        job_timeout=300, fetch_result=True)
+        cs = cs_client(srv.endpoint, DOCKER_KEY, DOCKER_SECRET, poll_interval=0.1, job_timeout=300)
         zone = cs.listZones()["zone"][0]["id"]
         noff = named(cs.listNetworkOfferings()["networkoffering"], "DefaultIsolatedNetworkOfferingWithSourceNatService")
         net = cs.createNetwork(name="keep", networkofferingid=noff["id"], zoneid=zone)["network"]
@@ -333,7 +327,7 @@ def _run_and_restart(config: SimulatorConfig, user_key: asyncssh.SSHKey, host_ke
         lab_id = srv.sim.state["lab_id"]
     name = f"csdeploy-lab-vm-{vm['id']}"
     # a simulator with a state file leaves its VMs running, as a management server restart does
-    assert lab_docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == b"true"
+    assert lab_docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true"
     lab_docker("stop", name)  # as if this machine had rebooted
     with ThreadedSimulator(config) as srv:
         assert srv.sim.state["lab_id"] == lab_id

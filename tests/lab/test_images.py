@@ -23,15 +23,13 @@ from .images_helpers import (
     Scratch,
     catalog_json,
     docker,
-    docker_reason,
     own_registry,
     request,
     scratch,
     wait_for,
 )
 
-REASON = docker_reason()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"needs a Docker engine: {REASON}")
+pytestmark = pytest.mark.usefixtures("docker_engine")
 
 PROXY = "csdeploy-lab/kamal-proxy:v0.9.2"
 PASSWORD = "p@ss:w/rd%"

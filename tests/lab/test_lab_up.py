@@ -1,57 +1,167 @@
-"""`csdeploy lab up` is idempotent: the second run builds, pushes and restarts nothing.
+"""`csdeploy lab up | status | down`, one lab per CSDEPLOY_HOME.
 
-Uses the machine's lab (the default CSDEPLOY_HOME), like the end-to-end tests: the
-registry's name and port are global, so a second lab beside it would fight over them.
+Each lab here lives in a temporary CSDEPLOY_HOME of its own (tests.support.lab.own_lab): its
+own registry, simulator, ports, loopback range and docker labels, so the developer's lab in
+~/.csdeploy, or another suite's, is never touched (this module checks that too). The first
+`lab up` of a home is idempotent; two labs run side by side, each serving its own registry
+(``registry.lab:5000`` inside its VMs) and API, and `lab down` of one leaves the other
+answering.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import json
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cloudstack_deploy.lab.docker import engine_available
 from cloudstack_deploy.lab.manage import lab_status, lab_up, running_pid
 from cloudstack_deploy.progress import Recorder
+from tests.support.cli import run_cli
+from tests.support.docker import docker
+from tests.support.lab import Lab, lab_env, own_lab
 
-needs_engine = pytest.mark.skipif(asyncio.run(engine_available()) is not None, reason="no Docker engine answers")
+BARE = "Debian 12 bookworm 2026-11-01"
 
 
-@needs_engine
-def test_second_lab_up_rebuilds_and_restarts_nothing() -> None:
-    first = Recorder()
-    asyncio.run(lab_up(progress=first))
+@pytest.fixture(scope="module")
+def lab_a(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    with own_lab(tmp_path_factory.mktemp("lab-a")) as lab:
+        yield lab
+
+
+def _registry_answers(lab: Lab) -> tuple[int, str]:
+    """(curl exit code, HTTP status) of the lab registry's /v2/, verified with the lab's CA."""
+    proc = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+                           "--cacert", str(lab.home / "lab" / "ca" / "ca.crt"),
+                           f"https://127.0.0.1:{lab.config.registry_port}/v2/"],
+                          capture_output=True, text=True, timeout=30)
+    return proc.returncode, proc.stdout.strip()
+
+
+def _status(lab: Lab) -> dict[str, Any]:
+    return json.loads(lab.csdeploy("lab", "status", "--json").stdout)
+
+
+def _named(items: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(i for i in items if i["name"] == name)
+
+
+def _vm(lab: Lab) -> tuple[str, str]:
+    """A running VM of the bare template on a network of its own: (container, docker network)."""
+    cs = lab.cs()
+    zone = cs.listZones()["zone"][0]["id"]
+    noff = _named(cs.listNetworkOfferings()["networkoffering"], "DefaultIsolatedNetworkOfferingWithSourceNatService")
+    net = cs.createNetwork(name="homes", networkofferingid=noff["id"], zoneid=zone)["network"]
+    vm = cs.deployVirtualMachine(zoneid=zone, networkids=net["id"], name="homes-1",
+                                 serviceofferingid=_named(cs.listServiceOfferings()["serviceoffering"], "micro")["id"],
+                                 templateid=_named(cs.listTemplates(templatefilter="featured")["template"], BARE)["id"],
+                                 )["virtualmachine"]
+    assert vm["state"] == "Running", vm
+    return f"csdeploy-lab-vm-{vm['id']}", f"csdeploy-lab-net-{net['id'][:12]}"
+
+
+def _registry_lab_in(container: str) -> str:
+    """The address ``registry.lab`` has inside a VM."""
+    out = docker("exec", container, "getent", "hosts", "registry.lab").stdout.split()
+    assert out, f"registry.lab does not resolve in {container}"
+    return out[0]
+
+
+def _address_on(container: str, network: str) -> str:
+    fmt = '{{(index .NetworkSettings.Networks "' + network + '").IPAddress}}'
+    return docker("inspect", "--format", fmt, container).stdout.strip()
+
+
+def _running(container: str) -> bool:
+    proc = docker("inspect", "--format", "{{.State.Running}}", container, check=False)
+    return proc.returncode == 0 and proc.stdout.strip() == "true"
+
+
+def _other_registries(*mine: Lab) -> dict[str, str]:
+    """Registry containers of labs other than ``mine`` (the developer's, another suite's):
+    name -> id and start time, to show they were left alone."""
+    ours = {lab.config.registry_container for lab in mine}
+    names = docker("ps", "-a", "--filter", "label=csdeploy.lab=1", "--format", "{{.Names}}").stdout.split()
+    return {name: docker("inspect", "--format", "{{.Id}} {{.State.StartedAt}}", name).stdout.strip()
+            for name in names if name.endswith("-registry") and name not in ours}
+
+
+def test_a_lab_of_its_own_home_has_its_own_ports_names_and_profile(lab_a: Lab) -> None:
+    cfg = lab_a.config
+    assert cfg.slot >= 1 and cfg.api_port != 8080 and cfg.registry_port != 5000, cfg
+    assert cfg.registry_container == f"csdeploy-lab-{cfg.id}-registry"
+    assert cfg.public_range == f"127.{200 + cfg.slot}.0.0/16"
+    assert lab_a.endpoint == f"http://127.0.0.1:{cfg.api_port}/client/api"
+    labels = json.loads(docker("inspect", "--format", "{{json .Config.Labels}}", cfg.registry_container).stdout)
+    assert labels["csdeploy.lab.home"] == cfg.id
+    assert _registry_answers(lab_a) == (0, "401")
+    # The product finds the lab's secret values through the profile, not by importing the lab.
+    secrets = lab_a.home / "lab" / "secrets.env"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    assert f"secrets_file = {secrets.resolve()}" in (lab_a.home / "lab" / "cloudstack.ini").read_text()
+    status = _status(lab_a)
+    assert status["simulator"] == "running" and status["endpoint"] == lab_a.endpoint
+    assert status["lab"]["id"] == cfg.id and status["lab"]["registry_port"] == cfg.registry_port
+    assert status["registry"].startswith("running (reachable)")
+
+
+def test_a_second_lab_up_rebuilds_pushes_and_restarts_nothing(lab_a: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CSDEPLOY_HOME", str(lab_a.home))
     pid = running_pid()
     assert pid is not None, "lab up must leave the simulator running"
-
     second = Recorder()
     status = asyncio.run(lab_up(progress=second))
     builds = [e for e in second.events if e.action == "build"]
     pushes = [e for e in second.events if e.action == "push"]
     assert builds and all(e.status == "skipped" for e in builds), [(e.resource, e.status) for e in builds]
-    assert all(e.status == "skipped" for e in pushes), [(e.resource, e.status) for e in pushes]
+    assert pushes and all(e.status == "skipped" for e in pushes), [(e.resource, e.status) for e in pushes]
     assert not any("building" in text for _, text in second.notes), second.notes
     assert any("already running" in text for _, text in second.notes), second.notes
     assert running_pid() == pid, "the simulator must not be restarted"
     assert status.simulator == "running" and all(status.images.values()), status
+    assert asyncio.run(lab_status()).endpoint == lab_a.endpoint
 
 
-@needs_engine
-def test_lab_status_reports_the_running_lab() -> None:
-    asyncio.run(lab_up(progress=Recorder()))
-    status = asyncio.run(lab_status())
-    assert status.simulator == "running"
-    assert status.endpoint and status.endpoint.endswith("/client/api")
-    assert "running" in status.registry
-    assert os.path.exists(os.path.expanduser(os.environ.get("CSDEPLOY_HOME", "~/.csdeploy")) + "/lab/cloudstack.ini")
+def test_two_labs_side_by_side_and_down_of_one_leaves_the_other(
+        lab_a: Lab, tmp_path_factory: pytest.TempPathFactory) -> None:
+    others_before = _other_registries(lab_a)
+    vm_a, net_a = _vm(lab_a)
+    with own_lab(tmp_path_factory.mktemp("lab-b")) as lab_b:
+        a, b = lab_a.config, lab_b.config
+        assert a.id != b.id and a.slot != b.slot
+        assert len({a.api_port, a.registry_port, b.api_port, b.registry_port}) == 4
+        assert a.registry_container != b.registry_container and a.public_range != b.public_range
+        assert a.guest_cidrs().isdisjoint(b.guest_cidrs())
+        vm_b, net_b = _vm(lab_b)
+        # Inside each lab's VMs, registry.lab:5000 is that lab's registry.
+        assert _registry_lab_in(vm_a) == _address_on(a.registry_container, net_a)
+        assert _registry_lab_in(vm_b) == _address_on(b.registry_container, net_b)
+        assert _registry_answers(lab_a) == _registry_answers(lab_b) == (0, "401")
+        assert [v["name"] for v in lab_a.view().vms()] == [v["name"] for v in lab_b.view().vms()] == ["homes-1"]
 
+        lab_b.csdeploy("lab", "down", timeout=600)
+        assert not _running(vm_b) and not _running(b.registry_container)
+        assert docker("network", "inspect", net_b, check=False).returncode != 0
+        assert lab_b.csdeploy("lab", "status", "--json").json()["simulator"] == "stopped"
 
-def test_lab_up_without_a_docker_engine_says_how_to_get_one(tmp_path, monkeypatch) -> None:
-    from cloudstack_deploy.lab.manage import LabError
-
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such-docker.sock")
-    with pytest.raises(LabError) as err:
-        asyncio.run(lab_up(progress=Recorder()))
-    assert "needs a Docker engine" in str(err.value)
-    assert err.value.hint and "apt-get install -y docker.io" in err.value.hint
+        # Lab A is exactly as it was: API, VM, network, registry (reachable as registry.lab).
+        assert _running(vm_a) and _running(a.registry_container)
+        assert [(v["name"], v["state"]) for v in lab_a.view().vms()] == [("homes-1", "Running")]
+        assert _registry_lab_in(vm_a) == _address_on(a.registry_container, net_a)
+        assert _registry_answers(lab_a) == (0, "401")
+        status = _status(lab_a)
+        assert status["simulator"] == "running" and status["vms"] == 1, status
+    # A home that never had a lab: its `lab down` finds nothing, and touches nobody else's.
+    never = tmp_path_factory.mktemp("never-up")
+    down = run_cli(["lab", "down"], lab_env(never), timeout=300)
+    assert down.code == 0, down.explain()
+    assert "0 containers, 0 networks, 0 volumes" in down.stdout
+    assert not (Path(never) / "lab" / "lab.json").exists()
+    assert _running(vm_a) and _running(a.registry_container)
+    assert _other_registries(lab_a) == others_before, "another lab's registry was touched"

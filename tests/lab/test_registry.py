@@ -32,14 +32,12 @@ from .images_helpers import (
     catalog_json,
     curl,
     docker,
-    docker_reason,
     free_port,
     own_registry,
     scratch,
 )
 
-REASON = docker_reason()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"needs a Docker engine: {REASON}")
+pytestmark = pytest.mark.usefixtures("docker_engine")
 
 
 @pytest.fixture(scope="module")

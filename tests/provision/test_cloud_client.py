@@ -27,7 +27,7 @@ async def ids(cloud: Cloud) -> dict[str, Any]:
     return {"zoneid": zone["id"], "networkofferingid": offering["id"]}
 
 
-@pytest.mark.lab(faults=[parse_fault("listZones:http:530:2")])
+@pytest.mark.simulator(faults=[parse_fault("listZones:http:530:2")])
 async def test_a_list_is_retried_on_530(sim: ThreadedSimulator) -> None:
     async with Cloud(config(sim.endpoint)) as cloud:
         zones = await cloud.list("listZones")
@@ -35,14 +35,14 @@ async def test_a_list_is_retried_on_530(sim: ThreadedSimulator) -> None:
     assert cloud.calls["listZones"] == 3
 
 
-@pytest.mark.lab(faults=[parse_fault("listZones:drop:0:1")])
+@pytest.mark.simulator(faults=[parse_fault("listZones:drop:0:1")])
 async def test_a_list_is_retried_after_a_dropped_connection(sim: ThreadedSimulator) -> None:
     async with Cloud(config(sim.endpoint)) as cloud:
         zones = await cloud.list("listZones")
     assert [z["name"] for z in zones] == ["lab-zone-1"]
 
 
-@pytest.mark.lab(faults=[parse_fault("listZones:drop:0:3"), parse_fault("listZones:http:429:1")])
+@pytest.mark.simulator(faults=[parse_fault("listZones:drop:0:3"), parse_fault("listZones:http:429:1")])
 async def test_a_list_is_retried_after_drops_and_429(sim: ThreadedSimulator) -> None:
     async with Cloud(config(sim.endpoint)) as cloud:
         zones = await cloud.list("listZones")
@@ -180,7 +180,7 @@ async def _tag_jobs(cloud: Cloud, count: int) -> list[dict[str, Any]]:
                                             tags=[{"key": f"k{i}", "value": "v"}]) for i in range(count)))
 
 
-@pytest.mark.lab(job_seconds=0.5)
+@pytest.mark.simulator(job_seconds=0.5)
 async def test_many_pending_jobs_are_watched_with_one_listing_per_interval(sim: ThreadedSimulator) -> None:
     async with Cloud(config(sim.endpoint)) as cloud:
         results = await _tag_jobs(cloud, 12)
@@ -191,7 +191,7 @@ async def test_many_pending_jobs_are_watched_with_one_listing_per_interval(sim: 
     assert cloud.calls["queryAsyncJobResult"] <= 3, cloud.calls
 
 
-@pytest.mark.lab(job_seconds=0.5)
+@pytest.mark.simulator(job_seconds=0.5)
 async def test_job_polls_do_not_grow_with_the_number_of_jobs(sim: ThreadedSimulator) -> None:
     polls = []
     for count in (6, 36):
@@ -201,7 +201,7 @@ async def test_job_polls_do_not_grow_with_the_number_of_jobs(sim: ThreadedSimula
     assert polls[1] <= polls[0] + 3, polls
 
 
-@pytest.mark.lab(job_seconds=0.3, faults=[parse_fault("listAsyncJobs:http:531:always")])
+@pytest.mark.simulator(job_seconds=0.3, faults=[parse_fault("listAsyncJobs:http:531:always")])
 async def test_jobs_still_finish_when_listing_jobs_is_refused(sim: ThreadedSimulator) -> None:
     async with Cloud(config(sim.endpoint)) as cloud:
         results = await _tag_jobs(cloud, 5)
@@ -209,7 +209,7 @@ async def test_jobs_still_finish_when_listing_jobs_is_refused(sim: ThreadedSimul
     assert cloud.calls["listAsyncJobs"] == 1, "after one refusal the watcher polls each job itself"
 
 
-@pytest.mark.lab(job_seconds=0.3)
+@pytest.mark.simulator(job_seconds=0.3)
 async def test_a_failed_job_among_many_raises_its_error(sim: ThreadedSimulator, cloud_view: CloudView) -> None:
     import asyncio
 
@@ -226,7 +226,7 @@ async def test_a_failed_job_among_many_raises_its_error(sim: ThreadedSimulator, 
     assert sum(1 for o in outcomes if o == {"success": True}) == 5
 
 
-@pytest.mark.lab(job_seconds=5)
+@pytest.mark.simulator(job_seconds=5)
 async def test_leaving_the_session_stops_polling_jobs_nobody_waits_for(sim: ThreadedSimulator) -> None:
     import asyncio
 
@@ -242,7 +242,7 @@ async def test_leaving_the_session_stops_polling_jobs_nobody_waits_for(sim: Thre
     assert not [t for t in asyncio.all_tasks() if "_JobWatcher" in repr(t.get_coro())]
 
 
-@pytest.mark.lab(faults=[parse_fault("listZones:http:429:2"), parse_fault("listTemplates:http:503:1")])
+@pytest.mark.simulator(faults=[parse_fault("listZones:http:429:2"), parse_fault("listTemplates:http:503:1")])
 async def test_throttling_is_retried_and_lowers_the_calls_in_flight(sim: ThreadedSimulator) -> None:
     """CloudStack's api.throttling answers 429 (a proxy in front of it, 503): nothing ran, so
     every command is retried, and fewer calls are sent at once until calls succeed again."""

@@ -34,7 +34,7 @@ def assert_converged(cloud_view: CloudView, names: tuple[str, ...] = DEMO_VMS) -
     assert [k["name"] for k in cloud_view.keypairs()] == ["csdeploy-demo"]
 
 
-@pytest.mark.lab(vm_boot_seconds=1.5)
+@pytest.mark.simulator(vm_boot_seconds=1.5)
 def test_a_run_killed_midway_is_finished_by_the_next(home: Path, cloud_view: CloudView) -> None:
     proc = subprocess.Popen(cli_argv(*create_args("demo")), env=dict(os.environ), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -54,7 +54,7 @@ def test_a_run_killed_midway_is_finished_by_the_next(home: Path, cloud_view: Clo
     assert "up to date" in cli("plan", *create_args("demo")[1:4]).stdout
 
 
-@pytest.mark.lab(faults=[parse_fault("deployVirtualMachine:job:533:1")])
+@pytest.mark.simulator(faults=[parse_fault("deployVirtualMachine:job:533:1")])
 def test_no_capacity_fails_clearly_and_a_rerun_replaces_the_error_vm(home: Path, cloud_view: CloudView) -> None:
     res = cli(*create_args("demo"))
     assert res.exit_code == 1
@@ -70,7 +70,7 @@ def test_no_capacity_fails_clearly_and_a_rerun_replaces_the_error_vm(home: Path,
     assert cloud_view.vm(failed["name"])["id"] != failed["id"]  # replaced, not reused
 
 
-@pytest.mark.lab(faults=[parse_fault("createNetwork:drop:0:1")])
+@pytest.mark.simulator(faults=[parse_fault("createNetwork:drop:0:1")])
 def test_a_dropped_create_is_not_resent_and_a_rerun_converges(home: Path, cloud_view: CloudView) -> None:
     res = cli(*create_args("demo"))
     assert res.exit_code == 1
@@ -134,7 +134,7 @@ def check_no_duplicates(results: list[subprocess.CompletedProcess[str]], cloud_v
         assert_converged(cloud_view)
 
 
-@pytest.mark.lab(vm_boot_seconds=1.5)
+@pytest.mark.simulator(vm_boot_seconds=1.5)
 def test_two_runs_with_the_same_state_dir_one_refuses(home: Path, cloud_view: CloudView) -> None:
     results = run_two((home, home))
     assert sorted(r.returncode for r in results) == [0, 1]
@@ -143,7 +143,7 @@ def test_two_runs_with_the_same_state_dir_one_refuses(home: Path, cloud_view: Cl
     check_no_duplicates(results, cloud_view)
 
 
-@pytest.mark.lab(vm_boot_seconds=0.3)
+@pytest.mark.simulator(vm_boot_seconds=0.3)
 def test_two_runs_on_different_machines_never_duplicate(home: Path, cloud_view: CloudView,
                                                         tmp_path: Path) -> None:
     results = run_two((tmp_path / "machine-a", tmp_path / "machine-b"))

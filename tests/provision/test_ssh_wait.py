@@ -20,28 +20,26 @@ from cloudstack_deploy.provision.hostkeys import HostKey, generate_host_key
 from cloudstack_deploy.provision.ssh_wait import SSHTarget, SSHWaitError, wait_for_ssh
 from cloudstack_deploy.provision.userdata import build_userdata, host_public_key_from_userdata
 from cloudstack_deploy.state import EnvState
-from tests.simulator.network_helpers import Lab
+from tests.support.netlab import NetLab
 
 KEYPAIR = "csdeploy-demo"
 
 
 @pytest.fixture
-async def lab() -> AsyncIterator[Lab]:
-    lab = Lab()
-    await lab.start()
-    yield lab
-    await lab.stop()
+async def lab() -> AsyncIterator[NetLab]:
+    async with NetLab() as lab:
+        yield lab
 
 
 @pytest.fixture
-def client_key(lab: Lab, tmp_path: Path) -> Path:
+def client_key(lab: NetLab, tmp_path: Path) -> Path:
     """The env's key made by EnvState, registered as the VMs' keypair."""
     path, public = EnvState("demo", root=tmp_path).ensure_keypair()
     lab.sim.add("keypairs", {"name": KEYPAIR, "fingerprint": "fp", "_publickey": public})
     return path
 
 
-def add_vm(lab: Lab, name: str, *, rule: bool = True, userdata_key: HostKey | None = None,
+def add_vm(lab: NetLab, name: str, *, rule: bool = True, userdata_key: HostKey | None = None,
            pinned_key: HostKey | None = None) -> tuple[SSHTarget, dict[str, Any]]:
     """A Running VM whose user data carries ``userdata_key``; the target pins ``pinned_key``."""
     key = userdata_key or generate_host_key()
@@ -67,7 +65,7 @@ class Progress:
         return status, detail
 
 
-async def test_all_hosts_answer(lab: Lab, client_key: Path) -> None:
+async def test_all_hosts_answer(lab: NetLab, client_key: Path) -> None:
     targets = [add_vm(lab, f"demo-web-{i}")[0] for i in (1, 2, 3)]
     await lab.settle()
     progress = Progress()
@@ -87,7 +85,7 @@ async def test_no_targets(client_key: Path) -> None:
     assert await wait_for_ssh([], client_key=client_key, timeout=1) == {}
 
 
-async def test_firewall_rule_added_later(lab: Lab, client_key: Path) -> None:
+async def test_firewall_rule_added_later(lab: NetLab, client_key: Path) -> None:
     target, ip = add_vm(lab, "demo-web-1", rule=False)
     await lab.settle()
 
@@ -102,7 +100,7 @@ async def test_firewall_rule_added_later(lab: Lab, client_key: Path) -> None:
     assert 1.0 <= timings["demo-web-1"] < 5
 
 
-async def test_host_without_rule_is_named_at_the_deadline(lab: Lab, client_key: Path) -> None:
+async def test_host_without_rule_is_named_at_the_deadline(lab: NetLab, client_key: Path) -> None:
     good, _ = add_vm(lab, "demo-web-1")
     closed, _ = add_vm(lab, "demo-worker-1", rule=False)
     await lab.settle()
@@ -126,7 +124,7 @@ async def test_host_without_rule_is_named_at_the_deadline(lab: Lab, client_key: 
     assert progress.last("demo-worker-1")[0] == "failed"
 
 
-async def test_host_key_mismatch_fails_fast(lab: Lab, client_key: Path) -> None:
+async def test_host_key_mismatch_fails_fast(lab: NetLab, client_key: Path) -> None:
     good, _ = add_vm(lab, "demo-web-1")
     impostor, _ = add_vm(lab, "demo-web-2", pinned_key=generate_host_key())
     await lab.settle()
@@ -145,7 +143,7 @@ async def test_host_key_mismatch_fails_fast(lab: Lab, client_key: Path) -> None:
     assert progress.last("demo-web-2")[0] == "failed"
 
 
-async def test_mismatch_does_not_wait_for_unreachable_hosts(lab: Lab, client_key: Path) -> None:
+async def test_mismatch_does_not_wait_for_unreachable_hosts(lab: NetLab, client_key: Path) -> None:
     impostor, _ = add_vm(lab, "demo-web-1", pinned_key=generate_host_key())
     closed, _ = add_vm(lab, "demo-web-2", rule=False)
     await lab.settle()
@@ -158,7 +156,7 @@ async def test_mismatch_does_not_wait_for_unreachable_hosts(lab: Lab, client_key
     assert "SSH not reached on 1 of 2 hosts" in str(err.value)
 
 
-async def test_concurrency_bound(lab: Lab, client_key: Path,
+async def test_concurrency_bound(lab: NetLab, client_key: Path,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     targets = [add_vm(lab, f"demo-web-{i}")[0] for i in range(1, 7)]
     await lab.settle()
@@ -181,7 +179,7 @@ async def test_concurrency_bound(lab: Lab, client_key: Path,
     assert peak == 2
 
 
-async def test_wrong_client_key_is_retried_then_reported(lab: Lab, client_key: Path,
+async def test_wrong_client_key_is_retried_then_reported(lab: NetLab, client_key: Path,
                                                          tmp_path: Path) -> None:
     target, _ = add_vm(lab, "demo-web-1")
     await lab.settle()
@@ -192,7 +190,7 @@ async def test_wrong_client_key_is_retried_then_reported(lab: Lab, client_key: P
     assert "login as 'root' with csdeploy's key refused" in str(err.value)
 
 
-async def test_pin_rebuilt_from_the_clouds_userdata(lab: Lab, client_key: Path,
+async def test_pin_rebuilt_from_the_clouds_userdata(lab: NetLab, client_key: Path,
                                                     tmp_path: Path) -> None:
     """With the state dir gone, the pin comes back from the VM's user data and still works."""
     target, _ = add_vm(lab, "demo-web-1")

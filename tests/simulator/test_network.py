@@ -16,22 +16,16 @@ import asyncssh
 import pytest
 
 from cloudstack_deploy.lab.simulator.guest import NO_EXEC_STATUS, cloud_config, userdata_host_keys
-
-try:  # tests/simulator may become a package; work either way
-    from .network_helpers import Lab, cloud_config_userdata, first_bytes, listening, refused, ssh
-except ImportError:
-    from network_helpers import Lab, cloud_config_userdata, first_bytes, listening, refused, ssh
+from tests.support.netlab import NetLab, cloud_config_userdata, first_bytes, listening, refused, ssh
 
 
 @pytest.fixture
-async def lab() -> AsyncIterator[Lab]:
-    lab = Lab()
-    await lab.start()
-    yield lab
-    await lab.stop()
+async def lab() -> AsyncIterator[NetLab]:
+    async with NetLab() as lab:
+        yield lab
 
 
-async def _ssh_vm(lab: Lab, name: str = "web-1", **vm_kw: object) -> tuple[dict, dict, asyncssh.SSHKey]:
+async def _ssh_vm(lab: NetLab, name: str = "web-1", **vm_kw: object) -> tuple[dict, dict, asyncssh.SSHKey]:
     """A Running VM with keypair, static NAT and a firewall rule for 22."""
     key = lab.keypair(f"kp-{name}")
     vm = lab.vm(name, keypair=f"kp-{name}", **vm_kw)  # type: ignore[arg-type]
@@ -42,7 +36,7 @@ async def _ssh_vm(lab: Lab, name: str = "web-1", **vm_kw: object) -> tuple[dict,
 
 
 # ---- reachability ---------------------------------------------------------------------------
-async def test_no_firewall_rule_means_refused(lab: Lab) -> None:
+async def test_no_firewall_rule_means_refused(lab: NetLab) -> None:
     key = lab.keypair("kp")
     vm = lab.vm("web-1", keypair="kp")
     ip = lab.public_ip(vm)
@@ -55,7 +49,7 @@ async def test_no_firewall_rule_means_refused(lab: Lab) -> None:
         pass
 
 
-async def test_ssh_with_keypair_and_userdata_host_key(lab: Lab) -> None:
+async def test_ssh_with_keypair_and_userdata_host_key(lab: NetLab) -> None:
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     userdata = cloud_config_userdata({"ssh_keys": {
         "ed25519_private": host_key.export_private_key().decode(),
@@ -79,7 +73,7 @@ async def test_ssh_with_keypair_and_userdata_host_key(lab: Lab) -> None:
         pass
 
 
-async def test_wrong_key_and_password_are_refused(lab: Lab) -> None:
+async def test_wrong_key_and_password_are_refused(lab: NetLab) -> None:
     _, ip, _ = await _ssh_vm(lab)
     other = asyncssh.generate_private_key("ssh-ed25519")
     with pytest.raises(asyncssh.PermissionDenied):
@@ -88,7 +82,7 @@ async def test_wrong_key_and_password_are_refused(lab: Lab) -> None:
         await ssh(ip["ipaddress"], 22, None, password="debian", preferred_auth="password")
 
 
-async def test_vm_without_keypair_lets_nobody_in(lab: Lab) -> None:
+async def test_vm_without_keypair_lets_nobody_in(lab: NetLab) -> None:
     key = lab.keypair("kp")
     vm = lab.vm("nokey")
     ip = lab.public_ip(vm)
@@ -99,7 +93,7 @@ async def test_vm_without_keypair_lets_nobody_in(lab: Lab) -> None:
         await ssh(ip["ipaddress"], 22, key)
 
 
-async def test_source_outside_cidrlist_is_dropped(lab: Lab) -> None:
+async def test_source_outside_cidrlist_is_dropped(lab: NetLab) -> None:
     key = lab.keypair("kp")
     vm = lab.vm("web-1", keypair="kp")
     ip = lab.public_ip(vm)
@@ -112,7 +106,7 @@ async def test_source_outside_cidrlist_is_dropped(lab: Lab) -> None:
         pass
 
 
-async def test_deleting_the_rule_closes_the_port(lab: Lab) -> None:
+async def test_deleting_the_rule_closes_the_port(lab: NetLab) -> None:
     _, ip, key = await _ssh_vm(lab)
     rule_id = next(iter(lab.sim.col("firewall_rules")))
     rule = dict(lab.sim.col("firewall_rules")[rule_id])
@@ -127,7 +121,7 @@ async def test_deleting_the_rule_closes_the_port(lab: Lab) -> None:
         pass
 
 
-async def test_disabling_static_nat_and_releasing_the_ip(lab: Lab) -> None:
+async def test_disabling_static_nat_and_releasing_the_ip(lab: NetLab) -> None:
     vm, ip, key = await _ssh_vm(lab)
     ip.update(isstaticnat=False, virtualmachineid=None)
     await lab.settle()
@@ -141,7 +135,7 @@ async def test_disabling_static_nat_and_releasing_the_ip(lab: Lab) -> None:
     assert await refused(ip["ipaddress"], 22)
 
 
-async def test_stopped_vm_closes_connections(lab: Lab) -> None:
+async def test_stopped_vm_closes_connections(lab: NetLab) -> None:
     vm, ip, key = await _ssh_vm(lab)
     live = await ssh(ip["ipaddress"], 22, key)
     vm["state"] = "Stopped"
@@ -155,7 +149,7 @@ async def test_stopped_vm_closes_connections(lab: Lab) -> None:
         pass
 
 
-async def test_port_forwarding_needs_its_own_firewall_rule(lab: Lab) -> None:
+async def test_port_forwarding_needs_its_own_firewall_rule(lab: NetLab) -> None:
     key = lab.keypair("kp")
     vm = lab.vm("db-1", keypair="kp")
     ip = lab.public_ip()  # no static NAT
@@ -176,7 +170,7 @@ async def test_port_forwarding_needs_its_own_firewall_rule(lab: Lab) -> None:
 
 @pytest.mark.parametrize(("protocol", "start", "end"), [("all", None, None), ("tcp", 1, 65535)])
 async def test_wide_rules_open_only_what_the_guest_serves(
-        lab: Lab, protocol: str, start: int | None, end: int | None) -> None:
+        lab: NetLab, protocol: str, start: int | None, end: int | None) -> None:
     key = lab.keypair("kp")
     vm = lab.vm("web-1", keypair="kp")
     ip = lab.public_ip(vm)
@@ -188,7 +182,7 @@ async def test_wide_rules_open_only_what_the_guest_serves(
         pass
 
 
-async def test_udp_rule_opens_no_tcp_port(lab: Lab) -> None:
+async def test_udp_rule_opens_no_tcp_port(lab: NetLab) -> None:
     vm = lab.vm("web-1", keypair="kp")
     ip = lab.public_ip(vm)
     lab.firewall(ip, 22, protocol="udp")
@@ -196,7 +190,7 @@ async def test_udp_rule_opens_no_tcp_port(lab: Lab) -> None:
     assert await refused(ip["ipaddress"], 22)
 
 
-async def test_bind_failure_is_a_warning(lab: Lab, caplog: pytest.LogCaptureFixture) -> None:
+async def test_bind_failure_is_a_warning(lab: NetLab, caplog: pytest.LogCaptureFixture) -> None:
     key = lab.keypair("kp")
     blocked_ip = lab.public_ip(lab.vm("a", keypair="kp"))
     good_ip = lab.public_ip(lab.vm("b", keypair="kp"))
@@ -217,7 +211,7 @@ async def test_bind_failure_is_a_warning(lab: Lab, caplog: pytest.LogCaptureFixt
 
 # ---- lifecycle --------------------------------------------------------------------------------
 async def test_stop_leaves_no_listening_sockets() -> None:
-    lab = Lab()
+    lab = NetLab()
     await lab.start()
     _, ip, key = await _ssh_vm(lab)
     conn = await ssh(ip["ipaddress"], 22, key)
@@ -236,7 +230,7 @@ async def test_stop_leaves_no_listening_sockets() -> None:
 
 async def test_generated_host_key_survives_restart(tmp_path) -> None:
     state = tmp_path / "state.json"
-    lab = Lab(state_file=state)
+    lab = NetLab(state_file=state)
     await lab.start()
     try:
         _, ip, key = await _ssh_vm(lab)
@@ -245,7 +239,7 @@ async def test_generated_host_key_survives_restart(tmp_path) -> None:
     finally:
         await lab.stop()
     lab.sim.save()
-    again = Lab(public_range=lab.public_range, state_file=state)
+    again = NetLab(public_range=lab.public_range, state_file=state)
     await again.start()
     try:
         async with await ssh(ip["ipaddress"], 22, key) as conn:
@@ -254,7 +248,7 @@ async def test_generated_host_key_survives_restart(tmp_path) -> None:
         await again.stop()
 
 
-async def test_bursts_of_changes_coalesce(lab: Lab) -> None:
+async def test_bursts_of_changes_coalesce(lab: NetLab) -> None:
     _, ip, key = await _ssh_vm(lab)
     for _ in range(200):
         lab.network.changed()

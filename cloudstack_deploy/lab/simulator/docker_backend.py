@@ -8,10 +8,12 @@ lazily when its first VM is deployed, as CloudStack implements networks; a VM's 
 its CloudStack address (``--ip``). The VMs are reachable from outside only through the
 simulator's public network (network.py), so a missing firewall rule really blocks SSH.
 
-Every container, network and volume carries ``csdeploy.lab=1``, a role label and the
-simulator's identity (``csdeploy.lab.sim``, kept in its state file), so two simulators on
-one machine never touch each other's resources, and :func:`cleanup_lab_resources` finds
-them all. A simulator without a state file removes everything it made when it stops; one
+Every container, network and volume carries ``csdeploy.lab=1``, a role label, its lab's id
+(``csdeploy.lab.home``, from ``$CSDEPLOY_HOME/lab/lab.json``) and the simulator's identity
+(``csdeploy.lab.sim``, kept in its state file), so two simulators on one machine never touch
+each other's resources, and :func:`cleanup_lab_resources` finds them all. The registry
+joined to the networks is this lab's, and the guest subnets come from this lab's block,
+so labs of other homes never overlap with it. A simulator without a state file removes everything it made when it stops; one
 with a state file leaves its VMs running (a management-server restart does not stop VMs).
 """
 
@@ -27,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...state import state_root
+from ..config import HOME_LABEL, ensure_lab_config
 from ..docker import DockerError, docker, engine_available
 from .backend import HostBackend
 from .docker_disks import (
@@ -40,7 +43,6 @@ from .docker_disks import (
 from .docker_resources import (
     LAB_LABEL,
     REGISTRY_ALIAS,
-    REGISTRY_CONTAINER,
     ROLE_LABEL,
     SIM_LABEL,
     STOP_TIMEOUT,
@@ -106,6 +108,8 @@ class DockerHost(HostBackend):
         self.progress = progress
         self.lab_id: str = sim.state.setdefault("lab_id", uuid.uuid4().hex[:12])
         self.root = state_root()
+        self.lab = ensure_lab_config()
+        self.registry = self.lab.registry_container
         self.files = VolumeFiles(self.root, self.lab_id)
         self.drop_sys_resource = True
         self._reserved: set[str] = set()
@@ -113,7 +117,8 @@ class DockerHost(HostBackend):
 
     # ---- lifecycle -----------------------------------------------------------------------
     def labels(self, role: str, **extra: str) -> list[str]:
-        out = [f"{LAB_LABEL}=1", f"{SIM_LABEL}={self.lab_id}", f"{ROLE_LABEL}={role}"]
+        out = [f"{LAB_LABEL}=1", f"{HOME_LABEL}={self.lab.id}", f"{SIM_LABEL}={self.lab_id}",
+               f"{ROLE_LABEL}={role}"]
         out += [f"{LAB_LABEL}.{k}={v}" for k, v in extra.items()]
         return [arg for label in out for arg in ("--label", label)]
 
@@ -146,7 +151,10 @@ class DockerHost(HostBackend):
             raise invalid_value(f"Template {template.get('name')} is not available in this lab (no image)")
 
     def reserved_subnets(self) -> frozenset[str]:
-        return frozenset(self._reserved)
+        """Other docker networks' subnets, other labs' blocks, and this cloud's live networks."""
+        live = {n.get("cidr") for n in self.sim.col("networks").values() if not n.get("_removed")}
+        others = {f"10.1.{n}.0/24" for n in range(1, 251)} - self.lab.guest_cidrs()
+        return frozenset(self._reserved | others | {c for c in live if c})
 
     async def _load_reserved_subnets(self) -> None:
         """Subnets of docker networks that are not ours: docker refuses overlapping pools."""
@@ -185,11 +193,11 @@ class DockerHost(HostBackend):
     async def _connect_registry(self, network: str) -> None:
         """Let the VMs of ``network`` resolve and reach the lab registry as ``registry.lab``."""
         code, out, _ = await docker("inspect", "--format", "{{json .NetworkSettings.Networks}}",
-                                    REGISTRY_CONTAINER, check=False)
+                                    self.registry, check=False)
         if code != 0 or network in json.loads(out or "{}"):
             return
         code, _, err = await docker("network", "connect", "--alias", REGISTRY_ALIAS, network,
-                                    REGISTRY_CONTAINER, check=False)
+                                    self.registry, check=False)
         if code != 0 and "already exists" not in err:
             log.warning("registry not connected to %s: %s", network, err.strip())
 
@@ -200,7 +208,7 @@ class DockerHost(HostBackend):
         async with self._lock("net:" + id):
             if (await docker("network", "inspect", name, check=False))[0] != 0:
                 return  # never implemented (no VM was deployed in it), or removed already
-            await docker("network", "disconnect", "-f", name, REGISTRY_CONTAINER, check=False)
+            await docker("network", "disconnect", "-f", name, self.registry, check=False)
             code, _, err = await docker("network", "rm", name, check=False)
             if code != 0:
                 raise ApiError(530, f"Unable to shut down network {id}: {err.strip()}")

@@ -1,9 +1,11 @@
 """Names and labels of what the docker backend creates, and the cleanup that finds them.
 
-Everything carries ``csdeploy.lab=1``, a role (``vm``, ``network``, ``vm-docker``) and the
+Everything carries ``csdeploy.lab=1``, a role (``vm``, ``network``, ``vm-docker``), the
+lab's id (``csdeploy.lab.home``: one lab per CSDEPLOY_HOME, see lab/config.py) and the
 simulator's identity (``csdeploy.lab.sim``), so one simulator's cleanup never touches
-another's resources, and ``lab down`` can find all of them from labels alone (no state file
-needed). The lab registry belongs to lab/registry.py: it is only ever disconnected here.
+another's resources, and ``lab down`` finds all of its own lab's from labels alone (no state
+file needed), never another lab's. The lab registry belongs to lab/registry.py: it is only
+ever disconnected here.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ from __future__ import annotations
 import ipaddress
 
 from ...state import state_root
+from ..config import HOME_LABEL, current_lab_config
 from ..docker import docker
 from .docker_disks import LOOP_MAJOR, detach_loop, lab_loops, owned_files
 
 LAB_LABEL = "csdeploy.lab"
 SIM_LABEL = "csdeploy.lab.sim"
 ROLE_LABEL = "csdeploy.lab.role"
-REGISTRY_CONTAINER = "csdeploy-lab-registry"
 REGISTRY_ALIAS = "registry.lab"
 STOP_TIMEOUT = 30
 #: What makes a container boot systemd here without --privileged (see DESIGN.md, "The lab");
@@ -60,18 +62,20 @@ async def cleanup_lab_resources(lab_id: str | None = None, *, delete_files: bool
     """Remove the lab's VMs, networks, VM docker volumes, loop devices and volume files.
 
     ``lab_id`` limits it to one simulator's resources (its labels, its volume files' owner
-    marks); None removes every lab's (``lab down``). ``delete_files=False`` keeps the data
-    volumes' files (only their loop devices are released). The registry container is not
-    touched, only disconnected from the networks. Returns how many of each were removed.
+    marks); None removes all of this CSDEPLOY_HOME's lab (``lab down``), never another
+    lab's. ``delete_files=False`` keeps the data volumes' files (only their loop devices are
+    released). The registry container is not touched, only disconnected from the networks.
+    Returns how many of each were removed.
     """
-    scope = [f"{SIM_LABEL}={lab_id}"] if lab_id else [f"{LAB_LABEL}=1"]
+    lab = current_lab_config()
+    scope = [f"{SIM_LABEL}={lab_id}"] if lab_id else [f"{HOME_LABEL}={lab.id}"]
     removed = {"containers": 0, "networks": 0, "volumes": 0, "loops": 0, "files": 0}
     containers = await _ls("container", f"{ROLE_LABEL}=vm", *scope)
     if containers:  # first: their mounts hold the loop devices
         await docker("rm", "-f", "-v", *containers, check=False, timeout=300)
         removed["containers"] = len(containers)
     for net in await _ls("network", f"{ROLE_LABEL}=network", *scope):
-        await docker("network", "disconnect", "-f", net, REGISTRY_CONTAINER, check=False)
+        await docker("network", "disconnect", "-f", net, lab.registry_container, check=False)
         code, _, _ = await docker("network", "rm", net, check=False)
         removed["networks"] += code == 0
     vols = await _ls("volume", f"{ROLE_LABEL}=vm-docker", *scope)

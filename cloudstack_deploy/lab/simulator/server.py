@@ -347,11 +347,12 @@ def serve_forever(config: SimulatorConfig, *, write_profile: bool = False) -> No
         print(f"CloudStack simulator listening on {server.endpoint}", flush=True)
         if write_profile:
             from ...cloud.config import write_lab_profile
-            from ..ca import lab_dir
 
             path = write_lab_profile(server.endpoint, config.api_key, config.secret_key,
-                                     poll_interval=max(0.05, min(0.25, config.job_seconds)),
-                                     secrets_file=lab_dir() / "secrets.env")
+                                     poll_interval=max(0.05, min(0.25, config.job_seconds)))
+            from ..profile import add_secrets_file
+
+            add_secrets_file(path)  # the lab's secret values, for the product to read
             print(f"  csdeploy profile: {path} (the default cloud when no CLOUDSTACK_* config is set)",
                   flush=True)
         print(f"  export CLOUDSTACK_ENDPOINT={server.endpoint}", flush=True)

@@ -1,14 +1,14 @@
-"""Helpers for the public-network tests: a simulator with records added directly, no HTTP.
+"""A simulator's public network without HTTP: records added directly, SSH and TCP probes.
 
-Each lab takes a random 127.2xx.y.0/24 public range so parallel or leftover listeners of
-other tests (the HTTP end-to-end runs use 127.200/16) never collide with it.
+For the public-network tests of the simulator and the provisioner's SSH wait. Each NetLab
+takes a loopback /24 of its own (tests.support.sim.public_range), so listeners of other tests
+and of running labs never collide with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import random
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,9 @@ import yaml
 from cloudstack_deploy.lab.simulator.engine import Settings, Simulator
 from cloudstack_deploy.lab.simulator.network import PublicNetwork
 
+from .sim import public_range as random_range
+
 TIMEOUT = 10.0
-
-
-def random_range() -> str:
-    return f"127.{random.randint(201, 254)}.{random.randint(0, 255)}.0/24"
 
 
 def cloud_config_userdata(config: dict[str, Any]) -> str:
@@ -30,7 +28,7 @@ def cloud_config_userdata(config: dict[str, Any]) -> str:
     return base64.b64encode(("#cloud-config\n" + yaml.safe_dump(config)).encode()).decode()
 
 
-class Lab:
+class NetLab:
     """A simulator plus its public network, with shortcuts to add cloud records."""
 
     def __init__(self, public_range: str | None = None, state_file: Path | None = None) -> None:
@@ -43,6 +41,13 @@ class Lab:
 
     async def stop(self) -> None:
         await self.network.stop()
+
+    async def __aenter__(self) -> NetLab:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
     async def settle(self) -> None:
         """Notify listeners as the API would after a change, and wait for the network."""

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .images_helpers import ASSETS
+from tests.support.lab import ASSETS
 
 sys.path.insert(0, str(ASSETS / "demo"))
 

@@ -8,7 +8,6 @@ with the VM's state at that moment, and can fail or hold an effect until the tes
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from cs import CloudStack, CloudStackApiException
 from cloudstack_deploy.lab.simulator import backend as backend_mod
 from cloudstack_deploy.lab.simulator.backend import HostBackend
 from cloudstack_deploy.lab.simulator.server import SimulatorConfig, ThreadedSimulator
+from tests.support.sim import cs_client, make_config
 
 KEY, SECRET = "effects-key", "effects-secret"
 
@@ -46,11 +46,7 @@ class Recorder(HostBackend):
 
 
 def _config(tmp_path: Path, **kw: Any) -> SimulatorConfig:
-    base: dict[str, Any] = dict(port=0, api_key=KEY, secret_key=SECRET, vm_boot_seconds=0.05,
-                                job_seconds=0.02, public_range=f"127.{random.randint(40, 59)}."
-                                f"{random.randint(0, 255)}.0/24", ssh=False)
-    base.update(kw)
-    return SimulatorConfig(**base)
+    return make_config(**{"api_key": KEY, "secret_key": SECRET, "ssh": False, **kw})
 
 
 def _start(config: SimulatorConfig, recorder: Recorder) -> ThreadedSimulator:
@@ -61,8 +57,7 @@ def _start(config: SimulatorConfig, recorder: Recorder) -> ThreadedSimulator:
 
 
 def _client(server: ThreadedSimulator, fetch: bool = True) -> CloudStack:
-    return CloudStack(endpoint=server.endpoint, key=KEY, secret=SECRET, poll_interval=0.02,
-                      job_timeout=20, fetch_result=fetch)
+    return cs_client(server.endpoint, KEY, SECRET, wait=fetch, job_timeout=20)
 
 
 def _wait_job(cs: CloudStack, jobid: str, timeout: float = 20) -> dict[str, Any]:

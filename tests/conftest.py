@@ -1,0 +1,51 @@
+"""Suite-wide: the ``lab`` marker (tests that need the Docker engine), set where nobody can
+forget it, and the ``docker_engine`` fixture.
+
+``lab`` is set on every test under tests/lab and tests/e2e, and on any other test that uses
+``docker_engine`` (directly or through its fixtures). ``pytest -m "not lab"`` (what
+``scripts/test --fast`` runs) is then the whole suite minus what needs Docker. Lab tests use
+a CSDEPLOY_HOME and a lab of their own (tests.support.lab), never the developer's; every
+other test runs with a CSDEPLOY_HOME of the run's own (``_csdeploy_home_of_the_run``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.docker import docker_reason
+
+TESTS = Path(__file__).resolve().parent
+LAB_DIRS = frozenset({"lab", "e2e"})
+"""Test packages whose every test needs the Docker engine."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            top = Path(str(item.path)).resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            top = ""
+        if top in LAB_DIRS or "docker_engine" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """Skip unless a Docker engine answers; using it marks the test ``lab``."""
+    reason = docker_reason()
+    if reason:
+        pytest.skip(f"needs a Docker engine: {reason}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _csdeploy_home_of_the_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Whatever the shell says, no test uses the developer's CSDEPLOY_HOME (~/.csdeploy):
+    the run has a home of its own; fixtures give tests and labs their own homes below it."""
+    home = tmp_path_factory.mktemp("csdeploy-home-of-the-run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CSDEPLOY_HOME", str(home))
+        yield home
