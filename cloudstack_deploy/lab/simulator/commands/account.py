@@ -46,7 +46,7 @@ def _store_keypair(sim: Simulator, name: str, public_key: str) -> dict[str, Any]
     return sim.add("keypairs", {"name": name, "fingerprint": fp, "_publickey": public_key.strip()})
 
 
-@command("registerSSHKeyPair", Param("name", required=True), Param("publickey", required=True),
+@command("registerSSHKeyPair", Param("name", required=True), Param("publickey", required=True, length=5120),
          Param("account"), Param("domainid", "uuid"), Param("projectid", "uuid"), key="keypair")
 def register_ssh_keypair(sim: Simulator, req: Request) -> dict[str, Any]:
     """Register a public key in a keypair under a certain name."""

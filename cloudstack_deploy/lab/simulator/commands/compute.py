@@ -108,7 +108,8 @@ def _allocate_guest_ip(sim: Simulator, net: dict[str, Any], wanted: str | None) 
          Param("templateid", "uuid", required=True, entity="templates"),
          Param("name", description="Host name of the VM: 1-63 chars [a-zA-Z0-9-], not starting with a digit"),
          Param("displayname"), Param("networkids", "list", item_type="uuid"), Param("keypair"),
-         Param("keypairs", "list"), Param("userdata", description="Base64 user data (GET < 4096 chars)"),
+         Param("keypairs", "list"),
+         Param("userdata", description="Base64 user data (GET < 4096 chars)", length=USERDATA_POST_MAX),
          Param("startvm", "boolean"), Param("rootdisksize", "long"), Param("group"), Param("details", "map"),
          Param("ipaddress"), Param("diskofferingid", "uuid", entity="disk_offerings"), Param("size", "long"),
          Param("hypervisor"), Param("account"), Param("domainid", "uuid"), Param("projectid", "uuid"),
@@ -375,7 +376,7 @@ def change_service_for_virtual_machine(sim: Simulator, req: Request) -> dict[str
 
 
 @command("updateVirtualMachine", Param("id", "uuid", required=True, entity="vms"), Param("displayname"),
-         Param("userdata"), Param("group"), Param("haenable", "boolean"), key="virtualmachine")
+         Param("userdata", length=USERDATA_POST_MAX), Param("group"), Param("haenable", "boolean"), key="virtualmachine")
 def update_virtual_machine(sim: Simulator, req: Request) -> dict[str, Any]:
     """Updates properties of a virtual machine (user data takes effect on the next start)."""
     vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
