@@ -257,11 +257,12 @@ class Simulator(EffectRunner):
             if t["resourceid"] == resource_id
         ]
 
-    def matches_tags(self, resource_id: str, wanted: list[dict[str, str]] | None) -> bool:
+    def matches_tags(self, resource_id: str, wanted: dict[str, str] | None) -> bool:
+        """True when the resource has *any* of the wanted key=value tags (CloudStack ORs them)."""
         if not wanted:
             return True
-        have = {(t["key"], t["value"]) for t in self.col("tags").values() if t["resourceid"] == resource_id}
-        return all((w.get("key"), w.get("value")) in have for w in wanted)
+        return any(wanted.get(t["key"]) == t["value"] for t in self.col("tags").values()
+                   if t["resourceid"] == resource_id and t["key"] in wanted)
 
     # ---- addresses -----------------------------------------------------------------------
     def allocate_public_address(self) -> str:
@@ -282,14 +283,15 @@ class Simulator(EffectRunner):
         delay = self.settings.job_seconds + (result.duration or 0.0)
         job = {
             "id": job_id, "jobid": job_id, "cmd": _job_cmd(cmd_name), "_command": cmd_name,
+            "_seq": self.counter("job"),
             "jobstatus": 0, "jobprocstatus": 0, "jobresultcode": 0, "jobinstancetype": result.instance_type,
             "jobinstanceid": result.instance_id, "created": now_str(),
             # AsyncJobResponse always names the user that submitted the job (the lab's admin)
             "userid": userid or self.state.setdefault("user_id", new_id()),
             "accountid": self.state.get("account_id"), "_finisher": result.finisher, "_args": result.args,
             "_effect": result.effect, "_effect_args": result.effect_args,
-            "_due": time.time() + delay,
-            "_fault": int(fault.code) if fault else None,
+            "_due": time.time() + delay, "_start": time.time(),
+            "_fault": int(fault.code) if fault else None, "_midway": result.midway,
         }
         self.add("jobs", job)
         self._schedule(job)
@@ -302,6 +304,21 @@ class Simulator(EffectRunner):
             return  # loaded outside a loop; resume_jobs() schedules later
         delay = max(0.0, job["_due"] - time.time())
         self._timers[job["id"]] = loop.call_later(delay, self._job_due, job["id"])
+        if job.get("_midway"):
+            half = max(0.0, (job.get("_start", job["_due"]) + job["_due"]) / 2 - time.time())
+            self._timers[f"{job['id']}:midway"] = loop.call_later(half, self._job_midway, job["id"])
+
+    def _job_midway(self, job_id: str) -> None:
+        """Half-way through a job: the entity shows its intermediate state (see AsyncResult)."""
+        self._timers.pop(f"{job_id}:midway", None)
+        job = self.get("jobs", job_id)
+        if job is None or job["jobstatus"] != 0 or not job.get("_midway"):
+            return
+        step = job.pop("_midway")
+        record = self.get(step["col"], step["id"])
+        if record is not None and all(record.get(k) == v for k, v in step["when"].items()):
+            record.update(step["set"])
+            self.changed()
 
     def resume_jobs(self) -> None:
         """Reschedule jobs still pending in a loaded state file, and re-run pending effects.

@@ -239,12 +239,11 @@ def stop_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
 @command("rebootVirtualMachine", Param("id", "uuid", required=True, entity="vms"), isasync=True,
          key="virtualmachine")
 def reboot_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
-    """Reboots a virtual machine."""
+    """Reboots a virtual machine (it stays Running: VirtualMachineManagerImpl.orchestrateReboot
+    only sends the host a RebootCommand, without a state transition)."""
     vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
     if vm["state"] != "Running":
         raise invalid_value(f"Unable to reboot VM {vm['name']}: it is in state {vm['state']}, not Running")
-    vm["_was"] = "Running"
-    vm["state"] = "Starting"
     return AsyncResult("vm_state", {"id": vm["id"], "state": "Running"}, "VirtualMachine", vm["id"],
                        duration=sim.vm_boot_seconds(), effect="reboot_vm", effect_args={"id": vm["id"]})
 
@@ -282,9 +281,16 @@ def destroy_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
     if vm["state"] in ("Destroyed", "Expunging") and not req.get("expunge"):
         raise invalid_value(f"Unable to destroy VM {vm['name']}: it is already {vm['state']}")
     vm["_was"] = vm["state"]
-    vm["state"] = "Stopping" if vm["state"] == "Running" else vm["state"]
+    midway = None
+    if vm["state"] == "Running":
+        # VirtualMachineManagerImpl.destroy: advanceStop (Stopping, then Stopped), then the
+        # DestroyRequested transition (Destroyed), then with expunge the ExpungeOperation
+        vm["state"] = "Stopping"
+        midway = {"col": "vms", "id": vm["id"], "when": {"state": "Stopping"},
+                  "set": {"state": "Stopped", "_was": "Stopped"}}
     args = {"id": vm["id"], "expunge": bool(req.get("expunge")), "volumes": req.get("volumeids") or []}
-    return AsyncResult("vm_destroy", args, "VirtualMachine", vm["id"], effect="destroy_vm", effect_args=args)
+    return AsyncResult("vm_destroy", args, "VirtualMachine", vm["id"], effect="destroy_vm", effect_args=args,
+                       midway=midway)
 
 
 @finisher("vm_destroy", on_failure=lambda sim, id, expunge, volumes: _fail_vm(sim, id, "Destroyed"))
@@ -312,6 +318,7 @@ def expunge_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
     vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
     if vm["state"] != "Destroyed":
         raise invalid_value("Please destroy vm with specified vmId before expunge")
+    vm["state"] = "Expunging"  # advanceExpunge's first transition; the row goes when it is done
     return AsyncResult("vm_expunge", {"id": vm["id"]}, "VirtualMachine", vm["id"], effect="expunge_vm",
                        effect_args={"id": vm["id"]})
 
@@ -388,6 +395,39 @@ def update_virtual_machine(sim: Simulator, req: Request) -> dict[str, Any]:
     return render_vm(sim, vm)
 
 
+@command("resetSSHKeyForVirtualMachine", Param("id", "uuid", required=True, entity="vms"), Param("keypair"),
+         Param("keypairs", "list"), Param("account"), Param("domainid", "uuid"), Param("projectid", "uuid"),
+         isasync=True, key="virtualmachine", response_name="resetSSHKeyforvirtualmachineresponse")
+def reset_ssh_key_for_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
+    """Resets the SSH Key for virtual machine. The virtual machine must be in a "Stopped" state."""
+    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
+    if vm["state"] in ("Error", "Expunging"):
+        raise invalid_value("Vm with specified id is not in the right state")
+    if vm["state"] != "Stopped":
+        raise invalid_value(f"Vm {_vm_label(vm)} should be stopped to do SSH Key reset")
+    names = list(req.get("keypairs") or []) + ([req.get("keypair")] if req.get("keypair") else [])
+    if not names:
+        raise invalid_value("'keypair' or 'keypairs' must be specified")
+    known = {k["name"] for k in sim.col("keypairs").values()}
+    if any(n not in known for n in names):
+        raise invalid_value("Not all specified keyparis exist")
+    return AsyncResult("vm_keys", {"id": vm["id"], "keypairs": ",".join(names)}, "VirtualMachine", vm["id"])
+
+
+def _vm_label(vm: dict[str, Any]) -> str:
+    """How CloudStack's VMInstanceVO.toString() names a VM in messages."""
+    return f'VM instance {{"id": "{vm["id"]}", "instanceName": "{vm["instancename"]}"}}'
+
+
+@finisher("vm_keys")
+def _finish_vm_keys(sim: Simulator, id: str, keypairs: str) -> dict[str, Any]:
+    vm = sim.get("vms", id)
+    if vm is None:
+        raise ApiError(530, f"Unable to find virtual machine with id {id}")
+    vm["keypairs"] = keypairs
+    return {"virtualmachine": render_vm(sim, vm)}
+
+
 @command("listVirtualMachines", Param("id", "uuid", entity="vms"), Param("ids", "list"), Param("name"),
          Param("state"), Param("networkid", "uuid", entity="networks"), Param("zoneid", "uuid", entity="zones"),
          Param("templateid", "uuid", entity="templates"),
@@ -395,17 +435,24 @@ def update_virtual_machine(sim: Simulator, req: Request) -> dict[str, Any]:
          Param("keypair"), Param("displayvm", "boolean"), TAG_FILTER,
          key="virtualmachine", listing=True)
 def list_virtual_machines(sim: Simulator, req: Request) -> list[dict[str, Any]]:
-    """List the virtual machines owned by the account (Destroyed ones too: the caller is an admin)."""
-    items = select(sim, "vms", req, keyword_fields=("name", "displayname"),
-                   fields={"state": "state", "templateid": "templateid", "serviceofferingid": "serviceofferingid"})
+    """List the virtual machines owned by the account.
+
+    The lab's caller is an admin, so Destroyed and Expunging VMs are listed too;
+    ``state=present`` leaves them out (QueryManagerImpl.searchForUserVMsInternal).
+    """
+    present = str(req.get("state", "")).lower() == "present"
+    fields = {"templateid": "templateid", "serviceofferingid": "serviceofferingid"}
+    if not present:
+        fields["state"] = "state"
+    items = select(sim, "vms", req, keyword_fields=("name", "displayname"), fields=fields)
+    if present:
+        items = [v for v in items if v["state"] not in ("Destroyed", "Expunging")]
     if req.get("ids"):
         items = [v for v in items if v["id"] in req.get("ids")]
     if "networkid" in req:
         items = [v for v in items if any(n["networkid"] == req.get("networkid") for n in v["nic"])]
     if req.get("keypair"):
         items = [v for v in items if req.get("keypair") in (v.get("keypairs") or "").split(",")]
-    if "state" not in req:
-        items = [v for v in items if v["state"] != "Expunging"]
     return [render_vm(sim, v) for v in items]
 
 
