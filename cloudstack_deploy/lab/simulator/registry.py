@@ -147,6 +147,8 @@ def parse(cmd: Command, raw: dict[str, str], lookup: Callable[[str, str], bool],
         if p.type == "map":
             if p.name in maps:
                 req.values[p.name] = [maps[p.name][i] for i in sorted(maps[p.name])]
+            elif p.required:
+                raise missing_param(cmd.name, p.name)
             continue
         value = plain.get(p.name)
         if value is None or value == "":
