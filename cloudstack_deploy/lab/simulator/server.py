@@ -41,6 +41,8 @@ class SimulatorConfig:
     secret_key: str = "lab-secret-key"
     vm_boot_seconds: float = 1.0
     job_seconds: float = 0.2
+    #: CloudStack's job.expire.minutes: finished jobs are forgotten this long after they end.
+    job_expire_minutes: float = 1440.0
     faults: list[Fault] = field(default_factory=list)
     limits: dict[str, int] = field(default_factory=dict)
     public_range: str | None = None
@@ -68,7 +70,8 @@ class SimulatorConfig:
 
     def settings(self) -> Settings:
         s = Settings(vm_boot_seconds=self.vm_boot_seconds, job_seconds=self.job_seconds,
-                     limits=dict(self.limits), api_key=self.api_key, secret_key=self.secret_key)
+                     limits=dict(self.limits), api_key=self.api_key, secret_key=self.secret_key,
+                     job_expire_minutes=self.job_expire_minutes)
         if self.public_range:
             s.public_range = self.public_range
         return s
@@ -178,7 +181,7 @@ class SimulatorServer:
         await self.sim.backend.close()
         if self._runner is not None:
             await self._runner.cleanup()
-        self.sim.save()
+        self.sim.save_and_close()
 
 
 def serve_forever(config: SimulatorConfig, *, write_profile: bool = False) -> None:

@@ -128,6 +128,7 @@ class ApiHandler:
             return error_response(cmd, ApiError(code, fault_text(cmd.name, code)))
 
         raw = {k.lower(): v for k, v in sorted(params.items())}
+        self.sim.expire_jobs()
         try:
             body = self._dispatch(cmd, raw, request.method)
         except ApiError as err:

@@ -48,9 +48,9 @@ def render_vm(sim: Simulator, vm: dict[str, Any]) -> dict[str, Any]:
             nic.update(broadcasturi=net["broadcasturi"], isolationuri=net["broadcasturi"])
     out.setdefault("displayvm", True)
     # UserVmJoinVO joins the VM's pending job: a VM being worked on shows its jobid/jobstatus
-    pending = [j for j in sim.col("jobs").values() if j["jobstatus"] == 0 and j.get("jobinstanceid") == vm["id"]]
-    if pending:
-        out.update(jobid=pending[-1]["jobid"], jobstatus=0)
+    pending = sim.pending_job_for(vm["id"])
+    if pending is not None:
+        out.update(jobid=pending["jobid"], jobstatus=0)
     return out
 
 

@@ -29,8 +29,7 @@ def list_async_jobs(sim: Simulator, req: Request) -> list[dict[str, Any]]:
     """
     since = _parse_date(req.get("startdate")) if req.get("startdate") else None
     keyword = (req.get("keyword") or "").lower()
-    jobs = sorted((j for j in sim.col("jobs").values() if j["jobstatus"] == 0),
-                  key=lambda j: (j.get("_seq", 0), j["created"]))
+    jobs = sim.pending_jobs()
     if since is not None:
         jobs = [j for j in jobs if (_parse_date(j["created"]) or since) >= since]
     if keyword:

@@ -75,7 +75,7 @@ def _release_vm_network(sim: Simulator, vm: dict[str, Any]) -> None:
             sim.remove("firewall_rules", fw["id"])
     for rule in sim.col("lb_rules").values():
         if vm["id"] in rule["_vms"]:
-            rule["_vms"].remove(vm["id"])
+            rule["_vms"] = [v for v in rule["_vms"] if v != vm["id"]]  # replaced, not edited: journaled
 
 
 def _expunge(sim: Simulator, vm: dict[str, Any]) -> None:
