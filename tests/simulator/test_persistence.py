@@ -192,10 +192,10 @@ def test_a_torn_last_journal_line_is_ignored_and_a_corrupt_one_refused(tmp_path:
     with ThreadedSimulator(make_config(state_file=str(state), public_range=rng, ssh=False)) as sim:
         net = network(_client(sim), catalog(_client(sim)), "n1")
     journal = state.with_name("state.json.journal")
-    journal.write_text('["p","networks","x",{"id":"x","na')
+    journal.write_text('[["p","networks","x",{"id":"x","na')
     with ThreadedSimulator(make_config(state_file=str(state), public_range=rng, ssh=False)) as sim:
         assert [n["id"] for n in _client(sim).listNetworks()["network"]] == [net["id"]]
-    broken = '["p","networks","y",{"id":"y"}]\n{oops\n["d","networks","y"]\n'
+    broken = '[["p","networks","y",{"id":"y"}]]\n{oops\n[["d","networks","y"]]\n'
     journal.write_text(broken)
     snapshot = state.read_text()
     with pytest.raises(ValueError, match=r"state\.json\.journal, line 2"):

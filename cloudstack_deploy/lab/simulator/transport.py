@@ -133,6 +133,10 @@ class ApiHandler:
             body = self._dispatch(cmd, raw, request.method)
         except ApiError as err:
             return error_response(cmd, err)
+        finally:
+            # Whatever this answer shows (this call's change, a job finished since) is saved
+            # before it is sent: a client never sees a state a crash could take back.
+            self.sim.save()
         return json_response({cmd.envelope: body})
 
     def _refused(self, params: dict[str, str]) -> bool:
