@@ -31,10 +31,16 @@ MODULES = {_module(p): p for p in PACKAGE.rglob("*.py")}
 
 
 def _imports(name: str, path: Path) -> set[str]:
-    """The csdeploy modules ``name`` imports, at module level or inside functions."""
+    """The csdeploy modules ``name`` imports at run time, at module level or inside functions."""
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+                   for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:  # annotations only: no import at run time
+            continue
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]

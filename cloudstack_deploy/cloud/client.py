@@ -329,10 +329,12 @@ class _JobWatcher:
 
     With a few jobs pending, each is polled with queryAsyncJobResult. With more (30 VMs
     deploying at once), one listAsyncJobs call per interval (jobs created since the oldest
-    pending one) answers for all of them: CloudStack lists finished jobs too, with their
-    jobresult (AsyncJobJoinDaoImpl.newAsyncJobResponse), so the polls do not grow with the
-    number of jobs. A job the listing misses, or lists without a result, is queried on its
-    own; should listAsyncJobs be refused, every job is polled on its own, as before.
+    pending one) tells which are still running: CloudStack lists pending jobs only (a
+    finished job is marked removed, AsyncJobManagerImpl.completeAsyncJob), so a job that
+    left the listing is queried once for its result. Polls are one listing per interval
+    plus one query per job, never one query per job per interval. A cloud that lists
+    finished jobs with their result (AsyncJobJoinDaoImpl fills it in) saves those queries;
+    should listAsyncJobs be refused, every job is polled on its own.
     """
 
     def __init__(self, cloud: Cloud) -> None:

@@ -418,7 +418,7 @@ ASYNC = {
     "assignToLoadBalancerRule",
     # not in the reference's list
     "removeFromLoadBalancerRule", "createIpForwardingRule", "deleteIpForwardingRule", "createSnapshot",
-    "deleteSnapshot",
+    "deleteSnapshot", "updateNetwork", "resetSSHKeyForVirtualMachine",
 }
 #: The reference's sync commands (every list* too), plus the other sync ones served.
 SYNC = {

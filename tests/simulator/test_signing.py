@@ -16,11 +16,12 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import pytest
 import requests
-from cs import CloudStack
+from cs import CloudStack, CloudStackApiException
+from libcloud.common.types import InvalidCredsError
 from libcloud.compute.providers import get_driver
 from libcloud.compute.types import Provider
 
@@ -133,29 +134,75 @@ def test_server_accepts_java_signed_requests(server: ThreadedSimulator, value: s
     assert zones == {} if value else zones["count"] == 1
 
 
+#: Characters the Python clients leave unencoded where java.net.URLEncoder encodes them: a
+#: value holding one is signed over a different string than the server builds.
+CS_EDGE, LIBCLOUD_EDGE = "~", "~[]"
+
+
 @pytest.mark.parametrize("value", TRICKY_VALUES)
-def test_server_accepts_the_cs_client(server: ThreadedSimulator, value: str) -> None:
-    # cs leaves "~" unencoded when signing and always sends signatureVersion=3 + expires
+def test_the_cs_client_is_accepted_exactly_where_cloudstack_accepts_it(server: ThreadedSimulator,
+                                                                       value: str) -> None:
+    """ApiServer.verifyRequest encodes values with URLEncoder ("~" -> %7E); `cs` signs "~"
+    literally, so on a real cloud its requests with a "~" in a value fail with 401, and every
+    other value works (it always adds signatureVersion=3 + expires)."""
     api = CloudStack(endpoint=server.endpoint, key=KEY, secret=SECRET)
+    if any(c in value for c in CS_EDGE):
+        with pytest.raises(CloudStackApiException) as info:
+            api.listTemplates(templatefilter="featured", keyword=value)
+        assert info.value.response.status_code == 401
+        return
     found = api.listTemplates(templatefilter="featured", keyword=value)
     assert found == {} if value else found["count"] == len(catalog.TEMPLATES)
     assert api.listZones(name="lab")["zone"][0]["name"] == "lab-zone-1"
 
 
-def test_server_accepts_libcloud(server: ThreadedSimulator) -> None:
-    # libcloud lower-cases names before sorting, sends camelCase names (zoneId) and keeps
-    # "[]" of map parameters unencoded
+def test_libcloud_is_accepted_exactly_where_cloudstack_accepts_it(server: ThreadedSimulator) -> None:
+    """libcloud sorts lower-cased names, sends camelCase names (zoneId) and leaves "~[]" of
+    values unencoded. ApiServer.verifyRequest sorts names as sent and URLEncodes values, so
+    the two agree unless a value holds one of those characters (a 401, on a real cloud too)."""
     url = urlparse(server.endpoint)
     drv = get_driver(Provider.CLOUDSTACK)(KEY, SECRET, host=url.hostname, port=url.port, path=url.path,
                                           secure=False)
     zone = zone_id(server)
     found = drv._sync_request("listTemplates", params={"templateFilter": "featured", "zoneId": zone,
-                                                       "keyword": "Debian 12 ~/+"})
-    assert found == {}
-    found = drv._sync_request("listTemplates", params={"templateFilter": "featured", "zoneId": zone,
                                                        "keyword": "Debian"})
     assert found["count"] == DEBIAN_TEMPLATES
-    assert drv._sync_request("listZones", params={"tags[0].key": "k~", "tags[0].value": "v é"}) == {}
+    assert drv._sync_request("listTemplates", params={"templateFilter": "featured", "zoneId": zone,
+                                                      "keyword": "Debian 12 /+é"}) == {}
+    assert drv._sync_request("listZones", params={"tags[0].key": "k", "tags[0].value": "v é"}) == {}
+    for params in ({"keyword": "Debian 12 ~"}, {"tags[0].key": "k[1]", "tags[0].value": "v"}):
+        with pytest.raises(InvalidCredsError):
+            drv._sync_request("listZones", params=params)
+
+
+def test_only_the_java_way_of_signing_is_accepted(server: ThreadedSimulator) -> None:
+    """ApiServer.verifyRequest computes one string (names as sent, sorted case-sensitively,
+    values URLEncoded) and compares one signature: signing lower-cased names, or leaving a
+    value unencoded, is a 401 even with the right secret."""
+    params = {"command": "listZones", "apiKey": KEY, "response": "json", "Name": "a~b", "available": "true"}
+    java = signing.sign(params, SECRET)
+    assert get(server, dict(params, signature=java)).status_code == 200
+    lowered = sorted((k.lower(), v) for k, v in params.items())  # "available" < "name" < ... lower-cased
+    variants = {
+        "lower-cased names": "&".join(f"{k}={signing.java_urlencode(v)}" for k, v in lowered),
+        "~ left as is": "&".join(f"{k}={quote(v, safe='*')}" for k, v in sorted(params.items())),
+    }
+    for why, text in variants.items():
+        sig = base64.b64encode(hmac.new(SECRET.encode(), text.lower().encode(), hashlib.sha1).digest()).decode()
+        assert sig != java, why
+        _expect_401(get(server, dict(params, signature=sig)), "listZones")
+
+
+def test_a_repeated_query_parameter_counts_once_the_last_one(server: ThreadedSimulator) -> None:
+    """ApiServlet.utf8Fixup re-reads the query string into the parameter map: of a name given
+    twice, the last value is the one signed and used."""
+    params = signed("listZones", name="nothing")
+    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items()) + "&name=lab"
+    resp = requests.get(f"{server.endpoint}?{query}", timeout=10)
+    _expect_401(resp, "listZones")  # signed for "nothing", the server reads "lab"
+    params = signed("listZones", name="lab")
+    query = "name=nothing&" + "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
+    assert requests.get(f"{server.endpoint}?{query}", timeout=10).json()["listzonesresponse"]["count"] == 1
 
 
 def _expect_401(resp: requests.Response, command: str) -> None:
@@ -208,8 +255,28 @@ def test_expires_is_ignored_without_signature_version(server: ThreadedSimulator)
     assert get(server, signed("listZones", expires=_iso(timedelta(days=-1)))).status_code == 200
 
 
-def test_unknown_command_is_401(server: ThreadedSimulator) -> None:
-    _expect_401(get(server, signed("launchRocket", target="moon")), "launchRocket")
+def test_unknown_command_is_401_before_the_signature_is_checked(server: ThreadedSimulator) -> None:
+    """ApiServer.verifyRequest refuses a command it does not know (s_apiNameCmdClassMap, names
+    case-sensitive) before looking at key or signature; getSerializedApiError then finds no
+    command class and names the envelope "errorresponse"."""
+    for params in (signed("launchRocket", target="moon"), signed("launchRocket", secret="wrong"),
+                   signed("listzones"), signed("LISTZONES")):
+        _expect_401(get(server, params), "error")
+
+
+def test_no_command_is_401_not_432(server: ThreadedSimulator) -> None:
+    """ApiServlet sends every request without a session to verifyRequest, which answers false
+    when "command" is missing: the 401. The envelope is named after the (missing) command:
+    "errorresponse" for a request without parameters, the literal "null" otherwise
+    (ApiServer.getSerializedApiError leaves responseName null)."""
+    resp = requests.get(server.endpoint, timeout=10)
+    assert (resp.status_code, resp.json()) == (401, {"errorresponse": {
+        "uuidList": [], "errorcode": 401, "errortext": AUTH_TEXT}})
+    params = signed("listZones")
+    params["Command"] = params.pop("command")  # "command" is looked up case-sensitively
+    resp = get(server, params)
+    assert (resp.status_code, resp.json()) == (401, {"null": {
+        "uuidList": [], "errorcode": 401, "errortext": AUTH_TEXT}})
 
 
 def test_post_form_is_handled_like_get(server: ThreadedSimulator) -> None:
@@ -232,8 +299,8 @@ def test_parameter_names_are_case_insensitive(server: ThreadedSimulator) -> None
     # the camelCase name is really read: an unknown zoneId is a 431, not ignored
     resp = get(server, signed("listTemplates", templateFilter="featured", zoneId="7e8e1c4a-0000-4000-8000-000000000000"))
     assert resp.status_code == 431 and "zoneid" in resp.json()["listtemplatesresponse"]["errortext"]
-    # and a mixed-case command name is the same command
-    assert get(server, signed("LISTZONES")).json()["listzonesresponse"]["count"] == 1
+    # command names are not: a mixed-case one is unknown (see the unknown-command test)
+    _expect_401(get(server, signed("LISTZONES")), "error")
 
 
 def test_content_type_is_json_utf8(server: ThreadedSimulator) -> None:

@@ -1,7 +1,8 @@
-"""The simulated cloud: its state, async jobs, limits, tags and persistence.
+"""The simulated cloud: its state, limits, tags and persistence (async jobs: asyncjobs.py).
 
-Everything is in plain JSON-able dicts so the whole cloud can be written to ``--state`` and
-read back: a restarted simulator keeps its networks, VMs and even its pending jobs.
+Everything is in JSON-able dicts so the cloud can be written to ``--state`` and read back: a
+restarted simulator keeps its networks, VMs and even its pending jobs. Records note their
+own changes (store.Record); each ``changed()`` journals just those (store.StateFile).
 """
 
 from __future__ import annotations
@@ -10,20 +11,18 @@ import asyncio
 import ipaddress
 import json
 import os
-import tempfile
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from . import catalog
+from .asyncjobs import JOB_EXPIRE_MINUTES, JobRunner
 from .backend import EffectRunner, MemoryHost
+from .clock import new_id
 from .errors import ApiError
-from .faults import Fault, FaultSet, fault_text
-from .registry import FINISHERS, AsyncResult
+from .faults import Fault, FaultSet
+from .store import REMOVED, Record, StateFile, meta_of
 
 COLLECTIONS = (
     "zones",
@@ -65,16 +64,6 @@ RESOURCE_TYPES: dict[str, str] = {
 }
 
 
-def now_str(ts: float | None = None) -> str:
-    """CloudStack's date format: ``2026-11-22T10:00:00+0000``."""
-    dt = datetime.fromtimestamp(ts if ts is not None else time.time(), tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S+0000")
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
 @dataclass
 class Settings:
     vm_boot_seconds: float = 1.0
@@ -83,15 +72,18 @@ class Settings:
     public_range: str = catalog.PUBLIC_RANGE
     api_key: str = "lab-api-key"
     secret_key: str = "lab-secret-key"
+    #: CloudStack's job.expire.minutes: how long a finished job stays queryable.
+    job_expire_minutes: float = JOB_EXPIRE_MINUTES
 
 
-class Simulator(EffectRunner):
+class Simulator(JobRunner, EffectRunner):
     """State + behaviour shared by every command handler (effects: see backend.py)."""
 
     def __init__(self, settings: Settings, state_file: str | os.PathLike[str] | None = None,
                  faults: list[Fault] | None = None) -> None:
         self.settings = settings
         self.state_file = Path(state_file) if state_file else None
+        self.store = StateFile(self.state_file) if self.state_file else None
         self.faults = FaultSet(faults)
         self.state: dict[str, Any] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -100,12 +92,24 @@ class Simulator(EffectRunner):
         self._effects = {}
         #: Called after every change of state (e.g. to open/close forwarded ports).
         self.listeners: list[Callable[[], None]] = []
-        if self.state_file and self.state_file.exists():
-            self._load()
+        #: (collection, id) of records changed since the last commit (REMOVED: removed ids).
+        self._dirty: set[tuple[str, str]] = set()
+        self._meta_json = ""
+        self._save_handle: asyncio.Handle | None = None
+        #: resource id -> its tags (tag id -> tag record).
+        self._tags_by_resource: dict[str, dict[str, dict[str, Any]]] = {}
+        self._init_jobs()
+        loaded = self.store.load() if self.store else None
+        if loaded is not None:
+            self._adopt(loaded)
         else:
             self._seed()
         for name, value in settings.limits.items():
             self.set_limit(name, value)
+        if self.store:  # a fresh snapshot: a replayed journal (and any torn line) is folded in
+            self.store.compact(self.state)
+            self._dirty.clear()
+            self._meta_json = json.dumps(meta_of(self.state), sort_keys=True)
 
     # ---- collections ----------------------------------------------------------------------
     def col(self, name: str) -> dict[str, dict[str, Any]]:
@@ -126,16 +130,37 @@ class Simulator(EffectRunner):
         return self.exists(collection, id_) or self.state.get("removed", {}).get(id_) == collection
 
     def add(self, collection: str, item: dict[str, Any]) -> dict[str, Any]:
-        item.setdefault("id", new_id())
-        self.col(collection)[item["id"]] = item
-        return item
+        """Store ``item`` (given an id if it has none); returns the stored record, to change."""
+        id_ = item.setdefault("id", new_id())
+        record = Record(item, self._dirty, (collection, id_))
+        self.col(collection)[id_] = record
+        self._dirty.add((collection, id_))
+        if collection == "tags":
+            self._tags_by_resource.setdefault(record["resourceid"], {})[id_] = record
+        return record
 
     def remove(self, collection: str, id_: str) -> None:
-        if self.col(collection).pop(id_, None) is not None:
+        """Delete a record and its tags, remembering the id as removed (see ``known``)."""
+        if self.forget(collection, id_) is not None:
             self.state.setdefault("removed", {})[id_] = collection
-        for tag_id, tag in list(self.col("tags").items()):
-            if tag["resourceid"] == id_:
-                del self.col("tags")[tag_id]
+            self._dirty.add((REMOVED, id_))
+        for tag_id in list(self._tags_by_resource.get(id_, {})):
+            self.forget("tags", tag_id)
+
+    def forget(self, collection: str, id_: str) -> dict[str, Any] | None:
+        """Delete a record without a trace (tags, expired jobs)."""
+        record = self.col(collection).pop(id_, None)
+        if record is None:
+            return None
+        self._dirty.add((collection, id_))
+        if collection == "tags":
+            tags = self._tags_by_resource.get(record["resourceid"], {})
+            tags.pop(id_, None)
+            if not tags:
+                self._tags_by_resource.pop(record["resourceid"], None)
+        elif collection == "jobs":
+            self._untrack_pending(record)
+        return record
 
     # ---- catalog -------------------------------------------------------------------------
     def _seed(self) -> None:
@@ -143,7 +168,6 @@ class Simulator(EffectRunner):
         self.state["limits"] = {name: (num, maxv) for num, name, maxv in catalog.RESOURCE_LIMITS}
         created = "2026-01-01T00:00:00+0000"
         domain = self.add("domains", {"name": catalog.DOMAIN, "path": "ROOT", "level": 0})
-        self.domain_id = domain["id"]
         self.state["domain_id"] = domain["id"]
         account = self.add("accounts", {"name": catalog.ACCOUNT, "domainid": domain["id"], "accounttype": 1})
         self.state["account_id"] = account["id"]
@@ -193,38 +217,72 @@ class Simulator(EffectRunner):
         return next(iter(self.col("zones").values()))
 
     # ---- persistence ---------------------------------------------------------------------
-    def _load(self) -> None:
-        assert self.state_file is not None
-        try:
-            self.state = json.loads(self.state_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"cannot read simulator state {self.state_file}: {exc}") from exc
-        if not isinstance(self.state, dict) or not isinstance(self.state.get("collections"), dict) \
-                or not isinstance(self.state.get("limits"), dict):
-            raise ValueError(f"cannot read simulator state {self.state_file}: not a simulator state file "
-                             "(expected a JSON object with 'collections' and 'limits')")
-        self.state.setdefault("counters", {})
+    def _adopt(self, state: dict[str, Any]) -> None:
+        """Take a loaded state: fill what older files lack, wrap records, build the indexes."""
+        self.state = state
+        state.setdefault("counters", {})
+        collections = state["collections"]
         for c in COLLECTIONS:
-            self.state["collections"].setdefault(c, {})
+            collections.setdefault(c, {})
+        for name, items in collections.items():
+            for id_, item in list(items.items()):
+                items[id_] = Record(item, self._dirty, (name, id_))
+        for tag_id, tag in self.col("tags").items():
+            self._tags_by_resource.setdefault(tag["resourceid"], {})[tag_id] = tag
         images = {name: image for name, _, _, image in catalog.TEMPLATES}
         for tpl in self.col("templates").values():  # state files from before templates had images
             if "_image" not in tpl and tpl.get("name") in images:
                 tpl["_image"] = images[tpl["name"]]
+        self._index_jobs()
 
     def save(self) -> None:
-        """Write the state atomically (write a temp file, then rename over)."""
-        if self.state_file is None:
+        """Journal what changed since the last save (nothing to do without ``--state``)."""
+        if self.store is None:
+            self._dirty.clear()
             return
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.state_file.parent, prefix=".sim-state-")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.state, fh, separators=(",", ":"))
-        os.replace(tmp, self.state_file)
+        ops: list[list[Any]] = []
+        if self._dirty:
+            removed = self.state.get("removed", {})
+            collections = self.state["collections"]
+            for col, id_ in self._dirty:
+                if col == REMOVED:
+                    ops.append(["p", REMOVED, id_, removed[id_]] if id_ in removed else ["d", REMOVED, id_])
+                else:
+                    record = collections[col].get(id_)
+                    ops.append(["p", col, id_, record] if record is not None else ["d", col, id_])
+            self._dirty.clear()
+        meta = meta_of(self.state)
+        meta_json = json.dumps(meta, sort_keys=True)  # small: counters, limits, ids, effects
+        if meta_json != self._meta_json:
+            ops.append(["m", meta])
+            self._meta_json = meta_json
+        if ops:
+            self.store.append(ops)
+        if self.store.needs_compaction():
+            self.store.compact(self.state)
+
+    def save_and_close(self) -> None:
+        """The last save of a stopping simulator: the whole state in the file, no journal."""
+        if self.store is not None:
+            self.save()
+            self.store.close(self.state)
 
     def changed(self) -> None:
-        self.save()
+        """Something changed: save it soon (changes of one loop turn share one journal write;
+        the API saves before it answers, see transport.py) and tell the listeners."""
+        if self.store is None:
+            self._dirty.clear()
+        elif self._save_handle is None:
+            try:
+                self._save_handle = asyncio.get_running_loop().call_soon(self._save_soon)
+            except RuntimeError:
+                self.save()
         for listener in list(self.listeners):
             listener()
+
+    def _save_soon(self) -> None:
+        self._save_handle = None
+        self.save()
 
     def counter(self, name: str) -> int:
         value = self.state["counters"].get(name, 0) + 1
@@ -250,18 +308,19 @@ class Simulator(EffectRunner):
             )
 
     # ---- tags ----------------------------------------------------------------------------
-    def tags_of(self, resource_id: str) -> list[dict[str, Any]]:
-        return [
-            {k: v for k, v in t.items() if not k.startswith("_") and k != "id"}
-            for t in self.col("tags").values()
-            if t["resourceid"] == resource_id
-        ]
+    def tags_on(self, resource_id: str) -> list[dict[str, Any]]:
+        """The tag records of a resource (a copy of the list: safe to delete while iterating)."""
+        return list(self._tags_by_resource.get(resource_id, {}).values())
 
-    def matches_tags(self, resource_id: str, wanted: list[dict[str, str]] | None) -> bool:
+    def tags_of(self, resource_id: str) -> list[dict[str, Any]]:
+        return [{k: v for k, v in t.items() if not k.startswith("_") and k != "id"}
+                for t in self._tags_by_resource.get(resource_id, {}).values()]
+
+    def matches_tags(self, resource_id: str, wanted: dict[str, str] | None) -> bool:
+        """True when the resource has *any* of the wanted key=value tags (CloudStack ORs them)."""
         if not wanted:
             return True
-        have = {(t["key"], t["value"]) for t in self.col("tags").values() if t["resourceid"] == resource_id}
-        return all((w.get("key"), w.get("value")) in have for w in wanted)
+        return any(wanted.get(t["key"]) == t["value"] for t in self._tags_by_resource.get(resource_id, {}).values())
 
     # ---- addresses -----------------------------------------------------------------------
     def allocate_public_address(self) -> str:
@@ -274,84 +333,12 @@ class Simulator(EffectRunner):
                 return str(host)
         raise ApiError(533, "Insufficient address capacity: no free public IP address in zone " + self.zone["name"])
 
-    # ---- async jobs ----------------------------------------------------------------------
-    def submit_job(self, cmd_name: str, result: AsyncResult, userid: str | None = None) -> dict[str, Any]:
-        """Queue a job; it completes after ``job_seconds`` (plus the command's own duration)."""
-        fault = self.faults.take(cmd_name, ("job",))
-        job_id = new_id()
-        delay = self.settings.job_seconds + (result.duration or 0.0)
-        job = {
-            "id": job_id, "jobid": job_id, "cmd": _job_cmd(cmd_name), "_command": cmd_name,
-            "jobstatus": 0, "jobprocstatus": 0, "jobresultcode": 0, "jobinstancetype": result.instance_type,
-            "jobinstanceid": result.instance_id, "created": now_str(),
-            # AsyncJobResponse always names the user that submitted the job (the lab's admin)
-            "userid": userid or self.state.setdefault("user_id", new_id()),
-            "accountid": self.state.get("account_id"), "_finisher": result.finisher, "_args": result.args,
-            "_effect": result.effect, "_effect_args": result.effect_args,
-            "_due": time.time() + delay,
-            "_fault": int(fault.code) if fault else None,
-        }
-        self.add("jobs", job)
-        self._schedule(job)
-        return job
-
-    def _schedule(self, job: dict[str, Any]) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # loaded outside a loop; resume_jobs() schedules later
-        delay = max(0.0, job["_due"] - time.time())
-        self._timers[job["id"]] = loop.call_later(delay, self._job_due, job["id"])
-
-    def resume_jobs(self) -> None:
-        """Reschedule jobs still pending in a loaded state file, and re-run pending effects.
-
-        An effect interrupted by a stop runs again from the start: effects are idempotent.
-        """
-        for job in self.col("jobs").values():
-            if job["jobstatus"] == 0 and job["id"] not in self._timers and job["id"] not in self._effects:
-                self._schedule(job)
-        self.resume_effects()
-
-    def complete_job(self, job_id: str, error: ApiError | None = None) -> None:
-        """Finish a job: its finisher's result, or a failure (``error``, a fault, the finisher's)."""
-        self._timers.pop(job_id, None)
-        job = self.get("jobs", job_id)
-        if job is None or job["jobstatus"] != 0:
-            return
-        fn, on_fail = FINISHERS[job["_finisher"]]
-        try:
-            if job["_fault"]:
-                code = job["_fault"]
-                raise ApiError(code, fault_text(job["_command"], code))
-            if error is not None:
-                raise error
-            result = fn(self, **job["_args"])
-        except ApiError as exc:
-            if on_fail is not None:
-                on_fail(self, **job["_args"])
-            job.update(jobstatus=2, jobresultcode=exc.code, jobresulttype="object",
-                       jobresult={"errorcode": exc.code, "errortext": exc.text})
-        else:
-            job.update(jobstatus=1, jobresultcode=0, jobresulttype="object", jobresult=result)
-        job["completed"] = now_str()
-        self.changed()
-
-    def render_job(self, job: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in job.items() if not k.startswith("_") and v is not None and k != "id"}
-        return out
-
     async def close(self) -> None:
         """Stop timers; let running effects finish (bounded), then cancel what is left."""
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
         await self.finish_effects()
-
-
-def _job_cmd(name: str) -> str:
-    """The Java class name CloudStack shows in ``cmd`` (cosmetic but clients print it)."""
-    return f"org.apache.cloudstack.api.command.user.{name[0].upper()}{name[1:]}Cmd"
 
 
 def public(item: dict[str, Any]) -> dict[str, Any]:

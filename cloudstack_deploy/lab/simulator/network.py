@@ -84,25 +84,34 @@ def _tcp_range(rule: dict[str, Any], start: str, end: str) -> tuple[int, int] | 
     return (max(lo, 1), min(hi if hi is not None else lo, 65535))
 
 
+def _firewalls(sim: Simulator) -> dict[str, list[tuple[tuple[int, int], dict[str, Any]]]]:
+    """Active firewall rules with a TCP range, by public IP id (one pass over the rules)."""
+    out: dict[str, list[tuple[tuple[int, int], dict[str, Any]]]] = {}
+    for rule in _live(sim.col("firewall_rules").values()):
+        if _rule_active(rule) and (r := _tcp_range(rule, "startport", "endport")) is not None:
+            out.setdefault(rule.get("ipaddressid") or "", []).append((r, rule))
+    return out
+
+
 def _firewall(sim: Simulator, ip_id: str) -> list[tuple[tuple[int, int], dict[str, Any]]]:
-    return [(r, rule) for rule in _live(sim.col("firewall_rules").values())
-            if rule.get("ipaddressid") == ip_id and _rule_active(rule)
-            and (r := _tcp_range(rule, "startport", "endport")) is not None]
+    return _firewalls(sim).get(ip_id, [])
 
 
-def _forwards(sim: Simulator, ip_id: str) -> list[tuple[tuple[int, int], int, dict[str, Any]]]:
-    """Active TCP port-forwarding rules on an IP: (public range, first private port, rule)."""
-    out = []
+def _all_forwards(sim: Simulator) -> dict[str, list[tuple[tuple[int, int], int, dict[str, Any]]]]:
+    """Active TCP port-forwarding rules by public IP id: (public range, first private port, rule)."""
+    out: dict[str, list[tuple[tuple[int, int], int, dict[str, Any]]]] = {}
     for rule in _live(sim.col("pf_rules").values()):
-        if rule.get("ipaddressid") != ip_id or not _rule_active(rule):
-            continue
-        if str(rule.get("protocol") or "").lower() != "tcp":
+        if not _rule_active(rule) or str(rule.get("protocol") or "").lower() != "tcp":
             continue
         pub = _tcp_range(rule, "publicport", "publicendport")
         private = _int(rule.get("privateport"))
         if pub is not None and private is not None:
-            out.append((pub, private, rule))
+            out.setdefault(rule.get("ipaddressid") or "", []).append((pub, private, rule))
     return out
+
+
+def _forwards(sim: Simulator, ip_id: str) -> list[tuple[tuple[int, int], int, dict[str, Any]]]:
+    return _all_forwards(sim).get(ip_id, [])
 
 
 def _candidates(backend: GuestBackend, vm: dict[str, Any], lo: int, hi: int) -> list[int]:
@@ -118,12 +127,13 @@ def exposed(sim: Simulator, backend: GuestBackend) -> set[tuple[str, int]]:
     """Every ``(public address, port)`` the rules open towards a port some VM serves."""
     vms = sim.col("vms")
     out: set[tuple[str, int]] = set()
+    firewalls, forwards = _firewalls(sim), _all_forwards(sim)
     for ip in _live(sim.col("public_ips").values()):
         address = ip.get("ipaddress")
         if not address:
             continue
-        fw = _firewall(sim, ip["id"])
-        for (plo, phi), private, rule in _forwards(sim, ip["id"]):
+        fw = firewalls.get(ip["id"], [])
+        for (plo, phi), private, rule in forwards.get(ip["id"], []):
             vm = vms.get(rule.get("virtualmachineid") or "")
             if vm is None or vm.get("_removed"):
                 continue

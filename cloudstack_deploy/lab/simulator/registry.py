@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import ApiError, invalid_value, missing_param, unknown_id
+from .errors import ApiError, missing_param, param_error, unknown_id
 
 ParamType = Literal["string", "uuid", "boolean", "integer", "long", "short", "map", "list", "date"]
 Kind = Literal["list", "object", "success", "async", "raw"]
@@ -29,6 +29,8 @@ class Param:
     entity: str | None = None
     #: For list parameters: the element type.
     item_type: ParamType = "string"
+    #: For string parameters: the longest value accepted (CloudStack's @Parameter length).
+    length: int = 255
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,17 @@ class Command:
     response_key: str | None
     description: str = ""
     isasync: bool = False
+    #: The envelope key when it is not ``<name lower-cased>response`` (the Cmd's s_name).
+    response_name: str | None = None
 
     @property
     def lname(self) -> str:
         return self.name.lower()
+
+    @property
+    def envelope(self) -> str:
+        """The one top-level key of every answer: the Cmd class's getCommandName()."""
+        return self.response_name or f"{self.lname}response"
 
 
 COMMANDS: dict[str, Command] = {}
@@ -70,6 +79,7 @@ def command(
     isasync: bool = False,
     description: str = "",
     listing: bool = False,
+    response_name: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``name``; ``listing`` adds the standard list parameters (page, keyword...)."""
 
@@ -83,6 +93,7 @@ def command(
             response_key=key,
             description=description or (fn.__doc__ or "").strip().split("\n")[0],
             isasync=isasync,
+            response_name=response_name,
         )
         return fn
 
@@ -136,6 +147,8 @@ def parse(cmd: Command, raw: dict[str, str], lookup: Callable[[str, str], bool],
         if p.type == "map":
             if p.name in maps:
                 req.values[p.name] = [maps[p.name][i] for i in sorted(maps[p.name])]
+            elif p.required:
+                raise missing_param(cmd.name, p.name)
             continue
         value = plain.get(p.name)
         if value is None or value == "":
@@ -146,16 +159,29 @@ def parse(cmd: Command, raw: dict[str, str], lookup: Callable[[str, str], bool],
     return req  # parameters a command does not declare are ignored, as CloudStack does
 
 
+#: Java's Integer/Long/Short.valueOf: an optional sign and ASCII digits, in range.
+_INT_RE = re.compile(r"^[+-]?[0-9]+$")
+INT_BOUNDS = {"integer": 2**31, "long": 2**63, "short": 2**15}
+
+
+def _type_error(cmd: Command, p: Param, value: str) -> ApiError:
+    """ParamProcessWorker: a value its type cannot parse (an IllegalArgumentException)."""
+    return param_error(f"Unable to execute API command {cmd.lname} due to invalid value {value} "
+                       f"for parameter {p.name}")
+
+
+def _integer(cmd: Command, p: Param, value: str, kind: str) -> int:
+    bound = INT_BOUNDS.get(kind, INT_BOUNDS["long"])
+    if not _INT_RE.match(value) or not -bound <= int(value) < bound:
+        raise _type_error(cmd, p, value)
+    return int(value)
+
+
 def _convert(cmd: Command, p: Param, value: str, lookup: Callable[[str, str], bool]) -> Any:
     if p.type == "boolean":
         return bool_value(value)
-    if p.type in ("integer", "long", "short"):
-        try:
-            return int(value)
-        except ValueError:
-            raise invalid_value(
-                f"Unable to execute API command {cmd.lname} due to invalid value {value} for parameter {p.name}"
-            ) from None
+    if p.type in INT_BOUNDS:
+        return _integer(cmd, p, value, p.type)
     if p.type == "uuid":
         _check_uuid(cmd, p, value, lookup)
         return value
@@ -164,7 +190,13 @@ def _convert(cmd: Command, p: Param, value: str, lookup: Callable[[str, str], bo
         if p.item_type == "uuid":
             for item in items:
                 _check_uuid(cmd, p, item, lookup)
+        elif p.item_type in INT_BOUNDS:
+            return [_integer(cmd, p, item, p.item_type) for item in items]
         return items
+    if p.type == "string" and len(value) > p.length:
+        # an InvalidParameterValueException inside ParamProcessWorker: re-thrown bare (9999)
+        raise param_error(f"Unable to execute API command {cmd.lname} due to invalid value. Value greater "
+                          f"than max allowed length {p.length} for param: {p.name}")
     return value
 
 
@@ -197,6 +229,9 @@ class AsyncResult:
     #: after it succeeded, and fails with 530 and its message if it raises.
     effect: str | None = None
     effect_args: dict[str, Any] | None = None
+    #: What the entity shows half-way through the job: ``{"col", "id", "when": {field: value},
+    #: "set": {field: value}}`` (a VM being destroyed is Stopped before it is Destroyed).
+    midway: dict[str, Any] | None = None
 
 
 #: name -> (finish, on_failure). ``finish(sim, **args)`` returns the job result;

@@ -1,9 +1,8 @@
-"""The HTTP face of the simulator: CloudStack's transport, signing, envelopes and errors.
+"""The simulator as a service: configuration, the HTTP server, the lab's control plane.
 
-``/client/api`` behaves like CloudStack's ApiServlet (GET or form POST, case-insensitive
-parameter names, HMAC-SHA1 signature, 401 for any auth failure, one ``<command>response``
-key per answer). ``/admin/...`` is the lab's own control plane (faults, limits, state),
-guarded by the API key, so a test can break the cloud while a client is running.
+``/client/api`` is CloudStack's API (see transport.py). ``/admin/...`` is the lab's own
+control plane (faults, limits, state), guarded by the API key, so a test can break the cloud
+while a client is running.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -25,22 +23,11 @@ from . import commands  # noqa: F401  (registers every command)
 from .backend import EFFECT_GRACE_SECONDS
 from .catalog import RESOURCE_LIMITS
 from .engine import Settings, Simulator
-from .errors import AUTH_TEXT, ApiError
-from .faults import Fault, FaultSpecError, fault_text, parse_fault
-from .registry import COMMANDS, AsyncResult, parse
-from .signing import parse_expires, verify
+from .faults import Fault, FaultSpecError, parse_fault
+from .transport import MAX_FORM_CONTENT, ApiHandler, json_response
 
 log = logging.getLogger("csdeploy.lab.simulator")
 
-MAX_PAGE_SIZE = 500
-#: Async commands that are BaseAsyncCreateCmd in CloudStack: create() runs before the job is
-#: queued, so its checks (name, limits, rule conflicts...) fail the HTTP request itself.
-ASYNC_CREATE = frozenset({
-    "deployvirtualmachine", "associateipaddress", "createfirewallrule", "createegressfirewallrule",
-    "createportforwardingrule", "createipforwardingrule", "createloadbalancerrule", "createvolume",
-    "createsnapshot",
-})
-JSON_TYPE = "application/json"
 BACKENDS = ("memory", "docker")
 
 
@@ -54,6 +41,8 @@ class SimulatorConfig:
     secret_key: str = "lab-secret-key"
     vm_boot_seconds: float = 1.0
     job_seconds: float = 0.2
+    #: CloudStack's job.expire.minutes: finished jobs are forgotten this long after they end.
+    job_expire_minutes: float = 1440.0
     faults: list[Fault] = field(default_factory=list)
     limits: dict[str, int] = field(default_factory=dict)
     public_range: str | None = None
@@ -81,149 +70,11 @@ class SimulatorConfig:
 
     def settings(self) -> Settings:
         s = Settings(vm_boot_seconds=self.vm_boot_seconds, job_seconds=self.job_seconds,
-                     limits=dict(self.limits), api_key=self.api_key, secret_key=self.secret_key)
+                     limits=dict(self.limits), api_key=self.api_key, secret_key=self.secret_key,
+                     job_expire_minutes=self.job_expire_minutes)
         if self.public_range:
             s.public_range = self.public_range
         return s
-
-
-def _json(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(body), content_type=JSON_TYPE, charset="UTF-8")
-
-
-def _error(command: str | None, err: ApiError) -> web.Response:
-    key = f"{command.lower()}response" if command else "errorresponse"
-    return _json({key: err.body()}, status=err.code)
-
-
-def _auth_error(command: str) -> web.Response:
-    """ApiServlet's 401: built by getSerializedApiError(int, text), which sets no cserrorcode."""
-    body = {"uuidList": [], "errorcode": 401, "errortext": AUTH_TEXT}
-    return _json({f"{command.lower()}response": body}, status=401)
-
-
-class ApiHandler:
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
-        items = list(request.query.items())
-        if request.method == "POST":
-            form = await request.post()
-            items += [(k, v) for k, v in form.items() if isinstance(v, str)]
-        raw: dict[str, str] = {}
-        for k, v in items:
-            raw.setdefault(k.lower(), v)
-        command_name = raw.get("command")
-        if not command_name:
-            return _error(None, ApiError(432, "no command specified", 9999))
-
-        cmd = COMMANDS.get(command_name.lower())
-        auth_error = self._authenticate(items, raw)
-        if auth_error or cmd is None:
-            return _auth_error(command_name)
-
-        fault = self.sim.faults.take(cmd.name, ("drop", "slow", "http"))
-        if fault is not None and fault.kind == "slow":
-            await asyncio.sleep(fault.code)
-            fault = self.sim.faults.take(cmd.name, ("drop", "http"))
-        if fault is not None and fault.kind == "drop":
-            if request.transport is not None:
-                request.transport.abort()
-            raise asyncio.CancelledError  # nothing is sent; the client sees a closed connection
-        if fault is not None and fault.kind == "http":
-            code = int(fault.code)
-            return _error(cmd.name, ApiError(code, fault_text(cmd.name, code)))
-
-        try:
-            body = self._dispatch(cmd, raw, request.method)
-        except ApiError as err:
-            return _error(cmd.name, err)
-        return _json({f"{cmd.lname}response": body})
-
-    def _authenticate(self, items: list[tuple[str, str]], raw: dict[str, str]) -> bool:
-        """Return True when the request must be refused (any failure is the same 401)."""
-        s = self.sim.settings
-        if raw.get("apikey") != s.api_key or not raw.get("signature"):
-            return True
-        if raw.get("signatureversion") == "3":
-            expires = parse_expires(raw.get("expires", ""))
-            if expires is None or expires <= datetime.now(UTC):
-                return True
-        signed = [(k, v) for k, v in items if k.lower() != "signature"]
-        return not verify(signed, raw["signature"], s.secret_key)
-
-    def _dispatch(self, cmd: Any, raw: dict[str, str], method: str) -> dict[str, Any]:
-        # List filters resolve ids including removed rows (an expunged VM lists as empty);
-        # every other command needs the entity to exist now.
-        lookup = self.sim.known if cmd.kind == "list" else self.sim.exists
-        req = parse(cmd, raw, lookup, method)
-        if cmd.kind == "list":
-            page, pagesize = _paging(cmd.lname, req.get("page"), req.get("pagesize"))
-            items = cmd.handler(self.sim, req)
-            return _list_envelope(cmd.response_key, items, page, pagesize)
-        try:
-            result = cmd.handler(self.sim, req)
-        except ApiError as err:
-            if cmd.kind != "async" or cmd.lname in ASYNC_CREATE:
-                raise
-            # A plain async command (BaseAsyncCmd) validates in execute(), inside its job:
-            # the submit answers a jobid and the job fails with the error's code (431 for an
-            # InvalidParameterValueException), as ApiAsyncJobDispatcher reports it.
-            result = AsyncResult("deferred_error", {"code": err.code, "text": err.text},
-                                 instance_id=req.get("id"))
-        if cmd.kind == "async":
-            assert isinstance(result, AsyncResult)
-            job = self.sim.submit_job(cmd.name, result)
-            body = {"jobid": job["jobid"]}
-            if result.entity_id:
-                body = {"id": result.entity_id, "jobid": job["jobid"]}
-            self.sim.changed()
-            return body
-        if cmd.kind == "success":
-            self.sim.changed()
-            return {"success": True} if result is None else result
-        if cmd.kind == "raw":
-            if not cmd.lname.startswith(("list", "query", "get")):
-                self.sim.changed()
-            return result
-        if not cmd.lname.startswith(("list", "query", "get")):
-            self.sim.changed()
-        return {cmd.response_key: result}
-
-
-def _paging(command: str, page: int | None, pagesize: int | None) -> tuple[int | None, int | None]:
-    """(page, pagesize) to slice with; (None, None) only for pagesize=-1 (unlimited).
-
-    Without paging CloudStack still returns one page of ``default.page.size`` (500) items.
-    """
-    if page is None and pagesize is None:
-        return 1, MAX_PAGE_SIZE
-    if pagesize is not None and page is None and pagesize != -1:
-        raise ApiError(431, '"page" parameter is required when "pagesize" is specified', 9999)
-    if page is not None and pagesize is None:
-        raise ApiError(431, '"pagesize" parameter is required when "page" is specified', 9999)
-    if pagesize is not None:
-        if pagesize == -1:
-            return None, None
-        if pagesize < 1:
-            raise ApiError(431, f"Unable to execute API command {command} due to invalid value {pagesize} for parameter pagesize", 4350)
-        if pagesize > MAX_PAGE_SIZE:
-            raise ApiError(431, f"Page size can't exceed max allowed page size value: {MAX_PAGE_SIZE}", 4350)
-    return page, pagesize
-
-
-def _list_envelope(key: str | None, items: list[dict[str, Any]], page: int | None,
-                   pagesize: int | None) -> dict[str, Any]:
-    if not items:
-        return {}
-    total = len(items)
-    if page is not None and pagesize is not None:
-        start = max(page - 1, 0) * pagesize
-        items = items[start:start + pagesize]
-    if not items:
-        return {"count": total}
-    return {"count": total, key: items}
 
 
 class AdminHandler:
@@ -238,7 +89,7 @@ class AdminHandler:
 
     async def faults(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
-            return _json({"error": "X-Lab-Key header (the lab API key) required"}, 401)
+            return json_response({"error": "X-Lab-Key header (the lab API key) required"}, 401)
         if request.method == "DELETE":
             self.sim.faults.clear()
         elif request.method == "POST":
@@ -249,25 +100,25 @@ class AdminHandler:
                 for fault in parsed:
                     self.sim.faults.add(fault)
             except (FaultSpecError, AttributeError, ValueError) as exc:
-                return _json({"error": str(exc)}, 400)
-        return _json({"faults": self.sim.faults.to_list()})
+                return json_response({"error": str(exc)}, 400)
+        return json_response({"faults": self.sim.faults.to_list()})
 
     async def limits(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
-            return _json({"error": "X-Lab-Key header (the lab API key) required"}, 401)
+            return json_response({"error": "X-Lab-Key header (the lab API key) required"}, 401)
         if request.method == "POST":
             try:
                 for name, value in (await request.json()).items():
                     self.sim.set_limit(name, int(value))
             except (ValueError, AttributeError, TypeError) as exc:
-                return _json({"error": str(exc)}, 400)
+                return json_response({"error": str(exc)}, 400)
             self.sim.changed()
-        return _json({"limits": {k: v[1] for k, v in self.sim.state["limits"].items()}})
+        return json_response({"limits": {k: v[1] for k, v in self.sim.state["limits"].items()}})
 
     async def state(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
-            return _json({"error": "X-Lab-Key header (the lab API key) required"}, 401)
-        return _json(self.sim.state)
+            return json_response({"error": "X-Lab-Key header (the lab API key) required"}, 401)
+        return json_response(self.sim.state)
 
 
 class SimulatorServer:
@@ -291,7 +142,7 @@ class SimulatorServer:
         return f"http://{self.config.host}:{self.port}/client/api"
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=2 * 1024 * 1024)
+        app = web.Application(client_max_size=MAX_FORM_CONTENT)
         api = ApiHandler(self.sim)
         admin = AdminHandler(self.sim)
         # The bound coroutine method, not the instance: aiohttp warns about "bare functions".
@@ -311,7 +162,8 @@ class SimulatorServer:
             await self.sim.backend.start()
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        # a deep accept queue: a burst of a thousand clients connecting at once is queued, not reset
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=1024)
         await site.start()
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
@@ -329,7 +181,7 @@ class SimulatorServer:
         await self.sim.backend.close()
         if self._runner is not None:
             await self._runner.cleanup()
-        self.sim.save()
+        self.sim.save_and_close()
 
 
 def serve_forever(config: SimulatorConfig, *, write_profile: bool = False) -> None:

@@ -1,11 +1,14 @@
-"""CloudStack request signing, computed the way the Java server (ApiServer.verifyRequest) does.
+"""CloudStack request signing, exactly as the Java server (ApiServer.verifyRequest) checks it.
 
-Parameters (all but ``signature``) are sorted by name, joined as ``name=value`` with values
-encoded like ``java.net.URLEncoder`` (space as %20), lower-cased, HMAC-SHA1'd with the secret
-key and Base64'd. Python clients differ at the edges (``cs`` leaves ``~`` unencoded; libcloud
-lower-cases names before sorting and leaves ``[]`` unencoded), so the server also accepts
-those variants deliberately: each is still an HMAC over every parameter, so none weakens the
-check.
+The server builds one string and accepts one signature: every parameter but ``signature``
+(names as sent, sorted case-sensitively), joined as ``name=value`` with values encoded like
+``java.net.URLEncoder`` (space as %20, ``~`` as %7E, only ``A-Za-z0-9.-*_`` literal), the
+whole string lower-cased, HMAC-SHA1'd with the secret key and Base64'd.
+
+Clients that sign differently at the edges fail on a real cloud, and fail here the same way:
+`cs` leaves ``~`` unencoded and libcloud also ``[``, ``]`` and sorts lower-cased names, so a
+value holding one of those characters is a 401 for them. Everything else they send signs
+the same string as Java.
 """
 
 from __future__ import annotations
@@ -25,52 +28,30 @@ def java_urlencode(value: str) -> str:
     return quote(value, safe=_JAVA_SAFE).replace("~", "%7E")
 
 
-def _cs_encode(value: str) -> str:
-    # The cs client: quote(s, safe="*"), which leaves "~" literal.
-    return quote(value, safe="*")
-
-
-def _libcloud_encode(value: str) -> str:
-    return quote(value, safe="[]*")
-
-
-def canonical_string(
-    params: Iterable[tuple[str, str]], *, encode=java_urlencode, lower_names: bool = False
-) -> str:
-    """The string that is signed, before lower-casing."""
-    pairs = [(k.lower() if lower_names else k, v) for k, v in params if k != "signature"]
-    pairs.sort(key=lambda kv: kv[0])
-    return "&".join(f"{k}={encode(v)}" for k, v in pairs)
+def canonical_string(params: Iterable[tuple[str, str]]) -> str:
+    """The string that is signed, before lower-casing: names as sent, sorted case-sensitively."""
+    pairs = sorted((k, v) for k, v in params if k.lower() != "signature")
+    return "&".join(f"{k}={java_urlencode(v)}" for k, v in pairs)
 
 
 def sign(params: Mapping[str, str] | Iterable[tuple[str, str]], secret: str) -> str:
-    """The Java-exact signature of ``params`` (names as sent) with ``secret``."""
+    """The signature CloudStack expects for ``params`` (one value per name) and ``secret``."""
     items = list(params.items()) if isinstance(params, Mapping) else list(params)
-    return _hmac(canonical_string(items), secret)
-
-
-def _hmac(text: str, secret: str) -> str:
-    digest = hmac.new(secret.encode(), text.lower().encode(), hashlib.sha1).digest()
+    digest = hmac.new(secret.encode(), canonical_string(items).lower().encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
 
 
-def candidate_signatures(items: list[tuple[str, str]], secret: str) -> set[str]:
-    """Every signature the server accepts for these parameters: Java-exact plus client variants."""
-    texts = {
-        canonical_string(items),
-        canonical_string(items, encode=_cs_encode),
-        canonical_string(items, encode=_libcloud_encode, lower_names=True),
-        canonical_string(items, lower_names=True),
-    }
-    return {_hmac(t, secret) for t in texts}
+def verify(params: Mapping[str, str], signature: str, secret: str) -> bool:
+    """True when ``signature`` is CloudStack's for ``params`` (compared in constant time).
 
-
-def verify(items: list[tuple[str, str]], signature: str, secret: str) -> bool:
-    """True when ``signature`` matches one accepted variant (compared in constant time)."""
-    ok = False
-    for candidate in candidate_signatures(items, secret):
-        ok |= hmac.compare_digest(candidate.encode(), signature.encode())
-    return ok
+    A value that cannot be encoded (a lone surrogate from broken percent-escapes) cannot have
+    been signed by anyone: refused, never an exception.
+    """
+    try:
+        expected = sign(params, secret)
+    except UnicodeError:
+        return False
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
 
 
 EXPIRES_FORMATS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z")

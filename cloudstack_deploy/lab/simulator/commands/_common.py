@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import catalog
 from ..engine import Simulator, public
-from ..errors import ApiError
+from ..errors import ApiError, invalid_value
 from ..registry import Request
 
 
@@ -26,6 +26,24 @@ def like(value: str | None, pattern: str | None) -> bool:
     return value is not None and pattern.lower() in value.lower()
 
 
+def tag_filter(req: Request) -> dict[str, str] | None:
+    """The ``tags`` filter of a list command as BaseListTaggedResourcesCmd.getTags reads it.
+
+    One key -> value per entry (a key given twice: the later wins); an entry without a value
+    is a 431. The list commands then match a resource having *any* of the pairs
+    (QueryManagerImpl & co. join the tags with OR).
+    """
+    entries = req.get("tags")
+    if not entries:
+        return None
+    wanted: dict[str, str] = {}
+    for entry in entries:
+        if entry.get("value") is None:
+            raise invalid_value(f"No value is passed in for key {entry.get('key')}")
+        wanted[entry.get("key", "")] = entry["value"]
+    return wanted
+
+
 def select(
     sim: Simulator,
     collection: str,
@@ -41,6 +59,7 @@ def select(
     ``fields`` maps request parameter -> record field for exact matches (ids, states...).
     ``name`` and ``keyword`` are substring matches, as in CloudStack.
     """
+    wanted = tag_filter(req) if tagged else None
     out = []
     for item in sim.col(collection).values():
         if item.get("_removed"):
@@ -55,7 +74,7 @@ def select(
         if fields and any(p in req and str(item.get(f)).lower() != str(req.get(p)).lower()
                           for p, f in fields.items()):
             continue
-        if tagged and not sim.matches_tags(item["id"], req.get("tags")):
+        if wanted and not sim.matches_tags(item["id"], wanted):
             continue
         out.append(item)
     return out

@@ -46,7 +46,7 @@ def _store_keypair(sim: Simulator, name: str, public_key: str) -> dict[str, Any]
     return sim.add("keypairs", {"name": name, "fingerprint": fp, "_publickey": public_key.strip()})
 
 
-@command("registerSSHKeyPair", Param("name", required=True), Param("publickey", required=True),
+@command("registerSSHKeyPair", Param("name", required=True), Param("publickey", required=True, length=5120),
          Param("account"), Param("domainid", "uuid"), Param("projectid", "uuid"), key="keypair")
 def register_ssh_keypair(sim: Simulator, req: Request) -> dict[str, Any]:
     """Register a public key in a keypair under a certain name."""
@@ -130,7 +130,7 @@ def _finish_create_tags(sim: Simulator, rtype: str, ids: list[str], tags: list[d
     for rid in ids:
         if not sim.exists(col, rid):
             raise ApiError(530, f"Unable to find resource by id {rid} and type {rtype}")
-        have = {t["key"] for t in sim.col("tags").values() if t["resourceid"] == rid}
+        have = {t["key"] for t in sim.tags_on(rid)}
         for t in tags:
             if t["key"] in have:
                 raise ApiError(530, f"tag {t['key']} already on {rtype} with id {rid}")
@@ -152,12 +152,11 @@ def delete_tags(sim: Simulator, req: Request) -> AsyncResult:
 
 @finisher("delete_tags")
 def _finish_delete_tags(sim: Simulator, rtype: str, ids: list[str], tags: list[dict[str, Any]]) -> dict[str, Any]:
-    for tag_id, t in list(sim.col("tags").items()):
-        if t["resourceid"] not in ids:
-            continue
-        if tags and not any(t["key"] == w["key"] and w.get("value") in (None, t["value"]) for w in tags):
-            continue
-        del sim.col("tags")[tag_id]
+    for rid in ids:
+        for t in sim.tags_on(rid):
+            if tags and not any(t["key"] == w["key"] and w.get("value") in (None, t["value"]) for w in tags):
+                continue
+            sim.forget("tags", t["id"])
     return {"success": True}
 
 

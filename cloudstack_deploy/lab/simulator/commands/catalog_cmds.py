@@ -87,6 +87,26 @@ def list_capabilities(sim: Simulator, req: Request) -> dict[str, Any]:
     }}
 
 
+def _related_apis() -> dict[str, str]:
+    """Entity collection -> the APIs answering with its object, comma-joined.
+
+    ApiDiscoveryServiceImpl fills a parameter's ``related`` with every API whose response
+    class is the parameter's entity type; CloudMonkey completes uuid arguments by calling
+    the ``list*`` one among them.
+    """
+    by_key: dict[str, list[str]] = {}
+    for c in COMMANDS.values():
+        if c.response_key:
+            by_key.setdefault(c.response_key, []).append(c.name)
+    out: dict[str, str] = {}
+    for c in COMMANDS.values():
+        for p in c.params:
+            if c.kind == "list" and p.name == "id" and not p.required and p.entity and c.response_key:
+                out[p.entity] = ",".join(sorted(by_key[c.response_key]))
+    out.setdefault("jobs", "listAsyncJobs,queryAsyncJobResult")
+    return out
+
+
 @command("listApis", Param("name", description="API name"), kind="raw")
 def list_apis(sim: Simulator, req: Request) -> dict[str, Any]:
     """Lists all available APIs and their parameters (what CloudMonkey's sync reads)."""
@@ -94,13 +114,15 @@ def list_apis(sim: Simulator, req: Request) -> dict[str, Any]:
     cmds = [c for c in COMMANDS.values() if name is None or c.lname == name.lower()]
     if name is not None and not cmds:
         raise ApiError(431, f"Unable to find API {name}", 4350)
+    related = _related_apis()
     apis = []
     for c in sorted(cmds, key=lambda c: c.name.lower()):
         apis.append({
             "name": c.name, "description": c.description, "isasync": c.isasync, "since": "4.0.0",
             "related": "", "type": c.response_key or "",
             "params": [{"name": p.name, "description": p.description, "type": p.type,
-                        "length": 255, "required": p.required, "related": ""} for p in c.params],
+                        "length": p.length, "required": p.required,
+                        "related": related.get(p.entity or "", "")} for p in c.params],
             "response": [],
         })
     return {"count": len(apis), "api": apis}

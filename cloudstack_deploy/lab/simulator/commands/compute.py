@@ -1,4 +1,4 @@
-"""Virtual machines: deploy, the state machine, scaling, listing."""
+"""Virtual machines: deploy, rendering, limits and listing (what follows deploy: vm_ops.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import ipaddress
 import re
 from typing import Any
 
-from ..engine import Simulator, new_id, now_str
+from ..clock import new_id, now_str
+from ..engine import Simulator
 from ..errors import ApiError, invalid_value
 from ..registry import TAG_FILTER, AsyncResult, Param, Request, command, finisher
 from ._common import get_or_431, owner, select, zone_fields
@@ -48,9 +49,9 @@ def render_vm(sim: Simulator, vm: dict[str, Any]) -> dict[str, Any]:
             nic.update(broadcasturi=net["broadcasturi"], isolationuri=net["broadcasturi"])
     out.setdefault("displayvm", True)
     # UserVmJoinVO joins the VM's pending job: a VM being worked on shows its jobid/jobstatus
-    pending = [j for j in sim.col("jobs").values() if j["jobstatus"] == 0 and j.get("jobinstanceid") == vm["id"]]
-    if pending:
-        out.update(jobid=pending[-1]["jobid"], jobstatus=0)
+    pending = sim.pending_job_for(vm["id"])
+    if pending is not None:
+        out.update(jobid=pending["jobid"], jobstatus=0)
     return out
 
 
@@ -108,7 +109,8 @@ def _allocate_guest_ip(sim: Simulator, net: dict[str, Any], wanted: str | None) 
          Param("templateid", "uuid", required=True, entity="templates"),
          Param("name", description="Host name of the VM: 1-63 chars [a-zA-Z0-9-], not starting with a digit"),
          Param("displayname"), Param("networkids", "list", item_type="uuid"), Param("keypair"),
-         Param("keypairs", "list"), Param("userdata", description="Base64 user data (GET < 4096 chars)"),
+         Param("keypairs", "list"),
+         Param("userdata", description="Base64 user data (GET < 4096 chars)", length=USERDATA_POST_MAX),
          Param("startvm", "boolean"), Param("rootdisksize", "long"), Param("group"), Param("details", "map"),
          Param("ipaddress"), Param("diskofferingid", "uuid", entity="disk_offerings"), Param("size", "long"),
          Param("hypervisor"), Param("account"), Param("domainid", "uuid"), Param("projectid", "uuid"),
@@ -201,192 +203,6 @@ def _finish_vm_state(sim: Simulator, id: str, state: str) -> dict[str, Any]:
     return {"virtualmachine": render_vm(sim, vm)}
 
 
-def _transition(sim: Simulator, req: Request, *, allowed: tuple[str, ...], transient: str, final: str,
-                verb: str, effect: str, duration: float = 0.0) -> AsyncResult:
-    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
-    if vm["state"] not in allowed:
-        raise invalid_value(f"Unable to {verb} VM {vm['name']}: it is in state {vm['state']}")
-    if vm["state"] != final:
-        vm["_was"] = vm["state"]
-        vm["state"] = transient
-    return AsyncResult("vm_state", {"id": vm["id"], "state": final}, "VirtualMachine", vm["id"], duration=duration,
-                       effect=effect, effect_args={"id": vm["id"]})
-
-
-@command("startVirtualMachine", Param("id", "uuid", required=True, entity="vms"), Param("hostid", "uuid"),
-         isasync=True, key="virtualmachine")
-def start_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
-    """Starts a virtual machine."""
-    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
-    if vm["state"] == "Stopped":
-        so = sim.get("service_offerings", vm["serviceofferingid"]) or {}
-        if so:
-            others = [v for v in _live_vms(sim) if v["id"] != vm["id"]]
-            sim.check_limit("user_vm", len(others))
-    return _transition(sim, req, allowed=("Stopped", "Running"), transient="Starting", final="Running",
-                       verb="start", effect="start_vm", duration=sim.vm_boot_seconds())
-
-
-@command("stopVirtualMachine", Param("id", "uuid", required=True, entity="vms"), Param("forced", "boolean"),
-         isasync=True, key="virtualmachine")
-def stop_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
-    """Stops a virtual machine."""
-    return _transition(sim, req, allowed=("Running", "Stopped", "Error"), transient="Stopping", final="Stopped",
-                       verb="stop", effect="stop_vm")
-
-
-@command("rebootVirtualMachine", Param("id", "uuid", required=True, entity="vms"), isasync=True,
-         key="virtualmachine")
-def reboot_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
-    """Reboots a virtual machine."""
-    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
-    if vm["state"] != "Running":
-        raise invalid_value(f"Unable to reboot VM {vm['name']}: it is in state {vm['state']}, not Running")
-    vm["_was"] = "Running"
-    vm["state"] = "Starting"
-    return AsyncResult("vm_state", {"id": vm["id"], "state": "Running"}, "VirtualMachine", vm["id"],
-                       duration=sim.vm_boot_seconds(), effect="reboot_vm", effect_args={"id": vm["id"]})
-
-
-def _release_vm_network(sim: Simulator, vm: dict[str, Any]) -> None:
-    """What CloudStack cleans up when a VM is destroyed: static NAT, forwarding and LB membership."""
-    for ip in sim.col("public_ips").values():
-        if ip.get("virtualmachineid") == vm["id"]:
-            ip.update(isstaticnat=False, virtualmachineid=None)
-    for rule in [r for r in sim.col("pf_rules").values() if r.get("virtualmachineid") == vm["id"]]:
-        sim.remove("pf_rules", rule["id"])
-        for fw in [f for f in sim.col("firewall_rules").values() if f.get("related") == rule["id"]]:
-            sim.remove("firewall_rules", fw["id"])
-    for rule in sim.col("lb_rules").values():
-        if vm["id"] in rule["_vms"]:
-            rule["_vms"].remove(vm["id"])
-
-
-def _expunge(sim: Simulator, vm: dict[str, Any]) -> None:
-    for vol in [v for v in sim.col("volumes").values() if v.get("virtualmachineid") == vm["id"]]:
-        if vol["type"] == "ROOT":
-            sim.remove("volumes", vol["id"])
-        else:
-            for k in ("virtualmachineid", "vmname", "vmdisplayname", "vmstate", "deviceid"):
-                vol.pop(k, None)
-            vol["state"] = "Ready"
-    sim.remove("vms", vm["id"])
-
-
-@command("destroyVirtualMachine", Param("id", "uuid", required=True, entity="vms"), Param("expunge", "boolean"),
-         Param("volumeids", "list", item_type="uuid"), isasync=True, key="virtualmachine")
-def destroy_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
-    """Destroys a virtual machine (recoverable unless expunge=true)."""
-    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
-    if vm["state"] in ("Destroyed", "Expunging") and not req.get("expunge"):
-        raise invalid_value(f"Unable to destroy VM {vm['name']}: it is already {vm['state']}")
-    vm["_was"] = vm["state"]
-    vm["state"] = "Stopping" if vm["state"] == "Running" else vm["state"]
-    args = {"id": vm["id"], "expunge": bool(req.get("expunge")), "volumes": req.get("volumeids") or []}
-    return AsyncResult("vm_destroy", args, "VirtualMachine", vm["id"], effect="destroy_vm", effect_args=args)
-
-
-@finisher("vm_destroy", on_failure=lambda sim, id, expunge, volumes: _fail_vm(sim, id, "Destroyed"))
-def _finish_destroy(sim: Simulator, id: str, expunge: bool, volumes: list[str]) -> dict[str, Any]:
-    vm = sim.get("vms", id)
-    if vm is None:
-        raise ApiError(530, f"Unable to find virtual machine with id {id}")
-    vm.pop("_was", None)
-    _release_vm_network(sim, vm)
-    vm["state"] = "Destroyed"
-    rendered = render_vm(sim, vm)
-    for vol_id in volumes:
-        vol = sim.get("volumes", vol_id)
-        if vol is not None and vol["type"] == "DATADISK":
-            sim.remove("volumes", vol_id)
-    if expunge:
-        rendered["state"] = "Expunging"
-        _expunge(sim, vm)
-    return {"virtualmachine": rendered}
-
-
-@command("expungeVirtualMachine", Param("id", "uuid", required=True, entity="vms"), isasync=True)
-def expunge_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
-    """Expunges a destroyed virtual machine."""
-    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
-    if vm["state"] != "Destroyed":
-        raise invalid_value("Please destroy vm with specified vmId before expunge")
-    return AsyncResult("vm_expunge", {"id": vm["id"]}, "VirtualMachine", vm["id"], effect="expunge_vm",
-                       effect_args={"id": vm["id"]})
-
-
-@finisher("vm_expunge")
-def _finish_expunge(sim: Simulator, id: str) -> dict[str, Any]:
-    vm = sim.get("vms", id)
-    if vm is not None:
-        _expunge(sim, vm)
-    return {"success": True}
-
-
-@command("recoverVirtualMachine", Param("id", "uuid", required=True, entity="vms"), key="virtualmachine")
-def recover_virtual_machine(sim: Simulator, req: Request) -> dict[str, Any]:
-    """Recovers a virtual machine (Destroyed -> Stopped)."""
-    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
-    if vm["state"] != "Destroyed":
-        raise invalid_value(f"Unable to recover VM {vm['name']}: it is in state {vm['state']}, not Destroyed")
-    offering = sim.get("service_offerings", vm["serviceofferingid"])
-    if offering is not None:  # a destroyed VM no longer counts; recovering it must fit the limits again
-        _check_vm_limits(sim, offering)
-    vm["state"] = "Stopped"
-    return render_vm(sim, vm)
-
-
-def _rescale(sim: Simulator, req: Request) -> tuple[dict[str, Any], dict[str, Any]]:
-    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
-    offering = get_or_431(sim, "service_offerings", req.get("serviceofferingid"), "service offering")
-    if vm["state"] != "Stopped":
-        raise invalid_value(f"Unable to scale VM {vm['name']}: a fixed service offering can only be changed "
-                            f"while the VM is Stopped (it is {vm['state']})")
-    if offering["id"] == vm["serviceofferingid"]:
-        raise invalid_value("Not upgrading vm: it already has the requested service offering")
-    return vm, offering
-
-
-@command("scaleVirtualMachine", Param("id", "uuid", required=True, entity="vms"),
-         Param("serviceofferingid", "uuid", required=True, entity="service_offerings"), Param("details", "map"),
-         isasync=True)
-def scale_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
-    """Scales the virtual machine to a new service offering (Stopped VMs for fixed offerings)."""
-    vm, offering = _rescale(sim, req)
-    return AsyncResult("vm_scale", {"id": vm["id"], "offering": offering["id"]}, "VirtualMachine", vm["id"])
-
-
-@finisher("vm_scale")
-def _finish_scale(sim: Simulator, id: str, offering: str) -> dict[str, Any]:
-    vm = sim.get("vms", id)
-    if vm is None:
-        raise ApiError(530, f"Unable to find virtual machine with id {id}")
-    vm["serviceofferingid"] = offering
-    return {"virtualmachine": render_vm(sim, vm)}  # ScaleVMCmd answers with the VM (libcloud reads it)
-
-
-@command("changeServiceForVirtualMachine", Param("id", "uuid", required=True, entity="vms"),
-         Param("serviceofferingid", "uuid", required=True, entity="service_offerings"), key="virtualmachine")
-def change_service_for_virtual_machine(sim: Simulator, req: Request) -> dict[str, Any]:
-    """Changes the service offering for a stopped virtual machine."""
-    vm, offering = _rescale(sim, req)
-    vm["serviceofferingid"] = offering["id"]
-    return render_vm(sim, vm)
-
-
-@command("updateVirtualMachine", Param("id", "uuid", required=True, entity="vms"), Param("displayname"),
-         Param("userdata"), Param("group"), Param("haenable", "boolean"), key="virtualmachine")
-def update_virtual_machine(sim: Simulator, req: Request) -> dict[str, Any]:
-    """Updates properties of a virtual machine (user data takes effect on the next start)."""
-    vm = get_or_431(sim, "vms", req.get("id"), "virtual machine")
-    if "userdata" in req:
-        vm["_userdata"] = _check_userdata(req)
-    for field in ("displayname", "group", "haenable"):
-        if field in req:
-            vm[field] = req.get(field)
-    return render_vm(sim, vm)
-
-
 @command("listVirtualMachines", Param("id", "uuid", entity="vms"), Param("ids", "list"), Param("name"),
          Param("state"), Param("networkid", "uuid", entity="networks"), Param("zoneid", "uuid", entity="zones"),
          Param("templateid", "uuid", entity="templates"),
@@ -394,17 +210,24 @@ def update_virtual_machine(sim: Simulator, req: Request) -> dict[str, Any]:
          Param("keypair"), Param("displayvm", "boolean"), TAG_FILTER,
          key="virtualmachine", listing=True)
 def list_virtual_machines(sim: Simulator, req: Request) -> list[dict[str, Any]]:
-    """List the virtual machines owned by the account (Destroyed ones too: the caller is an admin)."""
-    items = select(sim, "vms", req, keyword_fields=("name", "displayname"),
-                   fields={"state": "state", "templateid": "templateid", "serviceofferingid": "serviceofferingid"})
+    """List the virtual machines owned by the account.
+
+    The lab's caller is an admin, so Destroyed and Expunging VMs are listed too;
+    ``state=present`` leaves them out (QueryManagerImpl.searchForUserVMsInternal).
+    """
+    present = str(req.get("state", "")).lower() == "present"
+    fields = {"templateid": "templateid", "serviceofferingid": "serviceofferingid"}
+    if not present:
+        fields["state"] = "state"
+    items = select(sim, "vms", req, keyword_fields=("name", "displayname"), fields=fields)
+    if present:
+        items = [v for v in items if v["state"] not in ("Destroyed", "Expunging")]
     if req.get("ids"):
         items = [v for v in items if v["id"] in req.get("ids")]
     if "networkid" in req:
         items = [v for v in items if any(n["networkid"] == req.get("networkid") for n in v["nic"])]
     if req.get("keypair"):
         items = [v for v in items if req.get("keypair") in (v.get("keypairs") or "").split(",")]
-    if "state" not in req:
-        items = [v for v in items if v["state"] != "Expunging"]
     return [render_vm(sim, v) for v in items]
 
 

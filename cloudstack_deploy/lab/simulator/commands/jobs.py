@@ -20,11 +20,20 @@ def query_async_job_result(sim: Simulator, req: Request) -> dict[str, Any]:
 
 @command("listAsyncJobs", Param("startdate", "date"), key="asyncjobs", listing=True)
 def list_async_jobs(sim: Simulator, req: Request) -> list[dict[str, Any]]:
-    """Lists the account's asynchronous jobs (pending and finished), created since startdate."""
+    """Lists the account's pending asynchronous jobs, oldest first.
+
+    QueryManagerImpl.searchForAsyncJobsInternal: jobs created at or after ``startdate``, whose
+    class name (``cmd``) contains ``keyword``, sorted by id. A finished job is not listed:
+    AsyncJobManagerImpl.completeAsyncJob marks it removed, and searches skip removed rows
+    (queryAsyncJobResult still reads it, until job.expire.minutes).
+    """
     since = _parse_date(req.get("startdate")) if req.get("startdate") else None
-    jobs = sorted(sim.col("jobs").values(), key=lambda j: j["created"])
+    keyword = (req.get("keyword") or "").lower()
+    jobs = sim.pending_jobs()
     if since is not None:
         jobs = [j for j in jobs if (_parse_date(j["created"]) or since) >= since]
+    if keyword:
+        jobs = [j for j in jobs if keyword in j["cmd"].lower()]
     return [sim.render_job(j) for j in jobs]
 
 

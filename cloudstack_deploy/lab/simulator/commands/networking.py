@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
-from ..engine import Simulator, now_str
-from ..errors import ApiError, invalid_value, param_error
+from .. import catalog
+from ..clock import now_str
+from ..engine import Simulator
+from ..errors import ApiError, invalid_value
 from ..registry import TAG_FILTER, AsyncResult, Param, Request, command, finisher
 from ._common import get_or_431, owner, select, with_tags, zone_fields
 
@@ -71,7 +74,7 @@ def create_network(sim: Simulator, req: Request) -> dict[str, Any]:
         raise invalid_value("gateway/netmask are required when specifying one of them")
     gateway = req.get("gateway") or _free_gateway(sim)
     netmask = req.get("netmask") or "255.255.255.0"
-    cidr = ".".join(gateway.split(".")[:3]) + ".0/24"
+    cidr = guest_cidr(gateway, netmask)
     net = sim.add("networks", {
         "name": req.get("name"), "displaytext": req.get("displaytext") or req.get("name"),
         "networkofferingid": off["id"], "state": "Allocated", "type": "Isolated", "traffictype": "Guest",
@@ -84,6 +87,26 @@ def create_network(sim: Simulator, req: Request) -> dict[str, Any]:
     })
     net["related"] = net["id"]
     return _render_network(sim, net)
+
+
+def guest_cidr(gateway: str, netmask: str) -> str:
+    """The network's CIDR as NetworkServiceImpl derives it (NetUtils.ipAndNetMaskToCidr), after
+    its checks: a valid gateway and netmask, and a gateway that is a host address."""
+    try:
+        gw = ipaddress.IPv4Address(gateway)
+    except ValueError:
+        raise invalid_value("Invalid gateway") from None
+    try:
+        mask = int(ipaddress.IPv4Address(netmask))
+    except ValueError:
+        raise invalid_value("Invalid netmask") from None
+    inverse = ~mask & 0xFFFFFFFF
+    if mask == 0 or inverse & (inverse + 1):  # the ones must be contiguous from the top
+        raise invalid_value("Invalid netmask")
+    net = ipaddress.IPv4Network(f"{gw}/{netmask}", strict=False)
+    if net.prefixlen < 31 and gw in (net.network_address, net.broadcast_address):
+        raise invalid_value("Invalid gateway IP provided. Either the IP is broadcast or network IP.")
+    return str(net)
 
 
 def _free_gateway(sim: Simulator) -> str:
@@ -107,6 +130,33 @@ def list_networks(sim: Simulator, req: Request) -> list[dict[str, Any]]:
                                                  "networkofferingid": "networkofferingid"},
                    keyword_fields=("name", "displaytext"))
     return [_render_network(sim, n) for n in items]
+
+
+@command("updateNetwork", Param("id", "uuid", required=True, entity="networks"), Param("name"),
+         Param("displaytext"), Param("networkdomain"), Param("networkofferingid", "uuid", entity="network_offerings"),
+         Param("changecidr", "boolean"), Param("guestvmcidr"), Param("displaynetwork", "boolean"),
+         Param("customid"), Param("forced", "boolean"), Param("updateinsequence", "boolean"),
+         Param("hideipaddressusage", "boolean"), isasync=True, key="network")
+def update_network(sim: Simulator, req: Request) -> AsyncResult:
+    """Updates a network (name, display text, network domain, display flag)."""
+    net = get_or_431(sim, "networks", req.get("id"), "network")
+    if req.get("networkofferingid") not in (None, net["networkofferingid"]):
+        raise invalid_value("Changing the network offering is not supported in the lab; only the "
+                            "DefaultIsolatedNetworkOfferingWithSourceNatService exists")
+    if req.get("guestvmcidr") is not None:
+        raise invalid_value("Changing the guest VM CIDR is not supported in the lab")
+    changes = {field: req.get(name) for name, field in (("name", "name"), ("displaytext", "displaytext"),
+               ("networkdomain", "networkdomain"), ("displaynetwork", "displaynetwork")) if name in req}
+    return AsyncResult("network_updated", {"id": net["id"], "changes": changes}, "Network", net["id"])
+
+
+@finisher("network_updated")
+def _finish_update_network(sim: Simulator, id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    net = sim.get("networks", id)
+    if net is None:
+        raise ApiError(530, f"Unable to find network with id {id}")
+    net.update(changes)
+    return {"network": _render_network(sim, net)}
 
 
 @command("deleteNetwork", Param("id", "uuid", required=True, entity="networks"), Param("forced", "boolean"),
@@ -180,14 +230,25 @@ def _guest_ip(vm: dict[str, Any]) -> str | None:
          isasync=True, key="ipaddress")
 def associate_ip_address(sim: Simulator, req: Request) -> AsyncResult:
     """Acquires and associates a public IP to an account."""
-    if "networkid" not in req:
-        if "zoneid" in req:
-            raise invalid_value("Network id is required to associate an IP address in an Advanced zone")
-        raise param_error("Either networkid or zoneid must be specified")
-    net = sim.get("networks", req.get("networkid"))
+    net = sim.get("networks", req.get("networkid")) if "networkid" in req else _only_network(sim, req)
     assert net is not None
     ip = _new_ip(sim, net, source_nat=False, state="Allocating")
     return AsyncResult("associate_ip", {"id": ip["id"]}, "IpAddress", ip["id"], entity_id=ip["id"])
+
+
+def _only_network(sim: Simulator, req: Request) -> dict[str, Any]:
+    """AssociateIPAddrCmd.getNetworkId() without a network: in an Advanced zone, the account's
+    one isolated network there (an error when it has none or several)."""
+    if "zoneid" not in req:
+        raise invalid_value("Unable to figure out zone to assign IP to. Please specify either zoneId, or "
+                            "networkId, or vpcId in the call")
+    nets = [n for n in sim.col("networks").values() if n.get("type") == "Isolated"]
+    if not nets:
+        raise invalid_value(f"Account name={catalog.ACCOUNT} domain={catalog.DOMAIN} doesn't have virtual "
+                            f"networks in zone={sim.zone['name']}")
+    if len(nets) > 1:
+        raise invalid_value("Account has more than one isolated network in the zone")
+    return nets[0]
 
 
 def _fail_associate(sim: Simulator, id: str) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from ..engine import Simulator, now_str
+from ..clock import now_str
+from ..engine import Simulator
 from ..errors import ApiError, invalid_value, rule_conflict
 from ..registry import TAG_FILTER, AsyncResult, Param, Request, command, finisher
 from ._common import get_or_431, owner, select, with_tags

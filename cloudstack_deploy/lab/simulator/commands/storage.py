@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import Simulator, now_str
+from ..clock import now_str
+from ..engine import Simulator
 from ..errors import ApiError, invalid_value
 from ..registry import TAG_FILTER, AsyncResult, Param, Request, command, finisher
 from ._common import get_or_431, owner, select, with_tags, zone_fields
