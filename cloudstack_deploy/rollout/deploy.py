@@ -19,6 +19,7 @@ from ..blueprint_schema import Blueprint
 from ..errors import Locked
 from ..inventory import Host, Inventory
 from ..progress import Event, Progress
+from ..store import Journal
 from . import history
 from .commands import host as host_cmds
 from .contract import ContainerEnv, accessory_env, check_version, role_env
@@ -47,8 +48,9 @@ class RolloutResult:
 
 class Rollout:
     def __init__(self, bp: Blueprint, inventory: Inventory, secrets: dict[str, str], progress: Progress,
-                 *, dry_run: bool = False) -> None:
+                 *, dry_run: bool = False, journal: Journal | None = None) -> None:
         self.bp = bp
+        self.journal = None if dry_run else journal  # the shared history store (best effort)
         self.inv = inventory
         self.env = inventory.env
         self.secrets = secrets
@@ -183,8 +185,16 @@ class Rollout:
         version = check_version(opts.version)
         started = time.monotonic()
         record = history.start(version, opts.kind)
+        tracker = history.Tracker(self.journal, self.inv, self.bp.service, record)
+        await tracker.pending()
         async with self.pool(opts.concurrency) as pool:
-            await self.lock(pool, version, opts.break_lock)
+            try:
+                await self.lock(pool, version, opts.break_lock)
+            except BaseException as exc:
+                history.finish(record, time.monotonic() - started, exc)
+                await tracker.finished(exc)
+                raise
+            await tracker.deploying()
             try:
                 await self.prepare(pool, version)
                 accessories = await self.accessories(pool, opts.reboot_accessories)
@@ -192,8 +202,10 @@ class Rollout:
             except BaseException as exc:
                 history.finish(record, time.monotonic() - started, exc)
                 await self._unlock_quietly(pool, record)
+                await tracker.finished(exc)
                 raise
             await self.unlock(pool, history.finish(record, time.monotonic() - started))
+            await tracker.finished()
             calls = dict(pool.exec_calls)
             planned = pool.planned if isinstance(pool, DryRun) else []
         return RolloutResult(version=version, seconds=time.monotonic() - started, exec_calls=calls,
