@@ -148,7 +148,7 @@ def test_two_processes_write_at_once_without_loss(store_url: str) -> None:
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, store_url, who, str(count)], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for who in ("alice", "bob")]
     outcomes = [p.communicate(timeout=180) for p in procs]
-    for p, (out, err) in zip(procs, outcomes, strict=True):
+    for p, (_out, err) in zip(procs, outcomes, strict=True):
         assert p.returncode == 0, err
     with open_store(store_url) as store:
         found = r.deployments(store, limit=1000)
