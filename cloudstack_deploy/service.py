@@ -329,11 +329,14 @@ async def nightly(blueprint: str, prefix: str, *, version: str, overrides: tuple
         logs=lambda env, role, lines, emit: logs(env, role, lines=lines, emit=emit),
     )
     journal = _journal(progress)
+    run = Nightly(plan, steps, prog, now)
     try:
         run_id = await journal.run_started(kind="nightly", cloud=config.endpoint, prefix=prefix)
-        result = await Nightly(plan, steps, prog, now).run()
-        await journal.run_finished(run_id, passed=result.passed, summary=result.to_dict(), env=result.env)
-        return result
+        try:
+            return await run.run()
+        finally:  # an interrupted run is recorded as failed, with what it did
+            await journal.run_finished(run_id, passed=run.result.passed, summary=run.result.to_dict(),
+                                       env=run.result.env or None)
     finally:
         journal.close()
 
