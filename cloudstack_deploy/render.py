@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from .inventory import Inventory
+from .nightly.report import FAILED, SKIPPED, NightlyResult
 from .provision.envs import EnvSummary
 from .provision.plan import Plan
+from .provision.reap import ReapResult
 from .rollout.deploy import RolloutResult
 from .rollout.history import DeployRecord
 from .rollout.ops import HostStatus
@@ -91,6 +93,87 @@ def envs_text(envs: list[EnvSummary]) -> str:
     rows = [("ENV", "SERVICE", "VMS", "ROLES", "CREATED", "EXPIRES")]
     for e in envs:
         roles = ", ".join(f"{r}×{n}" for r, n in sorted(e.roles.items())) or "-"
-        rows.append((e.env, e.service or "-", str(e.vms), roles, e.created or "-", e.expires or "never"))
+        expires = e.expires or "never"
+        if e.expired():
+            expires += " EXPIRED (the next `csdeploy reap` deletes it)"
+        if e.lock:
+            expires += f" [locked by {e.lock}]"
+        rows.append((e.env, e.service or "-", str(e.vms), roles, e.created or "-", expires))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def reap_text(result: ReapResult) -> str:
+    verb = "would remove" if result.dry_run else "removed"
+    head = (f"reap: {len(result.items)} expired of {result.environments} environments; "
+            f"{verb} {len(result.of('would remove' if result.dry_run else 'removed'))}, "
+            f"skipped {len(result.of('skipped'))}, failed {len(result.of('failed'))} ({result.seconds:.1f}s)")
+    if not result.items:
+        return head
+    rows = [("ENV", "AGE", "EXPIRED AT", "RESULT", "REMOVED", "LEFT", "WHY")]
+    for i in result.items:
+        rows.append((i.env, _age(i.age_seconds), i.expires or "-", i.result, str(i.deleted) if i.deleted else "-",
+                     str(len(i.leftovers)) if i.leftovers else "-", i.reason or ""))
+    return "\n".join([head, *("  " + line for line in _table(rows))])
+
+
+def reap_failures(result: ReapResult) -> str:
+    lines = []
+    for i in result.of("failed"):
+        lines.append(f"{i.env}: {i.reason}")
+        lines += [f"    {left}" for left in i.leftovers]
+    return "reap left resources in the cloud:\n  " + "\n  ".join(lines)
+
+
+def nightly_text(result: NightlyResult) -> str:
+    verdict = "PASSED" if result.passed else ("INTERRUPTED" if result.interrupted else "FAILED")
+    lines = [f"nightly {result.env} ({result.version}): {verdict} in {result.seconds:.1f}s"]
+    for c in result.cases:
+        mark = {FAILED: "x", SKIPPED: "-"}.get(c.status, "+")
+        lines.append(f"  {mark} {c.name:<28} {c.status:<8} {c.seconds:6.1f}s" + (f"  {c.message}" if c.message
+                                                                                  and c.status != "passed" else ""))
+    if result.kept:
+        lines.append(f"kept: {result.env} until {result.expires or 'its TTL'} ({result.app_url or 'no URL'}); "
+                     f"`csdeploy teardown --env {result.env} --yes` removes it now")
+    if result.junit:
+        lines.append(f"junit: {result.junit}")
+    return "\n".join(lines)
+
+
+def recorded_text(what: str, found: list[Any]) -> str:
+    if not found:
+        return f"no {what} recorded"
+    if what == "environments":
+        rows = [("ENV", "SERVICE", "CREATED", "BY", "EXPIRES", "TORN DOWN", "HOW", "BY")]
+        rows += [(e.name, e.service or "-", _t(e.created_at), e.created_by or "-", _t(e.expires_at),
+                  _t(e.torn_down_at), e.torn_down_how or "-", e.torn_down_by or "-") for e in found]
+    elif what == "runs":
+        rows = [("STARTED", "KIND", "PREFIX", "ENV", "STATUS", "BY", "FINISHED")]
+        rows += [(_t(r.started_at), r.kind, r.prefix or "-", r.env or "-", r.status, r.started_by, _t(r.finished_at))
+                 for r in found]
+    else:
+        rows = [("STARTED", "ENV", "SERVICE", "KIND", "VERSION", "STATUS", "BY", "TOOK", "ERROR")]
+        rows += [(_t(d.started_at), d.env, d.service, d.kind, d.version, d.status, d.deployed_by,
+                  f"{d.duration_seconds:.1f}s" if d.duration_seconds is not None else "-",
+                  (d.error or "").splitlines()[0][:100] if d.error else "") for d in found]
+    return "\n".join(_table(rows))
+
+
+def _t(text: str | None) -> str:
+    """Stored times to the second, for reading."""
+    return text[:19].replace("T", " ") if text else "-"

@@ -14,22 +14,33 @@ default); nothing here prints.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from .blueprint import Blueprint
+from .blueprint import Blueprint, load_blueprint
 from .cloud import Cloud, CloudConfig, read_cloud_config
 from .cloud.client import DEFAULT_IN_FLIGHT
 from .envctx import EnvContext, load_context, remember_blueprint
-from .errors import CsdeployError, InvalidInput
+from .errors import CsdeployError, InvalidInput, OperationFailed
 from .inventory import Inventory
 from .log import register_secrets
+from .nightly import checks as nightly_checks
+from .nightly.report import NightlyResult
+from .nightly.run import Nightly, NightlyPlan, Steps, validate_prefix
 from .progress import Progress, Recorder
+from .provision.cloudlock import rollout_lock
+from .provision.desired import parse_time
 from .provision.envs import EnvSummary, list_envs
 from .provision.plan import Plan
+from .provision.reap import REMOVED, ReapResult
+from .provision.reap import reap as reap_envs
 from .provision.run import CreateOptions, CreateResult, plan_env
 from .provision.run import create_env as provision_env
 from .provision.teardown import TeardownResult, teardown_env
@@ -38,6 +49,8 @@ from .rollout.deploy import Rollout, RolloutOptions, RolloutResult
 from .rollout.history import DeployRecord
 from .secrets import load_secrets, read_dotenv
 from .state import EnvState
+from .store import Journal, check_reachable, records, store_url
+from .store.db import Store
 
 
 def default_version() -> str | None:
@@ -70,6 +83,23 @@ def load_secrets_for(bp: Blueprint, config: CloudConfig | None = None) -> dict[s
 
 def _silent(progress: Progress | None) -> Progress:
     return progress if progress is not None else Recorder()
+
+
+def _journal(progress: Progress | None) -> Journal:
+    """The history store for one command: best effort, a warning when it cannot be used."""
+    return Journal.from_environment(warn=(lambda text: progress.note(text, level="warning")) if progress else None)
+
+
+@contextlib.asynccontextmanager
+async def _cloud_lock(env: str, break_lock: bool, progress: Progress | None) -> AsyncIterator[None]:
+    """The environment's cloud lock around a rollout (see `provision.cloudlock.rollout_lock`)."""
+    try:
+        config: CloudConfig | None = _config()
+    except InvalidInput:
+        config = None
+    warn = (lambda text: progress.note(text, level="warning")) if progress else (lambda text: None)
+    async with rollout_lock(config, env, break_lock=break_lock, warn=warn):
+        yield
 
 
 # ---- provisioning ---------------------------------------------------------------------------------
@@ -108,29 +138,62 @@ async def create_env(bp: Blueprint, env: str, *, version: str | None = None, ttl
     config = _config()
     secrets = {} if skip_rollout else load_secrets_for(bp, config)
     state = EnvState(env)
-    async with Cloud(config, max_in_flight=opts.max_api) as cloud:
-        result = await provision_env(cloud, bp, env, state, progress, opts)
-    if blueprint_path is not None:
-        remember_blueprint(state, blueprint_path, overrides)
-    outcome = CreateEnvOutcome(provision=result)
-    if not skip_rollout:
-        rollout = Rollout(bp, result.inventory, secrets, progress)
-        outcome.rollout = await rollout.run(RolloutOptions(version=version or ""))
-    return outcome
+    journal = _journal(progress)
+    try:
+        async with Cloud(config, max_in_flight=opts.max_api) as cloud:
+            result = await provision_env(cloud, bp, env, state, progress, opts)
+        inv = result.inventory
+        await journal.env_created(name=env, cloud=config.endpoint, service=bp.service, network_id=inv.network.id,
+                                  expires=parse_time(inv.expires or ""))
+        if blueprint_path is not None:
+            remember_blueprint(state, blueprint_path, overrides)
+        outcome = CreateEnvOutcome(provision=result)
+        if not skip_rollout:
+            rollout = Rollout(bp, result.inventory, secrets, progress, journal=journal)
+            async with _cloud_lock(env, opts.break_lock, progress):
+                outcome.rollout = await rollout.run(RolloutOptions(version=version or ""))
+        return outcome
+    finally:
+        journal.close()
 
 
-async def teardown(env: str, *, progress: Progress | None = None, max_api: int = DEFAULT_IN_FLIGHT) -> TeardownResult:
+async def teardown(env: str, *, progress: Progress | None = None, max_api: int = DEFAULT_IN_FLIGHT,
+                   how: str = "teardown") -> TeardownResult:
     """Delete everything ``env`` owns, prove it is gone, forget its local state."""
-    async with Cloud(_config(), max_in_flight=max_api) as cloud:
+    config = _config()
+    async with Cloud(config, max_in_flight=max_api) as cloud:
         result = await teardown_env(cloud, env, _silent(progress))
     EnvState(env).remove()
+    journal = _journal(progress)
+    try:
+        await journal.env_torn_down(name=env, cloud=config.endpoint, how=how)
+    finally:
+        journal.close()
     return result
 
 
 async def environments() -> list[EnvSummary]:
-    """Environments found in the cloud by their tags."""
+    """Environments found in the cloud by their tags (`expired()` marks those `reap` deletes)."""
     async with Cloud(_config()) as cloud:
         return await list_envs(cloud)
+
+
+async def reap(*, prefix: str | None = None, dry_run: bool = False, max_parallel: int = 4, max_api: int = DEFAULT_IN_FLIGHT,
+               progress: Progress | None = None, now: datetime | None = None) -> ReapResult:
+    """Tear down every expired environment (of ``prefix``) that nobody is changing right now."""
+    config = _config()
+    journal = _journal(progress)
+    try:
+        run_id = None if dry_run else await journal.run_started(kind="reap", cloud=config.endpoint, prefix=prefix)
+        async with Cloud(config, max_in_flight=max_api) as cloud:
+            result = await reap_envs(cloud, _silent(progress), prefix=prefix, dry_run=dry_run,
+                                     max_parallel=max_parallel, now=now)
+        for item in result.of(REMOVED):
+            await journal.env_torn_down(name=item.env, cloud=config.endpoint, how="reap")
+        await journal.run_finished(run_id, passed=result.ok, summary=result.to_dict())
+        return result
+    finally:
+        journal.close()
 
 
 # ---- rollout and day 2 ------------------------------------------------------------------------------
@@ -140,8 +203,24 @@ async def context(env: str, blueprint: str | None = None, overrides: tuple[str, 
     return await load_context(env, blueprint, overrides)
 
 
-def _rollout(ctx: EnvContext, secrets: dict[str, str], progress: Progress | None, dry_run: bool = False) -> Rollout:
-    return Rollout(ctx.bp, ctx.inventory, secrets, _silent(progress), dry_run=dry_run)
+def _rollout(ctx: EnvContext, secrets: dict[str, str], progress: Progress | None, dry_run: bool = False,
+             journal: Journal | None = None) -> Rollout:
+    return Rollout(ctx.bp, ctx.inventory, secrets, _silent(progress), dry_run=dry_run, journal=journal)
+
+
+@contextlib.asynccontextmanager
+async def _changing(env: str, break_lock: bool, progress: Progress | None, dry_run: bool) -> AsyncIterator[
+        Journal | None]:
+    """What a real rollout holds: the cloud lock (seen by `reap`) and a history journal."""
+    if dry_run:
+        yield None
+        return
+    journal = _journal(progress)
+    try:
+        async with _cloud_lock(env, break_lock, progress):
+            yield journal
+    finally:
+        journal.close()
 
 
 async def deploy(env: str, version: str, *, blueprint: str | None = None, overrides: tuple[str, ...] = (),
@@ -152,7 +231,8 @@ async def deploy(env: str, version: str, *, blueprint: str | None = None, overri
     ctx = await context(env, blueprint, overrides)
     secrets = load_secrets_for(ctx.bp)
     opts = RolloutOptions(version=version, break_lock=break_lock, roles=roles, hosts=hosts)
-    result = await _rollout(ctx, secrets, progress, dry_run).run(opts)
+    async with _changing(env, break_lock, progress, dry_run) as journal:
+        result = await _rollout(ctx, secrets, progress, dry_run, journal).run(opts)
     if blueprint is not None and not dry_run:
         remember_blueprint(ctx.state, blueprint, overrides)
     return result
@@ -164,8 +244,9 @@ async def rollback(env: str, to: str | None = None, *, blueprint: str | None = N
     """Back to the previous successful version (or ``to``)."""
     ctx = await context(env, blueprint)
     secrets = load_secrets_for(ctx.bp)
-    return await ops.rollback(_rollout(ctx, secrets, progress, dry_run), to, break_lock=break_lock, roles=roles,
-                              hosts=hosts)
+    async with _changing(env, break_lock, progress, dry_run) as journal:
+        return await ops.rollback(_rollout(ctx, secrets, progress, dry_run, journal), to, break_lock=break_lock,
+                                  roles=roles, hosts=hosts)
 
 
 async def status(env: str, *, blueprint: str | None = None) -> list[ops.HostStatus]:
@@ -173,9 +254,33 @@ async def status(env: str, *, blueprint: str | None = None) -> list[ops.HostStat
 
 
 async def history(env: str, *, blueprint: str | None = None) -> list[DeployRecord]:
+    """The deploy records on ``env``'s primary host (the truth for what runs there)."""
     r = _rollout(await context(env, blueprint), {}, None)
     async with r.pool() as pool:
         return await r.history(pool)
+
+
+HISTORY_KINDS = ("deployments", "environments", "runs")
+
+
+async def recorded(what: str = "deployments", *, env: str | None = None, service: str | None = None,
+                   status: str | None = None, since: timedelta | None = None, limit: int = 100) -> list[Any]:
+    """What the history store holds (deployments with their events, environments, or runs),
+    newest first. Unlike the writes, a store that cannot be read is an error here."""
+    url = store_url()
+    if url is None:
+        raise InvalidInput("the history store is off (CSDEPLOY_STATE_URL=none)",
+                           hint="unset CSDEPLOY_STATE_URL, or pass --source host --env NAME")
+
+    def read() -> list[Any]:
+        with Store(url) as store:
+            if what == "environments":
+                return records.environments(store, name=env, since=since, limit=limit)
+            if what == "runs":
+                return records.runs(store, env=env, status=status, since=since, limit=limit)
+            return records.deployments(store, env=env, service=service, status=status, since=since, limit=limit)
+
+    return await asyncio.to_thread(read)
 
 
 async def logs(env: str, role: str, *, lines: int = 100, follow: bool = False, emit: Callable[[str], None],
@@ -195,11 +300,87 @@ async def proxy_reboot(env: str, *, blueprint: str | None = None) -> list[str]:
 async def accessory_reboot(env: str, name: str, *, blueprint: str | None = None,
                            progress: Progress | None = None) -> RolloutResult:
     ctx = await context(env, blueprint)
-    return await ops.accessory_reboot(_rollout(ctx, load_secrets_for(ctx.bp), progress), name)
+    async with _cloud_lock(env, False, progress):
+        return await ops.accessory_reboot(_rollout(ctx, load_secrets_for(ctx.bp), progress), name)
+
+
+# ---- nightly ------------------------------------------------------------------------------------
+
+async def nightly(blueprint: str, prefix: str, *, version: str, overrides: tuple[str, ...] = (),
+                  ttl: timedelta = timedelta(hours=20), checks: Sequence[str] = (), check_cmds: Sequence[str] = (),
+                  keep: bool = False, keep_on_failure: bool = False, junit: str | None = None,
+                  progress: Progress | None = None, max_api: int = 10, ssh_timeout: float = 300.0,
+                  now: datetime | None = None) -> NightlyResult:
+    """Reap ``prefix``'s expired environments, create ``<prefix>-MMDD-<id>``, deploy, check,
+    report (JUnit, JSON), tear down. Every input is checked first: bad input (exit 2) leaves
+    nothing behind. A failed phase or check is in the result, not an exception."""
+    plan = _nightly_plan(blueprint, prefix, version, overrides, ttl, checks, check_cmds, keep, keep_on_failure, junit)
+    bp = load_blueprint(blueprint, overrides=list(overrides))
+    config = _config()
+    load_secrets_for(bp, config)
+    try:  # the run's record is part of its contract: a store that does not answer is bad input
+        await asyncio.to_thread(check_reachable, store_url())
+    except OperationFailed as exc:
+        raise InvalidInput(str(exc), hint=exc.hint) from None
+    prog = _silent(progress)
+    steps = Steps(
+        reap=lambda: _nightly_reap(prefix, steps, prog, max_api),
+        create=lambda env: create_env(bp, env, ttl=ttl, skip_rollout=True, progress=prog, blueprint_path=blueprint,
+                                      overrides=overrides, options=CreateOptions(max_api=max_api,
+                                                                                 ssh_timeout=ssh_timeout)),
+        deploy=lambda env: deploy(env, version, blueprint=blueprint, overrides=overrides, progress=prog),
+        teardown=lambda env: teardown(env, progress=prog, max_api=max_api, how="nightly"),
+        exec_=lambda env, role, argv, emit: exec_(env, role, argv, emit=emit),
+        logs=lambda env, role, lines, emit: logs(env, role, lines=lines, emit=emit),
+    )
+    journal = _journal(progress)
+    run = Nightly(plan, steps, prog, now)
+    try:
+        run_id = await journal.run_started(kind="nightly", cloud=config.endpoint, prefix=prefix)
+        try:
+            return await run.run()
+        finally:  # an interrupted run is recorded as failed, with what it did
+            await journal.run_finished(run_id, passed=run.result.passed, summary=run.result.to_dict(),
+                                       env=run.result.env or None)
+    finally:
+        journal.close()
+
+
+async def _nightly_reap(prefix: str, steps: Steps, progress: Progress, max_api: int) -> ReapResult:
+    result = await reap(prefix=prefix, progress=progress, max_api=max_api)
+    steps.taken.update(result.names)
+    return result
+
+
+def _nightly_plan(blueprint: str, prefix: str, version: str, overrides: tuple[str, ...], ttl: timedelta,
+                        checks: Sequence[str], check_cmds: Sequence[str], keep: bool, keep_on_failure: bool,
+                        junit: str | None) -> NightlyPlan:
+    """Every input of a nightly, checked (InvalidInput, nothing created): the prefix, the
+    blueprint, the checks and the JUnit path."""
+    validate_prefix(prefix)
+    bp = load_blueprint(blueprint, overrides=list(overrides))
+    http = [nightly_checks.parse_check(c) for c in checks]
+    cmds = [nightly_checks.parse_check_cmd(c, bp) for c in check_cmds]
+    if not http and not cmds:
+        http = nightly_checks.default_checks(bp)
+    junit_path = Path(junit).absolute() if junit else None
+    if junit_path is not None and (junit_path.is_dir() or not os.access(_existing_parent(junit_path), os.W_OK)):
+        raise InvalidInput(f"--junit {junit}: cannot write a file there", hint="give a writable file path")
+    proxy = next((r.name for r in bp.roles.values() if r.proxy is not None), None)
+    return NightlyPlan(blueprint=blueprint, prefix=prefix, version=version, ttl=ttl, checks=http, cmd_checks=cmds,
+                       host_header=nightly_checks.host_header(bp), log_role=proxy, keep=keep,
+                       keep_on_failure=keep_on_failure, junit=junit_path)
+
+
+def _existing_parent(path: Path) -> Path:
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent
 
 
 __all__ = [
     "CreateEnvOutcome", "CreateOptions", "accessory_reboot", "create_env", "default_version", "deploy",
-    "environments", "exec_", "history", "load_secrets_for", "logs", "plan", "proxy_reboot", "rollback", "status",
-    "teardown",
+    "environments", "exec_", "history", "load_secrets_for", "logs", "nightly", "plan", "proxy_reboot", "reap",
+    "recorded", "rollback", "status", "teardown",
 ]

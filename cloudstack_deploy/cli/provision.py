@@ -39,7 +39,7 @@ def validate(blueprint: str, overrides: tuple[str, ...]) -> None:
 @click.command()
 @BLUEPRINT_ARG
 @ENV_OPTION
-@click.option("--ttl", "ttl_text", default=None, metavar="DURATION", help="Expiry to set, e.g. 12h (default: keep).")
+@click.option("--ttl", "ttl_text", default=None, metavar="DURATION", help="Expiry to set, e.g. 12h (default: keep); `csdeploy reap` deletes it after that.")
 @SET_OPTION
 @JSON_OPTION
 @MAX_API_OPTION
@@ -58,7 +58,8 @@ def plan(blueprint: str, env: str, ttl_text: str | None, overrides: tuple[str, .
 @BLUEPRINT_ARG
 @ENV_OPTION
 @click.option("--ttl", "ttl_text", default=None, metavar="DURATION",
-              help="Expiry (e.g. 12h, 2d): tags every resource with csdeploy:expires.")
+              help="Expiry (e.g. 12h, 2d), tagged as csdeploy:expires. Nothing is deleted by itself: the "
+                   "first `csdeploy reap` after that time tears the environment down.")
 @click.option("--skip-rollout", is_flag=True, help="Provision only: stop once every VM answers SSH.")
 @click.option("--version", "version", default=None, help="Image tag to roll out (default: git HEAD, short).")
 @SET_OPTION
@@ -121,7 +122,7 @@ def teardown(env: str, yes: bool, as_json: bool, progress_mode: str, max_api: in
 @click.command()
 @JSON_OPTION
 def envs(as_json: bool) -> None:
-    """List the environments in the cloud (found by their tags)."""
+    """List the environments in the cloud (found by their tags); expired ones are marked."""
     found = run(service.environments())
     if as_json:
         echo_json([e.to_dict() for e in found])

@@ -1,4 +1,4 @@
-"""`csdeploy deploy | rollback | status | history | logs | exec | proxy reboot | accessory reboot`."""
+"""`csdeploy deploy | rollback | status | logs | exec | proxy reboot | accessory reboot`."""
 
 from __future__ import annotations
 
@@ -90,19 +90,6 @@ def status(env: str, blueprint: str | None, as_json: bool) -> None:
 
 @click.command()
 @ENV_OPTION
-@BLUEPRINT_OPTION
-@JSON_OPTION
-def history(env: str, blueprint: str | None, as_json: bool) -> None:
-    """Deploys and rollbacks of environment NAME, oldest first (kept on its primary host)."""
-    records = run(service.history(env, blueprint=blueprint))
-    if as_json:
-        echo_json([{k: v for k, v in r.__dict__.items() if v is not None} for r in records])
-    else:
-        click.echo(render.history_text(env, records))
-
-
-@click.command()
-@ENV_OPTION
 @click.option("--role", "role", required=True, help="Role or accessory name.")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming new lines.")
 @click.option("-n", "--lines", default=100, show_default=True, type=click.IntRange(0, 100000))
@@ -153,4 +140,4 @@ def accessory_reboot(name: str, env: str, blueprint: str | None, progress_mode: 
     click.echo(f"accessory {name}: {result.accessories.get(name, '?')}")
 
 
-COMMANDS = [deploy, rollback, status, history, logs, exec_cmd, proxy, accessory]
+COMMANDS = [deploy, rollback, status, logs, exec_cmd, proxy, accessory]

@@ -1,14 +1,14 @@
-"""Environments found by tags: what `csdeploy envs` shows (and what the reaper reads)."""
+"""Environments found by tags: what `csdeploy envs` shows and what `csdeploy reap` reads."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ..cloud import Cloud
-from .desired import TAG_CREATED, TAG_ENV, TAG_EXPIRES, TAG_ROLE, TAG_SERVICE, parse_time
+from .desired import TAG_CREATED, TAG_ENV, TAG_EXPIRES, TAG_LOCK, TAG_ROLE, TAG_SERVICE, parse_time
 
 
 @dataclass
@@ -20,13 +20,15 @@ class EnvSummary:
     expires: str | None = None
     roles: dict[str, int] = field(default_factory=dict)
     vms: int = 0
+    lock: str | None = None          # the csdeploy:lock tag: who is changing it right now
 
-    def expired(self, now: datetime) -> bool:
+    def expired(self, now: datetime | None = None) -> bool:
+        """Past its `csdeploy:expires`: the next `csdeploy reap` deletes it."""
         when = parse_time(self.expires or "")
-        return when is not None and when <= now
+        return when is not None and when <= (now or datetime.now(UTC))
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
+        return {**asdict(self), "expired": self.expired(now)}
 
 
 async def list_envs(cloud: Cloud) -> list[EnvSummary]:
@@ -42,7 +44,8 @@ async def list_envs(cloud: Cloud) -> list[EnvSummary]:
     for nid, tags in by_net.items():
         if TAG_ENV in tags:
             envs[tags[TAG_ENV]] = EnvSummary(env=tags[TAG_ENV], service=tags.get(TAG_SERVICE), network_id=nid,
-                                             created=tags.get(TAG_CREATED), expires=tags.get(TAG_EXPIRES))
+                                             created=tags.get(TAG_CREATED), expires=tags.get(TAG_EXPIRES),
+                                             lock=tags.get(TAG_LOCK))
     by_vm: dict[str, dict[str, str]] = {}
     for t in vm_tags:
         by_vm.setdefault(t["resourceid"], {})[t["key"]] = t.get("value", "")

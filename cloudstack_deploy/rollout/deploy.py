@@ -26,6 +26,7 @@ from ..blueprint_schema import Blueprint, Role
 from ..errors import InvalidInput, Locked, OperationFailed
 from ..inventory import Host, Inventory
 from ..progress import Event, Progress
+from ..store import Journal
 from . import history
 from .commands import facts as facts_cmds
 from .commands import host as host_cmds
@@ -92,8 +93,9 @@ class HostWork:
 
 class Rollout:
     def __init__(self, bp: Blueprint, inventory: Inventory, secrets: dict[str, str], progress: Progress,
-                 *, dry_run: bool = False) -> None:
+                 *, dry_run: bool = False, journal: Journal | None = None) -> None:
         self.bp = bp
+        self.journal = None if dry_run else journal  # the shared history store (best effort)
         self.inv = inventory
         self.env = inventory.env
         self.secrets = secrets
@@ -427,15 +429,26 @@ class Rollout:
         record = history.start(version, opts.kind)
         if len(targets) < len(self.hosts):
             record.hosts = [h.name for h in targets]
+        tracker = history.Tracker(self.journal, self.inv, self.bp.service, record)
+        await tracker.pending()
         async with self.pool(opts.concurrency) as pool:
-            facts = await self.read_facts(pool, targets, version, lock=self._lock_script(version, opts.break_lock))
+            try:
+                facts = await self.read_facts(pool, targets, version,
+                                              lock=self._lock_script(version, opts.break_lock))
+            except BaseException as exc:
+                history.finish(record, time.monotonic() - started, exc)
+                await tracker.finished(exc)
+                raise
+            await tracker.deploying()
             try:
                 accessories = await self.converge(pool, version, facts, opts.reboot_accessories, targets)
             except BaseException as exc:
                 history.finish(record, time.monotonic() - started, exc)
                 await self._unlock_quietly(pool, record)
+                await tracker.finished(exc)
                 raise
             await self.unlock(pool, history.finish(record, time.monotonic() - started))
+            await tracker.finished()
             calls = dict(pool.exec_calls)
             planned = pool.planned if isinstance(pool, DryRun) else []
         return RolloutResult(version=version, seconds=time.monotonic() - started, exec_calls=calls,

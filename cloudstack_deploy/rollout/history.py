@@ -3,7 +3,11 @@
 The primary host of an environment keeps one JSON line per deploy, rollback and failed
 attempt (``~/.csdeploy/<service>/history.jsonl``, appended when the deploy lock is
 released). It is the truth for what runs there: `rollback` reads it to find the previous
-good version, and `csdeploy history` shows it.
+good version, and `csdeploy history --source host` shows it.
+
+`Tracker` mirrors the same record into the shared history store (`store.Journal`: pending
+when the rollout starts, deploying once it holds the lock, then deployed or failed), best
+effort: a store that cannot be reached is a warning and the host's record is written anyway.
 """
 
 from __future__ import annotations
@@ -14,11 +18,15 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..inventory import Inventory
+from ..log import redact
+from ..store import Journal
 from .commands import host as h
 from .commands.script import Script
 
 OK = "ok"
 FAILED = "failed"
+ERROR_MAX = 4000
 
 
 @dataclass
@@ -92,3 +100,36 @@ def previous_version(records: list[DeployRecord]) -> str | None:
         return None
     current = ok[-1].version
     return next((r.version for r in reversed(ok[:-1]) if r.version != current), None)
+
+
+class Tracker:
+    """One rollout's record in the shared history store (a no-op without a journal)."""
+
+    def __init__(self, journal: Journal | None, inventory: Inventory, service: str, record: DeployRecord) -> None:
+        self.journal = journal
+        self.inv = inventory
+        self.service = service
+        self.record = record
+        self.id: str | None = None
+
+    def _meta(self) -> dict[str, Any]:
+        return {"kind": self.record.kind, "primary": self.inv.primary.name if self.inv.hosts else None,
+                "hosts": len(self.inv.hosts)}
+
+    async def pending(self) -> None:
+        if self.journal is not None:
+            self.id = await self.journal.deployment_pending(env=self.inv.env, cloud=self.inv.endpoint,
+                                                            service=self.service, version=self.record.version,
+                                                            kind=self.record.kind)
+
+    async def deploying(self) -> None:
+        if self.journal is not None:
+            await self.journal.deployment_started(self.id, self._meta())
+
+    async def finished(self, error: BaseException | None = None) -> None:
+        """The outcome; the store keeps the whole error text (the host record its first line)."""
+        if self.journal is not None:
+            rec = self.record
+            text = redact(str(error)).strip()[:ERROR_MAX] or rec.error if error is not None else None
+            await self.journal.deployment_finished(self.id, ok=rec.status == OK, seconds=rec.seconds,
+                                                   error=text, metadata=self._meta())

@@ -233,7 +233,7 @@ def test_h_status_logs_exec(story: Story) -> None:
 
 # ---- i -----------------------------------------------------------------------------------------
 def test_h2_history_records_every_deploy_with_its_outcome(story: Story) -> None:
-    run = story.lab.csdeploy("history", "--env", ENV, "--json")
+    run = story.lab.csdeploy("history", "--env", ENV, "--source", "host", "--json")
     records = json.loads(run.stdout)
     seen = [(r["kind"], r["version"], r["status"]) for r in records]
     for step in [("deploy", "v1", "ok"), ("deploy", "v2", "ok"), ("rollback", "v1", "ok"),

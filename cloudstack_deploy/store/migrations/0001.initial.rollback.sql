@@ -1,0 +1,4 @@
+DROP TABLE runs;
+DROP TABLE events;
+DROP TABLE deployments;
+DROP TABLE environments;

@@ -1,0 +1,273 @@
+"""What the history store holds, and every statement that reads or writes it.
+
+- environments: one row per life of an environment (created, expires, torn down, by whom);
+- deployments: service, env, version, status ``pending | deploying | deployed | failed |
+  rolled_back``, who, started/finished, duration, error; a rollback is a deployment of kind
+  ``rollback``, and the deployment it replaced becomes ``rolled_back``;
+- events per deployment: ``deploy_started``, ``deploy_completed``, ``deploy_failed``,
+  ``rollback``, with JSON metadata;
+- runs: each ``nightly`` and ``reap`` with its outcome and summary.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .db import Store
+
+STATUSES = ("pending", "deploying", "deployed", "failed", "rolled_back")
+EVENTS = ("deploy_started", "deploy_completed", "deploy_failed", "rollback")
+ACTOR_VAR = "CSDEPLOY_ACTOR"
+
+
+def now_text(when: datetime | None = None) -> str:
+    """UTC with microseconds: sorts as text in both engines."""
+    return (when or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def actor() -> str:
+    """Who is acting: ``$CSDEPLOY_ACTOR`` (e.g. a CI run's name), else ``user@host``."""
+    given = os.environ.get(ACTOR_VAR, "").strip()
+    if given:
+        return given[:200]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def _id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class EnvironmentRow:
+    id: str
+    name: str
+    cloud: str
+    service: str | None = None
+    network_id: str | None = None
+    created_at: str | None = None
+    created_by: str | None = None
+    expires_at: str | None = None
+    torn_down_at: str | None = None
+    torn_down_by: str | None = None
+    torn_down_how: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Event:
+    type: str
+    at: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Deployment:
+    id: str
+    env: str
+    cloud: str
+    service: str
+    version: str
+    kind: str
+    status: str
+    deployed_by: str
+    started_at: str
+    finished_at: str | None = None
+    duration_seconds: float | None = None
+    error: str | None = None
+    environment_id: str | None = None
+    events: list[Event] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Run:
+    id: str
+    kind: str
+    cloud: str
+    status: str
+    started_by: str
+    started_at: str
+    prefix: str | None = None
+    env: str | None = None
+    finished_at: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- environments ----------------------------------------------------------------------------
+_LIVE = "SELECT id FROM environments WHERE cloud = :cloud AND name = :name AND torn_down_at IS NULL"
+
+
+def env_created(store: Store, *, name: str, cloud: str, service: str | None, network_id: str | None,
+                expires: datetime | None, by: str | None = None) -> str:
+    """The environment's live row, made now or updated (a converging re-run keeps it)."""
+    params = {"cloud": cloud, "name": name, "service": service, "network_id": network_id,
+              "expires_at": now_text(expires) if expires else None}
+    with store.transaction() as execute:
+        execute("INSERT INTO environments (id, name, cloud, service, network_id, created_at, created_by, expires_at) "
+                "VALUES (:id, :name, :cloud, :service, :network_id, :created_at, :created_by, :expires_at) "
+                "ON CONFLICT (cloud, name) WHERE torn_down_at IS NULL DO UPDATE SET "
+                "service = excluded.service, network_id = excluded.network_id, expires_at = excluded.expires_at",
+                {**params, "id": _id(), "created_at": now_text(), "created_by": by or actor()})
+    return store.query(_LIVE, params)[0]["id"]
+
+
+def env_torn_down(store: Store, *, name: str, cloud: str, how: str, by: str | None = None) -> None:
+    """Close the environment's live row (one is made if the store never saw it created)."""
+    at, who = now_text(), by or actor()
+    with store.transaction() as execute:
+        done = execute("UPDATE environments SET torn_down_at = :at, torn_down_by = :by, torn_down_how = :how "
+                       "WHERE cloud = :cloud AND name = :name AND torn_down_at IS NULL",
+                       {"at": at, "by": who, "how": how, "cloud": cloud, "name": name})
+        if not done:
+            execute("INSERT INTO environments (id, name, cloud, torn_down_at, torn_down_by, torn_down_how) "
+                    "VALUES (:id, :name, :cloud, :at, :by, :how)",
+                    {"id": _id(), "name": name, "cloud": cloud, "at": at, "by": who, "how": how})
+
+
+def environments(store: Store, *, name: str | None = None, since: timedelta | None = None,
+                 limit: int = 100) -> list[EnvironmentRow]:
+    where, params = _filters(name=("name", name))
+    if since is not None:
+        where.append("(created_at >= :since OR torn_down_at >= :since)")
+        params["since"] = now_text(datetime.now(UTC) - since)
+    rows = store.query("SELECT * FROM environments" + _where(where)
+                       + " ORDER BY COALESCE(created_at, torn_down_at) DESC LIMIT :limit", {**params, "limit": limit})
+    return [EnvironmentRow(**r) for r in rows]
+
+
+# ---- deployments ---------------------------------------------------------------------------
+def deployment_pending(store: Store, *, env: str, cloud: str, service: str, version: str, kind: str,
+                       by: str | None = None) -> str:
+    dep_id = _id()
+    params = {"id": dep_id, "env": env, "cloud": cloud, "service": service, "version": version, "kind": kind,
+              "by": by or actor(), "at": now_text()}
+    with store.transaction() as execute:
+        execute("INSERT INTO deployments (id, environment_id, env, cloud, service, version, kind, status, "
+                "deployed_by, started_at) VALUES (:id, (" + _LIVE.replace(":name", ":env") + "), :env, :cloud, "
+                ":service, :version, :kind, 'pending', :by, :at)", params)
+    return dep_id
+
+
+def _event(dep_id: str, type_: str, metadata: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    assert type_ in EVENTS, type_
+    return ("INSERT INTO events (id, deployment_id, type, at, metadata) VALUES (:id, :dep, :type, :at, :meta)",
+            {"id": _id(), "dep": dep_id, "type": type_, "at": now_text(),
+             "meta": json.dumps(metadata, sort_keys=True)})
+
+
+def deployment_started(store: Store, dep_id: str, metadata: dict[str, Any]) -> None:
+    store.execute_many([
+        ("UPDATE deployments SET status = 'deploying' WHERE id = :id", {"id": dep_id}),
+        _event(dep_id, "deploy_started", metadata),
+    ])
+
+
+def deployment_finished(store: Store, dep_id: str, *, ok: bool, seconds: float | None, error: str | None,
+                        metadata: dict[str, Any]) -> None:
+    """deployed (+ deploy_completed) or failed (+ deploy_failed). A successful rollback also
+    marks the deployment it replaced (the last one deployed before it) ``rolled_back``."""
+    statements = [
+        ("UPDATE deployments SET status = :status, finished_at = :at, duration_seconds = :seconds, "
+         "error = :error WHERE id = :id",
+         {"status": "deployed" if ok else "failed", "at": now_text(), "seconds": seconds, "error": error,
+          "id": dep_id}),
+        _event(dep_id, "deploy_completed" if ok else "deploy_failed", metadata),
+    ]
+    if ok:
+        this = store.query("SELECT * FROM deployments WHERE id = :id", {"id": dep_id})
+        if this and this[0]["kind"] == "rollback":
+            d = this[0]
+            replaced = store.query(
+                "SELECT id, version FROM deployments WHERE cloud = :cloud AND env = :env AND service = :service "
+                "AND status = 'deployed' AND id <> :id AND started_at < :started "
+                "ORDER BY started_at DESC LIMIT 1",
+                {"cloud": d["cloud"], "env": d["env"], "service": d["service"], "id": dep_id,
+                 "started": d["started_at"]})
+            for r in replaced:
+                statements += [
+                    ("UPDATE deployments SET status = 'rolled_back' WHERE id = :id", {"id": r["id"]}),
+                    _event(r["id"], "rollback", {"to_version": d["version"], "rollback_deployment": dep_id,
+                                                 "by": d["deployed_by"], "from_version": r["version"]}),
+                ]
+    store.execute_many(statements)
+
+
+def deployments(store: Store, *, env: str | None = None, service: str | None = None, status: str | None = None,
+                since: timedelta | None = None, limit: int = 100) -> list[Deployment]:
+    """Newest first, each with its events (oldest first)."""
+    where, params = _filters(env=("env", env), service=("service", service), status=("status", status))
+    if since is not None:
+        where.append("started_at >= :since")
+        params["since"] = now_text(datetime.now(UTC) - since)
+    rows = store.query("SELECT * FROM deployments" + _where(where) + " ORDER BY started_at DESC LIMIT :limit",
+                       {**params, "limit": limit})
+    found = [Deployment(**r) for r in rows]
+    if found:
+        ids = {f":d{i}": d.id for i, d in enumerate(found)}
+        events = store.query("SELECT deployment_id, type, at, metadata FROM events WHERE deployment_id IN ("
+                             + ", ".join(ids) + ") ORDER BY at", {k[1:]: v for k, v in ids.items()})
+        by_id = {d.id: d for d in found}
+        for e in events:
+            by_id[e["deployment_id"]].events.append(Event(e["type"], e["at"], json.loads(e["metadata"] or "{}")))
+    return found
+
+
+# ---- runs ------------------------------------------------------------------------------------
+def run_started(store: Store, *, kind: str, cloud: str, prefix: str | None, env: str | None = None) -> str:
+    run_id = _id()
+    with store.transaction() as execute:
+        execute("INSERT INTO runs (id, kind, cloud, prefix, env, status, started_by, started_at) "
+                "VALUES (:id, :kind, :cloud, :prefix, :env, 'running', :by, :at)",
+                {"id": run_id, "kind": kind, "cloud": cloud, "prefix": prefix, "env": env, "by": actor(),
+                 "at": now_text()})
+    return run_id
+
+
+def run_finished(store: Store, run_id: str, *, passed: bool, summary: dict[str, Any], env: str | None = None) -> None:
+    with store.transaction() as execute:
+        execute("UPDATE runs SET status = :status, finished_at = :at, summary = :summary, "
+                "env = COALESCE(:env, env) WHERE id = :id",
+                {"status": "passed" if passed else "failed", "at": now_text(), "env": env,
+                 "summary": json.dumps(summary, sort_keys=True, default=str), "id": run_id})
+
+
+def runs(store: Store, *, kind: str | None = None, env: str | None = None, status: str | None = None,
+         since: timedelta | None = None, limit: int = 100) -> list[Run]:
+    where, params = _filters(kind=("kind", kind), env=("env", env), status=("status", status))
+    if since is not None:
+        where.append("started_at >= :since")
+        params["since"] = now_text(datetime.now(UTC) - since)
+    rows = store.query("SELECT * FROM runs" + _where(where) + " ORDER BY started_at DESC LIMIT :limit",
+                       {**params, "limit": limit})
+    return [Run(**{**r, "summary": json.loads(r["summary"] or "{}")}) for r in rows]
+
+
+def _filters(**given: tuple[str, str | None]) -> tuple[list[str], dict[str, Any]]:
+    where, params = [], {}
+    for key, (column, value) in given.items():
+        if value is not None:
+            where.append(f"{column} = :{key}")
+            params[key] = value
+    return where, params
+
+
+def _where(clauses: list[str]) -> str:
+    return (" WHERE " + " AND ".join(clauses)) if clauses else ""

@@ -1,0 +1,91 @@
+"""A throwaway PostgreSQL server for tests: Debian's binaries, a cluster in a temp dir,
+listening on 127.0.0.1 and a free port, password authentication; stopped and removed after.
+
+As root the cluster belongs to the ``postgres`` user (``initdb`` refuses root), run through
+``runuser``; as anyone else it belongs to that user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def bindir() -> Path | None:
+    """The newest Debian PostgreSQL's bin dir (``/usr/lib/postgresql/N/bin``), or None."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                   key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0)
+    return Path(found[-1]).parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PgServer:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
+
+
+@contextlib.contextmanager
+def pg_server() -> Iterator[PgServer]:
+    bins = bindir()
+    assert bins is not None, "PostgreSQL is not installed (apt-get install postgresql)"
+    as_root = os.geteuid() == 0
+    run_as: list[str] = ["runuser", "-u", "postgres", "--"] if as_root else []
+    top = Path(tempfile.mkdtemp(prefix="csdeploy-pg-"))
+    data, sock = top / "data", top / "sock"
+    password = "pw-" + secrets.token_hex(8)
+    pwfile = top / "pwfile"
+    pwfile.write_text(password + "\n")
+    sock.mkdir()
+    if as_root:
+        shutil.chown(top, "postgres")
+        shutil.chown(sock, "postgres")
+        shutil.chown(pwfile, "postgres")
+    port = _free_port()
+    log = top / "server.log"
+
+    def run(*argv: str) -> None:
+        proc = subprocess.run([*run_as, *argv], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"{argv[0]} failed: {proc.stdout}\n{proc.stderr}"
+
+    try:
+        run(str(bins / "initdb"), "-D", str(data), "-U", "csdeploy", "--pwfile", str(pwfile),
+            "-A", "scram-sha-256", "-E", "UTF8", "--no-sync")
+        run(str(bins / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start", "-o",
+            f"-h 127.0.0.1 -p {port} -k {sock} -c fsync=off")
+        server = PgServer("127.0.0.1", port, "csdeploy", password, "postgres")
+        import psycopg
+
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE csdeploy_test")
+        server.database = "csdeploy_test"
+        yield server
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run([*run_as, str(bins / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                           capture_output=True, timeout=60)
+        shutil.rmtree(top, ignore_errors=True)

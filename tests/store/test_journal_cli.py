@@ -1,0 +1,108 @@
+"""The store as commands meet it: a journal that cannot reach its store warns once and gets
+out of the way; `csdeploy history` reads the store, filters it, and never prints a password."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cloudstack_deploy.store import Journal, Store, parse_store_url
+from cloudstack_deploy.store import records as r
+
+from .conftest import fresh_database
+from .pgserver import PgServer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def dead_url(password: str = "s3cret-pass-word") -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"postgresql://ci:{password}@127.0.0.1:{port}/csdeploy"  # nothing listens there now
+
+
+def csdeploy(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    import os
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("CSDEPLOY_", "CLOUDSTACK_"))}
+    full.update(env)
+    return subprocess.run([sys.executable, "-m", "cloudstack_deploy", *args], cwd=REPO, env=full,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_an_unreachable_store_is_one_warning_and_nothing_else() -> None:
+    warnings: list[str] = []
+    url = parse_store_url(dead_url())
+    journal = Journal(url, warn=warnings.append)
+
+    async def story() -> list[object]:
+        out = [await journal.env_created(name="shop", cloud="c", service="demo", network_id="n", expires=None),
+               await journal.deployment_pending(env="shop", cloud="c", service="demo", version="v1", kind="deploy")]
+        await journal.deployment_finished(out[1], ok=True, seconds=1.0, error=None, metadata={})  # type: ignore[arg-type]
+        return out
+
+    assert asyncio.run(story()) == [None, None]
+    journal.close()
+    assert len(warnings) == 1, warnings
+    assert "cannot be reached" in warnings[0] and "postgresql://ci:***@127.0.0.1" in warnings[0]
+    assert "s3cret-pass-word" not in warnings[0]
+    assert "primary host keeps its deploy record" in warnings[0]
+
+
+def test_history_of_an_unreachable_store_is_a_one_line_error_without_the_password(tmp_path: Path) -> None:
+    res = csdeploy("-v", "history", env={"CSDEPLOY_HOME": str(tmp_path), "CSDEPLOY_STATE_URL": dead_url()})
+    assert res.returncode == 1, res
+    assert "s3cret-pass-word" not in res.stdout + res.stderr
+    error = [line for line in res.stderr.splitlines() if line.startswith("csdeploy: error:")]
+    assert len(error) == 1 and "postgresql://ci:***@127.0.0.1:" in error[0] and "cannot be reached" in error[0], \
+        res.stderr
+
+
+def test_a_store_url_csdeploy_cannot_speak_is_invalid_input(tmp_path: Path) -> None:
+    res = csdeploy("history", env={"CSDEPLOY_HOME": str(tmp_path),
+                                   "CSDEPLOY_STATE_URL": "mysql://u:hunter22pw@db/x"})
+    assert res.returncode == 2, res
+    assert "hunter22pw" not in res.stderr and "mysql://u:***@db/x" in res.stderr
+    assert res.stderr.count("csdeploy: error:") == 1
+
+
+def test_history_reads_the_shared_postgres_store(postgres: PgServer, tmp_path: Path) -> None:
+    url = fresh_database(postgres)
+    with Store(parse_store_url(url)).open() as store:  # type: ignore[arg-type]
+        r.env_created(store, name="shop", cloud="c1", service="demo", network_id="n1", expires=None)
+        for version, ok in (("v1", True), ("broken", False)):
+            dep = r.deployment_pending(store, env="shop", cloud="c1", service="demo", version=version, kind="deploy")
+            r.deployment_started(store, dep, {})
+            r.deployment_finished(store, dep, ok=ok, seconds=2.0, error=None if ok else "health check: HTTP 500",
+                                  metadata={})
+        r.deployment_pending(store, env="other", cloud="c1", service="demo", version="x", kind="deploy")
+    env = {"CSDEPLOY_HOME": str(tmp_path), "CSDEPLOY_STATE_URL": url}
+
+    failed = csdeploy("history", "--env", "shop", "--status", "failed", "--json", env=env)
+    assert failed.returncode == 0, failed.stderr
+    (dep,) = json.loads(failed.stdout)
+    assert (dep["version"], dep["status"], dep["error"]) == ("broken", "failed", "health check: HTTP 500")
+    assert [e["type"] for e in dep["events"]] == ["deploy_started", "deploy_failed"]
+
+    table = csdeploy("history", "--since", "1d", env=env)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:6] == ["STARTED", "ENV", "SERVICE", "KIND", "VERSION", "STATUS"]
+    assert [line.split()[6] for line in lines[1:]] == ["pending", "failed", "deployed"]  # newest first (date, time, ...)
+    assert postgres.password not in table.stdout + table.stderr
+
+    envs = csdeploy("history", "--show", "environments", "--json", env=env)
+    assert [e["name"] for e in json.loads(envs.stdout)] == ["shop"]
+
+
+@pytest.mark.parametrize("args", [["--since", "7x"], ["--status", "lost"]])
+def test_history_refuses_bad_filters(args: list[str], tmp_path: Path) -> None:
+    res = csdeploy("history", *args, env={"CSDEPLOY_HOME": str(tmp_path)})
+    assert res.returncode == 2 and "Error: Invalid value" in res.stderr, res

@@ -1,0 +1,160 @@
+"""The history store on SQLite and PostgreSQL alike: schema migrations, what each record
+holds, the filters `csdeploy history` uses, and writers in two processes at once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cloudstack_deploy.store import Store, parse_store_url
+from cloudstack_deploy.store import records as r
+from cloudstack_deploy.store.db import MIGRATION_TABLE, migration_ids
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def open_store(url: str) -> Store:
+    parsed = parse_store_url(url)
+    assert parsed is not None
+    return Store(parsed).open()
+
+
+def test_a_fresh_store_gets_every_migration_once(store_url: str) -> None:
+    with open_store(store_url) as store:
+        applied = [row["migration_id"] for row in store.query(f"SELECT migration_id FROM {MIGRATION_TABLE}")]
+        assert applied == migration_ids() and applied, applied
+    with open_store(store_url) as store:  # a second open applies nothing again
+        again = [row["migration_id"] for row in store.query(f"SELECT migration_id FROM {MIGRATION_TABLE}")]
+        assert again == applied
+        assert store._pending() == []
+
+
+def test_an_environment_has_one_row_per_life(store_url: str) -> None:
+    expires = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with open_store(store_url) as store:
+        first = r.env_created(store, name="shop", cloud="c1", service="demo", network_id="n1", expires=None)
+        again = r.env_created(store, name="shop", cloud="c1", service="demo", network_id="n1", expires=expires)
+        assert again == first  # a converging re-run keeps the row and updates the expiry
+        r.env_created(store, name="shop", cloud="other-cloud", service="demo", network_id="n9", expires=None)
+        r.env_torn_down(store, name="shop", cloud="c1", how="reap", by="ci@runner")
+        second = r.env_created(store, name="shop", cloud="c1", service="demo", network_id="n2", expires=None)
+        assert second != first
+        rows = {(e.cloud, e.network_id): e for e in r.environments(store, name="shop")}
+    assert set(rows) == {("c1", "n1"), ("c1", "n2"), ("other-cloud", "n9")}
+    old = rows[("c1", "n1")]
+    assert old.expires_at == "2031-01-02T03:04:05.000000Z"
+    assert (old.torn_down_how, old.torn_down_by) == ("reap", "ci@runner") and old.torn_down_at
+    assert old.created_by and "@" in old.created_by
+    assert rows[("c1", "n2")].torn_down_at is None and rows[("other-cloud", "n9")].torn_down_at is None
+
+
+def test_a_teardown_the_store_never_saw_created_is_recorded_too(store_url: str) -> None:
+    with open_store(store_url) as store:
+        r.env_torn_down(store, name="old", cloud="c1", how="teardown")
+        (row,) = r.environments(store, name="old")
+    assert row.created_at is None and row.torn_down_how == "teardown"
+
+
+def _deploy(store: Store, version: str, *, kind: str = "deploy", ok: bool = True, env: str = "shop",
+            service: str = "demo", error: str | None = None) -> str:
+    dep = r.deployment_pending(store, env=env, cloud="c1", service=service, version=version, kind=kind)
+    r.deployment_started(store, dep, {"hosts": 3, "primary": f"{env}-web-1"})
+    r.deployment_finished(store, dep, ok=ok, seconds=12.5, error=error, metadata={"hosts": 3})
+    return dep
+
+
+def test_deployments_go_through_their_statuses_with_events(store_url: str) -> None:
+    with open_store(store_url) as store:
+        env_id = r.env_created(store, name="shop", cloud="c1", service="demo", network_id="n1", expires=None)
+        dep = r.deployment_pending(store, env="shop", cloud="c1", service="demo", version="v1", kind="deploy")
+        (pending,) = r.deployments(store)
+        assert (pending.status, pending.events, pending.environment_id) == ("pending", [], env_id)
+        r.deployment_started(store, dep, {"primary": "shop-web-1"})
+        assert r.deployments(store)[0].status == "deploying"
+        r.deployment_finished(store, dep, ok=True, seconds=3.25, error=None, metadata={"hosts": 1})
+        _deploy(store, "broken", ok=False, error="shop-web-1: deploy web broken failed\n    (HTTP 500)")
+        (failed, done) = r.deployments(store)
+    assert (done.status, done.duration_seconds, done.finished_at is not None) == ("deployed", 3.25, True)
+    assert [(e.type, e.metadata) for e in done.events] == [("deploy_started", {"primary": "shop-web-1"}),
+                                                          ("deploy_completed", {"hosts": 1})]
+    assert failed.status == "failed" and failed.error.endswith("(HTTP 500)")
+    assert [e.type for e in failed.events] == ["deploy_started", "deploy_failed"]
+
+
+def test_a_rollback_marks_the_deployment_it_replaced(store_url: str) -> None:
+    with open_store(store_url) as store:
+        _deploy(store, "v1")
+        _deploy(store, "v2")
+        _deploy(store, "v2", env="other")          # another environment is not touched
+        _deploy(store, "v1", kind="rollback")
+        by = {(d.env, d.version, d.kind): d for d in r.deployments(store)}
+    assert by[("shop", "v2", "deploy")].status == "rolled_back"
+    (event,) = [e for e in by[("shop", "v2", "deploy")].events if e.type == "rollback"]
+    assert event.metadata["to_version"] == "v1"
+    assert event.metadata["rollback_deployment"] == by[("shop", "v1", "rollback")].id
+    assert by[("shop", "v1", "rollback")].status == "deployed"
+    assert by[("shop", "v1", "deploy")].status == "deployed"
+    assert by[("other", "v2", "deploy")].status == "deployed"
+
+
+def test_history_filters(store_url: str) -> None:
+    with open_store(store_url) as store:
+        _deploy(store, "v1")
+        _deploy(store, "v2", ok=False, error="boom")
+        _deploy(store, "w1", env="jobs", service="worker")
+        store.execute_many([("UPDATE deployments SET started_at = :old WHERE version = 'v1'",
+                             {"old": r.now_text(datetime.now(UTC) - timedelta(days=10))})])
+        versions = lambda **kw: sorted(d.version for d in r.deployments(store, **kw))  # noqa: E731
+        assert versions() == ["v1", "v2", "w1"]
+        assert versions(env="shop") == ["v1", "v2"]
+        assert versions(service="worker") == ["w1"]
+        assert versions(status="failed") == ["v2"]
+        assert versions(since=timedelta(days=7)) == ["v2", "w1"]
+        assert [d.version for d in r.deployments(store, limit=1)] == ["w1"]  # newest first
+
+
+def test_runs_keep_their_summary(store_url: str) -> None:
+    with open_store(store_url) as store:
+        run = r.run_started(store, kind="nightly", cloud="c1", prefix="nightly")
+        assert r.runs(store)[0].status == "running"
+        r.run_finished(store, run, passed=False, summary={"cases": [{"name": "deploy", "status": "failed"}]},
+                       env="nightly-1130-abc")
+        (done,) = r.runs(store, kind="nightly")
+    assert (done.status, done.env, done.prefix) == ("failed", "nightly-1130-abc", "nightly")
+    assert done.summary["cases"][0]["status"] == "failed"
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from cloudstack_deploy.store import Store, parse_store_url
+    from cloudstack_deploy.store import records as r
+    url, who, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with Store(parse_store_url(url)).open() as store:
+        for i in range(count):
+            dep = r.deployment_pending(store, env="shop", cloud="c1", service="demo", version=f"{who}-{i}",
+                                       kind="deploy", by=who)
+            r.deployment_started(store, dep, {"i": i})
+            r.deployment_finished(store, dep, ok=True, seconds=0.1, error=None, metadata={"i": i})
+""")
+
+
+def test_two_processes_write_at_once_without_loss(store_url: str) -> None:
+    """Both start on an empty store (so both try to migrate it) and write 60 deployments each."""
+    count = 60
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, store_url, who, str(count)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for who in ("alice", "bob")]
+    outcomes = [p.communicate(timeout=180) for p in procs]
+    for p, (_out, err) in zip(procs, outcomes, strict=True):
+        assert p.returncode == 0, err
+    with open_store(store_url) as store:
+        found = r.deployments(store, limit=1000)
+        events = store.query("SELECT COUNT(*) AS n FROM events")[0]["n"]
+    versions = sorted(d.version for d in found)
+    assert versions == sorted(f"{who}-{i}" for who in ("alice", "bob") for i in range(count))
+    assert all(d.status == "deployed" and len(d.events) == 2 for d in found)
+    assert events == 2 * 2 * count
+    assert json.dumps([d.to_dict() for d in found])  # JSON-ready, as `history --json` prints it
