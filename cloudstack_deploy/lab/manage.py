@@ -148,6 +148,10 @@ async def lab_up(*, port: int = DEFAULT_PORT, progress: Progress, force_build: b
     else:
         progress.note(f"lab: starting the simulator on 127.0.0.1:{port} (log {_log_file()})")
         await _start_simulator(port, progress)
+    # `csdeploy build --push` pushes to the address this machine reaches the registry at
+    from ..cloud.config import record_lab_registry_push
+
+    record_lab_registry_push(info.server, info.local_server)
     return await lab_status(port=port)
 
 
