@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .image_build import BuildResult
 from .inventory import Inventory
 from .provision.envs import EnvSummary
 from .provision.plan import Plan
@@ -94,3 +95,16 @@ def envs_text(envs: list[EnvSummary]) -> str:
         rows.append((e.env, e.service or "-", str(e.vms), roles, e.created or "-", e.expires or "never"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def build_text(result: BuildResult) -> str:
+    text = f"built {result.image} in {result.build_seconds:.1f}s ({result.client})"
+    if result.pushed_to:
+        text += f"; pushed as {result.pushed_to} in {result.push_seconds:.1f}s"
+    return text + (" [uncommitted changes]" if result.dirty else "")
+
+
+def build_dict(result: BuildResult) -> dict[str, Any]:
+    return {"image": result.image, "version": result.version, "dirty": result.dirty, "client": result.client,
+            "build_seconds": round(result.build_seconds, 2), "pushed_to": result.pushed_to,
+            "push_seconds": round(result.push_seconds, 2)}

@@ -22,8 +22,10 @@ from datetime import timedelta
 
 from .blueprint import Blueprint
 from .cloud import Cloud, CloudConfig, read_cloud_config
+from .cloud.config import registry_push_map
 from .envctx import EnvContext, load_context, remember_blueprint
 from .errors import CsdeployError, InvalidInput
+from .image_build import BuildResult, build_image, needed_secrets, only_secrets
 from .inventory import Inventory
 from .log import register_secrets
 from .progress import Progress, Recorder
@@ -154,6 +156,31 @@ async def deploy(env: str, version: str, *, blueprint: str | None = None, overri
     return result
 
 
+async def build(bp: Blueprint, *, version: str | None = None, push: bool = True,
+                progress: Progress | None = None) -> BuildResult:
+    """Build the app image from ``bp.build`` (version: the git commit, ``-dirty`` when changed)
+    and push it to ``bp.registry`` (to the cloud profile's push address for it, if any)."""
+    try:
+        config: CloudConfig | None = _config()
+    except CsdeployError:
+        config = None  # building needs no cloud; the push address then comes from the environment
+    names = needed_secrets(bp, push)
+    secrets = load_secrets_for(only_secrets(bp, names), config) if names else {}
+    return await build_image(bp, version=version, push=push, secrets=secrets,
+                             push_map=registry_push_map(config), progress=progress)
+
+
+async def build_and_deploy(env: str, *, version: str | None = None, blueprint: str | None = None,
+                           overrides: tuple[str, ...] = (), break_lock: bool = False,
+                           progress: Progress | None = None) -> tuple[BuildResult, RolloutResult]:
+    """`deploy --build`: build and push the image, then roll out the version it was tagged with."""
+    ctx = await context(env, blueprint, overrides)
+    built = await build(ctx.bp, version=version, push=True, progress=progress)
+    rolled = await deploy(env, built.version, blueprint=blueprint, overrides=overrides, break_lock=break_lock,
+                          progress=progress)
+    return built, rolled
+
+
 async def rollback(env: str, to: str | None = None, *, blueprint: str | None = None, break_lock: bool = False,
                    progress: Progress | None = None, dry_run: bool = False) -> RolloutResult:
     """Back to the previous successful version (or ``to``)."""
@@ -193,7 +220,8 @@ async def accessory_reboot(env: str, name: str, *, blueprint: str | None = None,
 
 
 __all__ = [
-    "CreateEnvOutcome", "CreateOptions", "accessory_reboot", "create_env", "default_version", "deploy",
+    "BuildResult", "CreateEnvOutcome", "CreateOptions", "accessory_reboot", "build", "build_and_deploy",
+    "create_env", "default_version", "deploy",
     "environments", "exec_", "history", "load_secrets_for", "logs", "plan", "proxy_reboot", "rollback", "status",
     "teardown",
 ]
