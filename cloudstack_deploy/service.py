@@ -20,11 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from . import formats
 from .blueprint import Blueprint
 from .cloud import Cloud, CloudConfig, read_cloud_config
 from .cloud.config import registry_push_map
 from .envctx import EnvContext, load_context, remember_blueprint
 from .errors import CsdeployError, InvalidInput
+from .formats import InitResult
+from .formats.kamal_out import ExportResult, export_kamal
 from .image_build import BuildResult, build_image, needed_secrets, only_secrets
 from .inventory import Inventory
 from .log import register_secrets
@@ -181,6 +184,42 @@ async def build_and_deploy(env: str, *, version: str | None = None, blueprint: s
     return built, rolled
 
 
+def init_blueprint(out: str | os.PathLike[str], *, compose: str | os.PathLike[str] | None = None,
+                   kamal: str | os.PathLike[str] | None = None, template: str | None = None,
+                   sets: tuple[str, ...] | list[str] = (), force: bool = False) -> InitResult:
+    """`csdeploy init`: a validated blueprint at ``out`` from a Compose file, a Kamal config or a
+    template (``sets``: the template's fields and blueprint overrides). Writes nothing on error,
+    and never over an existing file unless ``force``."""
+    from pathlib import Path
+
+    return formats.init_blueprint(Path(out), compose=Path(compose) if compose is not None else None,
+                                  kamal=Path(kamal) if kamal is not None else None, template=template,
+                                  sets=sets, force=force)
+
+
+def template_fields(name: str) -> list[str]:
+    """The form of template ``name``: one line per field, with its default."""
+    from .formats.templates import describe_fields
+
+    return describe_fields(name)
+
+
+async def export_kamal_config(bp: Blueprint, env: str, out: str | os.PathLike[str], *,
+                              force: bool = False) -> ExportResult:
+    """`csdeploy export kamal`: config/deploy.yml and .kamal/secrets for ``env``'s hosts (from
+    the inventory; rebuilt from the cloud's tags when the local copy is missing)."""
+    from pathlib import Path
+
+    from .provision.run import refresh_inventory
+
+    state = EnvState(env)
+    inventory = state.read_inventory()
+    if inventory is None:
+        async with Cloud(_config()) as cloud:
+            inventory = await refresh_inventory(cloud, bp, env, state)
+    return export_kamal(bp, inventory, Path(out), force=force)
+
+
 async def rollback(env: str, to: str | None = None, *, blueprint: str | None = None, break_lock: bool = False,
                    progress: Progress | None = None, dry_run: bool = False) -> RolloutResult:
     """Back to the previous successful version (or ``to``)."""
@@ -220,7 +259,8 @@ async def accessory_reboot(env: str, name: str, *, blueprint: str | None = None,
 
 
 __all__ = [
-    "BuildResult", "CreateEnvOutcome", "CreateOptions", "accessory_reboot", "build", "build_and_deploy",
+    "BuildResult", "CreateEnvOutcome", "ExportResult", "InitResult", "init_blueprint", "export_kamal_config",
+    "template_fields", "CreateOptions", "accessory_reboot", "build", "build_and_deploy",
     "create_env", "default_version", "deploy",
     "environments", "exec_", "history", "load_secrets_for", "logs", "plan", "proxy_reboot", "rollback", "status",
     "teardown",
