@@ -15,7 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from ..blueprint import BlueprintError, Problem
-from . import compose_parts as parts
+from .compose_parts import (
+    Port,
+    depends,
+    env_items,
+    health_command,
+    interpolate,
+    ordered,
+    refs,
+    split_env,
+)
+from .compose_parts import (
+    ports as read_ports,
+)
+from .compose_parts import (
+    volumes as read_volumes,
+)
 from .kinds import Kind, compact, http_check, kind_of, role_name, seconds
 from .source import Doc, Notes, parse, read_text
 from .writer import (
@@ -118,8 +133,8 @@ class _Importer:
                 self.note((key,), "not a Compose top-level key")
             elif key in _TOP_REASONS:
                 self.note((key,), _TOP_REASONS[key])
-        needs = {n: parts.depends(s.get("depends_on")) for n, s in services.items()}
-        order = parts.ordered(self.doc, list(services), needs, self.problems)
+        needs = {n: depends(s.get("depends_on")) for n, s in services.items()}
+        order = ordered(self.doc, list(services), needs, self.problems)
         if self.problems:
             raise BlueprintError(self.problems)
         kinds = {n: (kind_of(s["image"]) if isinstance(s.get("image"), str) and s.get("build") is None else None)
@@ -166,7 +181,7 @@ class _Importer:
     def pick_proxy(self, services: dict[str, Any], apps: list[str]) -> str | None:
         published = [n for n in apps
                      if any(p.published and p.protocol == "tcp"
-                            for p in parts.ports(self.doc, Notes(), ("services", n, "ports"), services[n].get("ports")))]
+                            for p in read_ports(self.doc, Notes(), ("services", n, "ports"), services[n].get("ports")))]
         if not published:
             return None
         named = [n for n in published if n.lower() in _HTTP_NAMES]
@@ -187,7 +202,7 @@ class _Importer:
         """The blueprint's image: the first app service's (its tag is the version to deploy)."""
         first = services[apps[0]]
         if isinstance(first.get("image"), str):
-            repo, tag = image_repo(parts.interpolate(first["image"]) or first["image"])
+            repo, tag = image_repo(interpolate(first["image"]) or first["image"])
             if tag:
                 self.note(("services", apps[0], "image"), f"tag '{tag}' dropped: csdeploy tags each deploy "
                                                           f"with its version (deploy --version {tag})")
@@ -207,14 +222,14 @@ class _Importer:
         cmd = svc.get("command")
         if isinstance(cmd, (str, list)) and cmd:
             role["cmd"] = cmd
-        env = parts.split_env(self.doc, self.notes, parts.env_items(self.doc, base + ("environment",),
+        env = split_env(self.doc, self.notes, env_items(self.doc, base + ("environment",),
                                                                     svc.get("environment"), self.problems),
                               provided=provided, service_hosts=hosts - {name})
         self.secrets += [s for s in env.secret if s not in self.secrets]
         if env.tree():
             role["env"] = env.tree()
-        port_list = parts.ports(self.doc, self.notes, base + ("ports",), svc.get("ports"))
-        check = parts.health_command((svc.get("healthcheck") or {}).get("test")) if isinstance(
+        port_list = read_ports(self.doc, self.notes, base + ("ports",), svc.get("ports"))
+        check = health_command((svc.get("healthcheck") or {}).get("test")) if isinstance(
             svc.get("healthcheck"), dict) else None
         if is_proxy:
             role["proxy"] = self.proxy(base, svc, port_list, check)
@@ -227,7 +242,7 @@ class _Importer:
                 hc: dict[str, Any] = {"cmd": check}
                 hc.update(self.timings(base, svc["healthcheck"]))
                 role["healthcheck"] = hc
-        for v in parts.volumes(self.doc, self.notes, base + ("volumes",), svc.get("volumes")):
+        for v in read_volumes(self.doc, self.notes, base + ("volumes",), svc.get("volumes")):
             why = ("a development bind mount: the image carries the code" if v.kind == "bind" else
                    "roles run stateless containers (no volumes): keep files in an accessory or object storage")
             self.note(v.path, why)
@@ -245,7 +260,7 @@ class _Importer:
                 return f"{self.registry}/{role_name(name)}"
             if svc.get("image") is None:
                 return image
-        repo, _ = image_repo(parts.interpolate(str(svc["image"])) or str(svc["image"]))
+        repo, _ = image_repo(interpolate(str(svc["image"])) or str(svc["image"]))
         return repo
 
     def build_section(self, name: str, value: Any) -> dict[str, Any]:
@@ -255,10 +270,10 @@ class _Importer:
         out: dict[str, Any] = {"context": relative(context, self.out.parent)}
         if spec.get("dockerfile"):
             out["dockerfile"] = str(spec["dockerfile"])
-        args = parts.env_items(self.doc, base + ("args",), spec.get("args"), self.problems)
-        clear = {k: v for k, v, _ in args if v is not None and not parts.refs(v)}
+        args = env_items(self.doc, base + ("args",), spec.get("args"), self.problems)
+        clear = {k: v for k, v, _ in args if v is not None and not refs(v)}
         for k, v, p in args:
-            if v is None or parts.refs(v):
+            if v is None or refs(v):
                 self.note(p, f"build argument {k} comes from the shell: set it under build.args, or make it a "
                              "build secret")
         if clear:
@@ -282,7 +297,7 @@ class _Importer:
                                          "this machine's platform)")
         return out
 
-    def proxy(self, base: tuple[Any, ...], svc: dict[str, Any], port_list: list[parts.Port],
+    def proxy(self, base: tuple[Any, ...], svc: dict[str, Any], port_list: list[Port],
               check: str | None) -> dict[str, Any]:
         web = next(p for p in port_list if p.published and p.protocol == "tcp")
         for p in port_list:
@@ -339,8 +354,8 @@ class _Importer:
     def accessory(self, name: str, svc: dict[str, Any], kind: Kind, acc_name: str, first_role: str,
                   hosts: set[str]) -> dict[str, Any]:
         base: tuple[Any, ...] = ("services", name)
-        acc: dict[str, Any] = {"image": parts.interpolate(str(svc["image"])) or str(svc["image"])}
-        vols = parts.volumes(self.doc, self.notes, base + ("volumes",), svc.get("volumes"))
+        acc: dict[str, Any] = {"image": interpolate(str(svc["image"])) or str(svc["image"])}
+        vols = read_volumes(self.doc, self.notes, base + ("volumes",), svc.get("volumes"))
         data_volume = next((v for v in vols if kind.data and v.target.rstrip("/") == kind.data and v.kind != "bind"),
                            None)
         if kind.always_disk:
@@ -350,7 +365,7 @@ class _Importer:
         acc["port"] = kind.port
         if svc.get("command"):
             acc["cmd"] = svc["command"]
-        env = parts.split_env(self.doc, self.notes, parts.env_items(self.doc, base + ("environment",),
+        env = split_env(self.doc, self.notes, env_items(self.doc, base + ("environment",),
                                                                     svc.get("environment"), self.problems),
                               provided={}, service_hosts=hosts - {name})
         for needed in kind.secret:
@@ -369,7 +384,7 @@ class _Importer:
                 continue
             self.note(v.path, "not the data directory: only the data directory goes on the disk"
                       if v.kind != "bind" else "a bind mount of a local file: put it in an image or the command")
-        for p in parts.ports(self.doc, Notes(), base + ("ports",), svc.get("ports")):
+        for p in read_ports(self.doc, Notes(), base + ("ports",), svc.get("ports")):
             if p.container != kind.port:
                 self.note(p.path, f"the accessory listens on {kind.port} (its private address)")
         if isinstance(svc.get("healthcheck"), dict):

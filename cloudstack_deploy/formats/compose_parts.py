@@ -18,7 +18,7 @@ from ..blueprint_schema import ENV_NAME_RE
 from .source import Doc, Notes
 from .writer import SECRET_NAME, looks_secret
 
-_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+_REF = re.compile(r"[$][$]|[$]\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|[$]([A-Za-z_][A-Za-z0-9_]*)")
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def split_env(doc: Doc, notes: Notes, items: list[tuple[str, str | None, TreePat
             secret = True
             notes.add(doc, path, f"{key} has no value here (Compose passes it from the shell): a secret")
         elif found:
-            whole = len(found) == 1 and re.fullmatch(r"\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*", raw.strip())
+            whole = len(found) == 1 and re.fullmatch(r"[$]\{[^}]*\}|[$][A-Za-z_][A-Za-z0-9_]*", raw.strip())
             ref = found[0]
             if whole and ref.default is not None and not looks_secret(key, ref.default):
                 out.clear[key] = ref.default

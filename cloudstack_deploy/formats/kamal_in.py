@@ -88,7 +88,7 @@ def read_secret_names(root: Path, notes: Notes) -> list[str]:
                 names.append(name)
             if source not in (f"${name}", f"${{{name}}}"):
                 doc.lines[(name,)] = i
-                kind = "a command" if "$(" in source or "`" in source else "another variable" if \
+                kind = "a command" if re.search(r"[$][(]|`", source) else "another variable" if \
                     source.startswith("$") else "a literal value (not copied)"
                 notes.add(doc, (name,), f"Kamal takes it from {kind}: export {name}, or put it in the secrets file")
     return names
@@ -294,7 +294,7 @@ class _Importer:
                     role["healthcheck"] = hc
             for key in options:
                 if not key.startswith("health-"):
-                    self.note(path + ("options", key), "docker run options are not passed by csdeploy")
+                    self.note(path + ("options", key), "the role's container options are not passed by csdeploy")
             self.labels(role, spec.get("labels"), path, offering_key="service_offering")
             for key in spec:
                 if key not in ("hosts", "cmd", "env", "proxy", "options", "labels"):

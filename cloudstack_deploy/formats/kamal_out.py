@@ -218,7 +218,7 @@ def _lost(bp: Blueprint) -> list[str]:
 def secrets_text(bp: Blueprint) -> str:
     lines = ["# Written by `csdeploy export kamal`: references only, never values. Kamal reads each",
              "# value from the environment it runs in; replace a line with another source if you like",
-             "# (e.g. $(cat config/master.key) or `kamal secrets fetch`)."]
+             "# (a command that reads config/master.key, or `kamal secrets fetch`)."]
     lines += [f"{name}=${name}" for name in bp.secrets]
     return "\n".join(lines) + "\n"
 
