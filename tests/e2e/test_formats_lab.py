@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -99,6 +100,19 @@ def test_compose_file_imports_and_deploys(lab: Lab, tmp_path: Path) -> None:
         assert "db: ok" in body and "redis: ok" in body, body  # the env contract reached the app
         inv = lab.inventory(name)
         assert {h["role"] for h in inv["hosts"]} == {"web", "worker", "db"}, inv["hosts"]
+        kamal_dir = tmp_path / "kamal"
+        lab.csdeploy("export", "kamal", str(blueprint), "--env", name, "--out", str(kamal_dir))
+        deploy_yml = (kamal_dir / "config" / "deploy.yml").read_text()
+        for host in inv["hosts"]:
+            assert host["public_ip"] in deploy_yml, deploy_yml
+        db_host = next(h for h in inv["hosts"] if h["role"] == "db")
+        assert f"port: {db_host['private_ip']}:5432:5432" in deploy_yml, deploy_yml
+        if shutil.which("kamal"):
+            subprocess.run(["git", "init", "-q"], cwd=kamal_dir, check=True)
+            check = subprocess.run(["kamal", "config", "--version", "v1"], cwd=kamal_dir, capture_output=True,
+                                   text=True, timeout=120, env={**os.environ, "REGISTRY_PASSWORD": "x",
+                                                                "POSTGRES_PASSWORD": "y"})
+            assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_template_deploys(lab: Lab, tmp_path: Path) -> None:
