@@ -61,6 +61,7 @@ from .blueprint_schema import (
     Accessory,
     AccessoryVM,
     Blueprint,
+    Build,
     Cloud,
     Disk,
     EnvSpec,
@@ -77,7 +78,8 @@ from .blueprint_yaml import MAX_DEPTH, MAX_VALUES, compose
 from .errors import InvalidInput
 
 __all__ = [
-    "MAX_DEPTH", "MAX_VALUES", "Accessory", "AccessoryVM", "Blueprint", "BlueprintError", "Cloud", "Disk", "EnvSpec",
+    "MAX_DEPTH", "MAX_VALUES", "Accessory", "AccessoryVM", "Blueprint", "BlueprintError", "Build", "Cloud", "Disk",
+    "EnvSpec",
     "Healthcheck", "Problem", "Proxy", "Registry", "Role", "SSHAccess", "apply_overrides",
     "format_duration", "load_blueprint", "loads_blueprint", "parse_duration",
 ]
@@ -392,12 +394,15 @@ _ROLLOUT = _sub({"docker_install": choice_checker(*DOCKER_INSTALL_METHODS),
                  "proxy_image": image_checker(tag_allowed=True), "batch": check_retain,
                  "lock_ttl": check_ttl},
                 lambda out: RolloutSettings(**out))
+_BUILD = _sub({"context": check_str, "dockerfile": check_str, "args": check_clear_env,
+                "secrets": list_checker(_check_secret_ref), "target": check_str},
+               lambda out: Build(**out))
 _TOP_SPEC: dict[str, Checker] = {
     "service": name_checker(SERVICE_NAME_MAX), "image": image_checker(tag_allowed=False),
     "cloud": lambda c, p, v: v, "roles": lambda c, p, v: v, "accessories": lambda c, p, v: v,
     "registry": _REGISTRY, "env": _check_env, "secrets": list_checker(check_secret_name),
     "secrets_file": check_str, "ttl": check_ttl, "retain_versions": check_retain,
-    "rollout": _ROLLOUT,
+    "rollout": _ROLLOUT, "build": _BUILD,
 }
 
 
@@ -432,7 +437,7 @@ def _blueprint(ctx: Ctx, tree: dict[str, Any], source: Path | None) -> Blueprint
         roles=roles, accessories=accessories, registry=top.get("registry"), env=env,
         secrets=top.get("secrets", ()), secrets_file=top.get("secrets_file"), ttl=top.get("ttl"),
         retain_versions=top.get("retain_versions", 5), rollout=top.get("rollout") or RolloutSettings(),
-        source=source,
+        build=top.get("build"), source=source,
     )
     _check_secret_refs(ctx, blueprint, tree.get("secrets"))
     if roles:  # with no usable roles, "no role named ..." would only repeat that problem

@@ -260,6 +260,23 @@ DOCKER_INSTALL_METHODS = ("apt", "script", "none")
 
 
 @dataclass(frozen=True, kw_only=True)
+class Build:
+    """How `csdeploy build` makes the app image with the local Docker engine (BuildKit).
+
+    `context` is relative to the blueprint's directory, `dockerfile` to the context. `args`
+    are plain build arguments; `secrets` are secret NAMES handed to BuildKit as build secrets
+    (`RUN --mount=type=secret,id=NAME`), never as arguments, so no value lands in the image's
+    history.
+    """
+
+    context: str = "."
+    dockerfile: str = "Dockerfile"
+    args: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    target: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Blueprint:
     """A validated blueprint. Build one with `blueprint.load_blueprint`."""
 
@@ -275,6 +292,7 @@ class Blueprint:
     ttl: timedelta | None = None
     retain_versions: int = 5
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
+    build: Build | None = None
     #: Where the blueprint was read from; not part of `to_dict` (moving a file must not
     #: change a plan's fingerprint).
     source: Path | None = field(default=None, compare=False)
@@ -299,6 +317,10 @@ class Blueprint:
         if path.is_absolute() or self.source is None:
             return path
         return self.source.parent / path
+
+    def build_context(self) -> Path | None:
+        """The build context directory, if the blueprint has a `build` section."""
+        return self.resolve_path(self.build.context) if self.build else None
 
     def secrets_file_path(self) -> Path | None:
         """The dotenv file to read secrets from, if the blueprint names one."""

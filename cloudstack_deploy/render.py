@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .image_build import BuildResult
 from .inventory import Inventory
 from .nightly.report import FAILED, SKIPPED, NightlyResult
 from .provision.envs import EnvSummary
@@ -177,3 +178,14 @@ def recorded_text(what: str, found: list[Any]) -> str:
 def _t(text: str | None) -> str:
     """Stored times to the second, for reading."""
     return text[:19].replace("T", " ") if text else "-"
+def build_text(result: BuildResult) -> str:
+    text = f"built {result.image} in {result.build_seconds:.1f}s ({result.client})"
+    if result.pushed_to:
+        text += f"; pushed as {result.pushed_to} in {result.push_seconds:.1f}s"
+    return text + (" [uncommitted changes]" if result.dirty else "")
+
+
+def build_dict(result: BuildResult) -> dict[str, Any]:
+    return {"image": result.image, "version": result.version, "dirty": result.dirty, "client": result.client,
+            "build_seconds": round(result.build_seconds, 2), "pushed_to": result.pushed_to,
+            "push_seconds": round(result.push_seconds, 2)}

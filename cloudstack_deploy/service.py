@@ -24,11 +24,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from . import formats
 from .blueprint import Blueprint, load_blueprint
 from .cloud import Cloud, CloudConfig, read_cloud_config
 from .cloud.client import DEFAULT_IN_FLIGHT
+from .cloud.config import registry_push_map
 from .envctx import EnvContext, load_context, remember_blueprint
 from .errors import CsdeployError, InvalidInput, OperationFailed
+from .formats import InitResult
+from .formats.kamal_out import ExportResult, export_kamal
+from .image_build import BuildResult, build_image, needed_secrets, only_secrets
 from .inventory import Inventory
 from .log import register_secrets
 from .nightly import checks as nightly_checks
@@ -238,6 +243,68 @@ async def deploy(env: str, version: str, *, blueprint: str | None = None, overri
     return result
 
 
+async def build(bp: Blueprint, *, version: str | None = None, push: bool = True,
+                progress: Progress | None = None) -> BuildResult:
+    """Build the app image from ``bp.build`` (version: the git commit, ``-dirty`` when changed)
+    and push it to ``bp.registry`` (to the cloud profile's push address for it, if any)."""
+    try:
+        config: CloudConfig | None = _config()
+    except CsdeployError:
+        config = None  # building needs no cloud; the push address then comes from the environment
+    names = needed_secrets(bp, push)
+    secrets = load_secrets_for(only_secrets(bp, names), config) if names else {}
+    return await build_image(bp, version=version, push=push, secrets=secrets,
+                             push_map=registry_push_map(config), progress=progress)
+
+
+async def build_and_deploy(env: str, *, version: str | None = None, blueprint: str | None = None,
+                           overrides: tuple[str, ...] = (), break_lock: bool = False,
+                           progress: Progress | None = None, roles: tuple[str, ...] = (),
+                           hosts: tuple[str, ...] = ()) -> tuple[BuildResult, RolloutResult]:
+    """`deploy --build`: build and push the image, then roll out the version it was tagged with."""
+    ctx = await context(env, blueprint, overrides)
+    built = await build(ctx.bp, version=version, push=True, progress=progress)
+    rolled = await deploy(env, built.version, blueprint=blueprint, overrides=overrides, break_lock=break_lock,
+                          progress=progress, roles=roles, hosts=hosts)
+    return built, rolled
+
+
+def init_blueprint(out: str | os.PathLike[str], *, compose: str | os.PathLike[str] | None = None,
+                   kamal: str | os.PathLike[str] | None = None, template: str | None = None,
+                   sets: tuple[str, ...] | list[str] = (), force: bool = False) -> InitResult:
+    """`csdeploy init`: a validated blueprint at ``out`` from a Compose file, a Kamal config or a
+    template (``sets``: the template's fields and blueprint overrides). Writes nothing on error,
+    and never over an existing file unless ``force``."""
+    from pathlib import Path
+
+    return formats.init_blueprint(Path(out), compose=Path(compose) if compose is not None else None,
+                                  kamal=Path(kamal) if kamal is not None else None, template=template,
+                                  sets=sets, force=force)
+
+
+def template_fields(name: str) -> list[str]:
+    """The form of template ``name``: one line per field, with its default."""
+    from .formats.templates import describe_fields
+
+    return describe_fields(name)
+
+
+async def export_kamal_config(bp: Blueprint, env: str, out: str | os.PathLike[str], *,
+                              force: bool = False) -> ExportResult:
+    """`csdeploy export kamal`: config/deploy.yml and .kamal/secrets for ``env``'s hosts (from
+    the inventory; rebuilt from the cloud's tags when the local copy is missing)."""
+    from pathlib import Path
+
+    from .provision.run import refresh_inventory
+
+    state = EnvState(env)
+    inventory = state.read_inventory()
+    if inventory is None:
+        async with Cloud(_config()) as cloud:
+            inventory = await refresh_inventory(cloud, bp, env, state)
+    return export_kamal(bp, inventory, Path(out), force=force)
+
+
 async def rollback(env: str, to: str | None = None, *, blueprint: str | None = None, break_lock: bool = False,
                    progress: Progress | None = None, dry_run: bool = False, roles: tuple[str, ...] = (),
                    hosts: tuple[str, ...] = ()) -> RolloutResult:
@@ -380,7 +447,8 @@ def _existing_parent(path: Path) -> Path:
 
 
 __all__ = [
-    "CreateEnvOutcome", "CreateOptions", "accessory_reboot", "create_env", "default_version", "deploy",
-    "environments", "exec_", "history", "load_secrets_for", "logs", "nightly", "plan", "proxy_reboot", "reap",
-    "recorded", "rollback", "status", "teardown",
+    "BuildResult", "CreateEnvOutcome", "CreateOptions", "ExportResult", "InitResult", "accessory_reboot", "build",
+    "build_and_deploy", "create_env", "default_version", "deploy", "environments", "exec_", "export_kamal_config",
+    "history", "init_blueprint", "load_secrets_for", "logs", "nightly", "plan", "proxy_reboot", "reap", "recorded",
+    "rollback", "status", "teardown", "template_fields",
 ]

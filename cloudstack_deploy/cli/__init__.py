@@ -9,10 +9,10 @@ importing it.
 
 from __future__ import annotations
 
-from . import fleet, provision, rollout
+from . import build, fleet, formats, provision, rollout
 from .common import main
 
-for _command in [*provision.COMMANDS, *rollout.COMMANDS, *fleet.COMMANDS]:
+for _command in [*provision.COMMANDS, *rollout.COMMANDS, *fleet.COMMANDS, *build.COMMANDS, *formats.COMMANDS]:
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -38,7 +38,10 @@ def _report(result: RolloutResult, as_json: bool, what: str, dry_run: bool) -> N
 @click.command()
 @click.argument("blueprint", type=click.Path(dir_okay=False))
 @ENV_OPTION
-@click.option("--version", "version", default=None, help="Image tag to deploy (default: git HEAD, short).")
+@click.option("--version", "version", default=None,
+              help="Image tag to deploy (default: git HEAD, short; with --build: the build context's commit).")
+@click.option("--build", "build", is_flag=True,
+              help="First build the image from the blueprint's `build` section and push it (see `csdeploy build`).")
 @SET_OPTION
 @ROLES_OPTION
 @HOSTS_OPTION
@@ -46,9 +49,23 @@ def _report(result: RolloutResult, as_json: bool, what: str, dry_run: bool) -> N
 @DRY_RUN_OPTION
 @JSON_OPTION
 @PROGRESS_OPTION
-def deploy(blueprint: str, env: str, version: str | None, overrides: tuple[str, ...], roles: tuple[str, ...],
-           hosts: tuple[str, ...], break_lock: bool, dry_run: bool, as_json: bool, progress_mode: str) -> None:
+def deploy(blueprint: str, env: str, version: str | None, build: bool, overrides: tuple[str, ...],
+           roles: tuple[str, ...], hosts: tuple[str, ...], break_lock: bool, dry_run: bool, as_json: bool,
+           progress_mode: str) -> None:
     """Deploy VERSION of the app to environment NAME (rollout only; provision with create-env)."""
+    if build and dry_run:
+        raise click.UsageError("--build builds and pushes for real; --dry-run cannot be combined with it")
+    if build:
+        with progress_for(progress_mode, as_json) as progress:
+            built, result = run(service.build_and_deploy(env, version=version, blueprint=blueprint,
+                                                         overrides=overrides, break_lock=break_lock,
+                                                         progress=progress, roles=roles, hosts=hosts))
+        if as_json:
+            echo_json({**render.rollout_dict(result), "build": render.build_dict(built)})
+        else:
+            click.echo(render.build_text(built))
+            _report(result, False, "deploy", False)
+        return
     version = version_or_head(version)
     with progress_for(progress_mode, as_json) as progress:
         result = run(service.deploy(env, version, blueprint=blueprint, overrides=overrides, break_lock=break_lock,

@@ -39,6 +39,10 @@ class CloudConfig:
     #: A dotenv file of secret values that goes with this cloud (the lab writes one for its
     #: demo): read after the environment, before the blueprint's own secrets_file.
     secrets_file: Path | None = None
+    #: Where this machine pushes images for a registry the hosts pull from, when the two
+    #: differ (the lab: hosts pull from registry.lab:5000, this machine pushes to
+    #: localhost:5000). Profile key ``registry_push = PULL=PUSH[, PULL=PUSH...]``.
+    registry_push: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:  # never show the secret
         return f"CloudConfig(endpoint={self.shown_endpoint!r}, key={self.key[:4]}..., source={self.source!r})"
@@ -118,6 +122,7 @@ def _from_section(section: configparser.SectionProxy, source: str, is_lab: bool)
         job_timeout=_seconds(section.get("job_timeout", "900"), "job_timeout", f"{source}: job_timeout"),
         is_lab=is_lab,
         secrets_file=Path(section["secrets_file"]).expanduser() if section.get("secrets_file") else None,
+        registry_push=parse_registry_push(section.get("registry_push", ""), source),
     ))
 
 
@@ -191,9 +196,54 @@ def write_lab_profile(endpoint: str, key: str, secret: str, poll_interval: float
     parser = configparser.ConfigParser()
     parser["lab"] = {"endpoint": endpoint, "key": key, "secret": secret, "poll_interval": str(poll_interval),
                      "timeout": "30"}
+    old = configparser.ConfigParser()
+    old.read(path)
+    if old.has_section("lab") and old["lab"].get("registry_push"):  # the lab's `lab up` wrote it
+        parser["lab"]["registry_push"] = old["lab"]["registry_push"]
+    _write_private(path, parser)
+    return path
+
+
+REGISTRY_PUSH_ENV = "CSDEPLOY_REGISTRY_PUSH"
+
+
+def parse_registry_push(text: str, source: str) -> tuple[tuple[str, str], ...]:
+    """``registry.lab:5000=localhost:5000, ...`` -> pairs (pull address, push address)."""
+    pairs = []
+    for item in (i.strip() for i in text.split(",")):
+        pull, eq, push = item.partition("=")
+        if not item:
+            continue
+        if not eq or not pull.strip() or not push.strip():
+            raise InvalidInput(f"{source}: registry_push: expected PULL_REGISTRY=PUSH_REGISTRY, got {item!r}",
+                               hint="e.g. registry_push = registry.lab:5000=localhost:5000")
+        pairs.append((pull.strip(), push.strip()))
+    return tuple(pairs)
+
+
+def registry_push_map(config: CloudConfig | None) -> dict[str, str]:
+    """Push addresses by registry: the cloud profile's, then ``$CSDEPLOY_REGISTRY_PUSH`` (which wins)."""
+    out = dict(config.registry_push) if config is not None else {}
+    out.update(parse_registry_push(os.environ.get(REGISTRY_PUSH_ENV, ""), REGISTRY_PUSH_ENV))
+    return out
+
+
+def record_lab_registry_push(pull: str, push: str) -> None:
+    """The lab says where this machine pushes for its registry (kept when the profile is rewritten)."""
+    path = lab_profile_path()
+    parser = configparser.ConfigParser()
+    parser.read(path)
+    if not parser.has_section("lab"):
+        return
+    if parser["lab"].get("registry_push") == f"{pull}={push}":
+        return
+    parser["lab"]["registry_push"] = f"{pull}={push}"
+    _write_private(path, parser)
+
+
+def _write_private(path: Path, parser: configparser.ConfigParser) -> None:
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         parser.write(fh)
     os.replace(tmp, path)
-    return path

@@ -234,6 +234,10 @@ async def lab_up(*, port: int | None = None, registry_port: int | None = None, p
         await _stop_simulator(progress)  # e.g. still running on the port it had before
         progress.note(f"lab: starting the simulator on 127.0.0.1:{lab.api_port} (log {_log_file()})")
         await _start_simulator(lab, progress)
+    # `csdeploy build --push` pushes to the address this machine reaches the registry at
+    from ..cloud.config import record_lab_registry_push
+
+    record_lab_registry_push(info.server, info.local_server)
     return await lab_status(port=lab.api_port)
 
 

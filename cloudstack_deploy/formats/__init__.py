@@ -1,0 +1,58 @@
+"""Other tools' files in and out: `csdeploy init` (from a docker-compose.yml, a Kamal
+config/deploy.yml or a template) and `csdeploy export kamal`.
+
+Each importer makes a `Draft` (the blueprint tree plus notes on what it could not carry);
+`writer.py` validates, comments and writes it. No secret value is ever written: only names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..blueprint import Blueprint
+from ..errors import InvalidInput
+from .source import Note
+from .writer import Draft, render, validate, with_overrides, write
+
+
+@dataclass
+class InitResult:
+    path: Path
+    blueprint: Blueprint
+    notes: list[Note]
+    comments: list[str]
+
+
+def init_blueprint(out: Path, *, compose: Path | None = None, kamal: Path | None = None,
+                   template: str | None = None, sets: Sequence[str] = (), force: bool = False) -> InitResult:
+    """Write a blueprint to ``out`` from exactly one source; nothing is written on any problem."""
+    if sum(x is not None for x in (compose, kamal, template)) != 1:
+        raise InvalidInput("say where the blueprint comes from: one of --from-compose FILE, --from-kamal FILE "
+                           "or --template NAME")
+    if out.exists() and not force:
+        raise InvalidInput(f"{out} already exists; nothing was written",
+                           hint="pass --force to replace it, or --out another file")
+    overrides = list(sets)
+    if compose is not None:
+        from .compose import import_compose
+
+        draft: Draft = import_compose(compose, out)
+    elif kamal is not None:
+        from .kamal_in import import_kamal
+
+        draft = import_kamal(kamal, out)
+    else:
+        from .templates import template_draft
+
+        assert template is not None
+        draft, overrides = template_draft(template, overrides, out)
+    draft = with_overrides(draft, overrides)
+    text = render(draft)
+    bp = validate(text, out)
+    write(text, out, force=force)
+    return InitResult(out, bp, draft.notes, draft.comments)
+
+
+__all__ = ["Draft", "InitResult", "init_blueprint"]

@@ -1,0 +1,262 @@
+"""The pieces of a Compose service, read into blueprint terms: environment (split into clear
+values and secret names), ports, volumes, health checks, depends_on order.
+
+Values are never copied into notes or into the blueprint's secret side: a secret keeps only
+its NAME, and its value stays where the user keeps it (the environment, a secrets file).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from ..blueprint import Problem
+from ..blueprint_rules import TreePath
+from ..blueprint_schema import ENV_NAME_RE
+from .source import Doc, Notes
+from .writer import SECRET_NAME, looks_secret
+
+_REF = re.compile(r"[$][$]|[$]\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|[$]([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@dataclass(frozen=True)
+class Ref:
+    name: str
+    op: str | None
+    default: str | None
+
+
+def refs(text: str) -> list[Ref]:
+    out = []
+    for m in _REF.finditer(text):
+        if m[0] == "$$":
+            continue
+        name = m[1] or m[4]
+        op = m[2]
+        out.append(Ref(name, op, m[3] if op in ("-", ":-") else None))
+    return out
+
+
+def interpolate(value: str) -> str | None:
+    """Compose's `${VAR:-default}` with defaults only (no environment is read): None when a
+    variable has no default, since its value is unknown here."""
+    missing = False
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal missing
+        if m[0] == "$$":
+            return "$"
+        if m[2] in ("-", ":-"):
+            return m[3] or ""
+        missing = True
+        return ""
+
+    text = _REF.sub(sub, value)
+    return None if missing else text
+
+
+def env_items(doc: Doc, path: TreePath, value: Any, problems: list[Problem]) -> list[tuple[str, str | None, TreePath]]:
+    """`environment:` as (name, value or None, path), from the mapping or the `K=V` list form."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        out = []
+        for k, v in value.items():
+            text = None if v is None else ("true" if v is True else "false" if v is False else str(v))
+            out.append((str(k), text, path + (k,)))
+        return out
+    if isinstance(value, list):
+        out = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                problems.append(doc.problem(path + (i,), "expected NAME=value"))
+                continue
+            k, eq, v = item.partition("=")
+            out.append((k.strip(), v if eq else None, path + (i,)))
+        return out
+    problems.append(doc.problem(path, "expected a mapping or a list of NAME=value"))
+    return []
+
+
+@dataclass
+class EnvSplit:
+    clear: dict[str, str]
+    secret: list[str]
+
+    def tree(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.clear:
+            out["clear"] = self.clear
+        if self.secret:
+            out["secret"] = self.secret
+        return out
+
+
+def split_env(doc: Doc, notes: Notes, items: list[tuple[str, str | None, TreePath]], *,
+              provided: dict[str, str], service_hosts: set[str]) -> EnvSplit:
+    """Clear values and secret names. ``provided``: variables csdeploy gives apps (name ->
+    accessory), dropped with a note; ``service_hosts``: compose service names, which are
+    host names in Compose but not on csdeploy's VMs."""
+    out = EnvSplit({}, [])
+    for key, raw, path in items:
+        if key in provided:
+            notes.add(doc, path, f"csdeploy gives apps {key} for accessory {provided[key]} "
+                                 "(private address, URL-encoded): the compose value is not used")
+            continue
+        secret = False
+        found = refs(raw) if raw is not None else []
+        if raw is None:
+            secret = True
+            notes.add(doc, path, f"{key} has no value here (Compose passes it from the shell): a secret")
+        elif found:
+            whole = len(found) == 1 and re.fullmatch(r"[$]\{[^}]*\}|[$][A-Za-z_][A-Za-z0-9_]*", raw.strip())
+            ref = found[0]
+            if whole and ref.default is not None and not looks_secret(key, ref.default):
+                out.clear[key] = ref.default
+                notes.add(doc, path, f"${{{ref.name}}} with a default: the default was taken as {key}'s value")
+                continue
+            secret = True
+            if whole and ref.name != key:
+                notes.add(doc, path, f"Compose reads it from ${{{ref.name}}}; csdeploy's secret is named {key}: "
+                                     f"give {key} that value")
+            elif not whole:
+                names = ", ".join(sorted({r.name for r in found}))
+                notes.add(doc, path, f"built from ${{{names}}} in Compose: secret {key} must hold the whole value")
+        elif looks_secret(key, raw):
+            secret = True
+            notes.add(doc, path, f"{key} looks secret: its value was not copied; set it in the environment "
+                                 "or the secrets file")
+        if secret:
+            if SECRET_NAME.match(key):
+                if key not in out.secret:
+                    out.secret.append(key)
+            else:
+                notes.add(doc, path, f"'{key}' is no UPPER_SNAKE_CASE name, which csdeploy's secrets need: "
+                                     "not carried over")
+            continue
+        if not ENV_NAME_RE.match(key):
+            notes.add(doc, path, f"'{key}' is not an environment variable name csdeploy accepts")
+            continue
+        out.clear[key] = raw or ""
+        host = _service_host(raw or "", service_hosts)
+        if host:
+            notes.add(doc, path, f"refers to Compose service '{host}' by host name, which csdeploy's VMs do "
+                                 "not resolve: point it at the accessory (see its private address)")
+    return out
+
+
+def _service_host(value: str, hosts: set[str]) -> str | None:
+    for host in sorted(hosts):
+        if value == host or re.search(rf"(?:^|[/@]){re.escape(host)}(?::\d+|/|$)", value):
+            return host
+    return None
+
+
+@dataclass(frozen=True)
+class Port:
+    container: int
+    published: bool
+    protocol: str
+    path: TreePath
+
+
+def ports(doc: Doc, notes: Notes, path: TreePath, value: Any) -> list[Port]:
+    out = []
+    for i, item in enumerate(value if isinstance(value, list) else []):
+        sub = path + (i,)
+        if isinstance(item, dict):
+            target, proto = item.get("target"), str(item.get("protocol", "tcp"))
+            published = item.get("published") is not None or item.get("mode") != "host"
+        else:
+            text = interpolate(str(item)) if isinstance(item, (str, int)) else None
+            if text is None:
+                notes.add(doc, sub, "a port with an unset variable: not read")
+                continue
+            text, _, proto = text.partition("/")
+            proto = proto or "tcp"
+            target = text.rsplit(":", 1)[-1]
+            published = True
+        if not str(target).isdigit():
+            notes.add(doc, sub, f"port {item!r}: ranges and names are not mapped")
+            continue
+        out.append(Port(int(target), published, proto, sub))
+    return out
+
+
+@dataclass(frozen=True)
+class Volume:
+    source: str | None
+    target: str
+    kind: str  # volume | bind | tmpfs | anonymous
+    path: TreePath
+
+
+def volumes(doc: Doc, notes: Notes, path: TreePath, value: Any) -> list[Volume]:
+    out = []
+    for i, item in enumerate(value if isinstance(value, list) else []):
+        sub = path + (i,)
+        if isinstance(item, dict):
+            kind, source, target = str(item.get("type", "volume")), item.get("source"), item.get("target")
+        elif isinstance(item, str):
+            parts = (interpolate(item) or item).split(":")
+            if len(parts) == 1:
+                kind, source, target = "anonymous", None, parts[0]
+            else:
+                source, target = parts[0], parts[1]
+                kind = "bind" if source.startswith((".", "/", "~", "$")) else "volume"
+        else:
+            notes.add(doc, sub, "not a volume: not read")
+            continue
+        if not isinstance(target, str) or not target.startswith("/"):
+            notes.add(doc, sub, "no absolute container path: not read")
+            continue
+        out.append(Volume(source if isinstance(source, str) else None, target, kind, sub))
+    return out
+
+
+def health_command(test: Any) -> str | None:
+    """A Compose healthcheck `test` as one shell command (None: disabled or absent)."""
+    if isinstance(test, str):
+        return test
+    if isinstance(test, list) and test and all(isinstance(t, str) for t in test):
+        if test[0] == "CMD-SHELL" and len(test) > 1:
+            return " ".join(test[1:])
+        if test[0] == "CMD" and len(test) > 1:
+            return shlex.join(test[1:])
+    return None
+
+
+def depends(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    if isinstance(value, dict):
+        return [str(k) for k in value]
+    return []
+
+
+def ordered(doc: Doc, names: list[str], needs: dict[str, list[str]], problems: list[Problem]) -> list[str]:
+    """``names`` with every service after what it depends on (file order otherwise)."""
+    done: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, chain: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = " -> ".join([*chain[chain.index(name):], name])
+            problems.append(doc.problem(("services", name, "depends_on"), f"depends_on cycle: {cycle}"))
+            return
+        state[name] = 1
+        for dep in needs.get(name, []):
+            if dep not in names:
+                problems.append(doc.problem(("services", name, "depends_on"), f"no service named '{dep}'"))
+                continue
+            visit(dep, [*chain, name])
+        state[name] = 2
+        done.append(name)
+
+    for name in names:
+        visit(name, [])
+    return done

@@ -1,0 +1,383 @@
+"""`csdeploy init --from-kamal config/deploy.yml`: a Kamal 2 configuration as a blueprint.
+
+Roles keep their commands, env and proxy settings, with one VM per host Kamal listed;
+accessories keep image, port, env, volumes and command, on the role whose hosts they share
+or on a VM of their own. Secrets come by name from the config and from .kamal/secrets
+(never a value). Destinations (config/deploy.DEST.yml) become the `--set` overrides of a
+csdeploy environment of that name. ERB cannot be evaluated here: it is refused with its line.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..blueprint import BlueprintError, Problem
+from .kamal_out import LABEL_DISK, LABEL_OFFERING, LABEL_VM
+from .kinds import compact, role_name, seconds
+from .source import Doc, Notes, parse, read_text
+from .writer import (
+    LAB_PROXY_IMAGE,
+    LAB_REGISTRY,
+    SECRET_NAME,
+    Draft,
+    default_cloud,
+    image_repo,
+    relative,
+)
+
+_ERB = re.compile(r"<%")
+_SECRET_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+_TOP_MAPPED = {"service", "image", "servers", "proxy", "registry", "builder", "env", "accessories", "ssh",
+               "primary_role", "retain_containers", "boot", "deploy_timeout", "drain_timeout", "readiness_delay"}
+_TOP_REASONS = {
+    "volumes": "app roles run stateless containers in csdeploy: keep files in an accessory",
+    "hooks_path": "Kamal hooks have no csdeploy equivalent: run them around csdeploy deploy",
+    "asset_path": "asset bridging between versions is not done by csdeploy",
+    "logging": "containers log with --log-opt max-size=10m",
+    "aliases": "no command aliases in csdeploy",
+    "labels": "csdeploy sets its own labels",
+    "require_destination": "every csdeploy command names its environment (--env)",
+}
+
+
+def _check_erb(text: str, file: str) -> None:
+    problems = [Problem(file, i, "", "ERB (<% ... %>) is Ruby that Kamal evaluates; csdeploy reads plain YAML: "
+                                    "write the value, or a secret name under env.secret")
+                for i, line in enumerate(text.splitlines(), start=1) if _ERB.search(line)]
+    if problems:
+        raise BlueprintError(problems, hint="nothing was written")
+
+
+def _read(path: Path) -> Doc:
+    text = read_text(path, "Kamal config")
+    _check_erb(text, str(path))
+    doc = parse(text, str(path))
+    if not isinstance(doc.tree, dict):
+        raise BlueprintError([Problem(str(path), 1, "", "expected a Kamal config (a mapping with service, "
+                                                        "image and servers)")])
+    return doc
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _merge(base.get(k), v)
+        return out
+    return copy.deepcopy(over)
+
+
+def read_secret_names(root: Path, notes: Notes) -> list[str]:
+    """Names defined in .kamal/secrets* (values are never read into anything)."""
+    names: list[str] = []
+    for path in sorted((root / ".kamal").glob("secrets*")):
+        if not path.is_file():
+            continue
+        doc = Doc(str(path), None)
+        for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+            m = _SECRET_LINE.match(line)
+            if not m or line.lstrip().startswith("#"):
+                continue
+            name, source = m[1], m[2].strip()
+            if name not in names:
+                names.append(name)
+            if source not in (f"${name}", f"${{{name}}}"):
+                doc.lines[(name,)] = i
+                kind = "a command" if re.search(r"[$][(]|`", source) else "another variable" if \
+                    source.startswith("$") else "a literal value (not copied)"
+                notes.add(doc, (name,), f"Kamal takes it from {kind}: export {name}, or put it in the secrets file")
+    return names
+
+
+def import_kamal(path: Path, out: Path) -> Draft:
+    doc = _read(path)
+    root = path.resolve().parent.parent if path.resolve().parent.name == "config" else path.resolve().parent
+    notes = Notes()
+    secret_names = read_secret_names(root, notes)
+    tree, secrets = _Importer(doc, notes, root, out).blueprint(doc.tree)
+    ordered = list(secret_names)
+    tree["secrets"] = ordered + [s for s in secrets if s not in ordered]
+    comments = []
+    for dest in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")):
+        name = dest.name[len(path.stem) + 1: -len(path.suffix)]
+        merged = _merge(doc.tree, _read(dest).tree)
+        dest_tree, _ = _Importer(Doc(str(dest), merged), Notes(), root, out).blueprint(merged)
+        sets = [f"--set {k}={v}" for k, v in _diff(tree, dest_tree)]
+        comments.append(f"Destination {name}: csdeploy create-env {out} --env {role_name(name)} " + " ".join(sets))
+    return Draft(tree, f"csdeploy init --from-kamal {path}", list(notes), comments)
+
+
+def _diff(base: Any, other: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(base, dict) and isinstance(other, dict):
+        out = []
+        for k in other:
+            if k == "secrets":
+                continue
+            out += _diff(base.get(k), other[k], f"{prefix}{k}.")
+        return out
+    if base != other:
+        text = yaml.safe_dump(other, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+        return [(prefix.rstrip("."), text if " " not in text else repr(text))]
+    return []
+
+
+class _Importer:
+    def __init__(self, doc: Doc, notes: Notes, root: Path, out: Path) -> None:
+        self.doc, self.notes, self.root, self.out = doc, notes, root, out
+        self.secrets: list[str] = []
+
+    def note(self, path: tuple[Any, ...], reason: str) -> None:
+        self.notes.add(self.doc, path, reason)
+
+    def secret(self, name: Any, path: tuple[Any, ...]) -> str | None:
+        text = str(name)
+        if ":" in text:
+            text, _, source = text.partition(":")
+            self.note(path, f"Kamal gives {text} the value of secret {source}; csdeploy's secret is named {text}")
+        if not SECRET_NAME.match(text):
+            self.note(path, f"'{text}' is no UPPER_SNAKE_CASE secret name: not carried over")
+            return None
+        if text not in self.secrets:
+            self.secrets.append(text)
+        return text
+
+    def env(self, value: Any, path: tuple[Any, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            return {}
+        if "clear" not in value and "secret" not in value and "tags" not in value:
+            value = {"clear": value}
+        out: dict[str, Any] = {}
+        clear = value.get("clear")
+        if isinstance(clear, dict) and clear:
+            out["clear"] = {str(k): ("true" if v is True else "false" if v is False else "" if v is None else str(v))
+                            for k, v in clear.items()}
+        secret = [s for i, n in enumerate(value.get("secret") or []) if (s := self.secret(n, path + ("secret", i)))]
+        if secret:
+            out["secret"] = secret
+        if "tags" in value:
+            self.note(path + ("tags",), "host tags: csdeploy's env is per role, not per host")
+        return out
+
+    def blueprint(self, cfg: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        registry = cfg.get("registry") if isinstance(cfg.get("registry"), dict) else {}
+        server = registry.get("server")
+        image = str(cfg.get("image", ""))
+        if server and registry_host_missing(image):
+            image = f"{server}/{image}"
+        repo, tag = image_repo(image)
+        if tag:
+            self.note(("image",), f"tag '{tag}' dropped: csdeploy tags each deploy with its version")
+        tree: dict[str, Any] = {"service": role_name(str(cfg.get("service", "app"))), "image": repo}
+        build = self.builder(cfg.get("builder"))
+        if build:
+            tree["build"] = build
+        tree["cloud"] = default_cloud()
+        ssh = cfg.get("ssh") if isinstance(cfg.get("ssh"), dict) else {}
+        for key, value in ssh.items():
+            if key in ("user", "port"):
+                tree["cloud"]["ssh"][key] = value
+            else:
+                self.note(("ssh", key), "csdeploy makes and pins its own SSH keys per environment")
+        roles, role_hosts = self.roles(cfg)
+        tree["roles"] = roles
+        accessories = {role_name(n): self.accessory(n, a, role_hosts) for n, a in (cfg.get("accessories") or {}).items()
+                       if isinstance(a, dict)}
+        if accessories:
+            tree["accessories"] = accessories
+        if registry:
+            tree["registry"] = self.registry(registry)
+        top_env = self.env(cfg.get("env"), ("env",))
+        if top_env:
+            tree["env"] = top_env
+        tree["secrets"] = []
+        if isinstance(cfg.get("retain_containers"), int):
+            tree["retain_versions"] = cfg["retain_containers"]
+        rollout: dict[str, Any] = {}
+        if tree.get("registry", {}).get("server") == LAB_REGISTRY:
+            rollout["proxy_image"] = LAB_PROXY_IMAGE
+        boot = cfg.get("boot")
+        if isinstance(boot, dict) and isinstance(boot.get("limit"), int):
+            rollout["batch"] = boot["limit"]
+        if isinstance(boot, dict) and set(boot) - {"limit"}:
+            self.note(("boot",), "only boot.limit has an equivalent (rollout.batch)")
+        if rollout:
+            tree["rollout"] = rollout
+        for key in cfg:
+            if key not in _TOP_MAPPED:
+                self.note((key,), _TOP_REASONS.get(key, "no blueprint equivalent"))
+        return tree, list(self.secrets)
+
+    def builder(self, value: Any) -> dict[str, Any] | None:
+        if not isinstance(value, dict) or "context" not in value and "dockerfile" not in value and \
+                "args" not in value and "secrets" not in value:
+            for key in value or {}:
+                if key != "arch":
+                    self.note(("builder", key), "csdeploy builds locally with BuildKit for this machine's platform")
+            return None
+        context = (self.root / str(value.get("context", "."))).resolve()
+        out: dict[str, Any] = {"context": relative(context, self.out.parent)}
+        dockerfile = (self.root / str(value.get("dockerfile", "Dockerfile"))).resolve()
+        if relative(dockerfile, context) != "Dockerfile":
+            out["dockerfile"] = relative(dockerfile, context)
+        if isinstance(value.get("args"), dict) and value["args"]:
+            out["args"] = {str(k): str(v) for k, v in value["args"].items()}
+        secrets = [s for i, n in enumerate(value.get("secrets") or []) if (s := self.secret(n, ("builder", "secrets", i)))]
+        if secrets:
+            out["secrets"] = secrets
+        if value.get("target"):
+            out["target"] = str(value["target"])
+        for key in value:
+            if key not in ("context", "dockerfile", "args", "secrets", "target", "arch"):
+                self.note(("builder", key), "csdeploy builds locally with BuildKit for this machine's platform")
+        return out
+
+    def registry(self, reg: dict[str, Any]) -> dict[str, Any]:
+        user = reg.get("username")
+        if isinstance(user, list):
+            self.note(("registry", "username"), "a username from a secret: write the user name here")
+            user = "CHANGE-ME"
+        password = reg.get("password")
+        if isinstance(password, list) and password:
+            name = self.secret(password[0], ("registry", "password"))
+        else:
+            self.note(("registry", "password"), "not a secret reference: the value was not copied; secret "
+                                                "KAMAL_REGISTRY_PASSWORD must hold it")
+            name = self.secret("KAMAL_REGISTRY_PASSWORD", ("registry", "password"))
+        return {"server": str(reg.get("server", "docker.io")), "username": str(user or "CHANGE-ME"),
+                "password": name or "KAMAL_REGISTRY_PASSWORD"}
+
+    def roles(self, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        servers = cfg.get("servers")
+        if isinstance(servers, list):
+            servers = {"web": servers}
+        if not isinstance(servers, dict) or not servers:
+            raise BlueprintError([self.doc.problem(("servers",), "no servers: a Kamal config lists its hosts "
+                                                                 "under servers")])
+        primary = str(cfg.get("primary_role", "web"))
+        root_proxy = cfg.get("proxy") if isinstance(cfg.get("proxy"), dict) else {}
+        roles: dict[str, Any] = {}
+        host_role: dict[str, str] = {}
+        for name, spec in servers.items():
+            path: tuple[Any, ...] = ("servers", name)
+            spec = {"hosts": spec} if isinstance(spec, list) else spec if isinstance(spec, dict) else {}
+            rname = role_name(str(name))
+            hosts = [next(iter(h)) if isinstance(h, dict) else str(h) for h in spec.get("hosts") or []]
+            for h in hosts:
+                host_role.setdefault(h, rname)
+            role: dict[str, Any] = {"count": len(hosts)}
+            if spec.get("cmd"):
+                role["cmd"] = spec["cmd"]
+            env = self.env(spec.get("env"), path + ("env",))
+            if env:
+                role["env"] = env
+            proxy = spec.get("proxy", name == primary or None)
+            if proxy is True:
+                proxy = root_proxy
+            if isinstance(proxy, dict):
+                role["proxy"] = self.proxy(proxy, path + ("proxy",), cfg if name == primary else {})
+            elif rname == "web":
+                role["proxy"] = False
+            options = spec.get("options") if isinstance(spec.get("options"), dict) else {}
+            hc = {"cmd": options.get("health-cmd")} if options.get("health-cmd") else {}
+            for key in ("interval", "timeout"):
+                if seconds(options.get(f"health-{key}")):
+                    hc[key] = compact(seconds(options[f"health-{key}"]) or 0)
+            if "proxy" not in role or role["proxy"] is False:
+                if seconds(cfg.get("readiness_delay")):
+                    hc["readiness_delay"] = compact(seconds(cfg["readiness_delay"]) or 0)
+                if hc:
+                    role["healthcheck"] = hc
+            for key in options:
+                if not key.startswith("health-"):
+                    self.note(path + ("options", key), "the role's container options are not passed by csdeploy")
+            self.labels(role, spec.get("labels"), path, offering_key="service_offering")
+            for key in spec:
+                if key not in ("hosts", "cmd", "env", "proxy", "options", "labels"):
+                    self.note(path + (key,), "no blueprint equivalent")
+            roles[rname] = role
+        return roles, host_role
+
+    def proxy(self, value: dict[str, Any], path: tuple[Any, ...], cfg: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if isinstance(value.get("app_port"), int):
+            out["app_port"] = value["app_port"]
+        hosts = value.get("hosts") or value.get("host")
+        if hosts:
+            out["host"] = hosts
+        if value.get("ssl") is True:
+            out["ssl"] = True
+        hc = value.get("healthcheck") if isinstance(value.get("healthcheck"), dict) else {}
+        check = {k: (compact(seconds(hc[k]) or 1) if k != "path" else hc[k]) for k in ("path", "interval", "timeout")
+                 if k in hc}
+        if check:
+            out["healthcheck"] = check
+        if seconds(value.get("response_timeout")):
+            out["response_timeout"] = compact(seconds(value["response_timeout"]) or 30)
+        for key in ("deploy_timeout", "drain_timeout"):
+            if seconds(cfg.get(key)):
+                out[key] = compact(seconds(cfg[key]) or 30)
+        for key in value:
+            if key not in ("app_port", "host", "hosts", "ssl", "healthcheck", "response_timeout"):
+                self.note(path + (key,), "not a kamal-proxy setting csdeploy passes")
+        return out
+
+    def labels(self, target: dict[str, Any], labels: Any, path: tuple[Any, ...], offering_key: str) -> None:
+        for key, value in (labels or {}).items() if isinstance(labels, dict) else ():
+            if key == LABEL_OFFERING:
+                target[offering_key] = str(value)
+            elif key == LABEL_DISK:
+                size, mount, offering = (str(value).split(":") + ["", "", ""])[:3]
+                target["disk"] = {"size": int(size), "mount": mount, **({"disk_offering": offering}
+                                                                       if offering and offering != "Custom" else {})}
+            elif key == LABEL_VM:
+                target.pop("role", None)
+                target["vm"] = {"service_offering": str(value)}
+            else:
+                self.note(path + ("labels", key), "csdeploy sets its own labels")
+
+    def accessory(self, name: str, spec: dict[str, Any], host_role: dict[str, str]) -> dict[str, Any]:
+        path: tuple[Any, ...] = ("accessories", name)
+        acc: dict[str, Any] = {"image": str(spec.get("image", ""))}
+        role = spec.get("role") or (spec.get("roles") or [None])[0]
+        host = spec.get("host") or (spec.get("hosts") or [None])[0]
+        if spec.get("roles") and len(spec["roles"]) > 1 or spec.get("hosts") and len(spec["hosts"]) > 1:
+            self.note(path, "runs on one VM in csdeploy (the first of its hosts/roles)")
+        if role:
+            acc["role"] = role_name(str(role))
+        elif host in host_role:
+            acc["role"] = host_role[host]
+        else:
+            acc["vm"] = {}
+        port = spec.get("port")
+        if port is not None and str(port).rsplit(":", 1)[-1].isdigit():
+            acc["port"] = int(str(port).rsplit(":", 1)[-1])
+        env = self.env(spec.get("env"), path + ("env",))
+        if env:
+            acc["env"] = env
+        if spec.get("cmd"):
+            acc["cmd"] = spec["cmd"]
+        volumes = [str(v) for v in spec.get("volumes") or []]
+        for d in spec.get("directories") or []:
+            src, _, dst = str(d).partition(":")
+            volumes.append(f"/data/{role_name(name)}/{src.strip('/').replace('/', '-')}:{dst}")
+            acc.setdefault("disk", {"size": 10, "mount": f"/data/{role_name(name)}"})
+            self.note(path + ("directories",), "directories go on a 10 GB data disk at /data/NAME")
+        if volumes:
+            acc["volumes"] = volumes
+        self.labels(acc, spec.get("labels"), path, offering_key="_offering")
+        for key in spec:
+            if key not in ("image", "host", "hosts", "role", "roles", "port", "env", "cmd", "volumes",
+                           "directories", "labels"):
+                self.note(path + (key,), "no blueprint equivalent" if key != "files" else
+                          "files are not uploaded: put them in an image")
+        return acc
+
+
+def registry_host_missing(image: str) -> bool:
+    first, sep, _ = image.partition("/")
+    return not (sep and ("." in first or ":" in first or first == "localhost"))

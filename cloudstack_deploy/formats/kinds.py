@@ -1,0 +1,91 @@
+"""What csdeploy knows about well-known images: an accessory's port, where its data lives,
+its environment contract; plus small value translations shared by the importers.
+
+The contract is the official images' own: PostgreSQL takes POSTGRES_DB/USER/PASSWORD (and
+the rollout hands apps POSTGRES_* and DATABASE_URL), MySQL/MariaDB MYSQL_*/MARIADB_*, MongoDB
+MONGO_INITDB_ROOT_*; Redis/Valkey serve REDIS_URL to apps; memcached keeps nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..rollout.contract import image_base
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    port: int
+    data: str | None
+    """The data directory inside the container (None: nothing worth a disk)."""
+    disk_gb: int
+    always_disk: bool
+    """Databases always get a disk; caches only when the source gave them a volume."""
+    secret: tuple[str, ...] = ()
+    """Variables the image needs as secrets."""
+    provides: tuple[str, ...] = ()
+    """Variables the rollout gives apps for an accessory of this kind (the app's own are dropped)."""
+
+
+KINDS = {k.name: k for k in (
+    Kind("postgres", 5432, "/var/lib/postgresql/data", 10, True, ("POSTGRES_PASSWORD",),
+         ("DATABASE_URL", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD")),
+    Kind("mysql", 3306, "/var/lib/mysql", 10, True, ("MYSQL_ROOT_PASSWORD",)),
+    Kind("mariadb", 3306, "/var/lib/mysql", 10, True, ("MARIADB_ROOT_PASSWORD",)),
+    Kind("redis", 6379, "/data", 5, False, (), ("REDIS_URL",)),
+    Kind("valkey", 6379, "/data", 5, False, (), ("REDIS_URL",)),
+    Kind("memcached", 11211, None, 0, False),
+    Kind("mongo", 27017, "/data/db", 10, True, ("MONGO_INITDB_ROOT_PASSWORD",)),
+)}
+ALIASES = {"postgresql": "postgres", "postgis": "postgres", "mongodb": "mongo", "bitnami/redis": "redis"}
+
+
+def kind_of(image: str) -> Kind | None:
+    base = image_base(image)
+    return KINDS.get(ALIASES.get(base, base))
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
+_UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def seconds(value: object) -> float | None:
+    """A Compose/Go duration (`30s`, `1m30s`, `500ms`) or a number of seconds; None if neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if value > 0 else None
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    total = sum(float(n) * _UNIT[u] for n, u in parts)
+    return total if total > 0 else None
+
+
+def compact(number: float) -> int | float:
+    """3.0 -> 3, so written blueprints read `interval: 3`."""
+    return int(number) if float(number).is_integer() else round(number, 3)
+
+
+_HTTP_URL = re.compile(r"https?://(?:localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\])(?::(\d+))?(/[^\s'\"|;&]*)?")
+
+
+def http_check(command: str) -> tuple[str, int | None] | None:
+    """(path, port) of a health check command that GETs a local URL (curl, wget, ...)."""
+    m = _HTTP_URL.search(command)
+    if m is None:
+        return None
+    return (m[2] or "/"), (int(m[1]) if m[1] else None)
+
+
+def role_name(name: str) -> str:
+    """A compose service / Kamal role name as a blueprint role name (a-z, 0-9, '-')."""
+    text = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    if not text or not text[0].isalpha():
+        text = "r-" + text
+    return text[:20].rstrip("-")

@@ -1,0 +1,144 @@
+"""Writing a blueprint that `csdeploy init` made: validated first, commented, never over an
+existing file unless asked, never with a secret value in it.
+
+The default `cloud` section names the lab's catalog (the embedded default cloud), so a
+fresh blueprint deploys on `csdeploy lab up` as it is; a comment says what to change for a
+real cloud, and `--set cloud.zone=...` does it on the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..blueprint import Blueprint, BlueprintError, Problem, apply_overrides, loads_blueprint
+from ..errors import InvalidInput
+from .source import Note
+
+LAB_REGISTRY = "registry.lab:5000"
+LAB_PROXY_IMAGE = f"{LAB_REGISTRY}/basecamp/kamal-proxy:v0.9.2"
+REGISTRY_SECRET = "REGISTRY_PASSWORD"
+
+
+def default_cloud() -> dict[str, Any]:
+    return {"zone": "lab-zone-1", "template": "Debian 12 bookworm docker*", "service_offering": "small",
+            "ssh": {"allow_from": ["127.0.0.0/8"]}}
+
+
+_SECRET_WORDS = re.compile(r"(PASSWORD|PASSWD|PASS$|SECRET|TOKEN|_KEY$|^KEY$|KEY_BASE|PRIVATE|CREDENTIAL|"
+                           r"API_KEY|ACCESS_KEY|AUTH|SALT|MASTER_KEY|DSN$|CERT)", re.I)
+_URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@", re.I)
+SECRET_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def looks_secret(name: str, value: str | None = None) -> bool:
+    """A variable that holds a secret: by its name, or a URL that carries a password."""
+    return bool(_SECRET_WORDS.search(name)) or bool(value and _URL_WITH_PASSWORD.match(value))
+
+
+def image_repo(image: str) -> tuple[str, str | None]:
+    """``repo[:tag][@digest]`` -> (repo, tag or None)."""
+    image = image.split("@", 1)[0]
+    last = image.rsplit("/", 1)[-1]
+    if ":" in last:
+        return image[: len(image) - len(last)] + last.split(":", 1)[0], last.split(":", 1)[1]
+    return image, None
+
+
+def registry_of(image: str) -> str | None:
+    """The registry host of an image name (``ghcr.io/a/b`` -> ``ghcr.io``), None for Docker Hub."""
+    first, sep, _ = image.partition("/")
+    return first if sep and ("." in first or ":" in first or first == "localhost") else None
+
+
+def registry_section(image: str, username: str | None = None) -> dict[str, Any]:
+    server = registry_of(image) or "docker.io"
+    user = username or ("csdeploy" if server == LAB_REGISTRY else
+                        (image.split("/")[1] if server != "docker.io" and image.count("/") >= 2
+                         else image.split("/")[0] if "/" in image else "CHANGE-ME"))
+    return {"server": server, "username": user, "password": REGISTRY_SECRET}
+
+
+@dataclass
+class Draft:
+    """A blueprint being written: the tree, what could not be mapped, and where it came from."""
+
+    tree: dict[str, Any]
+    origin: str
+    notes: list[Note] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
+    """Extra header lines (destinations, first deploy hints)."""
+
+
+ORDER = ("service", "image", "build", "cloud", "roles", "accessories", "registry", "env", "secrets",
+         "secrets_file", "ttl", "retain_versions", "rollout")
+SECTION_COMMENTS = {
+    "cloud": "Where the VMs come from: these are the lab's names (csdeploy lab up). For your\n"
+             "CloudStack, use its zone, template and offerings (csdeploy validate checks the file,\n"
+             "csdeploy plan checks the names against the cloud).",
+    "roles": "Roles: groups of identical VMs running the app image (a proxy role is served by\n"
+             "kamal-proxy; the others are workers).",
+    "accessories": "Accessories: databases and caches that deploys leave running, data on a disk.",
+    "registry": "The registry hosts pull from; the password is the NAME of a secret, never its value.",
+    "secrets": "Secret names only: values come from the environment or secrets_file, never this file.",
+    "rollout": "The lab's VMs cannot reach Docker Hub: kamal-proxy comes from the lab registry.",
+}
+
+
+def render(draft: Draft) -> str:
+    """The blueprint as commented YAML (keys in the usual order)."""
+    head = [f"# Written by `{draft.origin}`.", "# Check it: csdeploy validate FILE; change values with --set or an editor."]
+    head += [f"# {line}" for line in draft.comments]
+    if draft.notes:
+        head.append("#")
+        head.append(f"# Not carried over ({len(draft.notes)}):")
+        head += [f"#   {note}" for note in draft.notes]
+    parts = ["\n".join(head)]
+    keys = [k for k in ORDER if k in draft.tree] + [k for k in draft.tree if k not in ORDER]
+    for key in keys:
+        text = yaml.safe_dump({key: draft.tree[key]}, sort_keys=False, default_flow_style=False,
+                              allow_unicode=True, width=100)
+        comment = SECTION_COMMENTS.get(key)
+        if comment:
+            text = "".join(f"# {line}\n" for line in comment.splitlines()) + text
+        parts.append(text.rstrip("\n"))
+    return "\n\n".join(parts) + "\n"
+
+
+def with_overrides(draft: Draft, overrides: Sequence[str]) -> Draft:
+    if overrides:
+        draft.tree = apply_overrides(draft.tree, list(overrides))
+    return draft
+
+
+def validate(text: str, out: Path) -> Blueprint:
+    """The blueprint the text makes; a problem here is reported against the would-be file."""
+    try:
+        return loads_blueprint(text, filename=str(out), source=out)
+    except BlueprintError as exc:
+        raise BlueprintError(exc.problems, hint="nothing was written; fix the source file or pass --set "
+                                                "for the fields named above") from None
+
+
+def write(text: str, out: Path, *, force: bool) -> None:
+    """Write ``text`` to ``out`` unless it exists (``force`` replaces it), atomically."""
+    if out.exists() and not force:
+        raise InvalidInput(f"{out} already exists; nothing was written",
+                           hint="pass --force to replace it, or --out another file")
+    if out.is_dir():
+        raise BlueprintError([Problem(str(out), None, "", "is a directory; --out names the blueprint file")])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, out)
+
+
+def relative(path: Path, start: Path) -> str:
+    """``path`` relative to ``start`` (both made absolute), as blueprints write paths."""
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(start))

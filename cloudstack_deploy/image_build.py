@@ -1,0 +1,286 @@
+"""`csdeploy build`: the app image, made with the local Docker engine from the blueprint's
+`build` section, tagged with the version, labelled `service=<service>`, pushed to the
+blueprint's registry.
+
+- BuildKit, because build secrets need it: `docker buildx build` when the client has the
+  buildx plugin, else a client with BuildKit built in (Docker < 23, such as Debian 12's
+  docker.io) with DOCKER_BUILDKIT=1. A client >= 23 without buildx refuses BuildKit, so the
+  first usable `docker` on PATH is taken (or `$CSDEPLOY_DOCKER`), and which one is reported.
+- Secrets reach BuildKit as `--secret id=NAME,env=NAME`: the value is only in the docker
+  client's environment.
+- The version is the context's git commit (short); uncommitted changes under the context or
+  the Dockerfile make it `<sha>-dirty`, with a warning, so a dirty build never wears a clean
+  commit's name.
+- Login (password on stdin) and push run with a private, temporary DOCKER_CONFIG: the
+  user's ~/.docker is never read or written for them, and the credential is deleted after.
+- Where to push: the registry in the image name, unless the cloud profile (or
+  $CSDEPLOY_REGISTRY_PUSH) maps it to another address this machine reaches it by (the lab's
+  hosts pull from registry.lab:5000; this machine pushes to localhost:5000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .blueprint_schema import Blueprint
+from .errors import InvalidInput, OperationFailed
+from .log import get_logger, redact
+from .progress import Event, Progress
+from .rollout.commands import image as cmd
+from .rollout.contract import check_version
+
+DOCKER_ENV = "CSDEPLOY_DOCKER"
+BUILD_TIMEOUT = 1800.0
+PUSH_TIMEOUT = 900.0
+PROBE_TIMEOUT = 30.0
+VERSION_BUILD_ARG = "CSDEPLOY_VERSION"
+"""Every build gets the version as this build argument (the rollout sets the same name in the
+container's environment); a Dockerfile that does not declare it is unaffected."""
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class DockerClient:
+    path: str
+    buildx: bool
+    version: str
+
+    def describe(self) -> str:
+        how = "buildx" if self.buildx else "built-in BuildKit"
+        return f"{self.path} {self.version} ({how})"
+
+
+@dataclass
+class BuildResult:
+    image: str
+    """What was built, ``<image>:<version>`` (the name hosts pull)."""
+    version: str
+    dirty: bool
+    client: str
+    build_seconds: float
+    pushed_to: str | None = None
+    """The reference pushed (another registry address when the profile maps one), or None."""
+    push_seconds: float = 0.0
+
+
+async def _run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, stdin: bytes | None = None,
+               timeout: float) -> tuple[int, str]:
+    """(exit code, stdout+stderr) of a local command; a timeout kills it."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, **(env or {})})
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise OperationFailed(f"{' '.join(argv[:3])} did not finish within {timeout:.0f}s") from None
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    return redact("\n".join(text.strip().splitlines()[-lines:]))
+
+
+# ---- the version --------------------------------------------------------------------------
+
+def source_version(context: Path, paths: Sequence[Path]) -> tuple[str, bool]:
+    """(short commit of the repository holding ``context``, whether ``paths`` have uncommitted
+    changes). Raises InvalidInput outside a git repository."""
+    def git(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise InvalidInput(f"cannot run git for the version: {exc}",
+                               hint="pass --version V") from None
+
+    head = git(cmd.git_head(str(context)))
+    if head.returncode != 0 or not head.stdout.strip():
+        raise InvalidInput(f"no --version given and {context} is not in a git repository with a commit",
+                           hint="pass --version V (an image tag)")
+    changes = git(cmd.git_changes(str(context), [str(p) for p in paths]))
+    return head.stdout.strip(), bool(changes.returncode != 0 or changes.stdout.strip())
+
+
+# ---- the docker client --------------------------------------------------------------------
+
+def _candidates() -> list[str]:
+    chosen = os.environ.get(DOCKER_ENV)
+    if chosen:
+        return [chosen]
+    found: list[str] = []
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        path = shutil.which("docker", path=folder or ".")
+        if path and os.path.realpath(path) not in {os.path.realpath(p) for p in found}:
+            found.append(path)
+    return found
+
+
+async def find_client() -> DockerClient:
+    """The first docker client that can build with BuildKit (see the module's docstring)."""
+    tried: list[str] = []
+    for path in _candidates():
+        code, out = await _run(cmd.client_version(path), timeout=PROBE_TIMEOUT)
+        version = out.strip().splitlines()[-1] if code == 0 and out.strip() else ""
+        if not version:
+            tried.append(f"{path} (does not run)")
+            continue
+        code, _ = await _run(cmd.buildx_version(path), timeout=PROBE_TIMEOUT)
+        if code == 0:
+            return DockerClient(path, True, version)
+        major = re.match(r"(\d+)", version)
+        if major and int(major[1]) < 23:
+            return DockerClient(path, False, version)
+        tried.append(f"{path} {version} (no buildx plugin)")
+    raise InvalidInput(
+        "no docker client here can build with BuildKit (build secrets need it): "
+        + ("; ".join(tried) if tried else "no docker command on PATH"),
+        hint="install the buildx plugin (Debian: docker-buildx, Docker's packages: docker-buildx-plugin), "
+             f"or point {DOCKER_ENV} at a client with BuildKit built in (Docker < 23, e.g. Debian 12's "
+             "/usr/bin/docker from docker.io)")
+
+
+# ---- build and push -----------------------------------------------------------------------
+
+def needed_secrets(bp: Blueprint, push: bool) -> tuple[str, ...]:
+    """The secret names a build needs: its build secrets, and the registry password to push."""
+    names = list(bp.build.secrets if bp.build else ())
+    if push and bp.registry is not None and bp.registry.password not in names:
+        names.append(bp.registry.password)
+    return tuple(names)
+
+
+def only_secrets(bp: Blueprint, names: Sequence[str]) -> Blueprint:
+    """``bp`` declaring only ``names``: what `load_secrets` then requires (a build does not need
+    the database's password)."""
+    return replace(bp, secrets=tuple(names))
+
+
+def push_target(image: str, version: str, push_map: Mapping[str, str]) -> str:
+    """``image:version`` with its registry part replaced by the address this machine pushes to."""
+    first, sep, rest = image.partition("/")
+    if sep and first in push_map:
+        return f"{push_map[first]}/{rest}:{version}"
+    return f"{image}:{version}"
+
+
+def _check_paths(bp: Blueprint) -> tuple[Path, Path]:
+    if bp.build is None:
+        raise InvalidInput(f"{bp.source or 'the blueprint'} has no `build` section, so csdeploy does not "
+                           "know how to build the app image",
+                           hint="add e.g. `build: {context: ., dockerfile: Dockerfile}` (paths relative "
+                                "to the blueprint), or deploy an image built elsewhere with --version")
+    context = bp.build_context()
+    assert context is not None
+    where = f"{bp.source}: build.context" if bp.source else "build.context"
+    if not context.is_dir():
+        raise InvalidInput(f"{where}: {context} is not a directory")
+    context = context.resolve()
+    dockerfile = (context / bp.build.dockerfile).resolve()
+    if not dockerfile.is_file():
+        raise InvalidInput(f"{where}: no Dockerfile at {dockerfile} (build.dockerfile is relative to the context)")
+    return context, dockerfile
+
+
+def _emit(progress: Progress | None, resource: str, action: str, status: str, detail: str = "") -> None:
+    if progress is not None:
+        progress.emit(Event(resource=resource, action=action, status=status, detail=detail))
+
+
+async def build_image(bp: Blueprint, *, version: str | None, push: bool, secrets: Mapping[str, str],
+                      push_map: Mapping[str, str] | None = None,
+                      progress: Progress | None = None) -> BuildResult:
+    """Build ``bp``'s app image as ``<image>:<version>`` and, with ``push``, push it.
+
+    ``version`` None: the context's git commit (``-dirty`` on uncommitted changes, with a
+    warning on ``progress``). ``secrets`` holds at least `needed_secrets(bp, push)`.
+    """
+    context, dockerfile = _check_paths(bp)
+    assert bp.build is not None
+    if push and bp.registry is None:
+        raise InvalidInput("nothing to push to: the blueprint has no `registry` section",
+                           hint="add registry: {server, username, password}, or build with --no-push")
+    dirty = False
+    if version is None:
+        sha, dirty = source_version(context, [context, dockerfile])
+        version = f"{sha}-dirty" if dirty else sha
+        if dirty and progress is not None:
+            progress.note(f"uncommitted changes in {context}: the image is tagged {version}, "
+                          "not as a commit", level="warning")
+    check_version(version)
+    client = await find_client()
+    ref = f"{bp.image}:{version}"
+    resource = f"image {ref}"
+    args = {**{VERSION_BUILD_ARG: version}, **bp.build.args}
+    argv = cmd.build(client.path, buildx=client.buildx, context=str(context), dockerfile=str(dockerfile),
+                     tag=ref, labels={"service": bp.service}, args=args, secrets=bp.build.secrets,
+                     target=bp.build.target)
+    env = {**({} if client.buildx else cmd.BUILDKIT_ENV), **{n: secrets[n] for n in bp.build.secrets}}
+    log.info("build", image=ref, client=client.describe(), context=str(context))
+    _emit(progress, resource, "build", "running", client.describe())
+    started = time.monotonic()
+    code, out = await _run(argv, env=env, timeout=BUILD_TIMEOUT)
+    build_seconds = time.monotonic() - started
+    if code != 0:
+        _emit(progress, resource, "build", "failed", f"exit {code}")
+        raise OperationFailed(f"building {ref} failed (exit {code}):\n{_tail(out)}",
+                              hint=f"the build ran `{client.path} {'buildx build' if client.buildx else 'build'}` "
+                                   f"in {context}; run it there to see the whole log")
+    _emit(progress, resource, "build", "done", f"{build_seconds:.1f}s")
+    result = BuildResult(image=ref, version=version, dirty=dirty, client=client.describe(),
+                         build_seconds=build_seconds)
+    if push:
+        assert bp.registry is not None
+        result.pushed_to, result.push_seconds = await _push(
+            client, ref, push_target(bp.image, version, push_map or {}), bp.registry.server,
+            bp.registry.username, secrets[bp.registry.password], push_map or {}, progress)
+    return result
+
+
+async def _push(client: DockerClient, ref: str, target: str, server: str, username: str, password: str,
+                push_map: Mapping[str, str], progress: Progress | None) -> tuple[str, float]:
+    """Log in (private DOCKER_CONFIG, password on stdin) and push ``ref`` as ``target``."""
+    resource = f"image {ref}"
+    address = push_map.get(server, server)
+    started = time.monotonic()
+    _emit(progress, resource, "push", "running", target)
+    config = tempfile.mkdtemp(prefix="csdeploy-docker-")  # 0700; holds the login, removed below
+    env = {"DOCKER_CONFIG": config}
+    try:
+        code, out = await _run(cmd.login(client.path, address, username), env=env,
+                               stdin=password.encode() + b"\n", timeout=PROBE_TIMEOUT * 4)
+        if code != 0:
+            _emit(progress, resource, "push", "failed", "login refused")
+            raise OperationFailed(f"docker login {address} as {username} failed:\n{_tail(out, 5)}",
+                                  hint=f"check the registry's password secret and that {address} answers"
+                                       + ("" if address != server else
+                                          f"; if this machine reaches {server} by another address, set "
+                                          "registry_push in the cloud profile or CSDEPLOY_REGISTRY_PUSH"))
+        if target != ref:
+            code, out = await _run(cmd.tag(client.path, ref, target), timeout=PROBE_TIMEOUT)
+            if code != 0:
+                raise OperationFailed(f"docker tag {ref} {target} failed:\n{_tail(out, 5)}")
+        try:
+            code, out = await _run(cmd.push(client.path, target), env=env, timeout=PUSH_TIMEOUT)
+        finally:
+            if target != ref:
+                await _run(cmd.untag(client.path, target), timeout=PROBE_TIMEOUT)
+        if code != 0:
+            _emit(progress, resource, "push", "failed", f"exit {code}")
+            raise OperationFailed(f"pushing {target} failed:\n{_tail(out, 10)}")
+    finally:
+        shutil.rmtree(config, ignore_errors=True)
+    seconds = time.monotonic() - started
+    _emit(progress, resource, "push", "done", f"{target} in {seconds:.1f}s")
+    return target, seconds

@@ -1,0 +1,161 @@
+"""On the lab: a Compose file imported and deployed, a template deployed, and `deploy --build`
+from a fresh clone of this repository serving the version it built.
+
+Environments e2e-compose, e2e-template and e2e-build, each torn down before (leftovers of a
+killed run) and after, in a finally. Only the lab fixture's csdeploy()/inventory() are used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .conftest import Lab
+
+REPO = Path(__file__).resolve().parents[2]
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+COMPOSE = """\
+# web + postgres + redis + a sidekiq-style worker, on the lab's images
+name: demo
+services:
+  web:
+    image: registry.lab:5000/demo-app:v1
+    ports: ["8000:8000"]
+    depends_on:
+      db: {condition: service_healthy}
+      redis: {condition: service_started}
+    healthcheck:
+      test: ["CMD", "curl", "-fsS", "http://localhost:8000/up"]
+      interval: 2s
+      timeout: 3s
+    restart: unless-stopped
+  worker:
+    image: registry.lab:5000/demo-app:v1
+    command: python -m demo.worker
+    depends_on: [db, redis]
+  db:
+    image: registry.lab:5000/postgres:15
+    environment:
+      POSTGRES_DB: demo
+      POSTGRES_USER: demo
+      POSTGRES_PASSWORD: ${POSTGRES_PASSWORD}
+    volumes: [pgdata:/var/lib/postgresql/data]
+  redis:
+    image: registry.lab:5000/redis:7
+volumes:
+  pgdata: {}
+"""
+
+
+def _page(url: str, want: str, deadline: float = 60) -> str:
+    """The index page once its first line is ``want`` (bounded)."""
+    last = ""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            with _DIRECT.open(url, timeout=10) as resp:
+                body = resp.read().decode(errors="replace")
+                if resp.status == 200 and body.splitlines()[:1] == [want]:
+                    return body
+                last = f"HTTP {resp.status}: {body[:200]!r}"
+        except OSError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.5)
+    raise AssertionError(f"{url} does not answer {want!r} after {deadline:.0f}s; last: {last}")
+
+
+@contextmanager
+def env(lab: Lab, name: str) -> Iterator[str]:
+    lab.csdeploy("teardown", "--env", name, "--yes", "--progress", "plain", timeout=600)
+    try:
+        yield name
+    finally:
+        lab.csdeploy("teardown", "--env", name, "--yes", "--progress", "plain", timeout=600)
+
+
+def _url(lab: Lab, name: str) -> str:
+    web = next(h for h in lab.inventory(name)["hosts"] if h.get("proxy"))
+    return f"http://{web['public_ip']}/"
+
+
+def test_compose_file_imports_and_deploys(lab: Lab, tmp_path: Path) -> None:
+    (tmp_path / "docker-compose.yml").write_text(COMPOSE)
+    blueprint = tmp_path / "csdeploy.yml"
+    init = lab.csdeploy("init", "--from-compose", str(tmp_path / "docker-compose.yml"), "--out", str(blueprint))
+    assert "services.web.restart" in init.stderr, init.explain()
+    with env(lab, "e2e-compose") as name:
+        run = lab.csdeploy("create-env", str(blueprint), "--env", name, "--version", "v1", "--progress", "plain",
+                           timeout=900)
+        lab.record("formats", compose_create_env_seconds=round(run.seconds, 1))
+        body = _page(_url(lab, name), "demo v1")
+        assert "db: ok" in body and "redis: ok" in body, body  # the env contract reached the app
+        inv = lab.inventory(name)
+        assert {h["role"] for h in inv["hosts"]} == {"web", "worker", "db"}, inv["hosts"]
+        kamal_dir = tmp_path / "kamal"
+        lab.csdeploy("export", "kamal", str(blueprint), "--env", name, "--out", str(kamal_dir))
+        deploy_yml = (kamal_dir / "config" / "deploy.yml").read_text()
+        for host in inv["hosts"]:
+            assert host["public_ip"] in deploy_yml, deploy_yml
+        db_host = next(h for h in inv["hosts"] if h["role"] == "db")
+        assert f"port: {db_host['private_ip']}:5432:5432" in deploy_yml, deploy_yml
+        if shutil.which("kamal"):
+            subprocess.run(["git", "init", "-q"], cwd=kamal_dir, check=True)
+            check = subprocess.run(["kamal", "config", "--version", "v1"], cwd=kamal_dir, capture_output=True,
+                                   text=True, timeout=120, env={**os.environ, "REGISTRY_PASSWORD": "x",
+                                                                "POSTGRES_PASSWORD": "y"})
+            assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_template_deploys(lab: Lab, tmp_path: Path) -> None:
+    blueprint = tmp_path / "web.yml"
+    lab.csdeploy("init", "--template", "generic", "--out", str(blueprint), "--set", "service=demo",
+                 "--set", "image=registry.lab:5000/demo-app", "--set", "app_port=8000")
+    with env(lab, "e2e-template") as name:
+        run = lab.csdeploy("create-env", str(blueprint), "--env", name, "--version", "v2", "--progress", "plain",
+                           timeout=600)
+        lab.record("formats", template_create_env_seconds=round(run.seconds, 1))
+        _page(_url(lab, name), "demo v2")
+
+
+def test_deploy_build_from_a_fresh_clone_serves_the_built_version(lab: Lab, tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    blueprint = str(clone / "blueprints" / "demo.yml")
+    cli_env = {**lab.env, "PYTHONPATH": str(clone)}  # the clone's csdeploy, not this checkout's
+
+    def csdeploy(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "cloudstack_deploy", *args], cwd=clone, env=cli_env,
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, f"csdeploy {args[0]} failed after {time.monotonic() - started:.0f}s\n" \
+                                     f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        return proc
+
+    assert os.path.islink(clone / "examples" / "demo") and (clone / "examples" / "demo" / "Dockerfile").is_file()
+    with env(lab, "e2e-build") as name:
+        started = time.monotonic()
+        csdeploy("create-env", blueprint, "--env", name, "--skip-rollout", "--progress", "plain", timeout=900)
+        created = time.monotonic() - started
+        started = time.monotonic()
+        deploy = csdeploy("deploy", blueprint, "--env", name, "--build", "--json", "--progress", "plain",
+                          timeout=1800)
+
+
+        result = json.loads(deploy.stdout)
+        lab.record("formats", build_create_env_seconds=round(created, 1),
+                   deploy_build_seconds=round(time.monotonic() - started, 1),
+                   build_seconds=result["build"]["build_seconds"], push_seconds=result["build"]["push_seconds"])
+        assert result["build"]["version"] == sha and not result["build"]["dirty"], result
+        assert result["version"] == sha
+        _page(_url(lab, name), f"demo {sha}")
