@@ -64,6 +64,16 @@ class Network:
 
 
 @dataclass(frozen=True)
+class LoadBalancer:
+    """One public address spreading a role's traffic over its hosts (CloudStack LB rules)."""
+
+    role: str
+    public_ip: str
+    ports: tuple[int, ...] = (80, 443)
+    members: tuple[str, ...] = ()     # host names, as assigned in the cloud
+
+
+@dataclass(frozen=True)
 class Inventory:
     env: str
     service: str
@@ -75,6 +85,7 @@ class Inventory:
     expires: str | None = None         # the environment's csdeploy:expires, if any
     template: str = ""
     public_access: str = "static_nat"
+    load_balancers: tuple[LoadBalancer, ...] = ()
 
     # ---- queries every reader needs, defined once ----------------------------------------
     def host(self, name: str) -> Host:
@@ -112,8 +123,19 @@ class Inventory:
         """Accessory -> the name of the host it runs on."""
         return {a: h.name for h in self.hosts for a in h.accessories}
 
+    def load_balancer(self, role: str) -> LoadBalancer | None:
+        return next((lb for lb in self.load_balancers if lb.role == role), None)
+
+    def entrypoint(self, role: str) -> str | None:
+        """Where a role's users come in: its load balancer's address, else its first host's."""
+        lb = self.load_balancer(role)
+        if lb is not None:
+            return lb.public_ip
+        hosts = self.role_hosts(role)
+        return hosts[0].public_ip if hosts else None
+
     @property
     def app_url(self) -> str | None:
-        """The first proxy host's public address as a URL (what `create-env` prints)."""
+        """The first proxy role's entry point as a URL (what `create-env` prints)."""
         web = next(iter(self.proxy_hosts), None)
-        return f"http://{web.public_ip}/" if web else None
+        return f"http://{self.entrypoint(web.role)}/" if web else None

@@ -30,7 +30,7 @@ from typing import Any
 import asyncssh
 
 from cloudstack_deploy.errors import InvalidInput, Locked
-from cloudstack_deploy.inventory import Host, HostDisk, Inventory, Network, SSHAccess
+from cloudstack_deploy.inventory import Host, HostDisk, Inventory, LoadBalancer, Network, SSHAccess
 
 ENV_NAME_MAX = 20
 _ENV_RE = re.compile(r"^[a-z](?:[a-z0-9-]*[a-z0-9])?$")
@@ -278,6 +278,8 @@ def inventory_to_dict(inv: Inventory) -> dict[str, Any]:
             "accessories": list(h.accessories), "proxy": h.proxy, "host_key": h.host_key,
             "disks": [{"name": d.name, "label": d.label, "mount": d.mount, "size_gb": d.size_gb} for d in h.disks],
         } for h in inv.hosts],
+        "load_balancers": [{"role": lb.role, "public_ip": lb.public_ip, "ports": list(lb.ports),
+                            "members": list(lb.members)} for lb in inv.load_balancers],
         "roles": inv.roles, "accessories": inv.accessories,
     }
 
@@ -299,6 +301,10 @@ def inventory_from_dict(data: dict[str, Any]) -> Inventory:
             disks=tuple(HostDisk(name=str(d["name"]), label=str(d["label"]), mount=str(d["mount"]),
                                  size_gb=int(d["size_gb"])) for d in h.get("disks", ())),
         ) for h in data["hosts"]),
+        load_balancers=tuple(LoadBalancer(role=str(lb["role"]), public_ip=str(lb["public_ip"]),
+                                          ports=tuple(int(x) for x in lb.get("ports", (80, 443))),
+                                          members=tuple(str(m) for m in lb.get("members", ())))
+                             for lb in data.get("load_balancers", ())),
     )
 
 

@@ -14,7 +14,7 @@ import asyncssh
 import pytest
 
 from cloudstack_deploy.errors import CsdeployError, InvalidInput, Locked
-from cloudstack_deploy.inventory import Host, HostDisk, Inventory, Network, SSHAccess
+from cloudstack_deploy.inventory import Host, HostDisk, Inventory, LoadBalancer, Network, SSHAccess
 from cloudstack_deploy.state import (
     EnvState,
     env_dir,
@@ -159,6 +159,7 @@ INVENTORY = Inventory(
            Host(name="demo-db-1", role="db", index=1, vm_id="vm-2", public_ip="127.200.0.6", ssh_port=22,
                 private_ip="10.1.1.6", host_key="ssh-ed25519 BBBB", accessories=("db",))),
     expires="2026-12-01T00:00:00Z",
+    load_balancers=(LoadBalancer(role="web", public_ip="127.200.0.9", ports=(80, 443), members=("demo-web-1",)),),
 )
 
 
@@ -182,7 +183,8 @@ def test_inventory_queries() -> None:
     assert [h.name for h in INVENTORY.role_hosts("web")] == ["demo-web-1"]
     assert INVENTORY.role_hosts("db") == [], "an accessory's own VM runs no app role"
     assert INVENTORY.accessory_host("db").name == "demo-db-1"
-    assert INVENTORY.app_url == "http://127.200.0.5/"
+    assert INVENTORY.app_url == "http://127.200.0.9/", "through the role's load balancer"
+    assert INVENTORY.entrypoint("db") is None and INVENTORY.load_balancer("worker") is None
 
 
 def test_remove_deletes_everything(state: EnvState) -> None:
