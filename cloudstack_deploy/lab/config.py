@@ -151,8 +151,11 @@ def current_lab_config(root: Path | None = None) -> LabConfig:
 
 
 def port_free(port: int) -> bool:
-    """Whether nothing listens on (or holds) 127.0.0.1:``port``."""
+    """Whether nothing listens on (or holds) 127.0.0.1:``port``. Connections of a listener that
+    just stopped (TIME_WAIT) do not count: a server binding there (docker-proxy, the
+    simulator) sets SO_REUSEADDR too, and a lab restarted right after `lab down` keeps its port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -186,3 +186,27 @@ def listening() -> Iterator[int]:
 
 def test_port_free_sees_a_listener(listening: int) -> None:
     assert labconfig.port_free(listening) is False
+
+
+def test_a_port_whose_listener_just_stopped_is_free_but_a_listening_one_is_not() -> None:
+    """After `lab down`, the old registry's connections linger in TIME_WAIT; the lab must keep
+    its port on the next `lab up` (it moved the default lab off 5000 once)."""
+    import socket
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as docker-proxy's listeners do
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    assert not labconfig.port_free(port)
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    conn.close()  # the side that closes first keeps TIME_WAIT on the listener's port
+    client.close()
+    server.close()
+    import time
+
+    deadline = time.monotonic() + 5  # until the FIN exchange has settled into TIME_WAIT
+    while not labconfig.port_free(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert labconfig.port_free(port)
