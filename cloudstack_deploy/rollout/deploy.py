@@ -20,6 +20,7 @@ import getpass
 import json
 import socket
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from ..blueprint_schema import Blueprint, Role
@@ -189,7 +190,7 @@ class Rollout:
         if host.proxy:
             images.append(self.bp.rollout.proxy_image)
         return facts_cmds.script(
-            images=images, label_of=[app_image] if app_image else [],
+            images=images,
             accessories=[accessory_container(self.bp.service, a) for a in host.accessories],
             containers=[container_name(self.bp.service, host.app_role, version)] if app_image else [],
             mounts=[disk.mount for disk in host.disks])
@@ -220,7 +221,8 @@ class Rollout:
                 locked = res.exit_status == 0
             if res.exit_status != 0:
                 raise HostError(conn.host.name, "could not read the host's state", res.stderr or res.stdout)
-            out[conn.host.name] = facts_cmds.parse(res.stdout)
+            out[conn.host.name] = facts_cmds.parse(
+                res.stdout, accessories=[accessory_container(self.bp.service, a) for a in conn.host.accessories])
 
         targets = hosts if lock is None or any(h.name == primary for h in hosts) else [self.inv.primary, *hosts]
         try:
@@ -421,7 +423,9 @@ class Rollout:
         for acc in self.bp.accessories.values():
             accessory_env(acc, self.secrets).env_file()
 
-    async def run(self, opts: RolloutOptions) -> RolloutResult:
+    async def run(self, opts: RolloutOptions, *, gate: Awaitable[None] | None = None) -> RolloutResult:
+        """The whole rollout; ``gate`` (the cloud lock being taken meanwhile) is awaited after the
+        hosts are read and before anything changes."""
         version = check_version(opts.version)
         self.check_envs(version)
         targets = self.select(opts.roles, opts.hosts)
@@ -436,6 +440,14 @@ class Rollout:
                 facts = await self.read_facts(pool, targets, version,
                                               lock=self._lock_script(version, opts.break_lock))
             except BaseException as exc:
+                history.finish(record, time.monotonic() - started, exc)
+                await tracker.finished(exc)
+                raise
+            try:
+                if gate is not None:
+                    await gate
+            except BaseException as exc:
+                await self._unlock_quietly(pool, None)
                 history.finish(record, time.monotonic() - started, exc)
                 await tracker.finished(exc)
                 raise
