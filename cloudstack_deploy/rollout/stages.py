@@ -50,9 +50,9 @@ def prepare_script(bp: Blueprint, host: Host, *, user: str, install: str | None,
     if bp.registry is not None and registry_password is not None and pulls:
         s.step("registry-login")
         s.stdin_to(d.login(bp.registry.server, bp.registry.username), registry_password)
-    for image in pulls:
-        s.step(f"pull {image}")
-        s.run(d.pull(image))
+    if pulls:
+        s.step("pull " + ", ".join(pulls))
+        s.extend(d.pull_all(pulls))
     if check_image:
         s.step("check-image")
         s.extend(d.require_label(check_image, "service", bp.service, IMAGE_LABEL_EXIT))

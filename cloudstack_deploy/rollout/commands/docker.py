@@ -112,6 +112,19 @@ def pull(image: str) -> Argv:
     return ["docker", "pull", "--quiet", image]
 
 
+def pull_all(images: Sequence[str]) -> Script:
+    """Pull ``images`` at once (the engine fetches and unpacks them side by side); stop, naming
+    the image, if any pull failed."""
+    s = Script()
+    if len(images) == 1:
+        return s.run(pull(images[0]))
+    for n, image in enumerate(images):
+        s.raw(f"{q(pull(image))} >/dev/null & pull_{n}=$!")
+    for n, image in enumerate(images):
+        s.raw(f"wait $pull_{n} || {{ {q(['echo', f'docker pull {image} failed'])} >&2; exit 1; }}")
+    return s
+
+
 def image_exists(image: str) -> Argv:
     return ["docker", "image", "inspect", "--format", "{{.Id}}", image]
 

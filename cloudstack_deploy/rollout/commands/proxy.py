@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...blueprint_schema import Proxy
 from . import docker as d
-from .script import Argv, Pipe, Script, Var, Word, at_least, differs, q, succeeds
+from .script import Argv, Pipe, Script, Var, Word, at_least, differs, nonempty, q, succeeds
 
 CONTAINER = "kamal-proxy"
 CONFIG_VOLUME = "kamal-proxy-config:/home/kamal-proxy/.config/kamal-proxy"
@@ -72,6 +72,37 @@ def reboot(image: str, *, timeout: float = 30) -> Script:
     return s
 
 
+WARM_UP_SECONDS = 10.0
+WARM_UP_STEP = 0.1
+
+
+def wait_healthy(container: str, proxy: Proxy) -> Script:
+    """Before asking kamal-proxy: poll the new container's health path from the host every
+    0.1 s (curl, else wget) until it answers 2xx, the container stops running, or 10 s.
+
+    kamal-proxy checks a target at once and then every health-check interval (1 s by
+    default): a target still starting costs a whole interval, so the switch waits here, at a
+    finer step, and kamal-proxy's first check passes. Without curl or wget on the host, or
+    when the wait runs out, kamal-proxy decides as before (and reports why it refused)."""
+    s = Script()
+    ip, i, st = Var("ip"), Var("i"), Var("st")
+    url = Word("http://", ip, f":{proxy.app_port}{proxy.healthcheck.path}")
+    tools = succeeds(["command", "-v", "curl"]) | succeeds(["command", "-v", "wget"])
+    s.capture(ip, Pipe(d.inspect(container, d.FIRST_IP), ["cut", "-d", " ", "-f1"]))
+    with s.when(nonempty(ip) & tools):
+        s.set(i, "0")
+        with s.loop():
+            with s.when(succeeds(["curl", "-fsS", "-o", "/dev/null", "-m", "1", url])
+                        | succeeds(["wget", "-q", "-O", "/dev/null", "-T", "1", url])):
+                s.break_()
+            s.increment(i)
+            s.capture(st, d.inspect(container, d.STATE))
+            with s.when(differs(st, "running") | at_least(i, int(WARM_UP_SECONDS / WARM_UP_STEP))):
+                s.break_()
+            s.sleep(WARM_UP_STEP)
+    return s
+
+
 def switch(service: str, container: str, proxy: Proxy, *, code: int = 67) -> Script:
     """Point ``service`` at ``container`` through kamal-proxy, health-checked.
 
@@ -81,6 +112,7 @@ def switch(service: str, container: str, proxy: Proxy, *, code: int = 67) -> Scr
     """
     s = Script()
     out, rc, ip, st = Var("out"), Var("rc"), Var("ip"), Var("st")
+    s.extend(wait_healthy(container, proxy))
     s.set(rc, "0")
     s.raw(f"{out.name}=$({q(deploy(service, f'{container}:{proxy.app_port}', proxy))} 2>&1) || {rc.name}=$?")
     with s.when(differs(rc, "0")):
