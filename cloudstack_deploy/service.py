@@ -96,15 +96,17 @@ def _journal(progress: Progress | None) -> Journal:
 
 
 @contextlib.asynccontextmanager
-async def _cloud_lock(env: str, break_lock: bool, progress: Progress | None) -> AsyncIterator[None]:
-    """The environment's cloud lock around a rollout (see `provision.cloudlock.rollout_lock`)."""
+async def _cloud_lock(env: str, break_lock: bool, progress: Progress | None) -> AsyncIterator[
+        asyncio.Future[None]]:
+    """The environment's cloud lock around a rollout: yields the gate to await before any
+    change (see `provision.cloudlock.rollout_lock`)."""
     try:
         config: CloudConfig | None = _config()
     except InvalidInput:
         config = None
     warn = (lambda text: progress.note(text, level="warning")) if progress else (lambda text: None)
-    async with rollout_lock(config, env, break_lock=break_lock, warn=warn):
-        yield
+    async with rollout_lock(config, env, break_lock=break_lock, warn=warn) as gate:
+        yield gate
 
 
 # ---- provisioning ---------------------------------------------------------------------------------
@@ -155,8 +157,8 @@ async def create_env(bp: Blueprint, env: str, *, version: str | None = None, ttl
         outcome = CreateEnvOutcome(provision=result)
         if not skip_rollout:
             rollout = Rollout(bp, result.inventory, secrets, progress, journal=journal)
-            async with _cloud_lock(env, opts.break_lock, progress):
-                outcome.rollout = await rollout.run(RolloutOptions(version=version or ""))
+            async with _cloud_lock(env, opts.break_lock, progress) as gate:
+                outcome.rollout = await rollout.run(RolloutOptions(version=version or ""), gate=gate)
         return outcome
     finally:
         journal.close()
@@ -215,15 +217,16 @@ def _rollout(ctx: EnvContext, secrets: dict[str, str], progress: Progress | None
 
 @contextlib.asynccontextmanager
 async def _changing(env: str, break_lock: bool, progress: Progress | None, dry_run: bool) -> AsyncIterator[
-        Journal | None]:
-    """What a real rollout holds: the cloud lock (seen by `reap`) and a history journal."""
+        tuple[Journal | None, asyncio.Future[None] | None]]:
+    """What a real rollout holds: the cloud lock (seen by `reap`; its gate is awaited before
+    the first change) and a history journal."""
     if dry_run:
-        yield None
+        yield None, None
         return
     journal = _journal(progress)
     try:
-        async with _cloud_lock(env, break_lock, progress):
-            yield journal
+        async with _cloud_lock(env, break_lock, progress) as gate:
+            yield journal, gate
     finally:
         journal.close()
 
@@ -236,8 +239,8 @@ async def deploy(env: str, version: str, *, blueprint: str | None = None, overri
     ctx = await context(env, blueprint, overrides)
     secrets = load_secrets_for(ctx.bp)
     opts = RolloutOptions(version=version, break_lock=break_lock, roles=roles, hosts=hosts)
-    async with _changing(env, break_lock, progress, dry_run) as journal:
-        result = await _rollout(ctx, secrets, progress, dry_run, journal).run(opts)
+    async with _changing(env, break_lock, progress, dry_run) as (journal, gate):
+        result = await _rollout(ctx, secrets, progress, dry_run, journal).run(opts, gate=gate)
     if blueprint is not None and not dry_run:
         remember_blueprint(ctx.state, blueprint, overrides)
     return result
@@ -311,9 +314,9 @@ async def rollback(env: str, to: str | None = None, *, blueprint: str | None = N
     """Back to the previous successful version (or ``to``)."""
     ctx = await context(env, blueprint)
     secrets = load_secrets_for(ctx.bp)
-    async with _changing(env, break_lock, progress, dry_run) as journal:
+    async with _changing(env, break_lock, progress, dry_run) as (journal, gate):
         return await ops.rollback(_rollout(ctx, secrets, progress, dry_run, journal), to, break_lock=break_lock,
-                                  roles=roles, hosts=hosts)
+                                  roles=roles, hosts=hosts, gate=gate)
 
 
 async def status(env: str, *, blueprint: str | None = None) -> list[ops.HostStatus]:
@@ -327,7 +330,7 @@ async def history(env: str, *, blueprint: str | None = None) -> list[DeployRecor
         return await r.history(pool)
 
 
-HISTORY_KINDS = ("deployments", "environments", "runs")
+HISTORY_KINDS = records.HISTORY_KINDS
 
 
 async def recorded(what: str = "deployments", *, env: str | None = None, service: str | None = None,
@@ -367,7 +370,8 @@ async def proxy_reboot(env: str, *, blueprint: str | None = None) -> list[str]:
 async def accessory_reboot(env: str, name: str, *, blueprint: str | None = None,
                            progress: Progress | None = None) -> RolloutResult:
     ctx = await context(env, blueprint)
-    async with _cloud_lock(env, False, progress):
+    async with _cloud_lock(env, False, progress) as gate:
+        await gate
         return await ops.accessory_reboot(_rollout(ctx, load_secrets_for(ctx.bp), progress), name)
 
 

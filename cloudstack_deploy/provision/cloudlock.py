@@ -11,6 +11,8 @@ warning there, since the deploy lock on the primary host still keeps deploys apa
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import getpass
 import os
 import socket
@@ -111,39 +113,50 @@ async def network_lock(cloud: Cloud, env: str) -> tuple[str | None, str | None]:
 
 @asynccontextmanager
 async def rollout_lock(config: CloudConfig | None, env: str, *, break_lock: bool,
-                       warn: Callable[[str], None]) -> AsyncIterator[None]:
+                       warn: Callable[[str], None]) -> AsyncIterator[asyncio.Future[None]]:
     """Hold the environment's cloud lock around a rollout, so `reap` on any machine sees it.
 
-    Another run's live lock is `Locked`; anything else that keeps the lock from being taken
-    (no cloud configured, the cloud does not answer, no tagged network) is a warning and the
-    rollout goes on without it.
+    Yields a gate: the lock is taken in the background (a list call and a tag job) while the
+    rollout reads its hosts, and the caller awaits the gate before it changes anything.
+    Another run's live lock makes the gate raise `Locked`; anything else that keeps the lock
+    from being taken (no cloud configured, the cloud does not answer, no tagged network) is
+    a warning and the rollout goes on without it. The lock is released on the way out.
     """
     unseen = "the rollout goes on, but `csdeploy reap` on other machines cannot see it running"
     if config is None:
         warn(f"no cloud configured: {unseen}")
-        yield
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        yield done
         return
-    value, nid = lock_value(), None
+    value = lock_value()
+    taken: list[str] = []
     cloud = Cloud(config, max_in_flight=4, retries=1)
     await cloud.__aenter__()
-    try:
+
+    async def acquire() -> None:
         try:
             nid, held = await network_lock(cloud, env)
             if nid is None:
                 warn(f"environment '{env}' has no tagged network in the cloud: {unseen}")
-            else:
-                dead = await take_network_lock(cloud, env, nid, held, value, break_lock)
-                if dead:
-                    warn(f"took over the environment's cloud lock from {dead}")
+                return
+            dead = await take_network_lock(cloud, env, nid, held, value, break_lock)
+            taken.append(nid)
+            if dead:
+                warn(f"took over the environment's cloud lock from {dead}")
         except Locked:
             raise
         except CsdeployError as exc:
-            nid = None
             warn(f"could not take the environment's lock in the cloud ({str(exc).splitlines()[0]}): {unseen}")
-        yield
+
+    gate = asyncio.ensure_future(acquire())
+    try:
+        yield gate
     finally:
         try:
-            if nid is not None:
-                await release_cloud_lock(cloud, nid, value)
+            with contextlib.suppress(BaseException):  # its error was the caller's to see, or moot
+                await gate
+            if taken:
+                await release_cloud_lock(cloud, taken[0], value)
         finally:
             await cloud.__aexit__(None, None, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,7 +130,7 @@ async def previous_version(r: Rollout) -> tuple[str | None, list[history.DeployR
 
 
 async def rollback(r: Rollout, to: str | None, *, break_lock: bool = False, roles: tuple[str, ...] = (),
-                   hosts: tuple[str, ...] = ()) -> RolloutResult:
+                   hosts: tuple[str, ...] = (), gate: Awaitable[None] | None = None) -> RolloutResult:
     if to is None:
         reader = Rollout(r.bp, r.inv, r.secrets, r.progress)
         to, records = await previous_version(reader)
@@ -138,7 +138,8 @@ async def rollback(r: Rollout, to: str | None, *, break_lock: bool = False, role
             versions = ", ".join(rec.version for rec in records) or "none"
             raise InvalidInput("no previous successful version to roll back to",
                                hint=f"deploy history: {versions}; pass --to VERSION")
-    return await r.run(RolloutOptions(version=to, break_lock=break_lock, kind="rollback", roles=roles, hosts=hosts))
+    return await r.run(RolloutOptions(version=to, break_lock=break_lock, kind="rollback", roles=roles, hosts=hosts),
+                       gate=gate)
 
 
 async def proxy_reboot(r: Rollout) -> list[str]:

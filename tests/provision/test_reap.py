@@ -160,7 +160,8 @@ def test_a_rollout_holds_the_cloud_lock_so_reap_elsewhere_skips_it(home: Path, c
     warnings: list[str] = []
 
     async def during() -> list[str]:
-        async with rollout_lock(read_cloud_config(), "deploying", break_lock=False, warn=warnings.append):
+        async with rollout_lock(read_cloud_config(), "deploying", break_lock=False, warn=warnings.append) as gate:
+            await gate  # taken in the background: a rollout awaits it before it changes anything
             locks = [t["value"] for t in cloud_view.cs.listTags(key=TAG_LOCK).get("tag", [])]
             reaped = await asyncio.to_thread(reap_json)
         return [locks, reaped]
@@ -184,7 +185,8 @@ def test_a_rollout_without_a_reachable_cloud_warns_and_goes_on(home: Path) -> No
     ran = []
 
     async def go() -> None:
-        async with rollout_lock(config, "demo", break_lock=False, warn=warnings.append):
+        async with rollout_lock(config, "demo", break_lock=False, warn=warnings.append) as gate:
+            await gate
             ran.append(True)
 
     asyncio.run(go())
