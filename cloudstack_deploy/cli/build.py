@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import click
 
-from .. import render, service
-from .common import JSON_OPTION, PROGRESS_OPTION, SET_OPTION, echo_json, load, progress_for, run
+from .common import (
+    JSON_OPTION,
+    PROGRESS_OPTION,
+    SET_OPTION,
+    Lazy,
+    echo_json,
+    load,
+    progress_for,
+    run,
+)
+
+render = Lazy("cloudstack_deploy.render")
+service = Lazy("cloudstack_deploy.service")
 
 
 @click.command()

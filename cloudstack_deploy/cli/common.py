@@ -22,6 +22,19 @@ from ..progress import Progress, make_progress
 T = TypeVar("T")
 
 
+class Lazy:
+    """A module imported when a command first uses it: `csdeploy --help` or `validate` never
+    pays for the CloudStack client, SSH or the history store (about half a second)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
 def render_error(exc: CsdeployError) -> None:
     """``csdeploy: error: ...`` and ``hint: ...`` on stderr; errors that name a file:line already
     (a blueprint's problems) are printed as they are, one per line."""

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from .. import render, service
 from ..errors import OperationFailed
-from ..store.records import STATUSES
+from ..store.records import HISTORY_KINDS, STATUSES
 from .common import (
     BLUEPRINT_OPTION,
     JSON_OPTION,
     MAX_API_OPTION,
     PROGRESS_OPTION,
     SET_OPTION,
+    Lazy,
     echo_json,
     env_name,
     progress_for,
@@ -20,6 +20,9 @@ from .common import (
     ttl,
     version_or_head,
 )
+
+render = Lazy("cloudstack_deploy.render")
+service = Lazy("cloudstack_deploy.service")
 
 
 @click.command()
@@ -107,7 +110,7 @@ def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> o
 @click.option("--status", default=None, type=click.Choice([*STATUSES, "running", "passed"]),
               help="Only deployments (or runs) with this status.")
 @click.option("--since", default=None, metavar="DURATION", callback=_since, help="Only the last DURATION, e.g. 7d.")
-@click.option("--show", default="deployments", show_default=True, type=click.Choice(service.HISTORY_KINDS),
+@click.option("--show", default="deployments", show_default=True, type=click.Choice(HISTORY_KINDS),
               help="Deployments (with their events), environments' lives, or nightly/reap runs.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--source", default="store", show_default=True, type=click.Choice(["store", "host"]),

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from .. import service
-from .common import ENV_OPTION, SET_OPTION, load, run
+from .common import ENV_OPTION, SET_OPTION, Lazy, load, run
+
+service = Lazy("cloudstack_deploy.service")
 
 
 @click.command()

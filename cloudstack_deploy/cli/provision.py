@@ -6,9 +6,6 @@ import sys
 
 import click
 
-from .. import render, service
-from ..provision.run import CreateOptions
-from ..state import inventory_to_dict
 from .common import (
     BREAK_LOCK_OPTION,
     ENV_OPTION,
@@ -16,6 +13,7 @@ from .common import (
     MAX_API_OPTION,
     PROGRESS_OPTION,
     SET_OPTION,
+    Lazy,
     echo_json,
     load,
     progress_for,
@@ -23,6 +21,9 @@ from .common import (
     ttl,
     version_or_head,
 )
+
+render = Lazy("cloudstack_deploy.render")
+service = Lazy("cloudstack_deploy.service")
 
 BLUEPRINT_ARG = click.argument("blueprint", type=click.Path(dir_okay=False))
 
@@ -78,6 +79,8 @@ def create_env(blueprint: str, env: str, ttl_text: str | None, skip_rollout: boo
     bp = load(blueprint, overrides)
     if not skip_rollout:
         version = version_or_head(version, what=" (or pass --skip-rollout)")
+    from ..provision.run import CreateOptions
+
     opts = CreateOptions(ttl=ttl(ttl_text), max_api=max_api, max_ssh=max_ssh, ssh_timeout=ssh_timeout,
                          break_lock=break_lock)
     with progress_for(progress_mode, as_json) as progress:
@@ -86,6 +89,8 @@ def create_env(blueprint: str, env: str, ttl_text: str | None, skip_rollout: boo
     result, rolled = outcome.provision, outcome.rollout
     created = result.plan.count("create", "replace")
     if as_json:  # one JSON document on stdout, rollout included
+        from ..state import inventory_to_dict
+
         doc = {"inventory": inventory_to_dict(result.inventory), "plan": result.plan.to_dict(),
                "seconds": round(result.seconds, 2), "api_calls": result.api_calls}
         if rolled:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from .. import render, service
+if TYPE_CHECKING:
+    from ..rollout.deploy import RolloutResult
+
 from ..log import redact
-from ..rollout.deploy import RolloutResult
 from .common import (
     BLUEPRINT_OPTION,
     BREAK_LOCK_OPTION,
@@ -19,11 +21,15 @@ from .common import (
     PROGRESS_OPTION,
     ROLES_OPTION,
     SET_OPTION,
+    Lazy,
     echo_json,
     progress_for,
     run,
     version_or_head,
 )
+
+render = Lazy("cloudstack_deploy.render")
+service = Lazy("cloudstack_deploy.service")
 
 
 def _report(result: RolloutResult, as_json: bool, what: str, dry_run: bool) -> None:

@@ -18,11 +18,13 @@ import socket
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .db import Store
+if TYPE_CHECKING:  # a type only: reading the status names needs no database driver
+    from .db import Store
 
 STATUSES = ("pending", "deploying", "deployed", "failed", "rolled_back")
+HISTORY_KINDS = ("deployments", "environments", "runs")   # what `csdeploy history --show` lists
 EVENTS = ("deploy_started", "deploy_completed", "deploy_failed", "rollback")
 ACTOR_VAR = "CSDEPLOY_ACTOR"
 
