@@ -1,0 +1,1 @@
+"""The benchmark sections `scripts/bench` runs: versus Kamal, fleet size, rollout width."""
