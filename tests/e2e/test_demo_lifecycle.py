@@ -126,6 +126,30 @@ def test_c_write_a_note(story: Story) -> None:
     assert json.loads(body)["body"] == story.note
 
 
+# ---- c2 ----------------------------------------------------------------------------------------
+def test_c2_dry_run_shows_each_hosts_scripts_changes_nothing_and_leaks_no_secret(story: Story) -> None:
+    """`deploy --dry-run` (with -vv JSON logs): the hosts' facts are read for real, the scripts
+    that would run are printed per host, the app keeps serving v1, and the lab's PostgreSQL
+    password (it has URL-special characters) appears in no form."""
+    from urllib.parse import quote
+
+    run = story.lab.csdeploy("-vv", "--log-format", "json", "deploy", BLUEPRINT, "--env", ENV, "--version", "v2",
+                             "--dry-run")
+    out = run.stdout + run.stderr
+    headers = [line for line in run.stdout.splitlines() if line.startswith("### ")]
+    assert f"### {ENV}-web-1: take the deploy lock" in headers
+    assert any(h.startswith(f"### {ENV}-web-1: prepare") for h in headers), headers
+    assert f"### {ENV}-web-1: switch web v2" in headers and f"### {ENV}-worker-1: start worker v2" in headers
+    assert not any(h.startswith(f"### {ENV}-db-1") for h in headers), "nothing changes on the db host"
+    assert "kamal-proxy deploy demo-web --target=demo-web-v2:8000" in run.stdout
+    assert "[REDACTED]" in run.stdout, "the env files' secret lines are shown, redacted"
+    password = story.lab.secrets["POSTGRES_PASSWORD"]
+    for form in (password, quote(password, safe=""), quote(password)):
+        assert form not in out, "a form of the PostgreSQL password leaked"
+    status, body = http("GET", story.url)
+    assert status == 200 and page_version(body) == "v1", "a dry run changes nothing"
+
+
 # ---- d -----------------------------------------------------------------------------------------
 def test_d_deploy_v2_under_load_drops_nothing(story: Story) -> None:
     run, load = deploy_under_load(story, "deploy", BLUEPRINT, "--env", ENV, "--version", "v2", "--json",

@@ -57,6 +57,12 @@ class Lab:
     def cs(self) -> Any:
         return cs_client(self.endpoint, self.key, self.secret, poll_interval=0.2, job_timeout=300)
 
+    @property
+    def secrets(self) -> dict[str, str]:
+        """The lab's secret values (what its demo blueprint deploys with): canaries for leaks."""
+        lines = (self.home / "lab" / "secrets.env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
     def view(self) -> CloudView:
         return CloudView(self.cs(), self.endpoint, self.key)
 
