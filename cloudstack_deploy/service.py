@@ -22,23 +22,16 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import formats
 from .blueprint import Blueprint, load_blueprint
 from .cloud import Cloud, CloudConfig, read_cloud_config
 from .cloud.client import DEFAULT_IN_FLIGHT
 from .cloud.config import registry_push_map
 from .envctx import EnvContext, load_context, remember_blueprint
 from .errors import CsdeployError, InvalidInput, OperationFailed
-from .formats import InitResult
-from .formats.kamal_out import ExportResult, export_kamal
-from .image_build import BuildResult, build_image, needed_secrets, only_secrets
 from .inventory import Inventory
 from .log import register_secrets
-from .nightly import checks as nightly_checks
-from .nightly.report import NightlyResult
-from .nightly.run import Nightly, NightlyPlan, Steps, validate_prefix
 from .progress import Progress, Recorder
 from .provision.cloudlock import rollout_lock
 from .provision.desired import parse_time
@@ -56,6 +49,13 @@ from .secrets import load_secrets, read_dotenv
 from .state import EnvState
 from .store import Journal, check_reachable, records, store_url
 from .store.db import Store
+
+if TYPE_CHECKING:  # imported by the commands that use them: a deploy never loads these
+    from .formats import InitResult
+    from .formats.kamal_out import ExportResult
+    from .image_build import BuildResult
+    from .nightly.report import NightlyResult
+    from .nightly.run import NightlyPlan, Steps
 
 
 def default_version() -> str | None:
@@ -254,6 +254,8 @@ async def build(bp: Blueprint, *, version: str | None = None, push: bool = True,
         config: CloudConfig | None = _config()
     except CsdeployError:
         config = None  # building needs no cloud; the push address then comes from the environment
+    from .image_build import build_image, needed_secrets, only_secrets
+
     names = needed_secrets(bp, push)
     secrets = load_secrets_for(only_secrets(bp, names), config) if names else {}
     return await build_image(bp, version=version, push=push, secrets=secrets,
@@ -280,6 +282,8 @@ def init_blueprint(out: str | os.PathLike[str], *, compose: str | os.PathLike[st
     and never over an existing file unless ``force``."""
     from pathlib import Path
 
+    from . import formats
+
     return formats.init_blueprint(Path(out), compose=Path(compose) if compose is not None else None,
                                   kamal=Path(kamal) if kamal is not None else None, template=template,
                                   sets=sets, force=force)
@@ -305,6 +309,8 @@ async def export_kamal_config(bp: Blueprint, env: str, out: str | os.PathLike[st
     if inventory is None:
         async with Cloud(_config()) as cloud:
             inventory = await refresh_inventory(cloud, bp, env, state)
+    from .formats.kamal_out import export_kamal
+
     return export_kamal(bp, inventory, Path(out), force=force)
 
 
@@ -394,6 +400,8 @@ async def nightly(blueprint: str, prefix: str, *, version: str, overrides: tuple
     except OperationFailed as exc:
         raise InvalidInput(str(exc), hint=exc.hint) from None
     prog = _silent(progress)
+    from .nightly.run import Nightly, Steps
+
     steps = Steps(
         reap=lambda: _nightly_reap(prefix, steps, prog, max_api),
         create=lambda env: create_env(bp, env, ttl=ttl, skip_rollout=True, progress=prog, blueprint_path=blueprint,
@@ -428,6 +436,9 @@ def _nightly_plan(blueprint: str, prefix: str, version: str, overrides: tuple[st
                         junit: str | None) -> NightlyPlan:
     """Every input of a nightly, checked (InvalidInput, nothing created): the prefix, the
     blueprint, the checks and the JUnit path."""
+    from .nightly import checks as nightly_checks
+    from .nightly.run import NightlyPlan, validate_prefix
+
     validate_prefix(prefix)
     bp = load_blueprint(blueprint, overrides=list(overrides))
     http = [nightly_checks.parse_check(c) for c in checks]
@@ -451,7 +462,7 @@ def _existing_parent(path: Path) -> Path:
 
 
 __all__ = [
-    "BuildResult", "CreateEnvOutcome", "CreateOptions", "ExportResult", "InitResult", "accessory_reboot", "build",
+    "CreateEnvOutcome", "CreateOptions", "accessory_reboot", "build",
     "build_and_deploy", "create_env", "default_version", "deploy", "environments", "exec_", "export_kamal_config",
     "history", "init_blueprint", "load_secrets_for", "logs", "nightly", "plan", "proxy_reboot", "reap", "recorded",
     "rollback", "status", "teardown", "template_fields",

@@ -132,7 +132,7 @@ class Kamal(Tool):
     def configure(self) -> None:
         """config/deploy.yml and .kamal/secrets from the blueprint; kamal-proxy from the lab registry."""
         out = self.workdir
-        sh([*CLI, "export", "kamal", str(BLUEPRINT), "--env", self.env, "--out", str(out)])
+        sh([*CLI, "export", "kamal", str(BLUEPRINT), "--env", self.env, "--out", str(out), "--force"])
         sh(["git", "init", "-q", str(out)], check=False)
         sh(["kamal", "proxy", "boot_config", "set", "--registry", "registry.lab:5000", "--repository", "basecamp"],
            env=self.environ(), cwd=out)

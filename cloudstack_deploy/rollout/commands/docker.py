@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from .script import (
     Argv,
+    Cond,
     Pipe,
     Script,
     Var,
@@ -243,15 +244,33 @@ def show_logs(name: str | Var, tail: int = 30) -> Script:
     return s
 
 
+def clock(into: Var) -> Script:
+    """``into`` = the host's monotonic clock in hundredths of a second (/proc/uptime; whole
+    seconds from `date` where there is none)."""
+    s = Script()
+    s.raw(f"{into.name}=$(cut -d' ' -f1 /proc/uptime 2>/dev/null || date +%s.00); "
+          f"{into.name}=${{{into.name}%.*}}${{{into.name}#*.}}")
+    return s
+
+
+def elapsed_at_least(start: Var, now: Var, seconds: float) -> Cond:
+    return Cond(f"[ $(( ${now.name} - ${start.name} )) -ge {int(seconds * 100)} ]")
+
+
+WAIT_STEP = 0.2
+
+
 def wait_ready(name: str, *, timeout: float, readiness: float, remove_on_fail: bool = False,
                code: int = 66) -> Script:
-    """Wait until ``name`` is healthy (HEALTHCHECK) or still running after ``readiness`` s.
+    """Wait until ``name`` is healthy (HEALTHCHECK) or still running ``readiness`` s after the
+    wait began (measured on the host's clock, not by counting polls: each `docker inspect`
+    takes time too).
 
     On failure print the container's state and last logs; ``remove_on_fail`` then removes it
     (a new app version that never became ready must not linger beside the old one).
     """
     s = Script()
-    st, i = Var("st"), Var("i")
+    st, t0, now = Var("st"), Var("t0"), Var("now")
 
     def give_up(*why: str | Var) -> None:
         s.say(*why)
@@ -260,19 +279,19 @@ def wait_ready(name: str, *, timeout: float, readiness: float, remove_on_fail: b
             s.run(remove([name]), quiet=True, may_fail=True)
         s.exit(code)
 
-    s.set(i, "0")
+    s.extend(clock(t0))
     with s.loop():
         s.capture(st, inspect(name, HEALTH_STATE))
+        s.extend(clock(now))
         with s.when(equals(st, "healthy running")):
             s.break_()
-        with s.when(equals(st, "none running") & at_least(i, int(readiness * 2))):
+        with s.when(equals(st, "none running") & elapsed_at_least(t0, now, readiness)):
             s.break_()
         with s.when(matches(st, "*exited*", "*dead*", "unhealthy *") | empty(st)):
             give_up(f"container {name} is ", st)
-        s.increment(i)
-        with s.when(at_least(i, int(timeout * 2) + 1)):
+        with s.when(elapsed_at_least(t0, now, timeout)):
             give_up(f"container {name} not ready after {timeout:g}s (", st, ")")
-        s.sleep(0.5)
+        s.sleep(WAIT_STEP)
     return s
 
 
