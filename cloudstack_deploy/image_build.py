@@ -20,7 +20,6 @@ blueprint's registry.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from .blueprint_schema import Blueprint
 from .errors import InvalidInput, OperationFailed
+from .localcmd import run_local
 from .log import get_logger, redact
 from .progress import Event, Progress
 from .rollout.commands import image as cmd
@@ -76,17 +76,11 @@ class BuildResult:
 async def _run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, stdin: bytes | None = None,
                timeout: float) -> tuple[int, str]:
     """(exit code, stdout+stderr) of a local command; a timeout kills it."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, **(env or {})})
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        code, out, _ = await run_local(argv, env=env, stdin=stdin, timeout=timeout, merge_stderr=True)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise OperationFailed(f"{' '.join(argv[:3])} did not finish within {timeout:.0f}s") from None
-    return proc.returncode or 0, out.decode(errors="replace")
+    return code, out
 
 
 def _tail(text: str, lines: int = 20) -> str:

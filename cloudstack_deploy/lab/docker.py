@@ -6,12 +6,11 @@ dependency); every call has a clear error naming what failed and how to get an e
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shutil
 from collections.abc import Sequence
 
 from ..errors import CsdeployError
+from ..localcmd import run_local
 
 
 class DockerError(CsdeployError):
@@ -28,19 +27,10 @@ async def docker(*args: str, input: bytes | None = None, check: bool = True, tim
     """Run ``docker ARGS``; return (exit code, stdout, stderr). Raises DockerError if check fails."""
     if shutil.which("docker") is None:
         raise DockerError("the docker command is not installed", hint=docker_hint())
-    proc = await asyncio.create_subprocess_exec(
-        "docker", *args, stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+        code, text_out, text_err = await run_local(["docker", *args], env=env, stdin=input, timeout=timeout)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise DockerError(f"docker {' '.join(args[:3])} did not finish within {timeout:.0f}s") from None
-    code = proc.returncode or 0
-    text_out, text_err = out.decode(errors="replace"), err.decode(errors="replace")
     if check and code != 0:
         lines = [ln.strip() for ln in text_err.strip().splitlines() if ln.strip()]
         detail = "; ".join(lines[-3:])[-600:] if lines else f"exit {code}"

@@ -146,12 +146,9 @@ def env_torn_down(store: Store, *, name: str, cloud: str, how: str, by: str | No
 
 def environments(store: Store, *, name: str | None = None, since: timedelta | None = None,
                  limit: int = 100) -> list[EnvironmentRow]:
-    where, params = _filters(name=("name", name))
-    if since is not None:
-        where.append("(created_at >= :since OR torn_down_at >= :since)")
-        params["since"] = now_text(datetime.now(UTC) - since)
-    rows = store.query("SELECT * FROM environments" + _where(where)
-                       + " ORDER BY COALESCE(created_at, torn_down_at) DESC LIMIT :limit", {**params, "limit": limit})
+    rows = _listing(store, "environments", {"name": name}, since, limit,
+                    since_clause="(created_at >= :since OR torn_down_at >= :since)",
+                    order="COALESCE(created_at, torn_down_at) DESC")
     return [EnvironmentRow(**r) for r in rows]
 
 
@@ -215,12 +212,7 @@ def deployment_finished(store: Store, dep_id: str, *, ok: bool, seconds: float |
 def deployments(store: Store, *, env: str | None = None, service: str | None = None, status: str | None = None,
                 since: timedelta | None = None, limit: int = 100) -> list[Deployment]:
     """Newest first, each with its events (oldest first)."""
-    where, params = _filters(env=("env", env), service=("service", service), status=("status", status))
-    if since is not None:
-        where.append("started_at >= :since")
-        params["since"] = now_text(datetime.now(UTC) - since)
-    rows = store.query("SELECT * FROM deployments" + _where(where) + " ORDER BY started_at DESC LIMIT :limit",
-                       {**params, "limit": limit})
+    rows = _listing(store, "deployments", {"env": env, "service": service, "status": status}, since, limit)
     found = [Deployment(**r) for r in rows]
     if found:
         ids = {f":d{i}": d.id for i, d in enumerate(found)}
@@ -253,23 +245,18 @@ def run_finished(store: Store, run_id: str, *, passed: bool, summary: dict[str, 
 
 def runs(store: Store, *, kind: str | None = None, env: str | None = None, status: str | None = None,
          since: timedelta | None = None, limit: int = 100) -> list[Run]:
-    where, params = _filters(kind=("kind", kind), env=("env", env), status=("status", status))
-    if since is not None:
-        where.append("started_at >= :since")
-        params["since"] = now_text(datetime.now(UTC) - since)
-    rows = store.query("SELECT * FROM runs" + _where(where) + " ORDER BY started_at DESC LIMIT :limit",
-                       {**params, "limit": limit})
+    rows = _listing(store, "runs", {"kind": kind, "env": env, "status": status}, since, limit)
     return [Run(**{**r, "summary": json.loads(r["summary"] or "{}")}) for r in rows]
 
 
-def _filters(**given: tuple[str, str | None]) -> tuple[list[str], dict[str, Any]]:
-    where, params = [], {}
-    for key, (column, value) in given.items():
-        if value is not None:
-            where.append(f"{column} = :{key}")
-            params[key] = value
-    return where, params
-
-
-def _where(clauses: list[str]) -> str:
-    return (" WHERE " + " AND ".join(clauses)) if clauses else ""
+def _listing(store: Store, table: str, equal: dict[str, str | None], since: timedelta | None, limit: int, *,
+             since_clause: str = "started_at >= :since", order: str = "started_at DESC") -> list[dict[str, Any]]:
+    """Rows of ``table`` (a name of this module's schema, never user text) whose columns equal
+    the given values (None: any), newer than ``since``, newest first, at most ``limit``."""
+    where = [f"{column} = :{column}" for column, value in equal.items() if value is not None]
+    params: dict[str, Any] = {column: value for column, value in equal.items() if value is not None}
+    if since is not None:
+        where.append(since_clause)
+        params["since"] = now_text(datetime.now(UTC) - since)
+    sql = f"SELECT * FROM {table}" + (" WHERE " + " AND ".join(where) if where else "")
+    return store.query(sql + f" ORDER BY {order} LIMIT :limit", {**params, "limit": limit})
