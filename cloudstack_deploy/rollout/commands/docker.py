@@ -257,7 +257,7 @@ def elapsed_at_least(start: Var, now: Var, seconds: float) -> Cond:
     return Cond(f"[ $(( ${now.name} - ${start.name} )) -ge {int(seconds * 100)} ]")
 
 
-WAIT_STEP = 0.2
+WAIT_STEP = 0.5
 
 
 def wait_ready(name: str, *, timeout: float, readiness: float, remove_on_fail: bool = False,
@@ -291,7 +291,20 @@ def wait_ready(name: str, *, timeout: float, readiness: float, remove_on_fail: b
             give_up(f"container {name} is ", st)
         with s.when(elapsed_at_least(t0, now, timeout)):
             give_up(f"container {name} not ready after {timeout:g}s (", st, ")")
-        s.sleep(WAIT_STEP)
+        s.extend(sleep_until_or_step(t0, now, readiness))
+    return s
+
+
+def sleep_until_or_step(t0: Var, now: Var, seconds: float) -> Script:
+    """Sleep one WAIT_STEP, or less when ``seconds`` after ``t0`` comes sooner (so a readiness
+    delay ends on time, with a docker inspect every half second rather than constantly)."""
+    s = Script()
+    rem = Var("rem")
+    step = int(WAIT_STEP * 100)
+    s.raw(f"{rem.name}=$(( {int(seconds * 100)} - ${now.name} + ${t0.name} ))")
+    s.raw(f"if [ ${rem.name} -gt 0 ] && [ ${rem.name} -lt {step} ]; then "
+          f"sleep $(printf '%d.%02d' $(( ${rem.name} / 100 )) $(( ${rem.name} % 100 ))); "
+          f"else sleep {WAIT_STEP:g}; fi")
     return s
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...blueprint_schema import Proxy
 from . import docker as d
-from .script import Argv, Pipe, Script, Var, Word, at_least, differs, nonempty, q, succeeds
+from .script import Argv, Cond, Pipe, Script, Var, Word, at_least, differs, nonempty, q, succeeds
 
 CONTAINER = "kamal-proxy"
 CONFIG_VOLUME = "kamal-proxy-config:/home/kamal-proxy/.config/kamal-proxy"
@@ -96,8 +96,11 @@ def wait_healthy(container: str, proxy: Proxy) -> Script:
                         | succeeds(["wget", "-q", "-O", "/dev/null", "-T", "1", url])):
                 s.break_()
             s.increment(i)
-            s.capture(st, d.inspect(container, d.STATE))
-            with s.when(differs(st, "running") | at_least(i, int(WARM_UP_SECONDS / WARM_UP_STEP))):
+            with s.when(Cond("[ $((i % 10)) -eq 0 ]")):  # the container's state once a second
+                s.capture(st, d.inspect(container, d.STATE))
+                with s.when(differs(st, "running")):
+                    s.break_()
+            with s.when(at_least(i, int(WARM_UP_SECONDS / WARM_UP_STEP))):
                 s.break_()
             s.sleep(WARM_UP_STEP)
     return s
