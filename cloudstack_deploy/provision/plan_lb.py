@@ -102,14 +102,15 @@ def _rules_and_members(desired: Desired, actual: Actual, spec: LBSpec, ip: dict[
         out += _firewall(actual, spec, ip, port, created=rule is None, wanted_rules=wanted_rules)
     for vm_id, rule_ids in sorted(leaving.items(), key=lambda item: names.get(item[0], item[0])):
         out.append(Action("remove", "lb-member", names.get(vm_id, vm_id), f"leaves {spec.role}'s load balancer "
-                          "before it goes", LB_DETACH, data={"vm_id": vm_id, "rules": rule_ids}))
+                          "first", LB_DETACH, data={"vm_id": vm_id, "rules": rule_ids}))
     stays = any(current[p] for p in spec.ports)
     for name in spec.members:
         ports = [p for p in spec.ports if live.get(name) not in current[p]]
         if not ports:
             continue
         rules = ", ".join(f"{spec.role}:{p}" for p in ports)
-        when = "after the rollout on it (the pool keeps serving meanwhile)" if stays else "once it runs"
+        when = ("once the app runs on it: after create-env's rollout, the pool serving meanwhile" if stays
+                else "once it runs")
         out.append(Action("assign", "lb-member", name, f"joins {rules} {when}", LB_ATTACH,
                           data={"role": spec.role, "ports": ports, "defer": stays}))
     return out

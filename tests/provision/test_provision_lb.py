@@ -221,6 +221,13 @@ async def test_port_forwarding_balances_on_the_source_nat_address(home: Path, cl
     assert result.inventory.app_url == f"http://{snat['ipaddress']}/"
     assert (await create("demo", mode, "roles.web.count=2"))[0].plan.empty
 
+    await create("demo", mode)  # back to one VM: the rules go before 80/443 are forwarded again
+    assert cloud_view.lb_rules() == []
+    vms = {v["id"]: v["name"] for v in cloud_view.vms()}
+    assert {(int(r["publicport"]), vms[r["virtualmachineid"]]) for r in cloud_view.port_forwards()
+            if int(r["publicport"]) in (80, 443)} == {(80, "demo-web-1"), (443, "demo-web-1")}
+    await create("demo", mode, "roles.web.count=2")
+
     res = await asyncio.to_thread(cli, "teardown", "--env", "demo", "--yes", "--progress", "plain")
     assert res.exit_code == 0, res.stderr
     assert "load-balancer demo-web-80: delete done" in res.stderr
