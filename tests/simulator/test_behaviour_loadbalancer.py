@@ -218,6 +218,8 @@ def test_a_destroyed_member_leaves_the_rule(cs: CloudStack) -> None:
     cs.destroyVirtualMachine(id=b["id"], expunge=True)
     assert _members(cs, rule["id"]) == {"web-1"}
     assert _rule(cs, rule["id"])["state"] == "Active"
+    cs.destroyVirtualMachine(id=a["id"], expunge=True)
+    assert _rule(cs, rule["id"])["state"] == "Add"
 
 
 # ---- update, delete, release -----------------------------------------------------------------------
