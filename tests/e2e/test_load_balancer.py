@@ -19,8 +19,11 @@ balanced address), GET /; a non-200, a connection error or a timeout is a failur
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -78,6 +81,42 @@ def story(lab: Lab) -> Iterator[Story]:
         yield Story(lab)
 
 
+class Membership:
+    """Polls, with `cs`, when a VM first appears among a rule's members (wall-clock time)."""
+
+    def __init__(self, lab: Lab, rule_id: str, vm_name: str) -> None:
+        self.cs, self.rule_id, self.vm_name = lab.cs(), rule_id, vm_name
+        self.joined: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> Membership:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set() and self.joined is None:
+            found = self.cs.listLoadBalancerRuleInstances(id=self.rule_id).get("loadbalancerruleinstance", [])
+            if any(vm["name"] == self.vm_name for vm in found):
+                self.joined = time.time()
+            time.sleep(0.1)
+
+
+def app_ready_at(story: Story, host: str) -> float:
+    """When the app container on ``host`` started (docker's StartedAt, as a wall-clock time)."""
+    code, out, err = ssh(story.lab, ENV, host, "docker inspect -f '{{.State.StartedAt}}' "
+                         "$(docker ps -q --filter label=role=web)")
+    assert code == 0 and out.strip(), f"docker inspect on {host}: {err}"
+    stamp = out.strip().splitlines()[0]
+    whole, _, frac = stamp.rstrip("Z").partition(".")
+    started = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    return started + float(f"0.{frac or 0}")
+
+
 def scale_under_load(story: Story, count: int) -> Load:
     with Load(story.url) as load:
         load.keep_going_until(20, deadline=30)
@@ -132,7 +171,12 @@ def test_c_scale_down_under_load_drops_nothing(story: Story) -> None:
 
 # ---- d -----------------------------------------------------------------------------------------
 def test_d_scale_up_under_load_drops_nothing(story: Story) -> None:
-    load = scale_under_load(story, 3)
+    rule = next(r for r in story.lab.cs().listLoadBalancerRules()["loadbalancerrule"] if r["publicport"] == "80")
+    with Membership(story.lab, rule["id"], WEBS[2]) as membership:
+        load = scale_under_load(story, 3)
+    # the new VM joined the pool only once its app ran (create-env: after the rollout on it)
+    assert membership.joined is not None, "web-3 never appeared among the rule's members"
+    assert membership.joined > app_ready_at(story, WEBS[2]), "web-3 joined before its app container started"
     assert load.failed == 0, "requests failed while scaling up: " + load.summary()
     assert load.total >= MIN_REQUESTS, load.summary()
     assert len(load.hosts) >= 2, f"the load was not spread over the pool: {dict(load.hosts)}"
