@@ -10,6 +10,7 @@ no new connections while its open ones go on.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -92,12 +93,23 @@ async def test_source_keeps_a_client_on_one_member(lab: NetLab) -> None:
     assert len({await _who(ip, key, by_key) for _ in range(5)}) == 1
 
 
-async def test_leastconn_avoids_the_busy_member(lab: NetLab) -> None:
-    ip, _, _, by_key, key = await _pool(lab, algorithm="leastconn", n=2)
-    async with await ssh(ip["ipaddress"], 2222, key) as held:
-        busy = by_key[held.get_server_host_key().public_data]
-        seen = [await _who(ip, key, by_key) for _ in range(4)]
-        assert busy not in seen, seen
+async def test_leastconn_sends_a_new_connection_to_the_member_with_fewest_open(lab: NetLab) -> None:
+    """web-1 holds a connection, web-2's has closed: the next one goes to web-2, where round
+    robin's turn would be web-1's."""
+    ip, rule, vms, by_key, key = await _pool(lab, algorithm="leastconn", n=2)
+    ids = {vm["name"]: vm["id"] for vm in vms}
+    held = await ssh(ip["ipaddress"], 2222, key)
+    try:
+        assert by_key[held.get_server_host_key().public_data] == "web-1"
+        assert await _who(ip, key, by_key) == "web-2"  # web-1 is busy
+        for _ in range(200):  # the forwarder notices the close
+            if lab.network.balancer.open[(rule["id"], ids["web-2"])] == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert await _who(ip, key, by_key) == "web-2"
+    finally:
+        held.close()
+        await held.wait_closed()
 
 
 async def test_a_member_that_does_not_answer_is_passed_over(lab: NetLab) -> None:
