@@ -55,6 +55,7 @@ from .blueprint_rules import (
 from .blueprint_schema import (
     DEFAULT_HEALTH_PATH,
     DOCKER_INSTALL_METHODS,
+    LB_ALGORITHMS,
     PUBLIC_ACCESS_MODES,
     ROLE_NAME_MAX,
     SERVICE_NAME_MAX,
@@ -302,6 +303,7 @@ _ROLE_HEALTHCHECK = _sub({"cmd": check_shell_cmd, "interval": check_seconds,
 _PROXY_SPEC: dict[str, Checker] = {
     "app_port": check_port, "host": check_hosts, "ssl": check_bool, "healthcheck": _PROXY_HEALTHCHECK,
     "deploy_timeout": check_seconds, "drain_timeout": check_seconds, "response_timeout": check_seconds,
+    "load_balancer": check_bool, "lb_algorithm": choice_checker(*LB_ALGORITHMS),
 }
 
 
@@ -312,6 +314,8 @@ def _check_proxy(ctx: Ctx, path: TreePath, value: Any) -> Any:
     out = _section(ctx, path, value, _PROXY_SPEC)
     if out is None:
         return BAD
+    if value.get("load_balancer") is False and "lb_algorithm" in value:
+        ctx.add(path + ("lb_algorithm",), "load_balancer is false: drop lb_algorithm, or the load_balancer line")
     if "host" in out:
         out["hosts"] = out.pop("host")
     if out.get("ssl") and value.get("host") is None:
@@ -442,7 +446,19 @@ def _blueprint(ctx: Ctx, tree: dict[str, Any], source: Path | None) -> Blueprint
     _check_secret_refs(ctx, blueprint, tree.get("secrets"))
     if roles:  # with no usable roles, "no role named ..." would only repeat that problem
         _check_placement(ctx, blueprint)
+        _check_load_balancers(ctx, blueprint)
     return blueprint
+
+
+def _check_load_balancers(ctx: Ctx, bp: Blueprint) -> None:
+    """With port forwarding every role shares the network's one address: its ports 80/443 can
+    carry one role's load balancer only."""
+    if bp.cloud.public_access != "port_forwarding":
+        return
+    balanced = [role.name for role in bp.roles.values() if role.load_balanced]
+    for name in balanced[1:]:
+        ctx.add(("roles", name, "proxy"), f"public_access port_forwarding has one public address, whose ports "
+                f"80/443 already balance role {balanced[0]}: use static_nat, or proxy.load_balancer: false")
 
 
 def _check_secret_refs(ctx: Ctx, bp: Blueprint, written: Any) -> None:

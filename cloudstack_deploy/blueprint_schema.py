@@ -141,6 +141,10 @@ class Proxy:
     deploy_timeout: float = 30
     drain_timeout: float = 30
     response_timeout: float = 30
+    #: One public address with a CloudStack load-balancer rule per port across the role's VMs:
+    #: None (the default) means "when the role has more than one VM"; True/False force it.
+    load_balancer: bool | None = None
+    lb_algorithm: str = "roundrobin"  # CloudStack's names: roundrobin | leastconn | source
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +188,13 @@ class Role:
     proxy: Proxy | None = None
     disk: Disk | None = None
     healthcheck: Healthcheck | None = None
+
+    @property
+    def load_balanced(self) -> bool:
+        """Served through one load-balanced address (see `Proxy.load_balancer`)."""
+        if self.proxy is None:
+            return False
+        return self.count > 1 if self.proxy.load_balancer is None else self.proxy.load_balancer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -257,6 +268,7 @@ class RolloutSettings:
 
 
 DOCKER_INSTALL_METHODS = ("apt", "script", "none")
+LB_ALGORITHMS = ("roundrobin", "leastconn", "source")
 
 
 @dataclass(frozen=True, kw_only=True)

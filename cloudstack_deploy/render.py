@@ -14,14 +14,16 @@ from .rollout.deploy import RolloutResult
 from .rollout.history import DeployRecord
 from .rollout.ops import HostStatus
 
-SYMBOL = {"create": "+", "replace": "±", "delete": "-", "adopt": "~", "update": "~", "scale": "~", "start": "~"}
+SYMBOL = {"create": "+", "replace": "±", "delete": "-", "adopt": "~", "update": "~", "scale": "~", "start": "~",
+          "assign": "+", "remove": "-"}  # assign/remove: a VM joins or leaves a load balancer (a change)
+CHANGES = ("adopt", "update", "scale", "start", "assign", "remove")
 
 
 def plan_text(plan: Plan) -> str:
     if plan.empty:
         return f"environment {plan.env}: up to date, nothing to do"
     lines = [f"environment {plan.env}: {plan.count('create', 'replace')} to create, "
-             f"{plan.count('adopt', 'update', 'scale', 'start')} to change, {plan.count('delete')} to delete"]
+             f"{plan.count(*CHANGES)} to change, {plan.count('delete')} to delete"]
     for a in plan.actions:
         lines.append(f"  {SYMBOL.get(a.op, '?')} {a.op:<7} {a.kind:<12} {a.name}" + (f"  ({a.detail})" if a.detail else ""))
     lines += [f"  ! {w}" for w in plan.warnings]
@@ -37,6 +39,9 @@ def create_text(inventory: Inventory, seconds: float, api_calls: int, created: i
     lines = [f"environment {inventory.env} is ready ({len(inventory.hosts)} VMs, {created} resources "
              f"created, {api_calls} API calls, {seconds:.1f}s)"]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    for lb in inventory.load_balancers:
+        ports = "/".join(str(p) for p in lb.ports)
+        lines.append(f"load balancer {lb.role}: {lb.public_ip} ({ports}) -> {', '.join(lb.members) or 'no members yet'}")
     if inventory.hosts:
         h = inventory.hosts[0]
         port = "" if h.ssh_port == 22 else f" -p {h.ssh_port}"

@@ -39,7 +39,7 @@ from .provision.envs import EnvSummary, list_envs
 from .provision.plan import Plan
 from .provision.reap import REMOVED, ReapResult
 from .provision.reap import reap as reap_envs
-from .provision.run import CreateOptions, CreateResult, plan_env
+from .provision.run import CreateOptions, CreateResult, join_deferred, plan_env
 from .provision.run import create_env as provision_env
 from .provision.teardown import TeardownResult, teardown_env
 from .rollout import ops
@@ -146,6 +146,8 @@ async def create_env(bp: Blueprint, env: str, *, version: str | None = None, ttl
     secrets = {} if skip_rollout else load_secrets_for(bp, config)
     state = EnvState(env)
     journal = _journal(progress)
+    # A VM joining a load balancer that already serves joins once the rollout on it is done.
+    opts.defer_joins = not skip_rollout
     try:
         async with Cloud(config, max_in_flight=opts.max_api) as cloud:
             result = await provision_env(cloud, bp, env, state, progress, opts)
@@ -159,6 +161,11 @@ async def create_env(bp: Blueprint, env: str, *, version: str | None = None, ttl
             rollout = Rollout(bp, result.inventory, secrets, progress, journal=journal)
             async with _cloud_lock(env, opts.break_lock, progress) as gate:
                 outcome.rollout = await rollout.run(RolloutOptions(version=version or ""), gate=gate)
+                if result.deferred:
+                    async with Cloud(config, max_in_flight=opts.max_api) as cloud:
+                        joined = await join_deferred(cloud, bp, env, state, progress, result.deferred)
+                    if joined is not None:
+                        result.inventory = joined
         return outcome
     finally:
         journal.close()

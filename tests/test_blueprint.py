@@ -332,6 +332,30 @@ def test_proxy_roles_take_their_healthcheck_from_the_proxy(write) -> None:
     assert line.startswith("bp.yml:11: roles.web.healthcheck: kamal-proxy health-checks a proxy role")
 
 
+def test_a_proxy_role_with_several_vms_is_load_balanced_unless_it_opts_out(write) -> None:
+    assert not load_blueprint(write(blueprint_text())).roles["web"].load_balanced
+    web = load_blueprint(write(blueprint_text(l11="    count: 3"))).roles["web"]
+    assert web.load_balanced and web.proxy is not None and web.proxy.lb_algorithm == "roundrobin"
+    one = load_blueprint(write(blueprint_text(l13="      load_balancer: true\n      lb_algorithm: leastconn")))
+    assert one.roles["web"].load_balanced and one.roles["web"].proxy.lb_algorithm == "leastconn"  # type: ignore[union-attr]
+    off = load_blueprint(write(blueprint_text(l11="    count: 3", l13="      load_balancer: false")))
+    assert not off.roles["web"].load_balanced
+    worker = load_blueprint(write(blueprint_text(l15="    count: 4"))).roles["worker"]
+    assert not worker.load_balanced  # no proxy, no HTTP to balance
+
+
+def test_load_balancer_settings_are_checked_with_their_line(write) -> None:
+    assert problem_lines(write, l13="      lb_algorithm: random") == [
+        "bp.yml:13: roles.web.proxy.lb_algorithm: expected one of roundrobin, leastconn, source, got 'random'"]
+    assert problem_lines(write, l13="      load_balancer: false\n      lb_algorithm: source") == [
+        "bp.yml:14: roles.web.proxy.lb_algorithm: load_balancer is false: drop lb_algorithm, or the "
+        "load_balancer line"]
+    [line] = problem_lines(write, l6="  service_offering: small\n  public_access: port_forwarding",
+                           l11="    count: 2", l15="    proxy: {load_balancer: true}")
+    assert line.startswith("bp.yml:16: roles.worker.proxy: public_access port_forwarding has one public "
+                           "address, whose ports 80/443 already balance role web")
+
+
 def test_at_least_one_role_is_needed(write) -> None:
     text = "\n".join(VALID_LINES[:8]) + "\nroles: {}\n"
     [line] = problems(write(text))

@@ -107,7 +107,8 @@ def _is_safe(command: str) -> bool:
 
 
 def _is_idempotent(command: str) -> bool:
-    return command.startswith(IDEMPOTENT_PREFIXES) or command in ("enableStaticNat",)
+    return command.startswith(IDEMPOTENT_PREFIXES) or command in (
+        "enableStaticNat", "removeFromLoadBalancerRule", "updateLoadBalancerRule")
 
 
 class AdaptiveLimit:

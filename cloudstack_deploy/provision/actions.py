@@ -15,7 +15,7 @@ from ..errors import CsdeployError, Locked
 from .context import RunContext, tag
 from .desired import TAG_CREATED, TAG_EXPIRES, TAG_KIND, TAG_LOCK, TAG_ROLE, TAG_VM
 from .hostkeys import generate_host_key, key_fingerprint
-from .plan import Action
+from .steps import Action
 from .userdata import DataDisk, build_userdata, needs_post
 
 # ---- global actions -------------------------------------------------------------------------

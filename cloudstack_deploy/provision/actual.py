@@ -14,7 +14,17 @@ from typing import Any
 
 from ..cloud import Cloud
 from ..errors import OperationFailed
-from .desired import TAG_ENV, keypair_name, network_name
+from .desired import (
+    HTTP_PORTS,
+    KIND_LB_IP,
+    TAG_ENV,
+    TAG_KIND,
+    TAG_ROLE,
+    TAG_VM,
+    keypair_name,
+    lb_rule_name,
+    network_name,
+)
 
 GONE_STATES = ("Expunging",)
 
@@ -33,6 +43,9 @@ class Actual:
     #: Unattached, untagged volumes named like ours: adopted only if the plan wants that name.
     loose_volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
     keypair: dict[str, Any] | None = None
+    #: Load-balancer rules on the network's addresses, and each rule's member VM ids.
+    lb_rules: list[dict[str, Any]] = field(default_factory=list)
+    lb_members: dict[str, list[str]] = field(default_factory=dict)         # rule id -> VM ids
     tags: dict[str, dict[str, str]] = field(default_factory=dict)          # resource id -> {key: value}
     #: User data (base64) of the VMs it was read for (see `read_vm_userdata`), by VM id.
     userdata: dict[str, str | None] = field(default_factory=dict)
@@ -52,9 +65,22 @@ class Actual:
         return None
 
     def ip_tagged_for(self, vm: str) -> dict[str, Any] | None:
-        from .desired import TAG_VM
-
         return next((ip for ip in self.ips if self.tag(ip["id"], TAG_VM) == vm), None)
+
+    def lb_ip(self, role: str) -> dict[str, Any] | None:
+        """The address of a role's load balancer (static NAT mode): tagged for it, else the one
+        carrying its rules (a run killed before the address's tags landed)."""
+        tagged = next((ip for ip in self.ips if self.tag(ip["id"], TAG_KIND) == KIND_LB_IP
+                       and self.tag(ip["id"], TAG_ROLE) == role), None)
+        if tagged is not None:
+            return tagged
+        names = {lb_rule_name(self.env, role, port) for port in HTTP_PORTS}
+        holding = {r["publicipid"] for r in self.lb_rules if r.get("name") in names}
+        return next((ip for ip in self.ips if ip["id"] in holding and not ip.get("isstaticnat")), None)
+
+    def lb_rules_on(self, ip_id: str) -> list[dict[str, Any]]:
+        """Rules on an address, except those being deleted."""
+        return [r for r in self.lb_rules if r.get("publicipid") == ip_id and r.get("state") != "Deleting"]
 
 
 def _tag_map(tags: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
@@ -95,11 +121,15 @@ async def read_actual(cloud: Cloud, env: str) -> Actual:
             cloud.list("listPublicIpAddresses", associatednetworkid=nid),
             cloud.list("listFirewallRules", networkid=nid),
             cloud.list("listPortForwardingRules", networkid=nid),
+            cloud.list("listLoadBalancerRules", networkid=nid),
         ]
     results = await asyncio.gather(*lists)
     volumes = results[0]
     if actual.network:
-        vms, ips, fw, pf = results[1:]
+        vms, ips, fw, pf, lbs = results[1:]
+        actual.lb_rules = lbs
+        instances = await asyncio.gather(*(cloud.list("listLoadBalancerRuleInstances", id=r["id"]) for r in lbs))
+        actual.lb_members = {r["id"]: [vm["id"] for vm in found] for r, found in zip(lbs, instances, strict=True)}
         actual.vms = {v["name"]: v for v in vms if v["state"] not in GONE_STATES}
         for ip in ips:
             if ip.get("issourcenat"):
@@ -118,7 +148,7 @@ async def read_actual(cloud: Cloud, env: str) -> Actual:
             actual.loose_volumes[vol["name"]] = vol
     listed = [actual.network] if actual.network else []
     listed += [*actual.vms.values(), *actual.ips, *actual.volumes.values(), *actual.loose_volumes.values(),
-               *actual.firewall, *actual.port_forwards]
+               *actual.firewall, *actual.port_forwards, *actual.lb_rules]
     if actual.source_nat:
         listed.append(actual.source_nat)
     actual.tags = _tag_map(env_tags + [dict(t, resourceid=r["id"]) for r in listed for t in r.get("tags") or []])

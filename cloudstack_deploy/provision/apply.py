@@ -4,6 +4,10 @@ Each VM's pipeline runs its stage A concurrently (deploy the VM, acquire its IP,
 disks), then stage B (static NAT, firewall or port forwarding, attach/grow disks). Every
 create is tagged as soon as CloudStack returns its id, so a run killed at any point leaves
 resources the next run finds and adopts instead of duplicating.
+
+Load balancers wrap this (see plan_lb): VMs leave their pools before anything else happens
+(and nothing else happens if they could not), the pools' addresses and rules are made beside
+the pipelines, and VMs join once their pipelines are done.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from ..cloud import CloudError
 from ..errors import CsdeployError, Locked
+from . import actions_lb
 from .actions import (
     attach_volume,
     firewall_action,
@@ -27,14 +32,15 @@ from .actions import (
 )
 from .context import ProvisionError, RunContext, tag
 from .desired import TAG_KIND, TAG_ROLE
-from .plan import GLOBAL, REMOVE, Action, Plan
+from .plan import Plan
+from .steps import GLOBAL, LB, LB_ATTACH, LB_DETACH, REMOVE, Action
 
-__all__ = ["ProvisionError", "RunContext", "apply_plan"]
+__all__ = ["ProvisionError", "RunContext", "apply_plan", "run_action"]
 
 
 # ---- orchestration --------------------------------------------------------------------------
 
-async def _run(ctx: RunContext, a: Action, fn: Callable[[], Awaitable[str]],
+async def run_action(ctx: RunContext, a: Action, fn: Callable[[], Awaitable[str]],
                failures: list[tuple[Action, BaseException]]) -> bool:
     ctx.emit(a, "running")
     try:
@@ -58,18 +64,18 @@ async def _vm_pipeline(ctx: RunContext, actions: list[Action], failures: list[tu
         ok = True
         if vm in ctx.settling:
             wait = Action("wait", "vm", vm, "busy: wait until it settles", vm)
-            if not await _run(ctx, wait, lambda: wait_vm_settled(ctx, vm, ctx.settling[vm]), failures):
+            if not await run_action(ctx, wait, lambda: wait_vm_settled(ctx, vm, ctx.settling[vm]), failures):
                 return False
         for a in vm_actions:
-            ok = await _run(ctx, a, lambda a=a: vm_action(ctx, a), failures) and ok
+            ok = await run_action(ctx, a, lambda a=a: vm_action(ctx, a), failures) and ok
             if not ok:
                 break
         return ok
 
     oks = await asyncio.gather(
         vm_chain(),
-        *(_run(ctx, a, lambda a=a: ip_action(ctx, a), failures) for a in ip_creates),
-        *(_run(ctx, a, lambda a=a: volume_action(ctx, a), failures) for a in vol_creates),
+        *(run_action(ctx, a, lambda a=a: ip_action(ctx, a), failures) for a in ip_creates),
+        *(run_action(ctx, a, lambda a=a: volume_action(ctx, a), failures) for a in vol_creates),
     )
     if not all(oks):
         return  # stage B needs the VM/IP/disks; the next run picks up from here
@@ -77,20 +83,20 @@ async def _vm_pipeline(ctx: RunContext, actions: list[Action], failures: list[tu
     created_fw: list[str] = []
     created_pf: list[str] = []
     for a in [a for a in rest if a.kind == "static-nat"]:
-        if not await _run(ctx, a, lambda a=a: static_nat_action(ctx, a), failures):
+        if not await run_action(ctx, a, lambda a=a: static_nat_action(ctx, a), failures):
             return
     jobs = []
     for a in rest:
         if a.kind == "firewall":
-            jobs.append(_run(ctx, a, lambda a=a: firewall_action(ctx, a, created_fw), failures))
+            jobs.append(run_action(ctx, a, lambda a=a: firewall_action(ctx, a, created_fw), failures))
         elif a.kind == "port-forward":
-            jobs.append(_run(ctx, a, lambda a=a: port_forward_action(ctx, a, created_pf), failures))
+            jobs.append(run_action(ctx, a, lambda a=a: port_forward_action(ctx, a, created_pf), failures))
         elif a.kind == "ip":
-            jobs.append(_run(ctx, a, lambda a=a: ip_action(ctx, a), failures))
+            jobs.append(run_action(ctx, a, lambda a=a: ip_action(ctx, a), failures))
         elif a.kind == "volume":
-            jobs.append(_run(ctx, a, lambda a=a: _volume_b(ctx, a), failures))
+            jobs.append(run_action(ctx, a, lambda a=a: _volume_b(ctx, a), failures))
     for a in vol_creates:  # attach what stage A created
-        jobs.append(_run(ctx, Action("update", "volume", a.name, f"attach to {vm}", vm),
+        jobs.append(run_action(ctx, Action("update", "volume", a.name, f"attach to {vm}", vm),
                          lambda a=a: _attach_new(ctx, a), failures))
     await asyncio.gather(*jobs)
     spec = ctx.desired.vm(vm)
@@ -128,9 +134,17 @@ async def apply_plan(ctx: RunContext, plan: Plan) -> None:
     failures: list[tuple[Action, BaseException]] = []
     for a in groups.pop(GLOBAL, []):
         fn = {"network": network_action, "keypair": keypair_action}[a.kind]
-        if not await _run(ctx, a, lambda a=a, fn=fn: fn(ctx, a), failures):
+        if not await run_action(ctx, a, lambda a=a, fn=fn: fn(ctx, a), failures):
             if isinstance(failures[-1][1], Locked):
                 raise failures[-1][1]
+            raise ProvisionError(failures)
+    def run(a: Action, fn: Callable[[], Awaitable[str]]) -> Awaitable[bool]:
+        return run_action(ctx, a, fn, failures)
+
+    detach, balancers, attach = groups.pop(LB_DETACH, []), groups.pop(LB, []), groups.pop(LB_ATTACH, [])
+    if detach:  # a VM goes only once it left its pool: nothing else runs if that failed
+        await actions_lb.detach(ctx, detach, run, lambda a: REMOVERS[a.kind](ctx, a))
+        if failures:
             raise ProvisionError(failures)
     removals = groups.pop(REMOVE, [])
     # VMs to remove go first among removals so that their IPs and disks are free to delete.
@@ -138,10 +152,25 @@ async def apply_plan(ctx: RunContext, plan: Plan) -> None:
     other_removals = [a for a in removals if a.kind != "vm"]
 
     async def remove_all() -> None:
-        await asyncio.gather(*(_run(ctx, a, lambda a=a: REMOVERS[a.kind](ctx, a), failures) for a in vm_removals))
-        await asyncio.gather(*(_run(ctx, a, lambda a=a: REMOVERS[a.kind](ctx, a), failures)
+        await asyncio.gather(*(run_action(ctx, a, lambda a=a: REMOVERS[a.kind](ctx, a), failures) for a in vm_removals))
+        await asyncio.gather(*(run_action(ctx, a, lambda a=a: REMOVERS[a.kind](ctx, a), failures)
                                for a in other_removals))
 
-    await asyncio.gather(remove_all(), *(_vm_pipeline(ctx, actions, failures) for actions in groups.values()))
+    pipelines_done = asyncio.Event()
+
+    async def pipelines() -> None:
+        try:
+            await asyncio.gather(*(_vm_pipeline(ctx, actions, failures) for actions in groups.values()))
+        finally:
+            pipelines_done.set()
+
+    async def load_balancers() -> None:
+        if ctx.desired.public_access != "static_nat" and ctx.source_nat is None and balancers:
+            await pipelines_done.wait()  # the source-NAT address comes with the first VM
+        await actions_lb.setup(ctx, balancers, run)
+
+    await asyncio.gather(remove_all(), pipelines(), load_balancers())
+    if attach:
+        await actions_lb.attach(ctx, attach, run, skip={a.group for a, _ in failures})
     if failures:
         raise ProvisionError(failures)

@@ -13,7 +13,7 @@ from ..progress import Event, Progress
 from .catalog import Catalog
 from .desired import Desired, format_time
 from .hostkeys import HostKey
-from .plan import Action
+from .steps import Action
 
 
 class ProvisionError(OperationFailed):
@@ -46,6 +46,12 @@ class RunContext:
     settling: dict[str, str] = field(default_factory=dict)             # vm name -> id
     #: One `csdeploy:created` value per run, so resources created together share their tags.
     created: str = field(default_factory=lambda: format_time(datetime.now(UTC)))
+    #: Load balancers: each balanced role's address (static NAT mode) and rule ids by port.
+    lb_ips: dict[str, dict[str, Any]] = field(default_factory=dict)        # role -> IP record
+    lb_rules: dict[tuple[str, int], str] = field(default_factory=dict)     # (role, port) -> rule id
+    #: Keep VMs out of a load balancer that already serves until the rollout on them is done.
+    defer_joins: bool = False
+    deferred: list[Action] = field(default_factory=list)                   # assigns left for later
     _snat_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     batcher: TagBatcher = field(init=False)
 

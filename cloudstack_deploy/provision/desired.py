@@ -21,6 +21,8 @@ TAG_CREATED = "csdeploy:created"
 TAG_VM = "csdeploy:vm"
 TAG_KIND = "csdeploy:kind"
 TAG_LOCK = "csdeploy:lock"
+KIND_LB_IP = "lb-ip"       # csdeploy:kind of a role's load-balancer address
+KIND_LB_RULE = "lb-rule"
 
 HTTP_PORTS = (80, 443)
 SSH_PF_BASE = 2201  # port_forwarding mode: VM n's SSH is published on a port from here up
@@ -37,6 +39,11 @@ def keypair_name(env: str) -> str:
 
 def vm_name(env: str, group: str, index: int) -> str:
     return f"{env}-{group}-{index}"
+
+
+def lb_rule_name(env: str, role: str, port: int) -> str:
+    """A load-balancer rule's name: found by it after a run killed before its tags landed."""
+    return f"{env}-{role}-{port}"
 
 
 def format_time(dt: datetime) -> str:
@@ -69,6 +76,17 @@ class VMSpec:
     proxy: bool              # serves HTTP through kamal-proxy: 80/443 open
     disks: tuple[DiskSpec, ...] = ()
     accessories: tuple[str, ...] = ()
+    balanced: bool = False   # behind its role's load balancer: its own address opens SSH only
+
+
+@dataclass(frozen=True)
+class LBSpec:
+    """A role's load balancer: one public address, a rule per port, the role's VMs as members."""
+
+    role: str
+    algorithm: str
+    members: tuple[str, ...]            # VM names
+    ports: tuple[int, ...] = HTTP_PORTS
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,7 @@ class Desired:
     ssh_cidrs: tuple[str, ...]
     vms: tuple[VMSpec, ...]
     expires: datetime | None = None
+    load_balancers: tuple[LBSpec, ...] = ()
     network: str = field(init=False)
     keypair: str = field(init=False)
 
@@ -93,6 +112,9 @@ class Desired:
 
     def vm(self, name: str) -> VMSpec | None:
         return next((v for v in self.vms if v.name == name), None)
+
+    def lb(self, role: str) -> LBSpec | None:
+        return next((lb for lb in self.load_balancers if lb.role == role), None)
 
     def base_tags(self) -> dict[str, str]:
         tags = {TAG_ENV: self.env, TAG_SERVICE: self.service}
@@ -107,8 +129,12 @@ def desired_state(bp: Blueprint, env: str, *, ttl: timedelta | None = None,
     now = now or datetime.now(UTC)
     life = ttl if ttl is not None else bp.ttl
     vms: list[VMSpec] = []
+    balancers: list[LBSpec] = []
     for role in bp.roles.values():
         hosted = [a.name for a in bp.accessories.values() if a.role == role.name]
+        if role.load_balanced and role.proxy is not None:
+            balancers.append(LBSpec(role.name, role.proxy.lb_algorithm,
+                                    tuple(vm_name(env, role.name, i) for i in range(1, role.count + 1))))
         for i in range(1, role.count + 1):
             name = vm_name(env, role.name, i)
             disks: list[DiskSpec] = []
@@ -123,7 +149,7 @@ def desired_state(bp: Blueprint, env: str, *, ttl: timedelta | None = None,
                         disks.append(DiskSpec(f"{name}-{acc.name}", acc.name, acc.disk.size,
                                               acc.disk.disk_offering, disk_label(acc.name), acc.disk.mount))
             vms.append(VMSpec(name, role.name, i, role.service_offering, role.proxy is not None,
-                              tuple(disks), tuple(hosted) if i == 1 else ()))
+                              tuple(disks), tuple(hosted) if i == 1 else (), balanced=role.load_balanced))
     for acc in bp.accessories.values():
         if acc.vm is None:
             continue
@@ -137,5 +163,5 @@ def desired_state(bp: Blueprint, env: str, *, ttl: timedelta | None = None,
         env=env, service=bp.service, zone=bp.cloud.zone, template=bp.cloud.template,
         network_offering=bp.cloud.network_offering, public_access=bp.cloud.public_access,
         ssh_user=bp.cloud.ssh.user, ssh_port=bp.cloud.ssh.port, ssh_cidrs=tuple(bp.cloud.ssh.allow_from),
-        vms=tuple(vms), expires=(now + life) if life else None,
+        vms=tuple(vms), expires=(now + life) if life else None, load_balancers=tuple(balancers),
     )

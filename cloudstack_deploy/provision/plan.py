@@ -23,30 +23,17 @@ from .desired import (
     DiskSpec,
     VMSpec,
 )
+from .plan_lb import plan_load_balancers
+from .steps import GLOBAL, REMOVE, Action
 from .userdata import disks_from_userdata
 
+__all__ = ["GLOBAL", "REMOVE", "Action", "Plan", "make_plan"]
+
 GB = 1024**3
-GLOBAL = ""          # actions run first, in order (network, keypair)
-REMOVE = "~remove"   # removals, run concurrently after the per-VM pipelines
-
-
 
 #: `key_fingerprint` meaning "there is no local key: create-env would make a new one".
 NO_LOCAL_KEY = "(no local key)"
 _PLAN_HINT = "change the blueprint (or --set) so that it asks for what can be done, then re-run"
-
-
-@dataclass(frozen=True)
-class Action:
-    op: str        # create | adopt | update | start | scale | replace | delete
-    kind: str      # network | keypair | vm | ip | static-nat | firewall | port-forward | volume
-    name: str      # what a user reads: the resource's name or address
-    detail: str = ""
-    group: str = GLOBAL
-    data: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"op": self.op, "kind": self.kind, "name": self.name, "detail": self.detail}
 
 
 @dataclass
@@ -131,7 +118,8 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
     wanted_ips: set[str] = set()
     wanted_volumes: set[str] = set()
     wanted_rules: set[str] = set()
-    first_proxy = next((v.name for v in desired.vms if v.proxy), None)
+    # port forwarding: 80/443 of the shared address go to the first proxy VM, or to a load balancer
+    first_proxy = None if desired.load_balancers else next((v.name for v in desired.vms if v.proxy), None)
     for spec in desired.vms:
         vm = actual.vms.get(spec.name)
         g = spec.name
@@ -166,7 +154,7 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
 
         vm_id = vm["id"] if vm else None
         # Public access.
-        ports = (desired.ssh_port,) + (HTTP_PORTS if spec.proxy else ())
+        ports = (desired.ssh_port,) + (HTTP_PORTS if spec.proxy and not spec.balanced else ())
         if desired.public_access == "static_nat":
             ip = actual.ip_of_vm(vm_id) if vm_id else None
             ip = ip or actual.ip_tagged_for(spec.name)
@@ -222,6 +210,11 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
             _plan_disk(plan, actual, spec, disk, vm_id, problems, replaced_id)
             wanted_volumes.add(disk.name)
 
+    # ---- load balancers (see plan_lb) -------------------------------------------------------
+    replaced = {a.name for a in plan.actions if a.kind == "vm" and a.op == "replace"}
+    released: set[str] = set()
+    plan.actions += plan_load_balancers(desired, actual, replaced, wanted_ips, wanted_rules, released, plan.warnings)
+
     # ---- removals -------------------------------------------------------------------------
     wanted_vms = {v.name for v in desired.vms}
     for name, vm in sorted(actual.vms.items()):
@@ -233,7 +226,7 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
                 wanted_ips.discard(ip["id"])
     if desired.public_access == "static_nat":
         for ip in actual.ips:
-            if ip["id"] not in wanted_ips:
+            if ip["id"] not in wanted_ips | released:
                 owner = actual.tag(ip["id"], TAG_VM) or "no VM"
                 if owner in wanted_vms and not ip.get("isstaticnat"):
                     continue  # being (re)attached by its VM's pipeline
@@ -250,7 +243,7 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
                 add(Action("delete", "port-forward", f"{r.get('ipaddress')}:{r.get('publicport')}",
                            "the blueprint uses static NAT now", REMOVE, data={"id": r["id"]}))
     else:
-        for ip in actual.ips:  # left from static_nat mode
+        for ip in [ip for ip in actual.ips if ip["id"] not in released]:  # left from static_nat mode
             add(Action("delete", "ip", ip["ipaddress"], "the blueprint uses port forwarding now: release it",
                        REMOVE, data={"id": ip["id"]}))
     for name, vol in sorted(actual.volumes.items()):

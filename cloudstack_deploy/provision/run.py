@@ -13,18 +13,20 @@ from ..blueprint import Blueprint
 from ..cloud import Cloud
 from ..cloud.client import DEFAULT_IN_FLIGHT
 from ..errors import CsdeployError
-from ..inventory import Host, HostDisk, Inventory, Network, SSHAccess
+from ..inventory import Host, HostDisk, Inventory, LoadBalancer, Network, SSHAccess
 from ..progress import Event, Progress
 from ..state import EnvState
+from . import actions_lb
 from .actions import SETTLING_STATES
 from .actual import Actual, read_actual, read_vm_userdata
-from .apply import RunContext, apply_plan
+from .apply import ProvisionError, RunContext, apply_plan, run_action
 from .catalog import Catalog, resolve_catalog
 from .cloudlock import lock_value, release_cloud_lock, take_cloud_lock
 from .desired import TAG_EXPIRES, Desired, desired_state, format_time, parse_time
 from .hostkeys import key_fingerprint
 from .plan import NO_LOCAL_KEY, Plan, make_plan
 from .ssh_wait import SSHTarget, wait_for_ssh
+from .steps import Action
 from .userdata import host_public_key_from_userdata
 
 
@@ -35,6 +37,9 @@ class CreateOptions:
     max_ssh: int = 20
     ssh_timeout: float = 300.0
     break_lock: bool = False
+    #: VMs joining a load balancer that already serves are left out (CreateResult.deferred)
+    #: until `join_deferred`: create-env calls it once the rollout on them is done.
+    defer_joins: bool = False
 
 
 @dataclass
@@ -44,6 +49,8 @@ class CreateResult:
     seconds: float
     api_calls: int
     ssh_seconds: dict[str, float] = field(default_factory=dict)
+    #: VMs not yet in their role's load balancer (CreateOptions.defer_joins), by role.
+    deferred: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _needed_names(desired: Desired) -> tuple[set[str], set[str]]:
@@ -123,7 +130,7 @@ async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, pro
             progress.note(warning, level="warning")
         lock = lock_value()
         ctx = RunContext(cloud=cloud, desired=desired, catalog=catalog, progress=progress, public_key=public_key,
-                         lock_value=lock)
+                         lock_value=lock, defer_joins=opts.defer_joins)
         _prefill(ctx, actual)
         if actual.network is not None:
             dead = await take_cloud_lock(cloud, actual, lock, opts.break_lock)
@@ -135,7 +142,9 @@ async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, pro
             await release_cloud_lock(cloud, ctx.network_id, lock)
         before, actual = actual, await read_actual(cloud, env)
         actual.userdata = before.userdata  # VMs made this run are not in it: they follow the blueprint
+        waiting = {(a.kind, a.name) for a in ctx.deferred}
         leftover = make_plan(desired, actual)
+        leftover.actions = [a for a in leftover.actions if (a.kind, a.name) not in waiting or a.op != "assign"]
         if not leftover.empty:
             raise CsdeployError("the environment did not converge; still to do: " + ", ".join(
                 f"{a.op} {a.kind} {a.name}" for a in leftover.actions), hint="re-run create-env")
@@ -147,8 +156,11 @@ async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, pro
 
         ssh_seconds = await wait_for_ssh(_ssh_targets(inventory), client_key=key_path, timeout=opts.ssh_timeout,
                                          concurrency=opts.max_ssh, on_progress=on_ssh)
+    deferred: dict[str, list[str]] = {}
+    for a in ctx.deferred:
+        deferred.setdefault(a.data["role"], []).append(a.name)
     return CreateResult(plan=plan, inventory=inventory, seconds=time.monotonic() - started,
-                        api_calls=cloud.total_calls - calls_before, ssh_seconds=ssh_seconds)
+                        api_calls=cloud.total_calls - calls_before, ssh_seconds=ssh_seconds, deferred=deferred)
 
 
 def _prefill(ctx: RunContext, actual: Actual) -> None:
@@ -166,6 +178,16 @@ def _prefill(ctx: RunContext, actual: Actual) -> None:
         ip = actual.ip_tagged_for(name)
         if ip is not None:
             ctx.ips[name] = ip
+    for spec in ctx.desired.load_balancers:
+        address = actual.lb_ip(spec.role) if ctx.desired.public_access == "static_nat" else actual.source_nat
+        if address is None:
+            continue
+        if ctx.desired.public_access == "static_nat":
+            ctx.lb_ips[spec.role] = address
+        for rule in actual.lb_rules_on(address["id"]):
+            port = int(rule["publicport"])
+            if port in spec.ports and int(rule["privateport"]) == port:
+                ctx.lb_rules[(spec.role, port)] = rule["id"]
 
 
 def _known_host(host: str, port: int) -> str:
@@ -215,6 +237,7 @@ async def _inventory(cloud: Cloud, desired: Desired, actual: Actual, catalog: Ca
             disks=tuple(HostDisk(name=d.name, label=d.label, mount=d.mount, size_gb=d.size_gb) for d in spec.disks),
         ))
     return Inventory(
+        load_balancers=_load_balancers(desired, actual),
         env=desired.env, service=desired.service, endpoint=cloud.config.shown_endpoint,
         written=format_time(datetime.now(UTC)),
         expires=format_time(desired.expires) if desired.expires else None,
@@ -224,6 +247,50 @@ async def _inventory(cloud: Cloud, desired: Desired, actual: Actual, catalog: Ca
         ssh=SSHAccess(user=desired.ssh_user, key=Path(key_path), known_hosts=state.known_hosts_path),
         hosts=tuple(hosts),
     )
+
+
+def _load_balancers(desired: Desired, actual: Actual) -> tuple[LoadBalancer, ...]:
+    """Each balanced role's address and the VMs that are members of all its rules."""
+    out = []
+    for spec in desired.load_balancers:
+        address = actual.lb_ip(spec.role) if desired.public_access == "static_nat" else actual.source_nat
+        if address is None:
+            continue
+        rules = [r for r in actual.lb_rules_on(address["id"]) if int(r["publicport"]) in spec.ports]
+        joined = set.intersection(*(set(actual.lb_members.get(r["id"], [])) for r in rules)) if rules else set()
+        members = tuple(n for n in spec.members if actual.vms.get(n, {}).get("id") in joined)
+        out.append(LoadBalancer(role=spec.role, public_ip=address["ipaddress"], ports=spec.ports, members=members))
+    return tuple(out)
+
+
+async def join_deferred(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, progress: Progress,
+                        deferred: dict[str, list[str]]) -> Inventory | None:
+    """Add the VMs create-env left out of their load balancers (``CreateResult.deferred``), now
+    that the rollout on them is done; rewrite the inventory with the members. One assign call
+    per rule; a VM that joined meanwhile is not added twice."""
+    if not deferred:
+        return None
+    with state.lock():
+        desired = desired_state(bp, env)
+        actual = await read_actual(cloud, env)
+        desired = _keep_expiry(desired, actual, False)
+        # it makes no VM: none of the catalog's names are needed
+        catalog = Catalog(zone_id="", zone_name="", template_id="", template_name="", network_offering_id="")
+        ctx = RunContext(cloud=cloud, desired=desired, catalog=catalog, progress=progress, public_key="")
+        _prefill(ctx, actual)
+        joining = [a for a in make_plan(desired, actual).actions if a.kind == "lb-member" and a.op == "assign"
+                   and a.name in deferred.get(a.data["role"], ())]
+        failures: list[tuple[Action, BaseException]] = []
+        await actions_lb.join(ctx, joining, lambda a, fn: run_action(ctx, a, fn, failures))
+        if failures:
+            raise ProvisionError(failures)
+        inventory = state.read_inventory()
+        if inventory is None:
+            return None
+        actual = await read_actual(cloud, env)
+        inventory = dataclasses.replace(inventory, load_balancers=_load_balancers(desired, actual))
+        state.write_inventory(inventory)
+        return inventory
 
 
 def _ssh_targets(inventory: Inventory) -> list[SSHTarget]:

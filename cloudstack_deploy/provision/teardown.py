@@ -8,6 +8,7 @@ sleeps). The final re-list is the proof: anything left is named and the exit is 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,12 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress) -> TeardownRe
     policies = [p for found in await asyncio.gather(*(cloud.list("listSnapshotPolicies", volumeid=v["id"])
                                                        for v in volumes.values())) for p in found]
 
+    # 0. Load-balancer rules first: no traffic goes to VMs that are about to stop. (Releasing an
+    # address takes its rules too, but rules on the source-NAT address stay until the network goes.)
+    await asyncio.gather(*(step(f"load-balancer {r.get('name') or r['id']}",
+                                lambda r=r: cloud.job("deleteLoadBalancerRule", id=r["id"]))
+                           for r in actual.lb_rules if r.get("state") != "Deleting"))
+
     # 1. Every VM with its own data disks (detached once it is expunged), the public IPs (with
     # their NAT and rules), snapshot policies and loose disks: all at once, each VM's disks as
     # soon as that VM is gone.
@@ -124,8 +131,9 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress) -> TeardownRe
 
 async def _loose_volumes_of(cloud: Cloud, env: str, loose: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Untagged, unattached volumes named ``<env>-...`` (a run killed between createVolume and
-    createTags). Env names may contain '-', so a name is ours only if no other known
-    environment is a longer prefix of it (``demo-x-web-1-web`` belongs to ``demo-x``)."""
+    createTags), or load-balancer rules named so. Env names may contain '-', so a name is ours
+    only if no other known environment is a longer prefix of it (``demo-x-web-1-web`` belongs
+    to ``demo-x``)."""
     if not loose:
         return {}
     envs = {t.get("value", "") for t in await cloud.list("listTags", key=TAG_ENV)} | {env}
@@ -139,11 +147,12 @@ async def _loose_volumes_of(cloud: Cloud, env: str, loose: dict[str, dict[str, A
 
 async def remaining(cloud: Cloud, env: str) -> list[str]:
     """Everything that still belongs to ``env`` in the cloud, as readable lines."""
-    tagged, nets, keys, vols = await asyncio.gather(
+    tagged, nets, keys, vols, lbs = await asyncio.gather(
         cloud.list("listTags", key=TAG_ENV, value=env),
         cloud.list("listNetworks", name=network_name(env)),
         cloud.list("listSSHKeyPairs", name=keypair_name(env)),
         cloud.list("listVolumes", type="DATADISK", keyword=f"{env}-"),
+        cloud.list("listLoadBalancerRules", keyword=f"{env}-"),
     )
     loose = {v["name"]: v for v in vols if v["name"].startswith(f"{env}-") and not v.get("virtualmachineid")
              and not v.get("tags")}
@@ -152,4 +161,8 @@ async def remaining(cloud: Cloud, env: str) -> list[str]:
              and not any(n["id"] in x for x in left)]
     left += [f"SSHKeyPair {k['name']}" for k in keys if k["name"] == keypair_name(env)]
     left += [f"Volume {name} ({v['id']}, untagged)" for name, v in (await _loose_volumes_of(cloud, env, loose)).items()]
+    ours = re.compile(rf"{re.escape(env)}-[a-z0-9-]+-[0-9]+")  # desired.lb_rule_name's pattern
+    named = {r["name"]: r for r in lbs if ours.fullmatch(r.get("name", "")) and not any(r["id"] in x for x in left)}
+    left += [f"LoadBalancer {name} ({r['id']}, {r.get('publicip')}:{r.get('publicport')})"
+             for name, r in (await _loose_volumes_of(cloud, env, named)).items()]
     return left

@@ -106,6 +106,11 @@ def page_version(body: str) -> str | None:
     return first[1] if len(first) == 2 and first[0] == "demo" else None
 
 
+def page_host(body: str) -> str | None:
+    """The answering container's host name from the index page's ``host: NAME`` line."""
+    return next((line.split(":", 1)[1].strip() for line in body.splitlines() if line.startswith("host:")), None)
+
+
 def wait_for_page(url: str, version: str, deadline: float = 60) -> str:
     """The index page once it answers 200 with ``demo VERSION`` (bounded); fails otherwise."""
     last = "no answer"
@@ -139,6 +144,7 @@ class Load:
         self.failures: list[str] = []
         self.failed = 0
         self.versions: Counter[str] = Counter()
+        self.hosts: Counter[str] = Counter()       # by the ``host:`` line: which container answered
         self.first_seen: dict[str, int] = {}
         self.last_seen: dict[str, int] = {}
         self.max_latency = 0.0
@@ -177,7 +183,7 @@ class Load:
                 + (f"; load loop error: {self._error!r}" if self._error else "")
                 + (f"; failures (first 15): {self.failures[:15]}" if self.failures else ""))
 
-    def _count(self, version: str | None, failure: str | None, latency: float) -> None:
+    def _count(self, version: str | None, failure: str | None, latency: float, host: str | None = None) -> None:
         with self._lock:
             n = self.total
             self.max_latency = max(self.max_latency, latency)
@@ -187,6 +193,8 @@ class Load:
                     self.failures.append(f"#{n} +{time.monotonic() - self.started:.1f}s {failure}")
                 return
             self.ok += 1
+            if host:
+                self.hosts[host] += 1
             key = version or "?"
             self.versions[key] += 1
             self.first_seen.setdefault(key, n)
@@ -216,7 +224,7 @@ class Load:
                     body = await resp.text(errors="replace")
                     latency = time.monotonic() - t0
                     if resp.status == 200:
-                        self._count(page_version(body), None, latency)
+                        self._count(page_version(body), None, latency, page_host(body))
                     else:
                         self._count(None, f"HTTP {resp.status}: {body[:120]!r}", latency)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:

@@ -284,7 +284,7 @@ def test_ttl_sets_and_changes_the_expiry() -> None:
 
 
 def test_port_forwarding_publishes_ssh_from_2201_and_http_on_the_first_web_vm() -> None:
-    d = desired("cloud.public_access=port_forwarding", "roles.web.count=2")
+    d = desired("cloud.public_access=port_forwarding", "roles.web.count=2", "roles.web.proxy.load_balancer=false")
     plan = plan_of(d, Actual(env="demo"))
     pf = [(x.name, x.data["public"], x.data["private"], x.data["cidrs"]) for x in plan.actions
           if x.kind == "port-forward"]

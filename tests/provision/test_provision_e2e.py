@@ -126,7 +126,9 @@ async def test_scale_a_role_up_and_down(home: Path, cloud_view: CloudView) -> No
     web3 = cloud_view.vm("demo-web-3")
     assert web3["state"] == "Running" and web3.get("publicip")
     extra_ips = {cloud_view.vm(n)["publicip"] for n in ("demo-web-2", "demo-web-3")}
-    assert len(cloud_view.public_ips()) == 5
+    [lb_ip] = [i["ipaddress"] for i in cloud_view.public_ips() if not i.get("isstaticnat")]
+    assert len(cloud_view.public_ips()) == 6  # one per VM, and web's load balancer (3 VMs now)
+    extra_ips.add(lb_ip)
 
     result, _ = await create("demo")
     deleted = {a.name for a in result.plan.actions if a.op == "delete" and a.kind == "vm"}
@@ -241,7 +243,8 @@ async def test_adding_a_disk_to_a_role_replaces_its_vms_to_mount_it(home: Path, 
 
 # ---- port forwarding ----------------------------------------------------------------------------
 async def test_port_forwarding_mode_shares_the_source_nat_address(home: Path, cloud_view: CloudView) -> None:
-    result, _ = await create("demo", "cloud.public_access=port_forwarding", "roles.web.count=2")
+    result, _ = await create("demo", "cloud.public_access=port_forwarding", "roles.web.count=2",
+                             "roles.web.proxy.load_balancer=false")
     assert cloud_view.public_ips() == []  # no address per VM
     (snat,) = [i for i in cloud_view.all_ips() if i.get("issourcenat")]
     vms = {v["id"]: v["name"] for v in cloud_view.vms()}
@@ -261,7 +264,8 @@ async def test_port_forwarding_mode_shares_the_source_nat_address(home: Path, cl
     pinned = {line.split(" ", 1)[0] for line in state.known_hosts_path.read_text().splitlines()}
     assert pinned == {f"[{snat['ipaddress']}]:{h['ssh_port']}" for h in inventory_to_dict(result.inventory)["hosts"]}
 
-    again, _ = await create("demo", "cloud.public_access=port_forwarding", "roles.web.count=2")
+    again, _ = await create("demo", "cloud.public_access=port_forwarding", "roles.web.count=2",
+                            "roles.web.proxy.load_balancer=false")
     assert again.plan.empty
 
 
@@ -299,11 +303,13 @@ def test_names_the_cloud_does_not_offer_exit_2_with_suggestions(home: Path, clou
 
 
 def test_plan_json_shows_deletes_after_a_scale_down(home: Path) -> None:
-    assert cli(*create_args("demo", "roles.web.count=2")).exit_code == 0
-    res = cli("plan", str(DEMO), "--env", "demo", "--json")
+    assert cli(*create_args("demo", "roles.web.count=3")).exit_code == 0
+    res = cli("plan", str(DEMO), "--env", "demo", "--json", "--set", "roles.web.count=2")
     data = json.loads(res.stdout)
-    assert data["creates"] == [] and data["changes"] == []
-    assert {(a["kind"], a["name"]) for a in data["deletes"]} >= {("vm", "demo-web-2")}
+    assert data["creates"] == []
+    # the VM leaves web's load balancer (before it is destroyed)
+    assert [(a["op"], a["kind"], a["name"]) for a in data["changes"]] == [("remove", "lb-member", "demo-web-3")]
+    assert {(a["kind"], a["name"]) for a in data["deletes"]} >= {("vm", "demo-web-3")}
     assert any(a["kind"] == "ip" for a in data["deletes"])
 
 

@@ -417,7 +417,8 @@ ASYNC = {
     "attachVolume", "detachVolume", "resizeVolume", "createLoadBalancerRule", "deleteLoadBalancerRule",
     "assignToLoadBalancerRule",
     # not in the reference's list
-    "removeFromLoadBalancerRule", "createIpForwardingRule", "deleteIpForwardingRule", "createSnapshot",
+    "removeFromLoadBalancerRule", "updateLoadBalancerRule", "createIpForwardingRule", "deleteIpForwardingRule",
+    "createSnapshot",
     "deleteSnapshot", "updateNetwork", "resetSSHKeyForVirtualMachine",
 }
 #: The reference's sync commands (every list* too), plus the other sync ones served.

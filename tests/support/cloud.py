@@ -74,6 +74,14 @@ class CloudView:
     def port_forwards(self) -> list[dict[str, Any]]:
         return self._list("listPortForwardingRules", "portforwardingrule", listall=True)
 
+    def lb_rules(self) -> list[dict[str, Any]]:
+        return self._list("listLoadBalancerRules", "loadbalancerrule", listall=True)
+
+    def lb_members(self, rule_id: str) -> list[str]:
+        """Names of the VMs assigned to a load-balancer rule."""
+        return sorted(v["name"] for v in self._list("listLoadBalancerRuleInstances", "loadbalancerruleinstance",
+                                                    id=rule_id))
+
     def everything(self) -> dict[str, list[str]]:
         """A summary of all a tenant has; empty lists mean a clean cloud."""
         return {
@@ -82,6 +90,7 @@ class CloudView:
             "ips": [i["ipaddress"] for i in self.all_ips()],
             "volumes": [v["name"] for v in self.volumes()],
             "keypairs": [k["name"] for k in self.keypairs()],
+            "load_balancer_rules": [f"{r['name']} {r['publicip']}:{r['publicport']}" for r in self.lb_rules()],
             "tags": [f"{t['resourcetype']} {t['key']}={t['value']}" for t in self.env_tags()],
         }
 
@@ -92,6 +101,7 @@ class CloudView:
         vm_ids = {h["vm_id"] for h in hosts}
         vm_names = {h["name"] for h in hosts}
         ips = {h["public_ip"] for h in hosts}
+        lb_ips = {lb["public_ip"] for lb in inventory.get("load_balancers", [])}
         disks = {d["name"] for h in hosts for d in h.get("disks", [])}
         net_name = f"csdeploy-{env}"
         net_id = (inventory.get("network") or {}).get("id")
@@ -101,13 +111,16 @@ class CloudView:
             "vm": [f"{v['name']} ({v.get('state')})" for v in self.vms()
                    if v["id"] in vm_ids or v["name"] in vm_names or tagged(v, env)],
             "public_ip": [i["ipaddress"] for i in self.all_ips()
-                          if i["ipaddress"] in ips or i.get("associatednetworkid") == net_id
+                          if i["ipaddress"] in ips | lb_ips or i.get("associatednetworkid") == net_id
                           or i.get("associatednetworkname") == net_name or tagged(i, env)],
             "volume": [v["name"] for v in self.volumes(type=None)
                        if v["name"] in disks or v.get("virtualmachineid") in vm_ids or tagged(v, env)],
             "keypair": [k["name"] for k in self.keypairs() if k["name"] == net_name],
             "firewall_rule": [f"{r.get('ipaddress')}:{r.get('startport')}" for r in self.firewall()
                               if r.get("ipaddress") in ips or tagged(r, env)],
+            "load_balancer_rule": [f"{r['name']} {r.get('publicip')}:{r.get('publicport')}" for r in self.lb_rules()
+                                   if r.get("publicip") in ips | lb_ips or r.get("networkid") == net_id
+                                   or tagged(r, env)],
             "tag": [f"{t.get('resourcetype')} {t.get('resourceid')}" for t in self.env_tags(env)],
         }
         return {kind: items for kind, items in found.items() if items}

@@ -97,6 +97,18 @@ class NetLab:
             "state": "Active",
         })
 
+    def balance(self, ip: dict[str, Any], vms: list[dict[str, Any]], public: int, private: int,
+                algorithm: str = "roundrobin", cidrlist: str | None = None) -> dict[str, Any]:
+        """An applied load-balancer rule (state Active) over ``vms``."""
+        rule: dict[str, Any] = {
+            "name": f"lb-{public}", "publicipid": ip["id"], "publicip": ip["ipaddress"], "publicport": str(public),
+            "privateport": str(private), "algorithm": algorithm, "networkid": "n1",
+            "state": "Active" if vms else "Add", "_vms": [vm["id"] for vm in vms],
+        }
+        if cidrlist is not None:
+            rule["cidrlist"] = cidrlist
+        return self.sim.add("lb_rules", rule)
+
 
 # -- probes --
 async def refused(host: str, port: int) -> bool:

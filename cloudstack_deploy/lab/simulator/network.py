@@ -2,8 +2,8 @@
 
 A public IP is a loopback address (``127.200.x.y``). Like an isolated network's virtual
 router, ingress is closed until a firewall rule opens it, and then only reaches a VM through
-static NAT or a port-forwarding rule: so a deploy tool that forgets its firewall rule really
-cannot SSH in. Only the ``(address, port)`` pairs the rules open *and* a VM serves get a real
+static NAT, a port-forwarding rule or an applied load-balancer rule (spread over its members
+as ``balancer.py`` says): so a deploy tool that forgets its firewall rule really cannot SSH in. Only the ``(address, port)`` pairs the rules open *and* a VM serves get a real
 listening socket; a removed rule closes it (new connections are refused). Every connection is
 re-checked against the current state when accepted (source CIDRs, VM Running), and then
 copied to the VM's guest (see ``guest.py``).
@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from .balancer import MAX_ATTEMPTS, Balancer, applied_rules, live_members, rule_at
 from .engine import Simulator
 from .guest import Guest, GuestBackend, MemoryBackend, ports_in
 
@@ -29,6 +30,8 @@ MAX_RANGE_EXPOSED = 64
 #: Rules not (or no longer) applied on the virtual router.
 INACTIVE_RULE_STATES = frozenset({"Add", "Staged", "Revoke", "Error"})
 ALL_PORTS = (1, 65535)
+#: How long a connection to a guest may take (the virtual router's HAProxy: timeout connect 5000).
+CONNECT_TIMEOUT = 5.0
 _COPY_CHUNK = 65536
 
 Route = tuple[str, int]  # (vm id, private port)
@@ -127,12 +130,17 @@ def exposed(sim: Simulator, backend: GuestBackend) -> set[tuple[str, int]]:
     """Every ``(public address, port)`` the rules open towards a port some VM serves."""
     vms = sim.col("vms")
     out: set[tuple[str, int]] = set()
-    firewalls, forwards = _firewalls(sim), _all_forwards(sim)
+    firewalls, forwards, balancers = _firewalls(sim), _all_forwards(sim), applied_rules(sim)
     for ip in _live(sim.col("public_ips").values()):
         address = ip.get("ipaddress")
         if not address:
             continue
         fw = firewalls.get(ip["id"], [])
+        for rule in balancers.get(ip["id"], []):
+            public, private = int(rule["publicport"]), int(rule["privateport"])
+            if any(flo <= public <= fhi for (flo, fhi), _ in fw) and any(
+                    _candidates(backend, vm, private, private) for vm in live_members(sim, rule)):
+                out.add((address, public))
         for (plo, phi), private, rule in forwards.get(ip["id"], []):
             vm = vms.get(rule.get("virtualmachineid") or "")
             if vm is None or vm.get("_removed"):
@@ -149,31 +157,50 @@ def exposed(sim: Simulator, backend: GuestBackend) -> set[tuple[str, int]]:
     return out
 
 
-def route(sim: Simulator, address: str, port: int, source: str) -> tuple[Route | None, str]:
-    """Where a TCP connection from ``source`` to ``address:port`` goes: ((vm, port), why)."""
+def route(sim: Simulator, address: str, port: int, source: str,
+          balancer: Balancer | None = None) -> tuple[list[Route], str]:
+    """Where a TCP connection from ``source`` to ``address:port`` may go, in the order to try:
+    one (VM, port) for static NAT and port forwarding, a load-balancer rule's Running members
+    in its algorithm's order; empty, with the reason, when nothing may take it."""
     ip = next((i for i in _live(sim.col("public_ips").values()) if i.get("ipaddress") == address), None)
     if ip is None:
-        return None, "no such public IP"
+        return [], "no such public IP"
     covering = [rule for (lo, hi), rule in _firewall(sim, ip["id"]) if lo <= port <= hi]
     if not covering:
-        return None, "no firewall rule opens the port"
+        return [], "no firewall rule opens the port"
     if not any(_source_in(source, rule.get("cidrlist")) for rule in covering):
-        return None, f"source {source} not in the firewall rule's cidrlist"
+        return [], f"source {source} not in the firewall rule's cidrlist"
     dest: Route | None = None
     for (lo, hi), private, rule in _forwards(sim, ip["id"]):
         if lo <= port <= hi:
             if not _source_in(source, rule.get("cidrlist")):
-                return None, f"source {source} not in the port-forwarding rule's cidrlist"
+                return [], f"source {source} not in the port-forwarding rule's cidrlist"
             dest = (str(rule.get("virtualmachineid")), private + port - lo)
             break
+    if dest is None:
+        lb = next((r for r in applied_rules(sim).get(ip["id"], []) if int(r["publicport"]) == port), None)
+        if lb is not None:
+            return _balance(sim, lb, source, balancer or Balancer())
     if dest is None and ip.get("isstaticnat") and ip.get("virtualmachineid"):
         dest = (str(ip["virtualmachineid"]), port)
     if dest is None:
-        return None, "no static NAT or port-forwarding rule"
+        return [], "no static NAT, port-forwarding or load-balancer rule"
     vm = sim.get("vms", dest[0])
     if vm is None or vm.get("_removed") or vm.get("state") != "Running":
-        return None, f"VM is {vm.get('state') if vm else 'gone'}"
-    return dest, "ok"
+        return [], f"VM is {vm.get('state') if vm else 'gone'}"
+    return [dest], "ok"
+
+
+def _balance(sim: Simulator, rule: dict[str, Any], source: str, balancer: Balancer) -> tuple[list[Route], str]:
+    """A load-balancer rule's Running members, in the order its algorithm tries them."""
+    cidrs = str(rule.get("cidrlist") or "").replace(" ", ",")  # the rule's own allowed sources (4.18+)
+    if cidrs and not _source_in(source, cidrs):
+        return [], f"source {source} not in the load-balancer rule's cidrlist"
+    running = [vm["id"] for vm in live_members(sim, rule) if vm.get("state") == "Running"]
+    if not running:
+        return [], "no member of the load-balancer rule is Running"
+    private = int(rule["privateport"])
+    return [(vm_id, private) for vm_id in balancer.order(rule, running, source)], "ok"
 
 
 # ---- the forwarder --------------------------------------------------------------------------
@@ -188,6 +215,7 @@ class PublicNetwork:
         self.sim = sim
         self.backend = backend or MemoryBackend(sim)
         self.guests: dict[str, Guest] = {}
+        self.balancer = Balancer()
         self.servers: dict[tuple[str, int], asyncio.Server] = {}
         self._bind_failed: set[tuple[str, int]] = set()
         self._conns: set[asyncio.Task[None]] = set()
@@ -301,19 +329,17 @@ class PublicNetwork:
         upstream: asyncio.StreamWriter | None = None
         try:
             peer = writer.get_extra_info("peername") or ("?", 0)
-            dest, why = route(self.sim, address, port, str(peer[0]))
-            guest = self.guests.get(dest[0]) if dest else None
-            target = guest.target(dest[1]) if guest and dest else None
-            if target is None:
-                log.debug("%s -> %s:%s dropped: %s", peer[0], address, port,
-                          why if dest is None else "nothing listens in the VM")
+            routes, why = route(self.sim, address, port, str(peer[0]), self.balancer)
+            connected = await self._connect(routes, address, port, str(peer[0]), why)
+            if connected is None:
                 return
+            (up_reader, upstream), vm_id = connected
+            lb_key = (rule_at(self.sim, address, port), vm_id)
+            self.balancer.open[lb_key] += 1
             try:
-                up_reader, upstream = await asyncio.open_connection(*target)
-            except OSError as exc:
-                log.debug("%s:%s -> guest %s unreachable: %s", address, port, target, exc)
-                return
-            await asyncio.gather(_copy(reader, upstream, writer), _copy(up_reader, writer, upstream))
+                await asyncio.gather(_copy(reader, upstream, writer), _copy(up_reader, writer, upstream))
+            finally:
+                self.balancer.open[lb_key] -= 1
         except asyncio.CancelledError:
             # stop() cancels us; end quietly, since asyncio's stream server logs a handler task
             # that ends cancelled as an error. We own this task: nobody awaits its cancellation.
@@ -327,6 +353,30 @@ class PublicNetwork:
                     with contextlib.suppress(OSError, asyncio.CancelledError):
                         await w.wait_closed()
             self._conns.discard(task)
+
+    async def _connect(self, routes: list[Route], address: str, port: int, source: str, why: str
+                       ) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], str] | None:
+        """A connection to the first route that takes it (a load balancer's members in turn,
+        a refusing one marked down: HAProxy's retries and redispatch); None if none does."""
+        if not routes:
+            log.debug("%s -> %s:%s dropped: %s", source, address, port, why)
+            return None
+        for vm_id, private in routes[:MAX_ATTEMPTS]:
+            guest = self.guests.get(vm_id)
+            target = guest.target(private) if guest else None
+            if target is None:
+                log.debug("%s -> %s:%s: nothing listens in VM %s", source, address, port, vm_id)
+                self.balancer.failed(vm_id)
+                continue
+            try:
+                streams = await asyncio.wait_for(asyncio.open_connection(*target), CONNECT_TIMEOUT)
+            except OSError as exc:
+                log.debug("%s:%s -> guest %s unreachable: %s", address, port, target, exc)
+                self.balancer.failed(vm_id)
+                continue
+            self.balancer.served(vm_id)
+            return streams, vm_id
+        return None
 
 
 async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter,

@@ -160,7 +160,8 @@ class ApiHandler:
         if cmd.kind == "list":
             page, pagesize = paging(req.get("page"), req.get("pagesize"))
             items = cmd.handler(self.sim, req)
-            return list_envelope(cmd.response_key, items, page, pagesize)
+            # a few lists name their items after a parameter (listLoadBalancerRuleInstances lbvmips)
+            return list_envelope(getattr(items, "key", cmd.response_key), items, page, pagesize)
         try:
             result = cmd.handler(self.sim, req)
         except ApiError as err:

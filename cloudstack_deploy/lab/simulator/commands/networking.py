@@ -330,9 +330,14 @@ def enable_static_nat(sim: Simulator, req: Request) -> None:
     if other is not None:
         raise invalid_value(f"Failed to enable static nat for the ip address id={ip['id']} as vm id={vm['id']} "
                             f"is already associated with ip id={other['id']}")
-    if any(r.get("ipaddressid") == ip["id"] for r in sim.col("pf_rules").values()):
-        raise ApiError(537, f"Failed to enable static nat for the ip address id={ip['id']}: it has port "
-                            "forwarding rules")
+    # RulesManagerImpl.isIpReadyForStaticNat: no port-forwarding or load-balancing rules on it
+    if not ip.get("isstaticnat"):
+        if any(r.get("ipaddressid") == ip["id"] for r in sim.col("pf_rules").values()):
+            raise ApiError(537, f"Failed to enable static nat for the ip address id={ip['id']} as it already has "
+                                "PortForwarding rules assigned")
+        if any(r.get("publicipid") == ip["id"] and r.get("state") != "Revoke" for r in sim.col("lb_rules").values()):
+            raise ApiError(537, f"Failed to enable static nat for the ip address id={ip['id']} as it already has "
+                                "LoadBalancing rules assigned")
     if not any(nic["networkid"] == ip["associatednetworkid"] for nic in vm.get("nic", [])):
         raise invalid_value(f"VM {vm['name']} is not in the network of ip address id={ip['id']}")
     ip.update(isstaticnat=True, virtualmachineid=vm["id"])

@@ -9,7 +9,7 @@ from ..clock import now_str
 from ..engine import Simulator
 from ..errors import ApiError, invalid_value, rule_conflict
 from ..registry import TAG_FILTER, AsyncResult, Param, Request, command, finisher
-from ._common import get_or_431, owner, select, with_tags
+from ._common import get_or_431, select, with_tags
 
 PROTOCOLS = ("tcp", "udp", "icmp", "all")
 
@@ -78,6 +78,43 @@ def add_firewall_rule(sim: Simulator, ip: dict[str, Any], protocol: str, sp: int
         "cidrlist": ",".join(cidrs), "purpose": "Firewall", "fordisplay": True, "related": related,
         "traffictype": "Ingress", "created": now_str(),
     })
+
+
+def rule_for_all_cidrs(sim: Simulator, ip: dict[str, Any], protocol: str, sp: int, ep: int,
+                       related: str) -> dict[str, Any]:
+    """The firewall rule a forwarding or LB rule opens with ``openfirewall`` (the default).
+
+    FirewallManagerImpl.createRuleForAllCidrs: when an ingress rule for exactly this port range
+    and protocol already exists on the IP, that rule is returned (and stays unrelated to the new
+    one, so it outlives it); otherwise a rule from 0.0.0.0/0 is created, related to the new rule
+    and revoked with it.
+    """
+    for rule in sim.col("firewall_rules").values():
+        if (rule["ipaddressid"] == ip["id"] and rule["protocol"] == protocol and rule["startport"] == sp
+                and rule["endport"] == ep):
+            return rule
+    fw = add_firewall_rule(sim, ip, protocol, sp, ep, ["0.0.0.0/0"], related=related)
+    fw["state"] = "Active"
+    return fw
+
+
+def forwarding_conflict(sim: Simulator, ip: dict[str, Any], protocol: str, lo: int, hi: int) -> None:
+    """537 when a port-forwarding or load-balancer rule on ``ip`` already covers a port of lo..hi.
+
+    FirewallManagerImpl.detectRulesConflict: rules of these purposes on one IP may share ports
+    only when both are port forwarding with different protocols (LB rules are always tcp).
+    """
+    for rule in sim.col("pf_rules").values():
+        if rule["ipaddressid"] == ip["id"] and _ranges_overlap(
+                (int(rule["publicport"]), int(rule["publicendport"])), (lo, hi)) and \
+                (rule["protocol"] == protocol or protocol == "lb"):
+            raise rule_conflict(f"The range specified, {lo}-{hi}, conflicts with rule {rule['id']} "
+                                f"which has {rule['publicport']}-{rule['publicendport']}")
+    for rule in sim.col("lb_rules").values():
+        if rule["publicipid"] == ip["id"] and rule.get("state") != "Revoke" and \
+                _ranges_overlap((int(rule["publicport"]), int(rule["publicport"])), (lo, hi)):
+            raise rule_conflict(f"The range specified, {lo}-{hi}, conflicts with rule {rule['id']} "
+                                f"which has {rule['publicport']}-{rule['publicport']}")
 
 
 @command("createFirewallRule", Param("ipaddressid", "uuid", required=True, entity="public_ips"),
@@ -215,11 +252,7 @@ def create_port_forwarding_rule(sim: Simulator, req: Request) -> AsyncResult:
     if (pub[1] - pub[0]) != (priv[1] - priv[0]):  # type: ignore[operator]
         raise invalid_value("Private port range and public port range must be of the same size")
     nic = _vm_in_network(sim, vm, ip)
-    for rule in sim.col("pf_rules").values():
-        if rule["ipaddressid"] == ip["id"] and rule["protocol"] == protocol and _ranges_overlap(
-                (int(rule["publicport"]), int(rule["publicendport"])), pub):
-            raise rule_conflict(f"The range specified, {pub[0]}-{pub[1]}, conflicts with rule {rule['id']} "
-                                f"which has {rule['publicport']}-{rule['publicendport']}")
+    forwarding_conflict(sim, ip, protocol, pub[0], pub[1])  # type: ignore[arg-type]
     cidrs = _cidrs(req.get("cidrlist")) if req.get("cidrlist") else []
     rule = sim.add("pf_rules", {
         "ipaddressid": ip["id"], "ipaddress": ip["ipaddress"], "protocol": protocol,
@@ -229,8 +262,10 @@ def create_port_forwarding_rule(sim: Simulator, req: Request) -> AsyncResult:
         "networkid": ip["associatednetworkid"], "state": "Add", "cidrlist": ",".join(cidrs), "fordisplay": True,
     })
     if req.get("openfirewall", True):
-        fw = add_firewall_rule(sim, ip, protocol, pub[0], pub[1], cidrs or ["0.0.0.0/0"], related=rule["id"])
-        fw["state"] = "Active"
+        if cidrs:  # RulesManagerImpl: the rule's own source CIDRs get a firewall rule of their own
+            add_firewall_rule(sim, ip, protocol, pub[0], pub[1], cidrs, related=rule["id"])["state"] = "Active"
+        else:
+            rule_for_all_cidrs(sim, ip, protocol, pub[0], pub[1], related=rule["id"])  # type: ignore[arg-type]
     return AsyncResult("activate_rule", {"col": "pf_rules", "id": rule["id"], "key": "portforwardingrule"},
                        "FirewallRule", rule["id"], entity_id=rule["id"])
 
@@ -292,114 +327,9 @@ def list_ip_forwarding_rules(sim: Simulator, req: Request) -> list[dict[str, Any
     return [with_tags(sim, r) for r in items]
 
 
-# ---- load balancer --------------------------------------------------------------------------------
-
-@command("createLoadBalancerRule", Param("algorithm", required=True), Param("name", required=True),
-         Param("privateport", "integer", required=True), Param("publicport", "integer", required=True),
-         Param("publicipid", "uuid", entity="public_ips"), Param("networkid", "uuid", entity="networks"),
-         Param("openfirewall", "boolean"), Param("protocol"), Param("cidrlist", "list"), Param("description"),
-         isasync=True, key="loadbalancer")
-def create_load_balancer_rule(sim: Simulator, req: Request) -> AsyncResult:
-    """Creates a load balancer rule."""
-    if req.get("algorithm") not in ("roundrobin", "leastconn", "source"):
-        raise invalid_value(f"Invalid algorithm {req.get('algorithm')}: use roundrobin, leastconn or source")
-    if "publicipid" not in req:
-        raise invalid_value("publicipid is required for a load balancer rule in an isolated network")
-    ip = get_or_431(sim, "public_ips", req.get("publicipid"), "ip address")
-    if ip.get("isstaticnat"):
-        raise rule_conflict(f"Can't create a load balancer rule on static nat ip {ip['ipaddress']}")
-    for rule in sim.col("lb_rules").values():
-        if rule["publicipid"] == ip["id"] and rule["publicport"] == str(req.get("publicport")):
-            raise rule_conflict(f"The range specified, {req.get('publicport')}-{req.get('publicport')}, conflicts "
-                                f"with rule {rule['id']} which has {rule['publicport']}-{rule['publicport']}")
-    rule = sim.add("lb_rules", {
-        "name": req.get("name"), "description": req.get("description"), "algorithm": req.get("algorithm"),
-        "publicipid": ip["id"], "publicip": ip["ipaddress"], "publicport": str(req.get("publicport")),
-        "privateport": str(req.get("privateport")), "networkid": ip["associatednetworkid"],
-        "protocol": req.get("protocol") or "tcp", "state": "Add", "cidrlist": "", "fordisplay": True,
-        "_vms": [],
-    })
-    if req.get("openfirewall", True):
-        add_firewall_rule(sim, ip, "tcp", req.get("publicport"), req.get("publicport"),
-                          _cidrs(req.get("cidrlist")) or ["0.0.0.0/0"], related=rule["id"])["state"] = "Active"
-    return AsyncResult("activate_rule", {"col": "lb_rules", "id": rule["id"], "key": "loadbalancer"},
-                       "LoadBalancerRule", rule["id"], entity_id=rule["id"])
-
-
-def _render_lb(sim: Simulator, rule: dict[str, Any]) -> dict[str, Any]:
-    return with_tags(sim, rule) | owner(sim) | {"zoneid": sim.zone["id"]}
-
-
-@command("assignToLoadBalancerRule", Param("id", "uuid", required=True, entity="lb_rules"),
-         Param("virtualmachineids", "list", item_type="uuid"), isasync=True)
-def assign_to_load_balancer_rule(sim: Simulator, req: Request) -> AsyncResult:
-    """Assigns virtual machine(s) to a load balancer rule."""
-    rule = get_or_431(sim, "lb_rules", req.get("id"), "load balancer rule")
-    ip = sim.get("public_ips", rule["publicipid"]) or {}
-    for vm_id in req.get("virtualmachineids") or []:
-        _vm_in_network(sim, get_or_431(sim, "vms", vm_id, "virtual machine"), ip)
-    return AsyncResult("lb_assign", {"id": rule["id"], "vms": req.get("virtualmachineids") or [], "add": True},
-                       "LoadBalancerRule", rule["id"])
-
-
-@command("removeFromLoadBalancerRule", Param("id", "uuid", required=True, entity="lb_rules"),
-         Param("virtualmachineids", "list", item_type="uuid"), isasync=True)
-def remove_from_load_balancer_rule(sim: Simulator, req: Request) -> AsyncResult:
-    """Removes virtual machine(s) from a load balancer rule."""
-    return AsyncResult("lb_assign", {"id": req.get("id"), "vms": req.get("virtualmachineids") or [], "add": False},
-                       "LoadBalancerRule", req.get("id"))
-
-
-@finisher("lb_assign")
-def _finish_lb_assign(sim: Simulator, id: str, vms: list[str], add: bool) -> dict[str, Any]:
-    rule = sim.get("lb_rules", id)
-    if rule is None:
-        raise ApiError(530, f"Unable to find load balancer rule {id}")
-    current = set(rule["_vms"])
-    rule["_vms"] = sorted(current | set(vms)) if add else sorted(current - set(vms))
-    return {"success": True}
-
-
-@command("deleteLoadBalancerRule", Param("id", "uuid", required=True, entity="lb_rules"), isasync=True)
-def delete_load_balancer_rule(sim: Simulator, req: Request) -> AsyncResult:
-    """Deletes a load balancer rule."""
-    return AsyncResult("delete_lb", {"id": req.get("id")}, "LoadBalancerRule", req.get("id"))
-
-
-@finisher("delete_lb")
-def _finish_delete_lb(sim: Simulator, id: str) -> dict[str, Any]:
-    sim.remove("lb_rules", id)
-    for fw in [r for r in sim.col("firewall_rules").values() if r.get("related") == id]:
-        sim.remove("firewall_rules", fw["id"])
-    return {"success": True}
-
-
-@command("listLoadBalancerRules", Param("id", "uuid", entity="lb_rules"), Param("name"),
-         Param("publicipid", "uuid", entity="public_ips"),
-         Param("networkid", "uuid"), Param("virtualmachineid", "uuid"), Param("zoneid", "uuid"), TAG_FILTER,
-         key="loadbalancerrule", listing=True)
-def list_load_balancer_rules(sim: Simulator, req: Request) -> list[dict[str, Any]]:
-    """Lists load balancer rules."""
-    items = select(sim, "lb_rules", req, fields={"publicipid": "publicipid", "networkid": "networkid"})
-    if "virtualmachineid" in req:
-        items = [r for r in items if req.get("virtualmachineid") in r["_vms"]]
-    return [_render_lb(sim, r) for r in items]
-
-
-@command("listLoadBalancerRuleInstances", Param("id", "uuid", required=True, entity="lb_rules"),
-         Param("applied", "boolean"), key="loadbalancerruleinstance", listing=True)
-def list_load_balancer_rule_instances(sim: Simulator, req: Request) -> list[dict[str, Any]]:
-    """List all virtual machine instances that are assigned to a load balancer rule."""
-    from .compute import render_vm
-
-    rule = get_or_431(sim, "lb_rules", req.get("id"), "load balancer rule")
-    return [render_vm(sim, sim.col("vms")[v]) for v in rule["_vms"] if v in sim.col("vms")]
-
-
 RENDER = {
     "firewall_rules": _render_firewall,
     "egress_rules": with_tags,
     "pf_rules": with_tags,
     "ip_forwarding_rules": with_tags,
-    "lb_rules": _render_lb,
 }

@@ -76,6 +76,8 @@ def _release_vm_network(sim: Simulator, vm: dict[str, Any]) -> None:
     for rule in sim.col("lb_rules").values():
         if vm["id"] in rule["_vms"]:
             rule["_vms"] = [v for v in rule["_vms"] if v != vm["id"]]  # replaced, not edited: journaled
+            if not rule["_vms"] and rule.get("state") == "Active":
+                rule["state"] = "Add"  # applyLoadBalancerRules: no mappings left
 
 
 def _expunge(sim: Simulator, vm: dict[str, Any]) -> None:
