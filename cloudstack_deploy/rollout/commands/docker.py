@@ -34,6 +34,7 @@ NAMES = "{{.Names}}"
 IMAGE = "{{.Image}}"
 REPO_TAG = "{{.Repository}}:{{.Tag}}"
 FIRST_IP = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+RESTARTS = "{{.RestartCount}} {{.State.Status}} {{.State.StartedAt}}"
 
 
 def label_format(label: str) -> str:
@@ -220,6 +221,16 @@ def current(labels: Mapping[str, str], into: Var) -> Script:
     """``into`` = the newest running container with ``labels`` (empty when none)."""
     s = Script()
     s.capture(into, Pipe(ps_names(labels), ["head", "-n", "1"]))
+    return s
+
+
+def restart_states(names: Sequence[str]) -> Script:
+    """One line per container: ``NAME|RESTARTS STATE STARTED_AT`` (``NAME|`` when it is gone)."""
+    s = Script()
+    v = Var("v")
+    for name in names:
+        s.capture(v, inspect(name, RESTARTS))
+        s.emit(name, "|", v)
     return s
 
 
