@@ -96,6 +96,9 @@ def test_the_facts_script_reports_what_docker_answers(shim, tmp_path: Path) -> N
     assert set(f.images) == {f"{APP}:v3", REDIS, PROXY}
     assert f.service_label == {f"{APP}:v3": "demo"}
     assert set(f.accessories) == {"demo-redis"} and set(f.containers) == {"demo-web-v3"}
+    assert f.running == {"web": []}, "what the host served before: the role's running containers"
+    ps = next(c for c in calls(log) if c[:1] == ["ps"])
+    assert {"label=service=demo", "label=role=web", "label=destination=demo"} <= set(ps), ps
     assert not any(c[:1] in (["run"], ["pull"], ["login"], ["rm"], ["stop"]) for c in calls(log)), "it only reads"
 
 
@@ -122,3 +125,25 @@ def test_a_partial_deploy_does_not_move_the_environments_previous_version() -> N
     partial = history.DeployRecord(version="v3", status="ok", hosts=["demo-web-1"])
     assert history.previous_version([*full, partial]) == "v1"
     assert history.parse(partial.to_json())[0].hosts == ["demo-web-1"]
+
+
+def test_a_proxy_without_the_certificates_mount_is_replaced_only_when_a_certificate_needs_it() -> None:
+    from cloudstack_deploy.rollout.commands import proxy
+
+    r = rollout()
+    web = INVENTORY.host("demo-web-1")
+    old = facts.HostFacts(proxy="running", proxy_mounts=("/home/kamal-proxy/.config/kamal-proxy",))
+    assert not r.proxy_needs_reboot(web, old), "no certificate: the proxy stays"
+    r.certificates["web"] = ("CERT", "KEY")
+    assert r.proxy_needs_reboot(web, old)
+    new = facts.HostFacts(proxy="running", proxy_mounts=(*old.proxy_mounts, proxy.APPS_MOUNT))
+    assert not r.proxy_needs_reboot(web, new)
+    assert not r.proxy_needs_reboot(web, facts.HostFacts()), "no proxy yet: it is booted with the mount"
+    assert not r.proxy_needs_reboot(INVENTORY.host("demo-worker-1"), old)
+
+
+def test_the_facts_list_each_roles_running_containers_and_the_proxys_mounts() -> None:
+    parsed = facts.parse("running|web|demo-web-v2 demo-web-v1 \nproxymounts|/a /home/kamal-proxy/.apps-config \n"
+                         "running|worker|\n")
+    assert parsed.running == {"web": ["demo-web-v2", "demo-web-v1"], "worker": []}
+    assert parsed.proxy_mounts == ("/a", "/home/kamal-proxy/.apps-config")
