@@ -185,3 +185,23 @@ def test_rolled_back_and_paused_records_never_count_as_the_running_version() -> 
     line.switched, line.reverted, line.error = ["a", "b"], ["b", "a"], "watch failed"
     (again,) = history.parse(line.to_json())
     assert again == line
+
+
+def test_a_canary_within_hosts_takes_the_first_selected_host_and_batches_follow_the_selection() -> None:
+    r = Rollout(blueprint(), inventory(3, lb=True), SECRETS, Recorder())
+    r.select(hosts=("demo-web-2", "demo-web-3"))
+    chosen = runs.choose_canary(r, strategy.CanarySpec(hosts=1))
+    assert [h.name for h in chosen] == ["demo-web-2"]
+    r = Rollout(blueprint(), inventory(3, lb=True), SECRETS, Recorder())
+    r.select(hosts=("demo-web-2", "demo-web-3"))
+    with pytest.raises(InvalidInput, match="role web has 2 hosts here"):
+        runs.choose_canary(r, strategy.CanarySpec(hosts=2))
+    plan = runs.plan(r, runs.RolloutOptions(version="v2", hosts=("demo-web-2", "demo-web-3")), "v2", _facts({}))
+    assert [h.name for h in plan.switch["web"]] == ["demo-web-2", "demo-web-3"] and plan.batch == {"web": 1}
+
+
+def test_roles_without_a_proxy_cannot_take_a_canary() -> None:
+    r = Rollout(blueprint(), inventory(3), SECRETS, Recorder())
+    r.select(roles=("worker",))
+    with pytest.raises(InvalidInput, match="needs a proxy role"):
+        runs.choose_canary(r, strategy.CanarySpec(hosts=1))
