@@ -31,6 +31,8 @@ from .blueprint_rules import (
     check_count,
     check_hosts,
     check_http_path,
+    check_http_status,
+    check_max_failures,
     check_mount,
     check_password,
     check_port,
@@ -63,15 +65,19 @@ from .blueprint_schema import (
     AccessoryVM,
     Blueprint,
     Build,
+    Certificate,
     Cloud,
     Disk,
     EnvSpec,
     Healthcheck,
+    Hooks,
+    PathCheck,
     Proxy,
     Registry,
     Role,
     RolloutSettings,
     SSHAccess,
+    Watch,
     format_duration,
     parse_duration,
 )
@@ -300,8 +306,21 @@ _PROXY_HEALTHCHECK = _sub({"path": check_http_path, "interval": check_seconds, "
 _ROLE_HEALTHCHECK = _sub({"cmd": check_shell_cmd, "interval": check_seconds,
                           "timeout": check_seconds, "readiness_delay": check_seconds},
                          lambda out: Healthcheck(**out))
+_CERTIFICATE = _sub({"certificate_pem": _check_secret_ref, "private_key_pem": _check_secret_ref},
+                    lambda out: Certificate(**{"certificate_pem": "", "private_key_pem": "", **out}),
+                    required=["certificate_pem", "private_key_pem"])
+
+
+def _check_ssl(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """`ssl: true` (Let's Encrypt) or `ssl: {certificate_pem: NAME, private_key_pem: NAME}`
+    (a certificate and key from secrets, served as they are)."""
+    if isinstance(value, dict):
+        return _CERTIFICATE(ctx, path, value)
+    return check_bool(ctx, path, value)
+
+
 _PROXY_SPEC: dict[str, Checker] = {
-    "app_port": check_port, "host": check_hosts, "ssl": check_bool, "healthcheck": _PROXY_HEALTHCHECK,
+    "app_port": check_port, "host": check_hosts, "ssl": _check_ssl, "healthcheck": _PROXY_HEALTHCHECK,
     "deploy_timeout": check_seconds, "drain_timeout": check_seconds, "response_timeout": check_seconds,
     "load_balancer": check_bool, "lb_algorithm": choice_checker(*LB_ALGORITHMS),
 }
@@ -318,7 +337,10 @@ def _check_proxy(ctx: Ctx, path: TreePath, value: Any) -> Any:
         ctx.add(path + ("lb_algorithm",), "load_balancer is false: drop lb_algorithm, or the load_balancer line")
     if "host" in out:
         out["hosts"] = out.pop("host")
-    if out.get("ssl") and value.get("host") is None:
+    if isinstance(out.get("ssl"), Certificate):
+        out["certificate"] = out["ssl"]
+        out["ssl"] = True
+    if (out.get("ssl") or isinstance(value.get("ssl"), dict)) and value.get("host") is None:
         ctx.add(path + ("ssl",), "ssl needs a host: set proxy.host to the name the certificate is for")
     return Proxy(**out)
 
@@ -394,10 +416,26 @@ _REGISTRY = _sub({"server": check_registry_server, "username": check_str,
                   "password": check_password},
                  lambda out: Registry(**{"server": "", "username": "", "password": "", **out}),
                  required=["server", "username", "password"])
+def _check_path_check(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """A watched path: `/notes` (expects 200) or `{path: /notes, status: 404}`."""
+    if isinstance(value, dict):
+        return _PATH_CHECK(ctx, path, value)
+    checked = check_http_path(ctx, path, value)
+    return BAD if checked is BAD else PathCheck(path=checked)
+
+
+_PATH_CHECK = _sub({"path": check_http_path, "status": check_http_status},
+                   lambda out: PathCheck(**{"path": "/", **out}), required=["path"])
+_WATCH = _sub({"duration": check_seconds, "interval": check_seconds, "health": check_bool,
+               "containers": check_bool, "paths": list_checker(_check_path_check),
+               "max_failures": check_max_failures},
+              lambda out: Watch(**out))
 _ROLLOUT = _sub({"docker_install": choice_checker(*DOCKER_INSTALL_METHODS),
                  "proxy_image": image_checker(tag_allowed=True), "batch": check_retain,
-                 "lock_ttl": check_ttl},
+                 "lock_ttl": check_ttl, "watch": lambda c, p, v: _WATCH(c, p, {} if v is True else v)},
                 lambda out: RolloutSettings(**out))
+_HOOKS = _sub({"pre_deploy": check_str, "post_deploy": check_str, "timeout": check_seconds},
+              lambda out: Hooks(**out))
 _BUILD = _sub({"context": check_str, "dockerfile": check_str, "args": check_clear_env,
                 "secrets": list_checker(_check_secret_ref), "target": check_str},
                lambda out: Build(**out))
@@ -406,7 +444,7 @@ _TOP_SPEC: dict[str, Checker] = {
     "cloud": lambda c, p, v: v, "roles": lambda c, p, v: v, "accessories": lambda c, p, v: v,
     "registry": _REGISTRY, "env": _check_env, "secrets": list_checker(check_secret_name),
     "secrets_file": check_str, "ttl": check_ttl, "retain_versions": check_retain,
-    "rollout": _ROLLOUT, "build": _BUILD,
+    "rollout": _ROLLOUT, "build": _BUILD, "hooks": _HOOKS,
 }
 
 
@@ -441,7 +479,7 @@ def _blueprint(ctx: Ctx, tree: dict[str, Any], source: Path | None) -> Blueprint
         roles=roles, accessories=accessories, registry=top.get("registry"), env=env,
         secrets=top.get("secrets", ()), secrets_file=top.get("secrets_file"), ttl=top.get("ttl"),
         retain_versions=top.get("retain_versions", 5), rollout=top.get("rollout") or RolloutSettings(),
-        build=top.get("build"), source=source,
+        build=top.get("build"), hooks=top.get("hooks") or Hooks(), source=source,
     )
     _check_secret_refs(ctx, blueprint, tree.get("secrets"))
     if roles:  # with no usable roles, "no role named ..." would only repeat that problem

@@ -213,6 +213,8 @@ check_count = int_checker(0, MAX_ROLE_COUNT, f"must be 0-{MAX_ROLE_COUNT} (csdep
                                             f"{MAX_ROLE_COUNT} VMs per role)")
 check_size_gb = int_checker(1, MAX_DISK_GB, f"must be 1-{MAX_DISK_GB} GB")
 check_retain = int_checker(1, 1000)
+check_http_status = int_checker(100, 599, "must be an HTTP status 100-599")
+check_max_failures = int_checker(0, 1000)
 _APP_IMAGE_RE = re.compile(r"^(?:[A-Za-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _HOST_RE = re.compile(r"^(?:\*\.)?[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::\d+)?$")

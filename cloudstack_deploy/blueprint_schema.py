@@ -131,12 +131,26 @@ def _proxy_healthcheck() -> Healthcheck:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Certificate:
+    """A TLS certificate and its private key for kamal-proxy, as the NAMES of two secrets
+    holding PEM text (Kamal's `proxy.ssl.certificate_pem` / `private_key_pem`)."""
+
+    certificate_pem: str
+    private_key_pem: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Proxy:
-    """kamal-proxy settings for a role that serves HTTP; the defaults are Kamal's."""
+    """kamal-proxy settings for a role that serves HTTP; the defaults are Kamal's.
+
+    `ssl` without `certificate`: kamal-proxy asks Let's Encrypt for one (needs the internet);
+    with one: the given certificate is served on every host of the role.
+    """
 
     app_port: int = 80
     hosts: tuple[str, ...] = ()
     ssl: bool = False
+    certificate: Certificate | None = None
     healthcheck: Healthcheck = field(default_factory=_proxy_healthcheck)
     deploy_timeout: float = 30
     drain_timeout: float = 30
@@ -258,13 +272,53 @@ class Registry:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PathCheck:
+    """A path the watch GETs through the role's entry point, and the status it must answer."""
+
+    path: str
+    status: int = 200
+
+
+@dataclass(frozen=True, kw_only=True)
+class Watch:
+    """What a deploy watches after the switch, before it calls the new version good.
+
+    Every `interval` seconds for `duration` seconds: the health path (2xx) and `paths`
+    through each proxy role's entry point, and (`containers`) that no new container
+    restarted or stopped. More than `max_failures` failed probes roll the deploy back.
+    """
+
+    duration: float = 30
+    interval: float = 2
+    health: bool = True
+    containers: bool = True
+    paths: tuple[PathCheck, ...] = ()
+    max_failures: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class RolloutSettings:
-    """How the rollout treats hosts: Docker's install method, the proxy image, batches, lock."""
+    """How the rollout treats hosts: Docker's install method, the proxy image, batches, lock,
+    and the watch after a switch."""
 
     docker_install: str = "apt"      # apt (the distribution's docker.io) | script (get.docker.com) | none
     proxy_image: str = "basecamp/kamal-proxy:v0.9.2"
-    batch: int = 1                   # hosts of a non-proxy role replaced at once
+    #: Hosts of a role switched (proxy roles) or replaced (others) at once. Unset: one at a
+    #: time for a proxy role behind a load balancer, all at once for other proxy roles, and
+    #: one at a time for the rest.
+    batch: int | None = None
     lock_ttl: timedelta = timedelta(minutes=30)
+    watch: Watch | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hooks:
+    """Local commands (`sh -c`, in the blueprint's directory) around deploys, rollbacks and
+    canary promotions: a failing `pre_deploy` stops the run before any host changes."""
+
+    pre_deploy: str | None = None
+    post_deploy: str | None = None
+    timeout: float = 300
 
 
 DOCKER_INSTALL_METHODS = ("apt", "script", "none")
@@ -305,6 +359,7 @@ class Blueprint:
     retain_versions: int = 5
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     build: Build | None = None
+    hooks: Hooks = field(default_factory=Hooks)
     #: Where the blueprint was read from; not part of `to_dict` (moving a file must not
     #: change a plan's fingerprint).
     source: Path | None = field(default=None, compare=False)

@@ -13,6 +13,7 @@ from .provision.reap import ReapResult
 from .rollout.deploy import RolloutResult
 from .rollout.history import DeployRecord
 from .rollout.ops import HostStatus
+from .rollout.runs import describe as describe_run
 
 SYMBOL = {"create": "+", "replace": "±", "delete": "-", "adopt": "~", "update": "~", "scale": "~", "start": "~",
           "assign": "+", "remove": "-"}  # assign/remove: a VM joins or leaves a load balancer (a change)
@@ -53,12 +54,26 @@ def create_text(inventory: Inventory, seconds: float, api_calls: int, created: i
 
 def rollout_text(result: RolloutResult, what: str) -> str:
     per_host = ", ".join(f"{h} {n}" for h, n in sorted(result.exec_calls.items()))
-    return f"{what} {result.version}: done in {result.seconds:.1f}s (SSH exec calls: {per_host})"
+    done = {"paused": "paused", "rolled_back": "rolled back"}.get(result.status, "done")
+    lines = [f"{what} {result.version}: {done} in {result.seconds:.1f}s (SSH exec calls: {per_host})"]
+    if result.switches:
+        order = ", ".join(f"{s.host} ({s.status}, batch {s.batch}/{s.batches})" for s in result.switches)
+        lines.append(f"  switches, in order: {order}")
+    if result.reverted:
+        lines.append(f"  switched back: {', '.join(result.reverted)}")
+    if result.watch is not None and result.watch.rounds:
+        w = result.watch
+        lines.append(f"  watch: {w.seconds:.0f}s, {w.probes} probes, {len(w.failed)} failed")
+    if result.status == "paused":
+        lines.append(f"  {result.canary} is paused: `csdeploy deploy BLUEPRINT --env ENV --promote` takes it to "
+                     "every host, `--abort` takes it back")
+    return "\n".join(lines)
 
 
 def rollout_dict(result: RolloutResult) -> dict[str, Any]:
     return {"version": result.version, "seconds": round(result.seconds, 2),
-            "ssh_exec_calls": result.exec_calls, "accessories": result.accessories}
+            "ssh_exec_calls": result.exec_calls, "accessories": result.accessories,
+            **describe_run(result), "warnings": result.warnings}
 
 
 def dry_run_text(result: RolloutResult, what: str) -> str:
@@ -86,10 +101,14 @@ def history_text(env: str, records: list[DeployRecord]) -> str:
         return f"no deploys recorded for environment {env}"
     lines = []
     for rec in records:
-        line = f"{rec.at}  {rec.kind:<8} {rec.version:<16} {rec.status:<6} by {rec.by}"
+        line = f"{rec.at}  {rec.kind:<8} {rec.version:<16} {rec.status:<11} by {rec.by}"
         if rec.error:
             line += f"  ({rec.error})"
         lines.append(line)
+        for label, value in (("canary", rec.canary), ("switched", ", ".join(rec.switched or [])),
+                             ("switched back", ", ".join(rec.reverted or [])), ("watch", rec.watch)):
+            if value:
+                lines.append(f"    {label}: {value}")
     return "\n".join(lines)
 
 

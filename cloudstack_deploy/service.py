@@ -45,6 +45,7 @@ from .provision.teardown import TeardownResult, teardown_env
 from .rollout import ops
 from .rollout.deploy import Rollout, RolloutOptions, RolloutResult
 from .rollout.history import DeployRecord
+from .rollout.strategy import parse_canary
 from .secrets import load_secrets, read_dotenv
 from .state import EnvState
 from .store import Journal, check_reachable, records, store_url
@@ -240,17 +241,33 @@ async def _changing(env: str, break_lock: bool, progress: Progress | None, dry_r
 
 async def deploy(env: str, version: str, *, blueprint: str | None = None, overrides: tuple[str, ...] = (),
                  break_lock: bool = False, progress: Progress | None = None, dry_run: bool = False,
-                 roles: tuple[str, ...] = (), hosts: tuple[str, ...] = ()) -> RolloutResult:
+                 roles: tuple[str, ...] = (), hosts: tuple[str, ...] = (), canary: str | None = None,
+                 continue_on_error: bool = False) -> RolloutResult:
     """Roll out ``version`` to ``env`` (or only ``roles``/``hosts``); ``dry_run`` reads the hosts'
-    state and returns the scripts each host would run."""
+    state and returns the scripts each host would run. ``canary`` ("N" hosts or "P%"): only a
+    canary, watched, then paused for `promote` or `abort`."""
+    spec = parse_canary(canary) if canary is not None else None
     ctx = await context(env, blueprint, overrides)
     secrets = load_secrets_for(ctx.bp)
-    opts = RolloutOptions(version=version, break_lock=break_lock, roles=roles, hosts=hosts)
+    opts = RolloutOptions(version=version, break_lock=break_lock, roles=roles, hosts=hosts, canary=spec,
+                          continue_on_error=continue_on_error)
     async with _changing(env, break_lock, progress, dry_run) as (journal, gate):
         result = await _rollout(ctx, secrets, progress, dry_run, journal).run(opts, gate=gate)
     if blueprint is not None and not dry_run:
         remember_blueprint(ctx.state, blueprint, overrides)
     return result
+
+
+async def finish_canary(env: str, action: str, *, blueprint: str | None = None, overrides: tuple[str, ...] = (),
+                        break_lock: bool = False, progress: Progress | None = None,
+                        dry_run: bool = False) -> RolloutResult:
+    """``action`` promote (the rest of the hosts take the canary's version) or abort (the canary
+    hosts go back) for the canary paused in ``env``; from any machine that reaches its hosts."""
+    ctx = await context(env, blueprint, overrides)
+    secrets = load_secrets_for(ctx.bp)
+    async with _changing(env, break_lock, progress, dry_run) as (journal, gate):
+        return await ops.finish_canary(_rollout(ctx, secrets, progress, dry_run, journal), action,
+                                       break_lock=break_lock, gate=gate)
 
 
 async def build(bp: Blueprint, *, version: str | None = None, push: bool = True,
@@ -272,12 +289,16 @@ async def build(bp: Blueprint, *, version: str | None = None, push: bool = True,
 async def build_and_deploy(env: str, *, version: str | None = None, blueprint: str | None = None,
                            overrides: tuple[str, ...] = (), break_lock: bool = False,
                            progress: Progress | None = None, roles: tuple[str, ...] = (),
-                           hosts: tuple[str, ...] = ()) -> tuple[BuildResult, RolloutResult]:
+                           hosts: tuple[str, ...] = (), canary: str | None = None,
+                           continue_on_error: bool = False) -> tuple[BuildResult, RolloutResult]:
     """`deploy --build`: build and push the image, then roll out the version it was tagged with."""
+    if canary is not None:
+        parse_canary(canary)  # bad input before the build
     ctx = await context(env, blueprint, overrides)
     built = await build(ctx.bp, version=version, push=True, progress=progress)
     rolled = await deploy(env, built.version, blueprint=blueprint, overrides=overrides, break_lock=break_lock,
-                          progress=progress, roles=roles, hosts=hosts)
+                          progress=progress, roles=roles, hosts=hosts, canary=canary,
+                          continue_on_error=continue_on_error)
     return built, rolled
 
 
@@ -323,13 +344,13 @@ async def export_kamal_config(bp: Blueprint, env: str, out: str | os.PathLike[st
 
 async def rollback(env: str, to: str | None = None, *, blueprint: str | None = None, break_lock: bool = False,
                    progress: Progress | None = None, dry_run: bool = False, roles: tuple[str, ...] = (),
-                   hosts: tuple[str, ...] = ()) -> RolloutResult:
+                   hosts: tuple[str, ...] = (), continue_on_error: bool = False) -> RolloutResult:
     """Back to the previous successful version (or ``to``)."""
     ctx = await context(env, blueprint)
     secrets = load_secrets_for(ctx.bp)
     async with _changing(env, break_lock, progress, dry_run) as (journal, gate):
         return await ops.rollback(_rollout(ctx, secrets, progress, dry_run, journal), to, break_lock=break_lock,
-                                  roles=roles, hosts=hosts, gate=gate)
+                                  roles=roles, hosts=hosts, continue_on_error=continue_on_error, gate=gate)
 
 
 async def status(env: str, *, blueprint: str | None = None) -> list[ops.HostStatus]:
@@ -471,6 +492,7 @@ def _existing_parent(path: Path) -> Path:
 __all__ = [
     "CreateEnvOutcome", "CreateOptions", "accessory_reboot", "build",
     "build_and_deploy", "create_env", "default_version", "deploy", "environments", "exec_", "export_kamal_config",
+    "finish_canary",
     "history", "init_blueprint", "load_secrets_for", "logs", "nightly", "plan", "proxy_reboot", "reap", "recorded",
     "rollback", "status", "teardown", "template_fields",
 ]

@@ -31,6 +31,10 @@ from .common import (
 render = Lazy("cloudstack_deploy.render")
 service = Lazy("cloudstack_deploy.service")
 
+CONTINUE_OPTION = click.option("--continue-on-error", is_flag=True,
+                               help="When a host refuses the new version, keep the hosts that already switched "
+                                    "on it (default: switch them back too).")
+
 
 def _report(result: RolloutResult, as_json: bool, what: str, dry_run: bool) -> None:
     if dry_run:
@@ -48,6 +52,12 @@ def _report(result: RolloutResult, as_json: bool, what: str, dry_run: bool) -> N
               help="Image tag to deploy (default: git HEAD, short; with --build: the build context's commit).")
 @click.option("--build", "build", is_flag=True,
               help="First build the image from the blueprint's `build` section and push it (see `csdeploy build`).")
+@click.option("--canary", "canary", default=None, metavar="N|P%",
+              help="Only a canary: N hosts of each proxy role, or P% of every host's requests (kamal-proxy's "
+                   "split, by cookie); watched, then paused until --promote or --abort.")
+@click.option("--promote", is_flag=True, help="Finish the paused canary: the rest of the hosts take its version.")
+@click.option("--abort", "abort_", is_flag=True, help="Undo the paused canary: its hosts go back.")
+@CONTINUE_OPTION
 @SET_OPTION
 @ROLES_OPTION
 @HOSTS_OPTION
@@ -55,17 +65,35 @@ def _report(result: RolloutResult, as_json: bool, what: str, dry_run: bool) -> N
 @DRY_RUN_OPTION
 @JSON_OPTION
 @PROGRESS_OPTION
-def deploy(blueprint: str, env: str, version: str | None, build: bool, overrides: tuple[str, ...],
-           roles: tuple[str, ...], hosts: tuple[str, ...], break_lock: bool, dry_run: bool, as_json: bool,
-           progress_mode: str) -> None:
-    """Deploy VERSION of the app to environment NAME (rollout only; provision with create-env)."""
+def deploy(blueprint: str, env: str, version: str | None, build: bool, canary: str | None, promote: bool,
+           abort_: bool, continue_on_error: bool, overrides: tuple[str, ...], roles: tuple[str, ...],
+           hosts: tuple[str, ...], break_lock: bool, dry_run: bool, as_json: bool, progress_mode: str) -> None:
+    """Deploy VERSION of the app to environment NAME (rollout only; provision with create-env).
+
+    Proxy roles switch host by host behind a load balancer (`rollout.batch` to change it), a
+    `rollout.watch` judges the new version and switches every host back when it fails."""
     if build and dry_run:
         raise click.UsageError("--build builds and pushes for real; --dry-run cannot be combined with it")
+    if promote or abort_:
+        if promote and abort_:
+            raise click.UsageError("--promote and --abort: choose one")
+        clash = [flag for flag, given in (("--version", version), ("--build", build), ("--canary", canary),
+                                          ("--roles", roles), ("--hosts", hosts)) if given]
+        if clash:
+            raise click.UsageError(f"--{'promote' if promote else 'abort'} finishes the paused canary as it was "
+                                   f"made; {', '.join(clash)} cannot be combined with it")
+        with progress_for(progress_mode, as_json) as progress:
+            result = run(service.finish_canary(env, "promote" if promote else "abort", blueprint=blueprint,
+                                               overrides=overrides, break_lock=break_lock, progress=progress,
+                                               dry_run=dry_run))
+        _report(result, as_json, "promote" if promote else "abort", dry_run)
+        return
     if build:
         with progress_for(progress_mode, as_json) as progress:
             built, result = run(service.build_and_deploy(env, version=version, blueprint=blueprint,
                                                          overrides=overrides, break_lock=break_lock,
-                                                         progress=progress, roles=roles, hosts=hosts))
+                                                         progress=progress, roles=roles, hosts=hosts,
+                                                         canary=canary, continue_on_error=continue_on_error))
         if as_json:
             echo_json({**render.rollout_dict(result), "build": render.build_dict(built)})
         else:
@@ -75,7 +103,8 @@ def deploy(blueprint: str, env: str, version: str | None, build: bool, overrides
     version = version_or_head(version)
     with progress_for(progress_mode, as_json) as progress:
         result = run(service.deploy(env, version, blueprint=blueprint, overrides=overrides, break_lock=break_lock,
-                                    progress=progress, dry_run=dry_run, roles=roles, hosts=hosts))
+                                    progress=progress, dry_run=dry_run, roles=roles, hosts=hosts, canary=canary,
+                                    continue_on_error=continue_on_error))
     _report(result, as_json, "deploy", dry_run)
 
 
@@ -85,16 +114,17 @@ def deploy(blueprint: str, env: str, version: str | None, build: bool, overrides
 @BLUEPRINT_OPTION
 @ROLES_OPTION
 @HOSTS_OPTION
+@CONTINUE_OPTION
 @BREAK_LOCK_OPTION
 @DRY_RUN_OPTION
 @JSON_OPTION
 @PROGRESS_OPTION
 def rollback(env: str, to: str | None, blueprint: str | None, roles: tuple[str, ...], hosts: tuple[str, ...],
-             break_lock: bool, dry_run: bool, as_json: bool, progress_mode: str) -> None:
+             continue_on_error: bool, break_lock: bool, dry_run: bool, as_json: bool, progress_mode: str) -> None:
     """Go back to the previous successful version (or --to VERSION), with the same zero-downtime switch."""
     with progress_for(progress_mode, as_json) as progress:
         result = run(service.rollback(env, to, blueprint=blueprint, break_lock=break_lock, progress=progress,
-                                      dry_run=dry_run, roles=roles, hosts=hosts))
+                                      dry_run=dry_run, roles=roles, hosts=hosts, continue_on_error=continue_on_error))
     _report(result, as_json, "rollback to", dry_run)
 
 

@@ -60,7 +60,10 @@ def _proxy(proxy: Proxy) -> dict[str, Any]:
         out["host"] = proxy.hosts[0]
     elif proxy.hosts:
         out["hosts"] = list(proxy.hosts)
-    if proxy.ssl:
+    if proxy.certificate is not None:
+        out["ssl"] = {"certificate_pem": proxy.certificate.certificate_pem,
+                      "private_key_pem": proxy.certificate.private_key_pem}
+    elif proxy.ssl:
         out["ssl"] = True
     hc = proxy.healthcheck
     out["healthcheck"] = {"path": hc.path, "interval": compact(hc.interval), "timeout": compact(hc.timeout)}
@@ -121,7 +124,7 @@ def kamal_config(bp: Blueprint, inv: Inventory, out_dir: Path) -> tuple[dict[str
     config["ssh"] = ssh
     if bp.retain_versions != 5:
         config["retain_containers"] = bp.retain_versions
-    if bp.rollout.batch != 1:
+    if bp.rollout.batch is not None:
         config["boot"] = {"limit": bp.rollout.batch}
     notes += _lost(bp)
     return config, notes

@@ -69,6 +69,26 @@ def lab_down(purge: bool) -> None:
     click.echo("lab is down: " + ", ".join(f"{n} {k}" for k, n in removed.items()))
 
 
+@lab.command("cert")
+@click.argument("host")
+@click.option("--ip", "ips", multiple=True, help="Also valid for this IP address (repeatable).")
+@click.option("--cert-secret", default="TLS_CERTIFICATE", show_default=True,
+              help="Secret name the certificate (PEM) is stored under.")
+@click.option("--key-secret", default="TLS_PRIVATE_KEY", show_default=True,
+              help="Secret name the private key (PEM) is stored under.")
+def lab_cert(host: str, ips: tuple[str, ...], cert_secret: str, key_secret: str) -> None:
+    """Issue a certificate for HOST from the lab CA; it and its key go into the lab's secrets."""
+    from .profile import issue_certificate, secrets_path
+
+    issued = issue_certificate(host, ips=ips, cert_secret=cert_secret, key_secret=key_secret)
+    click.echo(f"certificate for {issued.host}: {issued.cert} (key {issued.key}, 0600), signed by the lab CA "
+               f"{issued.ca}")
+    click.echo(f"secrets {issued.cert_secret} and {issued.key_secret} are in {secrets_path()}; a blueprint uses them "
+               f"with proxy: {{host: {issued.host}, ssl: {{certificate_pem: {issued.cert_secret}, "
+               f"private_key_pem: {issued.key_secret}}}}} (and lists them under secrets)")
+    click.echo(f"check: curl --cacert {issued.ca} --resolve {issued.host}:443:PUBLIC_IP https://{issued.host}/")
+
+
 @lab.command("simulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port (0 picks a free one).")

@@ -33,7 +33,7 @@ KAMAL_PROXY_GO = (1, 25, 5)
 """kamal-proxy v0.9.2's go.mod says `go 1.25.5`; a Go >= 1.21 fetches that toolchain itself."""
 GO_BUILD = "CGO_ENABLED=0 go build -trimpath ./cmd/kamal-proxy"
 """What upstream's Makefile runs; part of the image recipe."""
-DEMO_VERSIONS = ("v1", "v2", "broken")
+DEMO_VERSIONS = ("v1", "v2", "broken", "degrading")
 GO_TIMEOUT = 1200.0
 
 
@@ -134,7 +134,7 @@ async def build_images(force: bool = False, progress: Progress | None = None, *,
 
     Independent images build concurrently (their apt downloads overlap) and each is pushed
     as soon as it and the registry are ready; the demo app's versions build one after
-    another so v2 and broken reuse v1's layers. ``registry`` defaults to the lab registry
+    another so v2, broken and degrading reuse v1's layers. ``registry`` defaults to the lab registry
     (started if needed). ``results``, if given, receives one BuildResult per image (built
     or cached), in build order, for callers that report.
     """

@@ -28,7 +28,7 @@ import aiohttp
 
 from ..errors import CsdeployError
 from ..progress import Progress
-from .ca import lab_dir, write_private
+from .ca import lab_dir
 from .config import (
     HOME_LABEL,
     LabConfig,
@@ -43,7 +43,7 @@ from .config import (
     update_lab_config,
 )
 from .docker import docker, docker_hint, engine_available
-from .profile import add_secrets_file, read_secrets, secrets_path
+from .profile import add_secrets_file, read_secrets, secrets_path, update_secrets
 
 API_KEY = "lab-api-key"
 
@@ -84,11 +84,8 @@ def lab_secrets() -> dict[str, str]:
 
 def _ensure_secrets(registry_password: str) -> None:
     have = lab_secrets()
-    values = {"REGISTRY_PASSWORD": registry_password,
-              "POSTGRES_PASSWORD": have.get("POSTGRES_PASSWORD") or secrets.token_urlsafe(18) + "@:/%"}
-    if values != {k: have.get(k) for k in values}:
-        body = "# written by `csdeploy lab up`: secret values for the lab's demo blueprint\n"
-        write_private(secrets_file(), (body + "".join(f"{k}={v}\n" for k, v in values.items())).encode())
+    update_secrets({"REGISTRY_PASSWORD": registry_password,
+                    "POSTGRES_PASSWORD": have.get("POSTGRES_PASSWORD") or secrets.token_urlsafe(18) + "@:/%"})
 
 
 def running_pid() -> int | None:

@@ -1,16 +1,18 @@
 """Rollout over the inventory: read what is there, do only what is missing, switch, record.
 
 1. Facts (every host at once, one exec each; the primary also takes the deploy lock): Docker,
-   network, which images are present, accessories' configuration, the proxy, mounts.
+   network, which images are present, accessories' configuration, the proxy, mounts, the
+   app roles' running containers (what a switch back returns to).
 2. Prepare (only hosts that lack something): install Docker, log in and pull only the
    missing images, boot kamal-proxy, (re)start accessories whose configuration changed. A
    rollback to a version still on the hosts needs no registry at all.
-3. Apps, every role at once, each host as soon as its own preparation and the accessories
-   are done: proxy roles start the new container and switch through kamal-proxy (health
-   checked); other roles start theirs and wait for readiness meanwhile, and stop their old
-   containers only once every proxy role switched. A refused switch keeps the old version
-   everywhere: the workers started for it are removed.
+3. Apps (`apps.py`), each host as soon as its own preparation and the accessories are done:
+   proxy roles switch batch by batch, a watch judges the new version, then the old
+   containers stop; or every switched host goes back. Workers start meanwhile and follow
+   the verdict.
 4. Unlock, with the deploy record appended to the primary host's history.
+
+The order of a whole run (checks, hooks, lock, canary, promote, abort) is in `runs.py`.
 """
 
 from __future__ import annotations
@@ -28,51 +30,32 @@ from ..errors import InvalidInput, Locked, OperationFailed
 from ..inventory import Host, Inventory
 from ..progress import Event, Progress
 from ..store import Journal
-from . import history
+from . import canary, history, runs
+from .apps import AppOutcome, AppPlan, Apps, _gather_all
 from .commands import facts as facts_cmds
 from .commands import host as host_cmds
+from .commands import proxy as proxy_cmds
 from .commands.script import Script
 from .contract import (
     ContainerEnv,
     accessory_container,
     accessory_env,
-    check_version,
     container_name,
     image_ref,
+    labels,
     role_env,
 )
 from .history import DeployRecord
-from .hosts import Connection, DryRun, HostError, Hosts, PlannedScript
+from .hosts import Connection, DryRun, HostError, Hosts
+from .runs import RolloutOptions, RolloutResult
 from .stages import (
     ACCESSORY_MARK,
     accessory_hash,
     accessory_script,
     prepare_script,
-    proxy_role_script,
-    worker_abort_script,
-    worker_commit_script,
-    worker_start_script,
 )
 
-
-@dataclass
-class RolloutOptions:
-    version: str
-    break_lock: bool = False
-    concurrency: int = 20
-    reboot_accessories: tuple[str, ...] = ()
-    kind: str = "deploy"            # deploy | rollback (recorded in the history)
-    roles: tuple[str, ...] = ()     # only these roles' hosts (Kamal's -r); accessories elsewhere untouched
-    hosts: tuple[str, ...] = ()     # only these hosts (Kamal's -h)
-
-
-@dataclass
-class RolloutResult:
-    version: str
-    seconds: float
-    exec_calls: dict[str, int] = field(default_factory=dict)
-    accessories: dict[str, str] = field(default_factory=dict)   # name -> started|unchanged|rebooted
-    planned: list[PlannedScript] = field(default_factory=list)  # --dry-run: what each host would run
+__all__ = ["HostWork", "Rollout", "RolloutOptions", "RolloutResult"]
 
 
 @dataclass
@@ -104,6 +87,8 @@ class Rollout:
         self.hosts = list(inventory.hosts)
         self.dry_run = dry_run
         self._selected = {h.name for h in self.hosts}
+        self.certificates: dict[str, tuple[str, str]] = {}   # proxy role -> (certificate, key) PEM
+        self.outcome = AppOutcome()
 
     def emit(self, resource: str, action: str, status: str, detail: str = "") -> None:
         self.progress.emit(Event(resource=resource, action=action, status=status, detail=detail, env=self.env))
@@ -116,6 +101,10 @@ class Rollout:
     def role_hosts(self, role: str) -> list[Host]:
         """The hosts of app role ``role`` this run works on."""
         return [h for h in self.inv.role_hosts(role) if h.name in self._selected]
+
+    def narrow(self, hosts: list[Host]) -> None:
+        """Work on ``hosts`` only (a canary's), within the selection."""
+        self._selected &= {h.name for h in hosts}
 
     def select(self, roles: tuple[str, ...] = (), hosts: tuple[str, ...] = ()) -> list[Host]:
         """The hosts a run is limited to (all by default); unknown names are invalid input."""
@@ -135,10 +124,10 @@ class Rollout:
         return chosen
 
     # ---- lock and history --------------------------------------------------------------------
-    def _lock_script(self, version: str, break_lock: bool) -> Script:
+    def lock_script(self, version: str, break_lock: bool, canary: str = host_cmds.CANARY_REFUSE) -> Script:
         owner = {"user": getpass.getuser(), "host": socket.gethostname(), "version": version,
                  "since": int(time.time()), "ttl": int(self.bp.rollout.lock_ttl.total_seconds())}
-        return host_cmds.lock(self.bp.service, json.dumps(owner), break_lock=break_lock)
+        return host_cmds.lock(self.bp.service, json.dumps(owner), break_lock=break_lock, canary=canary)
 
     def _refused(self, stdout: str) -> Locked:
         try:
@@ -155,22 +144,25 @@ class Rollout:
                       hint="re-run with --break-lock" + (" (the holder seems dead)" if stale
                                                          else " only if that deploy is no longer running"))
 
-    async def lock(self, pool: Hosts, version: str, break_lock: bool) -> None:
-        conn = await pool.connect(self.inv.primary)
-        res = await conn.run(self._lock_script(version, break_lock), check=False, what="take the deploy lock")
-        if res.exit_status == host_cmds.LOCK_EXIT:
-            raise self._refused(res.stdout)
-        if res.exit_status != 0:
-            raise HostError(conn.host.name, "could not take the deploy lock", res.stderr)
+    def _lock_refused(self, code: int, stdout: str) -> Exception | None:
+        if code == host_cmds.LOCK_EXIT:
+            return self._refused(stdout)
+        if code == host_cmds.CANARY_EXIT:
+            return canary.refused(self.env, stdout)
+        if code == host_cmds.NO_CANARY_EXIT:
+            return canary.none_paused(self.env)
+        return None
 
-    async def unlock(self, pool: Hosts, record: DeployRecord | None) -> None:
+    async def unlock(self, pool: Hosts, record: DeployRecord | None, *, canary_json: str | None = None,
+                     canary_done: bool = False) -> None:
         conn = await pool.connect(self.inv.primary)
-        await conn.run(host_cmds.unlock(self.bp.service, record.to_json() if record else None),
+        await conn.run(host_cmds.unlock(self.bp.service, record.to_json() if record else None,
+                                        canary_json=canary_json, canary_done=canary_done),
                        what="release the deploy lock")
 
-    async def _unlock_quietly(self, pool: Hosts, record: DeployRecord | None) -> None:
+    async def unlock_quietly(self, pool: Hosts, record: DeployRecord | None, **canary_args: object) -> None:
         try:
-            await self.unlock(pool, record)
+            await self.unlock(pool, record, **canary_args)  # type: ignore[arg-type]
         except Exception as exc:  # the original error matters more; say the lock may remain
             self.progress.note(f"could not release the deploy lock: {exc}", level="warning")
 
@@ -178,6 +170,12 @@ class Rollout:
         conn = await pool.connect(self.inv.primary)
         res = await conn.run(history.read_script(self.bp.service), what="read the deploy history", read_only=True)
         return history.parse(res.stdout)
+
+    async def paused(self, pool: Hosts) -> canary.CanaryState | None:
+        """The primary host's paused canary, if any."""
+        conn = await pool.connect(self.inv.primary)
+        res = await conn.run(host_cmds.read_canary(self.bp.service), what="read the paused canary", read_only=True)
+        return canary.CanaryState.parse(res.stdout)
 
     # ---- 1. facts ----------------------------------------------------------------------------
     def _app_image(self, host: Host, version: str | None) -> str | None:
@@ -193,7 +191,8 @@ class Rollout:
             images=images,
             accessories=[accessory_container(self.bp.service, a) for a in host.accessories],
             containers=[container_name(self.bp.service, host.app_role, version)] if app_image else [],
-            mounts=[disk.mount for disk in host.disks])
+            mounts=[disk.mount for disk in host.disks],
+            roles={host.app_role: labels(self.bp.service, self.env, host.app_role)} if host.app_role else None)
 
     async def read_facts(self, pool: Hosts, hosts: list[Host], version: str | None, *, lock: Script | None,
                          ) -> dict[str, facts_cmds.HostFacts]:
@@ -216,8 +215,9 @@ class Rollout:
             res = await conn.run(script, check=False, read_only=not takes_lock,
                                  what="read the host's state" + (" (and take the deploy lock)" if takes_lock else ""))
             if takes_lock:
-                if res.exit_status == host_cmds.LOCK_EXIT:
-                    raise self._refused(res.stdout)
+                refused = self._lock_refused(res.exit_status, res.stdout)
+                if refused is not None:
+                    raise refused
                 locked = res.exit_status == 0
             if res.exit_status != 0:
                 raise HostError(conn.host.name, "could not read the host's state", res.stderr or res.stdout)
@@ -229,7 +229,7 @@ class Rollout:
             await pool.each(one, targets)
         except BaseException:
             if locked:
-                await self._unlock_quietly(pool, None)
+                await self.unlock_quietly(pool, None)
             raise
         return out
 
@@ -260,6 +260,13 @@ class Rollout:
                 work.accessories.append(name)
         work.proxy = host.proxy and f.proxy != "running"
         return work
+
+    def proxy_needs_reboot(self, host: Host, f: facts_cmds.HostFacts) -> bool:
+        """A proxy booted before csdeploy mounted the certificates' directory, on a host whose
+        role now has a certificate: replaced once, in that host's batch (routes come back from
+        its state volume)."""
+        return bool(host.proxy and f.proxy and host.app_role in self.certificates
+                    and proxy_cmds.APPS_MOUNT not in f.proxy_mounts)
 
     # ---- 2. prepare ------------------------------------------------------------------------------
     async def prepare(self, conn: Connection, work: HostWork, reboot: tuple[str, ...],
@@ -297,10 +304,10 @@ class Rollout:
         self.emit(f"host {host.name}", "prepare", "done", detail)
 
     # ---- 3. apps ---------------------------------------------------------------------------------
-    def _app_env(self, role: str, version: str) -> ContainerEnv:
+    def app_env(self, role: str, version: str) -> ContainerEnv:
         return role_env(self.bp, role, self.inv, self.secrets, version)
 
-    async def _app_step(self, conn: Connection, role: Role, version: str, script: Script, what: str) -> str:
+    async def app_step(self, conn: Connection, role: Role, version: str, script: Script, what: str) -> str:
         res_name = f"{role.name} {conn.host.name}"
         self.emit(res_name, "deploy", "running", f"{version}: {what}")
         try:
@@ -311,75 +318,12 @@ class Rollout:
         self.emit(res_name, "deploy", "done", f"{version}: {what}")
         return res.stdout
 
-    async def apps(self, pool: Hosts, version: str, ready: dict[str, asyncio.Future[None]],
-                   accessories_ready: asyncio.Future[None]) -> None:
-        retain = self.bp.retain_versions
-        proxy_roles = [r for r in self.bp.roles.values() if r.proxy is not None and self.role_hosts(r.name)]
-        workers = [r for r in self.bp.roles.values() if r.proxy is None and self.role_hosts(r.name)]
-        switched: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-
-        async def host_ready(host: Host) -> Connection:
-            await ready[host.name]
-            await accessories_ready
-            return await pool.connect(host)
-
-        async def proxy_role(role: Role) -> None:
-            env = self._app_env(role.name, version)
-
-            async def one(host: Host) -> None:
-                conn = await host_ready(host)
-                await self._app_step(conn, role, version,
-                                     proxy_role_script(self.bp, self.env, role, version, env, retain=retain), "switch")
-
-            await _gather_all([one(h) for h in self.role_hosts(role.name)])
-
-        async def proxies() -> None:
-            try:
-                await _gather_all([proxy_role(r) for r in proxy_roles])
-            except BaseException:
-                switched.set_result(False)
-                raise
-            switched.set_result(True)
-
-        async def worker_role(role: Role) -> None:
-            env = self._app_env(role.name, version)
-            hosts = self.role_hosts(role.name)
-            batch = max(1, self.bp.rollout.batch)
-            for i in range(0, len(hosts), batch):
-                started: list[Connection] = []
-
-                async def start(host: Host, started: list[Connection] = started) -> None:
-                    conn = await host_ready(host)
-                    out = await self._app_step(conn, role, version,
-                                               worker_start_script(self.bp, self.env, role, version, env), "start")
-                    if "fresh" in out.split():
-                        started.append(conn)
-
-                try:
-                    await _gather_all([start(h) for h in hosts[i:i + batch]])
-                finally:
-                    ok = await switched  # the old workers stay until every proxy role switched
-                    if not ok:
-                        await asyncio.gather(*(c.run(worker_abort_script(self.bp, role, version), check=False,
-                                                     what=f"remove {role.name} {version}") for c in started))
-                if not ok:
-                    return
-                await _gather_all([self._app_step(await pool.connect(h), role, version,
-                                                  worker_commit_script(self.bp, self.env, role, version,
-                                                                       retain=retain), "stop old")
-                                   for h in hosts[i:i + batch]])
-
-        if not proxy_roles:
-            switched.set_result(True)
-            await _gather_all([worker_role(r) for r in workers])
-        else:
-            await _gather_all([proxies(), *(worker_role(r) for r in workers)])
-
     # ---- whole runs --------------------------------------------------------------------------
-    async def converge(self, pool: Hosts, version: str | None, facts: dict[str, facts_cmds.HostFacts],
+    async def converge(self, pool: Hosts, plan: AppPlan | None, facts: dict[str, facts_cmds.HostFacts],
                        reboot: tuple[str, ...] = (), hosts: list[Host] | None = None) -> dict[str, str]:
-        """Prepare what the facts lack and, with a ``version``, roll the apps out: each host's
+        """Prepare what the facts lack and, with a ``plan``, roll the apps out: each host's
         app step starts as soon as that host and every accessory host are prepared."""
+        version = plan.version if plan is not None else None
         targets = hosts if hosts is not None else self.hosts
         work = {h.name: self.decide(h, facts[h.name], version, reboot) for h in targets}
         outcome = {a: "unchanged" for h in targets for a in h.accessories}
@@ -406,8 +350,8 @@ class Rollout:
             accessories_ready.set_result(None)
 
         jobs = [prepare(h) for h in targets] + [accessories_done()]
-        if version is not None:
-            jobs.append(self.apps(pool, version, ready, accessories_ready))
+        if plan is not None:
+            jobs.append(Apps(self, pool, plan, ready, accessories_ready, self.outcome).run())
         try:
             await _gather_all(jobs)
         finally:
@@ -419,52 +363,14 @@ class Rollout:
     def check_envs(self, version: str) -> None:
         """Every env file can be written (a secret with a newline cannot): refused before the lock."""
         for role in self.bp.roles:
-            self._app_env(role, version).env_file()
+            self.app_env(role, version).env_file()
         for acc in self.bp.accessories.values():
             accessory_env(acc, self.secrets).env_file()
 
     async def run(self, opts: RolloutOptions, *, gate: Awaitable[None] | None = None) -> RolloutResult:
-        """The whole rollout; ``gate`` (the cloud lock being taken meanwhile) is awaited after the
-        hosts are read and before anything changes."""
-        version = check_version(opts.version)
-        self.check_envs(version)
-        targets = self.select(opts.roles, opts.hosts)
-        started = time.monotonic()
-        record = history.start(version, opts.kind)
-        if len(targets) < len(self.hosts):
-            record.hosts = [h.name for h in targets]
-        tracker = history.Tracker(self.journal, self.inv, self.bp.service, record)
-        await tracker.pending()
-        async with self.pool(opts.concurrency) as pool:
-            try:
-                facts = await self.read_facts(pool, targets, version,
-                                              lock=self._lock_script(version, opts.break_lock))
-            except BaseException as exc:
-                history.finish(record, time.monotonic() - started, exc)
-                await tracker.finished(exc)
-                raise
-            try:
-                if gate is not None:
-                    await gate
-            except BaseException as exc:
-                await self._unlock_quietly(pool, None)
-                history.finish(record, time.monotonic() - started, exc)
-                await tracker.finished(exc)
-                raise
-            await tracker.deploying()
-            try:
-                accessories = await self.converge(pool, version, facts, opts.reboot_accessories, targets)
-            except BaseException as exc:
-                history.finish(record, time.monotonic() - started, exc)
-                await self._unlock_quietly(pool, record)
-                await tracker.finished(exc)
-                raise
-            await self.unlock(pool, history.finish(record, time.monotonic() - started))
-            await tracker.finished()
-            calls = dict(pool.exec_calls)
-            planned = pool.planned if isinstance(pool, DryRun) else []
-        return RolloutResult(version=version, seconds=time.monotonic() - started, exec_calls=calls,
-                             accessories=accessories, planned=planned)
+        """A deploy, rollback, canary, promotion or abort (see `runs.run`); ``gate`` (the cloud
+        lock being taken meanwhile) is awaited after the hosts are read and before anything changes."""
+        return await runs.run(self, opts, gate=gate)
 
     async def reboot_accessory(self, name: str) -> RolloutResult:
         """Restart one accessory deliberately (fresh container, same data), under the deploy lock."""
@@ -472,23 +378,11 @@ class Rollout:
         assert host is not None
         started = time.monotonic()
         async with self.pool() as pool:
-            facts = await self.read_facts(pool, [host], None, lock=self._lock_script(f"accessory-{name}", False))
+            facts = await self.read_facts(pool, [host], None, lock=self.lock_script(
+                f"accessory-{name}", False, canary=host_cmds.CANARY_IGNORE))
             try:
                 outcome = await self.converge(pool, None, facts, (name,), [host])
             finally:
                 await self.unlock(pool, None)
         return RolloutResult(version="", seconds=time.monotonic() - started, accessories=outcome)
 
-
-async def _gather_all(aws: list) -> list:
-    """Await everything (nothing is left running); then raise the first failure, or one error
-    naming all of them."""
-    results = await asyncio.gather(*aws, return_exceptions=True)
-    errors = [r for r in results if isinstance(r, BaseException)]
-    if not errors:
-        return results
-    unique = list(dict.fromkeys(errors))
-    if len(unique) == 1:
-        raise unique[0]
-    hint = next((e.hint for e in unique if getattr(e, "hint", None)), None)
-    raise OperationFailed("\n".join(str(e) for e in unique), hint=hint)

@@ -26,19 +26,29 @@ from .commands.script import Script
 
 OK = "ok"
 FAILED = "failed"
+ROLLED_BACK = "rolled_back"     # the deploy undid itself: a failed watch, an aborted canary
+PAUSED = "paused"               # a canary waits for --promote or --abort
 ERROR_MAX = 4000
+
+
+def _names(value: Any) -> list[str] | None:
+    return [str(h) for h in value] if isinstance(value, list) else None
 
 
 @dataclass
 class DeployRecord:
     version: str
-    kind: str = "deploy"          # deploy | rollback
+    kind: str = "deploy"          # deploy | rollback | promote | abort
     by: str = ""
     at: str = ""                  # UTC, ISO 8601 (seconds)
-    status: str = "running"       # running | ok | failed
-    error: str | None = None
+    status: str = "running"       # running | ok | failed | rolled_back | paused
+    error: str | None = None      # why it failed or rolled back
     seconds: float | None = None
-    hosts: list[str] | None = None   # a deploy limited to some hosts (--roles/--hosts); None = all
+    hosts: list[str] | None = None      # a deploy limited to some hosts (--roles/--hosts); None = all
+    switched: list[str] | None = None   # proxy hosts in the order they switched to `version`
+    reverted: list[str] | None = None   # hosts switched back to what they served before
+    canary: str | None = None           # "1 host: demo-web-1", "10%"
+    watch: str | None = None            # "watched 30s: 45 probes, 0 failed"
 
     def to_json(self) -> str:
         data = {k: v for k, v in asdict(self).items() if v is not None}
@@ -47,10 +57,12 @@ class DeployRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeployRecord:
         seconds = data.get("seconds")
+        text = {k: str(data[k]) if data.get(k) is not None else None for k in ("canary", "watch")}
         return cls(version=str(data.get("version", "?")), kind=str(data.get("kind", "deploy")),
                    by=str(data.get("by", "?")), at=str(data.get("at", "?")), status=str(data.get("status", "?")),
                    error=data.get("error"), seconds=float(seconds) if isinstance(seconds, int | float) else None,
-                   hosts=[str(h) for h in data["hosts"]] if isinstance(data.get("hosts"), list) else None)
+                   hosts=_names(data.get("hosts")), switched=_names(data.get("switched")),
+                   reverted=_names(data.get("reverted")), **text)
 
 
 def _user() -> str:
@@ -65,12 +77,15 @@ def start(version: str, kind: str) -> DeployRecord:
                         at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
-def finish(record: DeployRecord, seconds: float, error: BaseException | None = None) -> DeployRecord:
+def finish(record: DeployRecord, seconds: float, error: BaseException | None = None, *,
+           status: str | None = None, reason: str | None = None) -> DeployRecord:
+    """The outcome: ``status`` (rolled_back, paused) wins over ok/failed; ``reason`` over the
+    error's first line."""
     record.seconds = round(seconds, 1)
-    if error is None:
-        record.status = OK
-    else:
-        record.status = FAILED
+    record.status = status or (OK if error is None else FAILED)
+    if reason is not None:
+        record.error = reason[:300]
+    elif error is not None:
         record.error = (str(error).splitlines() or [type(error).__name__])[0][:200]
     return record
 
@@ -113,23 +128,46 @@ class Tracker:
         self.id: str | None = None
 
     def _meta(self) -> dict[str, Any]:
-        return {"kind": self.record.kind, "primary": self.inv.primary.name if self.inv.hosts else None,
-                "hosts": len(self.inv.hosts)}
+        meta: dict[str, Any] = {"kind": self.record.kind, "hosts": len(self.inv.hosts),
+                                "primary": self.inv.primary.name if self.inv.hosts else None}
+        for key in ("switched", "reverted", "canary", "watch"):
+            if getattr(self.record, key) is not None:
+                meta[key] = getattr(self.record, key)
+        return meta
 
     async def pending(self) -> None:
         if self.journal is not None:
             self.id = await self.journal.deployment_pending(env=self.inv.env, cloud=self.inv.endpoint,
                                                             service=self.service, version=self.record.version,
-                                                            kind=self.record.kind)
+                                                            kind=store_kind(self.record.kind))
+
+    async def adopt(self, dep_id: str | None) -> None:
+        """Finish the store's row of a paused canary (``dep_id``, from the primary host), or,
+        when this store does not have it (another machine paused it), a row of its own."""
+        if self.journal is None:
+            return
+        if dep_id and await self.journal.deployment_exists(dep_id):
+            self.id = dep_id
+        else:
+            await self.pending()
+            await self.deploying()
 
     async def deploying(self) -> None:
         if self.journal is not None:
             await self.journal.deployment_started(self.id, self._meta())
 
     async def finished(self, error: BaseException | None = None) -> None:
-        """The outcome; the store keeps the whole error text (the host record its first line)."""
-        if self.journal is not None:
-            rec = self.record
-            text = redact(str(error)).strip()[:ERROR_MAX] or rec.error if error is not None else None
-            await self.journal.deployment_finished(self.id, ok=rec.status == OK, seconds=rec.seconds,
-                                                   error=text, metadata=self._meta())
+        """The outcome; the store keeps the whole error text (the host record its first line).
+        A paused canary stays ``deploying`` in the store until it is promoted or aborted."""
+        if self.journal is None or self.record.status == PAUSED:
+            return
+        rec = self.record
+        text = redact(str(error)).strip()[:ERROR_MAX] or rec.error if error is not None else rec.error
+        await self.journal.deployment_finished(self.id, ok=rec.status == OK, seconds=rec.seconds,
+                                               error=text, metadata=self._meta(),
+                                               rolled_back=rec.status == ROLLED_BACK)
+
+
+def store_kind(kind: str) -> str:
+    """The store knows deploys and rollbacks: a promotion finishes a deploy, an abort undoes one."""
+    return "rollback" if kind == "rollback" else "deploy"

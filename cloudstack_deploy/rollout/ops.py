@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..inventory import Host
-from . import history
+from . import canary, history
 from .commands import docker as d
 from .commands import proxy as p
 from .commands.script import Script, Var
@@ -129,8 +129,22 @@ async def previous_version(r: Rollout) -> tuple[str | None, list[history.DeployR
     return history.previous_version(records), records
 
 
+async def finish_canary(r: Rollout, kind: str, *, break_lock: bool = False,
+                        gate: Awaitable[None] | None = None) -> RolloutResult:
+    """`deploy --promote` (``kind`` promote: the rest of the hosts, then commit) or `--abort`
+    (``abort``: the canary hosts back) of the canary paused on the primary host."""
+    reader = Rollout(r.bp, r.inv, r.secrets, r.progress)
+    async with reader.pool() as pool:
+        paused = await reader.paused(pool)
+    if paused is None:
+        raise canary.none_paused(r.env)
+    return await r.run(RolloutOptions(version=paused.version, break_lock=break_lock, kind=kind, paused=paused),
+                       gate=gate)
+
+
 async def rollback(r: Rollout, to: str | None, *, break_lock: bool = False, roles: tuple[str, ...] = (),
-                   hosts: tuple[str, ...] = (), gate: Awaitable[None] | None = None) -> RolloutResult:
+                   hosts: tuple[str, ...] = (), continue_on_error: bool = False,
+                   gate: Awaitable[None] | None = None) -> RolloutResult:
     if to is None:
         reader = Rollout(r.bp, r.inv, r.secrets, r.progress)
         to, records = await previous_version(reader)
@@ -138,8 +152,8 @@ async def rollback(r: Rollout, to: str | None, *, break_lock: bool = False, role
             versions = ", ".join(rec.version for rec in records) or "none"
             raise InvalidInput("no previous successful version to roll back to",
                                hint=f"deploy history: {versions}; pass --to VERSION")
-    return await r.run(RolloutOptions(version=to, break_lock=break_lock, kind="rollback", roles=roles, hosts=hosts),
-                       gate=gate)
+    return await r.run(RolloutOptions(version=to, break_lock=break_lock, kind="rollback", roles=roles, hosts=hosts,
+                                      continue_on_error=continue_on_error), gate=gate)
 
 
 async def proxy_reboot(r: Rollout) -> list[str]:

@@ -137,15 +137,65 @@ def _app_start(bp: Blueprint, env: str, role: Role, version: str, app_env: Conta
 FRESH = Var("fresh")
 
 
-def proxy_role_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv, *,
-                      retain: int) -> Script:
-    """A proxy role on one host: start the new version, switch kamal-proxy to it once healthy,
-    stop the old one, prune. A refused switch removes the new container; the old keeps serving."""
+def tls_files(bp: Blueprint, role: Role) -> p.TLSFiles | None:
+    """Where the role's given certificate lives (None: no certificate of its own)."""
+    if role.proxy is None or role.proxy.certificate is None:
+        return None
+    return p.TLSFiles(proxy_service(bp.service, role.name))
+
+
+def proxy_switch_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv, *,
+                        certificate: tuple[str, str] | None = None, stop_split: bool = False,
+                        reboot_proxy: bool = False) -> Script:
+    """A proxy role on one host: start the new version (with the role's certificate in place)
+    and switch kamal-proxy to it once healthy. The old container keeps running until the whole
+    rollout is judged (`proxy_commit_script`), so a switch back is one more kamal-proxy deploy.
+    A refused switch removes the new container; the old keeps serving. ``stop_split``: the
+    version was a percentage canary on this host; every request goes to it now. ``reboot_proxy``:
+    first replace a proxy booted without the certificates' directory."""
     assert role.proxy is not None
     s, name = _app_start(bp, env, role, version, app_env)
+    if reboot_proxy:
+        s.step("proxy-reboot")
+        s.extend(p.reboot(bp.rollout.proxy_image))
+    tls = tls_files(bp, role)
+    if tls is not None and certificate is not None:
+        s.extend(p.install_certificate(tls, *certificate))
     s.step("proxy-deploy")
-    s.extend(p.switch(proxy_service(bp.service, role.name), name, role.proxy))
-    return _stop_old_and_prune(s, bp, env, role, name, retain)
+    s.extend(p.switch(proxy_service(bp.service, role.name), name, role.proxy, tls=tls))
+    if stop_split:
+        s.run(p.rollout_stop(proxy_service(bp.service, role.name)), quiet=True, may_fail=True)
+    return s
+
+
+def proxy_commit_script(bp: Blueprint, env: str, role: Role, version: str, *, retain: int) -> Script:
+    """After the rollout was judged good: stop the role's old containers on the host, prune."""
+    return _stop_old_and_prune(Script(), bp, env, role, container_name(bp.service, role.name, version), retain)
+
+
+def proxy_switch_back_script(bp: Blueprint, role: Role, version: str, previous: str | None) -> Script:
+    """Back to ``previous`` (what the host served before) and the new version's container gone."""
+    assert role.proxy is not None
+    return p.switch_back(proxy_service(bp.service, role.name), container_name(bp.service, role.name, version),
+                         previous, role.proxy, tls=tls_files(bp, role))
+
+
+def canary_split_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv, *,
+                        percent: int, cookie: str) -> Script:
+    """A percentage canary on one host: the new version beside the old one, as kamal-proxy's
+    rollout target (health-checked), taking ``percent`` % of the requests (by cookie)."""
+    assert role.proxy is not None
+    s, name = _app_start(bp, env, role, version, app_env)
+    service = proxy_service(bp.service, role.name)
+    s.step("rollout-deploy")
+    s.run(p.rollout_deploy(service, f"{name}:{role.proxy.app_port}", role.proxy), quiet=True)
+    s.run(p.rollout_set(service, percent, cookie), quiet=True)
+    return s
+
+
+def canary_unsplit_script(bp: Blueprint, role: Role, version: str) -> Script:
+    """End a percentage canary on one host: every request to the old version, the new one removed."""
+    return p.unsplit(proxy_service(bp.service, role.name), container_name(bp.service, role.name, version))
 
 
 def worker_start_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv) -> Script:
@@ -165,8 +215,8 @@ def worker_start_script(bp: Blueprint, env: str, role: Role, version: str, app_e
 
 
 def worker_commit_script(bp: Blueprint, env: str, role: Role, version: str, *, retain: int) -> Script:
-    """After every proxy role switched: stop the role's old containers, prune."""
-    return _stop_old_and_prune(Script(), bp, env, role, container_name(bp.service, role.name, version), retain)
+    """After every proxy role switched (and the watch passed): stop the role's old containers, prune."""
+    return proxy_commit_script(bp, env, role, version, retain=retain)
 
 
 def worker_abort_script(bp: Blueprint, role: Role, version: str) -> Script:

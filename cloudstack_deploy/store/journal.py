@@ -22,6 +22,7 @@ from ..errors import CsdeployError
 from ..log import get_logger
 from .db import Store
 from .records import (
+    deployment_exists,
     deployment_finished,
     deployment_pending,
     deployment_started,
@@ -119,10 +120,13 @@ class Journal:
             await self._call(deployment_started, dep_id, metadata)
 
     async def deployment_finished(self, dep_id: str | None, *, ok: bool, seconds: float | None,
-                                  error: str | None, metadata: dict[str, Any]) -> None:
+                                  error: str | None, metadata: dict[str, Any], rolled_back: bool = False) -> None:
         if dep_id is not None:
             await self._call(deployment_finished, dep_id, ok=ok, seconds=seconds, error=error,
-                             metadata=metadata)
+                             metadata=metadata, rolled_back=rolled_back)
+
+    async def deployment_exists(self, dep_id: str) -> bool:
+        return bool(await self._call(deployment_exists, dep_id))
 
     async def run_started(self, *, kind: str, cloud: str, prefix: str | None, env: str | None = None) -> str | None:
         return await self._call(run_started, kind=kind, cloud=cloud, prefix=prefix, env=env)

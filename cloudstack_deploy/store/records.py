@@ -179,10 +179,24 @@ def deployment_started(store: Store, dep_id: str, metadata: dict[str, Any]) -> N
     ])
 
 
+def deployment_exists(store: Store, dep_id: str) -> bool:
+    """Whether this store has ``dep_id`` (a canary paused from another machine may not be here)."""
+    return bool(store.query("SELECT id FROM deployments WHERE id = :id", {"id": dep_id}))
+
+
 def deployment_finished(store: Store, dep_id: str, *, ok: bool, seconds: float | None, error: str | None,
-                        metadata: dict[str, Any]) -> None:
+                        metadata: dict[str, Any], rolled_back: bool = False) -> None:
     """deployed (+ deploy_completed) or failed (+ deploy_failed). A successful rollback also
-    marks the deployment it replaced (the last one deployed before it) ``rolled_back``."""
+    marks the deployment it replaced (the last one deployed before it) ``rolled_back``.
+    ``rolled_back``: the deploy undid itself (a failed watch, an aborted canary): status
+    ``rolled_back`` with a ``rollback`` event whose metadata says why."""
+    if rolled_back:
+        store.execute_many([
+            ("UPDATE deployments SET status = 'rolled_back', finished_at = :at, duration_seconds = :seconds, "
+             "error = :error WHERE id = :id", {"at": now_text(), "seconds": seconds, "error": error, "id": dep_id}),
+            _event(dep_id, "rollback", {**metadata, "reason": error}),
+        ])
+        return
     statements = [
         ("UPDATE deployments SET status = :status, finished_at = :at, duration_seconds = :seconds, "
          "error = :error WHERE id = :id",

@@ -6,6 +6,7 @@ The image-level behaviour (real PostgreSQL, Redis, kamal-proxy) is in test_image
 from __future__ import annotations
 
 import sys
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -93,6 +94,19 @@ def test_health_is_ok_except_for_the_broken_version_and_needs_no_database() -> N
     env = {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": "9"}
     assert app.App({**env, "APP_VERSION": "v1"}).handle("GET", "/up")[0] == 200
     assert app.App({**env, "APP_VERSION": "broken"}).handle("GET", "/up")[0] == 500
+
+
+def test_degrading_passes_its_health_check_but_fails_its_pages_after_a_while() -> None:
+    env = {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": "9", "REDIS_URL": "redis://127.0.0.1:9/0"}
+    demo = app.App({**env, "APP_VERSION": "degrading", "DEGRADE_AFTER": "0.2"})
+    assert demo.handle("GET", "/")[0] == 200
+    time.sleep(0.3)
+    status, _, body = demo.handle("GET", "/")
+    assert status == 500 and body.startswith(b"demo degrading\n")
+    assert demo.handle("GET", "/up")[0] == 200
+    steady = app.App({**env, "APP_VERSION": "v2", "DEGRADE_AFTER": "0"})
+    time.sleep(0.05)
+    assert steady.handle("GET", "/")[0] == 200
 
 
 def test_unknown_paths_and_methods() -> None:

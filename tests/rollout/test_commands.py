@@ -23,7 +23,9 @@ from cloudstack_deploy.rollout.contract import check_version, container_name, im
 from cloudstack_deploy.rollout.stages import (
     accessory_script,
     prepare_script,
-    proxy_role_script,
+    proxy_commit_script,
+    proxy_switch_back_script,
+    proxy_switch_script,
     worker_commit_script,
     worker_start_script,
 )
@@ -111,7 +113,9 @@ def test_hostile_values_arrive_as_single_words_and_run_nothing(shim, tmp_path: P
     bp = loads_blueprint(text)
     secrets = dict(SECRETS, API_TOKEN=HOSTILE.replace("\n", " "))  # env files cannot carry newlines
     web, worker = bp.roles["web"], bp.roles["worker"]
-    for script in (proxy_role_script(bp, "demo", web, "v1", role_env(bp, "web", INVENTORY, secrets, "v1"), retain=3),
+    for script in (proxy_switch_script(bp, "demo", web, "v1", role_env(bp, "web", INVENTORY, secrets, "v1")),
+                   proxy_commit_script(bp, "demo", web, "v1", retain=3),
+                   proxy_switch_back_script(bp, web, "v1", HOSTILE),
                    worker_start_script(bp, "demo", worker, "v1", role_env(bp, "worker", INVENTORY, secrets, "v1")),
                    worker_commit_script(bp, "demo", worker, "v1", retain=3)):
         result = run_script(script, env, tmp_path)
@@ -134,7 +138,8 @@ def test_secrets_go_to_0600_env_files_and_stdin_never_argv(shim, tmp_path: Path)
     script = prepare_script(bp, WEB, user="root", install=None, network=True,
                             registry_password=SECRETS["REGISTRY_PASSWORD"], pulls=images, check_image=images[0],
                             accessory_envs={}, proxy=True)
-    script.extend(proxy_role_script(bp, "demo", bp.roles["web"], "v1", app_env, retain=3))
+    script.extend(proxy_switch_script(bp, "demo", bp.roles["web"], "v1", app_env))
+    script.extend(proxy_commit_script(bp, "demo", bp.roles["web"], "v1", retain=3))
     result = run_script(script, env, tmp_path)
     assert result.returncode == 0, result.stderr
     argv_text = json.dumps(calls(log))

@@ -85,7 +85,7 @@ def test_an_image_of_another_service_on_the_host_is_refused() -> None:
         r.decide(INVENTORY.host("demo-web-1"), f, "v2")
 
 
-def test_the_facts_script_reads_everything_in_three_docker_calls(shim, tmp_path: Path) -> None:  # noqa: F811
+def test_the_facts_script_reads_everything_in_four_docker_calls(shim, tmp_path: Path) -> None:  # noqa: F811
     """The recording docker answers nothing useful: what matters here is that the facts take
     a bounded number of docker calls and change nothing (tests/lab/test_facts.py reads a real
     engine)."""
@@ -94,10 +94,13 @@ def test_the_facts_script_reads_everything_in_three_docker_calls(shim, tmp_path:
     res = run_script(r._facts_script(INVENTORY.host("demo-web-1"), "v3"), env, tmp_path)
     assert res.returncode == 0, res.stderr
     docker_calls = calls(log)
-    assert len(docker_calls) == 3, docker_calls
+    assert len(docker_calls) == 4, docker_calls
     assert docker_calls[1][:2] == ["image", "inspect"] and set(docker_calls[1][4:]) == {f"{APP}:v3", REDIS, PROXY}
     assert docker_calls[2][:3] == ["inspect", "--type", "container"]
     assert set(docker_calls[2][5:]) == {"demo-redis", "demo-web-v3", "kamal-proxy"}
+    ps = docker_calls[3]
+    assert ps[0] == "ps" and {"label=service=demo", "label=role=web", "label=destination=demo"} <= set(ps), ps
+    assert not any(c[:1] in (["run"], ["pull"], ["login"], ["rm"], ["stop"]) for c in docker_calls), "it only reads"
 
 
 def test_facts_parse_what_docker_prints() -> None:
@@ -107,7 +110,8 @@ def test_facts_parse_what_docker_prints() -> None:
         f"image|{REDIS} |sha256:rr|<no value>",
         "container|/demo-redis|running|c0ffee",
         "container|/demo-web-v3|exited|be5ef00d",
-        "container|/kamal-proxy|running|<no value>",
+        "container|/kamal-proxy|running|<no value>|/home/kamal-proxy/.config/kamal-proxy /home/kamal-proxy/.apps-config ",
+        "running|web|demo-web-v2", "running|web|demo-web-v1",
         "mount|/data/db|ok",
     ])
     f = facts.parse(out, accessories=["demo-redis"])
@@ -116,4 +120,46 @@ def test_facts_parse_what_docker_prints() -> None:
     assert f.service_label[f"{APP}:v3"] == "demo" and f.service_label[REDIS] == ""
     assert f.accessories == {"demo-redis": ("c0ffee", "running")}
     assert f.containers == {"demo-web-v3": ("exited", "be5ef00d")} and f.proxy == "running"
+    assert f.proxy_mounts == ("/home/kamal-proxy/.config/kamal-proxy", "/home/kamal-proxy/.apps-config")
+    assert f.running == {"web": ["demo-web-v2", "demo-web-v1"]}, "what a switch back returns to, newest first"
     assert not facts.parse("").docker, "no answer: nothing is assumed"
+
+
+def test_roles_and_hosts_limit_a_run_and_unknown_names_are_invalid_input() -> None:
+    from cloudstack_deploy.errors import InvalidInput
+
+    r = rollout()
+    assert [h.name for h in r.select(roles=("web",))] == ["demo-web-1"]
+    assert r.role_hosts("worker") == [], "the other roles' hosts are not touched"
+    assert [h.name for h in r.select(hosts=("demo-worker-1",))] == ["demo-worker-1"]
+    with pytest.raises(InvalidInput, match="no role named api") as err:
+        r.select(roles=("api",))
+    assert "web, worker" in (err.value.hint or "")
+    with pytest.raises(InvalidInput, match="has no host demo-web-9"):
+        r.select(hosts=("demo-web-9",))
+    with pytest.raises(InvalidInput, match="no host matches"):
+        r.select(roles=("web",), hosts=("demo-worker-1",))
+
+
+def test_a_partial_deploy_does_not_move_the_environments_previous_version() -> None:
+    from cloudstack_deploy.rollout import history
+
+    full = [history.DeployRecord(version=v, status="ok") for v in ("v1", "v2")]
+    partial = history.DeployRecord(version="v3", status="ok", hosts=["demo-web-1"])
+    assert history.previous_version([*full, partial]) == "v1"
+    assert history.parse(partial.to_json())[0].hosts == ["demo-web-1"]
+
+
+def test_a_proxy_without_the_certificates_mount_is_replaced_only_when_a_certificate_needs_it() -> None:
+    from cloudstack_deploy.rollout.commands import proxy
+
+    r = rollout()
+    web = INVENTORY.host("demo-web-1")
+    old = facts.HostFacts(proxy="running", proxy_mounts=("/home/kamal-proxy/.config/kamal-proxy",))
+    assert not r.proxy_needs_reboot(web, old), "no certificate: the proxy stays"
+    r.certificates["web"] = ("CERT", "KEY")
+    assert r.proxy_needs_reboot(web, old)
+    new = facts.HostFacts(proxy="running", proxy_mounts=(*old.proxy_mounts, proxy.APPS_MOUNT))
+    assert not r.proxy_needs_reboot(web, new)
+    assert not r.proxy_needs_reboot(web, facts.HostFacts()), "no proxy yet: it is booted with the mount"
+    assert not r.proxy_needs_reboot(INVENTORY.host("demo-worker-1"), old)

@@ -36,8 +36,11 @@ from cloudstack_deploy.rollout.commands import host as host_cmds
 from cloudstack_deploy.rollout.contract import accessory_env, role_env
 from cloudstack_deploy.rollout.stages import (
     accessory_script,
+    canary_split_script,
     prepare_script,
-    proxy_role_script,
+    proxy_commit_script,
+    proxy_switch_back_script,
+    proxy_switch_script,
     worker_abort_script,
     worker_commit_script,
     worker_start_script,
@@ -91,12 +94,17 @@ def scripts(bp: Blueprint) -> dict[str, object]:
                                   pulls=[bp.image + ":v1", redis.image], check_image=bp.image + ":v1",
                                   accessory_envs={"redis": accessory_env(redis, SECRETS)}, proxy=True),
         "accessory": accessory_script(bp, "demo", redis, accessory_env(redis, SECRETS), "10.1.1.2", force=True),
-        "switch": proxy_role_script(bp, "demo", bp.roles["web"], "v1", web_env, retain=2),
+        "switch": proxy_switch_script(bp, "demo", bp.roles["web"], "v1", web_env, reboot_proxy=True),
+        "commit": proxy_commit_script(bp, "demo", bp.roles["web"], "v1", retain=2),
+        "switch back": proxy_switch_back_script(bp, bp.roles["web"], "v1", evil("demo-web-v0")),
+        "canary split": canary_split_script(bp, "demo", bp.roles["web"], "v1", web_env, percent=10,
+                                            cookie=evil("cookie")),
         "worker start": worker_start_script(bp, "demo", bp.roles["worker"], "v1", worker_env),
         "worker commit": worker_commit_script(bp, "demo", bp.roles["worker"], "v1", retain=2),
         "worker abort": worker_abort_script(bp, bp.roles["worker"], "v1"),
         "facts": facts.script(images=[bp.image + ":v1", redis.image], accessories=["demo-redis"],
-                              containers=["demo-web-v1"], mounts=[evil("/data/m")]),
+                              containers=["demo-web-v1"], mounts=[evil("/data/m")],
+                              roles={"web": {"service": evil("svc"), "role": "web"}}),
         "lock": host_cmds.lock("demo", json.dumps({"user": evil("u")}), break_lock=True),
         "unlock": host_cmds.unlock("demo", history.start(evil("v"), "deploy").to_json()),
         "history": history.read_script("demo"),
@@ -104,7 +112,8 @@ def scripts(bp: Blueprint) -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize("which", ["prepare", "accessory", "switch", "worker start", "worker commit", "worker abort",
+@pytest.mark.parametrize("which", ["prepare", "accessory", "switch", "commit", "switch back", "canary split",
+                                   "worker start", "worker commit", "worker abort",
                                    "facts", "lock", "unlock", "history", "status"])
 def test_a_hostile_value_never_runs(which: str, hostile_bp: Blueprint, shim, tmp_path: Path) -> None:  # noqa: F811
     env, log = shim

@@ -101,6 +101,23 @@ def test_a_rollback_marks_the_deployment_it_replaced(store_url: str) -> None:
     assert by[("other", "v2", "deploy")].status == "deployed"
 
 
+def test_a_deploy_that_undid_itself_is_rolled_back_with_its_reason(store_url: str) -> None:
+    with open_store(store_url) as store:
+        _deploy(store, "v1")
+        dep = r.deployment_pending(store, env="shop", cloud="lab", service="shop", version="degrading", kind="deploy")
+        r.deployment_started(store, dep, {"kind": "deploy"})
+        r.deployment_finished(store, dep, ok=False, seconds=9.5, error="watch failed after 6s: GET / HTTP 500",
+                              metadata={"switched": ["a", "b"], "reverted": ["b", "a"]}, rolled_back=True)
+        assert r.deployment_exists(store, dep) and not r.deployment_exists(store, "no-such-id")
+        by = {d.version: d for d in r.deployments(store)}
+    bad = by["degrading"]
+    assert bad.status == "rolled_back" and bad.error == "watch failed after 6s: GET / HTTP 500"
+    assert bad.duration_seconds == 9.5
+    (event,) = [e for e in bad.events if e.type == "rollback"]
+    assert event.metadata["reason"] == bad.error and event.metadata["reverted"] == ["b", "a"]
+    assert by["v1"].status == "deployed", "the version it went back to stays deployed"
+
+
 def test_history_filters(store_url: str) -> None:
     with open_store(store_url) as store:
         _deploy(store, "v1")

@@ -35,6 +35,7 @@ NAMES = "{{.Names}}"
 IMAGE = "{{.Image}}"
 REPO_TAG = "{{.Repository}}:{{.Tag}}"
 FIRST_IP = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+RESTARTS = "{{.RestartCount}} {{.State.Status}} {{.State.StartedAt}}"
 
 
 def label_format(label: str) -> str:
@@ -211,9 +212,9 @@ def ps_json(labels: Mapping[str, str]) -> Argv:
     return ["docker", "ps", "--all", "--no-trunc", "--format", "{{json .}}", *label_filters(labels)]
 
 
-def ps_names(labels: Mapping[str, str], *, all_: bool = False, exited: bool = False) -> Argv:
-    """Names of the containers carrying ``labels``, newest first (docker's order)."""
-    argv = ["docker", "ps", *(["--all"] if all_ or exited else []), "--format", NAMES, *label_filters(labels)]
+def ps_names(labels: Mapping[str, str], *, all_: bool = False, exited: bool = False, fmt: str = NAMES) -> Argv:
+    """Names of the containers carrying ``labels`` (or ``fmt`` of each), newest first (docker's order)."""
+    argv = ["docker", "ps", *(["--all"] if all_ or exited else []), "--format", fmt, *label_filters(labels)]
     return argv + (["--filter", "status=exited"] if exited else [])
 
 
@@ -234,6 +235,16 @@ def current(labels: Mapping[str, str], into: Var) -> Script:
     """``into`` = the newest running container with ``labels`` (empty when none)."""
     s = Script()
     s.capture(into, Pipe(ps_names(labels), ["head", "-n", "1"]))
+    return s
+
+
+def restart_states(names: Sequence[str]) -> Script:
+    """One line per container: ``NAME|RESTARTS STATE STARTED_AT`` (``NAME|`` when it is gone)."""
+    s = Script()
+    v = Var("v")
+    for name in names:
+        s.capture(v, inspect(name, RESTARTS))
+        s.emit(name, "|", v)
     return s
 
 

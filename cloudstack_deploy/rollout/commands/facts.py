@@ -8,7 +8,7 @@ at all on a host whose part did not change. The script only reads; its output is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from . import docker as d
@@ -29,16 +29,20 @@ class HostFacts:
     proxy: str = ""                                        # kamal-proxy's container state ("" = none)
     containers: dict[str, tuple[str, str]] = field(default_factory=dict)   # name -> (state, config hash)
     mounts: dict[str, bool] = field(default_factory=dict)  # mount point -> mounted
+    running: dict[str, list[str]] = field(default_factory=dict)  # app role -> its running containers, newest first
+    proxy_mounts: tuple[str, ...] = ()                     # kamal-proxy's mount points
 
     def has_image(self, ref: str) -> bool:
         return bool(self.images.get(ref))
 
 
 def script(*, images: Sequence[str], accessories: Sequence[str], containers: Sequence[str],
-           mounts: Sequence[str]) -> Script:
+           mounts: Sequence[str], roles: Mapping[str, Mapping[str, str]] | None = None) -> Script:
     """Read the facts about ``images`` (with their ``service`` label), accessory containers, app
-    ``containers`` and ``mounts`` with three docker calls, whatever their number (each docker
-    call costs a client start: in the lab, about a tenth of a second)."""
+    ``containers`` (kamal-proxy's with its mount points) and ``mounts`` with three docker calls,
+    whatever their number (each docker call costs a client start: in the lab, about a tenth of
+    a second); ``roles``: app role -> its containers' labels, whose running containers to list,
+    newest first (what a switch back returns to), one more call per role."""
     s = Script()
     out = Var("out")
     # the engine answers (and the shared network exists): one call
@@ -52,8 +56,10 @@ def script(*, images: Sequence[str], accessories: Sequence[str], containers: Seq
         fmt = "image" + SEP + "{{range .RepoTags}}{{.}} {{end}}" + SEP + "{{.Id}}" + SEP + d.label_format("service")
         s.run(["docker", "image", "inspect", "--format", fmt, *dict.fromkeys(images)], may_fail=True)
     names = [*accessories, *containers, p.CONTAINER]
-    fmt = "container" + SEP + "{{.Name}}" + SEP + d.STATE + SEP + d.label_format(CONFIG_LABEL)
+    fmt = "container" + SEP + "{{.Name}}" + SEP + d.STATE + SEP + d.label_format(CONFIG_LABEL) + SEP + p.MOUNTS
     s.run(["docker", "inspect", "--type", "container", "--format", fmt, *names], may_fail=True)
+    for role, labels in (roles or {}).items():
+        s.run(d.ps_names(labels, fmt="running" + SEP + role + SEP + d.NAMES), may_fail=True)
     for mount in mounts:
         with s.when(succeeds(["mountpoint", "-q", mount])):
             s.emit("mount", SEP, mount, SEP, "ok")
@@ -78,15 +84,18 @@ def parse(stdout: str, *, accessories: Sequence[str] = (), proxy: str = p.CONTAI
             for tag in parts[0].split():
                 f.images[tag] = parts[1].strip()
                 f.service_label[tag] = "" if parts[2].strip() == "<no value>" else parts[2].strip()
-        elif kind == "container" and len(parts) == 3:
+        elif kind == "container" and len(parts) >= 3:
             name, state = parts[0].strip().lstrip("/"), parts[1].strip()
             config = "" if parts[2].strip() == "<no value>" else parts[2].strip()
             if name == proxy:
                 f.proxy = state
+                f.proxy_mounts = tuple(parts[3].split()) if len(parts) > 3 else ()
             elif name in accessories:
                 f.accessories[name] = (config, state)
             else:
                 f.containers[name] = (state, config)
+        elif kind == "running" and len(parts) == 2:
+            f.running.setdefault(parts[0], []).append(parts[1].strip())
         elif kind == "mount" and len(parts) == 2:
             f.mounts[parts[0]] = True
     return f

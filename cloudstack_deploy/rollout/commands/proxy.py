@@ -1,20 +1,75 @@
-"""kamal-proxy: boot the proxy container and switch a role's traffic to a new target."""
+"""kamal-proxy: boot the proxy container, switch a role's traffic to a new target (or split
+it, for a canary), and give it the TLS certificate a blueprint names.
+
+Certificates live on the host under ``~/.csdeploy/proxy/apps-config/<service>/tls`` (0600,
+owned by the kamal-proxy user once written), a directory mounted into the proxy container
+at ``/home/kamal-proxy/.apps-config`` (Kamal 2 does the same with ``.kamal/proxy/apps-config``):
+kamal-proxy reads them at each deploy and again when it restarts.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ...blueprint_schema import Proxy
 from . import docker as d
-from .script import Argv, Cond, Pipe, Script, Var, Word, at_least, differs, nonempty, q, succeeds
+from .script import (
+    Argv,
+    Cond,
+    Pipe,
+    Script,
+    Var,
+    Word,
+    at_least,
+    differs,
+    empty,
+    nonempty,
+    q,
+    succeeds,
+)
 
 CONTAINER = "kamal-proxy"
 CONFIG_VOLUME = "kamal-proxy-config:/home/kamal-proxy/.config/kamal-proxy"
 LABEL = {"csdeploy.proxy": "1"}
+APPS_DIR = ".csdeploy/proxy/apps-config"            # on the host, below the deploy user's home
+APPS_MOUNT = "/home/kamal-proxy/.apps-config"        # the same directory inside the proxy
+MOUNTS = "{{range .Mounts}}{{.Destination}} {{end}}"
+HOME = Var("home")
+SWITCH_BACK_EXIT = 78
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """Where one proxied service's certificate and key are, on the host and in the proxy."""
+
+    service: str
+
+    @property
+    def host_dir(self) -> str:
+        return f"{APPS_DIR}/{self.service}/tls"
+
+    @property
+    def cert(self) -> str:
+        return f"{APPS_MOUNT}/{self.service}/tls/cert.pem"
+
+    @property
+    def key(self) -> str:
+        return f"{APPS_MOUNT}/{self.service}/tls/key.pem"
 
 
 def boot(image: str, *, http_port: int = 80, https_port: int = 443) -> Argv:
+    """`docker run` of kamal-proxy; the script must have set ``home`` (see `_home`)."""
     return ["docker", "run", "--name", CONTAINER, "--network", d.NETWORK, "--detach", "--restart", "unless-stopped",
-            "--volume", CONFIG_VOLUME, "--publish", f"{http_port}:80", "--publish", f"{https_port}:443",
+            "--volume", CONFIG_VOLUME, "--volume", Word(HOME, f"/{APPS_DIR}:{APPS_MOUNT}"),
+            "--publish", f"{http_port}:80", "--publish", f"{https_port}:443",
             *d.LOG_OPTS, *[f"--label={k}={v}" for k, v in LABEL.items()], image, "kamal-proxy", "run"]
+
+
+def _home(s: Script) -> None:
+    """``home`` = the deploy user's home, and the certificates' directory made there (the
+    bind mount's source must exist, and be the user's, before the proxy starts)."""
+    s.capture(HOME, ["printenv", "HOME"], may_fail=False)
+    s.run(["mkdir", "-p", APPS_DIR])
 
 
 def deploy(service: str, target: str, proxy: Proxy, *, tls_cert: str | None = None,
@@ -48,6 +103,7 @@ def remove(service: str) -> Argv:
 def ensure_running(image: str) -> Script:
     """Boot kamal-proxy unless its container exists; start it if it is stopped."""
     s = Script()
+    _home(s)
     with s.when(~succeeds(["docker", "container", "inspect", CONTAINER])):
         s.run(boot(image), quiet=True)
     with s.otherwise():
@@ -58,6 +114,7 @@ def ensure_running(image: str) -> Script:
 def reboot(image: str, *, timeout: float = 30) -> Script:
     """Replace the proxy container (routes come back from its state volume), wait until it answers."""
     s = Script()
+    _home(s)
     s.run(d.remove([CONTAINER]), quiet=True, may_fail=True)
     s.run(boot(image), quiet=True)
     i = Var("i")
@@ -106,7 +163,7 @@ def wait_healthy(container: str, proxy: Proxy) -> Script:
     return s
 
 
-def switch(service: str, container: str, proxy: Proxy, *, code: int = 67) -> Script:
+def switch(service: str, container: str, proxy: Proxy, *, tls: TLSFiles | None = None, code: int = 67) -> Script:
     """Point ``service`` at ``container`` through kamal-proxy, health-checked.
 
     A refusal leaves the old target serving; it is reported with what kamal-proxy said,
@@ -117,7 +174,9 @@ def switch(service: str, container: str, proxy: Proxy, *, code: int = 67) -> Scr
     out, rc, ip, st = Var("out"), Var("rc"), Var("ip"), Var("st")
     s.extend(wait_healthy(container, proxy))
     s.set(rc, "0")
-    s.raw(f"{out.name}=$({q(deploy(service, f'{container}:{proxy.app_port}', proxy))} 2>&1) || {rc.name}=$?")
+    argv = deploy(service, f"{container}:{proxy.app_port}", proxy, tls_cert=tls.cert if tls else None,
+                  tls_key=tls.key if tls else None)
+    s.raw(f"{out.name}=$({q(argv)} 2>&1) || {rc.name}=$?")
     with s.when(differs(rc, "0")):
         s.say(f"kamal-proxy refused {container}: ", out)
         s.capture(ip, Pipe(d.inspect(container, d.FIRST_IP), ["cut", "-d", " ", "-f1"]))
@@ -133,3 +192,88 @@ def switch(service: str, container: str, proxy: Proxy, *, code: int = 67) -> Scr
         s.run(d.remove([container]), quiet=True, may_fail=True)
         s.exit(code)
     return s
+
+
+# ---- certificates ---------------------------------------------------------------------------
+
+def install_certificate(tls: TLSFiles, certificate_pem: str, private_key_pem: str) -> Script:
+    """Write the certificate and key (0600, from here-documents: never in argv) where the proxy
+    reads them, then hand them to the kamal-proxy user inside the container (its directories
+    are 0711: the user passes through, lists nothing). Each file is
+    written beside its final name and moved over it, so an earlier copy owned by that user
+    is replaced even when the deploy user is not root."""
+    s = Script()
+    s.step("tls-certificate")
+    s.run(["mkdir", "-p", tls.host_dir])
+    # The proxy's user must reach the files (scripts run with umask 077): through, not list.
+    s.run(["chmod", "711", APPS_DIR, f"{APPS_DIR}/{tls.service}", tls.host_dir])
+    for name, content in (("cert.pem", certificate_pem), ("key.pem", private_key_pem)):
+        final = f"{tls.host_dir}/{name}"
+        s.write_file(final + ".new", content)
+        s.run(["mv", "-f", final + ".new", final])
+    s.run(["docker", "exec", "--user", "root", CONTAINER, "chown", "kamal-proxy:kamal-proxy", tls.cert, tls.key],
+          quiet=True)
+    return s
+
+
+# ---- canary split (`kamal-proxy rollout`) ------------------------------------------------------
+
+def rollout_deploy(service: str, target: str, proxy: Proxy) -> Argv:
+    """Add ``target`` as the service's rollout target (health-checked like a deploy); traffic
+    reaches it only once `rollout set` says which requests go there."""
+    return ["docker", "exec", CONTAINER, "kamal-proxy", "rollout", "deploy", service, f"--target={target}",
+            f"--deploy-timeout={proxy.deploy_timeout:g}s", f"--drain-timeout={proxy.drain_timeout:g}s"]
+
+
+def rollout_set(service: str, percent: int, allow: str) -> Argv:
+    """Send ``percent`` % of the requests to the rollout target, split by the ``kamal-rollout``
+    cookie's value; requests whose cookie is ``allow`` always go there (the watch's probes)."""
+    return ["docker", "exec", CONTAINER, "kamal-proxy", "rollout", "set", service, f"--percent={int(percent)}",
+            f"--list={allow}"]
+
+
+def rollout_stop(service: str) -> Argv:
+    """Every request to the active target again."""
+    return ["docker", "exec", CONTAINER, "kamal-proxy", "rollout", "stop", service]
+
+
+# ---- switching back ----------------------------------------------------------------------------
+
+def switch_back(service: str, new: str, previous: str | None, proxy: Proxy, *, tls: TLSFiles | None = None
+                ) -> Script:
+    """Point ``service`` back at ``previous`` (started again if it stopped) and remove ``new``.
+
+    ``previous`` None: the host served nothing before, so the route goes too. When the old
+    container is gone or refuses, the new one is kept serving and the script stops with
+    SWITCH_BACK_EXIT: a host must never be left without its app.
+    """
+    s = Script()
+    s.step("switch-back")
+    if previous is None:
+        s.run(remove(service), quiet=True, may_fail=True)
+        s.run(d.remove([new]), quiet=True, may_fail=True)
+        return s
+    st, out, rc = Var("st"), Var("out"), Var("rc")
+    s.capture(st, d.inspect(previous, d.STATE))
+    with s.when(empty(st)):
+        s.fail(SWITCH_BACK_EXIT, f"cannot switch back: {previous} is gone; {new} keeps serving")
+    with s.when(differs(st, "running")):
+        s.run(d.start(previous), quiet=True)
+    s.set(rc, "0")
+    argv = deploy(service, f"{previous}:{proxy.app_port}", proxy, tls_cert=tls.cert if tls else None,
+                  tls_key=tls.key if tls else None)
+    s.raw(f"{out.name}=$({q(argv)} 2>&1) || {rc.name}=$?")
+    with s.when(differs(rc, "0")):
+        s.fail(SWITCH_BACK_EXIT, f"kamal-proxy refused to switch back to {previous} ({new} keeps serving): ", out)
+    s.run(d.remove([new]), quiet=True, may_fail=True)
+    return s
+
+
+def unsplit(service: str, new: str) -> Script:
+    """End a canary split: every request to the active (old) target, the rollout target removed."""
+    s = Script()
+    s.step("rollout-stop")
+    s.run(rollout_stop(service), quiet=True, may_fail=True)
+    s.run(d.remove([new]), quiet=True, may_fail=True)
+    return s
+

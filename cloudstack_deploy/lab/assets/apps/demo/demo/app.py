@@ -3,7 +3,9 @@
 Routes: GET /up (health), GET / (version, host, DB and Redis status), POST /jobs (enqueue),
 GET /jobs/<id> (result from PostgreSQL), POST/GET /notes (rows in PostgreSQL, to prove data
 survives redeploys). The version is baked into the image (APP_VERSION); the version
-"broken" answers 500 on /up forever, so the lab can show a deploy that must not switch.
+"broken" answers 500 on /up forever, so the lab can show a deploy that must not switch;
+"degrading" passes /up but answers 500 on / once it has run DEGRADE_AFTER seconds (5 by
+default), so the lab can show a watch that notices what a health check does not.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -61,6 +64,8 @@ class App:
         self.version = env.get("APP_VERSION", "dev")
         self.hostname = socket.gethostname()
         self.healthy = self.version != "broken"
+        self.started = time.monotonic()
+        self.degrade_after = float(env.get("DEGRADE_AFTER", "5")) if self.version == "degrading" else None
         self.db_url = db.database_url(env)
         self.redis_url = jobs.redis_url(env)
         self._schema_ready = False
@@ -110,6 +115,9 @@ class App:
         return 200, "text/plain", b"OK\n"
 
     def do_index(self, body: bytes) -> Response:
+        if self.degrade_after is not None and time.monotonic() - self.started > self.degrade_after:
+            return 500, "text/plain", (f"demo {self.version}\nhost: {self.hostname}\n"
+                                       f"failing since {self.degrade_after:g}s after start\n").encode()
         lines = [f"demo {self.version}", f"host: {self.hostname}",
                  f"db: {self._check(self._check_db)} ({db.describe(self.db_url)})",
                  f"redis: {self._check(self._check_redis)}"]

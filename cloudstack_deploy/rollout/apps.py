@@ -1,0 +1,347 @@
+"""The apps step of a rollout: proxy roles switch in batches, a watch judges, workers follow.
+
+1. Each proxy role switches its hosts batch by batch (`strategy.batch_size`); a host's switch
+   starts its new container and points kamal-proxy at it once healthy. The old container
+   keeps running: nothing is stopped before the whole rollout is judged.
+2. When every batch of every proxy role switched, the watch (`watch.py`, if the blueprint or
+   a canary asks for one) probes the new version through the roles' entry points.
+3. Good: the old containers stop (`commit`), the workers (started meanwhile, ready and waiting)
+   stop theirs. Bad (a refused switch, a failed watch): every host that switched goes back
+   to the container it served before, at once (it is still running, so that is one more
+   kamal-proxy deploy, health-checked and drained like any switch), and the new workers are
+   removed. ``continue_on_error`` keeps the hosts that switched before a refused switch.
+
+A percentage canary "switches" by splitting instead (kamal-proxy's rollout target) and goes
+back by ending the split. Progress shows each host's switch in order; `AppOutcome` keeps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..blueprint_schema import Role, Watch
+from ..errors import OperationFailed
+from ..inventory import Host
+from . import strategy
+from . import watch as watching
+from .commands import docker as d
+from .contract import container_name
+from .hosts import Connection, DryRun, HostError, Hosts, PlannedScript
+from .stages import (
+    canary_split_script,
+    canary_unsplit_script,
+    proxy_commit_script,
+    proxy_switch_back_script,
+    proxy_switch_script,
+    worker_abort_script,
+    worker_start_script,
+)
+
+if TYPE_CHECKING:
+    from .deploy import Rollout
+
+
+@dataclass
+class AppPlan:
+    """What the apps step does with ``version``; built by the rollout from the facts."""
+
+    version: str
+    switch: dict[str, list[Host]]                 # proxy role -> hosts that switch now, in order
+    batch: dict[str, int]                         # proxy role -> hosts switched at once
+    previous: dict[str, str | None]               # host -> the container it served before
+    already: dict[str, list[Host]] = field(default_factory=dict)   # proxy role -> hosts a canary switched
+    commit: bool = True                           # stop the old containers once judged good
+    split: tuple[int, str] | None = None          # (percent, cookie): a percentage canary
+    stop_split: bool = False                      # the promotion of a percentage canary
+    watch: Watch | None = None
+    cookie: str | None = None                     # sent by the watch's probes (percentage canary)
+    continue_on_error: bool = False
+    workers: bool = True
+    reboot_proxy: set[str] = field(default_factory=set)   # hosts whose proxy lacks the certificates' mount
+
+
+@dataclass
+class SwitchRecord:
+    host: str
+    role: str
+    batch: int
+    batches: int
+    status: str                                   # switched | split | failed | switched back | kept
+    seconds: float = 0.0
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "role": self.role, "batch": self.batch, "batches": self.batches,
+                "status": self.status, "seconds": round(self.seconds, 2), **({"detail": self.detail}
+                                                                            if self.detail else {})}
+
+
+@dataclass
+class AppOutcome:
+    switches: list[SwitchRecord] = field(default_factory=list)
+    reverted: list[str] = field(default_factory=list)
+    watch: watching.WatchResult | None = None
+    rolled_back: str | None = None                # why the rollout switched back by itself
+
+    @property
+    def switched(self) -> list[str]:
+        return [s.host for s in self.switches if s.status in ("switched", "split")]
+
+
+class Apps:
+    def __init__(self, r: Rollout, pool: Hosts, plan: AppPlan, ready: dict[str, asyncio.Future[None]],
+                 accessories_ready: asyncio.Future[None], outcome: AppOutcome) -> None:
+        self.r = r
+        self.pool = pool
+        self.plan = plan
+        self.ready = ready
+        self.accessories_ready = accessories_ready
+        self.outcome = outcome
+        self.verdict: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.done: list[tuple[Role, Host]] = []       # proxy hosts on the new version (this run)
+        self.workers_started: list[tuple[Role, Host]] = []
+        self.switching = asyncio.Event()              # set when every batch switched (or stopped)
+        self.stop_watch = asyncio.Event()             # the rollout failed otherwise: the watch ends unjudged
+        self.halted = False                           # the watch failed while batches were still to come
+
+    @property
+    def version(self) -> str:
+        return self.plan.version
+
+    async def host_ready(self, host: Host) -> Connection:
+        await self.ready[host.name]
+        await self.accessories_ready
+        return await self.pool.connect(host)
+
+    # ---- 1. switches ---------------------------------------------------------------------------
+    async def switch(self, role: Role, host: Host, n: int, total: int) -> None:
+        conn = await self.host_ready(host)
+        res = f"{role.name} {host.name}"
+        if self.plan.split is not None:
+            percent, cookie = self.plan.split
+            script = canary_split_script(self.r.bp, self.r.env, role, self.version, self.r.app_env(role.name,
+                                         self.version), percent=percent, cookie=cookie)
+            what, status = f"split {percent}%", "split"
+        else:
+            script = proxy_switch_script(self.r.bp, self.r.env, role, self.version,
+                                         self.r.app_env(role.name, self.version),
+                                         certificate=self.r.certificates.get(role.name),
+                                         stop_split=self.plan.stop_split,
+                                         reboot_proxy=host.name in self.plan.reboot_proxy)
+            if host.name in self.plan.reboot_proxy:
+                self.r.progress.note(f"{host.name}: kamal-proxy was booted without the certificates' directory; "
+                                     "replacing it (a second without a proxy on this host, once)", level="warning")
+            what, status = "switch", "switched"
+        detail = f"{self.version}{' ' + what if self.plan.split else ''} (batch {n}/{total})"
+        self.r.emit(res, "switch", "running", detail)
+        started = time.monotonic()
+        try:
+            await conn.run(script, what=f"{what} {role.name} {self.version}", timeout=900)
+        except HostError as exc:
+            self.outcome.switches.append(SwitchRecord(host.name, role.name, n, total, "failed",
+                                                      time.monotonic() - started, str(exc).splitlines()[0]))
+            self.r.emit(res, "switch", "failed", str(exc).splitlines()[0])
+            raise
+        self.done.append((role, host))
+        self.outcome.switches.append(SwitchRecord(host.name, role.name, n, total, status, time.monotonic() - started))
+        self.r.emit(res, "switch", "done", detail)
+
+    async def proxy_role(self, role: Role) -> None:
+        groups = strategy.batches(self.plan.switch[role.name], self.plan.batch.get(role.name, 1))
+        for n, group in enumerate(groups, start=1):
+            if self.halted:  # the watch failed: no more hosts take the new version
+                for h in group:
+                    self.r.emit(f"{role.name} {h.name}", "switch", "skipped", "the watch failed")
+                return
+            await _gather_all([self.switch(role, h, n, len(groups)) for h in group])
+
+    # ---- 2. the watch ---------------------------------------------------------------------------
+    def _judged(self) -> list[tuple[Role, Host]]:
+        """Every proxy host on the new version: this run's and an earlier canary's."""
+        out = list(self.done)
+        for role_name, hosts in self.plan.already.items():
+            out += [(self.r.bp.roles[role_name], h) for h in hosts]
+        return out
+
+    async def _container_states(self) -> dict[str, dict[str, watching.State | None]]:
+        by_host: dict[str, tuple[Host, list[str]]] = {}
+        for role, host in [*self._judged(), *self.workers_started]:
+            by_host.setdefault(host.name, (host, []))[1].append(container_name(self.r.bp.service, role.name,
+                                                                               self.version))
+
+        async def one(host: Host, names: list[str]) -> tuple[str, dict[str, watching.State | None]]:
+            conn = await self.pool.connect(host)
+            res = await conn.run(d.restart_states(names), check=False, what="watch containers", read_only=True)
+            return host.name, watching.parse_states(res.stdout)
+
+        return dict(await asyncio.gather(*(one(h, names) for h, names in by_host.values())))
+
+    def targets(self) -> list[watching.Target]:
+        out = []
+        spec = self.plan.watch
+        assert spec is not None
+        for role_name in [*self.plan.switch, *self.plan.already]:
+            role = self.r.bp.roles[role_name]
+            if role.proxy is None or any(t.role == role_name for t in out):
+                continue
+            hosts = [h for r, h in self._judged() if r.name == role_name]
+            if not hosts:  # nothing of this role switched yet
+                continue
+            for address in strategy.watch_targets(self.r.inv, role_name, hosts):
+                out.append(watching.Target(role_name, address, role.proxy.healthcheck.path, spec.paths,
+                                           host=role.proxy.hosts[0] if role.proxy.hosts else None,
+                                           tls=role.proxy.ssl, cookie=self.plan.cookie,
+                                           timeout=role.proxy.healthcheck.timeout))
+        return out
+
+    async def watch(self) -> watching.WatchResult:
+        spec = self.plan.watch
+        assert spec is not None
+        if isinstance(self.pool, DryRun):  # nothing switched: show what would be probed
+            await self.switching.wait()
+            probes = [t.url(p) for t in self.targets()
+                      for p in ([t.health] if spec.health and t.health else []) + [c.path for c in t.paths]]
+            self.pool.planned.append(PlannedScript("local", f"watch {spec.duration:g}s every {spec.interval:g}s",
+                                                   "\n".join(["GET " + u for u in probes]
+                                                             + (["containers: not restarting"]
+                                                                if spec.containers else [])) + "\n"))
+            return watching.WatchResult(ok=True, seconds=0, rounds=0, probes=0, failed=[])
+        self.r.emit("watch", "watch", "running", f"{self.version}: from the first switch to {spec.duration:g}s "
+                                                 "after the last")
+        result = await watching.run(spec, self.targets, self._container_states,
+                                    report=lambda text: self.r.emit("watch", "watch", "running", text),
+                                    switching=self.switching, stop=self.stop_watch)
+        self.halted = not result.ok
+        if self.stop_watch.is_set():
+            self.r.emit("watch", "watch", "skipped", "the switch failed")
+            return result
+        self.r.emit("watch", "watch", "done" if result.ok else "failed",
+                    f"{result.seconds:.0f}s, {result.probes} probes, {len(result.failed)} failed"
+                    + (f": {result.reason}" if result.reason else ""))
+        return result
+
+    # ---- 3. judged: commit or switch back -----------------------------------------------------------
+    async def switch_back(self) -> list[BaseException]:
+        async def one(role: Role, host: Host) -> None:
+            conn = await self.pool.connect(host)
+            res = f"{role.name} {host.name}"
+            previous = self.plan.previous.get(host.name)
+            script = (canary_unsplit_script(self.r.bp, role, self.version) if self.plan.split is not None
+                      else proxy_switch_back_script(self.r.bp, role, self.version, previous))
+            self.r.emit(res, "revert", "running", f"back to {previous or 'nothing'}")
+            try:
+                await conn.run(script, what=f"switch {role.name} back to {previous or 'nothing'}", timeout=300)
+            except HostError as exc:
+                self.r.emit(res, "revert", "failed", str(exc).splitlines()[0])
+                raise
+            self.outcome.reverted.append(host.name)
+            self.r.emit(res, "revert", "done", f"back to {previous or 'nothing'}")
+
+        results = await asyncio.gather(*(one(role, host) for role, host in self._judged()), return_exceptions=True)
+        return [r for r in results if isinstance(r, BaseException)]
+
+    async def commit(self) -> None:
+        retain = self.r.bp.retain_versions
+        await _gather_all([self.r.app_step(await self.pool.connect(h), role, self.version,
+                                           proxy_commit_script(self.r.bp, self.r.env, role, self.version,
+                                                               retain=retain), "stop old")
+                           for role, h in self._judged()])
+
+    async def proxies(self) -> None:
+        failure: BaseException | None = None
+        watch = asyncio.ensure_future(self.watch()) if self.plan.watch is not None else None
+        try:
+            try:
+                await _gather_all([self.proxy_role(self.r.bp.roles[name]) for name in self.plan.switch])
+            except Exception as exc:
+                failure = exc
+            self.switching.set()
+            if watch is not None and (failure is not None or not self._judged()):
+                self.stop_watch.set()  # a refused switch is judged already; nothing switched: nothing to watch
+                await asyncio.gather(watch, return_exceptions=True)
+            elif watch is not None:
+                self.outcome.watch = await watch
+                if not self.outcome.watch.ok:
+                    self.outcome.rolled_back = self.outcome.watch.reason
+                    failure = OperationFailed(f"{self.outcome.watch.reason}; switched back to what each host "
+                                              "served before", hint="see the failed probes above; the new "
+                                              "version's logs: csdeploy logs --env ENV --role ROLE")
+            if failure is not None:
+                keep = self.plan.continue_on_error and self.outcome.rolled_back is None
+                if keep:
+                    self.r.progress.note(f"--continue-on-error: {', '.join(self.outcome.switched) or 'no host'} "
+                                         f"stay on {self.version}", level="warning")
+                else:
+                    problems = await self.switch_back()
+                    if problems:
+                        failure = OperationFailed("\n".join([str(failure), *(f"switching back: {p}"
+                                                                             for p in problems)]),
+                                                  hint="those hosts still serve the new version")
+                raise failure
+        except BaseException:
+            if watch is not None and not watch.done():
+                self.stop_watch.set()
+                await asyncio.gather(watch, return_exceptions=True)
+            if not self.verdict.done():
+                self.verdict.set_result(False)
+            raise
+        self.verdict.set_result(True)
+        if self.plan.commit:
+            await self.commit()
+
+    # ---- workers -----------------------------------------------------------------------------------
+    async def worker_role(self, role: Role) -> None:
+        env = self.r.app_env(role.name, self.version)
+        hosts = self.r.role_hosts(role.name)
+        for group in strategy.batches(hosts, strategy.batch_size(self.r.bp, self.r.inv, role.name, len(hosts))):
+            started: list[Connection] = []
+
+            async def start(host: Host, started: list[Connection] = started) -> None:
+                conn = await self.host_ready(host)
+                out = await self.r.app_step(conn, role, self.version,
+                                            worker_start_script(self.r.bp, self.r.env, role, self.version, env),
+                                            "start")
+                self.workers_started.append((role, host))
+                if "fresh" in out.split():
+                    started.append(conn)
+
+            try:
+                await _gather_all([start(h) for h in group])
+            finally:
+                ok = await self.verdict  # the old workers stay until the proxy roles were judged
+                if not ok:
+                    await asyncio.gather(*(c.run(worker_abort_script(self.r.bp, role, self.version), check=False,
+                                                 what=f"remove {role.name} {self.version}") for c in started))
+            if not ok:
+                return
+            await _gather_all([self.r.app_step(await self.pool.connect(h), role, self.version,
+                                               proxy_commit_script(self.r.bp, self.r.env, role, self.version,
+                                                                   retain=self.r.bp.retain_versions), "stop old")
+                               for h in group])
+
+    async def run(self) -> None:
+        workers = [r for r in self.r.bp.roles.values() if r.proxy is None and self.r.role_hosts(r.name)] \
+            if self.plan.workers else []
+        if not any(self.plan.switch.values()) and not self.plan.already:
+            self.verdict.set_result(True)
+            await _gather_all([self.worker_role(r) for r in workers])
+        else:
+            await _gather_all([self.proxies(), *(self.worker_role(r) for r in workers)])
+
+
+async def _gather_all(aws: list[Awaitable[Any]]) -> list[Any]:
+    """Await everything (nothing is left running); then raise the first failure, or one error
+    naming all of them."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if not errors:
+        return results
+    unique = list(dict.fromkeys(errors))
+    if len(unique) == 1:
+        raise unique[0]
+    hint = next((e.hint for e in unique if getattr(e, "hint", None)), None)
+    raise OperationFailed("\n".join(str(e) for e in unique), hint=hint)

@@ -1,0 +1,261 @@
+"""One whole run of the rollout, in order: deploy, rollback, canary, promotion, abort.
+
+1. Input, checked before anything (exit 2, nothing changed): the version, the env files, the
+   certificates against their keys, the selection, a canary against its pool.
+2. The `pre_deploy` hook (a failure stops the run here).
+3. The deploy lock and every host's facts at once. The lock refuses while a canary is paused
+   (promote and abort require one). The cloud lock, taken meanwhile, is awaited before
+   anything changes.
+4. The plan (`apps.AppPlan`) from the facts: who switches in which batches, what each host
+   goes back to, the watch; then prepare and apps (`Rollout.converge`), or, for an abort,
+   every canary host back.
+5. Unlock with the record (and the paused canary written, or removed), the history store's
+   row finished, then the `post_deploy` hook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets as _secrets
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..blueprint_schema import Watch
+from ..errors import InvalidInput, OperationFailed
+from ..inventory import Host
+from . import canary, history, hooks, strategy, tls
+from .apps import AppOutcome, AppPlan, Apps, SwitchRecord
+from .commands import host as host_cmds
+from .contract import check_version, container_name
+from .hosts import DryRun, Hosts, PlannedScript
+from .watch import WatchResult
+
+if TYPE_CHECKING:
+    from .commands.facts import HostFacts
+    from .deploy import Rollout
+
+DEPLOY, ROLLBACK, PROMOTE, ABORT = "deploy", "rollback", "promote", "abort"
+
+
+@dataclass
+class RolloutOptions:
+    version: str
+    break_lock: bool = False
+    concurrency: int = 20
+    reboot_accessories: tuple[str, ...] = ()
+    kind: str = DEPLOY              # deploy | rollback | promote | abort (recorded in the history)
+    roles: tuple[str, ...] = ()     # only these roles' hosts (Kamal's -r); accessories elsewhere untouched
+    hosts: tuple[str, ...] = ()     # only these hosts (Kamal's -h)
+    canary: strategy.CanarySpec | None = None   # deploy --canary
+    continue_on_error: bool = False  # keep the hosts that switched before a refused switch
+    paused: canary.CanaryState | None = None    # promote/abort: the canary they finish
+
+
+@dataclass
+class RolloutResult:
+    version: str
+    seconds: float
+    exec_calls: dict[str, int] = field(default_factory=dict)
+    accessories: dict[str, str] = field(default_factory=dict)   # name -> started|unchanged|rebooted
+    planned: list[PlannedScript] = field(default_factory=list)  # --dry-run: what each host would run
+    switches: list[SwitchRecord] = field(default_factory=list)  # each host's switch, in order
+    reverted: list[str] = field(default_factory=list)
+    watch: WatchResult | None = None
+    status: str = history.OK        # ok | paused (a canary) | rolled_back (an abort)
+    canary: str | None = None       # what the canary is, when one was made or finished
+    warnings: list[str] = field(default_factory=list)
+
+
+def hook_facts(r: Rollout, opts: RolloutOptions, version: str, targets: list[Host]) -> dict[str, str]:
+    facts = {"service": r.bp.service, "env": r.env, "version": version, "command": opts.kind,
+             "hosts": ",".join(h.name for h in targets),
+             "roles": ",".join(dict.fromkeys(h.app_role for h in targets if h.app_role)),
+             "performer": history.start(version, opts.kind).by,
+             "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if opts.canary is not None:
+        facts["canary"] = str(opts.canary)
+    return facts
+
+
+def _proxy_roles(r: Rollout) -> list[str]:
+    return [role.name for role in r.bp.roles.values() if role.proxy is not None and r.role_hosts(role.name)]
+
+
+def choose_canary(r: Rollout, spec: strategy.CanarySpec) -> list[Host]:
+    """The hosts a host canary switches (every proxy role's first N); the run is narrowed to them."""
+    roles = _proxy_roles(r)
+    if not roles:
+        raise InvalidInput("--canary needs a proxy role among the selected hosts",
+                           hint="a canary splits web traffic: select a role with a proxy (e.g. --roles web)")
+    if spec.hosts is None:
+        chosen = [h for name in roles for h in r.role_hosts(name)]
+    else:
+        chosen = [h for name in roles for h in strategy.canary_hosts(name, r.role_hosts(name), spec)]
+    r.narrow(chosen)
+    return chosen
+
+
+def plan(r: Rollout, opts: RolloutOptions, version: str, facts: dict[str, HostFacts]) -> AppPlan:
+    """What the apps step does, from the facts. InvalidInput when a percentage canary has
+    nothing to split against on a host."""
+    switch: dict[str, list[Host]] = {}
+    already: dict[str, list[Host]] = {}
+    previous: dict[str, str | None] = {}
+    batch: dict[str, int] = {}
+    paused = opts.paused
+    for name in _proxy_roles(r):
+        hosts = r.role_hosts(name)
+        new = container_name(r.bp.service, name, version)
+        for h in hosts:
+            previous[h.name] = strategy.previous_container(facts[h.name].running.get(name, []), new)
+        if paused is not None and paused.mode == "hosts":
+            already[name] = [h for h in hosts if h.name in paused.hosts]
+        switch[name] = [h for h in hosts if h not in already.get(name, [])]
+        batch[name] = strategy.batch_size(r.bp, r.inv, name, len(hosts))
+    spec = opts.canary
+    split = None
+    if spec is not None and spec.percent is not None:
+        missing = [h for hs in switch.values() for h in hs if previous[h.name] is None]
+        if missing:
+            raise InvalidInput(f"--canary {spec}: {', '.join(h.name for h in missing)} serve no other version of "
+                               f"the role to split against (first deploy, or {version} runs there already)",
+                               hint="deploy normally first; a canary splits traffic between two versions")
+        split = (spec.percent, "csdeploy-" + _secrets.token_hex(6))
+    watch = r.bp.rollout.watch or (Watch() if spec is not None else None)
+    promoting_split = paused is not None and paused.mode == "percent"
+    reboot = {h.name for hs in switch.values() for h in hs if r.proxy_needs_reboot(h, facts[h.name])}
+    return AppPlan(version=version, switch=switch, batch=batch, previous=previous, already=already,
+                   commit=spec is None, split=split, stop_split=promoting_split, watch=watch,
+                   cookie=split[1] if split else None, continue_on_error=opts.continue_on_error,
+                   workers=spec is None, reboot_proxy=reboot)
+
+
+async def _abort(r: Rollout, pool: Hosts, paused: canary.CanaryState, facts: dict[str, HostFacts]) -> None:
+    """Every canary host back to what it served before (a split: the split ended)."""
+    already: dict[str, list[Host]] = {}
+    previous: dict[str, str | None] = {}
+    for name in _proxy_roles(r):
+        hosts = [h for h in r.role_hosts(name) if paused.mode == "percent" or h.name in paused.hosts]
+        new = container_name(r.bp.service, name, paused.version)
+        already[name] = hosts
+        for h in hosts:
+            previous[h.name] = strategy.previous_container(facts[h.name].running.get(name, []), new)
+    app_plan = AppPlan(version=paused.version, switch={}, batch={}, previous=previous, already=already,
+                       split=(paused.percent or 0, "") if paused.mode == "percent" else None)
+    apps = Apps(r, pool, app_plan, {}, asyncio.get_running_loop().create_future(), r.outcome)
+    problems = await apps.switch_back()
+    if problems:
+        raise OperationFailed("\n".join(map(str, problems)), hint="the canary stays paused; run --abort again")
+
+
+async def run(r: Rollout, opts: RolloutOptions, *, gate: Awaitable[None] | None = None) -> RolloutResult:
+    paused = opts.paused
+    version = check_version(paused.version if paused is not None else opts.version)
+    r.check_envs(version)
+    warnings: list[str] = []
+    for cert in tls.check(r.bp, r.secrets):
+        r.certificates[cert.role] = (cert.certificate_pem, cert.private_key_pem)
+        warnings += cert.warnings
+    targets = r.select(tuple(paused.roles) if paused else opts.roles, tuple(paused.only) if paused else opts.hosts)
+    chosen = choose_canary(r, opts.canary) if opts.canary is not None else []
+    if opts.canary is not None:
+        targets = chosen
+    for text in warnings:
+        r.progress.note(text, level="warning")
+    started = time.monotonic()
+    planned: list[PlannedScript] | None = [] if r.dry_run else None
+    facts_for_hooks = hook_facts(r, opts, version, targets)
+    await hooks.run(r.bp, hooks.PRE, facts_for_hooks, r.progress, planned=planned)
+
+    record = history.start(version, opts.kind)
+    if len(targets) < len(r.hosts) and opts.canary is None and paused is None:
+        record.hosts = [h.name for h in targets]
+    if opts.canary is not None:
+        record.canary = str(opts.canary) + (": " + ", ".join(h.name for h in chosen) if opts.canary.hosts else "")
+    elif paused is not None:
+        record.canary = paused.describe()
+    tracker = history.Tracker(r.journal, r.inv, r.bp.service, record)
+    if paused is None:
+        await tracker.pending()
+    canary_mode = host_cmds.CANARY_REQUIRE if paused is not None else host_cmds.CANARY_REFUSE
+    state: canary.CanaryState | None = None
+    async with r.pool(opts.concurrency) as pool:
+        try:
+            facts = await r.read_facts(pool, targets, version, lock=r.lock_script(version, opts.break_lock,
+                                                                                    canary=canary_mode))
+        except BaseException as exc:
+            history.finish(record, time.monotonic() - started, exc)
+            await tracker.finished(exc)
+            raise
+        try:  # the cloud lock, taken while the hosts were read
+            if gate is not None:
+                await gate
+        except BaseException as exc:
+            await r.unlock_quietly(pool, None)
+            history.finish(record, time.monotonic() - started, exc)
+            await tracker.finished(exc)
+            raise
+        if paused is not None:
+            await tracker.adopt(paused.deployment)
+        else:
+            await tracker.deploying()
+        try:
+            if opts.kind == ABORT:
+                assert paused is not None
+                await _abort(r, pool, paused, facts)
+                outcome: dict[str, str] = {}
+            else:
+                app_plan = plan(r, opts, version, facts)
+                outcome = await r.converge(pool, app_plan, facts, opts.reboot_accessories, targets)
+        except BaseException as exc:
+            _record_outcome(record, r.outcome)
+            rolled = r.outcome.rolled_back
+            history.finish(record, time.monotonic() - started, exc,
+                           status=history.ROLLED_BACK if rolled else None, reason=rolled)
+            # a promotion that changed hosts ends the canary either way (switched back, or kept)
+            done = paused is not None and opts.kind == PROMOTE and bool(r.outcome.switches)
+            await r.unlock_quietly(pool, record, canary_done=done)
+            await tracker.finished(exc)
+            raise
+        _record_outcome(record, r.outcome)
+        status = history.OK
+        canary_json = None
+        if opts.canary is not None:
+            status = history.PAUSED
+            state = canary.new_state(version, opts.canary, [h.name for h in chosen if opts.canary.hosts],
+                                     opts.roles, opts.hosts, record.by, record.at, app_plan.cookie)
+            state.deployment, state.watch = tracker.id, record.watch
+            canary_json = state.to_json()
+        elif opts.kind == ABORT:
+            status = history.ROLLED_BACK
+        history.finish(record, time.monotonic() - started, status=status,
+                       reason=f"canary aborted by {record.by}" if opts.kind == ABORT else None)
+        await r.unlock(pool, record, canary_json=canary_json, canary_done=paused is not None)
+        await tracker.finished()
+        calls = dict(pool.exec_calls)
+        if isinstance(pool, DryRun):
+            planned = [*(planned or []), *pool.planned]
+    facts_for_hooks["runtime"] = f"{time.monotonic() - started:.1f}"
+    result = RolloutResult(version=version, seconds=time.monotonic() - started, exec_calls=calls,
+                           accessories=outcome, planned=planned or [], switches=list(r.outcome.switches),
+                           reverted=list(r.outcome.reverted), watch=r.outcome.watch, status=status,
+                           canary=state.describe() if state else (paused.describe() if paused else None),
+                           warnings=warnings)
+    await hooks.run(r.bp, hooks.POST, facts_for_hooks, r.progress, planned=result.planned if r.dry_run else None)
+    return result
+
+
+def _record_outcome(record: history.DeployRecord, outcome: AppOutcome) -> None:
+    record.switched = outcome.switched or None
+    record.reverted = outcome.reverted or None
+    if outcome.watch is not None:
+        w = outcome.watch
+        record.watch = f"watched {w.seconds:.0f}s: {w.probes} probes, {len(w.failed)} failed"
+
+
+def describe(result: RolloutResult) -> dict[str, Any]:
+    return {"switches": [s.to_dict() for s in result.switches], "reverted": result.reverted,
+            "watch": result.watch.to_dict() if result.watch else None, "status": result.status,
+            "canary": result.canary}

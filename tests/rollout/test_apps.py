@@ -1,0 +1,109 @@
+"""The apps step's order without hosts: which host switches when, what goes back after a
+refused switch, what the workers do. Hosts are stand-ins that record each script's purpose
+and refuse the switch on the hosts a test names (the scripts themselves run under a real
+/bin/sh in test_commands.py, and on real hosts in tests/e2e/test_progressive.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cloudstack_deploy.errors import OperationFailed
+from cloudstack_deploy.progress import Recorder
+from cloudstack_deploy.rollout import runs
+from cloudstack_deploy.rollout.commands.facts import HostFacts
+from cloudstack_deploy.rollout.deploy import Rollout
+from cloudstack_deploy.rollout.hosts import HostError, Result
+
+from .test_commands import SECRETS
+from .test_strategy import blueprint, inventory
+
+APP = "registry.lab:5000/demo-app"
+
+
+class StandIn:
+    def __init__(self, host: Any, pool: Pool) -> None:
+        self.host = host
+        self.pool = pool
+
+    async def run(self, script: Any, *, what: str = "", check: bool = True, timeout: float = 0,
+                  read_only: bool = False, input: str | None = None) -> Result:
+        self.pool.log.append((self.host.name, what))
+        if what.startswith("switch web v") and self.host.name in self.pool.refuse:
+            raise HostError(self.host.name, f"{what} failed at step proxy-deploy (exit 67)")
+        return Result(0, "fresh\n" if what.startswith("start worker") else "", "")
+
+
+class Pool:
+    def __init__(self, refuse: set[str]) -> None:
+        self.refuse = refuse
+        self.log: list[tuple[str, str]] = []
+
+    async def connect(self, host: Any) -> StandIn:
+        return StandIn(host, self)
+
+
+def ready_facts(r: Rollout, version_before: str) -> dict[str, HostFacts]:
+    out = {}
+    for h in r.inv.hosts:
+        images = {f"{APP}:v2": "sha256:2", r.bp.rollout.proxy_image: "sha256:p"}
+        images.update({r.bp.accessories[a].image: "sha256:a" for a in h.accessories})
+        out[h.name] = HostFacts(docker=True, network=True, images=images, service_label={f"{APP}:v2": "demo"},
+                                proxy="running", running={h.role: [f"demo-{h.role}-{version_before}"]})
+    return out
+
+
+async def deploy(refuse: set[str], *sets: str, continue_on_error: bool = False) -> tuple[Rollout, Pool, Exception]:
+    r = Rollout(blueprint("roles.web.count=3", *sets), inventory(3), SECRETS, Recorder())
+    targets = r.select(roles=("web", "worker"))
+    facts = ready_facts(r, "v1")
+    opts = runs.RolloutOptions(version="v2", continue_on_error=continue_on_error)
+    pool = Pool(refuse)
+    with pytest.raises(OperationFailed) as err:
+        await r.converge(pool, runs.plan(r, opts, "v2", facts), facts, (), targets)  # type: ignore[arg-type]
+    return r, pool, err.value
+
+
+async def test_a_refused_switch_stops_the_batches_and_the_hosts_before_it_go_back() -> None:
+    r, pool, err = await deploy({"demo-web-2"}, "rollout.batch=1")
+    assert "demo-web-2" in str(err)
+    switches = [(h, w) for h, w in pool.log if w.startswith("switch web")]
+    assert switches == [("demo-web-1", "switch web v2"), ("demo-web-2", "switch web v2"),
+                        ("demo-web-1", "switch web back to demo-web-v1")], "web-3 never switches"
+    assert r.outcome.reverted == ["demo-web-1"]
+    assert [(s.host, s.status) for s in r.outcome.switches] == [("demo-web-1", "switched"), ("demo-web-2", "failed")]
+    assert ("demo-worker-1", "remove worker v2") in pool.log, "the new worker goes too"
+    assert not any(w.startswith("stop old") for _, w in pool.log), "nothing old was stopped"
+
+
+async def test_continue_on_error_keeps_the_hosts_that_switched() -> None:
+    r, pool, _ = await deploy({"demo-web-2"}, "rollout.batch=1", continue_on_error=True)
+    assert not any("back to" in w for _, w in pool.log) and r.outcome.reverted == []
+    assert r.outcome.switched == ["demo-web-1"]
+
+
+async def test_without_a_load_balancer_every_host_switches_at_once_and_all_go_back() -> None:
+    r, pool, _ = await deploy({"demo-web-2"})
+    firsts = [h for h, w in pool.log if w == "switch web v2"]
+    assert sorted(firsts) == ["demo-web-1", "demo-web-2", "demo-web-3"]
+    assert sorted(r.outcome.reverted) == ["demo-web-1", "demo-web-3"]
+    assert {s.batch for s in r.outcome.switches} == {1}
+
+
+async def test_a_good_rollout_stops_the_old_containers_only_after_every_switch() -> None:
+    r = Rollout(blueprint("roles.web.count=3", "rollout.batch=2"), inventory(3), SECRETS, Recorder())
+    targets = r.select(roles=("web", "worker"))
+    facts = ready_facts(r, "v1")
+    pool = Pool(set())
+    await r.converge(pool, runs.plan(r, runs.RolloutOptions(version="v2"), "v2", facts), facts, (),  # type: ignore[arg-type]
+                     targets)
+    order = [(h, w) for h, w in pool.log if w.startswith(("switch", "stop old"))]
+    last_switch = max(i for i, (_, w) in enumerate(order) if w.startswith("switch"))
+    first_stop = min(i for i, (_, w) in enumerate(order) if w.startswith("stop old"))
+    assert last_switch < first_stop, order
+    assert sorted((s.host, s.batch, s.batches) for s in r.outcome.switches) == [
+        ("demo-web-1", 1, 2), ("demo-web-2", 1, 2), ("demo-web-3", 2, 2)]
+    assert r.outcome.switches[-1].host == "demo-web-3", "the second batch switches after the first"
+    assert {h for h, w in pool.log if w.startswith("stop old")} == {"demo-web-1", "demo-web-2", "demo-web-3",
+                                                                     "demo-worker-1"}

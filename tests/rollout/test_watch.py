@@ -1,0 +1,167 @@
+"""The watch's verdicts (pure), and the watch itself against a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from cloudstack_deploy.blueprint_schema import PathCheck, Watch
+from cloudstack_deploy.rollout import watch
+
+
+def test_the_health_path_takes_any_2xx_and_paths_their_exact_status() -> None:
+    assert watch.http_probe(1, "GET /up", None, 204).ok
+    assert not watch.http_probe(1, "GET /up", None, 500, "boom").ok
+    assert watch.http_probe(1, "GET /gone", 404, 404).ok
+    bad = watch.http_probe(1, "GET /", 200, 503, "db down\n  retry later")
+    assert not bad.ok and bad.detail == "HTTP 503, expected 200: db down retry later"
+    assert watch.http_probe(1, "GET /", 200, None, error="ClientConnectorError").detail == "ClientConnectorError"
+
+
+def test_containers_must_keep_running_without_restarts() -> None:
+    base = {"a": (0, "running", "t0"), "b": (1, "running", "t1")}
+    same = watch.container_probes(3, "h1", base, base)
+    assert all(p.ok for p in same)
+    now = {"a": (2, "running", "t9"), "b": (1, "exited", "t1"), "c": None}
+    probes = {p.what.split()[1]: p for p in watch.container_probes(3, "h1", base, now)}
+    assert probes["a"].detail == "restarted (restart count 0 -> 2)"
+    assert probes["b"].detail == "is exited (restarted 1 times)"
+    assert probes["c"].detail == "is gone" and "on h1" in probes["c"].what
+
+
+def test_restart_states_are_parsed_from_the_host_lines() -> None:
+    out = watch.parse_states("demo-web-v2|0 running 2024-01-01T00:00:00Z\ndemo-web-v3|\nnoise\n")
+    assert out == {"demo-web-v2": (0, "running", "2024-01-01T00:00:00Z"), "demo-web-v3": None}
+
+
+def test_the_verdict_tolerates_max_failures_and_names_the_first() -> None:
+    v = watch.Verdict(max_failures=1)
+    v.add(watch.Probe(0, "GET /", True))
+    v.add(watch.Probe(2, "GET http://x/ (web)", False, "HTTP 500, expected 200"))
+    assert not v.failed
+    v.add(watch.Probe(4, "GET http://y/ (web)", False, "HTTP 500, expected 200"))
+    assert v.failed and v.probes == 3
+    assert v.reason() == "watch failed after 2s: GET http://x/ (web): HTTP 500, expected 200 (and 1 more failed probe)"
+
+
+@pytest.fixture
+async def app_server() -> AsyncIterator[tuple[str, dict[str, float]]]:
+    """/up always 200; / answers 500 once `degrade_at` (monotonic) passed; remembers headers."""
+    state: dict[str, object] = {"degrade_at": float("inf"), "cookies": [], "hosts": []}
+
+    async def up(request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    async def index(request: web.Request) -> web.Response:
+        state["cookies"].append(request.cookies.get("kamal-rollout"))  # type: ignore[union-attr]
+        state["hosts"].append(request.headers.get("Host"))  # type: ignore[union-attr]
+        if time.monotonic() >= state["degrade_at"]:  # type: ignore[operator]
+            return web.Response(status=500, text="degraded")
+        return web.Response(text="demo v2")
+
+    app = web.Application()
+    app.router.add_get("/up", up)
+    app.router.add_get("/", index)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"127.0.0.1:{port}", state  # type: ignore[misc]
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_good_version_is_watched_for_the_whole_duration(app_server) -> None:
+    address, state = app_server
+    target = watch.Target("web", address, "/up", (PathCheck(path="/"),), host="demo.lab", cookie="csdeploy-x")
+    started = time.monotonic()
+    result = await watch.run(Watch(duration=1.0, interval=0.25, containers=False), lambda: [target], None)
+    assert result.ok and result.reason is None
+    assert 0.9 <= time.monotonic() - started < 3 and result.rounds >= 4 and result.probes == 2 * result.rounds
+    assert set(state["cookies"]) == {"csdeploy-x"} and set(state["hosts"]) == {"demo.lab"}
+
+
+async def test_a_degrading_version_fails_the_watch_early_with_the_reason(app_server) -> None:
+    address, state = app_server
+    state["degrade_at"] = time.monotonic() + 0.5
+    target = watch.Target("web", address, "/up", (PathCheck(path="/"),))
+    started = time.monotonic()
+    result = await watch.run(Watch(duration=30, interval=0.2, containers=False), lambda: [target], None)
+    assert not result.ok and time.monotonic() - started < 5, "a failed watch ends at once"
+    assert result.reason is not None and "HTTP 500, expected 200: degraded" in result.reason
+    assert f"GET http://{address}/ (web)" in result.reason
+
+
+async def test_containers_are_read_every_few_seconds_and_at_the_end(app_server, monkeypatch) -> None:
+    address, _ = app_server
+    monkeypatch.setattr(watch, "CONTAINER_EVERY", 0.5)
+    reads: list[float] = []
+    started = time.monotonic()
+
+    async def states() -> dict[str, dict[str, watch.State | None]]:
+        reads.append(time.monotonic() - started)
+        return {"h1": {"c": (0, "running", "t0")}}
+
+    result = await watch.run(Watch(duration=1.2, interval=0.1), lambda: [watch.Target("web", address, "/up", ())], states)
+    assert result.ok and result.rounds >= 8
+    assert 3 <= len(reads) <= 5, reads     # at 0, ~0.5, ~1.0 and the last round, not every round
+    assert reads[-1] >= 1.0
+
+
+async def test_containers_that_restart_fail_the_watch(app_server, monkeypatch) -> None:
+    address, _ = app_server
+    monkeypatch.setattr(watch, "CONTAINER_EVERY", 0)
+    reads = iter([{"h1": {"c": (0, "running", "t0")}}, {"h1": {"c": (0, "running", "t0")}},
+                  {"h1": {"c": (1, "running", "t5")}}])
+
+    async def states() -> dict[str, dict[str, watch.State | None]]:
+        await asyncio.sleep(0)
+        return next(reads)
+
+    result = await watch.run(Watch(duration=10, interval=0.1), lambda: [watch.Target("web", address, "/up", ())], states)
+    assert not result.ok and result.rounds == 3
+    assert re.fullmatch(r"watch failed after \d+s: container c on h1: restarted \(restart count 0 -> 1\)",
+                        result.reason or ""), result.reason
+
+
+async def test_no_answer_is_a_failed_probe() -> None:
+    target = watch.Target("web", "127.0.0.1:9", "/up", (), timeout=1)
+    result = await watch.run(Watch(duration=5, interval=0.1, containers=False), lambda: [target], None)
+    assert not result.ok and "GET http://127.0.0.1:9/up (web)" in (result.reason or "")
+
+
+async def test_the_watch_probes_hosts_as_they_switch_and_lasts_its_duration_after_the_last(app_server) -> None:
+    address, state = app_server
+    switched: list[watch.Target] = []
+    switching = asyncio.Event()
+    spec = Watch(duration=0.6, interval=0.1, containers=False, health=False, paths=(PathCheck(path="/"),))
+    task = asyncio.ensure_future(watch.run(spec, lambda: list(switched), None, switching=switching))
+    await asyncio.sleep(0.35)
+    assert state["hosts"] == [], "nothing switched yet: nothing probed"
+    switched.append(watch.Target("web", address, "/up", spec.paths, host="h1"))
+    await asyncio.sleep(0.35)
+    assert not task.done(), "the clock starts with the last switch"
+    settled = time.monotonic()
+    switching.set()
+    result = await task
+    assert result.ok and 0.55 <= time.monotonic() - settled < 1.5
+    assert set(state["hosts"]) == {"h1"} and result.probes == len(state["hosts"])
+
+
+async def test_a_stopped_watch_ends_at_once(app_server) -> None:
+    address, _ = app_server
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(watch.run(Watch(duration=30, interval=5, containers=False),
+                                           lambda: [watch.Target("web", address, "/up", ())], None, stop=stop))
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    assert time.monotonic() - started < 1
