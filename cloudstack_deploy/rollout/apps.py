@@ -107,6 +107,7 @@ class Apps:
         self.switching = asyncio.Event()              # set when every batch switched (or stopped)
         self.stop_watch = asyncio.Event()             # the rollout failed otherwise: the watch ends unjudged
         self.halted = False                           # the watch failed while batches were still to come
+        self.fresh_switching: set[str] = set()        # proxy roles whose hosts that served nothing are switching
 
     @property
     def version(self) -> str:
@@ -151,13 +152,22 @@ class Apps:
         self.r.emit(res, "switch", "done", detail)
 
     async def proxy_role(self, role: Role) -> None:
-        groups = strategy.batches(self.plan.switch[role.name], self.plan.batch.get(role.name, 1))
+        size = self.plan.batch.get(role.name, 1)
+        if self.plan.split is None:  # hosts serving nothing yet first, all at once; the watch waits for them
+            groups, fresh = strategy.switch_groups(self.plan.switch[role.name], self.plan.previous, size)
+        else:
+            groups, fresh = strategy.batches(self.plan.switch[role.name], size), False
         for n, group in enumerate(groups, start=1):
             if self.halted:  # the watch failed: no more hosts take the new version
                 for h in group:
                     self.r.emit(f"{role.name} {h.name}", "switch", "skipped", "the watch failed")
                 return
-            await _gather_all([self.switch(role, h, n, len(groups)) for h in group])
+            if n == 1 and fresh:
+                self.fresh_switching.add(role.name)
+            try:
+                await _gather_all([self.switch(role, h, n, len(groups)) for h in group])
+            finally:
+                self.fresh_switching.discard(role.name)
 
     # ---- 2. the watch ---------------------------------------------------------------------------
     def _judged(self) -> list[tuple[Role, Host]]:
@@ -189,7 +199,7 @@ class Apps:
             if role.proxy is None or any(t.role == role_name for t in out):
                 continue
             hosts = [h for r, h in self._judged() if r.name == role_name]
-            if not hosts:  # nothing of this role switched yet
+            if not hosts or role_name in self.fresh_switching:  # nothing switched yet, or hosts still 404
                 continue
             for address in strategy.watch_targets(self.r.inv, role_name, hosts):
                 out.append(watching.Target(role_name, address, role.proxy.healthcheck.path, spec.paths,

@@ -5,7 +5,8 @@ Pure decisions, tested without hosts: the rollout (`apps.py`) asks these and doe
 - Batches: a proxy role switches `rollout.batch` hosts at a time; unset, one at a time when
   the role is behind a load balancer (the pool never loses more than one member's capacity),
   all at once otherwise (each host has its own address: nothing is shared to protect).
-  Non-proxy roles keep their default of one host at a time.
+  Non-proxy roles keep their default of one host at a time. Hosts that serve nothing yet (a
+  first deploy, a new VM) go first, all at once: there is no capacity of theirs to keep.
 - Canary: ``--canary N`` switches the first N hosts of each proxy role (index order, so a
   canary is always the same, predictable hosts); ``--canary P%`` splits every host's traffic
   with kamal-proxy's rollout. Either must leave part of the pool on the current version.
@@ -16,7 +17,7 @@ Pure decisions, tested without hosts: the rollout (`apps.py`) asks these and doe
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..blueprint_schema import Blueprint
@@ -69,6 +70,14 @@ def batches(hosts: Sequence[Host], size: int) -> list[list[Host]]:
     """``hosts`` in order, cut into groups of ``size`` (the last may be smaller)."""
     size = max(1, size)
     return [list(hosts[i:i + size]) for i in range(0, len(hosts), size)]
+
+
+def switch_groups(hosts: Sequence[Host], previous: Mapping[str, str | None], size: int) -> tuple[list[list[Host]], bool]:
+    """A proxy role's switches in order: the hosts that serve nothing yet (``previous`` None)
+    together first, then the others ``size`` at a time; and whether the first group is those."""
+    fresh = [h for h in hosts if previous.get(h.name) is None]
+    serving = [h for h in hosts if previous.get(h.name) is not None]
+    return ([fresh] if fresh else []) + batches(serving, size), bool(fresh)
 
 
 def canary_hosts(role: str, hosts: Sequence[Host], spec: CanarySpec) -> list[Host]:

@@ -1,9 +1,10 @@
 """How versions reach three web hosts, on the lab, as a user drives it (environment e2e-prog).
 
-The blueprint (tests/e2e/blueprints/progressive.yml): web x3 behind kamal-proxy, a worker,
-`rollout.batch: 1` and a 12 s watch of /up and /. Each step relies on the ones before it.
+The blueprint (tests/e2e/blueprints/progressive.yml): web x3, each with its kamal-proxy, behind
+one CloudStack load-balanced address; a worker; `rollout.batch: 1` and a 12 s watch of /up and
+/. Each step relies on the ones before it.
 
-  a. create-env v1: every web host serves v1
+  a. create-env v1: the balanced address reaches every web host, each serving v1
   b. `degrading` under load: the watch fails, every host switches back by itself, v1 serves,
      the history (host and store) says rolled_back with the reason; failed requests only
      between the first switch and the last switch back (counted and recorded)
@@ -12,14 +13,18 @@ The blueprint (tests/e2e/blueprints/progressive.yml): web x3 behind kamal-proxy,
      history); the post_deploy hook gets the deploy's facts
   e. canary v1 on one host, then --promote under load: 0 failed, v1 everywhere
   f. canary 50%: kamal-proxy splits by cookie on every host; --abort: one version again
-  g. HTTPS with a certificate from the lab CA: `curl --cacert` verifies it on every host
+  g. HTTPS through the load balancer with a certificate from the lab CA: `curl --cacert`
+     verifies it, answered by every host
   h. bad input (a canary as large as the pool, a watch path that is not a path, a certificate
      that does not match its key) is exit 2, a failing pre_deploy hook exit 1; nothing on the
      hosts changed
 
-Load: two threads per web host, each GET a new connection (urllib, no keep-alive) to the
-host's own address (the load balancer's address once the role has one). The lab may run
-without a load balancer: the hosts are then each their own entry point.
+Which host answered is told by the demo's `host:` line (the app container's host name),
+matched against the app containers `docker ps` lists on each VM over SSH; the load balancer
+spreads connections round-robin, so a few requests per host reach every one of them.
+
+Load: six threads, each GET on a new connection (urllib, no keep-alive) to the balanced
+address.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import REPO, Lab, environment, page_version, ssh
+from .conftest import REPO, Lab, environment, page_host, page_version, ssh
 
 ENV = "e2e-prog"
 BLUEPRINT = str(REPO / "tests" / "e2e" / "blueprints" / "progressive.yml")
@@ -62,21 +67,37 @@ class Story:
         return sorted((h for h in self.inventory["hosts"] if h["role"] == "web"), key=lambda h: h["index"])
 
     @property
-    def urls(self) -> list[str]:
-        return [f"http://{h['public_ip']}/" for h in self.webs]
+    def balanced_ip(self) -> str:
+        [lb] = self.inventory["load_balancers"]
+        return str(lb["public_ip"])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.balanced_ip}/"
+
+    def app_containers(self) -> dict[str, str]:
+        """Running app container id (12 hex digits: its host name) -> the web VM it runs on."""
+        out = {}
+        for h in self.webs:
+            code, stdout, stderr = ssh(self.lab, ENV, h["name"], "docker ps --filter label=role=web --format '{{.ID}}'")
+            assert code == 0, f"docker ps on {h['name']}: {stderr}"
+            out.update({cid: h["name"] for cid in stdout.split()})
+        return out
 
     def versions(self, *, tries: int = 6, cookie: str | None = None) -> dict[str, set[str | None]]:
-        """Host name -> the versions its address answered with over ``tries`` requests."""
-        out: dict[str, set[str | None]] = {}
-        for h, url in zip(self.webs, self.urls, strict=True):
-            seen = set()
-            for i in range(tries):
-                req = urllib.request.Request(url)
-                if cookie is not None:
-                    req.add_header("Cookie", f"kamal-rollout={cookie}-{i}-{secrets.token_hex(3)}")
-                with _DIRECT.open(req, timeout=10) as resp:
-                    seen.add(page_version(resp.read().decode()))
-            out[h["name"]] = seen
+        """Web host name -> the versions it answered with, over ``tries`` requests per host
+        through the balanced address (a host the load balancer never reached: an empty set)."""
+        by_vm = self.app_containers()
+        out: dict[str, set[str | None]] = {h["name"]: set() for h in self.webs}
+        for i in range(tries * len(self.webs)):
+            req = urllib.request.Request(self.url)
+            if cookie is not None:
+                req.add_header("Cookie", f"kamal-rollout={cookie}-{i}-{secrets.token_hex(3)}")
+            with _DIRECT.open(req, timeout=10) as resp:
+                body = resp.read().decode()
+            host = page_host(body) or "?"
+            assert host in by_vm, f"answered by container {host}, on none of the web VMs {by_vm}"
+            out[by_vm[host]].add(page_version(body))
         return out
 
 
@@ -90,12 +111,12 @@ class HostsLoad:
     """GET every URL continuously (two threads each, a new connection per request); each
     answer is kept with its wall-clock time, so failures can be placed in a deploy's events."""
 
-    def __init__(self, urls: list[str]) -> None:
-        self.urls = urls
+    def __init__(self, url: str, threads: int = 6) -> None:
+        self.url = url
         self.answers: list[tuple[float, str, str]] = []   # (time, url, "v1" | "HTTP 500" | "error ...")
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._work, args=(u,), daemon=True) for u in urls for _ in range(2)]
+        self._threads = [threading.Thread(target=self._work, args=(url,), daemon=True) for _ in range(threads)]
 
     def _work(self, url: str) -> None:
         while not self._stop.is_set():
@@ -130,11 +151,11 @@ class HostsLoad:
 
     def summary(self) -> str:
         counts = Counter(a[2] for a in self.answers)
-        return f"{len(self.answers)} requests to {len(self.urls)} hosts: {dict(counts)}"
+        return f"{len(self.answers)} requests to {self.url}: {dict(counts)}"
 
 
 def under_load(story: Story, *args: str, check: bool = True, after: float = 1.0) -> tuple[Any, HostsLoad]:
-    with HostsLoad(story.urls) as load:
+    with HostsLoad(story.url) as load:
         load.wait_for(60)
         assert not load.failures, "the app fails before the command: " + load.summary()
         run = story.lab.csdeploy(*args, check=check, timeout=600)
@@ -188,6 +209,8 @@ def test_a_create_env_serves_v1_on_three_web_hosts(story: Story) -> None:
                              timeout=900)
     story.inventory = story.lab.inventory(ENV)
     assert [h["name"] for h in story.webs] == [f"{ENV}-web-1", f"{ENV}-web-2", f"{ENV}-web-3"], run.explain()
+    [lb] = story.inventory["load_balancers"]
+    assert lb["members"] == [h["name"] for h in story.webs] and f"app: {story.url}" in run.stdout, run.explain()
     assert story.versions() == {h["name"]: {"v1"} for h in story.webs}
     assert "switches, in order" in run.stdout, run.explain()
     story.lab.record("progressive", create_env_seconds=round(run.seconds, 1))
@@ -307,14 +330,18 @@ def test_g_https_with_the_lab_cas_certificate_verifies_on_every_host(story: Stor
     run = story.lab.csdeploy("deploy", BLUEPRINT, "--env", ENV, "--version", "v2", *TLS_SETS, "--json")
     assert run.json()["watch"]["ok"], run.explain()
     ca = story.lab.home / "lab" / "ca" / "ca.crt"
-    for h in story.webs:
+    by_vm, answered = story.app_containers(), Counter()
+    for _ in range(4 * len(story.webs)):  # through the load balancer's 443 rule, verified against the lab CA
         curl = subprocess.run(["curl", "-sS", "--noproxy", "*", "--cacert", str(ca), "--resolve",
-                               f"demo.lab:443:{h['public_ip']}", "https://demo.lab/"],
+                               f"demo.lab:443:{story.balanced_ip}", "https://demo.lab/"],
                               capture_output=True, text=True, timeout=30)
-        assert curl.returncode == 0 and page_version(curl.stdout) == "v2", f"{h['name']}: {curl.stderr}"
+        assert curl.returncode == 0 and page_version(curl.stdout) == "v2", curl.stderr
+        answered[by_vm.get(page_host(curl.stdout) or "?", "an unknown container")] += 1
+    assert set(answered) == {h["name"] for h in story.webs}, f"HTTPS answered by {dict(answered)}"
+    for h in story.webs:
         code, out, _ = ssh(story.lab, ENV, h["name"], "stat -c '%a' .csdeploy/proxy/apps-config/demo-web/tls/key.pem")
         assert out.strip() == "600", f"{h['name']}: the key file is {out.strip()}"
-    plain = http.client.HTTPConnection(story.webs[0]["public_ip"], 80, timeout=10)
+    plain = http.client.HTTPConnection(story.balanced_ip, 80, timeout=10)
     plain.request("GET", "/", headers={"Host": "demo.lab"})
     answer = plain.getresponse()
     assert answer.status == 301 and answer.getheader("Location") == "https://demo.lab/", \

@@ -53,6 +53,19 @@ def test_rollout_batch_applies_to_proxy_roles_too() -> None:
     assert [[h.index for h in b] for b in strategy.batches(web_hosts(5), 2)] == [[1, 2], [3, 4], [5]]
 
 
+def test_hosts_that_serve_nothing_yet_switch_first_and_together() -> None:
+    hosts = web_hosts(4)
+    first_deploy = {h.name: None for h in hosts}
+    groups, fresh = strategy.switch_groups(hosts, first_deploy, 1)
+    assert fresh and [[h.index for h in g] for g in groups] == [[1, 2, 3, 4]], "no capacity to keep: one batch"
+    scaled = {"demo-web-1": "demo-web-v1", "demo-web-2": "demo-web-v1", "demo-web-3": None, "demo-web-4": None}
+    groups, fresh = strategy.switch_groups(hosts, scaled, 1)
+    assert fresh and [[h.index for h in g] for g in groups] == [[3, 4], [1], [2]]
+    serving = {h.name: "demo-web-v1" for h in hosts}
+    groups, fresh = strategy.switch_groups(hosts, serving, 2)
+    assert not fresh and [[h.index for h in g] for g in groups] == [[1, 2], [3, 4]]
+
+
 def test_workers_keep_one_at_a_time_by_default() -> None:
     assert strategy.batch_size(blueprint(), inventory(3), "worker", 4) == 1
 
