@@ -62,6 +62,7 @@ class AppPlan:
     continue_on_error: bool = False
     workers: bool = True
     reboot_proxy: set[str] = field(default_factory=set)   # hosts whose proxy lacks the certificates' mount
+    unlike: set[str] = field(default_factory=set)         # hosts serving nothing yet, or not as the new version (TLS)
 
 
 @dataclass
@@ -153,8 +154,8 @@ class Apps:
 
     async def proxy_role(self, role: Role) -> None:
         size = self.plan.batch.get(role.name, 1)
-        if self.plan.split is None:  # hosts serving nothing yet first, all at once; the watch waits for them
-            groups, fresh = strategy.switch_groups(self.plan.switch[role.name], self.plan.previous, size)
+        if self.plan.split is None:  # hosts serving nothing yet (or not so) first, all at once; the watch waits
+            groups, fresh = strategy.switch_groups(self.plan.switch[role.name], self.plan.unlike, size)
         else:
             groups, fresh = strategy.batches(self.plan.switch[role.name], size), False
         for n, group in enumerate(groups, start=1):

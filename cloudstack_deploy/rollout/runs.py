@@ -104,12 +104,17 @@ def plan(r: Rollout, opts: RolloutOptions, version: str, facts: dict[str, HostFa
     already: dict[str, list[Host]] = {}
     previous: dict[str, str | None] = {}
     batch: dict[str, int] = {}
+    unlike: set[str] = set()   # hosts serving nothing yet, or not as the new version will (TLS)
     paused = opts.paused
     for name in _proxy_roles(r):
         hosts = r.role_hosts(name)
         new = container_name(r.bp.service, name, version)
+        proxy = r.bp.roles[name].proxy
+        tls = bool(proxy is not None and proxy.ssl)
         for h in hosts:
-            previous[h.name] = strategy.previous_container(facts[h.name].running.get(name, []), new)
+            previous[h.name] = before = strategy.previous_container(facts[h.name].running.get(name, []), new)
+            if before is None or (before in facts[h.name].tls) != tls:
+                unlike.add(h.name)
         if paused is not None and paused.mode == "hosts":
             already[name] = [h for h in hosts if h.name in paused.hosts]
         switch[name] = [h for h in hosts if h not in already.get(name, [])]
@@ -129,7 +134,7 @@ def plan(r: Rollout, opts: RolloutOptions, version: str, facts: dict[str, HostFa
     return AppPlan(version=version, switch=switch, batch=batch, previous=previous, already=already,
                    commit=spec is None, split=split, stop_split=promoting_split, watch=watch,
                    cookie=split[1] if split else None, continue_on_error=opts.continue_on_error,
-                   workers=spec is None, reboot_proxy=reboot)
+                   workers=spec is None, reboot_proxy=reboot, unlike=unlike)
 
 
 async def _abort(r: Rollout, pool: Hosts, paused: canary.CanaryState, facts: dict[str, HostFacts]) -> None:

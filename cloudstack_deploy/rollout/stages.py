@@ -28,6 +28,7 @@ from .contract import (
 IMAGE_LABEL_EXIT = 65
 ACCESSORY_MARK = "accessory|"
 CONFIG_LABEL = facts.CONFIG_LABEL
+TLS_LABEL = facts.TLS_LABEL
 
 
 # ---- prepare: Docker, registry, network, pulls, proxy (only what the host's facts lack) -----
@@ -118,10 +119,14 @@ def _app_start(bp: Blueprint, env: str, role: Role, version: str, app_env: Conta
     name = container_name(bp.service, role.name, version)
     hc = role.healthcheck
 
+    # which hosts serve HTTPS is read back from this label: a switch that turns TLS on or off
+    # takes the role's hosts together (served behind one balancer, they must agree)
+    tls_label = {TLS_LABEL: "true"} if role.proxy is not None and role.proxy.ssl else {}
+
     def run_argv(extra_labels: dict[str, str]) -> list[str | Var]:
         return list(d.run(name=name, image=image_ref(bp.image, version), env=app_env.clear,
                           env_file=h.env_file(bp.service, role.name),
-                          labels={**labels(bp.service, env, role.name, version), **extra_labels},
+                          labels={**labels(bp.service, env, role.name, version), **tls_label, **extra_labels},
                           cmd=role.cmd, health_cmd=hc.cmd if hc else None,
                           health_interval=hc.interval if hc else None))
 

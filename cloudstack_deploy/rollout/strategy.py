@@ -17,7 +17,7 @@ Pure decisions, tested without hosts: the rollout (`apps.py`) asks these and doe
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from ..blueprint_schema import Blueprint
@@ -72,12 +72,15 @@ def batches(hosts: Sequence[Host], size: int) -> list[list[Host]]:
     return [list(hosts[i:i + size]) for i in range(0, len(hosts), size)]
 
 
-def switch_groups(hosts: Sequence[Host], previous: Mapping[str, str | None], size: int) -> tuple[list[list[Host]], bool]:
-    """A proxy role's switches in order: the hosts that serve nothing yet (``previous`` None)
-    together first, then the others ``size`` at a time; and whether the first group is those."""
-    fresh = [h for h in hosts if previous.get(h.name) is None]
-    serving = [h for h in hosts if previous.get(h.name) is not None]
-    return ([fresh] if fresh else []) + batches(serving, size), bool(fresh)
+def switch_groups(hosts: Sequence[Host], unlike: Collection[str], size: int) -> tuple[list[list[Host]], bool]:
+    """A proxy role's switches in order: the hosts in ``unlike`` (serving nothing yet, or not
+    the way the new version will: TLS turned on or off) together first, then the others
+    ``size`` at a time; and whether the first group is those. Behind one load balancer a
+    probe lands on any host: while some serve HTTPS and others do not, half the requests
+    fail whatever the batch, so that change is made everywhere at once."""
+    first = [h for h in hosts if h.name in unlike]
+    rest = [h for h in hosts if h.name not in unlike]
+    return ([first] if first else []) + batches(rest, size), bool(first)
 
 
 def canary_hosts(role: str, hosts: Sequence[Host], spec: CanarySpec) -> list[Host]:

@@ -329,6 +329,8 @@ def test_g_https_with_the_lab_cas_certificate_verifies_on_every_host(story: Stor
     story.lab.csdeploy("lab", "cert", "demo.lab")
     run = story.lab.csdeploy("deploy", BLUEPRINT, "--env", ENV, "--version", "v2", *TLS_SETS, "--json")
     assert run.json()["watch"]["ok"], run.explain()
+    batches = {(s["batch"], s["batches"]) for s in run.json()["switches"]}
+    assert batches == {(1, 1)}, f"turning TLS on behind one balancer is one batch, not {batches}"
     ca = story.lab.home / "lab" / "ca" / "ca.crt"
     by_vm, answered = story.app_containers(), Counter()
     for _ in range(4 * len(story.webs)):  # through the load balancer's 443 rule, verified against the lab CA

@@ -111,7 +111,7 @@ def test_facts_parse_what_docker_prints() -> None:
         "container|/demo-redis|running|c0ffee",
         "container|/demo-web-v3|exited|be5ef00d",
         "container|/kamal-proxy|running|<no value>|/home/kamal-proxy/.config/kamal-proxy /home/kamal-proxy/.apps-config ",
-        "running|web|demo-web-v2", "running|web|demo-web-v1",
+        "running|web|demo-web-v2|true", "running|web|demo-web-v1|",
         "mount|/data/db|ok",
     ])
     f = facts.parse(out, accessories=["demo-redis"])
@@ -122,6 +122,7 @@ def test_facts_parse_what_docker_prints() -> None:
     assert f.containers == {"demo-web-v3": ("exited", "be5ef00d")} and f.proxy == "running"
     assert f.proxy_mounts == ("/home/kamal-proxy/.config/kamal-proxy", "/home/kamal-proxy/.apps-config")
     assert f.running == {"web": ["demo-web-v2", "demo-web-v1"]}, "what a switch back returns to, newest first"
+    assert f.tls == {"demo-web-v2"}, "served over HTTPS (its tls label)"
     assert not facts.parse("").docker, "no answer: nothing is assumed"
 
 

@@ -55,14 +55,11 @@ def test_rollout_batch_applies_to_proxy_roles_too() -> None:
 
 def test_hosts_that_serve_nothing_yet_switch_first_and_together() -> None:
     hosts = web_hosts(4)
-    first_deploy = {h.name: None for h in hosts}
-    groups, fresh = strategy.switch_groups(hosts, first_deploy, 1)
+    groups, fresh = strategy.switch_groups(hosts, {h.name for h in hosts}, 1)
     assert fresh and [[h.index for h in g] for g in groups] == [[1, 2, 3, 4]], "no capacity to keep: one batch"
-    scaled = {"demo-web-1": "demo-web-v1", "demo-web-2": "demo-web-v1", "demo-web-3": None, "demo-web-4": None}
-    groups, fresh = strategy.switch_groups(hosts, scaled, 1)
+    groups, fresh = strategy.switch_groups(hosts, {"demo-web-3", "demo-web-4"}, 1)
     assert fresh and [[h.index for h in g] for g in groups] == [[3, 4], [1], [2]]
-    serving = {h.name: "demo-web-v1" for h in hosts}
-    groups, fresh = strategy.switch_groups(hosts, serving, 2)
+    groups, fresh = strategy.switch_groups(hosts, set(), 2)
     assert not fresh and [[h.index for h in g] for g in groups] == [[1, 2], [3, 4]]
 
 
@@ -133,6 +130,21 @@ def test_a_deploy_plan_switches_every_web_host_and_remembers_what_each_served() 
     assert plan.batch == {"web": 1} and plan.commit and plan.workers and plan.split is None
     assert plan.previous == {"demo-web-1": "demo-web-v1", "demo-web-2": "demo-web-v1", "demo-web-3": None}
     assert plan.watch is not None and plan.watch.duration == 10
+
+
+def test_turning_tls_on_or_off_switches_the_hosts_that_differ_together() -> None:
+    facts = _facts({h: ["demo-web-v1"] for h in ("demo-web-1", "demo-web-2", "demo-web-3")})
+    tls = Rollout(blueprint("roles.web.proxy.host=demo.lab", "roles.web.proxy.ssl=true"), inventory(3, lb=True),
+                  SECRETS, Recorder())
+    tls.select()
+    plan = runs.plan(tls, runs.RolloutOptions(version="v2"), "v2", facts)
+    assert plan.unlike == {"demo-web-1", "demo-web-2", "demo-web-3"}, "v1 was served over plain HTTP"
+    facts["demo-web-2"].tls.add("demo-web-v1")
+    plan = runs.plan(tls, runs.RolloutOptions(version="v2"), "v2", facts)
+    assert plan.unlike == {"demo-web-1", "demo-web-3"}, "demo-web-2 serves HTTPS already: it keeps its batch"
+    plain = Rollout(blueprint(), inventory(3, lb=True), SECRETS, Recorder())
+    plain.select()
+    assert runs.plan(plain, runs.RolloutOptions(version="v2"), "v2", facts).unlike == {"demo-web-2"}, "TLS off"
 
 
 def test_a_host_canary_narrows_the_run_to_its_hosts_and_never_commits() -> None:

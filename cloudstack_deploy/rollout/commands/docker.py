@@ -42,6 +42,11 @@ def label_format(label: str) -> str:
     return f'{{{{index .Config.Labels "{label}"}}}}'
 
 
+def ps_label(label: str) -> str:
+    """`docker ps --format` of one label's value (empty when the container has none)."""
+    return f'{{{{.Label "{label}"}}}}'
+
+
 def label_filters(labels: Mapping[str, str]) -> list[str]:
     """``--filter label=k=v`` for each label: how csdeploy finds its containers."""
     out: list[str] = []

@@ -17,6 +17,7 @@ from .script import Cond, Pipe, Script, Var, q, succeeds
 
 SEP = "|"
 CONFIG_LABEL = "csdeploy.config"   # a container's configuration hash (accessories and app versions)
+TLS_LABEL = "csdeploy.tls"         # "true" on a proxy role's container served over HTTPS
 
 
 @dataclass
@@ -30,6 +31,7 @@ class HostFacts:
     containers: dict[str, tuple[str, str]] = field(default_factory=dict)   # name -> (state, config hash)
     mounts: dict[str, bool] = field(default_factory=dict)  # mount point -> mounted
     running: dict[str, list[str]] = field(default_factory=dict)  # app role -> its running containers, newest first
+    tls: set[str] = field(default_factory=set)             # running app containers served over HTTPS
     proxy_mounts: tuple[str, ...] = ()                     # kamal-proxy's mount points
 
     def has_image(self, ref: str) -> bool:
@@ -59,7 +61,8 @@ def script(*, images: Sequence[str], accessories: Sequence[str], containers: Seq
     fmt = "container" + SEP + "{{.Name}}" + SEP + d.STATE + SEP + d.label_format(CONFIG_LABEL) + SEP + p.MOUNTS
     s.run(["docker", "inspect", "--type", "container", "--format", fmt, *names], may_fail=True)
     for role, labels in (roles or {}).items():
-        s.run(d.ps_names(labels, fmt="running" + SEP + role + SEP + d.NAMES), may_fail=True)
+        s.run(d.ps_names(labels, fmt="running" + SEP + role + SEP + d.NAMES + SEP + d.ps_label(TLS_LABEL)),
+              may_fail=True)
     for mount in mounts:
         with s.when(succeeds(["mountpoint", "-q", mount])):
             s.emit("mount", SEP, mount, SEP, "ok")
@@ -94,8 +97,10 @@ def parse(stdout: str, *, accessories: Sequence[str] = (), proxy: str = p.CONTAI
                 f.accessories[name] = (config, state)
             else:
                 f.containers[name] = (state, config)
-        elif kind == "running" and len(parts) == 2:
+        elif kind == "running" and len(parts) >= 2:
             f.running.setdefault(parts[0], []).append(parts[1].strip())
+            if len(parts) > 2 and parts[2].strip() == "true":
+                f.tls.add(parts[1].strip())
         elif kind == "mount" and len(parts) == 2:
             f.mounts[parts[0]] = True
     return f
