@@ -162,7 +162,7 @@ class Cloud:
         self._post: AIOCloudStack | None = None
         self._on_call = on_call
         self._watcher: _JobWatcher | None = None
-        self._capabilities: dict[str, Any] | None = None
+        self._capabilities: asyncio.Task[dict[str, Any]] | None = None
 
     async def __aenter__(self) -> Cloud:
         kw: dict[str, Any] = dict(endpoint=self.config.endpoint, key=self.config.key, secret=self.config.secret,
@@ -255,13 +255,19 @@ class Cloud:
 
     # ---- conveniences --------------------------------------------------------------------
     async def capabilities(self) -> dict[str, Any]:
-        """listCapabilities for this caller, read once per session; {} if the cloud will not say."""
+        """listCapabilities for this caller, read once per session, however many callers ask at
+        once (a teardown of 200 VMs asks 200 times together); {} if the cloud will not say."""
         if self._capabilities is None:
-            try:
-                self._capabilities = (await self.request("listCapabilities")).get("capability") or {}
-            except CloudError:
-                self._capabilities = {}
-        return self._capabilities
+            async def read() -> dict[str, Any]:
+                try:
+                    return (await self.request("listCapabilities")).get("capability") or {}
+                except CloudError:
+                    return {}
+            self._capabilities = asyncio.ensure_future(read())
+        elif self._capabilities.done() and (self._capabilities.cancelled() or self._capabilities.exception()):
+            self._capabilities = None  # not an answer (the session was closing): ask again
+            return await self.capabilities()
+        return await asyncio.shield(self._capabilities)
 
     async def destroy_vm(self, vm_id: str) -> bool:
         """Destroy a VM and expunge it; False if this account may only destroy it (CloudStack

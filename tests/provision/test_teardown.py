@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,10 +163,25 @@ async def test_an_account_the_cloud_says_may_not_expunge_never_asks_to(home: Pat
     await create("demo")
     calls: list[str] = []
     async with cloud_session() as cloud:
-        cloud._capabilities = {"allowuserexpungerecovervm": False}
+        async def user_account() -> dict[str, Any]:
+            return {"allowuserexpungerecovervm": False}
+
+        cloud.capabilities = user_account  # type: ignore[method-assign]
         cloud._on_call = calls.append
         with pytest.raises(OperationFailed) as err:
             await teardown_env(cloud, "demo", Recorder())
     assert calls.count("destroyVirtualMachine") == 3
     assert {v["state"] for v in cloud_view.vms()} == {"Destroyed"}
     assert "this account may not expunge" in str(err.value)
+
+
+async def test_the_capabilities_are_read_once_however_many_vms_ask(home: Path, cloud_view: CloudView) -> None:
+    """Every VM's destroy asks whether to expunge; the VMs go together, so they ask at once:
+    one listCapabilities per session, not one per VM (a 200-VM teardown made 200)."""
+    await create("demo")
+    calls: list[str] = []
+    async with cloud_session() as cloud:
+        cloud._on_call = calls.append
+        await teardown_env(cloud, "demo", Recorder())
+    assert calls.count("destroyVirtualMachine") == 3 and calls.count("listCapabilities") == 1, calls
+    assert_clean(cloud_view)
