@@ -1,4 +1,5 @@
-"""Fleet size: create-env --skip-rollout and teardown of 1, 50 and 200 VMs on the simulator.
+"""Fleet size: create-env --skip-rollout and teardown of 1, 50 and 200 VMs on the simulator,
+sizes alternating within each round, medians over the rounds (one run swings by 10%).
 
 The simulator (memory backend, its own process, limits lifted) makes every VM take L seconds
 to boot and every job 0.2 s, so wall/L shows how far from "as fast as one VM" a size is. The
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,7 +60,7 @@ def _calls(stderr: str) -> Counter[str]:
     return calls
 
 
-def run(sizes: tuple[int, ...], boot: float, state: bool) -> dict[str, Any]:
+def run(sizes: tuple[int, ...], boot: float, state: bool, rounds: int = 3) -> dict[str, Any]:
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="csdeploy-bench-fleet-") as tmp:
         sim_argv = [*CLI, "lab", "simulator", "--port", str(port), "--api-key", KEY, "--secret-key", SECRET,
@@ -75,29 +77,39 @@ def run(sizes: tuple[int, ...], boot: float, state: bool) -> dict[str, Any]:
             env = {**os.environ, "CSDEPLOY_HOME": str(Path(tmp) / "home"),
                    "CLOUDSTACK_ENDPOINT": f"http://127.0.0.1:{port}/client/api", "CLOUDSTACK_KEY": KEY,
                    "CLOUDSTACK_SECRET": SECRET, "CLOUDSTACK_POLL_INTERVAL": "0.25"}
-            rows = {}
-            for n in sizes:
-                name = f"fleet{n}"
-                create = [*CLI, "-v", "--log-format", "json", "create-env", str(ROOT / "blueprints" / "minimal.yml"),
-                          "--env", name, "--skip-rollout", "--progress", "plain", "--set", f"roles.web.count={n}",
-                          "--max-ssh", "200"]
-                c_wall, c_rss, _, c_err = _timed(create, env)
-                teardown = [*CLI, "-v", "--log-format", "json", "teardown", "--env", name, "--yes", "--progress", "plain"]
-                t_wall, t_rss, _, t_err = _timed(teardown, env)
-                c_calls, t_calls = _calls(c_err), _calls(t_err)
-                rows[str(n)] = {
-                    "create_s": round(c_wall, 2), "create_wall_over_boot": round(c_wall / boot, 2),
-                    "teardown_s": round(t_wall, 2),
-                    "create_calls_per_vm": round(sum(v for k, v in c_calls.items() if k not in POLLS) / n, 2),
-                    "create_job_polls": sum(c_calls[k] for k in POLLS),
-                    "teardown_calls_per_vm": round(sum(v for k, v in t_calls.items() if k not in POLLS) / n, 2),
-                    "teardown_job_polls": sum(t_calls[k] for k in POLLS),
-                    "peak_rss_mb": round(max(c_rss, t_rss) / 1024, 1),
-                    "create_calls": dict(c_calls.most_common()),
-                }
-                print(f"{n:>4} VMs: create {c_wall:6.2f}s ({c_wall / boot:.1f} L), teardown {t_wall:6.2f}s, "
-                      f"{rows[str(n)]['create_calls_per_vm']} calls/VM + {rows[str(n)]['create_job_polls']} polls, "
-                      f"peak RSS {rows[str(n)]['peak_rss_mb']} MB", flush=True)
+            rows: dict[str, dict[str, Any]] = {}
+            walls: dict[str, tuple[list[float], list[float]]] = {str(n): ([], []) for n in sizes}
+            for r in range(rounds):  # sizes alternate within a round; medians over the rounds
+                for n in sizes:
+                    name = f"fleet{n}r{r}"
+                    create = [*CLI, "-v", "--log-format", "json", "create-env",
+                              str(ROOT / "blueprints" / "minimal.yml"), "--env", name, "--skip-rollout",
+                              "--progress", "plain", "--set", f"roles.web.count={n}", "--max-ssh", "200"]
+                    c_wall, c_rss, _, c_err = _timed(create, env)
+                    teardown = [*CLI, "-v", "--log-format", "json", "teardown", "--env", name, "--yes",
+                                "--progress", "plain"]
+                    t_wall, t_rss, _, t_err = _timed(teardown, env)
+                    walls[str(n)][0].append(c_wall)
+                    walls[str(n)][1].append(t_wall)
+                    c_calls, t_calls = _calls(c_err), _calls(t_err)
+                    rss = round(max(c_rss, t_rss) / 1024, 1)
+                    rows[str(n)] = {
+                        "create_calls_per_vm": round(sum(v for k, v in c_calls.items() if k not in POLLS) / n, 2),
+                        "create_job_polls": sum(c_calls[k] for k in POLLS),
+                        "teardown_calls_per_vm": round(sum(v for k, v in t_calls.items() if k not in POLLS) / n, 2),
+                        "teardown_job_polls": sum(t_calls[k] for k in POLLS),
+                        "peak_rss_mb": max(rss, rows.get(str(n), {}).get("peak_rss_mb", 0)),
+                        "create_calls": dict(c_calls.most_common()),
+                        "teardown_calls": dict(t_calls.most_common()),
+                    }
+                    print(f"round {r + 1} {n:>4} VMs: create {c_wall:6.2f}s ({c_wall / boot:.1f} L), teardown "
+                          f"{t_wall:6.2f}s, {rows[str(n)]['create_calls_per_vm']} calls/VM + "
+                          f"{rows[str(n)]['create_job_polls']} polls, peak RSS {rss} MB", flush=True)
+            for n, (c, t) in walls.items():
+                c_med, t_med = statistics.median(c), statistics.median(t)
+                rows[n].update({"create_s": round(c_med, 2), "create_wall_over_boot": round(c_med / boot, 2),
+                                "teardown_s": round(t_med, 2), "create_runs": [round(x, 2) for x in c],
+                                "teardown_runs": [round(x, 2) for x in t]})
         finally:
             sim.terminate()
             sim.wait(timeout=30)
@@ -109,5 +121,5 @@ def run(sizes: tuple[int, ...], boot: float, state: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    print(json.dumps(run((1, 50), 3.0, False), indent=2))
+    print(json.dumps(run((1, 50), 3.0, False, 1), indent=2))
     sys.exit(0)
