@@ -16,9 +16,15 @@ Names are imported on first use, so `import cloudstack_deploy` stays cheap.
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 __version__ = "0.1.0"
+
+# asyncssh (2.x) still names DSA in its type hints, which cryptography (>= 44) warns about on
+# import: ten lines before every command's output that the user can do nothing about. Only
+# that warning, only from asyncssh's modules, is silenced.
+warnings.filterwarnings("ignore", message="DSA is deprecated", module=r"asyncssh(\.|$)")
 
 _LAZY = {
     "service": "cloudstack_deploy.service",
