@@ -17,6 +17,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import images
+from .blueprint_container import (
+    CONTAINER_SPEC,
+    PROXY_EXTRA_SPEC,
+    check_role_volume,
+    check_schedule,
+    container_settings,
+)
 from .blueprint_rules import (
     BAD,
     Checker,
@@ -322,7 +330,7 @@ def _check_ssl(ctx: Ctx, path: TreePath, value: Any) -> Any:
 _PROXY_SPEC: dict[str, Checker] = {
     "app_port": check_port, "host": check_hosts, "ssl": _check_ssl, "healthcheck": _PROXY_HEALTHCHECK,
     "deploy_timeout": check_seconds, "drain_timeout": check_seconds, "response_timeout": check_seconds,
-    "load_balancer": check_bool, "lb_algorithm": choice_checker(*LB_ALGORITHMS),
+    "load_balancer": check_bool, "lb_algorithm": choice_checker(*LB_ALGORITHMS), **PROXY_EXTRA_SPEC,
 }
 
 
@@ -351,9 +359,10 @@ def _disk_checker(default_mount: str) -> Checker:
 
 
 _ROLE_SPEC: dict[str, Checker] = {
-    "count": check_count, "service_offering": check_str, "image": image_checker(tag_allowed=False),
+    "count": check_count, "service_offering": check_str, "image": image_checker(tag_allowed=True),
     "cmd": check_cmd, "env": _check_env, "proxy": _check_proxy, "disk": _disk_checker("/data"),
-    "healthcheck": _ROLE_HEALTHCHECK,
+    "healthcheck": _ROLE_HEALTHCHECK, "volumes": list_checker(check_role_volume),
+    "build": lambda c, p, v: _BUILD(c, p, v), "schedule": check_schedule, **CONTAINER_SPEC,
 }
 
 
@@ -367,9 +376,40 @@ def _role(ctx: Ctx, name: str, value: Any, image: str, offering: str, env: EnvSp
                                          "proxy.healthcheck instead (or proxy: false)")
     healthcheck = None if proxy is not None else out.pop("healthcheck", Healthcheck())
     out.pop("healthcheck", None)
-    return Role(**{"image": image, "service_offering": offering, **out, "name": name,
+    container = container_settings(ctx, path, out)
+    schedules = out.pop("schedule", ())
+    role = Role(**{"image": image, "service_offering": offering, **out, "name": name,
                    "env": out.get("env", EnvSpec()).merged_over(env), "proxy": proxy,
-                   "healthcheck": healthcheck})
+                   "healthcheck": healthcheck, "container": container, "schedules": schedules})
+    _check_role_volumes(ctx, path, role)
+    if role.build is not None and "image" in out and images.parse(role.image).pinned:
+        ctx.add(path + ("image",), "csdeploy builds this role's image (build:), so each deploy tags it with "
+                                   "its version: remove the tag or digest")
+    elif role.build is not None and "image" not in out:
+        ctx.add(path + ("build",), "a role's own build needs its own image: set roles.NAME.image "
+                                   "(the blueprint's build: makes the blueprint's image)")
+    return role
+
+
+def _check_role_volumes(ctx: Ctx, path: TreePath, role: Role) -> None:
+    """Kept files must stay where the role's containers find them, and agree across its VMs."""
+    seen: dict[str, int] = {}
+    for i, vol in enumerate(role.volumes):
+        where = path + ("volumes", i)
+        if vol.path in seen:
+            ctx.add(where, f"{vol.path} is already the mount point of volumes[{seen[vol.path]}]")
+        seen.setdefault(vol.path, i)
+        if vol.source is not None:
+            root = role.disk.mount if role.disk else None
+            if root is None or not vol.source.startswith(root + "/"):
+                allowed = f"a directory below {root} (this role's data disk)" if root else \
+                    "a named volume (this role has no data disk)"
+                ctx.add(where, f"{vol.source} is outside the allowed roots: use {allowed}, e.g. "
+                               f"{'NAME' if root is None else root + '/' + vol.name}:{vol.path}")
+        if role.count > 1 and not vol.per_host:
+            ctx.add(where, f"role {role.name} has {role.count} VMs and no shared storage: each would keep its "
+                           f"own copy of {vol.name}; write it as {{name: {vol.name}, path: {vol.path}, "
+                           "per_host: true} if that is intended")
 
 
 def _accessory(ctx: Ctx, name: str, value: Any, offering: str) -> Accessory:
@@ -380,8 +420,10 @@ def _accessory(ctx: Ctx, name: str, value: Any, offering: str) -> Accessory:
         "disk": _disk_checker(f"/data/{name}"), "cmd": check_cmd, "volumes": list_checker(check_volume),
         "vm": _sub({"service_offering": check_str},
                    lambda out: AccessoryVM(**{"service_offering": offering, **out})),
+        **CONTAINER_SPEC,
     }
     out = _section(ctx, path, value, spec, required=["image"]) or {}
+    out["container"] = container_settings(ctx, path, out)
     if isinstance(value, dict) and "vm" in value and value["vm"] is None:
         out["vm"] = AccessoryVM(service_offering=offering)  # `vm:` alone: own VM, defaults
     written = value if isinstance(value, dict) else {}
@@ -490,13 +532,23 @@ def _blueprint(ctx: Ctx, tree: dict[str, Any], source: Path | None) -> Blueprint
 
 def _check_load_balancers(ctx: Ctx, bp: Blueprint) -> None:
     """With port forwarding every role shares the network's one address: its ports 80/443 can
-    carry one role's load balancer only."""
-    if bp.cloud.public_access != "port_forwarding":
-        return
-    balanced = [role.name for role in bp.roles.values() if role.load_balanced]
-    for name in balanced[1:]:
-        ctx.add(("roles", name, "proxy"), f"public_access port_forwarding has one public address, whose ports "
-                f"80/443 already balance role {balanced[0]}: use static_nat, or proxy.load_balancer: false")
+    carry one proxy role only (balanced or not). Proxy roles that share a host name must not
+    claim the same path."""
+    proxied = [role for role in bp.roles.values() if role.proxy is not None]
+    if bp.cloud.public_access == "port_forwarding":
+        for role in proxied[1:]:
+            ctx.add(("roles", role.name, "proxy"), f"public_access port_forwarding has one public address, whose "
+                    f"ports 80/443 already serve role {proxied[0].name}: use static_nat (an address per VM) "
+                    "for a second HTTP service")
+    claimed: dict[tuple[str, str], str] = {}
+    for role in proxied:
+        assert role.proxy is not None
+        for host in role.proxy.hosts:
+            for prefix in role.proxy.path_prefix or ("/",):
+                other = claimed.setdefault((host.lower(), prefix), role.name)
+                if other != role.name:
+                    ctx.add(("roles", role.name, "proxy"), f"role {other} already serves {host}{prefix}: "
+                            "give one of them another proxy.host or proxy.path_prefix")
 
 
 def _check_secret_refs(ctx: Ctx, bp: Blueprint, written: Any) -> None:

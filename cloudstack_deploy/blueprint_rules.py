@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import images
 from .blueprint_schema import (
     ENV_NAME_RE,
     MAX_DISK_GB,
@@ -215,24 +216,26 @@ check_size_gb = int_checker(1, MAX_DISK_GB, f"must be 1-{MAX_DISK_GB} GB")
 check_retain = int_checker(1, 1000)
 check_http_status = int_checker(100, 599, "must be an HTTP status 100-599")
 check_max_failures = int_checker(0, 1000)
-_APP_IMAGE_RE = re.compile(r"^(?:[A-Za-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _HOST_RE = re.compile(r"^(?:\*\.)?[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::\d+)?$")
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]*$")
 
 
 def image_checker(tag_allowed: bool) -> Checker:
-    """App images get `:<version>` appended at deploy time, so they must not carry a tag."""
+    """An image reference (`images.parse`). ``tag_allowed`` False: the blueprint's app image,
+    which every deploy tags with its version, so it must carry neither tag nor digest."""
 
     def check(ctx: Ctx, path: TreePath, value: Any) -> Any:
         if check_str(ctx, path, value) is BAD:
             return BAD
-        repo, _, tag = value.rpartition(":") if ":" in value.rsplit("/", 1)[-1] else (value, "", "")
-        if not _APP_IMAGE_RE.fullmatch(repo) or (tag and not _TAG_RE.fullmatch(tag)):
-            ctx.add(path, f"not a valid image reference: {describe(value)}")
+        try:
+            ref = images.parse(value)
+        except ValueError as exc:
+            ctx.add(path, f"not a valid image reference {describe(value)}: {exc}")
             return BAD
-        if tag and not tag_allowed:
-            ctx.add(path, f"remove the tag ':{tag}': the deployed version is appended as the tag")
+        if ref.pinned and not tag_allowed:
+            pin = f"the tag ':{ref.tag}'" if ref.tag else f"the digest '@{ref.digest}'"
+            ctx.add(path, f"remove {pin}: the deployed version is appended as the tag "
+                          "(a role may pin its own image: roles.NAME.image)")
             return BAD
         return value
 

@@ -159,6 +159,81 @@ class Proxy:
     #: None (the default) means "when the role has more than one VM"; True/False force it.
     load_balancer: bool | None = None
     lb_algorithm: str = "roundrobin"  # CloudStack's names: roundrobin | leastconn | source
+    #: Kamal's proxy options, passed to `kamal-proxy deploy` as its flags of the same meaning.
+    path_prefix: tuple[str, ...] = ()        # serve below these paths only (--path-prefix)
+    strip_path_prefix: bool = True           # the app sees paths without the prefix
+    forward_headers: bool | None = None      # X-Forwarded-*: None = kamal-proxy's default (on without TLS)
+    ssl_redirect: bool = True                # with ssl: HTTP answers 301 to HTTPS
+    buffering: Buffering = field(default_factory=lambda: Buffering())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Buffering:
+    """kamal-proxy's request/response buffering (Kamal's `proxy.buffering`); sizes in bytes,
+    0 = no limit. A request body over `max_request_body` is answered 413."""
+
+    requests: bool = True
+    responses: bool = True
+    max_request_body: int = 0
+    max_response_body: int = 0
+    memory: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Volume:
+    """A named Docker volume mounted at `path` in every container of a role (its kept files).
+
+    It lives on the role's data disk when the role has one (else on the VM's own disk), so
+    deploys, rollbacks and proxy reboots keep it. `source` is a directory below the role's
+    disk mount instead of a named volume (bind mount). `per_host`: the role has several VMs
+    and each is meant to keep its own copy.
+    """
+
+    name: str
+    path: str
+    readonly: bool = False
+    source: str | None = None
+    per_host: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resources:
+    """Container limits: `cpus` (fraction of CPUs), memory sizes in bytes."""
+
+    cpus: float | None = None
+    memory: int | None = None
+    memory_reservation: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Logging:
+    """Docker's log driver and its options (`--log-driver`, `--log-opt`)."""
+
+    driver: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerSettings:
+    """How each container of a role or accessory is run, beyond image, env and command.
+
+    `options` are allow-listed `docker run` flags, normalised to (flag, value) pairs
+    (value None for a flag without one, e.g. `init`).
+    """
+
+    resources: Resources | None = None
+    options: tuple[tuple[str, str | None], ...] = ()
+    restart: str = "unless-stopped"
+    logging: Logging | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schedule:
+    """A scheduled job of a role: `cron` (five fields), the command (the role's when None)."""
+
+    name: str
+    cron: str
+    cmd: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,6 +277,12 @@ class Role:
     proxy: Proxy | None = None
     disk: Disk | None = None
     healthcheck: Healthcheck | None = None
+    volumes: tuple[Volume, ...] = ()
+    container: ContainerSettings = field(default_factory=ContainerSettings)
+    #: How `csdeploy build` makes this role's own image (None: the blueprint's `build`, when
+    #: the role runs the blueprint's image).
+    build: Build | None = None
+    schedules: tuple[Schedule, ...] = ()
 
     @property
     def load_balanced(self) -> bool:
@@ -234,6 +315,7 @@ class Accessory:
     disk: Disk | None = None
     cmd: tuple[str, ...] | None = None
     volumes: tuple[str, ...] = ()
+    container: ContainerSettings = field(default_factory=ContainerSettings)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -353,7 +353,7 @@ def test_load_balancer_settings_are_checked_with_their_line(write) -> None:
     [line] = problem_lines(write, l6="  service_offering: small\n  public_access: port_forwarding",
                            l11="    count: 2", l15="    proxy: {load_balancer: true}")
     assert line.startswith("bp.yml:16: roles.worker.proxy: public_access port_forwarding has one public "
-                           "address, whose ports 80/443 already balance role web")
+                           "address, whose ports 80/443 already serve role web")
 
 
 def test_at_least_one_role_is_needed(write) -> None:

@@ -19,9 +19,19 @@ from typing import Any
 
 import yaml
 
-from ..blueprint_schema import Blueprint, Disk, EnvSpec, Proxy, Role, RolloutSettings
+from ..blueprint_schema import (
+    Blueprint,
+    Buffering,
+    ContainerSettings,
+    Disk,
+    EnvSpec,
+    Proxy,
+    Role,
+    RolloutSettings,
+)
 from ..errors import InvalidInput
 from ..inventory import Inventory
+from ..rollout.contract import volume_name
 from .kinds import compact
 from .writer import relative
 
@@ -69,6 +79,50 @@ def _proxy(proxy: Proxy) -> dict[str, Any]:
     out["healthcheck"] = {"path": hc.path, "interval": compact(hc.interval), "timeout": compact(hc.timeout)}
     if proxy.response_timeout != 30:
         out["response_timeout"] = compact(proxy.response_timeout)
+    if proxy.path_prefix:
+        out["path_prefix"] = proxy.path_prefix[0] if len(proxy.path_prefix) == 1 else list(proxy.path_prefix)
+        if not proxy.strip_path_prefix:
+            out["strip_path_prefix"] = False
+    if proxy.forward_headers is not None:
+        out["forward_headers"] = proxy.forward_headers
+    if proxy.ssl and not proxy.ssl_redirect:
+        out["ssl_redirect"] = False
+    b, default = proxy.buffering, Buffering()
+    if b != default:
+        out["buffering"] = {"requests": b.requests, "responses": b.responses,
+                            **({"max_request_body": b.max_request_body} if b.max_request_body else {}),
+                            **({"max_response_body": b.max_response_body} if b.max_response_body else {}),
+                            **({"memory": b.memory} if b.memory is not None else {})}
+    return out
+
+
+def _container(settings: ContainerSettings, volumes: list[str], what: str, notes: list[str]) -> dict[str, Any]:
+    """A role's or accessory's resources, options and volumes as Kamal's `options` (docker run
+    flags; a list repeats the flag), and its logging as Kamal's `logging`."""
+    out: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    res = settings.resources
+    if res is not None:
+        for key, flag in (("cpus", "cpus"), ("memory", "memory"), ("memory_reservation", "memory-reservation")):
+            value = getattr(res, key)
+            if value is not None:
+                options[flag] = compact(value) if key == "cpus" else f"{value}b"
+    for flag, value in settings.options:
+        if value is None:
+            options[flag] = True
+        elif flag in options:
+            options[flag] = [*([options[flag]] if not isinstance(options[flag], list) else options[flag]), value]
+        else:
+            options[flag] = value
+    if volumes:
+        options["volume"] = volumes if len(volumes) > 1 else volumes[0]
+    if options:
+        out["options"] = options
+    if settings.restart != "unless-stopped":
+        notes.append(f"{what}: restart {settings.restart}: Kamal always runs containers with unless-stopped")
+    if settings.logging is not None:
+        out["logging"] = {**({"driver": settings.logging.driver} if settings.logging.driver else {}),
+                          **({"options": dict(settings.logging.options)} if settings.logging.options else {})}
     return out
 
 
@@ -82,7 +136,15 @@ def _labels(bp: Blueprint, offering: str, disk: Disk | None) -> dict[str, str]:
 
 
 def kamal_config(bp: Blueprint, inv: Inventory, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
-    """(deploy.yml as data, notes on what Kamal cannot carry)."""
+    """(deploy.yml as data, notes on what Kamal cannot carry). A blueprint whose roles run
+    several images is refused: a Kamal service runs one image in every role, so its deploy
+    would run the wrong thing."""
+    own = [f"{r.name} ({r.image})" for r in bp.roles.values() if r.image != bp.image]
+    if own:
+        raise InvalidInput(f"roles {', '.join(own)} run images of their own: a Kamal config runs the one "
+                           f"image {bp.image} in every role, so that export would deploy the wrong thing",
+                           hint="export a blueprint whose roles share the app's image (run the others as "
+                                "Kamal accessories by hand)")
     notes: list[str] = []
     proxy_roles = [r for r in bp.roles.values() if r.proxy is not None]
     primary = proxy_roles[0] if proxy_roles else next(iter(bp.roles.values()))
@@ -137,8 +199,6 @@ def _role(bp: Blueprint, role: Role, inv: Inventory, primary: Role, notes: list[
                      f"asks for {role.count}: create-env first to match")
     if role.cmd:
         spec["cmd"] = " ".join(role.cmd) if all(" " not in w for w in role.cmd) else list(role.cmd)
-    if role.image != bp.image:
-        notes.append(f"role {role.name} runs image {role.image}: Kamal runs one image for every role")
     env = _env(role.env, bp.env)
     if env:
         spec["env"] = env
@@ -146,10 +206,16 @@ def _role(bp: Blueprint, role: Role, inv: Inventory, primary: Role, notes: list[
         spec["proxy"] = _proxy(role.proxy)
     elif role.proxy is None and role.name in ("web", primary.name):
         spec["proxy"] = False
+    spec.update(_container(role.container, [f"{volume_name(bp.service, v)}:{v.path}" + (":ro" if v.readonly else "")
+                                             for v in role.volumes], f"role {role.name}", notes))
     if role.healthcheck is not None and role.healthcheck.cmd:
         hc = role.healthcheck
-        spec["options"] = {"health-cmd": hc.cmd, "health-interval": f"{compact(hc.interval)}s",
-                           "health-timeout": f"{compact(hc.timeout)}s"}
+        spec["options"] = {**spec.get("options", {}), "health-cmd": hc.cmd,
+                           "health-interval": f"{compact(hc.interval)}s", "health-timeout": f"{compact(hc.timeout)}s"}
+    if any(v.source is None for v in role.volumes) and role.disk is not None:
+        notes.append(f"role {role.name}: its volumes are Docker's own under Kamal, not on the data disk")
+    for job in role.schedules:
+        notes.append(f"role {role.name}: scheduled job {job.name} ({job.cron}): Kamal has no scheduled jobs")
     labels = _labels(bp, role.service_offering, role.disk)
     if labels:
         spec["labels"] = labels
@@ -176,6 +242,7 @@ def _accessory(bp: Blueprint, name: str, inv: Inventory, notes: list[str]) -> di
         spec["cmd"] = " ".join(acc.cmd)
     if acc.volumes:
         spec["volumes"] = list(acc.volumes)
+    spec.update(_container(acc.container, [], f"accessory {name}", notes))
     labels = _labels(bp, acc.vm.service_offering if acc.vm else bp.cloud.service_offering, acc.disk)
     if acc.vm is not None:
         labels[LABEL_VM] = acc.vm.service_offering

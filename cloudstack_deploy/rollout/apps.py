@@ -29,6 +29,7 @@ from ..inventory import Host
 from . import strategy
 from . import watch as watching
 from .commands import docker as d
+from .commands.script import Script
 from .contract import container_name
 from .hosts import Connection, DryRun, HostError, Hosts, PlannedScript
 from .stages import (
@@ -37,6 +38,7 @@ from .stages import (
     proxy_commit_script,
     proxy_switch_back_script,
     proxy_switch_script,
+    schedule_script,
     worker_abort_script,
     worker_start_script,
 )
@@ -126,11 +128,13 @@ class Apps:
         if self.plan.split is not None:
             percent, cookie = self.plan.split
             script = canary_split_script(self.r.bp, self.r.env, role, self.version, self.r.app_env(role.name,
-                                         self.version), percent=percent, cookie=cookie)
+                                         self.version), image=self.r.role_image(role.name, self.version),
+                                         percent=percent, cookie=cookie)
             what, status = f"split {percent}%", "split"
         else:
             script = proxy_switch_script(self.r.bp, self.r.env, role, self.version,
                                          self.r.app_env(role.name, self.version),
+                                         image=self.r.role_image(role.name, self.version),
                                          certificate=self.r.certificates.get(role.name),
                                          stop_split=self.plan.stop_split,
                                          reboot_proxy=host.name in self.plan.reboot_proxy)
@@ -255,11 +259,20 @@ class Apps:
         results = await asyncio.gather(*(one(role, host) for role, host in self._judged()), return_exceptions=True)
         return [r for r in results if isinstance(r, BaseException)]
 
+    def commit_script(self, role: Role, host: Host) -> Script:
+        """Stop the old containers; on the role's first host, set its scheduled jobs too."""
+        first = self.r.inv.role_hosts(role.name)[:1]
+        schedule = None
+        if first and first[0].name == host.name:
+            schedule = schedule_script(self.r.bp, self.r.env, role, self.version,
+                                       self.r.app_env(role.name, self.version),
+                                       image=self.r.role_image(role.name, self.version), user=self.r.inv.ssh.user)
+        return proxy_commit_script(self.r.bp, self.r.env, role, self.version, retain=self.r.bp.retain_versions,
+                                   schedule=schedule)
+
     async def commit(self) -> None:
-        retain = self.r.bp.retain_versions
         await _gather_all([self.r.app_step(await self.pool.connect(h), role, self.version,
-                                           proxy_commit_script(self.r.bp, self.r.env, role, self.version,
-                                                               retain=retain), "stop old")
+                                           self.commit_script(role, h), "stop old")
                            for role, h in self._judged()])
 
     async def proxies(self) -> None:
@@ -314,7 +327,8 @@ class Apps:
             async def start(host: Host, started: list[Connection] = started) -> None:
                 conn = await self.host_ready(host)
                 out = await self.r.app_step(conn, role, self.version,
-                                            worker_start_script(self.r.bp, self.r.env, role, self.version, env),
+                                            worker_start_script(self.r.bp, self.r.env, role, self.version, env,
+                                                                image=self.r.role_image(role.name, self.version)),
                                             "start")
                 self.workers_started.append((role, host))
                 if "fresh" in out.split():
@@ -330,8 +344,7 @@ class Apps:
             if not ok:
                 return
             await _gather_all([self.r.app_step(await self.pool.connect(h), role, self.version,
-                                               proxy_commit_script(self.r.bp, self.r.env, role, self.version,
-                                                                   retain=self.r.bp.retain_versions), "stop old")
+                                               self.commit_script(role, h), "stop old")
                                for h in group])
 
     async def run(self) -> None:

@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from ..blueprint_schema import Accessory, Blueprint, EnvSpec
+from .. import images
+from ..blueprint_schema import Accessory, Blueprint, EnvSpec, Role, Volume
 from ..errors import InvalidInput
 from ..inventory import Inventory
 
@@ -49,13 +50,40 @@ def labels(service: str, env: str, role: str, version: str | None = None) -> dic
 
 
 def image_ref(image: str, version: str) -> str:
-    return f"{image}:{version}"
+    """What ``image`` runs at ``version``: pinned (tag or digest) as written, else tagged with it.
+    (A reference the blueprint's rules would refuse is only tagged: builders never guess.)"""
+    try:
+        return images.at_version(image, version)
+    except ValueError:
+        return f"{image}:{version}"
+
+
+def image_repository(image: str) -> str:
+    """``image`` without tag or digest (what prune looks for on a host)."""
+    try:
+        return images.repository(image)
+    except ValueError:
+        return image
 
 
 def image_base(image: str) -> str:
     """The repository's last path part without tag: ``registry.lab:5000/postgres:15`` -> ``postgres``."""
-    last = image.rsplit("/", 1)[-1]
-    return last.split(":", 1)[0].split("@", 1)[0]
+    try:
+        return images.base_name(image)
+    except ValueError:
+        return image.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
+
+
+def volume_name(service: str, volume: Volume) -> str:
+    """The Docker volume of a role's kept files (a host directory is its own path)."""
+    return volume.source if volume.source is not None else f"{service}-{volume.name}"
+
+
+def volume_directory(role: Role, volume: Volume) -> str | None:
+    """Where a named volume keeps its files on the host: on the role's data disk when it has one."""
+    if volume.source is not None or role.disk is None:
+        return None
+    return f"{role.disk.mount}/volumes/{volume.name}"
 
 
 @dataclass

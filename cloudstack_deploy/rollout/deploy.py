@@ -88,6 +88,7 @@ class Rollout:
         self.dry_run = dry_run
         self._selected = {h.name for h in self.hosts}
         self.certificates: dict[str, tuple[str, str]] = {}   # proxy role -> (certificate, key) PEM
+        self.images: dict[str, str] = {}   # role -> image, where a rollback returns to what the history recorded
         self.outcome = AppOutcome()
 
     def emit(self, resource: str, action: str, status: str, detail: str = "") -> None:
@@ -178,8 +179,13 @@ class Rollout:
         return canary.CanaryState.parse(res.stdout)
 
     # ---- 1. facts ----------------------------------------------------------------------------
+    def role_image(self, role: str, version: str) -> str:
+        """What ``role`` runs at ``version``: its own image or the app's, tagged with the version
+        unless pinned; a rollback runs what the role ran at that version (``self.images``)."""
+        return self.images.get(role) or image_ref(self.bp.roles[role].image, version)
+
     def _app_image(self, host: Host, version: str | None) -> str | None:
-        return image_ref(self.bp.image, version) if host.app_role and version else None
+        return self.role_image(host.app_role, version) if host.app_role and version else None
 
     def _facts_script(self, host: Host, version: str | None) -> Script:
         app_image = self._app_image(host, version)
@@ -247,11 +253,12 @@ class Rollout:
         work.pulls = [image for image in dict.fromkeys(needed) if not f.has_image(image)]
         if app_image in work.pulls:
             work.check_image = app_image
-        elif app_image and f.service_label.get(app_image) != self.bp.service:
+        elif app_image and f.label(app_image) not in ("", self.bp.service):
             raise OperationFailed(
-                f"{host.name}: image {app_image} has label service={f.service_label.get(app_image) or ''}, "
+                f"{host.name}: image {app_image} has label service={f.label(app_image)}, "
                 f"not {self.bp.service}: refusing to deploy it",
-                hint="build the image with LABEL service=" + self.bp.service)
+                hint="an image built for another service; build this one with LABEL service=" + self.bp.service
+                     + " (or none)")
         for name in host.accessories:
             acc = self.bp.accessories[name]
             want = accessory_hash(acc, accessory_env(acc, self.secrets), host.private_ip)

@@ -49,6 +49,7 @@ class DeployRecord:
     reverted: list[str] | None = None   # hosts switched back to what they served before
     canary: str | None = None           # "1 host: demo-web-1", "10%"
     watch: str | None = None            # "watched 30s: 45 probes, 0 failed"
+    images: dict[str, str] | None = None  # role -> the image it ran (a rollback runs these again)
 
     def to_json(self) -> str:
         data = {k: v for k, v in asdict(self).items() if v is not None}
@@ -58,11 +59,13 @@ class DeployRecord:
     def from_dict(cls, data: dict[str, Any]) -> DeployRecord:
         seconds = data.get("seconds")
         text = {k: str(data[k]) if data.get(k) is not None else None for k in ("canary", "watch")}
+        raw_images = data.get("images")
+        images = {str(k): str(v) for k, v in raw_images.items()} if isinstance(raw_images, dict) else None
         return cls(version=str(data.get("version", "?")), kind=str(data.get("kind", "deploy")),
                    by=str(data.get("by", "?")), at=str(data.get("at", "?")), status=str(data.get("status", "?")),
                    error=data.get("error"), seconds=float(seconds) if isinstance(seconds, int | float) else None,
                    hosts=_names(data.get("hosts")), switched=_names(data.get("switched")),
-                   reverted=_names(data.get("reverted")), **text)
+                   reverted=_names(data.get("reverted")), images=images, **text)
 
 
 def _user() -> str:
@@ -105,6 +108,15 @@ def parse(stdout: str) -> list[DeployRecord]:
         if isinstance(data, dict):
             out.append(DeployRecord.from_dict(data))
     return out
+
+
+def images_at(records: list[DeployRecord], version: str) -> dict[str, str]:
+    """What each role ran the last time ``version`` was deployed successfully (records written
+    before csdeploy kept images have none: each role then runs the blueprint's image)."""
+    for rec in reversed(records):
+        if rec.version == version and rec.status == OK and rec.images:
+            return dict(rec.images)
+    return {}
 
 
 def previous_version(records: list[DeployRecord]) -> str | None:

@@ -13,6 +13,7 @@ from ..errors import InvalidInput
 from ..inventory import Host
 from . import canary, history
 from .commands import docker as d
+from .commands import jobs
 from .commands import proxy as p
 from .commands.script import Script, Var
 from .contract import accessory_container, labels
@@ -57,8 +58,10 @@ async def status(r: Rollout) -> list[HostStatus]:
                 st.error = line
                 continue
             lab = dict(kv.split("=", 1) for kv in c.get("Labels", "").split(",") if "=" in kv)
+            job = lab.get(jobs.JOB_LABEL)
             st.containers.append({"name": c.get("Names"), "version": lab.get("version"),
-                                  "role": lab.get("role") or lab.get("accessory"), "state": c.get("State"),
+                                  "role": lab.get("role") or lab.get("accessory") or (f"job {job}" if job else None),
+                                  "state": c.get("State"),
                                   "status": c.get("Status"), "image": c.get("Image")})
         st.proxy_targets = ANSI_ESCAPE.sub("", proxy).strip()
         return st
@@ -80,7 +83,8 @@ def _role_hosts(r: Rollout, role: str) -> list[Host]:
         return [host] if host else []
     hosts = r.role_hosts(role)
     if not hosts:
-        known = ", ".join([*r.bp.roles, *r.bp.accessories])
+        known = ", ".join([*r.bp.roles, *r.bp.accessories, *(j.name for x in r.bp.roles.values()
+                                                               for j in x.schedules)])
         raise InvalidInput(f"no host runs role or accessory {role!r}", hint=f"known: {known}")
     return hosts
 
@@ -95,9 +99,23 @@ def _in_container(r: Rollout, role: str, build: Callable[[str | Var], list[Any]]
     return s.run(build(name), stderr_to_stdout=True)
 
 
+def _job(r: Rollout, name: str) -> tuple[str, str] | None:
+    """(role, job) for a scheduled job's name, or ``ROLE.JOB``."""
+    for role in r.bp.roles.values():
+        for job in role.schedules:
+            if name in (job.name, jobs.job_label(role.name, job.name)):
+                return role.name, job.name
+    return None
+
+
 async def logs(r: Rollout, role: str, *, lines: int, follow: bool, emit: Callable[[str], None]) -> None:
-    hosts = _role_hosts(r, role)
-    script = _in_container(r, role, lambda c: list(d.logs(c, tail=lines, follow=follow)))
+    job = _job(r, role) if role not in r.bp.roles and role not in r.bp.accessories else None
+    if job is not None:  # a scheduled job: its runs on the role's first host
+        hosts = r.role_hosts(job[0])[:1]
+        script = jobs.logs_script(job[0], job[1], lines)
+    else:
+        hosts = _role_hosts(r, role)
+        script = _in_container(r, role, lambda c: list(d.logs(c, tail=lines, follow=follow)))
     async with r.pool() as pool:
         async def one(h: Host) -> None:
             conn = await pool.connect(h)
@@ -145,13 +163,18 @@ async def finish_canary(r: Rollout, kind: str, *, break_lock: bool = False,
 async def rollback(r: Rollout, to: str | None, *, break_lock: bool = False, roles: tuple[str, ...] = (),
                    hosts: tuple[str, ...] = (), continue_on_error: bool = False,
                    gate: Awaitable[None] | None = None) -> RolloutResult:
+    reader = Rollout(r.bp, r.inv, r.secrets, r.progress)
     if to is None:
-        reader = Rollout(r.bp, r.inv, r.secrets, r.progress)
         to, records = await previous_version(reader)
         if to is None:
             versions = ", ".join(rec.version for rec in records) or "none"
             raise InvalidInput("no previous successful version to roll back to",
                                hint=f"deploy history: {versions}; pass --to VERSION")
+    else:
+        async with reader.pool() as pool:
+            records = await reader.history(pool)
+    # each role back to the image it ran at that version (a pinned image may have changed since)
+    r.images = {role: image for role, image in history.images_at(records, to).items() if role in r.bp.roles}
     return await r.run(RolloutOptions(version=to, break_lock=break_lock, kind="rollback", roles=roles, hosts=hosts,
                                       continue_on_error=continue_on_error), gate=gate)
 

@@ -175,6 +175,8 @@ async def run(r: Rollout, opts: RolloutOptions, *, gate: Awaitable[None] | None 
     await hooks.run(r.bp, hooks.PRE, facts_for_hooks, r.progress, planned=planned)
 
     record = history.start(version, opts.kind)
+    record.images = {role: r.role_image(role, version)
+                     for role in dict.fromkeys(h.app_role for h in targets if h.app_role)} or None
     if len(targets) < len(r.hosts) and opts.canary is None and paused is None:
         record.hosts = [h.name for h in targets]
     if opts.canary is not None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ..blueprint_schema import Accessory, Blueprint, Role
+from ..blueprint_schema import Accessory, Blueprint, ContainerSettings, Role
 from ..inventory import Host
 from .commands import docker as d
-from .commands import facts
+from .commands import facts, jobs
 from .commands import host as h
 from .commands import proxy as p
 from .commands.script import Script, Var, differs, empty, equals, nonempty
@@ -21,8 +21,11 @@ from .contract import (
     accessory_container,
     container_name,
     image_ref,
+    image_repository,
     labels,
     proxy_service,
+    volume_directory,
+    volume_name,
 )
 
 IMAGE_LABEL_EXIT = 65
@@ -68,7 +71,9 @@ def prepare_script(bp: Blueprint, host: Host, *, user: str, install: str | None,
 # ---- accessories ------------------------------------------------------------------------------
 
 def accessory_hash(acc: Accessory, env: ContainerEnv, private_ip: str) -> str:
-    data = json.dumps([acc.image, acc.cmd, acc.volumes, acc.port, private_ip, env.fingerprint()]).encode()
+    settings = d.settings_flags(acc.container) if acc.container != ContainerSettings() else []
+    data = json.dumps([acc.image, acc.cmd, acc.volumes, acc.port, private_ip, env.fingerprint(),
+                       *([settings] if settings else [])]).encode()
     return hashlib.sha256(data).hexdigest()[:16]
 
 
@@ -82,7 +87,7 @@ def accessory_script(bp: Blueprint, env: str, acc: Accessory, acc_env: Container
         name=name, image=acc.image, env=acc_env.clear, env_file=h.env_file(bp.service, acc.name),
         labels={"service": bp.service, "accessory": acc.name, "destination": env, CONFIG_LABEL: want},
         publish=[f"{private_ip}:{acc.port}:{acc.port}"] if acc.port else [],
-        volumes=acc.volumes, cmd=acc.cmd,
+        volumes=acc.volumes, cmd=acc.cmd, settings=acc.container,
     )
     s = Script()
     s.step(f"accessory {acc.name}")
@@ -115,24 +120,35 @@ def app_config(run_argv: list[str | Var], env: ContainerEnv) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def _app_start(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv) -> tuple[Script, str]:
+def _app_start(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv,
+               image: str | None) -> tuple[Script, str]:
+    """Start the role's container of ``version`` (``image``: what it runs, by default the role's
+    image at that version), with its env file and volumes in place."""
     name = container_name(bp.service, role.name, version)
+    image = image or image_ref(role.image, version)
     hc = role.healthcheck
 
     # which hosts serve HTTPS is read back from this label: a switch that turns TLS on or off
     # takes the role's hosts together (served behind one balancer, they must agree)
     tls_label = {TLS_LABEL: "true"} if role.proxy is not None and role.proxy.ssl else {}
+    mounts = [d.Mount(volume_name(bp.service, v), v.path, v.readonly) for v in role.volumes]
 
     def run_argv(extra_labels: dict[str, str]) -> list[str | Var]:
-        return list(d.run(name=name, image=image_ref(bp.image, version), env=app_env.clear,
+        return list(d.run(name=name, image=image, env=app_env.clear,
                           env_file=h.env_file(bp.service, role.name),
                           labels={**labels(bp.service, env, role.name, version), **tls_label, **extra_labels},
-                          cmd=role.cmd, health_cmd=hc.cmd if hc else None,
-                          health_interval=hc.interval if hc else None))
+                          mounts=mounts, cmd=role.cmd, settings=role.container,
+                          health_cmd=hc.cmd if hc else None, health_interval=hc.interval if hc else None))
 
     config = app_config(run_argv({}), app_env)
     s = h.ensure_dirs(bp.service)
     s.write_file(h.env_file(bp.service, role.name), app_env.env_file())
+    if role.volumes:
+        s.step("volumes")
+        if role.disk is not None:
+            s.extend(h.require_mounts([(role.name, role.disk.mount)]))
+        s.extend(d.ensure_volumes([(volume_name(bp.service, v), volume_directory(role, v)) for v in role.volumes],
+                                  {"service": bp.service, "destination": env, "role": role.name}))
     s.step(f"start {name}")
     s.extend(d.start_version(name, run_argv({CONFIG_LABEL: config}), config=config, config_label=CONFIG_LABEL,
                              fresh=FRESH))
@@ -150,7 +166,7 @@ def tls_files(bp: Blueprint, role: Role) -> p.TLSFiles | None:
 
 
 def proxy_switch_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv, *,
-                        certificate: tuple[str, str] | None = None, stop_split: bool = False,
+                        image: str | None = None, certificate: tuple[str, str] | None = None, stop_split: bool = False,
                         reboot_proxy: bool = False) -> Script:
     """A proxy role on one host: start the new version (with the role's certificate in place)
     and switch kamal-proxy to it once healthy. The old container keeps running until the whole
@@ -159,7 +175,7 @@ def proxy_switch_script(bp: Blueprint, env: str, role: Role, version: str, app_e
     version was a percentage canary on this host; every request goes to it now. ``reboot_proxy``:
     first replace a proxy booted without the certificates' directory."""
     assert role.proxy is not None
-    s, name = _app_start(bp, env, role, version, app_env)
+    s, name = _app_start(bp, env, role, version, app_env, image)
     if reboot_proxy:
         s.step("proxy-reboot")
         s.extend(p.reboot(bp.rollout.proxy_image))
@@ -173,9 +189,27 @@ def proxy_switch_script(bp: Blueprint, env: str, role: Role, version: str, app_e
     return s
 
 
-def proxy_commit_script(bp: Blueprint, env: str, role: Role, version: str, *, retain: int) -> Script:
-    """After the rollout was judged good: stop the role's old containers on the host, prune."""
-    return _stop_old_and_prune(Script(), bp, env, role, container_name(bp.service, role.name, version), retain)
+def proxy_commit_script(bp: Blueprint, env: str, role: Role, version: str, *, retain: int,
+                        schedule: Script | None = None) -> Script:
+    """After the rollout was judged good: stop the role's old containers on the host, prune;
+    on the role's first host, ``schedule`` (`schedule_script`) sets its scheduled jobs."""
+    s = _stop_old_and_prune(Script(), bp, env, role, container_name(bp.service, role.name, version), retain)
+    return s.extend(schedule) if schedule is not None else s
+
+
+def schedule_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv, *,
+                    image: str | None = None, user: str = "root") -> Script:
+    """The role's scheduled jobs at ``version`` (on its first host): each runs the role's image
+    with its env, volumes and container settings; jobs no longer in the blueprint are removed."""
+    image = image or image_ref(role.image, version)
+    mounts = [d.Mount(volume_name(bp.service, v), v.path, v.readonly) for v in role.volumes]
+    scripts = {
+        job.name: jobs.job_script(bp.service, role.name, job.name, job.cron, jobs.run_argv(
+            service=bp.service, env=env, role=role.name, job=job.name, image=image, clear=app_env.clear,
+            env_file=h.env_file(bp.service, role.name), mounts=mounts, cmd=job.cmd or role.cmd,
+            settings=role.container))
+        for job in role.schedules}
+    return jobs.install(bp.service, role.name, scripts, user)
 
 
 def proxy_switch_back_script(bp: Blueprint, role: Role, version: str, previous: str | None) -> Script:
@@ -186,11 +220,11 @@ def proxy_switch_back_script(bp: Blueprint, role: Role, version: str, previous: 
 
 
 def canary_split_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv, *,
-                        percent: int, cookie: str) -> Script:
+                        image: str | None = None, percent: int, cookie: str) -> Script:
     """A percentage canary on one host: the new version beside the old one, as kamal-proxy's
     rollout target (health-checked), taking ``percent`` % of the requests (by cookie)."""
     assert role.proxy is not None
-    s, name = _app_start(bp, env, role, version, app_env)
+    s, name = _app_start(bp, env, role, version, app_env, image)
     service = proxy_service(bp.service, role.name)
     s.step("rollout-deploy")
     s.run(p.rollout_deploy(service, f"{name}:{role.proxy.app_port}", role.proxy), quiet=True)
@@ -203,11 +237,12 @@ def canary_unsplit_script(bp: Blueprint, role: Role, version: str) -> Script:
     return p.unsplit(proxy_service(bp.service, role.name), container_name(bp.service, role.name, version))
 
 
-def worker_start_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv) -> Script:
+def worker_start_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv, *,
+                        image: str | None = None) -> Script:
     """A non-proxy role on one host: start the new version beside the old one and wait until it
     is ready (HEALTHCHECK, or still running after readiness_delay). Prints ``fresh`` when the
     container started now (``abort`` may remove it), ``kept`` when it already ran."""
-    s, name = _app_start(bp, env, role, version, app_env)
+    s, name = _app_start(bp, env, role, version, app_env, image)
     hc = role.healthcheck
     readiness = hc.readiness_delay if hc else 7
     s.step("wait-ready")
@@ -219,9 +254,10 @@ def worker_start_script(bp: Blueprint, env: str, role: Role, version: str, app_e
     return s
 
 
-def worker_commit_script(bp: Blueprint, env: str, role: Role, version: str, *, retain: int) -> Script:
+def worker_commit_script(bp: Blueprint, env: str, role: Role, version: str, *, retain: int,
+                         schedule: Script | None = None) -> Script:
     """After every proxy role switched (and the watch passed): stop the role's old containers, prune."""
-    return proxy_commit_script(bp, env, role, version, retain=retain)
+    return proxy_commit_script(bp, env, role, version, retain=retain, schedule=schedule)
 
 
 def worker_abort_script(bp: Blueprint, role: Role, version: str) -> Script:
@@ -234,6 +270,6 @@ def _stop_old_and_prune(s: Script, bp: Blueprint, env: str, role: Role, keep: st
     s.step("stop-old")
     s.extend(d.stop_others(role_labels, keep=keep))
     s.step("prune")
-    s.extend(d.prune(role_labels, keep=keep, retain=retain, repository=bp.image,
+    s.extend(d.prune(role_labels, keep=keep, retain=retain, repository=image_repository(role.image),
                      service_label={"service": bp.service}))
     return s

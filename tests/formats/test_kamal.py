@@ -101,3 +101,54 @@ def test_erb_is_refused_with_its_line(tmp_path: Path) -> None:
         init_blueprint(out, kamal=source)
     assert f"{source}:5: ERB (<% ... %>) is Ruby that Kamal evaluates" in str(err.value)
     assert not out.exists()
+
+
+def _with(bp_text: str, tmp_path: Path):
+    path = tmp_path / "bp.yml"
+    path.write_text(bp_text)
+    return load_blueprint(path)
+
+
+def _demo_with_web(proxy: str, role: str) -> str:
+    text = (REPO / "blueprints" / "demo.yml").read_text()
+    text = text.replace("    proxy:\n      app_port: 8000\n", "    proxy:\n      app_port: 8000\n" + proxy, 1)
+    return text.replace("  web:\n    count: 1\n", "  web:\n    count: 1\n" + role, 1)
+
+
+def test_kamal_runs_the_roles_volumes_resources_and_proxy_options(tmp_path: Path) -> None:
+    """What a role keeps and how it runs reaches Kamal's own config as its options, logging and
+    proxy keys: `kamal config` (Kamal 2.11) accepts them and shows the docker run flags."""
+    kamal = _kamal()
+    proxy = "      path_prefix: /app\n      buffering: {max_request_body: 1m}\n"
+    role = ("    volumes: ['storage:/app/storage']\n    resources: {cpus: 0.5, memory: 256m}\n"
+            "    options: {init: true, ulimit: [nofile=1024:2048, nproc=512]}\n"
+            "    logging: {options: {max-size: 5m}}\n")
+    text = _demo_with_web(proxy, role).replace("secrets_file: .env\n", "")
+    bp = _with(text, tmp_path)
+    out = tmp_path / "kamal"
+    export_kamal(bp, inventory_for(bp), out)
+    subprocess.run(["git", "init", "-q"], cwd=out, check=True)
+    env = {**os.environ, "REGISTRY_PASSWORD": "r", "POSTGRES_PASSWORD": "p"}
+    proc = subprocess.run([kamal, "config", "--version", "v1"], cwd=out, capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    written = (out / "config" / "deploy.yml").read_text()
+    import yaml
+    web = yaml.safe_load(written)["servers"]["web"]
+    assert web["options"] == {"cpus": 0.5, "memory": "268435456b", "init": True,
+                              "ulimit": ["nofile=1024:2048", "nproc=512"], "volume": "demo-storage:/app/storage"}
+    assert web["logging"] == {"options": {"max-size": "5m"}}
+    proxy = yaml.safe_load(written)["proxy"]
+    assert proxy["path_prefix"] == "/app" and proxy["buffering"]["max_request_body"] == 1 << 20
+
+
+def test_a_role_with_its_own_image_is_refused_not_exported_wrong(tmp_path: Path) -> None:
+    """A Kamal service runs one image in every role: exporting a blueprint whose admin role runs
+    another image would deploy the app's image there, so nothing is written."""
+    text = (REPO / "blueprints" / "demo.yml").read_text().replace(
+        "  worker:\n    count: 1\n", "  worker:\n    count: 1\n    image: registry.lab:5000/grafana:11.2.0\n", 1)
+    bp = _with(text.replace("secrets_file: .env\n", ""), tmp_path)
+    from cloudstack_deploy.errors import InvalidInput
+    with pytest.raises(InvalidInput, match=r"roles worker \(registry.lab:5000/grafana:11.2.0\) run images of their own"):
+        export_kamal(bp, inventory_for(bp), tmp_path / "kamal")
+    assert not (tmp_path / "kamal" / "config" / "deploy.yml").exists()

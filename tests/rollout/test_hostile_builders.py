@@ -66,8 +66,8 @@ def hostile_bp() -> Blueprint:
     return Blueprint(
         service="demo", image=evil("registry.example/app"),
         cloud=Cloud(zone="z", template="t", service_offering="s", ssh=SSHAccess(allow_from=("127.0.0.0/8",))),
-        roles={"web": Role(name="web", image="i", service_offering="s", proxy=proxy, env=env, cmd=(evil("cmd"),)),
-               "worker": Role(name="worker", image="i", service_offering="s", env=env, cmd=(evil("work"),),
+        roles={"web": Role(name="web", image=evil("registry.example/app"), service_offering="s", proxy=proxy, env=env, cmd=(evil("cmd"),)),
+               "worker": Role(name="worker", image=evil("registry.example/app"), service_offering="s", env=env, cmd=(evil("work"),),
                               healthcheck=hc)},
         accessories={"redis": Accessory(name="redis", image=evil("redis"), role="web", port=6379,
                                         env=EnvSpec(clear={"X": evil("acc")}), cmd=(evil("acmd"),),

@@ -7,7 +7,9 @@ extends. Formats and label filters are defined here once.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
+from ...blueprint_schema import ContainerSettings
 from .script import (
     Argv,
     Cond,
@@ -149,24 +151,68 @@ def image_remove(image: str | Var) -> Argv:
 
 
 def require_label(image: str, label: str, want: str, code: int) -> Script:
-    """Stop with ``code`` unless ``image`` carries ``label=want`` (a wrong image is never run)."""
+    """Stop with ``code`` when ``image`` carries ``label`` naming something other than ``want``
+    (an image built for another service is never run); an image without the label (any public
+    image) passes: csdeploy labels the containers it starts itself."""
     s = Script()
     got = Var("got")
     s.capture(got, image_label(image, label), may_fail=False)
-    with s.when(differs(got, want)):
+    with s.when(nonempty(got) & differs(got, want) & differs(got, "<no value>")):
         s.fail(code, f"image {image} has label {label}=", got, f", not {want}: refusing to deploy it")
     return s
 
 
 # ---- containers -----------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Mount:
+    """A volume in a container: a named volume (``source`` is its name) or a host directory
+    (``source`` starts with /)."""
+
+    source: str
+    target: str
+    readonly: bool = False
+
+    def word(self) -> str:
+        return f"{self.source}:{self.target}" + (":ro" if self.readonly else "")
+
+
+def settings_flags(settings: ContainerSettings | None) -> list[str]:
+    """`docker run` flags for a role's or accessory's resources, options, restart policy and logging."""
+    if settings is None:
+        return ["--restart", "unless-stopped", *LOG_OPTS]
+    out = ["--restart", settings.restart]
+    res = settings.resources
+    if res is not None:
+        if res.cpus is not None:
+            out.append(f"--cpus={res.cpus:g}")
+        if res.memory is not None:
+            out.append(f"--memory={res.memory}b")
+        if res.memory_reservation is not None:
+            out.append(f"--memory-reservation={res.memory_reservation}b")
+    for flag, value in settings.options:
+        out.append(f"--{flag}" if value is None else f"--{flag}={value}")
+    logging = settings.logging
+    if logging is None:
+        out += LOG_OPTS
+    else:
+        if logging.driver:
+            out.append(f"--log-driver={logging.driver}")
+        opts = logging.options if logging.options or logging.driver else {"max-size": "10m"}
+        for k, v in opts.items():
+            out += ["--log-opt", f"{k}={v}"]
+    return out
+
+
 def run(*, name: str, image: str, env: Mapping[str, str] = {}, env_file: str | None = None,
         labels: Mapping[str, str] = {}, network: str = NETWORK, publish: Sequence[str] = (),
-        volumes: Sequence[str] = (), cmd: Sequence[str] | None = None, restart: str = "unless-stopped",
-        health_cmd: str | None = None, health_interval: float | None = None,
-        extra: Sequence[str] = ()) -> Argv:
-    argv = ["docker", "run", "--detach", "--restart", restart, "--name", name, "--network", network,
-            *LOG_OPTS]
+        volumes: Sequence[str] = (), mounts: Sequence[Mount] = (), cmd: Sequence[str] | None = None,
+        settings: ContainerSettings | None = None, health_cmd: str | None = None,
+        health_interval: float | None = None, extra: Sequence[str] = (), restart: str | None = None) -> Argv:
+    flags = settings_flags(settings)
+    if restart is not None:
+        flags[1] = restart
+    argv = ["docker", "run", "--detach", *flags[:2], "--name", name, "--network", network, *flags[2:]]
     for k, v in env.items():
         argv += ["--env", f"{k}={v}"]
     if env_file:
@@ -177,6 +223,8 @@ def run(*, name: str, image: str, env: Mapping[str, str] = {}, env_file: str | N
         argv += ["--publish", p]
     for v in volumes:
         argv += ["--volume", v]
+    for m in mounts:
+        argv += ["--volume", m.word()]
     if health_cmd:
         argv += ["--health-cmd", health_cmd]
         if health_interval:
@@ -186,6 +234,28 @@ def run(*, name: str, image: str, env: Mapping[str, str] = {}, env_file: str | N
     if cmd:
         argv += list(cmd)
     return argv
+
+
+def ensure_volumes(volumes: Sequence[tuple[str, str | None]], labels: Mapping[str, str]) -> Script:
+    """Create each named volume unless it exists: ``(name, directory)`` keeps its files in that
+    directory (on a data disk: Docker's local driver bind-mounts it, and still fills an empty
+    volume from the image's content, owner and mode, as for any named volume); ``(name, None)``
+    in Docker's own place. A host directory source is made if missing."""
+    s = Script()
+    for name, directory in volumes:
+        if name.startswith("/"):
+            s.run(["mkdir", "-p", name])
+            continue
+        create: list[str] = ["docker", "volume", "create"]
+        for k, v in labels.items():
+            create += ["--label", f"{k}={v}"]
+        if directory is not None:
+            create += ["--driver", "local", "--opt", "type=none", "--opt", "o=bind", "--opt", f"device={directory}"]
+        with s.when(~succeeds(["docker", "volume", "inspect", name])):
+            if directory is not None:
+                s.run(["mkdir", "-p", directory])
+            s.run([*create, name], quiet=True)
+    return s
 
 
 def inspect(name: str | Var, fmt: str) -> Argv:

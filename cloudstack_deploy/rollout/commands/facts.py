@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ... import images
 from . import docker as d
 from . import proxy as p
 from .script import Cond, Pipe, Script, Var, q, succeeds
@@ -35,7 +36,19 @@ class HostFacts:
     proxy_mounts: tuple[str, ...] = ()                     # kamal-proxy's mount points
 
     def has_image(self, ref: str) -> bool:
-        return bool(self.images.get(ref))
+        return bool(self.images.get(_lookup(ref)))
+
+    def label(self, ref: str) -> str:
+        """The image's `service` label ("" without one)."""
+        return self.service_label.get(_lookup(ref), "")
+
+
+def _lookup(ref: str) -> str:
+    """How an image is listed once present: by ``repo:tag``, or by ``repo@digest`` (RepoDigests)."""
+    try:
+        return images.parse(ref).lookup
+    except ValueError:
+        return ref
 
 
 def script(*, images: Sequence[str], accessories: Sequence[str], containers: Sequence[str],
@@ -55,7 +68,7 @@ def script(*, images: Sequence[str], accessories: Sequence[str], containers: Seq
         s.emit("network", SEP, "ok")
     s.raw("fi")
     if images:  # the ones present, with their ids and service labels (missing ones are skipped)
-        fmt = "image" + SEP + "{{range .RepoTags}}{{.}} {{end}}" + SEP + "{{.Id}}" + SEP + d.label_format("service")
+        fmt = "image" + SEP + "{{range .RepoTags}}{{.}} {{end}}{{range .RepoDigests}}{{.}} {{end}}" + SEP + "{{.Id}}" + SEP + d.label_format("service")
         s.run(["docker", "image", "inspect", "--format", fmt, *dict.fromkeys(images)], may_fail=True)
     names = [*accessories, *containers, p.CONTAINER]
     fmt = "container" + SEP + "{{.Name}}" + SEP + d.STATE + SEP + d.label_format(CONFIG_LABEL) + SEP + p.MOUNTS

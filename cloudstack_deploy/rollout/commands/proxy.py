@@ -73,23 +73,51 @@ def _home(s: Script) -> None:
 
 
 def deploy(service: str, target: str, proxy: Proxy, *, tls_cert: str | None = None,
-           tls_key: str | None = None) -> Argv:
-    """`kamal-proxy deploy`: returns once the target is healthy and the old one drained."""
+           tls_key: str | None = None, deploy_timeout: Word | None = None) -> Argv:
+    """`kamal-proxy deploy`: returns once the target is healthy and the old one drained.
+    ``deploy_timeout``: what is left of the role's deploy timeout (default: all of it)."""
     hc = proxy.healthcheck
-    argv = ["docker", "exec", CONTAINER, "kamal-proxy", "deploy", service, f"--target={target}"]
+    argv: list[str | Word] = ["docker", "exec", CONTAINER, "kamal-proxy", "deploy", service, f"--target={target}"]
     for host in proxy.hosts:
         argv.append(f"--host={host}")
+    for prefix in proxy.path_prefix:
+        argv.append(f"--path-prefix={prefix}")
+    if proxy.path_prefix and not proxy.strip_path_prefix:
+        argv.append("--strip-path-prefix=false")
     if proxy.ssl:
         argv.append("--tls")
         if tls_cert and tls_key:
             argv += [f"--tls-certificate-path={tls_cert}", f"--tls-private-key-path={tls_key}"]
+        if not proxy.ssl_redirect:
+            argv.append("--tls-redirect=false")
+    if proxy.forward_headers is not None:
+        argv.append(f"--forward-headers={'true' if proxy.forward_headers else 'false'}")
     argv += [
-        f"--deploy-timeout={proxy.deploy_timeout:g}s", f"--drain-timeout={proxy.drain_timeout:g}s",
-        f"--target-timeout={proxy.response_timeout:g}s",
+        deploy_timeout if deploy_timeout is not None else f"--deploy-timeout={proxy.deploy_timeout:g}s",
+        f"--drain-timeout={proxy.drain_timeout:g}s", f"--target-timeout={proxy.response_timeout:g}s",
         f"--health-check-path={hc.path}", f"--health-check-interval={hc.interval:g}s",
-        f"--health-check-timeout={hc.timeout:g}s", "--buffer-requests", "--buffer-responses",
+        f"--health-check-timeout={hc.timeout:g}s",
     ]
+    argv += buffering_flags(proxy)
     return argv
+
+
+def buffering_flags(proxy: Proxy) -> list[str]:
+    """Kamal's `proxy.buffering` as kamal-proxy's flags (a body limit only with its buffering on,
+    as kamal-proxy requires)."""
+    b = proxy.buffering
+    out = []
+    if b.requests:
+        out.append("--buffer-requests")
+        if b.max_request_body:
+            out.append(f"--max-request-body={b.max_request_body}")
+    if b.responses:
+        out.append("--buffer-responses")
+        if b.max_response_body:
+            out.append(f"--max-response-body={b.max_response_body}")
+    if b.memory is not None:
+        out.append(f"--buffer-memory={b.memory}")
+    return out
 
 
 def list_services() -> Argv:
@@ -131,20 +159,25 @@ def reboot(image: str, *, timeout: float = 30) -> Script:
 
 WARM_UP_SECONDS = 10.0
 WARM_UP_STEP = 0.1
+#: kamal-proxy gets at least this much of the deploy timeout after the warm-up.
+MIN_PROXY_SECONDS = 2.0
 
 
 def wait_healthy(container: str, proxy: Proxy) -> Script:
     """Before asking kamal-proxy: poll the new container's health path from the host every
-    0.1 s (curl, else wget) until it answers 2xx, the container stops running, or 10 s.
+    0.1 s (curl, else wget) until it answers 2xx, the container stops running, or 10 s (less
+    when the deploy timeout is shorter).
 
     kamal-proxy checks a target at once and then every health-check interval (1 s by
     default): a target still starting costs a whole interval, so the switch waits here, at a
     finer step, and kamal-proxy's first check passes. Without curl or wget on the host, or
-    when the wait runs out, kamal-proxy decides as before (and reports why it refused)."""
+    when the wait runs out, kamal-proxy decides as before (and reports why it refused). The
+    wait is part of the deploy timeout (see `switch`), never added to it."""
     s = Script()
     ip, i, st = Var("ip"), Var("i"), Var("st")
     url = Word("http://", ip, f":{proxy.app_port}{proxy.healthcheck.path}")
     tools = succeeds(["command", "-v", "curl"]) | succeeds(["command", "-v", "wget"])
+    limit = max(0.0, min(WARM_UP_SECONDS, proxy.deploy_timeout - MIN_PROXY_SECONDS))
     s.capture(ip, Pipe(d.inspect(container, d.FIRST_IP), ["cut", "-d", " ", "-f1"]))
     with s.when(nonempty(ip) & tools):
         s.set(i, "0")
@@ -157,9 +190,21 @@ def wait_healthy(container: str, proxy: Proxy) -> Script:
                 s.capture(st, d.inspect(container, d.STATE))
                 with s.when(differs(st, "running")):
                     s.break_()
-            with s.when(at_least(i, int(WARM_UP_SECONDS / WARM_UP_STEP))):
+            with s.when(at_least(i, int(limit / WARM_UP_STEP))):
                 s.break_()
             s.sleep(WARM_UP_STEP)
+    return s
+
+
+def remaining_timeout(t0: Var, proxy: Proxy) -> Script:
+    """``left`` = what remains of the deploy timeout since ``t0`` (host clock, hundredths),
+    at least MIN_PROXY_SECONDS, in milliseconds."""
+    s = Script()
+    now, left = Var("now"), Var("left")
+    s.extend(d.clock(now))
+    total, floor = int(proxy.deploy_timeout * 100), int(MIN_PROXY_SECONDS * 100)
+    s.raw(f"{left.name}=$(( {total} - ${now.name} + ${t0.name} )); "
+          f"[ ${left.name} -ge {floor} ] || {left.name}={floor}; {left.name}=$(( ${left.name} * 10 ))")
     return s
 
 
@@ -171,11 +216,13 @@ def switch(service: str, container: str, proxy: Proxy, *, tls: TLSFiles | None =
     container's last logs; the new container is then removed.
     """
     s = Script()
-    out, rc, ip, st = Var("out"), Var("rc"), Var("ip"), Var("st")
+    out, rc, ip, st, t0 = Var("out"), Var("rc"), Var("ip"), Var("st"), Var("t0")
+    s.extend(d.clock(t0))
     s.extend(wait_healthy(container, proxy))
+    s.extend(remaining_timeout(t0, proxy))
     s.set(rc, "0")
     argv = deploy(service, f"{container}:{proxy.app_port}", proxy, tls_cert=tls.cert if tls else None,
-                  tls_key=tls.key if tls else None)
+                  tls_key=tls.key if tls else None, deploy_timeout=Word("--deploy-timeout=", Var("left"), "ms"))
     s.raw(f"{out.name}=$({q(argv)} 2>&1) || {rc.name}=$?")
     with s.when(differs(rc, "0")):
         s.say(f"kamal-proxy refused {container}: ", out)
