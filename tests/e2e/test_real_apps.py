@@ -1,0 +1,197 @@
+"""A real app's shape on the lab, as a user drives it (environment e2e-real).
+
+The blueprint (tests/e2e/blueprints/realapps.yml): a web role on the app's image (A) with a
+volume, limits, options, a request body limit and a scheduled job; a second HTTP service
+(`files`) on an image B that this test builds without any label and pins by tag and digest,
+with a volume its non-root user writes; a worker on A; PostgreSQL (on the worker's VM, data on
+its disk) and Redis (on the web VM). Each step relies on the ones before it.
+
+  a. create-env v1: both HTTP services answer through their own entry points; B runs as
+     pinned; `resources` reach `docker inspect`; a body over the limit is answered 413
+  b. files written into both roles' volumes by the apps' own (non-root) users
+  c. deploy v2: web serves v2, files keeps its pinned image, both files are still there
+  d. rollback: each role back to what it ran at v1; the files are still there
+  e. proxy reboot: the files are still there, both services answer
+  f. the scheduled job ran at least twice (its runs in `logs`, its lines in the volume), and
+     `status` shows its runs
+  g. the broken version is refused within the deploy timeout + 5 s; v1 still serves
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import REPO, Lab, environment, http, page_version, ssh, wait_for_page
+
+ENV = "e2e-real"
+BLUEPRINT = str(REPO / "tests" / "e2e" / "blueprints" / "realapps.yml")
+DEPLOY_TIMEOUT = 12
+pytestmark = pytest.mark.story
+
+FILES_DOCKERFILE = """\
+FROM csdeploy-lab/debian:bookworm
+COPY --from=csdeploy-lab/demo-app:v1 /usr /usr
+RUN useradd --uid 1000 --create-home files \\
+ && mkdir /data && echo ok > /data/up && echo hello from B > /data/greeting && chown -R 1000:1000 /data
+USER 1000
+CMD ["python3", "-m", "http.server", "8080", "--directory", "/data"]
+"""
+
+PUSH = """\
+import asyncio, sys
+from cloudstack_deploy.lab.registry import push
+result = asyncio.run(push(sys.argv[1], sys.argv[2]))
+print(result.digest)
+"""
+
+
+@dataclass
+class Story:
+    lab: Lab
+    files_image: str = ""
+    installed_at: float = 0.0
+    sets: list[str] = field(default_factory=list)
+
+    def inventory(self) -> dict[str, Any]:
+        return self.lab.inventory(ENV)
+
+    def host(self, role: str) -> dict[str, Any]:
+        return next(h for h in self.inventory()["hosts"] if h["role"] == role)
+
+    def url(self, role: str, path: str = "/") -> str:
+        return f"http://{self.host(role)['public_ip']}{path}"
+
+    def csdeploy(self, *args: str, check: bool = True, timeout: float = 600) -> Any:
+        return self.lab.csdeploy(*args, *self.sets, check=check, timeout=timeout)
+
+    def on(self, role: str, command: str) -> str:
+        code, out, err = ssh(self.lab, ENV, self.host(role)["name"], command)
+        assert code == 0, f"{command} on {role}: {err}"
+        return out
+
+    def inspect(self, role: str, fmt: str) -> str:
+        name = self.on(role, f"docker ps --filter label=role={role} --format '{{{{.Names}}}}' | head -n 1").strip()
+        return self.on(role, f"docker inspect --format '{fmt}' {name}").strip()
+
+    def exec_(self, role: str, *argv: str) -> str:
+        """What ``argv`` printed in the role's container (without the ``HOST | `` prefixes)."""
+        run = self.lab.csdeploy("exec", "--env", ENV, "--role", role, "--", *argv)
+        return "".join(line.split(" | ", 1)[-1] + "\n" for line in run.stdout.splitlines())
+
+
+@pytest.fixture(scope="module")
+def story(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
+    with environment(lab, ENV):
+        yield Story(lab)
+
+
+def test_a_create_env_serves_two_http_services_on_two_images(story: Story, tmp_path: Path) -> None:
+    # B: an image without any label, from the lab's Debian image, whose user is not root
+    (tmp_path / "Dockerfile").write_text(FILES_DOCKERFILE)
+    subprocess.run(["docker", "build", "-q", "-t", "csdeploy-e2e/plain-files:1.0", str(tmp_path)], check=True,
+                   capture_output=True, timeout=600)
+    labels = subprocess.run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}",
+                             "csdeploy-e2e/plain-files:1.0"], capture_output=True, text=True, check=True).stdout
+    assert "service" not in (json.loads(labels.strip() or "null") or {}), labels  # the lab base: a recipe label only
+    pushed = subprocess.run([sys.executable, "-c", PUSH, "csdeploy-e2e/plain-files:1.0", "plain-files:1.0"],
+                            env=story.lab.env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert pushed.returncode == 0, pushed.stderr
+    digest = pushed.stdout.strip().splitlines()[-1]
+    assert digest.startswith("sha256:"), pushed.stdout
+    story.files_image = f"registry.lab:5000/plain-files:1.0@{digest}"
+    story.sets = ["--set", f"roles.files.image={story.files_image}"]
+
+    story.csdeploy("create-env", BLUEPRINT, "--env", ENV, "--version", "v1", "--progress", "plain", timeout=1200)
+    story.installed_at = time.monotonic()
+    wait_for_page(story.url("web"), "v1")
+    status, body = http("GET", story.url("files", "/greeting"))
+    assert (status, body) == (200, "hello from B\n")
+    assert story.inspect("files", "{{.Config.Image}}") == story.files_image
+    # the container is csdeploy's (labelled by it), the image is not
+    assert story.inspect("files", '{{index .Config.Labels "service"}}') == "demo"
+    assert story.inspect("web", "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}") == "500000000 268435456"
+    assert story.inspect("web", "{{.HostConfig.Init}}") == "true"
+    status, _ = http("POST", story.url("web", "/jobs"), body=b"x" * 8192)
+    assert status == 413, f"a body over proxy.buffering.max_request_body: HTTP {status}"
+    status, _ = http("POST", story.url("web", "/jobs"), body=b'{"n": 1}')
+    assert status != 413
+
+
+def test_b_the_apps_own_users_write_into_their_volumes(story: Story) -> None:
+    story.exec_("web", "sh", "-c", "id -un > /app/storage/kept && echo v1 >> /app/storage/kept")
+    story.exec_("files", "sh", "-c", "echo kept-by-files > /data/note")
+    assert "demo\nv1" in story.exec_("web", "cat", "/app/storage/kept")
+    status, body = http("GET", story.url("files", "/note"))
+    assert (status, body) == (200, "kept-by-files\n")
+
+
+def _files_kept(story: Story) -> None:
+    assert "demo\nv1" in story.exec_("web", "cat", "/app/storage/kept")
+    status, body = http("GET", story.url("files", "/note"))
+    assert (status, body) == (200, "kept-by-files\n")
+
+
+def test_c_deploy_v2_keeps_the_pinned_image_and_the_files(story: Story) -> None:
+    story.csdeploy("deploy", BLUEPRINT, "--env", ENV, "--version", "v2", "--progress", "plain")
+    wait_for_page(story.url("web"), "v2")
+    assert story.inspect("web", "{{.Config.Image}}") == "registry.lab:5000/demo-app:v2"
+    assert story.inspect("worker", "{{.Config.Image}}") == "registry.lab:5000/demo-app:v2"
+    assert story.inspect("files", "{{.Config.Image}}") == story.files_image
+    _files_kept(story)
+
+
+def test_d_rollback_returns_each_role_to_what_it_ran(story: Story) -> None:
+    story.lab.csdeploy("rollback", "--env", ENV, "--progress", "plain", timeout=600)
+    wait_for_page(story.url("web"), "v1")
+    assert story.inspect("web", "{{.Config.Image}}") == "registry.lab:5000/demo-app:v1"
+    assert story.inspect("files", "{{.Config.Image}}") == story.files_image
+    history = json.loads(story.lab.csdeploy("history", "--env", ENV, "--source", "host", "--json").stdout)
+    rows = history if isinstance(history, list) else history.get("deployments", history.get("records", []))
+    assert any(r.get("images", {}).get("files") == story.files_image for r in rows), rows
+    _files_kept(story)
+
+
+def test_e_proxy_reboot_keeps_the_files(story: Story) -> None:
+    story.lab.csdeploy("proxy", "reboot", "--env", ENV)
+    wait_for_page(story.url("web"), "v1")
+    _files_kept(story)
+
+
+def test_f_the_scheduled_job_ran_and_its_runs_are_visible(story: Story) -> None:
+    # the timer fires on the minute: two runs need at most two minutes after it was installed
+    deadline = story.installed_at + 150
+    ticks = ""
+    while time.monotonic() < deadline:
+        ticks = story.exec_("web", "sh", "-c", "cat /app/storage/ticks 2>/dev/null || true")
+        if len([line for line in ticks.splitlines() if ":" in line]) >= 2:
+            break
+        time.sleep(5)
+    lines = [line.strip() for line in ticks.splitlines() if ":" in line]
+    assert len(lines) >= 2, f"the job wrote {lines} into the volume in {time.monotonic() - story.installed_at:.0f}s"
+    logs = story.lab.csdeploy("logs", "--env", ENV, "--role", "tick", "-n", "5").stdout
+    assert logs.count("demo-web-job-tick-") >= 2 and "exited (exit 0)" in logs, logs
+    status = json.loads(story.lab.csdeploy("status", "--env", ENV, "--json").stdout)
+    text = json.dumps(status)
+    assert "job web.tick" in text, text[:2000]
+
+
+def test_g_a_version_that_never_turns_healthy_is_refused_within_the_deploy_timeout(story: Story) -> None:
+    run = story.csdeploy("deploy", BLUEPRINT, "--env", ENV, "--version", "broken", "--roles", "web",
+                         "--progress", "json", check=False)
+    assert run.code == 1, run.explain()
+    events = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    switch = [e for e in events if e.get("action") == "switch" and e.get("resource", "").startswith("web ")]
+    started = next(e["elapsed"] for e in switch if e["status"] == "running")
+    refused = next(e["elapsed"] for e in switch if e["status"] == "failed")
+    assert refused - started <= DEPLOY_TIMEOUT + 5, f"refused {refused - started:.1f}s after the switch began"
+    status, body = http("GET", story.url("web"))
+    assert status == 200 and page_version(body) == "v1"
