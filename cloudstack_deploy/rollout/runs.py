@@ -7,7 +7,7 @@
    (promote and abort require one). The cloud lock, taken meanwhile, is awaited before
    anything changes.
 4. The plan (`apps.AppPlan`) from the facts: who switches in which batches, what each host
-   goes back to, the watch; then prepare and apps (`Rollout.converge`), or, for an abort,
+   goes back to, the watch; then prepare and apps (`apps.converge`), or, for an abort,
    every canary host back.
 5. Unlock with the record (and the paused canary written, or removed), the history store's
    row finished, then the `post_deploy` hook.
