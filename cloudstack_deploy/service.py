@@ -42,7 +42,7 @@ from .provision.reap import reap as reap_envs
 from .provision.run import CreateOptions, CreateResult, join_deferred, plan_env
 from .provision.run import create_env as provision_env
 from .provision.teardown import TeardownResult, teardown_env
-from .rollout import ops
+from .rollout import ops, runs
 from .rollout.deploy import Rollout, RolloutOptions, RolloutResult
 from .rollout.history import DeployRecord
 from .rollout.strategy import parse_canary
@@ -161,7 +161,7 @@ async def create_env(bp: Blueprint, env: str, *, version: str | None = None, ttl
         if not skip_rollout:
             rollout = Rollout(bp, result.inventory, secrets, progress, journal=journal)
             async with _cloud_lock(env, opts.break_lock, progress) as gate:
-                outcome.rollout = await rollout.run(RolloutOptions(version=version or ""), gate=gate)
+                outcome.rollout = await runs.run(rollout, RolloutOptions(version=version or ""), gate=gate)
                 if result.deferred:
                     async with Cloud(config, max_in_flight=opts.max_api) as cloud:
                         joined = await join_deferred(cloud, bp, env, state, progress, result.deferred)
@@ -252,7 +252,7 @@ async def deploy(env: str, version: str, *, blueprint: str | None = None, overri
     opts = RolloutOptions(version=version, break_lock=break_lock, roles=roles, hosts=hosts, canary=spec,
                           continue_on_error=continue_on_error)
     async with _changing(env, break_lock, progress, dry_run) as (journal, gate):
-        result = await _rollout(ctx, secrets, progress, dry_run, journal).run(opts, gate=gate)
+        result = await runs.run(_rollout(ctx, secrets, progress, dry_run, journal), opts, gate=gate)
     if blueprint is not None and not dry_run:
         remember_blueprint(ctx.state, blueprint, overrides)
     return result

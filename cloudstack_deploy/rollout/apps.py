@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..blueprint_schema import Role, Watch
 from ..errors import OperationFailed
@@ -29,9 +29,12 @@ from ..inventory import Host
 from . import strategy
 from . import watch as watching
 from .commands import docker as d
+from .commands.facts import HostFacts
 from .commands.script import Script
 from .contract import container_name
+from .deploy import Rollout
 from .hosts import Connection, DryRun, HostError, Hosts, PlannedScript
+from .records import AppOutcome, SwitchRecord
 from .stages import (
     canary_split_script,
     canary_unsplit_script,
@@ -42,9 +45,6 @@ from .stages import (
     worker_abort_script,
     worker_start_script,
 )
-
-if TYPE_CHECKING:
-    from .deploy import Rollout
 
 
 @dataclass
@@ -65,34 +65,6 @@ class AppPlan:
     workers: bool = True
     reboot_proxy: set[str] = field(default_factory=set)   # hosts whose proxy lacks the certificates' mount
     unlike: set[str] = field(default_factory=set)         # hosts serving nothing yet, or not as the new version (TLS)
-
-
-@dataclass
-class SwitchRecord:
-    host: str
-    role: str
-    batch: int
-    batches: int
-    status: str                                   # switched | split | failed | switched back | kept
-    seconds: float = 0.0
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "role": self.role, "batch": self.batch, "batches": self.batches,
-                "status": self.status, "seconds": round(self.seconds, 2), **({"detail": self.detail}
-                                                                            if self.detail else {})}
-
-
-@dataclass
-class AppOutcome:
-    switches: list[SwitchRecord] = field(default_factory=list)
-    reverted: list[str] = field(default_factory=list)
-    watch: watching.WatchResult | None = None
-    rolled_back: str | None = None                # why the rollout switched back by itself
-
-    @property
-    def switched(self) -> list[str]:
-        return [s.host for s in self.switches if s.status in ("switched", "split")]
 
 
 class Apps:
@@ -355,6 +327,49 @@ class Apps:
             await _gather_all([self.worker_role(r) for r in workers])
         else:
             await _gather_all([self.proxies(), *(self.worker_role(r) for r in workers)])
+
+
+async def converge(r: Rollout, pool: Hosts, plan: AppPlan | None, facts: dict[str, HostFacts],
+                   reboot: tuple[str, ...] = (), hosts: list[Host] | None = None) -> dict[str, str]:
+    """Prepare what the facts lack and, with a ``plan``, roll the apps out: each host's
+    app step starts as soon as that host and every accessory host are prepared."""
+    version = plan.version if plan is not None else None
+    targets = hosts if hosts is not None else r.hosts
+    work = {h.name: r.decide(h, facts[h.name], version, reboot) for h in targets}
+    outcome = {a: "unchanged" for h in targets for a in h.accessories}
+    loop = asyncio.get_running_loop()
+    ready = {h.name: loop.create_future() for h in targets}
+    acc_hosts = [h for h in targets if work[h.name].accessories]
+    accessories_ready: asyncio.Future[None] = loop.create_future()
+
+    async def prepare(host: Host) -> None:
+        try:
+            if work[host.name].needed:
+                await r.prepare(await pool.connect(host), work[host.name], reboot, outcome)
+        except BaseException as exc:
+            ready[host.name].set_exception(exc)
+            raise
+        ready[host.name].set_result(None)
+
+    async def accessories_done() -> None:
+        try:
+            await _gather_all([ready[h.name] for h in acc_hosts])
+        except BaseException as exc:
+            accessories_ready.set_exception(exc)
+            raise
+        accessories_ready.set_result(None)
+
+    jobs = [prepare(h) for h in targets] + [accessories_done()]
+    if plan is not None:
+        jobs.append(Apps(r, pool, plan, ready, accessories_ready, r.outcome).run())
+    try:
+        await _gather_all(jobs)
+    finally:
+        for fut in [*ready.values(), accessories_ready]:
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # retrieved: reported through _gather_all, not as "never retrieved"
+    return outcome
+
 
 
 async def _gather_all(aws: list[Awaitable[Any]]) -> list[Any]:

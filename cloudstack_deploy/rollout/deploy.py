@@ -17,12 +17,10 @@ The order of a whole run (checks, hooks, lock, canary, promote, abort) is in `ru
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import socket
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from ..blueprint_schema import Blueprint, Role
@@ -30,8 +28,7 @@ from ..errors import InvalidInput, Locked, OperationFailed
 from ..inventory import Host, Inventory
 from ..progress import Event, Progress
 from ..store import Journal
-from . import canary, history, runs
-from .apps import AppOutcome, AppPlan, Apps, _gather_all
+from . import canary, history
 from .commands import facts as facts_cmds
 from .commands import host as host_cmds
 from .commands import proxy as proxy_cmds
@@ -47,7 +44,7 @@ from .contract import (
 )
 from .history import DeployRecord
 from .hosts import Connection, DryRun, HostError, Hosts
-from .runs import RolloutOptions, RolloutResult
+from .records import AppOutcome, RolloutOptions, RolloutResult
 from .stages import (
     ACCESSORY_MARK,
     accessory_hash,
@@ -326,70 +323,9 @@ class Rollout:
         return res.stdout
 
     # ---- whole runs --------------------------------------------------------------------------
-    async def converge(self, pool: Hosts, plan: AppPlan | None, facts: dict[str, facts_cmds.HostFacts],
-                       reboot: tuple[str, ...] = (), hosts: list[Host] | None = None) -> dict[str, str]:
-        """Prepare what the facts lack and, with a ``plan``, roll the apps out: each host's
-        app step starts as soon as that host and every accessory host are prepared."""
-        version = plan.version if plan is not None else None
-        targets = hosts if hosts is not None else self.hosts
-        work = {h.name: self.decide(h, facts[h.name], version, reboot) for h in targets}
-        outcome = {a: "unchanged" for h in targets for a in h.accessories}
-        loop = asyncio.get_running_loop()
-        ready = {h.name: loop.create_future() for h in targets}
-        acc_hosts = [h for h in targets if work[h.name].accessories]
-        accessories_ready: asyncio.Future[None] = loop.create_future()
-
-        async def prepare(host: Host) -> None:
-            try:
-                if work[host.name].needed:
-                    await self.prepare(await pool.connect(host), work[host.name], reboot, outcome)
-            except BaseException as exc:
-                ready[host.name].set_exception(exc)
-                raise
-            ready[host.name].set_result(None)
-
-        async def accessories_done() -> None:
-            try:
-                await _gather_all([ready[h.name] for h in acc_hosts])
-            except BaseException as exc:
-                accessories_ready.set_exception(exc)
-                raise
-            accessories_ready.set_result(None)
-
-        jobs = [prepare(h) for h in targets] + [accessories_done()]
-        if plan is not None:
-            jobs.append(Apps(self, pool, plan, ready, accessories_ready, self.outcome).run())
-        try:
-            await _gather_all(jobs)
-        finally:
-            for fut in [*ready.values(), accessories_ready]:
-                if fut.done() and not fut.cancelled():
-                    fut.exception()  # retrieved: reported through _gather_all, not as "never retrieved"
-        return outcome
-
     def check_envs(self, version: str) -> None:
         """Every env file can be written (a secret with a newline cannot): refused before the lock."""
         for role in self.bp.roles:
             self.app_env(role, version).env_file()
         for acc in self.bp.accessories.values():
             accessory_env(acc, self.secrets).env_file()
-
-    async def run(self, opts: RolloutOptions, *, gate: Awaitable[None] | None = None) -> RolloutResult:
-        """A deploy, rollback, canary, promotion or abort (see `runs.run`); ``gate`` (the cloud
-        lock being taken meanwhile) is awaited after the hosts are read and before anything changes."""
-        return await runs.run(self, opts, gate=gate)
-
-    async def reboot_accessory(self, name: str) -> RolloutResult:
-        """Restart one accessory deliberately (fresh container, same data), under the deploy lock."""
-        host = self.inv.accessory_host(name)
-        assert host is not None
-        started = time.monotonic()
-        async with self.pool() as pool:
-            facts = await self.read_facts(pool, [host], None, lock=self.lock_script(
-                f"accessory-{name}", False, canary=host_cmds.CANARY_IGNORE))
-            try:
-                outcome = await self.converge(pool, None, facts, (name,), [host])
-            finally:
-                await self.unlock(pool, None)
-        return RolloutResult(version="", seconds=time.monotonic() - started, accessories=outcome)
-

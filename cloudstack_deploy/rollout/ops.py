@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,13 +13,17 @@ from typing import Any
 from ..errors import InvalidInput
 from ..inventory import Host
 from . import canary, history
+from .apps import converge
 from .commands import docker as d
+from .commands import host as host_cmds
 from .commands import jobs
 from .commands import proxy as p
 from .commands.script import Script, Var
 from .contract import accessory_container, labels
-from .deploy import Rollout, RolloutOptions, RolloutResult
+from .deploy import Rollout
 from .hosts import Connection, Hosts
+from .records import RolloutOptions, RolloutResult
+from .runs import run as run_rollout
 
 
 @dataclass
@@ -156,8 +161,8 @@ async def finish_canary(r: Rollout, kind: str, *, break_lock: bool = False,
         paused = await reader.paused(pool)
     if paused is None:
         raise canary.none_paused(r.env)
-    return await r.run(RolloutOptions(version=paused.version, break_lock=break_lock, kind=kind, paused=paused),
-                       gate=gate)
+    opts = RolloutOptions(version=paused.version, break_lock=break_lock, kind=kind, paused=paused)
+    return await run_rollout(r, opts, gate=gate)
 
 
 async def rollback(r: Rollout, to: str | None, *, break_lock: bool = False, roles: tuple[str, ...] = (),
@@ -175,8 +180,9 @@ async def rollback(r: Rollout, to: str | None, *, break_lock: bool = False, role
             records = await reader.history(pool)
     # each role back to the image it ran at that version (a pinned image may have changed since)
     r.images = {role: image for role, image in history.images_at(records, to).items() if role in r.bp.roles}
-    return await r.run(RolloutOptions(version=to, break_lock=break_lock, kind="rollback", roles=roles, hosts=hosts,
-                                      continue_on_error=continue_on_error), gate=gate)
+    opts = RolloutOptions(version=to, break_lock=break_lock, kind="rollback", roles=roles, hosts=hosts,
+                          continue_on_error=continue_on_error)
+    return await run_rollout(r, opts, gate=gate)
 
 
 async def proxy_reboot(r: Rollout) -> list[str]:
@@ -195,4 +201,14 @@ async def accessory_reboot(r: Rollout, name: str) -> RolloutResult:
     """Restart one accessory deliberately (fresh container, same data), under the deploy lock."""
     if name not in r.bp.accessories or r.inv.accessory_host(name) is None:
         raise InvalidInput(f"no accessory named {name!r}", hint="known: " + ", ".join(r.bp.accessories))
-    return await r.reboot_accessory(name)
+    host = r.inv.accessory_host(name)
+    assert host is not None
+    started = time.monotonic()
+    async with r.pool() as pool:
+        facts = await r.read_facts(pool, [host], None, lock=r.lock_script(
+            f"accessory-{name}", False, canary=host_cmds.CANARY_IGNORE))
+        try:
+            outcome = await converge(r, pool, None, facts, (name,), [host])
+        finally:
+            await r.unlock(pool, None)
+    return RolloutResult(version="", seconds=time.monotonic() - started, accessories=outcome)

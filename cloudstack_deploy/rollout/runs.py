@@ -7,7 +7,7 @@
    (promote and abort require one). The cloud lock, taken meanwhile, is awaited before
    anything changes.
 4. The plan (`apps.AppPlan`) from the facts: who switches in which batches, what each host
-   goes back to, the watch; then prepare and apps (`Rollout.converge`), or, for an abort,
+   goes back to, the watch; then prepare and apps (`apps.converge`), or, for an abort,
    every canary host back.
 5. Unlock with the record (and the paused canary written, or removed), the history store's
    row finished, then the `post_deploy` hook.
@@ -19,53 +19,19 @@ import asyncio
 import secrets as _secrets
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..blueprint_schema import Watch
 from ..errors import InvalidInput, OperationFailed
 from ..inventory import Host
 from . import canary, history, hooks, strategy, tls
-from .apps import AppOutcome, AppPlan, Apps, SwitchRecord
+from .apps import AppPlan, Apps, converge
 from .commands import host as host_cmds
+from .commands.facts import HostFacts
 from .contract import check_version, container_name
+from .deploy import Rollout
 from .hosts import DryRun, Hosts, PlannedScript
-from .watch import WatchResult
-
-if TYPE_CHECKING:
-    from .commands.facts import HostFacts
-    from .deploy import Rollout
-
-DEPLOY, ROLLBACK, PROMOTE, ABORT = "deploy", "rollback", "promote", "abort"
-
-
-@dataclass
-class RolloutOptions:
-    version: str
-    break_lock: bool = False
-    concurrency: int = 20
-    reboot_accessories: tuple[str, ...] = ()
-    kind: str = DEPLOY              # deploy | rollback | promote | abort (recorded in the history)
-    roles: tuple[str, ...] = ()     # only these roles' hosts (Kamal's -r); accessories elsewhere untouched
-    hosts: tuple[str, ...] = ()     # only these hosts (Kamal's -h)
-    canary: strategy.CanarySpec | None = None   # deploy --canary
-    continue_on_error: bool = False  # keep the hosts that switched before a refused switch
-    paused: canary.CanaryState | None = None    # promote/abort: the canary they finish
-
-
-@dataclass
-class RolloutResult:
-    version: str
-    seconds: float
-    exec_calls: dict[str, int] = field(default_factory=dict)
-    accessories: dict[str, str] = field(default_factory=dict)   # name -> started|unchanged|rebooted
-    planned: list[PlannedScript] = field(default_factory=list)  # --dry-run: what each host would run
-    switches: list[SwitchRecord] = field(default_factory=list)  # each host's switch, in order
-    reverted: list[str] = field(default_factory=list)
-    watch: WatchResult | None = None
-    status: str = history.OK        # ok | paused (a canary) | rolled_back (an abort)
-    canary: str | None = None       # what the canary is, when one was made or finished
-    warnings: list[str] = field(default_factory=list)
+from .records import ABORT, PROMOTE, AppOutcome, RolloutOptions, RolloutResult
 
 
 def hook_facts(r: Rollout, opts: RolloutOptions, version: str, targets: list[Host]) -> dict[str, str]:
@@ -215,7 +181,7 @@ async def run(r: Rollout, opts: RolloutOptions, *, gate: Awaitable[None] | None 
                 outcome: dict[str, str] = {}
             else:
                 app_plan = plan(r, opts, version, facts)
-                outcome = await r.converge(pool, app_plan, facts, opts.reboot_accessories, targets)
+                outcome = await converge(r, pool, app_plan, facts, opts.reboot_accessories, targets)
         except BaseException as exc:
             _record_outcome(record, r.outcome)
             rolled = r.outcome.rolled_back

@@ -11,7 +11,7 @@ import pytest
 
 from cloudstack_deploy.errors import OperationFailed
 from cloudstack_deploy.progress import Recorder
-from cloudstack_deploy.rollout import runs
+from cloudstack_deploy.rollout import apps, runs
 from cloudstack_deploy.rollout.commands.facts import HostFacts
 from cloudstack_deploy.rollout.deploy import Rollout
 from cloudstack_deploy.rollout.hosts import HostError, Result
@@ -61,7 +61,7 @@ async def deploy(refuse: set[str], *sets: str, continue_on_error: bool = False) 
     opts = runs.RolloutOptions(version="v2", continue_on_error=continue_on_error)
     pool = Pool(refuse)
     with pytest.raises(OperationFailed) as err:
-        await r.converge(pool, runs.plan(r, opts, "v2", facts), facts, (), targets)  # type: ignore[arg-type]
+        await apps.converge(r, pool, runs.plan(r, opts, "v2", facts), facts, (), targets)  # type: ignore[arg-type]
     return r, pool, err.value
 
 
@@ -96,7 +96,7 @@ async def test_a_good_rollout_stops_the_old_containers_only_after_every_switch()
     targets = r.select(roles=("web", "worker"))
     facts = ready_facts(r, "v1")
     pool = Pool(set())
-    await r.converge(pool, runs.plan(r, runs.RolloutOptions(version="v2"), "v2", facts), facts, (),  # type: ignore[arg-type]
+    await apps.converge(r, pool, runs.plan(r, runs.RolloutOptions(version="v2"), "v2", facts), facts, (),  # type: ignore[arg-type]
                      targets)
     order = [(h, w) for h, w in pool.log if w.startswith(("switch", "stop old"))]
     last_switch = max(i for i, (_, w) in enumerate(order) if w.startswith("switch"))

@@ -1,0 +1,73 @@
+"""What a rollout run takes and gives, and what its apps step records: the records shared by
+`deploy.py` (the hosts' facts and preparation), `apps.py` (switches, watch, workers) and
+`runs.py` (a whole run), kept apart so those import each other in one direction only
+(runs -> apps -> deploy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import canary, history, strategy
+from . import watch as watching
+from .hosts import PlannedScript
+from .watch import WatchResult
+
+DEPLOY, ROLLBACK, PROMOTE, ABORT = "deploy", "rollback", "promote", "abort"
+
+
+@dataclass
+class RolloutOptions:
+    version: str
+    break_lock: bool = False
+    concurrency: int = 20
+    reboot_accessories: tuple[str, ...] = ()
+    kind: str = DEPLOY              # deploy | rollback | promote | abort (recorded in the history)
+    roles: tuple[str, ...] = ()     # only these roles' hosts (Kamal's -r); accessories elsewhere untouched
+    hosts: tuple[str, ...] = ()     # only these hosts (Kamal's -h)
+    canary: strategy.CanarySpec | None = None   # deploy --canary
+    continue_on_error: bool = False  # keep the hosts that switched before a refused switch
+    paused: canary.CanaryState | None = None    # promote/abort: the canary they finish
+
+
+@dataclass
+class RolloutResult:
+    version: str
+    seconds: float
+    exec_calls: dict[str, int] = field(default_factory=dict)
+    accessories: dict[str, str] = field(default_factory=dict)   # name -> started|unchanged|rebooted
+    planned: list[PlannedScript] = field(default_factory=list)  # --dry-run: what each host would run
+    switches: list[SwitchRecord] = field(default_factory=list)  # each host's switch, in order
+    reverted: list[str] = field(default_factory=list)
+    watch: WatchResult | None = None
+    status: str = history.OK        # ok | paused (a canary) | rolled_back (an abort)
+    canary: str | None = None       # what the canary is, when one was made or finished
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SwitchRecord:
+    host: str
+    role: str
+    batch: int
+    batches: int
+    status: str                                   # switched | split | failed | switched back | kept
+    seconds: float = 0.0
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "role": self.role, "batch": self.batch, "batches": self.batches,
+                "status": self.status, "seconds": round(self.seconds, 2), **({"detail": self.detail}
+                                                                            if self.detail else {})}
+
+
+@dataclass
+class AppOutcome:
+    switches: list[SwitchRecord] = field(default_factory=list)
+    reverted: list[str] = field(default_factory=list)
+    watch: watching.WatchResult | None = None
+    rolled_back: str | None = None                # why the rollout switched back by itself
+
+    @property
+    def switched(self) -> list[str]:
+        return [s.host for s in self.switches if s.status in ("switched", "split")]
