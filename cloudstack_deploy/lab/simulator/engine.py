@@ -317,10 +317,16 @@ class Simulator(JobRunner, EffectRunner):
                 for t in self._tags_by_resource.get(resource_id, {}).values()]
 
     def matches_tags(self, resource_id: str, wanted: dict[str, str] | None) -> bool:
-        """True when the resource has *any* of the wanted key=value tags (CloudStack ORs them)."""
+        """True when the resource has *any* of the wanted key=value tags (CloudStack ORs them).
+
+        Keys and values compare case-insensitively, as MySQL's default collation (utf8_general_ci,
+        which CloudStack's resource_tags table uses) compares them in the list queries' joins.
+        """
         if not wanted:
             return True
-        return any(wanted.get(t["key"]) == t["value"] for t in self._tags_by_resource.get(resource_id, {}).values())
+        folded = {k.lower(): v.lower() for k, v in wanted.items()}
+        return any(folded.get(str(t["key"]).lower()) == str(t["value"]).lower()
+                   for t in self._tags_by_resource.get(resource_id, {}).values())
 
     # ---- addresses -----------------------------------------------------------------------
     def allocate_public_address(self) -> str:
