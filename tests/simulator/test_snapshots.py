@@ -90,6 +90,17 @@ def test_the_snapshot_limit_is_535(cs: CloudStack) -> None:
     assert _names(cs.listSnapshots()) == ["one"]
 
 
+@pytest.mark.simulator(limits={"secondary_storage": 1})
+def test_the_secondary_storage_limit_counts_the_volume_size(cs: CloudStack) -> None:
+    """SnapshotManagerImpl.allocSnapshot checks ResourceType.secondary_storage for the volume's
+    size (GB here): a 5 GB volume does not fit in 1 GB."""
+    _, _, vol = _vm_with_disk(cs)
+    assert vol["size"] > GB
+    text = http_error(535, cs.createSnapshot, volumeid=vol["id"])
+    assert "Maximum number of resources of type 'secondary_storage'" in text
+    assert cs.listSnapshots() == {}
+
+
 def test_snapshot_tags_come_with_it_and_filter_lists(cs: CloudStack) -> None:
     """CreateSnapshotCmd.tags are the snapshot's tags (resource type Snapshot); createTags on a
     Snapshot works (ResourceObjectType.Snapshot supports tags); listSnapshots' tags filter
@@ -248,6 +259,9 @@ def test_policies_are_updated_hidden_and_deleted(cs: CloudStack) -> None:
     assert [p["id"] for p in cs.listSnapshotPolicies(volumeid=vol["id"])["snapshotpolicy"]] == [daily["id"]]
     hidden = cs.listSnapshotPolicies(volumeid=vol["id"], fordisplay=False)["snapshotpolicy"]
     assert [p["id"] for p in hidden] == [hourly["id"]]
+    # by id alone, a hidden policy names no volume (listPoliciesforVolume): "with id null"
+    assert http_error(431, cs.listSnapshotPolicies, id=hourly["id"]) == "Unable to find a volume with id null"
+    assert cs.listSnapshotPolicies(id=hourly["id"], volumeid=vol["id"]) == {}
     assert http_error(431, cs.deleteSnapshotPolicies) == "No policy id (or list of ids) specified."
     assert cs.deleteSnapshotPolicies(ids=hourly["id"])["success"] is True
     assert cs.listTags(resourcetype="SnapshotPolicy") == {}

@@ -306,16 +306,15 @@ def list_snapshot_policies(sim: Simulator, req: Request) -> list[dict[str, Any]]
     """Lists snapshot policies (of one volume: by volumeid, or the volume of policy ``id``)."""
     display = req.get("fordisplay", True)
     volume_id = req.get("volumeid")
-    if "id" in req:
+    by_id: list[dict[str, Any]] = []
+    if "id" in req:  # the policy (if displayed as asked) names the volume; else volumeid must
         pol = sim.get("snapshot_policies", req.get("id"))
-        if pol is None or pol.get("fordisplay", True) != display:
-            return []
-        volume_id = pol["volumeid"]
+        if pol is not None and pol.get("fordisplay", True) == display:
+            by_id, volume_id = [pol], pol["volumeid"]
     if volume_id is None or not sim.exists("volumes", volume_id):
         raise invalid_value(f"Unable to find a volume with id {volume_id if volume_id else 'null'}")
-    items = [p for p in sim.col("snapshot_policies").values()
-             if p["volumeid"] == volume_id and p.get("fordisplay", True) == display
-             and ("id" not in req or p["id"] == req.get("id"))]
+    items = by_id if "id" in req else [p for p in sim.col("snapshot_policies").values()
+                                       if p["volumeid"] == volume_id and p.get("fordisplay", True) == display]
     return [render_policy(sim, p) for p in items]
 
 
