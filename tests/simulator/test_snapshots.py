@@ -13,14 +13,17 @@ import re
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 from cs import CloudStack
+from libcloud.compute.providers import get_driver
+from libcloud.compute.types import Provider
 
 from cloudstack_deploy.lab.simulator.server import ThreadedSimulator
 
 from .cloudkit import Catalog, catalog, deploy, http_error, network, wait_job
-from .conftest import make_config, public_range
+from .conftest import KEY, SECRET, make_config, public_range
 from .test_persistence import _client
 
 GB = 1024**3
@@ -303,3 +306,20 @@ def test_snapshots_and_policies_survive_a_restart(tmp_path: Path) -> None:
         assert cs.listSnapshots(id=snap["id"])["snapshot"][0]["tags"][0]["value"] == "b"
         assert cs.listSnapshotPolicies(id=pol["id"])["snapshotpolicy"][0]["tags"][0]["value"] == "d"
         assert cs.createVolume(name="back", snapshotid=snap["id"])["volume"]["size"] == vol["size"]
+
+
+# ---- another client --------------------------------------------------------------------------------
+def test_libcloud_snapshots_a_volume_and_deletes_it(simulator: ThreadedSimulator, cs: CloudStack) -> None:
+    """apache-libcloud's CloudStack driver (create_volume_snapshot, list_snapshots,
+    destroy_volume_snapshot) reads the snapshot as CloudStack's SnapshotResponse gives it."""
+    _, _, vol = _vm_with_disk(cs)
+    url = urlparse(simulator.endpoint)
+    driver = get_driver(Provider.CLOUDSTACK)(KEY, SECRET, host=url.hostname, port=url.port, path=url.path,
+                                             secure=False)
+    driver.connection.poll_interval = 0.02
+    [volume] = [v for v in driver.list_volumes() if v.id == vol["id"]]
+    snap = driver.create_volume_snapshot(volume)
+    assert snap.extra["volume_id"] == vol["id"] and snap.extra["name"].startswith("web-1_data-1_")
+    assert [s.id for s in driver.list_snapshots()] == [snap.id]
+    assert driver.destroy_volume_snapshot(snap) is True
+    assert cs.listSnapshots() == {}
