@@ -228,6 +228,41 @@ def test_resize_grows_the_disk_the_guest_sees(docker_cs: CloudStack, world: dict
     assert after > before * 1.8, (before, after)
 
 
+def debugfs_cat(image: Path, path: str) -> str:
+    """A file of the ext4 filesystem in ``image``, read on this machine (no mount, no backend)."""
+    return subprocess.run(["debugfs", "-R", f"cat {path}", str(image)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_a_snapshot_keeps_the_data_and_a_volume_from_it_brings_it_back(docker_cs: CloudStack,
+                                                                       world: dict[str, Any],
+                                                                       docker_home: Path) -> None:
+    """createSnapshot of the mounted data disk of a running VM, then createVolume with its
+    snapshotid (SnapshotManagerImpl, VolumeApiServiceImpl.allocVolume: the snapshot's size):
+    the new disk holds what the guest had written before the snapshot, not what came after;
+    the snapshot is a sparse file of its own, and deleteSnapshot removes it."""
+    host: Host = world["host"]
+    host.run(f"echo before > {MOUNT}/when")  # no sync in the guest: the snapshot flushes
+    snap = docker_cs.createSnapshot(volumeid=world["volume"]["id"], name="nightly")["snapshot"]
+    assert snap["state"] == "BackedUp"
+    snap_file = docker_home / "lab" / "volumes" / f"snapshot-{snap['id']}.img"
+    assert snap_file.stat().st_size == snap["virtualsize"]
+    assert snap_file.stat().st_blocks * 512 < snap_file.stat().st_size / 2  # sparse
+    host.run(f"echo after > {MOUNT}/when && sync")
+    restored = docker_cs.createVolume(name="restored", snapshotid=snap["id"])["volume"]
+    assert restored["size"] == snap["virtualsize"]
+    restored_file = docker_home / "lab" / "volumes" / f"{restored['id']}.img"
+    assert debugfs_cat(restored_file, "/when").strip() == "before"
+    assert debugfs_cat(restored_file, "/note").strip() == "kept"
+    assert host.run(f"cat {MOUNT}/when").stdout.strip() == "after"
+    docker_cs.deleteSnapshot(id=snap["id"])
+    docker_cs.deleteVolume(id=restored["id"])
+    deadline = time.monotonic() + 30  # both files go in the background
+    while (snap_file.exists() or restored_file.exists()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not snap_file.exists() and not restored_file.exists()
+
+
 def test_a_bare_vm_has_no_docker_and_answers_through_port_forwarding(docker_sim: ThreadedSimulator,
                                                                      docker_cs: CloudStack,
                                                                      world: dict[str, Any]) -> None:

@@ -54,7 +54,8 @@ def test_a_new_rule_is_in_state_add_with_its_firewall_rule_open_to_all(cs: Cloud
     assert (rule["publicipid"], rule["publicip"], rule["networkid"]) == (ip["id"], ip["ipaddress"], net["id"])
     assert rule["algorithm"] == "roundrobin" and rule["description"] == "the web pool"
     assert {"account", "domainid", "zoneid", "zonename"} <= set(rule) and rule["tags"] == []
-    assert "cidrlist" not in rule and "protocol" not in rule  # null fields are left out
+    assert "protocol" not in rule  # null fields are left out
+    assert rule["cidrlist"] == ""  # but cidrlist is the joined source CIDRs, "" for none
     assert _rule(cs, rule["id"]) == rule
     [fw] = cs.listFirewallRules(ipaddressid=ip["id"])["firewallrule"]
     assert (fw["startport"], fw["endport"], fw["cidrlist"], fw["protocol"]) == (80, 80, "0.0.0.0/0", "tcp")
@@ -208,7 +209,9 @@ def test_vmidipmap_names_members_by_their_address(cs: CloudStack) -> None:
     listed = cs.listLoadBalancerRuleInstances(id=rule["id"], lbvmips=True)["lbrulevmidip"]
     assert [(i["loadbalancerruleinstance"]["name"], i["lbvmipaddresses"]) for i in listed] == \
         [("web-1", [a["nic"][0]["ipaddress"]])]
-    assert cs.listLoadBalancerRuleInstances(id=rule["id"], applied=False) == {}
+    # applied=false: the VMs of the rule's network that are not members (listLoadBalancerInstances)
+    unapplied = cs.listLoadBalancerRuleInstances(id=rule["id"], applied=False)["loadbalancerruleinstance"]
+    assert [v["id"] for v in unapplied] == [b["id"]]
 
 
 def test_a_destroyed_member_leaves_the_rule(cs: CloudStack) -> None:

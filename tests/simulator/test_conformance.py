@@ -110,7 +110,8 @@ def _world(cs: CloudStack) -> None:
     cs.createLoadBalancerRule(algorithm="roundrobin", name="lb", privateport=80, publicport=80,
                               publicipid=pf_ip["id"])
     cs.createEgressFirewallRule(networkid=net["id"], protocol="tcp", startport=80, endport=80)
-    vol = cs.createVolume(name="data", diskofferingid=cat.disks["Small"], zoneid=cat.zone)["volume"]
+    vol = cs.createVolume(name="data", diskofferingid=cat.disks["Small"], zoneid=cat.zone,
+                          virtualmachineid=vm["id"])["volume"]  # attached: Ready, so it may be snapshotted
     cs.createSnapshot(volumeid=vol["id"])
     cs.createSnapshotPolicy(volumeid=vol["id"], intervaltype="DAILY", schedule="00:01", maxsnaps=1,
                             timezone="UTC")

@@ -419,7 +419,7 @@ ASYNC = {
     # not in the reference's list
     "removeFromLoadBalancerRule", "updateLoadBalancerRule", "createIpForwardingRule", "deleteIpForwardingRule",
     "createSnapshot",
-    "deleteSnapshot", "updateNetwork", "resetSSHKeyForVirtualMachine",
+    "deleteSnapshot", "updateNetwork", "resetSSHKeyForVirtualMachine", "updateSnapshotPolicy",
 }
 #: The reference's sync commands (every list* too), plus the other sync ones served.
 SYNC = {

@@ -41,6 +41,8 @@ EFFECTS: dict[str, tuple[str, ...]] = {
     "detach_volume": ("id",),
     "resize_volume": ("id", "size"),
     "delete_volume": ("id",),          # deleteVolume (sync): runs in the background
+    "create_snapshot": ("id",),        # createSnapshot: copy the volume's data
+    "delete_snapshot": ("id",),        # deleteSnapshot, or a policy's oldest (background)
     "delete_network": ("id",),
 }
 

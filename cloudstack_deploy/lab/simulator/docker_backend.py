@@ -335,7 +335,10 @@ class DockerHost(HostBackend):
         vol = self.sim.get("volumes", id)
         if vol is None:
             return
-        self.files.ensure_file(id, vol["size"])
+        if vol.get("snapshotid"):  # createVolume from a snapshot: its data
+            await self.files.restore(id, vol["snapshotid"], vol["size"])
+        else:
+            self.files.ensure_file(id, vol["size"])
         if vm:
             await self.attach_volume(id, vm)
 
@@ -372,3 +375,20 @@ class DockerHost(HostBackend):
 
     async def delete_volume(self, id: str) -> None:
         await self.files.delete(id)
+
+    # ---- snapshots -----------------------------------------------------------------------
+    async def create_snapshot(self, id: str) -> None:
+        """Copy the volume's data (its VM is left running: a crash-consistent copy)."""
+        snap = self.sim.get("snapshots", id)
+        if snap is None:
+            return
+        vol = self.sim.get("volumes", snap["volumeid"]) or {}
+        vm = vol.get("virtualmachineid")
+        if vm:
+            async with self._lock(vm):  # no detach or stop half-way through the copy
+                await self.files.snapshot(snap["volumeid"], id, snap["_size"])
+        else:
+            await self.files.snapshot(snap["volumeid"], id, snap["_size"])
+
+    async def delete_snapshot(self, id: str) -> None:
+        self.files.delete_snapshot(id)

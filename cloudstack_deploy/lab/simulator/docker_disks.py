@@ -8,6 +8,12 @@ it (``/dev/vdb``, ``/dev/vdc``...; the container is created with ``--device-cgro
 'b 7:* rmw'`` so the node may be made later). Loop devices are held only while a VM runs with
 the volume: stop, detach, expunge and ``lab down`` release them.
 
+A snapshot is a sparse copy of the volume's file (``snapshot-<snapshotid>.img`` beside the
+volumes, owned like them), taken after a ``sync`` so what the guest wrote is in it (crash
+consistent, as a snapshot of a running KVM guest is); a volume created from a snapshot starts
+as a copy of that file. A ROOT volume has no file here (it is the container's filesystem): its
+snapshots are empty disks of its size.
+
 Two stand-ins for what a hypervisor and udev would do, both documented in the templates:
 
 - hot-plug: after plugging a disk into a running VM, ``systemctl restart
@@ -118,6 +124,58 @@ class VolumeFiles:
         os.truncate(path, size)
         for dev in await self.loops(volume_id):
             await _run("losetup", "-c", dev)
+
+    # ---- snapshots ------------------------------------------------------------------------
+    def has_file(self, volume_id: str) -> bool:
+        return self.path(volume_id).exists()
+
+    def snapshot_path(self, snapshot_id: str) -> Path:
+        return self.dir / f"snapshot-{snapshot_id}.img"
+
+    async def _copy(self, src: Path, dst: Path, size: int) -> None:
+        """``dst``: a sparse copy of ``src`` (an empty disk of ``size`` when there is none), at
+        least ``size`` bytes, owned by this lab; written aside and renamed (a re-run after a
+        crash starts over, an existing ``dst`` is kept: effects are idempotent)."""
+        started = self._start_copy(src, dst)
+        if started is None:
+            return
+        part, have_src = started
+        if have_src:
+            await _run("cp", "--sparse=always", "--reflink=auto", str(src), str(part))
+        self._finish_copy(part, dst, size)
+
+    def _start_copy(self, src: Path, dst: Path) -> tuple[Path, bool] | None:
+        if dst.exists():
+            return None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        part = dst.with_name(dst.name + ".part")
+        part.unlink(missing_ok=True)
+        return part, src.exists()
+
+    def _finish_copy(self, part: Path, dst: Path, size: int) -> None:
+        if not part.exists():
+            part.touch()
+        if part.stat().st_size < size:
+            os.truncate(part, size)
+        dst.with_suffix(".owner").write_text(self.lab_id + "\n")
+        os.replace(part, dst)
+
+    async def snapshot(self, volume_id: str, snapshot_id: str, size: int) -> Path:
+        """Copy the volume's data into the snapshot's file, after flushing every filesystem
+        (the guest's, on the loop device, and this machine's page cache of the file)."""
+        if self.has_file(volume_id):
+            await _run("sync")
+        await self._copy(self.path(volume_id), self.snapshot_path(snapshot_id), size)
+        return self.snapshot_path(snapshot_id)
+
+    async def restore(self, volume_id: str, snapshot_id: str, size: int) -> Path:
+        """A new volume's file from a snapshot's (grown to ``size``)."""
+        await self._copy(self.snapshot_path(snapshot_id), self.path(volume_id), size)
+        return self.path(volume_id)
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        self.snapshot_path(snapshot_id).unlink(missing_ok=True)
+        self.snapshot_path(snapshot_id).with_suffix(".owner").unlink(missing_ok=True)
 
     async def delete(self, volume_id: str) -> None:
         await self.release(volume_id)

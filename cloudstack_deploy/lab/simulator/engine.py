@@ -199,7 +199,7 @@ class Simulator(JobRunner, EffectRunner):
             self.add("network_offerings", {
                 "name": name, "displaytext": name, "traffictype": "Guest", "isdefault": True,
                 "specifyvlan": guest == "Shared", "conservemode": True, "specifyipranges": guest == "Shared",
-                "availability": "Optional" if guest == "Isolated" else "Required", "networkrate": 200,
+                "availability": "Required" if guest == "Isolated" else "Optional", "networkrate": 200,
                 "state": "Enabled", "guestiptype": guest, "serviceofferingid": new_id(),
                 "service": catalog.NETWORK_OFFERING_SERVICES if guest == "Isolated" else [],
                 "forvpc": False, "ispersistent": False, "egressdefaultpolicy": True,
@@ -230,6 +230,9 @@ class Simulator(JobRunner, EffectRunner):
         for tag_id, tag in self.col("tags").items():
             self._tags_by_resource.setdefault(tag["resourceid"], {})[tag_id] = tag
         images = {name: image for name, _, _, image in catalog.TEMPLATES}
+        for off in self.col("network_offerings").values():  # state files from before availability was fixed
+            if off.get("name") in (catalog.ISOLATED_OFFERING, catalog.SHARED_OFFERING):
+                off["availability"] = "Required" if off.get("guestiptype") == "Isolated" else "Optional"
         for tpl in self.col("templates").values():  # state files from before templates had images
             if "_image" not in tpl and tpl.get("name") in images:
                 tpl["_image"] = images[tpl["name"]]
@@ -317,10 +320,16 @@ class Simulator(JobRunner, EffectRunner):
                 for t in self._tags_by_resource.get(resource_id, {}).values()]
 
     def matches_tags(self, resource_id: str, wanted: dict[str, str] | None) -> bool:
-        """True when the resource has *any* of the wanted key=value tags (CloudStack ORs them)."""
+        """True when the resource has *any* of the wanted key=value tags (CloudStack ORs them).
+
+        Keys and values compare case-insensitively, as MySQL's default collation (utf8_general_ci,
+        which CloudStack's resource_tags table uses) compares them in the list queries' joins.
+        """
         if not wanted:
             return True
-        return any(wanted.get(t["key"]) == t["value"] for t in self._tags_by_resource.get(resource_id, {}).values())
+        folded = {k.lower(): v.lower() for k, v in wanted.items()}
+        return any(folded.get(str(t["key"]).lower()) == str(t["value"]).lower()
+                   for t in self._tags_by_resource.get(resource_id, {}).values())
 
     # ---- addresses -----------------------------------------------------------------------
     def allocate_public_address(self) -> str:

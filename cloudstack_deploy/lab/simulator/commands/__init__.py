@@ -1,3 +1,14 @@
 """Every command the simulator serves; importing this package registers them all."""
 
-from . import account, catalog_cmds, compute, jobs, loadbalancer, networking, rules, storage, vm_ops  # noqa: F401
+from . import (  # noqa: F401
+    account,
+    catalog_cmds,
+    compute,
+    jobs,
+    loadbalancer,
+    networking,
+    rules,
+    snapshots,
+    storage,
+    vm_ops,
+)

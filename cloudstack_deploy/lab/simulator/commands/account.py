@@ -170,9 +170,10 @@ def list_tags(sim: Simulator, req: Request) -> list[dict[str, Any]]:
             continue
         if req.get("resourceid") and t["resourceid"] != req.get("resourceid"):
             continue
-        if req.get("key") is not None and t["key"] != req.get("key"):
+        # key and value: equality under MySQL's case-insensitive default collation
+        if req.get("key") is not None and str(t["key"]).lower() != req.get("key").lower():
             continue
-        if req.get("value") is not None and t["value"] != req.get("value"):
+        if req.get("value") is not None and str(t["value"]).lower() != req.get("value").lower():
             continue
         out.append({k: v for k, v in t.items() if k != "id"})
     return out

@@ -8,12 +8,13 @@ import ipaddress
 import re
 from typing import Any
 
+from .. import catalog
 from ..clock import new_id, now_str
 from ..engine import Simulator
 from ..errors import ApiError, invalid_value
 from ..registry import TAG_FILTER, AsyncResult, Param, Request, command, finisher
 from ._common import get_or_431, owner, select, zone_fields
-from .networking import implement_network
+from .networking import implement_network, new_isolated_network
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
 NAME_ERROR = ("Invalid name. Vm name can contain ASCII letters 'a' through 'z', the digits '0' through '9', "
@@ -103,6 +104,26 @@ def _allocate_guest_ip(sim: Simulator, net: dict[str, Any], wanted: str | None) 
     raise ApiError(533, f"Insufficient address capacity in network {net['name']}")
 
 
+def default_network(sim: Simulator) -> dict[str, Any]:
+    """The network of a VM deployed without networkids (getDefaultNetwork in CloudStack's VM
+    network selection): with the "Required" offering enabled, the account's only isolated
+    network; none: a new one of that offering named ``<account>-network``; several: 431."""
+    required = [o for o in sim.col("network_offerings").values() if o.get("availability") == "Required"]
+    if not required:
+        raise invalid_value("Unable to find network offering with availability=Required to automatically "
+                            "create the network as a part of vm creation")
+    if required[0].get("state") != "Enabled":
+        raise invalid_value(f"Required network offering {required[0]['name']} is not in Enabled")
+    isolated = [n for n in sim.col("networks").values() if n.get("type") == "Isolated" and not n.get("_removed")]
+    if len(isolated) > 1:
+        raise invalid_value(f"More than 1 default Isolated networks are found for Account {catalog.ACCOUNT}; "
+                            "please specify networkIds")
+    if isolated:
+        return isolated[0]
+    name = f"{catalog.ACCOUNT}-network"
+    return new_isolated_network(sim, required[0], name)
+
+
 @command("deployVirtualMachine",
          Param("zoneid", "uuid", required=True, entity="zones"),
          Param("serviceofferingid", "uuid", required=True, entity="service_offerings"),
@@ -127,14 +148,14 @@ def deploy_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
     name = req.get("name")
     if name is not None and (not NAME_RE.fullmatch(name) or name.endswith("-")):
         raise invalid_value(NAME_ERROR)
-    network_ids = req.get("networkids") or []
-    if not network_ids:
-        raise invalid_value("Can't deploy a VM in an Advanced zone without a network: specify networkids")
+    network_ids = list(req.get("networkids") or [])
     keypairs = list(req.get("keypairs") or []) + ([req.get("keypair")] if req.get("keypair") else [])
     for kp in keypairs:
         if not any(k["name"] == kp for k in sim.col("keypairs").values()):
             raise invalid_value(f"A key pair with name '{kp}' was not found.")
     userdata = _check_userdata(req)
+    if not network_ids:  # after the checks of the input: a bad request creates no network
+        network_ids = [default_network(sim)["id"]]
     networks = [sim.get("networks", nid) for nid in network_ids]
     for net in networks:
         assert net is not None

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..clock import now_str
 from ..engine import Simulator
-from ..errors import ApiError, invalid_value, param_error, rule_conflict
+from ..errors import ApiError, invalid_value, param_error, rule_conflict, unknown_id
 from ..registry import TAG_FILTER, AsyncResult, Param, Request, command, finisher
 from ._common import get_or_431, like, owner, tag_filter, with_tags, zone_fields
 from .rules import forwarding_conflict, rule_for_all_cidrs
@@ -127,6 +127,8 @@ def _finish_create(sim: Simulator, id: str) -> dict[str, Any]:
 
 def render_lb(sim: Simulator, rule: dict[str, Any]) -> dict[str, Any]:
     out = with_tags(sim, rule) | owner(sim) | zone_fields(sim)
+    # createLoadBalancerResponse joins the rule's source CIDRs: "" when there are none, never absent
+    out["cidrlist"] = rule.get("cidrlist") or ""
     if out.get("state") == "Revoke":
         out["state"] = "Deleting"
     return out
@@ -314,17 +316,21 @@ class KeyedList(list[dict[str, Any]]):
 def list_load_balancer_rule_instances(sim: Simulator, req: Request) -> list[dict[str, Any]]:
     """List all virtual machine instances that are assigned to a load balancer rule.
 
-    listLoadBalancerInstances: the members, except VMs Destroyed, Expunging, in Error or
-    Unknown; ``applied=false`` lists nothing (every listed VM is an applied one). With
-    ``lbvmips=true`` each item is an ``lbrulevmidip`` holding the VM and its member IPs.
+    LoadBalancingRulesManagerImpl.listLoadBalancerInstances: the account's VMs in the rule's
+    network, except VMs Destroyed, Expunging, in Error or Unknown, that are members
+    (``applied`` true, the default) or that are not (``applied=false``: those that could be
+    assigned). With ``lbvmips=true`` each item is an ``lbrulevmidip`` holding the VM and its
+    member IPs.
     """
     from .compute import render_vm
 
     rule = get_or_431(sim, "lb_rules", req.get("id"), "load balancer rule")
-    if req.get("applied") is False:
-        return []
-    vms = [v for v in (sim.get("vms", i) for i in members(rule))
-           if v is not None and not v.get("_removed") and v["state"] not in UNLISTED_VM_STATES]
+    applied = req.get("applied", True)
+    assigned = set(members(rule))
+    vms = [v for v in sim.col("vms").values()
+           if not v.get("_removed") and v["state"] not in UNLISTED_VM_STATES
+           and any(n["networkid"] == rule["networkid"] for n in v.get("nic", []))
+           and (v["id"] in assigned) == applied]
     if not req.get("lbvmips"):
         return [render_vm(sim, v) for v in vms]
     items = []
@@ -333,3 +339,23 @@ def list_load_balancer_rule_instances(sim: Simulator, req: Request) -> list[dict
         items.append({"loadbalancerruleinstance": render_vm(sim, vm),
                       "lbvmipaddresses": [nic.get("ipaddress")] if nic.get("ipaddress") else []})
     return KeyedList(items, "lbrulevmidip")
+
+
+# ---- autoscale -----------------------------------------------------------------------------------
+
+@command("listAutoScaleVmGroups", Param("id", "uuid"), Param("name"),
+         Param("lbruleid", "uuid", entity="lb_rules"), Param("vmprofileid", "uuid"), Param("policyid", "uuid"),
+         Param("zoneid", "uuid", entity="zones"), Param("fordisplay", "boolean"),
+         key="autoscalevmgroup", listing=True)
+def list_autoscale_vm_groups(sim: Simulator, req: Request) -> list[dict[str, Any]]:
+    """Lists autoscale vm groups.
+
+    ListAutoScaleVmGroupsCmd: the lab has no autoscaling, so there are no groups, profiles or
+    policies: every list is empty (clients such as the Terraform/OpenTofu provider ask for the
+    groups of each load-balancer rule), and an ``id``, ``vmprofileid`` or ``policyid`` is an
+    unknown entity (431), as for any id CloudStack cannot find.
+    """
+    for name in ("id", "vmprofileid", "policyid"):
+        if name in req:
+            raise unknown_id("listAutoScaleVmGroups", name, req.get(name))
+    return []

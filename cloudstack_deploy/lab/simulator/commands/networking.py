@@ -68,25 +68,36 @@ def create_network(sim: Simulator, req: Request) -> dict[str, Any]:
     if off["guestiptype"] != "Isolated":
         raise invalid_value("Only isolated networks can be created in the lab; use "
                             "DefaultIsolatedNetworkOfferingWithSourceNatService")
-    in_use = sum(1 for n in sim.col("networks").values())
-    sim.check_limit("network", in_use)
     if bool(req.get("gateway")) != bool(req.get("netmask")):
         raise invalid_value("gateway/netmask are required when specifying one of them")
-    gateway = req.get("gateway") or _free_gateway(sim)
-    netmask = req.get("netmask") or "255.255.255.0"
+    net = new_isolated_network(sim, off, req.get("name"), displaytext=req.get("displaytext"),
+                               gateway=req.get("gateway"), netmask=req.get("netmask"),
+                               networkdomain=req.get("networkdomain"))
+    return _render_network(sim, net)
+
+
+def new_isolated_network(sim: Simulator, off: dict[str, Any], name: str, *, displaytext: str | None = None,
+                         gateway: str | None = None, netmask: str | None = None,
+                         networkdomain: str | None = None) -> dict[str, Any]:
+    """An isolated network of offering ``off`` (createNetwork, or deployVirtualMachine's
+    default network), within the account's network limit."""
+    in_use = sum(1 for n in sim.col("networks").values())
+    sim.check_limit("network", in_use)
+    gateway = gateway or _free_gateway(sim)
+    netmask = netmask or "255.255.255.0"
     cidr = guest_cidr(gateway, netmask)
     net = sim.add("networks", {
-        "name": req.get("name"), "displaytext": req.get("displaytext") or req.get("name"),
+        "name": name, "displaytext": displaytext or name,
         "networkofferingid": off["id"], "state": "Allocated", "type": "Isolated", "traffictype": "Guest",
         "broadcastdomaintype": "Vlan", "gateway": gateway, "netmask": netmask, "cidr": cidr,
-        "dns1": "127.0.0.53", "dns2": "", "networkdomain": req.get("networkdomain") or "cs.lab.internal",
+        "dns1": "127.0.0.53", "dns2": "", "networkdomain": networkdomain or "cs.lab.internal",
         "acltype": "Account", "canusefordeploy": True, "displaynetwork": True, "ispersistent": False,
         "issystem": False, "restartrequired": False, "specifyipranges": False, "subdomainaccess": False,
         "physicalnetworkid": sim.zone["id"], "related": None, "created": now_str(), "vpcid": None,
         "_hosts": 1,
     })
     net["related"] = net["id"]
-    return _render_network(sim, net)
+    return net
 
 
 def guest_cidr(gateway: str, netmask: str) -> str:

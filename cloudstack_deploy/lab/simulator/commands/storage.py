@@ -1,4 +1,4 @@
-"""Volumes (data disks), snapshots and snapshot policies."""
+"""Volumes (data disks); their snapshots and snapshot policies are in snapshots.py."""
 
 from __future__ import annotations
 
@@ -40,8 +40,23 @@ def create_volume(sim: Simulator, req: Request) -> AsyncResult:
     size_gb: int
     offering = None
     if "snapshotid" in req:
+        # VolumeApiServiceImpl.allocVolume: a BackedUp snapshot gives the size, the disk offering
+        # (unless one is given: it must hold the snapshot) and the zone
         snap = get_or_431(sim, "snapshots", req.get("snapshotid"), "snapshot")
+        if snap["state"] != "BackedUp":
+            raise invalid_value(f"Snapshot id={snap['id']} is not in BackedUp state yet and can't be used for "
+                                "volume creation")
         size_gb = snap["_size"] // GB
+        if "diskofferingid" in req:
+            offering = sim.get("disk_offerings", req.get("diskofferingid"))
+            assert offering is not None
+            wanted = req.get("size") if offering["iscustomized"] else offering["disksize"]
+            if wanted is not None and wanted < size_gb:
+                raise invalid_value(f"Invalid size for volume creation: {wanted} GB, the snapshot's size is "
+                                    f"{size_gb} GB")
+            size_gb = max(size_gb, wanted or 0)
+        else:
+            offering = sim.get("disk_offerings", snap.get("_diskofferingid") or "")
     else:
         offering = sim.get("disk_offerings", req.get("diskofferingid"))
         assert offering is not None
@@ -209,97 +224,3 @@ def list_volumes(sim: Simulator, req: Request) -> list[dict[str, Any]]:
     return [render_volume(sim, v) for v in items]
 
 
-# ---- snapshots -------------------------------------------------------------------------------
-
-@command("createSnapshot", Param("volumeid", "uuid", required=True, entity="volumes"), Param("name"),
-         Param("policyid", "uuid"), Param("zoneids", "list"), isasync=True, key="snapshot")
-def create_snapshot(sim: Simulator, req: Request) -> AsyncResult:
-    """Creates an instant snapshot of a volume."""
-    vol = get_or_431(sim, "volumes", req.get("volumeid"), "volume")
-    sim.check_limit("snapshot", len(sim.col("snapshots")))
-    snap = sim.add("snapshots", {
-        "name": req.get("name") or f"{vol['name']}_{now_str().replace(':', '')}", "volumeid": vol["id"],
-        "volumename": vol["name"], "volumetype": vol["type"], "snapshottype": "MANUAL", "intervaltype": "MANUAL",
-        "state": "Creating", "created": now_str(), "_size": vol["size"], "physicalsize": vol["size"],
-    })
-    return AsyncResult("snapshot_created", {"id": snap["id"]}, "Snapshot", snap["id"], entity_id=snap["id"])
-
-
-@finisher("snapshot_created", on_failure=lambda sim, id: sim.remove("snapshots", id))
-def _finish_snapshot(sim: Simulator, id: str) -> dict[str, Any]:
-    snap = sim.get("snapshots", id)
-    if snap is None:
-        raise ApiError(530, f"Unable to find snapshot with id {id}")
-    snap["state"] = "BackedUp"
-    return {"snapshot": with_tags(sim, snap) | owner(sim) | zone_fields(sim)}
-
-
-@command("listSnapshots", Param("id", "uuid", entity="snapshots"), Param("name"),
-         Param("volumeid", "uuid", entity="volumes"), Param("snapshottype"),
-         Param("intervaltype"), Param("zoneid", "uuid"), TAG_FILTER, key="snapshot", listing=True)
-def list_snapshots(sim: Simulator, req: Request) -> list[dict[str, Any]]:
-    """Lists all available snapshots for the account."""
-    items = select(sim, "snapshots", req, fields={"volumeid": "volumeid", "snapshottype": "snapshottype",
-                                                  "intervaltype": "intervaltype"})
-    return [with_tags(sim, s) | owner(sim) | zone_fields(sim) for s in items]
-
-
-@command("deleteSnapshot", Param("id", "uuid", required=True, entity="snapshots"), isasync=True)
-def delete_snapshot(sim: Simulator, req: Request) -> AsyncResult:
-    """Deletes a snapshot of a disk volume."""
-    return AsyncResult("snapshot_deleted", {"id": req.get("id")}, "Snapshot", req.get("id"))
-
-
-@finisher("snapshot_deleted")
-def _finish_delete_snapshot(sim: Simulator, id: str) -> dict[str, Any]:
-    sim.remove("snapshots", id)
-    return {"success": True}
-
-
-INTERVALS = ("HOURLY", "DAILY", "WEEKLY", "MONTHLY")
-
-
-@command("createSnapshotPolicy", Param("volumeid", "uuid", required=True, entity="volumes"),
-         Param("intervaltype", required=True), Param("schedule", required=True), Param("maxsnaps", "integer",
-         required=True), Param("timezone", required=True), Param("zoneids", "list"), Param("tags", "map"),
-         Param("fordisplay", "boolean"), key="snapshotpolicy")
-def create_snapshot_policy(sim: Simulator, req: Request) -> dict[str, Any]:
-    """Creates a snapshot policy for the account."""
-    vol = get_or_431(sim, "volumes", req.get("volumeid"), "volume")
-    interval = req.get("intervaltype").upper()
-    if interval not in INTERVALS:
-        raise invalid_value(f"Unsupported interval type {req.get('intervaltype')}: use one of {', '.join(INTERVALS)}")
-    if req.get("maxsnaps") < 1:
-        raise invalid_value("maxSnaps should be greater than 0")
-    for pol in sim.col("snapshot_policies").values():
-        if pol["volumeid"] == vol["id"] and pol["intervaltype"] == INTERVALS.index(interval):
-            pol.update(schedule=req.get("schedule"), maxsnaps=req.get("maxsnaps"), timezone=req.get("timezone"))
-            return with_tags(sim, pol)
-    pol = sim.add("snapshot_policies", {
-        "volumeid": vol["id"], "intervaltype": INTERVALS.index(interval), "schedule": req.get("schedule"),
-        "maxsnaps": req.get("maxsnaps"), "timezone": req.get("timezone"), "fordisplay": True,
-        "zone": [{"id": z} for z in req.get("zoneids") or []],
-    })
-    return with_tags(sim, pol)
-
-
-@command("listSnapshotPolicies", Param("id", "uuid", entity="snapshot_policies"),
-         Param("volumeid", "uuid", entity="volumes"), Param("fordisplay", "boolean"),
-         key="snapshotpolicy", listing=True)
-def list_snapshot_policies(sim: Simulator, req: Request) -> list[dict[str, Any]]:
-    """Lists snapshot policies."""
-    items = select(sim, "snapshot_policies", req, name_field="volumeid", fields={"volumeid": "volumeid"})
-    return [with_tags(sim, p) for p in items]
-
-
-@command("deleteSnapshotPolicies", Param("id", "uuid", entity="snapshot_policies"), Param("ids", "list",
-         item_type="uuid"), kind="success")
-def delete_snapshot_policies(sim: Simulator, req: Request) -> None:
-    """Deletes snapshot policies for the account."""
-    ids = ([req.get("id")] if "id" in req else []) + list(req.get("ids") or [])
-    if not ids:
-        raise invalid_value("Either id or ids parameter must be specified")
-    for pid in ids:
-        get_or_431(sim, "snapshot_policies", pid, "snapshot policy")
-    for pid in ids:
-        sim.remove("snapshot_policies", pid)
