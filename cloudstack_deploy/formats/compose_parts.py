@@ -93,10 +93,11 @@ def dotenv(text: str) -> dict[str, str]:
         if not m:
             continue
         raw = m[2].strip()
-        if len(raw) >= 2 and raw[0] == raw[-1] == "'":
-            value = raw[1:-1]
-        elif len(raw) >= 2 and raw[0] == raw[-1] == '"':
-            value = raw[1:-1].replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
+        quoted = re.match(r"'([^']*)'|\"((?:[^\"\\]|\\.)*)\"", raw)
+        if quoted and quoted[1] is not None:
+            value = quoted[1]
+        elif quoted:
+            value = re.sub(r"\\(.)", lambda e: "\n" if e[1] == "n" else e[1], quoted[2])
         else:
             value = re.split(r"\s+#", raw, maxsplit=1)[0].strip()
         out[m[1]] = value

@@ -128,6 +128,15 @@ def import_kamal(path: Path, out: Path) -> Draft:
                  origins={bp: doc.line(src) for bp, src in _origins(doc.tree, tree).items()})
 
 
+class _OneLine(yaml.SafeDumper):
+    """Flow YAML on one line: a string with a line break or a control character is written
+    double-quoted, where those are escapes (`\\n`), never raw."""
+
+
+_OneLine.add_representer(str, lambda dumper, data: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", data, style=None if data.isprintable() else '"'))
+
+
 #: A key `--set` can name: `--set` splits its path at dots and at the first `=`.
 _SET_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 
@@ -152,7 +161,7 @@ def destination_sets(base: dict[str, Any], other: dict[str, Any]) -> tuple[list[
         if not all(_SET_KEY.match(k) for k in path):
             unsaid.append(".".join(path))
             return
-        text = yaml.safe_dump(b, default_flow_style=True, width=2**31 - 1, allow_unicode=False)
+        text = yaml.dump(b, Dumper=_OneLine, default_flow_style=True, width=2**31 - 1, allow_unicode=False)
         text = text.removesuffix("\n").removesuffix("\n...").removesuffix("\n")
         sets.extend(["--set", f"{'.'.join(path)}={text}"])
 

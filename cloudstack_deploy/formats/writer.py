@@ -98,7 +98,7 @@ class Draft:
     origins: dict[TreePath, int | None] = field(default_factory=dict)
     """Where parts of the tree came from: blueprint path -> line of ``source``."""
 
-    def origin(self, field_text: str) -> int | None:
+    def line_of(self, field_text: str) -> int | None:
         """The source line of the longest recorded part of a blueprint field (`roles.web.cmd`)."""
         best: tuple[int, int | None] = (-1, None)
         for path, line in self.origins.items():
@@ -166,7 +166,7 @@ def validate(text: str, out: Path, draft: Draft | None = None) -> Blueprint:
     except BlueprintError as exc:
         problems = exc.problems
         if draft is not None and draft.source is not None:
-            problems = [Problem(draft.source, draft.origin(p.field), p.field, f"{p.message} (in the blueprint "
+            problems = [Problem(draft.source, draft.line_of(p.field), p.field, f"{p.message} (in the blueprint "
                                 "it makes)") if p.file == str(out) else p for p in problems]
         raise BlueprintError(problems, hint="nothing was written; fix the source file or pass --set "
                                             "for the fields named above") from None
