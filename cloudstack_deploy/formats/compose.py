@@ -11,6 +11,7 @@ in depends_on order. Everything that has no place in a blueprint is listed with 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +238,7 @@ class _Importer:
         if self.problems:
             raise BlueprintError(self.problems, hint="nothing was written")
         origins = {bp: self.doc.line(src) for bp, src in self.origins.items()}
-        return Draft(out, f"csdeploy init --from-compose {self.path}", list(self.notes), comments,
+        return Draft(out, shlex.join(["csdeploy", "init", "--from-compose", str(self.path)]), list(self.notes), comments,
                      source=str(self.path), origins=origins)
 
     def where(self, at: tuple[Any, ...], base: tuple[Any, ...], env: Any, keys: dict[str, str]) -> None:

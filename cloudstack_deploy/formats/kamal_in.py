@@ -79,7 +79,7 @@ def read_secret_names(root: Path, notes: Notes) -> list[str]:
     """Names defined in .kamal/secrets* (values are never read into anything)."""
     names: list[str] = []
     for path in sorted((root / ".kamal").glob("secrets*")):
-        if not path.is_file():
+        if path.is_dir():
             continue
         doc = Doc(str(path), None)
         for i, line in enumerate(read_text(path, "Kamal secrets file").splitlines(), start=1):
@@ -124,7 +124,7 @@ def import_kamal(path: Path, out: Path) -> Draft:
                               f"destination {env}: {key} cannot be given with --set; edit the blueprint for it"))
         comments.append(f"Destination {name}: " + shlex.join(["csdeploy", "create-env", str(out), "--env", env,
                                                                *sets]))
-    return Draft(tree, f"csdeploy init --from-kamal {path}", list(notes), comments, source=str(path),
+    return Draft(tree, shlex.join(["csdeploy", "init", "--from-kamal", str(path)]), list(notes), comments, source=str(path),
                  origins={bp: doc.line(src) for bp, src in _origins(doc.tree, tree).items()})
 
 

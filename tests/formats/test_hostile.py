@@ -352,3 +352,28 @@ def test_printed_lines_on_the_terminal_are_printable(tmp_path: Path) -> None:
     assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr
     assert "\\x1b]0;owned\\x07" in proc.stderr
 
+
+
+def test_printed_and_written_command_lines_are_shell_quoted(tmp_path: Path) -> None:
+    """A file name with a space and `$()` in it: the lines `init` prints and writes name it quoted."""
+    name = "my app $(touch PWNED).yml"
+    (tmp_path / name).write_text("name: shop\nservices:\n  web:\n    image: acme/app\n    ports: ['80:80']\n")
+    out = "out $(touch PWNED2).yml"
+    proc = csdeploy("init", "--from-compose", name, "--out", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.endswith(f"check it with: csdeploy validate '{out}'\n"), proc.stdout
+    first = (tmp_path / out).read_text().splitlines()[0]
+    assert first == f"# Written by `csdeploy init --from-compose '{name}'`."
+    marker_free(tmp_path)
+
+
+def test_a_fifo_among_the_kamal_secrets_is_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / ".kamal").mkdir()
+    os.mkfifo(tmp_path / ".kamal" / "secrets")
+    source = tmp_path / "config" / "deploy.yml"
+    source.write_text("service: shop\nimage: acme/shop\nservers: [192.0.2.1]\n")
+    with pytest.raises(BlueprintError) as err:
+        init_blueprint(tmp_path / "csdeploy.yml", kamal=source)
+    assert str(err.value) == (f"{tmp_path / '.kamal' / 'secrets'}: is not a regular file (a pipe or a device); "
+                              "expected a Kamal secrets file")
