@@ -191,12 +191,15 @@ class _Importer:
         provided = {var: n for n in order if kinds[n] for var in kinds[n].provides}  # type: ignore[union-attr]
         hosts = set(services)
         names = self.role_names(apps)
-        name = tree.get("name") if isinstance(tree.get("name"), str) else self.path.resolve().parent.name
+        # Compose's project name: COMPOSE_PROJECT_NAME, else `name:`, else the directory's name
+        given = self.variables.get("COMPOSE_PROJECT_NAME")
+        named = isinstance(tree.get("name"), str) and not given
+        name = given or (self.interp(tree["name"]) if named else self.path.resolve().parent.name)
         self.service = role_name(name or "app")
         why = renamed(name or "app", self.service, "service")
         if why:
-            self.note(("name",) if isinstance(tree.get("name"), str) else (), why if isinstance(tree.get("name"), str)
-                      else f"from the directory's name: {why}")
+            self.note(("name",) if named else (), why if named else
+                      f"from {'COMPOSE_PROJECT_NAME' if given else 'the directory name'}: {why}")
         image = self.app_image(services, apps)
         roles = {}
         for n in apps:
@@ -408,6 +411,7 @@ class _Importer:
 
     def timings(self, base: tuple[Any, ...], hc: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        hc = {k: self.interp(v) if isinstance(v, str) else v for k, v in hc.items()}
         for key in ("interval", "timeout"):
             if key in hc:
                 value = seconds(hc[key])

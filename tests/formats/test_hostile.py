@@ -377,3 +377,24 @@ def test_a_fifo_among_the_kamal_secrets_is_refused_naming_it(tmp_path: Path) -> 
         init_blueprint(tmp_path / "csdeploy.yml", kamal=source)
     assert str(err.value) == (f"{tmp_path / '.kamal' / 'secrets'}: is not a regular file (a pipe or a device); "
                               "expected a Kamal secrets file")
+
+
+def test_a_sentry_like_file_reads_its_variables_from_the_env_file(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sentry self-hosted's docker-compose.yml names its images, health check timings and
+    project through `.env`: `$SNUBA_IMAGE`, `"$HEALTHCHECK_INTERVAL"`, COMPOSE_PROJECT_NAME."""
+    for name in ("COMPOSE_PROJECT_NAME", "SNUBA_IMAGE", "HEALTHCHECK_INTERVAL", "SENTRY_BIND"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".env").write_text("COMPOSE_PROJECT_NAME=sentry-self-hosted\nSENTRY_BIND=9000\n"
+                                   "SNUBA_IMAGE=ghcr.io/getsentry/snuba:nightly\nHEALTHCHECK_INTERVAL=30s\n")
+    (tmp_path / "compose.yml").write_text(
+        "x-hc: &hc\n  interval: \"$HEALTHCHECK_INTERVAL\"\n  timeout: ${HEALTHCHECK_TIMEOUT:-1m30s}\n"
+        "services:\n  snuba-api:\n    image: \"$SNUBA_IMAGE\"\n    healthcheck:\n      <<: *hc\n"
+        "      test: snuba health\n  nginx:\n    image: nginx:1.25\n    ports: [\"$SENTRY_BIND:80/tcp\"]\n")
+    result = init_blueprint(tmp_path / "csdeploy.yml", compose=tmp_path / "compose.yml")
+    bp = result.blueprint
+    assert bp.service == "sentry-self-hosted"
+    assert bp.image == "ghcr.io/getsentry/snuba"
+    tree = written_tree(tmp_path / "csdeploy.yml")
+    assert tree["roles"]["snuba-api"]["healthcheck"] == {"cmd": "snuba health", "interval": 30, "timeout": 90}
+    assert tree["roles"]["nginx"] == {"image": "nginx", "proxy": {"app_port": 80}}
