@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
 
+from ..blueprint_rules import printable
 from .common import ENV_OPTION, SET_OPTION, Lazy, load, run
 
 service = Lazy("cloudstack_deploy.service")
@@ -36,9 +38,10 @@ def init(compose: Path | None, kamal: Path | None, template: str | None, out: Pa
                                     force=force)
     for note in result.notes:
         click.echo(f"not carried over: {note}", err=True)
-    for line in result.comments:
-        click.echo(line, err=True)
-    click.echo(f"wrote {result.path} ({result.blueprint.summary()}); check it with: csdeploy validate {result.path}")
+    for line in result.comments:  # escaped: a file name or value may hold a line break or an escape
+        click.echo(printable(line), err=True)
+    check = shlex.join(["csdeploy", "validate", str(result.path)])
+    click.echo(printable(f"wrote {result.path} ({result.blueprint.summary()}); check it with: {check}"))
 
 
 @click.group()

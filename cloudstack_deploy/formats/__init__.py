@@ -50,7 +50,7 @@ def init_blueprint(out: Path, *, compose: Path | None = None, kamal: Path | None
         draft, overrides = template_draft(template, overrides, out)
     draft = with_overrides(draft, overrides)
     text = render(draft)
-    bp = validate(text, out)
+    bp = validate(text, out, draft)
     write(text, out, force=force)
     return InitResult(out, bp, draft.notes, draft.comments)
 

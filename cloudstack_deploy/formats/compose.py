@@ -11,6 +11,7 @@ in depends_on order. Everything that has no place in a blueprint is listed with 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,13 @@ from ..blueprint import BlueprintError, Problem
 from .compose_parts import (
     Port,
     depends,
+    dotenv,
     env_items,
     health_command,
     interpolate,
     ordered,
     refs,
+    required,
     split_env,
 )
 from .compose_parts import (
@@ -31,7 +34,7 @@ from .compose_parts import (
 from .compose_parts import (
     volumes as read_volumes,
 )
-from .kinds import Kind, compact, http_check, kind_of, role_name, seconds
+from .kinds import NAME_CHARS, Kind, compact, http_check, kind_of, renamed, role_name, seconds
 from .source import Doc, Notes, parse, read_text
 from .writer import (
     LAB_PROXY_IMAGE,
@@ -39,6 +42,7 @@ from .writer import (
     REGISTRY_SECRET,
     Draft,
     default_cloud,
+    digest_problem,
     image_repo,
     registry_of,
     registry_section,
@@ -89,11 +93,17 @@ _MAPPED = {"image", "build", "command", "environment", "ports", "volumes", "heal
 
 def import_compose(path: Path, out: Path, registry: str = LAB_REGISTRY) -> Draft:
     """The blueprint a Compose file makes (paths relative to ``out``), with its notes."""
-    doc = parse(read_text(path, "Compose file"), str(path))
+    doc = parse(read_text(path, "Compose file"), str(path), "Compose file")
     problems: list[Problem] = []
     tree = doc.tree
     if not isinstance(tree, dict):
         raise BlueprintError([Problem(doc.file, 1, "", "expected a Compose file (a mapping with `services`)")])
+    variables = project_variables(path)
+    for where, text in _strings(tree, ()):
+        problems += [doc.problem(where, message) for message in required(text, variables)]
+    if problems:
+        raise BlueprintError(problems, hint="nothing was written; set the variables in the environment or "
+                                            "the .env file beside the Compose file")
     version = tree.get("version")
     if version is not None and not _VERSION.match(str(version)):
         problems.append(doc.problem(("version",), f"unknown Compose file version {str(version)!r}: "
@@ -108,14 +118,43 @@ def import_compose(path: Path, out: Path, registry: str = LAB_REGISTRY) -> Draft
         elif svc.get("image") is None and svc.get("build") is None:
             problems.append(doc.problem(("services", name), "has neither image nor build: csdeploy needs an image "
                                                             "to run, or a build to make one"))
+        elif isinstance(svc.get("image"), str):
+            why = digest_problem(interpolate(svc["image"], variables) or svc["image"])
+            if why:
+                problems.append(doc.problem(("services", name, "image"), why))
     if problems:
-        raise BlueprintError(problems)
-    return _Importer(doc, path, out, registry).run(tree, services)
+        raise BlueprintError(problems, hint="nothing was written")
+    return _Importer(doc, path, out, registry, variables).run(tree, services)
+
+
+def project_variables(path: Path) -> dict[str, str]:
+    """What Compose interpolates with: the `.env` file beside the Compose file, under the
+    process environment (the shell wins, as in Compose)."""
+    found: dict[str, str] = {}
+    env_file = path.parent / ".env"
+    if env_file.is_file():
+        found.update(dotenv(read_text(env_file, ".env file")))
+    import os
+
+    found.update(os.environ)
+    return found
+
+
+def _strings(value: Any, path: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], str]]:
+    """Every string value of the tree with its path (keys are not interpolated)."""
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [x for k, v in value.items() for x in _strings(v, path + (k,))]
+    if isinstance(value, list):
+        return [x for i, v in enumerate(value) for x in _strings(v, path + (i,))]
+    return []
 
 
 class _Importer:
-    def __init__(self, doc: Doc, path: Path, out: Path, registry: str) -> None:
-        self.doc, self.path, self.out, self.registry = doc, path, out, registry
+    def __init__(self, doc: Doc, path: Path, out: Path, registry: str, variables: dict[str, str]) -> None:
+        self.doc, self.path, self.out, self.registry, self.variables = doc, path, out, registry, variables
+        self.origins: dict[tuple[Any, ...], tuple[Any, ...]] = {(): ("services",)}
         self.notes = Notes()
         self.problems: list[Problem] = []
         self.secrets: list[str] = []
@@ -124,6 +163,10 @@ class _Importer:
 
     def note(self, path: tuple[Any, ...], reason: str) -> None:
         self.notes.add(self.doc, path, reason)
+
+    def interp(self, value: Any) -> str:
+        """A Compose value interpolated with the project's variables (as written if one is unset)."""
+        return interpolate(str(value), self.variables) or str(value)
 
     def run(self, tree: dict[str, Any], services: dict[str, Any]) -> Draft:
         for key in tree:
@@ -137,7 +180,8 @@ class _Importer:
         order = ordered(self.doc, list(services), needs, self.problems)
         if self.problems:
             raise BlueprintError(self.problems)
-        kinds = {n: (kind_of(s["image"]) if isinstance(s.get("image"), str) and s.get("build") is None else None)
+        kinds = {n: (kind_of(self.interp(s["image"])) if isinstance(s.get("image"), str) and s.get("build") is None
+                     else None)
                  for n, s in services.items()}
         apps = [n for n in order if kinds[n] is None]
         if not apps:
@@ -147,10 +191,20 @@ class _Importer:
         provided = {var: n for n in order if kinds[n] for var in kinds[n].provides}  # type: ignore[union-attr]
         hosts = set(services)
         names = self.role_names(apps)
-        name = tree.get("name") if isinstance(tree.get("name"), str) else self.path.resolve().parent.name
+        # Compose's project name: COMPOSE_PROJECT_NAME, else `name:`, else the directory's name
+        given = self.variables.get("COMPOSE_PROJECT_NAME")
+        named = isinstance(tree.get("name"), str) and not given
+        name = given or (self.interp(tree["name"]) if named else self.path.resolve().parent.name)
         self.service = role_name(name or "app")
+        why = renamed(name or "app", self.service, "service")
+        if why:
+            self.note(("name",) if named else (), why if named else
+                      f"from {'COMPOSE_PROJECT_NAME' if given else 'the directory name'}: {why}")
         image = self.app_image(services, apps)
-        roles = {names[n]: self.role(n, services[n], n == proxy, names[n], image, provided, hosts) for n in apps}
+        roles = {}
+        for n in apps:
+            self.origins[("roles", names[n])] = ("services", n)
+            roles[names[n]] = self.role(n, services[n], n == proxy, names[n], image, provided, hosts)
         first_role = names[proxy] if proxy else names[apps[0]]
         accessories = {}
         for n in order:
@@ -158,7 +212,11 @@ class _Importer:
             if kind is not None:
                 acc_name = role_name(n)
                 if acc_name in roles:
-                    acc_name = f"{acc_name}-{kind.name}"[:20]
+                    acc_name = f"{acc_name[:NAME_CHARS - len(kind.name) - 1]}-{kind.name}"
+                why = renamed(n, acc_name, "accessory")
+                if why:
+                    self.note(("services", n), why)
+                self.origins[("accessories", acc_name)] = ("services", n)
                 accessories[acc_name] = self.accessory(n, services[n], kind, acc_name, first_role, hosts)
         out: dict[str, Any] = {"service": self.service, "image": image}
         if self.build:
@@ -175,13 +233,31 @@ class _Importer:
         if out["registry"]["server"] == LAB_REGISTRY:
             out["rollout"] = {"proxy_image": LAB_PROXY_IMAGE}
         comments = [f"Imported from {self.path}: {len(roles)} role(s), {len(accessories)} accessory(ies)."]
-        return Draft(out, f"csdeploy init --from-compose {self.path}", list(self.notes), comments)
+        if self.build_service is not None:
+            self.origins[("build",)] = ("services", self.build_service, "build")
+        self.origins[("service",)] = ("name",) if isinstance(tree.get("name"), str) else ("services",)
+        self.origins[("image",)] = ("services", apps[0], "image") if "image" in services[apps[0]] else \
+            ("services", apps[0])
+        if self.problems:
+            raise BlueprintError(self.problems, hint="nothing was written")
+        origins = {bp: self.doc.line(src) for bp, src in self.origins.items()}
+        return Draft(out, shlex.join(["csdeploy", "init", "--from-compose", str(self.path)]), list(self.notes), comments,
+                     source=str(self.path), origins=origins)
+
+    def where(self, at: tuple[Any, ...], base: tuple[Any, ...], env: Any, keys: dict[str, str]) -> None:
+        """Record the source of a role's or accessory's parts, for problems found when validating."""
+        for key, src in keys.items():
+            self.origins[at + (key,)] = base + (src,)
+        self.origins[at + ("env",)] = base + ("environment",)
+        for name, path in env.where.items():
+            self.origins[at + ("env", "clear", name)] = path
 
     # ---- roles ---------------------------------------------------------------------------
     def pick_proxy(self, services: dict[str, Any], apps: list[str]) -> str | None:
         published = [n for n in apps
                      if any(p.published and p.protocol == "tcp"
-                            for p in read_ports(self.doc, Notes(), ("services", n, "ports"), services[n].get("ports")))]
+                            for p in read_ports(self.doc, Notes(), ("services", n, "ports"), services[n].get("ports"),
+                                           self.variables))]
         if not published:
             return None
         named = [n for n in published if n.lower() in _HTTP_NAMES]
@@ -193,8 +269,9 @@ class _Importer:
             name = role_name(n)
             while name in out.values():
                 name = f"{name[:17]}-{len(out)}"
-            if name != n:
-                self.note(("services", n), f"role named '{name}' (role names are a-z, 0-9 and '-')")
+            why = renamed(n, name)
+            if why:
+                self.note(("services", n), why)
             out[n] = name
         return out
 
@@ -202,7 +279,7 @@ class _Importer:
         """The blueprint's image: the first app service's (its tag is the version to deploy)."""
         first = services[apps[0]]
         if isinstance(first.get("image"), str):
-            repo, tag = image_repo(interpolate(first["image"]) or first["image"])
+            repo, tag = image_repo(self.interp(first["image"]))
             if tag:
                 self.note(("services", apps[0], "image"), f"tag '{tag}' dropped: csdeploy tags each deploy "
                                                           f"with its version (deploy --version {tag})")
@@ -228,7 +305,9 @@ class _Importer:
         self.secrets += [s for s in env.secret if s not in self.secrets]
         if env.tree():
             role["env"] = env.tree()
-        port_list = read_ports(self.doc, self.notes, base + ("ports",), svc.get("ports"))
+        self.where(("roles", rname), base, env, {"cmd": "command", "proxy": "ports", "healthcheck": "healthcheck",
+                                                 "count": "deploy", "image": "image"})
+        port_list = read_ports(self.doc, self.notes, base + ("ports",), svc.get("ports"), self.variables)
         check = health_command((svc.get("healthcheck") or {}).get("test")) if isinstance(
             svc.get("healthcheck"), dict) else None
         if is_proxy:
@@ -242,7 +321,7 @@ class _Importer:
                 hc: dict[str, Any] = {"cmd": check}
                 hc.update(self.timings(base, svc["healthcheck"]))
                 role["healthcheck"] = hc
-        for v in read_volumes(self.doc, self.notes, base + ("volumes",), svc.get("volumes")):
+        for v in read_volumes(self.doc, self.notes, base + ("volumes",), svc.get("volumes"), self.variables):
             why = ("a development bind mount: the image carries the code" if v.kind == "bind" else
                    "roles run stateless containers (no volumes): keep files in an accessory or object storage")
             self.note(v.path, why)
@@ -260,16 +339,25 @@ class _Importer:
                 return f"{self.registry}/{role_name(name)}"
             if svc.get("image") is None:
                 return image
-        repo, _ = image_repo(interpolate(str(svc["image"])) or str(svc["image"]))
+        repo, _ = image_repo(self.interp(svc["image"]))
         return repo
 
     def build_section(self, name: str, value: Any) -> dict[str, Any]:
         base: tuple[Any, ...] = ("services", name, "build")
         spec = {"context": value} if isinstance(value, str) else dict(value) if isinstance(value, dict) else {}
-        context = (self.path.resolve().parent / str(spec.get("context", "."))).resolve()
+        project = self.path.resolve().parent
+        context = (project / self.interp(spec.get("context", "."))).resolve()
         out: dict[str, Any] = {"context": relative(context, self.out.parent)}
+        if not context.is_relative_to(project):
+            self.note(base + (("context",) if isinstance(value, dict) else ()),
+                      f"the build context {relative(context, project)} is outside the project ({project}): "
+                      "carried over as written; check it is the directory you mean to send to the builder")
         if spec.get("dockerfile"):
-            out["dockerfile"] = str(spec["dockerfile"])
+            out["dockerfile"] = self.interp(spec["dockerfile"])
+            dockerfile = (context / out["dockerfile"]).resolve()
+            if not dockerfile.is_relative_to(project):
+                self.note(base + ("dockerfile",), f"the Dockerfile {relative(dockerfile, project)} is outside the "
+                                                  f"project ({project}): carried over as written; check it")
         args = env_items(self.doc, base + ("args",), spec.get("args"), self.problems)
         clear = {k: v for k, v, _ in args if v is not None and not refs(v)}
         for k, v, p in args:
@@ -323,6 +411,7 @@ class _Importer:
 
     def timings(self, base: tuple[Any, ...], hc: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        hc = {k: self.interp(v) if isinstance(v, str) else v for k, v in hc.items()}
         for key in ("interval", "timeout"):
             if key in hc:
                 value = seconds(hc[key])
@@ -354,8 +443,8 @@ class _Importer:
     def accessory(self, name: str, svc: dict[str, Any], kind: Kind, acc_name: str, first_role: str,
                   hosts: set[str]) -> dict[str, Any]:
         base: tuple[Any, ...] = ("services", name)
-        acc: dict[str, Any] = {"image": interpolate(str(svc["image"])) or str(svc["image"])}
-        vols = read_volumes(self.doc, self.notes, base + ("volumes",), svc.get("volumes"))
+        acc: dict[str, Any] = {"image": self.interp(svc["image"])}
+        vols = read_volumes(self.doc, self.notes, base + ("volumes",), svc.get("volumes"), self.variables)
         data_volume = next((v for v in vols if kind.data and v.target.rstrip("/") == kind.data and v.kind != "bind"),
                            None)
         if kind.always_disk:
@@ -375,6 +464,7 @@ class _Importer:
         self.secrets += [s for s in env.secret if s not in self.secrets]
         if env.tree():
             acc["env"] = env.tree()
+        self.where(("accessories", acc_name), base, env, {"cmd": "command", "image": "image", "volumes": "volumes"})
         if kind.data and (kind.always_disk or data_volume is not None):
             mount = f"/data/{acc_name}"
             acc["disk"] = {"size": kind.disk_gb, "mount": mount}
@@ -384,7 +474,7 @@ class _Importer:
                 continue
             self.note(v.path, "not the data directory: only the data directory goes on the disk"
                       if v.kind != "bind" else "a bind mount of a local file: put it in an image or the command")
-        for p in read_ports(self.doc, Notes(), base + ("ports",), svc.get("ports")):
+        for p in read_ports(self.doc, Notes(), base + ("ports",), svc.get("ports"), self.variables):
             if p.container != kind.port:
                 self.note(p.path, f"the accessory listens on {kind.port} (its private address)")
         if isinstance(svc.get("healthcheck"), dict):

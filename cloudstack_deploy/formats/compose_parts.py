@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..blueprint import Problem
@@ -19,6 +20,7 @@ from .source import Doc, Notes
 from .writer import SECRET_NAME, looks_secret
 
 _REF = re.compile(r"[$][$]|[$]\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|[$]([A-Za-z_][A-Za-z0-9_]*)")
+_DOTENV = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(.*)$")
 
 
 @dataclass(frozen=True)
@@ -39,22 +41,67 @@ def refs(text: str) -> list[Ref]:
     return out
 
 
-def interpolate(value: str) -> str | None:
-    """Compose's `${VAR:-default}` with defaults only (no environment is read): None when a
-    variable has no default, since its value is unknown here."""
+def interpolate(value: str, variables: Mapping[str, str] | None = None) -> str | None:
+    """Compose's interpolation: `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
+    `${VAR:+other}`, `${VAR+other}`, `$$` for a `$`. ``variables`` are the project's (the
+    shell's over the `.env` file's). None when a variable without a default is unset, since
+    its value is unknown here; `${VAR:?err}` is checked beforehand by `required`."""
+    found = variables or {}
     missing = False
 
     def sub(m: re.Match[str]) -> str:
         nonlocal missing
         if m[0] == "$$":
             return "$"
-        if m[2] in ("-", ":-"):
-            return m[3] or ""
-        missing = True
-        return ""
+        name, op, arg = m[1] or m[4], m[2], m[3] or ""
+        value = found.get(name)
+        empty = value is None or (value == "" and op is not None and op.startswith(":"))
+        if op in ("-", ":-"):
+            return arg if empty else str(value)
+        if op in ("+", ":+"):
+            return "" if empty else arg
+        if value is None:
+            missing = True
+            return ""
+        return value if not (op == ":?" and value == "") else ""
 
     text = _REF.sub(sub, value)
     return None if missing else text
+
+
+def required(value: str, variables: Mapping[str, str]) -> list[str]:
+    """The messages of `${VAR:?err}` / `${VAR?err}` that fail with ``variables`` (Compose
+    stops there: `:?` when unset or empty, `?` when unset)."""
+    out = []
+    for m in _REF.finditer(value):
+        if m[0] == "$$" or m[2] not in (":?", "?"):
+            continue
+        value_set = variables.get(m[1])
+        if value_set is None or (m[2] == ":?" and value_set == ""):
+            why = m[3] or ("unset or empty" if m[2] == ":?" else "unset")
+            out.append(f"required variable {m[1]} is not set: {why}")
+    return out
+
+
+def dotenv(text: str) -> dict[str, str]:
+    """Names and values of a Compose `.env` file (`NAME=value`, `export`, quotes, `#` comments)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        m = _DOTENV.match(line)
+        if not m:
+            continue
+        raw = m[2].strip()
+        quoted = re.match(r"'([^']*)'|\"((?:[^\"\\]|\\.)*)\"", raw)
+        if quoted and quoted[1] is not None:
+            value = quoted[1]
+        elif quoted:
+            value = re.sub(r"\\(.)", lambda e: "\n" if e[1] == "n" else e[1], quoted[2])
+        else:
+            value = re.split(r"\s+#", raw, maxsplit=1)[0].strip()
+        out[m[1]] = value
+    return out
 
 
 def env_items(doc: Doc, path: TreePath, value: Any, problems: list[Problem]) -> list[tuple[str, str | None, TreePath]]:
@@ -84,6 +131,8 @@ def env_items(doc: Doc, path: TreePath, value: Any, problems: list[Problem]) -> 
 class EnvSplit:
     clear: dict[str, str]
     secret: list[str]
+    where: dict[str, TreePath] = field(default_factory=dict)
+    """Where each clear variable was in the source."""
 
     def tree(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -115,6 +164,7 @@ def split_env(doc: Doc, notes: Notes, items: list[tuple[str, str | None, TreePat
             ref = found[0]
             if whole and ref.default is not None and not looks_secret(key, ref.default):
                 out.clear[key] = ref.default
+                out.where[key] = path
                 notes.add(doc, path, f"${{{ref.name}}} with a default: the default was taken as {key}'s value")
                 continue
             secret = True
@@ -140,6 +190,7 @@ def split_env(doc: Doc, notes: Notes, items: list[tuple[str, str | None, TreePat
             notes.add(doc, path, f"'{key}' is not an environment variable name csdeploy accepts")
             continue
         out.clear[key] = raw or ""
+        out.where[key] = path
         host = _service_host(raw or "", service_hosts)
         if host:
             notes.add(doc, path, f"refers to Compose service '{host}' by host name, which csdeploy's VMs do "
@@ -162,7 +213,8 @@ class Port:
     path: TreePath
 
 
-def ports(doc: Doc, notes: Notes, path: TreePath, value: Any) -> list[Port]:
+def ports(doc: Doc, notes: Notes, path: TreePath, value: Any,
+          variables: Mapping[str, str] | None = None) -> list[Port]:
     out = []
     for i, item in enumerate(value if isinstance(value, list) else []):
         sub = path + (i,)
@@ -170,7 +222,7 @@ def ports(doc: Doc, notes: Notes, path: TreePath, value: Any) -> list[Port]:
             target, proto = item.get("target"), str(item.get("protocol", "tcp"))
             published = item.get("published") is not None or item.get("mode") != "host"
         else:
-            text = interpolate(str(item)) if isinstance(item, (str, int)) else None
+            text = interpolate(str(item), variables) if isinstance(item, (str, int)) else None
             if text is None:
                 notes.add(doc, sub, "a port with an unset variable: not read")
                 continue
@@ -193,14 +245,15 @@ class Volume:
     path: TreePath
 
 
-def volumes(doc: Doc, notes: Notes, path: TreePath, value: Any) -> list[Volume]:
+def volumes(doc: Doc, notes: Notes, path: TreePath, value: Any,
+            variables: Mapping[str, str] | None = None) -> list[Volume]:
     out = []
     for i, item in enumerate(value if isinstance(value, list) else []):
         sub = path + (i,)
         if isinstance(item, dict):
             kind, source, target = str(item.get("type", "volume")), item.get("source"), item.get("target")
         elif isinstance(item, str):
-            parts = (interpolate(item) or item).split(":")
+            parts = (interpolate(item, variables) or item).split(":")
             if len(parts) == 1:
                 kind, source, target = "anonymous", None, parts[0]
             else:

@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import copy
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..blueprint import BlueprintError, Problem
+from ..blueprint_schema import ENV_NAME_RE
 from .kamal_out import LABEL_DISK, LABEL_OFFERING, LABEL_VM
-from .kinds import compact, role_name, seconds
-from .source import Doc, Notes, parse, read_text
+from .kinds import compact, renamed, role_name, seconds
+from .source import Doc, Note, Notes, parse, read_text
 from .writer import (
     LAB_PROXY_IMAGE,
     LAB_REGISTRY,
     SECRET_NAME,
     Draft,
     default_cloud,
+    digest_problem,
     image_repo,
     relative,
 )
@@ -56,7 +59,7 @@ def _check_erb(text: str, file: str) -> None:
 def _read(path: Path) -> Doc:
     text = read_text(path, "Kamal config")
     _check_erb(text, str(path))
-    doc = parse(text, str(path))
+    doc = parse(text, str(path), "Kamal config")
     if not isinstance(doc.tree, dict):
         raise BlueprintError([Problem(str(path), 1, "", "expected a Kamal config (a mapping with service, "
                                                         "image and servers)")])
@@ -76,10 +79,10 @@ def read_secret_names(root: Path, notes: Notes) -> list[str]:
     """Names defined in .kamal/secrets* (values are never read into anything)."""
     names: list[str] = []
     for path in sorted((root / ".kamal").glob("secrets*")):
-        if not path.is_file():
+        if path.is_dir():
             continue
         doc = Doc(str(path), None)
-        for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        for i, line in enumerate(read_text(path, "Kamal secrets file").splitlines(), start=1):
             m = _SECRET_LINE.match(line)
             if not m or line.lstrip().startswith("#"):
                 continue
@@ -105,25 +108,100 @@ def import_kamal(path: Path, out: Path) -> Draft:
     comments = []
     for dest in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")):
         name = dest.name[len(path.stem) + 1: -len(path.suffix)]
-        merged = _merge(doc.tree, _read(dest).tree)
-        dest_tree, _ = _Importer(Doc(str(dest), merged), Notes(), root, out).blueprint(merged)
-        sets = [f"--set {k}={v}" for k, v in _diff(tree, dest_tree)]
-        comments.append(f"Destination {name}: csdeploy create-env {out} --env {role_name(name)} " + " ".join(sets))
-    return Draft(tree, f"csdeploy init --from-kamal {path}", list(notes), comments)
+        dest_doc = _read(dest)
+        merged = _merge(doc.tree, dest_doc.tree)
+        dest_notes = Notes()
+        dest_tree, _ = _Importer(Doc(str(dest), merged, dest_doc.lines), dest_notes, root, out).blueprint(merged)
+        seen = {(n.key, n.reason) for n in notes}
+        notes += [n for n in dest_notes if n.line is not None and (n.key, n.reason) not in seen]
+        env = role_name(name)
+        why = renamed(name, env, "environment")
+        if why:
+            notes.append(Note(str(dest), None, "", f"destination {why}"))
+        sets, unsaid = destination_sets(tree, dest_tree)
+        for key in unsaid:
+            notes.append(Note(str(dest), dest_doc.line(_source_path(key)), "",
+                              f"destination {env}: {key} cannot be given with --set; edit the blueprint for it"))
+        comments.append(f"Destination {name}: " + shlex.join(["csdeploy", "create-env", str(out), "--env", env,
+                                                               *sets]))
+    return Draft(tree, shlex.join(["csdeploy", "init", "--from-kamal", str(path)]), list(notes), comments, source=str(path),
+                 origins={bp: doc.line(src) for bp, src in _origins(doc.tree, tree).items()})
 
 
-def _diff(base: Any, other: Any, prefix: str = "") -> list[tuple[str, str]]:
-    if isinstance(base, dict) and isinstance(other, dict):
-        out = []
-        for k in other:
-            if k == "secrets":
-                continue
-            out += _diff(base.get(k), other[k], f"{prefix}{k}.")
-        return out
-    if base != other:
-        text = yaml.safe_dump(other, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
-        return [(prefix.rstrip("."), text if " " not in text else repr(text))]
-    return []
+class _OneLine(yaml.SafeDumper):
+    """Flow YAML on one line: a string with a line break or a control character is written
+    double-quoted, where those are escapes (`\\n`), never raw."""
+
+
+_OneLine.add_representer(str, lambda dumper, data: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", data, style=None if data.isprintable() else '"'))
+
+
+#: A key `--set` can name: `--set` splits its path at dots and at the first `=`.
+_SET_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+
+
+def destination_sets(base: dict[str, Any], other: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The `--set PATH=VALUE` arguments that turn blueprint ``base`` into ``other`` (secrets
+    aside), and the paths `--set` cannot say (a key with a dot, `=`, a space or a control
+    character; a key ``other`` drops). Values are written by the YAML emitter, as ASCII."""
+    sets: list[str] = []
+    unsaid: list[str] = []
+
+    def walk(a: Any, b: Any, path: tuple[str, ...]) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in b:
+                if not path and k == "secrets":
+                    continue
+                walk(a.get(k), b[k], path + (str(k),))
+            unsaid.extend(".".join(path + (str(k),)) for k in a if k not in b)
+            return
+        if a == b:
+            return
+        if not all(_SET_KEY.match(k) for k in path):
+            unsaid.append(".".join(path))
+            return
+        text = yaml.dump(b, Dumper=_OneLine, default_flow_style=True, width=2**31 - 1, allow_unicode=False)
+        text = text.removesuffix("\n").removesuffix("\n...").removesuffix("\n")
+        sets.extend(["--set", f"{'.'.join(path)}={text}"])
+
+    walk(base, other, ())
+    return sets, [repr(k)[1:-1] if not k.isprintable() else k for k in unsaid]
+
+
+def _source_path(key: str) -> tuple[Any, ...]:
+    return tuple(key.split(".")[:1])
+
+
+_TOP_SOURCE = {"service": "service", "image": "image", "build": "builder", "roles": "servers",
+               "accessories": "accessories", "registry": "registry", "env": "env", "retain_versions":
+               "retain_containers", "cloud": "ssh", "rollout": "boot"}
+
+
+def _origins(cfg: Any, tree: dict[str, Any]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """Where the parts of the blueprint came from in the Kamal config (for validation problems)."""
+    out: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for key, src in _TOP_SOURCE.items():
+        if key in tree:
+            out[(key,)] = (src,)
+    servers = cfg.get("servers") if isinstance(cfg, dict) else None
+    for group, src in (("roles", servers if isinstance(servers, dict) else {"web": servers}),
+                       ("accessories", cfg.get("accessories") if isinstance(cfg, dict) else None)):
+        for name, spec in (src or {}).items() if isinstance(src, dict) else ():
+            base = ("servers" if group == "roles" else "accessories", name)
+            if not isinstance(servers, dict) and group == "roles":
+                base = ("servers",)
+            at = (group, role_name(str(name)))
+            out[at] = base
+            for key in ("cmd", "image", "port", "volumes", "proxy"):
+                out[at + (key,)] = base + (key,)
+            env = spec.get("env") if isinstance(spec, dict) else None
+            if isinstance(env, dict):
+                clear = env.get("clear") if ("clear" in env or "secret" in env) else env
+                inner = ("clear",) if clear is not env else ()
+                for k in clear if isinstance(clear, dict) else ():
+                    out[at + ("env", "clear", str(k))] = base + ("env",) + inner + (k,)
+    return out
 
 
 class _Importer:
@@ -149,13 +227,21 @@ class _Importer:
     def env(self, value: Any, path: tuple[Any, ...]) -> dict[str, Any]:
         if not isinstance(value, dict):
             return {}
+        inner: tuple[Any, ...] = ("clear",)
         if "clear" not in value and "secret" not in value and "tags" not in value:
-            value = {"clear": value}
+            value, inner = {"clear": value}, ()
         out: dict[str, Any] = {}
         clear = value.get("clear")
         if isinstance(clear, dict) and clear:
-            out["clear"] = {str(k): ("true" if v is True else "false" if v is False else "" if v is None else str(v))
-                            for k, v in clear.items()}
+            kept = {}
+            for k, v in clear.items():
+                if not ENV_NAME_RE.match(str(k)):
+                    self.note(path + inner + (k,),
+                              f"'{k}' is not an environment variable name csdeploy accepts: not carried over")
+                    continue
+                kept[str(k)] = "true" if v is True else "false" if v is False else "" if v is None else str(v)
+            if kept:
+                out["clear"] = kept
         secret = [s for i, n in enumerate(value.get("secret") or []) if (s := self.secret(n, path + ("secret", i)))]
         if secret:
             out["secret"] = secret
@@ -169,10 +255,19 @@ class _Importer:
         image = str(cfg.get("image", ""))
         if server and registry_host_missing(image):
             image = f"{server}/{image}"
+        problems = [self.doc.problem(at, why) for at, img in
+                    [(("image",), image), *((("accessories", n, "image"), str(a.get("image", "")))
+                                            for n, a in (cfg.get("accessories") or {}).items() if isinstance(a, dict))]
+                    if (why := digest_problem(img))]
+        if problems:
+            raise BlueprintError(problems, hint="nothing was written")
         repo, tag = image_repo(image)
         if tag:
             self.note(("image",), f"tag '{tag}' dropped: csdeploy tags each deploy with its version")
-        tree: dict[str, Any] = {"service": role_name(str(cfg.get("service", "app"))), "image": repo}
+        service = str(cfg.get("service", "app"))
+        tree: dict[str, Any] = {"service": role_name(service), "image": repo}
+        if why := renamed(service, tree["service"], "service"):
+            self.note(("service",), why)
         build = self.builder(cfg.get("builder"))
         if build:
             tree["build"] = build
@@ -185,8 +280,13 @@ class _Importer:
                 self.note(("ssh", key), "csdeploy makes and pins its own SSH keys per environment")
         roles, role_hosts = self.roles(cfg)
         tree["roles"] = roles
-        accessories = {role_name(n): self.accessory(n, a, role_hosts) for n, a in (cfg.get("accessories") or {}).items()
-                       if isinstance(a, dict)}
+        accessories = {}
+        for n, a in (cfg.get("accessories") or {}).items() if isinstance(cfg.get("accessories"), dict) else ():
+            if not isinstance(a, dict):
+                continue
+            if why := renamed(str(n), role_name(str(n)), "accessory"):
+                self.note(("accessories", n), why)
+            accessories[role_name(str(n))] = self.accessory(str(n), a, role_hosts)
         if accessories:
             tree["accessories"] = accessories
         if registry:
@@ -266,6 +366,8 @@ class _Importer:
             path: tuple[Any, ...] = ("servers", name)
             spec = {"hosts": spec} if isinstance(spec, list) else spec if isinstance(spec, dict) else {}
             rname = role_name(str(name))
+            if why := renamed(str(name), rname):
+                self.note(path, why)
             hosts = [next(iter(h)) if isinstance(h, dict) else str(h) for h in spec.get("hosts") or []]
             for h in hosts:
                 host_role.setdefault(h, rname)

@@ -83,9 +83,24 @@ def http_check(command: str) -> tuple[str, int | None] | None:
     return (m[2] or "/"), (int(m[1]) if m[1] else None)
 
 
+NAME_CHARS = 20
+
+
 def role_name(name: str) -> str:
-    """A compose service / Kamal role name as a blueprint role name (a-z, 0-9, '-')."""
+    """A compose service / Kamal role name as a blueprint role name (a-z, 0-9, '-', at most
+    NAME_CHARS characters); `renamed` says why it differs, for the note the importer keeps."""
     text = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
     if not text or not text[0].isalpha():
         text = "r-" + text
-    return text[:20].rstrip("-")
+    return text[:NAME_CHARS].rstrip("-")
+
+
+def renamed(original: str, name: str, what: str = "role") -> str | None:
+    """The note for a name that had to change (None if it did not)."""
+    if original == name:
+        return None
+    clean = re.sub(r"[^a-z0-9-]+", "-", original.lower()).strip("-")
+    if len(clean) + (0 if clean[:1].isalpha() else 2) > NAME_CHARS:
+        return (f"{what} named '{name}': shortened to {NAME_CHARS} characters ({what} names are at most "
+                f"{NAME_CHARS} of a-z, 0-9 and '-')")
+    return f"{what} named '{name}' ({what} names are a-z, 0-9 and '-')"

@@ -9,47 +9,53 @@ these files come from other people's repositories.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..blueprint import BlueprintError, Problem
-from ..blueprint_rules import TreePath, dotted
-
-MAX_BYTES = 1024 * 1024
-MAX_VALUES = 50_000
-MAX_DEPTH = 60
+from ..blueprint import MAX_FILE_BYTES, BlueprintError, Problem
+from ..blueprint_rules import TreePath, dotted, printable
+from ..blueprint_yaml import _BoundedLoader, _TooBig, _Walker
 
 _TAG = "tag:yaml.org,2002:"
-_PLAIN_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "merge", "timestamp")}
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
 _BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _INT = re.compile(r"^[-+]?[0-9]+$|^0o[0-7]+$|^0x[0-9a-fA-F]+$")
 _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$")
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe, bounded, and resolving no plain scalar by itself except the merge key `<<`:
-    `_Walk.scalar` applies YAML 1.2's rules instead of PyYAML's 1.1 ones."""
+class _Loader(_BoundedLoader):
+    """The blueprint reader's bounded safe loader (depth, values, alias bombs), resolving no
+    plain scalar by itself except the merge key `<<`: `construct_object` applies YAML 1.2's
+    rules to plain scalars instead of PyYAML's 1.1 ones."""
 
     yaml_implicit_resolvers = {"<": [(_TAG + "merge", re.compile(r"^(?:<<)$"))]}
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == _TAG + "timestamp":
+                return node.value
+            if node.tag == _TAG + "str" and not node.style:
+                return _plain(node.value)
+        return super().construct_object(node, deep)
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise yaml.MarkedYAMLError(problem=f"nested more than {MAX_DEPTH} levels deep",
-                                           problem_mark=self.peek_event().start_mark)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+
+def _plain(text: str) -> Any:
+    if _NULL.match(text):
+        return None
+    if _BOOL.match(text):
+        return text.lower() == "true"
+    if _INT.match(text):
+        return int(text, 0) if text[:2] in ("0o", "0x") else int(text)
+    if _FLOAT.match(text):
+        special = "inf" in text.lower() or "nan" in text.lower()
+        return float(text.replace(".", "", 1)) if special else float(text)
+    return text
 
 
 @dataclass
@@ -80,7 +86,9 @@ class Note:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.key}: {self.reason}" if self.key else f"{where}: {self.reason}"
+        # the key and reason may quote the file: escaped, so a newline or a terminal escape
+        # in it stays one visible line (in the blueprint's comments and on the terminal)
+        return printable(f"{where}: {self.key}: {self.reason}" if self.key else f"{where}: {self.reason}")
 
 
 class Notes(list[Note]):
@@ -89,105 +97,70 @@ class Notes(list[Note]):
 
 
 def read_text(path: Path, what: str) -> str:
-    """The file's text, or a BlueprintError naming it."""
+    """The file's text, read with the blueprint reader's bound (MAX_FILE_BYTES), or a
+    BlueprintError naming it. Only regular files are read, opened without blocking: a FIFO
+    or a device (`/dev/zero`) is refused instead of hanging or filling memory."""
     name = str(path)
     try:
-        data = path.read_bytes()[: MAX_BYTES + 1]
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
         raise BlueprintError([Problem(name, None, "", f"no such file (expected a {what})")]) from None
     except IsADirectoryError:
         raise BlueprintError([Problem(name, None, "", f"is a directory, not a {what}")]) from None
     except OSError as exc:
         raise BlueprintError([Problem(name, None, "", f"cannot read: {exc.strerror or exc}")]) from None
-    if len(data) > MAX_BYTES:
-        raise BlueprintError([Problem(name, None, "", f"larger than {MAX_BYTES >> 20} MiB; not a {what}")])
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise BlueprintError([Problem(name, None, "", f"is a directory, not a {what}")])
+        if not stat.S_ISREG(mode):
+            raise BlueprintError([Problem(name, None, "", f"is not a regular file (a pipe or a device); "
+                                                          f"expected a {what}")])
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise BlueprintError([Problem(name, None, "", f"cannot read: {exc.strerror or exc}")]) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise BlueprintError([Problem(name, None, "", f"larger than {MAX_FILE_BYTES >> 10} KiB, the most "
+                                                      f"csdeploy reads; not a {what}")])
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BlueprintError([Problem(name, data.count(b"\n", 0, exc.start) + 1, "", "not UTF-8 text")]) from None
 
 
-def parse(text: str, file: str) -> Doc:
-    """Parse ``text``; every problem (syntax, tags, bounds) as a BlueprintError with file:line."""
+def parse(text: str, file: str, what: str = "file") -> Doc:
+    """Parse ``text`` with the blueprint reader's bounds (depth, values, aliases, merge keys);
+    every problem (syntax, a NUL or control byte, tags, duplicate keys, bounds) as a
+    BlueprintError with file:line."""
     doc = Doc(file, None)
+    locs: dict[TreePath, tuple[str, int | None]] = {}
+    loader: _Loader | None = None
     problems: list[Problem] = []
-    loader = _Loader(text)
     try:
+        loader = _Loader(text)  # checks every character first: a NUL byte fails here
+        walker = _Walker(loader, file, locs)
         node = loader.get_single_node()
-        if node is not None:
-            doc.tree = _Walk(loader, doc, problems).walk(node, ())
+        doc.tree = None if node is None else walker.walk(node, ())
+        problems = walker.problems
+    except _TooBig as exc:
+        problems = [Problem(file, exc.line, dotted(exc.path), f"the {what} {exc}")]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problems = [Problem(file, mark.line + 1 if mark else None, "",
                             f"YAML syntax error: {exc.problem or exc.context or 'invalid YAML'}")]
+    except yaml.reader.ReaderError as exc:  # a NUL byte or another character YAML does not allow
+        char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
+        problems = [Problem(file, text.count("\n", 0, exc.position) + 1, "",
+                            f"character {char!r} is not allowed in YAML")]
     except yaml.YAMLError as exc:
-        problems = [Problem(file, None, "", f"YAML error: {exc}")]
+        problems = [Problem(file, None, "", f"YAML error: {printable(str(exc))}")]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if problems:
         raise BlueprintError(problems)
+    doc.lines = {p: line for p, (_, line) in locs.items() if line is not None}
     return doc
-
-
-class _Walk:
-    def __init__(self, loader: _Loader, doc: Doc, problems: list[Problem]) -> None:
-        self.loader, self.doc, self.problems = loader, doc, problems
-        self.count = 0
-        self.active: set[int] = set()
-
-    def walk(self, node: yaml.Node, path: TreePath) -> Any:
-        self.count += 1
-        line = node.start_mark.line + 1
-        if self.count > MAX_VALUES:
-            raise yaml.MarkedYAMLError(problem=f"more than {MAX_VALUES} values (aliases counted each time)",
-                                       problem_mark=node.start_mark)
-        if node.tag not in _PLAIN_TAGS and not (isinstance(node, yaml.ScalarNode) and node.tag.startswith(_TAG)):
-            self.problems.append(Problem(self.doc.file, line, dotted(path), f"unsupported YAML tag {node.tag}"))
-            return None
-        if isinstance(node, yaml.ScalarNode):
-            return self.scalar(node, path, line)
-        if id(node) in self.active:
-            self.problems.append(Problem(self.doc.file, line, dotted(path), "recursive YAML alias"))
-            return None
-        self.active.add(id(node))
-        try:
-            if isinstance(node, yaml.SequenceNode):
-                out = []
-                for i, child in enumerate(node.value):
-                    self.doc.lines[path + (i,)] = child.start_mark.line + 1
-                    out.append(self.walk(child, path + (i,)))
-                return out
-            self.loader.flatten_mapping(node)  # merge keys (<<: *defaults)
-            mapping: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    self.problems.append(Problem(self.doc.file, key_node.start_mark.line + 1, dotted(path),
-                                                 "keys must be plain strings"))
-                    continue
-                sub = path + (key_node.value,)
-                self.doc.lines[sub] = key_node.start_mark.line + 1
-                mapping[key_node.value] = self.walk(value_node, sub)
-            return mapping
-        finally:
-            self.active.discard(id(node))
-
-    def scalar(self, node: yaml.ScalarNode, path: TreePath, line: int) -> Any:
-        text = node.value
-        if node.style or node.tag != _TAG + "str":  # quoted, or explicitly tagged (`!!int 3`)
-            if node.tag == _TAG + "str" or node.tag == _TAG + "timestamp":
-                return text
-            try:
-                return self.loader.construct_object(node)
-            except (yaml.YAMLError, ValueError) as exc:
-                self.problems.append(Problem(self.doc.file, line, dotted(path), f"cannot read value: {exc}"))
-                return None
-        if _NULL.match(text):
-            return None
-        if _BOOL.match(text):
-            return text.lower() == "true"
-        if _INT.match(text):
-            return int(text, 0) if text[:2] in ("0o", "0x") else int(text)
-        if _FLOAT.match(text):
-            special = "inf" in text.lower() or "nan" in text.lower()
-            return float(text.replace(".", "", 1)) if special else float(text)
-        return text

@@ -7,6 +7,7 @@ blueprint path) overrides anything else. Defaults deploy on the lab as they are.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,4 +183,4 @@ def template_draft(name: str, sets: Sequence[str], out: Path) -> tuple[Draft, li
     if tree["registry"]["server"] == LAB_REGISTRY:
         tree["rollout"] = {"proxy_image": LAB_PROXY_IMAGE}
     comments = [f"Template {name}: {t.summary}.", f"Fields: {', '.join(f'{k}={v}' for k, v in values.items() if v)}"]
-    return Draft(tree, f"csdeploy init --template {name}", [], comments), overrides
+    return Draft(tree, shlex.join(["csdeploy", "init", "--template", name]), [], comments), overrides

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from ..blueprint import Blueprint, BlueprintError, Problem, apply_overrides, loads_blueprint
+from ..blueprint_rules import TreePath, dotted, printable
 from ..errors import InvalidInput
 from .source import Note
 
@@ -40,6 +41,24 @@ SECRET_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 def looks_secret(name: str, value: str | None = None) -> bool:
     """A variable that holds a secret: by its name, or a URL that carries a password."""
     return bool(_SECRET_WORDS.search(name)) or bool(value and _URL_WITH_PASSWORD.match(value))
+
+
+_DIGEST_HEX = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+
+def digest_problem(image: str) -> str | None:
+    """Why the `@digest` of an image reference does not parse (None: no digest, or a good one).
+    A digest is `ALGORITHM:HEX` (sha256 with 64 lowercase hex digits, sha384 96, sha512 128)."""
+    if "@" not in image:
+        return None
+    digest = image.rsplit("@", 1)[1]
+    algorithm, sep, hexpart = digest.partition(":")
+    size = _DIGEST_HEX.get(algorithm)
+    if not sep or size is None:
+        return f"image digest {digest!r} does not parse: expected sha256:<64 hex digits>"
+    if len(hexpart) != size or not re.fullmatch(r"[0-9a-f]+", hexpart):
+        return f"image digest {digest!r} does not parse: {algorithm} takes {size} lowercase hex digits"
+    return None
 
 
 def image_repo(image: str) -> tuple[str, str | None]:
@@ -74,6 +93,19 @@ class Draft:
     notes: list[Note] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
     """Extra header lines (destinations, first deploy hints)."""
+    source: str | None = None
+    """The file imported (None for a template): problems with the result are reported there."""
+    origins: dict[TreePath, int | None] = field(default_factory=dict)
+    """Where parts of the tree came from: blueprint path -> line of ``source``."""
+
+    def line_of(self, field_text: str) -> int | None:
+        """The source line of the longest recorded part of a blueprint field (`roles.web.cmd`)."""
+        best: tuple[int, int | None] = (-1, None)
+        for path, line in self.origins.items():
+            key = dotted(path)
+            if (not key or field_text == key or field_text.startswith((key + ".", key + "["))) and len(key) > best[0]:
+                best = (len(key), line)
+        return best[1]
 
 
 ORDER = ("service", "image", "build", "cloud", "roles", "accessories", "registry", "env", "secrets",
@@ -91,22 +123,31 @@ SECTION_COMMENTS = {
 }
 
 
+def comment(text: str) -> str:
+    """``text`` as one YAML comment line. Anything that could end a comment (a newline, but also
+    CR, NEL, U+2028/2029) or move a terminal's cursor is written as an escape (`\\n`), so text
+    from an imported file can never become a key of the blueprint."""
+    return "# " + printable(text) if text else "#"
+
+
 def render(draft: Draft) -> str:
-    """The blueprint as commented YAML (keys in the usual order)."""
-    head = [f"# Written by `{draft.origin}`.", "# Check it: csdeploy validate FILE; change values with --set or an editor."]
-    head += [f"# {line}" for line in draft.comments]
+    """The blueprint as commented YAML (keys in the usual order). Values go through the YAML
+    emitter only; everything in a comment goes through `comment`."""
+    head = [comment(f"Written by `{draft.origin}`."),
+            comment("Check it: csdeploy validate FILE; change values with --set or an editor.")]
+    head += [comment(line) for line in draft.comments]
     if draft.notes:
         head.append("#")
-        head.append(f"# Not carried over ({len(draft.notes)}):")
-        head += [f"#   {note}" for note in draft.notes]
+        head.append(comment(f"Not carried over ({len(draft.notes)}):"))
+        head += [comment(f"  {note}") for note in draft.notes]
     parts = ["\n".join(head)]
     keys = [k for k in ORDER if k in draft.tree] + [k for k in draft.tree if k not in ORDER]
     for key in keys:
         text = yaml.safe_dump({key: draft.tree[key]}, sort_keys=False, default_flow_style=False,
                               allow_unicode=True, width=100)
-        comment = SECTION_COMMENTS.get(key)
-        if comment:
-            text = "".join(f"# {line}\n" for line in comment.splitlines()) + text
+        section = SECTION_COMMENTS.get(key)
+        if section:
+            text = "".join(f"# {line}\n" for line in section.splitlines()) + text
         parts.append(text.rstrip("\n"))
     return "\n\n".join(parts) + "\n"
 
@@ -117,13 +158,18 @@ def with_overrides(draft: Draft, overrides: Sequence[str]) -> Draft:
     return draft
 
 
-def validate(text: str, out: Path) -> Blueprint:
-    """The blueprint the text makes; a problem here is reported against the would-be file."""
+def validate(text: str, out: Path, draft: Draft | None = None) -> Blueprint:
+    """The blueprint the text makes. ``out`` is not written yet, so a problem with an imported
+    draft is reported at the line of the source file the field came from."""
     try:
         return loads_blueprint(text, filename=str(out), source=out)
     except BlueprintError as exc:
-        raise BlueprintError(exc.problems, hint="nothing was written; fix the source file or pass --set "
-                                                "for the fields named above") from None
+        problems = exc.problems
+        if draft is not None and draft.source is not None:
+            problems = [Problem(draft.source, draft.line_of(p.field), p.field, f"{p.message} (in the blueprint "
+                                "it makes)") if p.file == str(out) else p for p in problems]
+        raise BlueprintError(problems, hint="nothing was written; fix the source file or pass --set "
+                                            "for the fields named above") from None
 
 
 def write(text: str, out: Path, *, force: bool) -> None:
