@@ -230,7 +230,8 @@ def image_checker(tag_allowed: bool) -> Checker:
         try:
             ref = images.parse(value)
         except ValueError as exc:
-            ctx.add(path, f"not a valid image reference {describe(value)}: {exc}")
+            why = "" if str(exc) == "not a valid image reference" else f" ({exc})"
+            ctx.add(path, f"not a valid image reference: {describe(value)}{why}")
             return BAD
         if ref.pinned and not tag_allowed:
             pin = f"the tag ':{ref.tag}'" if ref.tag else f"the digest '@{ref.digest}'"

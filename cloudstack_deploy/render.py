@@ -93,6 +93,7 @@ def status_text(hosts: list[HostStatus]) -> str:
         for c in h.containers:
             lines.append(f"  {c['name']:<32} {c.get('version') or '-':<12} {c['state']:<10} {c['status']}")
         lines += [f"  proxy: {line}" for line in h.proxy_targets.splitlines()]
+        lines += [f"  warning: {text}" for text in h.warnings]
     return "\n".join(lines)
 
 

@@ -33,6 +33,8 @@ from cloudstack_deploy.errors import InvalidInput, Locked
 from cloudstack_deploy.inventory import Host, HostDisk, Inventory, LoadBalancer, Network, SSHAccess
 
 ENV_NAME_MAX = 20
+#: The inventory file's format: raised when a change would mislead an older reader.
+INVENTORY_FORMAT = 1
 _ENV_RE = re.compile(r"^[a-z](?:[a-z0-9-]*[a-z0-9])?$")
 
 
@@ -268,6 +270,7 @@ def inventory_to_dict(inv: Inventory) -> dict[str, Any]:
     (scripts, CI); reading ignores them.
     """
     return {
+        "format": INVENTORY_FORMAT,
         "env": inv.env, "service": inv.service, "endpoint": inv.endpoint, "written": inv.written,
         "expires": inv.expires, "template": inv.template, "public_access": inv.public_access,
         "network": {"id": inv.network.id, "name": inv.network.name, "cidr": inv.network.cidr},
@@ -285,7 +288,11 @@ def inventory_to_dict(inv: Inventory) -> dict[str, Any]:
 
 
 def inventory_from_dict(data: dict[str, Any]) -> Inventory:
-    """The inverse of :func:`inventory_to_dict`; KeyError/TypeError/ValueError when malformed."""
+    """The inverse of :func:`inventory_to_dict`; KeyError/TypeError/ValueError when malformed,
+    or written by a newer csdeploy (a format this one does not know: rebuilt from the cloud).
+    Files without ``format`` were written before it existed (format 1, read as is)."""
+    if int(data.get("format", 1)) > INVENTORY_FORMAT:
+        raise ValueError(f"inventory format {data['format']} is newer than this csdeploy's ({INVENTORY_FORMAT})")
     net, ssh = data["network"], data["ssh"]
     return Inventory(
         env=str(data["env"]), service=str(data["service"]), endpoint=str(data.get("endpoint") or ""),

@@ -1,15 +1,18 @@
-"""The apps step of a rollout: proxy roles switch in batches, a watch judges, workers follow.
+"""The apps step of a rollout: proxy roles switch in batches, a watch judges, workers start, and
+one verdict covers them all.
 
 1. Each proxy role switches its hosts batch by batch (`strategy.batch_size`); a host's switch
-   starts its new container and points kamal-proxy at it once healthy. The old container
-   keeps running: nothing is stopped before the whole rollout is judged.
+   starts its new container and points kamal-proxy at it once healthy. Meanwhile each worker
+   role starts its new containers beside the old ones, batch by batch, each ready before the
+   next. Nothing old is stopped before the whole rollout is judged.
 2. When every batch of every proxy role switched, the watch (`watch.py`, if the blueprint or
    a canary asks for one) probes the new version through the roles' entry points.
-3. Good: the old containers stop (`commit`), the workers (started meanwhile, ready and waiting)
-   stop theirs. Bad (a refused switch, a failed watch): every host that switched goes back
-   to the container it served before, at once (it is still running, so that is one more
-   kamal-proxy deploy, health-checked and drained like any switch), and the new workers are
-   removed. ``continue_on_error`` keeps the hosts that switched before a refused switch.
+3. The verdict is one for every role. Good: the old containers stop everywhere (`commit_all`).
+   Bad (a refused switch, a failed watch, a worker that never became ready, a host that
+   stopped answering): every host that switched goes back to the container it served before,
+   at once (it is still running, so that is one more kamal-proxy deploy, health-checked and
+   drained like any switch), and the new workers are removed. ``continue_on_error`` keeps the
+   hosts that switched before a refused switch.
 
 A percentage canary "switches" by splitting instead (kamal-proxy's rollout target) and goes
 back by ending the split. Progress shows each host's switch in order; `AppOutcome` keeps them.
@@ -83,6 +86,9 @@ class Apps:
         self.stop_watch = asyncio.Event()             # the rollout failed otherwise: the watch ends unjudged
         self.halted = False                           # the watch failed while batches were still to come
         self.fresh_switching: set[str] = set()        # proxy roles whose hosts that served nothing are switching
+        self.workers_starting: list[tuple[Role, Host]] = []   # new worker containers this run started
+        self.switched_back = False                    # the proxy hosts went back already
+        self.kept = False                             # --continue-on-error kept the switched hosts
 
     @property
     def version(self) -> str:
@@ -135,9 +141,9 @@ class Apps:
         else:
             groups, fresh = strategy.batches(self.plan.switch[role.name], size), False
         for n, group in enumerate(groups, start=1):
-            if self.halted:  # the watch failed: no more hosts take the new version
+            if self.halted:  # the watch failed, or a worker: no more hosts take the new version
                 for h in group:
-                    self.r.emit(f"{role.name} {h.name}", "switch", "skipped", "the watch failed")
+                    self.r.emit(f"{role.name} {h.name}", "switch", "skipped", "the rollout failed")
                 return
             if n == 1 and fresh:
                 self.fresh_switching.add(role.name)
@@ -204,7 +210,7 @@ class Apps:
                                     switching=self.switching, stop=self.stop_watch)
         self.halted = not result.ok
         if self.stop_watch.is_set():
-            self.r.emit("watch", "watch", "skipped", "the switch failed")
+            self.r.emit("watch", "watch", "skipped", "the rollout failed elsewhere")
             return result
         self.r.emit("watch", "watch", "done" if result.ok else "failed",
                     f"{result.seconds:.0f}s, {result.probes} probes, {len(result.failed)} failed"
@@ -242,12 +248,10 @@ class Apps:
         return proxy_commit_script(self.r.bp, self.r.env, role, self.version, retain=self.r.bp.retain_versions,
                                    schedule=schedule)
 
-    async def commit(self) -> None:
-        await _gather_all([self.r.app_step(await self.pool.connect(h), role, self.version,
-                                           self.commit_script(role, h), "stop old")
-                           for role, h in self._judged()])
-
     async def proxies(self) -> None:
+        """Switch every proxy role (batch by batch) and watch; on a refused switch or a failed
+        watch, switch the switched hosts back (unless --continue-on-error keeps them) and raise.
+        Nothing old is stopped here: that waits for the whole rollout's verdict (`run`)."""
         failure: BaseException | None = None
         watch = asyncio.ensure_future(self.watch()) if self.plan.watch is not None else None
         try:
@@ -256,77 +260,120 @@ class Apps:
             except Exception as exc:
                 failure = exc
             self.switching.set()
-            if watch is not None and (failure is not None or not self._judged()):
-                self.stop_watch.set()  # a refused switch is judged already; nothing switched: nothing to watch
+            if watch is not None and (failure is not None or not self._judged() or self.stop_watch.is_set()):
+                self.stop_watch.set()  # judged already (a refused switch, a failed worker), or nothing to watch
                 await asyncio.gather(watch, return_exceptions=True)
             elif watch is not None:
                 self.outcome.watch = await watch
-                if not self.outcome.watch.ok:
+                if not self.outcome.watch.ok and not self.stop_watch.is_set():
                     self.outcome.rolled_back = self.outcome.watch.reason
                     failure = OperationFailed(f"{self.outcome.watch.reason}; switched back to what each host "
                                               "served before", hint="see the failed probes above; the new "
                                               "version's logs: csdeploy logs --env ENV --role ROLE")
             if failure is not None:
-                keep = self.plan.continue_on_error and self.outcome.rolled_back is None
-                if keep:
+                self.kept = self.plan.continue_on_error and self.outcome.rolled_back is None
+                if self.kept:
                     self.r.progress.note(f"--continue-on-error: {', '.join(self.outcome.switched) or 'no host'} "
                                          f"stay on {self.version}", level="warning")
                 else:
-                    problems = await self.switch_back()
-                    if problems:
-                        failure = OperationFailed("\n".join([str(failure), *(f"switching back: {p}"
-                                                                             for p in problems)]),
-                                                  hint="those hosts still serve the new version")
+                    failure = await self._switch_back_all(failure)
                 raise failure
         except BaseException:
             if watch is not None and not watch.done():
                 self.stop_watch.set()
                 await asyncio.gather(watch, return_exceptions=True)
-            if not self.verdict.done():
-                self.verdict.set_result(False)
             raise
-        self.verdict.set_result(True)
-        if self.plan.commit:
-            await self.commit()
+
+    async def _switch_back_all(self, failure: BaseException) -> BaseException:
+        """Every switched proxy host back to what it served; ``failure`` with what could not."""
+        self.switched_back = True
+        problems = await self.switch_back()
+        if not problems:
+            return failure
+        return OperationFailed("\n".join([str(failure), *(f"switching back: {p}" for p in problems)]),
+                               hint="those hosts still serve the new version")
 
     # ---- workers -----------------------------------------------------------------------------------
     async def worker_role(self, role: Role) -> None:
+        """Start the role's new containers beside the old ones, batch by batch, each batch ready
+        before the next starts. The old ones keep running until the whole rollout is judged."""
         env = self.r.app_env(role.name, self.version)
         hosts = self.r.role_hosts(role.name)
         for group in strategy.batches(hosts, strategy.batch_size(self.r.bp, self.r.inv, role.name, len(hosts))):
-            started: list[Connection] = []
+            if self.halted:
+                return
 
-            async def start(host: Host, started: list[Connection] = started) -> None:
+            async def start(host: Host) -> None:
                 conn = await self.host_ready(host)
+                self.workers_starting.append((role, host))
                 out = await self.r.app_step(conn, role, self.version,
                                             worker_start_script(self.r.bp, self.r.env, role, self.version, env,
                                                                 image=self.r.role_image(role.name, self.version)),
                                             "start")
                 self.workers_started.append((role, host))
-                if "fresh" in out.split():
-                    started.append(conn)
+                if "kept" in out.split():  # it ran before this deploy: not ours to remove on failure
+                    self.workers_starting.remove((role, host))
 
+            await _gather_all([start(h) for h in group])
+
+    async def _remove_new_workers(self) -> list[str]:
+        """The rollout failed: remove the worker containers it started (a host that does not
+        answer keeps its new one until the next deploy or rollback stops it: said so)."""
+        async def one(role: Role, host: Host) -> str | None:
             try:
-                await _gather_all([start(h) for h in group])
-            finally:
-                ok = await self.verdict  # the old workers stay until the proxy roles were judged
-                if not ok:
-                    await asyncio.gather(*(c.run(worker_abort_script(self.r.bp, role, self.version), check=False,
-                                                 what=f"remove {role.name} {self.version}") for c in started))
-            if not ok:
-                return
-            await _gather_all([self.r.app_step(await self.pool.connect(h), role, self.version,
-                                               self.commit_script(role, h), "stop old")
-                               for h in group])
+                conn = await self.pool.connect(host)
+                res = await conn.run(worker_abort_script(self.r.bp, role, self.version), check=False,
+                                     what=f"remove {role.name} {self.version}", timeout=60)
+                return None if res.exit_status == 0 else f"{host.name}: exit {res.exit_status}"
+            except Exception as exc:  # unreachable: reported, the other hosts still cleaned
+                return str(exc).splitlines()[0]
+
+        results = await asyncio.gather(*(one(role, host) for role, host in self.workers_starting))
+        left = [r for r in results if r]
+        for text in left:
+            self.r.progress.note(f"could not remove the new worker container ({text}); the next deploy or "
+                                 "rollback stops it", level="warning")
+        return left
+
+    async def commit_all(self) -> None:
+        """The rollout was judged good: stop the old containers of every role, proxies and workers."""
+        await _gather_all([self.r.app_step(await self.pool.connect(h), role, self.version,
+                                           self.commit_script(role, h), "stop old")
+                           for role, h in [*self._judged(), *self.workers_started]])
 
     async def run(self) -> None:
+        """Proxy roles switch and are watched while the workers start; the verdict is one for
+        every role: any failure (a refused switch, a failed watch, a worker that never became
+        ready or whose host stopped answering) switches every proxy host back and removes the
+        new workers; only a rollout judged good stops old containers."""
         workers = [r for r in self.r.bp.roles.values() if r.proxy is None and self.r.role_hosts(r.name)] \
             if self.plan.workers else []
-        if not any(self.plan.switch.values()) and not self.plan.already:
-            self.verdict.set_result(True)
-            await _gather_all([self.worker_role(r) for r in workers])
-        else:
-            await _gather_all([self.proxies(), *(self.worker_role(r) for r in workers)])
+
+        async def workers_of(role: Role) -> None:
+            try:
+                await self.worker_role(role)
+            except BaseException:
+                self.halted = True          # no more proxy batches
+                self.stop_watch.set()       # and no more watching: the rollout is judged
+                raise
+
+        proxies = any(self.plan.switch.values()) or bool(self.plan.already)
+        jobs = ([self.proxies()] if proxies else []) + [workers_of(r) for r in workers]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        errors = list(dict.fromkeys(r for r in results if isinstance(r, BaseException)))
+        if errors:
+            if self._judged() and not self.switched_back and not self.kept:
+                errors[0] = await self._switch_back_all(errors[0])
+            await self._remove_new_workers()
+            if not self.verdict.done():
+                self.verdict.set_result(False)
+            if len(errors) == 1:
+                raise errors[0]
+            hint = next((e.hint for e in errors if getattr(e, "hint", None)), None)
+            raise OperationFailed("\n".join(str(e) for e in errors), hint=hint)
+        self.verdict.set_result(True)
+        if self.plan.commit:
+            await self.commit_all()
 
 
 async def converge(r: Rollout, pool: Hosts, plan: AppPlan | None, facts: dict[str, HostFacts],

@@ -26,6 +26,10 @@ from ..log import get_logger, redact
 from .commands.script import RUNNER, Argv, Script, q
 
 T = TypeVar("T")
+#: A host that answers no SSH keepalive for KEEPALIVE_SECONDS x KEEPALIVE_COUNT (15 s) is lost:
+#: the rollout names it instead of waiting for its step's timeout.
+KEEPALIVE_SECONDS = 5
+KEEPALIVE_COUNT = 3
 log = get_logger("rollout.hosts")
 
 
@@ -90,9 +94,19 @@ class Connection:
         except (asyncssh.Error, OSError) as exc:
             log.info("host step", host=self.host.name, step=what, error=str(exc),
                      seconds=round(time.monotonic() - started, 3))
+            if isinstance(exc, asyncssh.ConnectionLost):
+                raise HostError(self.host.name, f"stopped answering: the SSH connection was lost ({what}): {exc}",
+                                hint="is the VM running? the next deploy or rollback ends what is left over") from None
             raise HostError(self.host.name, f"{what}: SSH failed: {exc}") from None
         result = Result(proc.exit_status if proc.exit_status is not None else 255,
                         str(proc.stdout or ""), str(proc.stderr or ""))
+        if proc.exit_status is None and proc.exit_signal is None:  # the connection went away
+            step = f" during step {result.last_step}" if result.last_step else ""
+            log.info("host step", host=self.host.name, step=what, error="connection lost",
+                     seconds=round(time.monotonic() - started, 3))
+            raise HostError(self.host.name, f"stopped answering: the SSH connection was lost{step} ({what})",
+                            result.stderr_clean, hint="is the VM running? what it was doing may still finish "
+                            "there; the next deploy or rollback ends what is left over")
         log.info("host step", host=self.host.name, step=what, exit=result.exit_status,
                  seconds=round(time.monotonic() - started, 3))
         if check and result.exit_status != 0:
@@ -148,7 +162,8 @@ class Hosts:
             conn = await asyncio.wait_for(asyncssh.connect(
                 host.public_ip, host.ssh_port, username=self.user, client_keys=[str(self.client_key)],
                 known_hosts=str(self.known_hosts), agent_path=None, config=None,
-                keepalive_interval=15), self.connect_timeout)
+                keepalive_interval=KEEPALIVE_SECONDS,
+                keepalive_count_max=KEEPALIVE_COUNT), self.connect_timeout)
         except asyncssh.HostKeyNotVerifiable as exc:
             raise HostError(host.name, f"host key of {host.ssh_address} is not the pinned one: {exc}",
                             hint="the VM was replaced or someone is in the middle; re-run create-env to re-pin "

@@ -34,6 +34,20 @@ class HostStatus:
     containers: list[dict[str, Any]] = field(default_factory=list)
     proxy_targets: str = ""
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def find_leftovers(self) -> None:
+        """A role with two versions running on one host (a deploy that lost the host while it
+        started the new one): said, so the user knows; the next deploy or rollback ends it."""
+        running: dict[str, list[str]] = {}
+        for c in self.containers:
+            if c.get("state") == "running" and c.get("version") and c.get("role") and \
+                    not str(c["role"]).startswith("job "):
+                running.setdefault(str(c["role"]), []).append(f"{c['version']}")
+        for role, versions in running.items():
+            if len(versions) > 1:
+                self.warnings.append(f"role {role} runs {len(versions)} versions here ({', '.join(versions)}): "
+                                     "a deploy or rollback stops all but the one it runs")
 
 
 # `kamal-proxy list` colours its table even when its output is not a terminal.
@@ -69,6 +83,7 @@ async def status(r: Rollout) -> list[HostStatus]:
                                   "state": c.get("State"),
                                   "status": c.get("Status"), "image": c.get("Image")})
         st.proxy_targets = ANSI_ESCAPE.sub("", proxy).strip()
+        st.find_leftovers()
         return st
 
     async with r.pool() as pool:

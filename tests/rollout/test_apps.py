@@ -5,6 +5,7 @@ and refuse the switch on the hosts a test names (the scripts themselves run unde
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -30,14 +31,25 @@ class StandIn:
     async def run(self, script: Any, *, what: str = "", check: bool = True, timeout: float = 0,
                   read_only: bool = False, input: str | None = None) -> Result:
         self.pool.log.append((self.host.name, what))
+        if self.host.name in self.pool.lost:
+            raise HostError(self.host.name, f"stopped answering: the SSH connection was lost ({what})")
         if what.startswith("switch web v") and self.host.name in self.pool.refuse:
             raise HostError(self.host.name, f"{what} failed at step proxy-deploy (exit 67)")
+        if what == "switch web v2" and self.pool.worker_waits is not None:
+            if sum(1 for _, w in self.pool.log if w == what) == self.pool.fail_worker_after:
+                self.pool.worker_waits.set()
+        if what.startswith("start worker") and self.pool.worker_waits is not None:
+            await self.pool.worker_waits.wait()
+            raise HostError(self.host.name, f"{what} failed at step wait-ready (exit 66)")
         return Result(0, "fresh\n" if what.startswith("start worker") else "", "")
 
 
 class Pool:
-    def __init__(self, refuse: set[str]) -> None:
+    def __init__(self, refuse: set[str], lost: set[str] = frozenset()) -> None:  # type: ignore[assignment]
         self.refuse = refuse
+        self.lost = set(lost)
+        self.worker_waits: asyncio.Event | None = None   # set: worker starts fail after that many switches
+        self.fail_worker_after = 0
         self.log: list[tuple[str, str]] = []
 
     async def connect(self, host: Any) -> StandIn:
@@ -107,3 +119,34 @@ async def test_a_good_rollout_stops_the_old_containers_only_after_every_switch()
     assert r.outcome.switches[-1].host == "demo-web-3", "the second batch switches after the first"
     assert {h for h, w in pool.log if w.startswith("stop old")} == {"demo-web-1", "demo-web-2", "demo-web-3",
                                                                      "demo-worker-1"}
+
+
+async def test_a_worker_that_fails_switches_every_web_host_back_and_stops_nothing_old() -> None:
+    """Roles are judged together: the web hosts had switched to v2 when the worker's new
+    container failed to become ready; every web host goes back to v1, nothing old stops."""
+    r = Rollout(blueprint("roles.web.count=3"), inventory(3), SECRETS, Recorder())
+    targets = r.select(roles=("web", "worker"))
+    facts = ready_facts(r, "v1")
+    pool = Pool(set())
+    pool.worker_waits, pool.fail_worker_after = asyncio.Event(), 3
+    with pytest.raises(OperationFailed) as err:
+        await apps.converge(r, pool, runs.plan(r, runs.RolloutOptions(version="v2"), "v2", facts), facts, (),  # type: ignore[arg-type]
+                            targets)
+    assert "demo-worker-1" in str(err.value) and "wait-ready" in str(err.value)
+    assert sorted(r.outcome.reverted) == ["demo-web-1", "demo-web-2", "demo-web-3"]
+    assert not any(w.startswith("stop old") for _, w in pool.log), "nothing old was stopped"
+
+
+async def test_a_worker_host_that_stops_answering_is_named_and_the_web_goes_back() -> None:
+    r = Rollout(blueprint("roles.web.count=3"), inventory(3), SECRETS, Recorder())
+    targets = r.select(roles=("web", "worker"))
+    facts = ready_facts(r, "v1")
+    pool = Pool(set(), lost={"demo-worker-1"})
+    with pytest.raises(OperationFailed) as err:
+        await apps.converge(r, pool, runs.plan(r, runs.RolloutOptions(version="v2"), "v2", facts), facts, (),  # type: ignore[arg-type]
+                            targets)
+    assert "demo-worker-1: stopped answering" in str(err.value)
+    assert not any(w.startswith("stop old") for _, w in pool.log)
+    # whatever switched went back (the web may not have switched yet when the worker was lost)
+    switched = {h for h, w in pool.log if w == "switch web v2"}
+    assert set(r.outcome.reverted) == switched
