@@ -15,11 +15,11 @@ from ..inventory import Host
 from . import canary, history
 from .apps import converge
 from .commands import docker as d
+from .commands import facts, jobs
 from .commands import host as host_cmds
-from .commands import jobs
 from .commands import proxy as p
 from .commands.script import Script, Var
-from .contract import accessory_container, labels
+from .contract import accessory_container, container_name, labels
 from .deploy import Rollout
 from .hosts import Connection, Hosts
 from .records import RolloutOptions, RolloutResult
@@ -36,9 +36,9 @@ class HostStatus:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
 
-    def find_leftovers(self) -> None:
+    def find_leftovers(self) -> dict[str, list[str]]:
         """A role with two versions running on one host (a deploy that lost the host while it
-        started the new one): said, so the user knows; the next deploy or rollback ends it."""
+        started the new one): said, so the user knows. Returns role -> running versions."""
         running: dict[str, list[str]] = {}
         for c in self.containers:
             if c.get("state") == "running" and c.get("version") and c.get("role") and \
@@ -48,6 +48,7 @@ class HostStatus:
             if len(versions) > 1:
                 self.warnings.append(f"role {role} runs {len(versions)} versions here ({', '.join(versions)}): "
                                      "a deploy or rollback stops all but the one it runs")
+        return {role: versions for role, versions in running.items() if len(versions) > 1}
 
 
 # `kamal-proxy list` colours its table even when its output is not a terminal.
@@ -83,11 +84,47 @@ async def status(r: Rollout) -> list[HostStatus]:
                                   "state": c.get("State"),
                                   "status": c.get("Status"), "image": c.get("Image")})
         st.proxy_targets = ANSI_ESCAPE.sub("", proxy).strip()
-        st.find_leftovers()
+        leftovers = st.find_leftovers()
+        if leftovers and current is not None:
+            await _end_leftovers(r, conn, st, leftovers, current)
         return st
 
     async with r.pool() as pool:
+        current = await _current_version(r, pool)
         return list(await asyncio.gather(*(_guard(pool, h, one) for h in r.hosts)))
+
+
+async def _current_version(r: Rollout, pool: Hosts) -> str | None:
+    """The version the history says the environment runs, when no deploy is under way (None
+    while one is: two versions side by side are then expected, not left over)."""
+    try:
+        conn = await pool.connect(r.inv.primary)
+        res = await conn.run(facts.deploy_state(host_cmds.lock_dir(r.bp.service), host_cmds.history_file(r.bp.service)),
+                             check=False, what="read the deploy state", read_only=True)
+    except Exception:  # the primary is down: status still shows what it can
+        return None
+    if res.stdout.startswith(facts.LOCKED_MARK):
+        return None
+    ok = [rec for rec in history.parse(res.stdout) if rec.status == history.OK and not rec.hosts]
+    return ok[-1].version if ok else None
+
+
+async def _end_leftovers(r: Rollout, conn: Connection, st: HostStatus, leftovers: dict[str, list[str]],
+                         current: str) -> None:
+    """Stop the versions of a role that run beside the one the history says runs (a deploy that
+    failed while its new container started on a host it could not reach any more)."""
+    for role, versions in leftovers.items():
+        if current not in versions or role not in r.bp.roles:
+            continue
+        names = [container_name(r.bp.service, role, v) for v in versions if v != current]
+        res = await conn.run(d.stop(names), check=False, what=f"stop leftover {role}")
+        if res.exit_status == 0:
+            st.warnings = [w for w in st.warnings if not w.startswith(f"role {role} ")]
+            st.warnings.append(f"stopped {', '.join(names)}: left over beside {current}, which the history says "
+                               f"role {role} runs")
+            for c in st.containers:
+                if c.get("name") in names:
+                    c["state"] = "exited"
 
 
 async def _guard(pool: Hosts, host: Host, fn: Callable[[Connection], Any]) -> HostStatus:

@@ -117,3 +117,15 @@ def parse(stdout: str, *, accessories: Sequence[str] = (), proxy: str = p.CONTAI
         elif kind == "mount" and len(parts) == 2:
             f.mounts[parts[0]] = True
     return f
+
+
+LOCKED_MARK = "::locked"
+
+
+def deploy_state(lock_dir: str, history_file: str) -> Script:
+    """On the primary host: ``::locked`` when a deploy holds the lock, then the deploy history."""
+    s = Script()
+    with s.when(succeeds(["test", "-d", lock_dir])):
+        s.emit(LOCKED_MARK)
+    s.run(["cat", history_file], may_fail=True)
+    return s
