@@ -175,3 +175,41 @@ def test_two_processes_write_at_once_without_loss(store_url: str) -> None:
     assert all(d.status == "deployed" and len(d.events) == 2 for d in found)
     assert events == 2 * 2 * count
     assert json.dumps([d.to_dict() for d in found])  # JSON-ready, as `history --json` prints it
+
+
+def test_processes_opening_a_fresh_sqlite_store_wait_out_a_busy_writer(tmp_path: Path) -> None:
+    """On a busy machine a writer can hold SQLite's write lock for seconds (descheduled mid-
+    transaction). Four processes open a fresh store at once while another connection holds
+    the lock for 7 s twice: every step of opening, the schema migration included, must wait
+    for it as the store's own statements do (15 s) instead of failing with "database is
+    locked" after SQLite's default 5 s."""
+    import sqlite3
+    import threading
+    import time
+
+    path = tmp_path / "history.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode = WAL")
+    held = threading.Event()
+
+    def hold() -> None:
+        for _ in range(2):
+            holder.execute("BEGIN IMMEDIATE")
+            held.set()
+            time.sleep(7)
+            holder.execute("COMMIT")
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait()
+    url = f"sqlite:///{path}"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, who, "3"], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for who in ("a", "b", "c", "d")]
+    outcomes = [p.communicate(timeout=180) for p in procs]
+    thread.join()
+    holder.close()
+    for p, (_out, err) in zip(procs, outcomes, strict=True):
+        assert p.returncode == 0, err
+    with open_store(url) as store:
+        assert len(r.deployments(store, limit=100)) == 4 * 3
