@@ -144,3 +144,23 @@ def test_a_password_with_an_unencoded_slash_is_refused_whole(tmp_path: Path) -> 
     assert "percent-encode" in res.stderr and res.stderr.count("csdeploy: error:") == 1
     for piece in ("pa/", "ss#", "w?rd", "'pa'"):
         assert piece not in res.stderr, res.stderr
+
+
+def test_history_shows_a_nightly_that_died_as_interrupted(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with Store(parse_store_url(url)).open() as store:  # type: ignore[arg-type]
+        run_id = r.run_started(store, kind="nightly", cloud="c1", prefix="nightly")
+        store.execute_many([("UPDATE processes SET pid = :pid", {"pid": child.pid})])  # the nightly's process
+        r.run_started(store, kind="reap", cloud="c1", prefix=None)  # this test's own: alive
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    env = {"CSDEPLOY_HOME": str(tmp_path)}
+    res = csdeploy("history", "--show", "runs", "--status", "interrupted", "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    assert [(x["id"], x["status"]) for x in json.loads(res.stdout)] == [(run_id, "interrupted")]
+    table = csdeploy("history", "--show", "runs", env=env)
+    assert sorted(line.split()[5] for line in table.stdout.splitlines()[1:]) == ["interrupted", "running"], table.stdout
