@@ -4,9 +4,13 @@
     CSDEPLOY_STATE_URL=sqlite:////var/lib/csdeploy/history.db                # another SQLite file
     CSDEPLOY_STATE_URL=none                                                  # record nothing
 
+    CSDEPLOY_STATE_URL=postgresql://user@/csdeploy?host=/var/run/postgresql   # a Unix socket
+
 The URL comes from the environment only, never from a flag, so its password is not in any
-command line (``ps``); it is registered for redaction and shown everywhere as ``display``
-(``postgresql://user:***@db.example:5432/csdeploy``).
+command line (``ps``); it (and a ``?password=``) is registered for redaction and shown
+everywhere as ``display`` (``postgresql://user:***@db.example:5432/csdeploy``). The driver
+gets the user and password re-encoded, so no character of them can end the userinfo early;
+a URL where an unencoded ``/``, ``?`` or ``#`` already did is refused, showing none of it.
 """
 
 from __future__ import annotations
@@ -96,13 +100,10 @@ def _split(text: str) -> _Parts:
     """A URL's parts, its secrets registered for redaction; InvalidInput (showing no part of
     a password) for a URL whose userinfo cannot be told apart from what follows it."""
     scheme, sep, rest = text.partition("://")
-    if not sep:
-        try:
-            parts = urlsplit(text)
-        except ValueError:
-            parts = None
-        raise InvalidInput(f"{ENV_VAR} is not a URL: csdeploy's history store speaks sqlite and postgresql, "
-                           f"not {(parts.scheme if parts else '') or 'a URL without a scheme'}", hint=_HINT)
+    if not sep:  # nothing of it is shown: it may be a password pasted in the wrong place
+        what = "a URL without a scheme" if ":" not in text else "a URL without '://'"
+        raise InvalidInput(f"{ENV_VAR} is not a URL: csdeploy's history store speaks sqlite:// and "
+                           f"postgresql://, not {what}", hint=_HINT)
     end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     authority, tail = rest[:end], rest[end:]
     if "@" in tail and scheme.lower() != "sqlite":  # a SQLite path may hold an '@'; it has no userinfo
@@ -136,14 +137,6 @@ def _split(text: str) -> _Parts:
         raise InvalidInput(f"{ENV_VAR}={parts.text(scheme, masked=True)} is not a URL: its server part "
                            f"{hostport!r} is not HOST, HOST:PORT or [IPv6]:PORT", hint=_HINT) from None
     return parts
-
-
-def _mask(url: str) -> str:
-    """``url`` with every password (userinfo or query) as ``***``."""
-    try:
-        return _split(url).text(url.partition("://")[0], masked=True)
-    except InvalidInput:
-        return "<a URL that csdeploy cannot read>"
 
 
 def parse_store_url(text: str) -> StoreURL | None:
