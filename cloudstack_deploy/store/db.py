@@ -155,10 +155,11 @@ class Store:
             # yoyo's own SQLite connections (it opens more than one) would give up after
             # sqlite3's default 5 s; they wait as long as the store's (get_backend, spelled out)
             backend = _waiting_sqlite_backend()(_parse_yoyo_uri(self.url.yoyo_uri), MIGRATION_TABLE)
-            backend.init_database()
         else:
             backend = get_backend(self.url.yoyo_uri, migration_table=MIGRATION_TABLE)
         try:
+            if self.url.kind == "sqlite":
+                backend.init_database()
             migrations = read_migrations(str(MIGRATIONS))
             with backend.lock(timeout=60):
                 todo = backend.to_apply(migrations)
