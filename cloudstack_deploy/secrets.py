@@ -124,9 +124,14 @@ def load_secrets(
     naming every missing secret and every place looked in.
     """
     path = Path(dotenv_path) if dotenv_path is not None else blueprint.secrets_file_path()
+    base = None  # a relative secrets_file is read from inside the blueprint's directory
+    if (dotenv_path is None and blueprint.secrets_file and blueprint.source is not None
+            and not Path(blueprint.secrets_file).expanduser().is_absolute()):
+        base = blueprint.source.parent
     needed = [name for name in blueprint.secrets if not environ.get(name)]
-    found = bool(path is not None and needed and check_secrets_file(path))
-    from_file = read_dotenv(path) if found and path is not None else {}
+    real = secrets_file_real_path(path, base) if path is not None and needed else None
+    found = real is not None
+    from_file = read_dotenv(path, real=real) if path is not None and real is not None else {}
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
     for name in blueprint.secrets:
@@ -159,32 +164,60 @@ _KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", stat
           stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
 
 
-def check_secrets_file(path: Path) -> bool:
-    """True if ``path`` is a secrets file csdeploy may read, False if there is none there.
+def check_secrets_file(path: Path, base: Path | None = None) -> bool:
+    """True if ``path`` is a secrets file csdeploy may read, False if there is none there
+    (see `secrets_file_real_path`, which raises SecretsError for what may not be read)."""
+    return secrets_file_real_path(path, base) is not None
+
+
+def secrets_file_real_path(path: Path, base: Path | None = None) -> Path | None:
+    """Where ``path`` really is, if it is a secrets file csdeploy may read; None if there is
+    none there.
 
     Raises SecretsError for anything else: a directory, FIFO or device (reported as such:
     reading a FIFO would hang, a device never end), a file owned by another user, one
-    larger than MAX_SECRETS_FILE_BYTES, or a symlink that leads outside the directory it
-    is in (`.env -> /etc/shadow`: csdeploy often runs as root, so ownership alone would not
-    stop that). A symlink to a file beside it or below it (`.env -> envs/prod.env`) is fine.
+    larger than MAX_SECRETS_FILE_BYTES, or a path that a symlink leads out of the place it
+    names (`.env -> /etc/shadow`, or `etclink/shadow` with `etclink -> /etc`: csdeploy often
+    runs as root, so ownership alone would not stop that). Every symlink on the way from
+    ``base`` (the blueprint's directory, for a relative secrets_file; else the file's own
+    directory) must lead inside the directory that holds it: `.env -> envs/prod.env` and
+    `envs -> shared/envs` are fine. The directories of an absolute secrets_file are taken as
+    written.
     """
+    if base is None:
+        base = path.parent
     try:
-        link = path.lstat()
+        parts = path.relative_to(base).parts
+    except ValueError:
+        base, parts = path.parent, (path.name,)
+    here = Path(os.path.realpath(base))
+    try:
+        for i, part in enumerate(parts):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                here = here.parent
+                continue
+            step = here / part
+            if step.is_symlink():
+                target = Path(os.path.realpath(step))
+                last = i == len(parts) - 1
+                if last and not target.exists():
+                    raise SecretsError(f"secrets file {path} is a symlink to {target}, which does not exist")
+                if not target.is_relative_to(here):
+                    what = "is a symlink" if last else f"goes through {base.joinpath(*parts[:i + 1])}, a symlink"
+                    raise SecretsError(f"secrets file {path} {what} to {target}, outside {here}: refusing to "
+                                       "read it", hint=f"set secrets_file to the file itself ({os.path.realpath(path)}) "
+                                                        "if that is really where the secrets are")
+                step = target
+            here = step
+        st = os.stat(here)
     except FileNotFoundError:
-        return False
+        return None
+    except NotADirectoryError:
+        return None
     except OSError as exc:
         raise SecretsError(f"cannot read secrets file {path}: {exc.strerror or exc}") from None
-    target = path
-    if stat.S_ISLNK(link.st_mode):
-        target = Path(os.path.realpath(path))
-        home = Path(os.path.realpath(path.parent))
-        if not target.exists():
-            raise SecretsError(f"secrets file {path} is a symlink to {target}, which does not exist")
-        if not target.is_relative_to(home):
-            raise SecretsError(f"secrets file {path} is a symlink to {target}, outside {home}: refusing to "
-                               "read it", hint=f"set secrets_file to the file itself ({target}) if that is "
-                                                "really where the secrets are")
-    st = target.stat()
     kind = _KINDS.get(stat.S_IFMT(st.st_mode))
     if kind is not None or not stat.S_ISREG(st.st_mode):
         raise SecretsError(f"secrets file {path} is {kind or 'not a regular file'}, not a file of KEY=VALUE lines")
@@ -194,16 +227,22 @@ def check_secrets_file(path: Path) -> bool:
     if st.st_size > MAX_SECRETS_FILE_BYTES:
         raise SecretsError(f"secrets file {path} is {st.st_size} bytes; a secrets file is at most "
                            f"{MAX_SECRETS_FILE_BYTES >> 20} MiB of KEY=VALUE lines")
-    return True
+    return here
 
 
-def read_dotenv(path: str | Path) -> dict[str, str]:
+def read_dotenv(path: str | Path, *, real: Path | None = None) -> dict[str, str]:
     """Parse a dotenv file: `KEY=VALUE` lines, `#` comments, an optional `export ` prefix,
     single quotes (literal), double quotes (backslash escapes). No `$VAR` expansion: a value
-    is exactly what is written, so a `$` in a password stays a `$`."""
+    is exactly what is written, so a `$` in a password stays a `$`. ``real``: the checked
+    real path to open (without following a symlink put there since); messages name ``path``."""
     values: dict[str, str] = {}
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        if real is None:
+            text = Path(path).read_text(encoding="utf-8")
+        else:
+            with os.fdopen(os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), encoding="utf-8") as f:
+                text = f.read(MAX_SECRETS_FILE_BYTES + 1)
+        lines = text.splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise SecretsError(f"cannot read secrets file {path}: {getattr(exc, 'strerror', None) or exc}") from None
     for number, line in enumerate(lines, start=1):

@@ -176,7 +176,8 @@ class EnvState:
         """The public key line of the env's own key; :class:`InvalidInput` if there is none."""
         if not self.key_path.exists():
             raise InvalidInput(f"environment {self.env!r} has no SSH key in {self.dir}",
-                             hint="run 'csdeploy up' to create the environment and its key")
+                             hint=f"run 'csdeploy create-env BLUEPRINT --env {self.env}' to create the "
+                                  "environment and its key")
         return _public_line_of(self.key_path)
 
     # ---- pinned host keys -------------------------------------------------------------------
@@ -323,7 +324,7 @@ def _user() -> str:
 
 
 def _describe_holder(fd: int) -> str:
-    """'pid 1234 on host x since ... (csdeploy up)' from the lock file, as best it can."""
+    """'pid 1234 on host x since ... (csdeploy create-env ...)' from the lock file, as best it can."""
     try:
         info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
     except (OSError, ValueError):

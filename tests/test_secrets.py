@@ -182,6 +182,43 @@ def test_a_symlink_to_elsewhere_is_refused(tmp_path: Path, target: str) -> None:
     assert f"outside {tmp_path / 'app'}: refusing to read it" in str(err.value)
 
 
+@pytest.mark.parametrize("link", ["/etc", "../outside"])
+def test_a_symlinked_directory_on_the_way_to_elsewhere_is_refused(tmp_path: Path, link: str) -> None:
+    """`secrets_file: etclink/shadow` with `etclink -> /etc`: the file itself is no symlink,
+    its directory is; csdeploy must not read the file there (as root it could)."""
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "shadow").write_text("DB_PASSWORD=taken-from-outside\n")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "etclink").symlink_to(link)
+    with pytest.raises(SecretsError) as err:
+        load_secrets(make_blueprint(tmp_path / "app", "etclink/shadow"), environ={})
+    target = os.path.realpath(tmp_path / "app" / "etclink")
+    assert str(err.value) == (f"secrets file {tmp_path / 'app' / 'etclink' / 'shadow'} goes through "
+                              f"{tmp_path / 'app' / 'etclink'}, a symlink to {target}, outside "
+                              f"{os.path.realpath(tmp_path / 'app')}: refusing to read it")
+    assert "taken-from-outside" not in str(err.value) + str(err.value.hint)
+
+
+def test_symlinks_that_stay_inside_and_explicit_parent_paths_are_followed(tmp_path: Path) -> None:
+    (tmp_path / "shared" / "envs").mkdir(parents=True)
+    (tmp_path / "shared" / "envs" / "prod.env").write_text("".join(f"{k}={v}\n" for k, v in VALUES.items()))
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "envs").symlink_to("../app/real")
+    (tmp_path / "app" / "real").symlink_to("../shared/envs")  # leaves app/: refused below
+    with pytest.raises(SecretsError, match="goes through"):
+        load_secrets(make_blueprint(tmp_path / "app", "envs/prod.env"), environ={})
+    (tmp_path / "app" / "real").unlink()
+    (tmp_path / "app" / "real").mkdir()
+    (tmp_path / "app" / "real" / "prod.env").symlink_to("../../shared/envs/prod.env")  # leaves real/
+    with pytest.raises(SecretsError, match="is a symlink to"):
+        load_secrets(make_blueprint(tmp_path / "app", "envs/prod.env"), environ={})
+    (tmp_path / "app" / "real" / "prod.env").unlink()
+    (tmp_path / "app" / "real" / "prod.env").write_text("".join(f"{k}={v}\n" for k, v in VALUES.items()))
+    assert dict(load_secrets(make_blueprint(tmp_path / "app", "envs/prod.env"), environ={})) == VALUES
+    # `..` written in the blueprint is where the user said; no symlink took it there
+    assert dict(load_secrets(make_blueprint(tmp_path / "app", "../shared/envs/prod.env"), environ={})) == VALUES
+
+
 def test_a_dangling_symlink_says_so(tmp_path: Path) -> None:
     (tmp_path / ".env").symlink_to("gone.env")
     with pytest.raises(SecretsError, match=r"is a symlink to .*gone\.env, which does not exist"):

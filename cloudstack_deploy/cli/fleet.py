@@ -107,8 +107,9 @@ def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> o
 @click.command()
 @click.option("--env", "env", default=None, metavar="NAME", callback=env_name, help="Only this environment.")
 @click.option("--service", "service_name", default=None, help="Only this service.")
-@click.option("--status", default=None, type=click.Choice([*STATUSES, "running", "passed"]),
-              help="Only deployments (or runs) with this status.")
+@click.option("--status", default=None, type=click.Choice([*STATUSES, "running", "passed", "interrupted"]),
+              help="Only deployments (or runs) with this status; interrupted: in progress, but its process "
+                   "is gone.")
 @click.option("--since", default=None, metavar="DURATION", callback=_since, help="Only the last DURATION, e.g. 7d.")
 @click.option("--show", default="deployments", show_default=True, type=click.Choice(HISTORY_KINDS),
               help="Deployments (with their events), environments' lives, or nightly/reap runs.")

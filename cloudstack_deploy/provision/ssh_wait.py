@@ -234,7 +234,8 @@ def _message(targets: Sequence[SSHTarget], pending: dict[str, str],
 
 def _hint(mismatched: dict[str, str]) -> str:
     if mismatched:
-        return ("check that the address still belongs to this environment's VM; if the VM "
-                "was rebuilt on purpose, run 'csdeploy up' again to re-pin its key")
+        return ("check that the address still belongs to this environment's VM; csdeploy pins only "
+                "the key it gave the VM, so if the VM was rebuilt outside csdeploy, destroy it and run "
+                "'csdeploy create-env BLUEPRINT --env NAME' again to make a replacement")
     return ("check the firewall rules and allow_from for port 22, the VMs' state in "
             "CloudStack, and retry with a longer timeout if they are still booting")

@@ -17,25 +17,58 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import OperationFailed
 from ..log import get_logger, redact
 from .url import CONNECT_TIMEOUT, StoreURL
 
 log = get_logger("store")
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 MIGRATION_TABLE = "_yoyo_migration"
 BUSY_TIMEOUT_MS = 15000
+RETRY_LOCKED_FOR = 60.0   # seconds: how long opening a SQLite store retries "database is locked"
 _PARAM = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
 
 def migration_ids() -> list[str]:
     return sorted(p.name.removesuffix(".sql") for p in MIGRATIONS.glob("*.sql")
                   if not p.name.endswith(".rollback.sql"))
+
+
+def _locked(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+_WAITING_BACKEND: Any = None
+
+
+def _waiting_sqlite_backend() -> Any:
+    """yoyo's SQLite backend whose every connection has the store's busy timeout."""
+    global _WAITING_BACKEND
+    if _WAITING_BACKEND is None:
+        from yoyo.backends.core.sqlite3 import SQLiteBackend
+
+        class WaitingSQLiteBackend(SQLiteBackend):  # type: ignore[misc]
+            def connect(self, dburi: Any) -> Any:
+                conn = super().connect(dburi)
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                return conn
+
+        _WAITING_BACKEND = WaitingSQLiteBackend
+    return _WAITING_BACKEND
+
+
+def _parse_yoyo_uri(uri: str) -> Any:
+    from yoyo.connections import parse_uri
+
+    return parse_uri(uri)
 
 
 def _problem(url: StoreURL, exc: BaseException) -> OperationFailed:
@@ -55,9 +88,7 @@ class Store:
     # ---- opening ---------------------------------------------------------------------------
     def open(self) -> Store:
         try:
-            self._conn = self._connect()
-            if self._pending():
-                self._migrate()
+            self._retrying(self._open)
         except OperationFailed:
             self.close()
             raise
@@ -65,6 +96,30 @@ class Store:
             self.close()
             raise _problem(self.url, exc) from None
         return self
+
+    def _open(self) -> None:
+        self.close()
+        self._conn = self._connect()
+        if self._pending():
+            self._migrate()
+
+    def _retrying(self, step: Callable[[], T]) -> T:
+        """``step()``, again after a pause while SQLite says the database is locked or busy
+        (a writer in another process held the lock past the busy timeout, or a snapshot went
+        stale), for up to RETRY_LOCKED_FOR seconds. PostgreSQL waits for locks by itself."""
+        if self.url.kind != "sqlite":
+            return step()
+        deadline = time.monotonic() + RETRY_LOCKED_FOR
+        pause = 0.05
+        while True:
+            try:
+                return step()
+            except sqlite3.OperationalError as exc:
+                if not _locked(exc) or time.monotonic() > deadline:
+                    raise
+                log.debug("store locked, retrying", store=self.url.display, error=str(exc))
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     def _connect(self) -> Any:
         if self.url.kind == "sqlite":
@@ -96,8 +151,15 @@ class Store:
     def _migrate(self) -> None:
         from yoyo import get_backend, read_migrations
 
-        backend = get_backend(self.url.yoyo_uri, migration_table=MIGRATION_TABLE)
+        if self.url.kind == "sqlite":
+            # yoyo's own SQLite connections (it opens more than one) would give up after
+            # sqlite3's default 5 s; they wait as long as the store's (get_backend, spelled out)
+            backend = _waiting_sqlite_backend()(_parse_yoyo_uri(self.url.yoyo_uri), MIGRATION_TABLE)
+        else:
+            backend = get_backend(self.url.yoyo_uri, migration_table=MIGRATION_TABLE)
         try:
+            if self.url.kind == "sqlite":
+                backend.init_database()
             migrations = read_migrations(str(MIGRATIONS))
             with backend.lock(timeout=60):
                 todo = backend.to_apply(migrations)
@@ -132,7 +194,7 @@ class Store:
         """Rows as dicts."""
         with self._lock:
             try:
-                return self._query(sql, params)
+                return self._retrying(lambda: self._query(sql, params))
             except Exception as exc:
                 raise self._failed(exc) from None
 
@@ -142,7 +204,8 @@ class Store:
         with self._lock:
             try:
                 if self.url.kind == "sqlite":
-                    self._conn.execute("BEGIN IMMEDIATE")  # take the write lock now, not halfway
+                    # take the write lock now, not halfway (nothing ran yet: safe to retry)
+                    self._retrying(lambda: self._conn.execute("BEGIN IMMEDIATE"))
                     try:
                         yield self._execute
                     except BaseException:

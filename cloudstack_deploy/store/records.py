@@ -6,7 +6,15 @@
   ``rollback``, and the deployment it replaced becomes ``rolled_back``;
 - events per deployment: ``deploy_started``, ``deploy_completed``, ``deploy_failed``,
   ``rollback``, with JSON metadata;
-- runs: each ``nightly`` and ``reap`` with its outcome and summary.
+- runs: each ``nightly`` and ``reap`` with its outcome and summary;
+- processes: the pid and host writing each run or deployment still in progress.
+
+A run still ``running`` (or a deployment ``pending``/``deploying``) whose process is gone is
+read as ``interrupted``: on this machine when its pid no longer exists, from anywhere once it
+is older than RUN_STALE_AFTER (DEPLOYMENT_STALE_AFTER). Nothing is written for that: the
+process may yet finish (a slow run on another machine), and then its outcome stands. A
+paused canary is ``deploying`` with no process by design (promote or abort ends it), so it
+is never read as interrupted.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import json
 import os
 import socket
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +32,15 @@ if TYPE_CHECKING:  # a type only: reading the status names needs no database dri
     from .db import Store
 
 STATUSES = ("pending", "deploying", "deployed", "failed", "rolled_back")
+RUN_STATUSES = ("running", "passed", "failed")
+INTERRUPTED = "interrupted"   # read, never stored: in progress, but its process is gone
+LIVE_DEPLOYMENT = ("pending", "deploying")
+LIVE_RUN = ("running",)
+#: Older than this and still in progress: interrupted, wherever its process ran. A deploy holds
+#: the environment's cloud lock, which is stale after 2 h (provision.cloudlock); a nightly's
+#: environment lives 20 h by default.
+DEPLOYMENT_STALE_AFTER = timedelta(hours=2)
+RUN_STALE_AFTER = timedelta(hours=24)
 HISTORY_KINDS = ("deployments", "environments", "runs")   # what `csdeploy history --show` lists
 EVENTS = ("deploy_started", "deploy_completed", "deploy_failed", "rollback")
 ACTOR_VAR = "CSDEPLOY_ACTOR"
@@ -48,6 +65,62 @@ def actor() -> str:
 
 def _id() -> str:
     return str(uuid.uuid4())
+
+
+def _known(cls: type, row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` without columns ``cls`` does not know (a newer csdeploy may have added some)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in row.items() if k in names}
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def process_gone(host: str | None, pid: int | None) -> bool:
+    """Whether ``pid`` on ``host`` is known to no longer exist: only this machine can tell
+    (as the cloud lock's `holder_died_here` does); a process of another user counts as alive."""
+    if not host or not pid or host != socket.gethostname():
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _this_process(record_id: str) -> tuple[str, dict[str, Any]]:
+    return ("INSERT INTO processes (record_id, pid, host, started_at) VALUES (:rid, :pid, :host, :at) "
+            "ON CONFLICT (record_id) DO UPDATE SET pid = excluded.pid, host = excluded.host",
+            {"rid": record_id, "pid": os.getpid(), "host": socket.gethostname(), "at": now_text()})
+
+
+def _done(record_id: str) -> tuple[str, dict[str, Any]]:
+    return "DELETE FROM processes WHERE record_id = :rid", {"rid": record_id}
+
+
+def _processes(store: Store, ids: list[str]) -> dict[str, tuple[str, int]]:
+    """record id -> (host, pid) of those in progress."""
+    found: dict[str, tuple[str, int]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = {f"p{i}": v for i, v in enumerate(ids[start:start + 500])}
+        rows = store.query("SELECT record_id, pid, host FROM processes WHERE record_id IN ("
+                           + ", ".join(f":{k}" for k in chunk) + ")", chunk)
+        found.update({r["record_id"]: (r["host"], r["pid"]) for r in rows})
+    return found
+
+
+def _interrupted(started_at: str, process: tuple[str, int] | None, stale_after: timedelta, now: datetime) -> bool:
+    if process is not None and process_gone(*process):
+        return True
+    try:
+        return now - parse_time(started_at) > stale_after
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -149,7 +222,7 @@ def environments(store: Store, *, name: str | None = None, since: timedelta | No
     rows = _listing(store, "environments", {"name": name}, since, limit,
                     since_clause="(created_at >= :since OR torn_down_at >= :since)",
                     order="COALESCE(created_at, torn_down_at) DESC")
-    return [EnvironmentRow(**r) for r in rows]
+    return [EnvironmentRow(**_known(EnvironmentRow, r)) for r in rows]
 
 
 # ---- deployments ---------------------------------------------------------------------------
@@ -162,6 +235,7 @@ def deployment_pending(store: Store, *, env: str, cloud: str, service: str, vers
         execute("INSERT INTO deployments (id, environment_id, env, cloud, service, version, kind, status, "
                 "deployed_by, started_at) VALUES (:id, (" + _LIVE.replace(":name", ":env") + "), :env, :cloud, "
                 ":service, :version, :kind, 'pending', :by, :at)", params)
+        execute(*_this_process(dep_id))
     return dep_id
 
 
@@ -176,6 +250,7 @@ def deployment_started(store: Store, dep_id: str, metadata: dict[str, Any]) -> N
     store.execute_many([
         ("UPDATE deployments SET status = 'deploying' WHERE id = :id", {"id": dep_id}),
         _event(dep_id, "deploy_started", metadata),
+        _this_process(dep_id),
     ])
 
 
@@ -195,6 +270,7 @@ def deployment_finished(store: Store, dep_id: str, *, ok: bool, seconds: float |
             ("UPDATE deployments SET status = 'rolled_back', finished_at = :at, duration_seconds = :seconds, "
              "error = :error WHERE id = :id", {"at": now_text(), "seconds": seconds, "error": error, "id": dep_id}),
             _event(dep_id, "rollback", {**metadata, "reason": error}),
+            _done(dep_id),
         ])
         return
     statements = [
@@ -203,6 +279,7 @@ def deployment_finished(store: Store, dep_id: str, *, ok: bool, seconds: float |
          {"status": "deployed" if ok else "failed", "at": now_text(), "seconds": seconds, "error": error,
           "id": dep_id}),
         _event(dep_id, "deploy_completed" if ok else "deploy_failed", metadata),
+        _done(dep_id),
     ]
     if ok:
         this = store.query("SELECT * FROM deployments WHERE id = :id", {"id": dep_id})
@@ -225,9 +302,14 @@ def deployment_finished(store: Store, dep_id: str, *, ok: bool, seconds: float |
 
 def deployments(store: Store, *, env: str | None = None, service: str | None = None, status: str | None = None,
                 since: timedelta | None = None, limit: int = 100) -> list[Deployment]:
-    """Newest first, each with its events (oldest first)."""
-    rows = _listing(store, "deployments", {"env": env, "service": service, "status": status}, since, limit)
-    found = [Deployment(**r) for r in rows]
+    """Newest first, each with its events (oldest first); one in progress whose process is
+    gone has status ``interrupted`` (and is found by that status, not by its stored one)."""
+    equal = {"env": env, "service": service}
+    live = status in (*LIVE_DEPLOYMENT, INTERRUPTED)
+    rows = _listing(store, "deployments", {**equal, "status": None if live else status}, since,
+                    None if live else limit,
+                    statuses=(LIVE_DEPLOYMENT if status == INTERRUPTED else (status,)) if live else None)
+    found = [Deployment(**_known(Deployment, r)) for r in rows]
     if found:
         ids = {f":d{i}": d.id for i, d in enumerate(found)}
         events = store.query("SELECT deployment_id, type, at, metadata FROM events WHERE deployment_id IN ("
@@ -235,7 +317,21 @@ def deployments(store: Store, *, env: str | None = None, service: str | None = N
         by_id = {d.id: d for d in found}
         for e in events:
             by_id[e["deployment_id"]].events.append(Event(e["type"], e["at"], json.loads(e["metadata"] or "{}")))
+    in_progress = [d for d in found if d.status in LIVE_DEPLOYMENT and not _paused_canary(d)]
+    if in_progress:
+        processes, now = _processes(store, [d.id for d in in_progress]), datetime.now(UTC)
+        for d in in_progress:
+            if _interrupted(d.started_at, processes.get(d.id), DEPLOYMENT_STALE_AFTER, now):
+                d.status = INTERRUPTED
+    if live:
+        found = [d for d in found if d.status == status][:limit]
     return found
+
+
+def _paused_canary(d: Deployment) -> bool:
+    """A canary deploy: ``deploying`` while it waits, paused, for promote or abort."""
+    return d.status == "deploying" and any(e.type == "deploy_started" and e.metadata.get("canary")
+                                           for e in d.events)
 
 
 # ---- runs ------------------------------------------------------------------------------------
@@ -246,6 +342,7 @@ def run_started(store: Store, *, kind: str, cloud: str, prefix: str | None, env:
                 "VALUES (:id, :kind, :cloud, :prefix, :env, 'running', :by, :at)",
                 {"id": run_id, "kind": kind, "cloud": cloud, "prefix": prefix, "env": env, "by": actor(),
                  "at": now_text()})
+        execute(*_this_process(run_id))
     return run_id
 
 
@@ -255,22 +352,42 @@ def run_finished(store: Store, run_id: str, *, passed: bool, summary: dict[str, 
                 "env = COALESCE(:env, env) WHERE id = :id",
                 {"status": "passed" if passed else "failed", "at": now_text(), "env": env,
                  "summary": json.dumps(summary, sort_keys=True, default=str), "id": run_id})
+        execute(*_done(run_id))
 
 
 def runs(store: Store, *, kind: str | None = None, env: str | None = None, status: str | None = None,
          since: timedelta | None = None, limit: int = 100) -> list[Run]:
-    rows = _listing(store, "runs", {"kind": kind, "env": env, "status": status}, since, limit)
-    return [Run(**{**r, "summary": json.loads(r["summary"] or "{}")}) for r in rows]
+    """Newest first; one still ``running`` whose process is gone is ``interrupted``."""
+    live = status in (*LIVE_RUN, INTERRUPTED)
+    rows = _listing(store, "runs", {"kind": kind, "env": env, "status": None if live else status}, since,
+                    None if live else limit, statuses=LIVE_RUN if live else None)
+    found = [Run(**_known(Run, {**r, "summary": json.loads(r["summary"] or "{}")})) for r in rows]
+    in_progress = [r for r in found if r.status in LIVE_RUN]
+    if in_progress:
+        processes, now = _processes(store, [r.id for r in in_progress]), datetime.now(UTC)
+        for r in in_progress:
+            if _interrupted(r.started_at, processes.get(r.id), RUN_STALE_AFTER, now):
+                r.status = INTERRUPTED
+    if live:
+        found = [r for r in found if r.status == status][:limit]
+    return found
 
 
-def _listing(store: Store, table: str, equal: dict[str, str | None], since: timedelta | None, limit: int, *,
-             since_clause: str = "started_at >= :since", order: str = "started_at DESC") -> list[dict[str, Any]]:
+def _listing(store: Store, table: str, equal: dict[str, str | None], since: timedelta | None, limit: int | None, *,
+             since_clause: str = "started_at >= :since", order: str = "started_at DESC",
+             statuses: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """Rows of ``table`` (a name of this module's schema, never user text) whose columns equal
-    the given values (None: any), newer than ``since``, newest first, at most ``limit``."""
+    the given values (None: any), whose status is one of ``statuses`` (None: any), newer than
+    ``since``, newest first, at most ``limit`` (None: all)."""
     where = [f"{column} = :{column}" for column, value in equal.items() if value is not None]
     params: dict[str, Any] = {column: value for column, value in equal.items() if value is not None}
+    if statuses is not None:
+        where.append("status IN (" + ", ".join(f":status{i}" for i in range(len(statuses))) + ")")
+        params.update({f"status{i}": value for i, value in enumerate(statuses)})
     if since is not None:
         where.append(since_clause)
         params["since"] = now_text(datetime.now(UTC) - since)
     sql = f"SELECT * FROM {table}" + (" WHERE " + " AND ".join(where) if where else "")
+    if limit is None:
+        return store.query(sql + f" ORDER BY {order}", params)
     return store.query(sql + f" ORDER BY {order} LIMIT :limit", {**params, "limit": limit})

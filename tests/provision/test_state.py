@@ -82,7 +82,7 @@ def test_ensure_keypair_makes_a_private_key_once(state: EnvState) -> None:
 def test_public_key_without_a_key_is_an_actionable_error(state: EnvState) -> None:
     with pytest.raises(InvalidInput) as err:
         state.public_key()
-    assert "csdeploy up" in (err.value.hint or "")
+    assert f"csdeploy create-env BLUEPRINT --env {state.env}" in (err.value.hint or "")
 
 
 def test_given_key_is_used_as_is(state: EnvState, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """A throwaway PostgreSQL server for tests: Debian's binaries, a cluster in a temp dir,
-listening on 127.0.0.1 and a free port, password authentication; stopped and removed after.
+listening on 127.0.0.1 and a free port (and a Unix socket in ``socket_dir``), password
+authentication; stopped and removed after.
 
 As root the cluster belongs to the ``postgres`` user (``initdb`` refuses root), run through
 ``runuser``; as anyone else it belongs to that user.
@@ -40,6 +41,7 @@ class PgServer:
     user: str
     password: str
     database: str
+    socket_dir: str = ""  # where it also listens on a Unix socket (-k)
 
     @property
     def url(self) -> str:
@@ -77,7 +79,7 @@ def pg_server() -> Iterator[PgServer]:
             "-A", "scram-sha-256", "-E", "UTF8", "--no-sync")
         run(str(bins / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start", "-o",
             f"-h 127.0.0.1 -p {port} -k {sock} -c fsync=off")
-        server = PgServer("127.0.0.1", port, "csdeploy", password, "postgres")
+        server = PgServer("127.0.0.1", port, "csdeploy", password, "postgres", str(sock))
         import psycopg
 
         with psycopg.connect(server.url, autocommit=True) as conn:

@@ -106,3 +106,61 @@ def test_history_reads_the_shared_postgres_store(postgres: PgServer, tmp_path: P
 def test_history_refuses_bad_filters(args: list[str], tmp_path: Path) -> None:
     res = csdeploy("history", *args, env={"CSDEPLOY_HOME": str(tmp_path)})
     assert res.returncode == 2 and "Error: Invalid value" in res.stderr, res
+
+
+def socket_urls(server: PgServer, database: str) -> list[str]:
+    return [f"postgresql:///{database}?host={server.socket_dir}&port={server.port}&user={server.user}"
+            f"&password={server.password}",
+            f"postgresql://{server.user}:{server.password}@:{server.port}/{database}?host={server.socket_dir}"]
+
+
+@pytest.mark.parametrize("form", [0, 1], ids=["host-in-query", "user-at-no-host"])
+def test_a_store_over_a_unix_socket_works(postgres: PgServer, tmp_path: Path, form: int) -> None:
+    """`postgresql:///db?host=/path` used to come out as `postgresql:/db?...`, which libpq
+    cannot read; the schema migration (yoyo) and the CLI both go over the socket here."""
+    assert postgres.socket_dir
+    url = socket_urls(postgres, fresh_database(postgres).rsplit("/", 1)[1])[form]
+    with Store(parse_store_url(url)).open() as store:  # type: ignore[arg-type]
+        r.deployment_pending(store, env="shop", cloud="c1", service="demo", version="over-socket", kind="deploy")
+        assert store.query("SELECT inet_server_addr() AS addr")[0]["addr"] is None  # a Unix socket, not TCP
+    res = csdeploy("-v", "history", "--json", env={"CSDEPLOY_HOME": str(tmp_path), "CSDEPLOY_STATE_URL": url})
+    assert res.returncode == 0, res.stderr
+    assert [d["version"] for d in json.loads(res.stdout)] == ["over-socket"]
+    assert postgres.password not in res.stdout + res.stderr
+
+
+def test_a_password_in_the_query_is_never_shown(tmp_path: Path) -> None:
+    url = dead_url().replace("ci:s3cret-pass-word@", "ci@") + "?sslmode=disable&password=s3cret-pass-word"
+    res = csdeploy("-v", "history", env={"CSDEPLOY_HOME": str(tmp_path), "CSDEPLOY_STATE_URL": url})
+    assert res.returncode == 1, res
+    assert "s3cret-pass-word" not in res.stdout + res.stderr
+    assert "?sslmode=disable&password=*** cannot be reached" in res.stderr, res.stderr
+
+
+def test_a_password_with_an_unencoded_slash_is_refused_whole(tmp_path: Path) -> None:
+    res = csdeploy("history", env={"CSDEPLOY_HOME": str(tmp_path),
+                                   "CSDEPLOY_STATE_URL": "postgresql://ci:pa/ss#w?rd@127.0.0.1:1/db"})
+    assert res.returncode == 2, res
+    assert "percent-encode" in res.stderr and res.stderr.count("csdeploy: error:") == 1
+    for piece in ("pa/", "ss#", "w?rd", "'pa'"):
+        assert piece not in res.stderr, res.stderr
+
+
+def test_history_shows_a_nightly_that_died_as_interrupted(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with Store(parse_store_url(url)).open() as store:  # type: ignore[arg-type]
+        run_id = r.run_started(store, kind="nightly", cloud="c1", prefix="nightly")
+        store.execute_many([("UPDATE processes SET pid = :pid", {"pid": child.pid})])  # the nightly's process
+        r.run_started(store, kind="reap", cloud="c1", prefix=None)  # this test's own: alive
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    env = {"CSDEPLOY_HOME": str(tmp_path)}
+    res = csdeploy("history", "--show", "runs", "--status", "interrupted", "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    assert [(x["id"], x["status"]) for x in json.loads(res.stdout)] == [(run_id, "interrupted")]
+    table = csdeploy("history", "--show", "runs", env=env)
+    assert sorted(line.split()[5] for line in table.stdout.splitlines()[1:]) == ["interrupted", "running"], table.stdout

@@ -175,3 +175,130 @@ def test_two_processes_write_at_once_without_loss(store_url: str) -> None:
     assert all(d.status == "deployed" and len(d.events) == 2 for d in found)
     assert events == 2 * 2 * count
     assert json.dumps([d.to_dict() for d in found])  # JSON-ready, as `history --json` prints it
+
+
+def test_processes_opening_a_fresh_sqlite_store_wait_out_a_busy_writer(tmp_path: Path) -> None:
+    """On a busy machine a writer can hold SQLite's write lock for seconds (descheduled mid-
+    transaction). Four processes open a fresh store at once while another connection holds
+    the lock for 7 s twice: every step of opening, the schema migration included, must wait
+    for it as the store's own statements do (15 s) instead of failing with "database is
+    locked" after SQLite's default 5 s."""
+    import sqlite3
+    import threading
+    import time
+
+    path = tmp_path / "history.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode = WAL")
+    held = threading.Event()
+
+    def hold() -> None:
+        for _ in range(2):
+            holder.execute("BEGIN IMMEDIATE")
+            held.set()
+            time.sleep(7)
+            holder.execute("COMMIT")
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait()
+    url = f"sqlite:///{path}"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, who, "3"], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for who in ("a", "b", "c", "d")]
+    outcomes = [p.communicate(timeout=180) for p in procs]
+    thread.join()
+    holder.close()
+    for p, (_out, err) in zip(procs, outcomes, strict=True):
+        assert p.returncode == 0, err
+    with open_store(url) as store:
+        assert len(r.deployments(store, limit=100)) == 4 * 3
+
+
+KILLED = textwrap.dedent("""
+    import sys, time
+    from cloudstack_deploy.store import Store, parse_store_url
+    from cloudstack_deploy.store import records as r
+    with Store(parse_store_url(sys.argv[1])).open() as store:
+        r.run_started(store, kind="nightly", cloud="c1", prefix="nightly")
+        dep = r.deployment_pending(store, env="shop", cloud="c1", service="demo", version="v9", kind="deploy")
+        r.deployment_started(store, dep, {"kind": "deploy"})
+        canary = r.deployment_pending(store, env="shop", cloud="c1", service="demo", version="v9c", kind="deploy")
+        r.deployment_started(store, canary, {"kind": "deploy", "canary": "1 host: shop-web-1"})
+        print("started", flush=True)
+        time.sleep(600)
+""")
+
+
+def test_a_run_killed_midway_reads_as_interrupted(store_url: str) -> None:
+    """A nightly (and its deploy) killed with SIGKILL never writes its outcome: while the
+    process lives the rows are in progress; once it is gone they read as interrupted. A
+    paused canary has no process by design and stays deploying."""
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, store_url], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "started", proc.stderr
+        with open_store(store_url) as store:
+            assert [x.status for x in r.runs(store)] == ["running"]
+            assert sorted(d.status for d in r.deployments(store)) == ["deploying", "deploying"]
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    with open_store(store_url) as store:
+        assert [x.status for x in r.runs(store)] == ["interrupted"]
+        assert [x.status for x in r.runs(store, status="interrupted")] == ["interrupted"]
+        assert r.runs(store, status="running") == []
+        by_version = {d.version: d.status for d in r.deployments(store)}
+        assert by_version == {"v9": "interrupted", "v9c": "deploying"}
+        assert [d.version for d in r.deployments(store, status="interrupted")] == ["v9"]
+        assert [d.version for d in r.deployments(store, status="deploying")] == ["v9c"]
+        # a stored status is never rewritten: the reading is what changed
+        assert store.query("SELECT status FROM runs")[0]["status"] == "running"
+
+
+def test_in_progress_elsewhere_is_interrupted_only_after_a_bound(store_url: str) -> None:
+    """Another machine's pid cannot be checked: a row from there (or from before pids were
+    recorded) is in progress until it is older than the bound."""
+    with open_store(store_url) as store:
+        fresh = r.run_started(store, kind="reap", cloud="c1", prefix=None)
+        old = r.run_started(store, kind="nightly", cloud="c1", prefix="nightly")
+        dep = r.deployment_pending(store, env="shop", cloud="c1", service="demo", version="v1", kind="deploy")
+        store.execute_many([
+            ("UPDATE processes SET host = 'another-machine', pid = 1", {}),
+            ("UPDATE runs SET started_at = :at WHERE id = :id",
+             {"at": r.now_text(datetime.now(UTC) - r.RUN_STALE_AFTER - timedelta(minutes=1)), "id": old}),
+            ("DELETE FROM processes WHERE record_id = :id", {"id": dep}),  # as an older csdeploy wrote it
+        ])
+        assert {x.id: x.status for x in r.runs(store)} == {fresh: "running", old: "interrupted"}
+        assert r.deployments(store)[0].status == "pending"
+        store.execute_many([("UPDATE deployments SET started_at = :at",
+                             {"at": r.now_text(datetime.now(UTC) - r.DEPLOYMENT_STALE_AFTER - timedelta(minutes=1))})])
+        assert r.deployments(store)[0].status == "interrupted"
+        r.run_finished(store, old, passed=True, summary={})  # a slow run that did finish keeps its outcome
+        assert {x.id: x.status for x in r.runs(store)}[old] == "passed"
+        left = [row["record_id"] for row in store.query("SELECT record_id FROM processes")]
+        assert left == [fresh]  # a finished run leaves no process behind
+
+
+def test_a_store_made_by_the_first_schema_is_brought_up_to_date(store_url: str) -> None:
+    from yoyo import get_backend, read_migrations
+
+    from cloudstack_deploy.store.db import MIGRATIONS
+
+    parsed = parse_store_url(store_url)
+    assert parsed is not None
+    backend = get_backend(parsed.yoyo_uri, migration_table=MIGRATION_TABLE)
+    try:
+        first = read_migrations(str(MIGRATIONS)).filter(lambda m: m.id == "0001.initial")
+        with backend.lock():
+            backend.apply_migrations(backend.to_apply(first))
+        with backend.transaction():
+            backend.execute("INSERT INTO runs (id, kind, cloud, status, started_by, started_at) "
+                            "VALUES ('old-run', 'nightly', 'c1', 'running', 'ci@old', :at)", {"at": r.now_text()})
+    finally:
+        backend.connection.close()
+    with open_store(store_url) as store:
+        assert store._pending() == []
+        (run,) = r.runs(store)
+        assert (run.id, run.status) == ("old-run", "running")
+        assert r.runs(store, status="running")[0].id == "old-run"
