@@ -336,10 +336,21 @@ class Apps:
         return left
 
     async def commit_all(self) -> None:
-        """The rollout was judged good: stop the old containers of every role, proxies and workers."""
-        await _gather_all([self.r.app_step(await self.pool.connect(h), role, self.version,
-                                           self.commit_script(role, h), "stop old")
-                           for role, h in [*self._judged(), *self.workers_started]])
+        """The rollout was judged good: stop the old containers of every role, proxies and workers.
+        The new version serves everywhere by now, so a host that cannot stop its old container
+        (it stopped answering) is a warning, not a failed deploy: the old one is left over
+        until `status`, the next deploy or a rollback ends it."""
+        async def one(role: Role, host: Host) -> None:
+            try:
+                await self.r.app_step(await self.pool.connect(host), role, self.version,
+                                      self.commit_script(role, host), "stop old")
+            except Exception as exc:
+                text = str(exc).splitlines()[0]
+                self.outcome.warnings.append(f"{host.name}: {role.name}'s old container was not stopped ({text})")
+                self.r.progress.note(f"{text}: {role.name}'s old container still runs on {host.name}; "
+                                     "`csdeploy status` or the next deploy stops it", level="warning")
+
+        await asyncio.gather(*(one(role, h) for role, h in [*self._judged(), *self.workers_started]))
 
     async def run(self) -> None:
         """Proxy roles switch and are watched while the workers start; the verdict is one for

@@ -67,6 +67,7 @@ class AppOutcome:
     reverted: list[str] = field(default_factory=list)
     watch: watching.WatchResult | None = None
     rolled_back: str | None = None                # why the rollout switched back by itself
+    warnings: list[str] = field(default_factory=list)   # what the judged-good rollout could not clean up
 
     @property
     def switched(self) -> list[str]:

@@ -215,7 +215,7 @@ async def run(r: Rollout, opts: RolloutOptions, *, gate: Awaitable[None] | None 
                            accessories=outcome, planned=planned or [], switches=list(r.outcome.switches),
                            reverted=list(r.outcome.reverted), watch=r.outcome.watch, status=status,
                            canary=state.describe() if state else (paused.describe() if paused else None),
-                           warnings=warnings)
+                           warnings=[*warnings, *r.outcome.warnings])
     await hooks.run(r.bp, hooks.POST, facts_for_hooks, r.progress, planned=result.planned if r.dry_run else None)
     return result
 

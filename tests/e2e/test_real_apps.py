@@ -15,6 +15,9 @@ its disk) and Redis (on the web VM). Each step relies on the ones before it.
   f. the scheduled job ran at least twice (its runs in `logs`, its lines in the volume), and
      `status` shows its runs
   g. the broken version is refused within the deploy timeout + 5 s; v1 still serves
+  h. the worker's VM paused as its new container starts, under load: exit 1 naming the host as
+     not answering, the web back on v1 with 0 failed requests; once the VM runs again,
+     `status` ends what was left over: one version per role on every host
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import REPO, Lab, environment, http, page_version, ssh, wait_for_page
+from tests.support.cli import cli_argv
+
+from .conftest import REPO, Lab, Load, environment, http, page_version, ssh, wait_for_page
 
 ENV = "e2e-real"
 BLUEPRINT = str(REPO / "tests" / "e2e" / "blueprints" / "realapps.yml")
@@ -195,3 +200,59 @@ def test_g_a_version_that_never_turns_healthy_is_refused_within_the_deploy_timeo
     assert refused - started <= DEPLOY_TIMEOUT + 5, f"refused {refused - started:.1f}s after the switch began"
     status, body = http("GET", story.url("web"))
     assert status == 200 and page_version(body) == "v1"
+
+
+def _vm_container(lab: Lab, name: str) -> str:
+    out = subprocess.run(["docker", "ps", "--filter", f"label=csdeploy.lab.home={lab.config.id}",
+                          "--filter", f"label=csdeploy.lab.vm-name={name}", "--format", "{{.Names}}"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    assert len(out) == 1, f"the lab's container of VM {name}: {out}"
+    return out[0]
+
+
+def test_h_a_worker_vm_paused_mid_deploy_fails_naming_it_and_the_web_stays_on_v1(story: Story) -> None:
+    worker = story.host("worker")["name"]
+    vm = _vm_container(story.lab, worker)
+    argv = cli_argv("deploy", BLUEPRINT, "--env", ENV, "--version", "v2", "--progress", "json", *story.sets)
+    paused = False
+    with Load(story.url("web"), workers=2) as load:
+        proc = subprocess.Popen(argv, cwd=REPO, env=story.lab.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, text=True)
+        try:
+            lines = []
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                lines.append(line)
+                event = json.loads(line) if line.startswith("{") else {}
+                if not paused and event.get("resource", "").startswith("worker ") and \
+                        event.get("status") == "running" and "start" in str(event.get("detail")):
+                    subprocess.run(["docker", "pause", vm], check=True, timeout=60)
+                    paused = True
+            code = proc.wait(timeout=300)
+        finally:
+            if paused:
+                subprocess.run(["docker", "unpause", vm], check=False, timeout=60)
+            if proc.poll() is None:
+                proc.kill()
+        load.keep_going_until(load.total + 20)
+    stderr = "".join(lines)
+    assert paused, "the worker's start was never seen: " + stderr[-3000:]
+    assert code == 1, stderr[-3000:]
+    assert f"{worker}: stopped answering" in stderr, stderr[-3000:]
+    assert load.failed == 0, load.summary()
+    status, body = http("GET", story.url("web"))
+    assert status == 200 and page_version(body) == "v1"
+    # the VM runs again: whatever the failed deploy started there is ended by status
+    deadline = time.monotonic() + 60
+    while True:
+        hosts = json.loads(story.lab.csdeploy("status", "--env", ENV, "--json").stdout)
+        running = {(h["name"], c["role"]): [] for h in hosts for c in h["containers"]}
+        for h in hosts:
+            for c in h["containers"]:
+                if c["state"] == "running" and c.get("version"):
+                    running[(h["name"], c["role"])].append(c["version"])
+        if all(len(v) <= 1 for v in running.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert all(len(v) <= 1 for v in running.values()), running
+    assert running.get((worker, "worker")) == ["v1"], running

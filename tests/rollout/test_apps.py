@@ -150,3 +150,23 @@ async def test_a_worker_host_that_stops_answering_is_named_and_the_web_goes_back
     # whatever switched went back (the web may not have switched yet when the worker was lost)
     switched = {h for h, w in pool.log if w == "switch web v2"}
     assert set(r.outcome.reverted) == switched
+
+
+async def test_a_host_lost_after_the_verdict_leaves_its_old_container_with_a_warning() -> None:
+    """Every host serves v2 when the worker's host stops answering while its old container is
+    being stopped: the deploy stands (a warning says what was left over), nothing goes back."""
+    r = Rollout(blueprint("roles.web.count=3"), inventory(3), SECRETS, Recorder())
+    targets = r.select(roles=("web", "worker"))
+    facts = ready_facts(r, "v1")
+
+    class LoseOnStop(Pool):
+        async def connect(self, host: Any) -> StandIn:
+            if host.name == "demo-worker-1" and any(w.startswith("stop old") for _, w in self.log):
+                self.lost.add(host.name)
+            return StandIn(host, self)
+
+    pool = LoseOnStop(set())
+    await apps.converge(r, pool, runs.plan(r, runs.RolloutOptions(version="v2"), "v2", facts), facts, (),  # type: ignore[arg-type]
+                        targets)
+    assert r.outcome.reverted == []
+    assert [w for w in r.outcome.warnings if w.startswith("demo-worker-1: worker's old container was not stopped")]
