@@ -27,10 +27,10 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .blueprint_schema import Blueprint
+from .blueprint_schema import Blueprint, Build
 from .errors import InvalidInput, OperationFailed
 from .localcmd import run_local
 from .log import get_logger, redact
@@ -71,6 +71,8 @@ class BuildResult:
     pushed_to: str | None = None
     """The reference pushed (another registry address when the profile maps one), or None."""
     push_seconds: float = 0.0
+    also: list[BuildResult] = field(default_factory=list)
+    """The roles' own images (`roles.X.build`), built with the same version."""
 
 
 async def _run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, stdin: bytes | None = None,
@@ -147,9 +149,19 @@ async def find_client() -> DockerClient:
 
 # ---- build and push -----------------------------------------------------------------------
 
+def targets(bp: Blueprint) -> list[tuple[str, Build, str]]:
+    """What `csdeploy build` makes: (image, how, where in the blueprint): the app's image from
+    `build`, then each role's own image from its `build` (an image built once)."""
+    out = [(bp.image, bp.build, "build")] if bp.build is not None else []
+    for role in bp.roles.values():
+        if role.build is not None and role.image not in [image for image, _, _ in out]:
+            out.append((role.image, role.build, f"roles.{role.name}.build"))
+    return out
+
+
 def needed_secrets(bp: Blueprint, push: bool) -> tuple[str, ...]:
     """The secret names a build needs: its build secrets, and the registry password to push."""
-    names = list(bp.build.secrets if bp.build else ())
+    names = list(dict.fromkeys(name for _, build, _ in targets(bp) for name in build.secrets))
     if push and bp.registry is not None and bp.registry.password not in names:
         names.append(bp.registry.password)
     return tuple(names)
@@ -169,19 +181,13 @@ def push_target(image: str, version: str, push_map: Mapping[str, str]) -> str:
     return f"{image}:{version}"
 
 
-def _check_paths(bp: Blueprint) -> tuple[Path, Path]:
-    if bp.build is None:
-        raise InvalidInput(f"{bp.source or 'the blueprint'} has no `build` section, so csdeploy does not "
-                           "know how to build the app image",
-                           hint="add e.g. `build: {context: ., dockerfile: Dockerfile}` (paths relative "
-                                "to the blueprint), or deploy an image built elsewhere with --version")
-    context = bp.build_context()
-    assert context is not None
-    where = f"{bp.source}: build.context" if bp.source else "build.context"
+def _check_paths(bp: Blueprint, build: Build, where: str) -> tuple[Path, Path]:
+    where = f"{bp.source}: {where}.context" if bp.source else f"{where}.context"
+    context = bp.resolve_path(build.context)
     if not context.is_dir():
         raise InvalidInput(f"{where}: {context} is not a directory")
     context = context.resolve()
-    dockerfile = (context / bp.build.dockerfile).resolve()
+    dockerfile = (context / build.dockerfile).resolve()
     if not dockerfile.is_file():
         raise InvalidInput(f"{where}: no Dockerfile at {dockerfile} (build.dockerfile is relative to the context)")
     return context, dockerfile
@@ -195,18 +201,26 @@ def _emit(progress: Progress | None, resource: str, action: str, status: str, de
 async def build_image(bp: Blueprint, *, version: str | None, push: bool, secrets: Mapping[str, str],
                       push_map: Mapping[str, str] | None = None,
                       progress: Progress | None = None) -> BuildResult:
-    """Build ``bp``'s app image as ``<image>:<version>`` and, with ``push``, push it.
+    """Build ``bp``'s app image as ``<image>:<version>`` (and each role's own image with a
+    `build` of its own, with the same version: a deploy runs them together) and, with ``push``,
+    push them.
 
-    ``version`` None: the context's git commit (``-dirty`` on uncommitted changes, with a
+    ``version`` None: the first context's git commit (``-dirty`` on uncommitted changes, with a
     warning on ``progress``). ``secrets`` holds at least `needed_secrets(bp, push)`.
     """
-    context, dockerfile = _check_paths(bp)
-    assert bp.build is not None
+    made = targets(bp)
+    if not made:
+        raise InvalidInput(f"{bp.source or 'the blueprint'} has no `build` section, so csdeploy does not "
+                           "know how to build the app image",
+                           hint="add e.g. `build: {context: ., dockerfile: Dockerfile}` (paths relative "
+                                "to the blueprint), or deploy an image built elsewhere with --version")
+    paths = [_check_paths(bp, build, where) for _, build, where in made]  # every path before any build
     if push and bp.registry is None:
         raise InvalidInput("nothing to push to: the blueprint has no `registry` section",
                            hint="add registry: {server, username, password}, or build with --no-push")
     dirty = False
     if version is None:
+        context, dockerfile = paths[0]
         sha, dirty = source_version(context, [context, dockerfile])
         version = f"{sha}-dirty" if dirty else sha
         if dirty and progress is not None:
@@ -214,13 +228,23 @@ async def build_image(bp: Blueprint, *, version: str | None, push: bool, secrets
                           "not as a commit", level="warning")
     check_version(version)
     client = await find_client()
-    ref = f"{bp.image}:{version}"
+    results = [await _build_one(bp, client, image, build, context, dockerfile, version, dirty, push=push,
+                                secrets=secrets, push_map=push_map or {}, progress=progress)
+               for (image, build, _), (context, dockerfile) in zip(made, paths, strict=True)]
+    results[0].also = results[1:]
+    return results[0]
+
+
+async def _build_one(bp: Blueprint, client: DockerClient, image: str, build: Build, context: Path,
+                     dockerfile: Path, version: str, dirty: bool, *, push: bool, secrets: Mapping[str, str],
+                     push_map: Mapping[str, str], progress: Progress | None) -> BuildResult:
+    ref = f"{image}:{version}"
     resource = f"image {ref}"
-    args = {**{VERSION_BUILD_ARG: version}, **bp.build.args}
+    args = {**{VERSION_BUILD_ARG: version}, **build.args}
     argv = cmd.build(client.path, buildx=client.buildx, context=str(context), dockerfile=str(dockerfile),
-                     tag=ref, labels={"service": bp.service}, args=args, secrets=bp.build.secrets,
-                     target=bp.build.target)
-    env = {**({} if client.buildx else cmd.BUILDKIT_ENV), **{n: secrets[n] for n in bp.build.secrets}}
+                     tag=ref, labels={"service": bp.service}, args=args, secrets=build.secrets,
+                     target=build.target)
+    env = {**({} if client.buildx else cmd.BUILDKIT_ENV), **{n: secrets[n] for n in build.secrets}}
     log.info("build", image=ref, client=client.describe(), context=str(context))
     _emit(progress, resource, "build", "running", client.describe())
     started = time.monotonic()
@@ -237,8 +261,8 @@ async def build_image(bp: Blueprint, *, version: str | None, push: bool, secrets
     if push:
         assert bp.registry is not None
         result.pushed_to, result.push_seconds = await _push(
-            client, ref, push_target(bp.image, version, push_map or {}), bp.registry.server,
-            bp.registry.username, secrets[bp.registry.password], push_map or {}, progress)
+            client, ref, push_target(image, version, push_map), bp.registry.server,
+            bp.registry.username, secrets[bp.registry.password], push_map, progress)
     return result
 
 

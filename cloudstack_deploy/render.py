@@ -204,13 +204,19 @@ def _t(text: str | None) -> str:
     """Stored times to the second, for reading."""
     return text[:19].replace("T", " ") if text else "-"
 def build_text(result: BuildResult) -> str:
-    text = f"built {result.image} in {result.build_seconds:.1f}s ({result.client})"
-    if result.pushed_to:
-        text += f"; pushed as {result.pushed_to} in {result.push_seconds:.1f}s"
-    return text + (" [uncommitted changes]" if result.dirty else "")
+    lines = []
+    for one in [result, *result.also]:
+        text = f"built {one.image} in {one.build_seconds:.1f}s ({one.client})"
+        if one.pushed_to:
+            text += f"; pushed as {one.pushed_to} in {one.push_seconds:.1f}s"
+        lines.append(text + (" [uncommitted changes]" if one.dirty else ""))
+    return "\n".join(lines)
 
 
 def build_dict(result: BuildResult) -> dict[str, Any]:
-    return {"image": result.image, "version": result.version, "dirty": result.dirty, "client": result.client,
-            "build_seconds": round(result.build_seconds, 2), "pushed_to": result.pushed_to,
-            "push_seconds": round(result.push_seconds, 2)}
+    out = {"image": result.image, "version": result.version, "dirty": result.dirty, "client": result.client,
+           "build_seconds": round(result.build_seconds, 2), "pushed_to": result.pushed_to,
+           "push_seconds": round(result.push_seconds, 2)}
+    if result.also:
+        out["also"] = [build_dict(one) for one in result.also]
+    return out

@@ -99,3 +99,34 @@ def test_client_and_push_address() -> None:
     assert push_target("registry.lab:5000/demo-app", "v1", {"registry.lab:5000": "localhost:5000"}) == \
         "localhost:5000/demo-app:v1"
     assert push_target("ghcr.io/a/b", "v1", {"registry.lab:5000": "localhost:5000"}) == "ghcr.io/a/b:v1"
+
+
+def test_a_role_with_a_build_of_its_own_gets_its_image_with_the_same_version(project: Path) -> None:
+    """Several images: the app's and the admin role's own, both built and tagged with one version
+    (a deploy runs them together)."""
+    admin = project / "admin"
+    admin.mkdir()
+    (admin / "Dockerfile").write_text(f"FROM {BASE}\nARG CSDEPLOY_VERSION\nRUN echo admin $CSDEPLOY_VERSION > /who\n")
+    text = (project / "bp.yml").read_text().replace(
+        "roles: {web: {proxy: {app_port: 8000}}}",
+        "roles: {web: {proxy: {app_port: 8000}}, admin: {image: registry.lab:5000/csdeploy-test-admin, "
+        "proxy: {app_port: 80}, build: {context: admin}}}")
+    (project / "bp.yml").write_text(text)
+    result = asyncio.run(build_image(_bp(project), version="v7", push=False, secrets={"API_TOKEN": SECRET}))
+    try:
+        assert result.image == "registry.lab:5000/csdeploy-test-tiny:v7"
+        assert [one.image for one in result.also] == ["registry.lab:5000/csdeploy-test-admin:v7"]
+        assert _docker("run", "--rm", result.also[0].image, "cat", "/who").stdout.strip() == "admin v7"
+        label = _docker("image", "inspect", "--format", '{{index .Config.Labels "service"}}', result.also[0].image)
+        assert label.stdout.strip() == "tiny"
+    finally:
+        _docker("image", "rm", result.image, *(one.image for one in result.also))
+
+
+def test_a_missing_role_build_context_is_named_before_anything_builds(project: Path) -> None:
+    text = (project / "bp.yml").read_text().replace(
+        "roles: {web: {proxy: {app_port: 8000}}}",
+        "roles: {web: {proxy: {app_port: 8000}}, admin: {image: registry.lab:5000/x, build: {context: nowhere}}}")
+    (project / "bp.yml").write_text(text)
+    with pytest.raises(InvalidInput, match=r"bp.yml: roles.admin.build.context: .*nowhere is not a directory"):
+        asyncio.run(build_image(_bp(project), version="v7", push=False, secrets={"API_TOKEN": SECRET}))
