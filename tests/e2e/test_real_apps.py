@@ -3,8 +3,8 @@
 The blueprint (tests/e2e/blueprints/realapps.yml): a web role on the app's image (A) with a
 volume, limits, options, a request body limit and a scheduled job; a second HTTP service
 (`files`) on an image B that this test builds without any label and pins by tag and digest,
-with a volume its non-root user writes; a worker on A; PostgreSQL (on the worker's VM, data on
-its disk) and Redis (on the web VM). Each step relies on the ones before it.
+with a volume its non-root user writes; a worker on A; PostgreSQL and Redis on the web VM (the
+web's volume and the database's files on its data disk). Each step relies on the ones before it.
 
   a. create-env v1: both HTTP services answer through their own entry points; B runs as
      pinned; `resources` reach `docker inspect`; a body over the limit is answered 413
@@ -132,6 +132,11 @@ def test_a_create_env_serves_two_http_services_on_two_images(story: Story, tmp_p
 
 
 def test_b_the_apps_own_users_write_into_their_volumes(story: Story) -> None:
+    # the web's volume is on its data disk, made from the image's /app/storage (owner: the app's user)
+    uid = story.exec_("web", "id", "-u").split()[0]
+    assert uid != "0"
+    assert story.on("web", "stat -c %u /data/volumes/storage && mountpoint -q /data && echo mounted").split() == [
+        uid, "mounted"]
     story.exec_("web", "sh", "-c", "id -un > /app/storage/kept && echo v1 >> /app/storage/kept")
     story.exec_("files", "sh", "-c", "echo kept-by-files > /data/note")
     assert "demo\nv1" in story.exec_("web", "cat", "/app/storage/kept")
