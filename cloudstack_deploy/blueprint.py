@@ -48,6 +48,7 @@ from .blueprint_rules import (
     check_retain,
     check_seconds,
     check_secret_name,
+    check_section,
     check_shell_cmd,
     check_size_gb,
     check_str,
@@ -251,31 +252,8 @@ _REQUIRED_HELP = {
 
 def _section(ctx: Ctx, path: TreePath, value: Any, spec: dict[str, Checker],
              required: Sequence[str] = (), hint: str = "") -> dict[str, Any] | None:
-    """Check a mapping against `spec`; return the checked values of the keys that passed.
-
-    Unknown keys get a "did you mean" suggestion. A null value means "use the default"
-    (or "missing" for a required key). Returns None if `value` is not a mapping at all.
-    """
-    if value is None:
-        value = {}
-    if not isinstance(value, dict):
-        ctx.type_error(path, "a mapping", value)
-        return None
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        if key not in spec:
-            close = difflib.get_close_matches(key, list(spec), n=1, cutoff=0.6)
-            ctx.add(path + (key,), f"unknown key '{show_key(key)}'"
-                    + (f" (did you mean '{close[0]}'?)" if close else hint))
-        elif item is not None:
-            checked = spec[key](ctx, path + (key,), item)
-            if checked is not BAD:
-                out[key] = checked
-    for key in required:
-        if value.get(key) is None:
-            extra = _REQUIRED_HELP.get(dotted(path + (key,)))
-            ctx.add(path + (key,), "missing required field" + (f": {extra}" if extra else ""))
-    return out
+    """`check_section` with this module's help for missing required fields."""
+    return check_section(ctx, path, value, spec, required, hint, required_help=_REQUIRED_HELP)
 
 
 def _sub(spec: dict[str, Checker], build: Callable[[dict[str, Any]], Any],

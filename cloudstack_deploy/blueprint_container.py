@@ -22,6 +22,7 @@ from .blueprint_rules import (
     TreePath,
     check_bool,
     check_cmd,
+    check_section,
     check_str,
     choice_checker,
     describe,
@@ -81,18 +82,8 @@ def _check_cpus(ctx: Ctx, path: TreePath, value: Any) -> Any:
 
 
 def _section(ctx: Ctx, path: TreePath, value: Any, spec: dict[str, Checker]) -> dict[str, Any] | None:
-    if not isinstance(value, dict):
-        ctx.type_error(path, "a mapping", value)
-        return None
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        if key not in spec:
-            ctx.add(path + (key,), f"unknown key '{show_key(key)}' (known: {', '.join(spec)})")
-        elif item is not None:
-            checked = spec[key](ctx, path + (key,), item)
-            if checked is not BAD:
-                out[key] = checked
-    return out
+    """A sub-mapping of these settings; an unknown key is told the known ones."""
+    return check_section(ctx, path, value, spec, hint=f" (known: {', '.join(spec)})")
 
 
 def check_resources(ctx: Ctx, path: TreePath, value: Any) -> Any:

@@ -7,11 +7,12 @@ and applies them from tables. Split from `blueprint_schema.py`, which keeps the 
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +132,36 @@ class Ctx:
     def type_error(self, path: TreePath, expected: str, value: Any) -> Any:
         self.add(path, f"expected {expected}, got {describe(value)}")
         return BAD
+
+
+def check_section(ctx: Ctx, path: TreePath, value: Any, spec: dict[str, Checker],
+                  required: Sequence[str] = (), hint: str = "",
+                  required_help: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """Check a mapping against `spec`; return the checked values of the keys that passed.
+
+    Unknown keys get a "did you mean" suggestion. A null value means "use the default"
+    (or "missing" for a required key). Returns None if `value` is not a mapping at all.
+    """
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        ctx.type_error(path, "a mapping", value)
+        return None
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in spec:
+            close = difflib.get_close_matches(key, list(spec), n=1, cutoff=0.6)
+            ctx.add(path + (key,), f"unknown key '{show_key(key)}'"
+                    + (f" (did you mean '{close[0]}'?)" if close else hint))
+        elif item is not None:
+            checked = spec[key](ctx, path + (key,), item)
+            if checked is not BAD:
+                out[key] = checked
+    for key in required:
+        if value.get(key) is None:
+            extra = (required_help or {}).get(dotted(path + (key,)))
+            ctx.add(path + (key,), "missing required field" + (f": {extra}" if extra else ""))
+    return out
 
 
 def check_str(ctx: Ctx, path: TreePath, value: Any) -> Any:
