@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+#: The systemd unit, installed by the VM's user data, that mounts the data disks by label; the
+#: rollout restarts it once when a disk is not mounted, the lab's simulator runs it on attach.
+DISK_UNIT = "csdeploy-disks.service"
+
 
 @dataclass(frozen=True)
 class HostDisk:

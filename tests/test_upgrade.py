@@ -16,7 +16,12 @@ import pytest
 from cloudstack_deploy.progress import Recorder
 from cloudstack_deploy.rollout import history
 from cloudstack_deploy.rollout.deploy import Rollout
-from cloudstack_deploy.state import INVENTORY_FORMAT, EnvState, inventory_from_dict, inventory_to_dict
+from cloudstack_deploy.state import (
+    INVENTORY_FORMAT,
+    EnvState,
+    inventory_from_dict,
+    inventory_to_dict,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 OLD = REPO / "tests" / "fixtures" / "upgrade" / "0.1.0-2f0f123"

@@ -15,6 +15,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from ..accessories import Kind, kind_of
 from ..blueprint import BlueprintError, Problem
 from .compose_parts import (
     Port,
@@ -34,7 +35,7 @@ from .compose_parts import (
 from .compose_parts import (
     volumes as read_volumes,
 )
-from .kinds import NAME_CHARS, Kind, compact, http_check, kind_of, renamed, role_name, seconds
+from .kinds import NAME_CHARS, compact, http_check, renamed, role_name, seconds
 from .source import Doc, Notes, parse, read_text
 from .writer import (
     LAB_PROXY_IMAGE,

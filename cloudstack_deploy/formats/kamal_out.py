@@ -25,6 +25,7 @@ from ..blueprint_schema import (
     ContainerSettings,
     Disk,
     EnvSpec,
+    Healthcheck,
     Proxy,
     Role,
     RolloutSettings,
@@ -38,7 +39,9 @@ from .writer import relative
 LABEL_OFFERING = "csdeploy.service-offering"
 LABEL_DISK = "csdeploy.disk"
 LABEL_VM = "csdeploy.vm"
-KAMAL_PROXY_DEFAULTS = {"deploy_timeout": 30, "drain_timeout": 30, "readiness_delay": 7}
+#: Kamal's defaults, which are csdeploy's too (the records' defaults): unwritten when equal.
+KAMAL_PROXY_DEFAULTS = {"deploy_timeout": Proxy().deploy_timeout, "drain_timeout": Proxy().drain_timeout,
+                        "readiness_delay": Healthcheck().readiness_delay}
 
 
 @dataclass
@@ -164,7 +167,7 @@ def kamal_config(bp: Blueprint, inv: Inventory, out_dir: Path) -> tuple[dict[str
             if value != KAMAL_PROXY_DEFAULTS[key]:
                 config[key] = compact(value)
     workers = [r for r in bp.roles.values() if r.healthcheck is not None]
-    delay = workers[0].healthcheck.readiness_delay if workers and workers[0].healthcheck else 7
+    delay = (workers[0].healthcheck if workers and workers[0].healthcheck else Healthcheck()).readiness_delay
     if delay != KAMAL_PROXY_DEFAULTS["readiness_delay"]:
         config["readiness_delay"] = compact(delay)
     if bp.registry:

@@ -25,6 +25,7 @@ import yaml
 
 from cloudstack_deploy.blueprint_schema import mount_point_problem
 from cloudstack_deploy.errors import InvalidInput
+from cloudstack_deploy.inventory import DISK_UNIT
 
 from .hostkeys import HostKey
 
@@ -37,7 +38,6 @@ USERDATA_GET_LIMIT = 4096
 LABEL_MAX = 16
 LABEL_PREFIX = "csd-"
 DISK_SCRIPT_PATH = "/usr/local/sbin/csdeploy-disks"
-DISK_UNIT = "csdeploy-disks.service"
 
 _LABEL_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
 _HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")

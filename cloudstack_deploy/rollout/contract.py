@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from .. import images
+from ..accessories import kind_of
 from ..blueprint_schema import Accessory, Blueprint, EnvSpec, Role, Volume
 from ..errors import InvalidInput
 from ..inventory import Inventory
@@ -66,14 +67,6 @@ def image_repository(image: str) -> str:
         return image
 
 
-def image_base(image: str) -> str:
-    """The repository's last path part without tag: ``registry.lab:5000/postgres:15`` -> ``postgres``."""
-    try:
-        return images.base_name(image)
-    except ValueError:
-        return image.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
-
-
 def volume_name(service: str, volume: Volume) -> str:
     """The Docker volume of a role's kept files (a host directory is its own path)."""
     return volume.source if volume.source is not None else f"{service}-{volume.name}"
@@ -122,8 +115,8 @@ def links(bp: Blueprint, inventory: Inventory, secrets: dict[str, str]) -> Conta
         if host is None or acc.port is None:
             continue
         address = host.private_ip
-        kind = image_base(acc.image)
-        if kind in ("postgres", "postgresql", "postgis"):
+        kind = kind_of(acc.image)
+        if kind is not None and kind.name == "postgres":
             env = accessory_env(acc, secrets)
             user = env.clear.get("POSTGRES_USER", "postgres")
             db = env.clear.get("POSTGRES_DB", user)
@@ -132,7 +125,7 @@ def links(bp: Blueprint, inventory: Inventory, secrets: dict[str, str]) -> Conta
             auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
             out.secret["POSTGRES_PASSWORD"] = password
             out.secret["DATABASE_URL"] = f"postgresql://{auth}@{address}:{acc.port}/{quote(db, safe='')}"
-        elif kind in ("redis", "valkey"):
+        elif kind is not None and "REDIS_URL" in kind.provides:
             out.clear["REDIS_URL"] = f"redis://{address}:{acc.port}/0"
     return out
 

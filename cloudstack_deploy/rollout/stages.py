@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ..blueprint_schema import Accessory, Blueprint, ContainerSettings, Role
+from ..blueprint_schema import Accessory, Blueprint, ContainerSettings, Healthcheck, Role
 from ..inventory import Host
 from .commands import docker as d
 from .commands import facts, jobs
@@ -244,7 +244,7 @@ def worker_start_script(bp: Blueprint, env: str, role: Role, version: str, app_e
     container started now (``abort`` may remove it), ``kept`` when it already ran."""
     s, name = _app_start(bp, env, role, version, app_env, image)
     hc = role.healthcheck
-    readiness = hc.readiness_delay if hc else 7
+    readiness = (hc or Healthcheck()).readiness_delay
     s.step("wait-ready")
     with s.when(equals(FRESH, "1")):
         s.extend(d.wait_ready(name, timeout=max(30.0, readiness * 3), readiness=readiness, remove_on_fail=True))

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from cloudstack_deploy.accessories import image_base
 from cloudstack_deploy.blueprint import loads_blueprint
 from cloudstack_deploy.errors import InvalidInput
 from cloudstack_deploy.inventory import Host, Inventory, Network, SSHAccess
 from cloudstack_deploy.rollout.commands import host as host_cmds
 from cloudstack_deploy.rollout.commands.script import Script
-from cloudstack_deploy.rollout.contract import check_version, container_name, image_base, role_env
+from cloudstack_deploy.rollout.contract import check_version, container_name, role_env
 from cloudstack_deploy.rollout.stages import (
     accessory_script,
     prepare_script,

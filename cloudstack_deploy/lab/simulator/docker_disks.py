@@ -33,6 +33,7 @@ import shutil
 from pathlib import Path
 
 from ...errors import CsdeployError
+from ...inventory import DISK_UNIT
 from ..docker import docker
 
 #: Device names the guest sees, in attach order (vda is the root disk of a real VM).
@@ -40,7 +41,6 @@ DEVICE_NAMES = tuple(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz")
 LOOP_MAJOR = 7
 DISKS_ENV = "/etc/csdeploy-lab/disks.env"
 READY_MARKER = "/run/csdeploy-lab/devices-ready"
-DISK_UNIT = "csdeploy-disks.service"
 _LOOP_LINE = re.compile(r"^(/dev/loop\d+):")
 
 

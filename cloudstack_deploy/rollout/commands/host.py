@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ...inventory import DISK_UNIT
 from .script import Script, succeeds
 
 LOCK_EXIT = 75          # EX_TEMPFAIL: the deploy lock is held by someone else
@@ -62,10 +63,10 @@ def require_mounts(disks: Sequence[tuple[str, str]]) -> Script:
         s.step(f"disk {label}")
         mounted = succeeds(["mountpoint", "-q", mount])
         with s.when(~mounted):
-            s.run(["systemctl", "restart", "csdeploy-disks.service"], may_fail=True)
+            s.run(["systemctl", "restart", DISK_UNIT], may_fail=True)
         with s.when(~mounted):
             s.fail(DISK_EXIT, f"data disk {label} is not mounted at {mount}: is the volume attached? "
-                              "(journalctl -u csdeploy-disks)")
+                              f"(journalctl -u {DISK_UNIT})")
     return s
 
 
