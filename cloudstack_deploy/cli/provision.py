@@ -102,9 +102,13 @@ def create_env(blueprint: str, env: str, ttl_text: str | None, skip_rollout: boo
                "seconds": round(result.seconds, 2), "api_calls": result.api_calls}
         if rolled:
             doc["rollout"] = render.rollout_dict(rolled)
+        if outcome.dns is not None:
+            doc["dns"] = outcome.dns.to_dict()
         echo_json(doc)
         return
     click.echo(render.create_text(result.inventory, result.seconds, result.api_calls, created))
+    for rec in outcome.dns.records if outcome.dns is not None else []:
+        click.echo(f"dns: {rec.name} -> {rec.address}")
     if rolled:
         click.echo(render.rollout_text(rolled, "rollout"))
         if result.inventory.app_url:

@@ -97,6 +97,7 @@ def test_teardown_removes_the_record_too(home: Path, cloud_view: CloudView, dns_
                "--ssh-timeout", str(SSH_TIMEOUT))
     assert made.exit_code == 0, made.output
     assert dns_zone.server.dig(f"pr-5.{dns_zone.zone}") == [entry_point(cloud_view, "pr-5")]
+    assert f"dns: pr-5.{dns_zone.zone} -> {entry_point(cloud_view, 'pr-5')}" in made.stdout
     gone = cli("teardown", "--env", "pr-5", "--yes")
     assert gone.exit_code == 0, gone.output
     assert dns_zone.server.dig(f"pr-5.{dns_zone.zone}") == [] and owned(cloud_view, "pr-5") == {}
@@ -143,3 +144,24 @@ def test_a_missing_dns_secret_or_github_file_creates_nothing(home: Path, cloud_v
     no_key = cli(*up(bp, "--pr", "1"))
     assert no_key.exit_code == 2 and "secret PDNS_API_KEY is not set" in no_key.output
     assert cloud_view.networks() == [] and cloud_view.vms() == []
+
+
+def test_a_reap_that_cannot_remove_the_record_keeps_the_environment(
+        home: Path, cloud_view: CloudView, dns_zone: DnsZone, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the DNS credentials the record cannot go: the environment stays (its tags still
+    name the record) and the reap fails naming it; with them the next reap removes both."""
+    bp = preview_blueprint(tmp_path, dns_zone)
+    made = cli(*up(bp, "--pr", "4", "--ttl", "1h"))
+    assert made.exit_code == 0, made.output
+    name = f"pr-4.{dns_zone.zone}"
+    later = datetime.now(UTC) + timedelta(hours=2)
+    monkeypatch.delenv("PDNS_API_KEY")
+    failed = asyncio.run(service.reap(now=later))
+    (item,) = failed.items
+    assert not failed.ok and item.env == "pr-4" and "PDNS_API_KEY" in item.reason
+    assert dns_zone.server.dig(name) == [entry_point(cloud_view, "pr-4")]
+    monkeypatch.setenv("PDNS_API_KEY", dns_zone.server.api_key)
+    done = asyncio.run(service.reap(now=later))
+    assert done.ok and [i.env for i in done.items] == ["pr-4"]
+    assert dns_zone.server.dig(name) == [] and owned(cloud_view, "pr-4") == {}
