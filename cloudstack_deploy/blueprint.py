@@ -25,6 +25,7 @@ from .blueprint_container import (
     check_schedule,
     container_settings,
 )
+from .blueprint_dns import check_dns
 from .blueprint_rules import (
     BAD,
     Checker,
@@ -464,7 +465,7 @@ _TOP_SPEC: dict[str, Checker] = {
     "cloud": lambda c, p, v: v, "roles": lambda c, p, v: v, "accessories": lambda c, p, v: v,
     "registry": _REGISTRY, "env": _check_env, "secrets": list_checker(check_secret_name),
     "secrets_file": check_str, "ttl": check_ttl, "retain_versions": check_retain,
-    "rollout": _ROLLOUT, "build": _BUILD, "hooks": _HOOKS,
+    "rollout": _ROLLOUT, "build": _BUILD, "hooks": _HOOKS, "dns": check_dns,
 }
 
 
@@ -499,7 +500,7 @@ def _blueprint(ctx: Ctx, tree: dict[str, Any], source: Path | None) -> Blueprint
         roles=roles, accessories=accessories, registry=top.get("registry"), env=env,
         secrets=top.get("secrets", ()), secrets_file=top.get("secrets_file"), ttl=top.get("ttl"),
         retain_versions=top.get("retain_versions", 5), rollout=top.get("rollout") or RolloutSettings(),
-        build=top.get("build"), hooks=top.get("hooks") or Hooks(), source=source,
+        build=top.get("build"), hooks=top.get("hooks") or Hooks(), dns=top.get("dns"), source=source,
     )
     _check_secret_refs(ctx, blueprint, tree.get("secrets"))
     if roles:  # with no usable roles, "no role named ..." would only repeat that problem

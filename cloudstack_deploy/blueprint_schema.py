@@ -17,7 +17,10 @@ import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # blueprint_dns builds on blueprint_rules, which imports this module
+    from .blueprint_dns import DnsSpec
 
 #: Names that end up in CloudStack VM names `<env>-<role>-<n>` and container names: a DNS
 #: label's rules, lower case only (CloudStack lower-cases host names anyway).
@@ -442,6 +445,7 @@ class Blueprint:
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     build: Build | None = None
     hooks: Hooks = field(default_factory=Hooks)
+    dns: DnsSpec | None = None     # A records for the proxy roles' entry points (`blueprint_dns`)
     #: Where the blueprint was read from; not part of `to_dict` (moving a file must not
     #: change a plan's fingerprint).
     source: Path | None = field(default=None, compare=False)

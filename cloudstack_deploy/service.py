@@ -52,11 +52,13 @@ from .store import Journal, check_reachable, records, store_url
 from .store.db import Store
 
 if TYPE_CHECKING:  # imported by the commands that use them: a deploy never loads these
+    from .dns import DnsRecord, DnsResult
     from .formats import InitResult
     from .formats.kamal_out import ExportResult
     from .image_build import BuildResult
     from .nightly.report import NightlyResult
     from .nightly.run import NightlyPlan, Steps
+    from .preview import PreviewDown, PreviewResult
 
 
 def default_version() -> str | None:
@@ -122,6 +124,7 @@ async def plan(bp: Blueprint, env: str, *, ttl: timedelta | None = None, max_api
 class CreateEnvOutcome:
     provision: CreateResult
     rollout: RolloutResult | None = None
+    dns: DnsResult | None = None     # the A records of a blueprint with `dns:`
 
     @property
     def inventory(self) -> Inventory:
@@ -145,6 +148,7 @@ async def create_env(bp: Blueprint, env: str, *, version: str | None = None, ttl
         raise InvalidInput("no version to roll out", hint="pass a version (an image tag), or skip the rollout")
     config = _config()
     secrets = {} if skip_rollout else load_secrets_for(bp, config)
+    dns_creds = _dns_credentials(bp, env)  # bad DNS input, like a missing secret, before any change
     state = EnvState(env)
     journal = _journal(progress)
     # A VM joining a load balancer that already serves joins once the rollout on it is done.
@@ -152,12 +156,13 @@ async def create_env(bp: Blueprint, env: str, *, version: str | None = None, ttl
     try:
         async with Cloud(config, max_in_flight=opts.max_api) as cloud:
             result = await provision_env(cloud, bp, env, state, progress, opts)
+            dns_result = await _publish_dns(cloud, bp, env, result.inventory, dns_creds, progress)
         inv = result.inventory
         await journal.env_created(name=env, cloud=config.endpoint, service=bp.service, network_id=inv.network.id,
                                   expires=parse_time(inv.expires or ""))
         if blueprint_path is not None:
             remember_blueprint(state, blueprint_path, overrides)
-        outcome = CreateEnvOutcome(provision=result)
+        outcome = CreateEnvOutcome(provision=result, dns=dns_result)
         if not skip_rollout:
             rollout = Rollout(bp, result.inventory, secrets, progress, journal=journal)
             async with _cloud_lock(env, opts.break_lock, progress) as gate:
@@ -177,6 +182,7 @@ async def teardown(env: str, *, progress: Progress | None = None, max_api: int =
     """Delete everything ``env`` owns, prove it is gone, forget its local state."""
     config = _config()
     async with Cloud(config, max_in_flight=max_api) as cloud:
+        await remove_dns(cloud, env, None, _silent(progress))
         result = await teardown_env(cloud, env, _silent(progress))
     EnvState(env).remove()
     journal = _journal(progress)
@@ -185,6 +191,56 @@ async def teardown(env: str, *, progress: Progress | None = None, max_api: int =
     finally:
         journal.close()
     return result
+
+
+def _dns_credentials(bp: Blueprint, env: str) -> dict[str, str] | None:
+    """The DNS driver's credentials (None without `dns:`), and the records' names checked."""
+    if bp.dns is None:
+        return None
+    from . import dns
+
+    dns.desired_records(bp, env)
+    dns.settings_tags(bp.dns, [r.name for r in dns.desired_records(bp, env)])
+    return dns.credential_values(bp.dns, bp)
+
+
+async def _publish_dns(cloud: Cloud, bp: Blueprint, env: str, inventory: Inventory,
+                       credentials: dict[str, str] | None, progress: Progress) -> DnsResult | None:
+    if bp.dns is None:
+        return None
+    from . import dns
+    from .progress import Event
+
+    progress.emit(Event(resource=f"dns {bp.dns.zone}", action="update", status="running", env=env))
+    result = await dns.publish(cloud, bp, env, inventory, credentials)
+    assert result is not None
+    progress.emit(Event(resource=f"dns {bp.dns.zone}", action="update", status="done", env=env,
+                        detail=", ".join(f"{r.name} -> {r.address}" for r in result.records)))
+    return result
+
+
+async def remove_dns(cloud: Cloud, env: str, network_id: str | None, progress: Progress) -> list[str]:
+    """Delete the DNS records ``env``'s network tags name, and prove them gone (teardown,
+    preview down and reap call this before the network goes, with its tags)."""
+    from . import dns
+
+    network_id = network_id or await dns.env_network_id(cloud, env)
+    removed = await dns.unpublish(cloud, network_id)
+    if removed:
+        from .progress import Event
+
+        progress.emit(Event(resource="dns", action="delete", status="done", env=env, detail=", ".join(removed)))
+    return removed
+
+
+async def dns_records(bp: Blueprint, env: str) -> list[DnsRecord]:
+    """The A records ``env`` gets from the blueprint's `dns:` (what `plan` shows), with the
+    addresses of the local inventory when the environment exists."""
+    if bp.dns is None:
+        return []
+    from . import dns
+
+    return dns.desired_records(bp, env, EnvState(env).read_inventory())
 
 
 async def environments() -> list[EnvSummary]:
@@ -202,13 +258,61 @@ async def reap(*, prefix: str | None = None, dry_run: bool = False, max_parallel
         run_id = None if dry_run else await journal.run_started(kind="reap", cloud=config.endpoint, prefix=prefix)
         async with Cloud(config, max_in_flight=max_api) as cloud:
             result = await reap_envs(cloud, _silent(progress), prefix=prefix, dry_run=dry_run,
-                                     max_parallel=max_parallel, now=now)
+                                     max_parallel=max_parallel, now=now, before_teardown=remove_dns)
         for item in result.of(REMOVED):
             await journal.env_torn_down(name=item.env, cloud=config.endpoint, how="reap")
         await journal.run_finished(run_id, passed=result.ok, summary=result.to_dict())
         return result
     finally:
         journal.close()
+
+
+# ---- preview environments ------------------------------------------------------------------------
+
+async def preview_up(bp: Blueprint, env: str, *, version: str | None = None, ttl: timedelta | None = None,
+                     from_env: str | None = None, skip_rollout: bool = False, progress: Progress | None = None,
+                     options: CreateOptions | None = None, blueprint_path: str | None = None,
+                     overrides: tuple[str, ...] = ()) -> tuple[PreviewResult, CreateEnvOutcome]:
+    """Create or update preview ``env``: converge (the same VMs when nothing changed), move its
+    expiry to now + ``ttl`` (3 days by default), make its DNS records, roll out ``version``."""
+    from .preview import DEFAULT_TTL, PreviewResult, preview_url
+
+    if from_env is not None:
+        raise InvalidInput(f"--from-env {from_env}: seeding a preview from another environment's snapshot "
+                           "is not there yet", hint="leave --from-env out; the preview starts empty")
+    outcome = await create_env(bp, env, version=version, ttl=ttl or DEFAULT_TTL, skip_rollout=skip_rollout,
+                               progress=progress, options=options, blueprint_path=blueprint_path,
+                               overrides=overrides)
+    inv = outcome.inventory
+    vms = outcome.provision.plan
+    result = PreviewResult(env=env, url=preview_url(bp, inv, outcome.dns), version=None if skip_rollout else version,
+                           created=any(a.op == "create" and a.kind == "network" for a in vms.actions),
+                           expires=inv.expires,
+                           details={"vms_created": sum(1 for a in vms.actions if a.kind == "vm" and a.op == "create"),
+                                    "dns": outcome.dns.to_dict() if outcome.dns else None})
+    return result, outcome
+
+
+async def preview_down(env: str, *, progress: Progress | None = None,
+                       max_api: int = DEFAULT_IN_FLIGHT) -> PreviewDown:
+    """Remove preview ``env``: its DNS records (proven gone), then everything it owns in the
+    cloud (proven gone). A preview that is already gone is not an error."""
+    from .preview import PreviewDown
+
+    config = _config()
+    prog = _silent(progress)
+    async with Cloud(config, max_in_flight=max_api) as cloud:
+        removed = await remove_dns(cloud, env, None, prog)
+        result = await teardown_env(cloud, env, prog)
+    EnvState(env).remove()
+    down = PreviewDown(env=env, deleted=result.deleted, dns_removed=removed)
+    if down.existed:
+        journal = _journal(progress)
+        try:
+            await journal.env_torn_down(name=env, cloud=config.endpoint, how="preview down")
+        finally:
+            journal.close()
+    return down
 
 
 # ---- rollout and day 2 ------------------------------------------------------------------------------
@@ -493,6 +597,7 @@ __all__ = [
     "CreateEnvOutcome", "CreateOptions", "accessory_reboot", "build",
     "build_and_deploy", "create_env", "default_version", "deploy", "environments", "exec_", "export_kamal_config",
     "finish_canary",
-    "history", "init_blueprint", "load_secrets_for", "logs", "nightly", "plan", "proxy_reboot", "reap", "recorded",
+    "history", "init_blueprint", "load_secrets_for", "logs", "nightly", "plan", "preview_down", "preview_up",
+    "proxy_reboot", "reap", "recorded",
     "rollback", "status", "teardown", "template_fields",
 ]

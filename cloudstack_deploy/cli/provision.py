@@ -49,10 +49,17 @@ def plan(blueprint: str, env: str, ttl_text: str | None, overrides: tuple[str, .
     """Show what create-env would create, change and delete. Changes nothing."""
     bp = load(blueprint, overrides)
     result = run(service.plan(bp, env, ttl=ttl(ttl_text), max_api=max_api))
+    records = run(service.dns_records(bp, env))
     if as_json:
-        echo_json(result.to_dict())
+        doc = result.to_dict()
+        if bp.dns is not None:
+            doc["dns"] = [r.to_dict() for r in records]
+        echo_json(doc)
     else:
         click.echo(render.plan_text(result))
+        for r in records:
+            click.echo(f"dns: A {r.name} -> {r.address or f'the entry point of role {r.role}'} "
+                       f"({bp.dns.provider}, zone {bp.dns.zone})")
 
 
 @click.command("create-env")
@@ -95,9 +102,13 @@ def create_env(blueprint: str, env: str, ttl_text: str | None, skip_rollout: boo
                "seconds": round(result.seconds, 2), "api_calls": result.api_calls}
         if rolled:
             doc["rollout"] = render.rollout_dict(rolled)
+        if outcome.dns is not None:
+            doc["dns"] = outcome.dns.to_dict()
         echo_json(doc)
         return
     click.echo(render.create_text(result.inventory, result.seconds, result.api_calls, created))
+    for rec in outcome.dns.records if outcome.dns is not None else []:
+        click.echo(f"dns: {rec.name} -> {rec.address}")
     if rolled:
         click.echo(render.rollout_text(rolled, "rollout"))
         if result.inventory.app_url:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ..cloud import Cloud
-from ..errors import CsdeployError, Locked, OperationFailed
+from ..errors import CsdeployError, Locked
 from ..progress import Progress
 from ..state import EnvState
 from .cloudlock import (
@@ -102,8 +103,14 @@ def _item(env: EnvSummary, now: datetime) -> ReapItem:
                     age_seconds=round((now - created).total_seconds(), 1) if created else None)
 
 
+#: Called with (cloud, env, network id, progress) before an environment is torn down: what
+#: lives outside the cloud and is named by its tags (DNS records) goes first.
+BeforeTeardown = Callable[[Cloud, str, "str | None", Progress], Awaitable[Any]]
+
+
 async def reap(cloud: Cloud, progress: Progress, *, prefix: str | None = None, dry_run: bool = False,
-               max_parallel: int = 4, now: datetime | None = None) -> ReapResult:
+               max_parallel: int = 4, now: datetime | None = None,
+               before_teardown: BeforeTeardown | None = None) -> ReapResult:
     started = asyncio.get_running_loop().time()
     now = now or datetime.now(UTC)
     envs = await list_envs(cloud)
@@ -124,7 +131,7 @@ async def reap(cloud: Cloud, progress: Progress, *, prefix: str | None = None, d
             return item
         async with gate:
             t0 = asyncio.get_running_loop().time()
-            await _reap_one(cloud, env, item, progress)
+            await _reap_one(cloud, env, item, progress, before_teardown)
             item.seconds = round(asyncio.get_running_loop().time() - t0, 2)
         return item
 
@@ -133,7 +140,8 @@ async def reap(cloud: Cloud, progress: Progress, *, prefix: str | None = None, d
     return result
 
 
-async def _reap_one(cloud: Cloud, env: EnvSummary, item: ReapItem, progress: Progress) -> None:
+async def _reap_one(cloud: Cloud, env: EnvSummary, item: ReapItem, progress: Progress,
+                    before_teardown: BeforeTeardown | None = None) -> None:
     state = EnvState(env.env)
     value = lock_value()
     with contextlib.ExitStack() as stack:
@@ -150,8 +158,10 @@ async def _reap_one(cloud: Cloud, env: EnvSummary, item: ReapItem, progress: Pro
             item.leftovers = await _left(cloud, env.env)
             return
         try:
+            if before_teardown is not None:
+                await before_teardown(cloud, env.env, env.network_id, progress)
             done = await teardown_env(cloud, env.env, progress)
-        except OperationFailed as exc:
+        except CsdeployError as exc:
             item.result, item.reason = FAILED, str(exc).splitlines()[0]
             item.leftovers = await _left(cloud, env.env)
             await release_cloud_lock(cloud, env.network_id, value)

@@ -23,6 +23,7 @@ from cloudstack_deploy.lab.simulator.server import ThreadedSimulator
 from cloudstack_deploy.progress import Recorder
 from cloudstack_deploy.provision.run import CreateOptions, CreateResult, create_env
 from cloudstack_deploy.state import EnvState
+from tests.dns.conftest import dns_zone, pdns  # noqa: F401  (fixtures: a real PowerDNS for DNS tests)
 from tests.support.cli import REPO, cli, cli_argv
 from tests.support.cloud import CloudView
 from tests.support.sim import KEY, SECRET, cs_client, make_config
