@@ -19,7 +19,7 @@ import contextlib
 import os
 import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +28,7 @@ from .blueprint import Blueprint, load_blueprint
 from .cloud import Cloud, CloudConfig, read_cloud_config
 from .cloud.client import DEFAULT_IN_FLIGHT
 from .cloud.config import registry_push_map
-from .envctx import EnvContext, load_context, remember_blueprint
+from .envctx import EnvContext, load_context, recall_blueprint, remember_blueprint
 from .errors import CsdeployError, InvalidInput, OperationFailed
 from .inventory import Inventory
 from .log import register_secrets
@@ -46,7 +46,7 @@ from .rollout import ops, runs
 from .rollout.deploy import Rollout, RolloutOptions, RolloutResult
 from .rollout.history import DeployRecord
 from .rollout.strategy import parse_canary
-from .secrets import load_secrets, read_dotenv
+from .secrets import Secrets, load_secrets, read_dotenv
 from .state import EnvState
 from .store import Journal, check_reachable, records, store_url
 from .store.db import Store
@@ -74,17 +74,49 @@ def _config() -> CloudConfig:
 
 def load_secrets_for(bp: Blueprint, config: CloudConfig | None = None) -> dict[str, str]:
     """The blueprint's secret values: the environment, then the cloud profile's secrets file (the
-    lab's), then the blueprint's ``secrets_file``. Every value is registered for redaction."""
+    lab's), then the blueprint's ``secrets_file``, then its ``secrets_source`` (a vault's CLI).
+    Every value is registered for redaction."""
+    return dict(_load_secrets(bp, config)[0])
+
+
+def _load_secrets(bp: Blueprint, config: CloudConfig | None = None) -> tuple[Secrets, Path | None]:
     environ: dict[str, str] = dict(os.environ)
     try:
         config = config or _config()
     except CsdeployError:
         config = None
+    profile = None
     if config is not None and config.secrets_file is not None and config.secrets_file.is_file():
+        profile = config.secrets_file
         environ = {**read_dotenv(config.secrets_file), **environ}
     secrets = load_secrets(bp, environ=environ)
     register_secrets(secrets.values_for_redaction())
-    return dict(secrets)
+    return secrets, profile
+
+
+@dataclass(frozen=True)
+class SecretSource:
+    """One secret for `csdeploy secrets print`: its name, where its value came from, the value."""
+
+    name: str
+    source: str
+    value: str = field(repr=False)
+
+
+def secret_sources(env: str | None, blueprint: str | None = None) -> list[SecretSource]:
+    """Every secret the blueprint (``blueprint``, else the one ``env`` was deployed from)
+    declares, with where its value came from; fetched as a deploy would (the vault included)."""
+    if blueprint is None and env is None:
+        raise InvalidInput("name the blueprint: --env NAME or --blueprint FILE")
+    bp = load_blueprint(blueprint) if blueprint is not None else recall_blueprint(EnvState(str(env)), None, ())
+    secrets, profile = _load_secrets(bp)
+    out = []
+    for name in bp.secrets:
+        source = secrets.source_of(name)
+        if source == "environment" and not os.environ.get(name) and profile is not None:
+            source = f"{profile} (the cloud profile's secrets file)"
+        out.append(SecretSource(name, source, secrets[name]))
+    return out
 
 
 def _silent(progress: Progress | None) -> Progress:
@@ -493,6 +525,6 @@ __all__ = [
     "CreateEnvOutcome", "CreateOptions", "accessory_reboot", "build",
     "build_and_deploy", "create_env", "default_version", "deploy", "environments", "exec_", "export_kamal_config",
     "finish_canary",
-    "history", "init_blueprint", "load_secrets_for", "logs", "nightly", "plan", "proxy_reboot", "reap", "recorded",
+    "history", "init_blueprint", "load_secrets_for", "secret_sources", "logs", "nightly", "plan", "proxy_reboot", "reap", "recorded",
     "rollback", "status", "teardown", "template_fields",
 ]
