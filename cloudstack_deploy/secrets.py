@@ -140,7 +140,8 @@ def load_secrets(
     missing = tuple(name for name in blueprint.secrets if name not in values)
     source = blueprint.secrets_source
     if missing and source is not None:  # the vault last: only for what is set nowhere else
-        fetched = vaults.fetch(source, missing, environ=environ, hide=blueprint.secrets)
+        fetched = vaults.fetch(source, missing, environ=environ, hide=blueprint.secrets,
+                               dotenv=lambda lines, where: parse_dotenv(lines, where=where))
         register_derived(fetched.values())
         for name in missing:
             values[name], sources[name] = fetched[name], vaults.describe(source, name)

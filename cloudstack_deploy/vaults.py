@@ -24,15 +24,9 @@ from .errors import InvalidInput, OperationFailed
 from .log import redact, terminal_safe
 
 ADAPTERS = VAULT_ADAPTERS
+#: Reads dotenv lines (and says where they came from in its errors): `secrets.parse_dotenv`.
+DotenvParser = Callable[[Sequence[str], str], dict[str, str]]
 DEFAULT_TIMEOUT = 30.0
-
-
-class VaultMissing(InvalidInput):
-    """The adapter's CLI is not installed, or the vault has no such secret (exit 2)."""
-
-
-class VaultFailed(OperationFailed):
-    """The vault's CLI failed or timed out (exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -60,18 +54,20 @@ def describe(source: SecretsSource, name: str) -> str:
 
 
 def fetch(source: SecretsSource, names: Sequence[str], *, environ: Mapping[str, str] | None = None,
-          timeout: float | None = None, hide: Sequence[str] = ()) -> dict[str, str]:
+          timeout: float | None = None, hide: Sequence[str] = (), dotenv: DotenvParser | None = None,
+          ) -> dict[str, str]:
     """The values of ``names`` from ``source``'s vault: every CLI run once, with a timeout.
 
-    Raises VaultMissing (exit 2) when the CLI is not on PATH or a secret is not in the vault,
-    VaultFailed (exit 1) when the CLI fails or times out; both name the secret and the adapter.
+    Raises InvalidInput (exit 2) when the CLI is not on PATH or a secret is not in the vault,
+    OperationFailed (exit 1) when the CLI fails or times out; both name the secret and the adapter.
     The CLI inherits ``environ`` (its login: tokens, sessions, profiles) without the names in
     ``hide`` (the blueprint's other secrets: the vault's CLI has no business with them).
+    ``dotenv`` reads the `command` adapter's dotenv output (`secrets.parse_dotenv`).
     """
     if not names:
         return {}
     env = {k: v for k, v in (os.environ if environ is None else environ).items() if k not in hide}
-    calls = plan(source, names)
+    calls = plan(source, names, dotenv=dotenv)
     wait = timeout if timeout is not None else source.timeout or DEFAULT_TIMEOUT
     values: dict[str, str] = {}
     for call in calls:
@@ -82,31 +78,31 @@ def fetch(source: SecretsSource, names: Sequence[str], *, environ: Mapping[str, 
         first = next(iter(call.keys))
         program = shutil.which(call.argv[0], path=env.get("PATH"))
         if program is None:
-            raise VaultMissing(f"secret {first}: adapter {source.adapter} needs the `{call.argv[0]}` command, "
+            raise InvalidInput(f"secret {first}: adapter {source.adapter} needs the `{call.argv[0]}` command, "
                                "which is not on PATH",
                                hint=f"install it, or set {first} in the environment or the secrets file")
         try:
             done = subprocess.run([program, *call.argv[1:]], stdin=subprocess.DEVNULL, capture_output=True,
                                   text=True, timeout=wait, env={**env, **call.env})
         except subprocess.TimeoutExpired:
-            raise VaultFailed(f"secret {first}: adapter {source.adapter}: `{call.argv[0]}` did not answer in "
+            raise OperationFailed(f"secret {first}: adapter {source.adapter}: `{call.argv[0]}` did not answer in "
                               f"{wait:g} s", hint="is the vault reachable, and are you logged in?") from None
         except OSError as exc:
-            raise VaultFailed(f"secret {first}: adapter {source.adapter}: cannot run `{call.argv[0]}`: "
+            raise OperationFailed(f"secret {first}: adapter {source.adapter}: cannot run `{call.argv[0]}`: "
                               f"{exc.strerror or exc}") from None
         if done.returncode != 0:
-            raise VaultFailed(f"secret {first}: adapter {source.adapter}: `{' '.join(call.argv[:3])}` failed "
+            raise OperationFailed(f"secret {first}: adapter {source.adapter}: `{' '.join(call.argv[:3])}` failed "
                               f"(exit {done.returncode}){_why(done.stderr)}",
                               hint=_LOGIN_HINTS.get(source.adapter))
         try:
             found = call.parse(done.stdout)
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise VaultFailed(f"secret {first}: adapter {source.adapter}: `{call.argv[0]}` printed something "
+            raise OperationFailed(f"secret {first}: adapter {source.adapter}: `{call.argv[0]}` printed something "
                               "that is not what it should (expected its JSON output)") from None
         for name, key in call.keys.items():
             value = found.get(key)
             if not isinstance(value, str) or not value:
-                raise VaultMissing(f"secret {name}: adapter {source.adapter} has no value at "
+                raise InvalidInput(f"secret {name}: adapter {source.adapter} has no value at "
                                    f"{reference(source, name)}",
                                    hint="check `from`/`paths` in secrets_source, or the vault item")
             values[name] = value
@@ -143,12 +139,14 @@ def _why(stderr: str) -> str:
 
 # ---- the adapters: what to run, how to read it -----------------------------------------------
 
-def plan(source: SecretsSource, names: Sequence[str]) -> list[Call]:
+def plan(source: SecretsSource, names: Sequence[str], *, dotenv: DotenvParser | None = None) -> list[Call]:
     """The CLI runs that fetch ``names`` (pure: for tests and `--dry-run`)."""
     builder = _BUILDERS.get(source.adapter)
     if builder is None:
         raise InvalidInput(f"unknown secrets adapter {source.adapter!r}", hint="one of: " + ", ".join(ADAPTERS))
     refs = {name: reference(source, name) for name in names}
+    if source.adapter == "command":
+        return _command(source, refs, dotenv)
     return builder(source, refs)
 
 
@@ -309,13 +307,12 @@ def _vault(source: SecretsSource, refs: Mapping[str, str]) -> list[Call]:
     return calls
 
 
-def _command(source: SecretsSource, refs: Mapping[str, str]) -> list[Call]:
+def _command(source: SecretsSource, refs: Mapping[str, str], dotenv: DotenvParser | None = None) -> list[Call]:
     def parse(stdout: str) -> dict[str, str]:
         text = stdout.strip()
-        if text.startswith("{"):
+        if text.startswith("{") or dotenv is None:
             return {str(k): v for k, v in json.loads(text).items() if isinstance(v, str)}
-        from .secrets import parse_dotenv
-        return parse_dotenv(stdout.splitlines(), where="the secrets command's output")
+        return dotenv(stdout.splitlines(), "the secrets command's output")
 
     keys = dict(refs)
     return [Call(list(source.command), keys, parse, env={"CSDEPLOY_SECRET_NAMES": " ".join(keys.values())})]

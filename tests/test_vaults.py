@@ -18,7 +18,7 @@ import pytest
 
 from cloudstack_deploy import vaults
 from cloudstack_deploy.blueprint import Blueprint, load_blueprint
-from cloudstack_deploy.errors import InvalidInput
+from cloudstack_deploy.errors import InvalidInput, OperationFailed
 from cloudstack_deploy.log import clear_secrets, configure_logging, get_logger
 from cloudstack_deploy.rollout.contract import role_env
 from cloudstack_deploy.secrets import SecretsError, load_secrets
@@ -225,7 +225,7 @@ def test_the_vault_is_asked_only_for_what_is_set_nowhere_else_and_once(tmp_path:
 def test_a_failing_vault_cli_names_the_secret_and_adapter_not_the_output(tmp_path: Path) -> None:
     environ = fake_cli(tmp_path, "op", [("item get", f"partial {DB}", 1)])
     bp = make_bp(tmp_path, "secrets_source: {adapter: 1password, from: Prod/App}\n")
-    with pytest.raises(vaults.VaultFailed) as err:
+    with pytest.raises(OperationFailed) as err:
         load_secrets(bp, environ=environ)
     text = str(err.value)
     assert err.value.exit_code == 1 and "\n" not in text
@@ -235,7 +235,7 @@ def test_a_failing_vault_cli_names_the_secret_and_adapter_not_the_output(tmp_pat
 
 def test_a_missing_cli_is_exit_2_naming_the_secret_and_the_command(tmp_path: Path) -> None:
     bp = make_bp(tmp_path, "secrets_source: {adapter: doppler, from: app/prd}\n")
-    with pytest.raises(vaults.VaultMissing) as err:
+    with pytest.raises(InvalidInput) as err:
         load_secrets(bp, environ={"PATH": str(tmp_path), "REGISTRY_PASSWORD": "reg-env-pw-55"})
     assert err.value.exit_code == 2
     assert str(err.value) == ("secret DB_PASSWORD: adapter doppler needs the `doppler` command, "
@@ -255,7 +255,7 @@ def test_a_vault_cli_that_hangs_times_out(tmp_path: Path) -> None:
     (bindir / "lpass").write_text("#!/bin/sh\nexec sleep 30\n")
     (bindir / "lpass").chmod(0o755)
     bp = make_bp(tmp_path, "secrets_source: {adapter: lastpass, timeout: 0.5}\n")
-    with pytest.raises(vaults.VaultFailed, match="secret DB_PASSWORD: adapter lastpass: `lpass` did not answer"):
+    with pytest.raises(OperationFailed, match="secret DB_PASSWORD: adapter lastpass: `lpass` did not answer"):
         load_secrets(bp, environ={"PATH": f"{bindir}:/usr/bin:/bin", "REGISTRY_PASSWORD": "reg-env-pw-55"})
 
 
