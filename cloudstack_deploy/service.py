@@ -42,7 +42,7 @@ from .provision.reap import reap as reap_envs
 from .provision.run import CreateOptions, CreateResult, join_deferred, plan_env
 from .provision.run import create_env as provision_env
 from .provision.teardown import TeardownResult, teardown_env
-from .rollout import ops, runs
+from .rollout import lease, ops, runs
 from .rollout.deploy import Rollout, RolloutOptions, RolloutResult
 from .rollout.history import DeployRecord
 from .rollout.strategy import parse_canary
@@ -129,17 +129,27 @@ def _journal(progress: Progress | None) -> Journal:
 
 
 @contextlib.asynccontextmanager
-async def _cloud_lock(env: str, break_lock: bool, progress: Progress | None) -> AsyncIterator[
-        asyncio.Future[None]]:
+async def _cloud_lock(env: str, break_lock: bool, progress: Progress | None, *, take_over: bool = True
+                      ) -> AsyncIterator[asyncio.Future[None]]:
     """The environment's cloud lock around a rollout: yields the gate to await before any
-    change (see `provision.cloudlock.rollout_lock`)."""
+    change (see `provision.cloudlock.rollout_lock`). ``take_over``: the gate is awaited after
+    the deploy lock, so a cloud lock of a run whose deploy lock was taken over goes too."""
     try:
         config: CloudConfig | None = _config()
     except InvalidInput:
         config = None
     warn = (lambda text: progress.note(text, level="warning")) if progress else (lambda text: None)
-    async with rollout_lock(config, env, break_lock=break_lock, warn=warn) as gate:
-        yield gate
+    take_overs = lease.TakeOvers()  # a run whose deploy lock the rollout takes over: its cloud lock too
+    reset = lease.TAKE_OVERS.set(take_overs)
+    try:
+        async with rollout_lock(config, env, break_lock=break_lock, warn=warn,
+                                dead=take_overs.dead if take_over else None) as gate:
+            try:
+                yield gate
+            finally:
+                take_overs.settle()  # a rollout that never reached its lock: nothing to wait for
+    finally:
+        lease.TAKE_OVERS.reset(reset)
 
 
 # ---- provisioning ---------------------------------------------------------------------------------
@@ -436,7 +446,7 @@ async def proxy_reboot(env: str, *, blueprint: str | None = None) -> list[str]:
 async def accessory_reboot(env: str, name: str, *, blueprint: str | None = None,
                            progress: Progress | None = None) -> RolloutResult:
     ctx = await context(env, blueprint)
-    async with _cloud_lock(env, False, progress) as gate:
+    async with _cloud_lock(env, False, progress, take_over=False) as gate:  # awaited before its lock
         await gate
         return await ops.accessory_reboot(_rollout(ctx, load_secrets_for(ctx.bp), progress), name)
 

@@ -87,6 +87,7 @@ class Rollout:
         self.outcome = AppOutcome()
         self._renewal: lease.Renewal | None = None   # the deploy lock's lease, renewed while held
         self.deployment_id: str | None = None   # this run's row in the history store, if any
+        self._taken_over: lease.Holder | None = None  # the dead run whose deploy lock this one took
 
     def emit(self, resource: str, action: str, status: str, detail: str = "") -> None:
         self.progress.emit(Event(resource=resource, action=action, status=status, detail=detail, env=self.env))
@@ -156,6 +157,7 @@ class Rollout:
         script = self.lock_script(version, break_lock, canary_mode, take_over=holder.token)
         res = await conn.run(script.extend(facts), check=False, what="take over the deploy lock of a dead run")
         if res.exit_status == 0:
+            self._taken_over = holder
             me = f"{self._owner['user']}@{self._owner['host']}"
             self.progress.note(f"took over the deploy lock of {holder.who} on {conn.host.name}: {reason}",
                                level="warning")
@@ -272,6 +274,10 @@ class Rollout:
             if locked:
                 await self.unlock_quietly(pool, None)
             raise
+        finally:
+            take_overs = lease.TAKE_OVERS.get()
+            if lock is not None and take_overs is not None:  # the cloud lock waits for this
+                take_overs.settle(self._taken_over)
         return out
 
     # ---- 2. what each host needs ---------------------------------------------------------------

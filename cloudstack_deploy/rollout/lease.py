@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import getpass
 import json
 import os
@@ -142,6 +143,34 @@ def interrupted_record(holder: Holder, reason: str, by: str) -> DeployRecord:
     return DeployRecord(version=version, kind=kind, by=str(d.get("user", "?")), at=at, status=INTERRUPTED,
                         error=f"stopped while holding the deploy lock ({reason}); its lock was taken over "
                               f"by {by}")
+
+
+class TakeOvers:
+    """The holders whose deploy lock this command took over, for the environment's cloud lock:
+    a cloud lock held by the same dead run (same user, host and pid) is taken over too, from
+    any machine, instead of refusing the deploy that already proved its holder dead."""
+
+    def __init__(self) -> None:
+        self.holders: list[Holder] = []
+        self._settled = asyncio.Event()
+
+    def settle(self, taken: Holder | None = None) -> None:
+        """The deploy lock is decided (taken, refused, or never tried)."""
+        if taken is not None:
+            self.holders.append(taken)
+        self._settled.set()
+
+    async def dead(self, held: str, wait: float = 600.0) -> bool:
+        """Whether the cloud lock value ``held`` (``user@host pid N since T``) names a run whose
+        deploy lock was taken over; waits until the deploy lock is decided."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), wait)
+        return any(held.startswith(f"{h.data.get('user')}@{h.data.get('host')} pid {h.data.get('pid')} ")
+                   for h in self.holders if isinstance(h.data.get("pid"), int))
+
+
+#: The current command's take-overs (set around a rollout by `service`; None elsewhere).
+TAKE_OVERS: contextvars.ContextVar[TakeOvers | None] = contextvars.ContextVar("csdeploy_take_overs", default=None)
 
 
 class Renewal:
