@@ -306,3 +306,36 @@ def test_missing_secrets_without_a_source_still_say_where_csdeploy_looked(tmp_pa
     bp = make_bp(tmp_path, "")
     with pytest.raises(SecretsError, match="missing secrets: DB_PASSWORD, API_TOKEN"):
         load_secrets(bp, environ={"REGISTRY_PASSWORD": "reg-env-pw-55"})
+
+
+def test_secrets_print_reveals_values_on_a_terminal_only_when_asked(tmp_path: Path) -> None:
+    import pty
+
+    fields = [{"label": "DB_PASSWORD", "value": DB}, {"label": "API_TOKEN", "value": TOKEN}]
+    environ = fake_cli(tmp_path, "op", [("item get App", fields, 0)])
+    make_bp(tmp_path, "secrets_source: {adapter: 1password, from: Prod/App}\n")
+    env = {**os.environ, **environ, "PATH": environ["PATH"] + ":" + os.environ["PATH"],
+           "CSDEPLOY_HOME": str(tmp_path / "home")}
+    shown = {}
+    for extra in ((), ("--reveal",)):
+        primary, secondary = pty.openpty()
+        try:
+            done = subprocess.run([sys.executable, "-m", "cloudstack_deploy", "secrets", "print",
+                                   "--blueprint", str(tmp_path / "bp.yml"), *extra], env=env, stdout=secondary,
+                                  stderr=subprocess.PIPE, text=True, timeout=60)
+            os.close(secondary)
+            out = b""
+            while True:
+                try:
+                    chunk = os.read(primary, 4096)
+                except OSError:  # EIO: the terminal's other end is closed
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        finally:
+            os.close(primary)
+        assert done.returncode == 0, done.stderr
+        shown[extra] = out.decode()
+    assert DB not in shown[()] and TOKEN not in shown[()]
+    assert DB in shown[("--reveal",)] and TOKEN in shown[("--reveal",)]
