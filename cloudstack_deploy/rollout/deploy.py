@@ -17,6 +17,7 @@ The order of a whole run (checks, hooks, lock, canary, promote, abort) is in `ru
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -149,11 +150,31 @@ class Rollout:
     async def _take_over(self, conn: Connection, stdout: str, facts: Script) -> Result | None:
         """If the lock's holder is dead (`lease.why_dead`), take its lock over (with ``facts``
         read in the same round trip) and record its deploy as interrupted; None if it lives."""
-        holder = lease.Holder.parse(stdout)
-        reason = lease.why_dead(holder)
-        if reason is None or holder.token is None or not hasattr(self, "_lock_args"):
+        if not hasattr(self, "_lock_args"):
             return None
         version, break_lock, canary_mode = self._lock_args
+        holder = lease.Holder.parse(stdout)
+        reason = lease.why_dead(holder)
+        probed = False
+        for _ in range(4):  # a holder with a lease: is it still renewing? (a minute at most)
+            if reason is not None:
+                break
+            wait = lease.next_look(holder, probed=probed)
+            if wait is None:
+                return None
+            probed = True
+            self.progress.note(f"the deploy lock of {holder.who} on {conn.host.name} was last renewed "
+                               f"{holder.lease_age} s ago; looking again in {wait:.0f} s", level="warning")
+            await asyncio.sleep(wait)
+            again = host_cmds.lock(self.bp.service, json.dumps(self._owner), break_lock=False, canary=canary_mode)
+            res = await conn.run(again.extend(self._facts_script(conn.host, version)), check=False,
+                                 what="take the deploy lock")
+            if res.exit_status != host_cmds.LOCK_EXIT:
+                return res
+            holder = lease.Holder.parse(res.stdout)
+            reason = lease.why_dead(holder)
+        if reason is None or holder.token is None:
+            return None
         script = self.lock_script(version, break_lock, canary_mode, take_over=holder.token)
         res = await conn.run(script.extend(facts), check=False, what="take over the deploy lock of a dead run")
         if res.exit_status == 0:

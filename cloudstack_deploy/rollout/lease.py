@@ -40,6 +40,8 @@ RENEW_EVERY = 10.0
 LEASE = 45
 """Seconds without renewal after which a holder counts as dead (a few missed renewals: a
 slow host or a brief network outage does not lose the lock)."""
+RENEW_SLACK = 5
+"""Seconds a renewal may be late (a slow SSH round trip) before it counts as missed."""
 INTERRUPTED = "interrupted"
 _TOKEN_RE = re.compile(r"^[0-9a-f]{8,64}$")
 
@@ -131,6 +133,25 @@ def why_dead(holder: Holder, *, here: str | None = None,
     return None
 
 
+def next_look(holder: Holder, *, probed: bool) -> float | None:
+    """Seconds to wait before looking at a refused lock again, or None to give up (refuse).
+
+    A live holder renews every RENEW_EVERY seconds. A lease renewed within that (plus slack)
+    is looked at once more just after its next renewal was due (``probed`` after that): if
+    it was renewed, the holder lives and the deploy is refused; if not, the deploy waits for
+    the lease to run out and takes the lock over. A deploy started just after one was killed
+    thus proceeds within a minute, and one started beside a live deploy is refused within
+    RENEW_EVERY seconds. Holders without a lease (an older csdeploy) are not waited for.
+    """
+    lease = holder.data.get("lease")
+    if holder.token is None or not isinstance(lease, int) or holder.lease_age is None:
+        return None
+    due = RENEW_EVERY + RENEW_SLACK
+    if holder.lease_age <= due:
+        return None if probed else float(due - holder.lease_age + 1)
+    return float(max(lease - holder.lease_age + 1, 1))
+
+
 def interrupted_record(holder: Holder, reason: str, by: str) -> DeployRecord:
     """The history record of the deploy that died holding the lock."""
     d = holder.data
@@ -177,9 +198,9 @@ class Renewal:
     """Renew a held lock every RENEW_EVERY seconds on the primary's connection, until stopped."""
 
     def __init__(self, conn: Connection, service: str, token: str, progress: Progress,
-                 every: float = RENEW_EVERY) -> None:
+                 every: float | None = None) -> None:
         self._conn, self._service, self._token, self._progress = conn, service, token, progress
-        self._every = every
+        self._every = every if every is not None else RENEW_EVERY
         self._task: asyncio.Task[None] | None = None
         self.lost: str | None = None   # who took the lock over, if someone did
 

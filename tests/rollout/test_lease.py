@@ -139,6 +139,15 @@ def test_a_holder_of_an_older_csdeploy_is_left_to_its_ttl_and_break_lock() -> No
     assert hostile.token is None and lease.why_dead(hostile) is None
 
 
+def test_a_refused_holder_is_looked_at_again_only_while_it_may_be_dead() -> None:
+    due = lease.RENEW_EVERY + lease.RENEW_SLACK
+    assert lease.next_look(holder(2), probed=False) == due - 2 + 1   # once, after its next renewal
+    assert lease.next_look(holder(2), probed=True) is None           # it renewed since: alive
+    assert lease.next_look(holder(30), probed=True) == lease.LEASE - 30 + 1  # missed: until it runs out
+    old = lease.Holder({"user": "alice", "version": "v1", "since": 1}, 30)
+    assert lease.next_look(old, probed=False) is None                # an older csdeploy: no lease
+
+
 def test_the_interrupted_record_names_the_dead_deploy() -> None:
     record = lease.interrupted_record(holder(0, since=0), "its lease expired", "bob@laptop")
     assert (record.version, record.status, record.by, record.at) == ("v1", "interrupted", "alice",
@@ -191,7 +200,7 @@ async def take(r: Rollout, pool: LocalPool, version: str) -> None:
     await r.read_facts(pool, [r.inv.primary], version, lock=r.lock_script(version, False))  # type: ignore[arg-type]
 
 
-def test_a_deploy_takes_over_the_lock_of_a_killed_deploy_and_records_it_interrupted(tmp_path: Path) -> None:
+def test_a_deploy_takes_over_the_lock_of_a_killed_deploy_here_at_once(tmp_path: Path) -> None:
     async def scenario() -> tuple[Rollout, LocalPool]:
         first, pool = rollout(), LocalPool(tmp_path)
         await take(first, pool, "v1")
@@ -212,17 +221,53 @@ def test_a_deploy_takes_over_the_lock_of_a_killed_deploy_and_records_it_interrup
     assert [(r.version, r.status) for r in records] == [("v1", "interrupted")]
 
 
-def test_a_live_holder_is_still_refused(tmp_path: Path) -> None:
-    async def scenario() -> None:
+@pytest.fixture
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leases of seconds, not a minute: renewed every 0.5 s, a renewal late after 1 s more,
+    dead after 3 s (file times have one-second resolution)."""
+    monkeypatch.setattr(lease, "RENEW_EVERY", 0.5)
+    monkeypatch.setattr(lease, "RENEW_SLACK", 1)
+    monkeypatch.setattr(lease, "LEASE", 3)
+
+
+def test_a_live_holder_is_refused_after_one_look_at_its_renewal(tmp_path: Path, quick: None) -> None:
+    async def scenario() -> Rollout:
         first, pool = rollout(), LocalPool(tmp_path)
         await take(first, pool, "v1")
+        second = rollout()
         try:
             with pytest.raises(Locked, match="locked for deploys by .* deploying v1"):
-                await take(rollout(), pool, "v2")
+                await take(second, pool, "v2")
         finally:
             await first.unlock(pool, None)  # type: ignore[arg-type]
+        return second
 
-    asyncio.run(scenario())
+    started = time.monotonic()
+    second = asyncio.run(scenario())
+    assert time.monotonic() - started < 10
+    assert [text for _, text in second.progress.notes if "looking again" in text]  # type: ignore[attr-defined]
+
+
+def test_a_killed_holder_on_another_machine_is_taken_over_once_its_lease_runs_out(
+        tmp_path: Path, quick: None) -> None:
+    async def scenario() -> Rollout:
+        first, pool = rollout(), LocalPool(tmp_path)
+        await take(first, pool, "v1")
+        await first._renewal.stop()  # type: ignore[union-attr]  # killed
+        owner_file = tmp_path / ".csdeploy" / first.bp.service / "lock" / "owner.json"
+        owner_file.write_text(json.dumps({**json.loads(owner_file.read_text()), "machine": "another"}))
+        second = rollout()
+        await take(second, pool, "v2")  # no --break-lock
+        await second.unlock(pool, None)  # type: ignore[arg-type]
+        return second
+
+    started = time.monotonic()
+    second = asyncio.run(scenario())
+    assert 2 <= time.monotonic() - started < 15
+    took = [text for level, text in second.progress.notes if "took over" in text]  # type: ignore[attr-defined]
+    assert len(took) == 1 and "its lease was last renewed" in took[0]
+    records = history.parse(sh(history.read_script(second.bp.service), tmp_path).stdout)
+    assert [(r.version, r.status) for r in records] == [("v1", "interrupted")]
 
 
 def test_the_holder_renews_its_lease_until_it_unlocks_and_notices_a_take_over(tmp_path: Path) -> None:
