@@ -71,6 +71,7 @@ from .blueprint_schema import (
     PUBLIC_ACCESS_MODES,
     ROLE_NAME_MAX,
     SERVICE_NAME_MAX,
+    VAULT_ADAPTERS,
     Accessory,
     AccessoryVM,
     Blueprint,
@@ -86,6 +87,7 @@ from .blueprint_schema import (
     Registry,
     Role,
     RolloutSettings,
+    SecretsSource,
     SSHAccess,
     Watch,
     format_duration,
@@ -460,12 +462,47 @@ _HOOKS = _sub({"pre_deploy": check_str, "post_deploy": check_str, "timeout": che
 _BUILD = _sub({"context": check_str, "dockerfile": check_str, "args": check_clear_env,
                 "secrets": list_checker(_check_secret_ref), "target": check_str},
                lambda out: Build(**out))
+def _check_paths(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """`paths: {NAME: vault reference}`: where a secret is in the vault, when not `<from>/<NAME>`."""
+    if not isinstance(value, dict):
+        return ctx.type_error(path, "a mapping of secret names to vault references", value)
+    out: dict[str, str] = {}
+    for name, ref in value.items():
+        if check_secret_name(ctx, path + (name,), name) is not BAD and check_str(ctx, path + (name,), ref) is not BAD:
+            ctx.secret_refs.append((path + (name,), name))
+            out[name] = ref
+    return out if len(out) == len(value) else BAD
+
+
+def _build_source(out: dict[str, Any]) -> SecretsSource:
+    fields = {"from_" if key == "from" else key: val for key, val in out.items()}
+    return SecretsSource(**{"adapter": "", **fields})
+
+
+_SECRETS_SOURCE = _sub({"adapter": choice_checker(*VAULT_ADAPTERS), "account": check_str, "from": check_str,
+                        "paths": _check_paths, "command": check_cmd, "timeout": check_seconds},
+                       _build_source, required=["adapter"])
+
+
+def _check_secrets_source(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    source = _SECRETS_SOURCE(ctx, path, value)
+    if source is BAD:
+        return BAD
+    if source.adapter == "command" and not source.command:
+        ctx.add(path + ("command",), "the command adapter needs `command:` (it prints dotenv lines or a JSON object)")
+        return BAD
+    if source.command and source.adapter != "command":
+        ctx.add(path + ("command",), f"`command` is for the command adapter; adapter {source.adapter} runs its own CLI")
+        return BAD
+    return source
+
+
 _TOP_SPEC: dict[str, Checker] = {
     "service": name_checker(SERVICE_NAME_MAX), "image": image_checker(tag_allowed=False),
     "cloud": lambda c, p, v: v, "roles": lambda c, p, v: v, "accessories": lambda c, p, v: v,
     "registry": _REGISTRY, "env": _check_env, "secrets": list_checker(check_secret_name),
-    "secrets_file": check_str, "ttl": check_ttl, "retain_versions": check_retain,
-    "rollout": _ROLLOUT, "build": _BUILD, "hooks": _HOOKS, "dns": check_dns,
+    "secrets_file": check_str, "secrets_source": _check_secrets_source, "ttl": check_ttl,
+    "retain_versions": check_retain, "rollout": _ROLLOUT, "build": _BUILD, "hooks": _HOOKS, "dns": check_dns,
 }
 
 
@@ -498,7 +535,8 @@ def _blueprint(ctx: Ctx, tree: dict[str, Any], source: Path | None) -> Blueprint
         service=top.get("service", ""), image=top.get("image", ""),
         cloud=cloud or Cloud(zone="", template="", service_offering="", ssh=SSHAccess(allow_from=())),
         roles=roles, accessories=accessories, registry=top.get("registry"), env=env,
-        secrets=top.get("secrets", ()), secrets_file=top.get("secrets_file"), ttl=top.get("ttl"),
+        secrets=top.get("secrets", ()), secrets_file=top.get("secrets_file"),
+        secrets_source=top.get("secrets_source"), ttl=top.get("ttl"),
         retain_versions=top.get("retain_versions", 5), rollout=top.get("rollout") or RolloutSettings(),
         build=top.get("build"), hooks=top.get("hooks") or Hooks(), dns=top.get("dns"), source=source,
     )

@@ -427,6 +427,28 @@ class Build:
     target: str | None = None
 
 
+#: The adapters of `secrets_source` (Kamal's names, plus HashiCorp `vault` and `command`).
+VAULT_ADAPTERS = ("1password", "bitwarden", "bitwarden-sm", "lastpass", "aws_secrets_manager",
+                  "gcp_secret_manager", "doppler", "vault", "command")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecretsSource:
+    """Where secrets not in the environment or the secrets file come from: a vault, read with
+    its own CLI (Kamal's `kamal secrets fetch` adapters and words: `adapter`, `account`, `from`).
+
+    A secret NAME is looked up at `<from>/<NAME>`, or at its own reference in `paths`;
+    `command` (the `command` adapter) prints dotenv lines or a JSON object of NAME: value.
+    """
+
+    adapter: str
+    account: str | None = None
+    from_: str | None = None
+    paths: dict[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] = ()
+    timeout: float = 30.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class Blueprint:
     """A validated blueprint. Build one with `blueprint.load_blueprint`."""
@@ -440,6 +462,7 @@ class Blueprint:
     env: EnvSpec = field(default_factory=EnvSpec)
     secrets: tuple[str, ...] = ()
     secrets_file: str | None = None
+    secrets_source: SecretsSource | None = None
     ttl: timedelta | None = None
     retain_versions: int = 5
     rollout: RolloutSettings = field(default_factory=RolloutSettings)

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 
+from . import vaults
 from .blueprint_schema import Blueprint
 from .errors import InvalidInput
 from .log import register_secrets
@@ -61,7 +62,8 @@ class Secrets(Mapping[str, str]):
     __str__ = __repr__
 
     def source_of(self, name: str) -> str:
-        """Where a value came from (`environment` or the dotenv path), for diagnostics."""
+        """Where a value came from (`environment`, the dotenv path, or the vault adapter and
+        the secret's reference there), for diagnostics and `csdeploy secrets print`."""
         return self._sources.get(name, "unknown")
 
     def values_for_redaction(self) -> frozenset[str]:
@@ -117,7 +119,8 @@ def register_derived(values: Iterable[str]) -> None:
 def load_secrets(
     blueprint: Blueprint, environ: Mapping[str, str] = os.environ, dotenv_path: str | Path | None = None,
 ) -> Secrets:
-    """Values for every secret the blueprint declares: environment first, then the dotenv file.
+    """Values for every secret the blueprint declares: environment first, then the dotenv file,
+    then the blueprint's `secrets_source` (a vault's CLI, run once for everything still missing).
 
     `dotenv_path` replaces the blueprint's `secrets_file`. An empty value counts as missing
     (an empty password is a mistake far more often than a choice). Raises SecretsError
@@ -140,6 +143,14 @@ def load_secrets(
         elif from_file.get(name):
             values[name], sources[name] = from_file[name], str(path)
     missing = tuple(name for name in blueprint.secrets if name not in values)
+    source = blueprint.secrets_source
+    if missing and source is not None:  # the vault last: only for what is set nowhere else
+        fetched = vaults.fetch(source, missing, environ=environ, hide=blueprint.secrets,
+                               dotenv=lambda lines, where: parse_dotenv(lines, where=where))
+        register_derived(fetched.values())
+        for name in missing:
+            values[name], sources[name] = fetched[name], vaults.describe(source, name)
+        missing = ()
     if missing:
         looked = ["the environment"]
         if path is not None:
@@ -235,7 +246,6 @@ def read_dotenv(path: str | Path, *, real: Path | None = None) -> dict[str, str]
     single quotes (literal), double quotes (backslash escapes). No `$VAR` expansion: a value
     is exactly what is written, so a `$` in a password stays a `$`. ``real``: the checked
     real path to open (without following a symlink put there since); messages name ``path``."""
-    values: dict[str, str] = {}
     try:
         if real is None:
             text = Path(path).read_text(encoding="utf-8")
@@ -245,6 +255,12 @@ def read_dotenv(path: str | Path, *, real: Path | None = None) -> dict[str, str]
         lines = text.splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise SecretsError(f"cannot read secrets file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    return parse_dotenv(lines, where=str(path))
+
+
+def parse_dotenv(lines: Iterable[str], *, where: str) -> dict[str, str]:
+    """Dotenv lines (see `read_dotenv`) as a dict; errors name ``where`` and the line number."""
+    values: dict[str, str] = {}
     for number, line in enumerate(lines, start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
@@ -254,11 +270,11 @@ def read_dotenv(path: str | Path, *, real: Path | None = None) -> dict[str, str]
         key, eq, raw = stripped.partition("=")
         key = key.strip()
         if not eq or not _KEY_RE.fullmatch(key):
-            raise SecretsError(f"{path}:{number}: expected KEY=VALUE")  # the line may hold a secret
+            raise SecretsError(f"{where}:{number}: expected KEY=VALUE")  # the line may hold a secret
         try:
             values[key] = _dotenv_value(raw.strip())
         except ValueError as exc:
-            raise SecretsError(f"{path}:{number}: {key}: {exc}") from None
+            raise SecretsError(f"{where}:{number}: {key}: {exc}") from None
     return values
 
 

@@ -19,7 +19,7 @@ import contextlib
 import os
 import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +28,7 @@ from .blueprint import Blueprint, load_blueprint
 from .cloud import Cloud, CloudConfig, read_cloud_config
 from .cloud.client import DEFAULT_IN_FLIGHT
 from .cloud.config import registry_push_map
-from .envctx import EnvContext, load_context, remember_blueprint
+from .envctx import EnvContext, load_context, recall_blueprint, remember_blueprint
 from .errors import CsdeployError, InvalidInput, OperationFailed
 from .inventory import Inventory
 from .log import register_secrets
@@ -42,11 +42,11 @@ from .provision.reap import reap as reap_envs
 from .provision.run import CreateOptions, CreateResult, join_deferred, plan_env
 from .provision.run import create_env as provision_env
 from .provision.teardown import TeardownResult, teardown_env
-from .rollout import ops, runs
+from .rollout import lease, ops, runs
 from .rollout.deploy import Rollout, RolloutOptions, RolloutResult
 from .rollout.history import DeployRecord
 from .rollout.strategy import parse_canary
-from .secrets import load_secrets, read_dotenv
+from .secrets import Secrets, load_secrets, read_dotenv
 from .state import EnvState
 from .store import Journal, check_reachable, records, store_url
 from .store.db import Store
@@ -76,17 +76,49 @@ def _config() -> CloudConfig:
 
 def load_secrets_for(bp: Blueprint, config: CloudConfig | None = None) -> dict[str, str]:
     """The blueprint's secret values: the environment, then the cloud profile's secrets file (the
-    lab's), then the blueprint's ``secrets_file``. Every value is registered for redaction."""
+    lab's), then the blueprint's ``secrets_file``, then its ``secrets_source`` (a vault's CLI).
+    Every value is registered for redaction."""
+    return dict(_load_secrets(bp, config)[0])
+
+
+def _load_secrets(bp: Blueprint, config: CloudConfig | None = None) -> tuple[Secrets, Path | None]:
     environ: dict[str, str] = dict(os.environ)
     try:
         config = config or _config()
     except CsdeployError:
         config = None
+    profile = None
     if config is not None and config.secrets_file is not None and config.secrets_file.is_file():
+        profile = config.secrets_file
         environ = {**read_dotenv(config.secrets_file), **environ}
     secrets = load_secrets(bp, environ=environ)
     register_secrets(secrets.values_for_redaction())
-    return dict(secrets)
+    return secrets, profile
+
+
+@dataclass(frozen=True)
+class SecretSource:
+    """One secret for `csdeploy secrets print`: its name, where its value came from, the value."""
+
+    name: str
+    source: str
+    value: str = field(repr=False)
+
+
+def secret_sources(env: str | None, blueprint: str | None = None) -> list[SecretSource]:
+    """Every secret the blueprint (``blueprint``, else the one ``env`` was deployed from)
+    declares, with where its value came from; fetched as a deploy would (the vault included)."""
+    if blueprint is None and env is None:
+        raise InvalidInput("name the blueprint: --env NAME or --blueprint FILE")
+    bp = load_blueprint(blueprint) if blueprint is not None else recall_blueprint(EnvState(str(env)), None, ())
+    secrets, profile = _load_secrets(bp)
+    out = []
+    for name in bp.secrets:
+        source = secrets.source_of(name)
+        if source == "environment" and not os.environ.get(name) and profile is not None:
+            source = f"{profile} (the cloud profile's secrets file)"
+        out.append(SecretSource(name, source, secrets[name]))
+    return out
 
 
 def _silent(progress: Progress | None) -> Progress:
@@ -99,17 +131,27 @@ def _journal(progress: Progress | None) -> Journal:
 
 
 @contextlib.asynccontextmanager
-async def _cloud_lock(env: str, break_lock: bool, progress: Progress | None) -> AsyncIterator[
-        asyncio.Future[None]]:
+async def _cloud_lock(env: str, break_lock: bool, progress: Progress | None, *, take_over: bool = True
+                      ) -> AsyncIterator[asyncio.Future[None]]:
     """The environment's cloud lock around a rollout: yields the gate to await before any
-    change (see `provision.cloudlock.rollout_lock`)."""
+    change (see `provision.cloudlock.rollout_lock`). ``take_over``: the gate is awaited after
+    the deploy lock, so a cloud lock of a run whose deploy lock was taken over goes too."""
     try:
         config: CloudConfig | None = _config()
     except InvalidInput:
         config = None
     warn = (lambda text: progress.note(text, level="warning")) if progress else (lambda text: None)
-    async with rollout_lock(config, env, break_lock=break_lock, warn=warn) as gate:
-        yield gate
+    take_overs = lease.TakeOvers()  # a run whose deploy lock the rollout takes over: its cloud lock too
+    reset = lease.TAKE_OVERS.set(take_overs)
+    try:
+        async with rollout_lock(config, env, break_lock=break_lock, warn=warn,
+                                dead=take_overs.dead if take_over else None) as gate:
+            try:
+                yield gate
+            finally:
+                take_overs.settle()  # a rollout that never reached its lock: nothing to wait for
+    finally:
+        lease.TAKE_OVERS.reset(reset)
 
 
 # ---- provisioning ---------------------------------------------------------------------------------
@@ -508,7 +550,7 @@ async def proxy_reboot(env: str, *, blueprint: str | None = None) -> list[str]:
 async def accessory_reboot(env: str, name: str, *, blueprint: str | None = None,
                            progress: Progress | None = None) -> RolloutResult:
     ctx = await context(env, blueprint)
-    async with _cloud_lock(env, False, progress) as gate:
+    async with _cloud_lock(env, False, progress, take_over=False) as gate:  # awaited before its lock
         await gate
         return await ops.accessory_reboot(_rollout(ctx, load_secrets_for(ctx.bp), progress), name)
 
@@ -598,6 +640,6 @@ __all__ = [
     "build_and_deploy", "create_env", "default_version", "deploy", "environments", "exec_", "export_kamal_config",
     "finish_canary",
     "history", "init_blueprint", "load_secrets_for", "logs", "nightly", "plan", "preview_down", "preview_up",
-    "proxy_reboot", "reap", "recorded",
+    "proxy_reboot", "reap", "recorded", "secret_sources",
     "rollback", "status", "teardown", "template_fields",
 ]

@@ -16,7 +16,7 @@ import contextlib
 import getpass
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -113,7 +113,8 @@ async def network_lock(cloud: Cloud, env: str) -> tuple[str | None, str | None]:
 
 @asynccontextmanager
 async def rollout_lock(config: CloudConfig | None, env: str, *, break_lock: bool,
-                       warn: Callable[[str], None]) -> AsyncIterator[asyncio.Future[None]]:
+                       warn: Callable[[str], None],
+                       dead: Callable[[str], Awaitable[bool]] | None = None) -> AsyncIterator[asyncio.Future[None]]:
     """Hold the environment's cloud lock around a rollout, so `reap` on any machine sees it.
 
     Yields a gate: the lock is taken in the background (a list call and a tag job) while the
@@ -121,6 +122,8 @@ async def rollout_lock(config: CloudConfig | None, env: str, *, break_lock: bool
     Another run's live lock makes the gate raise `Locked`; anything else that keeps the lock
     from being taken (no cloud configured, the cloud does not answer, no tagged network) is
     a warning and the rollout goes on without it. The lock is released on the way out.
+    ``dead`` judges a lock held from another machine: true when the rollout proved that run
+    dead (it took over the run's deploy lock on the primary host), and the lock is taken over.
     """
     unseen = "the rollout goes on, but `csdeploy reap` on other machines cannot see it running"
     if config is None:
@@ -140,10 +143,12 @@ async def rollout_lock(config: CloudConfig | None, env: str, *, break_lock: bool
             if nid is None:
                 warn(f"environment '{env}' has no tagged network in the cloud: {unseen}")
                 return
-            dead = await take_network_lock(cloud, env, nid, held, value, break_lock)
+            proven = bool(held and not break_lock and not holder_died_here(held) and dead is not None
+                          and await dead(held))
+            taken_over = await take_network_lock(cloud, env, nid, held, value, break_lock or proven)
             taken.append(nid)
-            if dead:
-                warn(f"took over the environment's cloud lock from {dead}")
+            if taken_over:
+                warn(f"took over the environment's cloud lock from {taken_over}")
         except Locked:
             raise
         except CsdeployError as exc:

@@ -17,9 +17,8 @@ The order of a whole run (checks, hooks, lock, canary, promote, abort) is in `ru
 
 from __future__ import annotations
 
-import getpass
+import asyncio
 import json
-import socket
 import time
 from dataclasses import dataclass, field
 
@@ -28,7 +27,7 @@ from ..errors import InvalidInput, Locked, OperationFailed
 from ..inventory import Host, Inventory
 from ..progress import Event, Progress
 from ..store import Journal
-from . import canary, history
+from . import canary, history, lease
 from .commands import facts as facts_cmds
 from .commands import host as host_cmds
 from .commands import proxy as proxy_cmds
@@ -43,7 +42,7 @@ from .contract import (
     role_env,
 )
 from .history import DeployRecord
-from .hosts import Connection, DryRun, HostError, Hosts
+from .hosts import Connection, DryRun, HostError, Hosts, Result
 from .records import AppOutcome, RolloutOptions, RolloutResult
 from .stages import (
     ACCESSORY_MARK,
@@ -87,6 +86,9 @@ class Rollout:
         self.certificates: dict[str, tuple[str, str]] = {}   # proxy role -> (certificate, key) PEM
         self.images: dict[str, str] = {}   # role -> image, where a rollback returns to what the history recorded
         self.outcome = AppOutcome()
+        self._renewal: lease.Renewal | None = None   # the deploy lock's lease, renewed while held
+        self.deployment_id: str | None = None   # this run's row in the history store, if any
+        self._taken_over: lease.Holder | None = None  # the dead run whose deploy lock this one took
 
     def emit(self, resource: str, action: str, status: str, detail: str = "") -> None:
         self.progress.emit(Event(resource=resource, action=action, status=status, detail=detail, env=self.env))
@@ -122,16 +124,19 @@ class Rollout:
         return chosen
 
     # ---- lock and history --------------------------------------------------------------------
-    def lock_script(self, version: str, break_lock: bool, canary: str = host_cmds.CANARY_REFUSE) -> Script:
-        owner = {"user": getpass.getuser(), "host": socket.gethostname(), "version": version,
-                 "since": int(time.time()), "ttl": int(self.bp.rollout.lock_ttl.total_seconds())}
-        return host_cmds.lock(self.bp.service, json.dumps(owner), break_lock=break_lock, canary=canary)
+    def lock_script(self, version: str, break_lock: bool, canary: str = host_cmds.CANARY_REFUSE,
+                    take_over: str | None = None) -> Script:
+        """The primary's lock script; remembered, so a dead holder's lock can be taken over."""
+        if take_over is None:
+            self._owner = lease.owner(version, int(self.bp.rollout.lock_ttl.total_seconds()), now=time.time())
+            if self.deployment_id:
+                self._owner["deployment"] = self.deployment_id
+            self._lock_args = (version, break_lock, canary)
+        return host_cmds.lock(self.bp.service, json.dumps(self._owner), break_lock=break_lock, canary=canary,
+                              take_over=take_over)
 
     def _refused(self, stdout: str) -> Locked:
-        try:
-            held = json.loads(stdout.strip().splitlines()[0] if stdout.strip() else "{}")
-        except json.JSONDecodeError:
-            held = {}
+        held = lease.Holder.parse(stdout).data
         since = held.get("since")
         age = time.time() - since if isinstance(since, int) else None
         stale = age is not None and age > held.get("ttl", self.bp.rollout.lock_ttl.total_seconds())
@@ -141,6 +146,53 @@ class Rollout:
                       + (" — the lock is STALE (older than its TTL)" if stale else ""), holder=who,
                       hint="re-run with --break-lock" + (" (the holder seems dead)" if stale
                                                          else " only if that deploy is no longer running"))
+
+    async def _take_over(self, conn: Connection, stdout: str, facts: Script) -> Result | None:
+        """If the lock's holder is dead (`lease.why_dead`), take its lock over (with ``facts``
+        read in the same round trip) and record its deploy as interrupted; None if it lives."""
+        if not hasattr(self, "_lock_args"):
+            return None
+        version, break_lock, canary_mode = self._lock_args
+        holder = lease.Holder.parse(stdout)
+        reason = lease.why_dead(holder)
+        probed = False
+        for _ in range(4):  # a holder with a lease: is it still renewing? (a minute at most)
+            if reason is not None:
+                break
+            wait = lease.next_look(holder, probed=probed)
+            if wait is None:
+                return None
+            probed = True
+            self.progress.note(f"the deploy lock of {holder.who} on {conn.host.name} was last renewed "
+                               f"{holder.lease_age} s ago; looking again in {wait:.0f} s", level="warning")
+            await asyncio.sleep(wait)
+            again = host_cmds.lock(self.bp.service, json.dumps(self._owner), break_lock=False, canary=canary_mode)
+            res = await conn.run(again.extend(self._facts_script(conn.host, version)), check=False,
+                                 what="take the deploy lock")
+            if res.exit_status != host_cmds.LOCK_EXIT:
+                return res
+            holder = lease.Holder.parse(res.stdout)
+            reason = lease.why_dead(holder)
+        if reason is None or holder.token is None:
+            return None
+        script = self.lock_script(version, break_lock, canary_mode, take_over=holder.token)
+        res = await conn.run(script.extend(facts), check=False, what="take over the deploy lock of a dead run")
+        if res.exit_status == 0:
+            self._taken_over = holder
+            me = f"{self._owner['user']}@{self._owner['host']}"
+            self.progress.note(f"took over the deploy lock of {holder.who} on {conn.host.name}: {reason}",
+                               level="warning")
+            record = lease.interrupted_record(holder, reason, me)
+            try:
+                await conn.run(host_cmds.record_interrupted(self.bp.service, record.to_json()),
+                               what="record the interrupted deploy")
+            except HostError as exc:
+                self.progress.note(f"could not record the interrupted deploy: {exc}", level="warning")
+            dead_row = holder.data.get("deployment")
+            if self.journal is not None and isinstance(dead_row, str):
+                await self.journal.deployment_finished(dead_row, ok=False, seconds=None, error=record.error,
+                                                       metadata={"interrupted": True, "taken_over_by": me})
+        return res
 
     def _lock_refused(self, code: int, stdout: str) -> Exception | None:
         if code == host_cmds.LOCK_EXIT:
@@ -153,9 +205,14 @@ class Rollout:
 
     async def unlock(self, pool: Hosts, record: DeployRecord | None, *, canary_json: str | None = None,
                      canary_done: bool = False) -> None:
+        renewal, self._renewal = self._renewal, None
+        if renewal is not None:
+            await renewal.stop()
+        owner = getattr(self, "_owner", None)
         conn = await pool.connect(self.inv.primary)
         await conn.run(host_cmds.unlock(self.bp.service, record.to_json() if record else None,
-                                        canary_json=canary_json, canary_done=canary_done),
+                                        canary_json=canary_json, canary_done=canary_done,
+                                        token=owner["id"] if owner else None),
                        what="release the deploy lock")
 
     async def unlock_quietly(self, pool: Hosts, record: DeployRecord | None, **canary_args: object) -> None:
@@ -217,11 +274,15 @@ class Rollout:
             script.extend(self._facts_script(conn.host, version))
             res = await conn.run(script, check=False, read_only=not takes_lock,
                                  what="read the host's state" + (" (and take the deploy lock)" if takes_lock else ""))
+            if takes_lock and res.exit_status == host_cmds.LOCK_EXIT:  # a dead holder's lease: take it over
+                res = await self._take_over(conn, res.stdout, self._facts_script(conn.host, version)) or res
             if takes_lock:
                 refused = self._lock_refused(res.exit_status, res.stdout)
                 if refused is not None:
                     raise refused
                 locked = res.exit_status == 0
+                if locked:
+                    self._renewal = lease.Renewal(conn, self.bp.service, self._owner["id"], self.progress).start()
             if res.exit_status != 0:
                 raise HostError(conn.host.name, "could not read the host's state", res.stderr or res.stdout)
             out[conn.host.name] = facts_cmds.parse(
@@ -234,6 +295,10 @@ class Rollout:
             if locked:
                 await self.unlock_quietly(pool, None)
             raise
+        finally:
+            take_overs = lease.TAKE_OVERS.get()
+            if lock is not None and take_overs is not None:  # the cloud lock waits for this
+                take_overs.settle(self._taken_over)
         return out
 
     # ---- 2. what each host needs ---------------------------------------------------------------

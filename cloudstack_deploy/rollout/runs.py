@@ -152,6 +152,7 @@ async def run(r: Rollout, opts: RolloutOptions, *, gate: Awaitable[None] | None 
     tracker = history.Tracker(r.journal, r.inv, r.bp.service, record)
     if paused is None:
         await tracker.pending()
+    r.deployment_id = tracker.id  # in the lock's owner: a run that takes over marks it interrupted
     canary_mode = host_cmds.CANARY_REQUIRE if paused is not None else host_cmds.CANARY_REFUSE
     state: canary.CanaryState | None = None
     async with r.pool(opts.concurrency) as pool:

@@ -10,12 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ...inventory import DISK_UNIT
-from .script import Script, succeeds
+from .script import Script, Var, empty, nonempty, succeeds
 
 LOCK_EXIT = 75          # EX_TEMPFAIL: the deploy lock is held by someone else
 DISK_EXIT = 68          # a data disk is not mounted
 CANARY_EXIT = 76        # a canary is paused: only --promote or --abort may run
 NO_CANARY_EXIT = 77     # --promote/--abort, but no canary is paused
+LOST_EXIT = 78          # the deploy lock is no longer ours: another run took it over
+
+#: The line after a refused lock's owner JSON: seconds since its lease was last renewed,
+#: measured by the host's own clock (so clock skew between machines does not matter).
+LEASE_AGE = "lease-age"
 
 #: What the deploy lock says about a paused canary: refuse to run while one is paused,
 #: require one (promote, abort), or not look (accessory reboots).
@@ -74,22 +79,49 @@ def canary_file(service: str) -> str:
     return f"{base_dir(service)}/canary.json"
 
 
-def lock(service: str, owner_json: str, *, break_lock: bool, canary: str = CANARY_REFUSE) -> Script:
+def lock_owner_file(service: str) -> str:
+    return f"{lock_dir(service)}/owner.json"
+
+
+def lock_renewed_file(service: str) -> str:
+    return f"{lock_dir(service)}/renewed"
+
+
+def holds(token: str) -> str:
+    """A `grep -F` pattern that matches the owner JSON of the holder whose id is ``token``."""
+    return f'"id": "{token}"'
+
+
+def lock(service: str, owner_json: str, *, break_lock: bool, canary: str = CANARY_REFUSE,
+         take_over: str | None = None) -> Script:
     """Take the deploy lock (atomic ``mkdir``); when held, print the holder and exit LOCK_EXIT.
 
-    With the lock taken, ``canary`` checks the paused canary: ``refuse`` prints it and exits
-    CANARY_EXIT when there is one, ``require`` exits NO_CANARY_EXIT when there is none; both
-    release the lock first.
+    The lock is a lease: its holder touches ``renewed`` every few seconds (`renew`). A refused
+    lock prints the owner JSON, then ``lease-age N``: seconds since the lease was last renewed
+    (or since the lock was written, for a holder that never renewed). ``take_over`` is the id of
+    a holder the caller found dead: the lock is taken from that holder, and from no one else,
+    by one run only (an atomic ``mkdir`` of ``taken-<id>`` inside the lock). With the lock
+    taken, ``canary`` checks the paused canary: ``refuse`` prints it and exits CANARY_EXIT when
+    there is one, ``require`` exits NO_CANARY_EXIT when there is none; both release the lock.
     """
     path = lock_dir(service)
+    owner, renewed = lock_owner_file(service), lock_renewed_file(service)
     s = Script().run(["mkdir", "-p", base_dir(service)])
     if break_lock:
         s.run(["rm", "-rf", path])
     with s.when(succeeds(["mkdir", path])):
-        s.write_file(f"{path}/owner.json", owner_json)
+        s.write_file(owner, owner_json)
+        s.run(["touch", renewed])
     with s.otherwise():
-        s.run(["cat", f"{path}/owner.json"], may_fail=True)
-        s.exit(LOCK_EXIT)
+        if take_over is None:
+            _refuse(s, service)
+        else:
+            with s.when(succeeds(["grep", "-qF", "-e", holds(take_over), owner])
+                        & succeeds(["mkdir", f"{path}/taken-{take_over}"])):
+                s.write_file(owner, owner_json)
+                s.run(["touch", renewed])
+            with s.otherwise():
+                _refuse(s, service)
     paused = succeeds(["test", "-f", canary_file(service)])
     if canary == CANARY_REFUSE:
         with s.when(paused):
@@ -103,11 +135,45 @@ def lock(service: str, owner_json: str, *, break_lock: bool, canary: str = CANAR
     return s
 
 
+def _refuse(s: Script, service: str) -> None:
+    """Print the holder and how long ago its lease was renewed, then exit LOCK_EXIT."""
+    now, seen = Var("lock_now"), Var("lock_seen")
+    s.run(["cat", lock_owner_file(service)], may_fail=True)
+    s.emit("")  # the owner file may lack its last newline
+    s.capture(now, ["date", "+%s"])
+    s.capture(seen, ["stat", "-c", "%Y", lock_renewed_file(service)])
+    with s.when(empty(seen)):
+        s.capture(seen, ["stat", "-c", "%Y", lock_owner_file(service)])
+    with s.when(empty(seen)):  # the holder died between mkdir and writing its owner file
+        s.capture(seen, ["stat", "-c", "%Y", lock_dir(service)])
+    with s.when(nonempty(now) & nonempty(seen)):
+        s.raw(f"printf '{LEASE_AGE} %s\\n' \"$((lock_now - lock_seen))\"")
+    s.exit(LOCK_EXIT)
+
+
+def renew(service: str, token: str) -> Script:
+    """Renew the lease of the lock held by ``token``; exit LOST_EXIT if it is not held by it
+    (another run took it over, or someone broke it)."""
+    s = Script()
+    with s.when(succeeds(["grep", "-qF", "-e", holds(token), lock_owner_file(service)])):
+        s.run(["touch", lock_renewed_file(service)])
+    with s.otherwise():
+        s.run(["cat", lock_owner_file(service)], may_fail=True)
+        s.exit(LOST_EXIT)
+    return s
+
+
+def record_interrupted(service: str, record_json: str) -> Script:
+    """Append the record of a deploy that died holding the lock to the history."""
+    return Script().run(["mkdir", "-p", base_dir(service)]).append_line(history_file(service), record_json)
+
+
 def unlock(service: str, record_json: str | None, *, canary_json: str | None = None,
-           canary_done: bool = False) -> Script:
+           canary_done: bool = False, token: str | None = None) -> Script:
     """Append the deploy record (one JSON line) to the history, then release the lock.
     ``canary_json``: a canary is now paused (written first); ``canary_done``: it was
-    promoted or aborted (its file goes)."""
+    promoted or aborted (its file goes). With ``token``, the lock is released only if that
+    holder still has it (a run taken over as dead must not release its successor's lock)."""
     s = Script().run(["mkdir", "-p", base_dir(service)])
     if canary_json is not None:
         s.write_file(canary_file(service), canary_json)
@@ -115,7 +181,12 @@ def unlock(service: str, record_json: str | None, *, canary_json: str | None = N
         s.run(["rm", "-f", canary_file(service)])
     if record_json is not None:
         s.append_line(history_file(service), record_json)
-    return s.run(["rm", "-rf", lock_dir(service)])
+    if token is None:
+        return s.run(["rm", "-rf", lock_dir(service)])
+    with s.when(succeeds(["grep", "-qF", "-e", holds(token), lock_owner_file(service)])
+                | ~succeeds(["test", "-e", lock_owner_file(service)])):
+        s.run(["rm", "-rf", lock_dir(service)])
+    return s
 
 
 def read_canary(service: str) -> Script:
