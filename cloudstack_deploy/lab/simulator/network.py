@@ -6,7 +6,17 @@ static NAT, a port-forwarding rule or an applied load-balancer rule (spread over
 as ``balancer.py`` says): so a deploy tool that forgets its firewall rule really cannot SSH in. Only the ``(address, port)`` pairs the rules open *and* a VM serves get a real
 listening socket; a removed rule closes it (new connections are refused). Every connection is
 re-checked against the current state when accepted (source CIDRs, VM Running), and then
-copied to the VM's guest (see ``guest.py``).
+copied to the VM's guest (see ``guest.py``). When the VM stops, its live connections are closed.
+
+One simulator per range: the public network claims its range when it starts (a UDP socket on
+the range's first address, which no VM gets, at :data:`CLAIM_PORT`) and binds every listener
+the saved state asks for; if another process holds either, typically the simulator of another
+lab on the same range, it refuses to start (:class:`PublicRangeInUse`) rather than leave
+traffic for its VMs to reach the other lab's.
+
+Connections are tracked here and closed explicitly, and every wait in ``stop()`` is bounded
+(``closing.py``), so the network behaves the same on Python 3.11, 3.12 and 3.13, whose
+``asyncio.Server`` close semantics differ.
 """
 
 from __future__ import annotations
@@ -15,10 +25,13 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Iterable, Iterator
+import socket
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from ...errors import OperationFailed
 from .balancer import MAX_ATTEMPTS, Balancer, applied_rules, live_members, rule_at
+from .closing import bounded
 from .engine import Simulator
 from .guest import Guest, GuestBackend, MemoryBackend, ports_in
 
@@ -33,8 +46,39 @@ ALL_PORTS = (1, 65535)
 #: How long a connection to a guest may take (the virtual router's HAProxy: timeout connect 5000).
 CONNECT_TIMEOUT = 5.0
 _COPY_CHUNK = 65536
+#: The UDP port of a range's claim (on the range's first address): above Linux's ephemeral
+#: ports (32768-60999), so no client socket ever takes it by chance.
+CLAIM_PORT = 61999
+#: How long ``stop()`` waits for a reconcile in progress (a guest starting or stopping).
+SETTLE_TIMEOUT = 30.0
+
+
+class PublicRangeInUse(OperationFailed):
+    """The public range, or an address of it, is held by another process: the simulator
+    does not start (traffic for its VMs could reach someone else's)."""
 
 Route = tuple[str, int]  # (vm id, private port)
+
+
+def claim_range(public_range: str) -> socket.socket:
+    """Hold ``public_range`` for this process: a UDP socket bound to its first address at
+    :data:`CLAIM_PORT` (no SO_REUSEADDR, so a second bind fails; the kernel frees it when the
+    process ends, however it ends). Raises :class:`PublicRangeInUse` if another holds it."""
+    net = ipaddress.ip_network(public_range, strict=False)
+    first = str(next(iter(net.hosts()), net.network_address))
+    family = socket.AF_INET6 if net.version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind((first, CLAIM_PORT))
+    except OSError as exc:
+        sock.close()
+        raise PublicRangeInUse(
+            f"the public range {public_range} is in use ({first} udp/{CLAIM_PORT}: "
+            f"{exc.strerror or exc}); another lab's simulator probably holds it: refusing to start",
+            hint=f"see who holds it: ss -lunp 'src {first}'; stop that lab "
+                 "(`csdeploy lab down` in its CSDEPLOY_HOME) or give this simulator another "
+                 "--public-range") from None
+    return sock
 
 
 # ---- the rules (pure functions of the state) ------------------------------------------------
@@ -218,37 +262,66 @@ class PublicNetwork:
         self.balancer = Balancer()
         self.servers: dict[tuple[str, int], asyncio.Server] = {}
         self._bind_failed: set[tuple[str, int]] = set()
-        self._conns: set[asyncio.Task[None]] = set()
+        #: Every live connection (its handler task) and the VM it reaches ("" until routed).
+        self._conns: dict[asyncio.Task[None], str] = {}
+        self._claim: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
         self._dirty = False
         self._running = False
 
     # -- lifecycle --
-    async def start(self) -> None:
+    async def start(self, claim: socket.socket | None = None) -> None:
+        """Claim the range (or take ``claim``, from :func:`claim_range`), start the Running
+        VMs' guests and open every listener the state asks for; raises
+        :class:`PublicRangeInUse`, with nothing left open, if the range or one of those
+        addresses is held by another process."""
+        self._claim = claim or claim_range(self.sim.settings.public_range)
         self._running = True
+        try:
+            await self._sync_guests()
+            await self._sync_listeners(strict=True)
+        except BaseException:
+            await self.stop()
+            raise
         self.sim.listeners.append(self.changed)
-        self.changed()
+        self.changed()  # whatever changed while starting
         await self.settled()
 
     async def stop(self) -> None:
+        """Close listeners and every live connection, stop the guests, release the range.
+        Each step is bounded (see ``closing.py``): a stop always ends."""
         self._running = False
         with contextlib.suppress(ValueError):
             self.sim.listeners.remove(self.changed)
-        await self.settled()
+        task = self._task
+        if task is not None and not task.done():
+            if not await bounded(asyncio.shield(task), "the public network's last reconcile",
+                                 SETTLE_TIMEOUT):
+                task.cancel()
+                await bounded(asyncio.gather(task, return_exceptions=True), "cancelling the reconcile")
         for server in self.servers.values():
-            server.close()
-        conns = list(self._conns)
-        for task in conns:
-            task.cancel()
-        await asyncio.gather(*conns, return_exceptions=True)
-        for server in self.servers.values():
-            await server.wait_closed()
+            server.close()  # no new connections (live ones stay open: dropped next)
+        await self._drop(lambda vm_id: True, "closing the public network's connections")
+        for (address, port), server in self.servers.items():
+            await bounded(server.wait_closed(), f"closing the listener on {address}:{port}")
         self.servers.clear()
         guests = list(self.guests.values())
         self.guests.clear()
         for guest in guests:
             await self._stop_guest(guest)
         await self.backend.close()
+        if self._claim is not None:
+            self._claim.close()
+            self._claim = None
+
+    async def _drop(self, which: Callable[[str], bool], what: str) -> None:
+        """Close the live connections whose VM ``which`` accepts, and wait (bounded) until
+        their handlers have closed both sides."""
+        tasks = [task for task, vm_id in self._conns.items() if which(vm_id)]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await bounded(asyncio.gather(*tasks, return_exceptions=True), f"{what} ({len(tasks)})")
 
     def changed(self) -> None:
         """A ``sim.listeners`` callback: schedule a reconcile (never blocks)."""
@@ -280,6 +353,9 @@ class PublicNetwork:
         running = {vm_id for vm_id, vm in self.sim.col("vms").items()
                    if vm.get("state") == "Running" and not vm.get("_removed")}
         for vm_id in [v for v in self.guests if v not in running]:
+            # Powered off: its connections end now, whatever the guest does (a stopped
+            # container's network namespace just vanishes, sending no reset).
+            await self._drop(lambda conn_vm, gone=vm_id: conn_vm == gone, f"VM {vm_id}: closing its connections")
             await self._stop_guest(self.guests.pop(vm_id))
         for vm_id in running - set(self.guests):
             guest = self.backend.create(self.sim.col("vms")[vm_id])
@@ -294,12 +370,15 @@ class PublicNetwork:
     @staticmethod
     async def _stop_guest(guest: Guest) -> None:
         try:
-            await guest.stop()
+            await bounded(guest.stop(), f"VM {guest.vm_id}: stopping its guest", SETTLE_TIMEOUT)
         except Exception as exc:
             log.warning("VM %s: guest failed to stop cleanly: %s", guest.vm_id, exc)
 
     # -- listeners --
-    async def _sync_listeners(self) -> None:
+    async def _sync_listeners(self, *, strict: bool = False) -> None:
+        """Open and close listeners to match the state. A listener that cannot be opened is a
+        warning while running (retried at the next change); at start (``strict``), where it
+        means another process holds the address, it is :class:`PublicRangeInUse`."""
         wanted = exposed(self.sim, self.backend)
         for key in [k for k in self.servers if k not in wanted]:
             self.servers.pop(key).close()  # new connections are refused; live ones finish
@@ -311,6 +390,13 @@ class PublicNetwork:
                     lambda r, w, a=address, p=port: self._accept(r, w, a, p), address, port,
                     reuse_address=True)
             except OSError as exc:
+                if strict:
+                    raise PublicRangeInUse(
+                        f"public address {address}:{port} cannot be opened ({exc.strerror or exc}); "
+                        f"another process, probably another lab's simulator on the range "
+                        f"{self.sim.settings.public_range}, holds it: refusing to start",
+                        hint=f"see who holds it: ss -ltnp 'src {address}'; stop that lab or give "
+                             "this simulator another --public-range") from None
                 if (address, port) not in self._bind_failed:
                     self._bind_failed.add((address, port))
                     log.warning("public %s:%s cannot be opened (%s); traffic to it will not "
@@ -324,9 +410,12 @@ class PublicNetwork:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       address: str, port: int) -> None:
         task = asyncio.current_task()
-        assert task is not None
-        self._conns.add(task)
+        if task is None or not self._running:  # accepted while stopping
+            writer.transport.abort()
+            return
+        self._conns[task] = ""
         upstream: asyncio.StreamWriter | None = None
+        dropped = False
         try:
             peer = writer.get_extra_info("peername") or ("?", 0)
             routes, why = route(self.sim, address, port, str(peer[0]), self.balancer)
@@ -334,6 +423,7 @@ class PublicNetwork:
             if connected is None:
                 return
             (up_reader, upstream), vm_id = connected
+            self._conns[task] = vm_id
             lb_key = (rule_at(self.sim, address, port), vm_id)
             self.balancer.open[lb_key] += 1
             try:
@@ -341,18 +431,22 @@ class PublicNetwork:
             finally:
                 self.balancer.open[lb_key] -= 1
         except asyncio.CancelledError:
-            # stop() cancels us; end quietly, since asyncio's stream server logs a handler task
-            # that ends cancelled as an error. We own this task: nobody awaits its cancellation.
-            pass
+            # stop() or a stopped VM cancels us (_drop): both sides are dropped at once. End
+            # quietly, since asyncio's stream server logs a handler task that ends cancelled
+            # as an error. We own this task: nobody else awaits its cancellation.
+            dropped = True
         finally:
-            for w in (writer, upstream):
-                if w is not None:
+            ends = [w for w in (writer, upstream) if w is not None]
+            for w in ends:
+                if dropped:
+                    w.transport.abort()
+                else:
                     w.close()
-            for w in (writer, upstream):
-                if w is not None:
-                    with contextlib.suppress(OSError, asyncio.CancelledError):
-                        await w.wait_closed()
-            self._conns.discard(task)
+            for w in ends if not dropped else ():
+                with contextlib.suppress(asyncio.CancelledError):
+                    if not await bounded(w.wait_closed(), f"closing a connection to {address}:{port}"):
+                        w.transport.abort()  # unsent data the peer does not read: drop it
+            self._conns.pop(task, None)
 
     async def _connect(self, routes: list[Route], address: str, port: int, source: str, why: str
                        ) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], str] | None:
