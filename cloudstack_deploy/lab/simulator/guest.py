@@ -63,7 +63,7 @@ class GuestBackend(ABC):
     """
 
     #: True if a guest may serve any port (a real host): then a forwarded range of at most
-    #: ``network.MAX_RANGE_EXPOSED`` ports is exposed whole; wider ranges expose only
+    #: ``routes.MAX_RANGE_EXPOSED`` ports is exposed whole; wider ranges expose only
     #: :meth:`declared_ports`, so a 1-65535 rule does not open 65535 sockets.
     serves_all_ports: bool = False
 
