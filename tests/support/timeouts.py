@@ -31,22 +31,24 @@ _SETTINGS = pytest.StashKey[Any]()
 _ARMED = pytest.StashKey[bool]()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """:data:`LAB_TIMEOUT` for ``lab`` tests (marked by tests/conftest.py, which runs first)
     that carry no timeout mark of their own."""
+    if not config.pluginmanager.hasplugin("timeout"):
+        return  # pytest-timeout is not installed (`pip install -e .[test]` brings it)
     for item in items:
         if item.get_closest_marker("lab") and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(LAB_TIMEOUT))
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
     """Note the test's settings; pytest-timeout's own implementation then sets the timer."""
     item.stash[_SETTINGS] = settings
     item.stash[_ARMED] = True
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
     item.stash[_ARMED] = False
 
