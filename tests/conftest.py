@@ -6,6 +6,10 @@ forget it, and the ``docker_engine`` fixture.
 ``scripts/test --fast`` runs) is then the whole suite minus what needs Docker. Lab tests use
 a CSDEPLOY_HOME and a lab of their own (tests.support.lab), never the developer's; every
 other test runs with a CSDEPLOY_HOME of the run's own (``_csdeploy_home_of_the_run``).
+
+Every test has a time bound (pytest-timeout: pyproject's ``timeout`` for the fast tier, and
+``tests.support.timeouts.LAB_TIMEOUT`` for ``lab`` tests unless they carry a timeout mark of
+their own); a hang fails that test and the run goes on (see tests/support/timeouts.py).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.docker import docker_reason
+
+pytest_plugins = ["pytester", "tests.support.timeouts"]
 
 TESTS = Path(__file__).resolve().parent
 LAB_DIRS = frozenset({"lab", "e2e"})
@@ -30,7 +36,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         except ValueError:
             top = ""
         if top in LAB_DIRS or "docker_engine" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.lab)
+            item.add_marker(pytest.mark.lab)  # and tests.support.timeouts.LAB_TIMEOUT
 
 
 @pytest.fixture(scope="session")

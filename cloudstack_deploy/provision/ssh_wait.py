@@ -23,6 +23,8 @@ ProgressCallback = Callable[[str, str, str], None]
 
 BACKOFF_START = 0.2
 BACKOFF_MAX = 2.0
+#: How long closing a connection that logged in may take.
+CLOSE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -132,9 +134,12 @@ async def _wait_one(target: SSHTarget, outcome: _Outcome, *, client_key: asyncss
             except (OSError, TimeoutError, asyncssh.Error) as exc:
                 outcome.last_error = _explain(exc, target, connect_timeout)
             else:
-                conn.close()
-                await conn.wait_closed()
                 outcome.seconds = loop.time() - started
+                conn.close()
+                try:  # the login is what counted; a close the host never confirms is not awaited for ever
+                    await asyncio.wait_for(conn.wait_closed(), CLOSE_TIMEOUT)
+                except TimeoutError:
+                    conn.abort()
                 return
         pause = min(delay * random.uniform(0.75, 1.25), max(0.0, deadline - loop.time()))
         await asyncio.sleep(pause)

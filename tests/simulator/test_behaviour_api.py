@@ -225,6 +225,7 @@ def test_async_parameter_errors_fail_the_request_not_a_job(cs_raw: CloudStack) -
     assert cs_raw.listVirtualMachines() == {}
 
 
+@pytest.mark.simulator(job_seconds=30)  # still pending when listed, however slow the machine
 def test_list_async_jobs_filters_by_startdate(cs_raw: CloudStack) -> None:
     cat = catalog(cs_raw)
     net = network(cs_raw, cat)

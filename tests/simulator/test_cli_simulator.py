@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cs import CloudStack
@@ -36,13 +37,14 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 class Served:
-    """A simulator process; ``endpoint`` is parsed from what it prints."""
+    """A simulator process; ``endpoint`` is parsed from what it prints. Without ``ssh`` it
+    serves no public addresses (--no-ssh); ``public``: its public range (default: one of its own)."""
 
-    def __init__(self, tmp_path: Path, *args: str) -> None:
+    def __init__(self, tmp_path: Path, *args: str, ssh: bool = False, public: str | None = None) -> None:
         self.proc = subprocess.Popen(
-            _command("--port", "0", "--no-ssh", "--api-key", KEY, "--secret-key", SECRET,
-                     "--vm-boot-seconds", "0.05", "--job-seconds", "0.02", "--public-range", public_range(),
-                     *args),
+            _command("--port", "0", *([] if ssh else ["--no-ssh"]), "--api-key", KEY, "--secret-key", SECRET,
+                     "--vm-boot-seconds", "0.05", "--job-seconds", "0.02", "--public-range",
+                     public or public_range(), *args),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=_env(tmp_path))
         self.stdout: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -102,8 +104,8 @@ class Served:
 def served(tmp_path: Path):
     started: list[Served] = []
 
-    def start(*args: str) -> Served:
-        s = Served(tmp_path, *args)
+    def start(*args: str, **kw: Any) -> Served:
+        s = Served(tmp_path, *args, **kw)
         started.append(s)
         return s
 
@@ -194,3 +196,21 @@ def test_a_busy_port_fails_with_a_message(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot start the simulator" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_second_simulator_on_a_held_public_range_refuses_to_start(served, tmp_path: Path) -> None:
+    """Issue 20: it used to log `cannot be opened` per address and serve on, so traffic for
+    its VMs reached the other lab's VMs on the same addresses."""
+    held = public_range()
+    first = served(ssh=True, public=held)
+    second = subprocess.run(_command("--port", "0", "--public-range", held), capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path, env=_env(tmp_path))
+    assert second.returncode == 1, second.stderr
+    errors = [line for line in second.stderr.splitlines() if line.startswith("csdeploy: error:")]
+    assert len(errors) == 1, second.stderr
+    assert held in errors[0] and "another lab" in errors[0] and "refusing to start" in errors[0], errors
+    assert "Traceback" not in second.stderr
+    assert "listening on" not in second.stdout
+    assert first.client().listZones()["count"] == 1  # the first one serves on
+    code, err = first.stop()
+    assert code == 0, err

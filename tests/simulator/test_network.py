@@ -11,11 +11,19 @@ import gzip
 import logging
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncssh
 import pytest
 
-from cloudstack_deploy.lab.simulator.guest import NO_EXEC_STATUS, cloud_config, userdata_host_keys
+from cloudstack_deploy.lab.simulator.guest import (
+    NO_EXEC_STATUS,
+    Guest,
+    GuestBackend,
+    cloud_config,
+    userdata_host_keys,
+)
+from cloudstack_deploy.lab.simulator.network import PublicRangeInUse
 from tests.support.netlab import NetLab, cloud_config_userdata, first_bytes, listening, refused, ssh
 
 
@@ -207,6 +215,120 @@ async def test_bind_failure_is_a_warning(lab: NetLab, caplog: pytest.LogCaptureF
     await lab.settle()  # freed: the next reconcile takes it
     async with await ssh(blocked_ip["ipaddress"], 22, key):
         pass
+
+
+class _HeldOpen:
+    """A host's service that keeps its connections open whatever happens, as a docker VM's
+    sshd does when its container stops (the network namespace vanishes; no reset is sent)."""
+
+    def __init__(self) -> None:
+        self.writers: list[asyncio.StreamWriter] = []
+        self.port = 0
+
+    async def __aenter__(self) -> _HeldOpen:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.writers.append(writer)
+            writer.write(b"hello\n")
+            await writer.drain()
+
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self.writers:  # closed explicitly: Server.close() leaves them open (3.12+)
+            writer.transport.abort()
+        self.server.close()
+        await asyncio.wait_for(self.server.wait_closed(), 10)
+
+
+class _HostGuest(Guest):
+    """Like the docker backend's guest: it forwards to a real service and its stop does nothing."""
+
+    def __init__(self, vm_id: str, port: int) -> None:
+        super().__init__(vm_id)
+        self.port = port
+
+    def target(self, private_port: int) -> tuple[str, int] | None:
+        return ("127.0.0.1", self.port) if private_port == 22 else None
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+class _HostBackend(GuestBackend):
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def declared_ports(self, vm: dict[str, Any]) -> frozenset[int]:
+        return frozenset({22})
+
+    def create(self, vm: dict[str, Any]) -> Guest:
+        return _HostGuest(vm["id"], self.port)
+
+
+async def test_a_stopped_vm_loses_its_connections_even_if_its_host_keeps_them() -> None:
+    async with _HeldOpen() as host, NetLab(backend=lambda sim: _HostBackend(host.port)) as lab:
+        vm = lab.vm("web-1")
+        ip = lab.public_ip(vm)
+        lab.firewall(ip, 22)
+        await lab.settle()
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(ip["ipaddress"], 22), 10)
+        try:
+            assert await asyncio.wait_for(reader.readline(), 10) == b"hello\n"
+            vm["state"] = "Stopped"
+            await lab.settle()
+            try:
+                rest = await asyncio.wait_for(reader.read(), 10)  # EOF, not a hang
+            except ConnectionResetError:
+                rest = b""
+            assert rest == b""
+        finally:
+            writer.transport.abort()
+
+
+# ---- one simulator per range (issue 20) -------------------------------------------------------
+async def test_a_second_network_on_a_held_range_refuses_to_start() -> None:
+    """Two labs on one range would share addresses (both hand out .2 first): the second must
+    not start, or its users' traffic reaches the first lab's VMs."""
+    async with NetLab() as first:
+        _, ip, key = await _ssh_vm(first)
+        second = NetLab(public_range=first.public_range)
+        second.sim.add("vms", {"name": "other", "state": "Running"})
+        with pytest.raises(PublicRangeInUse) as refused_start:
+            await second.start()
+        message = str(refused_start.value)
+        assert first.public_range in message and "another lab" in message, message
+        assert "\n" not in message
+        assert second.network.servers == {} and second.network.guests == {}
+        async with await ssh(ip["ipaddress"], 22, key):  # the first lab serves on
+            pass
+    async with NetLab(public_range=first.public_range):  # released when the first stopped
+        pass
+
+
+async def test_an_address_the_state_opens_held_elsewhere_refuses_the_start() -> None:
+    lab = NetLab()
+    key = lab.keypair("kp")
+    ip = lab.public_ip(lab.vm("web-1", keypair="kp"))
+    lab.firewall(ip, 22)
+    prefix = ip["ipaddress"].rsplit(".", 1)[0] + "."
+    with socket.socket() as squatter:
+        squatter.bind((ip["ipaddress"], 22))
+        squatter.listen()
+        with pytest.raises(PublicRangeInUse, match=rf"{ip['ipaddress']}:22 cannot be opened"):
+            await lab.start()
+        assert listening(prefix) == {(ip["ipaddress"], 22)}  # the squatter's only
+        assert lab.network.guests == {}
+    await lab.start()  # nothing of the refused start is left over: the range is free again
+    try:
+        async with await ssh(ip["ipaddress"], 22, key):
+            pass
+    finally:
+        await lab.stop()
 
 
 # ---- lifecycle --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import asyncssh
 import yaml
 
 from cloudstack_deploy.lab.simulator.engine import Settings, Simulator
+from cloudstack_deploy.lab.simulator.guest import GuestBackend
 from cloudstack_deploy.lab.simulator.network import PublicNetwork
 
 from .sim import public_range as random_range
@@ -31,10 +33,11 @@ def cloud_config_userdata(config: dict[str, Any]) -> str:
 class NetLab:
     """A simulator plus its public network, with shortcuts to add cloud records."""
 
-    def __init__(self, public_range: str | None = None, state_file: Path | None = None) -> None:
+    def __init__(self, public_range: str | None = None, state_file: Path | None = None,
+                 backend: Callable[[Simulator], GuestBackend] | None = None) -> None:
         self.public_range = public_range or random_range()
         self.sim = Simulator(Settings(public_range=self.public_range), state_file)
-        self.network = PublicNetwork(self.sim)
+        self.network = PublicNetwork(self.sim, backend(self.sim) if backend else None)
 
     async def start(self) -> None:
         await self.network.start()

@@ -10,6 +10,7 @@ keys, but it runs no commands (a ``docker`` backend plugs in real hosts the same
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import email
@@ -22,6 +23,7 @@ from typing import Any
 import asyncssh
 import yaml
 
+from .closing import bounded
 from .engine import Simulator
 
 log = logging.getLogger("csdeploy.lab.simulator.guest")
@@ -61,7 +63,7 @@ class GuestBackend(ABC):
     """
 
     #: True if a guest may serve any port (a real host): then a forwarded range of at most
-    #: ``network.MAX_RANGE_EXPOSED`` ports is exposed whole; wider ranges expose only
+    #: ``routes.MAX_RANGE_EXPOSED`` ports is exposed whole; wider ranges expose only
     #: :meth:`declared_ports`, so a 1-65535 rule does not open 65535 sockets.
     serves_all_ports: bool = False
 
@@ -253,16 +255,23 @@ class MemoryGuest(Guest):
         log.debug("VM %s: memory guest sshd on 127.0.0.1:%s", self.name, self.port)
 
     async def stop(self) -> None:
+        """Stop listening, drop every session, then wait (bounded) for both to end.
+
+        The sessions are dropped before waiting for the listener: since Python 3.12 the
+        listener's ``wait_closed()`` waits for its connections, which ``close()`` leaves open.
+        """
         acceptor, self._acceptor, self.port = self._acceptor, None, None
         if acceptor is not None:
             acceptor.close()
-            await acceptor.wait_closed()
         conns = list(self.connections)
         self.connections.clear()
         for conn in conns:
             conn.abort()
-        for conn in conns:
-            await conn.wait_closed()
+        if conns:
+            await bounded(asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True),
+                          f"VM {self.vm_id}: closing {len(conns)} SSH session(s)")
+        if acceptor is not None:
+            await bounded(acceptor.wait_closed(), f"VM {self.vm_id}: closing its sshd")
 
 
 class MemoryBackend(GuestBackend):

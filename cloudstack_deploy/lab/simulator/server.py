@@ -154,25 +154,49 @@ class SimulatorServer:
         return app
 
     async def start(self) -> None:
-        if self.config.backend == "docker":  # before serving: the first start builds templates
-            from .docker_backend import DockerHost
+        """Claim the public range, start the backend and the public network, then serve.
 
-            self.sim.backend = DockerHost(self.sim, ephemeral=self.config.state_file is None,
-                                          progress=self.progress)
-            await self.sim.backend.start()
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        # a deep accept queue: a burst of a thousand clients connecting at once is queued, not reset
-        site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=1024)
-        await site.start()
+        The range comes first: a simulator whose range another lab holds stops there (see
+        ``network.claim_range``), before any slow work and with no port opened. If a later
+        step fails, what was started is stopped again before the error propagates.
+        """
+        claim = None
+        if self.config.ssh:
+            from .network import claim_range
+
+            claim = claim_range(self.sim.settings.public_range)
+        try:
+            if self.config.backend == "docker":  # before serving: the first start builds templates
+                from .docker_backend import DockerHost
+
+                self.sim.backend = DockerHost(self.sim, ephemeral=self.config.state_file is None,
+                                              progress=self.progress)
+                await self.sim.backend.start()
+            if self.config.ssh:
+                from .network import PublicNetwork
+
+                network = PublicNetwork(self.sim, self.sim.backend.guests())
+                held, claim = claim, None
+                await network.start(held)  # releases the claim itself if it fails
+                self.network = network
+            self._runner = web.AppRunner(self.app(), access_log=None)
+            await self._runner.setup()
+            # a deep accept queue: a burst of a thousand clients connecting at once is queued, not reset
+            site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=1024)
+            await site.start()
+        except BaseException:
+            if claim is not None:
+                claim.close()
+            if self.network is not None:
+                await self.network.stop()
+                self.network = None
+            if self._runner is not None:
+                await self._runner.cleanup()
+                self._runner = None
+            raise
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
         self.sim.resume_jobs()
-        if self.config.ssh:
-            from .network import PublicNetwork
-
-            self.network = PublicNetwork(self.sim, self.sim.backend.guests())
-            await self.network.start()
 
     async def stop(self) -> None:
         if self.network is not None:
