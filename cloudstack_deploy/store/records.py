@@ -19,6 +19,7 @@ is never read as interrupted.
 
 from __future__ import annotations
 
+import contextvars
 import getpass
 import json
 import os
@@ -44,6 +45,9 @@ RUN_STALE_AFTER = timedelta(hours=24)
 HISTORY_KINDS = ("deployments", "environments", "runs")   # what `csdeploy history --show` lists
 EVENTS = ("deploy_started", "deploy_completed", "deploy_failed", "rollback")
 ACTOR_VAR = "CSDEPLOY_ACTOR"
+#: Who acts in this task, when it is not this process's user: the team server sets it to the
+#: token's name around each job it runs (jobs run side by side, so not the environment variable).
+ACTING_AS: contextvars.ContextVar[str | None] = contextvars.ContextVar("csdeploy_acting_as", default=None)
 
 
 def now_text(when: datetime | None = None) -> str:
@@ -52,7 +56,11 @@ def now_text(when: datetime | None = None) -> str:
 
 
 def actor() -> str:
-    """Who is acting: ``$CSDEPLOY_ACTOR`` (e.g. a CI run's name), else ``user@host``."""
+    """Who is acting: the server's caller (`ACTING_AS`), ``$CSDEPLOY_ACTOR`` (e.g. a CI run's
+    name), else ``user@host``."""
+    acting = ACTING_AS.get()
+    if acting:
+        return acting[:200]
     given = os.environ.get(ACTOR_VAR, "").strip()
     if given:
         return given[:200]
