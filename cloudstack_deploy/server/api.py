@@ -285,7 +285,12 @@ async def cancel_job(request: web.Request) -> web.Response:
 async def job_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: each progress event as ``event: progress``/``note`` with its JSON,
     then ``event: end`` with the job once it has finished. ``Last-Event-ID`` resumes."""
-    job = await _job_or_404(request)
+    return await stream_job(request, await _job_or_404(request))
+
+
+async def stream_job(request: web.Request, job: queue.Job) -> web.StreamResponse:
+    """``job``'s events as server-sent events (read from the store: any server process can
+    stream a job that another one runs)."""
     try:
         after = int(request.headers.get("Last-Event-ID") or request.query.get("after") or 0)
     except ValueError:
