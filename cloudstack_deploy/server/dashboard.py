@@ -30,7 +30,7 @@ _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222}header{background:#234;color:#fff;padding:8px 16px;
 display:flex;gap:16px;align-items:center}header a{color:#fff}main{padding:16px}table{border-collapse:collapse;
 margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}form.inline{display:inline}
-.ok,.succeeded,.deployed{color:#070}.failed,.interrupted,.error{color:#b00}.running,.queued{color:#a60}
+.ok,.succeeded,.deployed,.done{color:#070}.failed,.interrupted,.error{color:#b00}.running,.queued{color:#a60}
 #events{font-family:monospace;white-space:pre-wrap;background:#f6f6f6;padding:8px;min-height:4em}
 .note{color:#555}label{margin-right:8px}
 """
