@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..errors import InvalidInput
@@ -22,13 +24,15 @@ def _store() -> object:
 @click.command()
 @click.option("--bind", default="127.0.0.1:8700", show_default=True, metavar="HOST:PORT",
               help="Where to listen. Put a TLS proxy in front of anything but loopback.")
+@click.option("--blueprints", default=None, type=click.Path(file_okay=False, exists=True), metavar="DIR",
+              help="Blueprints an admin may create environments from (by file name).")
 @click.option("--max-jobs", default=2, show_default=True, type=click.IntRange(1, 32),
               help="Jobs this process runs at once (other `serve` processes on the same store take the rest).")
 @click.option("--heartbeat", default=2.0, show_default=True, type=click.FloatRange(0.1, 60),
               help="Seconds between the heartbeats of this process's running jobs.")
 @click.option("--stale-after", default=30.0, show_default=True, type=click.FloatRange(1, 3600),
               help="A running job whose heartbeat is older than this many seconds is marked interrupted.")
-def serve(bind: str, max_jobs: int, heartbeat: float, stale_after: float) -> None:
+def serve(bind: str, blueprints: str | None, max_jobs: int, heartbeat: float, stale_after: float) -> None:
     """Serve the JSON API (/api/openapi.json) and the dashboard (/), and run queued jobs.
 
     Every request needs a token (`csdeploy token create`). Jobs are queued in the history
@@ -42,7 +46,7 @@ def serve(bind: str, max_jobs: int, heartbeat: float, stale_after: float) -> Non
     parse_bind(bind)
     store = _store()
     try:
-        run_server(store, bind=bind, max_jobs=max_jobs, heartbeat=heartbeat, stale_after=stale_after,
+        run_server(store, bind=bind, blueprints=Path(blueprints) if blueprints else None, max_jobs=max_jobs, heartbeat=heartbeat, stale_after=stale_after,
                    print_=click.echo)
     finally:
         store.close()  # type: ignore[attr-defined]

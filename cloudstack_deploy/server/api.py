@@ -37,6 +37,7 @@ STORE = web.AppKey("store", Any)
 TEST_JOBS = web.AppKey("test_jobs", bool)
 FAKE_DEPLOY = web.AppKey("fake_deploy", bool)
 WORKER = web.AppKey("worker", Any)
+BLUEPRINTS = web.AppKey("blueprints", Any)   # Path | None: where create's blueprints are
 PRINCIPAL: Any = web.RequestKey("principal", Principal) if hasattr(web, "RequestKey") else "csdeploy.principal"
 
 
@@ -150,6 +151,32 @@ async def show_environment(request: web.Request) -> web.Response:
     return _json(await environment_detail(env))
 
 
+async def create_environment(request: web.Request) -> web.Response:
+    """Queue create-env of ``env`` from ``blueprint``: a file name in the server's blueprint
+    directory (``serve --blueprints DIR``), never a path a caller chooses."""
+    body = await _body(request)
+    env = check_env(body.get("env"))
+    folder = request.app[BLUEPRINTS]
+    if folder is None:
+        raise InvalidInput("this server has no blueprint directory", hint="start it with --blueprints DIR")
+    name = body.get("blueprint")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\.ya?ml", name) \
+            or not (folder / name).is_file():
+        raise InvalidInput(f"blueprint {str(name)[:100]!r}: not a .yml file of the server's blueprint directory")
+    from ..blueprint import load_blueprint, parse_duration
+
+    load_blueprint(folder / name)   # bad blueprints are refused now, not in the job
+    params: dict[str, Any] = {"blueprint": name, "blueprint_path": str(folder / name),
+                              "version": check_version(body.get("version"), required=False)}
+    if body.get("ttl"):
+        try:
+            parse_duration(str(body["ttl"]))
+        except ValueError as exc:
+            raise InvalidInput(f"ttl: {exc}") from None
+        params["ttl"] = str(body["ttl"])
+    return await _enqueue(request, "create", env, params)
+
+
 async def teardown_environment(request: web.Request) -> web.Response:
     env = check_env(request.match_info["env"])
     return await _enqueue(request, "teardown", env, {})
@@ -226,7 +253,7 @@ async def start_deployment(request: web.Request) -> web.Response:
 
 async def _enqueue(request: web.Request, kind: str, env: str, params: dict[str, Any]) -> web.Response:
     who = principal(request)
-    allowed = who.may_change(env) and (kind != "teardown" or who.role == "admin") and \
+    allowed = who.may_change(env) and (kind not in ("create", "teardown") or who.role == "admin") and \
         (kind in queue.KINDS or request.app[TEST_JOBS])
     if not allowed:
         await audit(request, kind, env, "denied", params=params)
@@ -361,6 +388,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/whoami", whoami, "The caller's token: name, role, env prefix"),
     Route("GET", "/api/environments", list_environments, "Environments in the cloud (by their tags)"),
     Route("GET", "/api/environments/{env}", show_environment, "An environment's inventory and status", params=(_ENV,)),
+    Route("POST", "/api/environments", create_environment,
+          "Queue create-env from a blueprint of the server's directory, with an optional rollout (admin)",
+          role="admin", codes=(202, 400, 403),
+          body={"type": "object", "required": ["env", "blueprint"], "properties": {
+              "env": {"type": "string"}, "blueprint": {"type": "string", "description": "file name, e.g. demo.yml"},
+              "version": {"type": "string"}, "ttl": {"type": "string", "description": "e.g. 8h"}}}),
     Route("DELETE", "/api/environments/{env}", teardown_environment, "Queue a teardown (admin)", role="admin",
           params=(_ENV,), codes=(202, 403)),
     Route("GET", "/api/deployments", list_deployments, "Deployments in the history store, newest first",

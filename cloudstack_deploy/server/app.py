@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -62,12 +63,13 @@ def protect(route: api.Route) -> api.Handler:
 
 
 def make_app(store: Store, *, worker: Worker | None = None, test_jobs: bool = False,
-             fake_deploy: bool = False) -> web.Application:
+             fake_deploy: bool = False, blueprints: Path | None = None) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
     app[api.STORE] = store
     app[api.TEST_JOBS] = test_jobs
     app[api.FAKE_DEPLOY] = fake_deploy
     app[api.WORKER] = worker
+    app[api.BLUEPRINTS] = blueprints.resolve() if blueprints is not None else None
     for route in api.ROUTES:
         app.router.add_route(route.method, route.path, protect(route))
     from . import dashboard
@@ -95,7 +97,7 @@ def parse_bind(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def serve(store: Store, *, bind: str, max_jobs: int = 2, heartbeat: float = 2.0, stale_after: float = 30.0,
+def serve(store: Store, *, bind: str, blueprints: Path | None = None, max_jobs: int = 2, heartbeat: float = 2.0, stale_after: float = 30.0,
           poll: float = 0.5, print_: Any = print) -> None:
     """Run the server until interrupted (SIGINT/SIGTERM): the API, the dashboard and a worker."""
     from .worker import RUNNERS, run_fake_deploy
@@ -109,6 +111,6 @@ def serve(store: Store, *, bind: str, max_jobs: int = 2, heartbeat: float = 2.0,
         runners["deploy"] = runners["rollback"] = run_fake_deploy
     worker = Worker(store, kinds=kinds, max_jobs=max_jobs, heartbeat=heartbeat, stale_after=stale_after,
                     poll=poll, runners=runners)
-    app = make_app(store, worker=worker, test_jobs=test_jobs, fake_deploy=fake)
+    app = make_app(store, worker=worker, test_jobs=test_jobs, fake_deploy=fake, blueprints=blueprints)
     print_(redact(f"csdeploy serve: http://{host}:{port}/ (API: /api/openapi.json; store {store.url.display})"))
     web.run_app(app, host=host, port=port, print=None, access_log_format='%a "%r" %s %b %Tfs')

@@ -28,7 +28,7 @@ from ..store.records import now_text, process_gone
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINISHED = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
-KINDS = ("deploy", "rollback", "teardown")
+KINDS = ("create", "deploy", "rollback", "teardown")
 TEST_KINDS = ("sleep",)   # only when the server runs with CSDEPLOY_SERVER_TEST_JOBS=1 (tests)
 
 
@@ -189,6 +189,6 @@ def interrupt_stale(store: Store, stale_after: timedelta, now: datetime | None =
     for job_id in gone:
         with store.transaction() as execute:
             execute("UPDATE jobs SET status = 'interrupted', finished_at = :at, "
-                    "error = 'its worker stopped (no heartbeat)' WHERE id = :id AND status = 'running'",
+                    "error = 'its worker stopped (its process is gone, or its heartbeat is stale)' WHERE id = :id AND status = 'running'",
                     {"at": now_text(now), "id": job_id})
     return gone

@@ -85,6 +85,23 @@ async def run_rollback(job: queue.Job, progress: JobProgress) -> dict[str, Any]:
     return _result_of(await service.rollback(job.env, job.params.get("version") or None, progress=progress))
 
 
+async def run_create(job: queue.Job, progress: JobProgress) -> dict[str, Any]:
+    """create-env from a blueprint of the server's blueprint directory (checked when queued),
+    rolling out ``version`` when one is given."""
+    from .. import service
+    from ..blueprint import load_blueprint, parse_duration
+
+    p = job.params
+    bp = load_blueprint(p["blueprint_path"])
+    outcome = await service.create_env(bp, job.env, version=p.get("version") or None,
+                                       ttl=parse_duration(p["ttl"]) if p.get("ttl") else None,
+                                       skip_rollout=not p.get("version"), progress=progress,
+                                       blueprint_path=p["blueprint_path"])
+    inv = outcome.inventory
+    return {"hosts": [h.name for h in inv.hosts], "app_url": inv.app_url,
+            **({"rollout": _result_of(outcome.rollout)} if outcome.rollout else {})}
+
+
 async def run_teardown(job: queue.Job, progress: JobProgress) -> dict[str, Any]:
     from .. import service
 
@@ -135,7 +152,7 @@ async def run_fake_deploy(job: queue.Job, progress: JobProgress) -> dict[str, An
         journal.close()
 
 
-RUNNERS: dict[str, Runner] = {"deploy": run_deploy, "rollback": run_rollback, "teardown": run_teardown,
+RUNNERS: dict[str, Runner] = {"create": run_create, "deploy": run_deploy, "rollback": run_rollback, "teardown": run_teardown,
                               "sleep": run_sleep}
 
 

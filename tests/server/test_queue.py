@@ -109,3 +109,35 @@ def test_two_serve_processes_share_ten_jobs_on_one_postgresql(postgres, tmp_path
         spans.sort()
         for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
             assert end <= start, f"{env_name} ran two jobs at once: {json.dumps(spans)}"
+
+
+def test_a_serve_process_killed_mid_job_leaves_it_interrupted(tmp_path: Path) -> None:
+    """kill -9 of the worker's process: the next server marks its job interrupted (its pid is
+    gone from this machine) and runs the environment's next job."""
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    with _open(url) as store:
+        token = access.create_token(store, name="ci", role="deployer")[1]
+    env = {"CSDEPLOY_STATE_URL": url, "CSDEPLOY_SERVER_TEST_JOBS": "1", "CSDEPLOY_HOME": str(tmp_path / "home")}
+    auth = {"Authorization": f"Bearer {token}"}
+    with serve_process(env, tmp_path / "a.log", "--heartbeat", "0.2") as a:
+        long = requests.post(a.url + "/api/jobs", json={"env": "env-1", "params": {"seconds": 60, "steps": 60}},
+                             headers=auth, timeout=10).json()["job"]["id"]
+        deadline = time.monotonic() + 30
+        while requests.get(f"{a.url}/api/jobs/{long}", headers=auth, timeout=10).json()["job"]["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        a.proc.kill()
+        a.proc.wait(10)
+    with _open(url) as store:
+        assert queue.get(store, long).status == "running"     # nobody has looked yet
+        after = queue.enqueue(store, kind="sleep", env="env-1", params={"seconds": 0.1}, by="ci")
+    with serve_process(env, tmp_path / "b.log", "--heartbeat", "0.2") as b:
+        deadline = time.monotonic() + 30
+        while requests.get(f"{b.url}/api/jobs/{after.id}", headers=auth, timeout=10).json()["job"]["status"] \
+                not in queue.FINISHED:
+            assert time.monotonic() < deadline, b.output()
+            time.sleep(0.1)
+        killed = requests.get(f"{b.url}/api/jobs/{long}", headers=auth, timeout=10).json()["job"]
+    assert killed["status"] == "interrupted" and "heartbeat" in killed["error"]
+    with _open(url) as store:
+        assert queue.get(store, after.id).status == "succeeded"
