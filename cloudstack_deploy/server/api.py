@@ -217,22 +217,12 @@ async def list_deployments(request: web.Request) -> web.Response:
 
 async def show_deployment(request: web.Request) -> web.Response:
     dep_id = request.match_info["id"]
-    rows = await db(request, _one_deployment, dep_id)
-    if rows is None:
-        return error(404, f"no deployment {dep_id[:60]}")
-    return _json(_deployment(rows))
-
-
-def _one_deployment(store: Any, dep_id: str) -> Any:
     from ..store import records
 
-    row = store.query("SELECT env, started_at FROM deployments WHERE id = :id", {"id": dep_id})
-    if not row:
-        return None
-    for d in records.deployments(store, env=row[0]["env"], limit=100000):
-        if d.id == dep_id:
-            return d
-    return None
+    found = await db(request, records.deployment, dep_id)
+    if found is None:
+        return error(404, f"no deployment {dep_id[:60]}")
+    return _json(_deployment(found))
 
 
 async def start_deployment(request: web.Request) -> web.Response:

@@ -336,6 +336,20 @@ def deployments(store: Store, *, env: str | None = None, service: str | None = N
     return found
 
 
+def deployment(store: Store, dep_id: str) -> Deployment | None:
+    """One deployment with its events (``interrupted`` as `deployments` reads it), or None."""
+    rows = store.query("SELECT * FROM deployments WHERE id = :id", {"id": dep_id})
+    if not rows:
+        return None
+    d = Deployment(**_known(Deployment, rows[0]))
+    for e in store.query("SELECT type, at, metadata FROM events WHERE deployment_id = :id ORDER BY at", {"id": dep_id}):
+        d.events.append(Event(e["type"], e["at"], json.loads(e["metadata"] or "{}")))
+    if d.status in LIVE_DEPLOYMENT and not _paused_canary(d):
+        if _interrupted(d.started_at, _processes(store, [d.id]).get(d.id), DEPLOYMENT_STALE_AFTER, datetime.now(UTC)):
+            d.status = INTERRUPTED
+    return d
+
+
 def _paused_canary(d: Deployment) -> bool:
     """A canary deploy: ``deploying`` while it waits, paused, for promote or abort."""
     return d.status == "deploying" and any(e.type == "deploy_started" and e.metadata.get("canary")

@@ -141,3 +141,23 @@ def test_a_serve_process_killed_mid_job_leaves_it_interrupted(tmp_path: Path) ->
     assert killed["status"] == "interrupted" and "heartbeat" in killed["error"]
     with _open(url) as store:
         assert queue.get(store, after.id).status == "succeeded"
+
+
+def test_one_deployment_is_read_with_its_events_and_an_interrupted_one_says_so(store_url: str) -> None:
+    """`GET /api/deployments/{id}` reads one row (records.deployment), not the env's whole list."""
+    from cloudstack_deploy.store import records
+
+    with _open(store_url) as store:
+        done = records.deployment_pending(store, env="e", cloud="c", service="s", version="v1", kind="deploy")
+        records.deployment_started(store, done, {"hosts": 2})
+        records.deployment_finished(store, done, ok=True, seconds=1.0, error=None, metadata={})
+        stuck = records.deployment_pending(store, env="e", cloud="c", service="s", version="v2", kind="deploy")
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        with store.transaction() as execute:
+            execute("UPDATE processes SET pid = :pid WHERE record_id = :id", {"pid": dead.pid, "id": stuck})
+        one = records.deployment(store, done)
+        assert one is not None and one.status == "deployed"
+        assert [e.type for e in one.events] == ["deploy_started", "deploy_completed"]
+        assert records.deployment(store, stuck).status == "interrupted"
+        assert records.deployment(store, "nope") is None
