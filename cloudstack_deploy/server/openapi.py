@@ -4,10 +4,12 @@ exist without being described, nor be described differently from what is registe
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from .api import Route
+
+if TYPE_CHECKING:  # the table is handed in: no import of the api module here (no cycle)
+    from .api import Route
 
 _CODES = {200: "OK", 201: "Created", 202: "Queued", 400: "Bad input", 401: "No token, or not a valid one",
           403: "The token's role or env prefix does not allow this", 404: "Not found"}
