@@ -80,11 +80,36 @@ class Root(click.Group):
               help="-v: each CloudStack API call and host step; -vv: also the scripts sent to hosts (redacted).")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True,
               envvar="CSDEPLOY_LOG_FORMAT", help="json: one JSON object per log line (for CI).")
+@click.option("--server", default=None, envvar="CSDEPLOY_SERVER", metavar="URL",
+              help="Send deploy, rollback, teardown, envs and history to a `csdeploy serve` (token: "
+                   "CSDEPLOY_TOKEN or --token-file).")
+@click.option("--token-file", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+              help="The --server token, read from FILE (never pass a token as a flag's value).")
 @click.pass_context
-def main(ctx: click.Context, verbose: int, log_format: str) -> None:
+def main(ctx: click.Context, verbose: int, log_format: str, server: str | None, token_file: str | None) -> None:
     """Stand up application environments on Apache CloudStack and deploy to them."""
     configure_logging(json=log_format == "json", verbose=verbose)
-    ctx.obj = {"verbose": verbose}
+    ctx.obj = {"verbose": verbose, "server": server, "token_file": token_file}
+
+
+def remote_server() -> Any:
+    """The team server this command goes to (`--server`), or None to run here."""
+    ctx = click.get_current_context(silent=True)
+    obj = (ctx.find_root().obj or {}) if ctx else {}
+    if not obj.get("server"):
+        return None
+    import os
+
+    from ..server.client import remote_from
+
+    return remote_from(obj["server"], obj.get("token_file"), dict(os.environ))
+
+
+def not_remote(**given: Any) -> None:
+    """A usage error naming the flags that a `--server` command cannot take."""
+    clash = [f"--{name.replace('_', '-')}" for name, value in given.items() if value]
+    if clash:
+        raise click.UsageError(f"{', '.join(clash)}: not available through --server (run here, with the keys)")
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

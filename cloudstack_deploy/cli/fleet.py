@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ..errors import OperationFailed
@@ -16,6 +18,7 @@ from .common import (
     echo_json,
     env_name,
     progress_for,
+    remote_server,
     run,
     ttl,
     version_or_head,
@@ -131,12 +134,30 @@ def history(env: str | None, service_name: str | None, status: str | None, since
         else:
             click.echo(render.history_text(env, host_records))
         return
-    found = run(service.recorded(show, env=env, service=service_name, status=status, since=since,  # type: ignore[arg-type]
-                                 limit=limit))
+    remote = remote_server()
+    if remote is not None:
+        if show != "deployments":
+            raise click.UsageError("--server: only --show deployments")
+        found = _remote_deployments(remote, env=env, service=service_name, status=status, since=since, limit=limit)
+    else:
+        found = run(service.recorded(show, env=env, service=service_name, status=status,  # type: ignore[arg-type]
+                                     since=since, limit=limit))
     if as_json:
         echo_json([r.to_dict() for r in found])
     else:
         click.echo(render.recorded_text(show, found))
+
+
+def _remote_deployments(remote: Any, *, since: Any, **filters: Any) -> list[Any]:
+    """The server's deployments, as the records `csdeploy history` renders."""
+    import math
+
+    from ..store.records import Deployment, Event
+
+    params = {**filters, "since": f"{max(1, math.ceil(since.total_seconds() / 60))}m" if since else None}
+    listed = run(remote.call("GET", "/api/deployments", params=params))["deployments"]
+    return [Deployment(**{**{k: v for k, v in d.items() if k in Deployment.__dataclass_fields__},
+                          "events": [Event(**e) for e in d.get("events", [])]}) for d in listed]
 
 
 COMMANDS = [reap, nightly, history]

@@ -17,6 +17,7 @@ from .common import (
     echo_json,
     load,
     progress_for,
+    remote_server,
     run,
     ttl,
     version_or_head,
@@ -127,6 +128,15 @@ def teardown(env: str, yes: bool, as_json: bool, progress_mode: str, max_api: in
         if not sys.stdin.isatty():
             raise click.UsageError(f"refusing to delete environment '{env}' without --yes (no terminal to ask)")
         click.confirm(f"Delete environment '{env}' and everything it owns?", abort=True)
+    remote = remote_server()
+    if remote is not None:
+        with progress_for(progress_mode, as_json) as progress:
+            job = run(remote.run_job(f"/api/environments/{env}", {}, progress, method="DELETE"))
+        if as_json:
+            echo_json(job)
+        else:
+            click.echo(f"environment {env} removed by {remote.url} (job {job['id']})")
+        return
     with progress_for(progress_mode, as_json) as progress:
         result = run(service.teardown(env, progress=progress, max_api=max_api))
     if as_json:
@@ -139,7 +149,14 @@ def teardown(env: str, yes: bool, as_json: bool, progress_mode: str, max_api: in
 @JSON_OPTION
 def envs(as_json: bool) -> None:
     """List the environments in the cloud (found by their tags); expired ones are marked."""
-    found = run(service.environments())
+    remote = remote_server()
+    if remote is not None:
+        from ..provision.envs import EnvSummary
+
+        listed = run(remote.call("GET", "/api/environments"))["environments"]
+        found = [EnvSummary(**{k: v for k, v in e.items() if k in EnvSummary.__dataclass_fields__}) for e in listed]
+    else:
+        found = run(service.environments())
     if as_json:
         echo_json([e.to_dict() for e in found])
     else:

@@ -23,7 +23,9 @@ from .common import (
     SET_OPTION,
     Lazy,
     echo_json,
+    not_remote,
     progress_for,
+    remote_server,
     run,
     version_or_head,
 )
@@ -45,8 +47,18 @@ def _report(result: RolloutResult, as_json: bool, what: str, dry_run: bool) -> N
         click.echo(render.rollout_text(result, what))
 
 
+def _report_job(job: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        echo_json(job)
+        return
+    result = job.get("result") or {}
+    version = result.get("version") if isinstance(result, dict) else None
+    click.echo(f"{job['kind']} of {job['env']}{' to ' + str(version) if version else ''}: {job['status']} "
+               f"(job {job['id']}, by {job['requested_by']})")
+
+
 @click.command()
-@click.argument("blueprint", type=click.Path(dir_okay=False))
+@click.argument("blueprint", type=click.Path(dir_okay=False), required=False)
 @ENV_OPTION
 @click.option("--version", "version", default=None,
               help="Image tag to deploy (default: git HEAD, short; with --build: the build context's commit).")
@@ -71,7 +83,19 @@ def deploy(blueprint: str, env: str, version: str | None, build: bool, canary: s
     """Deploy VERSION of the app to environment NAME (rollout only; provision with create-env).
 
     Proxy roles switch host by host behind a load balancer (`rollout.batch` to change it), a
-    `rollout.watch` judges the new version and switches every host back when it fails."""
+    `rollout.watch` judges the new version and switches every host back when it fails.
+    With --server, BLUEPRINT is not needed: the server deploys with the environment's own."""
+    remote = remote_server()
+    if remote is not None:
+        not_remote(build=build, promote=promote, abort=abort_, continue_on_error=continue_on_error, set=overrides,
+                   roles=roles, hosts=hosts, break_lock=break_lock, dry_run=dry_run)
+        body = {"env": env, "version": version_or_head(version), "kind": "deploy", "canary": canary}
+        with progress_for(progress_mode, as_json) as progress:
+            job = run(remote.run_job("/api/deployments", body, progress))
+        _report_job(job, as_json)
+        return
+    if blueprint is None:
+        raise click.UsageError("Missing argument 'BLUEPRINT'.")
     if build and dry_run:
         raise click.UsageError("--build builds and pushes for real; --dry-run cannot be combined with it")
     if promote or abort_:
@@ -122,6 +146,14 @@ def deploy(blueprint: str, env: str, version: str | None, build: bool, canary: s
 def rollback(env: str, to: str | None, blueprint: str | None, roles: tuple[str, ...], hosts: tuple[str, ...],
              continue_on_error: bool, break_lock: bool, dry_run: bool, as_json: bool, progress_mode: str) -> None:
     """Go back to the previous successful version (or --to VERSION), with the same zero-downtime switch."""
+    remote = remote_server()
+    if remote is not None:
+        not_remote(blueprint=blueprint, roles=roles, hosts=hosts, continue_on_error=continue_on_error,
+                   break_lock=break_lock, dry_run=dry_run)
+        with progress_for(progress_mode, as_json) as progress:
+            job = run(remote.run_job("/api/deployments", {"env": env, "version": to, "kind": "rollback"}, progress))
+        _report_job(job, as_json)
+        return
     with progress_for(progress_mode, as_json) as progress:
         result = run(service.rollback(env, to, blueprint=blueprint, break_lock=break_lock, progress=progress,
                                       dry_run=dry_run, roles=roles, hosts=hosts, continue_on_error=continue_on_error))

@@ -13,6 +13,7 @@ database never stalls the SSH sessions and API polling of the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -91,7 +92,8 @@ class Journal:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="csdeploy-store")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: self._sync(fn, *args, **kwargs))
+        context = contextvars.copy_context()  # who acts (records.ACTING_AS) follows the call
+        return await loop.run_in_executor(self._pool, lambda: context.run(self._sync, fn, *args, **kwargs))
 
     def close(self) -> None:
         if self._pool is not None:

@@ -19,6 +19,7 @@ is never read as interrupted.
 
 from __future__ import annotations
 
+import contextvars
 import getpass
 import json
 import os
@@ -44,6 +45,9 @@ RUN_STALE_AFTER = timedelta(hours=24)
 HISTORY_KINDS = ("deployments", "environments", "runs")   # what `csdeploy history --show` lists
 EVENTS = ("deploy_started", "deploy_completed", "deploy_failed", "rollback")
 ACTOR_VAR = "CSDEPLOY_ACTOR"
+#: Who acts in this task, when it is not this process's user: the team server sets it to the
+#: token's name around each job it runs (jobs run side by side, so not the environment variable).
+ACTING_AS: contextvars.ContextVar[str | None] = contextvars.ContextVar("csdeploy_acting_as", default=None)
 
 
 def now_text(when: datetime | None = None) -> str:
@@ -52,7 +56,11 @@ def now_text(when: datetime | None = None) -> str:
 
 
 def actor() -> str:
-    """Who is acting: ``$CSDEPLOY_ACTOR`` (e.g. a CI run's name), else ``user@host``."""
+    """Who is acting: the server's caller (`ACTING_AS`), ``$CSDEPLOY_ACTOR`` (e.g. a CI run's
+    name), else ``user@host``."""
+    acting = ACTING_AS.get()
+    if acting:
+        return acting[:200]
     given = os.environ.get(ACTOR_VAR, "").strip()
     if given:
         return given[:200]
@@ -326,6 +334,20 @@ def deployments(store: Store, *, env: str | None = None, service: str | None = N
     if live:
         found = [d for d in found if d.status == status][:limit]
     return found
+
+
+def deployment(store: Store, dep_id: str) -> Deployment | None:
+    """One deployment with its events (``interrupted`` as `deployments` reads it), or None."""
+    rows = store.query("SELECT * FROM deployments WHERE id = :id", {"id": dep_id})
+    if not rows:
+        return None
+    d = Deployment(**_known(Deployment, rows[0]))
+    for e in store.query("SELECT type, at, metadata FROM events WHERE deployment_id = :id ORDER BY at", {"id": dep_id}):
+        d.events.append(Event(e["type"], e["at"], json.loads(e["metadata"] or "{}")))
+    if d.status in LIVE_DEPLOYMENT and not _paused_canary(d):
+        if _interrupted(d.started_at, _processes(store, [d.id]).get(d.id), DEPLOYMENT_STALE_AFTER, datetime.now(UTC)):
+            d.status = INTERRUPTED
+    return d
 
 
 def _paused_canary(d: Deployment) -> bool:
