@@ -301,6 +301,7 @@ def switch_back(service: str, new: str, previous: str | None, proxy: Proxy, *, t
         s.run(d.remove([new]), quiet=True, may_fail=True)
         return s
     st, out, rc = Var("st"), Var("out"), Var("rc")
+    s.extend(revive())
     s.capture(st, d.inspect(previous, d.STATE))
     with s.when(empty(st)):
         s.fail(SWITCH_BACK_EXIT, f"cannot switch back: {previous} is gone; {new} keeps serving")
@@ -313,6 +314,27 @@ def switch_back(service: str, new: str, previous: str | None, proxy: Proxy, *, t
     with s.when(differs(rc, "0")):
         s.fail(SWITCH_BACK_EXIT, f"kamal-proxy refused to switch back to {previous} ({new} keeps serving): ", out)
     s.run(d.remove([new]), quiet=True, may_fail=True)
+    return s
+
+
+def revive(timeout: float = 15) -> Script:
+    """kamal-proxy running and answering: started again when it was killed (a switch that failed
+    because the proxy died must not leave the host serving nothing; its routes come back from
+    its state volume). Says so on stderr."""
+    s = Script()
+    st, i = Var("pst"), Var("i")
+    s.capture(st, d.inspect(CONTAINER, d.STATE))
+    with s.when(nonempty(st) & differs(st, "running")):
+        s.say(f"{CONTAINER} was ", st, ": starting it again")
+        s.run(d.start(CONTAINER), quiet=True, may_fail=True)
+        s.set(i, "0")
+        with s.loop():
+            with s.when(succeeds(list_services())):
+                s.break_()
+            s.increment(i)
+            with s.when(at_least(i, int(timeout * 4))):
+                s.fail(SWITCH_BACK_EXIT, f"{CONTAINER} does not answer after it was started again")
+            s.sleep(0.25)
     return s
 
 

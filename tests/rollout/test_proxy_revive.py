@@ -1,0 +1,68 @@
+"""A switch back after kamal-proxy died mid-switch starts it again first (the lab saw nothing
+served until the next deploy: "kamal-proxy refused demo-web-v2 ... is not running")."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from cloudstack_deploy.blueprint_schema import Proxy
+from cloudstack_deploy.rollout.commands import proxy as p
+
+
+def _docker(tmp_path: Path, proxy_state: str, answers_after: int) -> tuple[dict[str, str], Path]:
+    """A `docker` stand-in: kamal-proxy is ``proxy_state`` until started, then answers `list`
+    after ``answers_after`` tries; the old app container is stopped."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log, state = tmp_path / "docker.log", tmp_path / "proxy.state"
+    state.write_text(json.dumps({"state": proxy_state, "tries": 0}))
+    (bindir / "docker").write_text(f"""#!/usr/bin/env python3
+import json, sys
+args = sys.argv[1:]
+open({str(log)!r}, "a").write(json.dumps(args) + "\\n")
+st = json.load(open({str(state)!r}))
+if args[:1] == ["inspect"]:
+    print(st["state"] if args[-1] == "kamal-proxy" else "exited")
+elif args[:2] == ["start", "kamal-proxy"]:
+    st["state"] = "running"
+elif args[:1] == ["exec"]:
+    if st["state"] != "running":
+        print("Error response from daemon: container is not running", file=sys.stderr); sys.exit(1)
+    if "list" in args:
+        st["tries"] += 1
+        json.dump(st, open({str(state)!r}, "w"))
+        if st["tries"] <= {answers_after}:
+            sys.exit(1)
+json.dump(st, open({str(state)!r}, "w"))
+""")
+    (bindir / "docker").chmod(0o755)
+    return {"PATH": f"{bindir}:{os.environ['PATH']}"}, log
+
+
+def _calls(log: Path) -> list[list[str]]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def _switch_back(tmp_path: Path, proxy_state: str, answers_after: int = 2) -> tuple[int, list[list[str]], str]:
+    env, log = _docker(tmp_path, proxy_state, answers_after)
+    script = p.switch_back("demo-web", "demo-web-v2", "demo-web-v1", Proxy(app_port=8000))
+    proc = subprocess.run(["sh", "-s"], input=script.text(), env=env, capture_output=True, text=True, timeout=30)
+    return proc.returncode, _calls(log), proc.stderr
+
+
+def test_a_killed_proxy_is_started_again_before_the_switch_back(tmp_path: Path) -> None:
+    code, calls, err = _switch_back(tmp_path, "exited")
+    assert code == 0, err
+    start = calls.index(["start", "kamal-proxy"])
+    deploy = next(i for i, c in enumerate(calls) if c[:4] == ["exec", "kamal-proxy", "kamal-proxy", "deploy"])
+    assert start < deploy and "--target=demo-web-v1:8000" in calls[deploy]
+    assert ["rm", "--force", "demo-web-v2"] in calls
+    assert "kamal-proxy was exited: starting it again" in err
+
+
+def test_a_running_proxy_is_left_alone(tmp_path: Path) -> None:
+    code, calls, _ = _switch_back(tmp_path, "running")
+    assert code == 0 and ["start", "kamal-proxy"] not in calls
