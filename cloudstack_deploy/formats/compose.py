@@ -291,9 +291,11 @@ class _Importer:
              provided: dict[str, str], hosts: set[str]) -> dict[str, Any]:
         base: tuple[Any, ...] = ("services", name)
         role: dict[str, Any] = {}
-        own = self.role_image(name, svc, image)
+        own, build = self.role_image(name, svc, image)
         if own != image:
             role["image"] = own
+        if build is not None:
+            role["build"] = build
         replicas = (svc.get("deploy") or {}).get("replicas") if isinstance(svc.get("deploy"), dict) else None
         if isinstance(replicas, int) and replicas >= 0:
             role["count"] = replicas
@@ -322,26 +324,46 @@ class _Importer:
                 hc: dict[str, Any] = {"cmd": check}
                 hc.update(self.timings(base, svc["healthcheck"]))
                 role["healthcheck"] = hc
+        kept = []
         for v in read_volumes(self.doc, self.notes, base + ("volumes",), svc.get("volumes"), self.variables):
-            why = ("a development bind mount: the image carries the code" if v.kind == "bind" else
-                   "roles run stateless containers (no volumes): keep files in an accessory or object storage")
-            self.note(v.path, why)
+            if v.kind == "volume" and v.source:  # a named volume: the role keeps it (on its disk when it has one)
+                text = f"{v.source}:{v.target}"
+                kept.append(text if role.get("count", 1) <= 1 else {"name": v.source, "path": v.target,
+                                                                     "per_host": True})
+                if role.get("count", 1) > 1:
+                    self.note(v.path, f"{role['count']} replicas: each VM keeps its own copy of {v.source} "
+                                      "(per_host: true); Compose shares it on one machine")
+            else:
+                self.note(v.path, "a development bind mount: the image carries the code" if v.kind == "bind" else
+                          f"a {v.kind} volume: nothing to keep across deploys")
+        if kept:
+            role["volumes"] = kept
         self.leftovers(base, svc, _MAPPED)
         return role
 
-    def role_image(self, name: str, svc: dict[str, Any], image: str) -> str:
+    def role_image(self, name: str, svc: dict[str, Any], image: str) -> tuple[str, dict[str, Any] | None]:
+        """(the role's image, its own build section): the app's image (the first build, or the
+        first app service's image) runs at each deploy's version; another build is the role's
+        own image, built with the same version; another service's image runs as written (its
+        tag or digest pins it)."""
         if svc.get("build") is not None:
             built = self.build_section(name, svc["build"])
             if self.build is None:
                 self.build, self.build_service = built, name
             elif built != self.build:
-                self.note(("services", name, "build"), "csdeploy builds one image (the blueprint's): build this "
-                                                       "one yourself and push it under the role's image")
-                return f"{self.registry}/{role_name(name)}"
+                own = image_repo(self.interp(svc["image"]))[0] if isinstance(svc.get("image"), str) else \
+                    f"{self.registry}/{self.service}-{role_name(name)}"
+                return own, built
             if svc.get("image") is None:
-                return image
-        repo, _ = image_repo(self.interp(svc["image"]))
-        return repo
+                return image, None
+        written = self.interp(svc["image"])
+        repo, tag = image_repo(written)
+        if repo == image:
+            return repo, None
+        if not tag and "@" not in written:
+            self.note(("services", name, "image"), f"no tag: {repo} runs at each deploy's version, as the "
+                                                   "app's image does; pin it with a tag to run one release")
+        return written, None
 
     def build_section(self, name: str, value: Any) -> dict[str, Any]:
         base: tuple[Any, ...] = ("services", name, "build")

@@ -36,9 +36,9 @@ from .writer import (
 _ERB = re.compile(r"<%")
 _SECRET_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 _TOP_MAPPED = {"service", "image", "servers", "proxy", "registry", "builder", "env", "accessories", "ssh",
-               "primary_role", "retain_containers", "boot", "deploy_timeout", "drain_timeout", "readiness_delay"}
+               "primary_role", "retain_containers", "boot", "deploy_timeout", "drain_timeout", "readiness_delay",
+               "volumes"}
 _TOP_REASONS = {
-    "volumes": "app roles run stateless containers in csdeploy: keep files in an accessory",
     "hooks_path": "Kamal hooks have no csdeploy equivalent: run them around csdeploy deploy",
     "asset_path": "asset bridging between versions is not done by csdeploy",
     "logging": "containers log with --log-opt max-size=10m",
@@ -169,6 +169,12 @@ def destination_sets(base: dict[str, Any], other: dict[str, Any]) -> tuple[list[
     return sets, [repr(k)[1:-1] if not k.isprintable() else k for k in unsaid]
 
 
+def _volume_map(text: str) -> dict[str, Any]:
+    name, _, rest = text.partition(":")
+    path, _, ro = rest.partition(":")
+    return {"name": name, "path": path, **({"readonly": True} if ro == "ro" else {})}
+
+
 def _source_path(key: str) -> tuple[Any, ...]:
     return tuple(key.split(".")[:1])
 
@@ -279,6 +285,13 @@ class _Importer:
             else:
                 self.note(("ssh", key), "csdeploy makes and pins its own SSH keys per environment")
         roles, role_hosts = self.roles(cfg)
+        volumes = self.volumes(cfg.get("volumes"))
+        for role in roles.values() if volumes else ():  # Kamal mounts them into every role's containers
+            role["volumes"] = [v if role.get("count", 1) <= 1 else {**_volume_map(v), "per_host": True}
+                               for v in volumes]
+        if volumes and any(role.get("count", 1) > 1 for role in roles.values()):
+            self.note(("volumes",), "a role with several hosts keeps one copy of each volume per host "
+                                    "(per_host: true), as Kamal does; they are not shared")
         tree["roles"] = roles
         accessories = {}
         for n, a in (cfg.get("accessories") or {}).items() if isinstance(cfg.get("accessories"), dict) else ():
@@ -311,6 +324,24 @@ class _Importer:
             if key not in _TOP_MAPPED:
                 self.note((key,), _TOP_REASONS.get(key, "no blueprint equivalent"))
         return tree, list(self.secrets)
+
+    def volumes(self, value: Any) -> list[str]:
+        """Kamal's `volumes` (every role's): named volumes carry over (kept across deploys on the
+        role's disk or Docker's place); a host directory is noted, as the blueprint keeps files in
+        named volumes."""
+        out = []
+        for i, item in enumerate(value if isinstance(value, list) else []):
+            parts = str(item).split(":")
+            if len(parts) not in (2, 3) or not parts[1].startswith("/"):
+                self.note(("volumes", i), "not SOURCE:/path[:ro]: left out")
+            elif parts[0].startswith(("/", ".", "~", "$")):
+                self.note(("volumes", i), f"a host directory ({parts[0]}): csdeploy keeps a role's files in named "
+                                          f"volumes on its disk: write NAME:{parts[1]} to keep them")
+            else:
+                name = role_name(parts[0]).replace("-", "_") if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,62}",
+                                                                                parts[0]) else parts[0]
+                out.append(f"{name}:{parts[1]}" + (":ro" if parts[2:] == ["ro"] else ""))
+        return out
 
     def builder(self, value: Any) -> dict[str, Any] | None:
         if not isinstance(value, dict) or "context" not in value and "dockerfile" not in value and \

@@ -128,3 +128,37 @@ def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     assert out.read_text() == "mine\n"
     init_blueprint(out, compose=FIXTURES / "rails/docker-compose.yml", force=True)
     assert load_blueprint(out).service == "rails"
+
+
+def test_each_service_runs_its_own_image_builds_and_keeps_its_named_volumes(tmp_path: Path) -> None:
+    """flask + nginx + a second build (an admin app) + a public image with a volume: the
+    first build is the app's image; the second build is the admin role's own image (built with
+    the same version); nginx keeps its tag; named volumes become role volumes, bind mounts are
+    noted. Before, nginx ran `nginx:<version>`, the admin's code was not built, and gitea's
+    repositories were dropped."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "admin").mkdir()
+    source = tmp_path / "compose.yaml"
+    source.write_text(
+        "services:\n"
+        "  web:\n    build: ./app\n    ports: ['8000:8000']\n    volumes: ['uploads:/srv/uploads', './app:/src']\n"
+        "  admin:\n    build: {context: ./admin}\n    ports: ['9000:9000']\n"
+        "  proxy:\n    image: nginx:1.27@sha256:" + "ab" * 32 + "\n"
+        "  git:\n    image: gitea/gitea:1.22\n    deploy: {replicas: 2}\n    volumes: ['gitea:/data']\n"
+        "volumes: {uploads: {}, gitea: {}}\n")
+    out = tmp_path / "csdeploy.yml"
+    result = init_blueprint(out, compose=source)
+    bp = result.blueprint
+    assert load_blueprint(out) == bp
+    from cloudstack_deploy.rollout.contract import image_ref
+    web, admin, proxy, git = (bp.roles[n] for n in ("web", "admin", "proxy", "git"))
+    assert image_ref(web.image, "v3") == f"{bp.image}:v3" and bp.build is not None
+    assert admin.build is not None and admin.image != bp.image and image_ref(admin.image, "v3").endswith(":v3")
+    assert admin.build.context == "admin"
+    assert image_ref(proxy.image, "v3") == "nginx:1.27@sha256:" + "ab" * 32
+    assert image_ref(git.image, "v3") == "gitea/gitea:1.22"
+    assert [(v.name, v.path) for v in web.volumes] == [("uploads", "/srv/uploads")]
+    assert [(v.name, v.path, v.per_host) for v in git.volumes] == [("gitea", "/data", True)]
+    notes = "\n".join(str(n) for n in result.notes)
+    assert "services.web.volumes[1]" in notes and "bind mount" in notes
+    assert "2 replicas: each VM keeps its own copy of gitea" in notes

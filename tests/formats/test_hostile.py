@@ -397,4 +397,4 @@ def test_a_sentry_like_file_reads_its_variables_from_the_env_file(tmp_path: Path
     assert bp.image == "ghcr.io/getsentry/snuba"
     tree = written_tree(tmp_path / "csdeploy.yml")
     assert tree["roles"]["snuba-api"]["healthcheck"] == {"cmd": "snuba health", "interval": 30, "timeout": 90}
-    assert tree["roles"]["nginx"] == {"image": "nginx", "proxy": {"app_port": 80}}
+    assert tree["roles"]["nginx"] == {"image": "nginx:1.25", "proxy": {"app_port": 80}}  # its tag pins it
