@@ -41,6 +41,7 @@ from .provision.reap import REMOVED, ReapResult
 from .provision.reap import reap as reap_envs
 from .provision.run import CreateOptions, CreateResult, join_deferred, plan_env
 from .provision.run import create_env as provision_env
+from .provision.snapshots import SnapshotInfo, list_snapshots
 from .provision.teardown import TeardownResult, teardown_env
 from .rollout import ops, runs
 from .rollout.deploy import Rollout, RolloutOptions, RolloutResult
@@ -52,6 +53,7 @@ from .store import Journal, check_reachable, records, store_url
 from .store.db import Store
 
 if TYPE_CHECKING:  # imported by the commands that use them: a deploy never loads these
+    from .backup import SnapshotResult
     from .formats import InitResult
     from .formats.kamal_out import ExportResult
     from .image_build import BuildResult
@@ -173,11 +175,12 @@ async def create_env(bp: Blueprint, env: str, *, version: str | None = None, ttl
 
 
 async def teardown(env: str, *, progress: Progress | None = None, max_api: int = DEFAULT_IN_FLIGHT,
-                   how: str = "teardown") -> TeardownResult:
-    """Delete everything ``env`` owns, prove it is gone, forget its local state."""
+                   how: str = "teardown", delete_snapshots: bool = False) -> TeardownResult:
+    """Delete everything ``env`` owns, prove it is gone, forget its local state. Its snapshots
+    are kept (for `recover`) unless ``delete_snapshots``."""
     config = _config()
     async with Cloud(config, max_in_flight=max_api) as cloud:
-        result = await teardown_env(cloud, env, _silent(progress))
+        result = await teardown_env(cloud, env, _silent(progress), delete_snapshots=delete_snapshots)
     EnvState(env).remove()
     journal = _journal(progress)
     try:
@@ -209,6 +212,41 @@ async def reap(*, prefix: str | None = None, dry_run: bool = False, max_parallel
         return result
     finally:
         journal.close()
+
+
+# ---- snapshots and recovery ----------------------------------------------------------------------
+
+async def snapshot(env: str, *, role: str | None = None, wait: bool = False, quiesce: bool = True,
+                   progress: Progress | None = None, max_api: int = DEFAULT_IN_FLIGHT) -> SnapshotResult:
+    """Snapshot every data disk of ``env`` (or of role/accessory ``role``), tagged with the
+    environment, role, disk and who. ``quiesce``: checkpoint PostgreSQL and freeze each disk on
+    its host around the snapshot (what could not be done is in each item's notes); without it
+    no host is touched (crash-consistent). ``wait``: until each is BackedUp, not just captured."""
+    from . import backup
+    from .rollout.hosts import Hosts
+    from .store.records import actor
+
+    prog = _silent(progress)
+    async with Cloud(_config(), max_in_flight=max_api) as cloud:
+        def take(q: backup.Quiescer) -> Any:
+            return backup.take_snapshots(cloud, env, q, prog, by=actor(), role=role, wait=wait)
+
+        if not quiesce:
+            return await take(backup.NoQuiesce("--no-quiesce: crash-consistent, no host touched"))
+        try:
+            ctx = await context(env)
+        except CsdeployError as exc:
+            return await take(backup.NoQuiesce(f"not quiesced: {str(exc).splitlines()[0]} (crash-consistent)"))
+        inv = ctx.inventory
+        async with Hosts(inv.hosts, user=inv.ssh.user, client_key=inv.ssh.key, known_hosts=inv.ssh.known_hosts) as pool:
+            return await take(backup.HostQuiesce(pool, list(inv.hosts), backup.postgres_settings(ctx.bp)))
+
+
+async def snapshots(env: str, *, max_api: int = DEFAULT_IN_FLIGHT) -> list[SnapshotInfo]:
+    """``env``'s snapshots, newest first: manual ones by their tags (even once the environment
+    is gone), a policy's by the environment's volumes."""
+    async with Cloud(_config(), max_in_flight=max_api) as cloud:
+        return await list_snapshots(cloud, env)
 
 
 # ---- rollout and day 2 ------------------------------------------------------------------------------
@@ -494,5 +532,5 @@ __all__ = [
     "build_and_deploy", "create_env", "default_version", "deploy", "environments", "exec_", "export_kamal_config",
     "finish_canary",
     "history", "init_blueprint", "load_secrets_for", "logs", "nightly", "plan", "proxy_reboot", "reap", "recorded",
-    "rollback", "status", "teardown", "template_fields",
+    "rollback", "snapshot", "snapshots", "status", "teardown", "template_fields",
 ]

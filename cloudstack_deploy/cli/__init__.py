@@ -9,10 +9,11 @@ importing it.
 
 from __future__ import annotations
 
-from . import build, fleet, formats, provision, rollout
+from . import build, data, fleet, formats, provision, rollout
 from .common import main
 
-for _command in [*provision.COMMANDS, *rollout.COMMANDS, *fleet.COMMANDS, *build.COMMANDS, *formats.COMMANDS]:
+for _command in [*provision.COMMANDS, *rollout.COMMANDS, *fleet.COMMANDS, *build.COMMANDS, *formats.COMMANDS,
+                 *data.COMMANDS]:
     main.add_command(_command)
 
 __all__ = ["main"]

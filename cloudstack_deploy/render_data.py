@@ -1,0 +1,39 @@
+"""Text views of `snapshot`, `snapshots` and `recover` (kept apart from render.py's others)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .backup import SnapshotResult
+    from .provision.snapshots import SnapshotInfo
+
+GB = 1024**3
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def _size(size: int) -> str:
+    return f"{size / GB:.0f} GB" if size >= GB else f"{size / 1024**2:.0f} MB"
+
+
+def snapshot_text(result: SnapshotResult) -> str:
+    lines = [f"environment {result.env}: {len(result.items)} snapshot(s)"]
+    for item in result.items:
+        lines.append(f"  {item.disk.role}/{item.disk.label} ({item.disk.volume}): {item.name} {item.state}, "
+                     f"{item.consistency}")
+        lines += [f"    note: {n}" for n in item.notes]
+    return "\n".join(lines)
+
+
+def snapshots_text(env: str, found: list[SnapshotInfo]) -> str:
+    if not found:
+        return f"environment {env}: no snapshots"
+    rows = [("CREATED", "ROLE", "DISK", "KIND", "STATE", "SIZE", "NAME", "BY")]
+    for s in found:
+        rows.append((s.created, s.role, s.disk, "policy " + s.kind if s.kind != "manual" else "manual", s.state,
+                     _size(s.size), s.name, s.by or "-"))
+    return "\n".join(_table(rows))
