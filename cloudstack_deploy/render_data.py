@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .backup import SnapshotResult
     from .provision.snapshots import SnapshotInfo
+    from .service import RecoverOutcome
 
 GB = 1024**3
 
@@ -37,3 +38,34 @@ def snapshots_text(env: str, found: list[SnapshotInfo]) -> str:
         rows.append((s.created, s.role, s.disk, "policy " + s.kind if s.kind != "manual" else "manual", s.state,
                      _size(s.size), s.name, s.by or "-"))
     return "\n".join(_table(rows))
+
+
+def recover_dict(outcome: RecoverOutcome) -> dict[str, Any]:
+    from .render import rollout_dict
+    from .state import inventory_to_dict
+
+    created = outcome.created
+    doc: dict[str, Any] = {"inventory": inventory_to_dict(created.inventory), "plan": created.provision.plan.to_dict(),
+                           "from": outcome.source, "restored": [r.to_dict() for r in outcome.restores],
+                           "kept": outcome.kept}
+    if created.rollout:
+        doc["rollout"] = rollout_dict(created.rollout)
+    return doc
+
+
+def recover_text(outcome: RecoverOutcome) -> str:
+    from .render import create_text, rollout_text
+
+    created = outcome.created
+    result = created.provision
+    lines = [create_text(result.inventory, result.seconds, result.api_calls, result.plan.count("create", "replace"))]
+    for r in outcome.restores:
+        if r.disk in outcome.kept:
+            lines.append(f"disk {r.disk}: kept (the volume exists; not restored)")
+        elif r.snapshot is None:
+            lines.append(f"disk {r.disk}: made blank ({outcome.source} has no snapshot of {r.role}/{r.label})")
+        else:
+            lines.append(f"disk {r.disk}: from {outcome.source}'s snapshot {r.snapshot.name} ({r.snapshot.created})")
+    if created.rollout:
+        lines.append(rollout_text(created.rollout, "rollout"))
+    return "\n".join(lines)

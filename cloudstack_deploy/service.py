@@ -20,7 +20,7 @@ import os
 import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,14 +34,14 @@ from .inventory import Inventory
 from .log import register_secrets
 from .progress import Progress, Recorder
 from .provision.cloudlock import rollout_lock
-from .provision.desired import parse_time
+from .provision.desired import desired_state, parse_time
 from .provision.envs import EnvSummary, list_envs
 from .provision.plan import Plan
 from .provision.reap import REMOVED, ReapResult
 from .provision.reap import reap as reap_envs
 from .provision.run import CreateOptions, CreateResult, join_deferred, plan_env
 from .provision.run import create_env as provision_env
-from .provision.snapshots import SnapshotInfo, list_snapshots
+from .provision.snapshots import Restore, SnapshotInfo, choose_snapshots, list_snapshots
 from .provision.teardown import TeardownResult, teardown_env
 from .rollout import ops, runs
 from .rollout.deploy import Rollout, RolloutOptions, RolloutResult
@@ -247,6 +247,44 @@ async def snapshots(env: str, *, max_api: int = DEFAULT_IN_FLIGHT) -> list[Snaps
     is gone), a policy's by the environment's volumes."""
     async with Cloud(_config(), max_in_flight=max_api) as cloud:
         return await list_snapshots(cloud, env)
+
+
+@dataclass
+class RecoverOutcome:
+    created: CreateEnvOutcome
+    source: str
+    #: Each data disk and the snapshot it was made from (None: made blank, no snapshot of it).
+    restores: list[Restore]
+    #: Disks whose volume already existed (kept as they are, not restored), by volume name.
+    kept: list[str]
+
+
+async def recover(bp: Blueprint, env: str, source: str, *, at: datetime | None = None, version: str | None = None,
+                  ttl: timedelta | None = None, skip_rollout: bool = False, progress: Progress | None = None,
+                  options: CreateOptions | None = None, blueprint_path: str | None = None,
+                  overrides: tuple[str, ...] = ()) -> RecoverOutcome:
+    """Create ``env`` as `create_env` does, each data disk made from ``source``'s newest snapshot
+    of the same role and disk (taken at or before ``at``), found by tags: ``source`` may be
+    gone, or be ``env`` itself (rebuilt in place; a volume that still exists is kept).
+    InvalidInput, with nothing created, when there is nothing to recover from."""
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    if not skip_rollout and not version:
+        raise InvalidInput("no version to roll out", hint="pass a version (an image tag), or skip the rollout")
+    opts = options or CreateOptions()
+    async with Cloud(_config(), max_in_flight=opts.max_api) as cloud:
+        found = await list_snapshots(cloud, source)
+    restores = choose_snapshots(desired_state(bp, env), source, found, at)
+    opts.restore = {r.disk: r.snapshot.id for r in restores if r.snapshot is not None}
+    for r in restores:
+        if r.snapshot is None and progress is not None:
+            progress.note(f"{source} has no snapshot of {r.role}'s disk {r.label}: {r.disk} is made blank",
+                          level="warning")
+    outcome = await create_env(bp, env, version=version, ttl=ttl, skip_rollout=skip_rollout, progress=progress,
+                               options=opts, blueprint_path=blueprint_path, overrides=overrides)
+    made = {a.name for a in outcome.provision.plan.actions if a.kind == "volume" and a.op == "create"}
+    return RecoverOutcome(created=outcome, source=source, restores=restores,
+                          kept=[r.disk for r in restores if r.disk not in made])
 
 
 # ---- rollout and day 2 ------------------------------------------------------------------------------
@@ -532,5 +570,5 @@ __all__ = [
     "build_and_deploy", "create_env", "default_version", "deploy", "environments", "exec_", "export_kamal_config",
     "finish_canary",
     "history", "init_blueprint", "load_secrets_for", "logs", "nightly", "plan", "proxy_reboot", "reap", "recorded",
-    "rollback", "snapshot", "snapshots", "status", "teardown", "template_fields",
+    "recover", "rollback", "snapshot", "snapshots", "status", "teardown", "template_fields",
 ]

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..cloud import Cloud
-from ..errors import OperationFailed
+from ..errors import InvalidInput, OperationFailed
 from .actual import read_actual
 from .desired import (
     TAG_BY,
@@ -32,6 +32,7 @@ from .desired import (
     TAG_ROLE,
     TAG_SERVICE,
     TAG_VM,
+    Desired,
     format_time,
 )
 from .userdata import disk_label
@@ -43,6 +44,7 @@ TAKING = ("Allocated", "Creating")
 IN_PROGRESS = (*TAKING, "CreatedOnPrimary", "BackingUp")
 USABLE = ("BackedUp",)
 MANUAL_MARK = "-manual-"
+GB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -208,3 +210,61 @@ async def snapshot_envs(cloud: Cloud) -> dict[str, list[SnapshotInfo]]:
     found = await asyncio.gather(*(cloud.list("listSnapshots", tags=[{"key": TAG_ENV, "value": e}], listall=True)
                                    for e in envs))
     return {e: [_info(s, e, None) for s in snaps] for e, snaps in zip(envs, found, strict=True) if snaps}
+
+
+@dataclass(frozen=True)
+class Restore:
+    """Which snapshot each new data disk of a recovered environment is made from."""
+
+    disk: str            # the new volume's name
+    role: str
+    label: str
+    snapshot: SnapshotInfo | None    # None: no snapshot of that disk: made blank
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"volume": self.disk, "role": self.role, "disk": self.label,
+                "snapshot": self.snapshot.to_dict() if self.snapshot else None}
+
+
+def _index(snap: SnapshotInfo) -> int | None:
+    """The VM number of the volume a snapshot was taken of (``<env>-<group>-<n>-<owner>``)."""
+    suffix = f"-{snap.role}"
+    if not snap.volume.endswith(suffix):
+        return None
+    head = snap.volume[: -len(suffix)].rsplit("-", 1)
+    return int(head[1]) if len(head) == 2 and head[1].isdigit() else None
+
+
+def choose_snapshots(desired: Desired, source: str, found: list[SnapshotInfo],
+                     at: datetime | None = None) -> list[Restore]:
+    """For each data disk ``desired`` wants, the newest usable snapshot of ``source``'s disk of
+    the same role and label (and VM number, when the role has several), taken at or before
+    ``at``. InvalidInput (nothing created) when there is nothing to recover from."""
+    usable = [s for s in found if s.state in USABLE]
+    if not usable:
+        raise InvalidInput(f"environment '{source}' has no usable snapshots"
+                           + (f" ({len(found)} still being taken)" if found else ""),
+                           hint=f"take one with `csdeploy snapshot --env {source} --wait`; "
+                                f"`csdeploy snapshots --env {source}` lists what there is")
+    if at is not None:
+        first = min(s.when for s in usable)
+        if at < first:
+            raise InvalidInput(f"--at {format_time(at)} is before the first snapshot of environment '{source}' "
+                               f"({format_time(first)})", hint=f"see `csdeploy snapshots --env {source}`")
+        usable = [s for s in usable if s.when <= at]
+    out = []
+    for vm in desired.vms:
+        for disk in vm.disks:
+            mine = [s for s in usable if s.role == disk.owner and s.disk == disk.label]
+            same_vm = [s for s in mine if _index(s) == vm.index]
+            pick = max(same_vm or mine, key=lambda s: (s.when, s.id), default=None)
+            if pick is not None and pick.size > disk.size_gb * GB:
+                raise InvalidInput(f"snapshot {pick.name} of {disk.owner}'s disk is {pick.size // GB} GB and the "
+                                   f"blueprint asks for {disk.size_gb} GB: a disk cannot be smaller than its data",
+                                   hint=f"set the disk's size to at least {pick.size // GB} GB (--set ...disk.size=N)")
+            out.append(Restore(disk.name, disk.owner, disk.label, pick))
+    if not any(r.snapshot for r in out):
+        raise InvalidInput(f"none of environment '{source}''s snapshots is of a disk this blueprint has "
+                           f"(roles/disks: {', '.join(sorted({f'{s.role}/{s.disk}' for s in usable})) or 'none'})",
+                           hint="recover with the blueprint the environment was made from")
+    return out
