@@ -27,8 +27,8 @@ from .provision.snapshots import (
     EnvDisk,
     adopt_snapshot,
     env_disks,
+    left_behind,
     start_snapshot,
-    unfinished,
     wait_state,
 )
 from .rollout.commands import snapshot as cmd
@@ -161,7 +161,10 @@ async def take_snapshots(cloud: Cloud, env: str, quiescer: Quiescer, progress: P
         item = DiskSnapshot(disk)
         resource = f"snapshot {disk.volume}"
         progress.emit(Event(resource=resource, action="create", status="running", env=env))
-        prior = await unfinished(cloud, disk)
+        prior, strays = await left_behind(cloud, disk)
+        for stray in strays:  # finished, but the run that took it died before tagging it
+            await adopt_snapshot(cloud, env, disk, stray, by)
+            item.notes.append(f"tagged {stray.get('name')}, taken by an interrupted run")
         if prior is not None:  # a killed run's snapshot: finish that one, take no second
             await adopt_snapshot(cloud, env, disk, prior, by)
             item.snapshot_id, item.name, item.adopted = prior["id"], prior.get("name", ""), True

@@ -61,7 +61,7 @@ def recover_text(outcome: RecoverOutcome) -> str:
     lines = [create_text(result.inventory, result.seconds, result.api_calls, result.plan.count("create", "replace"))]
     for r in outcome.restores:
         if r.disk in outcome.kept:
-            lines.append(f"disk {r.disk}: kept (the volume exists; not restored)")
+            lines.append(f"disk {r.disk}: the volume already existed: kept as it is, not restored")
         elif r.snapshot is None:
             lines.append(f"disk {r.disk}: made blank ({outcome.source} has no snapshot of {r.role}/{r.label})")
         else:

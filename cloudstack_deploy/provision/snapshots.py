@@ -125,11 +125,14 @@ def snapshot_tags(env: str, disk: EnvDisk, by: str, created: str) -> list[dict[s
     return [{"key": k, "value": v} for k, v in tags.items()]
 
 
-async def unfinished(cloud: Cloud, disk: EnvDisk) -> dict[str, Any] | None:
-    """A manual snapshot of ``disk`` a killed run left being taken (adopted, not taken twice)."""
-    found = await cloud.list("listSnapshots", volumeid=disk.volume_id)
-    return next((s for s in found if s.get("state") in IN_PROGRESS
-                 and s.get("name", "").startswith(disk.volume + MANUAL_MARK)), None)
+async def left_behind(cloud: Cloud, disk: EnvDisk) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """What killed runs left of ``disk``'s manual snapshots (found by name): one still being
+    taken (adopted, not taken twice), and finished ones whose tags never landed."""
+    found = [s for s in await cloud.list("listSnapshots", volumeid=disk.volume_id)
+             if s.get("name", "").startswith(disk.volume + MANUAL_MARK)]
+    taking = next((s for s in found if s.get("state") in IN_PROGRESS), None)
+    untagged = [s for s in found if TAG_ENV not in _tags(s) and s is not taking]
+    return taking, untagged
 
 
 async def start_snapshot(cloud: Cloud, env: str, disk: EnvDisk, by: str) -> dict[str, Any]:
