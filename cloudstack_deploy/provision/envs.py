@@ -34,7 +34,7 @@ class EnvSummary:
         return when is not None and when <= (now or datetime.now(UTC))
 
     def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
-        return {**asdict(self), "expired": self.expired(now)}
+        return {**asdict(self), "expired": self.expired(now), "snapshots_only": self.snapshots_only}
 
 
 async def list_envs(cloud: Cloud) -> list[EnvSummary]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..cloud import Cloud
 from ..errors import InvalidInput, OperationFailed
-from .actual import read_actual
+from .actual import Actual, read_actual
 from .desired import (
     TAG_BY,
     TAG_CREATED,
@@ -76,9 +76,11 @@ class SnapshotInfo:
     by: str | None = None
     tagged: bool = True   # carries csdeploy's tags (a policy's snapshots do not, until teardown)
 
+    taken: str | None = None   # csdeploy's own time of a manual one (sub-second: two in a second stay ordered)
+
     @property
     def when(self) -> datetime:
-        return parse_cloud_time(self.created)
+        return parse_cloud_time(self.taken or self.created)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,7 +88,7 @@ class SnapshotInfo:
 
 def parse_cloud_time(text: str) -> datetime:
     """CloudStack's `created` (``2026-12-06T03:40:00+0000``), or ours (``...Z``)."""
-    for fmt in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%SZ"):
+    for fmt in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):
         try:
             parsed = datetime.strptime(text, fmt)
         except (TypeError, ValueError):
@@ -95,13 +97,21 @@ def parse_cloud_time(text: str) -> datetime:
     return datetime.min.replace(tzinfo=UTC)
 
 
+def precise_time(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def _tags(item: dict[str, Any]) -> dict[str, str]:
     return {t["key"]: t.get("value", "") for t in item.get("tags") or []}
 
 
 async def env_disks(cloud: Cloud, env: str, role: str | None = None) -> list[EnvDisk]:
     """The environment's data volumes (of ``role``, a role or accessory, if given)."""
-    actual = await read_actual(cloud, env)
+    return disks_of(await read_actual(cloud, env), role)
+
+
+def disks_of(actual: Actual, role: str | None = None) -> list[EnvDisk]:
+    """The data volumes ``actual`` holds (of ``role``, if given), as their tags describe them."""
     names = {vm["id"]: name for name, vm in actual.vms.items()}
     out = []
     for name, vol in sorted(actual.volumes.items()):
@@ -138,10 +148,10 @@ async def left_behind(cloud: Cloud, disk: EnvDisk) -> tuple[dict[str, Any] | Non
 async def start_snapshot(cloud: Cloud, env: str, disk: EnvDisk, by: str) -> dict[str, Any]:
     """createSnapshot, tagged at once; returns ``{"id", "jobid", "name"}``."""
     now = datetime.now(UTC)
-    name = f"{disk.volume}{MANUAL_MARK}{now.strftime('%Y%m%d%H%M%S')}"
+    name = f"{disk.volume}{MANUAL_MARK}{now.strftime('%Y%m%d%H%M%S%f')[:17]}"
     reply = await cloud.request("createSnapshot", volumeid=disk.volume_id, name=name)
     await cloud.job("createTags", resourceids=[reply["id"]], resourcetype="Snapshot",
-                    tags=snapshot_tags(env, disk, by, format_time(now)))
+                    tags=snapshot_tags(env, disk, by, precise_time(now)))
     return {"id": reply["id"], "jobid": reply.get("jobid"), "name": name}
 
 
@@ -179,7 +189,8 @@ def _info(snap: dict[str, Any], env: str, disk: EnvDisk | None) -> SnapshotInfo:
                         disk=tags.get(TAG_DISK) or (disk.label if disk else disk_label(role)), kind=kind,
                         created=snap.get("created", ""), state=snap.get("state", "?"),
                         size=int(snap.get("physicalsize") or snap.get("virtualsize") or 0),
-                        volume=snap.get("volumename", ""), by=tags.get(TAG_BY), tagged=TAG_ENV in tags)
+                        volume=snap.get("volumename", ""), by=tags.get(TAG_BY), tagged=TAG_ENV in tags,
+                        taken=tags.get(TAG_CREATED) if tags.get(TAG_KIND) == KIND_SNAPSHOT and tags.get(TAG_BY) else None)
 
 
 async def tag_kept(cloud: Cloud, snap: SnapshotInfo) -> None:
@@ -190,12 +201,12 @@ async def tag_kept(cloud: Cloud, snap: SnapshotInfo) -> None:
                     tags=[{"key": k, "value": v} for k, v in tags.items()])
 
 
-async def list_snapshots(cloud: Cloud, env: str) -> list[SnapshotInfo]:
+async def list_snapshots(cloud: Cloud, env: str, disks: list[EnvDisk] | None = None) -> list[SnapshotInfo]:
     """Every snapshot of ``env``, newest first: manual ones by their tags (even when the
-    environment is gone), a policy's by the environment's volumes."""
+    environment is gone), a policy's by the environment's volumes (``disks``: read if None)."""
     tagged, disks = await asyncio.gather(
         cloud.list("listSnapshots", tags=[{"key": TAG_ENV, "value": env}], listall=True),
-        env_disks(cloud, env),
+        env_disks(cloud, env) if disks is None else asyncio.sleep(0, disks),
     )
     by_volume = await asyncio.gather(*(cloud.list("listSnapshots", volumeid=d.volume_id) for d in disks))
     found: dict[str, SnapshotInfo] = {s["id"]: _info(s, env, None) for s in tagged}
@@ -249,12 +260,12 @@ def choose_snapshots(desired: Desired, source: str, found: list[SnapshotInfo],
                            + (f" ({len(found)} still being taken)" if found else ""),
                            hint=f"take one with `csdeploy snapshot --env {source} --wait`; "
                                 f"`csdeploy snapshots --env {source}` lists what there is")
-    if at is not None:
-        first = min(s.when for s in usable)
+    if at is not None:  # to the second, as CloudStack shows a snapshot's time
+        first = min(s.when for s in usable).replace(microsecond=0)
         if at < first:
             raise InvalidInput(f"--at {format_time(at)} is before the first snapshot of environment '{source}' "
                                f"({format_time(first)})", hint=f"see `csdeploy snapshots --env {source}`")
-        usable = [s for s in usable if s.when <= at]
+        usable = [s for s in usable if s.when.replace(microsecond=0) <= at]
     out = []
     for vm in desired.vms:
         for disk in vm.disks:

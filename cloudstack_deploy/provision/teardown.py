@@ -19,6 +19,7 @@ from ..progress import Event, Progress
 from .actual import read_actual
 from .desired import TAG_ENV, keypair_name, network_name
 from .snapshots import IN_PROGRESS, SnapshotInfo, list_snapshots, tag_kept, wait_state
+from .snapshots import disks_of as env_disks_of
 
 _EXPUNGE_LATER = ("this account may not expunge VMs: CloudStack expunges the destroyed ones after its "
                   "expunge.delay setting; re-run `csdeploy teardown` then (or ask the cloud's administrators)")
@@ -67,9 +68,10 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
     failures: list[str] = []
     not_expunged: list[str] = []
     step = lambda res, fn: _step(progress, env, res, fn, failures, result.deleted)  # noqa: E731
+    actual = await read_actual(cloud, env)
     # Snapshots first, while the volumes still find a policy's (untagged) ones: deleted, or
     # kept and tagged so that `snapshots` and `recover` find them once the volumes are gone.
-    found = await list_snapshots(cloud, env)
+    found = await list_snapshots(cloud, env, env_disks_of(actual))
 
     async def delete_snapshot(snap: SnapshotInfo) -> None:
         if snap.state in IN_PROGRESS:  # CloudStack deletes only a finished snapshot
@@ -84,7 +86,6 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
             await asyncio.gather(*(tag_kept(cloud, s) for s in found if not s.tagged))
         except CloudError as exc:
             failures.append(f"tags of the kept snapshots: {exc}")
-    actual = await read_actual(cloud, env)
     tagged = await cloud.list("listTags", key=TAG_ENV, value=env)
 
     volumes = dict(actual.volumes)

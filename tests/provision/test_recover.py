@@ -116,3 +116,36 @@ def test_bad_input_creates_nothing(old: CloudView) -> None:
     assert not any(v["name"].startswith("new-") for v in old.vms())
     assert not any(n["name"] == "csdeploy-new" for n in old.networks())
     assert not any(v["name"].startswith("new-") for v in old.volumes())
+
+
+def _info(name: str, role: str, created: str, taken: str | None = None, state: str = "BackedUp") -> Any:
+    from cloudstack_deploy.provision.snapshots import SnapshotInfo
+
+    return SnapshotInfo(id=name, name=name, env="old", role=role, disk=f"csd-{role}", kind="manual",
+                        created=created, state=state, size=2 * GB, volume=name.split(":")[0], taken=taken)
+
+
+def test_choosing_snapshots_per_disk_vm_and_time() -> None:
+    """Each VM's disk from its own VM's snapshot; two taken in one second keep their order
+    (csdeploy's own sub-second time); --at counts whole seconds, as CloudStack shows times;
+    a disk without a snapshot is made blank; one still being taken is not used."""
+    from cloudstack_deploy.blueprint import load_blueprint
+    from cloudstack_deploy.provision.desired import desired_state
+    from cloudstack_deploy.provision.snapshots import choose_snapshots
+
+    bp = load_blueprint(DEMO, overrides=["roles.web.count=2", "roles.web.disk={size: 2}"])
+    desired = desired_state(bp, "new")
+    found = [
+        _info("old-web-1-web:a", "web", "2026-12-06T03:00:00+0000", "2026-12-06T03:00:00.100000Z"),
+        _info("old-web-1-web:b", "web", "2026-12-06T03:00:00+0000", "2026-12-06T03:00:00.900000Z"),
+        _info("old-web-2-web:c", "web", "2026-12-06T02:00:00+0000"),
+        _info("old-web-2-web:d", "web", "2026-12-06T04:00:00+0000", state="Creating"),
+    ]
+    picks = {r.disk: r.snapshot.id if r.snapshot else None for r in choose_snapshots(desired, "old", found)}
+    assert picks == {"new-web-1-web": "old-web-1-web:b", "new-web-2-web": "old-web-2-web:c", "new-db-1-db": None}
+    at = datetime(2026, 12, 6, 3, 0, 0, tzinfo=UTC)
+    picks = {r.disk: r.snapshot.id if r.snapshot else None for r in choose_snapshots(desired, "old", found, at)}
+    assert picks["new-web-1-web"] == "old-web-1-web:b"
+    at = datetime(2026, 12, 6, 2, 30, 0, tzinfo=UTC)
+    picks = {r.disk: r.snapshot.id if r.snapshot else None for r in choose_snapshots(desired, "old", found, at)}
+    assert picks["new-web-1-web"] == "old-web-2-web:c"  # no snapshot of VM 1 then: the role's newest
