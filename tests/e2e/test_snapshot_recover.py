@@ -47,9 +47,12 @@ class Story:
 
 @pytest.fixture(scope="module")
 def story(lab: Lab) -> Iterator[Story]:
+    for env in (OLD, NEW):  # a killed run's snapshots too: the steps count them
+        lab.csdeploy("teardown", "--env", env, "--yes", "--delete-snapshots", check=False)
     with environment(lab, OLD), environment(lab, NEW):
         yield Story(lab)
-        lab.csdeploy("teardown", "--env", OLD, "--yes", "--delete-snapshots", check=False)
+        for env in (OLD, NEW):
+            lab.csdeploy("teardown", "--env", env, "--yes", "--delete-snapshots", check=False)
 
 
 def notes(url: str, deadline: float = 60) -> list[str]:
