@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
+import re
+import zoneinfo
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,18 +63,23 @@ from .blueprint_rules import (
     describe,
     dotted,
     image_checker,
+    int_checker,
     list_checker,
     name_checker,
     show_key,
 )
 from .blueprint_schema import (
     DEFAULT_HEALTH_PATH,
+    DEFAULT_SNAPSHOT_TIMEZONE,
     DOCKER_INSTALL_METHODS,
     LB_ALGORITHMS,
+    MAX_KEEP_SNAPSHOTS,
     PUBLIC_ACCESS_MODES,
     ROLE_NAME_MAX,
     SERVICE_NAME_MAX,
+    SNAPSHOT_INTERVALS,
     VAULT_ADAPTERS,
+    WEEKDAYS,
     Accessory,
     AccessoryVM,
     Blueprint,
@@ -88,6 +96,7 @@ from .blueprint_schema import (
     Role,
     RolloutSettings,
     SecretsSource,
+    SnapshotSchedule,
     SSHAccess,
     Watch,
     format_duration,
@@ -334,8 +343,103 @@ def _check_proxy(ctx: Ctx, path: TreePath, value: Any) -> Any:
     return Proxy(**out)
 
 
+_AT_RE = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def _check_at(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """A time of day, "HH:MM" (24 hours)."""
+    m = _AT_RE.match(value) if isinstance(value, str) else None
+    if m is None:
+        ctx.add(path, f'expected a time of day "HH:MM" (e.g. "03:00"), got {describe(value)}')
+        return BAD
+    return int(m.group(1)), int(m.group(2))
+
+
+def _check_timezone(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """An IANA zone name: CloudStack silently takes an unknown one as GMT, so refuse it here."""
+    if check_str(ctx, path, value) is BAD:
+        return BAD
+    if value not in _timezones():
+        close = difflib.get_close_matches(value, sorted(_timezones()), n=1)
+        ctx.add(path, f"unknown time zone {describe(value)}" + (f" (did you mean '{close[0]}'?)" if close else
+                                                               " (use an IANA name such as Etc/UTC, Europe/Paris)"))
+        return BAD
+    return value
+
+
+@functools.cache
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones()) | {"UTC", "GMT"}
+
+
+def _check_day(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    if isinstance(value, str) and value.lower() in WEEKDAYS:
+        return WEEKDAYS.index(value.lower()) + 1
+    return int_checker(1, 31)(ctx, path, value)
+
+
+_SNAPSHOT_SPEC: dict[str, Checker] = {
+    "every": choice_checker(*SNAPSHOT_INTERVALS), "at": _check_at, "minute": int_checker(0, 59),
+    "day": _check_day, "timezone": _check_timezone,
+    "keep": int_checker(1, MAX_KEEP_SNAPSHOTS, f"must be 1-{MAX_KEEP_SNAPSHOTS} (CloudStack's snapshot.max "
+                                               "settings keep at most that many per interval)"),
+}
+
+
+def _check_snapshot(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """One schedule: `{every: daily, at: "03:00", keep: 3}`; hourly takes `minute`, weekly and
+    monthly a `day` (weekly: a day name or 1-7, Sunday 1; monthly: 1-28)."""
+    out = _section(ctx, path, value, _SNAPSHOT_SPEC, required=["every", "keep"])
+    if out is None or "every" not in value or "keep" not in out:
+        return BAD
+    every = out.get("every")
+    if every is None:
+        return BAD
+    if every == "hourly" and "at" in value:
+        ctx.add(path + ("at",), "an hourly schedule takes `minute: M` (0-59), not `at`")
+        return BAD
+    if every != "hourly" and "minute" in value:
+        ctx.add(path + ("minute",), f'a {every} schedule takes `at: "HH:MM"`, not `minute`')
+        return BAD
+    if "day" in value and every in ("hourly", "daily"):
+        ctx.add(path + ("day",), f"a {every} schedule has no day: drop it (weekly and monthly ones take one)")
+        return BAD
+    day = out.get("day", 1)
+    if every == "monthly" and day > 28:
+        ctx.add(path + ("day",), f"must be 1-28 (CloudStack runs monthly snapshots on days every month has), got {day}")
+        return BAD
+    if every == "weekly" and isinstance(value.get("day"), int) and day > 7:
+        ctx.add(path + ("day",), f"must be a day name or 1-7 (Sunday is 1), got {day}")
+        return BAD
+    hour, minute = out.get("at", (0, out.get("minute", 0)))
+    if len(out) < len([k for k, v in value.items() if v is not None]):
+        return BAD  # a field was refused above
+    return SnapshotSchedule(every=every, keep=out["keep"], minute=minute, hour=hour, day=day,
+                            timezone=out.get("timezone", DEFAULT_SNAPSHOT_TIMEZONE))
+
+
+def _check_snapshots(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """A list of schedules (or one mapping); CloudStack keeps one policy per disk and interval."""
+    if isinstance(value, dict):
+        value, single = [value], True
+    else:
+        single = False
+    out = list_checker(_check_snapshot)(ctx, path, value)
+    if out is BAD:
+        return BAD
+    seen: dict[str, int] = {}
+    for i, sched in enumerate(out):
+        if sched.every in seen:
+            ctx.add(path if single else path + (i,), f"a second {sched.every} schedule (the first is "
+                    f"[{seen[sched.every]}]): CloudStack keeps one snapshot policy per disk and interval")
+            return BAD
+        seen[sched.every] = i
+    return out
+
+
 def _disk_checker(default_mount: str) -> Checker:
-    return _sub({"size": check_size_gb, "mount": check_mount, "disk_offering": check_str},
+    return _sub({"size": check_size_gb, "mount": check_mount, "disk_offering": check_str,
+                 "snapshots": _check_snapshots},
                 lambda out: Disk(**{"size": 0, "mount": default_mount, **out}), required=["size"])
 
 

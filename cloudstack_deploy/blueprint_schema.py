@@ -239,13 +239,61 @@ class Schedule:
     cmd: tuple[str, ...] | None = None
 
 
+#: A snapshot schedule's `every`, in CloudStack's interval names (DateUtil.IntervalType).
+SNAPSHOT_INTERVALS = ("hourly", "daily", "weekly", "monthly")
+#: Days of the week as CloudStack numbers them in a WEEKLY schedule (java.util.Calendar: 1 is Sunday).
+WEEKDAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
+#: snapshot.max.hourly/daily/weekly/monthly: CloudStack's default limit of kept snapshots.
+MAX_KEEP_SNAPSHOTS = 8
+DEFAULT_SNAPSHOT_TIMEZONE = "Etc/UTC"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotSchedule:
+    """A recurring snapshot of a data disk (a CloudStack snapshot policy): `every` interval at
+    `hour`:`minute` (`day`: of the week 1-7, Sunday 1, or of the month 1-28), in `timezone`;
+    the cloud keeps the `keep` newest."""
+
+    every: str
+    keep: int
+    minute: int = 0
+    hour: int = 0
+    day: int = 1
+    timezone: str = DEFAULT_SNAPSHOT_TIMEZONE
+
+    @property
+    def interval(self) -> str:
+        """CloudStack's `intervaltype`."""
+        return self.every.upper()
+
+    @property
+    def schedule(self) -> str:
+        """CloudStack's `schedule`: MM (hourly), MM:HH (daily), MM:HH:DD (weekly, monthly)."""
+        parts = [self.minute, self.hour, self.day][:{"hourly": 1, "daily": 2}.get(self.every, 3)]
+        return ":".join(f"{p:02d}" if i < 2 else str(p) for i, p in enumerate(parts))
+
+    def describe(self) -> str:
+        at = f"{self.hour:02d}:{self.minute:02d}"
+        if self.every == "hourly":
+            when = f"at minute {self.minute}"
+        elif self.every == "weekly":
+            when = f"on {WEEKDAYS[self.day - 1]} at {at}"
+        elif self.every == "monthly":
+            when = f"on day {self.day} at {at}"
+        else:
+            when = f"at {at}"
+        return f"{self.every} {when} {self.timezone}, keep {self.keep}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Disk:
-    """A CloudStack data volume attached to the VM and mounted at `mount`; size in GB."""
+    """A CloudStack data volume attached to the VM and mounted at `mount`; size in GB;
+    `snapshots`: its recurring snapshot schedules (at most one per interval)."""
 
     size: int
     mount: str
     disk_offering: str = DEFAULT_DISK_OFFERING
+    snapshots: tuple[SnapshotSchedule, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

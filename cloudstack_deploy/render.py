@@ -119,6 +119,8 @@ def envs_text(envs: list[EnvSummary]) -> str:
     rows = [("ENV", "SERVICE", "VMS", "ROLES", "CREATED", "EXPIRES")]
     for e in envs:
         roles = ", ".join(f"{r}×{n}" for r, n in sorted(e.roles.items())) or "-"
+        if e.snapshots_only:
+            roles = f"snapshots only ({e.snapshots}; `csdeploy recover` remakes it)"
         expires = e.expires or "never"
         if e.expired():
             expires += " EXPIRED (the next `csdeploy reap` deletes it)"

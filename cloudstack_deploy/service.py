@@ -20,7 +20,7 @@ import os
 import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,13 +34,14 @@ from .inventory import Inventory
 from .log import register_secrets
 from .progress import Progress, Recorder
 from .provision.cloudlock import rollout_lock
-from .provision.desired import parse_time
+from .provision.desired import desired_state, parse_time
 from .provision.envs import EnvSummary, list_envs
 from .provision.plan import Plan
 from .provision.reap import REMOVED, ReapResult
 from .provision.reap import reap as reap_envs
 from .provision.run import CreateOptions, CreateResult, join_deferred, plan_env
 from .provision.run import create_env as provision_env
+from .provision.snapshots import Restore, SnapshotInfo, choose_snapshots, list_snapshots
 from .provision.teardown import TeardownResult, teardown_env
 from .rollout import lease, ops, runs
 from .rollout.deploy import Rollout, RolloutOptions, RolloutResult
@@ -52,6 +53,7 @@ from .store import Journal, check_reachable, records, store_url
 from .store.db import Store
 
 if TYPE_CHECKING:  # imported by the commands that use them: a deploy never loads these
+    from .backup import SnapshotResult
     from .dns import DnsRecord, DnsResult
     from .formats import InitResult
     from .formats.kamal_out import ExportResult
@@ -220,12 +222,13 @@ async def create_env(bp: Blueprint, env: str, *, version: str | None = None, ttl
 
 
 async def teardown(env: str, *, progress: Progress | None = None, max_api: int = DEFAULT_IN_FLIGHT,
-                   how: str = "teardown") -> TeardownResult:
-    """Delete everything ``env`` owns, prove it is gone, forget its local state."""
+                   how: str = "teardown", delete_snapshots: bool = False) -> TeardownResult:
+    """Delete everything ``env`` owns, prove it is gone, forget its local state. Its snapshots
+    are kept (for `recover`) unless ``delete_snapshots``."""
     config = _config()
     async with Cloud(config, max_in_flight=max_api) as cloud:
         await remove_dns(cloud, env, None, _silent(progress))
-        result = await teardown_env(cloud, env, _silent(progress))
+        result = await teardown_env(cloud, env, _silent(progress), delete_snapshots=delete_snapshots)
     EnvState(env).remove()
     journal = _journal(progress)
     try:
@@ -316,15 +319,19 @@ async def preview_up(bp: Blueprint, env: str, *, version: str | None = None, ttl
                      options: CreateOptions | None = None, blueprint_path: str | None = None,
                      overrides: tuple[str, ...] = ()) -> tuple[PreviewResult, CreateEnvOutcome]:
     """Create or update preview ``env``: converge (the same VMs when nothing changed), move its
-    expiry to now + ``ttl`` (3 days by default), make its DNS records, roll out ``version``."""
+    expiry to now + ``ttl`` (3 days by default), make its DNS records, roll out ``version``.
+    ``from_env``: each data disk the preview does not have yet is made from that environment's
+    newest snapshot of the same role and disk (as `recover` does); later pushes keep them."""
     from .preview import DEFAULT_TTL, PreviewResult, preview_url
 
-    if from_env is not None:
-        raise InvalidInput(f"--from-env {from_env}: seeding a preview from another environment's snapshot "
-                           "is not there yet", hint="leave --from-env out; the preview starts empty")
-    outcome = await create_env(bp, env, version=version, ttl=ttl or DEFAULT_TTL, skip_rollout=skip_rollout,
-                               progress=progress, options=options, blueprint_path=blueprint_path,
-                               overrides=overrides)
+    if from_env is not None:  # seeded: each new data disk from from_env's newest snapshot (kept ones stay)
+        outcome = (await recover(bp, env, from_env, version=version, ttl=ttl or DEFAULT_TTL, skip_rollout=skip_rollout,
+                                 progress=progress, options=options, blueprint_path=blueprint_path,
+                                 overrides=overrides)).created
+    else:
+        outcome = await create_env(bp, env, version=version, ttl=ttl or DEFAULT_TTL, skip_rollout=skip_rollout,
+                                   progress=progress, options=options, blueprint_path=blueprint_path,
+                                   overrides=overrides)
     inv = outcome.inventory
     vms = outcome.provision.plan
     result = PreviewResult(env=env, url=preview_url(bp, inv, outcome.dns), version=None if skip_rollout else version,
@@ -355,6 +362,79 @@ async def preview_down(env: str, *, progress: Progress | None = None,
         finally:
             journal.close()
     return down
+
+
+# ---- snapshots and recovery ----------------------------------------------------------------------
+
+async def snapshot(env: str, *, role: str | None = None, wait: bool = False, quiesce: bool = True,
+                   progress: Progress | None = None, max_api: int = DEFAULT_IN_FLIGHT) -> SnapshotResult:
+    """Snapshot every data disk of ``env`` (or of role/accessory ``role``), tagged with the
+    environment, role, disk and who. ``quiesce``: checkpoint PostgreSQL and freeze each disk on
+    its host around the snapshot (what could not be done is in each item's notes); without it
+    no host is touched (crash-consistent). ``wait``: until each is BackedUp, not just captured."""
+    from . import backup
+    from .rollout.hosts import Hosts
+    from .store.records import actor
+
+    prog = _silent(progress)
+    async with Cloud(_config(), max_in_flight=max_api) as cloud:
+        def take(q: backup.Quiescer) -> Any:
+            return backup.take_snapshots(cloud, env, q, prog, by=actor(), role=role, wait=wait)
+
+        if not quiesce:
+            return await take(backup.NoQuiesce("--no-quiesce: crash-consistent, no host touched"))
+        try:
+            ctx = await context(env)
+        except CsdeployError as exc:
+            return await take(backup.NoQuiesce(f"not quiesced: {str(exc).splitlines()[0]} (crash-consistent)"))
+        inv = ctx.inventory
+        async with Hosts(inv.hosts, user=inv.ssh.user, client_key=inv.ssh.key, known_hosts=inv.ssh.known_hosts) as pool:
+            return await take(backup.HostQuiesce(pool, list(inv.hosts), backup.postgres_settings(ctx.bp)))
+
+
+async def snapshots(env: str, *, max_api: int = DEFAULT_IN_FLIGHT) -> list[SnapshotInfo]:
+    """``env``'s snapshots, newest first: manual ones by their tags (even once the environment
+    is gone), a policy's by the environment's volumes."""
+    async with Cloud(_config(), max_in_flight=max_api) as cloud:
+        return await list_snapshots(cloud, env)
+
+
+@dataclass
+class RecoverOutcome:
+    created: CreateEnvOutcome
+    source: str
+    #: Each data disk and the snapshot it was made from (None: made blank, no snapshot of it).
+    restores: list[Restore]
+    #: Disks whose volume already existed (kept as they are, not restored), by volume name.
+    kept: list[str]
+
+
+async def recover(bp: Blueprint, env: str, source: str, *, at: datetime | None = None, version: str | None = None,
+                  ttl: timedelta | None = None, skip_rollout: bool = False, progress: Progress | None = None,
+                  options: CreateOptions | None = None, blueprint_path: str | None = None,
+                  overrides: tuple[str, ...] = ()) -> RecoverOutcome:
+    """Create ``env`` as `create_env` does, each data disk made from ``source``'s newest snapshot
+    of the same role and disk (taken at or before ``at``), found by tags: ``source`` may be
+    gone, or be ``env`` itself (rebuilt in place; a volume that still exists is kept).
+    InvalidInput, with nothing created, when there is nothing to recover from."""
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    if not skip_rollout and not version:
+        raise InvalidInput("no version to roll out", hint="pass a version (an image tag), or skip the rollout")
+    opts = options or CreateOptions()
+    async with Cloud(_config(), max_in_flight=opts.max_api) as cloud:
+        found = await list_snapshots(cloud, source)
+    restores = choose_snapshots(desired_state(bp, env), source, found, at)
+    opts.restore = {r.disk: r.snapshot.id for r in restores if r.snapshot is not None}
+    for r in restores:
+        if r.snapshot is None and progress is not None:
+            progress.note(f"{source} has no snapshot of {r.role}'s disk {r.label}: {r.disk} is made blank",
+                          level="warning")
+    outcome = await create_env(bp, env, version=version, ttl=ttl, skip_rollout=skip_rollout, progress=progress,
+                               options=opts, blueprint_path=blueprint_path, overrides=overrides)
+    made = {a.name for a in outcome.provision.plan.actions if a.kind == "volume" and a.op == "create"}
+    return RecoverOutcome(created=outcome, source=source, restores=restores,
+                          kept=[r.disk for r in restores if r.disk not in made])
 
 
 # ---- rollout and day 2 ------------------------------------------------------------------------------
@@ -640,6 +720,6 @@ __all__ = [
     "build_and_deploy", "create_env", "default_version", "deploy", "environments", "exec_", "export_kamal_config",
     "finish_canary",
     "history", "init_blueprint", "load_secrets_for", "logs", "nightly", "plan", "preview_down", "preview_up",
-    "proxy_reboot", "reap", "recorded", "secret_sources",
-    "rollback", "status", "teardown", "template_fields",
+    "proxy_reboot", "reap", "recorded", "recover", "rollback", "secret_sources", "snapshot", "snapshots", "status",
+    "teardown", "template_fields",
 ]

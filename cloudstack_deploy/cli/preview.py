@@ -55,7 +55,8 @@ def preview() -> None:
               help="Expiry from now, renewed by every `up`; `csdeploy reap` removes the preview after it.")
 @click.option("--version", "version", default=None, help="Image tag to roll out (default: git HEAD, short).")
 @click.option("--from-env", "from_env", default=None, metavar="ENV",
-              help="Seed from ENV's latest snapshot (not there yet: an error).")
+              help="Make each new data disk from ENV's newest snapshot of the same role and disk "
+                   "(as `csdeploy recover` does); later pushes keep the preview's own disks.")
 @click.option("--skip-rollout", is_flag=True, help="Provision (and name) only; no rollout.")
 @GITHUB_OPTION
 @DOTENV_OPTION
@@ -79,7 +80,7 @@ def up(blueprint: str, name: str | None, pr: str | None, ttl_text: str, version:
     expiry = ttl(ttl_text)
     files = ci_files(github, dotenv)
     bp = load(blueprint, overrides)
-    if not skip_rollout and from_env is None:
+    if not skip_rollout:
         version = version_or_head(version, what=" (or pass --skip-rollout)")
     opts = CreateOptions(max_api=max_api, ssh_timeout=ssh_timeout, break_lock=break_lock)
     with progress_for(progress_mode, as_json) as progress:

@@ -119,11 +119,14 @@ def create_env(blueprint: str, env: str, ttl_text: str | None, skip_rollout: boo
 @click.command()
 @ENV_OPTION
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--delete-snapshots", is_flag=True,
+              help="Delete its disk snapshots too (by default they are kept for `csdeploy recover`).")
 @JSON_OPTION
 @PROGRESS_OPTION
 @MAX_API_OPTION
-def teardown(env: str, yes: bool, as_json: bool, progress_mode: str, max_api: int) -> None:
-    """Delete everything environment NAME owns in the cloud, then check that nothing is left."""
+def teardown(env: str, yes: bool, delete_snapshots: bool, as_json: bool, progress_mode: str, max_api: int) -> None:
+    """Delete everything environment NAME owns in the cloud, then check that nothing is left
+    (its disk snapshots are kept unless --delete-snapshots)."""
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError(f"refusing to delete environment '{env}' without --yes (no terminal to ask)")
@@ -138,11 +141,15 @@ def teardown(env: str, yes: bool, as_json: bool, progress_mode: str, max_api: in
             click.echo(f"environment {env} removed by {remote.url} (job {job['id']})")
         return
     with progress_for(progress_mode, as_json) as progress:
-        result = run(service.teardown(env, progress=progress, max_api=max_api))
+        result = run(service.teardown(env, progress=progress, max_api=max_api, delete_snapshots=delete_snapshots))
     if as_json:
-        echo_json({"env": env, "deleted": result.deleted, "api_calls": result.api_calls})
+        echo_json({"env": env, "deleted": result.deleted, "api_calls": result.api_calls,
+                   "kept_snapshots": result.kept_snapshots})
     else:
         click.echo(f"environment {env} removed ({len(result.deleted)} resources deleted; nothing left)")
+        if result.kept_snapshots:
+            click.echo(f"{result.kept_snapshots} snapshot(s) kept: `csdeploy snapshots --env {env}` lists them, "
+                       f"`csdeploy recover` makes an environment from them, `teardown --delete-snapshots` removes them")
 
 
 @click.command()

@@ -13,7 +13,7 @@ from typing import Any
 from ..cloud import CloudError
 from ..errors import CsdeployError, Locked
 from .context import RunContext, tag
-from .desired import TAG_CREATED, TAG_EXPIRES, TAG_KIND, TAG_LOCK, TAG_ROLE, TAG_VM
+from .desired import TAG_CREATED, TAG_DISK, TAG_EXPIRES, TAG_KIND, TAG_LOCK, TAG_ROLE, TAG_VM
 from .hostkeys import generate_host_key, key_fingerprint
 from .steps import Action
 from .userdata import DataDisk, build_userdata, needs_post
@@ -242,10 +242,15 @@ async def volume_action(ctx: RunContext, a: Action) -> str:
     if a.op == "create":
         disk = a.data["disk"]
         offering = ctx.catalog.disk_offerings[disk.offering]
-        reply = await cloud.request("createVolume", name=disk.name, diskofferingid=offering["id"],
-                                    size=disk.size_gb if offering.get("iscustomized") else None,
-                                    zoneid=ctx.catalog.zone_id)
-        tags = ctx.tags(**{TAG_VM: a.group, TAG_ROLE: disk.owner, TAG_KIND: "volume", TAG_CREATED: ctx.created})
+        size = disk.size_gb if offering.get("iscustomized") else None
+        if disk.from_snapshot:  # the snapshot gives zone and data; the blueprint's offering and size
+            reply = await cloud.request("createVolume", name=disk.name, snapshotid=disk.from_snapshot,
+                                        diskofferingid=offering["id"], size=size)
+        else:
+            reply = await cloud.request("createVolume", name=disk.name, diskofferingid=offering["id"],
+                                        size=size, zoneid=ctx.catalog.zone_id)
+        tags = ctx.tags(**{TAG_VM: a.group, TAG_ROLE: disk.owner, TAG_DISK: disk.label, TAG_KIND: "volume",
+                           TAG_CREATED: ctx.created})
         results = await asyncio.gather(tag(ctx, "Volume", [reply["id"]], tags),
                                        cloud.wait_job("createVolume", reply["jobid"]), return_exceptions=True)
         for r in results:
@@ -265,3 +270,22 @@ async def volume_action(ctx: RunContext, a: Action) -> str:
 
 async def attach_volume(ctx: RunContext, volume_id: str, vm: str) -> None:
     await ctx.cloud.job("attachVolume", id=volume_id, virtualmachineid=ctx.vm_ids[vm])
+
+
+async def policy_action(ctx: RunContext, a: Action, volume_id: str | None) -> str:
+    """A disk's snapshot policy. createSnapshotPolicy for an interval the volume already has
+    replaces that policy's schedule and tags (SnapshotManagerImpl.persistSnapshotPolicy), so
+    create and update are the same call; the tags travel with it (no window without them)."""
+    if a.op == "delete":
+        await ctx.cloud.request("deleteSnapshotPolicies", id=a.data["id"])
+        return "deleted (its snapshots are kept)"
+    spec = ctx.desired.vm(a.group)
+    disk = next(d for d in (spec.disks if spec else ()) if d.name == a.data["disk"])
+    sched = a.data["schedule"]
+    vid = a.data.get("volume") or volume_id
+    if vid is None:
+        raise CsdeployError(f"volume {disk.name} does not exist yet", hint="re-run create-env")
+    tags = ctx.tags(**{TAG_VM: a.group, TAG_ROLE: disk.owner, TAG_DISK: disk.label, TAG_KIND: "snapshot-policy"})
+    await ctx.cloud.request("createSnapshotPolicy", volumeid=vid, intervaltype=sched.interval,
+                            schedule=sched.schedule, maxsnaps=sched.keep, timezone=sched.timezone, tags=tags)
+    return sched.describe()

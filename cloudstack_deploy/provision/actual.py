@@ -47,6 +47,8 @@ class Actual:
     lb_rules: list[dict[str, Any]] = field(default_factory=list)
     lb_members: dict[str, list[str]] = field(default_factory=dict)         # rule id -> VM ids
     tags: dict[str, dict[str, str]] = field(default_factory=dict)          # resource id -> {key: value}
+    #: Snapshot policies of the volumes above (listSnapshotPolicies takes one volume), by volume id.
+    policies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: User data (base64) of the VMs it was read for (see `read_vm_userdata`), by VM id.
     userdata: dict[str, str | None] = field(default_factory=dict)
 
@@ -146,9 +148,14 @@ async def read_actual(cloud: Cloud, env: str) -> Actual:
             actual.volumes[vol["name"]] = vol
         elif vol["name"].startswith(f"{env}-") and not vol.get("virtualmachineid"):
             actual.loose_volumes[vol["name"]] = vol
+    # Snapshot policies hang off their volume: one list per volume (CloudStack lists no others).
+    vols = [*actual.volumes.values(), *actual.loose_volumes.values()]
+    found = await asyncio.gather(*(cloud.list("listSnapshotPolicies", volumeid=v["id"]) for v in vols))
+    actual.policies = {v["id"]: pols for v, pols in zip(vols, found, strict=True)}
     listed = [actual.network] if actual.network else []
     listed += [*actual.vms.values(), *actual.ips, *actual.volumes.values(), *actual.loose_volumes.values(),
-               *actual.firewall, *actual.port_forwards, *actual.lb_rules]
+               *actual.firewall, *actual.port_forwards, *actual.lb_rules,
+               *(p for pols in actual.policies.values() for p in pols)]
     if actual.source_nat:
         listed.append(actual.source_nat)
     actual.tags = _tag_map(env_tags + [dict(t, resourceid=r["id"]) for r in listed for t in r.get("tags") or []])

@@ -24,6 +24,7 @@ from .actions import (
     ip_action,
     keypair_action,
     network_action,
+    policy_action,
     port_forward_action,
     static_nat_action,
     vm_action,
@@ -99,6 +100,10 @@ async def _vm_pipeline(ctx: RunContext, actions: list[Action], failures: list[tu
         jobs.append(run_action(ctx, Action("update", "volume", a.name, f"attach to {vm}", vm),
                          lambda a=a: _attach_new(ctx, a), failures))
     await asyncio.gather(*jobs)
+    # Snapshot policies last: CloudStack takes them only on a Ready (attached once) volume.
+    new_ids = {a.data["disk"].name: a.data.get("id") for a in vol_creates}
+    await asyncio.gather(*(run_action(ctx, a, lambda a=a: policy_action(ctx, a, new_ids.get(a.data.get("disk", ""))),
+                                      failures) for a in rest if a.kind == "snapshot-policy"))
     spec = ctx.desired.vm(vm)
     tags = ctx.tags(**{TAG_ROLE: spec.group if spec else "", TAG_KIND: "rule"})  # one call per role
     try:

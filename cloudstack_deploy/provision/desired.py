@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from ..blueprint import Blueprint
+from ..blueprint_schema import SnapshotSchedule
 from .userdata import disk_label
 
 TAG_ENV = "csdeploy:env"
@@ -20,6 +21,8 @@ TAG_EXPIRES = "csdeploy:expires"
 TAG_CREATED = "csdeploy:created"
 TAG_VM = "csdeploy:vm"
 TAG_KIND = "csdeploy:kind"
+TAG_DISK = "csdeploy:disk"     # a volume's or snapshot's disk label (the owner's data disk)
+TAG_BY = "csdeploy:by"         # who took a manual snapshot
 TAG_LOCK = "csdeploy:lock"
 KIND_LB_IP = "lb-ip"       # csdeploy:kind of a role's load-balancer address
 KIND_LB_RULE = "lb-rule"
@@ -65,6 +68,10 @@ class DiskSpec:
     offering: str
     label: str       # filesystem label the guest mounts by
     mount: str
+    #: Recurring snapshots (CloudStack snapshot policies on the volume), at most one per interval.
+    snapshots: tuple[SnapshotSchedule, ...] = ()
+    #: `recover`: a new volume is made from this snapshot (its id) instead of blank.
+    from_snapshot: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,14 +147,15 @@ def desired_state(bp: Blueprint, env: str, *, ttl: timedelta | None = None,
             disks: list[DiskSpec] = []
             if role.disk is not None:
                 disks.append(DiskSpec(f"{name}-{role.name}", role.name, role.disk.size, role.disk.disk_offering,
-                                      disk_label(role.name), role.disk.mount))
+                                      disk_label(role.name), role.disk.mount, role.disk.snapshots))
             # Accessories placed on a role run on its first VM, with their disks.
             if i == 1:
                 for acc_name in hosted:
                     acc = bp.accessories[acc_name]
                     if acc.disk is not None:
                         disks.append(DiskSpec(f"{name}-{acc.name}", acc.name, acc.disk.size,
-                                              acc.disk.disk_offering, disk_label(acc.name), acc.disk.mount))
+                                              acc.disk.disk_offering, disk_label(acc.name), acc.disk.mount,
+                                              acc.disk.snapshots))
             vms.append(VMSpec(name, role.name, i, role.service_offering, role.proxy is not None,
                               tuple(disks), tuple(hosted) if i == 1 else (), balanced=role.load_balanced))
     for acc in bp.accessories.values():
@@ -157,7 +165,7 @@ def desired_state(bp: Blueprint, env: str, *, ttl: timedelta | None = None,
         disks = []
         if acc.disk is not None:
             disks.append(DiskSpec(f"{name}-{acc.name}", acc.name, acc.disk.size, acc.disk.disk_offering,
-                                  disk_label(acc.name), acc.disk.mount))
+                                  disk_label(acc.name), acc.disk.mount, acc.disk.snapshots))
         vms.append(VMSpec(name, acc.name, 1, acc.vm.service_offering, False, tuple(disks), (acc.name,)))
     return Desired(
         env=env, service=bp.service, zone=bp.cloud.zone, template=bp.cloud.template,

@@ -21,6 +21,12 @@ class EnvSummary:
     roles: dict[str, int] = field(default_factory=dict)
     vms: int = 0
     lock: str | None = None          # the csdeploy:lock tag: who is changing it right now
+    snapshots: int = 0               # disk snapshots tagged for it (kept after a teardown)
+
+    @property
+    def snapshots_only(self) -> bool:
+        """Torn down with its snapshots kept: `csdeploy recover` can make it again."""
+        return self.network_id is None and self.vms == 0 and self.snapshots > 0
 
     def expired(self, now: datetime | None = None) -> bool:
         """Past its `csdeploy:expires`: the next `csdeploy reap` deletes it."""
@@ -28,14 +34,16 @@ class EnvSummary:
         return when is not None and when <= (now or datetime.now(UTC))
 
     def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
-        return {**asdict(self), "expired": self.expired(now)}
+        return {**asdict(self), "expired": self.expired(now), "snapshots_only": self.snapshots_only}
 
 
 async def list_envs(cloud: Cloud) -> list[EnvSummary]:
-    """Two API calls whatever the number of environments: all csdeploy tags of networks and VMs."""
-    net_tags, vm_tags = await asyncio.gather(
+    """Three API calls whatever the number of environments: all tags of networks, VMs and
+    snapshots (an environment torn down with its snapshots kept is listed by them)."""
+    net_tags, vm_tags, snap_tags = await asyncio.gather(
         cloud.list("listTags", resourcetype="Network"),
         cloud.list("listTags", resourcetype="UserVm"),
+        cloud.list("listTags", resourcetype="Snapshot"),
     )
     by_net: dict[str, dict[str, str]] = {}
     for t in net_tags:
@@ -57,4 +65,16 @@ async def list_envs(cloud: Cloud) -> list[EnvSummary]:
         role = tags.get(TAG_ROLE, "?")
         summary.roles[role] = summary.roles.get(role, 0) + 1
         summary.vms += 1
+    by_snap: dict[str, dict[str, str]] = {}
+    for t in snap_tags:
+        by_snap.setdefault(t["resourceid"], {})[t["key"]] = t.get("value", "")
+    for tags in by_snap.values():
+        env = tags.get(TAG_ENV)
+        if env is None:
+            continue
+        summary = envs.setdefault(env, EnvSummary(env=env, service=tags.get(TAG_SERVICE)))
+        summary.snapshots += 1
+        if summary.network_id is None and summary.vms == 0 and tags.get(TAG_EXPIRES):
+            # snapshots only: the latest expiry of its snapshots is the environment's
+            summary.expires = max(summary.expires or "", tags[TAG_EXPIRES])
     return sorted(envs.values(), key=lambda e: e.env)

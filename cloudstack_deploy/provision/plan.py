@@ -207,7 +207,7 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
                                    data={"public": port, "private": port, "cidrs": list(ANYWHERE)}))
         # Data disks.
         for disk in spec.disks:
-            _plan_disk(plan, actual, spec, disk, vm_id, problems, replaced_id)
+            _plan_disk(plan, actual, spec, disk, vm_id, problems, replaced_id, desired.env)
             wanted_volumes.add(disk.name)
 
     # ---- load balancers (see plan_lb) -------------------------------------------------------
@@ -272,14 +272,52 @@ def _unmounted_disks(actual: Actual, spec: VMSpec, vm_id: str) -> list[DiskSpec]
     return [d for d in spec.disks if (d.label, d.mount) not in have]
 
 
+#: DateUtil.IntervalType's ordinals: a policy's `intervaltype` as CloudStack returns it.
+_INTERVALS = ("HOURLY", "DAILY", "WEEKLY", "MONTHLY")
+
+
+def _interval(policy: dict[str, Any]) -> str:
+    value = policy.get("intervaltype")
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        return _INTERVALS[int(value)] if int(value) < len(_INTERVALS) else str(value)
+    return str(value).upper()
+
+
+def _plan_policies(plan: Plan, actual: Actual, env: str, spec: VMSpec, disk: DiskSpec,
+                   vol: dict[str, Any] | None) -> None:
+    """The disk's snapshot policies: one per interval on its volume (a new volume gets them once
+    it is attached: CloudStack takes policies only on a Ready volume). Policies csdeploy did not
+    tag are left alone unless the blueprint names their interval (then csdeploy takes them over)."""
+    add = plan.actions.append
+    have = {_interval(p): p for p in actual.policies.get(vol["id"], [])} if vol else {}
+    for sched in disk.snapshots:
+        name = f"{disk.name} {sched.every}"
+        data = {"disk": disk.name, "schedule": sched, "volume": vol["id"] if vol else None}
+        pol = have.pop(sched.interval, None)
+        if pol is None:
+            add(Action("create", "snapshot-policy", name, sched.describe(), spec.name, data=data))
+            continue
+        same = (pol.get("schedule") == sched.schedule and pol.get("timezone") == sched.timezone
+                and int(pol.get("maxsnaps", 0)) == sched.keep and actual.tag(pol["id"], TAG_ENV) == env)
+        if not same:
+            add(Action("update", "snapshot-policy", name, f"-> {sched.describe()}", spec.name,
+                       data={**data, "id": pol["id"]}))
+    for interval, pol in sorted(have.items()):
+        if actual.tag(pol["id"], TAG_ENV) == env:
+            add(Action("delete", "snapshot-policy", f"{disk.name} {interval.lower()}",
+                       "not in the blueprint (its snapshots are kept)", spec.name, data={"id": pol["id"]}))
+
+
 def _plan_disk(plan: Plan, actual: Actual, spec: VMSpec, disk: DiskSpec, vm_id: str | None,
-               problems: list[str], replaced_id: str | None = None) -> None:
+               problems: list[str], replaced_id: str | None = None, env: str = "") -> None:
     add = plan.actions.append
     g = spec.name
     vol = actual.volumes.get(disk.name) or actual.loose_volumes.get(disk.name)
     if vol is None:
-        add(Action("create", "volume", disk.name, f"{disk.size_gb} GB {disk.offering}, label {disk.label} "
+        made = f"from snapshot {disk.from_snapshot}" if disk.from_snapshot else f"{disk.offering}"
+        add(Action("create", "volume", disk.name, f"{disk.size_gb} GB {made}, label {disk.label} "
                    f"at {disk.mount}", g, data={"disk": disk}))
+        _plan_policies(plan, actual, env, spec, disk, None)
         return
     if disk.name in actual.loose_volumes:
         add(Action("adopt", "volume", disk.name, "untagged volume of this environment: tag it", g,
@@ -299,3 +337,4 @@ def _plan_disk(plan: Plan, actual: Actual, spec: VMSpec, disk: DiskSpec, vm_id: 
     elif not attached_to:
         add(Action("update", "volume", disk.name, f"attach to {spec.name}", g,
                    data={"id": vol["id"], "attach": True}))
+    _plan_policies(plan, actual, env, spec, disk, vol)

@@ -143,6 +143,16 @@ async def reap(cloud: Cloud, progress: Progress, *, prefix: str | None = None, d
 async def _reap_one(cloud: Cloud, env: EnvSummary, item: ReapItem, progress: Progress,
                     before_teardown: BeforeTeardown | None = None) -> None:
     state = EnvState(env.env)
+    if env.network_id is None:  # only its snapshots (or VMs without a network) are left: no lock to take
+        try:
+            done = await teardown_env(cloud, env.env, progress, delete_snapshots=True)
+        except CsdeployError as exc:
+            item.result, item.reason = FAILED, str(exc).splitlines()[0]
+            item.leftovers = await _left(cloud, env.env)
+            return
+        item.result, item.deleted = REMOVED, len(done.deleted)
+        state.remove()
+        return
     value = lock_value()
     with contextlib.ExitStack() as stack:
         try:
@@ -160,7 +170,7 @@ async def _reap_one(cloud: Cloud, env: EnvSummary, item: ReapItem, progress: Pro
         try:
             if before_teardown is not None:
                 await before_teardown(cloud, env.env, env.network_id, progress)
-            done = await teardown_env(cloud, env.env, progress)
+            done = await teardown_env(cloud, env.env, progress, delete_snapshots=True)  # ephemeral: all of it
         except CsdeployError as exc:
             item.result, item.reason = FAILED, str(exc).splitlines()[0]
             item.leftovers = await _left(cloud, env.env)
@@ -172,6 +182,6 @@ async def _reap_one(cloud: Cloud, env: EnvSummary, item: ReapItem, progress: Pro
 
 async def _left(cloud: Cloud, env: str) -> list[str]:
     try:
-        return await remaining(cloud, env)
+        return await remaining(cloud, env, snapshots=True)
     except CsdeployError as exc:
         return [f"(could not re-list: {str(exc).splitlines()[0]})"]

@@ -40,6 +40,9 @@ class CreateOptions:
     #: VMs joining a load balancer that already serves are left out (CreateResult.deferred)
     #: until `join_deferred`: create-env calls it once the rollout on them is done.
     defer_joins: bool = False
+    #: `recover`: a data disk (new volume name) to make from a snapshot (its id) when it is
+    #: created; a volume that exists is kept as it is.
+    restore: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,11 +93,20 @@ def _local_key(state: EnvState, bp: Blueprint) -> tuple[Path, str | None]:
     return state.key_path, None
 
 
+def with_restore(desired: Desired, restore: dict[str, str]) -> Desired:
+    """``desired`` with the disks named in ``restore`` made from those snapshots."""
+    if not restore:
+        return desired
+    vms = tuple(dataclasses.replace(v, disks=tuple(dataclasses.replace(d, from_snapshot=restore.get(d.name))
+                                                   for d in v.disks)) for v in desired.vms)
+    return dataclasses.replace(desired, vms=vms)
+
+
 async def _read_and_plan(cloud: Cloud, bp: Blueprint, env: str, ttl: timedelta | None,
-                         key: tuple[Path, str | None] | None) -> _Planned:
+                         key: tuple[Path, str | None] | None, restore: dict[str, str] | None = None) -> _Planned:
     """Read the cloud and make the plan: the one path `plan` and `create-env` share, so a
     plan shows exactly what create-env then does (or refuses)."""
-    desired = desired_state(bp, env, ttl=ttl)
+    desired = with_restore(desired_state(bp, env, ttl=ttl), restore or {})
     actual = await read_actual(cloud, env)
     desired = _keep_expiry(desired, actual, ttl is not None)
     offerings, disks = _needed_names(desired)
@@ -106,11 +118,11 @@ async def _read_and_plan(cloud: Cloud, bp: Blueprint, env: str, ttl: timedelta |
 
 
 async def plan_env(cloud: Cloud, bp: Blueprint, env: str, *, ttl: timedelta | None = None,
-                   state: EnvState | None = None) -> Plan:
+                   state: EnvState | None = None, restore: dict[str, str] | None = None) -> Plan:
     """What create-env would do now, or the InvalidInput error it would stop with. Reads the cloud (and
     the local key), changes nothing."""
     key = _local_key(state, bp) if state is not None else None
-    return (await _read_and_plan(cloud, bp, env, ttl, key)).plan
+    return (await _read_and_plan(cloud, bp, env, ttl, key, restore)).plan
 
 
 async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, progress: Progress,
@@ -122,7 +134,7 @@ async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, pro
     with state.lock():
         # Under the lock: a second run must not read the key while the first is still writing it.
         key_path, public_key = _local_key(state, bp)
-        planned = await _read_and_plan(cloud, bp, env, opts.ttl, (key_path, public_key))
+        planned = await _read_and_plan(cloud, bp, env, opts.ttl, (key_path, public_key), opts.restore)
         desired, actual, catalog, plan = planned.desired, planned.actual, planned.catalog, planned.plan
         if public_key is None:  # only once the plan stands: a refused plan leaves no new key behind
             key_path, public_key = state.ensure_keypair(None)

@@ -18,6 +18,8 @@ from ..errors import OperationFailed
 from ..progress import Event, Progress
 from .actual import read_actual
 from .desired import TAG_ENV, keypair_name, network_name
+from .snapshots import IN_PROGRESS, SnapshotInfo, list_snapshots, tag_kept, wait_state
+from .snapshots import disks_of as env_disks_of
 
 _EXPUNGE_LATER = ("this account may not expunge VMs: CloudStack expunges the destroyed ones after its "
                   "expunge.delay setting; re-run `csdeploy teardown` then (or ask the cloud's administrators)")
@@ -28,6 +30,7 @@ class TeardownResult:
     env: str
     deleted: list[str] = field(default_factory=list)
     api_calls: int = 0
+    kept_snapshots: int = 0   # snapshots left on purpose (for `csdeploy recover`)
 
 
 async def _step(progress: Progress, env: str, resource: str, fn: Callable[[], Awaitable[Any]],
@@ -58,14 +61,32 @@ async def _destroy(cloud: Cloud, vm_id: str, not_expunged: list[str]) -> None:
                          "CloudStack expunges it later (re-run teardown then)")
 
 
-async def teardown_env(cloud: Cloud, env: str, progress: Progress) -> TeardownResult:
+async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_snapshots: bool = False) -> TeardownResult:
+    """Remove ``env``; its snapshots stay (a later `recover` needs them) unless ``delete_snapshots``."""
     calls_before = cloud.total_calls
     result = TeardownResult(env)
     failures: list[str] = []
     not_expunged: list[str] = []
-    actual = await read_actual(cloud, env)
-    tagged = await cloud.list("listTags", key=TAG_ENV, value=env)
     step = lambda res, fn: _step(progress, env, res, fn, failures, result.deleted)  # noqa: E731
+    actual = await read_actual(cloud, env)
+    # Snapshots first, while the volumes still find a policy's (untagged) ones: deleted, or
+    # kept and tagged so that `snapshots` and `recover` find them once the volumes are gone.
+    found = await list_snapshots(cloud, env, env_disks_of(actual))
+
+    async def delete_snapshot(snap: SnapshotInfo) -> None:
+        if snap.state in IN_PROGRESS:  # CloudStack deletes only a finished snapshot
+            await wait_state(cloud, snap.id, IN_PROGRESS)
+        await cloud.job("deleteSnapshot", id=snap.id)
+
+    if delete_snapshots:
+        await asyncio.gather(*(step(f"snapshot {s.name}", lambda s=s: delete_snapshot(s)) for s in found))
+    else:
+        result.kept_snapshots = len(found)
+        try:
+            await asyncio.gather(*(tag_kept(cloud, s) for s in found if not s.tagged))
+        except CloudError as exc:
+            failures.append(f"tags of the kept snapshots: {exc}")
+    tagged = await cloud.list("listTags", key=TAG_ENV, value=env)
 
     volumes = dict(actual.volumes)
     volumes.update(await _loose_volumes_of(cloud, env, actual.loose_volumes))
@@ -118,7 +139,7 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress) -> TeardownRe
     await asyncio.gather(*jobs)
 
     # 3. Proof: re-list by tag, by name and by what hangs off the network.
-    left = await remaining(cloud, env)
+    left = await remaining(cloud, env, snapshots=delete_snapshots)
     result.api_calls = cloud.total_calls - calls_before
     if left or failures:
         lines = left + [f"(error) {f}" for f in failures if not any(f.startswith(x) for x in left)]
@@ -145,8 +166,9 @@ async def _loose_volumes_of(cloud: Cloud, env: str, loose: dict[str, dict[str, A
     return out
 
 
-async def remaining(cloud: Cloud, env: str) -> list[str]:
-    """Everything that still belongs to ``env`` in the cloud, as readable lines."""
+async def remaining(cloud: Cloud, env: str, *, snapshots: bool = False) -> list[str]:
+    """Everything that still belongs to ``env`` in the cloud, as readable lines (its snapshots
+    too if ``snapshots``: they are kept on purpose otherwise)."""
     tagged, nets, keys, vols, lbs = await asyncio.gather(
         cloud.list("listTags", key=TAG_ENV, value=env),
         cloud.list("listNetworks", name=network_name(env)),
@@ -156,7 +178,8 @@ async def remaining(cloud: Cloud, env: str) -> list[str]:
     )
     loose = {v["name"]: v for v in vols if v["name"].startswith(f"{env}-") and not v.get("virtualmachineid")
              and not v.get("tags")}
-    left = [f"{t['resourcetype']} {t['resourceid']} (tagged {TAG_ENV}={env})" for t in tagged]
+    left = [f"{t['resourcetype']} {t['resourceid']} (tagged {TAG_ENV}={env})" for t in tagged
+            if snapshots or t["resourcetype"] != "Snapshot"]
     left += [f"Network {n['name']} ({n['id']})" for n in nets if n["name"] == network_name(env)
              and not any(n["id"] in x for x in left)]
     left += [f"SSHKeyPair {k['name']}" for k in keys if k["name"] == keypair_name(env)]

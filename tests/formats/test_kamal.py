@@ -61,6 +61,10 @@ def test_round_trip_gives_back_an_equivalent_blueprint(tmp_path: Path) -> None:
         before.pop(lost), after.pop(lost)
     assert bp.build_context().resolve() == back.build_context().resolve()
     before.pop("build"), after.pop("build")
+    # Nor for a disk's snapshot schedules (CloudStack snapshot policies).
+    for acc in before["accessories"].values():
+        if acc.get("disk"):
+            acc["disk"]["snapshots"] = []
     assert after == before
 
 

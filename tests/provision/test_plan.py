@@ -55,6 +55,14 @@ def converged(d: Desired) -> Actual:
             a.volumes[disk.name] = {"id": f"vol-{disk.name}", "name": disk.name, "size": disk.size_gb * GB,
                                     "virtualmachineid": vm_id, "vmname": spec.name}
             a.tags[f"vol-{disk.name}"] = dict(env_tags)
+            a.policies[f"vol-{disk.name}"] = []
+            for i, sched in enumerate(disk.snapshots):
+                pid = f"pol-{disk.name}-{i}"
+                a.policies[f"vol-{disk.name}"].append({
+                    "id": pid, "volumeid": f"vol-{disk.name}", "schedule": sched.schedule,
+                    "intervaltype": ("HOURLY", "DAILY", "WEEKLY", "MONTHLY").index(sched.interval),
+                    "timezone": sched.timezone, "maxsnaps": sched.keep})
+                a.tags[pid] = dict(env_tags)
     return a
 
 

@@ -122,7 +122,7 @@ def test_reap_removes_an_unclosed_preview_past_its_ttl_with_its_record(
     (("--pr", "-3"), "a pull request number is a positive whole number"),
     (("--name", "pr-1", "--pr", "1"), "one of them"),
     ((), "one of them"),
-    (("--pr", "1", "--from-env", "staging"), "not there yet"),
+    (("--pr", "1", "--from-env", "staging"), "environment 'staging' has no usable snapshots"),
     (("--pr", "1", "--ttl", "soon"), "--ttl"),
 ])
 def test_bad_input_exits_2_and_creates_nothing(home: Path, cloud_view: CloudView, dns_zone: DnsZone,

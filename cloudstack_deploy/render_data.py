@@ -1,0 +1,71 @@
+"""Text views of `snapshot`, `snapshots` and `recover` (kept apart from render.py's others)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .backup import SnapshotResult
+    from .provision.snapshots import SnapshotInfo
+    from .service import RecoverOutcome
+
+GB = 1024**3
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def _size(size: int) -> str:
+    return f"{size / GB:.0f} GB" if size >= GB else f"{size / 1024**2:.0f} MB"
+
+
+def snapshot_text(result: SnapshotResult) -> str:
+    lines = [f"environment {result.env}: {len(result.items)} snapshot(s)"]
+    for item in result.items:
+        lines.append(f"  {item.disk.role}/{item.disk.label} ({item.disk.volume}): {item.name} {item.state}, "
+                     f"{item.consistency}")
+        lines += [f"    note: {n}" for n in item.notes]
+    return "\n".join(lines)
+
+
+def snapshots_text(env: str, found: list[SnapshotInfo]) -> str:
+    if not found:
+        return f"environment {env}: no snapshots"
+    rows = [("CREATED", "ROLE", "DISK", "KIND", "STATE", "SIZE", "NAME", "BY")]
+    for s in found:
+        rows.append((s.created, s.role, s.disk, "policy " + s.kind if s.kind != "manual" else "manual", s.state,
+                     _size(s.size), s.name, s.by or "-"))
+    return "\n".join(_table(rows))
+
+
+def recover_dict(outcome: RecoverOutcome) -> dict[str, Any]:
+    from .render import rollout_dict
+    from .state import inventory_to_dict
+
+    created = outcome.created
+    doc: dict[str, Any] = {"inventory": inventory_to_dict(created.inventory), "plan": created.provision.plan.to_dict(),
+                           "from": outcome.source, "restored": [r.to_dict() for r in outcome.restores],
+                           "kept": outcome.kept}
+    if created.rollout:
+        doc["rollout"] = rollout_dict(created.rollout)
+    return doc
+
+
+def recover_text(outcome: RecoverOutcome) -> str:
+    from .render import create_text, rollout_text
+
+    created = outcome.created
+    result = created.provision
+    lines = [create_text(result.inventory, result.seconds, result.api_calls, result.plan.count("create", "replace"))]
+    for r in outcome.restores:
+        if r.disk in outcome.kept:
+            lines.append(f"disk {r.disk}: the volume already existed: kept as it is, not restored")
+        elif r.snapshot is None:
+            lines.append(f"disk {r.disk}: made blank ({outcome.source} has no snapshot of {r.role}/{r.label})")
+        else:
+            lines.append(f"disk {r.disk}: from {outcome.source}'s snapshot {r.snapshot.name} ({r.snapshot.created})")
+    if created.rollout:
+        lines.append(rollout_text(created.rollout, "rollout"))
+    return "\n".join(lines)
