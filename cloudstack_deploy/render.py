@@ -93,6 +93,9 @@ def status_text(hosts: list[HostStatus]) -> str:
         for c in h.containers:
             lines.append(f"  {c['name']:<32} {c.get('version') or '-':<12} {c['state']:<10} {c['status']}")
         lines += [f"  proxy: {line}" for line in h.proxy_targets.splitlines()]
+        if h.maintenance is not None:
+            lines.append("  MAINTENANCE: kamal-proxy answers 503" + (f" ({h.maintenance})" if h.maintenance else "")
+                         + "; `csdeploy maintenance off` ends it")
         lines += [f"  warning: {text}" for text in h.warnings]
     return "\n".join(lines)
 

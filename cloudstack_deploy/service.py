@@ -397,6 +397,13 @@ async def exec_(env: str, role: str, argv: list[str], *, emit: Callable[[str], N
     return await ops.exec_(_rollout(await context(env, blueprint), {}, None), role, argv, emit=emit)
 
 
+async def maintenance(env: str, on: bool, *, message: str = "", blueprint: str | None = None
+                      ) -> dict[str, dict[str, str]]:
+    """Maintenance mode on or off on every proxy host: host -> proxied service -> on/off/none."""
+    ops.check_message(message)  # refused before anything is read
+    return await ops.maintenance(_rollout(await context(env, blueprint), {}, None), on, message)
+
+
 async def proxy_reboot(env: str, *, blueprint: str | None = None) -> list[str]:
     return await ops.proxy_reboot(_rollout(await context(env, blueprint), {}, None))
 

@@ -1,4 +1,4 @@
-"""`csdeploy deploy | rollback | status | logs | exec | proxy reboot | accessory reboot`."""
+"""`csdeploy deploy | rollback | status | logs | exec | proxy reboot | accessory ... | maintenance`."""
 
 from __future__ import annotations
 
@@ -176,6 +176,33 @@ def proxy_reboot(env: str, blueprint: str | None) -> None:
     click.echo(f"kamal-proxy rebooted on {', '.join(hosts) or 'no host'}")
 
 
+@click.command()
+@click.argument("state", type=click.Choice(["on", "off"]))
+@ENV_OPTION
+@click.option("--message", default="", help="What kamal-proxy's 503 page says (one line), e.g. 'Back at 14:00 UTC'.")
+@BLUEPRINT_OPTION
+@JSON_OPTION
+def maintenance(state: str, env: str, message: str, blueprint: str | None, as_json: bool) -> None:
+    """Maintenance mode: kamal-proxy answers every request with 503 (and --message) on every proxy host.
+
+    A deploy meanwhile keeps it on (the new version starts behind the 503 page); `off` resumes."""
+    if state == "off" and message:
+        raise click.UsageError("--message goes with `maintenance on`")
+    result = run(service.maintenance(env, state == "on", message=message, blueprint=blueprint))
+    if as_json:
+        echo_json({"env": env, "maintenance": state, "message": message, "hosts": result})
+        return
+    for host, services in result.items():
+        for name, outcome in services.items():
+            text = {"on": "answers 503" + (f" ({message})" if message else ""), "off": "serves again",
+                    "none": "not served here yet" + (" (its first deploy starts in maintenance)"
+                                                     if state == "on" else "")}.get(outcome, outcome)
+            click.echo(f"{host}: {name} {text}")
+        if not services:
+            click.echo(f"{host}: no proxy role here")
+    click.echo(f"maintenance {state} for environment {env}")
+
+
 @click.group()
 def accessory() -> None:
     """Accessories (databases, caches) of an environment."""
@@ -193,4 +220,4 @@ def accessory_reboot(name: str, env: str, blueprint: str | None, progress_mode: 
     click.echo(f"accessory {name}: {result.accessories.get(name, '?')}")
 
 
-COMMANDS = [deploy, rollback, status, logs, exec_cmd, proxy, accessory]
+COMMANDS = [deploy, rollback, status, logs, exec_cmd, proxy, accessory, maintenance]
