@@ -42,7 +42,7 @@ from .provision.reap import reap as reap_envs
 from .provision.run import CreateOptions, CreateResult, join_deferred, plan_env
 from .provision.run import create_env as provision_env
 from .provision.teardown import TeardownResult, teardown_env
-from .rollout import ops, runs
+from .rollout import lifecycle, ops, runs
 from .rollout.deploy import Rollout, RolloutOptions, RolloutResult
 from .rollout.history import DeployRecord
 from .rollout.strategy import parse_canary
@@ -402,6 +402,43 @@ async def maintenance(env: str, on: bool, *, message: str = "", blueprint: str |
     """Maintenance mode on or off on every proxy host: host -> proxied service -> on/off/none."""
     ops.check_message(message)  # refused before anything is read
     return await ops.maintenance(_rollout(await context(env, blueprint), {}, None), on, message)
+
+
+async def app_lifecycle(env: str, action: str, *, roles: tuple[str, ...] = (), hosts: tuple[str, ...] = (),
+                        blueprint: str | None = None, dry_run: bool = False, break_lock: bool = False,
+                        progress: Progress | None = None) -> lifecycle.LifecycleResult:
+    """`app stop|start|remove|details` on the role's current containers of the selected hosts."""
+    ctx = await context(env, blueprint)
+    if action == "details":
+        return await lifecycle.app(_rollout(ctx, {}, None), action, roles=roles, hosts=hosts)
+    async with _changing(env, break_lock, progress, dry_run) as (_, gate):
+        if gate is not None:
+            await gate
+        return await lifecycle.app(_rollout(ctx, {}, progress, dry_run), action, roles=roles, hosts=hosts,
+                                   break_lock=break_lock)
+
+
+async def accessory_lifecycle(env: str, name: str, action: str, *, delete_data: bool = False,
+                              blueprint: str | None = None, dry_run: bool = False, break_lock: bool = False,
+                              progress: Progress | None = None) -> lifecycle.LifecycleResult:
+    """`accessory start|stop|restart|remove|upgrade NAME`."""
+    ctx = await context(env, blueprint)
+    secrets = load_secrets_for(ctx.bp) if action == "upgrade" else {}
+    async with _changing(env, break_lock, progress, dry_run) as (_, gate):
+        if gate is not None:
+            await gate
+        return await lifecycle.accessory(_rollout(ctx, secrets, progress, dry_run), name, action,
+                                         delete_data=delete_data, break_lock=break_lock)
+
+
+async def prune(env: str, *, blueprint: str | None = None, dry_run: bool = False, break_lock: bool = False,
+                progress: Progress | None = None) -> lifecycle.LifecycleResult:
+    """Old containers and images beyond the blueprint's retain_versions, on every app host."""
+    ctx = await context(env, blueprint)
+    async with _changing(env, break_lock, progress, dry_run) as (_, gate):
+        if gate is not None:
+            await gate
+        return await lifecycle.prune(_rollout(ctx, {}, progress, dry_run), break_lock=break_lock)
 
 
 async def proxy_reboot(env: str, *, blueprint: str | None = None) -> list[str]:

@@ -203,9 +203,103 @@ def maintenance(state: str, env: str, message: str, blueprint: str | None, as_js
     click.echo(f"maintenance {state} for environment {env}")
 
 
+YES_OPTION = click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+
+
+def _confirm(yes: bool, dry_run: bool, question: str) -> None:
+    if yes or dry_run:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"{question.rstrip('?')}: refusing without --yes (no terminal to ask)")
+    click.confirm(question, abort=True)
+
+
+def _lifecycle(result: object, what: str, as_json: bool) -> None:
+    if as_json:
+        echo_json(result.__dict__ | {"planned": [p.__dict__ for p in result.planned]})  # type: ignore[attr-defined]
+    else:
+        click.echo(redact(render.lifecycle_text(result, what)))
+
+
+@click.group("app")
+def app_group() -> None:
+    """The app roles' containers: stop, start, remove, details."""
+
+
+def _app_command(action: str, doc: str, *, changes: bool = True, confirm: str | None = None) -> None:
+    def command(env: str, roles: tuple[str, ...], hosts: tuple[str, ...], blueprint: str | None,
+                as_json: bool, dry_run: bool = False, break_lock: bool = False, yes: bool = False) -> None:
+        if confirm:
+            _confirm(yes, dry_run, confirm.format(env=env))
+        result = run(service.app_lifecycle(env, action, roles=roles, hosts=hosts, blueprint=blueprint,
+                                           dry_run=dry_run, break_lock=break_lock))
+        _lifecycle(result, f"app {action}", as_json)
+
+    command.__doc__ = doc
+    for option in reversed([ENV_OPTION, ROLES_OPTION, HOSTS_OPTION, BLUEPRINT_OPTION, JSON_OPTION,
+                            *([DRY_RUN_OPTION, BREAK_LOCK_OPTION] if changes else []),
+                            *([YES_OPTION] if confirm else [])]):
+        command = option(command)
+    app_group.command(action)(command)
+
+
+_app_command("stop", "Stop the role's running containers on each selected host (kamal-proxy then answers 502).")
+_app_command("start", "Start the role's current container on each selected host (the version the history says "
+                      "runs); a proxy role's route is pointed at it again, health-checked.")
+_app_command("remove", "Remove the role's containers, its kamal-proxy route and its scheduled jobs on each "
+                       "selected host (a deploy brings them back).",
+             confirm="Remove the app containers of environment '{env}' (selected roles and hosts)?")
+_app_command("details", "Each selected host's containers of its role: name, image, state, status.", changes=False)
+
+
+@click.command()
+@ENV_OPTION
+@BLUEPRINT_OPTION
+@DRY_RUN_OPTION
+@BREAK_LOCK_OPTION
+@JSON_OPTION
+def prune(env: str, blueprint: str | None, dry_run: bool, break_lock: bool, as_json: bool) -> None:
+    """Remove old stopped containers and unused images beyond the blueprint's retain_versions."""
+    result = run(service.prune(env, blueprint=blueprint, dry_run=dry_run, break_lock=break_lock))
+    if as_json or dry_run:
+        _lifecycle(result, "prune", as_json)
+        return
+    for host, done in result.hosts.items():
+        click.echo(f"{host}: removed {done.get('containers', '0')} containers, {done.get('images', '0')} images")
+
+
 @click.group()
 def accessory() -> None:
     """Accessories (databases, caches) of an environment."""
+
+
+def _accessory_command(action: str, doc: str) -> None:
+    def command(name: str, env: str, blueprint: str | None, dry_run: bool, break_lock: bool, as_json: bool,
+                delete_data: bool = False, yes: bool = False) -> None:
+        if action == "remove":
+            _confirm(yes, dry_run, f"Remove accessory {name} of environment '{env}'"
+                     + (" AND DELETE ITS DATA?" if delete_data else " (its data stays)?"))
+        result = run(service.accessory_lifecycle(env, name, action, delete_data=delete_data, blueprint=blueprint,
+                                                 dry_run=dry_run, break_lock=break_lock))
+        _lifecycle(result, f"accessory {action} {name}", as_json)
+
+    command.__doc__ = doc
+    options = [click.argument("name"), ENV_OPTION, BLUEPRINT_OPTION, DRY_RUN_OPTION, BREAK_LOCK_OPTION, JSON_OPTION]
+    if action == "remove":
+        options += [click.option("--delete-data", is_flag=True,
+                                 help="Also delete its volumes' files (on its data disk); the disk itself stays."),
+                    YES_OPTION]
+    for option in reversed(options):
+        command = option(command)
+    accessory.command(action)(command)
+
+
+_accessory_command("start", "Start accessory NAME's stopped container.")
+_accessory_command("stop", "Stop accessory NAME's container (the apps using it lose it until `start`).")
+_accessory_command("restart", "Restart accessory NAME's container (the same container; `reboot` makes a fresh one).")
+_accessory_command("remove", "Remove accessory NAME's container; its data stays unless --delete-data.")
+_accessory_command("upgrade", "Pull the blueprint's image of accessory NAME and re-create its container "
+                              "with it; the data stays.")
 
 
 @accessory.command("reboot")
@@ -220,4 +314,4 @@ def accessory_reboot(name: str, env: str, blueprint: str | None, progress_mode: 
     click.echo(f"accessory {name}: {result.accessories.get(name, '?')}")
 
 
-COMMANDS = [deploy, rollback, status, logs, exec_cmd, proxy, accessory, maintenance]
+COMMANDS = [deploy, rollback, status, logs, exec_cmd, proxy, accessory, maintenance, app_group, prune]

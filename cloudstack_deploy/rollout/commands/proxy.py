@@ -74,12 +74,14 @@ def _home(s: Script) -> None:
     s.run(["mkdir", "-p", APPS_DIR])
 
 
-def deploy(service: str, target: str, proxy: Proxy, *, tls_cert: str | None = None,
+def deploy(service: str, target: str | Word, proxy: Proxy, *, tls_cert: str | None = None,
            tls_key: str | None = None, deploy_timeout: Word | None = None) -> Argv:
     """`kamal-proxy deploy`: returns once the target is healthy and the old one drained.
+    ``target``: ``container:port`` (a `Word` when the container is a script variable);
     ``deploy_timeout``: what is left of the role's deploy timeout (default: all of it)."""
     hc = proxy.healthcheck
-    argv: list[str | Word] = ["docker", "exec", CONTAINER, "kamal-proxy", "deploy", service, f"--target={target}"]
+    argv: list[str | Word] = ["docker", "exec", CONTAINER, "kamal-proxy", "deploy", service,
+                              Word("--target=", *target.parts) if isinstance(target, Word) else f"--target={target}"]
     for host in proxy.hosts:
         argv.append(f"--host={host}")
     for prefix in proxy.path_prefix:
