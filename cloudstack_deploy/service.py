@@ -15,6 +15,7 @@ default); nothing here prints.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import subprocess
@@ -42,6 +43,7 @@ from .provision.reap import reap as reap_envs
 from .provision.run import CreateOptions, CreateResult, join_deferred, plan_env
 from .provision.run import create_env as provision_env
 from .provision.teardown import TeardownResult, teardown_env
+from .rollout import interactive as sessions
 from .rollout import lifecycle, ops, runs
 from .rollout.deploy import Rollout, RolloutOptions, RolloutResult
 from .rollout.history import DeployRecord
@@ -439,6 +441,29 @@ async def prune(env: str, *, blueprint: str | None = None, dry_run: bool = False
         if gate is not None:
             await gate
         return await lifecycle.prune(_rollout(ctx, {}, progress, dry_run), break_lock=break_lock)
+
+
+async def exec_session(env: str, role: str, argv: list[str], *, interactive: bool = True, tty: bool = False,
+                       new: bool = False, primary: bool = False, hosts: tuple[str, ...] = (),
+                       blueprint: str | None = None) -> int:
+    """``argv`` on one host of ``role`` with this terminal attached (`exec -i`); its exit code."""
+    ctx = await context(env, blueprint)
+    # a one-off container's clear env only: its secrets come from the env file on the host
+    no_secrets: dict[str, str] = collections.defaultdict(str)
+    return await sessions.exec_(_rollout(ctx, no_secrets, None), role, argv, interactive=interactive, tty=tty,
+                                   new=new, primary=primary, hosts=hosts)
+
+
+async def psql(env: str, *, accessory: str | None = None, args: tuple[str, ...] = (), tty: bool = True,
+               blueprint: str | None = None) -> int:
+    """psql in the PostgreSQL accessory, with this terminal attached; its exit code."""
+    return await sessions.psql(_rollout(await context(env, blueprint), {}, None), accessory, args, tty=tty)
+
+
+async def aliases(env: str, *, blueprint: str | None = None) -> tuple[dict[str, str], str]:
+    """The blueprint's aliases and its default console role."""
+    ctx = await context(env, blueprint)
+    return dict(ctx.bp.aliases), sessions.default_role(_rollout(ctx, {}, None))
 
 
 async def proxy_reboot(env: str, *, blueprint: str | None = None) -> list[str]:

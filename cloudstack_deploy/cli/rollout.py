@@ -22,6 +22,7 @@ from .common import (
     ROLES_OPTION,
     SET_OPTION,
     Lazy,
+    _names,
     echo_json,
     progress_for,
     run,
@@ -152,14 +153,98 @@ def logs(env: str, role: str, follow: bool, lines: int, blueprint: str | None) -
     run(service.logs(env, role, lines=lines, follow=follow, emit=click.echo, blueprint=blueprint))
 
 
+INTERACTIVE_OPTION = click.option("-i", "--interactive", is_flag=True,
+                                  help="Attach this terminal's stdin (one host: --primary or --hosts NAME).")
+TTY_OPTION = click.option("-t", "--tty", is_flag=True,
+                          help="A terminal too (implies -i): for shells, consoles, psql.")
+PRIMARY_OPTION = click.option("--primary", is_flag=True, help="On the role's first host.")
+ONE_HOST_OPTION = click.option("--hosts", "hosts", callback=_names, metavar="HOST",
+                               help="On this host (VM name, e.g. demo-web-2).")
+
+
 @click.command("exec", context_settings={"ignore_unknown_options": True})
 @ENV_OPTION
 @click.option("--role", "role", required=True, help="Role or accessory name.")
+@INTERACTIVE_OPTION
+@TTY_OPTION
+@click.option("--new", is_flag=True, help="In a fresh container of the role's image, env and volumes, "
+                                         "removed afterwards (not the running one).")
+@PRIMARY_OPTION
+@ONE_HOST_OPTION
 @BLUEPRINT_OPTION
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_cmd(env: str, role: str, blueprint: str | None, command: tuple[str, ...]) -> None:
-    """Run COMMAND in the role's current container on each of its hosts: csdeploy exec --env X --role web -- ls."""
+def exec_cmd(env: str, role: str, interactive: bool, tty: bool, new: bool, primary: bool, hosts: tuple[str, ...],
+             blueprint: str | None, command: tuple[str, ...]) -> None:
+    """Run COMMAND in the role's current container: on each of its hosts (csdeploy exec --env X --role web -- ls),
+    or on one host with this terminal attached (-i, --tty: csdeploy exec -it --env X --role web -- sh)."""
+    if interactive or tty or new or primary or hosts:
+        sys.exit(run(service.exec_session(env, role, list(command), interactive=interactive or tty, tty=tty,
+                                          new=new, primary=primary, hosts=hosts, blueprint=blueprint)))
     sys.exit(run(service.exec_(env, role, list(command), emit=click.echo, blueprint=blueprint)))
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@ENV_OPTION
+@click.option("--role", "role", default=None, help="Role (default: the first proxy role, else the first role).")
+@PRIMARY_OPTION
+@ONE_HOST_OPTION
+@BLUEPRINT_OPTION
+@click.pass_context
+def console(ctx: click.Context, env: str, role: str | None, primary: bool, hosts: tuple[str, ...],
+            blueprint: str | None) -> None:
+    """A console in the app: the blueprint's `aliases.console` if it has one, else `sh` in the role's
+    running container, with this terminal attached."""
+    aliases, default = run(service.aliases(env, blueprint=blueprint))
+    if "console" in aliases and role is None:
+        _run_alias(ctx, aliases, "console", env, blueprint, ())
+        return
+    if role is None and not primary and not hosts:
+        primary = True
+    sys.exit(run(service.exec_session(env, role or default, ["sh"], interactive=True, tty=True, primary=primary,
+                                      hosts=hosts, blueprint=blueprint)))
+
+
+def _run_alias(ctx: click.Context, aliases: dict[str, str], name: str, env: str, blueprint: str | None,
+               extra: tuple[str, ...]) -> None:
+    """Run the csdeploy command line ``aliases[name]`` (with --env, and --blueprint when given, added
+    before its ``--``) as if typed."""
+    import shlex
+
+    if name not in aliases:
+        raise click.UsageError(f"no alias {name!r} in the blueprint"
+                               + (f" (aliases: {', '.join(sorted(aliases))})" if aliases else " (it has no `aliases:`)"))
+    words = shlex.split(aliases[name])
+    added = ["--env", env, *(["--blueprint", blueprint] if blueprint else [])]
+    at = words.index("--") if "--" in words else len(words)
+    args = [*words[:at], *added, *words[at:], *extra]
+    root = ctx.find_root().command
+    root.main(args=args, prog_name="csdeploy", standalone_mode=False, obj=ctx.find_root().obj)
+
+
+@click.command("alias", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@ENV_OPTION
+@BLUEPRINT_OPTION
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def alias_cmd(ctx: click.Context, name: str, env: str, blueprint: str | None, extra: tuple[str, ...]) -> None:
+    """Run the blueprint's alias NAME (its `aliases:` map: a name -> a csdeploy command line, like Kamal's);
+    EXTRA words are added at its end."""
+    aliases, _ = run(service.aliases(env, blueprint=blueprint))
+    _run_alias(ctx, aliases, name, env, blueprint, extra)
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@ENV_OPTION
+@click.option("--accessory", "accessory_name", default=None, metavar="NAME",
+              help="The PostgreSQL accessory (default: the blueprint's only one).")
+@click.option("--no-tty", is_flag=True, help="No terminal: for SQL on stdin (csdeploy psql --env X --no-tty < q.sql).")
+@BLUEPRINT_OPTION
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def psql(env: str, accessory_name: str | None, no_tty: bool, blueprint: str | None, args: tuple[str, ...]) -> None:
+    """psql in the PostgreSQL accessory as its POSTGRES_USER on its POSTGRES_DB, this terminal attached;
+    ARGS go to psql (csdeploy psql --env X -- -c 'select 1')."""
+    sys.exit(run(service.psql(env, accessory=accessory_name, args=args, tty=not no_tty, blueprint=blueprint)))
 
 
 @click.group()
@@ -302,6 +387,20 @@ _accessory_command("upgrade", "Pull the blueprint's image of accessory NAME and 
                               "with it; the data stays.")
 
 
+@accessory.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@ENV_OPTION
+@INTERACTIVE_OPTION
+@TTY_OPTION
+@BLUEPRINT_OPTION
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def accessory_exec(name: str, env: str, interactive: bool, tty: bool, blueprint: str | None,
+                   command: tuple[str, ...]) -> None:
+    """Run COMMAND in accessory NAME's container (-i: with this terminal's stdin; --tty: a terminal too)."""
+    sys.exit(run(service.exec_session(env, name, list(command), interactive=interactive or tty, tty=tty,
+                                      blueprint=blueprint)))
+
+
 @accessory.command("reboot")
 @click.argument("name")
 @ENV_OPTION
@@ -314,4 +413,5 @@ def accessory_reboot(name: str, env: str, blueprint: str | None, progress_mode: 
     click.echo(f"accessory {name}: {result.accessories.get(name, '?')}")
 
 
-COMMANDS = [deploy, rollback, status, logs, exec_cmd, proxy, accessory, maintenance, app_group, prune]
+COMMANDS = [deploy, rollback, status, logs, exec_cmd, proxy, accessory, maintenance, app_group, prune, console,
+            alias_cmd, psql]

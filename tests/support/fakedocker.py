@@ -71,7 +71,8 @@ elif cmd == "inspect":
             print(f"Error: No such object: {n}", file=sys.stderr)
             rc = 1
             continue
-        print(f["format"].replace("{{.State.Status}}", c["state"]).replace("{{.Image}}", "sha256:" + c["image"]))
+        print(f["format"].replace("{{.State.Status}}", c["state"]).replace("{{.Image}}", "sha256:" + c["image"])
+              .replace("{{.Config.Image}}", c["image"]))
 elif cmd in ("start", "stop", "restart"):
     _, names = opts(rest)
     for n in names:
@@ -108,6 +109,41 @@ elif cmd == "exec" and rest[:2] == ["kamal-proxy", "kamal-proxy"]:
         print(f"Error: {action} refused", file=sys.stderr)
         rc = 1
     st.setdefault("proxy", []).append(rest[2:])
+elif cmd == "exec" or (cmd == "run" and "--detach" not in rest):
+    # a foreground container: the command runs here, as docker would run it inside
+    i, flags, env = 0, set(), dict(os.environ)
+    with_value = ("--network", "--env", "--env-file", "--label", "--volume", "--name", "--user", "--workdir")
+    while i < len(rest) and rest[i].startswith("-"):
+        if rest[i] in with_value:
+            if rest[i] == "--env":
+                k, _, v = rest[i + 1].partition("=")
+                env[k] = v
+            elif rest[i] == "--env-file":
+                for line in open(rest[i + 1]).read().splitlines():
+                    k, _, v = line.partition("=")
+                    env[k] = v
+            i += 2
+        else:
+            flags.add(rest[i])
+            i += 1
+    target, argv = rest[i], rest[i + 1:]
+    if cmd == "exec":
+        c = find(target)
+        if c is None or c["state"] != "running":
+            print(f"Error response from daemon: container {target} is not running", file=sys.stderr)
+            save()
+            sys.exit(1)
+        env.update(c.get("env", {}))
+    if "--tty" in flags and not os.isatty(0):
+        print("the input device is not a TTY", file=sys.stderr)
+        save()
+        sys.exit(1)
+    if "--interactive" not in flags:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+    env["FAKE_CONTAINER"] = target
+    save()
+    os.execvpe(argv[0], argv, env)
 elif cmd == "pull":
     st["images"] = sorted(set(st["images"]) | {rest[-1]})
 save()
