@@ -201,13 +201,16 @@ def _raw_mode(fd: int | None) -> Iterator[None]:
 
 def _feed(loop: asyncio.AbstractEventLoop, proc: asyncssh.SSHClientProcess[bytes], fd: int) -> bool:
     """Send what arrives on ``fd`` to the process, then end of file. A regular file (a redirect
-    from a file) is sent at once; anything else is read as it becomes readable. True when ``fd``
-    is being watched (the caller stops watching it)."""
-    if stat.S_ISREG(os.fstat(fd).st_mode):
+    from a file) or /dev/null is sent at once; anything else (a terminal, a pipe) is read as it
+    becomes readable. True when ``fd`` is being watched (the caller stops watching it)."""
+    def at_once() -> bool:
         while chunk := os.read(fd, 65536):
             proc.stdin.write(chunk)
         proc.stdin.write_eof()
         return False
+
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return at_once()
 
     def readable() -> None:
         try:
@@ -225,7 +228,10 @@ def _feed(loop: asyncio.AbstractEventLoop, proc: asyncssh.SSHClientProcess[bytes
             pass
         loop.remove_reader(fd)
 
-    loop.add_reader(fd, readable)
+    try:
+        loop.add_reader(fd, readable)
+    except OSError:  # a file that cannot be polled (/dev/null): it never waits either
+        return at_once()
     return True
 
 

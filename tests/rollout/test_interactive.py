@@ -85,6 +85,20 @@ def test_exec_i_sends_stdin_and_returns_the_command_s_exit_code(host) -> None:  
     assert call[:4] == ["exec", "--interactive", "demo-web-v1", "sh"]
 
 
+def test_exec_i_with_stdin_from_dev_null_or_a_file(host, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """What CI and cron give: /dev/null (which cannot be polled) and a redirect from a file."""
+    _, env = host
+    args = [sys.executable, "-m", "cloudstack_deploy", "exec", "-i", "--env", "demo", "--role", "web", "--",
+            "sh", "-c", "wc -l"]
+    res = subprocess.run(args, stdin=subprocess.DEVNULL, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == "0", res.stderr
+    sql = tmp_path / "fix.sql"
+    sql.write_text("".join(f"line {n}\n" for n in range(5000)))
+    with sql.open() as f:
+        res = subprocess.run(args, stdin=f, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == "5000", res.stderr
+
+
 def test_exec_i_with_the_app_stopped_says_so(host) -> None:  # type: ignore[no-untyped-def]
     ssh, env = host
     state = ssh.docker_state()
