@@ -8,7 +8,7 @@ subprocess, a terminal from `script`.
   d. maintenance off -> 200 "demo v2"
   e. app stop -> no 200; app start -> 200 v2 again
   f. psql (an alias), exec -i with stdin, exec -it under `script`: a terminal, the exit code
-  g. accessory restart and prune succeed, and the app still answers
+  g. accessory restart, upgrade (the same image: re-created, data kept) and prune; the app still answers
 """
 
 from __future__ import annotations
@@ -110,9 +110,13 @@ def test_f_psql_exec_i_and_a_terminal(story: Story) -> None:
     assert res.returncode == 3 and "TTY-OK" in res.stdout, res.stdout + res.stderr
 
 
-def test_g_accessory_restart_and_prune(story: Story) -> None:
+def test_g_accessory_restart_upgrade_and_prune(story: Story) -> None:
     run = story.lab.csdeploy("accessory", "restart", "db", "--env", ENV)
     assert "demo-db restarted" in run.stdout, run.explain()
+    run = story.lab.csdeploy("accessory", "upgrade", "db", "--env", ENV)
+    assert "demo-db rebooted with registry.lab:5000/postgres:15 (the same image as before)" in run.stdout, \
+        run.explain()
+    assert story.lab.csdeploy("alias", "sql", "--env", ENV).stdout.strip() == "42"
     run = story.lab.csdeploy("prune", "--env", ENV)
     assert f"{ENV}-web-1: removed" in run.stdout, run.explain()
     wait_for_page(story.url, "v2", deadline=20)
