@@ -454,16 +454,22 @@ async def exec_session(env: str, role: str, argv: list[str], *, interactive: boo
                                    new=new, primary=primary, hosts=hosts)
 
 
+async def console(env: str, *, role: str | None = None, primary: bool = False, hosts: tuple[str, ...] = (),
+                  blueprint: str | None = None) -> int:
+    """A shell in the app's running container, with this terminal attached; its exit code."""
+    return await sessions.console(_rollout(await context(env, blueprint), {}, None), role, primary=primary,
+                                  hosts=hosts)
+
+
 async def psql(env: str, *, accessory: str | None = None, args: tuple[str, ...] = (), tty: bool = True,
                blueprint: str | None = None) -> int:
     """psql in the PostgreSQL accessory, with this terminal attached; its exit code."""
     return await sessions.psql(_rollout(await context(env, blueprint), {}, None), accessory, args, tty=tty)
 
 
-async def aliases(env: str, *, blueprint: str | None = None) -> tuple[dict[str, str], str]:
-    """The blueprint's aliases and its default console role."""
-    ctx = await context(env, blueprint)
-    return dict(ctx.bp.aliases), sessions.default_role(_rollout(ctx, {}, None))
+async def aliases(env: str, *, blueprint: str | None = None) -> dict[str, str]:
+    """The blueprint's aliases: a name -> the csdeploy command line it stands for."""
+    return dict((await context(env, blueprint)).bp.aliases)
 
 
 async def proxy_reboot(env: str, *, blueprint: str | None = None) -> list[str]:

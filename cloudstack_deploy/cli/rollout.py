@@ -194,14 +194,11 @@ def console(ctx: click.Context, env: str, role: str | None, primary: bool, hosts
             blueprint: str | None) -> None:
     """A console in the app: the blueprint's `aliases.console` if it has one, else `sh` in the role's
     running container, with this terminal attached."""
-    aliases, default = run(service.aliases(env, blueprint=blueprint))
+    aliases = run(service.aliases(env, blueprint=blueprint))
     if "console" in aliases and role is None:
         _run_alias(ctx, aliases, "console", env, blueprint, ())
         return
-    if role is None and not primary and not hosts:
-        primary = True
-    sys.exit(run(service.exec_session(env, role or default, ["sh"], interactive=True, tty=True, primary=primary,
-                                      hosts=hosts, blueprint=blueprint)))
+    sys.exit(run(service.console(env, role=role, primary=primary, hosts=hosts, blueprint=blueprint)))
 
 
 def _run_alias(ctx: click.Context, aliases: dict[str, str], name: str, env: str, blueprint: str | None,
@@ -230,7 +227,7 @@ def _run_alias(ctx: click.Context, aliases: dict[str, str], name: str, env: str,
 def alias_cmd(ctx: click.Context, name: str, env: str, blueprint: str | None, extra: tuple[str, ...]) -> None:
     """Run the blueprint's alias NAME (its `aliases:` map: a name -> a csdeploy command line, like Kamal's);
     EXTRA words are added at its end."""
-    aliases, _ = run(service.aliases(env, blueprint=blueprint))
+    aliases = run(service.aliases(env, blueprint=blueprint))
     _run_alias(ctx, aliases, name, env, blueprint, extra)
 
 

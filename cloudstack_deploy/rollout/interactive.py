@@ -85,6 +85,14 @@ def default_role(r: Rollout) -> str:
     return next((name for name, role in r.bp.roles.items() if role.proxy is not None), next(iter(r.bp.roles)))
 
 
+async def console(r: Rollout, role: str | None, *, primary: bool = False, hosts: tuple[str, ...] = ()) -> int:
+    """A shell in ``role``'s running container (default: `default_role`, on its first host)."""
+    if role is None and not hosts:
+        primary = True
+    return await exec_(r, role or default_role(r), ic.SHELL, interactive=True, tty=True, primary=primary,
+                       hosts=hosts)
+
+
 def postgres_accessory(r: Rollout, name: str | None) -> str:
     """The PostgreSQL accessory ``name``, or the blueprint's only one."""
     found = [a.name for a in r.bp.accessories.values() if image_base(a.image) in POSTGRES_KINDS]

@@ -61,8 +61,24 @@ async def _run_with_pipes(process: asyncssh.SSHServerProcess[bytes], env: dict[s
     child = await asyncio.create_subprocess_exec("sh", "-c", process.command or "sh", stdin=asyncio.subprocess.PIPE,
                                                  stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                                                  env=env, cwd=cwd)
-    await process.redirect(stdin=child.stdin, stdout=child.stdout, stderr=child.stderr)
-    return await child.wait()
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    stdin = child.stdin
+
+    async def feed() -> None:
+        while data := await process.stdin.read(65536):
+            stdin.write(data)
+            await stdin.drain()
+        stdin.close()
+
+    async def copy(source: asyncio.StreamReader, target: asyncssh.SSHWriter[bytes]) -> None:
+        while data := await source.read(65536):
+            target.write(data)
+
+    feeding = asyncio.create_task(feed())
+    await asyncio.gather(copy(child.stdout, process.stdout), copy(child.stderr, process.stderr))
+    code = await child.wait()
+    feeding.cancel()
+    return code
 
 
 @dataclass

@@ -15,6 +15,8 @@ from .script import Argv, Script, Var, differs, empty, nonempty, q, succeeds
 
 NOTHING_EXIT = 79   # no running container to attach to (the same code as the life-cycle's)
 CONFIG_IMAGE = "{{.Config.Image}}"
+#: What `csdeploy console` opens when the blueprint has no `aliases.console`.
+SHELL = ("sh",)
 
 
 def remote(script: Script) -> Argv:
