@@ -42,6 +42,7 @@ accessories:
 secrets: [API_TOKEN, POSTGRES_PASSWORD]
 aliases:
   hello: exec -i --role web -- sh -c 'echo "alias ran in $FAKE_CONTAINER"'
+  console: exec -i --role web -- sh -c 'echo "the console alias"'
 """
 TOKEN = "tok-" + "s3cr3t-value"
 
@@ -136,7 +137,28 @@ def test_an_alias_runs_its_command_line_with_the_env(host) -> None:  # type: ign
     assert res.returncode == 0, res.stderr
     assert res.stdout == "alias ran in demo-web-v1\n"
     res = csdeploy(env, "alias", "nope", "--env", "demo")
-    assert res.returncode == 2 and "no alias 'nope' in the blueprint (aliases: hello)" in res.stderr
+    assert res.returncode == 2 and "no alias 'nope' in the blueprint (aliases: console, hello)" in res.stderr
+
+
+def test_console_runs_the_blueprint_s_console_alias(host) -> None:  # type: ignore[no-untyped-def]
+    _, env = host
+    res = csdeploy(env, "console", "--env", "demo")
+    assert res.returncode == 0 and res.stdout == "the console alias\n", res.stderr
+
+
+def test_blueprint_aliases_are_checked_at_their_line() -> None:
+    from cloudstack_deploy.blueprint import loads_blueprint
+    from cloudstack_deploy.errors import InvalidInput
+
+    base = BLUEPRINT.split("aliases:")[0]
+    assert loads_blueprint(base).aliases == {}
+    with pytest.raises(InvalidInput) as err:
+        loads_blueprint(base + "aliases:\n  loop: alias loop\n  empty: ''\n  Bad_Name: status\n")
+    text = str(err.value)
+    assert "aliases.loop: an alias cannot call another alias" in text
+    assert "aliases.empty: expected a non-empty string" in text and "aliases.Bad_Name: invalid name" in text
+    with pytest.raises(InvalidInput, match="aliases: expected a mapping of alias names"):
+        loads_blueprint(base + "aliases: [status]\n")
 
 
 def test_a_terminal_needs_a_terminal_here_too(host) -> None:  # type: ignore[no-untyped-def]
@@ -172,7 +194,7 @@ def test_console_in_tmux_as_a_person_uses_it_and_the_terminal_comes_back(host, t
 
     tmux("new-session", "-d", "-s", "t", "-x", "100", "-y", "30", "sh")
     try:
-        tmux("send-keys", "-t", "t", f"{shlex.quote(sys.executable)} -m cloudstack_deploy console --env demo; "
+        tmux("send-keys", "-t", "t", f"{shlex.quote(sys.executable)} -m cloudstack_deploy console --env demo --role web; "
              "echo console-exit=$?", "Enter")
         tmux("send-keys", "-t", "t", "echo in-$FAKE_CONTAINER-$((6*7)); test -t 0 && echo has-tty", "Enter")
         screen_shows("has-tty")
