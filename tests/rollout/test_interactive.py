@@ -232,3 +232,22 @@ def test_interactive_needs_exactly_one_host(tmp_path: Path) -> None:
         interactive.one_host(r, "web", hosts=("demo-db-1",))
     with pytest.raises(InvalidInput, match="--new makes a container of an app role"):
         asyncio.run(interactive.exec_(r, "db", ["sh"], new=True))
+
+
+def test_app_stop_and_start_through_the_cli_with_the_deploy_lock(host) -> None:  # type: ignore[no-untyped-def]
+    """The whole path of a life-cycle command: the CLI, the deploy lock on the primary host, the
+    script, the lock released; --dry-run prints the script and changes nothing."""
+    ssh, env = host
+    res = csdeploy(env, "app", "stop", "--env", "demo", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "### demo-web-1: app stop web" in res.stdout and "### demo-web-1: take the deploy lock" in res.stdout
+    assert [c["state"] for c in ssh.docker_state()["containers"]] == ["running", "running"]
+    res = csdeploy(env, "app", "stop", "--env", "demo")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "demo-web-1: demo-web-v1 stopped\n"
+    assert [c["state"] for c in ssh.docker_state()["containers"]] == ["exited", "running"]
+    assert not (ssh.home / ".csdeploy/demo/lock").exists()
+    res = csdeploy(env, "app", "start", "--env", "demo")
+    assert res.returncode == 0, res.stderr
+    assert "demo-web-1: demo-web-v1 started" in res.stdout and "demo-web routed through kamal-proxy again" in res.stdout
+    assert [c["state"] for c in ssh.docker_state()["containers"]] == ["running", "running"]
