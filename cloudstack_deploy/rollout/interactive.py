@@ -6,17 +6,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .. import images
 from ..errors import InvalidInput
 from ..inventory import Host
 from .commands import docker as d
 from .commands import host as host_cmds
 from .commands import interactive as ic
 from .commands.script import Script
-from .contract import accessory_container, image_base, image_ref, labels, role_env, volume_name
+from .contract import accessory_container, image_ref, labels, role_env, volume_name
 from .deploy import Rollout
 from .lifecycle import accessory_host, current_version
 
 POSTGRES_KINDS = ("postgres", "postgresql", "postgis")
+
+
+def _is_postgres(image: str) -> bool:
+    try:
+        return images.base_name(image) in POSTGRES_KINDS
+    except ValueError:
+        return False
 
 
 def one_host(r: Rollout, role: str, *, primary: bool = False, hosts: tuple[str, ...] = ()) -> Host:
@@ -95,7 +103,7 @@ async def console(r: Rollout, role: str | None, *, primary: bool = False, hosts:
 
 def postgres_accessory(r: Rollout, name: str | None) -> str:
     """The PostgreSQL accessory ``name``, or the blueprint's only one."""
-    found = [a.name for a in r.bp.accessories.values() if image_base(a.image) in POSTGRES_KINDS]
+    found = [a.name for a in r.bp.accessories.values() if _is_postgres(a.image)]
     if name is not None:
         if name not in r.bp.accessories:
             raise InvalidInput(f"no accessory named {name!r}", hint="known: " + (", ".join(r.bp.accessories) or "none"))
