@@ -601,12 +601,28 @@ def _check_secrets_source(ctx: Ctx, path: TreePath, value: Any) -> Any:
     return source
 
 
+def _check_aliases(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """``aliases``: names (like roles') -> a csdeploy command line, e.g. ``exec -i --role web -- sh``."""
+    if not isinstance(value, dict):
+        return ctx.type_error(path, "a mapping of alias names to csdeploy command lines", value)
+    out: dict[str, str] = {}
+    for name, line in value.items():
+        if name_checker(ROLE_NAME_MAX)(ctx, (*path, name), name) is BAD or check_str(ctx, (*path, name), line) is BAD:
+            continue
+        if line.split()[0] == "alias":
+            ctx.add((*path, name), "an alias cannot call another alias")
+            continue
+        out[name] = line
+    return out
+
+
 _TOP_SPEC: dict[str, Checker] = {
     "service": name_checker(SERVICE_NAME_MAX), "image": image_checker(tag_allowed=False),
     "cloud": lambda c, p, v: v, "roles": lambda c, p, v: v, "accessories": lambda c, p, v: v,
     "registry": _REGISTRY, "env": _check_env, "secrets": list_checker(check_secret_name),
     "secrets_file": check_str, "secrets_source": _check_secrets_source, "ttl": check_ttl,
     "retain_versions": check_retain, "rollout": _ROLLOUT, "build": _BUILD, "hooks": _HOOKS, "dns": check_dns,
+    "aliases": _check_aliases,
 }
 
 
@@ -642,7 +658,8 @@ def _blueprint(ctx: Ctx, tree: dict[str, Any], source: Path | None) -> Blueprint
         secrets=top.get("secrets", ()), secrets_file=top.get("secrets_file"),
         secrets_source=top.get("secrets_source"), ttl=top.get("ttl"),
         retain_versions=top.get("retain_versions", 5), rollout=top.get("rollout") or RolloutSettings(),
-        build=top.get("build"), hooks=top.get("hooks") or Hooks(), dns=top.get("dns"), source=source,
+        build=top.get("build"), hooks=top.get("hooks") or Hooks(), dns=top.get("dns"),
+        aliases=top.get("aliases") or {}, source=source,
     )
     _check_secret_refs(ctx, blueprint, tree.get("secrets"))
     if roles:  # with no usable roles, "no role named ..." would only repeat that problem

@@ -517,6 +517,8 @@ class Blueprint:
     build: Build | None = None
     hooks: Hooks = field(default_factory=Hooks)
     dns: DnsSpec | None = None     # A records for the proxy roles' entry points (`blueprint_dns`)
+    #: Kamal's `aliases`: a name -> the csdeploy command line it stands for (`csdeploy alias NAME`).
+    aliases: dict[str, str] = field(default_factory=dict)
     #: Where the blueprint was read from; not part of `to_dict` (moving a file must not
     #: change a plan's fingerprint).
     source: Path | None = field(default=None, compare=False)

@@ -12,6 +12,7 @@ from .provision.plan import Plan
 from .provision.reap import ReapResult
 from .rollout.deploy import RolloutResult
 from .rollout.history import DeployRecord
+from .rollout.lifecycle import LifecycleResult
 from .rollout.ops import HostStatus
 from .rollout.runs import describe as describe_run
 
@@ -86,6 +87,29 @@ def dry_run_text(result: RolloutResult, what: str) -> str:
     return "\n".join(lines)
 
 
+LIFECYCLE_WORDS = {"none": "nothing there", "route removed": "route removed from kamal-proxy",
+                   "routed": "routed through kamal-proxy again", "running": "was running already"}
+
+
+def lifecycle_text(result: LifecycleResult, what: str) -> str:
+    """What a life-cycle command did on each host (`details`: each host's containers)."""
+    if result.planned:
+        lines = [f"{what} --dry-run: nothing was run; these scripts would be sent (each on stdin to `sh -s`)"]
+        for step in result.planned:
+            lines += [f"\n### {step.host}: {step.what}", step.text.rstrip("\n")]
+        return "\n".join(lines)
+    lines = []
+    for host, text in result.details.items():
+        lines.append(f"{host}:")
+        lines += [f"  {row}" for row in text.splitlines()] or ["  no container"]
+    for host, done in result.hosts.items():
+        if not done:
+            lines.append(f"{host}: nothing to {result.action}")
+        for name, outcome in done.items():
+            lines.append(f"{host}: {name} {LIFECYCLE_WORDS.get(outcome, outcome)}")
+    return "\n".join(lines)
+
+
 def status_text(hosts: list[HostStatus]) -> str:
     lines = []
     for h in hosts:
@@ -93,6 +117,9 @@ def status_text(hosts: list[HostStatus]) -> str:
         for c in h.containers:
             lines.append(f"  {c['name']:<32} {c.get('version') or '-':<12} {c['state']:<10} {c['status']}")
         lines += [f"  proxy: {line}" for line in h.proxy_targets.splitlines()]
+        if h.maintenance is not None:
+            lines.append("  MAINTENANCE: kamal-proxy answers 503" + (f" ({h.maintenance})" if h.maintenance else "")
+                         + "; `csdeploy maintenance off` ends it")
         lines += [f"  warning: {text}" for text in h.warnings]
     return "\n".join(lines)
 

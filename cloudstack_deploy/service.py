@@ -15,6 +15,7 @@ default); nothing here prints.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import subprocess
@@ -43,7 +44,8 @@ from .provision.run import CreateOptions, CreateResult, join_deferred, plan_env
 from .provision.run import create_env as provision_env
 from .provision.snapshots import Restore, SnapshotInfo, choose_snapshots, list_snapshots
 from .provision.teardown import TeardownResult, teardown_env
-from .rollout import lease, ops, runs
+from .rollout import interactive as sessions
+from .rollout import lease, lifecycle, ops, runs
 from .rollout.deploy import Rollout, RolloutOptions, RolloutResult
 from .rollout.history import DeployRecord
 from .rollout.strategy import parse_canary
@@ -621,6 +623,79 @@ async def logs(env: str, role: str, *, lines: int = 100, follow: bool = False, e
 async def exec_(env: str, role: str, argv: list[str], *, emit: Callable[[str], None],
                 blueprint: str | None = None) -> int:
     return await ops.exec_(_rollout(await context(env, blueprint), {}, None), role, argv, emit=emit)
+
+
+async def maintenance(env: str, on: bool, *, message: str = "", blueprint: str | None = None
+                      ) -> dict[str, dict[str, str]]:
+    """Maintenance mode on or off on every proxy host: host -> proxied service -> on/off/none."""
+    ops.check_message(message)  # refused before anything is read
+    return await ops.maintenance(_rollout(await context(env, blueprint), {}, None), on, message)
+
+
+async def app_lifecycle(env: str, action: str, *, roles: tuple[str, ...] = (), hosts: tuple[str, ...] = (),
+                        blueprint: str | None = None, dry_run: bool = False, break_lock: bool = False,
+                        progress: Progress | None = None) -> lifecycle.LifecycleResult:
+    """`app stop|start|remove|details` on the role's current containers of the selected hosts."""
+    ctx = await context(env, blueprint)
+    if action == "details":
+        return await lifecycle.app(_rollout(ctx, {}, None), action, roles=roles, hosts=hosts)
+    async with _changing(env, break_lock, progress, dry_run) as (_, gate):
+        if gate is not None:
+            await gate
+        return await lifecycle.app(_rollout(ctx, {}, progress, dry_run), action, roles=roles, hosts=hosts,
+                                   break_lock=break_lock)
+
+
+async def accessory_lifecycle(env: str, name: str, action: str, *, delete_data: bool = False,
+                              blueprint: str | None = None, dry_run: bool = False, break_lock: bool = False,
+                              progress: Progress | None = None) -> lifecycle.LifecycleResult:
+    """`accessory start|stop|restart|remove|upgrade NAME`."""
+    ctx = await context(env, blueprint)
+    secrets = load_secrets_for(ctx.bp) if action == "upgrade" else {}
+    async with _changing(env, break_lock, progress, dry_run) as (_, gate):
+        if gate is not None:
+            await gate
+        return await lifecycle.accessory(_rollout(ctx, secrets, progress, dry_run), name, action,
+                                         delete_data=delete_data, break_lock=break_lock)
+
+
+async def prune(env: str, *, blueprint: str | None = None, dry_run: bool = False, break_lock: bool = False,
+                progress: Progress | None = None) -> lifecycle.LifecycleResult:
+    """Old containers and images beyond the blueprint's retain_versions, on every app host."""
+    ctx = await context(env, blueprint)
+    async with _changing(env, break_lock, progress, dry_run) as (_, gate):
+        if gate is not None:
+            await gate
+        return await lifecycle.prune(_rollout(ctx, {}, progress, dry_run), break_lock=break_lock)
+
+
+async def exec_session(env: str, role: str, argv: list[str], *, interactive: bool = True, tty: bool = False,
+                       new: bool = False, primary: bool = False, hosts: tuple[str, ...] = (),
+                       blueprint: str | None = None) -> int:
+    """``argv`` on one host of ``role`` with this terminal attached (`exec -i`); its exit code."""
+    ctx = await context(env, blueprint)
+    # a one-off container's clear env only: its secrets come from the env file on the host
+    no_secrets: dict[str, str] = collections.defaultdict(str)
+    return await sessions.exec_(_rollout(ctx, no_secrets, None), role, argv, interactive=interactive, tty=tty,
+                                   new=new, primary=primary, hosts=hosts)
+
+
+async def console(env: str, *, role: str | None = None, primary: bool = False, hosts: tuple[str, ...] = (),
+                  blueprint: str | None = None) -> int:
+    """A shell in the app's running container, with this terminal attached; its exit code."""
+    return await sessions.console(_rollout(await context(env, blueprint), {}, None), role, primary=primary,
+                                  hosts=hosts)
+
+
+async def psql(env: str, *, accessory: str | None = None, args: tuple[str, ...] = (), tty: bool = True,
+               blueprint: str | None = None) -> int:
+    """psql in the PostgreSQL accessory, with this terminal attached; its exit code."""
+    return await sessions.psql(_rollout(await context(env, blueprint), {}, None), accessory, args, tty=tty)
+
+
+async def aliases(env: str, *, blueprint: str | None = None) -> dict[str, str]:
+    """The blueprint's aliases: a name -> the csdeploy command line it stands for."""
+    return dict((await context(env, blueprint)).bp.aliases)
 
 
 async def proxy_reboot(env: str, *, blueprint: str | None = None) -> list[str]:

@@ -1,4 +1,4 @@
-"""`csdeploy deploy | rollback | status | logs | exec | proxy reboot | accessory reboot`."""
+"""`csdeploy deploy | rollback | status | logs | exec | proxy reboot | accessory ... | maintenance`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from .common import (
     ROLES_OPTION,
     SET_OPTION,
     Lazy,
+    _names,
     echo_json,
     not_remote,
     progress_for,
@@ -184,14 +185,95 @@ def logs(env: str, role: str, follow: bool, lines: int, blueprint: str | None) -
     run(service.logs(env, role, lines=lines, follow=follow, emit=click.echo, blueprint=blueprint))
 
 
+INTERACTIVE_OPTION = click.option("-i", "--interactive", is_flag=True,
+                                  help="Attach this terminal's stdin (one host: --primary or --hosts NAME).")
+TTY_OPTION = click.option("-t", "--tty", is_flag=True,
+                          help="A terminal too (implies -i): for shells, consoles, psql.")
+PRIMARY_OPTION = click.option("--primary", is_flag=True, help="On the role's first host.")
+ONE_HOST_OPTION = click.option("--hosts", "hosts", callback=_names, metavar="HOST",
+                               help="On this host (VM name, e.g. demo-web-2).")
+
+
 @click.command("exec", context_settings={"ignore_unknown_options": True})
 @ENV_OPTION
 @click.option("--role", "role", required=True, help="Role or accessory name.")
+@INTERACTIVE_OPTION
+@TTY_OPTION
+@click.option("--new", is_flag=True, help="In a fresh container of the role's image, env and volumes, "
+                                         "removed afterwards (not the running one).")
+@PRIMARY_OPTION
+@ONE_HOST_OPTION
 @BLUEPRINT_OPTION
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_cmd(env: str, role: str, blueprint: str | None, command: tuple[str, ...]) -> None:
-    """Run COMMAND in the role's current container on each of its hosts: csdeploy exec --env X --role web -- ls."""
+def exec_cmd(env: str, role: str, interactive: bool, tty: bool, new: bool, primary: bool, hosts: tuple[str, ...],
+             blueprint: str | None, command: tuple[str, ...]) -> None:
+    """Run COMMAND in the role's current container: on each of its hosts (csdeploy exec --env X --role web -- ls),
+    or on one host with this terminal attached (-i, --tty: csdeploy exec -it --env X --role web -- sh)."""
+    if interactive or tty or new or primary or hosts:
+        sys.exit(run(service.exec_session(env, role, list(command), interactive=interactive or tty, tty=tty,
+                                          new=new, primary=primary, hosts=hosts, blueprint=blueprint)))
     sys.exit(run(service.exec_(env, role, list(command), emit=click.echo, blueprint=blueprint)))
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@ENV_OPTION
+@click.option("--role", "role", default=None, help="Role (default: the first proxy role, else the first role).")
+@PRIMARY_OPTION
+@ONE_HOST_OPTION
+@BLUEPRINT_OPTION
+@click.pass_context
+def console(ctx: click.Context, env: str, role: str | None, primary: bool, hosts: tuple[str, ...],
+            blueprint: str | None) -> None:
+    """A console in the app: the blueprint's `aliases.console` if it has one, else `sh` in the role's
+    running container, with this terminal attached."""
+    aliases = run(service.aliases(env, blueprint=blueprint))
+    if "console" in aliases and role is None:
+        _run_alias(ctx, aliases, "console", env, blueprint, ())
+        return
+    sys.exit(run(service.console(env, role=role, primary=primary, hosts=hosts, blueprint=blueprint)))
+
+
+def _run_alias(ctx: click.Context, aliases: dict[str, str], name: str, env: str, blueprint: str | None,
+               extra: tuple[str, ...]) -> None:
+    """Run the csdeploy command line ``aliases[name]`` (with --env, and --blueprint when given, added
+    before its ``--``) as if typed."""
+    import shlex
+
+    if name not in aliases:
+        raise click.UsageError(f"no alias {name!r} in the blueprint"
+                               + (f" (aliases: {', '.join(sorted(aliases))})" if aliases else " (it has no `aliases:`)"))
+    words = shlex.split(aliases[name])
+    added = ["--env", env, *(["--blueprint", blueprint] if blueprint else [])]
+    at = words.index("--") if "--" in words else len(words)
+    args = [*words[:at], *added, *words[at:], *extra]
+    root = ctx.find_root().command
+    root.main(args=args, prog_name="csdeploy", standalone_mode=False, obj=ctx.find_root().obj)
+
+
+@click.command("alias", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@ENV_OPTION
+@BLUEPRINT_OPTION
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def alias_cmd(ctx: click.Context, name: str, env: str, blueprint: str | None, extra: tuple[str, ...]) -> None:
+    """Run the blueprint's alias NAME (its `aliases:` map: a name -> a csdeploy command line, like Kamal's);
+    EXTRA words are added at its end."""
+    aliases = run(service.aliases(env, blueprint=blueprint))
+    _run_alias(ctx, aliases, name, env, blueprint, extra)
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@ENV_OPTION
+@click.option("--accessory", "accessory_name", default=None, metavar="NAME",
+              help="The PostgreSQL accessory (default: the blueprint's only one).")
+@click.option("--no-tty", is_flag=True, help="No terminal: for SQL on stdin (csdeploy psql --env X --no-tty < q.sql).")
+@BLUEPRINT_OPTION
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def psql(env: str, accessory_name: str | None, no_tty: bool, blueprint: str | None, args: tuple[str, ...]) -> None:
+    """psql in the PostgreSQL accessory as its POSTGRES_USER on its POSTGRES_DB, this terminal attached;
+    ARGS go to psql (csdeploy psql --env X -- -c 'select 1')."""
+    sys.exit(run(service.psql(env, accessory=accessory_name, args=args, tty=not no_tty, blueprint=blueprint)))
 
 
 @click.group()
@@ -208,9 +290,144 @@ def proxy_reboot(env: str, blueprint: str | None) -> None:
     click.echo(f"kamal-proxy rebooted on {', '.join(hosts) or 'no host'}")
 
 
+@click.command()
+@click.argument("state", type=click.Choice(["on", "off"]))
+@ENV_OPTION
+@click.option("--message", default="", help="What kamal-proxy's 503 page says (one line), e.g. 'Back at 14:00 UTC'.")
+@BLUEPRINT_OPTION
+@JSON_OPTION
+def maintenance(state: str, env: str, message: str, blueprint: str | None, as_json: bool) -> None:
+    """Maintenance mode: kamal-proxy answers every request with 503 (and --message) on every proxy host.
+
+    A deploy meanwhile keeps it on (the new version starts behind the 503 page); `off` resumes."""
+    if state == "off" and message:
+        raise click.UsageError("--message goes with `maintenance on`")
+    result = run(service.maintenance(env, state == "on", message=message, blueprint=blueprint))
+    if as_json:
+        echo_json({"env": env, "maintenance": state, "message": message, "hosts": result})
+        return
+    for host, services in result.items():
+        for name, outcome in services.items():
+            text = {"on": "answers 503" + (f" ({message})" if message else ""), "off": "serves again",
+                    "none": "not served here yet" + (" (its first deploy starts in maintenance)"
+                                                     if state == "on" else "")}.get(outcome, outcome)
+            click.echo(f"{host}: {name} {text}")
+        if not services:
+            click.echo(f"{host}: no proxy role here")
+    click.echo(f"maintenance {state} for environment {env}")
+
+
+YES_OPTION = click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+
+
+def _confirm(yes: bool, dry_run: bool, question: str) -> None:
+    if yes or dry_run:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"{question.rstrip('?')}: refusing without --yes (no terminal to ask)")
+    click.confirm(question, abort=True)
+
+
+def _lifecycle(result: object, what: str, as_json: bool) -> None:
+    if as_json:
+        echo_json(result.__dict__ | {"planned": [p.__dict__ for p in result.planned]})  # type: ignore[attr-defined]
+    else:
+        click.echo(redact(render.lifecycle_text(result, what)))
+
+
+@click.group("app")
+def app_group() -> None:
+    """The app roles' containers: stop, start, remove, details."""
+
+
+def _app_command(action: str, doc: str, *, changes: bool = True, confirm: str | None = None) -> None:
+    def command(env: str, roles: tuple[str, ...], hosts: tuple[str, ...], blueprint: str | None,
+                as_json: bool, dry_run: bool = False, break_lock: bool = False, yes: bool = False) -> None:
+        if confirm:
+            _confirm(yes, dry_run, confirm.format(env=env))
+        result = run(service.app_lifecycle(env, action, roles=roles, hosts=hosts, blueprint=blueprint,
+                                           dry_run=dry_run, break_lock=break_lock))
+        _lifecycle(result, f"app {action}", as_json)
+
+    command.__doc__ = doc
+    for option in reversed([ENV_OPTION, ROLES_OPTION, HOSTS_OPTION, BLUEPRINT_OPTION, JSON_OPTION,
+                            *([DRY_RUN_OPTION, BREAK_LOCK_OPTION] if changes else []),
+                            *([YES_OPTION] if confirm else [])]):
+        command = option(command)
+    app_group.command(action)(command)
+
+
+_app_command("stop", "Stop the role's running containers on each selected host (kamal-proxy then answers 502).")
+_app_command("start", "Start the role's current container on each selected host (the version the history says "
+                      "runs); a proxy role's route is pointed at it again, health-checked.")
+_app_command("remove", "Remove the role's containers, its kamal-proxy route and its scheduled jobs on each "
+                       "selected host (a deploy brings them back).",
+             confirm="Remove the app containers of environment '{env}' (selected roles and hosts)?")
+_app_command("details", "Each selected host's containers of its role: name, image, state, status.", changes=False)
+
+
+@click.command()
+@ENV_OPTION
+@BLUEPRINT_OPTION
+@DRY_RUN_OPTION
+@BREAK_LOCK_OPTION
+@JSON_OPTION
+def prune(env: str, blueprint: str | None, dry_run: bool, break_lock: bool, as_json: bool) -> None:
+    """Remove old stopped containers and unused images beyond the blueprint's retain_versions."""
+    result = run(service.prune(env, blueprint=blueprint, dry_run=dry_run, break_lock=break_lock))
+    if as_json or dry_run:
+        _lifecycle(result, "prune", as_json)
+        return
+    for host, done in result.hosts.items():
+        click.echo(f"{host}: removed {done.get('containers', '0')} containers, {done.get('images', '0')} images")
+
+
 @click.group()
 def accessory() -> None:
     """Accessories (databases, caches) of an environment."""
+
+
+def _accessory_command(action: str, doc: str) -> None:
+    def command(name: str, env: str, blueprint: str | None, dry_run: bool, break_lock: bool, as_json: bool,
+                delete_data: bool = False, yes: bool = False) -> None:
+        if action == "remove":
+            _confirm(yes, dry_run, f"Remove accessory {name} of environment '{env}'"
+                     + (" AND DELETE ITS DATA?" if delete_data else " (its data stays)?"))
+        result = run(service.accessory_lifecycle(env, name, action, delete_data=delete_data, blueprint=blueprint,
+                                                 dry_run=dry_run, break_lock=break_lock))
+        _lifecycle(result, f"accessory {action} {name}", as_json)
+
+    command.__doc__ = doc
+    options = [click.argument("name"), ENV_OPTION, BLUEPRINT_OPTION, DRY_RUN_OPTION, BREAK_LOCK_OPTION, JSON_OPTION]
+    if action == "remove":
+        options += [click.option("--delete-data", is_flag=True,
+                                 help="Also delete its volumes' files (on its data disk); the disk itself stays."),
+                    YES_OPTION]
+    for option in reversed(options):
+        command = option(command)
+    accessory.command(action)(command)
+
+
+_accessory_command("start", "Start accessory NAME's stopped container.")
+_accessory_command("stop", "Stop accessory NAME's container (the apps using it lose it until `start`).")
+_accessory_command("restart", "Restart accessory NAME's container (the same container; `reboot` makes a fresh one).")
+_accessory_command("remove", "Remove accessory NAME's container; its data stays unless --delete-data.")
+_accessory_command("upgrade", "Pull the blueprint's image of accessory NAME and re-create its container "
+                              "with it; the data stays.")
+
+
+@accessory.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@ENV_OPTION
+@INTERACTIVE_OPTION
+@TTY_OPTION
+@BLUEPRINT_OPTION
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def accessory_exec(name: str, env: str, interactive: bool, tty: bool, blueprint: str | None,
+                   command: tuple[str, ...]) -> None:
+    """Run COMMAND in accessory NAME's container (-i: with this terminal's stdin; --tty: a terminal too)."""
+    sys.exit(run(service.exec_session(env, name, list(command), interactive=interactive or tty, tty=tty,
+                                      blueprint=blueprint)))
 
 
 @accessory.command("reboot")
@@ -225,4 +442,5 @@ def accessory_reboot(name: str, env: str, blueprint: str | None, progress_mode: 
     click.echo(f"accessory {name}: {result.accessories.get(name, '?')}")
 
 
-COMMANDS = [deploy, rollback, status, logs, exec_cmd, proxy, accessory]
+COMMANDS = [deploy, rollback, status, logs, exec_cmd, proxy, accessory, maintenance, app_group, prune, console,
+            alias_cmd, psql]

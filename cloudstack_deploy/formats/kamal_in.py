@@ -42,7 +42,7 @@ _TOP_REASONS = {
     "hooks_path": "Kamal hooks have no csdeploy equivalent: run them around csdeploy deploy",
     "asset_path": "asset bridging between versions is not done by csdeploy",
     "logging": "containers log with --log-opt max-size=10m",
-    "aliases": "no command aliases in csdeploy",
+    "aliases": "Kamal aliases are kamal command lines: write csdeploy ones under the blueprint's aliases:",
     "labels": "csdeploy sets its own labels",
     "require_destination": "every csdeploy command names its environment (--env)",
 }

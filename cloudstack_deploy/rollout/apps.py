@@ -68,6 +68,7 @@ class AppPlan:
     workers: bool = True
     reboot_proxy: set[str] = field(default_factory=set)   # hosts whose proxy lacks the certificates' mount
     unlike: set[str] = field(default_factory=set)         # hosts serving nothing yet, or not as the new version (TLS)
+    maintenance: str | None = None                        # maintenance mode's message: each switch keeps it on
 
 
 class Apps:
@@ -107,7 +108,7 @@ class Apps:
             percent, cookie = self.plan.split
             script = canary_split_script(self.r.bp, self.r.env, role, self.version, self.r.app_env(role.name,
                                          self.version), image=self.r.role_image(role.name, self.version),
-                                         percent=percent, cookie=cookie)
+                                         percent=percent, cookie=cookie, maintenance=self.plan.maintenance)
             what, status = f"split {percent}%", "split"
         else:
             script = proxy_switch_script(self.r.bp, self.r.env, role, self.version,
@@ -115,7 +116,8 @@ class Apps:
                                          image=self.r.role_image(role.name, self.version),
                                          certificate=self.r.certificates.get(role.name),
                                          stop_split=self.plan.stop_split,
-                                         reboot_proxy=host.name in self.plan.reboot_proxy)
+                                         reboot_proxy=host.name in self.plan.reboot_proxy,
+                                         maintenance=self.plan.maintenance)
             if host.name in self.plan.reboot_proxy:
                 self.r.progress.note(f"{host.name}: kamal-proxy was booted without the certificates' directory; "
                                      "replacing it (a second without a proxy on this host, once)", level="warning")
@@ -174,9 +176,11 @@ class Apps:
         return dict(await asyncio.gather(*(one(h, names) for h, names in by_host.values())))
 
     def targets(self) -> list[watching.Target]:
-        out = []
+        out: list[watching.Target] = []
         spec = self.plan.watch
         assert spec is not None
+        if self.plan.maintenance is not None:  # kamal-proxy answers 503 to everyone: only the containers tell
+            return out
         for role_name in [*self.plan.switch, *self.plan.already]:
             role = self.r.bp.roles[role_name]
             if role.proxy is None or any(t.role == role_name for t in out):

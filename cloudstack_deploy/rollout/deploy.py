@@ -252,7 +252,8 @@ class Rollout:
             accessories=[accessory_container(self.bp.service, a) for a in host.accessories],
             containers=[container_name(self.bp.service, host.app_role, version)] if app_image else [],
             mounts=[disk.mount for disk in host.disks],
-            roles={host.app_role: labels(self.bp.service, self.env, host.app_role)} if host.app_role else None)
+            roles={host.app_role: labels(self.bp.service, self.env, host.app_role)} if host.app_role else None,
+            maintenance=proxy_cmds.maintenance_file(self.bp.service) if host.proxy else None)
 
     async def read_facts(self, pool: Hosts, hosts: list[Host], version: str | None, *, lock: Script | None,
                          ) -> dict[str, facts_cmds.HostFacts]:

@@ -11,9 +11,15 @@ and records every other script, so `deploy --dry-run` shows exactly what would b
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import stat
+import termios
 import time
+import tty as tty_mode
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -128,6 +134,117 @@ class Connection:
             return proc.exit_status or 0
 
 
+    async def interactive(self, command: Argv, *, tty: bool = False, attach: bool = True,
+                          stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
+        """Run ``command`` with this terminal attached; returns its exit code. ``attach``: local
+        ``stdin`` goes to it (else it sees end of file at once); its output goes to ``stdout`` and
+        ``stderr`` as it comes. With ``tty``: a remote terminal of the local one's type and size
+        (resized with it), and the local terminal in raw mode while it runs, restored however
+        the session ends."""
+        line = q(command)
+        self._counter[self.host.name] += 1
+        log.debug("host interactive", host=self.host.name, command=line, tty=tty)
+        assert self._conn is not None
+        opts: dict[str, object] = {}
+        if tty:
+            opts = {"term_type": os.environ.get("TERM") or "xterm", "term_size": _terminal_size(stdout)}
+        loop = asyncio.get_running_loop()
+        try:
+            with _raw_mode(stdin if tty and attach else None):
+                proc = await self._conn.create_process(line, encoding=None, **opts)  # type: ignore[arg-type]
+                watching = False
+                try:
+                    if attach:
+                        watching = _feed(loop, proc, stdin)
+                    else:
+                        proc.stdin.write_eof()
+                    if tty and hasattr(signal, "SIGWINCH"):
+                        loop.add_signal_handler(signal.SIGWINCH,
+                                                lambda: proc.change_terminal_size(*_terminal_size(stdout)))
+                    await asyncio.gather(_pump(proc.stdout, stdout), _pump(proc.stderr, stderr))
+                    await proc.wait()
+                finally:
+                    if watching:
+                        loop.remove_reader(stdin)
+                    if tty and hasattr(signal, "SIGWINCH"):
+                        loop.remove_signal_handler(signal.SIGWINCH)
+                    proc.close()
+        except (asyncssh.Error, OSError) as exc:
+            raise HostError(self.host.name, f"interactive session: SSH failed: {exc}") from None
+        if proc.exit_status is None and proc.exit_signal is None:
+            raise HostError(self.host.name, "stopped answering: the SSH connection was lost (interactive session)")
+        return proc.exit_status if proc.exit_status is not None else 255
+
+
+def _terminal_size(fd: int) -> tuple[int, int]:
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        return 80, 24
+    return size.columns, size.lines
+
+
+@contextlib.contextmanager
+def _raw_mode(fd: int | None) -> Iterator[None]:
+    """The terminal on ``fd`` in raw mode (every key goes to the remote side as typed, Ctrl-C
+    included), its settings restored on the way out; nothing when ``fd`` is None or no terminal."""
+    if fd is None or not os.isatty(fd):
+        yield
+        return
+    saved = termios.tcgetattr(fd)
+    try:
+        tty_mode.setraw(fd, termios.TCSANOW)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _feed(loop: asyncio.AbstractEventLoop, proc: asyncssh.SSHClientProcess[bytes], fd: int) -> bool:
+    """Send what arrives on ``fd`` to the process, then end of file. A regular file (a redirect
+    from a file) or /dev/null is sent at once; anything else (a terminal, a pipe) is read as it
+    becomes readable. True when ``fd`` is being watched (the caller stops watching it)."""
+    def at_once() -> bool:
+        while chunk := os.read(fd, 65536):
+            proc.stdin.write(chunk)
+        proc.stdin.write_eof()
+        return False
+
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return at_once()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        try:
+            if data:
+                proc.stdin.write(data)
+                return
+            proc.stdin.write_eof()
+        except (asyncssh.Error, OSError):  # the remote side ended meanwhile
+            pass
+        loop.remove_reader(fd)
+
+    try:
+        loop.add_reader(fd, readable)
+    except OSError:  # a file that cannot be polled (/dev/null): it never waits either
+        return at_once()
+    return True
+
+
+async def _pump(reader: asyncssh.SSHReader[bytes], fd: int) -> None:
+    while data := await reader.read(65536):
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                await asyncio.sleep(0.01)
+
+
 class Hosts:
     """``async with Hosts(hosts, key, known_hosts) as pool: await pool.each(fn)``."""
 
@@ -234,4 +351,9 @@ class _Recorder(Connection):
 
     async def stream(self, command: Script, on_line: Callable[[str], None]) -> int:
         await self.run(command, what="stream")
+        return 0
+
+    async def interactive(self, command: Argv, *, tty: bool = False, attach: bool = True,
+                          stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
+        await self.run(command, what="interactive" + (" (with a terminal)" if tty else ""))
         return 0

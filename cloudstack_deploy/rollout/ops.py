@@ -18,8 +18,8 @@ from .commands import docker as d
 from .commands import facts, jobs
 from .commands import host as host_cmds
 from .commands import proxy as p
-from .commands.script import Script, Var
-from .contract import accessory_container, container_name, labels
+from .commands.script import Script, Var, succeeds
+from .contract import accessory_container, container_name, labels, proxy_service
 from .deploy import Rollout
 from .hosts import Connection, Hosts
 from .records import RolloutOptions, RolloutResult
@@ -33,6 +33,7 @@ class HostStatus:
     address: str
     containers: list[dict[str, Any]] = field(default_factory=list)
     proxy_targets: str = ""
+    maintenance: str | None = None     # maintenance mode's message, when it is on here
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -54,6 +55,7 @@ class HostStatus:
 # `kamal-proxy list` colours its table even when its output is not a terminal.
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 PROXY_MARK = "::proxy"
+MAINTENANCE_MARK = "::maintenance"
 
 
 def status_script(service: str) -> Script:
@@ -61,6 +63,9 @@ def status_script(service: str) -> Script:
     s.run(d.ps_json({"service": service}), stderr_to_stdout=True, may_fail=True)
     s.emit(PROXY_MARK)
     s.run(p.list_services(), may_fail=True)
+    with s.when(succeeds(["test", "-f", p.maintenance_file(service)])):
+        s.emit(MAINTENANCE_MARK)
+        s.run(["head", "-n", "1", p.maintenance_file(service)], may_fail=True)
     return s
 
 
@@ -83,7 +88,9 @@ async def status(r: Rollout) -> list[HostStatus]:
                                   "role": lab.get("role") or lab.get("accessory") or (f"job {job}" if job else None),
                                   "state": c.get("State"),
                                   "status": c.get("Status"), "image": c.get("Image")})
+        proxy, marked, message = proxy.partition(MAINTENANCE_MARK + "\n")
         st.proxy_targets = ANSI_ESCAPE.sub("", proxy).strip()
+        st.maintenance = message.strip() if marked else None
         leftovers = st.find_leftovers()
         if leftovers and current is not None:
             await _end_leftovers(r, conn, st, leftovers, current)
@@ -264,3 +271,41 @@ async def accessory_reboot(r: Rollout, name: str) -> RolloutResult:
         finally:
             await r.unlock(pool, None)
     return RolloutResult(version="", seconds=time.monotonic() - started, accessories=outcome)
+
+
+# ---- maintenance mode ---------------------------------------------------------------------------
+
+def check_message(message: str) -> str:
+    """The maintenance message: one line (the marker file holds it), at most MAINTENANCE_MAX characters."""
+    if "\n" in message or "\r" in message:
+        raise InvalidInput("--message must be one line", hint="kamal-proxy shows it as one paragraph")
+    if len(message) > p.MAINTENANCE_MAX:
+        raise InvalidInput(f"--message is {len(message)} characters long; at most {p.MAINTENANCE_MAX}")
+    return message
+
+
+async def maintenance(r: Rollout, on: bool, message: str = "") -> dict[str, dict[str, str]]:
+    """Maintenance mode on (kamal-proxy answers 503 with ``message`` for every proxy role) or off,
+    on every proxy host. Returns host -> proxied service -> ``on``/``off``/``none`` (not served
+    there yet). A deploy meanwhile keeps it on (the marker file, see `proxy.keep_maintenance`)."""
+    check_message(message)
+    hosts = r.inv.proxy_hosts
+    if not hosts:
+        raise InvalidInput(f"environment {r.env} has no proxy host: no role serves HTTP through kamal-proxy",
+                           hint="maintenance mode stops kamal-proxy's routes; workers are stopped with "
+                                "`csdeploy app stop`")
+    out: dict[str, dict[str, str]] = {}
+
+    async def one(conn: Connection) -> None:
+        role = r.bp.roles.get(conn.host.app_role or "")
+        services = [(proxy_service(r.bp.service, role.name), role.proxy.drain_timeout)] \
+            if role is not None and role.proxy is not None else []
+        script = (p.maintenance_on(r.bp.service, services, message) if on
+                  else p.maintenance_off(r.bp.service, [name for name, _ in services]))
+        res = await conn.run(script, what=f"maintenance {'on' if on else 'off'}")
+        out[conn.host.name] = {parts[1]: parts[2] for parts in (line.split("|") for line in res.stdout.splitlines())
+                               if len(parts) == 3 and parts[0] == p.MAINTENANCE_MARK}
+
+    async with r.pool() as pool:
+        await pool.each(one, hosts)
+    return out

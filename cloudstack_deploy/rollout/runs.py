@@ -100,7 +100,8 @@ def plan(r: Rollout, opts: RolloutOptions, version: str, facts: dict[str, HostFa
     return AppPlan(version=version, switch=switch, batch=batch, previous=previous, already=already,
                    commit=spec is None, split=split, stop_split=promoting_split, watch=watch,
                    cookie=split[1] if split else None, continue_on_error=opts.continue_on_error,
-                   workers=spec is None, reboot_proxy=reboot, unlike=unlike)
+                   workers=spec is None, reboot_proxy=reboot, unlike=unlike,
+                   maintenance=next((f.maintenance for f in facts.values() if f.maintenance is not None), None))
 
 
 async def _abort(r: Rollout, pool: Hosts, paused: canary.CanaryState, facts: dict[str, HostFacts]) -> None:

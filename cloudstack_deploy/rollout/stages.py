@@ -167,13 +167,15 @@ def tls_files(bp: Blueprint, role: Role) -> p.TLSFiles | None:
 
 def proxy_switch_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv, *,
                         image: str | None = None, certificate: tuple[str, str] | None = None, stop_split: bool = False,
-                        reboot_proxy: bool = False) -> Script:
+                        reboot_proxy: bool = False, maintenance: str | None = None) -> Script:
     """A proxy role on one host: start the new version (with the role's certificate in place)
     and switch kamal-proxy to it once healthy. The old container keeps running until the whole
     rollout is judged (`proxy_commit_script`), so a switch back is one more kamal-proxy deploy.
     A refused switch removes the new container; the old keeps serving. ``stop_split``: the
     version was a percentage canary on this host; every request goes to it now. ``reboot_proxy``:
-    first replace a proxy booted without the certificates' directory."""
+    first replace a proxy booted without the certificates' directory. ``maintenance``: the
+    environment is in maintenance mode (this message): the service is stopped again after the
+    switch, so a host's first deploy does not open it."""
     assert role.proxy is not None
     s, name = _app_start(bp, env, role, version, app_env, image)
     if reboot_proxy:
@@ -186,6 +188,9 @@ def proxy_switch_script(bp: Blueprint, env: str, role: Role, version: str, app_e
     s.extend(p.switch(proxy_service(bp.service, role.name), name, role.proxy, tls=tls))
     if stop_split:
         s.run(p.rollout_stop(proxy_service(bp.service, role.name)), quiet=True, may_fail=True)
+    if maintenance is not None:
+        s.extend(p.keep_maintenance(bp.service, proxy_service(bp.service, role.name), maintenance,
+                                    role.proxy.drain_timeout))
     return s
 
 
@@ -220,7 +225,8 @@ def proxy_switch_back_script(bp: Blueprint, role: Role, version: str, previous: 
 
 
 def canary_split_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv, *,
-                        image: str | None = None, percent: int, cookie: str) -> Script:
+                        image: str | None = None, percent: int, cookie: str,
+                        maintenance: str | None = None) -> Script:
     """A percentage canary on one host: the new version beside the old one, as kamal-proxy's
     rollout target (health-checked), taking ``percent`` % of the requests (by cookie)."""
     assert role.proxy is not None
@@ -229,6 +235,8 @@ def canary_split_script(bp: Blueprint, env: str, role: Role, version: str, app_e
     s.step("rollout-deploy")
     s.run(p.rollout_deploy(service, f"{name}:{role.proxy.app_port}", role.proxy), quiet=True)
     s.run(p.rollout_set(service, percent, cookie), quiet=True)
+    if maintenance is not None:
+        s.extend(p.keep_maintenance(bp.service, service, maintenance, role.proxy.drain_timeout))
     return s
 
 

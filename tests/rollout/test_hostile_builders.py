@@ -33,6 +33,8 @@ from cloudstack_deploy.inventory import HostDisk
 from cloudstack_deploy.rollout import history, ops
 from cloudstack_deploy.rollout.commands import facts
 from cloudstack_deploy.rollout.commands import host as host_cmds
+from cloudstack_deploy.rollout.commands import lifecycle as lc
+from cloudstack_deploy.rollout.commands import proxy as proxy_cmds
 from cloudstack_deploy.rollout.contract import accessory_env, role_env
 from cloudstack_deploy.rollout.stages import (
     accessory_script,
@@ -109,12 +111,22 @@ def scripts(bp: Blueprint) -> dict[str, object]:
         "unlock": host_cmds.unlock("demo", history.start(evil("v"), "deploy").to_json()),
         "history": history.read_script("demo"),
         "status": ops.status_script("demo"),
+        "maintenance on": proxy_cmds.maintenance_on("demo", [(evil("svc"), 1.0)], evil("msg")),
+        "maintenance off": proxy_cmds.maintenance_off("demo", [evil("svc")]),
+        "app stop": lc.app_stop({"service": evil("svc"), "role": evil("role")}),
+        "app start": lc.app_start({"service": evil("svc")}, evil("demo-web-v1"), role=evil("role"),
+                                  service=evil("svc"), proxy=bp.roles["web"].proxy),
+        "app remove": lc.app_remove({"service": evil("svc")}, service=evil("svc")),
+        "accessory remove": lc.accessory_remove(evil("acc"), env_file=evil("envfile"),
+                                                data=[evil("/data/vol"), evil("vol")]),
     }
 
 
 @pytest.mark.parametrize("which", ["prepare", "accessory", "switch", "commit", "switch back", "canary split",
                                    "worker start", "worker commit", "worker abort",
-                                   "facts", "lock", "unlock", "history", "status"])
+                                   "facts", "lock", "unlock", "history", "status", "maintenance on",
+                                   "maintenance off", "app stop", "app start", "app remove",
+                                   "accessory remove"])
 def test_a_hostile_value_never_runs(which: str, hostile_bp: Blueprint, shim, tmp_path: Path) -> None:  # noqa: F811
     env, log = shim
     work = tmp_path / "work"

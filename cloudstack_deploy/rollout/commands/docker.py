@@ -302,8 +302,26 @@ def health(name: str) -> Argv:
     return inspect(name, HEALTH_STATE_STARTED)
 
 
-def exec_(name: str | Var, cmd: Sequence[str], interactive: bool = False) -> Argv:
-    return ["docker", "exec", *(["--interactive"] if interactive else []), name, *cmd]
+def exec_(name: str | Var, cmd: Sequence[str], interactive: bool = False, tty: bool = False) -> Argv:
+    return ["docker", "exec", *(["--interactive"] if interactive else []), *(["--tty"] if tty else []), name, *cmd]
+
+
+def run_once(*, image: str | Var, cmd: Sequence[str], env: Mapping[str, str] = {}, env_file: str | None = None,
+             mounts: Sequence[Mount] = (), network: str = NETWORK, labels: Mapping[str, str] = {},
+             interactive: bool = False, tty: bool = False) -> Argv:
+    """`docker run --rm` in the foreground: a one-off container (removed when ``cmd`` ends) with a
+    role's env and volumes; ``interactive``/``tty`` attach stdin and a terminal."""
+    argv: list[str | Var] = ["docker", "run", "--rm", *(["--interactive"] if interactive else []),
+                             *(["--tty"] if tty else []), "--network", network]
+    for k, v in env.items():
+        argv += ["--env", f"{k}={v}"]
+    if env_file:
+        argv += ["--env-file", env_file]
+    for k, v in labels.items():
+        argv += ["--label", f"{k}={v}"]
+    for m in mounts:
+        argv += ["--volume", m.word()]
+    return [*argv, image, *cmd]
 
 
 def current(labels: Mapping[str, str], into: Var) -> Script:

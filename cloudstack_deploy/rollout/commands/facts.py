@@ -34,6 +34,7 @@ class HostFacts:
     running: dict[str, list[str]] = field(default_factory=dict)  # app role -> its running containers, newest first
     tls: set[str] = field(default_factory=set)             # running app containers served over HTTPS
     proxy_mounts: tuple[str, ...] = ()                     # kamal-proxy's mount points
+    maintenance: str | None = None                         # maintenance mode's message (None: off)
 
     def has_image(self, ref: str) -> bool:
         return bool(self.images.get(_lookup(ref)))
@@ -52,12 +53,14 @@ def _lookup(ref: str) -> str:
 
 
 def script(*, images: Sequence[str], accessories: Sequence[str], containers: Sequence[str],
-           mounts: Sequence[str], roles: Mapping[str, Mapping[str, str]] | None = None) -> Script:
+           mounts: Sequence[str], roles: Mapping[str, Mapping[str, str]] | None = None,
+           maintenance: str | None = None) -> Script:
     """Read the facts about ``images`` (with their ``service`` label), accessory containers, app
     ``containers`` (kamal-proxy's with its mount points) and ``mounts`` with three docker calls,
     whatever their number (each docker call costs a client start: in the lab, about a tenth of
     a second); ``roles``: app role -> its containers' labels, whose running containers to list,
-    newest first (what a switch back returns to), one more call per role."""
+    newest first (what a switch back returns to), one more call per role; ``maintenance``: the
+    marker file of maintenance mode, whose message to read when it is there."""
     s = Script()
     out = Var("out")
     # the engine answers (and the shared network exists): one call
@@ -79,6 +82,11 @@ def script(*, images: Sequence[str], accessories: Sequence[str], containers: Seq
     for mount in mounts:
         with s.when(succeeds(["mountpoint", "-q", mount])):
             s.emit("mount", SEP, mount, SEP, "ok")
+    if maintenance is not None:
+        message = Var("message")
+        with s.when(succeeds(["test", "-f", maintenance])):
+            s.capture(message, ["head", "-n", "1", maintenance])
+            s.emit("maintenance", SEP, message)
     return s
 
 
@@ -116,6 +124,8 @@ def parse(stdout: str, *, accessories: Sequence[str] = (), proxy: str = p.CONTAI
                 f.tls.add(parts[1].strip())
         elif kind == "mount" and len(parts) == 2:
             f.mounts[parts[0]] = True
+        elif kind == "maintenance":
+            f.maintenance = rest
     return f
 
 

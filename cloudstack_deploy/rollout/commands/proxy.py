@@ -9,10 +9,12 @@ kamal-proxy reads them at each deploy and again when it restarts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ...blueprint_schema import Proxy
 from . import docker as d
+from .host import base_dir
 from .script import (
     Argv,
     Cond,
@@ -72,12 +74,14 @@ def _home(s: Script) -> None:
     s.run(["mkdir", "-p", APPS_DIR])
 
 
-def deploy(service: str, target: str, proxy: Proxy, *, tls_cert: str | None = None,
+def deploy(service: str, target: str | Word, proxy: Proxy, *, tls_cert: str | None = None,
            tls_key: str | None = None, deploy_timeout: Word | None = None) -> Argv:
     """`kamal-proxy deploy`: returns once the target is healthy and the old one drained.
+    ``target``: ``container:port`` (a `Word` when the container is a script variable);
     ``deploy_timeout``: what is left of the role's deploy timeout (default: all of it)."""
     hc = proxy.healthcheck
-    argv: list[str | Word] = ["docker", "exec", CONTAINER, "kamal-proxy", "deploy", service, f"--target={target}"]
+    argv: list[str | Word] = ["docker", "exec", CONTAINER, "kamal-proxy", "deploy", service,
+                              Word("--target=", *target.parts) if isinstance(target, Word) else f"--target={target}"]
     for host in proxy.hosts:
         argv.append(f"--host={host}")
     for prefix in proxy.path_prefix:
@@ -344,5 +348,70 @@ def unsplit(service: str, new: str) -> Script:
     s.step("rollout-stop")
     s.run(rollout_stop(service), quiet=True, may_fail=True)
     s.run(d.remove([new]), quiet=True, may_fail=True)
+    return s
+
+
+
+# ---- maintenance (`kamal-proxy stop` / `resume`) ----------------------------------------------------
+#
+# A stopped kamal-proxy service answers every request with 503 and the stop's message; it stays
+# stopped through a `deploy` of a new target and a restart of the proxy (kamal-proxy v0.9.2 keeps
+# the state), but a service that is removed and deployed again, or a host's first deploy, starts
+# running. So `maintenance on` also leaves a marker file on each proxy host: the facts read it,
+# and a rollout stops the service again after each switch (`keep_maintenance`).
+
+MAINTENANCE_MARK = "maintenance"
+MAINTENANCE_MAX = 500
+
+
+def maintenance_file(service: str) -> str:
+    """The marker of maintenance mode on a proxy host (its content: the message, one line)."""
+    return f"{base_dir(service)}/maintenance"
+
+
+def stop_service(service: str, message: str | Var, drain_timeout: float) -> Argv:
+    """`kamal-proxy stop`: every request gets 503 with ``message`` (kamal-proxy's page when empty)."""
+    return ["docker", "exec", CONTAINER, "kamal-proxy", "stop", service, Word("--message=", message),
+            f"--drain-timeout={drain_timeout:g}s"]
+
+
+def resume_service(service: str) -> Argv:
+    return ["docker", "exec", CONTAINER, "kamal-proxy", "resume", service]
+
+
+def maintenance_on(app_service: str, services: Sequence[tuple[str, float]], message: str) -> Script:
+    """Leave the marker (with ``message``), then stop each of ``services`` (name, drain timeout);
+    prints ``maintenance|NAME|on`` for each stopped one, ``maintenance|NAME|none`` for one
+    kamal-proxy does not serve here (yet: the marker makes its first deploy stop it)."""
+    s = Script()
+    s.run(["mkdir", "-p", base_dir(app_service)])
+    s.write_file(maintenance_file(app_service), message)
+    for name, drain in services:
+        with s.when(succeeds(stop_service(name, message, drain))):
+            s.emit(MAINTENANCE_MARK, "|", name, "|on")
+        with s.otherwise():
+            s.emit(MAINTENANCE_MARK, "|", name, "|none")
+    return s
+
+
+def maintenance_off(app_service: str, services: Sequence[str]) -> Script:
+    """Remove the marker and resume each of ``services``; prints ``maintenance|NAME|off`` (or ``none``)."""
+    s = Script()
+    s.run(["rm", "-f", maintenance_file(app_service)])
+    for name in services:
+        with s.when(succeeds(resume_service(name))):
+            s.emit(MAINTENANCE_MARK, "|", name, "|off")
+        with s.otherwise():
+            s.emit(MAINTENANCE_MARK, "|", name, "|none")
+    return s
+
+
+def keep_maintenance(app_service: str, service: str, message: str, drain_timeout: float) -> Script:
+    """After a switch during maintenance: the marker in place (a host new to the environment has
+    none yet) and the service stopped again (a first deploy on a host starts it running)."""
+    s = Script()
+    s.step("maintenance")
+    s.write_file(maintenance_file(app_service), message)
+    s.run(stop_service(service, message, drain_timeout), quiet=True)
     return s
 
