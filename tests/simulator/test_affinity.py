@@ -76,7 +76,7 @@ def test_rootdisksize_sizes_the_root_volume_and_never_below_the_template(cs: Clo
     [root] = cs.listVolumes(type="ROOT", virtualmachineid=vm["id"])["volume"]
     assert root["size"] == 20 * GB
     template = cs.listTemplates(templatefilter="featured", id=cat.template)["template"][0]
-    if template["size"] > GB:
-        assert "smaller than template size" in http_error(
-            431, cs.deployVirtualMachine, zoneid=cat.zone, serviceofferingid=cat.offerings["micro"],
-            templateid=cat.template, networkids=net["id"], name="w2", rootdisksize=1)
+    assert template["size"] > GB
+    assert "smaller than template size" in http_error(
+        431, cs.deployVirtualMachine, zoneid=cat.zone, serviceofferingid=cat.offerings["micro"],
+        templateid=cat.template, networkids=net["id"], name="w2", rootdisksize=1)
