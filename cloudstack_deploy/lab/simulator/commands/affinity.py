@@ -126,9 +126,7 @@ def _finish_delete(sim: Simulator, id: str) -> dict[str, Any]:
 
 
 @command("listAffinityGroups", Param("id", "uuid"), Param("name"), Param("type"),
-         Param("virtualmachineid", "uuid", entity="vms"), Param("account"), Param("domainid", "uuid"),
-         Param("projectid", "uuid"), Param("listall", "boolean"), Param("isrecursive", "boolean"),
-         key="affinitygroup", listing=True)
+         Param("virtualmachineid", "uuid", entity="vms"), key="affinitygroup", listing=True)
 def list_affinity_groups(sim: Simulator, req: Request) -> list[dict[str, Any]]:
     """Lists affinity groups (``name`` and ``type`` exact, ``keyword`` a substring of the name)."""
     out = []
