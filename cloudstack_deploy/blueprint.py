@@ -50,6 +50,7 @@ from .blueprint_rules import (
     check_port,
     check_registry_server,
     check_retain,
+    check_root_disk_gb,
     check_seconds,
     check_secret_name,
     check_section,
@@ -74,6 +75,7 @@ from .blueprint_schema import (
     DOCKER_INSTALL_METHODS,
     LB_ALGORITHMS,
     MAX_KEEP_SNAPSHOTS,
+    PLACEMENTS,
     PUBLIC_ACCESS_MODES,
     ROLE_NAME_MAX,
     SERVICE_NAME_MAX,
@@ -448,6 +450,8 @@ _ROLE_SPEC: dict[str, Checker] = {
     "cmd": check_cmd, "env": _check_env, "proxy": _check_proxy, "disk": _disk_checker("/data"),
     "healthcheck": _ROLE_HEALTHCHECK, "volumes": list_checker(check_role_volume),
     "build": lambda c, p, v: _BUILD(c, p, v), "schedule": check_schedule, **CONTAINER_SPEC,
+    # placement: spread puts a role's VMs on different hosts (a CloudStack host anti-affinity group)
+    "placement": choice_checker(*PLACEMENTS), "root_disk_gb": check_root_disk_gb,
 }
 
 

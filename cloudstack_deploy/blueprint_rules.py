@@ -22,6 +22,7 @@ from .blueprint_schema import (
     MAX_DISK_GB,
     MAX_ROLE_COUNT,
     MAX_SECONDS,
+    MIN_ROOT_DISK_GB,
     NAME_RE,
     SECRET_NAME_RE,
     mount_point_problem,
@@ -244,6 +245,8 @@ check_port = int_checker(1, 65535, "must be a port number 1-65535")
 check_count = int_checker(0, MAX_ROLE_COUNT, f"must be 0-{MAX_ROLE_COUNT} (csdeploy runs at most "
                                             f"{MAX_ROLE_COUNT} VMs per role)")
 check_size_gb = int_checker(1, MAX_DISK_GB, f"must be 1-{MAX_DISK_GB} GB")
+check_root_disk_gb = int_checker(MIN_ROOT_DISK_GB, MAX_DISK_GB, f"must be {MIN_ROOT_DISK_GB}-{MAX_DISK_GB} GB "
+                                 "(the VM's root disk; CloudStack refuses one smaller than the template)")
 check_retain = int_checker(1, 1000)
 check_http_status = int_checker(100, 599, "must be an HTTP status 100-599")
 check_max_failures = int_checker(0, 1000)

@@ -40,6 +40,9 @@ PUBLIC_ACCESS_MODES = ("static_nat", "port_forwarding")
 #: a hang, an overflow or a bill; each message states its bound.
 MAX_ROLE_COUNT = 1000
 MAX_DISK_GB = 65536
+MIN_ROOT_DISK_GB = 1
+#: roles.X.placement: spread (a host anti-affinity group per role of 2+ VMs) or any.
+PLACEMENTS = ("spread", "any")
 MAX_SECONDS = 86400
 MAX_DURATION_DAYS = 3650
 
@@ -334,6 +337,10 @@ class Role:
     #: the role runs the blueprint's image).
     build: Build | None = None
     schedules: tuple[Schedule, ...] = ()
+    #: "spread": a role of 2+ VMs gets a host anti-affinity group (its VMs on different hosts).
+    placement: str = "spread"
+    #: The VMs' root disk in GB (deployVirtualMachine rootdisksize); None: the template's size.
+    root_disk_gb: int | None = None
 
     @property
     def load_balanced(self) -> bool:

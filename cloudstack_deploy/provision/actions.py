@@ -13,7 +13,18 @@ from typing import Any
 from ..cloud import CloudError
 from ..errors import CsdeployError, Locked
 from .context import RunContext, tag
-from .desired import TAG_CREATED, TAG_DISK, TAG_EXPIRES, TAG_KIND, TAG_LOCK, TAG_ROLE, TAG_VM
+from .desired import (
+    ANTI_AFFINITY,
+    TAG_CREATED,
+    TAG_DISK,
+    TAG_EXPIRES,
+    TAG_KIND,
+    TAG_LOCK,
+    TAG_ROLE,
+    TAG_VM,
+    VMSpec,
+    affinity_description,
+)
 from .hostkeys import generate_host_key, key_fingerprint
 from .steps import Action
 from .userdata import DataDisk, build_userdata, needs_post
@@ -96,7 +107,7 @@ async def deploy_vm(ctx: RunContext, name: str) -> str:
         "deployVirtualMachine", post=needs_post(userdata), name=name, displayname=name,
         zoneid=ctx.catalog.zone_id, templateid=ctx.catalog.template_id,
         serviceofferingid=ctx.catalog.service_offerings[spec.offering], networkids=[ctx.network_id],
-        keypair=ctx.desired.keypair, userdata=userdata,
+        keypair=ctx.desired.keypair, userdata=userdata, **_placement(ctx, spec),
     )
     ctx.vm_ids[name] = reply["id"]
     tags = ctx.tags(**{TAG_ROLE: spec.group, TAG_KIND: "vm", TAG_CREATED: ctx.created})
@@ -108,6 +119,29 @@ async def deploy_vm(ctx: RunContext, name: str) -> str:
             raise r
     vm = results[1]["virtualmachine"]  # type: ignore[index]
     return f"{vm['state']}, {vm['nic'][0]['ipaddress']}"
+
+
+def _placement(ctx: RunContext, spec: VMSpec) -> dict[str, Any]:
+    """deployVirtualMachine's root disk size and affinity group (created before the VMs)."""
+    out: dict[str, Any] = {}
+    if spec.root_disk_gb is not None:
+        out["rootdisksize"] = spec.root_disk_gb
+    if spec.affinity_group is not None:
+        out["affinitygroupids"] = [ctx.affinity_groups[spec.affinity_group]]
+    return out
+
+
+async def affinity_group_action(ctx: RunContext, a: Action) -> str:
+    """Create a role's host anti-affinity group (its description names the environment, as
+    groups take no tags), or delete one no role uses."""
+    if a.op == "delete":
+        await ctx.cloud.job("deleteAffinityGroup", id=a.data["id"])
+        return "deleted"
+    reply = await ctx.cloud.request("createAffinityGroup", name=a.name, type=ANTI_AFFINITY,
+                                    description=affinity_description(ctx.desired.env))
+    ctx.affinity_groups[a.name] = reply["id"]
+    await ctx.cloud.wait_job("createAffinityGroup", reply["jobid"])
+    return ANTI_AFFINITY
 
 
 SETTLING_STATES = ("Starting", "Stopping", "Migrating")

@@ -21,6 +21,7 @@ from .desired import (
     TAG_KIND,
     TAG_ROLE,
     TAG_VM,
+    affinity_description,
     keypair_name,
     lb_rule_name,
     network_name,
@@ -49,12 +50,14 @@ class Actual:
     tags: dict[str, dict[str, str]] = field(default_factory=dict)          # resource id -> {key: value}
     #: Snapshot policies of the volumes above (listSnapshotPolicies takes one volume), by volume id.
     policies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: The environment's affinity groups (they take no tags: found by name and description), by name.
+    affinity_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: User data (base64) of the VMs it was read for (see `read_vm_userdata`), by VM id.
     userdata: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def exists(self) -> bool:
-        return bool(self.network or self.vms or self.ips or self.volumes or self.keypair)
+        return bool(self.network or self.vms or self.ips or self.volumes or self.keypair or self.affinity_groups)
 
     def tag(self, resource_id: str, key: str) -> str | None:
         return self.tags.get(resource_id, {}).get(key)
@@ -94,12 +97,14 @@ def _tag_map(tags: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
 
 async def read_actual(cloud: Cloud, env: str) -> Actual:
     """Read everything the environment owns. Raises CloudError when the cloud cannot tell."""
-    env_tags, keypairs, named_nets = await asyncio.gather(
+    env_tags, keypairs, named_nets, groups = await asyncio.gather(
         cloud.list("listTags", key=TAG_ENV, value=env),
         cloud.list("listSSHKeyPairs", name=keypair_name(env)),
         cloud.list("listNetworks", name=network_name(env)),
+        cloud.list("listAffinityGroups", keyword=f"{env}-"),
     )
     actual = Actual(env=env)
+    actual.affinity_groups = {g["name"]: g for g in groups if g.get("description") == affinity_description(env)}
     actual.keypair = next((k for k in keypairs if k["name"] == keypair_name(env)), None)
     tagged_ids = {t["resourceid"] for t in env_tags if t["resourcetype"] == "Network"}
     nets = [n for n in named_nets if n["name"] == network_name(env) or n["id"] in tagged_ids]

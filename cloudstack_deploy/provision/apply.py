@@ -19,6 +19,7 @@ from ..cloud import CloudError
 from ..errors import CsdeployError, Locked
 from . import actions_lb
 from .actions import (
+    affinity_group_action,
     attach_volume,
     firewall_action,
     ip_action,
@@ -130,6 +131,7 @@ REMOVERS: dict[str, Callable[[RunContext, Action], Awaitable[str]]] = {
     "volume": volume_action,
     "firewall": lambda ctx, a: firewall_action(ctx, a, []),
     "port-forward": lambda ctx, a: port_forward_action(ctx, a, []),
+    "affinity-group": affinity_group_action,
 }
 
 
@@ -138,7 +140,7 @@ async def apply_plan(ctx: RunContext, plan: Plan) -> None:
     groups = plan.groups()
     failures: list[tuple[Action, BaseException]] = []
     for a in groups.pop(GLOBAL, []):
-        fn = {"network": network_action, "keypair": keypair_action}[a.kind]
+        fn = {"network": network_action, "keypair": keypair_action, "affinity-group": affinity_group_action}[a.kind]
         if not await run_action(ctx, a, lambda a=a, fn=fn: fn(ctx, a), failures):
             if isinstance(failures[-1][1], Locked):
                 raise failures[-1][1]

@@ -48,6 +48,7 @@ class RunContext:
     created: str = field(default_factory=lambda: format_time(datetime.now(UTC)))
     #: Load balancers: each balanced role's address (static NAT mode) and rule ids by port.
     lb_ips: dict[str, dict[str, Any]] = field(default_factory=dict)        # role -> IP record
+    affinity_groups: dict[str, str] = field(default_factory=dict)          # name -> id
     lb_rules: dict[tuple[str, int], str] = field(default_factory=dict)     # (role, port) -> rule id
     #: Keep VMs out of a load balancer that already serves until the rollout on them is done.
     defer_joins: bool = False

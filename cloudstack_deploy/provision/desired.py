@@ -44,6 +44,19 @@ def vm_name(env: str, group: str, index: int) -> str:
     return f"{env}-{group}-{index}"
 
 
+def affinity_group_name(env: str, role: str) -> str:
+    """A role's host anti-affinity group: groups take no tags, so it is found by this name
+    (and its description, which names the environment)."""
+    return f"{env}-{role}"
+
+
+def affinity_description(env: str) -> str:
+    return f"{TAG_ENV}={env}"
+
+
+ANTI_AFFINITY = "host anti-affinity"
+
+
 def lb_rule_name(env: str, role: str, port: int) -> str:
     """A load-balancer rule's name: found by it after a run killed before its tags landed."""
     return f"{env}-{role}-{port}"
@@ -84,6 +97,8 @@ class VMSpec:
     disks: tuple[DiskSpec, ...] = ()
     accessories: tuple[str, ...] = ()
     balanced: bool = False   # behind its role's load balancer: its own address opens SSH only
+    root_disk_gb: int | None = None   # deployVirtualMachine rootdisksize (None: the template's)
+    affinity_group: str | None = None  # its role's host anti-affinity group (placement: spread)
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,8 @@ class Desired:
     vms: tuple[VMSpec, ...]
     expires: datetime | None = None
     load_balancers: tuple[LBSpec, ...] = ()
+    #: Host anti-affinity groups, one per role of 2+ VMs spread over hosts (by name).
+    affinity_groups: tuple[str, ...] = ()
     network: str = field(init=False)
     keypair: str = field(init=False)
 
@@ -137,7 +154,11 @@ def desired_state(bp: Blueprint, env: str, *, ttl: timedelta | None = None,
     life = ttl if ttl is not None else bp.ttl
     vms: list[VMSpec] = []
     balancers: list[LBSpec] = []
+    groups: list[str] = []
     for role in bp.roles.values():
+        group = affinity_group_name(env, role.name) if role.count > 1 and role.placement == "spread" else None
+        if group is not None:
+            groups.append(group)
         hosted = [a.name for a in bp.accessories.values() if a.role == role.name]
         if role.load_balanced and role.proxy is not None:
             balancers.append(LBSpec(role.name, role.proxy.lb_algorithm,
@@ -157,7 +178,8 @@ def desired_state(bp: Blueprint, env: str, *, ttl: timedelta | None = None,
                                               acc.disk.disk_offering, disk_label(acc.name), acc.disk.mount,
                                               acc.disk.snapshots))
             vms.append(VMSpec(name, role.name, i, role.service_offering, role.proxy is not None,
-                              tuple(disks), tuple(hosted) if i == 1 else (), balanced=role.load_balanced))
+                              tuple(disks), tuple(hosted) if i == 1 else (), balanced=role.load_balanced,
+                              root_disk_gb=role.root_disk_gb, affinity_group=group))
     for acc in bp.accessories.values():
         if acc.vm is None:
             continue
@@ -172,4 +194,5 @@ def desired_state(bp: Blueprint, env: str, *, ttl: timedelta | None = None,
         network_offering=bp.cloud.network_offering, public_access=bp.cloud.public_access,
         ssh_user=bp.cloud.ssh.user, ssh_port=bp.cloud.ssh.port, ssh_cidrs=tuple(bp.cloud.ssh.allow_from),
         vms=tuple(vms), expires=(now + life) if life else None, load_balancers=tuple(balancers),
+        affinity_groups=tuple(groups),
     )

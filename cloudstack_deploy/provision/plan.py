@@ -112,6 +112,16 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
                      f"to {where} (or point cloud.ssh.key at it); if it is lost, `csdeploy teardown "
                      f"--env {desired.env}` and create the environment again")
 
+    # ---- affinity groups: before the VMs that join them ---------------------------------------
+    for group in desired.affinity_groups:
+        if group not in actual.affinity_groups:
+            add(Action("create", "affinity-group", group, "host anti-affinity: its VMs on different hosts"))
+        outside = sorted(v.name for v in desired.vms if v.affinity_group == group and v.name in actual.vms
+                         and not any(g.get("name") == group for g in actual.vms[v.name].get("affinitygroup") or []))
+        if outside:
+            plan.warnings.append(f"{', '.join(outside)} stay where they are: CloudStack changes a VM's affinity "
+                                 f"groups only while it is stopped, so only new VMs join {group}")
+
     # ---- per VM ---------------------------------------------------------------------------
     used_pf_ports = {int(r["publicport"]) for r in actual.port_forwards}
     next_port = SSH_PF_BASE
@@ -246,6 +256,10 @@ def make_plan(desired: Desired, actual: Actual, *, key_fingerprint: str | None =
         for ip in [ip for ip in actual.ips if ip["id"] not in released]:  # left from static_nat mode
             add(Action("delete", "ip", ip["ipaddress"], "the blueprint uses port forwarding now: release it",
                        REMOVE, data={"id": ip["id"]}))
+    for name, group in sorted(actual.affinity_groups.items()):
+        if name not in desired.affinity_groups:
+            add(Action("delete", "affinity-group", name, "no role spreads its VMs with it any more", REMOVE,
+                       data={"id": group["id"]}))
     for name, vol in sorted(actual.volumes.items()):
         if name not in wanted_volumes:
             add(Action("delete", "volume", name, f"{vol['size'] // GB} GB; its data is lost", REMOVE,

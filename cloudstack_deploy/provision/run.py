@@ -178,6 +178,7 @@ async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, pro
 def _prefill(ctx: RunContext, actual: Actual) -> None:
     ctx.network_id = actual.network["id"] if actual.network else None
     ctx.source_nat = actual.source_nat
+    ctx.affinity_groups = {name: group["id"] for name, group in actual.affinity_groups.items()}
     for name, vm in actual.vms.items():
         if vm["state"] not in ("Error", "Destroyed"):
             ctx.vm_ids[name] = vm["id"]

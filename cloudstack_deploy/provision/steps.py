@@ -16,7 +16,7 @@ LB_ATTACH = "~lb-attach"  # after the pipelines: VMs join their role's load bala
 class Action:
     op: str        # create | adopt | update | start | scale | replace | delete | assign | remove
     kind: str      # network | keypair | vm | ip | static-nat | firewall | port-forward | volume
-    #              # | load-balancer | lb-member
+    #              # | load-balancer | lb-member | affinity-group
     name: str      # what a user reads: the resource's name or address
     detail: str = ""
     group: str = GLOBAL

@@ -17,7 +17,7 @@ from ..cloud import Cloud, CloudError
 from ..errors import OperationFailed
 from ..progress import Event, Progress
 from .actual import read_actual
-from .desired import TAG_ENV, keypair_name, network_name
+from .desired import TAG_ENV, affinity_description, keypair_name, network_name
 from .snapshots import IN_PROGRESS, SnapshotInfo, list_snapshots, tag_kept, wait_state
 from .snapshots import disks_of as env_disks_of
 
@@ -136,6 +136,10 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
     if actual.keypair is not None:
         jobs.append(step(f"keypair {actual.keypair['name']}",
                          lambda: cloud.request("deleteSSHKeyPair", name=actual.keypair["name"])))
+    # Affinity groups once their VMs are gone (CloudStack would drop the members, but no VM
+    # of the environment should outlive its placement rule).
+    jobs += [step(f"affinity-group {name}", lambda g=g: cloud.job("deleteAffinityGroup", id=g["id"]))
+             for name, g in actual.affinity_groups.items()]
     await asyncio.gather(*jobs)
 
     # 3. Proof: re-list by tag, by name and by what hangs off the network.
@@ -169,12 +173,13 @@ async def _loose_volumes_of(cloud: Cloud, env: str, loose: dict[str, dict[str, A
 async def remaining(cloud: Cloud, env: str, *, snapshots: bool = False) -> list[str]:
     """Everything that still belongs to ``env`` in the cloud, as readable lines (its snapshots
     too if ``snapshots``: they are kept on purpose otherwise)."""
-    tagged, nets, keys, vols, lbs = await asyncio.gather(
+    tagged, nets, keys, vols, lbs, groups = await asyncio.gather(
         cloud.list("listTags", key=TAG_ENV, value=env),
         cloud.list("listNetworks", name=network_name(env)),
         cloud.list("listSSHKeyPairs", name=keypair_name(env)),
         cloud.list("listVolumes", type="DATADISK", keyword=f"{env}-"),
         cloud.list("listLoadBalancerRules", keyword=f"{env}-"),
+        cloud.list("listAffinityGroups", keyword=f"{env}-"),
     )
     loose = {v["name"]: v for v in vols if v["name"].startswith(f"{env}-") and not v.get("virtualmachineid")
              and not v.get("tags")}
@@ -183,6 +188,8 @@ async def remaining(cloud: Cloud, env: str, *, snapshots: bool = False) -> list[
     left += [f"Network {n['name']} ({n['id']})" for n in nets if n["name"] == network_name(env)
              and not any(n["id"] in x for x in left)]
     left += [f"SSHKeyPair {k['name']}" for k in keys if k["name"] == keypair_name(env)]
+    left += [f"AffinityGroup {g['name']} ({g['id']})" for g in groups
+             if g.get("description") == affinity_description(env)]
     left += [f"Volume {name} ({v['id']}, untagged)" for name, v in (await _loose_volumes_of(cloud, env, loose)).items()]
     ours = re.compile(rf"{re.escape(env)}-[a-z0-9-]+-[0-9]+")  # desired.lb_rule_name's pattern
     named = {r["name"]: r for r in lbs if ours.fullmatch(r.get("name", "")) and not any(r["id"] in x for x in left)}

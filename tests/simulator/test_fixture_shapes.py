@@ -270,6 +270,11 @@ def build_cloud(rec: Recorder, admin: str) -> None:
     rec.job("createTags", "createTags", resourceids=vm_id, resourcetype="UserVm",
             **{"tags[0].key": "testkey", "tags[0].value": "testvalue"})
     rec.ok("listVirtualMachines", "listVirtualMachines", id=vm_id)
+    group = rec.job("createAffinityGroup", "createAffinityGroup", name="spread",
+                    type="host anti-affinity")["jobresult"]["affinitygroup"]
+    rec.ok("listAffinityGroups", "listAffinityGroups", id=group["id"])
+    rec.ok("listAffinityGroupTypes", "listAffinityGroupTypes")
+    rec.job("deleteAffinityGroup", "deleteAffinityGroup", id=group["id"])
     rec.ok("listNetworks", "listNetworks", id=net["id"])
 
     # public IPs: one for static NAT (+ firewall, IP forwarding), one for port forwarding
@@ -420,6 +425,7 @@ ASYNC = {
     "removeFromLoadBalancerRule", "updateLoadBalancerRule", "createIpForwardingRule", "deleteIpForwardingRule",
     "createSnapshot",
     "deleteSnapshot", "updateNetwork", "resetSSHKeyForVirtualMachine", "updateSnapshotPolicy",
+    "createAffinityGroup", "deleteAffinityGroup",
 }
 #: The reference's sync commands (every list* too), plus the other sync ones served.
 SYNC = {

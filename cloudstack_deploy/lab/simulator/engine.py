@@ -44,6 +44,7 @@ COLLECTIONS = (
     "volumes",
     "snapshots",
     "snapshot_policies",
+    "affinity_groups",
     "tags",
     "jobs",
 )

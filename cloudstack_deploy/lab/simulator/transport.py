@@ -38,7 +38,7 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 ASYNC_CREATE = frozenset({
     "deployvirtualmachine", "associateipaddress", "createfirewallrule", "createegressfirewallrule",
     "createportforwardingrule", "createipforwardingrule", "createloadbalancerrule", "createvolume",
-    "createsnapshot",
+    "createsnapshot", "createaffinitygroup",
 })
 JSON_TYPE = "application/json"
 

@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401
     account,
+    affinity,
     catalog_cmds,
     compute,
     jobs,

@@ -14,6 +14,7 @@ from ..engine import Simulator
 from ..errors import ApiError, invalid_value
 from ..registry import TAG_FILTER, AsyncResult, Param, Request, command, finisher
 from ._common import get_or_431, owner, select, zone_fields
+from .affinity import groups_for_deploy, vm_groups
 from .networking import implement_network, new_isolated_network
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
@@ -37,7 +38,7 @@ def render_vm(sim: Simulator, vm: dict[str, Any]) -> dict[str, Any]:
         ostypeid=tpl.get("ostypeid"), guestosid=tpl.get("ostypeid"), tags=sim.tags_of(vm["id"]),
         cpuused="0%" if vm["state"] != "Running" else "3.1%", networkkbsread=0, networkkbswrite=0,
         diskkbsread=0, diskkbswrite=0, diskioread=0, diskiowrite=0,
-        nic=[dict(n) for n in vm["nic"]],
+        nic=[dict(n) for n in vm["nic"]], affinitygroup=vm_groups(sim, vm),
     )
     ip = next((i for i in sim.col("public_ips").values() if i.get("virtualmachineid") == vm["id"]
                and i.get("isstaticnat")), None)
@@ -135,7 +136,8 @@ def default_network(sim: Simulator) -> dict[str, Any]:
          Param("startvm", "boolean"), Param("rootdisksize", "long"), Param("group"), Param("details", "map"),
          Param("ipaddress"), Param("diskofferingid", "uuid", entity="disk_offerings"), Param("size", "long"),
          Param("hypervisor"), Param("account"), Param("domainid", "uuid"), Param("projectid", "uuid"),
-         Param("affinitygroupids", "list"), Param("securitygroupids", "list"), Param("hostid", "uuid"),
+         Param("affinitygroupids", "list", item_type="uuid"), Param("affinitygroupnames", "list"),
+         Param("securitygroupids", "list"), Param("hostid", "uuid"),
          isasync=True, key="virtualmachine")
 def deploy_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
     """Creates and automatically starts a virtual machine based on a service offering, disk offering, and template."""
@@ -166,6 +168,11 @@ def deploy_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
     rootsize = req.get("rootdisksize")
     if rootsize is not None and rootsize < 1:
         raise invalid_value("Root disk size should be a positive number")
+    template_bytes = template.get("size", 2147483648)
+    if rootsize is not None and rootsize * 1024**3 < template_bytes:  # UserVmManagerImpl: no shrinking
+        raise invalid_value(f"Unsupported: rootdisksize override ({rootsize} GB) is smaller than template "
+                            f"size ({template_bytes / 1024**3:.2f} GB)")
+    groups = groups_for_deploy(sim, req)
     _check_vm_limits(sim, offering)
     sim.check_limit("volume", len(sim.col("volumes")))
 
@@ -185,7 +192,7 @@ def deploy_virtual_machine(sim: Simulator, req: Request) -> AsyncResult:
         "group": req.get("group"), "keypairs": ",".join(keypairs) if keypairs else None,
         "isdynamicallyscalable": False, "details": {k: v for d in req.get("details") or [] for k, v in d.items()},
         "instancename": f"i-2-{num}-VM", "nic": nics, "_userdata": userdata,
-        "_rootsize": rootsize,
+        "_rootsize": rootsize, "_affinity": groups,
     })
     if not name:
         vm["name"] = vm["displayname"] = vm["id"]
