@@ -190,6 +190,8 @@ PROGRESS_OPTION = click.option("--progress", "progress_mode", type=click.Choice(
                                default="auto", show_default=True, help="How to show progress on stderr.")
 BLUEPRINT_OPTION = click.option("--blueprint", "blueprint", default=None, type=click.Path(dir_okay=False),
                                 help="Blueprint file (default: the one the environment was deployed from).")
+SSH_TIMEOUT_OPTION = click.option("--ssh-timeout", default=300.0, show_default=True, type=float,
+                                  help="Seconds to wait for every VM to answer SSH.")
 BREAK_LOCK_OPTION = click.option("--break-lock", is_flag=True, help="Take over the lock from a run that died.")
 def _names(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...]:
     return tuple(n.strip() for n in (value or "").split(",") if n.strip())

@@ -13,6 +13,7 @@ from .common import (
     MAX_API_OPTION,
     PROGRESS_OPTION,
     SET_OPTION,
+    SSH_TIMEOUT_OPTION,
     Lazy,
     echo_json,
     env_name,
@@ -86,8 +87,7 @@ def _time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> da
 @JSON_OPTION
 @PROGRESS_OPTION
 @MAX_API_OPTION
-@click.option("--ssh-timeout", default=300.0, show_default=True, type=float,
-              help="Seconds to wait for every VM to answer SSH.")
+@SSH_TIMEOUT_OPTION
 @BREAK_LOCK_OPTION
 def recover(blueprint: str, env: str, source: str, at: datetime | None, ttl_text: str | None, skip_rollout: bool,
             version: str | None, overrides: tuple[str, ...], as_json: bool, progress_mode: str, max_api: int,

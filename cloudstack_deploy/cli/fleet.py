@@ -14,6 +14,7 @@ from .common import (
     MAX_API_OPTION,
     PROGRESS_OPTION,
     SET_OPTION,
+    SSH_TIMEOUT_OPTION,
     Lazy,
     echo_json,
     env_name,
@@ -76,8 +77,7 @@ def reap(dry_run: bool, prefix: str | None, max_parallel: int, as_json: bool, pr
 @JSON_OPTION
 @PROGRESS_OPTION
 @MAX_API_OPTION
-@click.option("--ssh-timeout", default=300.0, show_default=True, type=float,
-              help="Seconds to wait for every VM to answer SSH.")
+@SSH_TIMEOUT_OPTION
 def nightly(blueprint: str, prefix: str, ttl_text: str, version: str | None, checks: tuple[str, ...],
             check_cmds: tuple[str, ...], keep: bool, keep_on_failure: bool, junit: str | None,
             overrides: tuple[str, ...], as_json: bool, progress_mode: str, max_api: int, ssh_timeout: float) -> None:

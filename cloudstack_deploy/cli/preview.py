@@ -11,6 +11,7 @@ from .common import (
     MAX_API_OPTION,
     PROGRESS_OPTION,
     SET_OPTION,
+    SSH_TIMEOUT_OPTION,
     Lazy,
     echo_json,
     load,
@@ -64,8 +65,7 @@ def preview() -> None:
 @JSON_OPTION
 @PROGRESS_OPTION
 @MAX_API_OPTION
-@click.option("--ssh-timeout", default=300.0, show_default=True, type=float,
-              help="Seconds to wait for every VM to answer SSH.")
+@SSH_TIMEOUT_OPTION
 @BREAK_LOCK_OPTION
 def up(blueprint: str, name: str | None, pr: str | None, ttl_text: str, version: str | None, from_env: str | None,
        skip_rollout: bool, github: bool, dotenv: str | None, overrides: tuple[str, ...], as_json: bool,

@@ -13,6 +13,7 @@ from .common import (
     MAX_API_OPTION,
     PROGRESS_OPTION,
     SET_OPTION,
+    SSH_TIMEOUT_OPTION,
     Lazy,
     echo_json,
     load,
@@ -77,8 +78,7 @@ def plan(blueprint: str, env: str, ttl_text: str | None, overrides: tuple[str, .
 @MAX_API_OPTION
 @click.option("--max-ssh", default=20, show_default=True, envvar="CSDEPLOY_MAX_SSH", type=click.IntRange(1, 500),
               help="SSH connections at once.")
-@click.option("--ssh-timeout", default=300.0, show_default=True, type=float,
-              help="Seconds to wait for every VM to answer SSH.")
+@SSH_TIMEOUT_OPTION
 @BREAK_LOCK_OPTION
 def create_env(blueprint: str, env: str, ttl_text: str | None, skip_rollout: bool, version: str | None,
                overrides: tuple[str, ...], as_json: bool, progress_mode: str, max_api: int, max_ssh: int,
