@@ -24,21 +24,7 @@ from cloudstack_deploy.rollout.contract import role_env
 from cloudstack_deploy.secrets import SecretsError, load_secrets
 
 from .rollout.test_commands import INVENTORY
-
-BLUEPRINT = """\
-service: demo
-image: registry.lab:5000/demo-app
-cloud:
-  zone: lab-zone-1
-  template: "Debian 12 bookworm*"
-  service_offering: small
-  ssh: {allow_from: [127.0.0.0/8]}
-roles:
-  web:
-    env: {secret: [DB_PASSWORD, API_TOKEN]}
-registry: {server: registry.lab:5000, username: csdeploy, password: REGISTRY_PASSWORD}
-secrets: [REGISTRY_PASSWORD, DB_PASSWORD, API_TOKEN]
-"""
+from .test_secrets import BLUEPRINT
 
 DB, TOKEN = "db-vault-Pw-7731", "tok-vault-Zq-9902"
 

@@ -325,12 +325,8 @@ def deployments(store: Store, *, env: str | None = None, service: str | None = N
         by_id = {d.id: d for d in found}
         for e in events:
             by_id[e["deployment_id"]].events.append(Event(e["type"], e["at"], json.loads(e["metadata"] or "{}")))
-    in_progress = [d for d in found if d.status in LIVE_DEPLOYMENT and not _paused_canary(d)]
-    if in_progress:
-        processes, now = _processes(store, [d.id for d in in_progress]), datetime.now(UTC)
-        for d in in_progress:
-            if _interrupted(d.started_at, processes.get(d.id), DEPLOYMENT_STALE_AFTER, now):
-                d.status = INTERRUPTED
+    _mark_interrupted(store, [d for d in found if d.status in LIVE_DEPLOYMENT and not _paused_canary(d)],
+                      DEPLOYMENT_STALE_AFTER)
     if live:
         found = [d for d in found if d.status == status][:limit]
     return found
@@ -344,9 +340,8 @@ def deployment(store: Store, dep_id: str) -> Deployment | None:
     d = Deployment(**_known(Deployment, rows[0]))
     for e in store.query("SELECT type, at, metadata FROM events WHERE deployment_id = :id ORDER BY at", {"id": dep_id}):
         d.events.append(Event(e["type"], e["at"], json.loads(e["metadata"] or "{}")))
-    if d.status in LIVE_DEPLOYMENT and not _paused_canary(d):
-        if _interrupted(d.started_at, _processes(store, [d.id]).get(d.id), DEPLOYMENT_STALE_AFTER, datetime.now(UTC)):
-            d.status = INTERRUPTED
+    _mark_interrupted(store, [d] if d.status in LIVE_DEPLOYMENT and not _paused_canary(d) else [],
+                      DEPLOYMENT_STALE_AFTER)
     return d
 
 
@@ -384,15 +379,20 @@ def runs(store: Store, *, kind: str | None = None, env: str | None = None, statu
     rows = _listing(store, "runs", {"kind": kind, "env": env, "status": None if live else status}, since,
                     None if live else limit, statuses=LIVE_RUN if live else None)
     found = [Run(**_known(Run, {**r, "summary": json.loads(r["summary"] or "{}")})) for r in rows]
-    in_progress = [r for r in found if r.status in LIVE_RUN]
-    if in_progress:
-        processes, now = _processes(store, [r.id for r in in_progress]), datetime.now(UTC)
-        for r in in_progress:
-            if _interrupted(r.started_at, processes.get(r.id), RUN_STALE_AFTER, now):
-                r.status = INTERRUPTED
+    _mark_interrupted(store, [r for r in found if r.status in LIVE_RUN], RUN_STALE_AFTER)
     if live:
         found = [r for r in found if r.status == status][:limit]
     return found
+
+
+def _mark_interrupted(store: Store, in_progress: list[Any], stale_after: timedelta) -> None:
+    """Read as ``interrupted`` the rows (deployments or runs still live) whose process is gone."""
+    if not in_progress:
+        return
+    processes, now = _processes(store, [item.id for item in in_progress]), datetime.now(UTC)
+    for item in in_progress:
+        if _interrupted(item.started_at, processes.get(item.id), stale_after, now):
+            item.status = INTERRUPTED
 
 
 def _listing(store: Store, table: str, equal: dict[str, str | None], since: timedelta | None, limit: int | None, *,
