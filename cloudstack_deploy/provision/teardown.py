@@ -8,6 +8,7 @@ sleeps). The final re-list is the proof: anything left is named and the exit is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
     failures: list[str] = []
     not_expunged: list[str] = []
     step = lambda res, fn: _step(progress, env, res, fn, failures, result.deleted)  # noqa: E731
+    # Whether VMs can be expunged is asked while the environment is read, not behind the
+    # hundreds of calls that follow (the first destroy would otherwise queue behind them).
+    capabilities = asyncio.ensure_future(cloud.capabilities())
     actual = await read_actual(cloud, env)
     # Snapshots first, while the volumes still find a policy's (untagged) ones: deleted, or
     # kept and tagged so that `snapshots` and `recover` find them once the volumes are gone.
@@ -97,15 +101,20 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
     policies = [p for found in await asyncio.gather(*(cloud.list("listSnapshotPolicies", volumeid=v["id"])
                                                        for v in volumes.values())) for p in found]
 
-    # 0. Load-balancer rules first: no traffic goes to VMs that are about to stop. (Releasing an
-    # address takes its rules too, but rules on the source-NAT address stay until the network goes.)
+    with contextlib.suppress(CloudError):  # a failure here is met again by the first destroy
+        await capabilities
+
+    # 0. Load-balancer rules first: no traffic goes to VMs that are about to stop, and no rule
+    # is edited by a VM's expunge while it is being deleted. (Releasing an address takes its
+    # rules too, but rules on the source-NAT address stay until the network goes.)
     await asyncio.gather(*(step(f"load-balancer {r.get('name') or r['id']}",
                                 lambda r=r: cloud.job("deleteLoadBalancerRule", id=r["id"]))
                            for r in actual.lb_rules if r.get("state") != "Deleting"))
 
-    # 1. Every VM with its own data disks (detached once it is expunged), the public IPs (with
-    # their NAT and rules), snapshot policies and loose disks: all at once, each VM's disks as
-    # soon as that VM is gone.
+    # 1. Then everything at once; only real dependencies wait: a VM's data disks once it is
+    # gone; the network and the affinity groups once every VM is gone (the critical path, so
+    # the VMs are asked for first) and the public IPs are released. Snapshot policies, loose
+    # disks and the key pair depend on nothing.
     async def delete_volume(vol: dict[str, Any]) -> None:
         current = await cloud.list("listVolumes", id=vol["id"])
         if current and current[0].get("virtualmachineid"):
@@ -119,28 +128,36 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
         await step(f"vm {name}", lambda: _destroy(cloud, vm["id"], not_expunged))
         await asyncio.gather(*(step(f"volume {n}", lambda v=v: delete_volume(v)) for n, v in disks_of(vm).items()))
 
+    # Tasks start in the order they are made: the VMs first (the critical path), then the rest.
+    vms = asyncio.gather(*(vm_and_disks(name, vm) for name, vm in actual.vms.items()))
+    ips = asyncio.gather(*(step(f"ip {ip['ipaddress']}", lambda ip=ip: cloud.job("disassociateIpAddress", id=ip["id"]))
+                           for ip in actual.ips))
+
+    async def network_and_groups() -> None:
+        # 2. the addresses are released already, not twice by the network's deletion at once
+        await asyncio.gather(asyncio.shield(vms), asyncio.shield(ips))
+        jobs = []
+        if actual.network is not None:  # refused while VMs remain
+            jobs.append(step(f"network {actual.network['name']}",
+                             lambda: cloud.job("deleteNetwork", id=actual.network["id"])))
+        # Affinity groups once their VMs are gone (CloudStack would drop the members, but no
+        # VM of the environment should outlive its placement rule).
+        jobs += [step(f"affinity-group {name}", lambda g=g: cloud.job("deleteAffinityGroup", id=g["id"]))
+                 for name, g in actual.affinity_groups.items()]
+        await asyncio.gather(*jobs)
+
     attached = {n for vm in actual.vms.values() for n in disks_of(vm)}
     await asyncio.gather(
-        *(vm_and_disks(name, vm) for name, vm in actual.vms.items()),
-        *(step(f"ip {ip['ipaddress']}", lambda ip=ip: cloud.job("disassociateIpAddress", id=ip["id"]))
-          for ip in actual.ips),
+        network_and_groups(),
+        vms,
+        ips,
         *(step(f"snapshot-policy {p['id']}", lambda p=p: cloud.request("deleteSnapshotPolicies", id=p["id"]))
           for p in policies),
         *(step(f"volume {n}", lambda v=v: delete_volume(v)) for n, v in volumes.items() if n not in attached),
+        *([step(f"keypair {actual.keypair['name']}",
+                lambda: cloud.request("deleteSSHKeyPair", name=actual.keypair["name"]))]
+          if actual.keypair is not None else []),
     )
-
-    # 2. The network (refused while VMs remain) and the key pair.
-    jobs = []
-    if actual.network is not None:
-        jobs.append(step(f"network {actual.network['name']}", lambda: cloud.job("deleteNetwork", id=actual.network["id"])))
-    if actual.keypair is not None:
-        jobs.append(step(f"keypair {actual.keypair['name']}",
-                         lambda: cloud.request("deleteSSHKeyPair", name=actual.keypair["name"])))
-    # Affinity groups once their VMs are gone (CloudStack would drop the members, but no VM
-    # of the environment should outlive its placement rule).
-    jobs += [step(f"affinity-group {name}", lambda g=g: cloud.job("deleteAffinityGroup", id=g["id"]))
-             for name, g in actual.affinity_groups.items()]
-    await asyncio.gather(*jobs)
 
     # 3. Proof: re-list by tag, by name and by what hangs off the network.
     left = await remaining(cloud, env, snapshots=delete_snapshots)
