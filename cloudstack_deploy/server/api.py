@@ -28,14 +28,12 @@ log = get_logger("server.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 VERSION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 TEST_JOBS_VAR = "CSDEPLOY_SERVER_TEST_JOBS"
-FAKE_DEPLOY_VAR = "CSDEPLOY_SERVER_FAKE_DEPLOY"   # tests only: deploys touch no host
 STATUS_TIMEOUT = 20.0
 SSE_POLL = 0.3
 
 
 STORE = web.AppKey("store", Any)
 TEST_JOBS = web.AppKey("test_jobs", bool)
-FAKE_DEPLOY = web.AppKey("fake_deploy", bool)
 WORKER = web.AppKey("worker", Any)
 BLUEPRINTS = web.AppKey("blueprints", Any)   # Path | None: where create's blueprints are
 PRINCIPAL: Any = web.RequestKey("principal", Principal) if hasattr(web, "RequestKey") else "csdeploy.principal"
@@ -149,6 +147,41 @@ async def environment_detail(env: str) -> dict[str, Any]:
 async def show_environment(request: web.Request) -> web.Response:
     env = check_env(request.match_info["env"])
     return _json(await environment_detail(env))
+
+
+LOG_LINES_MAX = 10000
+ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+async def environment_logs(request: web.Request) -> web.Response:
+    """The last ``lines`` log lines of a role's (or an accessory's, or a scheduled job's)
+    containers, as `csdeploy logs` shows them (``HOST | LINE``), through the same service
+    function; the blueprint's secrets are replaced in every line."""
+    from .. import service
+
+    env = check_env(request.match_info["env"])
+    q = request.query
+    role = q.get("role") or ""
+    if not ROLE.match(role):
+        raise InvalidInput(f"role {role[:64]!r}: the name of a role, an accessory or a job of the blueprint")
+    try:
+        lines = int(q.get("lines") or 100)
+    except ValueError:
+        raise InvalidInput("lines: a number") from None
+    if not 1 <= lines <= LOG_LINES_MAX:
+        raise InvalidInput(f"lines: 1 to {LOG_LINES_MAX}")
+    since = None
+    if q.get("since"):
+        from ..blueprint import parse_duration
+
+        try:
+            since = parse_duration(q["since"])
+        except ValueError as exc:
+            raise InvalidInput(f"since: {exc}") from None
+    found: list[str] = []
+    await service.logs(env, role, lines=lines, emit=found.append, since=since, redacted=True)
+    await audit(request, "logs", env, "done", role=role, lines=lines)
+    return _json({"env": env, "role": role, "lines": found})
 
 
 async def create_environment(request: web.Request) -> web.Response:
@@ -378,6 +411,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/whoami", whoami, "The caller's token: name, role, env prefix"),
     Route("GET", "/api/environments", list_environments, "Environments in the cloud (by their tags)"),
     Route("GET", "/api/environments/{env}", show_environment, "An environment's inventory and status", params=(_ENV,)),
+    Route("GET", "/api/environments/{env}/logs", environment_logs,
+          "The last log lines of a role's containers, as `csdeploy logs` shows them (secrets replaced)",
+          params=(_ENV, Param("role", description="a role, accessory or scheduled job of the blueprint"),
+                  Param("lines", type="integer", description="at most this many per container (1-10000, default 100)"),
+                  Param("since", description="only lines of this last stretch: 30m, 2h, 1d")),
+          codes=(200, 400, 502)),
     Route("POST", "/api/environments", create_environment,
           "Queue create-env from a blueprint of the server's directory, with an optional rollout (admin)",
           role="admin", codes=(202, 400, 403),
@@ -424,6 +463,3 @@ ROUTES: tuple[Route, ...] = (
 def test_jobs_enabled() -> bool:
     return os.environ.get(TEST_JOBS_VAR) == "1"
 
-
-def fake_deploy_enabled() -> bool:
-    return os.environ.get(FAKE_DEPLOY_VAR) == "1"
