@@ -12,8 +12,9 @@ import asyncio
 import json
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -187,27 +188,41 @@ async def environment_logs(request: web.Request) -> web.Response:
 async def create_environment(request: web.Request) -> web.Response:
     """Queue create-env of ``env`` from ``blueprint``: a file name in the server's blueprint
     directory (``serve --blueprints DIR``), never a path a caller chooses."""
-    body = await _body(request)
+    env, params = create_params(request.app[BLUEPRINTS], await _body(request))
+    return await _enqueue(request, "create", env, params)
+
+
+BLUEPRINT_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\.ya?ml")
+
+
+def stored_blueprints(folder: Path | None) -> list[str]:
+    """The blueprint files a create may name: those of the server's directory (none without one)."""
+    if folder is None:
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and BLUEPRINT_FILE.fullmatch(p.name))
+
+
+def create_params(folder: Path | None, body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(env, the create job's params) from a request (the API's JSON, the dashboard's form):
+    the blueprint is a file of ``folder``, loaded now so a bad one is refused before queueing."""
     env = check_env(body.get("env"))
-    folder = request.app[BLUEPRINTS]
     if folder is None:
         raise InvalidInput("this server has no blueprint directory", hint="start it with --blueprints DIR")
     name = body.get("blueprint")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\.ya?ml", name) \
-            or not (folder / name).is_file():
+    if not isinstance(name, str) or not BLUEPRINT_FILE.fullmatch(name) or not (folder / name).is_file():
         raise InvalidInput(f"blueprint {str(name)[:100]!r}: not a .yml file of the server's blueprint directory")
     from ..blueprint import load_blueprint, parse_duration
 
     load_blueprint(folder / name)   # bad blueprints are refused now, not in the job
     params: dict[str, Any] = {"blueprint": name, "blueprint_path": str(folder / name),
-                              "version": check_version(body.get("version"), required=False)}
+                              "version": check_version(body.get("version") or None, required=False)}
     if body.get("ttl"):
         try:
             parse_duration(str(body["ttl"]))
         except ValueError as exc:
             raise InvalidInput(f"ttl: {exc}") from None
         params["ttl"] = str(body["ttl"])
-    return await _enqueue(request, "create", env, params)
+    return env, params
 
 
 async def teardown_environment(request: web.Request) -> web.Response:
