@@ -72,3 +72,15 @@ async def test_logs_refuse_bad_input_and_need_a_token(served: Served, host: SSHH
     assert resp.status == 400 and "nosuch" in (await resp.json())["error"], await resp.text()
     calls = host.docker_state().get("calls", [])
     assert not [c for c in calls if c[:1] == ["logs"]], "bad input reached the host"
+
+
+def test_the_cli_shows_the_same_lines_and_passes_since(host: SSHHost) -> None:
+    from tests.support.cli import cli
+
+    shown = cli("logs", "--env", "demo", "--role", "web", "-n", "2", "--since", "1h")
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 2 and lines[0] == "demo-web-1 | GET /7 200", lines
+    assert ["logs", "--tail", "2", "--since", "3600s", "demo-web-v1"] in host.docker_state()["calls"]
+    bad = cli("logs", "--env", "demo", "--role", "web", "--since", "soon")
+    assert bad.exit_code == 2 and "--since" in bad.stderr, bad.output

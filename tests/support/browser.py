@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,15 @@ def browser_or_skip() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"missing: {', '.join(missing)}: scripts/lab-prereqs --test installs them")
         pytest.skip(f"missing: {', '.join(missing)}")
+
+
+def screenshots_dir(default: Path, test: str) -> Path:
+    """Where a test keeps its screenshots: ``$CSDEPLOY_TEST_ARTIFACTS/<test>/screenshots`` when
+    that is set (CI keeps the directory; pytest's tmp dirs are pruned after a few runs), else
+    under ``default`` (the test's tmp dir). Made empty; the caller prints it."""
+    root = os.environ.get("CSDEPLOY_TEST_ARTIFACTS")
+    where = (Path(root) / re.sub(r"[^A-Za-z0-9_.-]+", "-", test) if root else default) / "screenshots"
+    where.mkdir(parents=True, exist_ok=True)
+    for old in where.glob("*.png"):
+        old.unlink()
+    return where
