@@ -616,8 +616,23 @@ async def recorded(what: str = "deployments", *, env: str | None = None, service
 
 
 async def logs(env: str, role: str, *, lines: int = 100, follow: bool = False, emit: Callable[[str], None],
-               blueprint: str | None = None) -> None:
-    await ops.logs(_rollout(await context(env, blueprint), {}, None), role, lines=lines, follow=follow, emit=emit)
+               blueprint: str | None = None, since: timedelta | None = None, redacted: bool = False) -> None:
+    """The role's (or accessory's, or scheduled job's) container logs, each line as
+    ``HOST | LINE``; ``since``: of that last stretch only. ``redacted`` (the server's, whose
+    readers do not hold the secrets): the blueprint's secrets are loaded, and so known, and
+    every line has them replaced."""
+    ctx = await context(env, blueprint)
+    if redacted:
+        load_secrets_for(ctx.bp)
+        emit = _redacting(emit)
+    await ops.logs(_rollout(ctx, {}, None), role, lines=lines, follow=follow, emit=emit,
+                   since_seconds=int(since.total_seconds()) if since is not None else None)
+
+
+def _redacting(emit: Callable[[str], None]) -> Callable[[str], None]:
+    from .log import redact
+
+    return lambda line: emit(redact(line))
 
 
 async def exec_(env: str, role: str, argv: list[str], *, emit: Callable[[str], None],

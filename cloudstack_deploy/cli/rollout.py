@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from ..rollout.deploy import RolloutResult
 
 from ..log import redact
@@ -33,6 +35,18 @@ from .common import (
 
 render = Lazy("cloudstack_deploy.render")
 service = Lazy("cloudstack_deploy.service")
+
+def _duration(_ctx: click.Context, param: click.Parameter, value: str | None) -> timedelta | None:
+    """Click callback: a duration (30m, 2h, 1d) or a usage error (exit 2)."""
+    if value is None:
+        return None
+    from ..blueprint import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
+
 
 CONTINUE_OPTION = click.option("--continue-on-error", is_flag=True,
                                help="When a host refuses the new version, keep the hosts that already switched "
@@ -179,10 +193,12 @@ def status(env: str, blueprint: str | None, as_json: bool) -> None:
 @click.option("--role", "role", required=True, help="Role or accessory name.")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming new lines.")
 @click.option("-n", "--lines", default=100, show_default=True, type=click.IntRange(0, 100000))
+@click.option("--since", default=None, metavar="DURATION", callback=_duration,
+              help="Only lines of this last stretch (30m, 2h, 1d).")
 @BLUEPRINT_OPTION
-def logs(env: str, role: str, follow: bool, lines: int, blueprint: str | None) -> None:
+def logs(env: str, role: str, follow: bool, lines: int, since: timedelta | None, blueprint: str | None) -> None:
     """Show the logs of a role's current containers (or an accessory's), prefixed by host."""
-    run(service.logs(env, role, lines=lines, follow=follow, emit=click.echo, blueprint=blueprint))
+    run(service.logs(env, role, lines=lines, follow=follow, emit=click.echo, blueprint=blueprint, since=since))
 
 
 INTERACTIVE_OPTION = click.option("-i", "--interactive", is_flag=True,

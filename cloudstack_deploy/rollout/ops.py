@@ -172,14 +172,16 @@ def _job(r: Rollout, name: str) -> tuple[str, str] | None:
     return None
 
 
-async def logs(r: Rollout, role: str, *, lines: int, follow: bool, emit: Callable[[str], None]) -> None:
+async def logs(r: Rollout, role: str, *, lines: int, follow: bool, emit: Callable[[str], None],
+               since_seconds: int | None = None) -> None:
     job = _job(r, role) if role not in r.bp.roles and role not in r.bp.accessories else None
     if job is not None:  # a scheduled job: its runs on the role's first host
         hosts = r.role_hosts(job[0])[:1]
-        script = jobs.logs_script(job[0], job[1], lines)
+        script = jobs.logs_script(job[0], job[1], lines, since_seconds)
     else:
         hosts = _role_hosts(r, role)
-        script = _in_container(r, role, lambda c: list(d.logs(c, tail=lines, follow=follow)))
+        script = _in_container(r, role, lambda c: list(d.logs(c, tail=lines, follow=follow,
+                                                                 since_seconds=since_seconds)))
     async with r.pool() as pool:
         async def one(h: Host) -> None:
             conn = await pool.connect(h)

@@ -12,8 +12,9 @@ import asyncio
 import json
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -28,14 +29,12 @@ log = get_logger("server.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 VERSION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 TEST_JOBS_VAR = "CSDEPLOY_SERVER_TEST_JOBS"
-FAKE_DEPLOY_VAR = "CSDEPLOY_SERVER_FAKE_DEPLOY"   # tests only: deploys touch no host
 STATUS_TIMEOUT = 20.0
 SSE_POLL = 0.3
 
 
 STORE = web.AppKey("store", Any)
 TEST_JOBS = web.AppKey("test_jobs", bool)
-FAKE_DEPLOY = web.AppKey("fake_deploy", bool)
 WORKER = web.AppKey("worker", Any)
 BLUEPRINTS = web.AppKey("blueprints", Any)   # Path | None: where create's blueprints are
 PRINCIPAL: Any = web.RequestKey("principal", Principal) if hasattr(web, "RequestKey") else "csdeploy.principal"
@@ -151,30 +150,79 @@ async def show_environment(request: web.Request) -> web.Response:
     return _json(await environment_detail(env))
 
 
+LOG_LINES_MAX = 10000
+ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+async def environment_logs(request: web.Request) -> web.Response:
+    """The last ``lines`` log lines of a role's (or an accessory's, or a scheduled job's)
+    containers, as `csdeploy logs` shows them (``HOST | LINE``), through the same service
+    function; the blueprint's secrets are replaced in every line."""
+    from .. import service
+
+    env = check_env(request.match_info["env"])
+    q = request.query
+    role = q.get("role") or ""
+    if not ROLE.match(role):
+        raise InvalidInput(f"role {role[:64]!r}: the name of a role, an accessory or a job of the blueprint")
+    try:
+        lines = int(q.get("lines") or 100)
+    except ValueError:
+        raise InvalidInput("lines: a number") from None
+    if not 1 <= lines <= LOG_LINES_MAX:
+        raise InvalidInput(f"lines: 1 to {LOG_LINES_MAX}")
+    since = None
+    if q.get("since"):
+        from ..blueprint import parse_duration
+
+        try:
+            since = parse_duration(q["since"])
+        except ValueError as exc:
+            raise InvalidInput(f"since: {exc}") from None
+    found: list[str] = []
+    await service.logs(env, role, lines=lines, emit=found.append, since=since, redacted=True)
+    await audit(request, "logs", env, "done", role=role, lines=lines)
+    return _json({"env": env, "role": role, "lines": found})
+
+
 async def create_environment(request: web.Request) -> web.Response:
     """Queue create-env of ``env`` from ``blueprint``: a file name in the server's blueprint
     directory (``serve --blueprints DIR``), never a path a caller chooses."""
-    body = await _body(request)
+    env, params = create_params(request.app[BLUEPRINTS], await _body(request))
+    return await _enqueue(request, "create", env, params)
+
+
+BLUEPRINT_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\.ya?ml")
+
+
+def stored_blueprints(folder: Path | None) -> list[str]:
+    """The blueprint files a create may name: those of the server's directory (none without one)."""
+    if folder is None:
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and BLUEPRINT_FILE.fullmatch(p.name))
+
+
+def create_params(folder: Path | None, body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(env, the create job's params) from a request (the API's JSON, the dashboard's form):
+    the blueprint is a file of ``folder``, loaded now so a bad one is refused before queueing."""
     env = check_env(body.get("env"))
-    folder = request.app[BLUEPRINTS]
     if folder is None:
         raise InvalidInput("this server has no blueprint directory", hint="start it with --blueprints DIR")
     name = body.get("blueprint")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\.ya?ml", name) \
-            or not (folder / name).is_file():
+    if not isinstance(name, str) or not BLUEPRINT_FILE.fullmatch(name) or not (folder / name).is_file():
         raise InvalidInput(f"blueprint {str(name)[:100]!r}: not a .yml file of the server's blueprint directory")
     from ..blueprint import load_blueprint, parse_duration
 
     load_blueprint(folder / name)   # bad blueprints are refused now, not in the job
     params: dict[str, Any] = {"blueprint": name, "blueprint_path": str(folder / name),
-                              "version": check_version(body.get("version"), required=False)}
+                              "version": check_version(body.get("version") or None, required=False)}
     if body.get("ttl"):
         try:
             parse_duration(str(body["ttl"]))
         except ValueError as exc:
             raise InvalidInput(f"ttl: {exc}") from None
         params["ttl"] = str(body["ttl"])
-    return await _enqueue(request, "create", env, params)
+    return env, params
 
 
 async def teardown_environment(request: web.Request) -> web.Response:
@@ -378,6 +426,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/whoami", whoami, "The caller's token: name, role, env prefix"),
     Route("GET", "/api/environments", list_environments, "Environments in the cloud (by their tags)"),
     Route("GET", "/api/environments/{env}", show_environment, "An environment's inventory and status", params=(_ENV,)),
+    Route("GET", "/api/environments/{env}/logs", environment_logs,
+          "The last log lines of a role's containers, as `csdeploy logs` shows them (secrets replaced)",
+          params=(_ENV, Param("role", description="a role, accessory or scheduled job of the blueprint"),
+                  Param("lines", type="integer", description="at most this many per container (1-10000, default 100)"),
+                  Param("since", description="only lines of this last stretch: 30m, 2h, 1d")),
+          codes=(200, 400, 502)),
     Route("POST", "/api/environments", create_environment,
           "Queue create-env from a blueprint of the server's directory, with an optional rollout (admin)",
           role="admin", codes=(202, 400, 403),
@@ -424,6 +478,3 @@ ROUTES: tuple[Route, ...] = (
 def test_jobs_enabled() -> bool:
     return os.environ.get(TEST_JOBS_VAR) == "1"
 
-
-def fake_deploy_enabled() -> bool:
-    return os.environ.get(FAKE_DEPLOY_VAR) == "1"

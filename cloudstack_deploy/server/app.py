@@ -63,11 +63,12 @@ def protect(route: api.Route) -> api.Handler:
 
 
 def make_app(store: Store, *, worker: Worker | None = None, test_jobs: bool = False,
-             fake_deploy: bool = False, blueprints: Path | None = None) -> web.Application:
+             blueprints: Path | None = None) -> web.Application:
+    """The application over ``store``; ``worker`` runs the queue's jobs (its ``runners`` say how
+    each kind runs: `serve` gives the service functions, a test may give its own)."""
     app = web.Application(client_max_size=256 * 1024)
     app[api.STORE] = store
     app[api.TEST_JOBS] = test_jobs
-    app[api.FAKE_DEPLOY] = fake_deploy
     app[api.WORKER] = worker
     app[api.BLUEPRINTS] = blueprints.resolve() if blueprints is not None else None
     for route in api.ROUTES:
@@ -100,17 +101,13 @@ def parse_bind(text: str) -> tuple[str, int]:
 def serve(store: Store, *, bind: str, blueprints: Path | None = None, max_jobs: int = 2, heartbeat: float = 2.0, stale_after: float = 30.0,
           poll: float = 0.5, print_: Any = print) -> None:
     """Run the server until interrupted (SIGINT/SIGTERM): the API, the dashboard and a worker."""
-    from .worker import RUNNERS, run_fake_deploy
+    from .worker import RUNNERS
 
     host, port = parse_bind(bind)
     test_jobs = api.test_jobs_enabled()
-    fake = api.fake_deploy_enabled()
     kinds = queue.KINDS + (queue.TEST_KINDS if test_jobs else ())
-    runners = dict(RUNNERS)
-    if fake:
-        runners["deploy"] = runners["rollback"] = run_fake_deploy
     worker = Worker(store, kinds=kinds, max_jobs=max_jobs, heartbeat=heartbeat, stale_after=stale_after,
-                    poll=poll, runners=runners)
-    app = make_app(store, worker=worker, test_jobs=test_jobs, fake_deploy=fake, blueprints=blueprints)
+                    poll=poll, runners=dict(RUNNERS))
+    app = make_app(store, worker=worker, test_jobs=test_jobs, blueprints=blueprints)
     print_(redact(f"csdeploy serve: http://{host}:{port}/ (API: /api/openapi.json; store {store.url.display})"))
     web.run_app(app, host=host, port=port, print=None, access_log_format='%a "%r" %s %b %Tfs')

@@ -159,7 +159,24 @@ async def home(request: web.Request) -> web.Response:
                  '<label>Canary <input name="canary" placeholder="1 or 25%" size="6"></label>'
                  '<button name="kind" value="deploy">Deploy</button>'
                  '<button name="kind" value="rollback" formnovalidate>Roll back</button></form>')
+    if who.role == "admin":
+        body += _create_form(request, csrf)
     return _page(request, "Environments", body, who, csrf)
+
+
+def _create_form(request: web.Request, csrf: str) -> str:
+    names = api.stored_blueprints(request.app[api.BLUEPRINTS])
+    if not names:
+        return ("<h2>Create</h2><p>No stored blueprints: start the server with "
+                "<code>csdeploy serve --blueprints DIR</code> to create environments from here.</p>")
+    options = "".join(f'<option value="{_e(n)}">{_e(n)}</option>' for n in names)
+    return ('<h2>Create</h2><form method="post" action="/create" id="create-form">'
+            f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
+            f'<label>Blueprint <select name="blueprint" required>{options}</select></label>'
+            '<label>Environment <input name="env" required></label>'
+            '<label>Version <input name="version" placeholder="none: VMs only" size="10"></label>'
+            '<label>TTL <input name="ttl" placeholder="8h" size="5"></label>'
+            '<button>Create…</button></form>')
 
 
 async def env_page(request: web.Request) -> web.Response:
@@ -186,7 +203,66 @@ async def env_page(request: web.Request) -> web.Response:
         body += "</table>"
     if shown["status_error"]:
         body += f'<p class="error">Status: {_e(shown["status_error"])}</p>'
+    if who.role == "admin":
+        body += (f'<h2>Teardown</h2><form method="post" action="/envs/{_e(env)}/teardown" id="teardown-form">'
+                 f'<input type="hidden" name="csrf" value="{_e(csrf)}"><button>Tear down…</button></form>')
     return _page(request, f"Environment {env}", body, who, csrf)
+
+
+# ---- create and teardown (admins; each asks once more before it is queued) --------------------------
+async def _admin_form(request: web.Request, action: str, target: str | None) -> tuple[Principal, str, Any]:
+    who, csrf, form = await _checked_form(request)
+    if who.role != "admin":
+        await api.audit(request, action, target, "denied")
+        raise web.HTTPForbidden(text=f"{who.role} token {who.name!r} may not {action} environments (admin needed)")
+    return who, csrf, form
+
+
+async def _queued(request: web.Request, who: Principal, kind: str, env: str, params: dict[str, Any]) -> web.HTTPSeeOther:
+    job = await api.db(request, queue.enqueue, kind=kind, env=env, params=params, by=who.name)
+    await api.audit(request, kind, env, "queued", job=job.id, params=params)
+    return web.HTTPSeeOther(f"/jobs/{job.id}")
+
+
+def _hidden(fields: dict[str, Any]) -> str:
+    return "".join(f'<input type="hidden" name="{_e(k)}" value="{_e(v)}">' for k, v in fields.items() if v)
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    who, csrf, form = await _admin_form(request, "create", None)
+    fields = {k: str(form.get(k) or "").strip() for k in ("blueprint", "env", "version", "ttl")}
+    try:
+        env, params = api.create_params(request.app[api.BLUEPRINTS], fields)
+    except InvalidInput as exc:
+        raise web.HTTPBadRequest(text=str(exc) + (f" ({exc.hint})" if exc.hint else "")) from None
+    if form.get("confirmed") == "yes":
+        raise await _queued(request, who, "create", env, params)
+    what = f"{params['blueprint']}" + (f", version {params['version']}" if params.get("version") else ", no rollout")
+    body = (f'<p>Create environment <strong>{_e(env)}</strong> from {_e(what)}'
+            f'{", expiring after " + _e(params["ttl"]) if params.get("ttl") else ""}? Its VMs, disks and addresses '
+            'are made in the cloud.</p><form method="post" action="/create" id="confirm-form">'
+            f'<input type="hidden" name="csrf" value="{_e(csrf)}">{_hidden(fields)}'
+            '<input type="hidden" name="confirmed" value="yes"><button>Create</button> <a href="/">Cancel</a></form>')
+    return _page(request, f"Create {env}?", body, who, csrf)
+
+
+async def teardown(request: web.Request) -> web.StreamResponse:
+    try:
+        env = api.check_env(request.match_info["env"])
+    except InvalidInput as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    who, csrf, form = await _admin_form(request, "teardown", env)
+    typed = str(form.get("confirm") or "")
+    if typed == env:
+        raise await _queued(request, who, "teardown", env, {})
+    body = ((f'<p class="error">{_e(typed)} is not the environment\'s name.</p>' if typed else "")
+            + f'<p>Tear down <strong>{_e(env)}</strong>: every VM, disk, address and rule it has in the cloud is '
+            'deleted, with its data.</p>'
+            f'<form method="post" action="/envs/{_e(env)}/teardown" id="confirm-form">'
+            f'<input type="hidden" name="csrf" value="{_e(csrf)}"><label>Type its name to confirm '
+            '<input name="confirm" autocomplete="off" required></label><button>Tear down</button> '
+            f'<a href="/envs/{_e(env)}">Cancel</a></form>')
+    return _page(request, f"Tear down {env}?", body, who, csrf)
 
 
 async def deploy(request: web.Request) -> web.StreamResponse:
@@ -310,6 +386,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/", home)
     app.router.add_get("/envs/{env}", env_page)
     app.router.add_post("/deploy", deploy)
+    app.router.add_post("/create", create)
+    app.router.add_post("/envs/{env}/teardown", teardown)
     app.router.add_get("/jobs/{id}", job_page)
     app.router.add_get("/jobs/{id}/events", job_stream)
     app.router.add_post("/jobs/{id}/cancel", cancel)

@@ -12,7 +12,8 @@ if TYPE_CHECKING:  # the table is handed in: no import of the api module here (n
     from .api import Route
 
 _CODES = {200: "OK", 201: "Created", 202: "Queued", 400: "Bad input", 401: "No token, or not a valid one",
-          403: "The token's role or env prefix does not allow this", 404: "Not found"}
+          403: "The token's role or env prefix does not allow this", 404: "Not found",
+          502: "The cloud, a host or the store failed (the message says which)"}
 
 
 def _operation(route: Route) -> dict[str, Any]:

@@ -122,36 +122,6 @@ async def run_sleep(job: queue.Job, progress: JobProgress) -> dict[str, Any]:
     return {"steps": steps, "pid": os.getpid()}
 
 
-async def run_fake_deploy(job: queue.Job, progress: JobProgress) -> dict[str, Any]:
-    """Test-only (``CSDEPLOY_SERVER_FAKE_DEPLOY=1``): a deploy or rollback that touches no host
-    but writes the history store's deployment record as a real one does, with a few progress
-    steps between; version ``fail-...`` fails. For the browser test, where no lab runs."""
-    import time
-
-    from ..store import Journal
-
-    version = job.params.get("version") or "previous"
-    journal = Journal.from_environment()
-    started = time.monotonic()
-    try:
-        dep = await journal.deployment_pending(env=job.env, cloud="fake", service="demo", version=version,
-                                               kind=job.kind)
-        await journal.deployment_started(dep, {"hosts": ["fake-web-1", "fake-web-2"]})
-        for host in ("fake-web-1", "fake-web-2"):
-            progress.emit(Event(resource=f"host {host}", action=job.kind, status="running", env=job.env))
-            await asyncio.sleep(float(job.params.get("seconds", 0.4)))
-            progress.emit(Event(resource=f"host {host}", action=job.kind, status="done", detail=version,
-                                env=job.env))
-        ok = not version.startswith("fail-")
-        await journal.deployment_finished(dep, ok=ok, seconds=time.monotonic() - started,
-                                          error=None if ok else "fake failure", metadata={})
-        if not ok:
-            raise CsdeployError(f"{job.kind} of {version} failed (fake)")
-        return {"version": version, "status": "ok"}
-    finally:
-        journal.close()
-
-
 RUNNERS: dict[str, Runner] = {"create": run_create, "deploy": run_deploy, "rollback": run_rollback, "teardown": run_teardown,
                               "sleep": run_sleep}
 

@@ -9,18 +9,31 @@ subprocess, a terminal from `script`.
   e. app stop -> no 200; app start -> 200 v2 again
   f. psql (an alias), exec -i with stdin, exec -it under `script`: a terminal, the exit code
   g. accessory restart, upgrade (the same image: re-created, data kept) and prune; the app still answers
+  h. `csdeploy serve` on this lab, the dashboard in chromium: a deployer logs in, deploys v1 from
+     the form, the progress screen follows it to "succeeded", the history shows it; a viewer has
+     no deploy button and a posted form is refused (403); screenshots kept (path printed)
+  i. `csdeploy --server URL deploy` of v2 through that server (this side: no cloud key, no store);
+     the viewer reads the web role's logs through the API; no lab secret in any page, answer or
+     the server's log
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+import requests
+
+from tests.server.servers import ServeProcess, serve_process
+from tests.support.browser import CHROMIUM, FLAGS, browser_or_skip, screenshots_dir
+from tests.support.cli import run_cli
 
 from .conftest import REPO, Lab, environment, http, page_version, wait_for_page
 
@@ -120,3 +133,119 @@ def test_g_accessory_restart_upgrade_and_prune(story: Story) -> None:
     run = story.lab.csdeploy("prune", "--env", ENV)
     assert f"{ENV}-web-1: removed" in run.stdout, run.explain()
     wait_for_page(story.url, "v2", deadline=20)
+
+
+# ---- the team server on this environment (its API alone: tests/server, on the memory simulator) ------
+@dataclass
+class Team:
+    url: str
+    tokens: dict[str, str]          # name -> token text
+    shots: Path                     # the screenshots (tests/support/browser.py: where)
+    folder: Path                    # the test's own files: the server's log, the browser's profile
+    pages: list[str] = field(default_factory=list)   # every page and answer seen: no secret in any
+    server: ServeProcess | None = None
+
+
+@pytest.fixture(scope="module")
+def team(story: Story, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
+    """`csdeploy serve` over the lab's CSDEPLOY_HOME and history store (the one the CLI steps
+    use), with a deployer and a viewer token for e2e-* made by `csdeploy token create`."""
+    tokens = {name: story.lab.csdeploy("token", "create", "--name", name, "--role", role, "--env-prefix", "e2e-",
+                                       "--json").json()["token"]
+              for name, role in (("dana", "deployer"), ("vic", "viewer"))}
+    folder = tmp_path_factory.mktemp("team-server")
+    shots = screenshots_dir(folder, "e2e-day2-team-server")
+    print(f"\n[e2e] team server: screenshots in {shots}, log in {folder / 'serve.log'}")
+    with serve_process(story.lab.env, folder / "serve.log", "--heartbeat", "0.5", inherit=False) as server:
+        found = Team(server.url, tokens, shots, folder, server=server)
+        yield found
+    log = server.output()
+    for name, value in story.lab.secrets.items():
+        assert value not in log, f"the server's log shows {name}"
+        assert [p[:200] for p in found.pages if value in p] == [], f"a page or an answer shows {name}"
+
+
+def test_h_the_dashboard_deploys_in_a_browser_and_a_viewer_may_not(story: Story, team: Team) -> None:
+    """The fleet-engine story: log in with a token, deploy from the form, follow the progress
+    screen to the end, find the deploy in the history (screenshots of each screen); a viewer
+    has no deploy button, and the server refuses the form posted anyway."""
+    browser_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(str(team.folder / "chromium"),
+                                                        executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(20000)
+
+            def shot(name: str) -> None:
+                team.pages.append(page.content())
+                page.screenshot(path=str(team.shots / name), full_page=True)
+
+            page.goto(team.url + "/")
+            expect(page).to_have_url(team.url + "/login")
+            page.fill("input[name=token]", team.tokens["dana"])
+            page.click("button:text('Log in')")
+            expect(page.locator("header")).to_contain_text("dana (deployer, e2e-*)")
+            expect(page.locator("table").first).to_contain_text(ENV)
+            shot("1-environments.png")
+            page.fill("#deploy-form input[name=env]", ENV)
+            page.fill("#deploy-form input[name=version]", "v1")
+            page.click("#deploy-form button[value=deploy]")
+            expect(page).to_have_url(re.compile(re.escape(team.url) + r"/jobs/[0-9a-f-]+$"))
+            expect(page.locator("#state")).to_have_text("succeeded", timeout=180000)
+            expect(page.locator("#events")).to_contain_text("deploy succeeded")
+            expect(page.locator("#cancel")).to_have_count(0)
+            shot("2-progress.png")
+            wait_for_page(story.url, "v1", deadline=30)
+            page.click("header a:text('History')")
+            page.fill("#filters input[name=env]", ENV)
+            page.click("#filters button")
+            row = page.locator("#deployments tr", has_text="v1").first
+            expect(row).to_contain_text("deployed")
+            expect(row).to_contain_text("dana")
+            shot("3-history.png")
+            page.click("header button:text('Log out')")
+            page.fill("input[name=token]", team.tokens["vic"])
+            page.click("button:text('Log in')")
+            expect(page.locator("header")).to_contain_text("vic (viewer, e2e-*)")
+            expect(page.locator("table").first).to_contain_text(ENV)
+            expect(page.locator("#deploy-form")).to_have_count(0)
+            expect(page.locator("button", has_text="Deploy")).to_have_count(0)
+            shot("4-viewer.png")
+            csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+            refused = page.request.post(team.url + "/deploy", form={"csrf": csrf or "", "env": ENV, "version": "v2",
+                                                                    "kind": "deploy"}, max_redirects=0)
+            assert refused.status == 403, (refused.status, refused.text())
+            team.pages.append(refused.text())
+        finally:
+            browser.close()
+    assert sorted(p.name for p in team.shots.iterdir()) == ["1-environments.png", "2-progress.png",
+                                                            "3-history.png", "4-viewer.png"]
+    wait_for_page(story.url, "v1", deadline=10)   # the viewer's form changed nothing
+
+
+def test_i_the_cli_deploys_through_the_server_and_a_viewer_reads_the_logs(story: Story, team: Team) -> None:
+    """`csdeploy --server URL --token T deploy`: the served process deploys, with the server's keys;
+    this side has no cloud key and no store. Then the API's logs of the role, for the viewer."""
+    env = {k: v for k, v in story.lab.env.items() if not k.startswith("CLOUDSTACK_")}
+    env.update(CSDEPLOY_HOME=str(team.folder / "client-home"), CSDEPLOY_STATE_URL="none")
+    run = run_cli(["--server", team.url, "--token-file", str(_token_file(team, "dana")), "deploy", "--env", ENV,
+                   "--version", "v2", "--progress", "plain"], env, timeout=300)
+    assert run.code == 0 and f"deploy of {ENV} to v2: succeeded" in run.stdout, run.explain()
+    team.pages += [run.stdout, run.stderr]
+    wait_for_page(story.url, "v2", deadline=30)
+    resp = requests.get(f"{team.url}/api/environments/{ENV}/logs", params={"role": "web", "lines": "5"},
+                        headers={"Authorization": f"Bearer {team.tokens['vic']}"}, timeout=60)
+    team.pages.append(resp.text)
+    assert resp.status_code == 200, resp.text
+    lines = resp.json()["lines"]
+    assert 0 < len(lines) <= 5 and all(line.startswith(f"{ENV}-web-1 | ") for line in lines), lines
+
+
+def _token_file(team: Team, name: str) -> Path:
+    path = team.folder / f"{name}.token"
+    path.write_text(team.tokens[name] + "\n")
+    path.chmod(0o600)
+    return path

@@ -14,9 +14,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from cloudstack_deploy.server import access, queue
 from cloudstack_deploy.server.app import make_app
-from cloudstack_deploy.server.worker import RUNNERS, Worker, run_fake_deploy
+from cloudstack_deploy.server.worker import RUNNERS, Worker
 from cloudstack_deploy.store.db import Store
 from cloudstack_deploy.store.url import parse_store_url
+from tests.server.fakes import fake_deploy
 from tests.store.conftest import fresh_database, postgres, store_url  # noqa: F401 - fixtures
 
 __all__ = ["Served", "fresh_database"]
@@ -47,9 +48,10 @@ async def served(sqlite_store: Store) -> AsyncIterator[Served]:
     tokens = {}
     for name, role, prefix in (("vera", "viewer", None), ("dan", "deployer", "dev-"), ("ada", "admin", None)):
         tokens[name] = access.create_token(sqlite_store, name=name, role=role, env_prefix=prefix)[1]
-    runners = {**RUNNERS, "deploy": run_fake_deploy, "rollback": run_fake_deploy}
+    fake = fake_deploy(sqlite_store.url)
+    runners = {**RUNNERS, "deploy": fake, "rollback": fake}
     worker = Worker(sqlite_store, kinds=queue.KINDS + queue.TEST_KINDS, poll=0.05, heartbeat=0.1,
                     stale_after=5, runners=runners)
-    app = make_app(sqlite_store, worker=worker, test_jobs=True, fake_deploy=True)
+    app = make_app(sqlite_store, worker=worker, test_jobs=True)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield Served(client, sqlite_store, tokens)

@@ -33,11 +33,13 @@ class ServeProcess:
 
 
 @contextlib.contextmanager
-def serve_process(env: dict[str, str], log: Path, *args: str, verbose: int = 0) -> Iterator[ServeProcess]:
-    """A `csdeploy [-v...] serve` process (its stdout and stderr in ``log``), stopped after."""
+def serve_process(env: dict[str, str], log: Path, *args: str, verbose: int = 0,
+                  inherit: bool = True) -> Iterator[ServeProcess]:
+    """A `csdeploy [-v...] serve` process (its stdout and stderr in ``log``), stopped after;
+    its environment is this process's with ``env`` over it, or ``env`` alone (not ``inherit``)."""
     port = free_port()
     with log.open("w") as out:
-        proc = subprocess.Popen(cli_argv(*(["-" + "v" * verbose] if verbose else []), "serve", "--bind", f"127.0.0.1:{port}", *args), env={**os.environ, **env},
+        proc = subprocess.Popen(cli_argv(*(["-" + "v" * verbose] if verbose else []), "serve", "--bind", f"127.0.0.1:{port}", *args), env={**os.environ, **env} if inherit else env,
                                 stdout=out, stderr=subprocess.STDOUT, text=True)
     served = ServeProcess(f"http://127.0.0.1:{port}", proc, log)
     try:

@@ -1,6 +1,8 @@
-"""`csdeploy --server URL deploy|rollback|history ...`: the CLI's commands sent to a real
-`csdeploy serve` process (its test-only fake deploy), progress followed over server-sent
-events, the server's answers as the CLI's exit codes (2 bad input, 1 refused or failed)."""
+"""`csdeploy --server URL deploy|rollback|history ...`: the CLI's commands sent to the server's
+application on a loopback port (served from a thread here, its worker given a deploy that
+touches no host; tests/e2e/test_day2.py sends a real one to a `csdeploy serve` on the lab),
+progress followed over server-sent events, the server's answers as the CLI's exit codes
+(2 bad input, 1 refused or failed)."""
 
 from __future__ import annotations
 
@@ -9,32 +11,36 @@ from pathlib import Path
 
 import pytest
 
-from cloudstack_deploy.server import access
+from cloudstack_deploy.server import access, queue
+from cloudstack_deploy.server.app import make_app
+from cloudstack_deploy.server.worker import RUNNERS, Worker
 from cloudstack_deploy.store.db import Store
 from cloudstack_deploy.store.url import parse_store_url
 from tests.support.cli import cli
 
-from .servers import ServeProcess, serve_process
+from .fakes import fake_deploy, served_in_thread
 
 
 @pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ServeProcess, dict[str, str]]]:
-    url = f"sqlite:///{tmp_path / 'history.db'}"
-    parsed = parse_store_url(url)
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, dict[str, str]]]:
+    parsed = parse_store_url(f"sqlite:///{tmp_path / 'history.db'}")
     assert parsed is not None
+    monkeypatch.setenv("CSDEPLOY_HOME", str(tmp_path / "home"))
     with Store(parsed) as store:
         tokens = {name: access.create_token(store, name=name, role=role, env_prefix=prefix)[1]
                   for name, role, prefix in (("vera", "viewer", None), ("dan", "deployer", "dev-"))}
-    env = {"CSDEPLOY_STATE_URL": url, "CSDEPLOY_SERVER_FAKE_DEPLOY": "1", "CSDEPLOY_HOME": str(tmp_path / "srv")}
-    with serve_process(env, tmp_path / "serve.log", "--heartbeat", "0.2") as served:
-        monkeypatch.setenv("CSDEPLOY_SERVER", served.url)
-        monkeypatch.setenv("CSDEPLOY_STATE_URL", "none")   # this side has no store: all comes from the server
-        yield served, tokens
+        fake = fake_deploy(parsed, seconds=0.05)
+        worker = Worker(store, kinds=queue.KINDS, poll=0.05, heartbeat=0.1,
+                        runners={**RUNNERS, "deploy": fake, "rollback": fake})
+        with served_in_thread(make_app(store, worker=worker)) as url:
+            monkeypatch.setenv("CSDEPLOY_SERVER", url)
+            monkeypatch.setenv("CSDEPLOY_STATE_URL", "none")   # this side has no store: all comes from the server
+            yield tmp_path, tokens
 
 
-def test_deploy_rollback_and_history_through_the_server(server: tuple[ServeProcess, dict[str, str]],
+def test_deploy_rollback_and_history_through_the_server(server: tuple[Path, dict[str, str]],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    served, tokens = server
+    _, tokens = server
     monkeypatch.setenv("CSDEPLOY_TOKEN", tokens["dan"])
     done = cli("deploy", "--env", "dev-a", "--version", "v3", "--progress", "plain")
     assert done.exit_code == 0, done.output
@@ -52,9 +58,9 @@ def test_deploy_rollback_and_history_through_the_server(server: tuple[ServeProce
     assert cli("history", "--env", "dev-a", "--status", "failed").stdout.count("fail-1") == 1
 
 
-def test_the_server_says_no_and_the_cli_exits_accordingly(server: tuple[ServeProcess, dict[str, str]],
+def test_the_server_says_no_and_the_cli_exits_accordingly(server: tuple[Path, dict[str, str]],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    served, tokens = server
+    tmp_path, tokens = server
     monkeypatch.delenv("CSDEPLOY_TOKEN", raising=False)
     none = cli("deploy", "--env", "dev-a", "--version", "v1")
     assert none.exit_code == 2 and "CSDEPLOY_TOKEN" in none.stderr
@@ -71,7 +77,7 @@ def test_the_server_says_no_and_the_cli_exits_accordingly(server: tuple[ServePro
     assert bad_version.exit_code == 2 and "version" in bad_version.stderr
     local_only = cli("deploy", "--env", "dev-a", "--version", "v1", "--dry-run")
     assert local_only.exit_code == 2 and "--dry-run: not available through --server" in local_only.stderr
-    token_file = served.log.parent / "token"
+    token_file = tmp_path / "token"
     token_file.write_text(tokens["dan"] + "\n")
     monkeypatch.delenv("CSDEPLOY_TOKEN")
     by_file = cli("--token-file", str(token_file), "deploy", "--env", "dev-b", "--version", "v1", "--progress", "plain")

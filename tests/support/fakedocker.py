@@ -144,6 +144,19 @@ elif cmd == "exec" or (cmd == "run" and "--detach" not in rest):
     env["FAKE_CONTAINER"] = target
     save()
     os.execvpe(argv[0], argv, env)
+elif cmd == "logs":
+    # a container's "logs" (a list of lines); --tail as docker does, --since only recorded in calls
+    c = find(rest[-1])
+    if c is None:
+        print(f"Error response from daemon: No such container: {rest[-1]}", file=sys.stderr)
+        rc = 1
+    else:
+        lines = c.get("logs", [])
+        if "--tail" in rest:
+            n = int(rest[rest.index("--tail") + 1])
+            lines = lines[-n:] if n else []
+        for line in lines:
+            print(line)
 elif cmd == "pull":
     st["images"] = sorted(set(st["images"]) | {rest[-1]})
 save()

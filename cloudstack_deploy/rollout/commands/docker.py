@@ -274,8 +274,12 @@ def remove(names: Sequence[str | Var]) -> Argv:
     return ["docker", "rm", "--force", *names]
 
 
-def logs(name: str | Var, tail: int = 50, follow: bool = False, timestamps: bool = False) -> Argv:
+def logs(name: str | Var, tail: int = 50, follow: bool = False, timestamps: bool = False,
+         since_seconds: int | None = None) -> Argv:
+    """``docker logs``: the last ``tail`` lines, of the last ``since_seconds`` only when given."""
     argv: list[str | Var] = ["docker", "logs", "--tail", str(int(tail))]
+    if since_seconds is not None:
+        argv += ["--since", f"{int(since_seconds)}s"]
     if follow:
         argv.append("--follow")
     if timestamps:

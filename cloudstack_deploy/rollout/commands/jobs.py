@@ -135,7 +135,7 @@ def install(service: str, role: str, jobs: Mapping[str, Script], user: str) -> S
     return s
 
 
-def logs_script(role: str, job: str, tail: int) -> Script:
+def logs_script(role: str, job: str, tail: int, since_seconds: int | None = None) -> Script:
     """The job's kept runs, oldest first: a header per run (name, state, exit code), then its logs."""
     s = Script()
     runs, run, state = Var("runs"), Var("run"), Var("state")
@@ -146,5 +146,5 @@ def logs_script(role: str, job: str, tail: int) -> Script:
     with s.each_word(run, runs):
         s.capture(state, d.inspect(run, "{{.State.Status}} (exit {{.State.ExitCode}}) {{.State.StartedAt}}"))
         s.emit("== ", run, ": ", state)
-        s.run(d.logs(run, tail=tail), stderr_to_stdout=True, may_fail=True)
+        s.run(d.logs(run, tail=tail, since_seconds=since_seconds), stderr_to_stdout=True, may_fail=True)
     return s
