@@ -3,8 +3,8 @@
 Roles keep their commands, env and proxy settings, with one VM per host Kamal listed;
 accessories keep image, port, env, volumes and command, on the role whose hosts they share
 or on a VM of their own. Secrets come by name from the config and from .kamal/secrets
-(never a value). Destinations (config/deploy.DEST.yml) become the `--set` overrides of a
-csdeploy environment of that name. ERB cannot be evaluated here: it is refused with its line.
+(never a value). Destinations (config/deploy.DEST.yml) become blueprint overlays
+(csdeploy.DEST.yml beside the blueprint, used with `-d DEST`, see blueprint_overlay.py). ERB cannot be evaluated here: it is refused with its line.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..blueprint import BlueprintError, Problem
+from ..blueprint_overlay import DESTINATION_RE, overlay_path
+from ..blueprint_rules import printable
 from ..blueprint_schema import ENV_NAME_RE
 from .kamal_out import LABEL_DISK, LABEL_OFFERING, LABEL_VM
 from .kinds import compact, renamed, role_name, seconds
@@ -27,6 +27,7 @@ from .writer import (
     LAB_REGISTRY,
     SECRET_NAME,
     Draft,
+    Overlay,
     default_cloud,
     digest_problem,
     image_repo,
@@ -106,67 +107,59 @@ def import_kamal(path: Path, out: Path) -> Draft:
     ordered = list(secret_names)
     tree["secrets"] = ordered + [s for s in secrets if s not in ordered]
     comments = []
+    overlays = []
     for dest in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")):
         name = dest.name[len(path.stem) + 1: -len(path.suffix)]
+        if not DESTINATION_RE.match(name):
+            notes.append(Note(str(dest), None, "", "a destination csdeploy can name is 1-40 letters, digits, '-' "
+                                                   "or '_': rename the file to import it"))
+            continue
         dest_doc = _read(dest)
         merged = _merge(doc.tree, dest_doc.tree)
         dest_notes = Notes()
-        dest_tree, _ = _Importer(Doc(str(dest), merged, dest_doc.lines), dest_notes, root, out).blueprint(merged)
+        dest_tree, dest_secrets = _Importer(Doc(str(dest), merged, dest_doc.lines), dest_notes, root,
+                                            out).blueprint(merged)
+        dest_tree["secrets"] = ordered + [s for s in dest_secrets if s not in ordered]
         seen = {(n.key, n.reason) for n in notes}
-        notes += [n for n in dest_notes if n.line is not None and (n.key, n.reason) not in seen]
+        own = [n for n in dest_notes if n.line is not None and (n.key, n.reason) not in seen]
+        overlay, dropped = overlay_of(tree, dest_tree)
+        for key in dropped:
+            own.append(Note(str(dest), dest_doc.line(_source_path(key)), "",
+                            f"{key} is in the blueprint but not in this destination: an overlay can change "
+                            f"it, not remove it; edit the overlay for it"))
         env = role_name(name)
-        why = renamed(name, env, "environment")
-        if why:
-            notes.append(Note(str(dest), None, "", f"destination {why}"))
-        sets, unsaid = destination_sets(tree, dest_tree)
-        for key in unsaid:
-            notes.append(Note(str(dest), dest_doc.line(_source_path(key)), "",
-                              f"destination {env}: {key} cannot be given with --set; edit the blueprint for it"))
-        comments.append(f"Destination {name}: " + shlex.join(["csdeploy", "create-env", str(out), "--env", env,
-                                                               *sets]))
+        overlays.append(Overlay(name, overlay, own, str(dest),
+                                {bp: dest_doc.line(src) for bp, src in _origins(merged, dest_tree).items()}))
+        written = overlay_path(out, name)
+        comments.append(f"Destination {name}: {written.name}; " +
+                        shlex.join(["csdeploy", "create-env", str(out), "-d", name, "--env", env]))
     return Draft(tree, shlex.join(["csdeploy", "init", "--from-kamal", str(path)]), list(notes), comments, source=str(path),
-                 origins={bp: doc.line(src) for bp, src in _origins(doc.tree, tree).items()})
+                 origins={bp: doc.line(src) for bp, src in _origins(doc.tree, tree).items()}, overlays=overlays)
 
 
-class _OneLine(yaml.SafeDumper):
-    """Flow YAML on one line: a string with a line break or a control character is written
-    double-quoted, where those are escapes (`\\n`), never raw."""
+def overlay_of(base: dict[str, Any], other: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The overlay that, deep-merged onto blueprint ``base`` (`blueprint_overlay.merge`), gives
+    ``other``; and the dotted paths of what ``base`` has and ``other`` lacks (an overlay cannot
+    remove a key). Mappings are compared key by key; anything else is replaced whole."""
+    dropped: list[str] = []
 
-
-_OneLine.add_representer(str, lambda dumper, data: dumper.represent_scalar(
-    "tag:yaml.org,2002:str", data, style=None if data.isprintable() else '"'))
-
-
-#: A key `--set` can name: `--set` splits its path at dots and at the first `=`.
-_SET_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
-
-
-def destination_sets(base: dict[str, Any], other: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """The `--set PATH=VALUE` arguments that turn blueprint ``base`` into ``other`` (secrets
-    aside), and the paths `--set` cannot say (a key with a dot, `=`, a space or a control
-    character; a key ``other`` drops). Values are written by the YAML emitter, as ASCII."""
-    sets: list[str] = []
-    unsaid: list[str] = []
-
-    def walk(a: Any, b: Any, path: tuple[str, ...]) -> None:
+    def walk(a: Any, b: Any, path: tuple[str, ...]) -> Any:
         if isinstance(a, dict) and isinstance(b, dict):
+            out = {}
             for k in b:
-                if not path and k == "secrets":
-                    continue
-                walk(a.get(k), b[k], path + (str(k),))
-            unsaid.extend(".".join(path + (str(k),)) for k in a if k not in b)
-            return
-        if a == b:
-            return
-        if not all(_SET_KEY.match(k) for k in path):
-            unsaid.append(".".join(path))
-            return
-        text = yaml.dump(b, Dumper=_OneLine, default_flow_style=True, width=2**31 - 1, allow_unicode=False)
-        text = text.removesuffix("\n").removesuffix("\n...").removesuffix("\n")
-        sets.extend(["--set", f"{'.'.join(path)}={text}"])
+                if k not in a:
+                    out[k] = copy.deepcopy(b[k])
+                elif (sub := walk(a[k], b[k], path + (str(k),))) is not _SAME:
+                    out[k] = sub
+            dropped.extend(".".join(path + (str(k),)) for k in a if k not in b)
+            return out or _SAME
+        return _SAME if a == b else copy.deepcopy(b)
 
-    walk(base, other, ())
-    return sets, [repr(k)[1:-1] if not k.isprintable() else k for k in unsaid]
+    result = walk(base, other, ())
+    return ({} if result is _SAME else result), [printable(k) for k in dropped]
+
+
+_SAME: Any = object()
 
 
 def _volume_map(text: str) -> dict[str, Any]:
@@ -176,7 +169,9 @@ def _volume_map(text: str) -> dict[str, Any]:
 
 
 def _source_path(key: str) -> tuple[Any, ...]:
-    return tuple(key.split(".")[:1])
+    """The Kamal key a dotted blueprint path came from, at the top level (`roles.job` -> servers)."""
+    top = key.split(".")[0]
+    return (_TOP_SOURCE.get(top, top),)
 
 
 _TOP_SOURCE = {"service": "service", "image": "image", "build": "builder", "roles": "servers",
