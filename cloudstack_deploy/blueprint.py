@@ -69,6 +69,7 @@ from .blueprint_rules import (
     int_checker,
     list_checker,
     name_checker,
+    pattern_checker,
     show_key,
 )
 from .blueprint_schema import (
@@ -78,6 +79,7 @@ from .blueprint_schema import (
     LB_ALGORITHMS,
     MAX_KEEP_SNAPSHOTS,
     PLACEMENTS,
+    PLATFORM_RE,
     PUBLIC_ACCESS_MODES,
     ROLE_NAME_MAX,
     SERVICE_NAME_MAX,
@@ -567,7 +569,8 @@ _ROLLOUT = _sub({"docker_install": choice_checker(*DOCKER_INSTALL_METHODS),
 _HOOKS = _sub({"pre_deploy": check_str, "post_deploy": check_str, "timeout": check_seconds},
               lambda out: Hooks(**out))
 _BUILD = _sub({"context": check_str, "dockerfile": check_str, "args": check_clear_env,
-                "secrets": list_checker(_check_secret_ref), "target": check_str},
+                "secrets": list_checker(_check_secret_ref), "target": check_str,
+                "platform": pattern_checker(PLATFORM_RE, "an OS/ARCH platform such as linux/amd64")},
                lambda out: Build(**out))
 def _check_paths(ctx: Ctx, path: TreePath, value: Any) -> Any:
     """`paths: {NAME: vault reference}`: where a secret is in the vault, when not `<from>/<NAME>`."""

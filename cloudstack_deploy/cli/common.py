@@ -63,6 +63,16 @@ class Root(click.Group):
             self.add_command(plugins[cmd_name].load(), cmd_name)
         return self.commands.get(cmd_name)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        """`csdeploy NAME --env E ...` where NAME is no command: the blueprint's alias NAME, as
+        `csdeploy alias NAME --env E ...` (Kamal users type `kamal console`). Without `--env`
+        an unknown name stays "No such command", with its did-you-mean."""
+        name = args[0] if args else ""
+        if (name and not name.startswith("-") and self.get_command(ctx, name) is None and "alias" in self.commands
+                and any(a == "--env" or a.startswith("--env=") for a in args[1:])):
+            return "alias", self.commands["alias"], list(args)
+        return super().resolve_command(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

@@ -19,6 +19,7 @@ from ..blueprint import BlueprintError, Problem
 from ..blueprint_overlay import DESTINATION_RE, overlay_path
 from ..blueprint_rules import printable
 from ..blueprint_schema import ENV_NAME_RE
+from .kamal_aliases import Untranslatable, translate
 from .kamal_out import LABEL_DISK, LABEL_OFFERING, LABEL_VM
 from .kinds import compact, renamed, role_name, seconds
 from .source import Doc, Note, Notes, parse, read_text
@@ -31,19 +32,21 @@ from .writer import (
     default_cloud,
     digest_problem,
     image_repo,
+    registry_of,
     relative,
 )
 
 _ERB = re.compile(r"<%")
+#: Kamal 2's local registry (`registry.server: localhost:5555`): on this machine, not the hosts'.
+_LOCAL_REGISTRY = re.compile(r"^(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d+)?$")
 _SECRET_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 _TOP_MAPPED = {"service", "image", "servers", "proxy", "registry", "builder", "env", "accessories", "ssh",
                "primary_role", "retain_containers", "boot", "deploy_timeout", "drain_timeout", "readiness_delay",
-               "volumes"}
+               "volumes", "aliases"}
 _TOP_REASONS = {
     "hooks_path": "Kamal hooks have no csdeploy equivalent: run them around csdeploy deploy",
     "asset_path": "asset bridging between versions is not done by csdeploy",
     "logging": "containers log with --log-opt max-size=10m",
-    "aliases": "Kamal aliases are kamal command lines: write csdeploy ones under the blueprint's aliases:",
     "labels": "csdeploy sets its own labels",
     "require_destination": "every csdeploy command names its environment (--env)",
 }
@@ -209,6 +212,7 @@ class _Importer:
     def __init__(self, doc: Doc, notes: Notes, root: Path, out: Path) -> None:
         self.doc, self.notes, self.root, self.out = doc, notes, root, out
         self.secrets: list[str] = []
+        self.used_tags: set[str] = set()
 
     def note(self, path: tuple[Any, ...], reason: str) -> None:
         self.notes.add(self.doc, path, reason)
@@ -246,8 +250,6 @@ class _Importer:
         secret = [s for i, n in enumerate(value.get("secret") or []) if (s := self.secret(n, path + ("secret", i)))]
         if secret:
             out["secret"] = secret
-        if "tags" in value:
-            self.note(path + ("tags",), "host tags: csdeploy's env is per role, not per host")
         return out
 
     def blueprint(self, cfg: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -256,6 +258,16 @@ class _Importer:
         image = str(cfg.get("image", ""))
         if server and registry_host_missing(image):
             image = f"{server}/{image}"
+        if registry_of(image) and _LOCAL_REGISTRY.match(registry_of(image) or ""):
+            # Kamal 2's local registry: a registry container on this machine that the hosts
+            # reach through an SSH tunnel while deploying. csdeploy has none: the hosts pull from
+            # a registry they reach themselves (here the lab's).
+            self.note(("registry",) if registry else ("image",),
+                      f"{registry_of(image)} is Kamal's local registry (on this machine, reached by the hosts "
+                      f"through SSH while deploying): csdeploy's hosts pull from a registry they reach; "
+                      f"{LAB_REGISTRY} (the lab's) is written, change it for a real cloud")
+            image = f"{LAB_REGISTRY}/{image.split('/', 1)[1]}"
+            registry = {"server": LAB_REGISTRY, "username": "csdeploy", "password": ["REGISTRY_PASSWORD"]}
         problems = [self.doc.problem(at, why) for at, img in
                     [(("image",), image), *((("accessories", n, "image"), str(a.get("image", "")))
                                             for n, a in (cfg.get("accessories") or {}).items() if isinstance(a, dict))]
@@ -275,11 +287,24 @@ class _Importer:
         tree["cloud"] = default_cloud()
         ssh = cfg.get("ssh") if isinstance(cfg.get("ssh"), dict) else {}
         for key, value in ssh.items():
-            if key in ("user", "port"):
+            if key == "port" or key == "user" and value == "root":
                 tree["cloud"]["ssh"][key] = value
+            elif key == "user":
+                # A user the VM template lacks is no SSH login at all: create-env would wait for
+                # SSH until its timeout. csdeploy logs in as the template's user with its own key.
+                self.note(("ssh", key), f"csdeploy logs in as the template's user (root) with the key it makes; "
+                                        f"'{value}' is not created on the VMs: build it into the template, "
+                                        f"then set cloud.ssh.user")
             else:
                 self.note(("ssh", key), "csdeploy makes and pins its own SSH keys per environment")
         roles, role_hosts = self.roles(cfg)
+        env_cfg = cfg.get("env") if isinstance(cfg.get("env"), dict) else {}
+        for tag in env_cfg.get("tags") or {} if isinstance(env_cfg.get("tags"), dict) else ():
+            if tag not in self.used_tags:
+                self.note(("env", "tags", tag), f"no host of a role has tag {tag}: its env is not carried over")
+        aliases = self.aliases(cfg.get("aliases"), str(cfg.get("primary_role", "web")), roles)
+        if aliases:
+            tree["aliases"] = aliases
         volumes = self.volumes(cfg.get("volumes"))
         for role in roles.values() if volumes else ():  # Kamal mounts them into every role's containers
             role["volumes"] = [v if role.get("count", 1) <= 1 else {**_volume_map(v), "per_host": True}
@@ -320,6 +345,29 @@ class _Importer:
                 self.note((key,), _TOP_REASONS.get(key, "no blueprint equivalent"))
         return tree, list(self.secrets)
 
+    def aliases(self, value: Any, primary: str, roles: dict[str, Any]) -> dict[str, str]:
+        """Kamal aliases that have a csdeploy command of the same meaning (`kamal_aliases.py`)."""
+        out: dict[str, str] = {}
+        if value is not None and not isinstance(value, dict):
+            self.note(("aliases",), "expected a mapping of alias names to kamal command lines")
+            return out
+        kamal_roles = self.doc.tree.get("servers") if isinstance(self.doc.tree, dict) else None
+        names = list(kamal_roles) if isinstance(kamal_roles, dict) else ["web"]
+
+        def role_of(kamal_role: str) -> str | None:
+            return role_name(kamal_role) if kamal_role in names and role_name(kamal_role) in roles else None
+
+        for name, line in (value or {}).items():
+            alias = role_name(str(name))
+            try:
+                out[alias] = translate(str(line), primary, role_of)
+            except Untranslatable as exc:
+                self.note(("aliases", name), str(exc))
+                continue
+            if why := renamed(str(name), alias, "alias"):
+                self.note(("aliases", name), why)
+        return out
+
     def volumes(self, value: Any) -> list[str]:
         """Kamal's `volumes` (every role's): named volumes carry over (kept across deploys on the
         role's disk or Docker's place); a host directory is noted, as the blueprint keeps files in
@@ -339,17 +387,28 @@ class _Importer:
         return out
 
     def builder(self, value: Any) -> dict[str, Any] | None:
-        if not isinstance(value, dict) or "context" not in value and "dockerfile" not in value and \
-                "args" not in value and "secrets" not in value:
-            for key in value or {}:
-                if key != "arch":
-                    self.note(("builder", key), "csdeploy builds locally with BuildKit for this machine's platform")
-            return None
+        """Kamal builds ./Dockerfile in the project unless `builder` says otherwise: that
+        becomes `build:` when the Dockerfile is there; `arch` becomes the build platform."""
+        value = value if isinstance(value, dict) else {}
         context = (self.root / str(value.get("context", "."))).resolve()
-        out: dict[str, Any] = {"context": relative(context, self.out.parent)}
         dockerfile = (self.root / str(value.get("dockerfile", "Dockerfile"))).resolve()
+        if "dockerfile" not in value and "context" in value:
+            dockerfile = context / "Dockerfile"
+        explicit = any(k in value for k in ("context", "dockerfile", "args", "secrets", "target"))
+        if not dockerfile.is_file() and not explicit:
+            self.note(("builder",) if value else (), f"no {relative(dockerfile, self.root)} in the project: "
+                                                     "no build: section; deploys use the image as it is pushed")
+            return None
+        if not dockerfile.is_file():
+            self.note(("builder",), f"{relative(dockerfile, self.root)} is not in the project yet: "
+                                    "csdeploy build needs it")
+        out: dict[str, Any] = {"context": relative(context, self.out.parent)}
         if relative(dockerfile, context) != "Dockerfile":
             out["dockerfile"] = relative(dockerfile, context)
+        for key, path in (("context", context), ("dockerfile", dockerfile)):
+            if key in value and relative(path, self.root).startswith(".."):
+                self.note(("builder", key), f"{relative(path, self.root)} is outside the project "
+                                            f"({self.root}): check it is what you mean to build")
         if isinstance(value.get("args"), dict) and value["args"]:
             out["args"] = {str(k): str(v) for k, v in value["args"].items()}
         secrets = [s for i, n in enumerate(value.get("secrets") or []) if (s := self.secret(n, ("builder", "secrets", i)))]
@@ -357,10 +416,38 @@ class _Importer:
             out["secrets"] = secrets
         if value.get("target"):
             out["target"] = str(value["target"])
+        platform = self.platform(value.get("arch"))
+        if platform:
+            out["platform"] = platform
         for key in value:
-            if key not in ("context", "dockerfile", "args", "secrets", "target", "arch"):
-                self.note(("builder", key), "csdeploy builds locally with BuildKit for this machine's platform")
+            if key == "cache":
+                kind = value["cache"].get("type") if isinstance(value["cache"], dict) else None
+                self.note(("builder", key), f"Kamal's {kind or ''} build cache is not configured: csdeploy "
+                                            "builds with the local BuildKit cache".replace("  ", " "))
+            elif key in ("remote", "local"):
+                self.note(("builder", key), "csdeploy builds with this machine's Docker engine (BuildKit), "
+                                            "not a remote builder")
+            elif key not in ("context", "dockerfile", "args", "secrets", "target", "arch"):
+                self.note(("builder", key), "no build: equivalent")
         return out
+
+    def platform(self, arch: Any) -> str | None:
+        """Kamal's `builder.arch` (amd64, arm64, or a list) as `build.platform`: one platform,
+        as the image is loaded into the local engine and pushed from there."""
+        arches = [str(a) for a in (arch if isinstance(arch, list) else [arch] if arch else [])]
+        good = [a for a in arches if re.fullmatch(r"[a-z0-9_]+(?:/[a-z0-9]+)?", a)]
+        for i, a in enumerate(arches):
+            if a not in good:
+                self.note(("builder", "arch") + ((i,) if isinstance(arch, list) else ()),
+                          f"'{a}' is not an architecture such as amd64 or arm64")
+        if not good:
+            return None
+        chosen = "amd64" if "amd64" in good else good[0]
+        if len(good) > 1:
+            self.note(("builder", "arch"), f"csdeploy builds one platform per image: linux/{chosen} (the VMs' "
+                                           f"architecture); the others ({', '.join(a for a in good if a != chosen)}) "
+                                           "are not built")
+        return f"linux/{chosen}"
 
     def registry(self, reg: dict[str, Any]) -> dict[str, Any]:
         user = reg.get("username")
@@ -385,6 +472,12 @@ class _Importer:
             raise BlueprintError([self.doc.problem(("servers",), "no servers: a Kamal config lists its hosts "
                                                                  "under servers")])
         primary = str(cfg.get("primary_role", "web"))
+        env_cfg = cfg.get("env") if isinstance(cfg.get("env"), dict) else {}
+        tags = env_cfg.get("tags") if isinstance(env_cfg.get("tags"), dict) else {}
+        for tag in tags:
+            if not isinstance(tags[tag], dict):
+                self.note(("env", "tags", tag), "expected a mapping of variables: left out")
+        tags = {t: v for t, v in tags.items() if isinstance(v, dict)}
         root_proxy = cfg.get("proxy") if isinstance(cfg.get("proxy"), dict) else {}
         roles: dict[str, Any] = {}
         host_role: dict[str, str] = {}
@@ -394,13 +487,15 @@ class _Importer:
             rname = role_name(str(name))
             if why := renamed(str(name), rname):
                 self.note(path, why)
-            hosts = [next(iter(h)) if isinstance(h, dict) else str(h) for h in spec.get("hosts") or []]
+            hosts = [str(next(iter(h))) if isinstance(h, dict) and h else str(h) for h in spec.get("hosts") or []]
             for h in hosts:
                 host_role.setdefault(h, rname)
             role: dict[str, Any] = {"count": len(hosts)}
             if spec.get("cmd"):
                 role["cmd"] = spec["cmd"]
             env = self.env(spec.get("env"), path + ("env",))
+            for tag in self.role_tags(spec.get("hosts"), path + ("hosts",), tags):
+                env = _env_merge(env, self.env(tags[tag], ("env", "tags", tag)))
             if env:
                 role["env"] = env
             proxy = spec.get("proxy", name == primary or None)
@@ -429,6 +524,23 @@ class _Importer:
                     self.note(path + (key,), "no blueprint equivalent")
             roles[rname] = role
         return roles, host_role
+
+    def role_tags(self, hosts: Any, path: tuple[Any, ...], tags: dict[str, Any]) -> list[str]:
+        """The tags (with env under env.tags) every host of the role has: their env becomes the
+        role's. A tag on some of its hosts only is noted: csdeploy's env is per role."""
+        per_host: list[set[str]] = []
+        for i, h in enumerate(hosts if isinstance(hosts, list) else []):
+            value = next(iter(h.values())) if isinstance(h, dict) and h else []
+            per_host.append({str(t) for t in (value if isinstance(value, list) else [value])})
+            for tag in sorted(per_host[-1] - set(tags)):
+                self.note(path + (i,), f"tag {tag} has no env under env.tags: nothing to carry over")
+        shared = set.intersection(*per_host) if per_host else set()
+        for tag in sorted(set().union(*per_host) - shared if per_host else set()):
+            if tag in tags:
+                self.note(path, f"tag {tag} (env.tags.{tag}) is on some of the role's hosts only: csdeploy's env "
+                                "is per role; give those hosts a role of their own to keep it")
+        self.used_tags |= set().union(*per_host) if per_host else set()
+        return sorted(shared & set(tags))
 
     def proxy(self, value: dict[str, Any], path: tuple[Any, ...], cfg: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -504,6 +616,16 @@ class _Importer:
                 self.note(path + (key,), "no blueprint equivalent" if key != "files" else
                           "files are not uploaded: put them in an image")
         return acc
+
+
+def _env_merge(base: dict[str, Any], tag: dict[str, Any]) -> dict[str, Any]:
+    """A role's env with a host tag's on top (Kamal: the tag's values win)."""
+    out = {**base}
+    if tag.get("clear"):
+        out["clear"] = {**base.get("clear", {}), **tag["clear"]}
+    if tag.get("secret"):
+        out["secret"] = list(dict.fromkeys([*base.get("secret", []), *tag["secret"]]))
+    return out
 
 
 def registry_host_missing(image: str) -> bool:

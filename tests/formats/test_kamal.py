@@ -91,7 +91,8 @@ def test_import_a_kamal_project_with_destinations_and_secrets(tmp_path: Path) ->
     assert "literal-not-to-be-copied" not in text and "oauth_token" not in text
     notes = "\n".join(str(n) for n in result.notes)
     assert "secrets:7: MYSQL_ROOT_PASSWORD: Kamal takes it from a literal value (not copied)" in notes
-    assert "deploy.yml:31: aliases" in notes and "files" in notes
+    assert bp.aliases == {"console": "exec -it --primary --role web -- bin/rails console"}  # Kamal's, translated
+    assert "files" in notes
     # Kamal's volumes are every role's; web has two hosts: each keeps its own copy, said so
     web, job = bp.roles["web"], bp.roles["job"]
     assert [(v.name, v.path, v.per_host) for v in web.volumes] == [("shop_storage", "/rails/storage", True)]
