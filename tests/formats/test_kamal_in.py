@@ -1,10 +1,10 @@
 """`init --from-kamal` reads a Kamal config as Kamal reads it: the default builder and its arch,
 host tags, aliases, Kamal's local registry, an ssh.user the VMs lack.
 
-Kamal's behaviour checked against basecamp/kamal's docs and source as the importer's docstrings
-say: `builder.arch` is `linux/<arch>` for `docker buildx build --platform`; without
-`builder.context`/`dockerfile` Kamal builds ./Dockerfile; `app exec` runs a new container unless
-`--reuse`; env.tags apply to the hosts tagged in `servers`.
+Kamal's behaviour checked in basecamp/kamal: lib/kamal/commands/builder/base.rb
+(`platform_options`: each arch is `linux/<arch>` for `--platform`; `build_dockerfile`: a missing
+Dockerfile is an error), lib/kamal/cli/app.rb (`exec`: a new container unless `--reuse`,
+`--interactive` on the primary host); env.tags apply to the hosts tagged in `servers`.
 """
 
 from __future__ import annotations
