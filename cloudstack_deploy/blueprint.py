@@ -29,7 +29,7 @@ from .blueprint_container import (
     container_settings,
 )
 from .blueprint_dns import check_dns
-from .blueprint_file import FileRefused, read_bounded
+from .blueprint_file import read_bounded
 from .blueprint_overlay import apply_destination, split_destination
 from .blueprint_rules import (
     BAD,
@@ -141,11 +141,10 @@ def load_blueprint(path: str | Path, overrides: Sequence[str] = ()) -> Blueprint
     A leading `--destination=NAME` among the overrides (`blueprint_overlay.destination_override`)
     merges the overlay file NAME of the blueprint (`app.NAME.yml` beside `app.yml`) first."""
     name = str(path)
-    try:
-        text = read_bounded(path, MAX_FILE_BYTES, what="a blueprint file",
-                            too_big=f"the file is larger than {MAX_FILE_BYTES >> 10} KiB, the most a blueprint may be")
-    except FileRefused as exc:
-        raise BlueprintError([exc.problem]) from None
+    text = read_bounded(path, MAX_FILE_BYTES, what="a blueprint file",
+                        too_big=f"the file is larger than {MAX_FILE_BYTES >> 10} KiB, the most a blueprint may be")
+    if isinstance(text, Problem):
+        raise BlueprintError([text])
     return loads_blueprint(text, filename=name, overrides=overrides, source=Path(path))
 
 

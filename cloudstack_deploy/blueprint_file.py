@@ -15,9 +15,7 @@ from pathlib import Path
 from .blueprint_rules import Problem
 
 
-class FileRefused(Exception):
-    """The file cannot be read as text; ``problem`` names it (and the line, for bad UTF-8)."""
-
+class _Refused(Exception):
     def __init__(self, problem: Problem) -> None:
         super().__init__(str(problem))
         self.problem = problem
@@ -34,16 +32,24 @@ def _kind(mode: int) -> str:
 
 
 def read_bounded(path: str | Path, limit: int, *, what: str, too_big: str | None = None,
-                 missing: str = "no such file") -> str:
-    """The UTF-8 text of the regular file ``path``, at most ``limit`` bytes, or FileRefused.
+                 missing: str = "no such file") -> str | Problem:
+    """The UTF-8 text of the regular file ``path``, at most ``limit`` bytes, or the Problem that
+    says why not (naming the file, and the line for bad UTF-8).
 
     ``what`` ends the messages that say what was expected ("a blueprint file");
     ``too_big`` replaces the default "larger than N KiB" message.
     """
+    try:
+        return _read(path, limit, what, too_big, missing)
+    except _Refused as exc:
+        return exc.problem
+
+
+def _read(path: str | Path, limit: int, what: str, too_big: str | None, missing: str) -> str:
     name = str(path)
 
-    def refuse(message: str, line: int | None = None) -> FileRefused:
-        return FileRefused(Problem(name, line, "", message))
+    def refuse(message: str, line: int | None = None) -> _Refused:
+        return _Refused(Problem(name, line, "", message))
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .blueprint_file import FileRefused, read_bounded
+from .blueprint_file import read_bounded
 from .blueprint_rules import Loc, Problem, TreePath, describe
 from .blueprint_yaml import compose
 
@@ -62,12 +62,11 @@ def apply_destination(blueprint: str | Path, destination: str, tree: dict[str, A
         return [Problem(where, None, "", "a destination name is 1-40 letters, digits, '-' or '_', "
                                          "starting with a letter or digit")]
     path = overlay_path(blueprint, destination)
-    try:
-        text = read_bounded(path, max_bytes, what="a blueprint overlay",
-                            missing=f"no such file: destination '{destination}' is read from this "
-                                    f"overlay beside {Path(blueprint).name}")
-    except FileRefused as exc:
-        return [exc.problem]
+    text = read_bounded(path, max_bytes, what="a blueprint overlay",
+                        missing=f"no such file: destination '{destination}' is read from this "
+                                f"overlay beside {Path(blueprint).name}")
+    if isinstance(text, Problem):
+        return [text]
     over, over_locs, problems = compose(text, str(path), "overlay")
     if problems:
         return problems

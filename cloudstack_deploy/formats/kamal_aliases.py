@@ -14,26 +14,28 @@ import re
 import shlex
 from collections.abc import Callable
 
+from ..rollout.commands.interactive import shell_line
+
 #: What a shell would treat specially: such a command is run with `sh -c`, as Kamal's is.
 _SHELL = re.compile(r"[|&;<>()$`\\\"'*?\[\]#~=%{}\n]")
 
 
-class Untranslatable(Exception):
+class _Untranslatable(ValueError):
     """Why a Kamal alias has no csdeploy equivalent (the message is the note)."""
 
 
 def translate(line: str, primary: str, role_of: Callable[[str], str | None]) -> str:
     """The csdeploy command line for Kamal command line ``line``; ``role_of`` maps a Kamal role
-    name to the blueprint's (None: no such role)."""
+    name to the blueprint's (None: no such role). ValueError says why there is none."""
     try:
         words = shlex.split(line)
     except ValueError as exc:
-        raise Untranslatable(f"not a command line ({exc})") from None
+        raise _Untranslatable(f"not a command line ({exc})") from None
     if words[:2] == ["app", "exec"]:
         return _exec(words[2:], primary, role_of)
     if words[:2] == ["app", "logs"]:
         return _logs(words[2:], primary, role_of)
-    raise Untranslatable(f"`kamal {' '.join(words[:2])}` has no csdeploy alias equivalent "
+    raise _Untranslatable(f"`kamal {' '.join(words[:2])}` has no csdeploy alias equivalent "
                          "(csdeploy translates app exec and app logs)")
 
 
@@ -51,11 +53,11 @@ def _options(words: list[str], flags: dict[str, str], valued: dict[str, str]) ->
             if not eq:
                 i += 1
                 if i >= len(words):
-                    raise Untranslatable(f"{word} needs a value")
+                    raise _Untranslatable(f"{word} needs a value")
                 value = words[i]
             found[valued[name]] = value
         else:
-            raise Untranslatable(f"the option {word} has no csdeploy equivalent")
+            raise _Untranslatable(f"the option {word} has no csdeploy equivalent")
         i += 1
     return found, words[i:]
 
@@ -63,10 +65,10 @@ def _options(words: list[str], flags: dict[str, str], valued: dict[str, str]) ->
 def _role(found: dict[str, str], primary: str, role_of: Callable[[str], str | None]) -> str:
     kamal_role = found.get("roles", primary)
     if "," in kamal_role or "*" in kamal_role:
-        raise Untranslatable(f"roles {kamal_role}: a csdeploy alias runs on one role")
+        raise _Untranslatable(f"roles {kamal_role}: a csdeploy alias runs on one role")
     role = role_of(kamal_role)
     if role is None:
-        raise Untranslatable(f"no role {kamal_role} in the config")
+        raise _Untranslatable(f"no role {kamal_role} in the config")
     return role
 
 
@@ -78,11 +80,11 @@ def _exec(words: list[str], primary: str, role_of: Callable[[str], str | None]) 
                                       "-p": "primary", "--primary": "primary"},
                               {**_HOST_OPTIONS, "-d": "destination", "--destination": "destination"})
     if "hosts" in found:
-        raise Untranslatable("--hosts names Kamal's hosts: csdeploy's are VMs it names itself")
+        raise _Untranslatable("--hosts names Kamal's hosts: csdeploy's are VMs it names itself")
     if "destination" in found:
-        raise Untranslatable("csdeploy aliases run on the environment they are called with (--env)")
+        raise _Untranslatable("csdeploy aliases run on the environment they are called with (--env)")
     if not command:
-        raise Untranslatable("no command to run")
+        raise _Untranslatable("no command to run")
     out = ["exec"]
     if "interactive" in found:
         out.append("-it")  # Kamal's --interactive is docker exec/run -it, on the first host
@@ -92,7 +94,7 @@ def _exec(words: list[str], primary: str, role_of: Callable[[str], str | None]) 
         out.append("--new")  # Kamal runs a fresh container of the current image unless --reuse
     out += ["--role", _role(found, primary, role_of), "--"]
     text = " ".join(command)  # Kamal hands the command to docker as one string, run by a shell
-    out += ["sh", "-c", text] if _SHELL.search(text) else shlex.split(text)
+    out += shell_line(text) if _SHELL.search(text) else shlex.split(text)
     return shlex.join(out)
 
 
@@ -100,12 +102,12 @@ def _logs(words: list[str], primary: str, role_of: Callable[[str], str | None]) 
     found, rest = _options(words, {"-f": "follow", "--follow": "follow"},
                            {**_HOST_OPTIONS, "-n": "lines", "--lines": "lines"})
     if rest or "hosts" in found:
-        raise Untranslatable("only -f, -n and --roles of app logs have csdeploy equivalents")
+        raise _Untranslatable("only -f, -n and --roles of app logs have csdeploy equivalents")
     out = ["logs", "--role", _role(found, primary, role_of)]
     if "follow" in found:
         out.append("-f")
     if "lines" in found:
         if not found["lines"].isdigit():
-            raise Untranslatable(f"--lines {found['lines']} is not a number")
+            raise _Untranslatable(f"--lines {found['lines']} is not a number")
         out += ["-n", found["lines"]]
     return shlex.join(out)

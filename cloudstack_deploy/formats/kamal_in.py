@@ -19,7 +19,7 @@ from ..blueprint import BlueprintError, Problem
 from ..blueprint_overlay import DESTINATION_RE, overlay_path
 from ..blueprint_rules import printable
 from ..blueprint_schema import ENV_NAME_RE
-from .kamal_aliases import Untranslatable, translate
+from .kamal_aliases import translate
 from .kamal_out import LABEL_DISK, LABEL_OFFERING, LABEL_VM
 from .kinds import compact, renamed, role_name, seconds
 from .source import Doc, Note, Notes, parse, read_text
@@ -361,7 +361,7 @@ class _Importer:
             alias = role_name(str(name))
             try:
                 out[alias] = translate(str(line), primary, role_of)
-            except Untranslatable as exc:
+            except ValueError as exc:
                 self.note(("aliases", name), str(exc))
                 continue
             if why := renamed(str(name), alias, "alias"):
