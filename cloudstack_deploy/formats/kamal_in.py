@@ -205,6 +205,12 @@ def _origins(cfg: Any, tree: dict[str, Any]) -> dict[tuple[Any, ...], tuple[Any,
                 inner = ("clear",) if clear is not env else ()
                 for k in clear if isinstance(clear, dict) else ():
                     out[at + ("env", "clear", str(k))] = base + ("env",) + inner + (k,)
+            own_proxy = isinstance(spec, dict) and isinstance(spec.get("proxy"), dict)
+            if group == "roles" and not own_proxy and isinstance(cfg.get("proxy"), dict) and \
+                    str(name) == str(cfg.get("primary_role", "web")):
+                out[at + ("proxy",)] = ("proxy",)  # the primary role's proxy is the top-level one
+                for key in cfg["proxy"]:
+                    out[at + ("proxy", "host" if key == "hosts" else key)] = ("proxy", key)
     return out
 
 

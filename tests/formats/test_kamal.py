@@ -190,3 +190,17 @@ def test_what_a_destination_cannot_say_as_an_overlay_is_reported_at_its_line(tmp
     assert result.overlays == [tmp_path / "csdeploy.eu.yml"]
     assert "# the EU hosts" not in (tmp_path / "csdeploy.eu.yml").read_text()
     assert "roles.job is in the blueprint" in (tmp_path / "csdeploy.eu.yml").read_text()
+
+
+def test_a_destination_that_makes_a_bad_blueprint_is_refused_at_its_own_line(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    source = config / "deploy.yml"
+    source.write_text("service: shop\nimage: acme/shop\nservers: [192.0.2.1]\nproxy:\n  app_port: 3000\n")
+    (config / "deploy.prod.yml").write_text("# prod\nproxy:\n  app_port: 99999\n")
+    out = tmp_path / "csdeploy.yml"
+    with pytest.raises(BlueprintError) as err:
+        init_blueprint(out, kamal=source)
+    assert str(err.value) == (f"{config / 'deploy.prod.yml'}:3: roles.web.proxy.app_port: must be a port number "
+                              "1-65535, got 99999 (in the blueprint it makes)")
+    assert not out.exists() and not (tmp_path / "csdeploy.prod.yml").exists()
