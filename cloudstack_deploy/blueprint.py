@@ -29,6 +29,8 @@ from .blueprint_container import (
     container_settings,
 )
 from .blueprint_dns import check_dns
+from .blueprint_file import read_bounded
+from .blueprint_overlay import apply_destination, split_destination
 from .blueprint_rules import (
     BAD,
     Checker,
@@ -67,6 +69,7 @@ from .blueprint_rules import (
     int_checker,
     list_checker,
     name_checker,
+    pattern_checker,
     show_key,
 )
 from .blueprint_schema import (
@@ -76,6 +79,7 @@ from .blueprint_schema import (
     LB_ALGORITHMS,
     MAX_KEEP_SNAPSHOTS,
     PLACEMENTS,
+    PLATFORM_RE,
     PUBLIC_ACCESS_MODES,
     ROLE_NAME_MAX,
     SERVICE_NAME_MAX,
@@ -132,25 +136,15 @@ MAX_PATH_CHARS = 200
 
 
 def load_blueprint(path: str | Path, overrides: Sequence[str] = ()) -> Blueprint:
-    """Read, override (`PATH=VALUE` strings, as from `--set`) and validate a blueprint file."""
+    """Read, override (`PATH=VALUE` strings, as from `--set`) and validate a blueprint file.
+
+    A leading `--destination=NAME` among the overrides (`blueprint_overlay.destination_override`)
+    merges the overlay file NAME of the blueprint (`app.NAME.yml` beside `app.yml`) first."""
     name = str(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise BlueprintError([Problem(name, None, "", "no such file")]) from None
-    except IsADirectoryError:
-        raise BlueprintError([Problem(name, None, "", "is a directory, not a blueprint file")]) from None
-    except OSError as exc:
-        raise BlueprintError([Problem(name, None, "", f"cannot read: {exc.strerror or exc}")]) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise BlueprintError([Problem(name, None, "", f"the file is larger than {MAX_FILE_BYTES >> 10} KiB, "
-                                                      "the most a blueprint may be")])
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise BlueprintError([Problem(name, line, "", "not a UTF-8 text file")]) from None
+    text = read_bounded(path, MAX_FILE_BYTES, what="a blueprint file",
+                        too_big=f"the file is larger than {MAX_FILE_BYTES >> 10} KiB, the most a blueprint may be")
+    if isinstance(text, Problem):
+        raise BlueprintError([text])
     return loads_blueprint(text, filename=name, overrides=overrides, source=Path(path))
 
 
@@ -162,6 +156,7 @@ def loads_blueprint(
     if len(text) > MAX_FILE_BYTES:
         raise BlueprintError([Problem(filename, None, "", f"the text is larger than {MAX_FILE_BYTES >> 10} KiB, "
                                                           "the most a blueprint may be")])
+    destination, overrides = split_destination(overrides)
     tree, locs, problems = compose(text, filename)
     if tree is None and problems:  # a syntax error: nothing to validate
         raise BlueprintError(problems)
@@ -171,6 +166,11 @@ def loads_blueprint(
     if not isinstance(tree, dict):
         raise BlueprintError([Problem(filename, 1, "", f"expected a mapping of keys (service, "
                                       f"image, cloud, roles, ...), got {describe(tree)}")])
+    if destination is not None:  # the overlay file beside the blueprint, merged before --set
+        overlay_problems = apply_destination(source if source is not None else filename, destination,
+                                             tree, locs, MAX_FILE_BYTES)
+        if overlay_problems:
+            raise BlueprintError(overlay_problems)
     ctx = Ctx(filename, locs, problems)  # duplicate keys and bad tags do not stop the check
     _apply(ctx, tree, overrides, filename)
     blueprint = _blueprint(ctx, tree, source)
@@ -568,7 +568,8 @@ _ROLLOUT = _sub({"docker_install": choice_checker(*DOCKER_INSTALL_METHODS),
 _HOOKS = _sub({"pre_deploy": check_str, "post_deploy": check_str, "timeout": check_seconds},
               lambda out: Hooks(**out))
 _BUILD = _sub({"context": check_str, "dockerfile": check_str, "args": check_clear_env,
-                "secrets": list_checker(_check_secret_ref), "target": check_str},
+                "secrets": list_checker(_check_secret_ref), "target": check_str,
+                "platform": pattern_checker(PLATFORM_RE, "an OS/ARCH platform such as linux/amd64")},
                lambda out: Build(**out))
 def _check_paths(ctx: Ctx, path: TreePath, value: Any) -> Any:
     """`paths: {NAME: vault reference}`: where a secret is in the vault, when not `<from>/<NAME>`."""

@@ -480,6 +480,13 @@ class Build:
     args: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
     target: str | None = None
+    #: The image's platform (`linux/amd64`, `linux/arm64`): what the VMs run, when it is not
+    #: this machine's (Kamal's `builder.arch`). None: the Docker engine's own platform.
+    platform: str | None = None
+
+
+#: `build.platform`: OS/ARCH[/VARIANT], as `docker build --platform` takes it.
+PLATFORM_RE = re.compile(r"[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?")
 
 
 #: The adapters of `secrets_source` (Kamal's names, plus HashiCorp `vault` and `command`).

@@ -243,7 +243,7 @@ async def _build_one(bp: Blueprint, client: DockerClient, image: str, build: Bui
     args = {**{VERSION_BUILD_ARG: version}, **build.args}
     argv = cmd.build(client.path, buildx=client.buildx, context=str(context), dockerfile=str(dockerfile),
                      tag=ref, labels={"service": bp.service}, args=args, secrets=build.secrets,
-                     target=build.target)
+                     target=build.target, platform=build.platform)
     env = {**({} if client.buildx else cmd.BUILDKIT_ENV), **{n: secrets[n] for n in build.secrets}}
     log.info("build", image=ref, client=client.describe(), context=str(context))
     _emit(progress, resource, "build", "running", client.describe())

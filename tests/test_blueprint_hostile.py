@@ -6,6 +6,9 @@ is one), quickly and in bounded memory, never as a traceback or a terminal takeo
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -107,8 +110,21 @@ def test_a_50_mb_blueprint_is_not_read_whole(tmp_path: Path, bounded: Callable[[
 
 
 def test_an_endless_file_is_not_read_forever(bounded: Callable[[], None]) -> None:
-    assert lines_of("/dev/zero") == ["/dev/zero: the file is larger than 256 KiB, the most a blueprint may be"]
+    assert lines_of("/dev/zero") == ["/dev/zero: is a device, not a blueprint file; csdeploy reads regular "
+                                     "files only"]
     bounded()
+
+
+def test_a_fifo_with_no_writer_is_refused_without_hanging(tmp_path: Path) -> None:
+    """Opening a FIFO for reading blocks until a writer comes: the blueprint reader opens it
+    without blocking and refuses it (a subprocess with a timeout, so a regression fails
+    instead of hanging the suite)."""
+    fifo = tmp_path / "app.yml"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "cloudstack_deploy", "validate", str(fifo)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr == f"{fifo}: is a FIFO (named pipe), not a blueprint file; csdeploy reads regular files only\n"
 
 
 def test_a_directory_says_so(tmp_path: Path) -> None:

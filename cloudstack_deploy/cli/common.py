@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Iterator
+import functools
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -61,6 +62,16 @@ class Root(click.Group):
         if cmd_name not in self.commands and cmd_name in (plugins := _plugins()):
             self.add_command(plugins[cmd_name].load(), cmd_name)
         return self.commands.get(cmd_name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        """`csdeploy NAME --env E ...` where NAME is no command: the blueprint's alias NAME, as
+        `csdeploy alias NAME --env E ...` (Kamal users type `kamal console`). Without `--env`
+        an unknown name stays "No such command", with its did-you-mean."""
+        name = args[0] if args else ""
+        if (name and not name.startswith("-") and self.get_command(ctx, name) is None and "alias" in self.commands
+                and any(a == "--env" or a.startswith("--env=") for a in args[1:])):
+            return "alias", self.commands["alias"], list(args)
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -177,8 +188,38 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
-SET_OPTION = click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
-                          help="Override a blueprint value, e.g. --set roles.web.count=2 (repeatable).")
+SET_ONLY_OPTION = click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
+                               help="Override a blueprint value, e.g. --set roles.web.count=2 (repeatable).")
+
+
+def _destination(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from ..blueprint_overlay import DESTINATION_RE
+
+    if value is not None and not DESTINATION_RE.match(value):
+        raise click.BadParameter("1-40 letters, digits, '-' or '_', starting with a letter or digit")
+    return value
+
+
+def SET_OPTION(f: Callable[..., Any]) -> Callable[..., Any]:  # noqa: N802 (used like the other options)
+    """`--set PATH=VALUE` and `--destination/-d NAME` (Kamal's convention: the overlay file
+    BLUEPRINT.NAME.yml beside the blueprint is merged onto it). The command receives the
+    destination as the first of its ``overrides``, so everything that passes overrides on
+    (and the environment's record of them) carries it."""
+
+    @functools.wraps(f)
+    def command(*args: Any, destination: str | None = None, **kwargs: Any) -> Any:
+        if destination is not None:
+            from ..blueprint_overlay import destination_override
+
+            kwargs["overrides"] = (destination_override(destination), *kwargs.get("overrides", ()))
+        return f(*args, **kwargs)
+
+    command = SET_ONLY_OPTION(command)
+    return click.option("--destination", "-d", "destination", default=None, metavar="DEST", callback=_destination,
+                        help="Merge the overlay BLUEPRINT.DEST.yml (beside the blueprint) onto it, "
+                             "as Kamal does with config/deploy.DEST.yml.")(command)
+
+
 ENV_OPTION = click.option("--env", "env", required=True, metavar="NAME", callback=env_name,
                           help="Environment name: lower-case letters, digits, '-' (at most 20).")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True,

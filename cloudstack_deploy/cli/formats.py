@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..blueprint_rules import printable
-from .common import ENV_OPTION, SET_OPTION, Lazy, load, run
+from .common import ENV_OPTION, SET_ONLY_OPTION, SET_OPTION, Lazy, load, run
 
 service = Lazy("cloudstack_deploy.service")
 
@@ -24,7 +24,7 @@ service = Lazy("cloudstack_deploy.service")
               show_default=True, help="The blueprint file to write.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.option("--fields", "show_fields", is_flag=True, help="With --template: list the form's fields, write nothing.")
-@SET_OPTION
+@SET_ONLY_OPTION
 def init(compose: Path | None, kamal: Path | None, template: str | None, out: Path, force: bool,
          show_fields: bool, overrides: tuple[str, ...]) -> None:
     """Write a blueprint: from a Compose file, a Kamal config, or a template (--set fills the form)."""

@@ -8,13 +8,14 @@ Each importer makes a `Draft` (the blueprint tree plus notes on what it could no
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..blueprint import Blueprint
+from ..blueprint_overlay import overlay_path
 from ..errors import InvalidInput
 from .source import Note
-from .writer import Draft, render, validate, with_overrides, write
+from .writer import Draft, render, render_overlay, validate, validate_overlay, with_overrides, write
 
 
 @dataclass
@@ -23,6 +24,8 @@ class InitResult:
     blueprint: Blueprint
     notes: list[Note]
     comments: list[str]
+    overlays: list[Path] = field(default_factory=list)
+    """The destination overlay files written beside ``path``."""
 
 
 def init_blueprint(out: Path, *, compose: Path | None = None, kamal: Path | None = None,
@@ -51,8 +54,20 @@ def init_blueprint(out: Path, *, compose: Path | None = None, kamal: Path | None
     draft = with_overrides(draft, overrides)
     text = render(draft)
     bp = validate(text, out, draft)
+    overlays = []
+    for overlay in draft.overlays:
+        path = overlay_path(out, overlay.name)
+        if path.exists() and not force:
+            raise InvalidInput(f"{path} (destination {overlay.name}) already exists; nothing was written",
+                               hint="pass --force to replace it, or --out another file")
+        overlay_text = render_overlay(overlay, out)
+        validate_overlay(text, overlay_text, out, overlay)
+        overlays.append((path, overlay_text))
     write(text, out, force=force)
-    return InitResult(out, bp, draft.notes, draft.comments)
+    for path, overlay_text in overlays:
+        write(overlay_text, path, force=True)
+    notes = list(draft.notes) + [n for overlay in draft.overlays for n in overlay.notes]
+    return InitResult(out, bp, notes, draft.comments, [path for path, _ in overlays])
 
 
 __all__ = ["Draft", "InitResult", "init_blueprint"]

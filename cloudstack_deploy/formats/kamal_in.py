@@ -3,8 +3,8 @@
 Roles keep their commands, env and proxy settings, with one VM per host Kamal listed;
 accessories keep image, port, env, volumes and command, on the role whose hosts they share
 or on a VM of their own. Secrets come by name from the config and from .kamal/secrets
-(never a value). Destinations (config/deploy.DEST.yml) become the `--set` overrides of a
-csdeploy environment of that name. ERB cannot be evaluated here: it is refused with its line.
+(never a value). Destinations (config/deploy.DEST.yml) become blueprint overlays
+(csdeploy.DEST.yml beside the blueprint, used with `-d DEST`, see blueprint_overlay.py). ERB cannot be evaluated here: it is refused with its line.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..blueprint import BlueprintError, Problem
+from ..blueprint_overlay import DESTINATION_RE, overlay_path
+from ..blueprint_rules import printable
 from ..blueprint_schema import ENV_NAME_RE
+from .kamal_aliases import translate
 from .kamal_out import LABEL_DISK, LABEL_OFFERING, LABEL_VM
 from .kinds import compact, renamed, role_name, seconds
 from .source import Doc, Note, Notes, parse, read_text
@@ -27,22 +28,25 @@ from .writer import (
     LAB_REGISTRY,
     SECRET_NAME,
     Draft,
+    Overlay,
     default_cloud,
     digest_problem,
     image_repo,
+    registry_of,
     relative,
 )
 
 _ERB = re.compile(r"<%")
+#: Kamal 2's local registry (`registry.server: localhost:5555`): on this machine, not the hosts'.
+_LOCAL_REGISTRY = re.compile(r"^(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d+)?$")
 _SECRET_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 _TOP_MAPPED = {"service", "image", "servers", "proxy", "registry", "builder", "env", "accessories", "ssh",
                "primary_role", "retain_containers", "boot", "deploy_timeout", "drain_timeout", "readiness_delay",
-               "volumes"}
+               "volumes", "aliases"}
 _TOP_REASONS = {
     "hooks_path": "Kamal hooks have no csdeploy equivalent: run them around csdeploy deploy",
     "asset_path": "asset bridging between versions is not done by csdeploy",
     "logging": "containers log with --log-opt max-size=10m",
-    "aliases": "Kamal aliases are kamal command lines: write csdeploy ones under the blueprint's aliases:",
     "labels": "csdeploy sets its own labels",
     "require_destination": "every csdeploy command names its environment (--env)",
 }
@@ -106,67 +110,59 @@ def import_kamal(path: Path, out: Path) -> Draft:
     ordered = list(secret_names)
     tree["secrets"] = ordered + [s for s in secrets if s not in ordered]
     comments = []
+    overlays = []
     for dest in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")):
         name = dest.name[len(path.stem) + 1: -len(path.suffix)]
+        if not DESTINATION_RE.match(name):
+            notes.append(Note(str(dest), None, "", "a destination csdeploy can name is 1-40 letters, digits, '-' "
+                                                   "or '_': rename the file to import it"))
+            continue
         dest_doc = _read(dest)
         merged = _merge(doc.tree, dest_doc.tree)
         dest_notes = Notes()
-        dest_tree, _ = _Importer(Doc(str(dest), merged, dest_doc.lines), dest_notes, root, out).blueprint(merged)
+        dest_tree, dest_secrets = _Importer(Doc(str(dest), merged, dest_doc.lines), dest_notes, root,
+                                            out).blueprint(merged)
+        dest_tree["secrets"] = ordered + [s for s in dest_secrets if s not in ordered]
         seen = {(n.key, n.reason) for n in notes}
-        notes += [n for n in dest_notes if n.line is not None and (n.key, n.reason) not in seen]
+        own = [n for n in dest_notes if n.line is not None and (n.key, n.reason) not in seen]
+        overlay, dropped = overlay_of(tree, dest_tree)
+        for key in dropped:
+            own.append(Note(str(dest), dest_doc.line(_source_path(key)), "",
+                            f"{key} is in the blueprint but not in this destination: an overlay can change "
+                            f"it, not remove it; edit the overlay for it"))
         env = role_name(name)
-        why = renamed(name, env, "environment")
-        if why:
-            notes.append(Note(str(dest), None, "", f"destination {why}"))
-        sets, unsaid = destination_sets(tree, dest_tree)
-        for key in unsaid:
-            notes.append(Note(str(dest), dest_doc.line(_source_path(key)), "",
-                              f"destination {env}: {key} cannot be given with --set; edit the blueprint for it"))
-        comments.append(f"Destination {name}: " + shlex.join(["csdeploy", "create-env", str(out), "--env", env,
-                                                               *sets]))
+        overlays.append(Overlay(name, overlay, own, str(dest),
+                                {bp: dest_doc.line(src) for bp, src in _origins(merged, dest_tree).items()}))
+        written = overlay_path(out, name)
+        comments.append(f"Destination {name}: {written.name}; " +
+                        shlex.join(["csdeploy", "create-env", str(out), "-d", name, "--env", env]))
     return Draft(tree, shlex.join(["csdeploy", "init", "--from-kamal", str(path)]), list(notes), comments, source=str(path),
-                 origins={bp: doc.line(src) for bp, src in _origins(doc.tree, tree).items()})
+                 origins={bp: doc.line(src) for bp, src in _origins(doc.tree, tree).items()}, overlays=overlays)
 
 
-class _OneLine(yaml.SafeDumper):
-    """Flow YAML on one line: a string with a line break or a control character is written
-    double-quoted, where those are escapes (`\\n`), never raw."""
+def overlay_of(base: dict[str, Any], other: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The overlay that, deep-merged onto blueprint ``base`` (`blueprint_overlay.merge`), gives
+    ``other``; and the dotted paths of what ``base`` has and ``other`` lacks (an overlay cannot
+    remove a key). Mappings are compared key by key; anything else is replaced whole."""
+    dropped: list[str] = []
 
-
-_OneLine.add_representer(str, lambda dumper, data: dumper.represent_scalar(
-    "tag:yaml.org,2002:str", data, style=None if data.isprintable() else '"'))
-
-
-#: A key `--set` can name: `--set` splits its path at dots and at the first `=`.
-_SET_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
-
-
-def destination_sets(base: dict[str, Any], other: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """The `--set PATH=VALUE` arguments that turn blueprint ``base`` into ``other`` (secrets
-    aside), and the paths `--set` cannot say (a key with a dot, `=`, a space or a control
-    character; a key ``other`` drops). Values are written by the YAML emitter, as ASCII."""
-    sets: list[str] = []
-    unsaid: list[str] = []
-
-    def walk(a: Any, b: Any, path: tuple[str, ...]) -> None:
+    def walk(a: Any, b: Any, path: tuple[str, ...]) -> Any:
         if isinstance(a, dict) and isinstance(b, dict):
+            out = {}
             for k in b:
-                if not path and k == "secrets":
-                    continue
-                walk(a.get(k), b[k], path + (str(k),))
-            unsaid.extend(".".join(path + (str(k),)) for k in a if k not in b)
-            return
-        if a == b:
-            return
-        if not all(_SET_KEY.match(k) for k in path):
-            unsaid.append(".".join(path))
-            return
-        text = yaml.dump(b, Dumper=_OneLine, default_flow_style=True, width=2**31 - 1, allow_unicode=False)
-        text = text.removesuffix("\n").removesuffix("\n...").removesuffix("\n")
-        sets.extend(["--set", f"{'.'.join(path)}={text}"])
+                if k not in a:
+                    out[k] = copy.deepcopy(b[k])
+                elif (sub := walk(a[k], b[k], path + (str(k),))) is not _SAME:
+                    out[k] = sub
+            dropped.extend(".".join(path + (str(k),)) for k in a if k not in b)
+            return out or _SAME
+        return _SAME if a == b else copy.deepcopy(b)
 
-    walk(base, other, ())
-    return sets, [repr(k)[1:-1] if not k.isprintable() else k for k in unsaid]
+    result = walk(base, other, ())
+    return ({} if result is _SAME else result), [printable(k) for k in dropped]
+
+
+_SAME: Any = object()
 
 
 def _volume_map(text: str) -> dict[str, Any]:
@@ -176,7 +172,9 @@ def _volume_map(text: str) -> dict[str, Any]:
 
 
 def _source_path(key: str) -> tuple[Any, ...]:
-    return tuple(key.split(".")[:1])
+    """The Kamal key a dotted blueprint path came from, at the top level (`roles.job` -> servers)."""
+    top = key.split(".")[0]
+    return (_TOP_SOURCE.get(top, top),)
 
 
 _TOP_SOURCE = {"service": "service", "image": "image", "build": "builder", "roles": "servers",
@@ -207,6 +205,12 @@ def _origins(cfg: Any, tree: dict[str, Any]) -> dict[tuple[Any, ...], tuple[Any,
                 inner = ("clear",) if clear is not env else ()
                 for k in clear if isinstance(clear, dict) else ():
                     out[at + ("env", "clear", str(k))] = base + ("env",) + inner + (k,)
+            own_proxy = isinstance(spec, dict) and isinstance(spec.get("proxy"), dict)
+            if group == "roles" and not own_proxy and isinstance(cfg.get("proxy"), dict) and \
+                    str(name) == str(cfg.get("primary_role", "web")):
+                out[at + ("proxy",)] = ("proxy",)  # the primary role's proxy is the top-level one
+                for key in cfg["proxy"]:
+                    out[at + ("proxy", "host" if key == "hosts" else key)] = ("proxy", key)
     return out
 
 
@@ -214,6 +218,7 @@ class _Importer:
     def __init__(self, doc: Doc, notes: Notes, root: Path, out: Path) -> None:
         self.doc, self.notes, self.root, self.out = doc, notes, root, out
         self.secrets: list[str] = []
+        self.used_tags: set[str] = set()
 
     def note(self, path: tuple[Any, ...], reason: str) -> None:
         self.notes.add(self.doc, path, reason)
@@ -251,8 +256,6 @@ class _Importer:
         secret = [s for i, n in enumerate(value.get("secret") or []) if (s := self.secret(n, path + ("secret", i)))]
         if secret:
             out["secret"] = secret
-        if "tags" in value:
-            self.note(path + ("tags",), "host tags: csdeploy's env is per role, not per host")
         return out
 
     def blueprint(self, cfg: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -261,6 +264,16 @@ class _Importer:
         image = str(cfg.get("image", ""))
         if server and registry_host_missing(image):
             image = f"{server}/{image}"
+        if registry_of(image) and _LOCAL_REGISTRY.match(registry_of(image) or ""):
+            # Kamal 2's local registry: a registry container on this machine that the hosts
+            # reach through an SSH tunnel while deploying. csdeploy has none: the hosts pull from
+            # a registry they reach themselves (here the lab's).
+            self.note(("registry",) if registry else ("image",),
+                      f"{registry_of(image)} is Kamal's local registry (on this machine, reached by the hosts "
+                      f"through SSH while deploying): csdeploy's hosts pull from a registry they reach; "
+                      f"{LAB_REGISTRY} (the lab's) is written, change it for a real cloud")
+            image = f"{LAB_REGISTRY}/{image.split('/', 1)[1]}"
+            registry = {"server": LAB_REGISTRY, "username": "csdeploy", "password": ["REGISTRY_PASSWORD"]}
         problems = [self.doc.problem(at, why) for at, img in
                     [(("image",), image), *((("accessories", n, "image"), str(a.get("image", "")))
                                             for n, a in (cfg.get("accessories") or {}).items() if isinstance(a, dict))]
@@ -280,11 +293,24 @@ class _Importer:
         tree["cloud"] = default_cloud()
         ssh = cfg.get("ssh") if isinstance(cfg.get("ssh"), dict) else {}
         for key, value in ssh.items():
-            if key in ("user", "port"):
+            if key == "port" or key == "user" and value == "root":
                 tree["cloud"]["ssh"][key] = value
+            elif key == "user":
+                # A user the VM template lacks is no SSH login at all: create-env would wait for
+                # SSH until its timeout. csdeploy logs in as the template's user with its own key.
+                self.note(("ssh", key), f"csdeploy logs in as the template's user (root) with the key it makes; "
+                                        f"'{value}' is not created on the VMs: build it into the template, "
+                                        f"then set cloud.ssh.user")
             else:
                 self.note(("ssh", key), "csdeploy makes and pins its own SSH keys per environment")
         roles, role_hosts = self.roles(cfg)
+        env_cfg = cfg.get("env") if isinstance(cfg.get("env"), dict) else {}
+        for tag in env_cfg.get("tags") or {} if isinstance(env_cfg.get("tags"), dict) else ():
+            if tag not in self.used_tags:
+                self.note(("env", "tags", tag), f"no host of a role has tag {tag}: its env is not carried over")
+        aliases = self.aliases(cfg.get("aliases"), str(cfg.get("primary_role", "web")), roles)
+        if aliases:
+            tree["aliases"] = aliases
         volumes = self.volumes(cfg.get("volumes"))
         for role in roles.values() if volumes else ():  # Kamal mounts them into every role's containers
             role["volumes"] = [v if role.get("count", 1) <= 1 else {**_volume_map(v), "per_host": True}
@@ -325,6 +351,29 @@ class _Importer:
                 self.note((key,), _TOP_REASONS.get(key, "no blueprint equivalent"))
         return tree, list(self.secrets)
 
+    def aliases(self, value: Any, primary: str, roles: dict[str, Any]) -> dict[str, str]:
+        """Kamal aliases that have a csdeploy command of the same meaning (`kamal_aliases.py`)."""
+        out: dict[str, str] = {}
+        if value is not None and not isinstance(value, dict):
+            self.note(("aliases",), "expected a mapping of alias names to kamal command lines")
+            return out
+        kamal_roles = self.doc.tree.get("servers") if isinstance(self.doc.tree, dict) else None
+        names = list(kamal_roles) if isinstance(kamal_roles, dict) else ["web"]
+
+        def role_of(kamal_role: str) -> str | None:
+            return role_name(kamal_role) if kamal_role in names and role_name(kamal_role) in roles else None
+
+        for name, line in (value or {}).items():
+            alias = role_name(str(name))
+            try:
+                out[alias] = translate(str(line), primary, role_of)
+            except ValueError as exc:
+                self.note(("aliases", name), str(exc))
+                continue
+            if why := renamed(str(name), alias, "alias"):
+                self.note(("aliases", name), why)
+        return out
+
     def volumes(self, value: Any) -> list[str]:
         """Kamal's `volumes` (every role's): named volumes carry over (kept across deploys on the
         role's disk or Docker's place); a host directory is noted, as the blueprint keeps files in
@@ -344,17 +393,28 @@ class _Importer:
         return out
 
     def builder(self, value: Any) -> dict[str, Any] | None:
-        if not isinstance(value, dict) or "context" not in value and "dockerfile" not in value and \
-                "args" not in value and "secrets" not in value:
-            for key in value or {}:
-                if key != "arch":
-                    self.note(("builder", key), "csdeploy builds locally with BuildKit for this machine's platform")
-            return None
+        """Kamal builds ./Dockerfile in the project unless `builder` says otherwise: that
+        becomes `build:` when the Dockerfile is there; `arch` becomes the build platform."""
+        value = value if isinstance(value, dict) else {}
         context = (self.root / str(value.get("context", "."))).resolve()
-        out: dict[str, Any] = {"context": relative(context, self.out.parent)}
         dockerfile = (self.root / str(value.get("dockerfile", "Dockerfile"))).resolve()
+        if "dockerfile" not in value and "context" in value:
+            dockerfile = context / "Dockerfile"
+        explicit = any(k in value for k in ("context", "dockerfile", "args", "secrets", "target"))
+        if not dockerfile.is_file() and not explicit:
+            self.note(("builder",) if value else (), f"no {relative(dockerfile, self.root)} in the project: "
+                                                     "no build: section; deploys use the image as it is pushed")
+            return None
+        if not dockerfile.is_file():
+            self.note(("builder",), f"{relative(dockerfile, self.root)} is not in the project yet: "
+                                    "csdeploy build needs it")
+        out: dict[str, Any] = {"context": relative(context, self.out.parent)}
         if relative(dockerfile, context) != "Dockerfile":
             out["dockerfile"] = relative(dockerfile, context)
+        for key, path in (("context", context), ("dockerfile", dockerfile)):
+            if key in value and relative(path, self.root).startswith(".."):
+                self.note(("builder", key), f"{relative(path, self.root)} is outside the project "
+                                            f"({self.root}): check it is what you mean to build")
         if isinstance(value.get("args"), dict) and value["args"]:
             out["args"] = {str(k): str(v) for k, v in value["args"].items()}
         secrets = [s for i, n in enumerate(value.get("secrets") or []) if (s := self.secret(n, ("builder", "secrets", i)))]
@@ -362,10 +422,38 @@ class _Importer:
             out["secrets"] = secrets
         if value.get("target"):
             out["target"] = str(value["target"])
+        platform = self.platform(value.get("arch"))
+        if platform:
+            out["platform"] = platform
         for key in value:
-            if key not in ("context", "dockerfile", "args", "secrets", "target", "arch"):
-                self.note(("builder", key), "csdeploy builds locally with BuildKit for this machine's platform")
+            if key == "cache":
+                kind = value["cache"].get("type") if isinstance(value["cache"], dict) else None
+                self.note(("builder", key), f"Kamal's {kind or ''} build cache is not configured: csdeploy "
+                                            "builds with the local BuildKit cache".replace("  ", " "))
+            elif key in ("remote", "local"):
+                self.note(("builder", key), "csdeploy builds with this machine's Docker engine (BuildKit), "
+                                            "not a remote builder")
+            elif key not in ("context", "dockerfile", "args", "secrets", "target", "arch"):
+                self.note(("builder", key), "no build: equivalent")
         return out
+
+    def platform(self, arch: Any) -> str | None:
+        """Kamal's `builder.arch` (amd64, arm64, or a list) as `build.platform`: one platform,
+        as the image is loaded into the local engine and pushed from there."""
+        arches = [str(a) for a in (arch if isinstance(arch, list) else [arch] if arch else [])]
+        good = [a for a in arches if re.fullmatch(r"[a-z0-9_]+(?:/[a-z0-9]+)?", a)]
+        for i, a in enumerate(arches):
+            if a not in good:
+                self.note(("builder", "arch") + ((i,) if isinstance(arch, list) else ()),
+                          f"'{a}' is not an architecture such as amd64 or arm64")
+        if not good:
+            return None
+        chosen = "amd64" if "amd64" in good else good[0]
+        if len(good) > 1:
+            self.note(("builder", "arch"), f"csdeploy builds one platform per image: linux/{chosen} (the VMs' "
+                                           f"architecture); the others ({', '.join(a for a in good if a != chosen)}) "
+                                           "are not built")
+        return f"linux/{chosen}"
 
     def registry(self, reg: dict[str, Any]) -> dict[str, Any]:
         user = reg.get("username")
@@ -390,6 +478,12 @@ class _Importer:
             raise BlueprintError([self.doc.problem(("servers",), "no servers: a Kamal config lists its hosts "
                                                                  "under servers")])
         primary = str(cfg.get("primary_role", "web"))
+        env_cfg = cfg.get("env") if isinstance(cfg.get("env"), dict) else {}
+        tags = env_cfg.get("tags") if isinstance(env_cfg.get("tags"), dict) else {}
+        for tag in tags:
+            if not isinstance(tags[tag], dict):
+                self.note(("env", "tags", tag), "expected a mapping of variables: left out")
+        tags = {t: v for t, v in tags.items() if isinstance(v, dict)}
         root_proxy = cfg.get("proxy") if isinstance(cfg.get("proxy"), dict) else {}
         roles: dict[str, Any] = {}
         host_role: dict[str, str] = {}
@@ -399,13 +493,15 @@ class _Importer:
             rname = role_name(str(name))
             if why := renamed(str(name), rname):
                 self.note(path, why)
-            hosts = [next(iter(h)) if isinstance(h, dict) else str(h) for h in spec.get("hosts") or []]
+            hosts = [str(next(iter(h))) if isinstance(h, dict) and h else str(h) for h in spec.get("hosts") or []]
             for h in hosts:
                 host_role.setdefault(h, rname)
             role: dict[str, Any] = {"count": len(hosts)}
             if spec.get("cmd"):
                 role["cmd"] = spec["cmd"]
             env = self.env(spec.get("env"), path + ("env",))
+            for tag in self.role_tags(spec.get("hosts"), path + ("hosts",), tags):
+                env = _env_merge(env, self.env(tags[tag], ("env", "tags", tag)))
             if env:
                 role["env"] = env
             proxy = spec.get("proxy", name == primary or None)
@@ -434,6 +530,23 @@ class _Importer:
                     self.note(path + (key,), "no blueprint equivalent")
             roles[rname] = role
         return roles, host_role
+
+    def role_tags(self, hosts: Any, path: tuple[Any, ...], tags: dict[str, Any]) -> list[str]:
+        """The tags (with env under env.tags) every host of the role has: their env becomes the
+        role's. A tag on some of its hosts only is noted: csdeploy's env is per role."""
+        per_host: list[set[str]] = []
+        for i, h in enumerate(hosts if isinstance(hosts, list) else []):
+            value = next(iter(h.values())) if isinstance(h, dict) and h else []
+            per_host.append({str(t) for t in (value if isinstance(value, list) else [value])})
+            for tag in sorted(per_host[-1] - set(tags)):
+                self.note(path + (i,), f"tag {tag} has no env under env.tags: nothing to carry over")
+        shared = set.intersection(*per_host) if per_host else set()
+        for tag in sorted(set().union(*per_host) - shared if per_host else set()):
+            if tag in tags:
+                self.note(path, f"tag {tag} (env.tags.{tag}) is on some of the role's hosts only: csdeploy's env "
+                                "is per role; give those hosts a role of their own to keep it")
+        self.used_tags |= set().union(*per_host) if per_host else set()
+        return sorted(shared & set(tags))
 
     def proxy(self, value: dict[str, Any], path: tuple[Any, ...], cfg: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -509,6 +622,16 @@ class _Importer:
                 self.note(path + (key,), "no blueprint equivalent" if key != "files" else
                           "files are not uploaded: put them in an image")
         return acc
+
+
+def _env_merge(base: dict[str, Any], tag: dict[str, Any]) -> dict[str, Any]:
+    """A role's env with a host tag's on top (Kamal: the tag's values win)."""
+    out = {**base}
+    if tag.get("clear"):
+        out["clear"] = {**base.get("clear", {}), **tag["clear"]}
+    if tag.get("secret"):
+        out["secret"] = list(dict.fromkeys([*base.get("secret", []), *tag["secret"]]))
+    return out
 
 
 def registry_host_missing(image: str) -> bool:

@@ -85,6 +85,19 @@ def registry_section(image: str, username: str | None = None) -> dict[str, Any]:
 
 
 @dataclass
+class Overlay:
+    """A destination of the imported file, as a blueprint overlay (`blueprint_overlay.py`):
+    written beside the blueprint as BLUEPRINT.NAME.yml, merged onto it by `-d NAME`."""
+
+    name: str
+    tree: dict[str, Any]
+    notes: list[Note]
+    source: str
+    """The destination file it came from: problems with the merged result are reported there."""
+    origins: dict[TreePath, int | None] = field(default_factory=dict)
+
+
+@dataclass
 class Draft:
     """A blueprint being written: the tree, what could not be mapped, and where it came from."""
 
@@ -97,6 +110,8 @@ class Draft:
     """The file imported (None for a template): problems with the result are reported there."""
     origins: dict[TreePath, int | None] = field(default_factory=dict)
     """Where parts of the tree came from: blueprint path -> line of ``source``."""
+    overlays: list[Overlay] = field(default_factory=list)
+    """Destinations, each written as an overlay file beside the blueprint."""
 
     def line_of(self, field_text: str) -> int | None:
         """The source line of the longest recorded part of a blueprint field (`roles.web.cmd`)."""
@@ -150,6 +165,36 @@ def render(draft: Draft) -> str:
             text = "".join(f"# {line}\n" for line in section.splitlines()) + text
         parts.append(text.rstrip("\n"))
     return "\n\n".join(parts) + "\n"
+
+
+def render_overlay(overlay: Overlay, blueprint: Path) -> str:
+    """An overlay file: what destination ``overlay.name`` changes, as YAML, under comments that
+    say where it came from and what it could not carry (through `comment`, like `render`)."""
+    head = [comment(f"Destination {overlay.name} of {overlay.source}, as an overlay of {blueprint.name}:"),
+            comment(f"csdeploy merges it onto {blueprint.name} with -d {overlay.name} (mappings key by key, "
+                    f"anything else replaced).")]
+    if overlay.notes:
+        head.append("#")
+        head.append(comment(f"Not carried over ({len(overlay.notes)}):"))
+        head += [comment(f"  {note}") for note in overlay.notes]
+    if not overlay.tree:
+        return "\n".join(head) + "\n"
+    return "\n".join(head) + "\n\n" + yaml.safe_dump(overlay.tree, sort_keys=False, default_flow_style=False,
+                                                    allow_unicode=True, width=100)
+
+
+def validate_overlay(text: str, overlay_text: str, out: Path, overlay: Overlay) -> Blueprint:
+    """The blueprint destination ``overlay`` makes, merged as `-d` will merge it (nothing is on
+    disk yet); a problem is reported at the line of the destination file the field came from."""
+    from ..blueprint_overlay import merge
+    from ..blueprint_yaml import compose
+
+    tree, locs, _ = compose(text, str(out))
+    over, over_locs, _ = compose(overlay_text, overlay.source)
+    if isinstance(tree, dict) and isinstance(over, dict):
+        merge(tree, locs, over, over_locs, ())
+    merged = yaml.safe_dump(tree, sort_keys=False, allow_unicode=True)
+    return validate(merged, out, Draft(tree, "", source=overlay.source, origins=overlay.origins))
 
 
 def with_overrides(draft: Draft, overrides: Sequence[str]) -> Draft:

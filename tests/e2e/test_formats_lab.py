@@ -1,7 +1,8 @@
-"""On the lab: a Compose file imported and deployed, a template deployed, and `deploy --build`
-from a fresh clone of this repository serving the version it built.
+"""On the lab: a Compose file imported and deployed, a template deployed, then a Rails-8-shaped
+Kamal config imported and deployed on the same VM, keeping its storage volume across a
+redeploy, and `deploy --build` from a fresh clone of this repository serving the version it built.
 
-Environments e2e-compose, e2e-template and e2e-build, each torn down before (leftovers of a
+Environments e2e-compose, e2e-template (the template, then the Kamal import) and e2e-build, each torn down before (leftovers of a
 killed run) and after, in a finally. Only the lab fixture's csdeploy()/inventory() are used.
 """
 
@@ -17,6 +18,8 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from .conftest import Lab
 
@@ -115,15 +118,87 @@ def test_compose_file_imports_and_deploys(lab: Lab, tmp_path: Path) -> None:
             assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_template_deploys(lab: Lab, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def web_env(lab: Lab) -> Iterator[str]:
+    """One web VM for the template and then the imported Kamal config (a second create-env on
+    it only deploys: the Kamal test costs no VM of its own)."""
+    with env(lab, "e2e-template") as name:
+        yield name
+
+
+def test_template_deploys(lab: Lab, tmp_path: Path, web_env: str) -> None:
     blueprint = tmp_path / "web.yml"
     lab.csdeploy("init", "--template", "generic", "--out", str(blueprint), "--set", "service=demo",
                  "--set", "image=registry.lab:5000/demo-app", "--set", "app_port=8000")
-    with env(lab, "e2e-template") as name:
-        run = lab.csdeploy("create-env", str(blueprint), "--env", name, "--version", "v2", "--progress", "plain",
-                           timeout=600)
-        lab.record("formats", template_create_env_seconds=round(run.seconds, 1))
-        _page(_url(lab, name), "demo v2")
+    run = lab.csdeploy("create-env", str(blueprint), "--env", web_env, "--version", "v2", "--progress", "plain",
+                       timeout=600)
+    lab.record("formats", template_create_env_seconds=round(run.seconds, 1))
+    _page(_url(lab, web_env), "demo v2")
+
+
+#: A Rails 8 app's image as far as storage goes: the app runs as uid 1000, which owns
+#: /rails/storage (SQLite lives there), and answers GET /up.
+RAILS_DOCKERFILE = """\
+FROM csdeploy-lab/debian:bookworm
+COPY --from=csdeploy-lab/demo-app:v1 /usr /usr
+RUN useradd --uid 1000 --create-home rails \\
+ && mkdir -p /rails/storage /rails/public && echo ok > /rails/public/up && chown -R 1000:1000 /rails
+USER 1000
+CMD ["python3", "-m", "http.server", "3000", "--directory", "/rails/public"]
+"""
+
+#: config/deploy.yml as `rails new` shapes it (Kamal's local registry, the storage volume, the
+#: default builder), with the lab's host and the image above.
+RAILS_DEPLOY = """\
+service: demo
+image: rails8
+servers:
+  web:
+    - 192.0.2.10
+proxy:
+  app_port: 3000
+registry:
+  server: localhost:5555
+volumes:
+  - "app_storage:/rails/storage"
+builder:
+  arch: amd64
+aliases:
+  shell: app exec --interactive --reuse "bash"
+"""
+
+PUSH = """\
+import asyncio, sys
+from cloudstack_deploy.lab.registry import push
+for tag in sys.argv[2:]:
+    asyncio.run(push(sys.argv[1], tag))
+"""
+
+
+def test_an_imported_rails_8_kamal_config_keeps_its_storage_across_a_redeploy(lab: Lab, tmp_path: Path,
+                                                                               web_env: str) -> None:
+    """Kamal's `volumes` were dropped on import: an unedited Rails 8 app lost its SQLite
+    database on every deploy."""
+    started = time.monotonic()
+    subprocess.run(["docker", "build", "-q", "-t", "csdeploy-e2e/rails8:1", "-"], input=RAILS_DOCKERFILE,
+                   text=True, check=True, capture_output=True, timeout=600)
+    pushed = subprocess.run([sys.executable, "-c", PUSH, "csdeploy-e2e/rails8:1", "rails8:v1", "rails8:v2"],
+                            env=lab.env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert pushed.returncode == 0, pushed.stderr
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "deploy.yml").write_text(RAILS_DEPLOY)
+    blueprint = tmp_path / "csdeploy.yml"
+    init = lab.csdeploy("init", "--from-kamal", str(tmp_path / "config" / "deploy.yml"), "--out", str(blueprint))
+    assert "localhost:5555 is Kamal's local registry" in init.stderr, init.explain()
+    lab.csdeploy("create-env", str(blueprint), "--env", web_env, "--version", "v1", "--progress", "plain",
+                 timeout=600)  # healthy through kamal-proxy (GET /up) before it returns
+    lab.csdeploy("exec", "--env", web_env, "--role", "web", "--", "sh", "-c",
+                 "id -u > /rails/storage/kept && echo db >> /rails/storage/kept")
+    lab.csdeploy("deploy", str(blueprint), "--env", web_env, "--version", "v2", "--progress", "plain", timeout=600)
+    kept = lab.csdeploy("exec", "--env", web_env, "--role", "web", "--", "cat", "/rails/storage/kept")
+    assert [line.split(" | ", 1)[-1] for line in kept.stdout.splitlines()] == ["1000", "db"], kept.explain()
+    lab.record("formats", kamal_rails8_seconds=round(time.monotonic() - started, 1))
+
 
 
 def test_deploy_build_from_a_fresh_clone_serves_the_built_version(lab: Lab, tmp_path: Path) -> None:

@@ -23,9 +23,10 @@ from hypothesis import strategies as st
 from cloudstack_deploy.blueprint import (
     MAX_FILE_BYTES,
     BlueprintError,
-    apply_overrides,
     load_blueprint,
 )
+from cloudstack_deploy.blueprint_overlay import destination_override
+from cloudstack_deploy.blueprint_overlay import merge as merge_overlay
 from cloudstack_deploy.blueprint_yaml import compose as read_blueprint_yaml
 from cloudstack_deploy.formats import init_blueprint
 from cloudstack_deploy.formats.compose import import_compose
@@ -78,10 +79,11 @@ def test_a_hostile_compose_file_writes_exactly_what_the_importer_meant(env: dict
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(env=st.dictionaries(KEYS, HOSTILE, max_size=4), dest=st.from_regex(r"\A[a-z][a-z0-9_-]{0,10}\Z"))
-def test_a_hostile_kamal_destination_prints_set_lines_that_mean_exactly_the_destination(
+def test_a_hostile_kamal_destination_writes_an_overlay_that_means_exactly_the_destination(
         env: dict[str, str], dest: str) -> None:
-    """The printed `create-env ... --set` line, split as a shell would and applied to the written
-    blueprint, gives the blueprint of the merged destination; its keys go through escaping only."""
+    """The overlay file written for a destination, merged onto the written blueprint as `-d`
+    merges it, gives the blueprint of the merged Kamal destination; its keys and values go
+    through the YAML emitter and its comments through escaping only."""
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         base = {"service": "shop", "image": "acme/shop", "servers": {"web": ["192.0.2.1"]},
@@ -99,16 +101,20 @@ def test_a_hostile_kamal_destination_prints_set_lines_that_mean_exactly_the_dest
         result = init_blueprint(out, kamal=source)
         written = written_tree(out)
         assert written == import_kamal(source, out).tree
+        overlay = tmp / f"csdeploy.{dest}.yml"
+        assert result.overlays == [overlay]
         [line] = [c for c in result.comments if c.startswith(f"Destination {dest}:")]
         assert line.isprintable()
-        argv = shlex.split(line.split(": ", 1)[1])
-        assert argv[:5] == ["csdeploy", "create-env", str(out), "--env", role_name(dest)]
-        sets = argv[6::2]
-        assert argv[5::2] == ["--set"] * len(sets)
+        argv = shlex.split(line.split("; ", 1)[1])
+        assert argv == ["csdeploy", "create-env", str(out), "-d", dest, "--env", role_name(dest)]
+        locs: dict[Any, Any] = {}
+        merge_overlay(written, locs, written_tree(overlay) or {}, {}, ())
         expected = import_kamal(merged_dir / "deploy.yml", out).tree
-        assert apply_overrides(written, sets) == {**expected, "secrets": written["secrets"]}
-        comments = [x for x in out.read_text(encoding="utf-8").splitlines() if x.startswith("#")]
-        assert all(c.isprintable() for c in comments)
+        assert written == {**expected, "secrets": written["secrets"]}
+        assert load_blueprint(out, [destination_override(dest)]).roles["web"].count == 2
+        for path in (out, overlay):
+            comments = [x for x in path.read_text(encoding="utf-8").splitlines() if x.startswith("#")]
+            assert all(c.isprintable() for c in comments)
         marker_free(tmp)
 
 
@@ -127,8 +133,9 @@ def test_a_newline_in_a_destination_key_cannot_add_a_hook(tmp_path: Path) -> Non
     assert ("not carried over: config/deploy.prod.yml:3: env.clear.X\\nhooks:\\n  pre_deploy: [touch, PWNED]\\n#: "
             "'X\\nhooks:\\n  pre_deploy: [touch, PWNED]\\n#' is not an environment variable name csdeploy "
             "accepts: not carried over\n") in proc.stderr
-    assert ("Destination prod: csdeploy create-env csdeploy.yml --env prod "
-            "--set 'env={clear: {GOOD: a b $(touch PWNED3)}}'\n") in proc.stderr
+    assert "Destination prod: csdeploy.prod.yml; csdeploy create-env csdeploy.yml -d prod --env prod\n" in proc.stderr
+    overlay = written_tree(tmp_path / "csdeploy.prod.yml")
+    assert overlay == {"env": {"clear": {"GOOD": "a b $(touch PWNED3)"}}}
     marker_free(tmp_path)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cloudstack_deploy.blueprint import BlueprintError, load_blueprint
+from cloudstack_deploy.blueprint_overlay import destination_override
 from cloudstack_deploy.formats import init_blueprint
 from cloudstack_deploy.formats.kamal_out import export_kamal
 
@@ -90,15 +91,20 @@ def test_import_a_kamal_project_with_destinations_and_secrets(tmp_path: Path) ->
     assert "literal-not-to-be-copied" not in text and "oauth_token" not in text
     notes = "\n".join(str(n) for n in result.notes)
     assert "secrets:7: MYSQL_ROOT_PASSWORD: Kamal takes it from a literal value (not copied)" in notes
-    assert "deploy.yml:31: aliases" in notes and "files" in notes
+    assert bp.aliases == {"console": "exec -it --primary --role web -- bin/rails console"}  # Kamal's, translated
+    assert "files" in notes
     # Kamal's volumes are every role's; web has two hosts: each keeps its own copy, said so
     web, job = bp.roles["web"], bp.roles["job"]
     assert [(v.name, v.path, v.per_host) for v in web.volumes] == [("shop_storage", "/rails/storage", True)]
     assert [(v.name, v.path, v.per_host) for v in job.volumes] == [("shop_storage", "/rails/storage", False)]
     assert "deploy.yml:33: volumes: a role with several hosts keeps one copy of each volume per host" in notes
     staging = next(c for c in result.comments if c.startswith("Destination staging"))
-    assert "--env staging" in staging and "--set roles.web.count=1" in staging
-    assert "--set roles.web.proxy.host=staging.shop.example.com" in staging
+    assert staging == f"Destination staging: csdeploy.staging.yml; csdeploy create-env {out} -d staging --env staging"
+    assert result.overlays == [tmp_path / "csdeploy.staging.yml"]
+    staged = load_blueprint(out, [destination_override("staging")])
+    assert staged.roles["web"].count == 1 and staged.roles["job"].count == 1
+    assert staged.roles["web"].proxy is not None and staged.roles["web"].proxy.hosts == ("staging.shop.example.com",)
+    assert [(v.name, v.per_host) for v in staged.roles["web"].volumes] == [("shop_storage", False)]
 
 
 def test_erb_is_refused_with_its_line(tmp_path: Path) -> None:
@@ -161,3 +167,40 @@ def test_a_role_with_its_own_image_is_refused_not_exported_wrong(tmp_path: Path)
     with pytest.raises(InvalidInput, match=r"roles worker \(registry.lab:5000/grafana:11.2.0\) run images of their own"):
         export_kamal(bp, inventory_for(bp), tmp_path / "kamal")
     assert not (tmp_path / "kamal" / "config" / "deploy.yml").exists()
+
+
+def test_what_a_destination_cannot_say_as_an_overlay_is_reported_at_its_line(tmp_path: Path) -> None:
+    """Kamal merges config/deploy.DEST.yml onto deploy.yml; a destination that turns `servers`
+    into a plain list drops the job role, which an overlay (merged onto the blueprint) cannot
+    do: said, with the destination file's line."""
+    config = tmp_path / "config"
+    config.mkdir()
+    source = config / "deploy.yml"
+    source.write_text("service: shop\nimage: acme/shop\nservers:\n  web: [192.0.2.1]\n"
+                      "  job:\n    hosts: [192.0.2.2]\n    cmd: bin/jobs\n")
+    (config / "deploy.eu.yml").write_text("# the EU hosts\nservers:\n  - 192.0.2.9\n")
+    (config / "deploy.a.b.yml").write_text("servers: [192.0.2.9]\n")
+    out = tmp_path / "csdeploy.yml"
+    result = init_blueprint(out, kamal=source)
+    notes = [str(n) for n in result.notes]
+    assert (f"{config / 'deploy.eu.yml'}:2: roles.job is in the blueprint but not in this destination: an "
+            "overlay can change it, not remove it; edit the overlay for it") in notes
+    assert (f"{config / 'deploy.a.b.yml'}: a destination csdeploy can name is 1-40 letters, digits, '-' or "
+            "'_': rename the file to import it") in notes
+    assert result.overlays == [tmp_path / "csdeploy.eu.yml"]
+    assert "# the EU hosts" not in (tmp_path / "csdeploy.eu.yml").read_text()
+    assert "roles.job is in the blueprint" in (tmp_path / "csdeploy.eu.yml").read_text()
+
+
+def test_a_destination_that_makes_a_bad_blueprint_is_refused_at_its_own_line(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    source = config / "deploy.yml"
+    source.write_text("service: shop\nimage: acme/shop\nservers: [192.0.2.1]\nproxy:\n  app_port: 3000\n")
+    (config / "deploy.prod.yml").write_text("# prod\nproxy:\n  app_port: 99999\n")
+    out = tmp_path / "csdeploy.yml"
+    with pytest.raises(BlueprintError) as err:
+        init_blueprint(out, kamal=source)
+    assert str(err.value) == (f"{config / 'deploy.prod.yml'}:3: roles.web.proxy.app_port: must be a port number "
+                              "1-65535, got 99999 (in the blueprint it makes)")
+    assert not out.exists() and not (tmp_path / "csdeploy.prod.yml").exists()

@@ -140,6 +140,19 @@ def test_an_alias_runs_its_command_line_with_the_env(host) -> None:  # type: ign
     assert res.returncode == 2 and "no alias 'nope' in the blueprint (aliases: console, hello)" in res.stderr
 
 
+def test_an_alias_is_a_top_level_command_too(host) -> None:  # type: ignore[no-untyped-def]
+    """`csdeploy hello --env demo`, as Kamal users type `kamal console`; a name that is no
+    command and no alias, or given without --env, is still "No such command"."""
+    _, env = host
+    res = csdeploy(env, "hello", "--env", "demo")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "alias ran in demo-web-v1\n"
+    res = csdeploy(env, "nope", "--env", "demo")
+    assert res.returncode == 2 and "no alias 'nope' in the blueprint (aliases: console, hello)" in res.stderr
+    res = csdeploy(env, "deplyo")
+    assert res.returncode == 2 and "No such command 'deplyo'" in res.stderr
+
+
 def test_console_runs_the_blueprint_s_console_alias(host) -> None:  # type: ignore[no-untyped-def]
     _, env = host
     res = csdeploy(env, "console", "--env", "demo")

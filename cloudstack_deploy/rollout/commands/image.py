@@ -37,7 +37,7 @@ def buildx_version(docker: str) -> Argv:
 
 def build(docker: str, *, buildx: bool, context: str, dockerfile: str, tag: str,
           labels: Mapping[str, str], args: Mapping[str, str], secrets: Sequence[str],
-          target: str | None = None) -> Argv:
+          target: str | None = None, platform: str | None = None) -> Argv:
     """``docker [buildx] build``: each secret as ``--secret id=NAME,env=NAME``, so its value is
     read from the client's environment (never argv, never a file, never the image history)."""
     argv = [docker, "buildx", "build", "--load"] if buildx else [docker, "build"]
@@ -50,6 +50,8 @@ def build(docker: str, *, buildx: bool, context: str, dockerfile: str, tag: str,
         argv += ["--secret", f"id={name},env={name}"]
     if target:
         argv += ["--target", target]
+    if platform:
+        argv += ["--platform", platform]
     return [*argv, context]
 
 

@@ -77,3 +77,9 @@ def psql(user: str, database: str, args: Sequence[str] = ()) -> list[str]:
     leaves the host."""
     return ["sh", "-c", 'u="$0"; db="$1"; shift; PGPASSWORD="${POSTGRES_PASSWORD:-}" exec psql -U "$u" -d "$db" "$@"',
             user, database, *args]
+
+
+def shell_line(text: str) -> Argv:
+    """A command given as one string, run by the container's shell (as Kamal's `app exec` runs
+    its CMD): for the argv of an alias that `csdeploy exec` runs."""
+    return ["sh", "-c", text]
