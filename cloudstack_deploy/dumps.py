@@ -157,6 +157,8 @@ async def take(r: Rollout, accessory: str, store: bd.Store, *, by: str, keep: in
     async def run_dump(conn: Connection) -> None:
         try:
             outcome["result"] = await conn.pipe(argv, sink=sink, what=f"dump of {accessory}")
+        except Exception as exc:
+            outcome["error"] = exc
         finally:
             await chunks.put(None)
 
@@ -166,6 +168,8 @@ async def take(r: Rollout, accessory: str, store: bd.Store, *, by: str, keep: in
             if len(head) < len(method.magic):
                 head += chunk[: len(method.magic)]
             yield chunk
+        if "error" in outcome:
+            raise outcome["error"]
         res = outcome.get("result")
         if res is None or res.exit_status != 0:
             detail = (res.stderr.strip().splitlines() or [""])[-1] if res is not None else "it did not run"
