@@ -196,19 +196,31 @@ def _secret(lookup: Callable[[str], str | None], name: str, url: str) -> str:
     return value
 
 
-def open_store(url: str | None, *, lookup: Callable[[str], str | None] = lambda _: None) -> Store:
-    """The store ``url`` names (None: ``$CSDEPLOY_HOME/backups``). InvalidInput, naming the URL,
-    for one that cannot be parsed, an unknown scheme or missing credentials; nothing is
-    contacted here (`Store.check` does that)."""
-    if url is None:
-        root = state_root() / "backups"
-        return LocalDir(root, str(root))
+@dataclass(frozen=True)
+class Destination:
+    """A destination URL, parsed (nothing contacted, no credentials read)."""
+
+    scheme: str           # "dir" for a directory on this machine
+    text: str
+    path: str = ""        # dir
+    bucket: str = ""
+    prefix: str = ""
+    query: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def on_this_machine(self) -> bool:
+        """Only the machine running csdeploy can write there (a directory, libcloud's local driver)."""
+        return self.scheme in ("dir", "local")
+
+
+def parse_url(url: str) -> Destination:
+    """Parse a destination; InvalidInput naming it (never its credentials) if it cannot be used."""
     text = url.strip()
     if not text:
         raise InvalidInput("backup destination is empty", hint="pass --to a directory or " + ", ".join(
             f"{s}://" for s in OBJECT_STORES))
     if "://" not in text:
-        return LocalDir(Path(text).expanduser().absolute(), text)
+        return Destination("dir", text, path=text)
     try:
         parts = urlsplit(text)
         query = {k: v[-1] for k, v in parse_qs(parts.query, strict_parsing=bool(parts.query)).items()}
@@ -224,7 +236,7 @@ def open_store(url: str | None, *, lookup: Callable[[str], str | None] = lambda 
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise InvalidInput(f"backup destination {text!r}: a file:// URL names a local path (file:///dir)")
-        return LocalDir(Path(parts.path), text)
+        return Destination("dir", text, path=parts.path)
     bucket, prefix = parts.netloc, parts.path.strip("/")
     if not bucket:
         raise InvalidInput(f"backup destination {text!r} names no bucket or container",
@@ -233,7 +245,29 @@ def open_store(url: str | None, *, lookup: Callable[[str], str | None] = lambda 
     if unknown:
         raise InvalidInput(f"backup destination {text!r}: unknown option(s) {', '.join(sorted(unknown))}",
                            hint="known: endpoint, region (s3); root (local)")
-    return ObjectStore(_driver(scheme, query, text, lookup), bucket, prefix, text)
+    endpoint = query.get("endpoint")
+    if endpoint is not None:
+        ep = urlsplit(endpoint)
+        if scheme != "s3" or ep.scheme not in ("http", "https") or not ep.hostname:
+            raise InvalidInput(f"backup destination {text}: endpoint {endpoint!r} is not an http(s) URL"
+                               + ("" if scheme == "s3" else " of an s3:// destination"))
+    if scheme == "local" and not query.get("root"):
+        raise InvalidInput(f"backup destination {text}: libcloud's local driver needs ?root=/a/directory")
+    return Destination(scheme, text, bucket=bucket, prefix=prefix, query=tuple(sorted(query.items())))
+
+
+def open_store(url: str | None, *, lookup: Callable[[str], str | None] = lambda _: None) -> Store:
+    """The store ``url`` names (None: ``$CSDEPLOY_HOME/backups``). InvalidInput, naming the URL,
+    for one that cannot be parsed, an unknown scheme or missing credentials; nothing is
+    contacted here (`Store.check` does that)."""
+    if url is None:
+        root = state_root() / "backups"
+        return LocalDir(root, str(root))
+    dest = parse_url(url)
+    if dest.scheme == "dir":
+        return LocalDir(Path(dest.path).expanduser().absolute(), dest.text)
+    return ObjectStore(_driver(dest.scheme, dict(dest.query), dest.text, lookup), dest.bucket, dest.prefix,
+                       dest.text)
 
 
 def _driver(scheme: str, query: dict[str, str], url: str, lookup: Callable[[str], str | None]) -> Any:
@@ -245,9 +279,7 @@ def _driver(scheme: str, query: dict[str, str], url: str, lookup: Callable[[str]
                            hint="pip install 'cloudstack-deploy[backups]'") from None
     provider, names = OBJECT_STORES[scheme]
     if scheme == "local":
-        root = query.get("root")
-        if not root:
-            raise InvalidInput(f"backup destination {url}: libcloud's local driver needs ?root=/a/directory")
+        root = query["root"]
         Path(root).mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             return get_driver(getattr(Provider, provider))(root)
@@ -259,8 +291,6 @@ def _driver(scheme: str, query: dict[str, str], url: str, lookup: Callable[[str]
         endpoint = query.get("endpoint")
         if endpoint:  # any S3-compatible server, signature v4, path-style
             ep = urlsplit(endpoint)
-            if ep.scheme not in ("http", "https") or not ep.hostname:
-                raise InvalidInput(f"backup destination {url}: endpoint {endpoint!r} is not an http(s) URL")
             secure = ep.scheme == "https"
             return get_driver(Provider.MINIO)(key, secret, secure=secure, host=ep.hostname,
                                               port=ep.port or (443 if secure else 80))

@@ -463,7 +463,10 @@ async def backup_accessory(env: str, accessory: str, *, to: str | None = None, k
     from .store.records import actor
 
     ctx = await context(env, blueprint)
-    _, method = dumps.method_for(ctx.bp, accessory)  # refused before anything is contacted
+    acc, method = dumps.method_for(ctx.bp, accessory)  # refused before anything is contacted
+    policy = acc.backups
+    to = to if to is not None else policy.to if policy is not None else None
+    keep = keep if keep is not None else policy.keep if policy is not None else None
     store = _backup_store(to)
     journal = _journal(None)
     try:
@@ -501,7 +504,9 @@ async def restore(env: str, accessory: str, backup: str | None = None, *, to: st
     from . import dumps
 
     ctx = await context(env, blueprint)
-    _, method = dumps.method_for(ctx.bp, accessory)
+    acc, method = dumps.method_for(ctx.bp, accessory)
+    if to is None and acc.backups is not None:
+        to = acc.backups.to
     store = _backup_store(to)
     if backup is None:
         await asyncio.to_thread(store.check)

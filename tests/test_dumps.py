@@ -287,3 +287,41 @@ def test_the_commands_refuse_bad_input_with_exit_2_and_one_line(tmp_path: Path) 
     assert res.exit_code == 2 and "unknown scheme 'ftp'" in res.output, res.output
     res = runner.invoke(main, ["backups", "--env", "shop", "--to", str(tmp_path / "b"), "--json"])
     assert res.exit_code == 0 and json.loads(res.output) == []
+
+
+def _blueprint_with(tmp_path: Path, backups: str, image: str = "registry.lab:5000/postgres:15") -> Path:
+    text = (REPO / "blueprints" / "demo.yml").read_text()
+    marker = "    image: registry.lab:5000/postgres:15\n"
+    assert marker in text
+    path = tmp_path / "bp.yml"
+    path.write_text(text.replace(marker, f"    image: {image}\n    backups: {backups}\n", 1))
+    return path
+
+
+def test_the_blueprint_backups_key_gives_backup_its_destination_and_keep(tmp_path: Path) -> None:
+    bp = load_blueprint(str(_blueprint_with(tmp_path, '{schedule: "0 3 * * *", keep: 7, to: "s3://bk/shop"}')))
+    policy = bp.accessories["db"].backups
+    assert policy is not None and (policy.schedule, policy.keep, policy.to) == ("0 3 * * *", 7, "s3://bk/shop")
+    assert load_blueprint(str(REPO / "blueprints" / "demo.yml")).accessories["db"].backups is None
+
+
+@pytest.mark.parametrize(("backups", "image", "says"), [
+    ('{schedule: "0 3 * * *"}', None, "a scheduled backup runs on the accessory's host, which cannot write to "
+                                      "$CSDEPLOY_HOME/backups"),
+    ('{schedule: "0 3 * * *", to: /srv/dumps}', None, "cannot write to /srv/dumps (on the machine running"),
+    ('{schedule: "0 3 * * *", to: "local://c/p?root=/x"}', None, "cannot write to local://c/p?root=/x"),
+    ('{schedule: "0 25 * * *", to: "s3://b/p"}', None, "hour: 25 is outside 0-23"),
+    ('{keep: 0}', None, "must be 1-10000"),
+    ('{to: "ftp://h/x"}', None, "unknown scheme 'ftp'"),
+    ('{kept: 3}', None, "kept"),
+    ('{keep: 3}', "registry.lab:5000/memcached:1.6", "has no backup method: csdeploy backs up postgres, redis"),
+])
+def test_a_bad_backups_key_is_refused_at_its_line(tmp_path: Path, backups: str, image: str | None,
+                                                   says: str) -> None:
+    path = _blueprint_with(tmp_path, backups, image or "registry.lab:5000/postgres:15")
+    with pytest.raises(InvalidInput) as caught:
+        load_blueprint(str(path))
+    text = str(caught.value)
+    line = next(i for i, t in enumerate(path.read_text().splitlines(), start=1) if "backups:" in t)
+    assert says in text, text
+    assert f"{path}:{line}" in text, text
