@@ -349,6 +349,13 @@ def check_backups(ctx: Ctx, path: TreePath, value: Any) -> Any:
                    else "$CSDEPLOY_HOME/backups (the default, on the machine running csdeploy)")
                 + ": set `to:` to object storage (s3://, gs://, azure://)")
         bad = True
+    if "schedule" in out and not bad:
+        # Not run yet: the job on the accessory's host needs an uploader for object storage
+        # there (the hosts have docker, not curl or an S3 client). Said, never silently ignored.
+        ctx.add(path + ("schedule",), "scheduled backups are not run by this csdeploy version yet: run "
+                "`csdeploy backup --env ENV --accessory NAME` from your own scheduler (cron, CI) meanwhile; "
+                "`keep` and `to` apply to it")
+        bad = True
     return BAD if bad else BackupPolicy(**out)
 
 
