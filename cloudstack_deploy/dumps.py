@@ -16,6 +16,7 @@ behind kamal-proxy's maintenance answer, the dump restored (`pg_restore --clean 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
@@ -252,14 +253,15 @@ def _checked(source: AsyncIterator[bytes], method: Method, manifest: Manifest | 
     sha256 at the end. InvalidInput for what is not a dump of that kind."""
     async def gen() -> AsyncIterator[bytes]:
         head, digest, size = b"", sha256(), 0
-        async for chunk in source:
-            if len(head) < len(method.magic):
-                head += chunk[: len(method.magic) - len(head)]
-                if len(head) == len(method.magic) and head != method.magic:
-                    raise InvalidInput(f"{label} is not {method.what}: nothing was changed")
-            digest.update(chunk)
-            size += len(chunk)
-            yield chunk
+        async with contextlib.aclosing(source):  # a reader that stops early ends the download too
+            async for chunk in source:
+                if len(head) < len(method.magic):
+                    head += chunk[: len(method.magic) - len(head)]
+                    if len(head) == len(method.magic) and head != method.magic:
+                        raise InvalidInput(f"{label} is not {method.what}: nothing was changed")
+                digest.update(chunk)
+                size += len(chunk)
+                yield chunk
         if not head.startswith(method.magic):
             raise InvalidInput(f"{label} is not {method.what} (too short): nothing was changed")
         if manifest is not None and (size, digest.hexdigest()) != (manifest.size, manifest.sha256):
@@ -289,15 +291,15 @@ async def restore(r: Rollout, accessory: str, store: bd.Store, manifest: Manifes
     async with r.pool(concurrency=1) as pool:
         conn = await pool.connect(host)
         # 1. verify: the bytes, and for PostgreSQL the dump as pg_restore reads it, before any change
-        checked = _checked(bd.download(store, key), method, manifest, label)
-        if method.kind == "postgres":
-            res = await conn.pipe(cmd.pg_restore_list(container), source=checked, what=f"check of {label}")
-            if res.exit_status != 0:
-                last = (res.stderr.strip().splitlines() or ["?"])[-1]
-                raise InvalidInput(f"{label} is not a dump pg_restore can read ({last}): nothing was changed")
-        else:
-            async for _ in checked:
-                pass
+        async with contextlib.aclosing(_checked(bd.download(store, key), method, manifest, label)) as checked:
+            if method.kind == "postgres":
+                res = await conn.pipe(cmd.pg_restore_list(container), source=checked, what=f"check of {label}")
+                if res.exit_status != 0:
+                    last = (res.stderr.strip().splitlines() or ["?"])[-1]
+                    raise InvalidInput(f"{label} is not a dump pg_restore can read ({last}): nothing was changed")
+            else:
+                async for _ in checked:
+                    pass
         # 2. the app behind a maintenance answer while the data is replaced
         lifted = await _maintenance(r, True, maintenance, note)
         result.maintenance = "on during the restore" if lifted else "not used"
@@ -326,15 +328,17 @@ async def _maintenance(r: Rollout, on: bool, wanted: bool, note: Callable[[str],
 
 async def _load(conn: Connection, method: Method, bp: Any, acc: Any, container: str, data_dir: str,
                 store: bd.Store, key: str, manifest: Manifest | None, label: str) -> None:
-    source = _checked(bd.download(store, key), method, manifest, label)
     if method.kind == "postgres":
-        res = await conn.pipe(cmd.pg_restore(container, *_pg_names(acc)), source=source, what=f"restore of {label}")
+        async with contextlib.aclosing(_checked(bd.download(store, key), method, manifest, label)) as source:
+            res = await conn.pipe(cmd.pg_restore(container, *_pg_names(acc)), source=source,
+                                  what=f"restore of {label}")
         if res.exit_status != 0:
             raise OperationFailed(f"{conn.host.name}: pg_restore of {label} failed (exit {res.exit_status}); "
                                   "it ran in one transaction: the database is as it was",
                                   hint=(res.stderr.strip().splitlines() or [""])[-1] or None)
         return
-    res = await conn.pipe(cmd.redis_receive(container, data_dir), source=source, what=f"upload of {label}")
+    async with contextlib.aclosing(_checked(bd.download(store, key), method, manifest, label)) as source:
+        res = await conn.pipe(cmd.redis_receive(container, data_dir), source=source, what=f"upload of {label}")
     if res.exit_status != 0:
         raise OperationFailed(f"{conn.host.name}: could not put {label} in {container}: {res.stderr.strip()}")
     await conn.run(cmd.redis_load(container, data_dir), what=f"load of {label}", timeout=180)
