@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from . import images
+from .accessories import kind_of
 from .blueprint_container import (
+    BACKUP_KINDS,
     CONTAINER_SPEC,
     PROXY_EXTRA_SPEC,
+    check_backups,
     check_role_volume,
     check_schedule,
     container_settings,
@@ -509,7 +512,7 @@ def _accessory(ctx: Ctx, name: str, value: Any, offering: str) -> Accessory:
         "disk": _disk_checker(f"/data/{name}"), "cmd": check_cmd, "volumes": list_checker(check_volume),
         "vm": _sub({"service_offering": check_str},
                    lambda out: AccessoryVM(**{"service_offering": offering, **out})),
-        **CONTAINER_SPEC,
+        "backups": check_backups, **CONTAINER_SPEC,
     }
     out = _section(ctx, path, value, spec, required=["image"]) or {}
     out["container"] = container_settings(ctx, path, out)
@@ -522,6 +525,11 @@ def _accessory(ctx: Ctx, name: str, value: Any, offering: str) -> Accessory:
     elif not has_role and not has_vm and isinstance(value, (dict, type(None))):
         ctx.add(path + ("role",), "missing: set role (share that role's first VM) "
                                   "or vm: {service_offering: ...} (its own VM)")
+    if out.get("backups") is not None and isinstance(out.get("image"), str):
+        kind = kind_of(out["image"])
+        if kind is None or kind.name not in BACKUP_KINDS:
+            ctx.add(path + ("backups",), f"{out['image']} has no backup method: csdeploy backs up "
+                                         + ", ".join(BACKUP_KINDS) + " accessories (snapshots cover the rest)")
     return Accessory(**{"image": "", **out, "name": name})
 
 

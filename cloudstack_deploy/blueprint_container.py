@@ -26,10 +26,12 @@ from .blueprint_rules import (
     check_str,
     choice_checker,
     describe,
+    int_checker,
     show_key,
 )
 from .blueprint_schema import (
     NAME_RE,
+    BackupPolicy,
     Buffering,
     ContainerSettings,
     Logging,
@@ -310,6 +312,51 @@ def check_schedule(ctx: Ctx, path: TreePath, value: Any) -> Any:
             continue
         jobs.append(Schedule(name=name, cron=out["cron"], cmd=out.get("cmd")))
     return tuple(jobs)
+
+
+# ---- logical backups of an accessory ----------------------------------------------------------------
+
+#: The accessory kinds `csdeploy backup` can dump (dumps.METHODS).
+BACKUP_KINDS = ("postgres", "redis", "valkey")
+
+
+def check_backups(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """`backups: {schedule: "0 3 * * *", keep: 7, to: s3://bucket/prefix}` (each optional)."""
+    from .backup_dest import parse_url
+    from .errors import InvalidInput
+
+    out = _section(ctx, path, value, {"schedule": check_str, "keep": int_checker(1, 10000), "to": check_str})
+    if out is None:
+        return BAD
+    bad = False
+    if "schedule" in out:
+        try:
+            cron.parse(out["schedule"])
+        except ValueError as exc:
+            ctx.add(path + ("schedule",), f"cannot read the cron line {describe(out['schedule'])}: {exc}")
+            bad = True
+    dest = None
+    if "to" in out:
+        try:
+            dest = parse_url(out["to"])
+        except InvalidInput as exc:
+            ctx.add(path + ("to",), str(exc).splitlines()[0])
+            bad = True
+    if "schedule" in out and not bad and (dest is None or dest.on_this_machine):
+        ctx.add(path + ("to",) if dest is not None else path + ("schedule",),
+                "a scheduled backup runs on the accessory's host, which cannot write to "
+                + (f"{dest.text} (on the machine running csdeploy)" if dest is not None
+                   else "$CSDEPLOY_HOME/backups (the default, on the machine running csdeploy)")
+                + ": set `to:` to object storage (s3://, gs://, azure://)")
+        bad = True
+    if "schedule" in out and not bad:
+        # Not run yet: the job on the accessory's host needs an uploader for object storage
+        # there (the hosts have docker, not curl or an S3 client). Said, never silently ignored.
+        ctx.add(path + ("schedule",), "scheduled backups are not run by this csdeploy version yet: run "
+                "`csdeploy backup --env ENV --accessory NAME` from your own scheduler (cron, CI) meanwhile; "
+                "`keep` and `to` apply to it")
+        bad = True
+    return BAD if bad else BackupPolicy(**out)
 
 
 # ---- kamal-proxy's options ------------------------------------------------------------------------

@@ -358,6 +358,17 @@ class AccessoryVM:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BackupPolicy:
+    """`accessories.NAME.backups`: where `csdeploy backup` writes (``to``; default
+    $CSDEPLOY_HOME/backups), how many it keeps (``keep``), and when (``schedule``, a cron line)
+    a scheduled backup is due."""
+
+    schedule: str | None = None
+    keep: int | None = None
+    to: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Accessory:
     """A long-lived companion container (database, cache) that deploys do not replace.
 
@@ -374,6 +385,7 @@ class Accessory:
     cmd: tuple[str, ...] | None = None
     volumes: tuple[str, ...] = ()
     container: ContainerSettings = field(default_factory=ContainerSettings)
+    backups: BackupPolicy | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

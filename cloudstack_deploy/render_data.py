@@ -69,3 +69,32 @@ def recover_text(outcome: RecoverOutcome) -> str:
     if created.rollout:
         lines.append(rollout_text(created.rollout, "rollout"))
     return "\n".join(lines)
+
+
+def _bytes(size: int) -> str:
+    for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("kB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def backup_text(result: Any) -> str:
+    m = result.manifest
+    lines = [f"backup {m.id}: {m.kind}, {_bytes(m.size)}, sha256 {m.sha256[:16]}..., in {m.destination}"]
+    lines += [f"  pruned: {p}" for p in result.pruned]
+    return "\n".join(lines)
+
+
+def backups_text(env: str, found: list[Any], where: str) -> str:
+    if not found:
+        return f"environment {env}: no backups in {where}"
+    rows = [("CREATED", "ACCESSORY", "KIND", "SIZE", "ID", "BY")]
+    rows += [(m.created_at, m.accessory, m.kind, _bytes(m.size), m.id, m.by or "-") for m in found]
+    return "\n".join(_table(rows))
+
+
+def restore_text(result: Any) -> str:
+    lines = [f"restored {result.backup} into {result.env}'s {result.accessory} ({result.kind}); "
+             f"maintenance: {result.maintenance}"]
+    lines += [f"  note: {n}" for n in result.notes]
+    return "\n".join(lines)

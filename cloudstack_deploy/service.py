@@ -439,6 +439,101 @@ async def recover(bp: Blueprint, env: str, source: str, *, at: datetime | None =
                           kept=[r.disk for r in restores if r.disk not in made])
 
 
+# ---- logical backups (dumps.py: the work; backup_dest.py: where they go) ------------------------------
+
+def _backup_store(to: str | None) -> Any:
+    """The destination ``to`` names; its credentials from the environment or the cloud
+    profile's secrets file (the lab's), never argv."""
+    from .backup_dest import open_store
+
+    try:
+        config = _config()
+    except CsdeployError:
+        config = None
+    profile = read_dotenv(config.secrets_file) if config is not None and config.secrets_file is not None \
+        and config.secrets_file.is_file() else {}
+    return open_store(to, lookup=lambda name: os.environ.get(name) or profile.get(name))
+
+
+async def backup_accessory(env: str, accessory: str, *, to: str | None = None, keep: int | None = None,
+                           blueprint: str | None = None) -> Any:
+    """Dump ``accessory`` of ``env`` into ``to`` (default: $CSDEPLOY_HOME/backups), then keep the
+    newest ``keep``; recorded in the history store. Returns a `dumps.BackupResult`."""
+    from . import dumps
+    from .store.records import actor
+
+    ctx = await context(env, blueprint)
+    acc, method = dumps.method_for(ctx.bp, accessory)  # refused before anything is contacted
+    policy = acc.backups
+    to = to if to is not None else policy.to if policy is not None else None
+    keep = keep if keep is not None else policy.keep if policy is not None else None
+    store = _backup_store(to)
+    journal = _journal(None)
+    try:
+        try:
+            result = await dumps.take(_rollout(ctx, {}, None), accessory, store, by=actor(), keep=keep)
+        except CsdeployError as exc:
+            await journal.backup_recorded(action="backup", env=env, accessory=accessory, kind=method.kind, backup="",
+                                          location=store.url, size=None, sha256=None, ok=False,
+                                          error=str(exc).splitlines()[0])
+            raise
+        m = result.manifest
+        await journal.backup_recorded(action="backup", env=env, accessory=accessory, kind=m.kind, backup=m.id,
+                                      location=store.url, size=m.size, sha256=m.sha256, ok=True)
+    finally:
+        journal.close()
+    return result
+
+
+async def backups(env: str, *, to: str | None = None, accessory: str | None = None) -> list[Any]:
+    """``env``'s backups in ``to``, newest first (`dumps.Manifest`); also once ``env`` is gone."""
+    from . import dumps
+
+    store = _backup_store(to)
+    await asyncio.to_thread(store.check)
+    return await dumps.listing(store, env, accessory)
+
+
+async def restore(env: str, accessory: str, backup: str | None = None, *, to: str | None = None,
+                  source_env: str | None = None, maintenance: bool = True, blueprint: str | None = None,
+                  break_lock: bool = False, progress: Progress | None = None) -> Any:
+    """Restore ``backup`` (an id from `backups`, a dump file, or the newest of ``source_env``'s
+    ``accessory``, default ``env``'s) into ``env``'s ``accessory``: checked first (InvalidInput,
+    nothing changed, for what is not a dump of its kind), then restored behind maintenance.
+    Recorded in the history store. Returns a `dumps.RestoreResult`."""
+    from . import dumps
+
+    ctx = await context(env, blueprint)
+    acc, method = dumps.method_for(ctx.bp, accessory)
+    if to is None and acc.backups is not None:
+        to = acc.backups.to
+    store = _backup_store(to)
+    if backup is None:
+        await asyncio.to_thread(store.check)
+    where, manifest, key = await dumps.choose(store, source_env or env, accessory, backup)
+    label = manifest.id if manifest is not None else str(backup)
+    journal = _journal(progress)
+    try:
+        async with _cloud_lock(env, break_lock, progress) as gate:
+            await gate
+            try:
+                result = await dumps.restore(
+                    _rollout(ctx, {}, progress), accessory, where, manifest, key, label=label,
+                    maintenance=maintenance,
+                    on_note=(lambda text: progress.note(text, level="warning")) if progress else None)
+            except CsdeployError as exc:
+                await journal.backup_recorded(action="restore", env=env, accessory=accessory, kind=method.kind,
+                                              backup=label, location=where.url, size=None, sha256=None, ok=False,
+                                              error=str(exc).splitlines()[0])
+                raise
+        await journal.backup_recorded(action="restore", env=env, accessory=accessory, kind=method.kind,
+                                      backup=label, location=where.url, size=manifest.size if manifest else None,
+                                      sha256=manifest.sha256 if manifest else None, ok=True)
+    finally:
+        journal.close()
+    return result
+
+
 # ---- rollout and day 2 ------------------------------------------------------------------------------
 
 async def context(env: str, blueprint: str | None = None, overrides: tuple[str, ...] = ()) -> EnvContext:
@@ -812,4 +907,5 @@ __all__ = [
     "history", "init_blueprint", "load_secrets_for", "logs", "nightly", "plan", "preview_down", "preview_up",
     "proxy_reboot", "reap", "recorded", "recover", "rollback", "secret_sources", "snapshot", "snapshots", "status",
     "teardown", "template_fields",
+    "backup_accessory", "backups", "restore",
 ]

@@ -9,11 +9,12 @@ importing it.
 
 from __future__ import annotations
 
-from . import build, data, fleet, formats, preview, provision, rollout, secrets, server
+from . import backups, build, data, fleet, formats, preview, provision, rollout, secrets, server
 from .common import main
 
 for _command in [*provision.COMMANDS, *rollout.COMMANDS, *fleet.COMMANDS, *build.COMMANDS, *formats.COMMANDS,
-                 *preview.COMMANDS, *secrets.COMMANDS, *server.COMMANDS, *data.COMMANDS]:
+                 *preview.COMMANDS, *secrets.COMMANDS, *server.COMMANDS, *data.COMMANDS,
+                 *backups.COMMANDS]:
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -19,7 +19,7 @@ import termios
 import time
 import tty as tty_mode
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -132,6 +132,43 @@ class Connection:
                     on_line(out.rstrip("\n"))
             await proc.wait()
             return proc.exit_status or 0
+
+    async def pipe(self, command: Argv, *, source: AsyncIterator[bytes] | None = None,
+                   sink: Callable[[bytes], Awaitable[None]] | None = None, what: str = "command") -> Result:
+        """Run ``command`` with bytes streamed: ``source``'s chunks to its stdin (then end of
+        file), its stdout chunk by chunk to ``sink`` (a dump or a restore: never whole in
+        memory). Its exit status and stderr come back; SSH failures are a HostError."""
+        self._counter[self.host.name] += 1
+        log.debug("host pipe", host=self.host.name, step=what, command=q(command))
+        assert self._conn is not None
+        started = time.monotonic()
+        try:
+            async with self._conn.create_process(q(command), encoding=None) as proc:
+                async def feed() -> None:
+                    try:
+                        if source is not None:
+                            async for chunk in source:
+                                proc.stdin.write(chunk)
+                                await proc.stdin.drain()
+                        proc.stdin.write_eof()
+                    except (BrokenPipeError, ConnectionResetError, asyncssh.Error):
+                        pass  # it stopped reading (a dump it refused): its exit status tells why
+
+                async def drain() -> None:
+                    while chunk := await proc.stdout.read(1 << 16):
+                        if sink is not None:
+                            await sink(chunk)
+
+                _, _, err = await asyncio.gather(feed(), drain(), proc.stderr.read())
+                await proc.wait()
+        except (asyncssh.Error, OSError) as exc:
+            raise HostError(self.host.name, f"{what}: SSH failed: {exc}") from None
+        log.info("host step", host=self.host.name, step=what, exit=proc.exit_status,
+                 seconds=round(time.monotonic() - started, 3))
+        if proc.exit_status is None and proc.exit_signal is None:
+            raise HostError(self.host.name, f"stopped answering: the SSH connection was lost ({what})")
+        return Result(proc.exit_status if proc.exit_status is not None else 255, "",
+                      bytes(err or b"").decode("utf-8", "replace"))
 
 
     async def interactive(self, command: Argv, *, tty: bool = False, attach: bool = True,

@@ -23,6 +23,7 @@ from ..errors import CsdeployError
 from ..log import get_logger
 from .db import Store
 from .records import (
+    backup_recorded,
     deployment_exists,
     deployment_finished,
     deployment_pending,
@@ -137,6 +138,10 @@ class Journal:
                            env: str | None = None) -> None:
         if run_id is not None:
             await self._call(run_finished, run_id, passed=passed, summary=summary, env=env)
+
+    async def backup_recorded(self, **fields: Any) -> None:
+        """A backup or restore as it ended (see `records.backup_recorded`)."""
+        await self._call(backup_recorded, **fields)
 
 
 def check_reachable(url: StoreURL | None) -> None:

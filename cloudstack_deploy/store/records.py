@@ -351,6 +351,26 @@ def _paused_canary(d: Deployment) -> bool:
                                            for e in d.events)
 
 
+# ---- backups and restores --------------------------------------------------------------------
+def backup_recorded(store: Store, *, action: str, env: str, accessory: str, kind: str, backup: str, location: str,
+                    size: int | None, sha256: str | None, ok: bool, error: str | None = None) -> str:
+    """One `csdeploy backup` or `restore`, as it ended."""
+    row_id = _id()
+    with store.transaction() as execute:
+        execute("INSERT INTO backups (id, action, env, accessory, kind, backup, location, size, sha256, status, "
+                "error, done_by, at) VALUES (:id, :action, :env, :accessory, :kind, :backup, :location, :size, "
+                ":sha256, :status, :error, :by, :at)",
+                {"id": row_id, "action": action, "env": env, "accessory": accessory, "kind": kind, "backup": backup,
+                 "location": location, "size": size, "sha256": sha256, "status": "done" if ok else "failed",
+                 "error": error, "by": actor(), "at": now_text()})
+    return row_id
+
+
+def backup_records(store: Store, *, env: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The backups and restores recorded (of ``env``), newest first."""
+    return _listing(store, "backups", {"env": env}, None, limit, order="at DESC")
+
+
 # ---- runs ------------------------------------------------------------------------------------
 def run_started(store: Store, *, kind: str, cloud: str, prefix: str | None, env: str | None = None) -> str:
     run_id = _id()

@@ -4,8 +4,12 @@ exactly the rows written before it (e2e-snap, then e2e-rec).
 
   a. create-env (demo blueprint, v1); three notes written (rows in PostgreSQL on the db disk)
   b. `snapshot --role db --wait`: PostgreSQL checkpointed, the disk frozen, then BackedUp
+  b2. `backup --accessory db`: a pg_dump streamed into $CSDEPLOY_HOME/backups (four notes)
   c. two more notes; teardown keeps the snapshot (`snapshots` still lists it once it is gone)
   d. `recover --env e2e-rec --from e2e-snap`: the database holds exactly the first three notes
+  d2. `restore --env e2e-rec --accessory db --from e2e-snap --yes` (e2e-snap is gone by now; its
+      backup is not): a file that is not a dump is refused first, rows unchanged; then the
+      backup's four notes, the app behind maintenance meanwhile and serving after
   e. teardown of both with --delete-snapshots: nothing of either is left in the cloud
 
 Everything is real: VMs are systemd containers with their own dockerd, the data disk is a
@@ -21,6 +25,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +43,7 @@ class Story:
     lab: Lab
     first: list[str] = field(default_factory=list)
     later: list[str] = field(default_factory=list)
+    backed_up: list[str] = field(default_factory=list)
     inventories: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def url(self, env: str) -> str:
@@ -99,6 +105,17 @@ def test_b_snapshot_checkpoints_postgres_and_freezes_the_disk(story: Story) -> N
     story.later.append("right after the snapshot")
 
 
+def test_b2_backup_streams_a_dump_with_its_manifest(story: Story) -> None:
+    run = story.lab.csdeploy("backup", "--env", OLD, "--accessory", "db", "--json", timeout=120)
+    story.lab.record("snapshots", backup_seconds=round(run.seconds, 1))
+    made = json.loads(run.stdout)
+    assert (made["env"], made["accessory"], made["kind"]) == (OLD, "db", "postgres"), made
+    assert made["size"] > 0 and len(made["sha256"]) == 64, made
+    story.backed_up = story.first + ["right after the snapshot"]
+    listed = json.loads(story.lab.csdeploy("backups", "--env", OLD, "--json").stdout)
+    assert [b["id"] for b in listed] == [made["id"]]
+
+
 def test_c_more_rows_then_teardown_keeps_the_snapshot(story: Story) -> None:
     write(story.url(OLD), "after the snapshot, lost on recovery")
     story.later.append("after the snapshot, lost on recovery")
@@ -118,6 +135,19 @@ def test_d_recover_holds_exactly_the_rows_before_the_snapshot(story: Story) -> N
     assert f"from {OLD}'s snapshot" in run.stdout, run.explain()
     story.inventories[NEW] = story.lab.inventory(NEW)
     assert sorted(notes(story.url(NEW))) == sorted(story.first), run.explain()
+
+
+def test_d2_restore_into_another_env_gives_the_backed_up_rows(story: Story, tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.csv"
+    bogus.write_text("id,body\n1,not a dump\n")
+    run = story.lab.csdeploy("restore", "--env", NEW, "--accessory", "db", str(bogus), "--yes", check=False)
+    assert run.code == 2 and "is not a PostgreSQL custom-format dump" in run.stderr, run.explain()
+    assert sorted(notes(story.url(NEW))) == sorted(story.first), "refused: nothing changed"
+    run = story.lab.csdeploy("restore", "--env", NEW, "--accessory", "db", "--from", OLD, "--yes", "--json",
+                             timeout=300)
+    story.lab.record("snapshots", restore_seconds=round(run.seconds, 1))
+    assert json.loads(run.stdout)["maintenance"] == "on during the restore", run.explain()
+    assert sorted(notes(story.url(NEW))) == sorted(story.backed_up), run.explain()
 
 
 def test_e_teardown_with_the_snapshots_leaves_nothing(story: Story) -> None:

@@ -1,0 +1,94 @@
+"""`csdeploy backup | backups | restore`: logical backups of an accessory (dumps.py)."""
+
+from __future__ import annotations
+
+import click
+
+from .common import (
+    BLUEPRINT_OPTION,
+    BREAK_LOCK_OPTION,
+    ENV_OPTION,
+    JSON_OPTION,
+    PROGRESS_OPTION,
+    Lazy,
+    echo_json,
+    env_name,
+    progress_for,
+    run,
+)
+
+render = Lazy("cloudstack_deploy.render_data")
+service = Lazy("cloudstack_deploy.service")
+
+TO_OPTION = click.option(
+    "--to", "to", default=None, metavar="URL",
+    help="Where backups are kept: a directory, s3://BUCKET/PREFIX[?endpoint=URL], gs://, azure://, "
+         "local://CONTAINER/PREFIX?root=DIR (default: $CSDEPLOY_HOME/backups). Credentials come from the "
+         "environment (AWS_ACCESS_KEY_ID, ...), never the URL.")
+ACCESSORY_OPTION = click.option("--accessory", "accessory", required=True, metavar="NAME",
+                                help="The accessory (PostgreSQL or Redis/Valkey).")
+
+
+@click.command()
+@ENV_OPTION
+@ACCESSORY_OPTION
+@TO_OPTION
+@click.option("--keep", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Then delete all but the newest N backups of this accessory at the destination.")
+@BLUEPRINT_OPTION
+@JSON_OPTION
+def backup(env: str, accessory: str, to: str | None, keep: int | None, blueprint: str | None,
+           as_json: bool) -> None:
+    """Dump an accessory's data (pg_dump custom format, Redis RDB) straight into the destination."""
+    result = run(service.backup_accessory(env, accessory, to=to, keep=keep, blueprint=blueprint))
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(render.backup_text(result))
+
+
+@click.command()
+@ENV_OPTION
+@click.option("--accessory", "accessory", default=None, metavar="NAME", help="Only this accessory's.")
+@TO_OPTION
+@JSON_OPTION
+def backups(env: str, accessory: str | None, to: str | None, as_json: bool) -> None:
+    """List environment NAME's backups at the destination, newest first (also once it is gone)."""
+    found = run(service.backups(env, to=to, accessory=accessory))
+    if as_json:
+        echo_json([m.to_dict() for m in found])
+    else:
+        click.echo(render.backups_text(env, found, to or "$CSDEPLOY_HOME/backups"))
+
+
+@click.command()
+@ENV_OPTION
+@ACCESSORY_OPTION
+@click.argument("backup_id", metavar="[BACKUP]", required=False)
+@TO_OPTION
+@click.option("--from", "source", default=None, metavar="ENV", callback=env_name,
+              help="Without BACKUP: the newest backup of this environment's accessory (default: NAME's).")
+@click.option("--no-maintenance", is_flag=True, help="Leave the app serving while the data is replaced.")
+@click.option("--yes", is_flag=True, help="Required: the accessory's data is replaced.")
+@BLUEPRINT_OPTION
+@BREAK_LOCK_OPTION
+@JSON_OPTION
+@PROGRESS_OPTION
+def restore(env: str, accessory: str, backup_id: str | None, to: str | None, source: str | None,
+            no_maintenance: bool, yes: bool, blueprint: str | None, break_lock: bool, as_json: bool,
+            progress_mode: str) -> None:
+    """Replace an accessory's data with BACKUP (an id from `csdeploy backups`, or a dump file; default:
+    the newest), checked first, with the app behind a maintenance answer meanwhile."""
+    if not yes:
+        raise click.UsageError(f"refusing to replace the data of {env}'s {accessory} without --yes")
+    with progress_for(progress_mode, as_json) as progress:
+        result = run(service.restore(env, accessory, backup_id, to=to, source_env=source,
+                                     maintenance=not no_maintenance, blueprint=blueprint, break_lock=break_lock,
+                                     progress=progress))
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(render.restore_text(result))
+
+
+COMMANDS = [backup, backups, restore]

@@ -1,0 +1,347 @@
+"""`csdeploy backup | backups | restore`: logical backups of an accessory's data.
+
+A backup is the accessory's own dump (PostgreSQL's custom format, Redis' RDB) streamed from
+its container over SSH straight into the destination (`backup_dest`): nothing is written on
+the host, nothing is held whole in memory. Beside each dump, a manifest (JSON) says what it
+is: environment, accessory, kind, image, time, size, sha256 and who took it. `keep` prunes
+the oldest of that environment's accessory after a backup succeeds.
+
+A restore checks before it touches anything: the manifest's kind must be the accessory's, the
+bytes must start with the kind's magic and match the manifest's sha256 and size, and for
+PostgreSQL `pg_restore --list` must read the whole dump on the host. Only then is the app put
+behind kamal-proxy's maintenance answer, the dump restored (`pg_restore --clean --if-exists
+--no-owner`, one transaction), and maintenance lifted, whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+from . import backup_dest as bd
+from .accessories import kind_of
+from .errors import CsdeployError, InvalidInput, OperationFailed
+from .rollout import ops
+from .rollout.commands import dump as cmd
+from .rollout.contract import accessory_container
+from .rollout.deploy import Rollout
+from .rollout.hosts import Connection
+from .rollout.lifecycle import accessory_host
+
+FORMAT = 1
+MAINTENANCE_MESSAGE = "Restoring data: back in a few minutes"
+
+
+@dataclass(frozen=True)
+class Method:
+    kind: str
+    ext: str
+    magic: bytes
+    what: str
+
+
+METHODS = {
+    "postgres": Method("postgres", "pgdump", b"PGDMP", "a PostgreSQL custom-format dump (pg_dump -Fc)"),
+    "redis": Method("redis", "rdb", b"REDIS", "a Redis RDB file"),
+    "valkey": Method("valkey", "rdb", b"REDIS", "a Valkey/Redis RDB file"),
+}
+
+
+@dataclass
+class Manifest:
+    env: str
+    accessory: str
+    kind: str
+    image: str
+    created_at: str
+    size: int
+    sha256: str
+    key: str
+    by: str = ""
+    host: str = ""
+    destination: str = ""
+    format: int = FORMAT
+
+    @property
+    def id(self) -> str:
+        """``ENV/ACCESSORY/STAMP``: how `restore` names it."""
+        return self.key.rsplit(".", 1)[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**fields)
+
+
+@dataclass
+class BackupResult:
+    manifest: Manifest
+    pruned: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.manifest.to_dict(), "pruned": self.pruned}
+
+
+@dataclass
+class RestoreResult:
+    env: str
+    accessory: str
+    backup: str
+    kind: str
+    size: int
+    maintenance: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def method_for(bp: Any, accessory: str) -> tuple[Any, Method]:
+    """The accessory and how it is dumped; InvalidInput for an unknown one or a kind with no method."""
+    acc = bp.accessories.get(accessory)
+    if acc is None:
+        raise InvalidInput(f"no accessory named {accessory!r}", hint="known: " + (", ".join(bp.accessories) or "none"))
+    kind = kind_of(acc.image)
+    method = METHODS.get(kind.name) if kind is not None else None
+    if method is None:
+        raise InvalidInput(f"accessory {accessory} ({acc.image}) has no backup method: csdeploy backs up "
+                           + ", ".join(sorted(METHODS)) + " accessories",
+                           hint="take a disk snapshot instead: csdeploy snapshot --role " + accessory)
+    return acc, method
+
+
+def _pg_names(acc: Any) -> tuple[str, str]:
+    user = acc.env.clear.get("POSTGRES_USER", "postgres")
+    return user, acc.env.clear.get("POSTGRES_DB", user)
+
+
+def stamp(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def _key(env: str, accessory: str, when: datetime, method: Method) -> str:
+    return f"{env}/{accessory}/{stamp(when)}.{method.ext}"
+
+
+async def _connect(r: Rollout, pool: Any, accessory: str) -> Connection:
+    return await pool.connect(accessory_host(r, accessory))
+
+
+async def take(r: Rollout, accessory: str, store: bd.Store, *, by: str, keep: int | None = None,
+               now: datetime | None = None) -> BackupResult:
+    """Dump ``accessory`` into ``store``; then prune to the newest ``keep`` of it."""
+    acc, method = method_for(r.bp, accessory)
+    if keep is not None and keep < 1:
+        raise InvalidInput(f"--keep {keep}: keep at least 1 backup")
+    host = accessory_host(r, accessory)
+    await asyncio.to_thread(store.check)
+    container = accessory_container(r.bp.service, accessory)
+    argv = cmd.pg_dump(container, *_pg_names(acc)) if method.kind == "postgres" else cmd.redis_rdb(container)
+    when = now or datetime.now(UTC)
+    key = _key(r.env, accessory, when, method)
+    chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
+    outcome: dict[str, Any] = {}
+
+    async def sink(chunk: bytes) -> None:
+        await chunks.put(chunk)
+
+    async def run_dump(conn: Connection) -> None:
+        try:
+            outcome["result"] = await conn.pipe(argv, sink=sink, what=f"dump of {accessory}")
+        except Exception as exc:
+            outcome["error"] = exc
+        finally:
+            await chunks.put(None)
+
+    async def source() -> AsyncIterator[bytes]:
+        head = b""
+        while (chunk := await chunks.get()) is not None:
+            if len(head) < len(method.magic):
+                head += chunk[: len(method.magic)]
+            yield chunk
+        if "error" in outcome:
+            raise outcome["error"]
+        res = outcome.get("result")
+        if res is None or res.exit_status != 0:
+            detail = (res.stderr.strip().splitlines() or [""])[-1] if res is not None else "it did not run"
+            raise OperationFailed(f"{host.name}: the dump of {accessory} failed"
+                                  + (f" (exit {res.exit_status})" if res is not None else "") + f": {detail}",
+                                  hint=f"is the accessory running? csdeploy accessory details {accessory}")
+        if not head.startswith(method.magic):
+            raise OperationFailed(f"{host.name}: the dump of {accessory} is not {method.what}",
+                                  hint="the accessory's image may not be what its name says")
+
+    async with r.pool(concurrency=1) as pool:
+        conn = await pool.connect(host)
+        dumping = asyncio.create_task(run_dump(conn))
+        try:
+            size, digest = await bd.upload(store, key, source())
+        except BaseException:
+            dumping.cancel()
+            raise
+        await dumping
+    manifest = Manifest(env=r.env, accessory=accessory, kind=method.kind, image=acc.image,
+                        created_at=when.astimezone(UTC).isoformat().replace("+00:00", "Z"), size=size,
+                        sha256=digest, key=key, by=by, host=host.name, destination=store.url)
+    await bd.write_small(store, key + ".json", json.dumps(manifest.to_dict(), indent=2).encode())
+    pruned = await prune(store, r.env, accessory, keep) if keep else []
+    return BackupResult(manifest, pruned)
+
+
+async def listing(store: bd.Store, env: str, accessory: str | None = None) -> list[Manifest]:
+    """``env``'s backups in ``store`` (of ``accessory``), newest first, from their manifests."""
+    prefix = f"{env}/{accessory}/" if accessory else f"{env}/"
+    keys = await asyncio.to_thread(store.keys, prefix)
+    present = set(keys)
+    found = []
+    for key in keys:
+        if key.endswith(".json") and key[:-5] in present:  # a dump without its manifest is unfinished
+            try:
+                found.append(Manifest.from_dict(json.loads(await bd.read_small(store, key))))
+            except (ValueError, TypeError) as exc:
+                raise OperationFailed(f"{store.url}: the manifest {key} cannot be read: {exc}") from None
+    return sorted(found, key=lambda m: m.created_at, reverse=True)
+
+
+async def prune(store: bd.Store, env: str, accessory: str, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` backups of ``env``'s ``accessory``; their ids."""
+    old = (await listing(store, env, accessory))[keep:]
+    for m in old:
+        await asyncio.to_thread(store.delete, m.key)
+        await asyncio.to_thread(store.delete, m.key + ".json")
+    return [m.id for m in old]
+
+
+async def choose(store: bd.Store, env: str, accessory: str, backup: str | None) -> tuple[bd.Store, Manifest | None,
+                                                                                        str]:
+    """The store, manifest (None for a bare file) and key of what `restore` reads: ``backup``
+    as an id of ``store``, a file on this machine, or (None) the newest of ``env``'s ``accessory``."""
+    if backup is None:
+        found = await listing(store, env, accessory)
+        if not found:
+            raise InvalidInput(f"no backup of {env}'s {accessory} in {store.url}",
+                               hint=f"take one with `csdeploy backup --env {env} --accessory {accessory}`")
+        return store, found[0], found[0].key
+    path = await asyncio.to_thread(_local_file, backup)
+    if path is not None:
+        return bd.LocalDir(path.parent, backup), None, path.name
+    for m in await listing(store, backup.split("/", 1)[0]):
+        if backup in (m.id, m.key):
+            return store, m, m.key
+    raise InvalidInput(f"no backup {backup!r} in {store.url} and no such file",
+                       hint="list them with `csdeploy backups --env ENV`")
+
+
+def _local_file(text: str) -> Path | None:
+    path = Path(text).expanduser().absolute()
+    return path if path.is_file() else None
+
+
+def _checked(source: AsyncIterator[bytes], method: Method, manifest: Manifest | None,
+             label: str) -> AsyncIterator[bytes]:
+    """``source``, checked as it passes: the kind's magic first, then the manifest's size and
+    sha256 at the end. InvalidInput for what is not a dump of that kind."""
+    async def gen() -> AsyncIterator[bytes]:
+        head, digest, size = b"", sha256(), 0
+        async with contextlib.aclosing(source):  # a reader that stops early ends the download too
+            async for chunk in source:
+                if len(head) < len(method.magic):
+                    head += chunk[: len(method.magic) - len(head)]
+                    if len(head) == len(method.magic) and head != method.magic:
+                        raise InvalidInput(f"{label} is not {method.what}: nothing was changed")
+                digest.update(chunk)
+                size += len(chunk)
+                yield chunk
+        if not head.startswith(method.magic):
+            raise InvalidInput(f"{label} is not {method.what} (too short): nothing was changed")
+        if manifest is not None and (size, digest.hexdigest()) != (manifest.size, manifest.sha256):
+            raise InvalidInput(f"{label} does not match its manifest (size {size} vs {manifest.size}, "
+                               "or its sha256 differs): damaged or changed; nothing was changed")
+    return gen()
+
+
+async def restore(r: Rollout, accessory: str, store: bd.Store, manifest: Manifest | None, key: str, *,
+                  label: str, maintenance: bool = True,
+                  on_note: Callable[[str], None] | None = None) -> RestoreResult:
+    """Verify, then restore ``key`` of ``store`` into ``accessory`` behind maintenance."""
+    acc, method = method_for(r.bp, accessory)
+    if manifest is not None and manifest.kind != method.kind:
+        raise InvalidInput(f"{label} is a {manifest.kind} backup ({manifest.env}'s {manifest.accessory}); "
+                           f"accessory {accessory} is {method.kind}: nothing was changed")
+    container = accessory_container(r.bp.service, accessory)
+    host = accessory_host(r, accessory)
+    data_dir = kind_of(acc.image).data or "/data"  # type: ignore[union-attr]
+    result = RestoreResult(r.env, accessory, label, method.kind, manifest.size if manifest else 0, "off")
+
+    def note(text: str) -> None:
+        result.notes.append(text)
+        if on_note is not None:
+            on_note(text)
+
+    async with r.pool(concurrency=1) as pool:
+        conn = await pool.connect(host)
+        # 1. verify: the bytes, and for PostgreSQL the dump as pg_restore reads it, before any change
+        async with contextlib.aclosing(_checked(bd.download(store, key), method, manifest, label)) as checked:
+            if method.kind == "postgres":
+                res = await conn.pipe(cmd.pg_restore_list(container), source=checked, what=f"check of {label}")
+                if res.exit_status != 0:
+                    last = (res.stderr.strip().splitlines() or ["?"])[-1]
+                    raise InvalidInput(f"{label} is not a dump pg_restore can read ({last}): nothing was changed")
+            else:
+                async for _ in checked:
+                    pass
+        # 2. the app behind a maintenance answer while the data is replaced
+        lifted = await _maintenance(r, True, maintenance, note)
+        result.maintenance = "on during the restore" if lifted else "not used"
+        try:
+            await _load(conn, method, r.bp, acc, container, data_dir, store, key, manifest, label)
+        finally:
+            if lifted:
+                try:
+                    await _maintenance(r, False, True, note)
+                except CsdeployError as exc:
+                    note(f"maintenance could not be lifted: {str(exc).splitlines()[0]}; "
+                         f"run `csdeploy maintenance off --env {r.env}`")
+                    result.maintenance = "still on"
+    return result
+
+
+async def _maintenance(r: Rollout, on: bool, wanted: bool, note: Callable[[str], None]) -> bool:
+    if not wanted:
+        return False
+    if not r.inv.proxy_hosts:
+        note(f"environment {r.env} has no proxy host: apps were not put in maintenance")
+        return False
+    await ops.maintenance(r, on, MAINTENANCE_MESSAGE if on else "")
+    return True
+
+
+async def _load(conn: Connection, method: Method, bp: Any, acc: Any, container: str, data_dir: str,
+                store: bd.Store, key: str, manifest: Manifest | None, label: str) -> None:
+    if method.kind == "postgres":
+        async with contextlib.aclosing(_checked(bd.download(store, key), method, manifest, label)) as source:
+            res = await conn.pipe(cmd.pg_restore(container, *_pg_names(acc)), source=source,
+                                  what=f"restore of {label}")
+        if res.exit_status != 0:
+            raise OperationFailed(f"{conn.host.name}: pg_restore of {label} failed (exit {res.exit_status}); "
+                                  "it ran in one transaction: the database is as it was",
+                                  hint=(res.stderr.strip().splitlines() or [""])[-1] or None)
+        return
+    async with contextlib.aclosing(_checked(bd.download(store, key), method, manifest, label)) as source:
+        res = await conn.pipe(cmd.redis_receive(container, data_dir), source=source, what=f"upload of {label}")
+    if res.exit_status != 0:
+        raise OperationFailed(f"{conn.host.name}: could not put {label} in {container}: {res.stderr.strip()}")
+    await conn.run(cmd.redis_load(container, data_dir), what=f"load of {label}", timeout=180)
+
+__all__ = ["METHODS", "BackupResult", "Manifest", "RestoreResult", "choose", "listing", "method_for", "prune",
+           "restore", "take"]

@@ -1,0 +1,340 @@
+"""Logical backups with a real PostgreSQL: `dumps.take` streams a real `pg_dump -Fc` into the
+destination and `dumps.restore` feeds it to a real `pg_restore`, the rows compared in another
+database (as a restore into a second environment does).
+
+Only SSH and `docker exec` are stood in for: `HostHere.pipe` runs the command `docker exec`
+would run in the accessory's container on this machine, against a throwaway PostgreSQL
+server (tests/store/pgserver.py), with the same streaming contract as `Connection.pipe`.
+The maintenance calls are recorded, so a test sees whether the app was put behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from cloudstack_deploy import backup_dest as bd
+from cloudstack_deploy import dumps
+from cloudstack_deploy.blueprint import load_blueprint
+from cloudstack_deploy.errors import InvalidInput, OperationFailed
+from cloudstack_deploy.rollout.hosts import Result
+from tests.store.pgserver import PgServer, bindir, pg_server
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = load_blueprint(str(REPO / "blueprints" / "demo.yml"))
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PgServer]:
+    if bindir() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: scripts/lab-prereqs --test installs it")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    with pg_server() as server:
+        import psycopg
+
+        with psycopg.connect(server.url, autocommit=True) as conn:  # the demo's POSTGRES_USER
+            conn.execute(f"CREATE ROLE demo LOGIN SUPERUSER PASSWORD '{server.password}'")
+        yield server
+
+
+class HostHere:
+    """The accessory's host, here: runs what `docker exec CONTAINER ...` would run in it, on
+    the database this 'environment' has (the demo blueprint's POSTGRES_DB is replaced)."""
+
+    def __init__(self, server: PgServer, database: str) -> None:
+        self.server, self.database = server, database
+        self.host = SimpleNamespace(name="db-vm")
+        self.ran: list[str] = []
+
+    async def pipe(self, argv: list[str], *, source: AsyncIterator[bytes] | None = None,
+                   sink: Callable[[bytes], Awaitable[None]] | None = None, what: str = "") -> Result:
+        assert argv[:2] == ["docker", "exec"], argv
+        rest = argv[3:] if argv[2] == "-i" else argv[2:]
+        assert rest[0] == "demo-db", rest  # the accessory's container, by the contract's name
+        tool = [self.database if prev == "-d" else a for prev, a in zip(["", *rest[1:-1]], rest[1:], strict=True)]
+        self.ran.append(" ".join(tool[:2]))
+        env = {**os.environ, "PGHOST": self.server.host, "PGPORT": str(self.server.port),
+               "PGPASSWORD": self.server.password}
+        proc = await asyncio.create_subprocess_exec(*tool, stdin=asyncio.subprocess.PIPE,
+                                                    stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE, env=env)
+        assert proc.stdin and proc.stdout and proc.stderr
+
+        async def feed() -> None:
+            try:
+                if source is not None:
+                    async for chunk in source:
+                        proc.stdin.write(chunk)
+                        await proc.stdin.drain()
+                proc.stdin.close()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        async def drain() -> None:
+            while chunk := await proc.stdout.read(1 << 16):
+                if sink is not None:
+                    await sink(chunk)
+
+        try:
+            _, _, err = await asyncio.gather(feed(), drain(), proc.stderr.read())
+        except BaseException:
+            proc.kill()
+            await proc.wait()
+            raise
+        return Result(await proc.wait(), "", err.decode())
+
+
+def environment(server: PgServer, name: str, *, proxy: bool = True) -> tuple[Any, HostHere, list[bool]]:
+    """A `Rollout` as dumps uses it: blueprint, env, inventory, pool; and the maintenance log."""
+    import psycopg
+
+    database = f"{name.replace('-', '_')}_{secrets.token_hex(3)}"
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {database} OWNER demo")
+    here = HostHere(server, database)
+
+    class Pool:
+        async def connect(self, host: Any) -> HostHere:
+            return here
+
+    @contextlib.asynccontextmanager
+    async def pool(concurrency: int = 20) -> AsyncIterator[Pool]:
+        yield Pool()
+
+    inv = SimpleNamespace(accessory_host=lambda n: here.host if n in ("db", "redis") else None,
+                          proxy_hosts=[SimpleNamespace(name="web-1")] if proxy else [])
+    r = SimpleNamespace(bp=DEMO, env=name, inv=inv, pool=pool, maintenance=[])
+    return r, here, r.maintenance
+
+
+@pytest.fixture(autouse=True)
+def _maintenance_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def maintenance(r: Any, on: bool, message: str = "") -> dict[str, Any]:
+        r.maintenance.append(on)
+        return {}
+
+    monkeypatch.setattr(dumps.ops, "maintenance", maintenance)
+
+
+def sql(server: PgServer, here: HostHere, statement: str) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(server.url_for(here.database), autocommit=True) as conn:
+        cur = conn.execute(statement)
+        return cur.fetchall() if cur.description else []
+
+
+def notes(server: PgServer, here: HostHere) -> list[str]:
+    return [r[0] for r in sql(server, here, "SELECT body FROM notes ORDER BY id")]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> bd.Store:
+    return bd.open_store(str(tmp_path / "backups"))
+
+
+async def test_backup_then_restore_into_another_environment_gives_the_same_rows(
+        postgres: PgServer, store: bd.Store, tmp_path: Path) -> None:
+    old, old_host, _ = environment(postgres, "shop-old")
+    sql(postgres, old_host, "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)")
+    sql(postgres, old_host, "INSERT INTO notes (body) VALUES ('first'), ('second'), ('third')")
+    taken = await dumps.take(old, "db", store, by="tester")
+    m = taken.manifest
+    assert (m.env, m.accessory, m.kind, m.image, m.by) == ("shop-old", "db", "postgres", DEMO.accessories["db"].image,
+                                                           "tester")
+    dump = tmp_path / "backups" / m.key
+    assert dump.read_bytes().startswith(b"PGDMP") and m.size == dump.stat().st_size
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+    assert json.loads((tmp_path / "backups" / (m.key + ".json")).read_text())["sha256"] == m.sha256
+    sql(postgres, old_host, "INSERT INTO notes (body) VALUES ('after the backup')")
+
+    new, new_host, maintenance = environment(postgres, "shop-new")
+    sql(postgres, new_host, "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)")
+    sql(postgres, new_host, "INSERT INTO notes (body) VALUES ('only in the new one')")
+    where, manifest, key = await dumps.choose(store, "shop-old", "db", None)
+    assert manifest is not None and manifest.id == m.id
+    result = await dumps.restore(new, "db", where, manifest, key, label=manifest.id)
+    assert notes(postgres, new_host) == ["first", "second", "third"]
+    assert maintenance == [True, False], "the app is behind maintenance during the restore, then not"
+    assert result.maintenance == "on during the restore"
+    assert new_host.ran == ["pg_restore --list", "pg_restore --clean"]  # checked, then restored
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b"id,body\n1,first\n" * 50, "is not a PostgreSQL custom-format dump"),
+    (b"PGDMP" + os.urandom(4000), "is not a dump pg_restore can read"),  # the magic, then garbage
+    (b"PG", "too short"),
+])
+async def test_a_file_that_is_not_a_dump_is_refused_before_anything_changes(
+        postgres: PgServer, tmp_path: Path, content: bytes, says: str) -> None:
+    r, here, maintenance = environment(postgres, "shop")
+    sql(postgres, here, "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)")
+    sql(postgres, here, "INSERT INTO notes (body) VALUES ('kept')")
+    bogus = tmp_path / "export.csv"
+    bogus.write_bytes(content)
+    where, manifest, key = await dumps.choose(bd.open_store(str(tmp_path / "none")), "shop", "db", str(bogus))
+    assert manifest is None
+    with pytest.raises(InvalidInput) as caught:
+        await dumps.restore(r, "db", where, manifest, key, label=str(bogus))
+    assert says in str(caught.value) and str(bogus) in str(caught.value)
+    assert "nothing was changed" in str(caught.value) and caught.value.exit_code == 2
+    assert maintenance == [] and "pg_restore --clean" not in here.ran
+    assert notes(postgres, here) == ["kept"]
+
+
+async def test_a_redis_restore_of_a_file_that_is_not_an_rdb_is_refused_first(postgres: PgServer,
+                                                                              tmp_path: Path) -> None:
+    r, here, maintenance = environment(postgres, "shop")
+    dump = tmp_path / "dump.rdb"
+    dump.write_bytes(b"PGDMP" + b"\0" * 100)  # a PostgreSQL dump given to the Redis accessory
+    where, manifest, key = await dumps.choose(bd.open_store(str(tmp_path / "none")), "shop", "redis", str(dump))
+    with pytest.raises(InvalidInput, match="is not a Redis RDB file: nothing was changed"):
+        await dumps.restore(r, "redis", where, manifest, key, label=str(dump))
+    assert here.ran == [] and maintenance == []
+
+
+async def test_a_damaged_backup_does_not_match_its_manifest(postgres: PgServer, store: bd.Store,
+                                                            tmp_path: Path) -> None:
+    r, here, maintenance = environment(postgres, "shop")
+    sql(postgres, here, "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)")
+    m = (await dumps.take(r, "db", store, by="t")).manifest
+    path = tmp_path / "backups" / m.key
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(InvalidInput, match="does not match its manifest"):
+        await dumps.restore(r, "db", store, m, m.key, label=m.id)
+    assert maintenance == [] and "pg_restore --clean" not in here.ran
+
+
+async def test_keep_prunes_the_oldest_and_the_listing_is_newest_first(postgres: PgServer, store: bd.Store) -> None:
+    r, here, _ = environment(postgres, "shop")
+    sql(postgres, here, "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)")
+    start = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+    ids = []
+    for day in range(3):
+        res = await dumps.take(r, "db", store, by="t", keep=2, now=start + timedelta(days=day))
+        ids.append(res.manifest.id)
+    assert res.pruned == [ids[0]]
+    assert [m.id for m in await dumps.listing(store, "shop")] == [ids[2], ids[1]]
+    assert not any(k.startswith(ids[0]) for k in store.keys("shop/")), "the dump and its manifest are gone"
+
+
+async def test_a_failed_dump_leaves_nothing_at_the_destination(postgres: PgServer, store: bd.Store) -> None:
+    r, here, _ = environment(postgres, "shop")
+    here.database = "no_such_database"
+    with pytest.raises(OperationFailed, match="the dump of db failed") as caught:
+        await dumps.take(r, "db", store, by="t")
+    assert "db-vm" in str(caught.value)
+    assert store.keys("shop/") == [] and await dumps.listing(store, "shop") == []
+
+
+async def test_no_proxy_host_restores_and_says_maintenance_was_not_used(postgres: PgServer,
+                                                                        store: bd.Store) -> None:
+    r, here, maintenance = environment(postgres, "shop", proxy=False)
+    sql(postgres, here, "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)")
+    m = (await dumps.take(r, "db", store, by="t")).manifest
+    result = await dumps.restore(r, "db", store, m, m.key, label=m.id)
+    assert maintenance == [] and result.maintenance == "not used"
+    assert any("no proxy host" in n for n in result.notes)
+
+
+async def test_a_backup_of_another_kind_is_refused(postgres: PgServer, store: bd.Store) -> None:
+    r, _, maintenance = environment(postgres, "shop")
+    m = dumps.Manifest(env="shop", accessory="redis", kind="redis", image="redis:7", created_at="x", size=1,
+                       sha256="0", key="shop/redis/x.rdb")
+    with pytest.raises(InvalidInput, match="is a redis backup .* accessory db is postgres"):
+        await dumps.restore(r, "db", store, m, m.key, label=m.id)
+    assert maintenance == []
+
+
+def test_an_unknown_accessory_and_a_kind_without_a_method_are_named() -> None:
+    with pytest.raises(InvalidInput, match="no accessory named 'dbx'") as caught:
+        dumps.method_for(DEMO, "dbx")
+    assert "db" in (caught.value.hint or "")
+    bp = SimpleNamespace(accessories={"cache": SimpleNamespace(image="registry.lab:5000/memcached:1.6")})
+    with pytest.raises(InvalidInput, match=r"cache \(registry.lab:5000/memcached:1.6\) has no backup method: "
+                                           "csdeploy backs up postgres, redis, valkey accessories"):
+        dumps.method_for(bp, "cache")
+    assert dumps.method_for(DEMO, "redis")[1].ext == "rdb"
+
+
+def test_the_history_store_records_backups_and_restores(tmp_path: Path) -> None:
+    from cloudstack_deploy.store import records
+    from cloudstack_deploy.store.db import Store
+    from cloudstack_deploy.store.url import store_url
+
+    with Store(store_url({"CSDEPLOY_STATE_URL": f"sqlite:///{tmp_path / 'h.db'}"})) as s:
+        records.backup_recorded(s, action="backup", env="shop", accessory="db", kind="postgres",
+                                backup="shop/db/1", location="/b", size=10, sha256="ab", ok=True)
+        records.backup_recorded(s, action="restore", env="shop", accessory="db", kind="postgres",
+                                backup="x.csv", location="/b", size=None, sha256=None, ok=False, error="not a dump")
+        rows = records.backup_records(s, env="shop")
+    assert [(r["action"], r["status"], r["error"]) for r in rows] == [("restore", "failed", "not a dump"),
+                                                                      ("backup", "done", None)]
+
+
+def test_the_commands_refuse_bad_input_with_exit_2_and_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cloudstack_deploy.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["restore", "--env", "shop", "--accessory", "db"])
+    assert res.exit_code == 2 and "refusing to replace the data of shop's db without --yes" in res.output
+    res = runner.invoke(main, ["backups", "--env", "shop", "--to", "ftp://files/x"])
+    assert res.exit_code == 2 and "unknown scheme 'ftp'" in res.output, res.output
+    res = runner.invoke(main, ["backups", "--env", "shop", "--to", str(tmp_path / "b"), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output) == []
+
+
+def _blueprint_with(tmp_path: Path, backups: str, image: str = "registry.lab:5000/postgres:15") -> Path:
+    text = (REPO / "blueprints" / "demo.yml").read_text()
+    marker = "    image: registry.lab:5000/postgres:15\n"
+    assert marker in text
+    path = tmp_path / "bp.yml"
+    path.write_text(text.replace(marker, f"    image: {image}\n    backups: {backups}\n", 1))
+    return path
+
+
+def test_the_blueprint_backups_key_gives_backup_its_destination_and_keep(tmp_path: Path) -> None:
+    bp = load_blueprint(str(_blueprint_with(tmp_path, '{keep: 7, to: "s3://bk/shop"}')))
+    policy = bp.accessories["db"].backups
+    assert policy is not None and (policy.schedule, policy.keep, policy.to) == (None, 7, "s3://bk/shop")
+    assert load_blueprint(str(REPO / "blueprints" / "demo.yml")).accessories["db"].backups is None
+
+
+@pytest.mark.parametrize(("backups", "image", "says"), [
+    ('{schedule: "0 3 * * *"}', None, "a scheduled backup runs on the accessory's host, which cannot write to "
+                                      "$CSDEPLOY_HOME/backups"),
+    ('{schedule: "0 3 * * *", to: /srv/dumps}', None, "cannot write to /srv/dumps (on the machine running"),
+    ('{schedule: "0 3 * * *", to: "local://c/p?root=/x"}', None, "cannot write to local://c/p?root=/x"),
+    ('{schedule: "0 25 * * *", to: "s3://b/p"}', None, "hour: 25 is outside 0-23"),
+    ('{schedule: "0 3 * * *", to: "s3://b/p"}', None, "scheduled backups are not run by this csdeploy version "
+                                                       "yet: run `csdeploy backup"),
+    ('{keep: 0}', None, "must be 1-10000"),
+    ('{to: "ftp://h/x"}', None, "unknown scheme 'ftp'"),
+    ('{kept: 3}', None, "kept"),
+    ('{keep: 3}', "registry.lab:5000/memcached:1.6", "has no backup method: csdeploy backs up postgres, redis"),
+])
+def test_a_bad_backups_key_is_refused_at_its_line(tmp_path: Path, backups: str, image: str | None,
+                                                   says: str) -> None:
+    path = _blueprint_with(tmp_path, backups, image or "registry.lab:5000/postgres:15")
+    with pytest.raises(InvalidInput) as caught:
+        load_blueprint(str(path))
+    text = str(caught.value)
+    line = next(i for i, t in enumerate(path.read_text().splitlines(), start=1) if "backups:" in t)
+    assert says in text, text
+    assert f"{path}:{line}" in text, text
