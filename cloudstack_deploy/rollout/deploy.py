@@ -29,6 +29,7 @@ from ..progress import Event, Progress
 from ..store import Journal
 from . import canary, history, lease
 from .commands import facts as facts_cmds
+from .commands import hardening as hardening_cmds
 from .commands import host as host_cmds
 from .commands import proxy as proxy_cmds
 from .commands.script import Script
@@ -48,6 +49,7 @@ from .stages import (
     ACCESSORY_MARK,
     accessory_hash,
     accessory_script,
+    host_setup_script,
     prepare_script,
 )
 
@@ -65,10 +67,11 @@ class HostWork:
     check_image: str | None = None
     accessories: list[str] = field(default_factory=list)
     proxy: bool = False
+    harden: bool = False           # the OS set-up of the blueprint's `hosts:` section differs
 
     @property
     def needed(self) -> bool:
-        return bool(self.install or self.network or self.pulls or self.accessories or self.proxy)
+        return bool(self.install or self.network or self.pulls or self.accessories or self.proxy or self.harden)
 
 
 class Rollout:
@@ -253,7 +256,8 @@ class Rollout:
             containers=[container_name(self.bp.service, host.app_role, version)] if app_image else [],
             mounts=[disk.mount for disk in host.disks],
             roles={host.app_role: labels(self.bp.service, self.env, host.app_role)} if host.app_role else None,
-            maintenance=proxy_cmds.maintenance_file(self.bp.service) if host.proxy else None)
+            maintenance=proxy_cmds.maintenance_file(self.bp.service) if host.proxy else None,
+            hardening=True)
 
     async def read_facts(self, pool: Hosts, hosts: list[Host], version: str | None, *, lock: Script | None,
                          ) -> dict[str, facts_cmds.HostFacts]:
@@ -329,7 +333,15 @@ class Rollout:
             if name in reboot or have != want or state != "running":
                 work.accessories.append(name)
         work.proxy = host.proxy and f.proxy != "running"
+        work.harden = hardening_cmds.needed(self.bp.hosts, f.hardening, *self.host_slot(host))
         return work
+
+    def host_slot(self, host: Host) -> tuple[int, int]:
+        """(this host's place among the VMs of its role, how many there are): its own slot in
+        the reboot window, so two VMs of one role never reboot at once."""
+        group = sorted((h for h in self.inv.hosts if h.role == host.role), key=lambda h: h.index)
+        names = [h.name for h in group]
+        return (names.index(host.name) if host.name in names else 0), max(1, len(group))
 
     def proxy_needs_reboot(self, host: Host, f: facts_cmds.HostFacts) -> bool:
         """A proxy booted before csdeploy mounted the certificates' directory, on a host whose
@@ -344,14 +356,16 @@ class Rollout:
         host = conn.host
         registry_password = self.secrets.get(self.bp.registry.password) if self.bp.registry else None
         acc_envs = {a: accessory_env(self.bp.accessories[a], self.secrets) for a in work.accessories}
-        script = prepare_script(self.bp, host, user=self.inv.ssh.user, install=work.install, network=work.network,
-                                registry_password=registry_password, pulls=work.pulls,
-                                check_image=work.check_image, accessory_envs=acc_envs, proxy=work.proxy)
+        script = host_setup_script(self.bp, *self.host_slot(host)) if work.harden else Script()
+        script.extend(prepare_script(self.bp, host, user=self.inv.ssh.user, install=work.install,
+                                     network=work.network, registry_password=registry_password, pulls=work.pulls,
+                                     check_image=work.check_image, accessory_envs=acc_envs, proxy=work.proxy))
         for name in work.accessories:
             self.emit(f"accessory {name}", "boot", "running", host.name)
             script.extend(accessory_script(self.bp, self.env, self.bp.accessories[name], acc_envs[name],
                                            host.private_ip, force=name in reboot))
-        detail = ", ".join(filter(None, ["install docker" if work.install else "",
+        detail = ", ".join(filter(None, ["set up the OS" if work.harden else "",
+                                         "install docker" if work.install else "",
                                          f"pull {len(work.pulls)}" if work.pulls else "",
                                          "boot proxy" if work.proxy else "",
                                          ", ".join(work.accessories)]))
