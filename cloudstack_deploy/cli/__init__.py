@@ -9,11 +9,11 @@ importing it.
 
 from __future__ import annotations
 
-from . import build, data, fleet, formats, preview, provision, rollout, secrets, server
+from . import build, data, fleet, formats, hosts, preview, provision, rollout, secrets, server
 from .common import main
 
 for _command in [*provision.COMMANDS, *rollout.COMMANDS, *fleet.COMMANDS, *build.COMMANDS, *formats.COMMANDS,
-                 *preview.COMMANDS, *secrets.COMMANDS, *server.COMMANDS, *data.COMMANDS]:
+                 *preview.COMMANDS, *secrets.COMMANDS, *server.COMMANDS, *data.COMMANDS, *hosts.COMMANDS]:
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -21,7 +21,8 @@ import hashlib
 import json
 
 from ...blueprint_schema import HostsSpec, Upgrades
-from .script import Script, succeeds
+from . import docker as d
+from .script import Script, Var, matches, nonempty, succeeds
 
 MARKER = "/etc/csdeploy-hardening"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/00-csdeploy.conf"
@@ -162,4 +163,34 @@ def upgrade(command: tuple[str, ...] | None) -> Script:
     for key, value in NONINTERACTIVE.items():
         s.raw(f"export {key}={value}")
     s.run(list(command or DEFAULT_UPGRADE), stderr_to_stdout=True)
+    return s
+
+
+#: The exit code of `wait_serving` when the host did not serve again in time.
+NOT_SERVING = 71
+
+
+def wait_serving(role_labels: dict[str, str], *, timeout: float, host_header: str | None = None,
+                 path: str | None = None) -> Script:
+    """After a reboot: wait until the role's newest container runs (healthy, when it has a
+    HEALTHCHECK) and, with ``path``, kamal-proxy on this host answers 2xx for it (``host_header``:
+    the role's proxy host name, when it has one); stops with `NOT_SERVING` after ``timeout`` s."""
+    s = Script()
+    name, st, t0, now = Var("name"), Var("st"), Var("t0"), Var("now")
+    s.step("wait-serving")
+    s.extend(d.clock(t0))
+    curl = ["curl", "-fsS", "-o", "/dev/null", "--max-time", "2",
+            *(["-H", f"Host: {host_header}"] if host_header else []), f"http://127.0.0.1{path or '/'}"]
+    with s.loop():
+        s.extend(d.current(role_labels, into=name))
+        s.extend(d.clock(now))
+        with s.when(nonempty(name)):
+            s.capture(st, d.inspect(name, d.HEALTH_STATE))
+            ready = matches(st, "healthy running", "none running")
+            with s.when(ready & succeeds(curl) if path else ready):
+                s.break_()
+        with s.when(d.elapsed_at_least(t0, now, timeout)):
+            s.fail(NOT_SERVING, f"not serving {timeout:g}s after the reboot (container: ", name, " ", st, ")")
+        s.sleep(1)
+    s.emit("serving ", name)
     return s
