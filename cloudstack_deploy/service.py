@@ -49,6 +49,7 @@ from .rollout import interactive as sessions
 from .rollout import lease, lifecycle, ops, runs, upkeep
 from .rollout.deploy import Rollout, RolloutOptions, RolloutResult
 from .rollout.history import DeployRecord
+from .rollout.hosts import PlannedScript
 from .rollout.strategy import parse_canary
 from .secrets import Secrets, load_secrets, read_dotenv
 from .state import EnvState
@@ -631,6 +632,13 @@ async def maintenance(env: str, on: bool, *, message: str = "", blueprint: str |
     """Maintenance mode on or off on every proxy host: host -> proxied service -> on/off/none."""
     ops.check_message(message)  # refused before anything is read
     return await ops.maintenance(_rollout(await context(env, blueprint), {}, None), on, message)
+
+
+async def maintenance_plan(env: str, on: bool, *, message: str = "", blueprint: str | None = None
+                           ) -> list[PlannedScript]:
+    """`maintenance on|off --dry-run`: each proxy host's script, nothing run."""
+    ops.check_message(message)
+    return ops.maintenance_plan(_rollout(await context(env, blueprint), {}, None, dry_run=True), on, message)
 
 
 async def app_lifecycle(env: str, action: str, *, roles: tuple[str, ...] = (), hosts: tuple[str, ...] = (),
