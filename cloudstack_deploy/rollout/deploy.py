@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from ..blueprint_schema import Blueprint, Role
+from .. import accessories
+from ..blueprint_schema import Accessory, Blueprint, Role
 from ..errors import InvalidInput, Locked, OperationFailed
 from ..inventory import Host, Inventory
 from ..progress import Event, Progress
@@ -68,6 +69,7 @@ class HostWork:
     accessories: list[str] = field(default_factory=list)
     proxy: bool = False
     harden: bool = False           # the OS set-up of the blueprint's `hosts:` section differs
+    tuned: dict[str, Accessory] = field(default_factory=dict)   # accessories as run here (tuned to the VM)
 
     @property
     def needed(self) -> bool:
@@ -257,7 +259,7 @@ class Rollout:
             mounts=[disk.mount for disk in host.disks],
             roles={host.app_role: labels(self.bp.service, self.env, host.app_role)} if host.app_role else None,
             maintenance=proxy_cmds.maintenance_file(self.bp.service) if host.proxy else None,
-            hardening=True)
+            hardening=True, machine=bool(host.accessories))
 
     async def read_facts(self, pool: Hosts, hosts: list[Host], version: str | None, *, lock: Script | None,
                          ) -> dict[str, facts_cmds.HostFacts]:
@@ -327,7 +329,7 @@ class Rollout:
                 hint="an image built for another service; build this one with LABEL service=" + self.bp.service
                      + " (or none)")
         for name in host.accessories:
-            acc = self.bp.accessories[name]
+            acc = work.tuned[name] = self.tuned_accessory(name, f)
             want = accessory_hash(acc, accessory_env(acc, self.secrets), host.private_ip)
             have, state = f.accessories.get(accessory_container(self.bp.service, name), ("", ""))
             if name in reboot or have != want or state != "running":
@@ -335,6 +337,14 @@ class Rollout:
         work.proxy = host.proxy and f.proxy != "running"
         work.harden = hardening_cmds.needed(self.bp.hosts, f.hardening, *self.host_slot(host))
         return work
+
+    def tuned_accessory(self, name: str, f: facts_cmds.HostFacts) -> Accessory:
+        """Accessory ``name`` as it runs on a host with these facts: a PostgreSQL one gets `-c`
+        settings from the VM's memory and CPUs, except those its own command sets."""
+        acc = self.bp.accessories[name]
+        limit = acc.container.resources.memory if acc.container.resources else None
+        extra = accessories.tuning_args(acc.image, acc.cmd, f.memory, f.cpus, limit)
+        return replace(acc, cmd=(*(acc.cmd or ()), *extra)) if extra else acc
 
     def host_slot(self, host: Host) -> tuple[int, int]:
         """(this host's place among the VMs of its role, how many there are): its own slot in
@@ -362,7 +372,8 @@ class Rollout:
                                      check_image=work.check_image, accessory_envs=acc_envs, proxy=work.proxy))
         for name in work.accessories:
             self.emit(f"accessory {name}", "boot", "running", host.name)
-            script.extend(accessory_script(self.bp, self.env, self.bp.accessories[name], acc_envs[name],
+            script.extend(accessory_script(self.bp, self.env, work.tuned.get(name) or self.bp.accessories[name],
+                                           acc_envs[name],
                                            host.private_ip, force=name in reboot))
         detail = ", ".join(filter(None, ["set up the OS" if work.harden else "",
                                          "install docker" if work.install else "",

@@ -18,14 +18,17 @@ from pathlib import Path
 
 import pytest
 
+from cloudstack_deploy.accessories import postgres_tuning
 from cloudstack_deploy.blueprint import BlueprintError, loads_blueprint
 from cloudstack_deploy.errors import InvalidInput
 from cloudstack_deploy.inventory import LoadBalancer
 from cloudstack_deploy.progress import Recorder
 from cloudstack_deploy.rollout import ops, upkeep
 from cloudstack_deploy.rollout.commands import facts, hardening
+from cloudstack_deploy.rollout.contract import accessory_env
 from cloudstack_deploy.rollout.deploy import Rollout
 from cloudstack_deploy.rollout.hosts import Result
+from cloudstack_deploy.rollout.stages import accessory_script
 
 from .test_commands import BLUEPRINT, INVENTORY, SECRETS, _host, run_script
 
@@ -257,3 +260,49 @@ def test_maintenance_dry_run_shows_each_proxy_host_s_script() -> None:
     assert "kamal-proxy stop demo-web --message='Back at 14:00'" in planned[0].text
     with pytest.raises(InvalidInput):
         ops.maintenance_plan(r, True, "two\nlines")
+
+
+# ---- PostgreSQL tuned from its VM's memory and CPUs --------------------------------------------
+
+GiB = 1024 ** 3
+
+
+def test_postgres_settings_follow_the_vm_s_memory_and_cpus() -> None:
+    small = postgres_tuning(2 * GiB, 1)
+    assert small == {"max_connections": "100", "shared_buffers": "512MB", "effective_cache_size": "1536MB",
+                     "work_mem": "5MB", "maintenance_work_mem": "128MB", "max_worker_processes": "8",
+                     "max_parallel_workers": "1", "max_parallel_workers_per_gather": "1"}
+    big = postgres_tuning(64 * GiB, 16)
+    assert big["max_connections"] == "400" and big["shared_buffers"] == "16384MB"
+    assert big["maintenance_work_mem"] == "2048MB", "capped at 2 GB"
+    assert big["max_parallel_workers"] == "16" and big["max_parallel_workers_per_gather"] == "8"
+    assert postgres_tuning(8 * GiB, 4)["max_connections"] == "200"
+
+
+def test_the_db_accessory_runs_tuned_unless_the_blueprint_sets_a_value() -> None:
+    r = _rollout()
+    db = INVENTORY.host("demo-db-1")
+    work = r.decide(db, facts.HostFacts(memory=4 * GiB, cpus=2), "v1")
+    cmd = work.tuned["db"].cmd or ()
+    assert ("-c", "shared_buffers=1024MB") == cmd[cmd.index("shared_buffers=1024MB") - 1:][:2]
+    assert "effective_cache_size=3072MB" in cmd and "max_connections=200" in cmd
+    # what the dry run shows is what runs: the accessory's docker run carries the settings
+    text = accessory_script(r.bp, "demo", work.tuned["db"], accessory_env(work.tuned["db"], SECRETS),
+                            db.private_ip).text()
+    assert "-c shared_buffers=1024MB" in text
+    # the blueprint's own value wins; redis is not tuned
+    own = _rollout(BLUEPRINT.replace("    port: 5432\n", "    port: 5432\n    cmd: [postgres, -c, shared_buffers=3GB]\n"))
+    cmd = own.decide(db, facts.HostFacts(memory=4 * GiB, cpus=2), "v1").tuned["db"].cmd or ()
+    assert cmd.count("-c") == 8 and "shared_buffers=3GB" in cmd and "shared_buffers=1024MB" not in cmd
+    web = r.decide(INVENTORY.host("demo-web-1"), facts.HostFacts(memory=4 * GiB, cpus=2), "v1")
+    assert web.tuned["redis"].cmd is None
+    # the same facts twice: the same configuration, so a second deploy leaves the database alone
+    again = r.decide(db, facts.HostFacts(memory=4 * GiB, cpus=2), "v1").tuned["db"]
+    assert again == work.tuned["db"]
+
+
+def test_the_facts_read_the_vm_s_memory_and_cpus(tmp_path: Path) -> None:
+    script = facts.script(images=[], accessories=[], containers=[], mounts=[], machine=True)
+    res = run_script(script, {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}, tmp_path)
+    f = facts.parse(res.stdout)
+    assert f.memory > 64 * 1024 * 1024 and f.cpus == len(os.sched_getaffinity(0)), res.stdout
