@@ -679,12 +679,12 @@ async def prune(env: str, *, blueprint: str | None = None, dry_run: bool = False
 
 
 async def hosts_upgrade(env: str, *, roles: tuple[str, ...] = (), blueprint: str | None = None,
-                        dry_run: bool = False, break_lock: bool = False, progress: Progress | None = None,
+                        overrides: tuple[str, ...] = (), dry_run: bool = False, break_lock: bool = False, progress: Progress | None = None,
                         emit: Callable[[str], None] = lambda line: None,
                         max_api: int = DEFAULT_IN_FLIGHT) -> upkeep.UpgradeResult:
     """`hosts upgrade`: package updates role by role, one host at a time (out of its load
     balancer, upgraded, rebooted by the cloud, waited for, back in)."""
-    ctx = await context(env, blueprint)
+    ctx = await context(env, blueprint, overrides)
     r = _rollout(ctx, {}, progress, dry_run)
     upkeep.upgrade_order(r, roles)  # an unknown role is refused before the cloud is asked
     if dry_run:

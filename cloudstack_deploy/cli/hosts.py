@@ -12,6 +12,7 @@ from .common import (
     ENV_OPTION,
     JSON_OPTION,
     ROLES_OPTION,
+    SET_OPTION,
     Lazy,
     echo_json,
     run,
@@ -29,11 +30,12 @@ def hosts() -> None:
 @ENV_OPTION
 @ROLES_OPTION
 @BLUEPRINT_OPTION
+@SET_OPTION
 @DRY_RUN_OPTION
 @BREAK_LOCK_OPTION
 @JSON_OPTION
-def upgrade(env: str, roles: tuple[str, ...], blueprint: str | None, dry_run: bool, break_lock: bool,
-            as_json: bool) -> None:
+def upgrade(env: str, roles: tuple[str, ...], blueprint: str | None, overrides: tuple[str, ...], dry_run: bool,
+            break_lock: bool, as_json: bool) -> None:
     """Apply package updates role by role, one host at a time: a host behind its role's load
     balancer leaves it first, is upgraded, rebooted through the cloud, waited for (SSH, its
     app healthy) and joins again before the next host starts.
@@ -41,7 +43,7 @@ def upgrade(env: str, roles: tuple[str, ...], blueprint: str | None, dry_run: bo
     What runs is the blueprint's hosts.upgrade_command (default: apt-get update and upgrade,
     never asking)."""
     emit = (lambda line: None) if as_json or dry_run else (lambda line: click.echo(line, err=True))
-    result = run(service.hosts_upgrade(env, roles=roles, blueprint=blueprint, dry_run=dry_run,
+    result = run(service.hosts_upgrade(env, roles=roles, blueprint=blueprint, overrides=overrides, dry_run=dry_run,
                                        break_lock=break_lock, emit=emit))
     if dry_run:
         lines = ["hosts upgrade --dry-run: nothing was run; in this order, one host at a time:"]
