@@ -87,6 +87,7 @@ class Rollout:
         self.progress = progress
         self.hosts = list(inventory.hosts)
         self.dry_run = dry_run
+        self._said_not_root = False
         self._selected = {h.name for h in self.hosts}
         self.certificates: dict[str, tuple[str, str]] = {}   # proxy role -> (certificate, key) PEM
         self.images: dict[str, str] = {}   # role -> image, where a rollback returns to what the history recorded
@@ -336,6 +337,13 @@ class Rollout:
                 work.accessories.append(name)
         work.proxy = host.proxy and f.proxy != "running"
         work.harden = hardening_cmds.needed(self.bp.hosts, f.hardening, *self.host_slot(host))
+        if work.harden and self.inv.ssh.user != "root":  # its files are root's: said, not failed
+            work.harden = False
+            if not self._said_not_root:
+                self._said_not_root = True
+                self.progress.note(f"hosts: section not applied: it needs root on the hosts and csdeploy logs in "
+                                   f"as {self.inv.ssh.user} (set cloud.ssh.user: root, or hosts.ssh_hardening: "
+                                   "false to silence this)", level="warning")
         return work
 
     def tuned_accessory(self, name: str, f: facts_cmds.HostFacts) -> Accessory:

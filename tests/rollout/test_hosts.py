@@ -306,3 +306,13 @@ def test_the_facts_read_the_vm_s_memory_and_cpus(tmp_path: Path) -> None:
     res = run_script(script, {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}, tmp_path)
     f = facts.parse(res.stdout)
     assert f.memory > 64 * 1024 * 1024 and f.cpus == len(os.sched_getaffinity(0)), res.stdout
+
+
+def test_a_deploy_user_other_than_root_gets_a_warning_not_a_failed_deploy() -> None:
+    inv = replace(INVENTORY, ssh=replace(INVENTORY.ssh, user="deploy"))
+    progress = Recorder()
+    r = Rollout(loads_blueprint(BLUEPRINT), inv, SECRETS, progress)
+    assert not r.decide(inv.host("demo-web-1"), facts.HostFacts(), "v1").harden
+    assert not r.decide(inv.host("demo-db-1"), facts.HostFacts(), "v1").harden
+    said = [text for level, text in progress.notes if level == "warning" and "needs root on the hosts" in text]
+    assert len(said) == 1 and "csdeploy logs in as deploy" in said[0], progress.notes
