@@ -23,12 +23,13 @@ from .commands import hardening
 from .commands.script import Script
 from .contract import labels
 from .deploy import Rollout
-from .hosts import HostError, PlannedScript
+from .hosts import PlannedScript
 
 #: How long after leaving the pool a host keeps answering the requests it already has.
 DRAIN_SECONDS = 3.0
 SERVE_TIMEOUT = 300.0
 SSH_TIMEOUT = 300.0
+RETRY_PAUSE = 1.0       # between tries to reach a rebooting host
 
 
 class Rotation(Protocol):
@@ -86,19 +87,21 @@ def _serving_script(r: Rollout, host: Host) -> Script | None:
                                   host_header=host_header, path=path)
 
 
-async def _reachable(r: Rollout, host: Host, deadline: float) -> None:
-    """SSH answers again after the reboot (a new connection each try: the old one died with it)."""
-    last: Exception | None = None
+async def _rebooted(r: Rollout, host: Host, before: str, deadline: float) -> None:
+    """SSH answers again and the host booted since ``before`` (its `boot_mark`); a new
+    connection each try: the old one died with the reboot."""
+    last: object = "it still runs the boot it had before the reboot"
     while time.monotonic() < deadline:
         try:
             async with r.pool() as pool:
                 conn = await pool.connect(host)
-                await conn.run(["true"], what="ssh after the reboot", read_only=True, timeout=30)
-                return
-        except (HostError, OSError) as exc:
+                res = await conn.run(hardening.boot_mark(), what="ssh after the reboot", read_only=True, timeout=30)
+                if res.stdout.strip() and res.stdout != before:
+                    return
+        except Exception as exc:  # refused, reset, timed out: the host is still rebooting
             last = exc
-            await asyncio.sleep(1)
-    raise OperationFailed(f"{host.name}: SSH did not answer within {SSH_TIMEOUT:g}s of the reboot: {last}",
+        await asyncio.sleep(RETRY_PAUSE)
+    raise OperationFailed(f"{host.name}: not back within {SSH_TIMEOUT:g}s of the reboot: {last}",
                           hint="look at the VM's console in the cloud; the host stays out of its load balancer")
 
 
@@ -131,10 +134,11 @@ async def upgrade(r: Rollout, rotation: Rotation, *, roles: tuple[str, ...] = ()
             async with r.pool() as pool:
                 conn = await pool.connect(host)
                 await conn.run(script, what="upgrade packages", timeout=1800)
+                before = (await conn.run(hardening.boot_mark(), what="read the boot", read_only=True)).stdout
             step("upgraded")
             await rotation.reboot(host)
             step("rebooted")
-            await _reachable(r, host, time.monotonic() + SSH_TIMEOUT)
+            await _rebooted(r, host, before, time.monotonic() + SSH_TIMEOUT)
             serving = _serving_script(r, host)
             if serving is not None:
                 async with r.pool() as pool:

@@ -20,7 +20,7 @@ import pytest
 
 from cloudstack_deploy.accessories import postgres_tuning
 from cloudstack_deploy.blueprint import BlueprintError, loads_blueprint
-from cloudstack_deploy.errors import InvalidInput
+from cloudstack_deploy.errors import InvalidInput, OperationFailed
 from cloudstack_deploy.inventory import LoadBalancer
 from cloudstack_deploy.progress import Recorder
 from cloudstack_deploy.rollout import ops, upkeep
@@ -179,17 +179,22 @@ LB_INVENTORY = replace(INVENTORY, hosts=WEBS + INVENTORY.hosts[1:],
 
 
 class _Conn:
-    def __init__(self, host, events: list[str]) -> None:  # type: ignore[no-untyped-def]
-        self.host, self.events = host, events
+    """Records what runs; the host's boot mark changes once it was rebooted (``boots``)."""
+
+    def __init__(self, host, events: list[str], boots: dict[str, int]) -> None:  # type: ignore[no-untyped-def]
+        self.host, self.events, self.boots = host, events, boots
 
     async def run(self, command, *, what: str = "", **kw) -> Result:  # type: ignore[no-untyped-def]
-        self.events.append(f"{self.host.name}: {what}")
+        if what != "read the boot":
+            self.events.append(f"{self.host.name}: {what}")
+        if what in ("read the boot", "ssh after the reboot"):
+            return Result(0, f"boot-{self.boots.get(self.host.name, 0)}\n", "")
         return Result(0, "", "")
 
 
 class _Pool:
-    def __init__(self, events: list[str]) -> None:
-        self.events = events
+    def __init__(self, events: list[str], boots: dict[str, int]) -> None:
+        self.events, self.boots = events, boots
 
     async def __aenter__(self) -> _Pool:
         return self
@@ -198,12 +203,12 @@ class _Pool:
         return None
 
     async def connect(self, host) -> _Conn:  # type: ignore[no-untyped-def]
-        return _Conn(host, self.events)
+        return _Conn(host, self.events, self.boots)
 
 
 class _Rotation:
-    def __init__(self, events: list[str], members: set[str]) -> None:
-        self.events, self.members = events, members
+    def __init__(self, events: list[str], members: set[str], boots: dict[str, int] | None = None) -> None:
+        self.events, self.members, self.boots = events, members, boots if boots is not None else {}
 
     async def leave(self, host) -> bool:  # type: ignore[no-untyped-def]
         if host.name not in self.members:
@@ -216,13 +221,15 @@ class _Rotation:
 
     async def reboot(self, host) -> None:  # type: ignore[no-untyped-def]
         self.events.append(f"{host.name}: reboot")
+        self.boots[host.name] = self.boots.get(host.name, 0) + 1
 
 
 def test_upgrade_takes_one_host_at_a_time_out_of_the_pool_until_it_serves_again() -> None:
     r = _rollout(BLUEPRINT, LB_INVENTORY)
     events: list[str] = []
-    r.pool = lambda: _Pool(events)  # type: ignore[method-assign]
-    result = asyncio.run(upkeep.upgrade(r, _Rotation(events, {"demo-web-1", "demo-web-2"}), drain=0))
+    boots: dict[str, int] = {}
+    r.pool = lambda: _Pool(events, boots)  # type: ignore[method-assign]
+    result = asyncio.run(upkeep.upgrade(r, _Rotation(events, {"demo-web-1", "demo-web-2"}, boots), drain=0))
     web = [e for e in events if e.startswith("demo-web-")]
     assert web == [f"demo-web-{i}: {step}" for i in (1, 2) for step in
                    ("leave", "upgrade packages", "reboot", "ssh after the reboot", "wait until it serves", "join")]
@@ -232,6 +239,25 @@ def test_upgrade_takes_one_host_at_a_time_out_of_the_pool_until_it_serves_again(
     assert "demo-db-1: leave" not in events and "demo-db-1: reboot" in events
     assert [h.steps for h in result.hosts][0] == ["left the load balancer", "upgraded", "rebooted", "serves again",
                                                   "joined the load balancer"]
+
+
+def test_a_host_still_on_its_old_boot_is_not_taken_for_rebooted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reboot call that returned before the guest went down: SSH still answers, from the boot
+    before. Taken for back, the host would join the pool and then drop its requests."""
+    monkeypatch.setattr(upkeep, "SSH_TIMEOUT", 0.2)
+    monkeypatch.setattr(upkeep, "RETRY_PAUSE", 0.05)
+    r = _rollout(BLUEPRINT, LB_INVENTORY)
+    events: list[str] = []
+    boots: dict[str, int] = {}
+    r.pool = lambda: _Pool(events, boots)  # type: ignore[method-assign]
+
+    class NoReboot(_Rotation):
+        async def reboot(self, host) -> None:  # type: ignore[no-untyped-def]
+            self.events.append(f"{host.name}: reboot")   # the boot mark stays as it was
+
+    with pytest.raises(OperationFailed, match="demo-web-1: not back within 0.2s of the reboot"):
+        asyncio.run(upkeep.upgrade(r, NoReboot(events, {"demo-web-1", "demo-web-2"}, boots), drain=0))
+    assert "demo-web-1: join" not in events and not any(e.startswith("demo-web-2") for e in events)
 
 
 def test_upgrade_of_selected_roles_and_an_unknown_role_refused_before_anything() -> None:

@@ -166,6 +166,16 @@ def upgrade(command: tuple[str, ...] | None) -> Script:
     return s
 
 
+def boot_mark() -> Script:
+    """What changes with each boot of a host, printed: the kernel's boot id (a VM's) and PID 1's
+    start time (a container host's, whose kernel does not reboot): a reboot is seen to have
+    happened, not assumed from a finished API call."""
+    s = Script()
+    s.run(["cat", "/proc/sys/kernel/random/boot_id"])
+    s.run(["cut", "-d", " ", "-f", "22", "/proc/1/stat"])
+    return s
+
+
 #: The exit code of `wait_serving` when the host did not serve again in time.
 NOT_SERVING = 71
 
