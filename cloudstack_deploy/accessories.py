@@ -54,3 +54,70 @@ def kind_of(image: str) -> Kind | None:
     """The kind of an accessory image, by its repository's last part (None: unknown)."""
     base = image_base(image)
     return KINDS.get(ALIASES.get(base, base))
+
+
+# ---- PostgreSQL tuned from its VM ------------------------------------------------------------
+# The prior pipeline's rules (shared_buffers a quarter of the memory, effective_cache_size three
+# quarters, connections by memory, work_mem the memory over connections over 4,
+# maintenance_work_mem a sixteenth capped at 2 GB), plus the CPUs for parallel workers. The
+# memory is the smaller of the VM's and the container's own limit, when it has one.
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+#: What csdeploy sets, in the order `-c` options are passed.
+POSTGRES_SETTINGS = ("max_connections", "shared_buffers", "effective_cache_size", "work_mem",
+                     "maintenance_work_mem", "max_worker_processes", "max_parallel_workers",
+                     "max_parallel_workers_per_gather")
+
+
+def _size(nbytes: int) -> str:
+    """PostgreSQL's units: whole MB (at least 1)."""
+    return f"{max(1, nbytes // MiB)}MB"
+
+
+def postgres_tuning(memory: int, cpus: int) -> dict[str, str]:
+    """The settings for a server with ``memory`` bytes and ``cpus`` CPUs."""
+    connections = 100 if memory < 4 * GiB else 200 if memory < 16 * GiB else 400
+    cpus = max(1, cpus)
+    return {
+        "max_connections": str(connections),
+        "shared_buffers": _size(memory // 4),
+        "effective_cache_size": _size(memory * 3 // 4),
+        "work_mem": _size(memory // connections // 4),
+        "maintenance_work_mem": _size(min(memory // 16, 2 * GiB)),
+        "max_worker_processes": str(max(8, cpus)),
+        "max_parallel_workers": str(cpus),
+        "max_parallel_workers_per_gather": str(max(1, cpus // 2)),
+    }
+
+
+def set_by_command(cmd: tuple[str, ...] | None) -> set[str]:
+    """The settings an accessory's own command sets (``-c name=value``, ``-cname=value`` or
+    ``--name=value``): those the blueprint chose, which the tuning leaves alone."""
+    words = list(cmd or ())
+    out: set[str] = set()
+    for i, word in enumerate(words):
+        if word == "-c" and i + 1 < len(words):
+            out.add(words[i + 1].split("=", 1)[0].strip().lower())
+        elif word.startswith("-c") and "=" in word:
+            out.add(word[2:].split("=", 1)[0].strip().lower())
+        elif word.startswith("--") and "=" in word:
+            out.add(word[2:].split("=", 1)[0].strip().lower().replace("-", "_"))
+    return out
+
+
+def tuning_args(image: str, cmd: tuple[str, ...] | None, memory: int, cpus: int,
+                limit: int | None = None) -> tuple[str, ...]:
+    """``-c name=value`` words for a PostgreSQL accessory (none for another kind, or without
+    the VM's memory); ``limit``: the container's own memory limit."""
+    kind = kind_of(image)
+    if kind is None or kind.name != "postgres" or memory <= 0:
+        return ()
+    if limit:
+        memory = min(memory, limit)
+    chosen = set_by_command(cmd)
+    out: list[str] = []
+    for name, value in postgres_tuning(memory, cpus).items():
+        if name not in chosen:
+            out += ["-c", f"{name}={value}"]
+    return tuple(out)

@@ -33,6 +33,7 @@ from .blueprint_container import (
 )
 from .blueprint_dns import check_dns
 from .blueprint_file import read_bounded
+from .blueprint_hosts import check_hosts_section
 from .blueprint_overlay import apply_destination, split_destination
 from .blueprint_rules import (
     BAD,
@@ -99,6 +100,7 @@ from .blueprint_schema import (
     EnvSpec,
     Healthcheck,
     Hooks,
+    HostsSpec,
     PathCheck,
     Proxy,
     Registry,
@@ -635,7 +637,7 @@ _TOP_SPEC: dict[str, Checker] = {
     "registry": _REGISTRY, "env": _check_env, "secrets": list_checker(check_secret_name),
     "secrets_file": check_str, "secrets_source": _check_secrets_source, "ttl": check_ttl,
     "retain_versions": check_retain, "rollout": _ROLLOUT, "build": _BUILD, "hooks": _HOOKS, "dns": check_dns,
-    "aliases": _check_aliases,
+    "aliases": _check_aliases, "hosts": check_hosts_section,
 }
 
 
@@ -672,7 +674,7 @@ def _blueprint(ctx: Ctx, tree: dict[str, Any], source: Path | None) -> Blueprint
         secrets_source=top.get("secrets_source"), ttl=top.get("ttl"),
         retain_versions=top.get("retain_versions", 5), rollout=top.get("rollout") or RolloutSettings(),
         build=top.get("build"), hooks=top.get("hooks") or Hooks(), dns=top.get("dns"),
-        aliases=top.get("aliases") or {}, source=source,
+        aliases=top.get("aliases") or {}, hosts=top.get("hosts") or HostsSpec(), source=source,
     )
     _check_secret_refs(ctx, blueprint, tree.get("secrets"))
     if roles:  # with no usable roles, "no role named ..." would only repeat that problem

@@ -524,6 +524,30 @@ class SecretsSource:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Upgrades:
+    """Unattended security upgrades, and when a VM may reboot for them (`blueprint_hosts`)."""
+
+    reboot_window: tuple[int, int]      # minutes after midnight: start, end (end < start: past midnight)
+    timezone: str = "UTC"
+
+    @property
+    def minutes(self) -> int:
+        start, end = self.reboot_window
+        return (end - start) % (24 * 60)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostsSpec:
+    """The `hosts:` section: how csdeploy looks after its VMs' operating system."""
+
+    ssh_hardening: bool = True
+    fail2ban: bool = False
+    upgrades: Upgrades | None = None
+    #: What `csdeploy hosts upgrade` runs on each host (None: `hardening.DEFAULT_UPGRADE`).
+    upgrade_command: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Blueprint:
     """A validated blueprint. Build one with `blueprint.load_blueprint`."""
 
@@ -545,6 +569,8 @@ class Blueprint:
     dns: DnsSpec | None = None     # A records for the proxy roles' entry points (`blueprint_dns`)
     #: Kamal's `aliases`: a name -> the csdeploy command line it stands for (`csdeploy alias NAME`).
     aliases: dict[str, str] = field(default_factory=dict)
+    #: The `hosts:` section (`blueprint_hosts`): sshd hardening, unattended upgrades, fail2ban.
+    hosts: HostsSpec = field(default_factory=lambda: HostsSpec())
     #: Where the blueprint was read from; not part of `to_dict` (moving a file must not
     #: change a plan's fingerprint).
     source: Path | None = field(default=None, compare=False)

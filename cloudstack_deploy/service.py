@@ -40,14 +40,16 @@ from .provision.envs import EnvSummary, list_envs
 from .provision.plan import Plan
 from .provision.reap import REMOVED, ReapResult
 from .provision.reap import reap as reap_envs
+from .provision.rotation import CloudRotation
 from .provision.run import CreateOptions, CreateResult, join_deferred, plan_env
 from .provision.run import create_env as provision_env
 from .provision.snapshots import Restore, SnapshotInfo, choose_snapshots, list_snapshots
 from .provision.teardown import TeardownResult, teardown_env
 from .rollout import interactive as sessions
-from .rollout import lease, lifecycle, ops, runs
+from .rollout import lease, lifecycle, ops, runs, upkeep
 from .rollout.deploy import Rollout, RolloutOptions, RolloutResult
 from .rollout.history import DeployRecord
+from .rollout.hosts import PlannedScript
 from .rollout.strategy import parse_canary
 from .secrets import Secrets, load_secrets, read_dotenv
 from .state import EnvState
@@ -742,6 +744,13 @@ async def maintenance(env: str, on: bool, *, message: str = "", blueprint: str |
     return await ops.maintenance(_rollout(await context(env, blueprint), {}, None), on, message)
 
 
+async def maintenance_plan(env: str, on: bool, *, message: str = "", blueprint: str | None = None
+                           ) -> list[PlannedScript]:
+    """`maintenance on|off --dry-run`: each proxy host's script, nothing run."""
+    ops.check_message(message)
+    return ops.maintenance_plan(_rollout(await context(env, blueprint), {}, None, dry_run=True), on, message)
+
+
 async def app_lifecycle(env: str, action: str, *, roles: tuple[str, ...] = (), hosts: tuple[str, ...] = (),
                         blueprint: str | None = None, dry_run: bool = False, break_lock: bool = False,
                         progress: Progress | None = None) -> lifecycle.LifecycleResult:
@@ -777,6 +786,37 @@ async def prune(env: str, *, blueprint: str | None = None, dry_run: bool = False
         if gate is not None:
             await gate
         return await lifecycle.prune(_rollout(ctx, {}, progress, dry_run), break_lock=break_lock)
+
+
+async def hosts_upgrade(env: str, *, roles: tuple[str, ...] = (), blueprint: str | None = None,
+                        overrides: tuple[str, ...] = (), dry_run: bool = False, break_lock: bool = False, progress: Progress | None = None,
+                        emit: Callable[[str], None] = lambda line: None,
+                        max_api: int = DEFAULT_IN_FLIGHT) -> upkeep.UpgradeResult:
+    """`hosts upgrade`: package updates role by role, one host at a time (out of its load
+    balancer, upgraded, rebooted by the cloud, waited for, back in)."""
+    ctx = await context(env, blueprint, overrides)
+    r = _rollout(ctx, {}, progress, dry_run)
+    upkeep.upgrade_order(r, roles)  # an unknown role is refused before the cloud is asked
+    if dry_run:
+        return await upkeep.upgrade(r, _NoRotation(), roles=roles, emit=emit)
+    async with _changing(env, break_lock, progress, dry_run) as (_, gate):
+        if gate is not None:
+            await gate
+        async with Cloud(_config(), max_in_flight=max_api) as cloud:
+            return await upkeep.upgrade(r, CloudRotation(cloud, ctx.inventory), roles=roles, emit=emit)
+
+
+class _NoRotation:
+    """A dry run's cloud: never called (the plan lists the calls instead)."""
+
+    async def leave(self, host: object) -> bool:
+        raise AssertionError("a dry run does not call the cloud")
+
+    async def join(self, host: object) -> None:
+        raise AssertionError("a dry run does not call the cloud")
+
+    async def reboot(self, host: object) -> None:
+        raise AssertionError("a dry run does not call the cloud")
 
 
 async def exec_session(env: str, role: str, argv: list[str], *, interactive: bool = True, tty: bool = False,

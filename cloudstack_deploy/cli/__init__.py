@@ -9,12 +9,24 @@ importing it.
 
 from __future__ import annotations
 
-from . import backups, build, data, fleet, formats, preview, provision, rollout, secrets, server
+from . import (
+    backups,
+    build,
+    data,
+    fleet,
+    formats,
+    hosts,
+    preview,
+    provision,
+    rollout,
+    secrets,
+    server,
+)
 from .common import main
 
 for _command in [*provision.COMMANDS, *rollout.COMMANDS, *fleet.COMMANDS, *build.COMMANDS, *formats.COMMANDS,
                  *preview.COMMANDS, *secrets.COMMANDS, *server.COMMANDS, *data.COMMANDS,
-                 *backups.COMMANDS]:
+                 *backups.COMMANDS, *hosts.COMMANDS]:
     main.add_command(_command)
 
 __all__ = ["main"]

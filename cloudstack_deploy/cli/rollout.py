@@ -311,13 +311,26 @@ def proxy_reboot(env: str, blueprint: str | None) -> None:
 @ENV_OPTION
 @click.option("--message", default="", help="What kamal-proxy's 503 page says (one line), e.g. 'Back at 14:00 UTC'.")
 @BLUEPRINT_OPTION
+@DRY_RUN_OPTION
 @JSON_OPTION
-def maintenance(state: str, env: str, message: str, blueprint: str | None, as_json: bool) -> None:
+def maintenance(state: str, env: str, message: str, blueprint: str | None, dry_run: bool, as_json: bool) -> None:
     """Maintenance mode: kamal-proxy answers every request with 503 (and --message) on every proxy host.
 
     A deploy meanwhile keeps it on (the new version starts behind the 503 page); `off` resumes."""
     if state == "off" and message:
         raise click.UsageError("--message goes with `maintenance on`")
+    if dry_run:
+        planned = run(service.maintenance_plan(env, state == "on", message=message, blueprint=blueprint))
+        if as_json:
+            echo_json({"env": env, "maintenance": state, "dry_run": True,
+                       "planned": [step.__dict__ for step in planned]})
+            return
+        lines = [f"maintenance {state} --dry-run: nothing was run; these scripts would be sent "
+                 "(each on stdin to `sh -s`)"]
+        for step in planned:
+            lines += [f"\n### {step.host}: {step.what}", step.text.rstrip("\n")]
+        click.echo(redact("\n".join(lines)))
+        return
     result = run(service.maintenance(env, state == "on", message=message, blueprint=blueprint))
     if as_json:
         echo_json({"env": env, "maintenance": state, "message": message, "hosts": result})

@@ -20,15 +20,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from ..blueprint_schema import Blueprint, Role
+from .. import accessories
+from ..blueprint_schema import Accessory, Blueprint, Role
 from ..errors import InvalidInput, Locked, OperationFailed
 from ..inventory import Host, Inventory
 from ..progress import Event, Progress
 from ..store import Journal
 from . import canary, history, lease
 from .commands import facts as facts_cmds
+from .commands import hardening as hardening_cmds
 from .commands import host as host_cmds
 from .commands import proxy as proxy_cmds
 from .commands.script import Script
@@ -48,6 +50,7 @@ from .stages import (
     ACCESSORY_MARK,
     accessory_hash,
     accessory_script,
+    host_setup_script,
     prepare_script,
 )
 
@@ -65,10 +68,12 @@ class HostWork:
     check_image: str | None = None
     accessories: list[str] = field(default_factory=list)
     proxy: bool = False
+    harden: bool = False           # the OS set-up of the blueprint's `hosts:` section differs
+    tuned: dict[str, Accessory] = field(default_factory=dict)   # accessories as run here (tuned to the VM)
 
     @property
     def needed(self) -> bool:
-        return bool(self.install or self.network or self.pulls or self.accessories or self.proxy)
+        return bool(self.install or self.network or self.pulls or self.accessories or self.proxy or self.harden)
 
 
 class Rollout:
@@ -82,6 +87,7 @@ class Rollout:
         self.progress = progress
         self.hosts = list(inventory.hosts)
         self.dry_run = dry_run
+        self._said_not_root = False
         self._selected = {h.name for h in self.hosts}
         self.certificates: dict[str, tuple[str, str]] = {}   # proxy role -> (certificate, key) PEM
         self.images: dict[str, str] = {}   # role -> image, where a rollback returns to what the history recorded
@@ -253,7 +259,8 @@ class Rollout:
             containers=[container_name(self.bp.service, host.app_role, version)] if app_image else [],
             mounts=[disk.mount for disk in host.disks],
             roles={host.app_role: labels(self.bp.service, self.env, host.app_role)} if host.app_role else None,
-            maintenance=proxy_cmds.maintenance_file(self.bp.service) if host.proxy else None)
+            maintenance=proxy_cmds.maintenance_file(self.bp.service) if host.proxy else None,
+            hardening=True, machine=bool(host.accessories))
 
     async def read_facts(self, pool: Hosts, hosts: list[Host], version: str | None, *, lock: Script | None,
                          ) -> dict[str, facts_cmds.HostFacts]:
@@ -323,13 +330,36 @@ class Rollout:
                 hint="an image built for another service; build this one with LABEL service=" + self.bp.service
                      + " (or none)")
         for name in host.accessories:
-            acc = self.bp.accessories[name]
+            acc = work.tuned[name] = self.tuned_accessory(name, f)
             want = accessory_hash(acc, accessory_env(acc, self.secrets), host.private_ip)
             have, state = f.accessories.get(accessory_container(self.bp.service, name), ("", ""))
             if name in reboot or have != want or state != "running":
                 work.accessories.append(name)
         work.proxy = host.proxy and f.proxy != "running"
+        work.harden = hardening_cmds.needed(self.bp.hosts, f.hardening, *self.host_slot(host))
+        if work.harden and self.inv.ssh.user != "root":  # its files are root's: said, not failed
+            work.harden = False
+            if not self._said_not_root:
+                self._said_not_root = True
+                self.progress.note(f"hosts: section not applied: it needs root on the hosts and csdeploy logs in "
+                                   f"as {self.inv.ssh.user} (set cloud.ssh.user: root, or hosts.ssh_hardening: "
+                                   "false to silence this)", level="warning")
         return work
+
+    def tuned_accessory(self, name: str, f: facts_cmds.HostFacts) -> Accessory:
+        """Accessory ``name`` as it runs on a host with these facts: a PostgreSQL one gets `-c`
+        settings from the VM's memory and CPUs, except those its own command sets."""
+        acc = self.bp.accessories[name]
+        limit = acc.container.resources.memory if acc.container.resources else None
+        extra = accessories.tuning_args(acc.image, acc.cmd, f.memory, f.cpus, limit)
+        return replace(acc, cmd=(*(acc.cmd or ()), *extra)) if extra else acc
+
+    def host_slot(self, host: Host) -> tuple[int, int]:
+        """(this host's place among the VMs of its role, how many there are): its own slot in
+        the reboot window, so two VMs of one role never reboot at once."""
+        group = sorted((h for h in self.inv.hosts if h.role == host.role), key=lambda h: h.index)
+        names = [h.name for h in group]
+        return (names.index(host.name) if host.name in names else 0), max(1, len(group))
 
     def proxy_needs_reboot(self, host: Host, f: facts_cmds.HostFacts) -> bool:
         """A proxy booted before csdeploy mounted the certificates' directory, on a host whose
@@ -344,14 +374,17 @@ class Rollout:
         host = conn.host
         registry_password = self.secrets.get(self.bp.registry.password) if self.bp.registry else None
         acc_envs = {a: accessory_env(self.bp.accessories[a], self.secrets) for a in work.accessories}
-        script = prepare_script(self.bp, host, user=self.inv.ssh.user, install=work.install, network=work.network,
-                                registry_password=registry_password, pulls=work.pulls,
-                                check_image=work.check_image, accessory_envs=acc_envs, proxy=work.proxy)
+        script = host_setup_script(self.bp, *self.host_slot(host)) if work.harden else Script()
+        script.extend(prepare_script(self.bp, host, user=self.inv.ssh.user, install=work.install,
+                                     network=work.network, registry_password=registry_password, pulls=work.pulls,
+                                     check_image=work.check_image, accessory_envs=acc_envs, proxy=work.proxy))
         for name in work.accessories:
             self.emit(f"accessory {name}", "boot", "running", host.name)
-            script.extend(accessory_script(self.bp, self.env, self.bp.accessories[name], acc_envs[name],
+            script.extend(accessory_script(self.bp, self.env, work.tuned.get(name) or self.bp.accessories[name],
+                                           acc_envs[name],
                                            host.private_ip, force=name in reboot))
-        detail = ", ".join(filter(None, ["install docker" if work.install else "",
+        detail = ", ".join(filter(None, ["set up the OS" if work.harden else "",
+                                         "install docker" if work.install else "",
                                          f"pull {len(work.pulls)}" if work.pulls else "",
                                          "boot proxy" if work.proxy else "",
                                          ", ".join(work.accessories)]))

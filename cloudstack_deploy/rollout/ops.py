@@ -21,7 +21,7 @@ from .commands import proxy as p
 from .commands.script import Script, Var, succeeds
 from .contract import accessory_container, container_name, labels, proxy_service
 from .deploy import Rollout
-from .hosts import Connection, Hosts
+from .hosts import Connection, Hosts, PlannedScript
 from .records import RolloutOptions, RolloutResult
 from .runs import run as run_rollout
 
@@ -286,25 +286,40 @@ def check_message(message: str) -> str:
     return message
 
 
-async def maintenance(r: Rollout, on: bool, message: str = "") -> dict[str, dict[str, str]]:
-    """Maintenance mode on (kamal-proxy answers 503 with ``message`` for every proxy role) or off,
-    on every proxy host. Returns host -> proxied service -> ``on``/``off``/``none`` (not served
-    there yet). A deploy meanwhile keeps it on (the marker file, see `proxy.keep_maintenance`)."""
-    check_message(message)
+def _maintenance_hosts(r: Rollout) -> list[Host]:
     hosts = r.inv.proxy_hosts
     if not hosts:
         raise InvalidInput(f"environment {r.env} has no proxy host: no role serves HTTP through kamal-proxy",
                            hint="maintenance mode stops kamal-proxy's routes; workers are stopped with "
                                 "`csdeploy app stop`")
+    return hosts
+
+
+def _maintenance_script(r: Rollout, host: Host, on: bool, message: str) -> Script:
+    role = r.bp.roles.get(host.app_role or "")
+    services = [(proxy_service(r.bp.service, role.name), role.proxy.drain_timeout)] \
+        if role is not None and role.proxy is not None else []
+    return (p.maintenance_on(r.bp.service, services, message) if on
+            else p.maintenance_off(r.bp.service, [name for name, _ in services]))
+
+
+def maintenance_plan(r: Rollout, on: bool, message: str = "") -> list[PlannedScript]:
+    """`maintenance on|off --dry-run`: what each proxy host would run (no host is contacted)."""
+    check_message(message)
+    return [PlannedScript(h.name, f"maintenance {'on' if on else 'off'}", _maintenance_script(r, h, on, message).text())
+            for h in _maintenance_hosts(r)]
+
+
+async def maintenance(r: Rollout, on: bool, message: str = "") -> dict[str, dict[str, str]]:
+    """Maintenance mode on (kamal-proxy answers 503 with ``message`` for every proxy role) or off,
+    on every proxy host. Returns host -> proxied service -> ``on``/``off``/``none`` (not served
+    there yet). A deploy meanwhile keeps it on (the marker file, see `proxy.keep_maintenance`)."""
+    check_message(message)
+    hosts = _maintenance_hosts(r)
     out: dict[str, dict[str, str]] = {}
 
     async def one(conn: Connection) -> None:
-        role = r.bp.roles.get(conn.host.app_role or "")
-        services = [(proxy_service(r.bp.service, role.name), role.proxy.drain_timeout)] \
-            if role is not None and role.proxy is not None else []
-        script = (p.maintenance_on(r.bp.service, services, message) if on
-                  else p.maintenance_off(r.bp.service, [name for name, _ in services]))
-        res = await conn.run(script, what=f"maintenance {'on' if on else 'off'}")
+        res = await conn.run(_maintenance_script(r, conn.host, on, message), what=f"maintenance {'on' if on else 'off'}")
         out[conn.host.name] = {parts[1]: parts[2] for parts in (line.split("|") for line in res.stdout.splitlines())
                                if len(parts) == 3 and parts[0] == p.MAINTENANCE_MARK}
 

@@ -12,7 +12,7 @@ import json
 from ..blueprint_schema import Accessory, Blueprint, ContainerSettings, Healthcheck, Role
 from ..inventory import Host
 from .commands import docker as d
-from .commands import facts, jobs
+from .commands import facts, hardening, jobs
 from .commands import host as h
 from .commands import proxy as p
 from .commands.script import Script, Var, differs, empty, equals, nonempty
@@ -66,6 +66,16 @@ def prepare_script(bp: Blueprint, host: Host, *, user: str, install: str | None,
         s.step("proxy")
         s.extend(p.ensure_running(bp.rollout.proxy_image))
     return s
+
+
+# ---- the host's operating system (the blueprint's `hosts:` section) ----------------------------
+
+def host_setup_script(bp: Blueprint, slot: int, slots: int) -> Script:
+    """sshd hardening, unattended upgrades (this VM's reboot slot: ``slot`` of ``slots`` in the
+    window) and fail2ban as the blueprint asks; run before anything else in prepare."""
+    s = Script()
+    s.step("host-setup")
+    return s.extend(hardening.harden(bp.hosts, slot, slots))
 
 
 # ---- accessories ------------------------------------------------------------------------------

@@ -11,6 +11,11 @@ ids ``docker ps`` lists on each VM over SSH.
   b. requests through the address reach all three VMs
   c. scale 3 -> 2 under continuous load: 0 failed requests; web-3 left the pool, then went
   d. scale 2 -> 3 under continuous load: 0 failed requests; web-3 joined after its rollout
+  d2. the VMs came up hardened (sshd -T: key-only, root by key only, MaxAuthTries 3; a password
+      login is refused); `hosts upgrade --roles web` under continuous load: each web VM left
+      the pool, ran the upgrade command (a harmless stand-in: the lab's VMs have no mirror to
+      reach), was rebooted through the cloud's rebootVirtualMachine and joined again, one at a
+      time: 0 failed requests
   e. teardown: nothing of the environment is left in the cloud (rules included) or in docker
 
 The load: two aiohttp clients, keep-alive off (a new TCP connection per request through the
@@ -19,6 +24,7 @@ balanced address), GET /; a non-200, a connection error or a timeout is a failur
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -184,6 +190,58 @@ def test_d_scale_up_under_load_drops_nothing(story: Story) -> None:
     by_vm = story.containers()
     reached = {by_vm.get(page_host(http("GET", story.url)[1]) or "?") for _ in range(30)}
     assert reached == set(WEBS), reached
+
+
+# ---- d2 ----------------------------------------------------------------------------------------
+#: The stand-in for apt-get: leaves a trace, contacts nothing.
+UPGRADE_STANDIN = "hosts.upgrade_command=sh -c 'date +%s >> /var/tmp/csdeploy-upgraded'"
+
+
+def offered_auth(story: Story, host: str) -> str:
+    """What the VM's sshd offers a client that has only a password: OpenSSH's `Permission
+    denied (...)` line lists the methods the server still allows."""
+    h = next(h for h in story.inventory["hosts"] if h["name"] == host)
+    res = subprocess.run(["ssh", "-F", "/dev/null", "-p", str(h["ssh_port"]), "-o", "BatchMode=yes",
+                          "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive",
+                          "-o", f"UserKnownHostsFile={story.inventory['ssh']['known_hosts']}",
+                          "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10",
+                          f"root@{h['public_ip']}", "true"], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 255, res
+    return res.stderr
+
+
+def test_d2_hardened_hosts_upgrade_one_at_a_time_under_load(story: Story) -> None:
+    for host in WEBS:
+        code, out, err = ssh(story.lab, ENV, host, "sshd -T")
+        assert code == 0, err
+        settings = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+        assert settings["passwordauthentication"] == "no" and settings["kbdinteractiveauthentication"] == "no"
+        assert settings["permitrootlogin"] in ("prohibit-password", "without-password")
+        assert settings["maxauthtries"] == "3"
+    denied = offered_auth(story, WEBS[0])
+    assert "Permission denied (publickey)." in denied, denied
+    started = time.time()
+    with Load(story.url) as load:
+        load.keep_going_until(20, deadline=30)
+        run = story.lab.csdeploy("hosts", "upgrade", "--env", ENV, "--roles", "web", "--set", UPGRADE_STANDIN,
+                                 timeout=600)
+        load.keep_going_until(MIN_REQUESTS)
+    print(f"\n[e2e] hosts upgrade: {load.summary()}\n{run.stdout}\n{run.stderr[-3000:]}")
+    story.lab.record("load_balancer", hosts_upgrade_seconds=round(run.seconds, 1),
+                     hosts_upgrade_load=load.summary())
+    assert load.failed == 0, "requests failed while the web VMs upgraded: " + load.summary()
+    for host in WEBS:
+        assert f"{host} (web): left the load balancer, upgraded, rebooted, serves again, joined the load balancer" \
+            in run.stdout, run.explain()
+        code, out, _ = ssh(story.lab, ENV, host, "cat /var/tmp/csdeploy-upgraded")
+        assert code == 0 and len(out.split()) == 1, f"the upgrade command ran {out.split()} times on {host}"
+        assert app_ready_at(story, host) > started, f"{host}: its app container did not restart (no reboot?)"
+    # one at a time: each VM's upgrade began after the previous one had joined again
+    stamps = [int(ssh(story.lab, ENV, host, "cat /var/tmp/csdeploy-upgraded")[1]) for host in WEBS]
+    assert stamps == sorted(stamps), stamps
+    rule = next(r for r in story.lab.cs().listLoadBalancerRules()["loadbalancerrule"] if r["publicport"] == "80")
+    found = story.lab.cs().listLoadBalancerRuleInstances(id=rule["id"]).get("loadbalancerruleinstance", [])
+    assert sorted(vm["name"] for vm in found) == WEBS
 
 
 # ---- e -----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from cloudstack_deploy.blueprint import loads_blueprint
 from cloudstack_deploy.errors import OperationFailed
 from cloudstack_deploy.progress import Recorder
-from cloudstack_deploy.rollout.commands import facts
+from cloudstack_deploy.rollout.commands import facts, hardening
 from cloudstack_deploy.rollout.contract import accessory_env
 from cloudstack_deploy.rollout.deploy import Rollout
 from cloudstack_deploy.rollout.stages import accessory_hash
@@ -37,7 +37,8 @@ def deployed(r: Rollout, version: str, *, web: bool = True) -> facts.HostFacts:
     name, acc = running_accessory(r, "redis", "10.1.1.2")
     return facts.HostFacts(docker=True, network=True, images={f"{APP}:{version}": "sha256:a", REDIS: "sha256:r",
                                                                PROXY: "sha256:p"},
-                           service_label={f"{APP}:{version}": "demo"}, accessories={name: acc}, proxy="running")
+                           service_label={f"{APP}:{version}": "demo"}, accessories={name: acc}, proxy="running",
+                           hardening=hardening.wanted(r.bp.hosts, *r.host_slot(INVENTORY.host("demo-web-1"))))
 
 
 def test_a_fresh_host_gets_everything() -> None:
@@ -67,7 +68,8 @@ def test_a_rollback_to_an_image_on_the_host_needs_no_registry() -> None:
 def test_an_unchanged_accessory_host_is_left_alone_and_a_changed_one_rebooted() -> None:
     r = rollout()
     name, acc = running_accessory(r, "db", "10.1.1.4")
-    db = facts.HostFacts(docker=True, network=True, images={POSTGRES: "sha256:pg"}, accessories={name: acc})
+    db = facts.HostFacts(docker=True, network=True, images={POSTGRES: "sha256:pg"}, accessories={name: acc},
+                         hardening=hardening.wanted(r.bp.hosts, 0, 1))
     assert not r.decide(INVENTORY.host("demo-db-1"), db, "v2").needed
     assert r.decide(INVENTORY.host("demo-db-1"), db, "v2", reboot=("db",)).accessories == ["db"]
     other = Rollout(r.bp, INVENTORY, dict(SECRETS, POSTGRES_PASSWORD="rotated"), Recorder())

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ... import images
 from . import docker as d
+from . import hardening as hardening_cmds
 from . import proxy as p
 from .script import Cond, Pipe, Script, Var, q, succeeds
 
@@ -35,6 +36,9 @@ class HostFacts:
     tls: set[str] = field(default_factory=set)             # running app containers served over HTTPS
     proxy_mounts: tuple[str, ...] = ()                     # kamal-proxy's mount points
     maintenance: str | None = None                         # maintenance mode's message (None: off)
+    hardening: str = ""                                    # the host's `hardening.MARKER` ("" = never set up)
+    memory: int = 0                                        # the VM's memory in bytes (0: not read)
+    cpus: int = 0                                          # its CPUs (0: not read)
 
     def has_image(self, ref: str) -> bool:
         return bool(self.images.get(_lookup(ref)))
@@ -54,13 +58,15 @@ def _lookup(ref: str) -> str:
 
 def script(*, images: Sequence[str], accessories: Sequence[str], containers: Sequence[str],
            mounts: Sequence[str], roles: Mapping[str, Mapping[str, str]] | None = None,
-           maintenance: str | None = None) -> Script:
+           maintenance: str | None = None, hardening: bool = False, machine: bool = False) -> Script:
     """Read the facts about ``images`` (with their ``service`` label), accessory containers, app
     ``containers`` (kamal-proxy's with its mount points) and ``mounts`` with three docker calls,
     whatever their number (each docker call costs a client start: in the lab, about a tenth of
     a second); ``roles``: app role -> its containers' labels, whose running containers to list,
     newest first (what a switch back returns to), one more call per role; ``maintenance``: the
-    marker file of maintenance mode, whose message to read when it is there."""
+    marker file of maintenance mode, whose message to read when it is there; ``hardening``: read
+    what the host's operating system was set up with (`hardening.MARKER`); ``machine``: its memory
+    and CPUs (what a database accessory is tuned from)."""
     s = Script()
     out = Var("out")
     # the engine answers (and the shared network exists): one call
@@ -87,6 +93,15 @@ def script(*, images: Sequence[str], accessories: Sequence[str], containers: Seq
         with s.when(succeeds(["test", "-f", maintenance])):
             s.capture(message, ["head", "-n", "1", maintenance])
             s.emit("maintenance", SEP, message)
+    if hardening:
+        marker = Var("hardening")
+        s.capture(marker, hardening_cmds.read_marker())
+        s.emit("hardening", SEP, marker)
+    if machine:
+        mem, cpus = Var("mem"), Var("cpus")
+        s.capture(mem, ["awk", "/^MemTotal:/ {print $2}", "/proc/meminfo"])
+        s.capture(cpus, ["nproc"])
+        s.emit("machine", SEP, mem, SEP, cpus)
     return s
 
 
@@ -126,6 +141,12 @@ def parse(stdout: str, *, accessories: Sequence[str] = (), proxy: str = p.CONTAI
             f.mounts[parts[0]] = True
         elif kind == "maintenance":
             f.maintenance = rest
+        elif kind == "hardening":
+            f.hardening = rest.strip()
+        elif kind == "machine" and len(parts) == 2:
+            kib, cpus = parts[0].strip(), parts[1].strip()
+            f.memory = int(kib) * 1024 if kib.isdigit() else 0
+            f.cpus = int(cpus) if cpus.isdigit() else 0
     return f
 
 
