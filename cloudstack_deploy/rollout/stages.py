@@ -196,10 +196,20 @@ def proxy_switch_script(bp: Blueprint, env: str, role: Role, version: str, app_e
 
 def proxy_commit_script(bp: Blueprint, env: str, role: Role, version: str, *, retain: int,
                         schedule: Script | None = None) -> Script:
-    """After the rollout was judged good: stop the role's old containers on the host, prune;
-    on the role's first host, ``schedule`` (`schedule_script`) sets its scheduled jobs."""
-    s = _stop_old_and_prune(Script(), bp, env, role, container_name(bp.service, role.name, version), retain)
-    return s.extend(schedule) if schedule is not None else s
+    """After the rollout was judged good: on the role's first host, ``schedule``
+    (`schedule_script`) sets its scheduled jobs; then the host is handed the stopping of the
+    role's old containers and the prune (`host.finish_later`): the command does not wait for
+    them, the next command's facts (or `status`) finish what is left."""
+    s = Script()
+    if schedule is not None:
+        s.extend(schedule)
+    work = _stop_old_and_prune(Script(), bp, env, role, container_name(bp.service, role.name, version), retain)
+    return s.extend(h.finish_later(bp.service, finishing_name(role.name), work))
+
+
+def finishing_name(role: str) -> str:
+    """The name of the role's hand-off file on a host (`host.finish_later`)."""
+    return f"stop-old-{role}"
 
 
 def schedule_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv, *,
