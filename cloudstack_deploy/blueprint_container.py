@@ -22,6 +22,7 @@ from .blueprint_rules import (
     TreePath,
     check_bool,
     check_cmd,
+    check_seconds,
     check_section,
     check_str,
     choice_checker,
@@ -33,6 +34,7 @@ from .blueprint_schema import (
     Buffering,
     ContainerSettings,
     Logging,
+    Readiness,
     Resources,
     Schedule,
     Volume,
@@ -310,6 +312,23 @@ def check_schedule(ctx: Ctx, path: TreePath, value: Any) -> Any:
             continue
         jobs.append(Schedule(name=name, cron=out["cron"], cmd=out.get("cmd")))
     return tuple(jobs)
+
+
+# ---- readiness --------------------------------------------------------------------------------------
+
+def check_readiness(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """`readiness: {cmd: "test -f /tmp/ready", timeout: 30}`: a non-proxy role's new container
+    is ready when ``cmd``, run inside it, exits 0 (the command is words, never a shell line of
+    csdeploy's: wrap it in `sh -c` to use one)."""
+    out = _section(ctx, path, value, {"cmd": check_cmd, "timeout": check_seconds})
+    if out is None:
+        return BAD
+    if isinstance(value, dict) and value.get("cmd") is None:
+        ctx.add(path + ("cmd",), "missing: the command that exits 0 once the container is ready, "
+                                 "e.g. [test, -f, /tmp/ready]")
+    if "cmd" not in out or len(out) < sum(1 for k in ("cmd", "timeout") if (value or {}).get(k) is not None):
+        return BAD  # said above
+    return Readiness(**out)
 
 
 # ---- kamal-proxy's options ------------------------------------------------------------------------
