@@ -27,6 +27,7 @@ from .blueprint_container import (
     CONTAINER_SPEC,
     PROXY_EXTRA_SPEC,
     check_backups,
+    check_readiness,
     check_role_volume,
     check_schedule,
     container_settings,
@@ -454,7 +455,8 @@ _ROLE_SPEC: dict[str, Checker] = {
     "count": check_count, "service_offering": check_str, "image": image_checker(tag_allowed=True),
     "cmd": check_cmd, "env": _check_env, "proxy": _check_proxy, "disk": _disk_checker("/data"),
     "healthcheck": _ROLE_HEALTHCHECK, "volumes": list_checker(check_role_volume),
-    "build": lambda c, p, v: _BUILD(c, p, v), "schedule": check_schedule, **CONTAINER_SPEC,
+    "build": lambda c, p, v: _BUILD(c, p, v), "schedule": check_schedule, "readiness": check_readiness,
+    **CONTAINER_SPEC,
     # placement: spread puts a role's VMs on different hosts (a CloudStack host anti-affinity group)
     "placement": choice_checker(*PLACEMENTS), "root_disk_gb": check_root_disk_gb,
 }
@@ -468,6 +470,10 @@ def _role(ctx: Ctx, name: str, value: Any, image: str, offering: str, env: EnvSp
     if proxy is not None and "healthcheck" in out:
         ctx.add(path + ("healthcheck",), "kamal-proxy health-checks a proxy role: set "
                                          "proxy.healthcheck instead (or proxy: false)")
+    if proxy is not None and "readiness" in out:
+        ctx.add(path + ("readiness",), "kamal-proxy judges a proxy role by proxy.healthcheck.path: "
+                                       "readiness is for roles without a proxy")
+        out.pop("readiness")
     healthcheck = None if proxy is not None else out.pop("healthcheck", Healthcheck())
     out.pop("healthcheck", None)
     container = container_settings(ctx, path, out)

@@ -22,6 +22,7 @@ from .blueprint_rules import (
     TreePath,
     check_bool,
     check_cmd,
+    check_seconds,
     check_section,
     check_str,
     choice_checker,
@@ -35,6 +36,7 @@ from .blueprint_schema import (
     Buffering,
     ContainerSettings,
     Logging,
+    Readiness,
     Resources,
     Schedule,
     Volume,
@@ -357,6 +359,23 @@ def check_backups(ctx: Ctx, path: TreePath, value: Any) -> Any:
                 "`keep` and `to` apply to it")
         bad = True
     return BAD if bad else BackupPolicy(**out)
+
+
+# ---- readiness --------------------------------------------------------------------------------------
+
+def check_readiness(ctx: Ctx, path: TreePath, value: Any) -> Any:
+    """`readiness: {cmd: "test -f /tmp/ready", timeout: 30}`: a non-proxy role's new container
+    is ready when ``cmd``, run inside it, exits 0 (the command is words, never a shell line of
+    csdeploy's: wrap it in `sh -c` to use one)."""
+    out = _section(ctx, path, value, {"cmd": check_cmd, "timeout": check_seconds})
+    if out is None:
+        return BAD
+    if isinstance(value, dict) and value.get("cmd") is None:
+        ctx.add(path + ("cmd",), "missing: the command that exits 0 once the container is ready, "
+                                 "e.g. [test, -f, /tmp/ready]")
+    if "cmd" not in out or len(out) < sum(1 for k in ("cmd", "timeout") if (value or {}).get(k) is not None):
+        return BAD  # said above
+    return Readiness(**out)
 
 
 # ---- kamal-proxy's options ------------------------------------------------------------------------

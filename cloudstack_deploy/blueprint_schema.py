@@ -242,6 +242,16 @@ class Schedule:
     cmd: tuple[str, ...] | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class Readiness:
+    """How a non-proxy role's new container is judged ready: ``cmd`` run inside it (docker exec)
+    until it exits 0, for at most ``timeout`` seconds. Instead of healthcheck.readiness_delay
+    (a fixed wait): ready as soon as the app says so, refused when it never does."""
+
+    cmd: tuple[str, ...]
+    timeout: float = 30
+
+
 #: A snapshot schedule's `every`, in CloudStack's interval names (DateUtil.IntervalType).
 SNAPSHOT_INTERVALS = ("hourly", "daily", "weekly", "monthly")
 #: Days of the week as CloudStack numbers them in a WEEKLY schedule (java.util.Calendar: 1 is Sunday).
@@ -337,6 +347,9 @@ class Role:
     #: the role runs the blueprint's image).
     build: Build | None = None
     schedules: tuple[Schedule, ...] = ()
+    #: A non-proxy role's readiness probe (None: its image's HEALTHCHECK or healthcheck.cmd
+    #: when it has one, else healthcheck.readiness_delay).
+    readiness: Readiness | None = None
     #: "spread": a role of 2+ VMs gets a host anti-affinity group (its VMs on different hosts).
     placement: str = "spread"
     #: The VMs' root disk in GB (deployVirtualMachine rootdisksize); None: the template's size.

@@ -14,10 +14,11 @@ import os
 import sys
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
-from structlog.typing import EventDict, Processor
+if TYPE_CHECKING:  # structlog is imported where logging is set up: `csdeploy --help` never needs it
+    import structlog
+    from structlog.typing import EventDict, Processor
 
 REDACTED = "[REDACTED]"
 MIN_SECRET_LENGTH = 4
@@ -157,6 +158,8 @@ _HANDLER_MARK = "_csdeploy_handler"
 
 def _shared_processors() -> list[Processor]:
     """What every log line goes through before rendering: context, level, time, redaction."""
+    import structlog
+
     return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -183,6 +186,8 @@ def configure_logging(*, json: bool = False, verbose: int = 0, stream: TextIO | 
     warnings, 1 info, 2 debug (libraries at info), 3 debug everywhere. Calling it again
     replaces the previous set-up, so tests and embedding programs can reconfigure.
     """
+    import structlog
+
     out = stream if stream is not None else sys.stderr
     ours, theirs = _levels(verbose)
     shared = _shared_processors()
@@ -235,6 +240,8 @@ def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
     (`configure_logging`), and a library caller that never configures logging sees only what
     its own stdlib set-up lets through.
     """
+    import structlog
+
     if name is None:
         name = "cloudstack_deploy"
     elif name != "cloudstack_deploy" and not name.startswith("cloudstack_deploy."):

@@ -6,19 +6,21 @@ Exit codes come from the error classes (`errors.py`): 0 success, 1 the operation
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from .. import __version__
 from ..errors import CsdeployError, Interrupted, InvalidInput
-from ..log import configure_logging, redact, terminal_safe
-from ..progress import Progress, make_progress
+
+if TYPE_CHECKING:  # imported by the commands that use them: `csdeploy --help` pays for none
+    from datetime import timedelta
+
+    from ..progress import Progress
 
 T = TypeVar("T")
 
@@ -39,6 +41,8 @@ class Lazy:
 def render_error(exc: CsdeployError) -> None:
     """``csdeploy: error: ...`` and ``hint: ...`` on stderr; errors that name a file:line already
     (a blueprint's problems) are printed as they are, one per line."""
+    from ..log import redact, terminal_safe
+
     text = terminal_safe(redact(str(exc)))
     click.echo(text if getattr(exc, "located", False) else f"csdeploy: error: {text}", err=True)
     if exc.hint:
@@ -74,6 +78,8 @@ class Root(click.Group):
         return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
+        words = ctx.args[:ctx.args.index("--")] if "--" in ctx.args else ctx.args   # after `--`: the user's
+        ctx.meta[HELP_ONLY] = any(arg in ("-h", "--help") for arg in words)
         try:
             return super().invoke(ctx)
         except CsdeployError as exc:
@@ -99,8 +105,20 @@ class Root(click.Group):
 @click.pass_context
 def main(ctx: click.Context, verbose: int, log_format: str, server: str | None, token_file: str | None) -> None:
     """Stand up application environments on Apache CloudStack and deploy to them."""
-    configure_logging(json=log_format == "json", verbose=verbose)
+    if not _asks_for_help(ctx):  # help only: no logging to set up (structlog costs a tenth of a second)
+        from ..log import configure_logging
+
+        configure_logging(json=log_format == "json", verbose=verbose)
     ctx.obj = {"verbose": verbose, "server": server, "token_file": token_file}
+
+
+HELP_ONLY = "csdeploy.help_only"
+
+
+def _asks_for_help(ctx: click.Context) -> bool:
+    """The command line shows a command's help (``csdeploy deploy --help``) and runs nothing
+    (`Root.invoke` looked at the words before click consumed them)."""
+    return bool(ctx.meta.get(HELP_ONLY))
 
 
 def remote_server() -> Any:
@@ -125,6 +143,8 @@ def not_remote(**given: Any) -> None:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run an async service call (errors reach the root group's handler)."""
+    import asyncio
+
     return asyncio.run(coro)
 
 
@@ -133,6 +153,8 @@ def progress_for(mode: str, as_json: bool = False) -> Iterator[Progress]:
     """The progress view a command asked for; plain lines when -v logs interleave with it."""
     ctx = click.get_current_context(silent=True)
     verbose = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
+    from ..progress import make_progress
+
     if as_json:
         mode = "json"
     elif verbose and mode == "auto":

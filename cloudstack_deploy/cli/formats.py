@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from ..blueprint_rules import printable
 from .common import ENV_OPTION, SET_ONLY_OPTION, SET_OPTION, Lazy, load, run
 
 service = Lazy("cloudstack_deploy.service")
@@ -36,6 +35,8 @@ def init(compose: Path | None, kamal: Path | None, template: str | None, out: Pa
         return
     result = service.init_blueprint(out, compose=compose, kamal=kamal, template=template, sets=overrides,
                                     force=force)
+    from ..blueprint_rules import printable
+
     for note in result.notes:
         click.echo(f"not carried over: {note}", err=True)
     for line in result.comments:  # escaped: a file name or value may hold a line break or an escape

@@ -6,8 +6,9 @@ import sys
 
 import click
 
-from .. import service
-from .common import BLUEPRINT_OPTION, JSON_OPTION, echo_json, env_name
+from .common import BLUEPRINT_OPTION, JSON_OPTION, Lazy, echo_json, env_name
+
+service = Lazy("cloudstack_deploy.service")   # the cloud client and SSH: not for `--help`
 
 
 @click.group()

@@ -7,7 +7,9 @@ one verdict covers them all.
    next. Nothing old is stopped before the whole rollout is judged.
 2. When every batch of every proxy role switched, the watch (`watch.py`, if the blueprint or
    a canary asks for one) probes the new version through the roles' entry points.
-3. The verdict is one for every role. Good: the old containers stop everywhere (`commit_all`).
+3. The verdict is one for every role. Good: each host is handed the stopping of its old
+   containers (`commit_all`) and finishes it after the command returned; the next command's
+   facts (or `status`) wait for, or finish, what is left.
    Bad (a refused switch, a failed watch, a worker that never became ready, a host that
    stopped answering): every host that switched goes back to the container it served before,
    at once (it is still running, so that is one more kamal-proxy deploy, health-checked and
@@ -340,14 +342,16 @@ class Apps:
         return left
 
     async def commit_all(self) -> None:
-        """The rollout was judged good: stop the old containers of every role, proxies and workers.
-        The new version serves everywhere by now, so a host that cannot stop its old container
-        (it stopped answering) is a warning, not a failed deploy: the old one is left over
-        until `status`, the next deploy or a rollback ends it."""
+        """The rollout was judged good: hand every host the stopping of its old containers
+        (proxies and workers; `stages.proxy_commit_script`): one short exec per host, the host
+        stops them after the command returned (the result does not wait for the old version's
+        drain and stop). The new version serves everywhere by now, so a host that cannot take
+        the job (it stopped answering) is a warning, not a failed deploy: the old one is left
+        over until `status`, the next deploy or a rollback ends it."""
         async def one(role: Role, host: Host) -> None:
             try:
                 await self.r.app_step(await self.pool.connect(host), role, self.version,
-                                      self.commit_script(role, host), "stop old")
+                                      self.commit_script(role, host), "stop old (handed to the host)")
             except Exception as exc:
                 text = str(exc).splitlines()[0]
                 self.outcome.warnings.append(f"{host.name}: {role.name}'s old container was not stopped ({text})")

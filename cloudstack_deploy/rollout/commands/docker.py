@@ -366,13 +366,16 @@ def elapsed_at_least(start: Var, now: Var, seconds: float) -> Cond:
 
 
 WAIT_STEP = 0.5
+PROBE_STEP = 0.2   # between two runs of a readiness probe (each is a docker exec: ~0.1 s itself)
 
 
 def wait_ready(name: str, *, timeout: float, readiness: float, remove_on_fail: bool = False,
-               code: int = 66) -> Script:
+               code: int = 66, probe: Sequence[str] | None = None) -> Script:
     """Wait until ``name`` is healthy (HEALTHCHECK) or still running ``readiness`` s after the
     wait began (measured on the host's clock, not by counting polls: each `docker inspect`
-    takes time too).
+    takes time too). With ``probe`` (a blueprint's `readiness.cmd`), ready is when that
+    command, run inside the running container, exits 0 (no fixed wait); unhealthy is still
+    refused.
 
     On failure print the container's state and last logs; ``remove_on_fail`` then removes it
     (a new app version that never became ready must not linger beside the old one).
@@ -391,15 +394,24 @@ def wait_ready(name: str, *, timeout: float, readiness: float, remove_on_fail: b
     with s.loop():
         s.capture(st, inspect(name, HEALTH_STATE))
         s.extend(clock(now))
-        with s.when(equals(st, "healthy running")):
-            s.break_()
-        with s.when(equals(st, "none running") & elapsed_at_least(t0, now, readiness)):
-            s.break_()
+        if probe is not None:
+            with s.when(matches(st, "none running", "starting running", "healthy running")
+                        & succeeds(exec_(name, probe))):
+                s.break_()
+        else:
+            with s.when(equals(st, "healthy running")):
+                s.break_()
+            with s.when(equals(st, "none running") & elapsed_at_least(t0, now, readiness)):
+                s.break_()
         with s.when(matches(st, "*exited*", "*dead*", "unhealthy *") | empty(st)):
             give_up(f"container {name} is ", st)
         with s.when(elapsed_at_least(t0, now, timeout)):
-            give_up(f"container {name} not ready after {timeout:g}s (", st, ")")
-        s.extend(sleep_until_or_step(t0, now, readiness))
+            give_up(f"container {name} not ready after {timeout:g}s (", st,
+                    ")" if probe is None else f"; readiness.cmd never exited 0: {' '.join(probe)})")
+        if probe is None:
+            s.extend(sleep_until_or_step(t0, now, readiness))
+        else:
+            s.sleep(PROBE_STEP)
     return s
 
 

@@ -2,7 +2,9 @@
 
 Everything lives under ``~/.csdeploy/<service>`` of the deploy user: env files (0600), the
 deploy lock (a directory: ``mkdir`` is atomic), the deploy history (JSON lines) and, on the
-primary host, a paused canary (``canary.json``: what `deploy --promote`/`--abort` finish).
+primary host, a paused canary (``canary.json``: what `deploy --promote`/`--abort` finish),
+and work handed to the host to finish after a command returned (``finishing/*.sh``, run one
+at a time under ``finishing.lock``: stopping old containers after a good rollout).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ...inventory import DISK_UNIT
-from .script import Script, Var, empty, nonempty, succeeds
+from .script import Script, Var, empty, nonempty, q, succeeds
 
 LOCK_EXIT = 75          # EX_TEMPFAIL: the deploy lock is held by someone else
 DISK_EXIT = 68          # a data disk is not mounted
@@ -196,3 +198,44 @@ def read_canary(service: str) -> Script:
 
 def read_history(service: str) -> Script:
     return Script().run(["cat", history_file(service)], may_fail=True)
+
+
+# ---- work the host finishes after the command returned ------------------------------------
+
+#: How long the next command waits for the host to finish what an earlier one handed it.
+FINISH_WAIT = 120
+
+
+def finishing_dir(service: str) -> str:
+    return f"{base_dir(service)}/finishing"
+
+
+def finishing_lock(service: str) -> str:
+    return f"{base_dir(service)}/finishing.lock"
+
+
+def finish_later(service: str, name: str, work: Script) -> Script:
+    """Hand ``work`` to the host: written to ``finishing/NAME.sh`` and started detached (its own
+    session, none of this one's descriptors), so the SSH session ends at once while the host
+    finishes it. The file removes itself when the work succeeded; until then `finish_left`
+    (the next command's facts, `status`) waits for it, or runs it again when it never ended
+    (the host rebooted, the work failed). One at a time on a host, under ``finishing.lock``."""
+    path = f"{finishing_dir(service)}/{name}.sh"
+    job = Script().extend(work).run(["rm", "-f", path])
+    s = make_dirs([finishing_dir(service)])
+    s.write_file(path, job.text(), mode="600")
+    s.raw(q(["setsid", "flock", finishing_lock(service), "sh", path]) + " </dev/null >/dev/null 2>&1 &")
+    return s
+
+
+def finish_left(service: str, wait: int = FINISH_WAIT) -> Script:
+    """Finish what an earlier command handed the host (`finish_later`): wait for the job still
+    running (at most ``wait`` s), run again a file whose job never ended. Prints nothing;
+    never fails (what cannot be finished now is tried again by the next command)."""
+    s = Script()
+    left, job = Var("left"), Var("job")
+    s.capture(left, ["find", finishing_dir(service), "-maxdepth", "1", "-type", "f", "-name", "*.sh"])
+    with s.each_word(job, left):
+        s.run(["flock", "-w", str(int(wait)), finishing_lock(service), "sh", "-c", '[ ! -f "$1" ] || sh "$1"',
+               "sh", job], quiet=True, may_fail=True)
+    return s

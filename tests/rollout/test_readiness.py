@@ -1,0 +1,132 @@
+"""A worker is judged ready by what it says, not by a fixed wait: a blueprint `readiness.cmd`
+(run inside the new container until it exits 0), or a Docker HEALTHCHECK (the image's or
+healthcheck.cmd); `healthcheck.readiness_delay` stays the default for a worker with neither.
+
+The worker's start script runs for real under /bin/sh with a `docker` first on PATH that
+plays the container: its health state is read from a file, and `docker exec` of the probe
+succeeds once another file exists. The readiness_delay is 60 s here, so a script that waited
+for it would not end within the test's time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cloudstack_deploy.blueprint import BlueprintError, load_blueprint
+from cloudstack_deploy.inventory import Inventory
+from cloudstack_deploy.rollout.contract import role_env
+from cloudstack_deploy.rollout.stages import worker_start_script
+
+from .test_commands import INVENTORY, SECRETS
+
+HEAD = """\
+service: demo
+image: registry.lab:5000/demo-app
+cloud: {zone: z, template: t, service_offering: small, ssh: {allow_from: [127.0.0.0/8]}}
+roles:
+  web: {}
+  worker:
+    cmd: python -m demo.worker
+    healthcheck: {readiness_delay: 60}
+"""
+
+DOCKER = """#!/usr/bin/env python3
+import json, os, sys
+here = {here!r}
+args = sys.argv[1:]
+open(os.path.join(here, "docker.log"), "a").write(json.dumps(args) + "\\n")
+if args[:1] == ["inspect"] and "Health" in args[2]:
+    print(open(os.path.join(here, "health")).read().strip())
+if args[:1] == ["exec"]:
+    sys.exit(0 if os.path.exists(os.path.join(here, "ready")) else 1)
+"""
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "docker").write_text(DOCKER.format(here=str(tmp_path)))
+    (bindir / "docker").chmod(0o755)
+    (tmp_path / "home").mkdir()
+    return {"PATH": f"{bindir}:{os.environ['PATH']}", "HOME": str(tmp_path / "home")}, tmp_path
+
+
+def blueprint(tmp_path: Path, extra: str = "") -> object:
+    path = tmp_path / "bp.yml"
+    path.write_text(HEAD + extra)
+    return load_blueprint(str(path))
+
+
+def start_worker(bp, env: dict[str, str], here: Path, health: str) -> subprocess.CompletedProcess[str]:
+    (here / "health").write_text(health)
+    worker = bp.roles["worker"]
+    inv: Inventory = INVENTORY
+    script = worker_start_script(bp, "demo", worker, "v2", role_env(bp, "worker", inv, SECRETS, "v2"))
+    return subprocess.run(["sh", "-s"], input=script.text(), env=env, cwd=here / "home", capture_output=True,
+                          text=True, timeout=20)
+
+
+def calls(here: Path) -> list[list[str]]:
+    return [json.loads(line) for line in (here / "docker.log").read_text().splitlines()]
+
+
+def test_readiness_cmd_makes_the_worker_ready_as_soon_as_it_exits_0(host, tmp_path: Path) -> None:
+    env, here = host
+    bp = blueprint(tmp_path, "    readiness: {cmd: [test, -f, /tmp/ready], timeout: 15}\n")
+    (here / "ready").touch()
+    done = start_worker(bp, env, here, "none running")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["fresh"]
+    assert ["exec", "demo-worker-v2", "test", "-f", "/tmp/ready"] in calls(here), "the probe ran inside it"
+
+
+def test_a_readiness_cmd_that_never_exits_0_refuses_the_worker_and_removes_it(host, tmp_path: Path) -> None:
+    env, here = host
+    bp = blueprint(tmp_path, "    readiness: {cmd: [test, -f, /tmp/ready], timeout: 1}\n")
+    done = start_worker(bp, env, here, "none running")
+    assert done.returncode == 66
+    assert "container demo-worker-v2 not ready after 1s" in done.stderr
+    assert "readiness.cmd never exited 0: test -f /tmp/ready" in done.stderr
+    assert ["rm", "--force", "demo-worker-v2"] in calls(here), "a refused new worker does not linger"
+
+
+def test_a_healthcheck_judges_the_worker_instead_of_the_delay(host, tmp_path: Path) -> None:
+    """An image whose HEALTHCHECK says healthy is ready then, not readiness_delay later."""
+    env, here = host
+    done = start_worker(blueprint(tmp_path), env, here, "healthy running")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["fresh"]
+
+
+@pytest.mark.parametrize("extra", ["", "    readiness: {cmd: [test, -f, /tmp/ready]}\n"])
+def test_an_unhealthy_worker_is_refused(extra: str, host, tmp_path: Path) -> None:
+    env, here = host
+    (here / "ready").touch()   # even a passing probe does not make an unhealthy container ready
+    done = start_worker(blueprint(tmp_path, extra), env, here, "unhealthy running")
+    assert done.returncode == 66
+    assert "container demo-worker-v2 is unhealthy running" in done.stderr
+
+
+@pytest.mark.parametrize(("extra", "line", "message"), [
+    ("    readiness: {timeout: 5}\n", 9, "roles.worker.readiness.cmd: missing: the command that exits 0"),
+    ("    readiness: {cmd: [test], timeout: -1}\n", 9, "roles.worker.readiness.timeout: must be more than 0"),
+    ("    readiness: {cmd: true, every: 1}\n", 9, "roles.worker.readiness.cmd: expected a command"),
+    ("    readiness: [test]\n", 9, "roles.worker.readiness: expected a mapping"),
+])
+def test_bad_readiness_names_file_and_line(extra: str, line: int, message: str, tmp_path: Path) -> None:
+    with pytest.raises(BlueprintError) as info:
+        blueprint(tmp_path, extra)
+    assert f"bp.yml:{line}: {message}" in str(info.value)
+
+
+def test_readiness_is_refused_on_a_proxy_role(tmp_path: Path) -> None:
+    path = tmp_path / "bp.yml"
+    path.write_text(HEAD.replace("  web: {}\n", "  web:\n    readiness: {cmd: [test, -f, /x]}\n"))
+    with pytest.raises(BlueprintError, match=r"bp.yml:6: roles.web.readiness: kamal-proxy judges a proxy role"):
+        load_blueprint(str(path))
