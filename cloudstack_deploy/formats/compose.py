@@ -134,6 +134,8 @@ def import_compose(path: Path, out: Path, registry: str = LAB_REGISTRY, *, env_f
     if not isinstance(services, dict) or not services:
         problems.append(doc.problem(("services",), "no services: a Compose file needs a `services` mapping"))
         raise BlueprintError(problems)
+    importer = _Importer(doc, path, out, registry, variables)
+    services = importer.extended(services)
     for name, svc in services.items():
         if not isinstance(svc, dict):
             problems.append(doc.problem(("services", name), "expected a mapping of service settings"))
@@ -146,9 +148,7 @@ def import_compose(path: Path, out: Path, registry: str = LAB_REGISTRY, *, env_f
                 problems.append(doc.problem(("services", name, "image"), why))
     if problems:
         raise BlueprintError(problems, hint="nothing was written")
-    importer = _Importer(doc, path, out, registry, variables)
     importer.env_file = Path(env_files[-1]) if env_files else path.parent / ".env"
-    services = importer.extended(services)
     active = set(profiles) | {p for p in variables.get("COMPOSE_PROFILES", "").split(",") if p.strip()}
     services = importer.in_profiles(services, active)
     return importer.run(tree, services)

@@ -248,12 +248,12 @@ def split_env(doc: Doc, notes: Notes, items: list[tuple[str, str | None, TreePat
             secret = True
             notes.add(doc, path, f"{key} has no value here (Compose passes it from the shell): a secret")
         elif found and variables is not None and (known := interpolate(raw, variables)) is not None \
-                and not looks_secret(key, known) and all(r.name in variables for r in found):
+                and not looks_secret(key, known):
             out.clear[key] = known
             out.where[key] = path
             names = ", ".join(sorted({r.name for r in found}))
-            notes.add(doc, path, f"interpolated from ${{{names}}} (the env file or the shell): {key} is written "
-                                 "as its value")
+            notes.add(doc, path, f"interpolated from ${{{names}}} (the env file, the shell or the default): {key} "
+                                 "is written as its value")
             continue
         elif found:
             pieces = _scan(raw.strip())
