@@ -1,11 +1,19 @@
-"""`csdeploy init --from-compose`: a docker-compose.yml as a blueprint.
+"""`csdeploy init --from-compose`: a docker-compose.yml as a blueprint, read as Compose reads it.
 
-Services with an image or a build become roles: the one that publishes HTTP is the proxy
-role (its Compose health check's URL path becomes kamal-proxy's), the others are workers
-with their command. Well-known images (postgres, mysql/mariadb, redis, valkey, memcached,
-mongo) become accessories with a data disk and their environment contract; databases get a
-VM of their own, caches share the proxy role's first VM. Roles and accessories are written
-in depends_on order. Everything that has no place in a blueprint is listed with the reason.
+The file: the `.env` beside it (or `--env-file`) and the shell for interpolation (`${A:-${B}}`,
+`${A:?msg}` refused with its line), `profiles` (only active ones: `--profile`,
+COMPOSE_PROFILES), `extends`, each service's `env_file` then `environment`.
+
+Services are classified by what they do, not by name. One with a well-known image family
+(postgres and its variants, mysql/mariadb, redis/valkey/keydb, mongo, memcached,
+elasticsearch/opensearch, rabbitmq, minio, clickhouse: `accessories.py`) is an accessory with a
+data disk and its image's env contract; databases get a VM of their own, caches share the
+main proxy role's first VM. The others are roles, each running its own image (builds are
+images of their own; the first build is the blueprint's image): a role that publishes an HTTP
+port, or whose health check GETs one, is a proxy role (several may be), its health check's
+path becoming kamal-proxy's; the others are workers with their command. Named volumes and data
+bind mounts are kept as role volumes. Roles and accessories are written in depends_on order.
+Everything that has no place in a blueprint is listed with the reason and its line.
 """
 
 from __future__ import annotations

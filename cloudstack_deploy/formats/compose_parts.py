@@ -248,7 +248,9 @@ def split_env(doc: Doc, notes: Notes, items: list[tuple[str, str | None, TreePat
             secret = True
             notes.add(doc, path, f"{key} has no value here (Compose passes it from the shell): a secret")
         elif found and variables is not None and (known := interpolate(raw, variables)) is not None \
-                and not looks_secret(key, known):
+                and not looks_secret(key, known) and not any(looks_secret(r.name) for r in found):
+            # a value known from the env file/shell/defaults, no secret by its name, its
+            # variables' names or its form (a URL with a password): written as it is
             out.clear[key] = known
             out.where[key] = path
             names = ", ".join(sorted({r.name for r in found}))

@@ -205,3 +205,15 @@ def test_an_accessory_given_name_and_name_file_keeps_only_the_file(tmp_path: Pat
     assert "POSTGRES_PASSWORD" not in db.env.secret and "POSTGRES_PASSWORD" not in db.env.clear
     assert db.env.clear == {"POSTGRES_PASSWORD_FILE": "/etc/pg/password", "POSTGRES_HOST_AUTH_METHOD": "scram-sha-256"}
     assert "POSTGRES_PASSWORD dropped: the postgres image refuses it next to POSTGRES_PASSWORD_FILE" in notes
+
+
+def test_a_value_from_a_secret_variable_stays_a_secret_name(tmp_path: Path) -> None:
+    """`SETTING: ${SECRET_KEY_BASE}` is known from the .env file, but its variable is a secret:
+    the value is never written, under any key."""
+    (tmp_path / ".env").write_text("SECRET_KEY_BASE=kb-not-to-be-written\nDB_URL=postgres://u:pw-not-written@db/x\n")
+    result, _ = _init(tmp_path, "services:\n  web:\n    image: acme/web:1\n    ports: ['80:80']\n"
+                                "    environment: {SETTING: '${SECRET_KEY_BASE}', TARGET: '${DB_URL}'}\n")
+    web = result.blueprint.roles["web"]
+    assert set(web.env.secret) == {"SETTING", "TARGET"} and not web.env.clear
+    text = (tmp_path / "csdeploy.yml").read_text()
+    assert "kb-not-to-be-written" not in text and "pw-not-written" not in text
