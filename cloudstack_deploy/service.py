@@ -629,17 +629,20 @@ async def build_and_deploy(env: str, *, version: str | None = None, blueprint: s
 
 def init_blueprint(out: str | os.PathLike[str], *, compose: str | os.PathLike[str] | None = None,
                    kamal: str | os.PathLike[str] | None = None, template: str | None = None,
-                   sets: tuple[str, ...] | list[str] = (), force: bool = False) -> InitResult:
+                   sets: tuple[str, ...] | list[str] = (), force: bool = False,
+                   env_files: Sequence[str | os.PathLike[str]] = (), profiles: Sequence[str] = ()) -> InitResult:
     """`csdeploy init`: a validated blueprint at ``out`` from a Compose file, a Kamal config or a
     template (``sets``: the template's fields and blueprint overrides). Writes nothing on error,
-    and never over an existing file unless ``force``."""
+    and never over an existing file unless ``force``. ``env_files``/``profiles``: Compose's
+    `--env-file` and `--profile`."""
     from pathlib import Path
 
     from . import formats
 
     return formats.init_blueprint(Path(out), compose=Path(compose) if compose is not None else None,
                                   kamal=Path(kamal) if kamal is not None else None, template=template,
-                                  sets=sets, force=force)
+                                  sets=sets, force=force, env_files=[Path(f) for f in env_files],
+                                  profiles=list(profiles))
 
 
 def template_fields(name: str) -> list[str]:

@@ -23,9 +23,13 @@ service = Lazy("cloudstack_deploy.service")
               show_default=True, help="The blueprint file to write.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.option("--fields", "show_fields", is_flag=True, help="With --template: list the form's fields, write nothing.")
+@click.option("--env-file", "env_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="With --from-compose: interpolate with this file instead of the .env beside it (repeatable).")
+@click.option("--profile", "profiles", multiple=True, metavar="NAME",
+              help="With --from-compose: also import the services of this Compose profile (repeatable).")
 @SET_ONLY_OPTION
 def init(compose: Path | None, kamal: Path | None, template: str | None, out: Path, force: bool,
-         show_fields: bool, overrides: tuple[str, ...]) -> None:
+         show_fields: bool, env_files: tuple[Path, ...], profiles: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     """Write a blueprint: from a Compose file, a Kamal config, or a template (--set fills the form)."""
     if show_fields:
         if template is None:
@@ -34,7 +38,7 @@ def init(compose: Path | None, kamal: Path | None, template: str | None, out: Pa
             click.echo(line)
         return
     result = service.init_blueprint(out, compose=compose, kamal=kamal, template=template, sets=overrides,
-                                    force=force)
+                                    force=force, env_files=env_files, profiles=profiles)
     from ..blueprint_rules import printable
 
     for note in result.notes:

@@ -29,8 +29,10 @@ class InitResult:
 
 
 def init_blueprint(out: Path, *, compose: Path | None = None, kamal: Path | None = None,
-                   template: str | None = None, sets: Sequence[str] = (), force: bool = False) -> InitResult:
-    """Write a blueprint to ``out`` from exactly one source; nothing is written on any problem."""
+                   template: str | None = None, sets: Sequence[str] = (), force: bool = False,
+                   env_files: Sequence[Path] = (), profiles: Sequence[str] = ()) -> InitResult:
+    """Write a blueprint to ``out`` from exactly one source; nothing is written on any problem.
+    ``env_files`` and ``profiles`` are Compose's `--env-file` and `--profile`."""
     if sum(x is not None for x in (compose, kamal, template)) != 1:
         raise InvalidInput("say where the blueprint comes from: one of --from-compose FILE, --from-kamal FILE "
                            "or --template NAME")
@@ -38,10 +40,12 @@ def init_blueprint(out: Path, *, compose: Path | None = None, kamal: Path | None
         raise InvalidInput(f"{out} already exists; nothing was written",
                            hint="pass --force to replace it, or --out another file")
     overrides = list(sets)
+    if (env_files or profiles) and compose is None:
+        raise InvalidInput("--env-file and --profile go with --from-compose")
     if compose is not None:
         from .compose import import_compose
 
-        draft: Draft = import_compose(compose, out)
+        draft: Draft = import_compose(compose, out, env_files=env_files, profiles=profiles)
     elif kamal is not None:
         from .kamal_in import import_kamal
 

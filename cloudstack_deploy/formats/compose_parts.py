@@ -19,7 +19,8 @@ from ..blueprint_schema import ENV_NAME_RE
 from .source import Doc, Notes
 from .writer import SECRET_NAME, looks_secret
 
-_REF = re.compile(r"[$][$]|[$]\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|[$]([A-Za-z_][A-Za-z0-9_]*)")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OPS = (":-", ":?", ":+", "-", "?", "+")
 _DOTENV = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(.*)$")
 
 
@@ -28,58 +29,142 @@ class Ref:
     name: str
     op: str | None
     default: str | None
+    """The text after `-`/`:-` (may hold references of its own: `${A:-${B}}`)."""
+    arg: str = ""
+    text: str = ""
+    """The reference as written (`${A:-x}`)."""
+
+
+def _scan(text: str) -> list[str | Ref]:
+    """Compose's interpolation syntax as literal pieces and references: `$$` is a `$`; `$VAR`,
+    `${VAR}`, `${VAR<op>ARG}` with op `:-`, `-`, `:?`, `?`, `:+`, `+`; ARG may hold references
+    (`${A:-${B:-x}}`). A `$` that starts none of these is literal, as in Compose."""
+    out: list[str | Ref] = []
+    i, n = 0, len(text)
+    lit = []
+    while i < n:
+        c = text[i]
+        if c != "$":
+            lit.append(c)
+            i += 1
+            continue
+        if text.startswith("$$", i):
+            lit.append("$")
+            i += 2
+            continue
+        if text.startswith("${", i):
+            m = _NAME.match(text, i + 2)
+            if m is None:
+                lit.append(c)
+                i += 1
+                continue
+            j = m.end()
+            op = next((o for o in _OPS if text.startswith(o, j)), None)
+            if op is None and not text.startswith("}", j):
+                lit.append(c)
+                i += 1
+                continue
+            k = j + (len(op) if op else 0)
+            depth, end = 1, None
+            while k < n:
+                if text.startswith("$$", k):
+                    k += 2
+                    continue
+                if text.startswith("${", k):
+                    depth += 1
+                    k += 2
+                    continue
+                if text[k] == "}":
+                    depth -= 1
+                    if depth == 0:
+                        end = k
+                        break
+                k += 1
+            if end is None:
+                lit.append(c)
+                i += 1
+                continue
+            arg = text[j + (len(op) if op else 0):end]
+            if lit:
+                out.append("".join(lit))
+                lit = []
+            out.append(Ref(m[0], op, arg if op in ("-", ":-") else None, arg, text[i:end + 1]))
+            i = end + 1
+            continue
+        m = _NAME.match(text, i + 1)
+        if m is None:
+            lit.append(c)
+            i += 1
+            continue
+        if lit:
+            out.append("".join(lit))
+            lit = []
+        out.append(Ref(m[0], None, None, "", text[i:m.end()]))
+        i = m.end()
+    if lit:
+        out.append("".join(lit))
+    return out
 
 
 def refs(text: str) -> list[Ref]:
+    """The references of a value, nested ones too (`${A:-${B}}` refers to A and B)."""
     out = []
-    for m in _REF.finditer(text):
-        if m[0] == "$$":
-            continue
-        name = m[1] or m[4]
-        op = m[2]
-        out.append(Ref(name, op, m[3] if op in ("-", ":-") else None))
+    for piece in _scan(text):
+        if isinstance(piece, Ref):
+            out.append(piece)
+            out += refs(piece.arg)
     return out
 
 
 def interpolate(value: str, variables: Mapping[str, str] | None = None) -> str | None:
     """Compose's interpolation: `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
-    `${VAR:+other}`, `${VAR+other}`, `$$` for a `$`. ``variables`` are the project's (the
-    shell's over the `.env` file's). None when a variable without a default is unset, since
-    its value is unknown here; `${VAR:?err}` is checked beforehand by `required`."""
+    `${VAR:+other}`, `${VAR+other}`, `$$` for a `$`, nested in defaults (`${A:-${B:-x}}`).
+    ``variables`` are the project's (the shell's over the env file's). None when a variable
+    without a default is unset, since its value is unknown here; `${VAR:?err}` is checked
+    beforehand by `required`."""
     found = variables or {}
-    missing = False
-
-    def sub(m: re.Match[str]) -> str:
-        nonlocal missing
-        if m[0] == "$$":
-            return "$"
-        name, op, arg = m[1] or m[4], m[2], m[3] or ""
-        value = found.get(name)
-        empty = value is None or (value == "" and op is not None and op.startswith(":"))
-        if op in ("-", ":-"):
-            return arg if empty else str(value)
-        if op in ("+", ":+"):
-            return "" if empty else arg
-        if value is None:
-            missing = True
-            return ""
-        return value if not (op == ":?" and value == "") else ""
-
-    text = _REF.sub(sub, value)
-    return None if missing else text
+    out = []
+    for piece in _scan(value):
+        if isinstance(piece, str):
+            out.append(piece)
+            continue
+        got = found.get(piece.name)
+        empty = got is None or (got == "" and piece.op is not None and piece.op.startswith(":"))
+        if piece.op in ("-", ":-", "+", ":+"):
+            use_arg = empty if piece.op in ("-", ":-") else not empty
+            if not use_arg:
+                out.append("" if piece.op in ("+", ":+") else str(got))
+                continue
+            inner = interpolate(piece.arg, found)
+            if inner is None:
+                return None
+            out.append(inner)
+            continue
+        if got is None:
+            return None
+        out.append(got)
+    return "".join(out)
 
 
 def required(value: str, variables: Mapping[str, str]) -> list[str]:
     """The messages of `${VAR:?err}` / `${VAR?err}` that fail with ``variables`` (Compose
-    stops there: `:?` when unset or empty, `?` when unset)."""
+    stops there: `:?` when unset or empty, `?` when unset), nested ones in a default that is
+    used too."""
     out = []
-    for m in _REF.finditer(value):
-        if m[0] == "$$" or m[2] not in (":?", "?"):
+    for piece in _scan(value):
+        if not isinstance(piece, Ref):
             continue
-        value_set = variables.get(m[1])
-        if value_set is None or (m[2] == ":?" and value_set == ""):
-            why = m[3] or ("unset or empty" if m[2] == ":?" else "unset")
-            out.append(f"required variable {m[1]} is not set: {why}")
+        got = variables.get(piece.name)
+        if piece.op in (":?", "?"):
+            if got is None or (piece.op == ":?" and got == ""):
+                why = interpolate(piece.arg, variables) or piece.arg or (
+                    "unset or empty" if piece.op == ":?" else "unset")
+                out.append(f"required variable {piece.name} is not set: {why}")
+        elif piece.op in ("-", ":-"):
+            if got is None or (piece.op == ":-" and got == ""):
+                out += required(piece.arg, variables)
+        elif piece.op in ("+", ":+") and not (got is None or (piece.op == ":+" and got == "")):
+            out += required(piece.arg, variables)
     return out
 
 
@@ -144,10 +229,13 @@ class EnvSplit:
 
 
 def split_env(doc: Doc, notes: Notes, items: list[tuple[str, str | None, TreePath]], *,
-              provided: dict[str, str], service_hosts: set[str]) -> EnvSplit:
+              provided: dict[str, str], service_hosts: set[str],
+              variables: Mapping[str, str] | None = None) -> EnvSplit:
     """Clear values and secret names. ``provided``: variables csdeploy gives apps (name ->
     accessory), dropped with a note; ``service_hosts``: compose service names, which are
-    host names in Compose but not on csdeploy's VMs."""
+    host names in Compose but not on csdeploy's VMs; ``variables``: the project's (the
+    shell's and the env file's), with which `${VAR}` values are interpolated: a value that is
+    then known and not secret is clear."""
     out = EnvSplit({}, [])
     for key, raw, path in items:
         if key in provided:
@@ -159,10 +247,21 @@ def split_env(doc: Doc, notes: Notes, items: list[tuple[str, str | None, TreePat
         if raw is None:
             secret = True
             notes.add(doc, path, f"{key} has no value here (Compose passes it from the shell): a secret")
+        elif found and variables is not None and (known := interpolate(raw, variables)) is not None \
+                and not looks_secret(key, known) and not any(looks_secret(r.name) for r in found):
+            # a value known from the env file/shell/defaults, no secret by its name, its
+            # variables' names or its form (a URL with a password): written as it is
+            out.clear[key] = known
+            out.where[key] = path
+            names = ", ".join(sorted({r.name for r in found}))
+            notes.add(doc, path, f"interpolated from ${{{names}}} (the env file, the shell or the default): {key} "
+                                 "is written as its value")
+            continue
         elif found:
-            whole = len(found) == 1 and re.fullmatch(r"[$]\{[^}]*\}|[$][A-Za-z_][A-Za-z0-9_]*", raw.strip())
+            pieces = _scan(raw.strip())
+            whole = len(pieces) == 1 and isinstance(pieces[0], Ref)
             ref = found[0]
-            if whole and ref.default is not None and not looks_secret(key, ref.default):
+            if whole and ref.default is not None and not refs(ref.default) and not looks_secret(key, ref.default):
                 out.clear[key] = ref.default
                 out.where[key] = path
                 notes.add(doc, path, f"${{{ref.name}}} with a default: the default was taken as {key}'s value")
@@ -191,16 +290,24 @@ def split_env(doc: Doc, notes: Notes, items: list[tuple[str, str | None, TreePat
             continue
         out.clear[key] = raw or ""
         out.where[key] = path
-        host = _service_host(raw or "", service_hosts)
+        host = _service_host(key, raw or "", service_hosts)
         if host:
             notes.add(doc, path, f"refers to Compose service '{host}' by host name, which csdeploy's VMs do "
                                  "not resolve: point it at the accessory (see its private address)")
     return out
 
 
-def _service_host(value: str, hosts: set[str]) -> str | None:
+_HOST_KEY = re.compile(r"(HOST|ADDR|SERVER|URL|URI|ENDPOINT|DSN|BROKER|NODES?|SEEDS?)", re.I)
+
+
+def _service_host(key: str, value: str, hosts: set[str]) -> str | None:
+    """The Compose service a value names as a host: `db:5432`, `redis://redis/0`, or the bare
+    name under a key that holds a host (POSTGRES_DB=gitea names a database, not service gitea)."""
     for host in sorted(hosts):
-        if value == host or re.search(rf"(?:^|[/@]){re.escape(host)}(?::\d+|/|$)", value):
+        if value == host and _HOST_KEY.search(key):
+            return host
+        if re.search(rf"(?:^|[/@]){re.escape(host)}(?::\d+|/)", value) or re.fullmatch(
+                rf"[a-z][a-z0-9+.-]*://(?:[^/@]*@)?{re.escape(host)}", value):
             return host
     return None
 

@@ -30,12 +30,21 @@ def compact(number: float) -> int | float:
     return int(number) if float(number).is_integer() else round(number, 3)
 
 
-_HTTP_URL = re.compile(r"https?://(?:localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\])(?::(\d+))?(/[^\s'\"|;&]*)?")
+_LOCAL = r"(?:localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\])"
+_HTTP_URL = re.compile(rf"https?://{_LOCAL}(?::(\d+))?(/[^\s'\"|;&]*)?")
+# curl and wget take a URL without its scheme (`curl -f localhost:3000/health`): http is assumed
+_BARE_URL = re.compile(rf"(?:^|[\s'\"=]){_LOCAL}(?::(\d+))?(/[^\s'\"|;&]*)?(?=$|[\s'\"|;&])")
+_HTTP_TOOL = re.compile(r"(?:^|[\s/;&|'\"])(?:curl|wget|http|httpie|xh)(?:$|\s)")
 
 
 def http_check(command: str) -> tuple[str, int | None] | None:
-    """(path, port) of a health check command that GETs a local URL (curl, wget, ...)."""
+    """(path, port) of a health check command that GETs a local URL: curl, wget and the like,
+    with or without the scheme (None: no local URL in the command)."""
     m = _HTTP_URL.search(command)
+    if m is None and _HTTP_TOOL.search(command):
+        # a bare host is also an option's value (`--noproxy localhost`): one with a port or path wins
+        bare = list(_BARE_URL.finditer(command))
+        m = next((b for b in bare if b[1] or b[2]), bare[0] if bare else None)
     if m is None:
         return None
     return (m[2] or "/"), (int(m[1]) if m[1] else None)

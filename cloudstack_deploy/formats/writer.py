@@ -38,9 +38,16 @@ _URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@", re.
 SECRET_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
+# Settings named after a secret that hold none: how to authenticate, a path to a secret file.
+_NOT_SECRET = re.compile(r"(_AUTH_METHOD|_AUTH_TYPE|_AUTH_MODE|_AUTH_ENABLED|_FILE|_PATH)$", re.I)
+
+
 def looks_secret(name: str, value: str | None = None) -> bool:
-    """A variable that holds a secret: by its name, or a URL that carries a password."""
-    return bool(_SECRET_WORDS.search(name)) or bool(value and _URL_WITH_PASSWORD.match(value))
+    """A variable that holds a secret: by its name, or a URL that carries a password
+    (`POSTGRES_HOST_AUTH_METHOD=trust` and `*_FILE` paths are settings, not secrets)."""
+    if value and _URL_WITH_PASSWORD.match(value):
+        return True
+    return bool(_SECRET_WORDS.search(name)) and not _NOT_SECRET.search(name)
 
 
 _DIGEST_HEX = {"sha256": 64, "sha384": 96, "sha512": 128}

@@ -343,7 +343,7 @@ def test_dollar_dollar_and_the_env_file_under_the_shell(tmp_path: Path, monkeypa
     (tmp_path / ".env").write_text("# registry\nREG=ghcr.io/fromenv\nexport TAG_OWNER='dotenv'\nQ=\"a b\" # c\n")
     (tmp_path / "compose.yml").write_text(
         "services:\n  web:\n    image: ${REG}/app\n    ports: ['80:80']\n"
-        "  db:\n    image: postgres:16\n    volumes: ['${TAG_OWNER}-$$x:/var/lib/postgresql/data']\n")
+        "  db:\n    image: postgres:16\n    volumes: ['./${TAG_OWNER}-$$x:/var/lib/postgresql/data']\n")
     draft = import_compose(tmp_path / "compose.yml", tmp_path / "csdeploy.yml")
     assert draft.tree["image"] == "ghcr.io/fromenv/app"
     from cloudstack_deploy.formats.compose_parts import dotenv, interpolate
