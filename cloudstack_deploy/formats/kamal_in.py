@@ -508,7 +508,7 @@ class _Importer:
             if proxy is True:
                 proxy = root_proxy
             if isinstance(proxy, dict):
-                role["proxy"] = self.proxy(proxy, path + ("proxy",), cfg if name == primary else {})
+                role["proxy"] = self.proxy(proxy, path + ("proxy",), cfg)  # deploy_timeout, drain_timeout: Kamal's, for every proxy role
             elif rname == "web":
                 role["proxy"] = False
             options = spec.get("options") if isinstance(spec.get("options"), dict) else {}

@@ -118,11 +118,7 @@ def test_import_matches_its_expected_outcome(case: Path, tmp_path: Path) -> None
     want = spec["outcome"]
     for key in ("service", "image", "roles", "accessories", "secrets"):
         assert got[key] == want[key], key
-    if case.parent.name == "compose":
-        assert got["not_mapped"] == sorted(want["not_mapped"])
-    else:  # the Kamal importer's notes are its helper's: each listed one must be there
-        missing = [n for n in want["not_mapped"] if not any(g.startswith(n) for g in got["not_mapped"])]
-        assert not missing
+    assert got["not_mapped"] == sorted(want["not_mapped"])
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if "refused" not in _spec(c)],
@@ -158,26 +154,3 @@ def test_deploy_scripts_run_each_role_with_its_own_image_volumes_and_env(case: P
         assert acc.image in script
         for volume in acc.volumes:
             assert volume in script
-
-
-PENDING = [c for c in CASES if "pending" in _spec(c)]
-
-
-@pytest.mark.xfail(strict=True, reason="pending: the Kamal importer's features of issue 18 (builder -> build, "
-                                       "the local registry noted, Kamal's global deploy_timeout)")
-@pytest.mark.parametrize("case", PENDING, ids=[f"{c.parent.name}/{c.name}" for c in PENDING])
-def test_kamal_features_still_pending(case: Path, tmp_path: Path) -> None:
-    """What the corpus shows the Kamal importer still lacks (its `pending` entry). It fails
-    today; once the other importer work lands it passes, and strict xfail turns that into a
-    failure that asks to move the entry into `outcome`."""
-    spec = _spec(case)
-    pending = spec["pending"]
-    result = _import(case, spec, tmp_path / "csdeploy.yml")
-    bp = result.blueprint
-    notes = [_note(n, _source(case, spec)) for n in result.notes]
-    if pending.get("built"):
-        assert bp.build is not None  # Kamal builds ./Dockerfile by default
-    for wanted in pending.get("notes", []):
-        assert any(n.startswith(wanted) for n in notes), wanted
-    if "deploy_timeout" in pending:
-        assert {r.proxy.deploy_timeout for r in bp.roles.values() if r.proxy} == {pending["deploy_timeout"]}
