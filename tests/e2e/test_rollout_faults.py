@@ -128,6 +128,11 @@ def env(lab: Lab) -> Iterator[Env]:
         yield e
 
 
+def shown(census: dict[tuple[str, str], list[str]]) -> dict[str, list[str]]:
+    """The census with ``host/role`` keys (for the figures' JSON)."""
+    return {f"{host}/{role}": versions for (host, role), versions in census.items()}
+
+
 def consistent(census: dict[tuple[str, str], list[str]]) -> str | None:
     """The one version every role runs on every host, or None."""
     if any(len(v) != 1 for v in census.values()):
@@ -285,7 +290,7 @@ def test_a_fault_at_a_stage_ends_all_old_or_all_new_and_a_rerun_converges(env: E
     end = consistent(census)
     answer = served(env.url)
     outcome = {"stage": stage, "fault": fault, "exit": code, "seconds": round(seconds, 1),
-               "injected_at": round(injected_at, 1), "raw": consistent(raw) or raw, "end": end or census,
+               "injected_at": round(injected_at, 1), "raw": consistent(raw) or shown(raw), "end": end or shown(census),
                "served": answer,
                "load": f"{load.ok} ok, {load.failed} failed",
                "message": next((line for line in (stdout + stderr).splitlines() if "error:" in line), "")[:300]}
