@@ -197,8 +197,12 @@ def proxy_switch_script(bp: Blueprint, env: str, role: Role, version: str, app_e
 def proxy_commit_script(bp: Blueprint, env: str, role: Role, version: str, *, retain: int,
                         schedule: Script | None = None) -> Script:
     """After the rollout was judged good: stop the role's old containers on the host, prune;
-    on the role's first host, ``schedule`` (`schedule_script`) sets its scheduled jobs."""
+    on the role's first host, ``schedule`` (`schedule_script`) sets its scheduled jobs. A proxy
+    role's host ends with kamal-proxy running (`p.revive`): killed once the switch was done, it
+    left a deploy that said done serving nothing (the rollout fault matrix, stop old/proxy)."""
     s = _stop_old_and_prune(Script(), bp, env, role, container_name(bp.service, role.name, version), retain)
+    if role.proxy is not None:
+        s.extend(p.revive())
     return s.extend(schedule) if schedule is not None else s
 
 

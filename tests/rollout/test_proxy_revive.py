@@ -94,3 +94,31 @@ def test_a_switch_refused_by_a_running_proxy_leaves_it_alone(tmp_path: Path) -> 
     assert proc.returncode == 67, proc.stderr
     assert ["start", "kamal-proxy"] not in _calls(log)
     assert "starting it again" not in proc.stderr
+
+
+def test_stopping_the_old_version_leaves_a_killed_proxy_running(tmp_path: Path) -> None:
+    """kamal-proxy killed while a deploy stopped the old containers (the fault matrix's cell stop
+    old/proxy): the deploy said done and nothing was served. The commit starts it again."""
+    from cloudstack_deploy.blueprint import loads_blueprint
+    from cloudstack_deploy.rollout.stages import proxy_commit_script
+
+    bp = loads_blueprint(BLUEPRINT)
+    env, log = _docker(tmp_path, "exited", answers_after=1)
+    script = proxy_commit_script(bp, "e1", bp.roles["web"], "v2", retain=1)
+    proc = subprocess.run(["sh", "-s"], input=script.text(), env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert ["start", "kamal-proxy"] in _calls(log)
+    worker = proxy_commit_script(bp, "e1", bp.roles["worker"], "v2", retain=1)
+    assert "kamal-proxy" not in worker.text()   # a worker's host has no proxy to start
+
+
+BLUEPRINT = """\
+service: demo
+image: registry.lab:5000/demo-app
+cloud: {zone: z, template: t, service_offering: s, ssh: {allow_from: [127.0.0.0/8]}}
+roles:
+  web:
+    proxy: {app_port: 8000}
+  worker:
+    cmd: python -m demo.worker
+"""
