@@ -209,11 +209,17 @@ def proxy_commit_script(bp: Blueprint, env: str, role: Role, version: str, *, re
     """After the rollout was judged good: on the role's first host, ``schedule``
     (`schedule_script`) sets its scheduled jobs; then the host is handed the stopping of the
     role's old containers and the prune (`host.finish_later`): the command does not wait for
-    them, the next command's facts (or `status`) finish what is left."""
+    them, the next command's facts (or `status`) finish what is left. A proxy role's host ends
+    with kamal-proxy running (`p.revive`), now and again after the hand-off: killed once the
+    switch was done, it left a deploy that said done serving nothing (the rollout fault
+    matrix, stop old/proxy)."""
     s = Script()
     if schedule is not None:
         s.extend(schedule)
     work = _stop_old_and_prune(Script(), bp, env, role, container_name(bp.service, role.name, version), retain)
+    if role.proxy is not None:
+        s.extend(p.revive())
+        work.extend(p.revive())
     return s.extend(h.finish_later(bp.service, finishing_name(role.name), work))
 
 

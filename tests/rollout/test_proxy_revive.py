@@ -66,3 +66,59 @@ def test_a_killed_proxy_is_started_again_before_the_switch_back(tmp_path: Path) 
 def test_a_running_proxy_is_left_alone(tmp_path: Path) -> None:
     code, calls, _ = _switch_back(tmp_path, "running")
     assert code == 0 and ["start", "kamal-proxy"] not in calls
+
+
+def test_a_switch_refused_because_the_proxy_died_starts_it_again(tmp_path: Path) -> None:
+    """kamal-proxy killed 1 s into a switch (the rollout fault matrix, tests/e2e/test_rollout_faults.py,
+    cell switch/proxy): the refused host is not among the switched ones, so no switch back runs
+    there; the switch itself must start the proxy again, or the host serves nothing (its routes,
+    from the state volume, still point at the old container)."""
+    env, log = _docker(tmp_path, "exited", answers_after=1)
+    script = p.switch("demo-web", "demo-web-v2", Proxy(app_port=8000, deploy_timeout=3))
+    proc = subprocess.run(["sh", "-s"], input=script.text(), env=env, capture_output=True, text=True, timeout=60)
+    calls = _calls(log)
+    assert proc.returncode == 67, proc.stderr            # still refused: the deploy fails, naming why
+    assert "kamal-proxy refused demo-web-v2" in proc.stderr
+    assert ["rm", "--force", "demo-web-v2"] in calls
+    assert calls.index(["start", "kamal-proxy"]) > calls.index(["rm", "--force", "demo-web-v2"])
+    assert "kamal-proxy was exited: starting it again" in proc.stderr
+    assert json.loads((tmp_path / "proxy.state").read_text())["state"] == "running"
+
+
+def test_a_switch_refused_by_a_running_proxy_leaves_it_alone(tmp_path: Path) -> None:
+    env, log = _docker(tmp_path, "running", answers_after=0)
+    (tmp_path / "bin" / "docker").write_text((tmp_path / "bin" / "docker").read_text().replace(
+        'if args[:1] == ["exec"]:', 'if args[:1] == ["exec"] and "deploy" in args:\n    sys.exit(1)\nif args[:1] == ["exec"]:'))
+    script = p.switch("demo-web", "demo-web-v2", Proxy(app_port=8000, deploy_timeout=3))
+    proc = subprocess.run(["sh", "-s"], input=script.text(), env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 67, proc.stderr
+    assert ["start", "kamal-proxy"] not in _calls(log)
+    assert "starting it again" not in proc.stderr
+
+
+def test_stopping_the_old_version_leaves_a_killed_proxy_running(tmp_path: Path) -> None:
+    """kamal-proxy killed while a deploy stopped the old containers (the fault matrix's cell stop
+    old/proxy): the deploy said done and nothing was served. The commit starts it again."""
+    from cloudstack_deploy.blueprint import loads_blueprint
+    from cloudstack_deploy.rollout.stages import proxy_commit_script
+
+    bp = loads_blueprint(BLUEPRINT)
+    env, log = _docker(tmp_path, "exited", answers_after=1)
+    script = proxy_commit_script(bp, "e1", bp.roles["web"], "v2", retain=1)
+    proc = subprocess.run(["sh", "-s"], input=script.text(), env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert ["start", "kamal-proxy"] in _calls(log)
+    worker = proxy_commit_script(bp, "e1", bp.roles["worker"], "v2", retain=1)
+    assert "kamal-proxy" not in worker.text()   # a worker's host has no proxy to start
+
+
+BLUEPRINT = """\
+service: demo
+image: registry.lab:5000/demo-app
+cloud: {zone: z, template: t, service_offering: s, ssh: {allow_from: [127.0.0.0/8]}}
+roles:
+  web:
+    proxy: {app_port: 8000}
+  worker:
+    cmd: python -m demo.worker
+"""

@@ -450,13 +450,33 @@ def start_version(name: str, run_argv: Argv, *, config: str, config_label: str, 
     return s
 
 
-def stop_others(labels: Mapping[str, str], keep: str, timeout: int = 30) -> Script:
-    """Stop every running container with ``labels`` except ``keep``."""
+STOP_SETTLE_SECONDS = 30
+
+
+def stop_others(labels: Mapping[str, str], keep: str, timeout: int = 30,
+                settle: int = STOP_SETTLE_SECONDS) -> Script:
+    """Stop every running container with ``labels`` except ``keep``, then make sure, once the
+    daemon answers, that none runs: a dockerd restart during the stop cuts it short and starts
+    the container again (its restart policy), which left two versions of a role running after
+    a deploy that said done (the rollout fault matrix, cell stop old/dockerd). Stopped again
+    until none runs, for at most ``settle`` s; then the script fails naming them."""
     s = Script()
-    old = Var("old")
+    old, i = Var("old"), Var("i")
+    stop = f"{q(['docker', 'stop', '--time', str(timeout)])} $old >/dev/null"
     s.capture(old, Pipe(ps_names(labels), ["grep", "-vx", keep]))
     with s.when(nonempty(old)):
-        s.raw(f"{q(['docker', 'stop', '--time', str(timeout)])} $old >/dev/null")
+        s.raw(stop + " 2>&1 || true")
+        s.set(i, "0")
+        with s.loop():
+            with s.when(succeeds(["docker", "version"])):
+                s.capture(old, Pipe(ps_names(labels), ["grep", "-vx", keep]))
+                with s.when(empty(old)):
+                    s.break_()
+                s.raw(stop + " 2>&1 || true")
+            s.increment(i)
+            with s.when(at_least(i, settle)):
+                s.fail(1, "still running after ", str(settle), " s of stopping: ", old)
+            s.sleep(1)
     return s
 
 

@@ -217,7 +217,9 @@ def switch(service: str, container: str, proxy: Proxy, *, tls: TLSFiles | None =
 
     A refusal leaves the old target serving; it is reported with what kamal-proxy said,
     what GET <health path> answered on the new container (body and HTTP code) and the
-    container's last logs; the new container is then removed.
+    container's last logs; the new container is then removed. A refusal because kamal-proxy
+    itself died (killed mid-switch) starts it again (`revive`): its routes, from its state
+    volume, still point at the old target, so the host serves the old version again.
     """
     s = Script()
     out, rc, ip, st, t0 = Var("out"), Var("rc"), Var("ip"), Var("st"), Var("t0")
@@ -241,6 +243,7 @@ def switch(service: str, container: str, proxy: Proxy, *, tls: TLSFiles | None =
         s.say(f"--- last logs of {container}:")
         s.extend(d.show_logs(container))
         s.run(d.remove([container]), quiet=True, may_fail=True)
+        s.extend(revive(code=code))
         s.exit(code)
     return s
 
@@ -321,10 +324,10 @@ def switch_back(service: str, new: str, previous: str | None, proxy: Proxy, *, t
     return s
 
 
-def revive(timeout: float = 15) -> Script:
+def revive(timeout: float = 15, *, code: int = SWITCH_BACK_EXIT) -> Script:
     """kamal-proxy running and answering: started again when it was killed (a switch that failed
     because the proxy died must not leave the host serving nothing; its routes come back from
-    its state volume). Says so on stderr."""
+    its state volume). Says so on stderr; exits ``code`` when it does not answer in time."""
     s = Script()
     st, i = Var("pst"), Var("i")
     s.capture(st, d.inspect(CONTAINER, d.STATE))
@@ -337,7 +340,7 @@ def revive(timeout: float = 15) -> Script:
                 s.break_()
             s.increment(i)
             with s.when(at_least(i, int(timeout * 4))):
-                s.fail(SWITCH_BACK_EXIT, f"{CONTAINER} does not answer after it was started again")
+                s.fail(code, f"{CONTAINER} does not answer after it was started again")
             s.sleep(0.25)
     return s
 

@@ -1,0 +1,317 @@
+"""The rollout fault matrix (environment e2e-faults): a fault at each stage of a deploy.
+
+Like provisioning's fault tests (tests/provision/test_snapshot_faults.py: a run hit half-way,
+then a census made without csdeploy and a re-run that converges), for the rollout. The
+blueprint (tests/e2e/blueprints/faults.yml): one web VM behind kamal-proxy and one worker VM,
+with a short watch. Each cell starts from v1 everywhere, with v2's image absent from the hosts
+(so the deploy has a prepare stage: it pulls), deploys v2 under light load and injects one fault
+when the progress events (``--progress json``) say its stage started:
+
+  stages: prepare (the web host's pull), start (the worker's new container), switch (the web's
+          kamal-proxy deploy), watch (probing after the switch), stop old (the web's commit)
+  faults: pause     the stage's host paused (``docker pause`` of the lab VM's container) until
+                    the deploy ends (csdeploy names a host that answers no keepalive in 15 s)
+          dockerd   the stage's host's dockerd restarted (``systemctl restart docker`` in the VM)
+          proxy     kamal-proxy killed on the web host (``docker kill``: no restart policy
+                    brings it back)
+          registry  the lab's registry down (its container killed) until the deploy ends
+          disk      the host's docker filesystem full: skipped, see DISK_SKIP
+          kill      csdeploy itself SIGKILLed
+
+Then, with the fault lifted: the end state is all-new or all-old (one version per role on every
+host, the same version for every role) and the app is served; a failed deploy's message names
+the host and what happened; the same deploy again converges (v2 everywhere, served). For
+``pause`` the census is taken after ``csdeploy status`` (csdeploy could not act on a host that
+did not answer: status ends what a run left over there, issue 17); after ``kill`` nothing of
+csdeploy ran, so the app must be served and the re-run must end whatever is left.
+
+The suite runs a covering set (every stage and every fault at least once) on ONE environment;
+CSDEPLOY_FAULT_MATRIX=full runs all 30 cells (the disk column skipped). Each cell's outcome goes to
+the e2e figures (``rollout_faults``) and, one JSON line each, to CSDEPLOY_FAULT_TABLE.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.cli import cli_argv
+
+from .conftest import REPO, Lab, Load, environment, http, page_version
+
+ENV = "e2e-faults"
+BLUEPRINT = str(REPO / "tests" / "e2e" / "blueprints" / "faults.yml")
+SERVICE = "demo"
+IMAGE = "registry.lab:5000/demo-app"
+PAUSE_MAX = 60.0
+#: every cell's outcome, one JSON line each (the table of a full run)
+TABLE = Path(os.environ.get("CSDEPLOY_FAULT_TABLE", "/tmp/csdeploy-rollout-faults.jsonl"))          # a paused host is resumed at the latest this long after it was paused
+
+STAGES = ("prepare", "start", "switch", "watch", "stop old")
+FAULTS = ("pause", "dockerd", "proxy", "registry", "disk", "kill")
+DISK_SKIP = ("the lab VM's /var/lib/docker is a docker volume on this machine's own root filesystem "
+             "(no size limit of its own): filling it fills the disk every other user of the machine "
+             "shares")
+#: every stage and every fault at least once; CSDEPLOY_FAULT_MATRIX=full runs them all
+COVERING = [("prepare", "registry"), ("start", "pause"), ("switch", "proxy"), ("watch", "kill"),
+            ("stop old", "dockerd"), ("stop old", "disk")]
+FULL = os.environ.get("CSDEPLOY_FAULT_MATRIX", "") == "full"
+CELLS = [(s, f) for s in STAGES for f in FAULTS] if FULL else COVERING
+
+
+def _docker(*args: str, timeout: float = 120, check: bool = True) -> str:
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)}: exit {proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout if proc.returncode == 0 else ""
+
+
+@dataclass
+class Env:
+    lab: Lab
+    web: str = ""
+    worker: str = ""
+
+    def vm(self, host: str) -> str:
+        """The lab's container of VM ``host`` (its own dockerd runs inside)."""
+        names = _docker("ps", "-a", "--filter", f"label=csdeploy.lab.home={self.lab.config.id}",
+                        "--filter", f"label=csdeploy.lab.vm-name={host}", "--format", "{{.Names}}").split()
+        assert len(names) == 1, f"the lab's container of VM {host}: {names}"
+        return names[0]
+
+    def on(self, host: str, *argv: str, check: bool = True) -> str:
+        """``argv`` run in VM ``host`` (docker exec into the lab's container, not csdeploy)."""
+        return _docker("exec", self.vm(host), *argv, check=check)
+
+    @property
+    def url(self) -> str:
+        web = next(h for h in self.lab.inventory(ENV)["hosts"] if h["role"] == "web")
+        return f"http://{web['public_ip']}/"
+
+    def census(self) -> dict[tuple[str, str], list[str]]:
+        """(host, role) -> versions of the app containers running there."""
+        out: dict[tuple[str, str], list[str]] = {}
+        for host, role in ((self.web, "web"), (self.worker, "worker")):
+            out[(host, role)] = []
+            lines = self.on(host, "docker", "ps", "--filter", f"label=service={SERVICE}",
+                            "--format", '{{.Label "role"}} {{.Label "version"}}')
+            for line in lines.splitlines():
+                r, _, v = line.partition(" ")
+                out.setdefault((host, r), []).append(v)
+        return {k: sorted(v) for k, v in out.items()}
+
+    def deploy(self, version: str) -> Any:
+        return self.lab.csdeploy("deploy", BLUEPRINT, "--env", ENV, "--version", version, "--progress", "plain",
+                                 check=False, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def env(lab: Lab) -> Iterator[Env]:
+    with environment(lab, ENV):
+        e = Env(lab)
+        run = lab.csdeploy("create-env", BLUEPRINT, "--env", ENV, "--version", "v1", "--progress", "plain",
+                           timeout=1200)
+        hosts = {h["role"]: h["name"] for h in lab.inventory(ENV)["hosts"]}
+        e.web, e.worker = hosts["web"], hosts["worker"]
+        status, body = http("GET", e.url)
+        assert status == 200 and page_version(body) == "v1", run.explain()
+        yield e
+
+
+def shown(census: dict[tuple[str, str], list[str]]) -> dict[str, list[str]]:
+    """The census with ``host/role`` keys (for the figures' JSON)."""
+    return {f"{host}/{role}": versions for (host, role), versions in census.items()}
+
+
+def consistent(census: dict[tuple[str, str], list[str]]) -> str | None:
+    """The one version every role runs on every host, or None."""
+    if any(len(v) != 1 for v in census.values()):
+        return None
+    versions = {v[0] for v in census.values()}
+    return versions.pop() if len(versions) == 1 else None
+
+
+def served(url: str, deadline: float = 30) -> str | None:
+    """The version the entry point answers with (200), waiting a little for it to come back."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            status, body = http("GET", url, timeout=5)
+            if status == 200:
+                return page_version(body)
+        except OSError:
+            pass
+        if time.monotonic() > end:
+            return None
+        time.sleep(0.5)
+
+
+def wait_until(check: Callable[[], bool], deadline: float) -> bool:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(0.5)
+    return check()
+
+
+@dataclass
+class Fault:
+    """One fault: ``inject`` when the stage starts, ``lift`` once the deploy ended (always)."""
+
+    name: str
+    inject: Callable[[subprocess.Popen[str]], None]
+    lift: Callable[[], None]
+    host: str | None          # the host a failure message must name (None: no message expected)
+
+
+def make_fault(e: Env, name: str, host: str) -> Fault:
+    vm = e.vm(host)
+    registry = e.lab.config.registry_container
+    if name == "pause":
+        timer: list[threading.Timer] = []
+
+        def pause(_: subprocess.Popen[str]) -> None:
+            for _try in range(10):  # the freezer refuses now and then on a busy machine ("unable to freeze")
+                if not _docker("pause", vm, check=False) and \
+                        _docker("inspect", "--format", "{{.State.Paused}}", vm).strip() == "true":
+                    break
+                time.sleep(0.2)
+            else:
+                _docker("pause", vm)
+            timer.append(threading.Timer(PAUSE_MAX, lambda: _docker("unpause", vm, check=False)))
+            timer[0].start()
+
+        def unpause() -> None:
+            for t in timer:
+                t.cancel()
+            if _docker("inspect", "--format", "{{.State.Paused}}", vm).strip() == "true":
+                _docker("unpause", vm)
+
+        return Fault(name, pause, unpause, host)
+    if name == "dockerd":
+        return Fault(name, lambda _: _docker("exec", vm, "systemctl", "restart", "docker"), lambda: None, host)
+    if name == "proxy":
+        web = e.vm(e.web)
+        return Fault(name, lambda _: _docker("exec", web, "docker", "kill", "kamal-proxy"), lambda: None, e.web)
+    if name == "registry":
+        return Fault(name, lambda _: _docker("kill", registry),
+                     lambda: _docker("start", registry) and None, host)
+    if name == "kill":
+        return Fault(name, lambda proc: proc.send_signal(signal.SIGKILL), lambda: None, None)
+    raise AssertionError(name)
+
+
+def starts(stage: str, e: Env, event: dict[str, Any]) -> bool:
+    """Whether ``event`` says ``stage`` just started."""
+    res, action, status, detail = (event.get(k, "") for k in ("resource", "action", "status", "detail"))
+    if status != "running":
+        return False
+    return {
+        "prepare": res == f"host {e.web}" and action == "prepare",
+        "start": res == f"worker {e.worker}" and action == "deploy" and detail.endswith(": start"),
+        "switch": res == f"web {e.web}" and action == "switch",
+        "watch": res == "watch" and "to go" in detail,     # probing the switched host
+        "stop old": res == f"web {e.web}" and action == "deploy" and detail.endswith(": stop old"),
+    }[stage]
+
+
+def stage_host(e: Env, stage: str) -> str:
+    return e.worker if stage == "start" else e.web
+
+
+def reset(e: Env) -> None:
+    """v1 everywhere, served; v2's image gone from the hosts (so v2's deploy pulls)."""
+    for _try in range(2):  # a killed deploy's scripts may still finish on a host after the first
+        if consistent(e.census()) == "v1" and served(e.url, 5) == "v1":
+            break
+        run = e.deploy("v1")
+        assert run.code == 0, "could not get back to v1 before the cell\n" + run.explain()
+        wait_until(lambda: consistent(e.census()) == "v1", 15)
+    for host in (e.web, e.worker):
+        e.on(host, "docker", "image", "rm", "-f", f"{IMAGE}:v2", check=False)
+    assert consistent(e.census()) == "v1" and served(e.url) == "v1", e.census()
+
+
+@pytest.mark.parametrize(("stage", "fault"), CELLS, ids=[f"{s.replace(' ', '-')}-{f}" for s, f in CELLS])
+def test_a_fault_at_a_stage_ends_all_old_or_all_new_and_a_rerun_converges(env: Env, stage: str, fault: str) -> None:
+    if fault == "disk":
+        pytest.skip(DISK_SKIP)
+    reset(env)
+    f = make_fault(env, fault, stage_host(env, stage))
+    argv = cli_argv("deploy", BLUEPRINT, "--env", ENV, "--version", "v2", "--progress", "json")
+    lines: list[str] = []
+    injected_at: float | None = None
+    started = time.monotonic()
+    with Load(env.url, workers=1) as load:
+        proc = subprocess.Popen(argv, cwd=REPO, env=env.lab.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, text=True)
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                lines.append(line)
+                try:
+                    event = json.loads(line) if line.startswith("{") else {}
+                except ValueError:
+                    event = {}
+                if injected_at is None and starts(stage, env, event):
+                    f.inject(proc)
+                    injected_at = time.monotonic() - started
+            code = proc.wait(timeout=300)
+            stdout = proc.stdout.read() if proc.stdout else ""
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            f.lift()
+    stderr = "".join(lines)
+    seconds = time.monotonic() - started
+    said = stdout[-2000:] + stderr[-4000:]
+    assert injected_at is not None, f"the {stage} stage was never seen starting\n{said}"
+
+    # the end state once the fault is lifted (a paused host: once `status` ended what the deploy
+    # could not end there while it did not answer)
+    wait_until(lambda: consistent(env.census()) is not None, 10)
+    raw = env.census()
+    if fault == "pause":
+        wait_until(lambda: env.lab.csdeploy("status", "--env", ENV, check=False).code in (0, 1)
+                   and consistent(env.census()) is not None, 60)
+    census = env.census()
+    end = consistent(census)
+    answer = served(env.url)
+    outcome = {"stage": stage, "fault": fault, "exit": code, "seconds": round(seconds, 1),
+               "injected_at": round(injected_at, 1), "raw": consistent(raw) or shown(raw), "end": end or shown(census),
+               "served": answer,
+               "load": f"{load.ok} ok, {load.failed} failed",
+               "message": next((line for line in (stdout + stderr).splitlines() if "error:" in line), "")[:300]}
+    try:
+        if fault == "kill":  # nothing of csdeploy ran after the kill: served, and the re-run ends the rest
+            assert code == -signal.SIGKILL
+            assert answer in ("v1", "v2"), f"nothing served after the kill: {census}\n{said}"
+        else:
+            assert end in ("v1", "v2"), f"not all-old nor all-new: {census}\n{said}"
+            assert answer == end, f"the entry point answers {answer}, the hosts run {end}\n{said}"
+        if code != 0 and f.host is not None:
+            assert code == 1, said
+            assert f.host in stderr + stdout, f"the failure does not name {f.host}\n{said}"
+        # the same deploy again converges
+        again = env.deploy("v2")
+        outcome["rerun"] = again.code
+        assert again.code == 0, "the re-run did not converge\n" + again.explain()
+        assert consistent(env.census()) == "v2", env.census()
+        assert served(env.url) == "v2"
+    finally:
+        env.lab.record("rollout_faults", **{f"{stage}/{fault}": outcome})
+        TABLE.parent.mkdir(parents=True, exist_ok=True)
+        with TABLE.open("a") as out:
+            out.write(json.dumps(outcome, default=str) + "\n")
