@@ -35,14 +35,16 @@ DOCKER = """#!/usr/bin/env python3
 import json, os, sys, time
 log, release = {log!r}, {release!r}
 args = sys.argv[1:]
+stopped = log + ".stopped"
 if args[:1] == ["stop"]:
     open(log, "a").write(json.dumps(["stop-begun", *args[3:]]) + "\\n")
     while not os.path.exists(release):   # held until the test releases it
         time.sleep(0.01)
+    open(stopped, "a").write("".join(name + "\\n" for name in args[3:]))
 open(log, "a").write(json.dumps(args) + "\\n")
-if args[:1] == ["ps"] and "status=exited" not in args:
-    print("{old}")
-    print("{new}")
+if args[:1] == ["ps"] and "status=exited" not in args:   # what runs: what was not stopped
+    gone = open(stopped).read().split() if os.path.exists(stopped) else []
+    print("\\n".join(name for name in ("{old}", "{new}") if name not in gone))
 """
 
 
