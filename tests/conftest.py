@@ -7,6 +7,10 @@ forget it, and the ``docker_engine`` fixture.
 a CSDEPLOY_HOME and a lab of their own (tests.support.lab), never the developer's; every
 other test runs with a CSDEPLOY_HOME of the run's own (``_csdeploy_home_of_the_run``).
 
+scripts/test spreads the tests over pytest-xdist workers (``-n``, ``--dist loadgroup``): each
+worker has its own temp dirs, CSDEPLOY_HOME, PostgreSQL (tests/store) and share of the
+simulators' loopback ranges (tests.support.sim.worker_octets); the ``lab`` tests stay together.
+
 Every test has a time bound (pytest-timeout: pyproject's ``timeout`` for the fast tier, and
 ``tests.support.timeouts.LAB_TIMEOUT`` for ``lab`` tests unless they carry a timeout mark of
 their own); a hang fails that test and the run goes on (see tests/support/timeouts.py).
@@ -26,6 +30,9 @@ pytest_plugins = ["pytester", "tests.support.timeouts"]
 TESTS = Path(__file__).resolve().parent
 LAB_DIRS = frozenset({"lab", "e2e"})
 """Test packages whose every test needs the Docker engine."""
+LAB_GROUP = "lab"
+"""Under pytest-xdist's ``--dist loadgroup`` (scripts/test) every ``lab`` test runs on one
+worker, in order, sharing the session's lab, while the other workers run the fast tier."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
@@ -37,6 +44,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             top = ""
         if top in LAB_DIRS or "docker_engine" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.lab)  # and tests.support.timeouts.LAB_TIMEOUT
+            item.add_marker(pytest.mark.xdist_group(LAB_GROUP))
 
 
 @pytest.fixture(scope="session")
