@@ -7,6 +7,11 @@ forget it, and the ``docker_engine`` fixture.
 a CSDEPLOY_HOME and a lab of their own (tests.support.lab), never the developer's; every
 other test runs with a CSDEPLOY_HOME of the run's own (``_csdeploy_home_of_the_run``).
 
+scripts/test spreads the fast tier over pytest-xdist workers (``-n``): each worker has its own
+temp dirs, CSDEPLOY_HOME, PostgreSQL (tests/store) and share of the simulators' loopback
+ranges (tests.support.sim.worker_octets). The ``lab`` tests run in one process of their own
+beside it, in order, sharing the session's lab.
+
 Every test has a time bound (pytest-timeout: pyproject's ``timeout`` for the fast tier, and
 ``tests.support.timeouts.LAB_TIMEOUT`` for ``lab`` tests unless they carry a timeout mark of
 their own); a hang fails that test and the run goes on (see tests/support/timeouts.py).
@@ -14,6 +19,7 @@ their own); a hang fails that test and the run goes on (see tests/support/timeou
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +32,8 @@ pytest_plugins = ["pytester", "tests.support.timeouts"]
 TESTS = Path(__file__).resolve().parent
 LAB_DIRS = frozenset({"lab", "e2e"})
 """Test packages whose every test needs the Docker engine."""
+UNDER_XDIST = ("lab tests run in one process, not spread over pytest-xdist workers (each would start a "
+               "lab of its own): `pytest -m lab` without -n, as scripts/test runs them")
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
@@ -37,6 +45,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             top = ""
         if top in LAB_DIRS or "docker_engine" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.lab)  # and tests.support.timeouts.LAB_TIMEOUT
+            if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker would start a lab of its own
+                item.add_marker(pytest.mark.skip(reason=UNDER_XDIST))
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,10 @@ MEMORY_BOUND_KB = 200 * 1024
 
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                          HealthCheck.function_scoped_fixture])
+#: Each property runs as SHARDS tests of 1/SHARDS of its examples (each shard draws its own), so
+#: pytest-xdist spreads the work over workers instead of one worker running it all at the end.
+SHARDS = 3
+shards = pytest.mark.parametrize("shard", range(SHARDS))
 
 # ---- pieces of hostile YAML ------------------------------------------------------------------------
 CONTROL = st.sampled_from(["\x00", "\x07", "\x1b[31m", "\x1b]0;t\x07", "\r", "\n", "\t", "\x85", "\u2028",
@@ -145,23 +149,26 @@ def check_load(path: Path, overrides: list[str], baseline: int) -> None:
     assert grown < MEMORY_BOUND_KB, f"peak RSS grew by {grown // 1024} MB"
 
 
-@settings(SETTINGS, max_examples=900)
+@shards
+@settings(SETTINGS, max_examples=900 // SHARDS)
 @given(text=mutated_demo())
-def test_a_mutated_blueprint_loads_or_fails_cleanly(workdir: Path, rss_baseline: int, text: str) -> None:
+def test_a_mutated_blueprint_loads_or_fails_cleanly(workdir: Path, rss_baseline: int, shard: int, text: str) -> None:
     path = workdir / "mutated.yml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     check_load(path, [], rss_baseline)
 
 
-@settings(SETTINGS, max_examples=700)
+@shards
+@settings(SETTINGS, max_examples=700 // SHARDS)
 @given(text=RAW_TEXT)
-def test_arbitrary_text_loads_or_fails_cleanly(workdir: Path, rss_baseline: int, text: str) -> None:
+def test_arbitrary_text_loads_or_fails_cleanly(workdir: Path, rss_baseline: int, shard: int, text: str) -> None:
     path = workdir / "raw.yml"
     path.write_text(text, encoding="utf-8")
     check_load(path, [], rss_baseline)
 
 
-@settings(SETTINGS, max_examples=500)
+@shards
+@settings(SETTINGS, max_examples=500 // SHARDS)
 @given(overrides=OVERRIDES)
-def test_arbitrary_overrides_apply_or_fail_cleanly(rss_baseline: int, overrides: list[str]) -> None:
+def test_arbitrary_overrides_apply_or_fail_cleanly(rss_baseline: int, shard: int, overrides: list[str]) -> None:
     check_load(MINIMAL, overrides, rss_baseline)

@@ -110,8 +110,11 @@ async def test_containers_are_read_every_few_seconds_and_at_the_end(app_server, 
         return {"h1": {"c": (0, "running", "t0")}}
 
     result = await watch.run(Watch(duration=1.2, interval=0.1), lambda: [watch.Target("web", address, "/up", ())], states)
-    assert result.ok and result.rounds >= 8
+    assert result.ok and result.rounds >= 3, result  # 12 rounds of 0.1 s; fewer on a loaded machine
     assert 3 <= len(reads) <= 5, reads     # at 0, ~0.5, ~1.0 and the last round, not every round
+    # every CONTAINER_EVERY, however many rounds fit between (the last rounds, within one interval
+    # of the end, read too)
+    assert all(b - a >= 0.45 for a, b in zip(reads, reads[1:-2], strict=False)), reads
     assert reads[-1] >= 1.0
 
 

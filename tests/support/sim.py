@@ -18,9 +18,26 @@ from cloudstack_deploy.lab.simulator.server import SimulatorConfig
 
 KEY = "test-api-key"
 SECRET = "test-secret-key"
-#: CSDEPLOY_TEST_OCTETS=A-B narrows the second octet, so two runs at once (scripts/test runs the
-#: other Pythons' fast tiers side by side) never draw the same range.
-FIRST_OCTET, LAST_OCTET = (int(x) for x in os.environ.get("CSDEPLOY_TEST_OCTETS", "40-199").split("-", 1))
+
+
+def worker_octets(octets: str, worker: str | None, workers: str | None) -> tuple[int, int]:
+    """The second octets (first, last) this process draws from: CSDEPLOY_TEST_OCTETS=A-B
+    narrows them, so two runs at once (scripts/test runs the other Pythons' fast tiers side by
+    side) never draw the same range; under pytest-xdist each worker (``gw3`` of 8) takes its
+    own equal share of A-B, so two workers never draw the same range either."""
+    first, last = (int(x) for x in octets.split("-", 1))
+    if not worker or not workers:
+        return first, last
+    index, count = int(worker.removeprefix("gw")), int(workers)
+    share = (last - first + 1) // count
+    if share < 1:
+        raise ValueError(f"CSDEPLOY_TEST_OCTETS={octets}: fewer octets than the {count} xdist workers")
+    return first + index * share, first + (index + 1) * share - 1
+
+
+FIRST_OCTET, LAST_OCTET = worker_octets(os.environ.get("CSDEPLOY_TEST_OCTETS", "40-199"),
+                                        os.environ.get("PYTEST_XDIST_WORKER"),
+                                        os.environ.get("PYTEST_XDIST_WORKER_COUNT"))
 
 _used: set[str] = set()
 
