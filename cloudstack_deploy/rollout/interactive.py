@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .. import images
+from ..accessories import kind_of
 from ..errors import InvalidInput
 from ..inventory import Host
 from .commands import docker as d
@@ -17,14 +17,15 @@ from .contract import accessory_container, image_ref, labels, role_env, volume_n
 from .deploy import Rollout
 from .lifecycle import accessory_host, current_version
 
-POSTGRES_KINDS = ("postgres", "postgresql", "postgis")
-
 
 def _is_postgres(image: str) -> bool:
+    """The postgres family as the importers and backups know it (pgvector, PostGIS, TimescaleDB,
+    Bitnami's ...): one list, in accessories.py."""
     try:
-        return images.base_name(image) in POSTGRES_KINDS
+        kind = kind_of(image)
     except ValueError:
         return False
+    return kind is not None and kind.name == "postgres"
 
 
 def one_host(r: Rollout, role: str, *, primary: bool = False, hosts: tuple[str, ...] = ()) -> Host:
@@ -111,7 +112,7 @@ def postgres_accessory(r: Rollout, name: str | None) -> str:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise InvalidInput("no PostgreSQL accessory in this blueprint (an image named postgres)",
+        raise InvalidInput("no PostgreSQL accessory in this blueprint (an image of the postgres family)",
                            hint="pass --accessory NAME for another image that has psql")
     raise InvalidInput(f"{len(found)} PostgreSQL accessories ({', '.join(found)})", hint="pass --accessory NAME")
 

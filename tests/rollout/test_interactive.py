@@ -264,3 +264,20 @@ def test_app_stop_and_start_through_the_cli_with_the_deploy_lock(host) -> None: 
     assert res.returncode == 0, res.stderr
     assert "demo-web-1: demo-web-v1 started" in res.stdout and "demo-web routed through kamal-proxy again" in res.stdout
     assert [c["state"] for c in ssh.docker_state()["containers"]] == ["running", "running"]
+
+
+@pytest.mark.parametrize("image", ["pgvector/pgvector:pg16", "postgis/postgis:16-3.4", "timescale/timescaledb:latest-pg16",
+                                   "bitnami/postgresql:16", "registry.lab:5000/postgres:15"])
+def test_psql_finds_a_postgres_family_accessory(image: str) -> None:
+    """`psql` looked for an image named postgres: an imported Chatwoot (pgvector) or an app on
+    PostGIS had "no PostgreSQL accessory". The family is the importers' and backups' one."""
+    from types import SimpleNamespace
+
+    from cloudstack_deploy.blueprint import loads_blueprint
+    from cloudstack_deploy.rollout.interactive import postgres_accessory
+
+    bp = loads_blueprint(BLUEPRINT.replace("registry.lab:5000/postgres:15", image))
+    assert postgres_accessory(SimpleNamespace(bp=bp), None) == "db"  # type: ignore[arg-type]
+    other = loads_blueprint(BLUEPRINT.replace("registry.lab:5000/postgres:15", "registry.lab:5000/redis:7"))
+    with pytest.raises(Exception, match="no PostgreSQL accessory"):
+        postgres_accessory(SimpleNamespace(bp=other), None)  # type: ignore[arg-type]
