@@ -1,4 +1,5 @@
-"""On the lab: a Compose file imported and deployed, a template deployed, then a Rails-8-shaped
+"""On the lab: a Compose file with two HTTP services on two images (one without any label) imported
+and deployed, a template deployed, then a Rails-8-shaped
 Kamal config imported and deployed on the same VM, keeping its storage volume across a
 redeploy, and `deploy --build` from a fresh clone of this repository serving the version it built.
 
@@ -54,8 +55,22 @@ services:
     volumes: [pgdata:/var/lib/postgresql/data]
   redis:
     image: registry.lab:5000/redis:7
+  docs:
+    image: registry.lab:5000/docs:1.0
+    ports: ["9000:9000"]
+    healthcheck:
+      test: ["CMD", "wget", "-qO-", "localhost:9000/up"]
 volumes:
   pgdata: {}
+"""
+
+#: A second HTTP service on an image of its own, without any label (a plain public image as far
+#: as csdeploy knows): a static site on port 9000 that answers GET /up.
+DOCS_DOCKERFILE = """\
+FROM csdeploy-lab/debian:bookworm
+COPY --from=csdeploy-lab/demo-app:v1 /usr /usr
+RUN mkdir -p /srv && echo docs 1.0 > /srv/index.html && echo ok > /srv/up
+CMD ["python3", "-m", "http.server", "9000", "--directory", "/srv"]
 """
 
 
@@ -90,7 +105,19 @@ def _url(lab: Lab, name: str) -> str:
     return f"http://{web['public_ip']}/"
 
 
+def _role_url(lab: Lab, name: str, role: str) -> str:
+    host = next(h for h in lab.inventory(name)["hosts"] if h["role"] == role and h.get("proxy"))
+    return f"http://{host['public_ip']}/"
+
+
 def test_compose_file_imports_and_deploys(lab: Lab, tmp_path: Path) -> None:
+    """Several images, several HTTP services: the Compose importer used to make one web role
+    and run the app's image everywhere."""
+    subprocess.run(["docker", "build", "-q", "-t", "csdeploy-e2e/docs:1.0", "-"], input=DOCS_DOCKERFILE,
+                   text=True, check=True, capture_output=True, timeout=600)
+    pushed = subprocess.run([sys.executable, "-c", PUSH, "csdeploy-e2e/docs:1.0", "docs:1.0"],
+                            env=lab.env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert pushed.returncode == 0, pushed.stderr
     (tmp_path / "docker-compose.yml").write_text(COMPOSE)
     blueprint = tmp_path / "csdeploy.yml"
     init = lab.csdeploy("init", "--from-compose", str(tmp_path / "docker-compose.yml"), "--out", str(blueprint))
@@ -99,15 +126,27 @@ def test_compose_file_imports_and_deploys(lab: Lab, tmp_path: Path) -> None:
         run = lab.csdeploy("create-env", str(blueprint), "--env", name, "--version", "v1", "--progress", "plain",
                            timeout=900)
         lab.record("formats", compose_create_env_seconds=round(run.seconds, 1))
-        body = _page(_url(lab, name), "demo v1")
+        body = _page(_role_url(lab, name, "web"), "demo v1")
         assert "db: ok" in body and "redis: ok" in body, body  # the env contract reached the app
+        _page(_role_url(lab, name, "docs"), "docs 1.0")  # its own entry point, its own pinned image
         inv = lab.inventory(name)
-        assert {h["role"] for h in inv["hosts"]} == {"web", "worker", "db"}, inv["hosts"]
+        assert {h["role"] for h in inv["hosts"]} == {"web", "worker", "db", "docs"}, inv["hosts"]
+        # a Kamal config runs one image in every role: refused, naming the role, nothing written
+        refused = lab.csdeploy("export", "kamal", str(blueprint), "--env", name, "--out", str(tmp_path / "no"),
+                               check=False)
+        assert refused.code == 2 and "docs (registry.lab:5000/docs:1.0)" in refused.stderr, refused.explain()
+        assert not (tmp_path / "no").exists()
+        # the same app without the second image exports, and Kamal reads what was written
+        (tmp_path / "one").mkdir()
+        (tmp_path / "one" / "docker-compose.yml").write_text(COMPOSE.split("  docs:\n")[0] + "volumes:\n  pgdata: {}\n")
+        lab.csdeploy("init", "--from-compose", str(tmp_path / "one" / "docker-compose.yml"), "--out",
+                     str(tmp_path / "one" / "csdeploy.yml"))
         kamal_dir = tmp_path / "kamal"
-        lab.csdeploy("export", "kamal", str(blueprint), "--env", name, "--out", str(kamal_dir))
+        lab.csdeploy("export", "kamal", str(tmp_path / "one" / "csdeploy.yml"), "--env", name, "--out",
+                     str(kamal_dir))
         deploy_yml = (kamal_dir / "config" / "deploy.yml").read_text()
         for host in inv["hosts"]:
-            assert host["public_ip"] in deploy_yml, deploy_yml
+            assert (host["public_ip"] in deploy_yml) == (host["role"] != "docs"), deploy_yml
         db_host = next(h for h in inv["hosts"] if h["role"] == "db")
         assert f"port: {db_host['private_ip']}:5432:5432" in deploy_yml, deploy_yml
         if shutil.which("kamal"):
