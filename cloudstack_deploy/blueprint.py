@@ -356,7 +356,7 @@ _AT_RE = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
 
 def _check_at(ctx: Ctx, path: TreePath, value: Any) -> Any:
     """A time of day, "HH:MM" (24 hours)."""
-    m = _AT_RE.match(value) if isinstance(value, str) else None
+    m = _AT_RE.fullmatch(value) if isinstance(value, str) else None
     if m is None:
         ctx.add(path, f'expected a time of day "HH:MM" (e.g. "03:00"), got {describe(value)}')
         return BAD

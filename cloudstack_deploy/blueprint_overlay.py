@@ -58,7 +58,7 @@ def apply_destination(blueprint: str | Path, destination: str, tree: dict[str, A
     """Merge destination ``destination``'s overlay onto ``tree`` in place (``locs`` follow).
     Returns the problems that stop it (a bad name, no such file, bad YAML): nothing is merged then."""
     where = f"--destination {destination}"
-    if not DESTINATION_RE.match(destination):
+    if not DESTINATION_RE.fullmatch(destination):
         return [Problem(where, None, "", "a destination name is 1-40 letters, digits, '-' or '_', "
                                          "starting with a letter or digit")]
     path = overlay_path(blueprint, destination)

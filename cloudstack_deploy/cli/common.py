@@ -217,7 +217,7 @@ SET_ONLY_OPTION = click.option("--set", "overrides", multiple=True, metavar="PAT
 def _destination(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     from ..blueprint_overlay import DESTINATION_RE
 
-    if value is not None and not DESTINATION_RE.match(value):
+    if value is not None and not DESTINATION_RE.fullmatch(value):
         raise click.BadParameter("1-40 letters, digits, '-' or '_', starting with a letter or digit")
     return value
 

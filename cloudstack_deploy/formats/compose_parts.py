@@ -285,7 +285,7 @@ def split_env(doc: Doc, notes: Notes, items: list[tuple[str, str | None, TreePat
                 notes.add(doc, path, f"'{key}' is no UPPER_SNAKE_CASE name, which csdeploy's secrets need: "
                                      "not carried over")
             continue
-        if not ENV_NAME_RE.match(key):
+        if not ENV_NAME_RE.fullmatch(key):
             notes.add(doc, path, f"'{key}' is not an environment variable name csdeploy accepts")
             continue
         out.clear[key] = raw or ""

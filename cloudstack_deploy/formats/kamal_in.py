@@ -113,7 +113,7 @@ def import_kamal(path: Path, out: Path) -> Draft:
     overlays = []
     for dest in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")):
         name = dest.name[len(path.stem) + 1: -len(path.suffix)]
-        if not DESTINATION_RE.match(name):
+        if not DESTINATION_RE.fullmatch(name):
             notes.append(Note(str(dest), None, "", "a destination csdeploy can name is 1-40 letters, digits, '-' "
                                                    "or '_': rename the file to import it"))
             continue
@@ -246,7 +246,7 @@ class _Importer:
         if isinstance(clear, dict) and clear:
             kept = {}
             for k, v in clear.items():
-                if not ENV_NAME_RE.match(str(k)):
+                if not ENV_NAME_RE.fullmatch(str(k)):
                     self.note(path + inner + (k,),
                               f"'{k}' is not an environment variable name csdeploy accepts: not carried over")
                     continue

@@ -405,3 +405,16 @@ def test_a_sentry_like_file_reads_its_variables_from_the_env_file(tmp_path: Path
     tree = written_tree(tmp_path / "csdeploy.yml")
     assert tree["roles"]["snuba-api"]["healthcheck"] == {"cmd": "snuba health", "interval": 30, "timeout": 90}
     assert tree["roles"]["nginx"] == {"image": "nginx:1.25", "proxy": {"app_port": 80}}  # its tag pins it
+
+
+@pytest.mark.parametrize("key", ["hooks\n", "A\n", "PATH\r\n"])
+def test_an_env_name_with_a_trailing_line_break_is_noted_not_written(key: str, tmp_path: Path) -> None:
+    """`re.match` with `$` accepts a name followed by one line break: the importer took
+    `hooks\\n` for a name and wrote a blueprint its own reader refuses (found by the property
+    test above, which then failed on a valid Compose file)."""
+    source = tmp_path / "compose.yml"
+    svc = {"image": "acme/app", "ports": ["80:8000"], "environment": {key: "x", "OK": "1"}}
+    source.write_text(yaml.safe_dump({"name": "a", "services": {"web": svc}}))
+    result = init_blueprint(tmp_path / "csdeploy.yml", compose=source)
+    assert dict(result.blueprint.roles["web"].env.clear) == {"OK": "1"}
+    assert any("not an environment variable name" in str(n) for n in result.notes), result.notes
