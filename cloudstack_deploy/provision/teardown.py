@@ -72,6 +72,8 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
     # Whether VMs can be expunged is asked while the environment is read, not behind the
     # hundreds of calls that follow (the first destroy would otherwise queue behind them).
     capabilities = asyncio.ensure_future(cloud.capabilities())
+    # read here, so a failure before it is awaited below is not reported a second time at exit
+    capabilities.add_done_callback(lambda t: t.cancelled() or t.exception())
     actual = await read_actual(cloud, env)
     # Snapshots first, while the volumes still find a policy's (untagged) ones: deleted, or
     # kept and tagged so that `snapshots` and `recover` find them once the volumes are gone.
