@@ -204,6 +204,13 @@ def test_c_deploy_v2_keeps_the_pinned_image_and_the_files(story: Story) -> None:
 def test_d_rollback_returns_each_role_to_what_it_ran(story: Story) -> None:
     story.lab.csdeploy("rollback", "--env", ENV, "--progress", "plain", timeout=600)
     wait_for_page(story.url("web"), "v1")
+    # the v2 containers are handed to the hosts to stop (issue 22): the next command's facts
+    # wait for that, so `status` sees v1 alone running on every host, and so do we after it
+    hosts = json.loads(story.lab.csdeploy("status", "--env", ENV, "--json").stdout)
+    for h in hosts:
+        apps = [c for c in h["containers"] if c["role"] in ("web", "files", "worker")]
+        assert [c["version"] for c in apps if c["state"] == "running"] == ["v1"], (h["name"], apps)
+        assert not any("runs 2 versions" in w for w in h.get("warnings", [])), h
     assert story.inspect("web", "{{.Config.Image}}") == "registry.lab:5000/demo-app:v1"
     assert story.inspect("files", "{{.Config.Image}}") == story.files_image
     history = json.loads(story.lab.csdeploy("history", "--env", ENV, "--source", "host", "--json").stdout)

@@ -366,7 +366,9 @@ class DockerHost(HostBackend):
         async with self._lock(vm):
             if vol.get("_dev") and await self._status(vm) == "running":
                 devices = [v["_dev"] for v in self._data_volumes(vm, minus=id) if v.get("_dev")]
-                await guest_sh(container_name(vm), unplug_script(vol["_dev"], devices))
+                out = await guest_sh(container_name(vm), unplug_script(vol["_dev"], devices))
+                if out.strip():
+                    log.warning("VM %s: detaching %s: %s", vm, vol["_dev"], out.strip())
             await self.files.release(id)
             vol.pop("_dev", None)
 

@@ -27,6 +27,7 @@ Two stand-ins for what a hypervisor and udev would do, both documented in the te
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -42,6 +43,7 @@ LOOP_MAJOR = 7
 DISKS_ENV = "/etc/csdeploy-lab/disks.env"
 READY_MARKER = "/run/csdeploy-lab/devices-ready"
 _LOOP_LINE = re.compile(r"^(/dev/loop\d+):")
+log = logging.getLogger(__name__)
 
 
 class DiskError(CsdeployError):
@@ -112,11 +114,26 @@ class VolumeFiles:
                 _, dev = await _run("losetup", "--find", "--show", str(path))
             return dev, os.minor(os.stat(dev).st_rdev)
 
-    async def release(self, volume_id: str) -> None:
-        """Detach every loop device of the volume (autoclear if a mount still holds it)."""
+    async def release(self, volume_id: str, *, settle: float = 20.0) -> None:
+        """Detach every loop device of the volume, and wait (up to ``settle`` seconds) until
+        the kernel has let them go: a device still open for a moment (udev's probe of the
+        change, a lazily unmounted filesystem flushing) is only marked autoclear by
+        ``losetup -d``, so detachVolume would otherwise return while the disk is still
+        plugged on this machine. Past ``settle`` the autoclear frees it when its last user
+        goes (logged)."""
         async with self._lock:
-            for dev in await self.loops(volume_id):
-                await detach_loop(dev)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + settle
+            while devs := await self.loops(volume_id):
+                for dev in devs:
+                    await detach_loop(dev)
+                if not await self.loops(volume_id):
+                    return
+                if loop.time() >= deadline:
+                    log.warning("volume %s: loop device(s) %s still busy after %.0fs; freed by "
+                                "autoclear when their last user goes", volume_id, " ".join(devs), settle)
+                    return
+                await asyncio.sleep(0.1)
 
     async def resize(self, volume_id: str, size: int) -> None:
         """Grow (or shrink) the file to ``size``; a live loop device learns the new capacity."""
@@ -244,7 +261,13 @@ def unplug_script(name: str, remaining: list[str]) -> str:
     it), remove the node, list the remaining disks."""
     return "\n".join([
         f"for t in $(findmnt -rno TARGET -S /dev/{name} | sort -r); do "
-        'umount "$t" 2>/dev/null || umount -l "$t"; done',
+        'umount "$t" 2>/dev/null && continue; '
+        # busy: say who holds it (the simulator logs it), then detach it lazily
+        'echo "lazy unmount of $t, held by:"; '
+        'for p in /proc/[0-9]*; do '
+        'if ls -l "$p/cwd" "$p/root" "$p/fd" 2>/dev/null | grep -q -- "-> $t"; then '
+        'echo "  ${p#/proc/} $(cat "$p/comm" 2>/dev/null) $(tr "\\0" " " <"$p/cmdline" 2>/dev/null | cut -c1-120)"; fi; done; '
+        'umount -l "$t"; done',
         f"rm -f /dev/{name}",
         "mkdir -p /etc/csdeploy-lab",
         f"cat >{DISKS_ENV} <<'EOF'\n{_env_file(remaining)}EOF",
