@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..inventory import Host
-from . import canary, history
+from . import canary, history, lease, stages
 from .apps import converge
 from .commands import docker as d
 from .commands import facts, jobs
@@ -94,36 +94,92 @@ async def status(r: Rollout) -> list[HostStatus]:
         leftovers = st.find_leftovers()
         if leftovers and current is not None:
             await _end_leftovers(r, conn, st, leftovers, current)
+        if conn.host.name == r.inv.primary.name and lock_note:
+            st.warnings.append(lock_note)
         return st
 
     async with r.pool() as pool:
-        current = await _current_version(r, pool)
+        current, lock_note = await _current_version(r, pool)
         return list(await asyncio.gather(*(_guard(pool, h, one) for h in r.hosts)))
 
 
-async def _current_version(r: Rollout, pool: Hosts) -> str | None:
+async def _current_version(r: Rollout, pool: Hosts) -> tuple[str | None, str | None]:
     """The version the history says the environment runs, when no deploy is under way (None
-    while one is: two versions side by side are then expected, not left over)."""
+    while one is: two versions side by side are then expected, not left over), and a note for
+    the primary when a deploy that is gone still holds the lock (a deploy that failed on a host
+    it could not reach, or was killed): its leftovers are ended as if it had released it."""
     try:
         conn = await pool.connect(r.inv.primary)
-        res = await conn.run(facts.deploy_state(host_cmds.lock_dir(r.bp.service), host_cmds.history_file(r.bp.service)),
-                             check=False, what="read the deploy state", read_only=True)
+        res = await conn.run(facts.deploy_state(r.bp.service), check=False, what="read the deploy state",
+                             read_only=True)
     except Exception:  # the primary is down: status still shows what it can
-        return None
-    if res.stdout.startswith(facts.LOCKED_MARK):
-        return None
-    ok = [rec for rec in history.parse(res.stdout) if rec.status == history.OK and not rec.hosts]
-    return ok[-1].version if ok else None
+        return None, None
+    state, _, records = res.stdout.partition(facts.HISTORY_MARK + "\n")
+    note = None
+    if state.startswith(facts.LOCKED_MARK):
+        holder = lease.Holder.parse(state.removeprefix(facts.LOCKED_MARK))
+        dead = lease.why_dead(holder)
+        if dead is None:
+            return None, None
+        note = f"the deploy lock is still held by {holder.who}, which is gone ({dead}): the next deploy takes it over"
+    ok = [rec for rec in history.parse(records) if rec.status == history.OK and not rec.hosts]
+    return (ok[-1].version if ok else None), note
+
+
+def routed(proxy_list: str) -> dict[str, list[str]]:
+    """`kamal-proxy list` (colour codes removed), read by its header's columns: service -> the
+    containers it routes to (``name:port`` targets without the port). The Path column may be
+    empty, so cells are cut where the header's columns start, not split on blanks."""
+    lines = proxy_list.splitlines()
+    header = next((i for i, line in enumerate(lines) if line.split()[:1] == ["Service"] and " Target " in line), None)
+    if header is None:
+        return {}
+    head = lines[header]
+    host_at, target_at, state_at = head.index(" Host ") + 1, head.index(" Target ") + 1, head.index(" State ") + 1
+    out: dict[str, list[str]] = {}
+    for row in lines[header + 1:]:
+        name = row[:host_at].strip()
+        if name:
+            out[name] = [t.rsplit(":", 1)[0] for t in row[target_at:state_at].strip().split(",") if t]
+    return out
 
 
 async def _end_leftovers(r: Rollout, conn: Connection, st: HostStatus, leftovers: dict[str, list[str]],
                          current: str) -> None:
-    """Stop the versions of a role that run beside the one the history says runs (a deploy that
-    failed while its new container started on a host it could not reach any more)."""
+    """End the versions of a role that run beside the one the history says runs (a deploy that
+    failed while its new container started, or its proxy switched, on a host it could not reach
+    any more). A proxy role is first switched back to ``current`` when kamal-proxy routes to the
+    leftover (the same switch back a failed deploy does: health-checked, the leftover removed);
+    nothing is stopped while kamal-proxy routes to a container this cannot tell, so the host is
+    never left serving nothing."""
+    routes = routed(st.proxy_targets)
     for role, versions in leftovers.items():
-        if current not in versions or role not in r.bp.roles:
+        spec = r.bp.roles.get(role)
+        if current not in versions or spec is None:
             continue
-        names = [container_name(r.bp.service, role, v) for v in versions if v != current]
+        keep = container_name(r.bp.service, role, current)
+        others = {container_name(r.bp.service, role, v): v for v in versions if v != current}
+        names = list(others)
+        if spec.proxy is not None:
+            target = routes.get(proxy_service(r.bp.service, role))
+            if target is not None and len(target) == 1 and target[0] in others:
+                res = await conn.run(stages.proxy_switch_back_script(r.bp, spec, others[target[0]], keep), check=False,
+                                     what=f"switch {role} back to {current}")
+                if res.exit_status != 0:
+                    st.warnings.append(f"role {role}: kamal-proxy routes to {target[0]}, left over beside {current}, "
+                                       f"and switching it back failed: {(res.stderr or res.stdout).strip()[-200:]}")
+                    continue
+                st.warnings.append(f"switched kamal-proxy back to {keep} and removed {target[0]}: left over by a "
+                                   f"deploy that lost this host; the history says role {role} runs {current}")
+                st.containers = [c for c in st.containers if c.get("name") != target[0]]
+                names.remove(target[0])
+            elif target != [keep]:
+                st.warnings.append(f"role {role}: kamal-proxy routes to {', '.join(target or ['nothing it lists'])}, "
+                                   f"not {keep}: left as it is (`csdeploy rollback` or a deploy settles it)")
+                continue
+        if not names:
+            st.warnings = [w for w in st.warnings if not w.startswith(f"role {role} ")]
+            continue
         res = await conn.run(d.stop(names), check=False, what=f"stop leftover {role}")
         if res.exit_status == 0:
             st.warnings = [w for w in st.warnings if not w.startswith(f"role {role} ")]

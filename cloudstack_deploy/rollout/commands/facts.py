@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ... import images
 from . import docker as d
 from . import hardening as hardening_cmds
+from . import host as h
 from . import proxy as p
 from .script import Cond, Pipe, Script, Var, q, succeeds
 
@@ -151,12 +152,17 @@ def parse(stdout: str, *, accessories: Sequence[str] = (), proxy: str = p.CONTAI
 
 
 LOCKED_MARK = "::locked"
+HISTORY_MARK = "::history"
 
 
-def deploy_state(lock_dir: str, history_file: str) -> Script:
-    """On the primary host: ``::locked`` when a deploy holds the lock, then the deploy history."""
+def deploy_state(service: str) -> Script:
+    """On the primary host: when a deploy holds the lock, ``::locked`` and its holder (the owner
+    JSON and ``lease-age N``, as a refused lock prints them), then ``::history`` and the deploy
+    history."""
     s = Script()
-    with s.when(succeeds(["test", "-d", lock_dir])):
+    with s.when(succeeds(["test", "-d", h.lock_dir(service)])):
         s.emit(LOCKED_MARK)
-    s.run(["cat", history_file], may_fail=True)
+        h.print_holder(s, service)
+    s.emit(HISTORY_MARK)
+    s.run(["cat", h.history_file(service)], may_fail=True)
     return s

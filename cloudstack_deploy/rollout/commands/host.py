@@ -139,6 +139,12 @@ def lock(service: str, owner_json: str, *, break_lock: bool, canary: str = CANAR
 
 def _refuse(s: Script, service: str) -> None:
     """Print the holder and how long ago its lease was renewed, then exit LOCK_EXIT."""
+    print_holder(s, service)
+    s.exit(LOCK_EXIT)
+
+
+def print_holder(s: Script, service: str) -> None:
+    """Print the lock's owner JSON, then ``lease-age N``: seconds since its lease was renewed."""
     now, seen = Var("lock_now"), Var("lock_seen")
     s.run(["cat", lock_owner_file(service)], may_fail=True)
     s.emit("")  # the owner file may lack its last newline
@@ -150,7 +156,6 @@ def _refuse(s: Script, service: str) -> None:
         s.capture(seen, ["stat", "-c", "%Y", lock_dir(service)])
     with s.when(nonempty(now) & nonempty(seen)):
         s.raw(f"printf '{LEASE_AGE} %s\\n' \"$((lock_now - lock_seen))\"")
-    s.exit(LOCK_EXIT)
 
 
 def renew(service: str, token: str) -> Script:
