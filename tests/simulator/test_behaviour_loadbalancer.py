@@ -16,6 +16,8 @@ from typing import Any
 
 from cs import CloudStack
 
+from cloudstack_deploy.lab.simulator.server import ThreadedSimulator
+
 from .cloudkit import catalog, deploy, http_error, job_error, network, wait_job
 
 
@@ -236,7 +238,8 @@ def test_update_changes_the_algorithm_and_name(cs: CloudStack) -> None:
     assert _rule(cs, rule["id"])["algorithm"] == "leastconn"
 
 
-def test_delete_shows_deleting_then_removes_rule_firewall_and_members(cs: CloudStack, cs_raw: CloudStack) -> None:
+def test_delete_shows_deleting_then_removes_rule_firewall_and_members(simulator: ThreadedSimulator, cs: CloudStack,
+                                                                     cs_raw: CloudStack) -> None:
     """deleteLoadBalancerRule marks the rule Revoke (shown as 'Deleting') and its mappings revoked,
     then removes them; DeleteLoadBalancerRuleCmd first revokes the related firewall rule."""
     _, [a], ip = _setup(cs, vms=1)
@@ -244,6 +247,9 @@ def test_delete_shows_deleting_then_removes_rule_firewall_and_members(cs: CloudS
     cs.assignToLoadBalancerRule(id=rule["id"], virtualmachineids=a["id"])
     cs.createTags(resourceids=rule["id"], resourcetype="LoadBalancer", tags=[{"key": "k", "value": "v"}])
     assert [(t["key"], t["value"]) for t in _rule(cs, rule["id"])["tags"]] == [("k", "v")]
+    # the delete's job long enough to be seen pending on a busy machine (it ended before the
+    # listing at load 20 with the suite's 0.02 s jobs)
+    simulator.server.sim.settings.job_seconds = 3.0
     job = cs_raw.deleteLoadBalancerRule(id=rule["id"])
     assert _rule(cs, rule["id"])["state"] == "Deleting"
     assert wait_job(cs_raw, job["jobid"])["jobstatus"] == 1
