@@ -83,6 +83,9 @@ def notes(bp: Any, env: str = "NAME") -> list[str]:
             for s in schedules_of(env, bp)]
 
 
+_UNLOADED: dict[str, str] = {}   # env -> why its blueprint was not loaded (last said)
+
+
 def saved_environments(root: Path | None = None) -> Iterator[tuple[str, Any]]:
     """(env, blueprint) of each environment whose blueprint this machine saved; a blueprint
     that cannot be loaded any more is logged and left out."""
@@ -97,9 +100,16 @@ def saved_environments(root: Path | None = None) -> Iterator[tuple[str, Any]]:
             continue
         try:
             env = validate_env_name(path.name)
-            yield env, recall_blueprint(EnvState(env), None, ())
+            bp = recall_blueprint(EnvState(env), None, ())
         except CsdeployError as exc:
-            log.warning("schedule: blueprint not loaded", env=path.name, error=str(exc).splitlines()[0])
+            problem = str(exc).splitlines()[0]
+            if _UNLOADED.get(path.name) != problem:  # said once, not at every tick
+                log.warning("schedule: blueprint not loaded, its backups are not scheduled", env=path.name,
+                            error=problem)
+            _UNLOADED[path.name] = problem
+            continue
+        _UNLOADED.pop(path.name, None)
+        yield env, bp
 
 
 # ---- the store ------------------------------------------------------------------------------------

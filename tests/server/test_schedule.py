@@ -70,11 +70,11 @@ def _scheduler(store: Store, clock: Clock, bp: Any, env: str = "shop") -> schedu
     return schedule.Scheduler(store, clock=clock, environments=lambda: [(env, bp)])
 
 
-def _done(store: Store, job: queue.Job, status: str = "succeeded") -> None:
+def _done(store: Store, job: queue.Job, status: str = "succeeded", error: str | None = None) -> None:
     """The job claimed and finished as a worker would."""
     claimed = queue.claim(store, ("backup",))
     assert claimed is not None and claimed.id == job.id
-    assert queue.finish(store, job.id, status=status)
+    assert queue.finish(store, job.id, status=status, error=error)
 
 
 def test_cron_latest_and_following() -> None:
@@ -188,6 +188,19 @@ def test_a_backup_still_queued_holds_back_the_next_slot(store_url: str, tmp_path
         assert nxt.params["due"] == "2026-12-01T03:10Z", "the newest slot, not the ones in between"
 
 
+def test_the_saved_blueprints_are_scheduled_and_one_that_cannot_load_is_left_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CSDEPLOY_HOME", str(tmp_path / "home"))
+    remember_blueprint(EnvState("shop"), str(blueprint_with(tmp_path, '{schedule: "@hourly"}')), ())
+    gone = tmp_path / "gone.yml"
+    gone.write_text((REPO / "blueprints" / "demo.yml").read_text())
+    remember_blueprint(EnvState("old"), str(gone), ())
+    gone.unlink()   # its file moved away: the others are still scheduled
+    remember_blueprint(EnvState("plain"), str(REPO / "blueprints" / "demo.yml"), ())   # no schedule
+    found = [schedule.schedules_of(env, bp) for env, bp in schedule.saved_environments()]
+    assert found == [[], [schedule.Scheduled("shop", "db", "@hourly", None, None)]]
+
+
 def test_the_blueprint_says_the_schedule_is_run_by_serve_and_status_shows_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
@@ -199,6 +212,19 @@ def test_the_blueprint_says_the_schedule_is_run_by_serve_and_status_shows_it(
     assert res.exit_code == 0, res.output
     assert ("note: accessories.db.backups.schedule '0 3 * * *' (UTC) is run by `csdeploy serve`" in res.output
             and "backups go to /srv/dumps, keeping the newest 7" in res.output), res.output
+    async def up_to_date(bp: Any, env: str, **_: Any) -> Any:   # the cloud's side is not this test's
+        return SimpleNamespace(empty=True, env=env, to_dict=lambda: {"env": env, "actions": []})
+
+    async def no_dns(bp: Any, env: str) -> list[Any]:
+        return []
+
+    monkeypatch.setattr(service, "plan", up_to_date)
+    monkeypatch.setattr(service, "dns_records", no_dns)
+    res = CliRunner().invoke(main, ["plan", str(path), "--env", "shop"])
+    assert res.exit_code == 0 and "note: accessories.db.backups.schedule '0 3 * * *' (UTC)" in res.output, res.output
+    assert "`csdeploy status --env shop` shows the last run" in res.output
+    res = CliRunner().invoke(main, ["plan", str(path), "--env", "shop", "--json"])
+    assert "run by `csdeploy serve`" in json.loads(res.output)["notes"][0]
     monkeypatch.setenv("CSDEPLOY_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CSDEPLOY_STATE_URL", f"sqlite:///{tmp_path / 'h.db'}")
     remember_blueprint(EnvState("shop"), str(path), ())
@@ -211,13 +237,18 @@ def test_the_blueprint_says_the_schedule_is_run_by_serve_and_status_shows_it(
         due = cron.parse(item.schedule).latest(datetime.now(UTC))
         job = schedule.queue_slot(store, item, due, since=due)
         assert job is not None
-        _done(store, job, "failed")
-        store.execute_many([("UPDATE jobs SET error = 'the dump of db failed' WHERE id = :id", {"id": job.id})])
-    from cloudstack_deploy.render_data import scheduled_backups_text
+        _done(store, job, "failed", "db-vm: the dump of db failed (exit 1)")
 
-    text = scheduled_backups_text(asyncio.run(service.scheduled_backups("shop")))
+    async def no_hosts(env: str, **_: Any) -> list[Any]:   # what runs on the hosts is not this test's
+        return []
+
+    monkeypatch.setattr(service, "status", no_hosts)
+    res = CliRunner().invoke(main, ["status", "--env", "shop"])
+    assert res.exit_code == 0, res.output
+    text = res.output
+    nxt = cron.parse("0 3 * * *").following(datetime.now(UTC)).strftime("%Y-%m-%dT%H:%MZ")
     assert f"scheduled backup of db (0 3 * * * UTC, by csdeploy serve): last run failed (due {job.params['due']}" \
-        in text and "the dump of db failed; next due " in text, text
+        in text and f"the dump of db failed (exit 1); next due {nxt}" in text, text
 
 
 # ---- a worker runs the job: a real PostgreSQL dump at the destination --------------------------------
