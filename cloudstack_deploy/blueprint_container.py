@@ -337,27 +337,14 @@ def check_backups(ctx: Ctx, path: TreePath, value: Any) -> Any:
         except ValueError as exc:
             ctx.add(path + ("schedule",), f"cannot read the cron line {describe(out['schedule'])}: {exc}")
             bad = True
-    dest = None
     if "to" in out:
         try:
-            dest = parse_url(out["to"])
+            parse_url(out["to"])
         except InvalidInput as exc:
             ctx.add(path + ("to",), str(exc).splitlines()[0])
             bad = True
-    if "schedule" in out and not bad and (dest is None or dest.on_this_machine):
-        ctx.add(path + ("to",) if dest is not None else path + ("schedule",),
-                "a scheduled backup runs on the accessory's host, which cannot write to "
-                + (f"{dest.text} (on the machine running csdeploy)" if dest is not None
-                   else "$CSDEPLOY_HOME/backups (the default, on the machine running csdeploy)")
-                + ": set `to:` to object storage (s3://, gs://, azure://)")
-        bad = True
-    if "schedule" in out and not bad:
-        # Not run yet: the job on the accessory's host needs an uploader for object storage
-        # there (the hosts have docker, not curl or an S3 client). Said, never silently ignored.
-        ctx.add(path + ("schedule",), "scheduled backups are not run by this csdeploy version yet: run "
-                "`csdeploy backup --env ENV --accessory NAME` from your own scheduler (cron, CI) meanwhile; "
-                "`keep` and `to` apply to it")
-        bad = True
+    # A schedule is run by `csdeploy serve` (server/schedule.py), from the machine it runs on:
+    # any destination `csdeploy backup` takes works there; validate and plan say so.
     return BAD if bad else BackupPolicy(**out)
 
 

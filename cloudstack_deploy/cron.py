@@ -8,6 +8,11 @@ daemon and nothing there ever parses text from the blueprint.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+#: How far `latest` and `following` look for a matching minute: a line such as `0 0 29 2 1`
+#: (a 29 February that is a Monday) can be decades away; past this bound it is "never".
+SEARCH_DAYS = 366 * 9
 
 _FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
 _NAMES = {
@@ -37,6 +42,43 @@ class Cron:
         if self.any_day or self.any_weekday:
             return day_ok and weekday_ok
         return day_ok or weekday_ok
+
+    def matches_day(self, day: date) -> bool:
+        """Whether some minute of ``day`` matches (month and the two day fields)."""
+        return self.matches(self.minutes[0], self.hours[0], day.day, day.month, day.isoweekday() % 7)
+
+    def latest(self, at: datetime) -> datetime | None:
+        """The newest minute at or before ``at`` that matches (``at``'s own time zone; seconds
+        dropped), None when there is none within SEARCH_DAYS."""
+        at = at.replace(second=0, microsecond=0)
+        day = at.date()
+        for _ in range(SEARCH_DAYS):
+            if self.matches_day(day):
+                today = day == at.date()
+                for hour in reversed(self.hours):
+                    if today and hour > at.hour:
+                        continue
+                    minutes = [m for m in self.minutes if not (today and hour == at.hour) or m <= at.minute]
+                    if minutes:
+                        return datetime(day.year, day.month, day.day, hour, minutes[-1], tzinfo=at.tzinfo)
+            day -= timedelta(days=1)
+        return None
+
+    def following(self, at: datetime) -> datetime | None:
+        """The first matching minute strictly after ``at``; None within SEARCH_DAYS."""
+        start = at.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        day = start.date()
+        for _ in range(SEARCH_DAYS):
+            if self.matches_day(day):
+                today = day == start.date()
+                for hour in self.hours:
+                    if today and hour < start.hour:
+                        continue
+                    minutes = [m for m in self.minutes if not (today and hour == start.hour) or m >= start.minute]
+                    if minutes:
+                        return datetime(day.year, day.month, day.day, hour, minutes[0], tzinfo=start.tzinfo)
+            day += timedelta(days=1)
+        return None
 
 
 def _value(text: str, index: int) -> int:

@@ -98,3 +98,19 @@ def restore_text(result: Any) -> str:
              f"maintenance: {result.maintenance}"]
     lines += [f"  note: {n}" for n in result.notes]
     return "\n".join(lines)
+
+
+def scheduled_backups_text(states: list[Any]) -> str:
+    """`status`'s lines for the blueprint's scheduled backups (run by `csdeploy serve`)."""
+    lines = []
+    for s in states:
+        if s.last_status is None:
+            last = "not run yet"
+        else:
+            last = f"{s.last_status} (due {s.last_due}" + (f", ended {s.last_finished[:19]}Z" if s.last_finished
+                                                          else "") + ")"
+            if s.last_error:
+                last += f": {s.last_error.splitlines()[0]}"
+        lines.append(f"scheduled backup of {s.accessory} ({s.schedule} UTC, by csdeploy serve): last run {last}; "
+                     f"next due {s.next_due or 'never'}")
+    return "\n".join(lines)

@@ -496,6 +496,27 @@ async def backups(env: str, *, to: str | None = None, accessory: str | None = No
     return await dumps.listing(store, env, accessory)
 
 
+async def scheduled_backups(env: str, *, blueprint: str | None = None) -> list[Any]:
+    """The blueprint's scheduled backups of ``env`` (run by `csdeploy serve`): each one's last
+    run and next due minute from the history store (`server.schedule.ScheduleState`); none
+    when the blueprint schedules none. OperationFailed when the store cannot be read."""
+    from .server import schedule
+
+    bp = recall_blueprint(EnvState(env), blueprint, ())
+    if not schedule.schedules_of(env, bp):
+        return []
+    url = store_url()
+    if url is None:
+        raise InvalidInput("the history store is off (CSDEPLOY_STATE_URL=none): scheduled backups are run "
+                           "by `csdeploy serve`, which keeps them there")
+
+    def read() -> list[Any]:
+        with Store(url) as store:
+            return schedule.states(store, env, bp)
+
+    return await asyncio.to_thread(read)
+
+
 async def restore(env: str, accessory: str, backup: str | None = None, *, to: str | None = None,
                   source_env: str | None = None, maintenance: bool = True, blueprint: str | None = None,
                   break_lock: bool = False, progress: Progress | None = None) -> Any:
@@ -950,5 +971,5 @@ __all__ = [
     "history", "init_blueprint", "load_secrets_for", "logs", "nightly", "plan", "preview_down", "preview_up",
     "proxy_reboot", "reap", "recorded", "recover", "rollback", "secret_sources", "snapshot", "snapshots", "status",
     "teardown", "template_fields",
-    "backup_accessory", "backups", "restore",
+    "backup_accessory", "backups", "restore", "scheduled_backups",
 ]

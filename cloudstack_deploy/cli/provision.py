@@ -35,8 +35,12 @@ BLUEPRINT_ARG = click.argument("blueprint", type=click.Path(dir_okay=False))
 @SET_OPTION
 def validate(blueprint: str, overrides: tuple[str, ...]) -> None:
     """Check BLUEPRINT: schema, unknown keys, references. Errors name file, line and field."""
+    from ..server.schedule import notes
+
     bp = load(blueprint, overrides)
     click.echo(f"{blueprint}: valid ({bp.summary()})")
+    for text in notes(bp):
+        click.echo(f"note: {text}")
 
 
 @click.command()
@@ -52,13 +56,20 @@ def plan(blueprint: str, env: str, ttl_text: str | None, overrides: tuple[str, .
     bp = load(blueprint, overrides)
     result = run(service.plan(bp, env, ttl=ttl(ttl_text), max_api=max_api))
     records = run(service.dns_records(bp, env))
+    from ..server.schedule import notes
+
+    scheduled = notes(bp, env)
     if as_json:
         doc = result.to_dict()
         if bp.dns is not None:
             doc["dns"] = [r.to_dict() for r in records]
+        if scheduled:
+            doc["notes"] = scheduled
         echo_json(doc)
     else:
         click.echo(render.plan_text(result))
+        for text in scheduled:
+            click.echo(f"note: {text}")
         for r in records:
             click.echo(f"dns: A {r.name} -> {r.address or f'the entry point of role {r.role}'} "
                        f"({bp.dns.provider}, zone {bp.dns.zone})")

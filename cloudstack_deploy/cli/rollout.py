@@ -186,6 +186,22 @@ def status(env: str, blueprint: str | None, as_json: bool) -> None:
         echo_json([h.__dict__ for h in hosts])
     else:
         click.echo(render.status_text(hosts))
+        _scheduled_backups(env, blueprint)
+
+
+def _scheduled_backups(env: str, blueprint: str | None) -> None:
+    """The blueprint's scheduled backups under `status`: last run and next due (the history
+    store's); a store that cannot be read is said, the status stands."""
+    from ..errors import CsdeployError
+    from ..render_data import scheduled_backups_text
+
+    try:
+        states = run(service.scheduled_backups(env, blueprint=blueprint))
+    except CsdeployError as exc:
+        click.echo(f"scheduled backups: cannot be read: {str(exc).splitlines()[0]}")
+        return
+    if states:
+        click.echo(scheduled_backups_text(states))
 
 
 @click.command()

@@ -33,7 +33,8 @@ def _store() -> object:
 @click.option("--stale-after", default=30.0, show_default=True, type=click.FloatRange(1, 3600),
               help="A running job whose heartbeat is older than this many seconds is marked interrupted.")
 def serve(bind: str, blueprints: str | None, max_jobs: int, heartbeat: float, stale_after: float) -> None:
-    """Serve the JSON API (/api/openapi.json) and the dashboard (/), and run queued jobs.
+    """Serve the JSON API (/api/openapi.json) and the dashboard (/), run queued jobs, and queue
+    the backups the saved blueprints schedule (accessories.X.backups.schedule, UTC).
 
     Every request needs a token (`csdeploy token create`). Jobs are queued in the history
     store (CSDEPLOY_STATE_URL): several `serve` processes on one PostgreSQL share the work,

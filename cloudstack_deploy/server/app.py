@@ -17,9 +17,11 @@ from ..log import get_logger, redact
 from ..store.db import Store
 from . import access, api, queue
 from .access import RANK
+from .schedule import Scheduler
 from .worker import Worker
 
 log = get_logger("server")
+SCHEDULER = web.AppKey("scheduler", Any)
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -63,21 +65,35 @@ def protect(route: api.Route) -> api.Handler:
 
 
 def make_app(store: Store, *, worker: Worker | None = None, test_jobs: bool = False,
-             blueprints: Path | None = None) -> web.Application:
+             blueprints: Path | None = None, scheduler: Scheduler | None = None) -> web.Application:
     """The application over ``store``; ``worker`` runs the queue's jobs (its ``runners`` say how
-    each kind runs: `serve` gives the service functions, a test may give its own)."""
+    each kind runs: `serve` gives the service functions, a test may give its own);
+    ``scheduler`` queues the blueprints' scheduled backups."""
     app = web.Application(client_max_size=256 * 1024)
     app[api.STORE] = store
     app[api.TEST_JOBS] = test_jobs
     app[api.WORKER] = worker
     app[api.BLUEPRINTS] = blueprints.resolve() if blueprints is not None else None
+    app[SCHEDULER] = scheduler
     for route in api.ROUTES:
         app.router.add_route(route.method, route.path, protect(route))
     from . import dashboard
 
     dashboard.add_routes(app)
     app.cleanup_ctx.append(_worker_running)
+    app.cleanup_ctx.append(_scheduler_running)
     return app
+
+
+async def _scheduler_running(app: web.Application) -> AsyncIterator[None]:
+    scheduler: Scheduler | None = app[SCHEDULER]
+    task = asyncio.get_running_loop().create_task(scheduler.run_forever()) if scheduler else None
+    yield
+    if scheduler is not None and task is not None:
+        scheduler.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _worker_running(app: web.Application) -> AsyncIterator[None]:
@@ -99,8 +115,9 @@ def parse_bind(text: str) -> tuple[str, int]:
 
 
 def serve(store: Store, *, bind: str, blueprints: Path | None = None, max_jobs: int = 2, heartbeat: float = 2.0, stale_after: float = 30.0,
-          poll: float = 0.5, print_: Any = print) -> None:
-    """Run the server until interrupted (SIGINT/SIGTERM): the API, the dashboard and a worker."""
+          poll: float = 0.5, schedule_interval: float = 20.0, print_: Any = print) -> None:
+    """Run the server until interrupted (SIGINT/SIGTERM): the API, the dashboard, a worker and
+    the scheduler of the blueprints' backups."""
     from .worker import RUNNERS
 
     host, port = parse_bind(bind)
@@ -108,6 +125,7 @@ def serve(store: Store, *, bind: str, blueprints: Path | None = None, max_jobs: 
     kinds = queue.KINDS + (queue.TEST_KINDS if test_jobs else ())
     worker = Worker(store, kinds=kinds, max_jobs=max_jobs, heartbeat=heartbeat, stale_after=stale_after,
                     poll=poll, runners=dict(RUNNERS))
-    app = make_app(store, worker=worker, test_jobs=test_jobs, blueprints=blueprints)
+    app = make_app(store, worker=worker, test_jobs=test_jobs, blueprints=blueprints,
+                   scheduler=Scheduler(store, interval=schedule_interval))
     print_(redact(f"csdeploy serve: http://{host}:{port}/ (API: /api/openapi.json; store {store.url.display})"))
     web.run_app(app, host=host, port=port, print=None, access_log_format='%a "%r" %s %b %Tfs')

@@ -28,7 +28,7 @@ from ..store.records import now_text, process_gone
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINISHED = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
-KINDS = ("create", "deploy", "rollback", "teardown")
+KINDS = ("create", "deploy", "rollback", "teardown", "backup")   # backup: queued by the schedule (schedule.py)
 TEST_KINDS = ("sleep",)   # only when the server runs with CSDEPLOY_SERVER_TEST_JOBS=1 (tests)
 
 

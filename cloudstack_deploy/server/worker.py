@@ -109,6 +109,18 @@ async def run_teardown(job: queue.Job, progress: JobProgress) -> dict[str, Any]:
     return {"deleted": len(getattr(result, "deleted", []) or [])}
 
 
+async def run_backup(job: queue.Job, progress: JobProgress) -> dict[str, Any]:
+    """A scheduled backup (schedule.py): what `csdeploy backup --env E --accessory A [--to URL]
+    [--keep N]` does, recorded in the history store's ``backups`` table the same way."""
+    from .. import service
+
+    p = job.params
+    progress.note(f"backup of {job.env}'s {p['accessory']}, due {p.get('due', '?')} ({p.get('schedule', '')})")
+    result = await service.backup_accessory(job.env, p["accessory"], to=p.get("to") or None,
+                                            keep=p.get("keep") or None)
+    return _result_of(result)
+
+
 async def run_sleep(job: queue.Job, progress: JobProgress) -> dict[str, Any]:
     """A test-only job: reports a few steps, sleeping ``seconds`` in all; ``fail`` makes it fail."""
     steps = int(job.params.get("steps", 3))
@@ -123,7 +135,7 @@ async def run_sleep(job: queue.Job, progress: JobProgress) -> dict[str, Any]:
 
 
 RUNNERS: dict[str, Runner] = {"create": run_create, "deploy": run_deploy, "rollback": run_rollback, "teardown": run_teardown,
-                              "sleep": run_sleep}
+                              "backup": run_backup, "sleep": run_sleep}
 
 
 class Worker:
