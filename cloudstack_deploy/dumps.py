@@ -8,9 +8,12 @@ the oldest of that environment's accessory after a backup succeeds.
 
 A restore checks before it touches anything: the manifest's kind must be the accessory's, the
 bytes must start with the kind's magic and match the manifest's sha256 and size, and for
-PostgreSQL `pg_restore --list` must read the whole dump on the host. Only then is the app put
-behind kamal-proxy's maintenance answer, the dump restored (`pg_restore --clean --if-exists
---no-owner`, one transaction), and maintenance lifted, whatever happened.
+PostgreSQL `pg_restore --list` must read the whole dump on the host; a Redis RDB is put next to
+Redis' data under a name Redis does not load and `redis-check-rdb` must read all of it. Only
+then is the app put behind kamal-proxy's maintenance answer, the dump restored (`pg_restore
+--clean --if-exists --no-owner`, one transaction; Redis stopped, the RDB loaded and, with an
+append-only file, that rewritten from it: `rollout/commands/dump.py`), and maintenance lifted,
+whatever happened.
 """
 
 from __future__ import annotations
@@ -280,7 +283,7 @@ async def restore(r: Rollout, accessory: str, store: bd.Store, manifest: Manifes
                            f"accessory {accessory} is {method.kind}: nothing was changed")
     container = accessory_container(r.bp.service, accessory)
     host = accessory_host(r, accessory)
-    data_dir = kind_of(acc.image).data or "/data"  # type: ignore[union-attr]
+    data_dir = ""
     result = RestoreResult(r.env, accessory, label, method.kind, manifest.size if manifest else 0, "off")
 
     def note(text: str) -> None:
@@ -291,20 +294,19 @@ async def restore(r: Rollout, accessory: str, store: bd.Store, manifest: Manifes
     async with r.pool(concurrency=1) as pool:
         conn = await pool.connect(host)
         # 1. verify: the bytes, and for PostgreSQL the dump as pg_restore reads it, before any change
-        async with contextlib.aclosing(_checked(bd.download(store, key), method, manifest, label)) as checked:
-            if method.kind == "postgres":
+        if method.kind == "postgres":
+            async with contextlib.aclosing(_checked(bd.download(store, key), method, manifest, label)) as checked:
                 res = await conn.pipe(cmd.pg_restore_list(container), source=checked, what=f"check of {label}")
-                if res.exit_status != 0:
-                    last = (res.stderr.strip().splitlines() or ["?"])[-1]
-                    raise InvalidInput(f"{label} is not a dump pg_restore can read ({last}): nothing was changed")
-            else:
-                async for _ in checked:
-                    pass
+            if res.exit_status != 0:
+                last = (res.stderr.strip().splitlines() or ["?"])[-1]
+                raise InvalidInput(f"{label} is not a dump pg_restore can read ({last}): nothing was changed")
+        if method.kind != "postgres":  # Redis: received next to its data and read by Redis' checker
+            data_dir = await _redis_receive(conn, container, store, key, method, manifest, label)
         # 2. the app behind a maintenance answer while the data is replaced
         lifted = await _maintenance(r, True, maintenance, note)
         result.maintenance = "on during the restore" if lifted else "not used"
         try:
-            await _load(conn, method, r.bp, acc, container, data_dir, store, key, manifest, label)
+            await _load(conn, method, acc, container, data_dir, store, key, manifest, label)
         finally:
             if lifted:
                 try:
@@ -326,7 +328,37 @@ async def _maintenance(r: Rollout, on: bool, wanted: bool, note: Callable[[str],
     return True
 
 
-async def _load(conn: Connection, method: Method, bp: Any, acc: Any, container: str, data_dir: str,
+async def _redis_receive(conn: Connection, container: str, store: bd.Store, key: str, method: Method,
+                         manifest: Manifest | None, label: str) -> str:
+    """Put the checked RDB next to Redis' data (under a name Redis does not load) and have Redis'
+    checker read it; InvalidInput (the file removed, nothing else changed) when it is not one.
+    Returns Redis' data directory."""
+    name = conn.host.name
+    res = await conn.run(cmd.redis_dir(container), check=False, what=f"data directory of {container}")
+    data_dir = (res.stdout.strip().splitlines() or [""])[-1].strip()
+    if res.exit_status != 0 or not data_dir.startswith("/"):
+        detail = (res.stderr.strip().splitlines() or [res.stdout.strip()])[-1]
+        raise OperationFailed(f"{name}: could not ask Redis in {container} where it keeps its data: {detail}",
+                              hint="is the accessory running? csdeploy accessory details " + container)
+    try:
+        async with contextlib.aclosing(_checked(bd.download(store, key), method, manifest, label)) as source:
+            res = await conn.pipe(cmd.redis_receive(container, data_dir), source=source, what=f"upload of {label}")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await conn.run(cmd.redis_discard(container, data_dir), check=False, what="removal of a refused file")
+        raise
+    if res.exit_status != 0:
+        raise OperationFailed(f"{name}: could not put {label} in {container}: {res.stderr.strip()}")
+    res = await conn.run(cmd.redis_check(container, data_dir), check=False, what=f"check of {label}")
+    if res.exit_status == cmd.NOT_AN_RDB:
+        last = (res.stderr.strip().splitlines() or ["?"])[-1].strip()
+        raise InvalidInput(f"{label} is not an RDB file this Redis can load ({last}): nothing was changed")
+    if res.exit_status != 0:
+        raise OperationFailed(f"{name}: the check of {label} failed (exit {res.exit_status}): {res.stderr.strip()}")
+    return data_dir
+
+
+async def _load(conn: Connection, method: Method, acc: Any, container: str, data_dir: str,
                 store: bd.Store, key: str, manifest: Manifest | None, label: str) -> None:
     if method.kind == "postgres":
         async with contextlib.aclosing(_checked(bd.download(store, key), method, manifest, label)) as source:
@@ -337,11 +369,13 @@ async def _load(conn: Connection, method: Method, bp: Any, acc: Any, container: 
                                   "it ran in one transaction: the database is as it was",
                                   hint=(res.stderr.strip().splitlines() or [""])[-1] or None)
         return
-    async with contextlib.aclosing(_checked(bd.download(store, key), method, manifest, label)) as source:
-        res = await conn.pipe(cmd.redis_receive(container, data_dir), source=source, what=f"upload of {label}")
+    res = await conn.run(cmd.redis_load(container, data_dir), check=False, what=f"load of {label}", timeout=900)
     if res.exit_status != 0:
-        raise OperationFailed(f"{conn.host.name}: could not put {label} in {container}: {res.stderr.strip()}")
-    await conn.run(cmd.redis_load(container, data_dir), what=f"load of {label}", timeout=180)
+        detail = " ".join(line.strip() for line in res.stderr.strip().splitlines() if not line.startswith("::step"))
+        raise OperationFailed(f"{conn.host.name}: Redis did not load {label} (exit {res.exit_status}"
+                              + (f", at step {res.last_step}" if res.last_step else "") + f"): {detail}",
+                              hint=f"`docker logs {container}` on {conn.host.name} says more; a failure before "
+                                   "the load step leaves Redis on its old data")
 
 __all__ = ["METHODS", "BackupResult", "Manifest", "RestoreResult", "choose", "listing", "method_for", "prune",
            "restore", "take"]

@@ -194,17 +194,6 @@ async def test_a_file_that_is_not_a_dump_is_refused_before_anything_changes(
     assert notes(postgres, here) == ["kept"]
 
 
-async def test_a_redis_restore_of_a_file_that_is_not_an_rdb_is_refused_first(postgres: PgServer,
-                                                                              tmp_path: Path) -> None:
-    r, here, maintenance = environment(postgres, "shop")
-    dump = tmp_path / "dump.rdb"
-    dump.write_bytes(b"PGDMP" + b"\0" * 100)  # a PostgreSQL dump given to the Redis accessory
-    where, manifest, key = await dumps.choose(bd.open_store(str(tmp_path / "none")), "shop", "redis", str(dump))
-    with pytest.raises(InvalidInput, match="is not a Redis RDB file: nothing was changed"):
-        await dumps.restore(r, "redis", where, manifest, key, label=str(dump))
-    assert here.ran == [] and maintenance == []
-
-
 async def test_a_damaged_backup_does_not_match_its_manifest(postgres: PgServer, store: bd.Store,
                                                             tmp_path: Path) -> None:
     r, here, maintenance = environment(postgres, "shop")
