@@ -20,7 +20,7 @@ import contextlib
 import os
 import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -487,13 +487,53 @@ async def backup_accessory(env: str, accessory: str, *, to: str | None = None, k
     return result
 
 
-async def backups(env: str, *, to: str | None = None, accessory: str | None = None) -> list[Any]:
-    """``env``'s backups in ``to``, newest first (`dumps.Manifest`); also once ``env`` is gone."""
+@dataclass
+class BackupList:
+    """What `backups` found (`dumps.Manifest`, newest first) and the destinations it searched."""
+    found: list[Any]
+    searched: list[str]
+
+
+def backup_destinations(env: str, *, to: str | None = None, accessory: str | None = None,
+                        blueprint: str | None = None) -> list[str | None]:
+    """Where `backups` looks: ``to`` alone when given; else the default directory (None) and
+    each destination the environment's blueprint (the remembered one, or ``blueprint``) gives
+    its accessories (``backups.to``, of ``accessory`` only when given). An environment whose
+    blueprint is not remembered (never deployed from here, or torn down) has the default only."""
+    from .envctx import RECORD
+
+    if to is not None:
+        return [to]
+    state = EnvState(env)
+    if blueprint is None and not (state.dir / RECORD).is_file():
+        return [None]
+    bp = recall_blueprint(state, blueprint, ())
+    out: list[str | None] = [None]
+    for name, acc in bp.accessories.items():
+        if accessory is not None and name != accessory:
+            continue
+        if acc.backups is not None and acc.backups.to is not None and acc.backups.to not in out:
+            out.append(acc.backups.to)
+    return out
+
+
+async def backups(env: str, *, to: str | None = None, accessory: str | None = None,
+                  blueprint: str | None = None) -> BackupList:
+    """``env``'s backups, newest first, also once ``env`` is gone: in ``to``, or else in the
+    default directory and the destinations the environment's blueprint names."""
     from . import dumps
 
-    store = _backup_store(to)
-    await asyncio.to_thread(store.check)
-    return await dumps.listing(store, env, accessory)
+    stores = []
+    for url in backup_destinations(env, to=to, accessory=accessory, blueprint=blueprint):
+        store = _backup_store(url)
+        if store.url not in (s.url for s in stores):
+            stores.append(store)
+    found: dict[tuple[str, str], Any] = {}
+    for store in stores:
+        await asyncio.to_thread(store.check)
+        for m in await dumps.listing(store, env, accessory):
+            found.setdefault((store.url, m.key), replace(m, destination=store.url))
+    return BackupList(sorted(found.values(), key=lambda m: m.created_at, reverse=True), [s.url for s in stores])
 
 
 async def restore(env: str, accessory: str, backup: str | None = None, *, to: str | None = None,

@@ -327,3 +327,54 @@ def test_a_bad_backups_key_is_refused_at_its_line(tmp_path: Path, backups: str, 
     line = next(i for i, t in enumerate(path.read_text().splitlines(), start=1) if "backups:" in t)
     assert says in text, text
     assert f"{path}:{line}" in text, text
+
+
+def _stored(root: Path, env: str, accessory: str, stamp: str, by: str) -> str:
+    """A backup as `take` leaves it in directory ``root``: the dump and its manifest; its id."""
+    key = f"{env}/{accessory}/{stamp}.pgdump"
+    (root / env / accessory).mkdir(parents=True, exist_ok=True)
+    (root / key).write_bytes(b"PGDMP")
+    m = dumps.Manifest(env=env, accessory=accessory, kind="postgres", image="postgres:15",
+                       created_at=f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T03:00:00Z", size=5, sha256="x", key=key,
+                       by=by, destination=str(root))
+    (root / (key + ".json")).write_text(json.dumps(m.to_dict()))
+    return m.id
+
+
+def test_backups_lists_the_blueprints_destination_besides_the_default_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`backups --env E` reads E's remembered blueprint (as the other day-two commands do) and
+    lists the destination it gives an accessory (`backups.to`) as well as $CSDEPLOY_HOME/backups;
+    `--to` lists that one only; an environment with no remembered blueprint has the default."""
+    from click.testing import CliRunner
+
+    from cloudstack_deploy.cli import main
+    from cloudstack_deploy.envctx import remember_blueprint
+    from cloudstack_deploy.state import EnvState
+
+    home, elsewhere = tmp_path / "home", tmp_path / "offsite"
+    monkeypatch.setenv("CSDEPLOY_HOME", str(home))
+    remember_blueprint(EnvState("shop"), str(_blueprint_with(tmp_path, f"{{to: {elsewhere}}}")), ())
+    local = _stored(home / "backups", "shop", "db", "20261201T030000Z", "cron")
+    offsite = _stored(elsewhere, "shop", "db", "20261202T030000Z", "ci")
+    _stored(elsewhere, "other", "db", "20261203T030000Z", "ci")  # another environment's: not listed
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["backups", "--env", "shop", "--json"])
+    assert res.exit_code == 0, res.output
+    listed = json.loads(res.output)
+    assert [(b["id"], b["destination"]) for b in listed] == [(offsite, str(elsewhere)),
+                                                             (local, str(home / "backups"))]
+    res = runner.invoke(main, ["backups", "--env", "shop"])
+    assert res.exit_code == 0 and "WHERE" in res.output, res.output
+    assert str(elsewhere) in res.output.splitlines()[1] and str(home / "backups") in res.output.splitlines()[2]
+
+    res = runner.invoke(main, ["backups", "--env", "shop", "--to", str(elsewhere), "--json"])
+    assert [b["id"] for b in json.loads(res.output)] == [offsite], "--to still overrides"
+    res = runner.invoke(main, ["backups", "--env", "shop", "--accessory", "redis", "--to", str(tmp_path / "none")])
+    assert res.exit_code == 0 and f"no backups in {tmp_path / 'none'}" in res.output, res.output
+
+    _stored(home / "backups", "gone", "db", "20261201T030000Z", "cron")
+    res = runner.invoke(main, ["backups", "--env", "gone"])  # torn down: no blueprint remembered
+    assert res.exit_code == 0 and "gone/db/20261201T030000Z" in res.output, res.output
+    assert "WHERE" not in res.output, "one destination searched: no column for it"

@@ -51,14 +51,17 @@ def backup(env: str, accessory: str, to: str | None, keep: int | None, blueprint
 @ENV_OPTION
 @click.option("--accessory", "accessory", default=None, metavar="NAME", help="Only this accessory's.")
 @TO_OPTION
+@BLUEPRINT_OPTION
 @JSON_OPTION
-def backups(env: str, accessory: str | None, to: str | None, as_json: bool) -> None:
-    """List environment NAME's backups at the destination, newest first (also once it is gone)."""
-    found = run(service.backups(env, to=to, accessory=accessory))
+def backups(env: str, accessory: str | None, to: str | None, blueprint: str | None, as_json: bool) -> None:
+    """List environment NAME's backups, newest first (also once it is gone): in --to URL, or else
+    in the default directory and each destination the environment's blueprint gives
+    (`accessories.X.backups.to`)."""
+    listed = run(service.backups(env, to=to, accessory=accessory, blueprint=blueprint))
     if as_json:
-        echo_json([m.to_dict() for m in found])
+        echo_json([m.to_dict() for m in listed.found])
     else:
-        click.echo(render.backups_text(env, found, to or "$CSDEPLOY_HOME/backups"))
+        click.echo(render.backups_text(env, listed.found, listed.searched))
 
 
 @click.command()
