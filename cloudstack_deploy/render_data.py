@@ -96,6 +96,11 @@ def backups_text(env: str, found: list[Any], searched: list[str]) -> str:
     return "\n".join(_table(rows))
 
 
+def restore_plan_text(env: str, accessory: str, steps: list[str]) -> str:
+    lines = [f"restore into {env}'s {accessory} (dry run: nothing changed) would:"]
+    return "\n".join([*lines, *(f"  {i}. {step}" for i, step in enumerate(steps, start=1))])
+
+
 def restore_text(result: Any) -> str:
     lines = [f"restored {result.backup} into {result.env}'s {result.accessory} ({result.kind}); "
              f"maintenance: {result.maintenance}"]

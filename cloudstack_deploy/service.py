@@ -538,11 +538,13 @@ async def backups(env: str, *, to: str | None = None, accessory: str | None = No
 
 async def restore(env: str, accessory: str, backup: str | None = None, *, to: str | None = None,
                   source_env: str | None = None, maintenance: bool = True, blueprint: str | None = None,
-                  break_lock: bool = False, progress: Progress | None = None) -> Any:
+                  break_lock: bool = False, progress: Progress | None = None, dry_run: bool = False) -> Any:
     """Restore ``backup`` (an id from `backups`, a dump file, or the newest of ``source_env``'s
     ``accessory``, default ``env``'s) into ``env``'s ``accessory``: checked first (InvalidInput,
-    nothing changed, for what is not a dump of its kind), then restored behind maintenance.
-    Recorded in the history store. Returns a `dumps.RestoreResult`."""
+    nothing changed, for what is not a dump of its kind), then restored behind maintenance (or,
+    with no proxy host, with the app roles stopped). Recorded in the history store. Returns a
+    `dumps.RestoreResult`; with ``dry_run`` the steps it would take (`dumps.restore_plan`), in
+    words, nothing contacted but the destination's listing."""
     from . import dumps
 
     ctx = await context(env, blueprint)
@@ -554,6 +556,9 @@ async def restore(env: str, accessory: str, backup: str | None = None, *, to: st
         await asyncio.to_thread(store.check)
     where, manifest, key = await dumps.choose(store, source_env or env, accessory, backup)
     label = manifest.id if manifest is not None else str(backup)
+    if dry_run:
+        return dumps.restore_plan(_rollout(ctx, {}, None, dry_run=True), accessory, label, manifest,
+                                  maintenance=maintenance)
     journal = _journal(progress)
     try:
         async with _cloud_lock(env, break_lock, progress) as gate:
