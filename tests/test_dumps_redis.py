@@ -27,7 +27,7 @@ import pytest
 from cloudstack_deploy import backup_dest as bd
 from cloudstack_deploy import dumps
 from cloudstack_deploy.blueprint import load_blueprint
-from cloudstack_deploy.errors import InvalidInput
+from cloudstack_deploy.errors import InvalidInput, OperationFailed
 from cloudstack_deploy.rollout.commands.dump import REDIS_INCOMING, restore_container
 from cloudstack_deploy.rollout.commands.script import Script
 from cloudstack_deploy.rollout.hosts import HostError, Result
@@ -193,7 +193,7 @@ def _real_rdb(docker: RedisDocker, tmp_path: Path) -> bytes:
     (lambda rdb: b"key,value\ngreeting,hello\n" * 20, "is not a Redis RDB file"),
     (lambda rdb: b"PGDMP" + b"\0" * 200, "is not a Redis RDB file"),  # a PostgreSQL dump
     (lambda rdb: rdb[:30] + bytes(b ^ 0x5A for b in rdb[30:60]) + rdb[60:], "is not an RDB file this Redis can load"),
-    (lambda rdb: rdb[: len(rdb) // 2], "is not an RDB file this Redis can load"),  # cut short
+    (lambda rdb: rdb[: len(rdb) // 2], "this Redis can load ([offset "),  # cut short: the checker's reason
 ], ids=["csv", "postgresql-dump", "damaged-rdb", "truncated-rdb"])
 async def test_what_is_not_a_good_rdb_is_refused_with_nothing_changed(
         docker: RedisDocker, tmp_path: Path, make: Callable[[bytes], bytes], says: str) -> None:
@@ -216,3 +216,22 @@ async def test_what_is_not_a_good_rdb_is_refused_with_nothing_changed(
     assert docker.cli(CONTAINER, "GET", "greeting") == "changed since"
     assert not (data / REDIS_INCOMING).exists(), "the refused file is not left beside Redis' data"
     assert docker.names() == [CONTAINER] and restore_container(CONTAINER) not in docker.names()
+
+
+async def test_a_load_that_fails_starts_redis_again_on_its_old_data(docker: RedisDocker, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    redis(docker, data, "yes")
+    fill(docker)
+    r, maintenance = environment(docker)
+    store = bd.open_store(str(tmp_path / "backups"))
+    m = (await dumps.take(r, "redis", store, by="tester")).manifest
+    docker.cli(CONTAINER, "SET", "greeting", "kept")
+    docker.fail_runs()
+    with pytest.raises(OperationFailed) as caught:
+        await dumps.restore(r, "redis", store, m, m.key, label=m.id)
+    text = str(caught.value)
+    assert "Redis did not load" in text and "could not start Redis on the backup" in text, text
+    assert "at step load" in text and "no space left on device" in text, text
+    assert docker.cli(CONTAINER, "GET", "greeting") == "kept", "Redis runs again, on its old data"
+    assert maintenance == [True, False], "maintenance is lifted after the failure too"
+    assert docker.names() == [CONTAINER]

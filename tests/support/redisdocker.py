@@ -8,7 +8,7 @@ starts another Redis with ARGS (the paths are this machine's: a container's volu
 directory here). Only the calls csdeploy's Redis scripts make are answered.
 
 `RedisDocker.start(tmp_path, net)` gives the environment the scripts run with; `container(name,
-*args)` starts one Redis; `calls()` is every argv, in order.
+*args)` starts one Redis; `calls()` is every argv, in order; `fail_runs()` makes `docker run` fail.
 """
 
 from __future__ import annotations
@@ -119,6 +119,8 @@ elif cmd == "run" and "--detach" in rest:
             i += 1
     image, argv = rest[i], rest[i + 1:]
     name = opts["--name"]
+    if st.get("fail_run"):
+        fail("docker: Error response from daemon: no space left on device (injected)")
     if name in cs:
         fail(f"Error: the container name {name} is already in use")
     if opts.get("--volumes-from") not in cs:
@@ -188,6 +190,12 @@ class RedisDocker:
         out = self.docker("exec", name, "redis-cli", *argv)
         assert out.returncode == 0, out.stderr
         return out.stdout.rstrip("\n")
+
+    def fail_runs(self) -> None:
+        """From now on `docker run` fails (as on a host whose disk is full)."""
+        st = self._state()
+        st["fail_run"] = True
+        self.state_file.write_text(json.dumps(st))
 
     def calls(self) -> list[list[str]]:
         return self._state()["calls"]

@@ -59,7 +59,9 @@ def redis_check(container: str, data_dir: str) -> Script:
     incoming = f"{data_dir}/{REDIS_INCOMING}"
     s.raw("out=$(" + q(["docker", "exec", container, "redis-check-rdb", incoming]) + " 2>&1) || {")
     s.raw("  " + q(["docker", "exec", container, "rm", "-f", incoming]) + " || true")
-    s.raw("  printf '%s\\n' \"$out\" | grep -v '^ *$' | tail -n 3 >&2; exit " + str(NOT_AN_RDB) + "; }")
+    # the checker's reason is the line after its error marker ("[offset 96] Unexpected EOF ...")
+    s.raw("  { printf '%s\\n' \"$out\" | grep -A 1 'RDB ERROR DETECTED' || printf '%s\\n' \"$out\"; } "
+          "| tail -n 1 >&2; exit " + str(NOT_AN_RDB) + "; }")
     return s
 
 
