@@ -127,6 +127,10 @@ def redis_load(container: str, data_dir: str, *, wait_seconds: int = 300) -> Scr
     s.raw(q(["docker", "run", "--detach", "--name", temp, "--network", "none", "--volumes-from", container])
           + ' "$image" "$@" >/dev/null || fail "could not start Redis on the backup"')
     s.raw(_wait_pong(temp, wait_seconds, "Redis loading the backup"))
+    # the file must be what that Redis loaded: a data directory outside the container's volumes
+    # is not shared with it (it would start empty, and rewrite the AOF empty)
+    s.raw(q(["docker", "exec", temp, "test", "-s", incoming])
+          + " || fail 'the loading container does not see the backup: Redis keeps its data outside a volume'")
     with s.when(Cond('[ "$aof" = yes ]')):
         s.step("aof-rewrite")
         s.raw(q(["docker", "exec", temp, "redis-cli", "CONFIG", "SET", "appendonly", "yes"])
