@@ -446,7 +446,9 @@ async def _load(conn: Connection, method: Method, acc: Any, container: str, data
                                   "it ran in one transaction: the database is as it was",
                                   hint=(res.stderr.strip().splitlines() or [""])[-1] or None)
         return
-    res = await conn.run(cmd.redis_load(container, data_dir), check=False, what=f"load of {label}", timeout=900)
+    server = "valkey-server" if method.kind == "valkey" else "redis-server"
+    res = await conn.run(cmd.redis_load(container, data_dir, server=server), check=False, what=f"load of {label}",
+                         timeout=900)
     if res.exit_status != 0:
         detail = " ".join(line.strip() for line in res.stderr.strip().splitlines() if not line.startswith("::step"))
         raise OperationFailed(f"{conn.host.name}: Redis did not load {label} (exit {res.exit_status}"

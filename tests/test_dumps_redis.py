@@ -235,3 +235,13 @@ async def test_a_load_that_fails_starts_redis_again_on_its_old_data(docker: Redi
     assert docker.cli(CONTAINER, "GET", "greeting") == "kept", "Redis runs again, on its old data"
     assert maintenance == [True, False], "maintenance is lifted after the failure too"
     assert docker.names() == [CONTAINER]
+
+
+def test_a_valkey_restore_loads_with_valkey_server() -> None:
+    """Valkey's image entrypoint drops root (and hands /data to its user) only for `valkey-server`;
+    its redis-* commands are links. The loading container is started with the name it knows."""
+    from cloudstack_deploy.rollout.commands import dump as cmd
+
+    text = cmd.redis_load("shop-cache", "/data", server="valkey-server").text()
+    assert "set -- valkey-server --dir /data --dbfilename csdeploy-restore.rdb --appendonly no" in text
+    assert "set -- redis-server --dir /data" in cmd.redis_load("shop-cache", "/data").text()

@@ -86,7 +86,7 @@ def _wait_pong(name: str, seconds: int, what: str) -> str:
             "sleep 0.5; done")
 
 
-def redis_load(container: str, data_dir: str, *, wait_seconds: int = 300) -> Script:
+def redis_load(container: str, data_dir: str, *, server: str = "redis-server", wait_seconds: int = 300) -> Script:
     """Make Redis serve the received RDB, as Redis' documentation has it: the server stopped,
     the RDB in place of its data file, started again; with an append-only file (Redis loads
     that and ignores the RDB: redis/redis#12098, #12506) the AOF is rewritten from the RDB.
@@ -98,7 +98,9 @@ def redis_load(container: str, data_dir: str, *, wait_seconds: int = 300) -> Scr
     (so it loads the RDB); when the accessory keeps an AOF, ``CONFIG SET appendonly yes`` makes
     it write a new AOF from that data (a rewrite; the old AOF's files are then deleted by Redis);
     the file takes the data file's name and the accessory's container is started again and
-    must answer PONG. A failure before that point starts the accessory again on its old files."""
+    must answer PONG. A failure before that point starts the accessory again on its old files.
+    ``server``: the command the image's entrypoint knows as the server (``valkey-server`` for
+    Valkey's image, whose entrypoint drops root only for that name; its redis-* names are links)."""
     s = Script()
     temp = restore_container(container)
     incoming = f"{data_dir}/{REDIS_INCOMING}"
@@ -121,7 +123,7 @@ def redis_load(container: str, data_dir: str, *, wait_seconds: int = 300) -> Scr
     s.step("stop")
     s.run(["docker", "stop", container], quiet=True)
     s.step("load")
-    s.raw("set -- redis-server --dir " + q([data_dir]) + " --dbfilename " + q([REDIS_INCOMING])
+    s.raw("set -- " + q([server]) + " --dir " + q([data_dir]) + " --dbfilename " + q([REDIS_INCOMING])
           + " --appendonly no --save '' --appendfilename \"$aofname\"")
     s.raw('[ -z "$aofdir" ] || set -- "$@" --appenddirname "$aofdir"')
     s.raw(q(["docker", "run", "--detach", "--name", temp, "--network", "none", "--volumes-from", container])
