@@ -8,9 +8,12 @@ the oldest of that environment's accessory after a backup succeeds.
 
 A restore checks before it touches anything: the manifest's kind must be the accessory's, the
 bytes must start with the kind's magic and match the manifest's sha256 and size, and for
-PostgreSQL `pg_restore --list` must read the whole dump on the host. Only then is the app put
-behind kamal-proxy's maintenance answer, the dump restored (`pg_restore --clean --if-exists
---no-owner`, one transaction), and maintenance lifted, whatever happened.
+PostgreSQL `pg_restore --list` must read the whole dump on the host; a Redis RDB is put next to
+Redis' data under a name Redis does not load and `redis-check-rdb` must read all of it. Only
+then is the app put behind kamal-proxy's maintenance answer, the dump restored (`pg_restore
+--clean --if-exists --no-owner`, one transaction; Redis stopped, the RDB loaded and, with an
+append-only file, that rewritten from it: `rollout/commands/dump.py`), and maintenance lifted,
+whatever happened.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 from . import backup_dest as bd
 from .accessories import kind_of
 from .errors import CsdeployError, InvalidInput, OperationFailed
-from .rollout import ops
+from .rollout import lifecycle, ops
 from .rollout.commands import dump as cmd
 from .rollout.contract import accessory_container
 from .rollout.deploy import Rollout
@@ -280,7 +283,7 @@ async def restore(r: Rollout, accessory: str, store: bd.Store, manifest: Manifes
                            f"accessory {accessory} is {method.kind}: nothing was changed")
     container = accessory_container(r.bp.service, accessory)
     host = accessory_host(r, accessory)
-    data_dir = kind_of(acc.image).data or "/data"  # type: ignore[union-attr]
+    data_dir = ""
     result = RestoreResult(r.env, accessory, label, method.kind, manifest.size if manifest else 0, "off")
 
     def note(text: str) -> None:
@@ -291,42 +294,148 @@ async def restore(r: Rollout, accessory: str, store: bd.Store, manifest: Manifes
     async with r.pool(concurrency=1) as pool:
         conn = await pool.connect(host)
         # 1. verify: the bytes, and for PostgreSQL the dump as pg_restore reads it, before any change
-        async with contextlib.aclosing(_checked(bd.download(store, key), method, manifest, label)) as checked:
-            if method.kind == "postgres":
+        if method.kind == "postgres":
+            async with contextlib.aclosing(_checked(bd.download(store, key), method, manifest, label)) as checked:
                 res = await conn.pipe(cmd.pg_restore_list(container), source=checked, what=f"check of {label}")
-                if res.exit_status != 0:
-                    last = (res.stderr.strip().splitlines() or ["?"])[-1]
-                    raise InvalidInput(f"{label} is not a dump pg_restore can read ({last}): nothing was changed")
-            else:
-                async for _ in checked:
-                    pass
-        # 2. the app behind a maintenance answer while the data is replaced
-        lifted = await _maintenance(r, True, maintenance, note)
-        result.maintenance = "on during the restore" if lifted else "not used"
+            if res.exit_status != 0:
+                last = (res.stderr.strip().splitlines() or ["?"])[-1]
+                raise InvalidInput(f"{label} is not a dump pg_restore can read ({last}): nothing was changed")
+        if method.kind != "postgres":  # Redis: received next to its data and read by Redis' checker
+            data_dir = await _redis_receive(conn, container, store, key, method, manifest, label)
+        # 2. the app kept off the data while it is replaced: behind kamal-proxy's maintenance
+        # answer, or, with no proxy host to give one, its roles stopped
+        guard = guard_for(r, maintenance)
+        if guard.reason:
+            note(guard.reason)
+        stopped = await _guard_on(r, guard)
+        result.maintenance = {"maintenance": "on during the restore",
+                              "stop": "app roles stopped during the restore: " + ", ".join(guard.roles)
+                              }.get(guard.how, "not used")
         try:
-            await _load(conn, method, r.bp, acc, container, data_dir, store, key, manifest, label)
+            await _load(conn, method, acc, container, data_dir, store, key, manifest, label)
         finally:
-            if lifted:
-                try:
-                    await _maintenance(r, False, True, note)
-                except CsdeployError as exc:
-                    note(f"maintenance could not be lifted: {str(exc).splitlines()[0]}; "
-                         f"run `csdeploy maintenance off --env {r.env}`")
+            try:
+                await _guard_off(r, guard, stopped)
+            except CsdeployError as exc:
+                first = str(exc).splitlines()[0]
+                if guard.how == "maintenance":
+                    note(f"maintenance could not be lifted: {first}; run `csdeploy maintenance off --env {r.env}`")
                     result.maintenance = "still on"
+                else:
+                    note(f"the app roles could not be started again: {first}; "
+                         f"run `csdeploy app start --env {r.env}`")
+                    result.maintenance = "app roles still stopped: " + ", ".join(guard.roles)
     return result
 
 
-async def _maintenance(r: Rollout, on: bool, wanted: bool, note: Callable[[str], None]) -> bool:
-    if not wanted:
-        return False
-    if not r.inv.proxy_hosts:
-        note(f"environment {r.env} has no proxy host: apps were not put in maintenance")
-        return False
-    await ops.maintenance(r, on, MAINTENANCE_MESSAGE if on else "")
-    return True
+@dataclass(frozen=True)
+class Guard:
+    """How the app is kept off an accessory's data while a restore replaces it."""
+    how: str                     # "maintenance", "stop" (the app roles), or "none"
+    roles: tuple[str, ...] = ()  # the app roles stopped ("stop")
+    hosts: tuple[str, ...] = ()  # the proxy hosts ("maintenance") or the app roles' hosts ("stop")
+    reason: str = ""             # why, when it is not kamal-proxy's maintenance answer
+
+    def steps(self, when: str) -> list[str]:
+        """What is done ``before`` or ``after`` the data is replaced, in words."""
+        on = when == "before"
+        if self.how == "maintenance":
+            return [f"maintenance {'on' if on else 'off'} on {', '.join(self.hosts)}"]
+        if self.how == "stop":
+            return [f"{'stop' if on else 'start'} app roles {', '.join(self.roles)} on {', '.join(self.hosts)}"
+                    + ("" if on else " (what was stopped; also when the restore fails)")]
+        return []
 
 
-async def _load(conn: Connection, method: Method, bp: Any, acc: Any, container: str, data_dir: str,
+def guard_for(r: Rollout, maintenance: bool) -> Guard:
+    """Pure: kamal-proxy's maintenance answer on the proxy hosts; with none (no proxy role,
+    nothing could answer for the app), every app role stopped (all the environment's roles that
+    are not an accessory's own VM); nothing with ``--no-maintenance``."""
+    if not maintenance:
+        return Guard("none", reason="--no-maintenance: the app kept serving during the restore")
+    if r.inv.proxy_hosts:
+        return Guard("maintenance", hosts=tuple(h.name for h in r.inv.proxy_hosts))
+    apps = [h for h in r.inv.hosts if h.app_role]
+    if not apps:
+        return Guard("none", reason=f"environment {r.env} runs no app role: nothing to stop")
+    roles = tuple(dict.fromkeys(h.app_role for h in apps if h.app_role))
+    return Guard("stop", roles=roles, hosts=tuple(h.name for h in apps),
+                 reason=f"environment {r.env} has no proxy host (no maintenance answer): "
+                        f"app roles {', '.join(roles)} stopped during the restore")
+
+
+async def _guard_on(r: Rollout, guard: Guard) -> tuple[str, ...]:
+    """Put ``guard`` in place; the hosts on which app containers were stopped."""
+    if guard.how == "maintenance":
+        await ops.maintenance(r, True, MAINTENANCE_MESSAGE)
+    elif guard.how == "stop":
+        done = await lifecycle.app(r, "stop", roles=guard.roles)
+        return tuple(name for name, outcome in done.hosts.items() if "stopped" in outcome.values())
+    return ()
+
+
+async def _guard_off(r: Rollout, guard: Guard, stopped: tuple[str, ...]) -> None:
+    if guard.how == "maintenance":
+        await ops.maintenance(r, False, "")
+    elif guard.how == "stop" and stopped:
+        await lifecycle.app(r, "start", hosts=stopped)
+
+
+def restore_plan(r: Rollout, accessory: str, label: str, manifest: Manifest | None, *,
+                 maintenance: bool = True) -> list[str]:
+    """Pure: what `restore --dry-run` says a restore of ``label`` into ``accessory`` does, in order."""
+    acc, method = method_for(r.bp, accessory)
+    host = accessory_host(r, accessory).name
+    container = accessory_container(r.bp.service, accessory)
+    guard = guard_for(r, maintenance)
+    check = ("pg_restore --list reads all of it" if method.kind == "postgres"
+             else f"put beside Redis' data in {container}, redis-check-rdb reads all of it")
+    steps = [f"check {label}: {method.what}" + (", size and sha256 as its manifest says" if manifest else "")
+             + f"; on {host}: {check} (nothing changed if not)"]
+    steps += guard.steps("before")
+    if method.kind == "postgres":
+        steps.append(f"restore into {container} on {host}: pg_restore --clean --if-exists --no-owner "
+                     "--single-transaction")
+    else:
+        steps.append(f"restore into {container} on {host}: stop it, load the RDB in a container of its image "
+                     "(AOF rewritten from it when Redis keeps one), start it, wait for PONG")
+    steps += guard.steps("after")
+    if guard.reason and guard.how != "stop":
+        steps.append(f"note: {guard.reason}")
+    return steps
+
+
+async def _redis_receive(conn: Connection, container: str, store: bd.Store, key: str, method: Method,
+                         manifest: Manifest | None, label: str) -> str:
+    """Put the checked RDB next to Redis' data (under a name Redis does not load) and have Redis'
+    checker read it; InvalidInput (the file removed, nothing else changed) when it is not one.
+    Returns Redis' data directory."""
+    name = conn.host.name
+    res = await conn.run(cmd.redis_dir(container), check=False, what=f"data directory of {container}")
+    data_dir = (res.stdout.strip().splitlines() or [""])[-1].strip()
+    if res.exit_status != 0 or not data_dir.startswith("/"):
+        detail = (res.stderr.strip().splitlines() or [res.stdout.strip()])[-1]
+        raise OperationFailed(f"{name}: could not ask Redis in {container} where it keeps its data: {detail}",
+                              hint="is the accessory running? csdeploy accessory details " + container)
+    try:
+        async with contextlib.aclosing(_checked(bd.download(store, key), method, manifest, label)) as source:
+            res = await conn.pipe(cmd.redis_receive(container, data_dir), source=source, what=f"upload of {label}")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await conn.run(cmd.redis_discard(container, data_dir), check=False, what="removal of a refused file")
+        raise
+    if res.exit_status != 0:
+        raise OperationFailed(f"{name}: could not put {label} in {container}: {res.stderr.strip()}")
+    res = await conn.run(cmd.redis_check(container, data_dir), check=False, what=f"check of {label}")
+    if res.exit_status == cmd.NOT_AN_RDB:
+        last = (res.stderr.strip().splitlines() or ["?"])[-1].strip()
+        raise InvalidInput(f"{label} is not an RDB file this Redis can load ({last}): nothing was changed")
+    if res.exit_status != 0:
+        raise OperationFailed(f"{name}: the check of {label} failed (exit {res.exit_status}): {res.stderr.strip()}")
+    return data_dir
+
+
+async def _load(conn: Connection, method: Method, acc: Any, container: str, data_dir: str,
                 store: bd.Store, key: str, manifest: Manifest | None, label: str) -> None:
     if method.kind == "postgres":
         async with contextlib.aclosing(_checked(bd.download(store, key), method, manifest, label)) as source:
@@ -337,11 +446,15 @@ async def _load(conn: Connection, method: Method, bp: Any, acc: Any, container: 
                                   "it ran in one transaction: the database is as it was",
                                   hint=(res.stderr.strip().splitlines() or [""])[-1] or None)
         return
-    async with contextlib.aclosing(_checked(bd.download(store, key), method, manifest, label)) as source:
-        res = await conn.pipe(cmd.redis_receive(container, data_dir), source=source, what=f"upload of {label}")
+    server = "valkey-server" if method.kind == "valkey" else "redis-server"
+    res = await conn.run(cmd.redis_load(container, data_dir, server=server), check=False, what=f"load of {label}",
+                         timeout=900)
     if res.exit_status != 0:
-        raise OperationFailed(f"{conn.host.name}: could not put {label} in {container}: {res.stderr.strip()}")
-    await conn.run(cmd.redis_load(container, data_dir), what=f"load of {label}", timeout=180)
+        detail = " ".join(line.strip() for line in res.stderr.strip().splitlines() if not line.startswith("::step"))
+        raise OperationFailed(f"{conn.host.name}: Redis did not load {label} (exit {res.exit_status}"
+                              + (f", at step {res.last_step}" if res.last_step else "") + f"): {detail}",
+                              hint=f"`docker logs {container}` on {conn.host.name} says more; a failure before "
+                                   "the load step leaves Redis on its old data")
 
-__all__ = ["METHODS", "BackupResult", "Manifest", "RestoreResult", "choose", "listing", "method_for", "prune",
+__all__ = ["METHODS", "BackupResult", "Guard", "guard_for", "restore_plan", "Manifest", "RestoreResult", "choose", "listing", "method_for", "prune",
            "restore", "take"]

@@ -85,12 +85,20 @@ def backup_text(result: Any) -> str:
     return "\n".join(lines)
 
 
-def backups_text(env: str, found: list[Any], where: str) -> str:
+def backups_text(env: str, found: list[Any], searched: list[str]) -> str:
+    """The backups as a table; with more than one destination searched, where each one is."""
     if not found:
-        return f"environment {env}: no backups in {where}"
-    rows = [("CREATED", "ACCESSORY", "KIND", "SIZE", "ID", "BY")]
-    rows += [(m.created_at, m.accessory, m.kind, _bytes(m.size), m.id, m.by or "-") for m in found]
+        return f"environment {env}: no backups in " + ", ".join(searched)
+    many = len(searched) > 1
+    rows = [("CREATED", "ACCESSORY", "KIND", "SIZE", "ID", "BY", *(["WHERE"] if many else []))]
+    rows += [(m.created_at, m.accessory, m.kind, _bytes(m.size), m.id, m.by or "-",
+              *([m.destination or "-"] if many else [])) for m in found]
     return "\n".join(_table(rows))
+
+
+def restore_plan_text(env: str, accessory: str, steps: list[str]) -> str:
+    lines = [f"restore into {env}'s {accessory} (dry run: nothing changed) would:"]
+    return "\n".join([*lines, *(f"  {i}. {step}" for i, step in enumerate(steps, start=1))])
 
 
 def restore_text(result: Any) -> str:

@@ -20,7 +20,7 @@ import contextlib
 import os
 import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -487,13 +487,53 @@ async def backup_accessory(env: str, accessory: str, *, to: str | None = None, k
     return result
 
 
-async def backups(env: str, *, to: str | None = None, accessory: str | None = None) -> list[Any]:
-    """``env``'s backups in ``to``, newest first (`dumps.Manifest`); also once ``env`` is gone."""
+@dataclass
+class BackupList:
+    """What `backups` found (`dumps.Manifest`, newest first) and the destinations it searched."""
+    found: list[Any]
+    searched: list[str]
+
+
+def backup_destinations(env: str, *, to: str | None = None, accessory: str | None = None,
+                        blueprint: str | None = None) -> list[str | None]:
+    """Where `backups` looks: ``to`` alone when given; else the default directory (None) and
+    each destination the environment's blueprint (the remembered one, or ``blueprint``) gives
+    its accessories (``backups.to``, of ``accessory`` only when given). An environment whose
+    blueprint is not remembered (never deployed from here, or torn down) has the default only."""
+    from .envctx import RECORD
+
+    if to is not None:
+        return [to]
+    state = EnvState(env)
+    if blueprint is None and not (state.dir / RECORD).is_file():
+        return [None]
+    bp = recall_blueprint(state, blueprint, ())
+    out: list[str | None] = [None]
+    for name, acc in bp.accessories.items():
+        if accessory is not None and name != accessory:
+            continue
+        if acc.backups is not None and acc.backups.to is not None and acc.backups.to not in out:
+            out.append(acc.backups.to)
+    return out
+
+
+async def backups(env: str, *, to: str | None = None, accessory: str | None = None,
+                  blueprint: str | None = None) -> BackupList:
+    """``env``'s backups, newest first, also once ``env`` is gone: in ``to``, or else in the
+    default directory and the destinations the environment's blueprint names."""
     from . import dumps
 
-    store = _backup_store(to)
-    await asyncio.to_thread(store.check)
-    return await dumps.listing(store, env, accessory)
+    stores = []
+    for url in backup_destinations(env, to=to, accessory=accessory, blueprint=blueprint):
+        store = _backup_store(url)
+        if store.url not in (s.url for s in stores):
+            stores.append(store)
+    found: dict[tuple[str, str], Any] = {}
+    for store in stores:
+        await asyncio.to_thread(store.check)
+        for m in await dumps.listing(store, env, accessory):
+            found.setdefault((store.url, m.key), replace(m, destination=store.url))
+    return BackupList(sorted(found.values(), key=lambda m: m.created_at, reverse=True), [s.url for s in stores])
 
 
 async def scheduled_backups(env: str, *, blueprint: str | None = None) -> list[Any]:
@@ -519,11 +559,13 @@ async def scheduled_backups(env: str, *, blueprint: str | None = None) -> list[A
 
 async def restore(env: str, accessory: str, backup: str | None = None, *, to: str | None = None,
                   source_env: str | None = None, maintenance: bool = True, blueprint: str | None = None,
-                  break_lock: bool = False, progress: Progress | None = None) -> Any:
+                  break_lock: bool = False, progress: Progress | None = None, dry_run: bool = False) -> Any:
     """Restore ``backup`` (an id from `backups`, a dump file, or the newest of ``source_env``'s
     ``accessory``, default ``env``'s) into ``env``'s ``accessory``: checked first (InvalidInput,
-    nothing changed, for what is not a dump of its kind), then restored behind maintenance.
-    Recorded in the history store. Returns a `dumps.RestoreResult`."""
+    nothing changed, for what is not a dump of its kind), then restored behind maintenance (or,
+    with no proxy host, with the app roles stopped). Recorded in the history store. Returns a
+    `dumps.RestoreResult`; with ``dry_run`` the steps it would take (`dumps.restore_plan`), in
+    words, nothing contacted but the destination's listing."""
     from . import dumps
 
     ctx = await context(env, blueprint)
@@ -535,6 +577,9 @@ async def restore(env: str, accessory: str, backup: str | None = None, *, to: st
         await asyncio.to_thread(store.check)
     where, manifest, key = await dumps.choose(store, source_env or env, accessory, backup)
     label = manifest.id if manifest is not None else str(backup)
+    if dry_run:
+        return dumps.restore_plan(_rollout(ctx, {}, None, dry_run=True), accessory, label, manifest,
+                                  maintenance=maintenance)
     journal = _journal(progress)
     try:
         async with _cloud_lock(env, break_lock, progress) as gate:

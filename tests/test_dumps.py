@@ -57,6 +57,7 @@ class HostHere:
         self.server, self.database = server, database
         self.host = SimpleNamespace(name="db-vm")
         self.ran: list[str] = []
+        self.events: list[str] = []
 
     async def pipe(self, argv: list[str], *, source: AsyncIterator[bytes] | None = None,
                    sink: Callable[[bytes], Awaitable[None]] | None = None, what: str = "") -> Result:
@@ -65,6 +66,7 @@ class HostHere:
         assert rest[0] == "demo-db", rest  # the accessory's container, by the contract's name
         tool = [self.database if prev == "-d" else a for prev, a in zip(["", *rest[1:-1]], rest[1:], strict=True)]
         self.ran.append(" ".join(tool[:2]))
+        self.events.append(" ".join(tool[:2]))
         env = {**os.environ, "PGHOST": self.server.host, "PGPORT": str(self.server.port),
                "PGPASSWORD": self.server.password}
         proc = await asyncio.create_subprocess_exec(*tool, stdin=asyncio.subprocess.PIPE,
@@ -113,19 +115,39 @@ def environment(server: PgServer, name: str, *, proxy: bool = True) -> tuple[Any
     async def pool(concurrency: int = 20) -> AsyncIterator[Pool]:
         yield Pool()
 
-    inv = SimpleNamespace(accessory_host=lambda n: here.host if n in ("db", "redis") else None,
-                          proxy_hosts=[SimpleNamespace(name="web-1")] if proxy else [])
-    r = SimpleNamespace(bp=DEMO, env=name, inv=inv, pool=pool, maintenance=[])
+    r = SimpleNamespace(bp=DEMO, env=name, inv=inventory(here.host, proxy), pool=pool, maintenance=[], events=[])
+    here.events = r.events
     return r, here, r.maintenance
+
+
+def inventory(db_host: Any, proxy: bool = True) -> Any:
+    """The demo's hosts as dumps reads them: two web VMs (behind kamal-proxy or not), a worker,
+    and the database's own VM (which also runs the redis accessory here)."""
+    hosts = [SimpleNamespace(name=n, app_role=role, proxy=proxy and role == "web")
+             for n, role in (("web-1", "web"), ("web-2", "web"), ("worker-1", "worker"))] + [db_host]
+    db_host.app_role, db_host.proxy = None, False
+    return SimpleNamespace(hosts=hosts, accessory_host=lambda n: db_host if n in ("db", "redis") else None,
+                           proxy_hosts=[h for h in hosts if h.proxy])
 
 
 @pytest.fixture(autouse=True)
 def _maintenance_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Maintenance and the app roles' stop/start, recorded (``r.maintenance``, and in order
+    with what ran on the accessory's host in ``r.events``)."""
     async def maintenance(r: Any, on: bool, message: str = "") -> dict[str, Any]:
         r.maintenance.append(on)
+        r.events.append(f"maintenance {'on' if on else 'off'}")
         return {}
 
+    async def app(r: Any, action: str, *, roles: tuple[str, ...] = (), hosts: tuple[str, ...] = (),
+                  break_lock: bool = False) -> Any:
+        r.events.append(f"app {action} " + ",".join(roles or hosts))
+        chosen = [h for h in r.inv.hosts if h.app_role and (h.app_role in roles or h.name in hosts)]
+        return SimpleNamespace(hosts={h.name: {f"demo-{h.app_role}-v1": "stopped" if action == "stop" else "started"}
+                                      for h in chosen if h.name != "web-2"})  # nothing ran on web-2
+
     monkeypatch.setattr(dumps.ops, "maintenance", maintenance)
+    monkeypatch.setattr(dumps.lifecycle, "app", app)
 
 
 def sql(server: PgServer, here: HostHere, statement: str) -> list[tuple[Any, ...]]:
@@ -194,17 +216,6 @@ async def test_a_file_that_is_not_a_dump_is_refused_before_anything_changes(
     assert notes(postgres, here) == ["kept"]
 
 
-async def test_a_redis_restore_of_a_file_that_is_not_an_rdb_is_refused_first(postgres: PgServer,
-                                                                              tmp_path: Path) -> None:
-    r, here, maintenance = environment(postgres, "shop")
-    dump = tmp_path / "dump.rdb"
-    dump.write_bytes(b"PGDMP" + b"\0" * 100)  # a PostgreSQL dump given to the Redis accessory
-    where, manifest, key = await dumps.choose(bd.open_store(str(tmp_path / "none")), "shop", "redis", str(dump))
-    with pytest.raises(InvalidInput, match="is not a Redis RDB file: nothing was changed"):
-        await dumps.restore(r, "redis", where, manifest, key, label=str(dump))
-    assert here.ran == [] and maintenance == []
-
-
 async def test_a_damaged_backup_does_not_match_its_manifest(postgres: PgServer, store: bd.Store,
                                                             tmp_path: Path) -> None:
     r, here, maintenance = environment(postgres, "shop")
@@ -241,14 +252,107 @@ async def test_a_failed_dump_leaves_nothing_at_the_destination(postgres: PgServe
     assert store.keys("shop/") == [] and await dumps.listing(store, "shop") == []
 
 
-async def test_no_proxy_host_restores_and_says_maintenance_was_not_used(postgres: PgServer,
-                                                                        store: bd.Store) -> None:
+async def test_with_no_proxy_host_the_app_roles_are_stopped_around_the_restore(postgres: PgServer,
+                                                                              store: bd.Store) -> None:
+    """No kamal-proxy to answer for the app: its roles (web, worker; not the database's VM) are
+    stopped after the dump is checked and started again after it is restored, on the hosts
+    where something was stopped."""
     r, here, maintenance = environment(postgres, "shop", proxy=False)
     sql(postgres, here, "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)")
     m = (await dumps.take(r, "db", store, by="t")).manifest
+    r.events.clear()
     result = await dumps.restore(r, "db", store, m, m.key, label=m.id)
-    assert maintenance == [] and result.maintenance == "not used"
-    assert any("no proxy host" in n for n in result.notes)
+    assert r.events == ["pg_restore --list", "app stop web,worker", "pg_restore --clean",
+                        "app start web-1,worker-1"]
+    assert maintenance == [] and result.maintenance == "app roles stopped during the restore: web, worker"
+    assert any("has no proxy host" in n for n in result.notes)
+
+
+async def test_the_app_roles_are_started_again_when_the_restore_fails(postgres: PgServer, store: bd.Store,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    r, here, _ = environment(postgres, "shop", proxy=False)
+    sql(postgres, here, "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)")
+    m = (await dumps.take(r, "db", store, by="t")).manifest
+    r.events.clear()
+
+    async def broken(*args: Any) -> None:
+        r.events.append("load")
+        raise OperationFailed("db-vm: pg_restore of it failed (exit 1)")
+
+    monkeypatch.setattr(dumps, "_load", broken)
+    with pytest.raises(OperationFailed, match="pg_restore of it failed"):
+        await dumps.restore(r, "db", store, m, m.key, label=m.id)
+    assert r.events == ["pg_restore --list", "app stop web,worker", "load", "app start web-1,worker-1"]
+
+
+def test_the_restore_plan_says_what_keeps_the_app_off_the_data() -> None:
+    db = SimpleNamespace(name="db-vm")
+    behind = SimpleNamespace(bp=DEMO, env="shop", inv=inventory(db, proxy=True))
+    assert dumps.guard_for(behind, True) == dumps.Guard("maintenance", hosts=("web-1", "web-2"))
+    plan = dumps.restore_plan(behind, "db", "shop/db/1", None)
+    assert [step.split(" ", 2)[:2] for step in plan] == [["check", "shop/db/1:"], ["maintenance", "on"],
+                                                         ["restore", "into"], ["maintenance", "off"]]
+    assert "size and sha256" not in plan[0], "a bare file has no manifest to match"
+
+    alone = SimpleNamespace(bp=DEMO, env="shop", inv=inventory(db, proxy=False))
+    guard = dumps.guard_for(alone, True)
+    assert (guard.how, guard.roles, guard.hosts) == ("stop", ("web", "worker"), ("web-1", "web-2", "worker-1"))
+    m = dumps.Manifest(env="shop", accessory="redis", kind="redis", image="redis:7", created_at="x", size=1,
+                       sha256="0", key="shop/redis/1.rdb")
+    plan = dumps.restore_plan(alone, "redis", m.id, m)
+    assert plan[1] == "stop app roles web, worker on web-1, web-2, worker-1"
+    assert plan[2].startswith("restore into demo-redis on db-vm: stop it, load the RDB")
+    assert plan[3].startswith("start app roles web, worker") and "also when the restore fails" in plan[3]
+    assert "redis-check-rdb" in plan[0] and "sha256" in plan[0]
+
+    kept = dumps.guard_for(alone, False)
+    assert kept.how == "none" and "--no-maintenance" in kept.reason
+    assert len(dumps.restore_plan(alone, "db", "f", None, maintenance=False)) == 3  # check, restore, the note
+    no_apps = SimpleNamespace(bp=DEMO, env="shop", inv=SimpleNamespace(hosts=[db], proxy_hosts=[],
+                                                                     accessory_host=lambda n: db))
+    assert dumps.guard_for(no_apps, True).how == "none"
+
+
+def test_restore_dry_run_shows_the_roles_stopped_and_changes_nothing(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`restore --dry-run` on an environment without a proxy host (its inventory says so) lists the
+    steps in order; no host is contacted (nothing listens at the inventory's addresses) and --yes
+    is not needed."""
+    from click.testing import CliRunner
+
+    from cloudstack_deploy.cli import main
+    from cloudstack_deploy.envctx import remember_blueprint
+    from cloudstack_deploy.inventory import Host, Inventory, Network, SSHAccess
+    from cloudstack_deploy.state import EnvState
+    from tests.support.sim import public_range
+
+    monkeypatch.setenv("CSDEPLOY_HOME", str(tmp_path / "home"))
+    state = EnvState("shop")
+    key, _ = state.ensure_keypair()
+    net = public_range().rsplit(".", 1)[0]  # loopback addresses of this test's own share: nothing listens
+    pinned = dict(ssh_port=22, host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq1RHk2Cw4d8bSXXJTqVHc5gu7XMPSl5MxTo")
+    hosts = (Host(name="shop-web-1", role="web", index=1, vm_id="1", public_ip=f"{net}.1", private_ip="10.1.1.1",
+                  **pinned),
+             Host(name="shop-worker-1", role="worker", index=1, vm_id="2", public_ip=f"{net}.2",
+                  private_ip="10.1.1.2", **pinned),
+             Host(name="shop-db-1", role="db", index=1, vm_id="3", public_ip=f"{net}.3", private_ip="10.1.1.3",
+                  accessories=("db", "redis"), **pinned))
+    state.write_inventory(Inventory(env="shop", service="demo", network=Network(id="n", name="n"),
+                                    ssh=SSHAccess(user="csdeploy", key=key, known_hosts=state.known_hosts_path),
+                                    hosts=hosts))
+    state.write_known_hosts({})
+    remember_blueprint(state, str(REPO / "blueprints" / "demo.yml"), ())
+    _stored(tmp_path / "home" / "backups", "shop", "db", "20261201T030000Z", "cron")
+    res = CliRunner().invoke(main, ["restore", "--env", "shop", "--accessory", "db", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0] == "restore into shop's db (dry run: nothing changed) would:"
+    assert lines[1].startswith("  1. check shop/db/20261201T030000Z: a PostgreSQL custom-format dump")
+    assert lines[2] == "  2. stop app roles web, worker on shop-web-1, shop-worker-1"
+    assert lines[3].startswith("  3. restore into demo-db on shop-db-1: pg_restore --clean")
+    assert lines[4].startswith("  4. start app roles web, worker on shop-web-1, shop-worker-1")
+    res = CliRunner().invoke(main, ["restore", "--env", "shop", "--accessory", "db", "--dry-run", "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["steps"][1].startswith("stop app roles"), res.output
 
 
 async def test_a_backup_of_another_kind_is_refused(postgres: PgServer, store: bd.Store) -> None:
@@ -343,3 +447,54 @@ def test_a_bad_backups_key_is_refused_at_its_line(tmp_path: Path, backups: str, 
     line = next(i for i, t in enumerate(path.read_text().splitlines(), start=1) if "backups:" in t)
     assert says in text, text
     assert f"{path}:{line}" in text, text
+
+
+def _stored(root: Path, env: str, accessory: str, stamp: str, by: str) -> str:
+    """A backup as `take` leaves it in directory ``root``: the dump and its manifest; its id."""
+    key = f"{env}/{accessory}/{stamp}.pgdump"
+    (root / env / accessory).mkdir(parents=True, exist_ok=True)
+    (root / key).write_bytes(b"PGDMP")
+    m = dumps.Manifest(env=env, accessory=accessory, kind="postgres", image="postgres:15",
+                       created_at=f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T03:00:00Z", size=5, sha256="x", key=key,
+                       by=by, destination=str(root))
+    (root / (key + ".json")).write_text(json.dumps(m.to_dict()))
+    return m.id
+
+
+def test_backups_lists_the_blueprints_destination_besides_the_default_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`backups --env E` reads E's remembered blueprint (as the other day-two commands do) and
+    lists the destination it gives an accessory (`backups.to`) as well as $CSDEPLOY_HOME/backups;
+    `--to` lists that one only; an environment with no remembered blueprint has the default."""
+    from click.testing import CliRunner
+
+    from cloudstack_deploy.cli import main
+    from cloudstack_deploy.envctx import remember_blueprint
+    from cloudstack_deploy.state import EnvState
+
+    home, elsewhere = tmp_path / "home", tmp_path / "offsite"
+    monkeypatch.setenv("CSDEPLOY_HOME", str(home))
+    remember_blueprint(EnvState("shop"), str(_blueprint_with(tmp_path, f"{{to: {elsewhere}}}")), ())
+    local = _stored(home / "backups", "shop", "db", "20261201T030000Z", "cron")
+    offsite = _stored(elsewhere, "shop", "db", "20261202T030000Z", "ci")
+    _stored(elsewhere, "other", "db", "20261203T030000Z", "ci")  # another environment's: not listed
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["backups", "--env", "shop", "--json"])
+    assert res.exit_code == 0, res.output
+    listed = json.loads(res.output)
+    assert [(b["id"], b["destination"]) for b in listed] == [(offsite, str(elsewhere)),
+                                                             (local, str(home / "backups"))]
+    res = runner.invoke(main, ["backups", "--env", "shop"])
+    assert res.exit_code == 0 and "WHERE" in res.output, res.output
+    assert str(elsewhere) in res.output.splitlines()[1] and str(home / "backups") in res.output.splitlines()[2]
+
+    res = runner.invoke(main, ["backups", "--env", "shop", "--to", str(elsewhere), "--json"])
+    assert [b["id"] for b in json.loads(res.output)] == [offsite], "--to still overrides"
+    res = runner.invoke(main, ["backups", "--env", "shop", "--accessory", "redis", "--to", str(tmp_path / "none")])
+    assert res.exit_code == 0 and f"no backups in {tmp_path / 'none'}" in res.output, res.output
+
+    _stored(home / "backups", "gone", "db", "20261201T030000Z", "cron")
+    res = runner.invoke(main, ["backups", "--env", "gone"])  # torn down: no blueprint remembered
+    assert res.exit_code == 0 and "gone/db/20261201T030000Z" in res.output, res.output
+    assert "WHERE" not in res.output, "one destination searched: no column for it"

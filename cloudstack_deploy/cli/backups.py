@@ -51,14 +51,17 @@ def backup(env: str, accessory: str, to: str | None, keep: int | None, blueprint
 @ENV_OPTION
 @click.option("--accessory", "accessory", default=None, metavar="NAME", help="Only this accessory's.")
 @TO_OPTION
+@BLUEPRINT_OPTION
 @JSON_OPTION
-def backups(env: str, accessory: str | None, to: str | None, as_json: bool) -> None:
-    """List environment NAME's backups at the destination, newest first (also once it is gone)."""
-    found = run(service.backups(env, to=to, accessory=accessory))
+def backups(env: str, accessory: str | None, to: str | None, blueprint: str | None, as_json: bool) -> None:
+    """List environment NAME's backups, newest first (also once it is gone): in --to URL, or else
+    in the default directory and each destination the environment's blueprint gives
+    (`accessories.X.backups.to`)."""
+    listed = run(service.backups(env, to=to, accessory=accessory, blueprint=blueprint))
     if as_json:
-        echo_json([m.to_dict() for m in found])
+        echo_json([m.to_dict() for m in listed.found])
     else:
-        click.echo(render.backups_text(env, found, to or "$CSDEPLOY_HOME/backups"))
+        click.echo(render.backups_text(env, listed.found, listed.searched))
 
 
 @click.command()
@@ -69,16 +72,27 @@ def backups(env: str, accessory: str | None, to: str | None, as_json: bool) -> N
 @click.option("--from", "source", default=None, metavar="ENV", callback=env_name,
               help="Without BACKUP: the newest backup of this environment's accessory (default: NAME's).")
 @click.option("--no-maintenance", is_flag=True, help="Leave the app serving while the data is replaced.")
+@click.option("--dry-run", is_flag=True, help="Say what would be checked, stopped and restored, in order; "
+              "change nothing.")
 @click.option("--yes", is_flag=True, help="Required: the accessory's data is replaced.")
 @BLUEPRINT_OPTION
 @BREAK_LOCK_OPTION
 @JSON_OPTION
 @PROGRESS_OPTION
 def restore(env: str, accessory: str, backup_id: str | None, to: str | None, source: str | None,
-            no_maintenance: bool, yes: bool, blueprint: str | None, break_lock: bool, as_json: bool,
-            progress_mode: str) -> None:
+            no_maintenance: bool, dry_run: bool, yes: bool, blueprint: str | None, break_lock: bool,
+            as_json: bool, progress_mode: str) -> None:
     """Replace an accessory's data with BACKUP (an id from `csdeploy backups`, or a dump file; default:
-    the newest), checked first, with the app behind a maintenance answer meanwhile."""
+    the newest), checked first, with the app behind a maintenance answer meanwhile (with no proxy
+    host: the app roles stopped, and started again after)."""
+    if dry_run:
+        steps = run(service.restore(env, accessory, backup_id, to=to, source_env=source,
+                                    maintenance=not no_maintenance, blueprint=blueprint, dry_run=True))
+        if as_json:
+            echo_json({"dry_run": True, "steps": steps})
+        else:
+            click.echo(render.restore_plan_text(env, accessory, steps))
+        return
     if not yes:
         raise click.UsageError(f"refusing to replace the data of {env}'s {accessory} without --yes")
     with progress_for(progress_mode, as_json) as progress:

@@ -10,6 +10,9 @@ exactly the rows written before it (e2e-snap, then e2e-rec).
   d2. `restore --env e2e-rec --accessory db --from e2e-snap --yes` (e2e-snap is gone by now; its
       backup is not): a file that is not a dump is refused first, rows unchanged; then the
       backup's four notes, the app behind maintenance meanwhile and serving after
+  d3. Redis (the demo's, on the first web VM, keeping an append-only file): keys set, `backup
+      --accessory redis`, changed, `restore --yes`: the values of the backup are back (loaded
+      by Redis from the RDB and its AOF rewritten from it), the loading container is gone
   e. teardown of both with --delete-snapshots: nothing of either is left in the cloud
 
 Everything is real: VMs are systemd containers with their own dockerd, the data disk is a
@@ -30,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import REPO, Lab, cloud_leftovers, environment, http
+from .conftest import REPO, Lab, cloud_leftovers, environment, http, ssh
 
 OLD, NEW = "e2e-snap", "e2e-rec"
 BLUEPRINT = str(REPO / "blueprints" / "demo.yml")
@@ -148,6 +151,33 @@ def test_d2_restore_into_another_env_gives_the_backed_up_rows(story: Story, tmp_
     story.lab.record("snapshots", restore_seconds=round(run.seconds, 1))
     assert json.loads(run.stdout)["maintenance"] == "on during the restore", run.explain()
     assert sorted(notes(story.url(NEW))) == sorted(story.backed_up), run.explain()
+
+
+def test_d3_redis_backup_then_restore_gives_the_old_values_back(story: Story) -> None:
+    host = next(h["name"] for h in story.inventories[NEW]["hosts"] if "redis" in h.get("accessories", []))
+
+    def redis(*argv: str) -> str:
+        code, out, err = ssh(story.lab, NEW, host, "docker exec demo-redis redis-cli " + " ".join(argv))
+        assert code == 0, f"redis-cli {' '.join(argv)}: {err}"
+        return out.strip()
+
+    assert redis("CONFIG", "GET", "appendonly").splitlines()[-1] == "yes", "the lab's Redis keeps an AOF"
+    redis("SET", "story:greeting", "before-the-backup")
+    redis("RPUSH", "story:queue", "a", "b")
+    run = story.lab.csdeploy("backup", "--env", NEW, "--accessory", "redis", "--json", timeout=120)
+    story.lab.record("snapshots", redis_backup_seconds=round(run.seconds, 1))
+    assert json.loads(run.stdout)["kind"] == "redis", run.explain()
+    redis("SET", "story:greeting", "changed-after-the-backup")
+    redis("SET", "story:later", "x")
+    run = story.lab.csdeploy("restore", "--env", NEW, "--accessory", "redis", "--yes", "--json", timeout=300)
+    story.lab.record("snapshots", redis_restore_seconds=round(run.seconds, 1))
+    assert json.loads(run.stdout)["maintenance"] == "on during the restore", run.explain()
+    assert redis("GET", "story:greeting") == "before-the-backup", run.explain()
+    assert redis("LRANGE", "story:queue", "0", "-1").splitlines() == ["a", "b"]
+    assert redis("EXISTS", "story:later") == "0"
+    code, out, _ = ssh(story.lab, NEW, host, "docker ps -a --format '{{.Names}}'")
+    assert "demo-redis-csdeploy-restore" not in out.split(), out
+    assert sorted(notes(story.url(NEW))) == sorted(story.backed_up), "the app serves after the restore"
 
 
 def test_e_teardown_with_the_snapshots_leaves_nothing(story: Story) -> None:
