@@ -67,10 +67,12 @@ def test_http_checks_compare_status_and_body() -> None:
 
 
 def test_a_check_without_an_answer_says_so() -> None:
+    # the port stays bound (never listening) while the check runs: connections are refused and
+    # no other process on a shared machine can take it (one did once, and answered 404)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    outcome = asyncio.run(run_http(parse_check("GET /up 200"), f"http://127.0.0.1:{port}", attempts=2))
+        outcome = asyncio.run(run_http(parse_check("GET /up 200"), f"http://127.0.0.1:{port}", attempts=2))
     assert not outcome.ok and "no answer after 2 attempts" in outcome.message
 
 
