@@ -77,7 +77,9 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
     actual = await read_actual(cloud, env, members=False)
     # Snapshots first, while the volumes still find a policy's (untagged) ones: deleted, or
     # kept and tagged so that `snapshots` and `recover` find them once the volumes are gone.
-    found = await list_snapshots(cloud, env, env_disks_of(actual))
+    # (The environment's tags are read meanwhile: they find its volumes, not its snapshots.)
+    found, tagged = await asyncio.gather(list_snapshots(cloud, env, env_disks_of(actual)),
+                                         cloud.list("listTags", key=TAG_ENV, value=env))
 
     async def delete_snapshot(snap: SnapshotInfo) -> None:
         if snap.state in IN_PROGRESS:  # CloudStack deletes only a finished snapshot
@@ -92,7 +94,6 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
             await asyncio.gather(*(tag_kept(cloud, s) for s in found if not s.tagged))
         except CloudError as exc:
             failures.append(f"tags of the kept snapshots: {exc}")
-    tagged = await cloud.list("listTags", key=TAG_ENV, value=env)
 
     volumes = dict(actual.volumes)
     volumes.update(await _loose_volumes_of(cloud, env, actual.loose_volumes))
