@@ -135,12 +135,16 @@ class AdaptiveLimit:
             self._in_use += 1
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        (self._urgent if urgent else self._waiters).append(fut)
+        line = self._urgent if urgent else self._waiters
+        line.append(fut)
+        self._wake()  # a free slot and only cancelled callers ahead: this one goes now
         try:
             await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():  # given a slot, then cancelled: pass it on
                 self.release()
+            elif fut in line:
+                line.remove(fut)
             raise
 
     def release(self) -> None:

@@ -288,3 +288,21 @@ async def test_job_polls_go_before_queued_submissions_and_a_free_slot_wakes_one_
     await asyncio.gather(*submits, poll)
     assert order == ["poll", *(f"submit {i}" for i in range(5))]
     assert limit._in_use == 0 and not limit._waiters and not limit._urgent
+
+
+async def test_a_caller_that_gave_up_waiting_does_not_hold_back_the_next() -> None:
+    """A call cancelled while it waited (a command interrupted) leaves no place in the line
+    behind which a later call would wait for a release that never comes."""
+    import asyncio
+
+    limit = client_module.AdaptiveLimit(1)
+    await limit.acquire()
+    waiting = asyncio.create_task(limit.acquire())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert not limit._waiters, "a caller that gave up keeps no place in the line"
+    limit.release()
+    await asyncio.wait_for(limit.acquire(), 1)  # the slot is free: taken at once
+    limit.release()
+    assert limit._in_use == 0
