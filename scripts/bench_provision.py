@@ -149,24 +149,37 @@ def history(args: argparse.Namespace, tmp: Path) -> list[tuple[str, int, float, 
 
 # ---- two versions side by side ---------------------------------------------------------------------
 
-def _cli_run(tree: Path, argv: list[str], env: dict[str, str]) -> tuple[float, Counter[str]]:
-    """Wall seconds and API calls by command of one CLI run of the csdeploy in ``tree``."""
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cli_run(tree: Path, argv: list[str], env: dict[str, str], sim_pid: int) -> tuple[float, float, Counter[str]]:
+    """Wall seconds, CPU seconds (the CLI's and the simulator's: a figure a busy machine blurs
+    less than wall time) and API calls by command of one CLI run of the csdeploy in ``tree``."""
     import json
     import subprocess
 
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "cloudstack_deploy", "-v", "--log-format", "json", *argv],
-                          capture_output=True, text=True, cwd=tree, env={**env, "PYTHONPATH": str(tree)})
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"{tree}: csdeploy {' '.join(argv)}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
+    with tempfile.TemporaryFile("w+") as err:
+        sim_cpu = _cpu_of(sim_pid)
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "cloudstack_deploy", "-v", "--log-format", "json", *argv],
+                                stdout=subprocess.DEVNULL, stderr=err, cwd=tree, env={**env, "PYTHONPATH": str(tree)})
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        cpu = usage.ru_utime + usage.ru_stime + _cpu_of(sim_pid) - sim_cpu
+        err.seek(0)
+        stderr = err.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{tree}: csdeploy {' '.join(argv)}: exit {os.waitstatus_to_exitcode(status)}\n{stderr[-3000:]}")
     calls: Counter[str] = Counter()
-    for line in proc.stderr.splitlines():
+    for line in stderr.splitlines():
         if line.startswith("{"):
             event = json.loads(line)
             if event.get("event") == "api call":
                 calls[event["command"]] += 1
-    return wall, calls
+    return wall, cpu, calls
 
 
 def against(args: argparse.Namespace) -> None:
@@ -192,6 +205,7 @@ def against(args: argparse.Namespace) -> None:
                                 "--job-seconds", str(args.job), "--public-range", "127.232.0.0/16", *limits],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         walls: dict[tuple[str, int, str], list[float]] = {}
+        cpus: dict[tuple[str, int, str], list[float]] = {}
         calls: dict[tuple[str, int, str], Counter[str]] = {}
         try:
             assert sim.stdout is not None
@@ -211,8 +225,9 @@ def against(args: argparse.Namespace) -> None:
                                             "--skip-rollout", "--progress", "plain", "--set", f"roles.web.count={n}",
                                             "--max-ssh", str(max(50, n))]),
                                 ("teardown", ["teardown", "--env", name, "--yes", "--progress", "plain"])):
-                            wall, counted = _cli_run(tree, argv, env)
+                            wall, cpu, counted = _cli_run(tree, argv, env, sim.pid)
                             walls.setdefault((label, n, what), []).append(wall)
+                            cpus.setdefault((label, n, what), []).append(cpu)
                             calls[(label, n, what)] = counted
                         print(f"round {r + 1} {label:<16} {n:>4} VMs: create {walls[(label, n, 'create')][-1]:6.2f}s "
                               f"teardown {walls[(label, n, 'teardown')][-1]:6.2f}s", flush=True)
@@ -223,15 +238,18 @@ def against(args: argparse.Namespace) -> None:
     print(f"\ncreate-env --skip-rollout and teardown, CLI, {args.rounds} rounds alternating (vm boot {args.boot}s, "
           f"job {args.job}s, poll {args.poll}s); load average at start {load}, at end "
           + " ".join(f"{x:.1f}" for x in os.getloadavg()))
-    print(f"{'version':<18} {'VMs':>4} {'step':<9} {'median s':>9} {'x1 VM':>6} {'calls':>6} {'polls':>6}  runs")
+    print(f"{'version':<18} {'VMs':>4} {'step':<9} {'median s':>9} {'x1 VM':>6} {'CPU s':>6} {'CPU x1':>6} "
+          f"{'calls':>6} {'polls':>6}  runs")
     for label in trees:
         for what in ("create", "teardown"):
             base = statistics.median(walls[(label, 1, what)])
+            cpu_base = statistics.median(cpus[(label, 1, what)])
             for n in (1, args.vms):
-                w = walls[(label, n, what)]
+                w, cpu = walls[(label, n, what)], statistics.median(cpus[(label, n, what)])
                 c = calls[(label, n, what)]
                 print(f"{label:<18} {n:>4} {what:<9} {statistics.median(w):>9.2f} {statistics.median(w) / base:>6.2f} "
-                      f"{sum(c.values()):>6} {sum(c[k] for k in polls):>6}  " + " ".join(f"{x:.2f}" for x in w))
+                      f"{cpu:>6.2f} {cpu / cpu_base:>6.2f} {sum(c.values()):>6} {sum(c[k] for k in polls):>6}  "
+                      + " ".join(f"{x:.2f}" for x in w))
     for label in trees:
         c = calls[(label, args.vms, "teardown")]
         print(f"{label} teardown of {args.vms}: " + ", ".join(f"{k} {v}" for k, v in c.most_common()))
