@@ -11,8 +11,15 @@ file (the lab's default), and the table shows both: persistence must not slow th
 ``--history K`` adds a second table: the time of one state-changing call on a simulator
 that already holds K finished jobs (0 and K), without and with a state file.
 
+``--against REF`` compares two versions of csdeploy side by side instead: the checkout and
+REF (a commit, extracted with `git archive`), each running create-env --skip-rollout and
+teardown of 1 and N VMs through the CLI as a user runs it (``-v --log-format json``, whose
+lines give the API calls by command), on one simulator in its own process, versions and
+sizes alternating within each round; medians, each version's N/1 ratios and the load.
+
     python scripts/bench_provision.py [--vms 30] [--boot 3] [--poll 0.25] [--state] [--rounds 3]
                                       [--history 3000]
+    python scripts/bench_provision.py --against 6268b7a --vms 200 --rounds 3
 """
 
 from __future__ import annotations
@@ -140,6 +147,114 @@ def history(args: argparse.Namespace, tmp: Path) -> list[tuple[str, int, float, 
     return rows
 
 
+# ---- two versions side by side ---------------------------------------------------------------------
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cli_run(tree: Path, argv: list[str], env: dict[str, str], sim_pid: int) -> tuple[float, float, Counter[str]]:
+    """Wall seconds, CPU seconds (the CLI's and the simulator's: a figure a busy machine blurs
+    less than wall time) and API calls by command of one CLI run of the csdeploy in ``tree``."""
+    import json
+    import subprocess
+
+    with tempfile.TemporaryFile("w+") as err:
+        sim_cpu = _cpu_of(sim_pid)
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "cloudstack_deploy", "-v", "--log-format", "json", *argv],
+                                stdout=subprocess.DEVNULL, stderr=err, cwd=tree, env={**env, "PYTHONPATH": str(tree)})
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        cpu = usage.ru_utime + usage.ru_stime + _cpu_of(sim_pid) - sim_cpu
+        err.seek(0)
+        stderr = err.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{tree}: csdeploy {' '.join(argv)}: exit {os.waitstatus_to_exitcode(status)}\n{stderr[-3000:]}")
+    calls: Counter[str] = Counter()
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == "api call":
+                calls[event["command"]] += 1
+    return wall, cpu, calls
+
+
+def against(args: argparse.Namespace) -> None:
+    import socket
+    import subprocess
+
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    with tempfile.TemporaryDirectory(prefix="csdeploy-bench-against-") as tmp:
+        before = Path(tmp) / "before"
+        before.mkdir()
+        archive = subprocess.run(["git", "archive", args.against], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        trees = {f"before {args.against}": before, f"after {head.stdout.strip()}+": ROOT}
+        for tree in trees.values():  # as pip install does: bytecode first, not inside the timings
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "cloudstack_deploy")], check=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        limits = [a for _, name, _ in RESOURCE_LIMITS for a in ("--limit", f"{name}=-1")]
+        sim = subprocess.Popen([sys.executable, "-m", "cloudstack_deploy", "lab", "simulator", "--port", str(port),
+                                "--api-key", KEY, "--secret-key", SECRET, "--vm-boot-seconds", str(args.boot),
+                                "--job-seconds", str(args.job), "--public-range", "127.232.0.0/16", *limits],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        walls: dict[tuple[str, int, str], list[float]] = {}
+        cpus: dict[tuple[str, int, str], list[float]] = {}
+        calls: dict[tuple[str, int, str], Counter[str]] = {}
+        try:
+            assert sim.stdout is not None
+            for line in sim.stdout:
+                if "listening on" in line:
+                    break
+            env = {**os.environ, "CSDEPLOY_HOME": str(Path(tmp) / "home"),
+                   "CLOUDSTACK_ENDPOINT": f"http://127.0.0.1:{port}/client/api", "CLOUDSTACK_KEY": KEY,
+                   "CLOUDSTACK_SECRET": SECRET, "CLOUDSTACK_POLL_INTERVAL": str(args.poll)}
+            for r in range(args.rounds):
+                order = list(trees.items()) if r % 2 == 0 else list(reversed(trees.items()))
+                for label, tree in order:
+                    for n in (1, args.vms):
+                        name = f"cmp{n}r{r}{'b' if label.startswith('before') else 'a'}"
+                        for what, argv in (
+                                ("create", ["create-env", str(ROOT / "blueprints" / "minimal.yml"), "--env", name,
+                                            "--skip-rollout", "--progress", "plain", "--set", f"roles.web.count={n}",
+                                            "--max-ssh", str(max(50, n))]),
+                                ("teardown", ["teardown", "--env", name, "--yes", "--progress", "plain"])):
+                            wall, cpu, counted = _cli_run(tree, argv, env, sim.pid)
+                            walls.setdefault((label, n, what), []).append(wall)
+                            cpus.setdefault((label, n, what), []).append(cpu)
+                            calls[(label, n, what)] = counted
+                        print(f"round {r + 1} {label:<16} {n:>4} VMs: create {walls[(label, n, 'create')][-1]:6.2f}s "
+                              f"teardown {walls[(label, n, 'teardown')][-1]:6.2f}s", flush=True)
+        finally:
+            sim.terminate()
+            sim.wait(timeout=30)
+    polls = ("queryAsyncJobResult", "listAsyncJobs")
+    print(f"\ncreate-env --skip-rollout and teardown, CLI, {args.rounds} rounds alternating (vm boot {args.boot}s, "
+          f"job {args.job}s, poll {args.poll}s); load average at start {load}, at end "
+          + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+    print(f"{'version':<18} {'VMs':>4} {'step':<9} {'median s':>9} {'x1 VM':>6} {'CPU s':>6} {'CPU x1':>6} "
+          f"{'calls':>6} {'polls':>6}  runs")
+    for label in trees:
+        for what in ("create", "teardown"):
+            base = statistics.median(walls[(label, 1, what)])
+            cpu_base = statistics.median(cpus[(label, 1, what)])
+            for n in (1, args.vms):
+                w, cpu = walls[(label, n, what)], statistics.median(cpus[(label, n, what)])
+                c = calls[(label, n, what)]
+                print(f"{label:<18} {n:>4} {what:<9} {statistics.median(w):>9.2f} {statistics.median(w) / base:>6.2f} "
+                      f"{cpu:>6.2f} {cpu / cpu_base:>6.2f} {sum(c.values()):>6} {sum(c[k] for k in polls):>6}  "
+                      + " ".join(f"{x:.2f}" for x in w))
+    for label in trees:
+        c = calls[(label, args.vms, "teardown")]
+        print(f"{label} teardown of {args.vms}: " + ", ".join(f"{k} {v}" for k, v in c.most_common()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vms", type=int, default=30)
@@ -152,7 +267,12 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=0, metavar="K",
                         help="also time one changing call with K finished jobs in the simulator")
     parser.add_argument("--history-calls", type=int, default=50, help=argparse.SUPPRESS)
+    parser.add_argument("--against", metavar="REF",
+                        help="compare with csdeploy at REF side by side (CLI runs, create and teardown)")
     args = parser.parse_args()
+    if args.against:
+        against(args)
+        return
 
     modes = [("memory", False)] + ([("--state", True)] if args.state else [])
     runs: dict[str, list[list[Run]]] = {label: [] for label, _ in modes}

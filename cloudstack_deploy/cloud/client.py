@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +35,7 @@ PAGE_SIZE = 500
 SAFE_PREFIXES = ("list", "query", "get")
 IDEMPOTENT_PREFIXES = ("delete", "destroy", "expunge", "disassociate", "disable", "detach", "stop", "start")
 THROTTLED = {429, 503}
+JOB_POLLS = frozenset({"queryAsyncJobResult", "listAsyncJobs"})
 RETRY_CODES_SAFE = {429, 503, 530, 534}
 DEFAULT_IN_FLIGHT = 32
 HINTS = {
@@ -113,24 +114,58 @@ def _is_idempotent(command: str) -> bool:
 
 class AdaptiveLimit:
     """A semaphore whose size follows the cloud: halved on throttling (429/503), grown back by
-    one after each `limit` successful calls, never above the user's maximum."""
+    one after each `limit` successful calls, never above the user's maximum.
+
+    Callers wait in line and a freed slot wakes the first of them only: with hundreds of calls
+    queued (a teardown of 200 VMs submits 400 jobs at once), waking them all on every release
+    cost more CPU than the calls themselves. An ``urgent`` caller (a job poll: it finishes
+    work already started) goes before the others, so a job on the critical path is not seen
+    late behind hundreds of submissions."""
 
     def __init__(self, maximum: int) -> None:
         self.maximum = maximum
         self.limit = maximum
         self._in_use = 0
         self._ok = 0
-        self._cond = asyncio.Condition()
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, *, urgent: bool = False) -> None:
+        if self._in_use < self.limit and not self._urgent and (urgent or not self._waiters):
+            self._in_use += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        line = self._urgent if urgent else self._waiters
+        line.append(fut)
+        self._wake()  # a free slot and only cancelled callers ahead: this one goes now
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # given a slot, then cancelled: pass it on
+                self.release()
+            elif fut in line:
+                line.remove(fut)
+            raise
+
+    def release(self) -> None:
+        self._in_use -= 1
+        self._wake()
 
     async def __aenter__(self) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self._in_use < self.limit)
-            self._in_use += 1
+        await self.acquire()
 
     async def __aexit__(self, *exc: object) -> None:
-        async with self._cond:
-            self._in_use -= 1
-            self._cond.notify_all()
+        self.release()
+
+    def _wake(self) -> None:
+        """Hand free slots to the callers waiting longest, urgent ones first (a slot is taken
+        on their behalf)."""
+        for line in (self._urgent, self._waiters):
+            while line and self._in_use < self.limit:
+                fut = line.popleft()
+                if not fut.done():
+                    self._in_use += 1
+                    fut.set_result(None)
 
     def throttled(self) -> None:
         self.limit = max(1, self.limit // 2)
@@ -143,6 +178,7 @@ class AdaptiveLimit:
             if self._ok >= self.limit:
                 self.limit += 1
                 self._ok = 0
+                self._wake()
 
 
 class Cloud:
@@ -199,7 +235,8 @@ class Cloud:
         self.calls[command] += 1
         if self._on_call:
             self._on_call(command)
-        async with self._sem:
+        await self._sem.acquire(urgent=command in JOB_POLLS)
+        try:
             started = time.monotonic()
             try:
                 reply = await getattr(client, command)(**params)
@@ -223,6 +260,8 @@ class Cloud:
             _log_call(command, params, started, 200)
             self._sem.succeeded()
             return reply
+        finally:
+            self._sem.release()
 
     async def request(self, command: str, *, post: bool = False, **params: Any) -> dict[str, Any]:
         """One command with the retry rules above; returns CloudStack's inner response object."""
@@ -367,10 +406,15 @@ class _JobWatcher:
         return await fut
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         interval = min(self.cloud.poll_interval, 0.2)
+        due = loop.time() + interval
         while self.pending:
-            await asyncio.sleep(interval)
+            # Polls are spaced from one poll's start to the next: a round that took long (the
+            # queries of 200 jobs that just finished) is not followed by a whole interval more.
+            await asyncio.sleep(max(0.0, due - loop.time()))
             interval = min(interval * 1.5, self.cloud.poll_interval)
+            due = loop.time() + interval
             ids = list(self.pending)
             to_query = ids
             if self.batch_ok and len(ids) >= BATCH_MIN:

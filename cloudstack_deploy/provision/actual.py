@@ -95,8 +95,11 @@ def _tag_map(tags: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
     return out
 
 
-async def read_actual(cloud: Cloud, env: str) -> Actual:
-    """Read everything the environment owns. Raises CloudError when the cloud cannot tell."""
+async def read_actual(cloud: Cloud, env: str, *, members: bool = True) -> Actual:
+    """Read everything the environment owns. Raises CloudError when the cloud cannot tell.
+
+    ``members=False`` leaves ``lb_members`` empty: a teardown does not need them, and each
+    rule's listing holds every VM of its role (200 VMs, listed twice over)."""
     env_tags, keypairs, named_nets, groups = await asyncio.gather(
         cloud.list("listTags", key=TAG_ENV, value=env),
         cloud.list("listSSHKeyPairs", name=keypair_name(env)),
@@ -135,7 +138,8 @@ async def read_actual(cloud: Cloud, env: str) -> Actual:
     if actual.network:
         vms, ips, fw, pf, lbs = results[1:]
         actual.lb_rules = lbs
-        instances = await asyncio.gather(*(cloud.list("listLoadBalancerRuleInstances", id=r["id"]) for r in lbs))
+        instances = (await asyncio.gather(*(cloud.list("listLoadBalancerRuleInstances", id=r["id"]) for r in lbs))
+                     if members else [[] for _ in lbs])
         actual.lb_members = {r["id"]: [vm["id"] for vm in found] for r, found in zip(lbs, instances, strict=True)}
         actual.vms = {v["name"]: v for v in vms if v["state"] not in GONE_STATES}
         for ip in ips:

@@ -74,10 +74,12 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
     capabilities = asyncio.ensure_future(cloud.capabilities())
     # read here, so a failure before it is awaited below is not reported a second time at exit
     capabilities.add_done_callback(lambda t: t.cancelled() or t.exception())
-    actual = await read_actual(cloud, env)
+    actual = await read_actual(cloud, env, members=False)
     # Snapshots first, while the volumes still find a policy's (untagged) ones: deleted, or
     # kept and tagged so that `snapshots` and `recover` find them once the volumes are gone.
-    found = await list_snapshots(cloud, env, env_disks_of(actual))
+    # (The environment's tags are read meanwhile: they find its volumes, not its snapshots.)
+    found, tagged = await asyncio.gather(list_snapshots(cloud, env, env_disks_of(actual)),
+                                         cloud.list("listTags", key=TAG_ENV, value=env))
 
     async def delete_snapshot(snap: SnapshotInfo) -> None:
         if snap.state in IN_PROGRESS:  # CloudStack deletes only a finished snapshot
@@ -92,7 +94,6 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
             await asyncio.gather(*(tag_kept(cloud, s) for s in found if not s.tagged))
         except CloudError as exc:
             failures.append(f"tags of the kept snapshots: {exc}")
-    tagged = await cloud.list("listTags", key=TAG_ENV, value=env)
 
     volumes = dict(actual.volumes)
     volumes.update(await _loose_volumes_of(cloud, env, actual.loose_volumes))
@@ -109,9 +110,21 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
     # 0. Load-balancer rules first: no traffic goes to VMs that are about to stop, and no rule
     # is edited by a VM's expunge while it is being deleted. (Releasing an address takes its
     # rules too, but rules on the source-NAT address stay until the network goes.)
-    await asyncio.gather(*(step(f"load-balancer {r.get('name') or r['id']}",
+    lbs = asyncio.gather(*(step(f"load-balancer {r.get('name') or r['id']}",
                                 lambda r=r: cloud.job("deleteLoadBalancerRule", id=r["id"]))
                            for r in actual.lb_rules if r.get("state") != "Deleting"))
+
+    def release(ip: dict[str, Any]) -> Awaitable[None]:
+        return step(f"ip {ip['ipaddress']}", lambda: cloud.job("disassociateIpAddress", id=ip["id"]))
+
+    # While the rules go (a job's wait, when nothing else could run), the addresses that carry
+    # none are released: 200 releases no longer compete with 200 VM destroys for the API. An
+    # address with rules waits for them (not one rule deleted twice at once). Without rules to
+    # wait for, the VMs go first (below).
+    ruled = {r.get("publicipid") for r in actual.lb_rules}
+    early = [ip for ip in actual.ips if ip["id"] not in ruled] if actual.lb_rules else []
+    ips_early = asyncio.gather(*(release(ip) for ip in early))
+    await lbs
 
     # 1. Then everything at once; only real dependencies wait: a VM's data disks once it is
     # gone; the network and the affinity groups once every VM is gone (the critical path, so
@@ -132,8 +145,8 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
 
     # Tasks start in the order they are made: the VMs first (the critical path), then the rest.
     vms = asyncio.gather(*(vm_and_disks(name, vm) for name, vm in actual.vms.items()))
-    ips = asyncio.gather(*(step(f"ip {ip['ipaddress']}", lambda ip=ip: cloud.job("disassociateIpAddress", id=ip["id"]))
-                           for ip in actual.ips))
+    started = {ip["id"] for ip in early}
+    ips = asyncio.gather(ips_early, *(release(ip) for ip in actual.ips if ip["id"] not in started))
 
     async def network_and_groups() -> None:
         # 2. the addresses are released already, not twice by the network's deletion at once

@@ -258,3 +258,51 @@ async def test_throttling_is_retried_and_lowers_the_calls_in_flight(sim: Threade
         for _ in range(6):
             await cloud.list("listServiceOfferings")
         assert cloud._sem.limit > 2, "grown back as calls succeed"
+
+
+async def test_job_polls_go_before_queued_submissions_and_a_free_slot_wakes_one_caller() -> None:
+    """Hundreds of submissions queued (a teardown of 200 VMs): a poll for a job already
+    running is let through first, so a job on the critical path is seen when it finishes, not
+    after every queued submission; the others keep their order; a caller cancelled while it
+    waits gives its slot on."""
+    import asyncio
+
+    limit = client_module.AdaptiveLimit(1)
+    order: list[str] = []
+
+    async def call(name: str, urgent: bool = False) -> None:
+        await limit.acquire(urgent=urgent)
+        try:
+            order.append(name)
+            await asyncio.sleep(0)
+        finally:
+            limit.release()
+
+    await limit.acquire()  # the one slot is busy
+    submits = [asyncio.create_task(call(f"submit {i}")) for i in range(5)]
+    cancelled = asyncio.create_task(call("cancelled"))
+    poll = asyncio.create_task(call("poll", urgent=True))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    limit.release()
+    await asyncio.gather(*submits, poll)
+    assert order == ["poll", *(f"submit {i}" for i in range(5))]
+    assert limit._in_use == 0 and not limit._waiters and not limit._urgent
+
+
+async def test_a_caller_that_gave_up_waiting_does_not_hold_back_the_next() -> None:
+    """A call cancelled while it waited (a command interrupted) leaves no place in the line
+    behind which a later call would wait for a release that never comes."""
+    import asyncio
+
+    limit = client_module.AdaptiveLimit(1)
+    await limit.acquire()
+    waiting = asyncio.create_task(limit.acquire())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert not limit._waiters, "a caller that gave up keeps no place in the line"
+    limit.release()
+    await asyncio.wait_for(limit.acquire(), 1)  # the slot is free: taken at once
+    limit.release()
+    assert limit._in_use == 0

@@ -30,8 +30,9 @@ def list_async_jobs(sim: Simulator, req: Request) -> list[dict[str, Any]]:
     since = _parse_date(req.get("startdate")) if req.get("startdate") else None
     keyword = (req.get("keyword") or "").lower()
     jobs = sim.pending_jobs()
-    if since is not None:
-        jobs = [j for j in jobs if (_parse_date(j["created"]) or since) >= since]
+    if since is not None:  # "created" is whole seconds; _start (its epoch) saves parsing each job's
+        cutoff = since.timestamp()
+        jobs = [j for j in jobs if int(j.get("_start") or _parse_date(j["created"]).timestamp()) >= cutoff]
     if keyword:
         jobs = [j for j in jobs if keyword in j["cmd"].lower()]
     return [sim.render_job(j) for j in jobs]
