@@ -16,7 +16,7 @@ import json
 import os
 import secrets
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,24 +29,26 @@ from cloudstack_deploy import dumps
 from cloudstack_deploy.blueprint import load_blueprint
 from cloudstack_deploy.errors import InvalidInput, OperationFailed
 from cloudstack_deploy.rollout.hosts import Result
-from tests.store.pgserver import PgServer, bindir, pg_server
+from tests.store.pgserver import PgServer, bindir, shared_pg_server
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = load_blueprint(str(REPO / "blueprints" / "demo.yml"))
 
 
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[PgServer]:
+def postgres(request: pytest.FixtureRequest) -> PgServer:
+    """The process's PostgreSQL (shared with tests/store), with the demo's POSTGRES_USER."""
     if bindir() is None:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL is not installed: scripts/lab-prereqs --test installs it")
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    with pg_server() as server:
-        import psycopg
+    server = shared_pg_server(request.config)
+    import psycopg
 
-        with psycopg.connect(server.url, autocommit=True) as conn:  # the demo's POSTGRES_USER
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'demo'").fetchone():
             conn.execute(f"CREATE ROLE demo LOGIN SUPERUSER PASSWORD '{server.password}'")
-        yield server
+    return server
 
 
 class HostHere:

@@ -22,6 +22,7 @@ from cloudstack_deploy.errors import InvalidInput, OperationFailed
 from cloudstack_deploy.log import clear_secrets, configure_logging, get_logger
 from cloudstack_deploy.rollout.contract import role_env
 from cloudstack_deploy.secrets import SecretsError, load_secrets
+from tests.support.cli import cli_here
 
 from .rollout.test_commands import INVENTORY
 from .test_secrets import BLUEPRINT
@@ -265,9 +266,7 @@ def test_secrets_print_shows_names_and_sources_never_values_off_a_terminal(tmp_p
     env = {**os.environ, **environ, "PATH": environ["PATH"] + ":" + os.environ["PATH"],
            "CSDEPLOY_HOME": str(tmp_path / "home"), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     for extra in ([], ["--reveal"]):
-        done = subprocess.run([sys.executable, "-m", "cloudstack_deploy", "secrets", "print",
-                               "--blueprint", str(tmp_path / "bp.yml"), *extra],
-                              env=env, capture_output=True, text=True, timeout=60)
+        done = cli_here("secrets", "print", "--blueprint", str(tmp_path / "bp.yml"), *extra, env=env)
         assert done.returncode == 0, done.stderr
         lines = done.stdout.splitlines()
         assert lines == ["REGISTRY_PASSWORD  environment", "DB_PASSWORD        1password (Prod/App/DB_PASSWORD)",
@@ -281,9 +280,7 @@ def test_secrets_print_with_a_failing_vault_exits_1_with_one_line(tmp_path: Path
     make_bp(tmp_path, "secrets_source: {adapter: bitwarden-sm}\n")
     env = {**os.environ, **environ, "PATH": environ["PATH"] + ":" + os.environ["PATH"],
            "CSDEPLOY_HOME": str(tmp_path / "home")}
-    done = subprocess.run([sys.executable, "-m", "cloudstack_deploy", "secrets", "print",
-                           "--blueprint", str(tmp_path / "bp.yml")], env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = cli_here("secrets", "print", "--blueprint", str(tmp_path / "bp.yml"), env=env)
     assert done.returncode == 1
     assert "secret DB_PASSWORD: adapter bitwarden-sm" in done.stderr
 

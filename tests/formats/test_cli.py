@@ -7,10 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.cli import cli_here
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def csdeploy(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`csdeploy ARGS` run from ``cwd``, in this process (what it prints and exits with)."""
+    return cli_here(*args, cwd=cwd)
+
+
+def csdeploy_process(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`csdeploy ARGS` as a process of its own, for what only a process shows (that it ends)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "cloudstack_deploy", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)

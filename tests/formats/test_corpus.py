@@ -19,6 +19,7 @@ mysql, mariadb, mongo): see cloudstack_deploy/accessories.py.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,11 @@ VERSION = "VERSION"
 CASES = sorted(p.parent for p in CORPUS.glob("*/*/expected.yml"))
 
 
+@functools.cache
 def _spec(case: Path) -> dict[str, Any]:
-    return yaml.safe_load((case / "expected.yml").read_text())
+    """The case's expected.yml (read only; read once: collection asks each case whether it is
+    refused, in every pytest-xdist worker), with libyaml's loader where PyYAML has it."""
+    return yaml.load((case / "expected.yml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _source(case: Path, spec: dict[str, Any]) -> Path:

@@ -33,8 +33,9 @@ from cloudstack_deploy.formats.compose import import_compose
 from cloudstack_deploy.formats.kamal_in import import_kamal
 from cloudstack_deploy.formats.kinds import role_name
 from cloudstack_deploy.formats.writer import ORDER
+from tests.support.cli import cli_here
 
-from .test_cli import csdeploy
+from .test_cli import csdeploy, csdeploy_process
 
 #: Text that is dangerous in a comment, a shell line or a YAML file: line breaks of every
 #: kind YAML knows, quotes, command substitution, comment and document markers, escapes.
@@ -156,7 +157,7 @@ def test_a_newline_in_a_compose_environment_key_stays_inside_its_comment(tmp_pat
 # ---- files that never end, bytes YAML does not allow ---------------------------------------------
 @pytest.mark.parametrize("flag", ["--from-compose", "--from-kamal"])
 def test_dev_zero_is_refused_at_once(tmp_path: Path, flag: str) -> None:
-    proc = csdeploy("init", flag, "/dev/zero", cwd=tmp_path)
+    proc = csdeploy_process("init", flag, "/dev/zero", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     [line] = [x for x in proc.stderr.splitlines() if not x.startswith(("hint:", " ", "/root")) and "Warning" not in x]
     assert line.startswith("/dev/zero: is not a regular file")
@@ -166,7 +167,7 @@ def test_dev_zero_is_refused_at_once(tmp_path: Path, flag: str) -> None:
 def test_a_fifo_with_no_writer_is_refused_without_hanging(tmp_path: Path) -> None:
     fifo = tmp_path / "compose.yml"
     os.mkfifo(fifo)
-    proc = csdeploy("init", "--from-compose", "compose.yml", cwd=tmp_path)  # timeout: 120 s
+    proc = csdeploy_process("init", "--from-compose", "compose.yml", cwd=tmp_path)  # timeout: 120 s
     assert proc.returncode == 2, proc.stderr
     assert "compose.yml: is not a regular file (a pipe or a device); expected a Compose file" in proc.stderr
     assert not (tmp_path / "csdeploy.yml").exists()
@@ -228,13 +229,8 @@ def test_bad_input_exits_2_naming_the_input_file_and_line(tmp_path: Path, flag: 
 
 
 def csdeploy_env(env: dict[str, str], *args: str, cwd: Path) -> Any:
-    import subprocess
-    import sys
-
-    from .test_cli import REPO
-
-    return subprocess.run([sys.executable, "-m", "cloudstack_deploy", *args], cwd=cwd,
-                          env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    """`csdeploy ARGS` run from ``cwd`` with exactly ``env``, in this process."""
+    return cli_here(*args, cwd=cwd, env=env)
 
 
 def test_a_problem_found_when_validating_cites_the_source_line_not_the_unwritten_file(tmp_path: Path) -> None:

@@ -15,6 +15,10 @@ import pytest
 from .conftest import DEMO, SSH_TIMEOUT, CloudView, cli, cli_argv, create_args, wait_until
 
 ENV_TAG = "csdeploy:env"
+#: createTags held long enough to outlast the kill (it follows the snapshot's listing within a
+#: poll), and no longer: the simulator's stop waits for the held answer (it was 30 s, which kept
+#: each test's teardown waiting 27 s).
+HELD_TAGS = "createTags:slow:12:1"
 
 
 def all_snapshots(cloud_view: CloudView) -> list[dict[str, Any]]:
@@ -39,7 +43,7 @@ def killed(args: list[str], until: Any, what: str) -> None:
 @pytest.mark.simulator(job_seconds=2.0)
 def test_a_snapshot_killed_before_its_tags_is_adopted_not_taken_twice(home: Path, cloud_view: CloudView) -> None:
     assert cli(*create_args("demo")).exit_code == 0
-    cloud_view.add_faults("createTags:slow:30:1")  # the run dies between createSnapshot and createTags
+    cloud_view.add_faults(HELD_TAGS)  # the run dies between createSnapshot and createTags
     killed(["snapshot", "--env", "demo", "--no-quiesce"], lambda: all_snapshots(cloud_view), "the snapshot")
     cloud_view.clear_faults()
     [left] = all_snapshots(cloud_view)
@@ -54,7 +58,7 @@ def test_a_snapshot_killed_before_its_tags_is_adopted_not_taken_twice(home: Path
 
 def test_a_finished_snapshot_whose_tags_never_landed_gets_them(home: Path, cloud_view: CloudView) -> None:
     assert cli(*create_args("demo")).exit_code == 0
-    cloud_view.add_faults("createTags:slow:30:1")
+    cloud_view.add_faults(HELD_TAGS)
     killed(["snapshot", "--env", "demo", "--no-quiesce"], lambda: all_snapshots(cloud_view), "the snapshot")
     cloud_view.clear_faults()
     wait_until(lambda: all_snapshots(cloud_view)[0]["state"] == "BackedUp", what="the snapshot to finish")

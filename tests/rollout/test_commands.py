@@ -30,6 +30,7 @@ from cloudstack_deploy.rollout.stages import (
     worker_commit_script,
     worker_start_script,
 )
+from tests.support.fakedocker import SHEBANG
 
 HOSTILE = "x'; touch PWNED; echo \"$(touch PWNED2)\" `touch PWNED3` $HOME \\ \n# end"
 
@@ -87,7 +88,7 @@ def shim(tmp_path: Path) -> tuple[dict[str, str], Path]:
     bindir.mkdir()
     log = tmp_path / "docker.log"
     (bindir / "docker").write_text(
-        "#!/usr/bin/env python3\nimport json, sys\n"
+        SHEBANG + "\nimport json, sys\n"
         f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
         "if sys.argv[1:3] == ['image', 'inspect']: print('demo')\n"
         "if sys.argv[1:2] == ['inspect']: print('healthy running')\n"

@@ -28,10 +28,11 @@ from cloudstack_deploy.rollout.stages import (
     proxy_commit_script,
     worker_commit_script,
 )
+from tests.support.fakedocker import SHEBANG
 
 from .test_commands import BLUEPRINT, INVENTORY, SECRETS
 
-DOCKER = """#!/usr/bin/env python3
+DOCKER = SHEBANG + """
 import json, os, sys, time
 log, release = {log!r}, {release!r}
 args = sys.argv[1:]

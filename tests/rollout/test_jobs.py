@@ -16,6 +16,7 @@ from cloudstack_deploy.rollout.commands import jobs
 from cloudstack_deploy.rollout.contract import role_env
 from cloudstack_deploy.rollout.stages import schedule_script
 from tests.formats.helpers import inventory_for
+from tests.support.fakedocker import SHEBANG
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,7 +58,7 @@ def _shims(tmp: Path) -> dict[str, str]:
     (bin_dir / "date").write_text('#!/bin/sh\ncase "$1" in +%Y*) echo 202612061530 ;; *) echo "$FAKE_NOW" ;; esac\n')
     (bin_dir / "flock").write_text('#!/bin/sh\nshift 2\nexec "$@"\n')
     (bin_dir / "docker").write_text(
-        "#!/usr/bin/env python3\nimport json, os, sys\n"
+        SHEBANG + "\nimport json, os, sys\n"
         f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
         "sys.exit(int(os.environ.get('JOB_EXIT', '0')) if sys.argv[1:2] == ['run'] else 0)\n")
     for f in bin_dir.iterdir():

@@ -26,6 +26,7 @@ from cloudstack_deploy.rollout.commands import proxy as p
 from cloudstack_deploy.rollout.contract import role_env
 from cloudstack_deploy.rollout.hosts import Result
 from cloudstack_deploy.rollout.stages import canary_split_script, proxy_switch_script
+from tests.support.fakedocker import SHEBANG
 
 from .test_commands import BLUEPRINT, INVENTORY, SECRETS, calls, run_script
 
@@ -39,7 +40,7 @@ def shim(tmp_path: Path) -> tuple[dict[str, str], Path]:
     bindir.mkdir()
     log = tmp_path / "docker.log"
     (bindir / "docker").write_text(
-        "#!/usr/bin/env python3\nimport json, sys\n"
+        SHEBANG + "\nimport json, sys\n"
         f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
         "if sys.argv[1:2] == ['exec'] and 'demo-gone' in sys.argv: sys.exit(1)\n"
         "if sys.argv[1:2] == ['inspect']: print('healthy running')\n")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cloudstack_deploy.blueprint_schema import Proxy
 from cloudstack_deploy.rollout.commands import proxy as p
+from tests.support.fakedocker import SHEBANG
 
 
 def _docker(tmp_path: Path, proxy_state: str, answers_after: int) -> tuple[dict[str, str], Path]:
@@ -19,7 +20,7 @@ def _docker(tmp_path: Path, proxy_state: str, answers_after: int) -> tuple[dict[
     bindir.mkdir()
     log, state = tmp_path / "docker.log", tmp_path / "proxy.state"
     state.write_text(json.dumps({"state": proxy_state, "tries": 0}))
-    (bindir / "docker").write_text(f"""#!/usr/bin/env python3
+    (bindir / "docker").write_text(SHEBANG + f"""
 import json, sys
 args = sys.argv[1:]
 open({str(log)!r}, "a").write(json.dumps(args) + "\\n")

@@ -21,6 +21,7 @@ from cloudstack_deploy.blueprint import BlueprintError, load_blueprint
 from cloudstack_deploy.inventory import Inventory
 from cloudstack_deploy.rollout.contract import role_env
 from cloudstack_deploy.rollout.stages import worker_start_script
+from tests.support.fakedocker import SHEBANG
 
 from .test_commands import INVENTORY, SECRETS
 
@@ -35,7 +36,7 @@ roles:
     healthcheck: {readiness_delay: 60}
 """
 
-DOCKER = """#!/usr/bin/env python3
+DOCKER = SHEBANG + """
 import json, os, sys
 here = {here!r}
 args = sys.argv[1:]

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from cloudstack_deploy.rollout.commands import docker as d
+from tests.support.fakedocker import SHEBANG
 
 LABELS = {"service": "demo", "role": "web"}
 
@@ -24,7 +25,7 @@ def _run(tmp_path: Path, restarts: int, settle: int = 30) -> tuple[int, list[lis
     bindir.mkdir()
     log, state = tmp_path / "docker.log", tmp_path / "state.json"
     state.write_text(json.dumps({"running": True, "restarts": restarts, "down": 0}))
-    (bindir / "docker").write_text(f"""#!/usr/bin/env python3
+    (bindir / "docker").write_text(SHEBANG + f"""
 import json, sys
 args = sys.argv[1:]
 open({str(log)!r}, "a").write(json.dumps(args) + "\\n")

@@ -1,8 +1,8 @@
 """Store fixtures: every store test runs on SQLite and on a real PostgreSQL server.
 
 The PostgreSQL server is Debian's (``/usr/lib/postgresql/N/bin``), one throwaway cluster per
-test session (see `pgserver.py`); each test gets a database of its own. Without the
-binaries the PostgreSQL half is skipped on a developer's machine and fails in CI
+test process, shared with the other packages' tests (see `pgserver.py`); each test gets a
+database of its own. Without the binaries the PostgreSQL half is skipped on a developer's machine and fails in CI
 (``CI`` set), where ``scripts/lab-prereqs --test`` installs them.
 """
 
@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .pgserver import PgServer, bindir, pg_server
+from .pgserver import PgServer, bindir, shared_pg_server
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[PgServer]:
+def postgres(request: pytest.FixtureRequest) -> PgServer:
     if bindir() is None:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL is not installed: scripts/lab-prereqs --test installs it")
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    with pg_server() as server:
-        yield server
+    return shared_pg_server(request.config)
 
 
 def fresh_database(server: PgServer) -> str:

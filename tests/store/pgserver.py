@@ -2,6 +2,11 @@
 listening on 127.0.0.1 and a free port (and a Unix socket in ``socket_dir``), password
 authentication; stopped and removed after.
 
+``shared_pg_server()`` is the one every fixture uses: a single server per test process (each
+pytest-xdist worker), started on first use and stopped when pytest ends (its config's cleanup); tests share it
+through databases of their own. (A cluster per fixture meant up to three ``initdb`` runs and
+servers per worker, seconds of CPU each, for the same thing.)
+
 As root the cluster belongs to the ``postgres`` user (``initdb`` refuses root), run through
 ``runuser``; as anyone else it belongs to that user.
 """
@@ -19,6 +24,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def bindir() -> Path | None:
@@ -91,3 +97,17 @@ def pg_server() -> Iterator[PgServer]:
             subprocess.run([*run_as, str(bins / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
                            capture_output=True, timeout=60)
         shutil.rmtree(top, ignore_errors=True)
+
+
+_shared: list[PgServer] = []
+
+
+def shared_pg_server(config: Any) -> PgServer:
+    """This process's server (see the module's docstring): started by the first caller, stopped
+    and removed with pytest's ``config`` (``add_cleanup``)."""
+    if not _shared:
+        stack = contextlib.ExitStack()
+        _shared.append(stack.enter_context(pg_server()))
+        config.add_cleanup(stack.close)
+        config.add_cleanup(_shared.clear)
+    return _shared[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 from cloudstack_deploy.store import Journal, Store, parse_store_url
 from cloudstack_deploy.store import records as r
+from tests.support.cli import cli_here
 
 from .conftest import fresh_database
 from .pgserver import PgServer
@@ -29,12 +31,10 @@ def dead_url(password: str = "s3cret-pass-word") -> str:
 
 
 def csdeploy(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    import os
-
+    """`csdeploy ARGS` with ``env`` as its only CSDEPLOY_*/CLOUDSTACK_* variables, in this process:
+    what `history` prints and its exit code do not depend on a process of its own."""
     full = {k: v for k, v in os.environ.items() if not k.startswith(("CSDEPLOY_", "CLOUDSTACK_"))}
-    full.update(env)
-    return subprocess.run([sys.executable, "-m", "cloudstack_deploy", *args], cwd=REPO, env=full,
-                          capture_output=True, text=True, timeout=120)
+    return cli_here(*args, cwd=REPO, env={**full, **env})
 
 
 def test_an_unreachable_store_is_one_warning_and_nothing_else() -> None:
@@ -147,7 +147,6 @@ def test_a_password_with_an_unencoded_slash_is_refused_whole(tmp_path: Path) -> 
 
 
 def test_history_shows_a_nightly_that_died_as_interrupted(tmp_path: Path) -> None:
-    import os
     import signal
 
     url = f"sqlite:///{tmp_path / 'history.db'}"
