@@ -18,16 +18,17 @@ import gzip
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncssh
 import yaml
 
-from cloudstack_deploy.blueprint_schema import mount_point_problem
 from cloudstack_deploy.errors import InvalidInput
 from cloudstack_deploy.inventory import DISK_UNIT
 
 from .hostkeys import HostKey
+
+if TYPE_CHECKING:
+    import asyncssh
 
 #: CloudStack's default limit on decoded user data (``vm.userdata.max.length`` is 32768).
 USERDATA_MAX_BYTES = 32768
@@ -118,6 +119,10 @@ class DataDisk:
             raise InvalidInput(
                 f"disk label {self.label!r} is not usable: ext4 labels here are 1-{LABEL_MAX} "
                 "lower-case letters, digits or hyphens", hint="build labels with disk_label()")
+        from cloudstack_deploy.blueprint_schema import (
+            mount_point_problem,  # the blueprint's rule, loaded when used
+        )
+
         problem = mount_point_problem(self.mount)
         if problem:  # the blueprint refuses these already (same rule): a caller's mistake
             raise InvalidInput(f"mount point {self.mount!r} of disk {self.label} is not usable: {problem}",
@@ -278,6 +283,8 @@ def host_public_key_from_userdata(b64: str | None) -> str | None:
         return None
     # sshd presents the key derived from the private file, so that half is the truth.
     private, public = ssh_keys.get("ed25519_private"), ssh_keys.get("ed25519_public")
+    import asyncssh  # here: planning and listing never parse a host key
+
     try:
         if private:
             key: asyncssh.SSHKey = asyncssh.import_private_key(str(private))
