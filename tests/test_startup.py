@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,82 @@ def test_a_command_that_runs_sets_up_its_logging(tmp_path: Path) -> None:
     for argv in (["exec", "--env", "nosuch", "--", "ls", "--help"], ["validate", str(tmp_path / "missing.yml")]):
         _, modules = imported_by(*argv, code=2, home=tmp_path)
         assert "structlog" in modules, argv
+
+
+# ---- the first API call ---------------------------------------------------------------------------
+#: Loaded at the first API call of a command that does not SSH, each a tenth of a second or more
+#: here: `requests` (what `cs` imported beside aiohttp), SSH and its crypto, the rollout, the
+#: history store. `cs` is not the client any more (cloud/api.py signs the requests itself).
+NOT_BEFORE_THE_FIRST_CALL = ("requests", "cs", "urllib3", "asyncssh", "cryptography", "sqlite3", "psycopg",
+                             "yoyo", "cloudstack_deploy.rollout", "cloudstack_deploy.store.db",
+                             "cloudstack_deploy.nightly", "cloudstack_deploy.image_build")
+
+CALL_PROBE = """
+import json, runpy, sys
+at_call = []
+def hook(event, args):  # the connection to the cloud's port: the first API request goes out
+    if event == "socket.connect" and not at_call and isinstance(args[1], tuple) and args[1][1:2] == ({port},):
+        at_call.extend(sorted(sys.modules))
+sys.addaudithook(hook)
+sys.argv = ["csdeploy", *{argv!r}]
+code = 0
+try:
+    runpy.run_module("cloudstack_deploy", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+sys.stdout.flush()
+print("\\n@@" + json.dumps({{"code": code, "at_call": at_call, "at_exit": sorted(sys.modules)}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[str]:
+    from cloudstack_deploy.lab.simulator.server import ThreadedSimulator
+    from tests.support.sim import make_config
+
+    with ThreadedSimulator(make_config(ssh=False)) as sim:
+        yield sim.endpoint
+
+
+def at_first_call(endpoint: str, home: Path, *argv: str) -> tuple[int, set[str], set[str]]:
+    """The exit code, and the modules loaded when the command's first API request was sent and
+    when it ended, of `csdeploy ARGV` run against the simulator at ``endpoint``."""
+    from tests.support.sim import KEY, SECRET
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CLOUDSTACK_", "CSDEPLOY_"))},
+           "CSDEPLOY_HOME": str(home), "CLOUDSTACK_ENDPOINT": endpoint, "CLOUDSTACK_KEY": KEY,
+           "CLOUDSTACK_SECRET": SECRET, "CSDEPLOY_STATE_URL": "none", "PYTHONPATH": str(REPO)}
+    port = int(endpoint.rsplit(":", 1)[1].split("/", 1)[0])
+    out = subprocess.run([sys.executable, "-c", CALL_PROBE.format(argv=list(argv), port=port)], capture_output=True,
+                         text=True, timeout=60, cwd=home, env=env)
+    _, _, tail = out.stdout.rpartition("\n@@")
+    assert tail, out.stderr
+    data = json.loads(tail)
+    assert data["at_call"], f"`csdeploy {' '.join(argv)}` made no API call: {out.stderr}"
+    return data["code"] or 0, set(data["at_call"]), set(data["at_exit"])
+
+
+def heavy(modules: set[str]) -> list[str]:
+    return [m for m in NOT_BEFORE_THE_FIRST_CALL if m in modules]
+
+
+DEMO = str(REPO / "blueprints" / "demo.yml")
+
+
+@pytest.mark.parametrize("argv", [("envs",), ("plan", DEMO, "--env", "startup")],
+                         ids=["envs", "plan"])
+def test_a_command_that_only_reads_the_cloud_loads_no_ssh_rollout_or_requests(
+        cloud: str, tmp_path: Path, argv: tuple[str, ...]) -> None:
+    """Neither before its first API call nor by its end: `envs` and `plan` talk to the cloud only."""
+    code, at_call, at_exit = at_first_call(cloud, tmp_path, *argv)
+    assert code == 0
+    assert heavy(at_call) == [] and heavy(at_exit) == []
+    assert "aiohttp" in at_call  # the one HTTP client there is
+
+
+def test_status_reads_a_missing_inventory_from_the_cloud_before_it_loads_ssh(cloud: str, tmp_path: Path) -> None:
+    """`status` of an environment this machine has no inventory of rebuilds it from the cloud
+    first (here the cloud has no such VMs: exit 1); SSH and the rollout load after that call."""
+    code, at_call, _ = at_first_call(cloud, tmp_path, "status", "--env", "startup", "--blueprint", DEMO)
+    assert code == 1
+    assert heavy(at_call) == []
