@@ -31,11 +31,19 @@ try:
 except SystemExit as exc:
     code = exc.code
 sys.stdout.flush()
-print("\\n@@" + json.dumps({{"code": code, "modules": sorted(sys.modules)}}))
+import logging
+handler = any(getattr(h, "_csdeploy_handler", False) for h in logging.getLogger().handlers)
+print("\\n@@" + json.dumps({{"code": code, "modules": sorted(sys.modules), "logging": handler}}))
 """
 
 
 def imported_by(*argv: str, code: int = 0, home: Path | None = None) -> tuple[str, set[str]]:
+    text, modules, _ = run_probe(*argv, code=code, home=home)
+    return text, modules
+
+
+def run_probe(*argv: str, code: int = 0, home: Path | None = None) -> tuple[str, set[str], bool]:
+    """Output, modules loaded, and whether csdeploy's log handler was set up."""
     env = {**os.environ, **({"CSDEPLOY_HOME": str(home)} if home else {})}
     out = subprocess.run([sys.executable, "-c", PROBE.format(argv=list(argv))], capture_output=True, text=True,
                          timeout=60, cwd=REPO, env=env)
@@ -43,7 +51,7 @@ def imported_by(*argv: str, code: int = 0, home: Path | None = None) -> tuple[st
     assert tail, out.stderr
     data = json.loads(tail)
     assert (data["code"] or 0) == code, out.stderr
-    return text, set(data["modules"])
+    return text, set(data["modules"]), data["logging"]
 
 
 @pytest.mark.parametrize("argv", [("--help",), ("deploy", "--help"), ("plan", "--help")])
@@ -57,10 +65,13 @@ def test_help_imports_nothing_heavy(argv: tuple[str, ...]) -> None:
 
 def test_a_command_that_runs_sets_up_its_logging(tmp_path: Path) -> None:
     """Only help skips the logging set-up: a ``--help`` after ``--`` is the user's command's
-    (exec's), and a command that runs (here refusing a missing file) has its logging."""
+    (exec's), and a command that runs (here refusing a missing file) has its logging (its
+    handler; structlog itself loads with the first line written, see below)."""
     for argv in (["exec", "--env", "nosuch", "--", "ls", "--help"], ["validate", str(tmp_path / "missing.yml")]):
-        _, modules = imported_by(*argv, code=2, home=tmp_path)
-        assert "structlog" in modules, argv
+        _, _, logging_set_up = run_probe(*argv, code=2, home=tmp_path)
+        assert logging_set_up, argv
+    _, _, logging_set_up = run_probe("--help")
+    assert not logging_set_up
 
 
 # ---- the first API call ---------------------------------------------------------------------------
@@ -140,3 +151,21 @@ def test_status_reads_a_missing_inventory_from_the_cloud_before_it_loads_ssh(clo
     code, at_call, _ = at_first_call(cloud, tmp_path, "status", "--env", "startup", "--blueprint", DEMO)
     assert code == 1
     assert heavy(at_call) == []
+
+
+def test_structlog_loads_with_the_first_line_written(cloud: str, tmp_path: Path) -> None:
+    """`envs` writes no log line and never loads structlog; with ``-v`` each API call is a
+    line, rendered by structlog as before."""
+    _, _, at_exit = at_first_call(cloud, tmp_path, "envs")
+    assert "structlog" not in at_exit
+    from tests.support.sim import KEY, SECRET
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CLOUDSTACK_", "CSDEPLOY_"))},
+           "CSDEPLOY_HOME": str(tmp_path), "CLOUDSTACK_ENDPOINT": cloud, "CLOUDSTACK_KEY": KEY,
+           "CLOUDSTACK_SECRET": SECRET, "CSDEPLOY_STATE_URL": "none", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "cloudstack_deploy", "-v", "--log-format", "json", "envs"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    calls = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    assert [c["command"] for c in calls if c.get("event") == "api call"][:1] == ["listTags"]
+    assert all(c["logger"] == "cloudstack_deploy.cloud" and c["level"] == "info" for c in calls)
