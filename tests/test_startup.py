@@ -169,3 +169,12 @@ def test_structlog_loads_with_the_first_line_written(cloud: str, tmp_path: Path)
     calls = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
     assert [c["command"] for c in calls if c.get("event") == "api call"][:1] == ["listTags"]
     assert all(c["logger"] == "cloudstack_deploy.cloud" and c["level"] == "info" for c in calls)
+
+
+def test_envs_reads_tags_without_the_blueprint_reader(cloud: str, tmp_path: Path) -> None:
+    """`envs` takes no blueprint: neither YAML nor the blueprint's rules (nor the vault
+    adapters, which the cloud's configuration reached through secrets.py) load for it."""
+    code, at_call, at_exit = at_first_call(cloud, tmp_path, "envs")
+    assert code == 0
+    unneeded = ("yaml", "cloudstack_deploy.blueprint_schema", "cloudstack_deploy.blueprint", "cloudstack_deploy.vaults")
+    assert [m for m in unneeded if m in at_call | at_exit] == []

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import gzip
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from cloudstack_deploy.errors import InvalidInput
 from cloudstack_deploy.inventory import DISK_UNIT
@@ -29,6 +28,7 @@ from .hostkeys import HostKey
 
 if TYPE_CHECKING:
     import asyncssh
+    import yaml
 
 #: CloudStack's default limit on decoded user data (``vm.userdata.max.length`` is 32768).
 USERDATA_MAX_BYTES = 32768
@@ -145,18 +145,23 @@ def disk_label(name: str) -> str:
     return label
 
 
-class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+@functools.cache
+def _dumper() -> type[yaml.SafeDumper]:
     """Multi-line strings (keys, scripts) as literal blocks: readable and smaller. libyaml's
     emitter when PyYAML has it (the same text, 12x faster: 200 VMs spent 0.7 s in the
-    pure-Python one before the first deployVirtualMachine)."""
+    pure-Python one before the first deployVirtualMachine). Made on first use: `envs` reads
+    tags through this module and never writes user data."""
+    import yaml
 
+    class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+        pass
 
-def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in data else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+    def str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in data else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
-
-_Dumper.add_representer(str, _str_representer)
+    Dumper.add_representer(str, str_representer)
+    return Dumper
 
 
 def cloud_config(*, hostname: str, host_key: HostKey, user: str = "root",
@@ -209,9 +214,11 @@ def build_userdata(*, hostname: str, host_key: HostKey, user: str = "root",
     :class:`InvalidInput` past CloudStack's size limit; use :func:`needs_post` to choose
     GET or POST.
     """
+    import yaml
+
     config = cloud_config(hostname=hostname, host_key=host_key, user=user, disks=disks,
                           extra_packages=extra_packages)
-    text = "#cloud-config\n" + yaml.dump(config, Dumper=_Dumper, sort_keys=False, width=4096,
+    text = "#cloud-config\n" + yaml.dump(config, Dumper=_dumper(), sort_keys=False, width=4096,
                                          default_flow_style=None)
     raw = text.encode()
     if len(raw) > USERDATA_MAX_BYTES:
@@ -238,6 +245,8 @@ def parse_cloud_config(userdata: str | None) -> dict[str, Any] | None:
         return None
     if not text.startswith("#cloud-config"):
         return None
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
