@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 if TYPE_CHECKING:  # structlog is imported where logging is set up: `csdeploy --help` never needs it
     import structlog
@@ -185,29 +185,17 @@ def configure_logging(*, json: bool = False, verbose: int = 0, stream: TextIO | 
     are human-readable, coloured only on a terminal with NO_COLOR unset. `verbose` 0 shows
     warnings, 1 info, 2 debug (libraries at info), 3 debug everywhere. Calling it again
     replaces the previous set-up, so tests and embedding programs can reconfigure.
-    """
-    import structlog
 
+    structlog itself loads with the first line that is written (or the first use of a
+    `get_logger` logger): a command that logs nothing, as most do without ``-v``, never
+    spends the tenth of a second its import costs before the command's first API call.
+    """
+    global _pending
     out = stream if stream is not None else sys.stderr
     ours, theirs = _levels(verbose)
-    shared = _shared_processors()
-    renderer: Processor
-    if json:
-        renderer = structlog.processors.JSONRenderer(default=str)
-    else:
-        colors = _isatty(out) and not os.environ.get("NO_COLOR")
-        renderer = structlog.dev.ConsoleRenderer(colors=colors)
-
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            renderer,
-            _redact_rendered,
-        ],
-    )
+    colors = not json and _isatty(out) and not os.environ.get("NO_COLOR")
     handler = _QuietStreamHandler(out)
-    handler.setFormatter(formatter)
+    handler.setFormatter(_DeferredFormatter(json=json, colors=colors))
     handler.addFilter(RedactingFilter())
     setattr(handler, _HANDLER_MARK, True)
 
@@ -219,11 +207,29 @@ def configure_logging(*, json: bool = False, verbose: int = 0, stream: TextIO | 
     logging.getLogger("cloudstack_deploy").setLevel(ours)
     for name in _THIRD_PARTY:
         logging.getLogger(name).setLevel(theirs)
+    with _lock:
+        _pending = True
+    if "structlog" in sys.modules:  # already paid for: configure it now, as before
+        _configure_structlog()
+
+
+_pending = False  # configure_logging ran and structlog's own configuration is still to be made
+
+
+def _configure_structlog() -> None:
+    """structlog's global configuration (for `structlog.get_logger()` callers), once per
+    `configure_logging`."""
+    global _pending
+    with _lock:
+        if not _pending:
+            return
+        _pending = False
+    import structlog
 
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
-            *shared,
+            *_shared_processors(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -232,20 +238,76 @@ def configure_logging(*, json: bool = False, verbose: int = 0, stream: TextIO | 
     )
 
 
+class _DeferredFormatter(logging.Formatter):
+    """structlog's ProcessorFormatter (JSON or console), made on the first record formatted."""
+
+    def __init__(self, *, json: bool, colors: bool) -> None:
+        super().__init__()
+        self._json = json
+        self._colors = colors
+        self._real: logging.Formatter | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self._real is None:
+            _configure_structlog()
+            self._real = _processor_formatter(json=self._json, colors=self._colors)
+        return self._real.format(record)
+
+
+def _processor_formatter(*, json: bool, colors: bool) -> logging.Formatter:
+    import structlog
+
+    renderer: Processor
+    if json:
+        renderer = structlog.processors.JSONRenderer(default=str)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=colors)
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            renderer,
+            _redact_rendered,
+        ],
+    )
+
+
+class _DeferredLogger:
+    """A `get_logger` logger that imports structlog when it is first used, not when a module
+    that logs is imported."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._real: Any = None
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._real is None:
+            self._real = _wrap(self._name)
+        return getattr(self._real, attr)
+
+    def __repr__(self) -> str:
+        return f"<logger {self._name} (structlog loads on first use)>"
+
+
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
     """A structlog logger named under `cloudstack_deploy` (so `verbose` levels apply to it).
 
     Bound to the stdlib logger of that name with csdeploy's own processors (level filter,
     redaction), whatever structlog's global configuration is: rendering is the handler's job
     (`configure_logging`), and a library caller that never configures logging sees only what
-    its own stdlib set-up lets through.
+    its own stdlib set-up lets through. structlog is imported on the logger's first use.
     """
-    import structlog
-
     if name is None:
         name = "cloudstack_deploy"
     elif name != "cloudstack_deploy" and not name.startswith("cloudstack_deploy."):
         name = f"cloudstack_deploy.{name}"
+    return cast("structlog.stdlib.BoundLogger", _DeferredLogger(name))
+
+
+def _wrap(name: str) -> Any:
+    import structlog
+
+    _configure_structlog()
     return structlog.wrap_logger(
         logging.getLogger(name), wrapper_class=structlog.stdlib.BoundLogger,
         processors=[structlog.stdlib.filter_by_level, *_shared_processors(),

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .image_build import BuildResult
-from .inventory import Inventory
-from .nightly.report import FAILED, SKIPPED, NightlyResult
-from .provision.envs import EnvSummary
-from .provision.plan import Plan
-from .provision.reap import ReapResult
-from .rollout.deploy import RolloutResult
-from .rollout.history import DeployRecord
-from .rollout.lifecycle import LifecycleResult
-from .rollout.ops import HostStatus
-from .rollout.runs import describe as describe_run
+if TYPE_CHECKING:  # the results' types only: rendering `envs` must not load the rollout and SSH
+    from .image_build import BuildResult
+    from .inventory import Inventory
+    from .nightly.report import NightlyResult
+    from .provision.envs import EnvSummary
+    from .provision.plan import Plan
+    from .provision.reap import ReapResult
+    from .rollout.deploy import RolloutResult
+    from .rollout.history import DeployRecord
+    from .rollout.lifecycle import LifecycleResult
+    from .rollout.ops import HostStatus
 
 SYMBOL = {"create": "+", "replace": "±", "delete": "-", "adopt": "~", "update": "~", "scale": "~", "start": "~",
           "assign": "+", "remove": "-"}  # assign/remove: a VM joins or leaves a load balancer (a change)
@@ -72,6 +72,8 @@ def rollout_text(result: RolloutResult, what: str) -> str:
 
 
 def rollout_dict(result: RolloutResult) -> dict[str, Any]:
+    from .rollout.runs import describe as describe_run
+
     return {"version": result.version, "seconds": round(result.seconds, 2),
             "ssh_exec_calls": result.exec_calls, "accessories": result.accessories,
             **describe_run(result), "warnings": result.warnings}
@@ -196,6 +198,8 @@ def reap_failures(result: ReapResult) -> str:
 
 
 def nightly_text(result: NightlyResult) -> str:
+    from .nightly.report import FAILED, SKIPPED
+
     verdict = "PASSED" if result.passed else ("INTERRUPTED" if result.interrupted else "FAILED")
     lines = [f"nightly {result.env} ({result.version}): {verdict} in {result.seconds:.1f}s"]
     for c in result.cases:

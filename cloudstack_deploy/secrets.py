@@ -17,12 +17,14 @@ import shlex
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 
-from . import vaults
-from .blueprint_schema import Blueprint
 from .errors import InvalidInput
 from .log import register_secrets
+
+if TYPE_CHECKING:  # the cloud's configuration registers its secret through this module: no blueprint rules
+    from .blueprint_schema import Blueprint
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
@@ -145,6 +147,8 @@ def load_secrets(
     missing = tuple(name for name in blueprint.secrets if name not in values)
     source = blueprint.secrets_source
     if missing and source is not None:  # the vault last: only for what is set nowhere else
+        from . import vaults
+
         fetched = vaults.fetch(source, missing, environ=environ, hide=blueprint.secrets,
                                dotenv=lambda lines, where: parse_dotenv(lines, where=where))
         register_derived(fetched.values())

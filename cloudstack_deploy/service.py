@@ -25,46 +25,41 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .blueprint import Blueprint, load_blueprint
 from .cloud import Cloud, CloudConfig, read_cloud_config
 from .cloud.client import DEFAULT_IN_FLIGHT
 from .cloud.config import registry_push_map
-from .envctx import EnvContext, load_context, recall_blueprint, remember_blueprint
 from .errors import CsdeployError, InvalidInput, OperationFailed
-from .inventory import Inventory
 from .log import register_secrets
-from .progress import Progress, Recorder
-from .provision.cloudlock import rollout_lock
-from .provision.desired import desired_state, parse_time
-from .provision.envs import EnvSummary, list_envs
-from .provision.plan import Plan
-from .provision.reap import REMOVED, ReapResult
-from .provision.reap import reap as reap_envs
-from .provision.rotation import CloudRotation
-from .provision.run import CreateOptions, CreateResult, join_deferred, plan_env
-from .provision.run import create_env as provision_env
-from .provision.snapshots import Restore, SnapshotInfo, choose_snapshots, list_snapshots
-from .provision.teardown import TeardownResult, teardown_env
-from .rollout import interactive as sessions
-from .rollout import lease, lifecycle, ops, runs, upkeep
-from .rollout.deploy import Rollout, RolloutOptions, RolloutResult
-from .rollout.history import DeployRecord
-from .rollout.hosts import PlannedScript
-from .rollout.strategy import parse_canary
-from .secrets import Secrets, load_secrets, read_dotenv
 from .state import EnvState
-from .store import Journal, check_reachable, records, store_url
-from .store.db import Store
+from .store import records
 
+# Each function imports what it uses (issue 22, start-up): `envs` or `plan` never load SSH, the
+# rollout or the history store, and the first API call goes out sooner.
 if TYPE_CHECKING:  # imported by the commands that use them: a deploy never loads these
     from .backup import SnapshotResult
+    from .blueprint import Blueprint
     from .dns import DnsRecord, DnsResult
+    from .envctx import EnvContext
     from .formats import InitResult
     from .formats.kamal_out import ExportResult
     from .image_build import BuildResult
+    from .inventory import Inventory
     from .nightly.report import NightlyResult
     from .nightly.run import NightlyPlan, Steps
     from .preview import PreviewDown, PreviewResult
+    from .progress import Progress
+    from .provision.envs import EnvSummary
+    from .provision.plan import Plan
+    from .provision.reap import ReapResult
+    from .provision.run import CreateOptions, CreateResult
+    from .provision.snapshots import Restore, SnapshotInfo
+    from .provision.teardown import TeardownResult
+    from .rollout import lifecycle, ops, upkeep
+    from .rollout.deploy import Rollout, RolloutResult
+    from .rollout.history import DeployRecord
+    from .rollout.hosts import PlannedScript
+    from .secrets import Secrets
+    from .store import Journal
 
 
 def default_version() -> str | None:
@@ -88,6 +83,8 @@ def load_secrets_for(bp: Blueprint, config: CloudConfig | None = None) -> dict[s
 
 
 def _load_secrets(bp: Blueprint, config: CloudConfig | None = None) -> tuple[Secrets, Path | None]:
+    from .secrets import load_secrets, read_dotenv
+
     environ: dict[str, str] = dict(os.environ)
     try:
         config = config or _config()
@@ -114,6 +111,9 @@ class SecretSource:
 def secret_sources(env: str | None, blueprint: str | None = None) -> list[SecretSource]:
     """Every secret the blueprint (``blueprint``, else the one ``env`` was deployed from)
     declares, with where its value came from; fetched as a deploy would (the vault included)."""
+    from .blueprint import load_blueprint
+    from .envctx import recall_blueprint
+
     if blueprint is None and env is None:
         raise InvalidInput("name the blueprint: --env NAME or --blueprint FILE")
     bp = load_blueprint(blueprint) if blueprint is not None else recall_blueprint(EnvState(str(env)), None, ())
@@ -128,11 +128,15 @@ def secret_sources(env: str | None, blueprint: str | None = None) -> list[Secret
 
 
 def _silent(progress: Progress | None) -> Progress:
+    from .progress import Recorder
+
     return progress if progress is not None else Recorder()
 
 
 def _journal(progress: Progress | None) -> Journal:
     """The history store for one command: best effort, a warning when it cannot be used."""
+    from .store import Journal
+
     return Journal.from_environment(warn=(lambda text: progress.note(text, level="warning")) if progress else None)
 
 
@@ -142,6 +146,9 @@ async def _cloud_lock(env: str, break_lock: bool, progress: Progress | None, *, 
     """The environment's cloud lock around a rollout: yields the gate to await before any
     change (see `provision.cloudlock.rollout_lock`). ``take_over``: the gate is awaited after
     the deploy lock, so a cloud lock of a run whose deploy lock was taken over goes too."""
+    from .provision.cloudlock import rollout_lock
+    from .rollout import lease
+
     try:
         config: CloudConfig | None = _config()
     except InvalidInput:
@@ -164,6 +171,8 @@ async def _cloud_lock(env: str, break_lock: bool, progress: Progress | None, *, 
 
 async def plan(bp: Blueprint, env: str, *, ttl: timedelta | None = None, max_api: int = DEFAULT_IN_FLIGHT) -> Plan:
     """What create-env would create, change and delete. Changes nothing."""
+    from .provision.run import plan_env
+
     async with Cloud(_config(), max_in_flight=max_api) as cloud:
         return await plan_env(cloud, bp, env, ttl=ttl, state=EnvState(env))
 
@@ -188,6 +197,13 @@ async def create_env(bp: Blueprint, env: str, *, version: str | None = None, ttl
     Secrets are checked before anything is created. ``blueprint_path``/``overrides`` are
     remembered so that day-2 commands need only the environment's name.
     """
+    from .envctx import remember_blueprint
+    from .provision.desired import parse_time
+    from .provision.run import CreateOptions, join_deferred
+    from .provision.run import create_env as provision_env
+    from .rollout import runs
+    from .rollout.deploy import Rollout, RolloutOptions
+
     progress = _silent(progress)
     opts = options or CreateOptions()
     if ttl is not None:
@@ -229,6 +245,8 @@ async def teardown(env: str, *, progress: Progress | None = None, max_api: int =
                    how: str = "teardown", delete_snapshots: bool = False) -> TeardownResult:
     """Delete everything ``env`` owns, prove it is gone, forget its local state. Its snapshots
     are kept (for `recover`) unless ``delete_snapshots``."""
+    from .provision.teardown import teardown_env
+
     config = _config()
     async with Cloud(config, max_in_flight=max_api) as cloud:
         await remove_dns(cloud, env, None, _silent(progress))
@@ -294,6 +312,8 @@ async def dns_records(bp: Blueprint, env: str) -> list[DnsRecord]:
 
 async def environments() -> list[EnvSummary]:
     """Environments found in the cloud by their tags (`expired()` marks those `reap` deletes)."""
+    from .provision.envs import list_envs
+
     async with Cloud(_config()) as cloud:
         return await list_envs(cloud)
 
@@ -301,6 +321,9 @@ async def environments() -> list[EnvSummary]:
 async def reap(*, prefix: str | None = None, dry_run: bool = False, max_parallel: int = 4, max_api: int = DEFAULT_IN_FLIGHT,
                progress: Progress | None = None, now: datetime | None = None) -> ReapResult:
     """Tear down every expired environment (of ``prefix``) that nobody is changing right now."""
+    from .provision.reap import REMOVED
+    from .provision.reap import reap as reap_envs
+
     config = _config()
     journal = _journal(progress)
     try:
@@ -351,6 +374,7 @@ async def preview_down(env: str, *, progress: Progress | None = None,
     """Remove preview ``env``: its DNS records (proven gone), then everything it owns in the
     cloud (proven gone). A preview that is already gone is not an error."""
     from .preview import PreviewDown
+    from .provision.teardown import teardown_env
 
     config = _config()
     prog = _silent(progress)
@@ -399,6 +423,8 @@ async def snapshot(env: str, *, role: str | None = None, wait: bool = False, qui
 async def snapshots(env: str, *, max_api: int = DEFAULT_IN_FLIGHT) -> list[SnapshotInfo]:
     """``env``'s snapshots, newest first: manual ones by their tags (even once the environment
     is gone), a policy's by the environment's volumes."""
+    from .provision.snapshots import list_snapshots
+
     async with Cloud(_config(), max_in_flight=max_api) as cloud:
         return await list_snapshots(cloud, env)
 
@@ -421,6 +447,10 @@ async def recover(bp: Blueprint, env: str, source: str, *, at: datetime | None =
     of the same role and disk (taken at or before ``at``), found by tags: ``source`` may be
     gone, or be ``env`` itself (rebuilt in place; a volume that still exists is kept).
     InvalidInput, with nothing created, when there is nothing to recover from."""
+    from .provision.desired import desired_state
+    from .provision.run import CreateOptions
+    from .provision.snapshots import choose_snapshots, list_snapshots
+
     if at is not None and at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     if not skip_rollout and not version:
@@ -447,6 +477,7 @@ def _backup_store(to: str | None) -> Any:
     """The destination ``to`` names; its credentials from the environment or the cloud
     profile's secrets file (the lab's), never argv."""
     from .backup_dest import open_store
+    from .secrets import read_dotenv
 
     try:
         config = _config()
@@ -500,7 +531,7 @@ def backup_destinations(env: str, *, to: str | None = None, accessory: str | Non
     each destination the environment's blueprint (the remembered one, or ``blueprint``) gives
     its accessories (``backups.to``, of ``accessory`` only when given). An environment whose
     blueprint is not remembered (never deployed from here, or torn down) has the default only."""
-    from .envctx import RECORD
+    from .envctx import RECORD, recall_blueprint
 
     if to is not None:
         return [to]
@@ -540,7 +571,10 @@ async def scheduled_backups(env: str, *, blueprint: str | None = None) -> list[A
     """The blueprint's scheduled backups of ``env`` (run by `csdeploy serve`): each one's last
     run and next due minute from the history store (`server.schedule.ScheduleState`); none
     when the blueprint schedules none. OperationFailed when the store cannot be read."""
+    from .envctx import recall_blueprint
     from .server import schedule
+    from .store import store_url
+    from .store.db import Store
 
     bp = recall_blueprint(EnvState(env), blueprint, ())
     if not schedule.schedules_of(env, bp):
@@ -606,11 +640,15 @@ async def restore(env: str, accessory: str, backup: str | None = None, *, to: st
 
 async def context(env: str, blueprint: str | None = None, overrides: tuple[str, ...] = ()) -> EnvContext:
     """The environment's blueprint (the remembered one unless given), inventory and keys."""
+    from .envctx import load_context
+
     return await load_context(env, blueprint, overrides)
 
 
 def _rollout(ctx: EnvContext, secrets: dict[str, str], progress: Progress | None, dry_run: bool = False,
              journal: Journal | None = None) -> Rollout:
+    from .rollout.deploy import Rollout
+
     return Rollout(ctx.bp, ctx.inventory, secrets, _silent(progress), dry_run=dry_run, journal=journal)
 
 
@@ -637,6 +675,11 @@ async def deploy(env: str, version: str, *, blueprint: str | None = None, overri
     """Roll out ``version`` to ``env`` (or only ``roles``/``hosts``); ``dry_run`` reads the hosts'
     state and returns the scripts each host would run. ``canary`` ("N" hosts or "P%"): only a
     canary, watched, then paused for `promote` or `abort`."""
+    from .envctx import remember_blueprint
+    from .rollout import runs
+    from .rollout.deploy import RolloutOptions
+    from .rollout.strategy import parse_canary
+
     spec = parse_canary(canary) if canary is not None else None
     ctx = await context(env, blueprint, overrides)
     secrets = load_secrets_for(ctx.bp)
@@ -654,6 +697,8 @@ async def finish_canary(env: str, action: str, *, blueprint: str | None = None, 
                         dry_run: bool = False) -> RolloutResult:
     """``action`` promote (the rest of the hosts take the canary's version) or abort (the canary
     hosts go back) for the canary paused in ``env``; from any machine that reaches its hosts."""
+    from .rollout import ops
+
     ctx = await context(env, blueprint, overrides)
     secrets = load_secrets_for(ctx.bp)
     async with _changing(env, break_lock, progress, dry_run) as (journal, gate):
@@ -683,6 +728,8 @@ async def build_and_deploy(env: str, *, version: str | None = None, blueprint: s
                            hosts: tuple[str, ...] = (), canary: str | None = None,
                            continue_on_error: bool = False) -> tuple[BuildResult, RolloutResult]:
     """`deploy --build`: build and push the image, then roll out the version it was tagged with."""
+    from .rollout.strategy import parse_canary
+
     if canary is not None:
         parse_canary(canary)  # bad input before the build
     ctx = await context(env, blueprint, overrides)
@@ -740,6 +787,8 @@ async def rollback(env: str, to: str | None = None, *, blueprint: str | None = N
                    progress: Progress | None = None, dry_run: bool = False, roles: tuple[str, ...] = (),
                    hosts: tuple[str, ...] = (), continue_on_error: bool = False) -> RolloutResult:
     """Back to the previous successful version (or ``to``)."""
+    from .rollout import ops
+
     ctx = await context(env, blueprint)
     secrets = load_secrets_for(ctx.bp)
     async with _changing(env, break_lock, progress, dry_run) as (journal, gate):
@@ -748,7 +797,10 @@ async def rollback(env: str, to: str | None = None, *, blueprint: str | None = N
 
 
 async def status(env: str, *, blueprint: str | None = None) -> list[ops.HostStatus]:
-    return await ops.status(_rollout(await context(env, blueprint), {}, None))
+    ctx = await context(env, blueprint)  # first: a missing inventory is read from the cloud before SSH loads
+    from .rollout import ops
+
+    return await ops.status(_rollout(ctx, {}, None))
 
 
 async def history(env: str, *, blueprint: str | None = None) -> list[DeployRecord]:
@@ -765,6 +817,9 @@ async def recorded(what: str = "deployments", *, env: str | None = None, service
                    status: str | None = None, since: timedelta | None = None, limit: int = 100) -> list[Any]:
     """What the history store holds (deployments with their events, environments, or runs),
     newest first. Unlike the writes, a store that cannot be read is an error here."""
+    from .store import store_url
+    from .store.db import Store
+
     url = store_url()
     if url is None:
         raise InvalidInput("the history store is off (CSDEPLOY_STATE_URL=none)",
@@ -787,6 +842,8 @@ async def logs(env: str, role: str, *, lines: int = 100, follow: bool = False, e
     ``HOST | LINE``; ``since``: of that last stretch only. ``redacted`` (the server's, whose
     readers do not hold the secrets): the blueprint's secrets are loaded, and so known, and
     every line has them replaced."""
+    from .rollout import ops
+
     ctx = await context(env, blueprint)
     if redacted:
         load_secrets_for(ctx.bp)
@@ -803,12 +860,16 @@ def _redacting(emit: Callable[[str], None]) -> Callable[[str], None]:
 
 async def exec_(env: str, role: str, argv: list[str], *, emit: Callable[[str], None],
                 blueprint: str | None = None) -> int:
+    from .rollout import ops
+
     return await ops.exec_(_rollout(await context(env, blueprint), {}, None), role, argv, emit=emit)
 
 
 async def maintenance(env: str, on: bool, *, message: str = "", blueprint: str | None = None
                       ) -> dict[str, dict[str, str]]:
     """Maintenance mode on or off on every proxy host: host -> proxied service -> on/off/none."""
+    from .rollout import ops
+
     ops.check_message(message)  # refused before anything is read
     return await ops.maintenance(_rollout(await context(env, blueprint), {}, None), on, message)
 
@@ -816,6 +877,8 @@ async def maintenance(env: str, on: bool, *, message: str = "", blueprint: str |
 async def maintenance_plan(env: str, on: bool, *, message: str = "", blueprint: str | None = None
                            ) -> list[PlannedScript]:
     """`maintenance on|off --dry-run`: each proxy host's script, nothing run."""
+    from .rollout import ops
+
     ops.check_message(message)
     return ops.maintenance_plan(_rollout(await context(env, blueprint), {}, None, dry_run=True), on, message)
 
@@ -824,6 +887,8 @@ async def app_lifecycle(env: str, action: str, *, roles: tuple[str, ...] = (), h
                         blueprint: str | None = None, dry_run: bool = False, break_lock: bool = False,
                         progress: Progress | None = None) -> lifecycle.LifecycleResult:
     """`app stop|start|remove|details` on the role's current containers of the selected hosts."""
+    from .rollout import lifecycle
+
     ctx = await context(env, blueprint)
     if action == "details":
         return await lifecycle.app(_rollout(ctx, {}, None), action, roles=roles, hosts=hosts)
@@ -838,6 +903,8 @@ async def accessory_lifecycle(env: str, name: str, action: str, *, delete_data: 
                               blueprint: str | None = None, dry_run: bool = False, break_lock: bool = False,
                               progress: Progress | None = None) -> lifecycle.LifecycleResult:
     """`accessory start|stop|restart|remove|upgrade NAME`."""
+    from .rollout import lifecycle
+
     ctx = await context(env, blueprint)
     secrets = load_secrets_for(ctx.bp) if action == "upgrade" else {}
     async with _changing(env, break_lock, progress, dry_run) as (_, gate):
@@ -850,6 +917,8 @@ async def accessory_lifecycle(env: str, name: str, action: str, *, delete_data: 
 async def prune(env: str, *, blueprint: str | None = None, dry_run: bool = False, break_lock: bool = False,
                 progress: Progress | None = None) -> lifecycle.LifecycleResult:
     """Old containers and images beyond the blueprint's retain_versions, on every app host."""
+    from .rollout import lifecycle
+
     ctx = await context(env, blueprint)
     async with _changing(env, break_lock, progress, dry_run) as (_, gate):
         if gate is not None:
@@ -863,6 +932,9 @@ async def hosts_upgrade(env: str, *, roles: tuple[str, ...] = (), blueprint: str
                         max_api: int = DEFAULT_IN_FLIGHT) -> upkeep.UpgradeResult:
     """`hosts upgrade`: package updates role by role, one host at a time (out of its load
     balancer, upgraded, rebooted by the cloud, waited for, back in)."""
+    from .provision.rotation import CloudRotation
+    from .rollout import upkeep
+
     ctx = await context(env, blueprint, overrides)
     r = _rollout(ctx, {}, progress, dry_run)
     upkeep.upgrade_order(r, roles)  # an unknown role is refused before the cloud is asked
@@ -892,6 +964,8 @@ async def exec_session(env: str, role: str, argv: list[str], *, interactive: boo
                        new: bool = False, primary: bool = False, hosts: tuple[str, ...] = (),
                        blueprint: str | None = None) -> int:
     """``argv`` on one host of ``role`` with this terminal attached (`exec -i`); its exit code."""
+    from .rollout import interactive as sessions
+
     ctx = await context(env, blueprint)
     # a one-off container's clear env only: its secrets come from the env file on the host
     no_secrets: dict[str, str] = collections.defaultdict(str)
@@ -902,6 +976,8 @@ async def exec_session(env: str, role: str, argv: list[str], *, interactive: boo
 async def console(env: str, *, role: str | None = None, primary: bool = False, hosts: tuple[str, ...] = (),
                   blueprint: str | None = None) -> int:
     """A shell in the app's running container, with this terminal attached; its exit code."""
+    from .rollout import interactive as sessions
+
     return await sessions.console(_rollout(await context(env, blueprint), {}, None), role, primary=primary,
                                   hosts=hosts)
 
@@ -909,6 +985,8 @@ async def console(env: str, *, role: str | None = None, primary: bool = False, h
 async def psql(env: str, *, accessory: str | None = None, args: tuple[str, ...] = (), tty: bool = True,
                blueprint: str | None = None) -> int:
     """psql in the PostgreSQL accessory, with this terminal attached; its exit code."""
+    from .rollout import interactive as sessions
+
     return await sessions.psql(_rollout(await context(env, blueprint), {}, None), accessory, args, tty=tty)
 
 
@@ -918,11 +996,15 @@ async def aliases(env: str, *, blueprint: str | None = None) -> dict[str, str]:
 
 
 async def proxy_reboot(env: str, *, blueprint: str | None = None) -> list[str]:
+    from .rollout import ops
+
     return await ops.proxy_reboot(_rollout(await context(env, blueprint), {}, None))
 
 
 async def accessory_reboot(env: str, name: str, *, blueprint: str | None = None,
                            progress: Progress | None = None) -> RolloutResult:
+    from .rollout import ops
+
     ctx = await context(env, blueprint)
     async with _cloud_lock(env, False, progress, take_over=False) as gate:  # awaited before its lock
         await gate
@@ -939,6 +1021,10 @@ async def nightly(blueprint: str, prefix: str, *, version: str, overrides: tuple
     """Reap ``prefix``'s expired environments, create ``<prefix>-MMDD-<id>``, deploy, check,
     report (JUnit, JSON), tear down. Every input is checked first: bad input (exit 2) leaves
     nothing behind. A failed phase or check is in the result, not an exception."""
+    from .blueprint import load_blueprint
+    from .provision.run import CreateOptions
+    from .store import check_reachable, store_url
+
     plan = _nightly_plan(blueprint, prefix, version, overrides, ttl, checks, check_cmds, keep, keep_on_failure, junit)
     bp = load_blueprint(blueprint, overrides=list(overrides))
     config = _config()
@@ -984,6 +1070,7 @@ def _nightly_plan(blueprint: str, prefix: str, version: str, overrides: tuple[st
                         junit: str | None) -> NightlyPlan:
     """Every input of a nightly, checked (InvalidInput, nothing created): the prefix, the
     blueprint, the checks and the JUnit path."""
+    from .blueprint import load_blueprint
     from .nightly import checks as nightly_checks
     from .nightly.run import NightlyPlan, validate_prefix
 

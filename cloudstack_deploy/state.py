@@ -25,12 +25,13 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import asyncssh
+from typing import TYPE_CHECKING, Any
 
 from cloudstack_deploy.errors import InvalidInput, Locked
 from cloudstack_deploy.inventory import Host, HostDisk, Inventory, LoadBalancer, Network, SSHAccess
+
+if TYPE_CHECKING:  # SSH (about 0.3 s of imports) is loaded by what makes or reads keys, not by every command
+    import asyncssh
 
 ENV_NAME_MAX = 20
 #: The inventory file's format: raised when a change would mislead an older reader.
@@ -153,6 +154,8 @@ class EnvState:
             return path, _public_line_of(path)
         if not self.key_path.exists():
             self.ensure_dir()
+            import asyncssh
+
             key = asyncssh.generate_private_key("ssh-ed25519", comment=f"csdeploy-{self.env}")
             # Write a complete file under a temporary name, then hard-link it into place:
             # link() fails if the key exists, so two racing processes never overwrite each
@@ -202,6 +205,8 @@ class EnvState:
             text = self.known_hosts_path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        import asyncssh
+
         return asyncssh.import_known_hosts(text)
 
     # ---- inventory cache --------------------------------------------------------------------
@@ -346,6 +351,8 @@ def _public_line_of(path: Path) -> str:
     Deriving is preferred because a stale ``.pub`` beside a replaced key would register the
     wrong key with CloudStack; an encrypted key falls back to its ``.pub`` file.
     """
+    import asyncssh
+
     pub_path = path.with_name(path.name + ".pub")
     try:
         key = asyncssh.read_private_key(path)

@@ -22,11 +22,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from cs import AIOCloudStack, CloudStackApiException, CloudStackException
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from ..errors import OperationFailed
 from ..log import get_logger
+from .api import call, signed
 from .config import CloudConfig
 
 log = get_logger("cloud")
@@ -194,24 +194,27 @@ class Cloud:
         self.calls: Counter[str] = Counter()
         self._sem = AdaptiveLimit(max_in_flight)
         self._session: aiohttp.ClientSession | None = None
-        self._get: AIOCloudStack | None = None
-        self._post: AIOCloudStack | None = None
         self._on_call = on_call
         self._watcher: _JobWatcher | None = None
         self._capabilities: asyncio.Task[dict[str, Any]] | None = None
 
     async def __aenter__(self) -> Cloud:
-        kw: dict[str, Any] = dict(endpoint=self.config.endpoint, key=self.config.key, secret=self.config.secret,
-                                  timeout=int(self.config.timeout), fetch_result=False)
-        if self.config.verify is False:
-            kw["dangerous_no_tls_verify"] = True
-        elif isinstance(self.config.verify, str):
-            kw["verify"] = self.config.verify
-        self._get = AIOCloudStack(method="get", **kw)
-        self._session = self._get._new_session()
-        self._get.session = self._session
-        self._post = AIOCloudStack(method="post", session=self._session, **kw)
+        # One session for every call (one connection pool). Timeouts as `cs` set them: the
+        # connection and each read, not the whole call (a long listing keeps streaming).
+        timeout = aiohttp.ClientTimeout(sock_connect=int(self.config.timeout), sock_read=int(self.config.timeout))
+        self._session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(ssl=self._tls()))
         return self
+
+    def _tls(self) -> Any:
+        """aiohttp's ``ssl``: False when the profile says not to verify, a context trusting the
+        profile's CA bundle (``verify = PATH``), else aiohttp's default (the system's CAs)."""
+        if self.config.verify is False:
+            return False
+        if isinstance(self.config.verify, str):
+            import ssl
+
+            return ssl.create_default_context(cafile=self.config.verify)
+        return True
 
     async def __aexit__(self, *exc: object) -> None:
         if self._watcher is not None:  # a caller that gave up leaves jobs pending: stop polling them
@@ -229,8 +232,8 @@ class Cloud:
     async def _once(self, command: str, params: dict[str, Any], post: bool) -> dict[str, Any]:
         # Everything but reads goes by POST: aiohttp silently resends a GET whose connection
         # dropped (RFC 9112 idempotent-method retry), which would resend a create.
-        client = self._post if post or not _is_safe(command) else self._get
-        if client is None:
+        session = self._session
+        if session is None:
             raise RuntimeError("Cloud must be used as 'async with Cloud(...)'")
         self.calls[command] += 1
         if self._on_call:
@@ -239,27 +242,28 @@ class Cloud:
         try:
             started = time.monotonic()
             try:
-                reply = await getattr(client, command)(**params)
-            except CloudStackApiException as exc:
-                err = exc.error if isinstance(exc.error, dict) else {}
-                code = err.get("errorcode") or getattr(exc.response, "status", None)
-                text = err.get("errortext") or str(exc)
-                _log_call(command, params, started, code)
-                if code in THROTTLED:
-                    self._sem.throttled()
-                raise CloudError(command, code, text, cserrorcode=err.get("cserrorcode")) from None
-            except CloudStackException as exc:
-                status = getattr(getattr(exc, "response", None), "status", None)
-                raise CloudUnavailable(command, status, f"unexpected answer from {self.config.shown_endpoint}: {exc.args[0]}",
-                                       hint="check that CLOUDSTACK_ENDPOINT points at the API (…/client/api)") from None
+                request = signed(command, params, self.config.key, self.config.secret)
+                reply = await call(session, self.config.endpoint, request, post=post or not _is_safe(command))
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 detail = str(exc) or type(exc).__name__
                 _log_call(command, params, started, "no answer")
                 raise CloudUnavailable(command, None, f"no answer from {self.config.shown_endpoint}: {detail}",
                                        hint="is the cloud (or `csdeploy lab`) running and reachable?") from None
+            if reply.problem is not None:
+                _log_call(command, params, started, reply.status)
+                raise CloudUnavailable(command, reply.status,
+                                       f"unexpected answer from {self.config.shown_endpoint}: {reply.problem}",
+                                       hint="check that CLOUDSTACK_ENDPOINT points at the API (…/client/api)")
+            if reply.status != 200:
+                code = reply.inner.get("errorcode") or reply.status
+                _log_call(command, params, started, code)
+                if code in THROTTLED:
+                    self._sem.throttled()
+                raise CloudError(command, code, reply.inner.get("errortext") or f"HTTP {reply.status}",
+                                 cserrorcode=reply.inner.get("cserrorcode"))
             _log_call(command, params, started, 200)
             self._sem.succeeded()
-            return reply
+            return reply.inner
         finally:
             self._sem.release()
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from ..blueprint import Blueprint
-from ..blueprint_schema import SnapshotSchedule
 from .userdata import disk_label
+
+if TYPE_CHECKING:  # annotations only: `envs` reads tags without loading the blueprint's rules
+    from ..blueprint import Blueprint
+    from ..blueprint_schema import SnapshotSchedule
 
 TAG_ENV = "csdeploy:env"
 TAG_ROLE = "csdeploy:role"

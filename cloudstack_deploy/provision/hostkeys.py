@@ -12,8 +12,6 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
-import asyncssh
-
 
 @dataclass(frozen=True)
 class HostKey:
@@ -30,6 +28,8 @@ class HostKey:
 
 def generate_host_key(comment: str | None = None) -> HostKey:
     """A fresh ed25519 host key (ed25519: small enough for GET user data, fast, modern)."""
+    import asyncssh  # here, not at the top: a command that makes no VM never pays for SSH
+
     key = asyncssh.generate_private_key("ssh-ed25519", comment=comment)
     return HostKey(
         private_openssh=key.export_private_key("openssh").decode(),

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..blueprint import Blueprint
 from ..cloud import Cloud
@@ -25,9 +26,11 @@ from .cloudlock import lock_value, release_cloud_lock, take_cloud_lock
 from .desired import TAG_EXPIRES, Desired, desired_state, format_time, parse_time
 from .hostkeys import key_fingerprint
 from .plan import NO_LOCAL_KEY, Plan, make_plan
-from .ssh_wait import SSHTarget, wait_for_ssh
 from .steps import Action
 from .userdata import host_public_key_from_userdata
+
+if TYPE_CHECKING:  # SSH (asyncssh) loads when VMs are waited for: `plan` never waits
+    from .ssh_wait import SSHTarget
 
 
 @dataclass
@@ -165,6 +168,8 @@ async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, pro
 
         def on_ssh(name: str, status: str, detail: str) -> None:
             progress.emit(Event(resource=f"ssh {name}", action="wait", status=status, detail=detail, env=env))
+
+        from .ssh_wait import wait_for_ssh
 
         ssh_seconds = await wait_for_ssh(_ssh_targets(inventory), client_key=key_path, timeout=opts.ssh_timeout,
                                          concurrency=opts.max_ssh, on_progress=on_ssh)
@@ -307,6 +312,8 @@ async def join_deferred(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, 
 
 
 def _ssh_targets(inventory: Inventory) -> list[SSHTarget]:
+    from .ssh_wait import SSHTarget
+
     return [SSHTarget(name=h.name, host=h.public_ip, port=h.ssh_port, user=inventory.ssh.user, host_key=h.host_key)
             for h in inventory.hosts]
 

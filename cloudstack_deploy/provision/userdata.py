@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import gzip
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncssh
-import yaml
-
-from cloudstack_deploy.blueprint_schema import mount_point_problem
 from cloudstack_deploy.errors import InvalidInput
 from cloudstack_deploy.inventory import DISK_UNIT
 
 from .hostkeys import HostKey
+
+if TYPE_CHECKING:
+    import asyncssh
+    import yaml
 
 #: CloudStack's default limit on decoded user data (``vm.userdata.max.length`` is 32768).
 USERDATA_MAX_BYTES = 32768
@@ -118,6 +119,10 @@ class DataDisk:
             raise InvalidInput(
                 f"disk label {self.label!r} is not usable: ext4 labels here are 1-{LABEL_MAX} "
                 "lower-case letters, digits or hyphens", hint="build labels with disk_label()")
+        from cloudstack_deploy.blueprint_schema import (
+            mount_point_problem,  # the blueprint's rule, loaded when used
+        )
+
         problem = mount_point_problem(self.mount)
         if problem:  # the blueprint refuses these already (same rule): a caller's mistake
             raise InvalidInput(f"mount point {self.mount!r} of disk {self.label} is not usable: {problem}",
@@ -140,18 +145,23 @@ def disk_label(name: str) -> str:
     return label
 
 
-class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+@functools.cache
+def _dumper() -> type[yaml.SafeDumper]:
     """Multi-line strings (keys, scripts) as literal blocks: readable and smaller. libyaml's
     emitter when PyYAML has it (the same text, 12x faster: 200 VMs spent 0.7 s in the
-    pure-Python one before the first deployVirtualMachine)."""
+    pure-Python one before the first deployVirtualMachine). Made on first use: `envs` reads
+    tags through this module and never writes user data."""
+    import yaml
 
+    class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+        pass
 
-def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in data else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+    def str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in data else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
-
-_Dumper.add_representer(str, _str_representer)
+    Dumper.add_representer(str, str_representer)
+    return Dumper
 
 
 def cloud_config(*, hostname: str, host_key: HostKey, user: str = "root",
@@ -204,9 +214,11 @@ def build_userdata(*, hostname: str, host_key: HostKey, user: str = "root",
     :class:`InvalidInput` past CloudStack's size limit; use :func:`needs_post` to choose
     GET or POST.
     """
+    import yaml
+
     config = cloud_config(hostname=hostname, host_key=host_key, user=user, disks=disks,
                           extra_packages=extra_packages)
-    text = "#cloud-config\n" + yaml.dump(config, Dumper=_Dumper, sort_keys=False, width=4096,
+    text = "#cloud-config\n" + yaml.dump(config, Dumper=_dumper(), sort_keys=False, width=4096,
                                          default_flow_style=None)
     raw = text.encode()
     if len(raw) > USERDATA_MAX_BYTES:
@@ -233,6 +245,8 @@ def parse_cloud_config(userdata: str | None) -> dict[str, Any] | None:
         return None
     if not text.startswith("#cloud-config"):
         return None
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -278,6 +292,8 @@ def host_public_key_from_userdata(b64: str | None) -> str | None:
         return None
     # sshd presents the key derived from the private file, so that half is the truth.
     private, public = ssh_keys.get("ed25519_private"), ssh_keys.get("ed25519_public")
+    import asyncssh  # here: planning and listing never parse a host key
+
     try:
         if private:
             key: asyncssh.SSHKey = asyncssh.import_private_key(str(private))

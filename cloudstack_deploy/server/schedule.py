@@ -29,14 +29,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import cron
 from ..errors import CsdeployError, OperationFailed
 from ..log import get_logger
-from ..store.db import Store
 from ..store.records import now_text
-from . import queue
+
+if TYPE_CHECKING:  # the store (sqlite3) and the queue load when a schedule runs: `plan` and
+    from ..store.db import Store  # `validate` read only its notes
+    from . import queue
 
 log = get_logger("server.schedule")
 Clock = Callable[[], datetime]
@@ -119,6 +121,8 @@ def queue_slot(store: Store, item: Scheduled, due: datetime, *, since: datetime,
     """Queue the backup job of ``item``'s slot ``due`` unless the slot (or a newer one) is
     recorded, it was missed before ``since`` by a schedule never run, or a backup of the pair
     is still queued. None when nothing was queued; the unique key decides a race."""
+    from . import queue
+
     due_text = _minute(due)
     job = queue.Job(id=str(uuid.uuid4()), kind="backup", env=item.env, params=item.params(due), status="queued",
                     requested_by=by, created_at=now_text())
