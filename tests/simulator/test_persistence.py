@@ -130,7 +130,8 @@ def test_a_killed_simulator_keeps_every_answered_change_and_its_pending_job(serv
     """SIGKILL gives no chance to save at exit: what a call changed is on disk before the call
     answers (the journal), and the next start replays it, pending jobs included."""
     state = tmp_path / "state.json"
-    first = served("--state", str(state), "--vm-boot-seconds", "3")
+    # the boot outlasts the restart even on a loaded machine (3 s did not, at load 20)
+    first = served("--state", str(state), "--vm-boot-seconds", "10")
     raw = first.client()
     raw.fetch_result = False
     cat = catalog(raw)
@@ -147,7 +148,7 @@ def test_a_killed_simulator_keeps_every_answered_change_and_its_pending_job(serv
     assert raw.listNetworks(id=net["id"])["network"][0]["name"] == "kept-net"
     assert [k["name"] for k in raw.listSSHKeyPairs()["sshkeypair"]] == ["kept-key"]
     assert raw.queryAsyncJobResult(jobid=reply["jobid"])["jobstatus"] == 0
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30
     while (job := raw.queryAsyncJobResult(jobid=reply["jobid"]))["jobstatus"] == 0:
         assert time.monotonic() < deadline, "the job pending at the kill never finished"
         time.sleep(0.1)
