@@ -37,6 +37,7 @@ from .docker_disks import (
     HOTPLUG_SCRIPT,
     VolumeFiles,
     guest_sh,
+    mounted_by,
     plug_script,
     unplug_script,
 )
@@ -369,8 +370,29 @@ class DockerHost(HostBackend):
                 out = await guest_sh(container_name(vm), unplug_script(vol["_dev"], devices))
                 if out.strip():
                     log.warning("VM %s: detaching %s: %s", vm, vol["_dev"], out.strip())
-            await self.files.release(id)
+            await self.files.release(id, unplug=lambda devs: self._pull(vm, vol.get("_dev"), devs))
             vol.pop("_dev", None)
+
+    async def _pull(self, vm: str, name: str | None, devs: list[str]) -> None:
+        """The disk's loop devices are still mounted after the guest unmounted it: in another
+        mount namespace of the VM (a service's private one, a container nested in it). A
+        hot-unplug pulls the disk from under every one of them; so does this (a lazy unmount
+        there, entered with the VM's pid namespace too: umount reads /proc/self, which the
+        VM's /proc has only for its own processes), and says which."""
+        _, cid, _ = await docker("inspect", "--format", "{{.Id}}", container_name(vm), check=False)
+        cid = cid.strip()
+        if not cid:
+            return
+        for holder in mounted_by(devs, within=cid):
+            log.warning("VM %s: /dev/%s still mounted at %s in the namespace of %s (pid %d): unmounted there",
+                        vm, name or "?", holder.target, holder.comm, holder.pid)
+            proc = await asyncio.create_subprocess_exec("nsenter", "-t", str(holder.pid), "-m", "-p", "-r", "umount", "-l",
+                                                        holder.target, stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.STDOUT)
+            out, _ = await proc.communicate()
+            if proc.returncode:
+                log.warning("VM %s: umount -l %s in the namespace of pid %d failed: %s", vm, holder.target,
+                            holder.pid, out.decode(errors="replace").strip())
 
     async def resize_volume(self, id: str, size: int) -> None:
         await self.files.resize(id, size)

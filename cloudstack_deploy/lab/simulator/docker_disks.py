@@ -31,6 +31,8 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import CsdeployError
@@ -114,24 +116,33 @@ class VolumeFiles:
                 _, dev = await _run("losetup", "--find", "--show", str(path))
             return dev, os.minor(os.stat(dev).st_rdev)
 
-    async def release(self, volume_id: str, *, settle: float = 20.0) -> None:
+    async def release(self, volume_id: str, *, settle: float = 20.0,
+                      unplug: Callable[[list[str]], Awaitable[None]] | None = None) -> None:
         """Detach every loop device of the volume, and wait (up to ``settle`` seconds) until
         the kernel has let them go: a device still open for a moment (udev's probe of the
         change, a lazily unmounted filesystem flushing) is only marked autoclear by
         ``losetup -d``, so detachVolume would otherwise return while the disk is still
-        plugged on this machine. Past ``settle`` the autoclear frees it when its last user
-        goes (logged)."""
+        plugged on this machine. ``unplug``: called once when the devices are still busy after
+        a few seconds (the VM's own mounts of them, as a hot-unplug would pull the disk from
+        under them). Past ``settle`` the autoclear frees them when their last user goes (logged,
+        with the namespaces that still mount them)."""
         async with self._lock:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + settle
+            pull_at = loop.time() + min(3.0, settle / 2)
             while devs := await self.loops(volume_id):
                 for dev in devs:
                     await detach_loop(dev)
                 if not await self.loops(volume_id):
                     return
+                if unplug is not None and loop.time() >= pull_at:
+                    await unplug(devs)
+                    unplug = None
+                    continue
                 if loop.time() >= deadline:
                     log.warning("volume %s: loop device(s) %s still busy after %.0fs; freed by "
-                                "autoclear when their last user goes", volume_id, " ".join(devs), settle)
+                                "autoclear when their last user goes; mounted by: %s", volume_id,
+                                " ".join(devs), settle, "; ".join(map(str, mounted_by(devs))) or "no process")
                     return
                 await asyncio.sleep(0.1)
 
@@ -211,6 +222,51 @@ def owned_files(root: Path, lab_id: str | None) -> list[Path]:
         mine = owner.exists() and owner.read_text().strip() == lab_id
         if lab_id is None or mine:
             found.append(img)
+    return found
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A mount namespace on this machine that mounts a loop device: seen through one of its
+    processes (``pid``, ``comm``), at ``target`` inside that namespace."""
+
+    pid: int
+    comm: str
+    target: str
+
+    def __str__(self) -> str:
+        return f"{self.pid} {self.comm} {self.target}"
+
+
+def mounted_by(devs: list[str], proc: Path = Path("/proc"), *, within: str | None = None) -> list[Holder]:
+    """Mount namespaces on this machine that still mount one of ``devs`` (by device number, as
+    /proc/PID/mountinfo lists it), one process each; ``within``: only processes whose cgroup
+    path names this (a VM container's id: its processes and those of containers nested in it)."""
+    numbers = set()
+    for dev in devs:
+        try:
+            rdev = os.stat(dev).st_rdev
+        except OSError:
+            continue
+        numbers.add(f"{os.major(rdev)}:{os.minor(rdev)}")
+    found, seen = [], set()
+    for info in proc.glob("[0-9]*/mountinfo"):
+        try:
+            ns = os.readlink(info.parent / "ns" / "mnt")
+            if ns in seen:
+                continue
+            if within is not None and within not in (info.parent / "cgroup").read_text():
+                continue
+            lines = info.read_text().splitlines()
+            comm = (info.parent / "comm").read_text().strip()
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 4 and fields[2] in numbers:
+                seen.add(ns)
+                found.append(Holder(int(info.parent.name), comm, fields[4]))
+                break
     return found
 
 
