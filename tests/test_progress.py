@@ -13,7 +13,7 @@ import struct
 import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -76,6 +76,15 @@ def term() -> Iterator[PtyCapture]:
     yield capture
     with contextlib.suppress(OSError):
         capture.finish()
+
+
+def drawn(output: Callable[[], str], what: str = "demo-web-1", timeout: float = 10.0) -> None:
+    """Wait until the renderer has drawn ``what`` (a frame on the screen), not a fixed time: on a
+    loaded machine 0.15 s was not always enough for the first frame."""
+    deadline = time.monotonic() + timeout
+    while what not in output():
+        assert time.monotonic() < deadline, f"nothing drawn within {timeout:.0f} s: {output()!r}"
+        time.sleep(0.01)
 
 
 def screen(raw: str) -> list[str]:
@@ -264,7 +273,7 @@ def test_tty_rewrites_lines_in_place_and_ends_with_every_final_status(
     progress.emit(Event("vm demo-web-1", "create", "pending"))
     progress.emit(Event("vm demo-web-2", "create", "running", "Starting"))
     progress.emit(Event("network csdeploy-demo", "create", "running"))
-    time.sleep(0.25)
+    drawn(term.text, "csdeploy-demo")
     progress.emit(Event("network csdeploy-demo", "create", "done", "10.1.1.0/24"))
     progress.emit(Event("vm demo-web-1", "create", "running", "Starting"))
     time.sleep(0.25)
@@ -289,7 +298,7 @@ def test_tty_respects_no_color(term: PtyCapture, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("NO_COLOR", "1")
     progress = make_progress("tty", term.stream)
     progress.emit(Event("vm demo-web-1", "create", "running"))
-    time.sleep(0.15)
+    drawn(term.text)  # the running row is on the screen: the next frame redraws over it
     progress.emit(Event("vm demo-web-1", "create", "failed", "boom"))
     progress.note("careful", level="warning")
     progress.close()
@@ -303,7 +312,7 @@ def test_tty_forced_on_a_pipe_moves_the_cursor_but_never_colours() -> None:
     out = io.StringIO()
     progress = make_progress("tty", out)
     progress.emit(Event("vm demo-web-1", "create", "running"))
-    time.sleep(0.25)
+    drawn(out.getvalue)
     progress.emit(Event("vm demo-web-1", "create", "done"))
     progress.close()
     assert CURSOR_UP.search(out.getvalue()) and not SGR.search(out.getvalue())
@@ -339,7 +348,7 @@ def test_tty_live_lines_fit_the_terminal_width() -> None:
     capture = PtyCapture(cols=50, rows=20)
     progress = make_progress("tty", capture.stream)
     progress.emit(Event("vm demo-web-1", "create", "running", "a very long detail " * 10))
-    time.sleep(0.25)
+    drawn(capture.text)
     live = screen(capture.text())
     progress.close()
     capture.finish()
@@ -351,7 +360,7 @@ def test_tty_live_region_never_outgrows_the_terminal() -> None:
     progress = make_progress("tty", capture.stream)
     for i in range(30):
         progress.emit(Event(f"vm demo-web-{i}", "create", "running"))
-    time.sleep(0.25)
+    drawn(capture.text, "23 more")
     live = screen(capture.text())
     for i in range(30):
         progress.emit(Event(f"vm demo-web-{i}", "create", "done"))

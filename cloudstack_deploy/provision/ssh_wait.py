@@ -113,6 +113,7 @@ async def _wait_one(target: SSHTarget, outcome: _Outcome, *, client_key: asyncss
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
+            attempt = min(connect_timeout, remaining)
             try:
                 conn = await asyncssh.connect(
                     target.host, target.port, username=target.user,
@@ -120,7 +121,7 @@ async def _wait_one(target: SSHTarget, outcome: _Outcome, *, client_key: asyncss
                     # files, no config, no agent, no prompting.
                     known_hosts=([host_key], [], []), client_keys=[client_key],
                     agent_path=None, config=None, preferred_auth="publickey",
-                    connect_timeout=min(connect_timeout, remaining),
+                    connect_timeout=attempt,
                 )
             except asyncssh.HostKeyNotVerifiable as exc:
                 raise _HardFailure(
@@ -132,7 +133,11 @@ async def _wait_one(target: SSHTarget, outcome: _Outcome, *, client_key: asyncss
                     f"SSH key exchange with {target.name} ({target.address}) failed "
                     f"({exc.reason}): it does not offer the host key csdeploy gave it") from exc
             except (OSError, TimeoutError, asyncssh.Error) as exc:
-                outcome.last_error = _explain(exc, target, connect_timeout)
+                # an attempt the overall deadline cut short says nothing new: what an earlier
+                # one learnt (a refused login) is the reason to give
+                if not (isinstance(exc, TimeoutError) and attempt < connect_timeout
+                        and outcome.last_error != _Outcome.last_error):
+                    outcome.last_error = _explain(exc, target, connect_timeout)
             else:
                 outcome.seconds = loop.time() - started
                 conn.close()

@@ -185,7 +185,7 @@ async def test_wrong_client_key_is_retried_then_reported(lab: NetLab, client_key
     await lab.settle()
     other, _ = EnvState("other", root=tmp_path).ensure_keypair()  # not the VM's keypair
     with pytest.raises(SSHWaitError) as err:
-        await wait_for_ssh([target], client_key=other, timeout=6)  # room for a loaded machine
+        await wait_for_ssh([target], client_key=other, timeout=12)  # two full attempts even on a loaded machine
     assert err.value.pending == ["demo-web-1"]
     assert "login as 'root' with csdeploy's key refused" in str(err.value)
 
