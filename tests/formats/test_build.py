@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,8 @@ def project(tmp_path: Path) -> Path:
         "cloud: {zone: z, template: t, service_offering: s, ssh: {allow_from: [127.0.0.0/8]}}\n"
         "roles: {web: {proxy: {app_port: 8000}}}\nsecrets: [API_TOKEN]\n"
         "build: {context: app, args: {GREETING: hello}, secrets: [API_TOKEN]}\n")
+    # a commit of its own (the tag is its sha): two Pythons' tiers run these tests side by side
+    (tmp_path / "run-id").write_text(uuid.uuid4().hex + "\n")
     for argv in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
         subprocess.run(["git", *argv], cwd=tmp_path, check=True)
     return tmp_path
@@ -112,11 +115,14 @@ def test_a_role_with_a_build_of_its_own_gets_its_image_with_the_same_version(pro
         "roles: {web: {proxy: {app_port: 8000}}, admin: {image: registry.lab:5000/csdeploy-test-admin, "
         "proxy: {app_port: 80}, build: {context: admin}}}")
     (project / "bp.yml").write_text(text)
-    result = asyncio.run(build_image(_bp(project), version="v7", push=False, secrets={"API_TOKEN": SECRET}))
+    # a version of this run's own: the fast tiers of two Pythons run this test at the same time
+    # on one Docker engine, and one's clean-up removed the other's image (CI, 3.12 beside 3.13)
+    version = f"v7-{uuid.uuid4().hex[:8]}"
+    result = asyncio.run(build_image(_bp(project), version=version, push=False, secrets={"API_TOKEN": SECRET}))
     try:
-        assert result.image == "registry.lab:5000/csdeploy-test-tiny:v7"
-        assert [one.image for one in result.also] == ["registry.lab:5000/csdeploy-test-admin:v7"]
-        assert _docker("run", "--rm", result.also[0].image, "cat", "/who").stdout.strip() == "admin v7"
+        assert result.image == f"registry.lab:5000/csdeploy-test-tiny:{version}"
+        assert [one.image for one in result.also] == [f"registry.lab:5000/csdeploy-test-admin:{version}"]
+        assert _docker("run", "--rm", result.also[0].image, "cat", "/who").stdout.strip() == f"admin {version}"
         label = _docker("image", "inspect", "--format", '{{index .Config.Labels "service"}}', result.also[0].image)
         assert label.stdout.strip() == "tiny"
     finally:
