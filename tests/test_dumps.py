@@ -10,7 +10,6 @@ The maintenance calls are recorded, so a test sees whether the app was put behin
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -30,6 +29,7 @@ from cloudstack_deploy.blueprint import load_blueprint
 from cloudstack_deploy.errors import InvalidInput, OperationFailed
 from cloudstack_deploy.rollout.hosts import Result
 from tests.store.pgserver import PgServer, bindir, shared_pg_server
+from tests.support.streams import pipe_local
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = load_blueprint(str(REPO / "blueprints" / "demo.yml"))
@@ -71,33 +71,7 @@ class HostHere:
         self.events.append(" ".join(tool[:2]))
         env = {**os.environ, "PGHOST": self.server.host, "PGPORT": str(self.server.port),
                "PGPASSWORD": self.server.password}
-        proc = await asyncio.create_subprocess_exec(*tool, stdin=asyncio.subprocess.PIPE,
-                                                    stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.PIPE, env=env)
-        assert proc.stdin and proc.stdout and proc.stderr
-
-        async def feed() -> None:
-            try:
-                if source is not None:
-                    async for chunk in source:
-                        proc.stdin.write(chunk)
-                        await proc.stdin.drain()
-                proc.stdin.close()
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-        async def drain() -> None:
-            while chunk := await proc.stdout.read(1 << 16):
-                if sink is not None:
-                    await sink(chunk)
-
-        try:
-            _, _, err = await asyncio.gather(feed(), drain(), proc.stderr.read())
-        except BaseException:
-            proc.kill()
-            await proc.wait()
-            raise
-        return Result(await proc.wait(), "", err.decode())
+        return await pipe_local(tool, env, source=source, sink=sink)
 
 
 def environment(server: PgServer, name: str, *, proxy: bool = True) -> tuple[Any, HostHere, list[bool]]:

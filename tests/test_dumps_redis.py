@@ -33,6 +33,7 @@ from cloudstack_deploy.rollout.commands.script import Script
 from cloudstack_deploy.rollout.hosts import HostError, Result
 from tests.support.redisdocker import RedisDocker
 from tests.support.sim import public_range
+from tests.support.streams import pipe_local
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = load_blueprint(str(REPO / "blueprints" / "demo.yml"))
@@ -68,33 +69,7 @@ class RedisHost:
 
     async def pipe(self, argv: list[str], *, source: AsyncIterator[bytes] | None = None,
                    sink: Callable[[bytes], Awaitable[None]] | None = None, what: str = "") -> Result:
-        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE,
-                                                    stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.PIPE, env=self.docker.env)
-        assert proc.stdin and proc.stdout and proc.stderr
-
-        async def feed() -> None:
-            try:
-                if source is not None:
-                    async for chunk in source:
-                        proc.stdin.write(chunk)
-                        await proc.stdin.drain()
-                proc.stdin.close()
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-        async def drain() -> None:
-            while chunk := await proc.stdout.read(1 << 16):
-                if sink is not None:
-                    await sink(chunk)
-
-        try:
-            _, _, err = await asyncio.gather(feed(), drain(), proc.stderr.read())
-        except BaseException:
-            proc.kill()
-            await proc.wait()
-            raise
-        return Result(await proc.wait(), "", err.decode())
+        return await pipe_local(argv, self.docker.env, source=source, sink=sink)
 
 
 @pytest.fixture
