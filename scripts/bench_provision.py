@@ -38,6 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from cloudstack_deploy.blueprint import load_blueprint  # noqa: E402
 from cloudstack_deploy.cloud import Cloud, CloudConfig  # noqa: E402
@@ -183,8 +184,9 @@ def _cli_run(tree: Path, argv: list[str], env: dict[str, str], sim_pid: int) -> 
 
 
 def against(args: argparse.Namespace) -> None:
-    import socket
     import subprocess
+
+    from benchlib.fleet import simulator
 
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="csdeploy-bench-against-") as tmp:
@@ -196,25 +198,11 @@ def against(args: argparse.Namespace) -> None:
         trees = {f"before {args.against}": before, f"after {head.stdout.strip()}+": ROOT}
         for tree in trees.values():  # as pip install does: bytecode first, not inside the timings
             subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "cloudstack_deploy")], check=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        limits = [a for _, name, _ in RESOURCE_LIMITS for a in ("--limit", f"{name}=-1")]
-        sim = subprocess.Popen([sys.executable, "-m", "cloudstack_deploy", "lab", "simulator", "--port", str(port),
-                                "--api-key", KEY, "--secret-key", SECRET, "--vm-boot-seconds", str(args.boot),
-                                "--job-seconds", str(args.job), "--public-range", "127.232.0.0/16", *limits],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         walls: dict[tuple[str, int, str], list[float]] = {}
         cpus: dict[tuple[str, int, str], list[float]] = {}
         calls: dict[tuple[str, int, str], Counter[str]] = {}
-        try:
-            assert sim.stdout is not None
-            for line in sim.stdout:
-                if "listening on" in line:
-                    break
-            env = {**os.environ, "CSDEPLOY_HOME": str(Path(tmp) / "home"),
-                   "CLOUDSTACK_ENDPOINT": f"http://127.0.0.1:{port}/client/api", "CLOUDSTACK_KEY": KEY,
-                   "CLOUDSTACK_SECRET": SECRET, "CLOUDSTACK_POLL_INTERVAL": str(args.poll)}
+        with simulator(Path(tmp) / "home", boot=args.boot, job=args.job, poll=args.poll,
+                       public_range="127.232.0.0/16") as (sim, env):
             for r in range(args.rounds):
                 order = list(trees.items()) if r % 2 == 0 else list(reversed(trees.items()))
                 for label, tree in order:
@@ -231,9 +219,6 @@ def against(args: argparse.Namespace) -> None:
                             calls[(label, n, what)] = counted
                         print(f"round {r + 1} {label:<16} {n:>4} VMs: create {walls[(label, n, 'create')][-1]:6.2f}s "
                               f"teardown {walls[(label, n, 'teardown')][-1]:6.2f}s", flush=True)
-        finally:
-            sim.terminate()
-            sim.wait(timeout=30)
     polls = ("queryAsyncJobResult", "listAsyncJobs")
     print(f"\ncreate-env --skip-rollout and teardown, CLI, {args.rounds} rounds alternating (vm boot {args.boot}s, "
           f"job {args.job}s, poll {args.poll}s); load average at start {load}, at end "
