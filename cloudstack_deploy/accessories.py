@@ -21,9 +21,14 @@ all PostgreSQL. Each kind's env contract is the official image's own (its docker
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import images
+
+if TYPE_CHECKING:
+    from .blueprint_schema import Accessory
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,35 @@ def kind_of(image: str) -> Kind | None:
 
         return replace(kind, data=_BITNAMI_DATA[name], secret=(), enough=(), pair=None)
     return kind
+
+
+def unkept_data(image: str, volumes: tuple[str, ...] | list[str]) -> str | None:
+    """The data directory of a known accessory image that none of ``volumes`` (``SRC:DST[:ro]``)
+    holds, or None. Such data lives in the container's anonymous volume and is lost whenever the
+    container is created again (`accessory upgrade`, `remove` then `start`, a changed setting)."""
+    kind = kind_of(image)
+    if kind is None or kind.data is None:
+        return None
+    targets = [v.split(":")[1].rstrip("/") for v in volumes if v.count(":") >= 1]
+    if any(kind.data == t or kind.data.startswith(t + "/") for t in targets if t):
+        return None
+    return kind.data
+
+
+def unkept_notes(accessories: Mapping[str, Accessory]) -> list[str]:
+    """What `validate` and `plan` say of accessories whose data no volume keeps."""
+    out = []
+    for name, acc in accessories.items():
+        kind = kind_of(acc.image)
+        if kind is None or not (kind.always_disk or acc.backups is not None):
+            continue   # a cache whose data nobody backs up may start empty
+        path = unkept_data(acc.image, acc.volumes)
+        if path is not None:
+            out.append(f"accessories.{name}: {path} (where {acc.image} keeps its data) is on no "
+                       f"volume, so its data is lost whenever the container is created again (accessory "
+                       f"upgrade, remove then start, a changed setting); keep it on a named volume "
+                       f"(`volumes: [\"{name}-data:{path}\"]`) or a directory of the accessory's disk")
+    return out
 
 
 def _is_bitnami(image: str) -> bool:

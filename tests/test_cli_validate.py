@@ -60,3 +60,23 @@ def test_a_literal_password_never_reaches_the_terminal() -> None:
     assert result.exit_code == 2
     assert "registry.password: this looks like a literal password" in result.stderr
     assert "s3cr3t-Pa55word" not in result.output + result.stderr
+
+
+def test_a_database_whose_data_no_volume_keeps_is_noted_and_a_kept_one_is_not() -> None:
+    """PostgreSQL's data directory on no volume lives in the container's anonymous volume: an
+    `accessory upgrade` (or remove + start) would start it empty. validate says so; the demo's
+    db (a directory of its disk) and its Redis (a cache nobody backs up) get no such note."""
+    result = cli("validate", DEMO, "--set", "accessories.db.volumes=[]")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
+    assert notes == ["note: accessories.db: /var/lib/postgresql/data (where registry.lab:5000/postgres:15 keeps "
+                     "its data) is on no volume, so its data is lost whenever the container is created again "
+                     "(accessory upgrade, remove then start, a changed setting); keep it on a named volume "
+                     '(`volumes: ["db-data:/var/lib/postgresql/data"]`) or a directory of the accessory\'s disk'], \
+        result.stdout
+    kept = cli("validate", DEMO, "--set", 'accessories.db.volumes=["db-data:/var/lib/postgresql/data/"]')
+    assert "note:" not in kept.stdout, kept.stdout
+    backed_up = cli("validate", DEMO, "--set", "accessories.redis.backups.keep=3")
+    assert backed_up.exit_code == 0, backed_up.output
+    assert "note: accessories.redis: /data (where registry.lab:5000/redis:7 keeps its data) is on no volume" \
+        in backed_up.stdout, backed_up.stdout

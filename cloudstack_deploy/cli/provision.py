@@ -35,11 +35,12 @@ BLUEPRINT_ARG = click.argument("blueprint", type=click.Path(dir_okay=False))
 @SET_OPTION
 def validate(blueprint: str, overrides: tuple[str, ...]) -> None:
     """Check BLUEPRINT: schema, unknown keys, references. Errors name file, line and field."""
+    from ..accessories import unkept_notes
     from ..server.schedule import notes
 
     bp = load(blueprint, overrides)
     click.echo(f"{blueprint}: valid ({bp.summary()})")
-    for text in notes(bp):
+    for text in [*notes(bp), *unkept_notes(bp.accessories)]:
         click.echo(f"note: {text}")
 
 
@@ -56,9 +57,10 @@ def plan(blueprint: str, env: str, ttl_text: str | None, overrides: tuple[str, .
     bp = load(blueprint, overrides)
     result = run(service.plan(bp, env, ttl=ttl(ttl_text), max_api=max_api))
     records = run(service.dns_records(bp, env))
+    from ..accessories import unkept_notes
     from ..server.schedule import notes
 
-    scheduled = notes(bp, env)
+    scheduled = [*notes(bp, env), *unkept_notes(bp.accessories)]
     if as_json:
         doc = result.to_dict()
         if bp.dns is not None:
