@@ -911,7 +911,8 @@ async def accessory_lifecycle(env: str, name: str, action: str, *, delete_data: 
         if gate is not None:
             await gate
         return await lifecycle.accessory(_rollout(ctx, secrets, progress, dry_run), name, action,
-                                         delete_data=delete_data, break_lock=break_lock)
+                                         delete_data=delete_data, break_lock=break_lock,
+                                         load_secrets=lambda: load_secrets_for(ctx.bp))
 
 
 async def prune(env: str, *, blueprint: str | None = None, dry_run: bool = False, break_lock: bool = False,

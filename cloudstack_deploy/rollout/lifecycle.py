@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from .. import accessories
 from ..errors import InvalidInput
 from ..inventory import Host
 from . import history
@@ -135,9 +136,12 @@ def data_sources(volumes: tuple[str, ...]) -> list[str]:
 
 
 async def accessory(r: Rollout, name: str, action: str, *, delete_data: bool = False,
-                    break_lock: bool = False) -> LifecycleResult:
+                    break_lock: bool = False, load_secrets: Callable[[], dict[str, str]] | None = None,
+                    ) -> LifecycleResult:
     """``action`` on accessory ``name``: start, stop, restart (the same container), remove (its
-    data kept unless ``delete_data``), upgrade (pull the blueprint's image, re-create the container)."""
+    data kept unless ``delete_data``), upgrade (pull the blueprint's image, re-create the container).
+    ``load_secrets``: asked only when a `start` finds no container and boots it (its env file
+    was removed with it), so a plain start needs no secret."""
     if action not in ACCESSORY_ACTIONS:
         raise InvalidInput(f"unknown accessory action {action!r}", hint="one of " + ", ".join(ACCESSORY_ACTIONS))
     if delete_data and action != "remove":
@@ -146,10 +150,18 @@ async def accessory(r: Rollout, name: str, action: str, *, delete_data: bool = F
     acc = r.bp.accessories[name]
     container = accessory_container(r.bp.service, name)
     result = LifecycleResult(action)
+    lost = accessories.unkept_data(acc.image, acc.volumes)
+    if lost is not None and action in ("upgrade", "remove", "start"):
+        r.progress.note(f"accessory {name}: {lost} is on no volume: a container created again starts "
+                        "without the data it held (give the accessory a volume for it)", level="warning")
 
     async def body(pool: Hosts) -> None:
         conn = await pool.connect(host)
-        if action in ("start", "stop", "restart"):
+        if action == "start" and not await _exists(conn, container):
+            if load_secrets is not None:
+                r.secrets.update(load_secrets())
+            await _upgrade(r, pool, conn, host, name, result, boot=True)
+        elif action in ("start", "stop", "restart"):
             res = await conn.run(lc.accessory_simple(container, action), what=f"accessory {action} {name}")
             result.hosts[host.name] = lc.parse(res.stdout)
         elif action == "remove":
@@ -163,20 +175,36 @@ async def accessory(r: Rollout, name: str, action: str, *, delete_data: bool = F
     return await _locked(r, f"accessory-{action}-{name}", [host], break_lock, body, result)
 
 
-async def _upgrade(r: Rollout, pool: Hosts, conn: Connection, host: Host, name: str, result: LifecycleResult) -> None:
+async def _exists(conn: Connection, container: str) -> bool:
+    """Whether the host has the accessory's container at all (``accessory remove`` deletes it)."""
+    res = await conn.run(lc.image_id(container), what="read the accessory's image", read_only=True)
+    return lc.parse(res.stdout).get(container, "").removeprefix("image").strip() != ""
+
+
+async def _upgrade(r: Rollout, pool: Hosts, conn: Connection, host: Host, name: str, result: LifecycleResult,
+                   *, boot: bool = False) -> None:
     """Pull the blueprint's image for the accessory (even when a copy with its tag is there: a
-    moved tag is what an upgrade is for), then re-create the container with it; data stays."""
+    moved tag is what an upgrade is for), then re-create the container with it; data stays.
+    ``boot``: `accessory start` of a removed accessory (Kamal's `accessory boot`): the container
+    is created again from the blueprint, its image pulled only when the host lacks it."""
     acc = r.bp.accessories[name]
     container = accessory_container(r.bp.service, name)
     before = lc.parse((await conn.run(lc.image_id(container), what="read the accessory's image",
                                       read_only=True)).stdout).get(container, "")
-    password = r.secrets.get(r.bp.registry.password) if r.bp.registry else None
+    pulls = [acc.image]
+    if boot:
+        known = await r.read_facts(pool, [host], None, lock=None)
+        pulls = [] if known[host.name].has_image(acc.image) else pulls
+    password = r.secrets.get(r.bp.registry.password) if r.bp.registry and pulls else None
     pull = prepare_script(r.bp, host, user=r.inv.ssh.user, install=None, network=False, registry_password=password,
-                          pulls=[acc.image], check_image=None,
+                          pulls=pulls, check_image=None,
                           accessory_envs={name: accessory_env(acc, r.secrets)}, proxy=False)
-    await conn.run(pull, what=f"pull {acc.image}", timeout=900)
+    await conn.run(pull, what=f"pull {acc.image}" if pulls else f"accessory env {name}", timeout=900)
     facts = await r.read_facts(pool, [host], None, lock=None)
     outcome = await converge(r, pool, None, facts, (name,), [host])
+    if boot:
+        result.hosts[host.name] = {container: f"booted with {acc.image} (its data kept)"}
+        return
     after = lc.parse((await conn.run(lc.image_id(container), what="read the accessory's image",
                                      read_only=True)).stdout).get(container, "")
     changed = before != after or isinstance(pool, DryRun)

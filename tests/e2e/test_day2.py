@@ -8,7 +8,8 @@ subprocess, a terminal from `script`.
   d. maintenance off -> 200 "demo v2"
   e. app stop -> no 200; app start -> 200 v2 again
   f. psql (an alias), exec -i with stdin, exec -it under `script`: a terminal, the exit code
-  g. accessory restart, upgrade (the same image: re-created, data kept) and prune; the app still answers
+  g. accessory restart, upgrade (the same image: re-created, data kept) and prune; the app still answers;
+     accessory remove, then start boots it again on its data (the rows are there)
   h. `csdeploy serve` on this lab, the dashboard in chromium: a deployer logs in, deploys v1 from
      the form, the progress screen follows it to "succeeded", the history shows it; a viewer has
      no deploy button and a posted form is refused (403); screenshots kept (path printed)
@@ -123,15 +124,35 @@ def test_f_psql_exec_i_and_a_terminal(story: Story) -> None:
     assert res.returncode == 3 and "TTY-OK" in res.stdout, res.stdout + res.stderr
 
 
+SQL = ("psql", "--env", ENV, "--no-tty", "--", "-tAc")
+
+
 def test_g_accessory_restart_upgrade_and_prune(story: Story) -> None:
+    story.lab.csdeploy(*SQL, "create table kept (n int); insert into kept values (7), (11)")
     run = story.lab.csdeploy("accessory", "restart", "db", "--env", ENV)
     assert "demo-db restarted" in run.stdout, run.explain()
     run = story.lab.csdeploy("accessory", "upgrade", "db", "--env", ENV)
     assert "demo-db rebooted with registry.lab:5000/postgres:15 (the same image as before)" in run.stdout, \
         run.explain()
     assert story.lab.csdeploy("alias", "sql", "--env", ENV).stdout.strip() == "42"
+    assert story.lab.csdeploy(*SQL, "select sum(n) from kept").stdout.strip() == "18"
     run = story.lab.csdeploy("prune", "--env", ENV)
     assert f"{ENV}-web-1: removed" in run.stdout, run.explain()
+    wait_for_page(story.url, "v2", deadline=20)
+
+
+def test_g2_accessory_remove_then_start_boots_it_with_its_rows(story: Story) -> None:
+    """`accessory remove db` keeps the data; `accessory start db` creates the container again
+    (Kamal's `accessory boot`) on the same data: the rows written before are there."""
+    sql = SQL
+    run = story.lab.csdeploy("accessory", "remove", "db", "--env", ENV, "--yes")
+    assert "demo-db removed" in run.stdout, run.explain()
+    gone = story.lab.csdeploy(*sql, "select 1", check=False)
+    assert gone.code != 0, gone.explain()
+    run = story.lab.csdeploy("accessory", "start", "db", "--env", ENV)
+    assert "demo-db booted with registry.lab:5000/postgres:15 (its data kept)" in run.stdout, run.explain()
+    rows = story.lab.csdeploy(*sql, "select sum(n) from kept")
+    assert rows.stdout.strip() == "18", rows.explain()
     wait_for_page(story.url, "v2", deadline=20)
 
 

@@ -136,7 +136,7 @@ def accessory_simple(name: str, action: str, *, timeout: int = 30) -> Script:
     state = Var("state")
     s.capture(state, d.inspect(name, d.STATE))
     with s.when(empty(state)):
-        s.fail(NOTHING_EXIT, f"no container {name} on this host: deploy (or `accessory upgrade`) creates it")
+        s.fail(NOTHING_EXIT, f"no container {name} on this host: `accessory start` (or a deploy) creates it")
     argv: list[str] = ["docker", action, *(["--time", str(timeout)] if action != "start" else []), name]
     s.run(argv, quiet=True)
     s.emit(name, f"|{ {'start': 'started', 'stop': 'stopped', 'restart': 'restarted'}[action]}")
