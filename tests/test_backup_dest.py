@@ -1,6 +1,8 @@
-"""Where backups go: a private local directory, libcloud's local driver, and an S3-compatible
+"""Where backups go: a private local directory, libcloud's local driver, an S3-compatible
 server over HTTP on loopback (moto's server: the S3 wire protocol with signature v4, through
-libcloud's S3-compatible driver exactly as a MinIO or Ceph endpoint is reached).
+libcloud's S3-compatible driver exactly as a MinIO or Ceph endpoint is reached), and Azure
+Blob Storage as Microsoft's emulator, Azurite, serves it (tests/support/azurite.py; the whole
+backup, listing, retention and restore against it are in tests/test_backup_azure.py).
 
 Each store is driven through the same async bridges the backup uses: bytes go in chunk by
 chunk, the digest and size come back, and a failing source leaves no object behind.
@@ -19,6 +21,7 @@ import pytest
 
 from cloudstack_deploy import backup_dest as bd
 from cloudstack_deploy.errors import InvalidInput
+from tests.support.azurite import azure_url, azurite  # noqa: F401 - fixtures
 
 
 async def chunks(data: bytes, size: int = 7000, fail_after: int | None = None) -> AsyncIterator[bytes]:
@@ -51,7 +54,7 @@ def s3_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return f"s3://{bucket}/team/backups?endpoint={s3_endpoint}"
 
 
-@pytest.fixture(params=["dir", "libcloud-local", "s3"])
+@pytest.fixture(params=["dir", "libcloud-local", "s3", "azure"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> bd.Store:
     if request.param == "dir":
         return bd.open_store(str(tmp_path / "dumps"))
@@ -59,7 +62,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> bd.Store:
         pytest.importorskip("fasteners")
         (tmp_path / "objects" / "vault").mkdir(parents=True)
         return bd.open_store(f"local://vault/nightly?root={tmp_path / 'objects'}")
-    return bd.open_store(request.getfixturevalue("s3_url"))
+    return bd.open_store(request.getfixturevalue(f"{request.param}_url"))
 
 
 async def test_a_dump_goes_in_by_chunks_and_comes_back_the_same(store: bd.Store) -> None:
@@ -104,6 +107,12 @@ def test_a_key_cannot_leave_the_directory(tmp_path: Path) -> None:
     ("s3://AKIA:secret@bucket/x", "credentials in the URL"),
     ("s3://bucket/x?endpiont=http://h", "unknown option(s) endpiont"),
     ("s3://bucket/x?endpoint=127.0.0.1:9000", "is not an http(s) URL"),
+    ("azure://c/x?endpoint=127.0.0.1:10000", "is not an http(s) URL"),
+    ("azure://c/x?endpoint=http://127.0.0.1:port", "is not an http(s) URL"),
+    ("s3://bucket/x?endpoint=http://minio:9000/bucket", "has a path"),
+    ("azure://c/x?endpoint=http://127.0.0.1:10000/acct/blob", "has a path"),
+    ("gs://bucket/x?endpoint=http://127.0.0.1:4443", "gs:// takes no endpoint"),
+    ("azure://c/x?region=west", "unknown option"),  # region is s3's
     ("local://vault/x", "needs ?root="),
     ("file://otherhost/x", "names a local path"),
     ("", "empty"),
@@ -111,6 +120,8 @@ def test_a_key_cannot_leave_the_directory(tmp_path: Path) -> None:
 def test_an_unusable_url_is_one_line_naming_it(url: str, says: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT", "acct")
+    monkeypatch.setenv("AZURE_STORAGE_KEY", "a2V5")
     with pytest.raises(InvalidInput) as caught:
         bd.open_store(url)
     assert says in str(caught.value) and "\n" not in str(caught.value)
