@@ -346,8 +346,8 @@ def _azure_kwargs(account: str, key: str, endpoint: str | None, url: str) -> dic
     ep = urlsplit(endpoint)
     named = ep.path.strip("/")
     if named and named != account:
-        raise InvalidInput(f"backup destination {url}: the endpoint names the account {named!r}, "
-                           f"AZURE_STORAGE_ACCOUNT is {account!r}",
+        raise InvalidInput(f"backup destination {url}: the endpoint names an account that is not "
+                           "AZURE_STORAGE_ACCOUNT",
                            hint="drop the account from the endpoint, or set AZURE_STORAGE_ACCOUNT to it")
     secure = ep.scheme == "https"
     return {"host": ep.hostname, "port": ep.port or (443 if secure else 80), "secure": secure}

@@ -21,7 +21,7 @@ import pytest
 
 from cloudstack_deploy import backup_dest as bd
 from cloudstack_deploy.errors import InvalidInput
-from tests.support.azurite import azure_url, azurite  # noqa: F401 - fixtures
+from tests.support.azurite import Azurite, destination, serve
 
 
 async def chunks(data: bytes, size: int = 7000, fail_after: int | None = None) -> AsyncIterator[bytes]:
@@ -52,6 +52,16 @@ def s3_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="testing-key",
                  aws_secret_access_key="testing-secret-value").create_bucket(Bucket=bucket)
     return f"s3://{bucket}/team/backups?endpoint={s3_endpoint}"
+
+
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    yield from serve(tmp_path_factory)
+
+
+@pytest.fixture
+def azure_url(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> str:
+    return destination(azurite, monkeypatch)
 
 
 @pytest.fixture(params=["dir", "libcloud-local", "s3", "azure"])

@@ -5,7 +5,10 @@ into ~/.cache/csdeploy/azurite; node >= 18). It is started on a free port chosen
 kernel, keeps its blobs in memory, sends no telemetry (``--disableTelemetry``: by default it
 reports to Application Insights) and is stopped when the module's tests are done.
 
-A test module takes it with ``from tests.support.azurite import azurite  # noqa: F401``.
+A test module makes its fixtures from `serve` and `destination`::
+
+    @pytest.fixture(scope="module")
+    def azurite(tmp_path_factory): yield from serve(tmp_path_factory)
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ def azurite_blob() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """Run Azurite while the (module-scoped) fixture lasts; skip (fail under CI) without it."""
     pytest.importorskip("libcloud")
     program = azurite_blob()
     if program is None or shutil.which("node") is None:
@@ -99,8 +102,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
         reader.join(5)
 
 
-@pytest.fixture
-def azure_url(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> str:
+def destination(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> str:
     """An ``azure://`` destination in a new container of the module's Azurite, with the dev
     account's credentials in the environment as a user would export them."""
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT", ACCOUNT)
