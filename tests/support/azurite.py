@@ -28,7 +28,7 @@ import pytest
 ACCOUNT = "devstoreaccount1"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 CACHE = Path.home() / ".cache" / "csdeploy" / "azurite"
-INSTALL = f"npm install --prefix {CACHE} azurite"
+INSTALL = f"npm install --prefix {CACHE} azurite@3.35.0"
 LISTENING = re.compile(rb"listens on http://127\.0\.0\.1:(\d+)")
 
 
