@@ -160,3 +160,27 @@ def test_a_missing_bucket_and_an_unreachable_endpoint_are_said(s3_url: str) -> N
     dead = "s3://bucket/x?endpoint=http://127.0.0.1:9"  # discard port: nothing listens
     with pytest.raises(InvalidInput, match="unreachable or refused"):
         bd.open_store(dead).check()
+
+
+@pytest.mark.parametrize("key_id", ["GOOG1EXAMPLEKEYID", "backups-writer", "123-abc.apps.googleusercontent.com"])
+def test_a_gs_key_id_of_any_shape_is_an_hmac_key(key_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libcloud guesses the kind of Google credentials from the key id's shape
+    (libcloud.common.google.GoogleAuthType.guess_type): one not starting with GOOG made it ask
+    GCE's metadata server (traffic off this machine), then start an interactive OAuth sign-in.
+    gs:// takes HMAC keys (GCS_ACCESS_KEY / GCS_SECRET) whatever they look like."""
+    from libcloud.common.google import GoogleAuthType, GoogleOAuth2Credential
+
+    asked: list[str] = []
+
+    def sign_in(*args: object, **kwargs: object) -> None:  # it listens on 127.0.0.1:8087 until a browser comes
+        asked.append("OAuth sign-in")
+        raise RuntimeError("an OAuth sign-in was started")
+
+    monkeypatch.setattr(GoogleAuthType, "_is_gce", staticmethod(lambda: asked.append("metadata server") or False))
+    monkeypatch.setattr(GoogleOAuth2Credential, "__init__", sign_in)
+    monkeypatch.setenv("GCS_ACCESS_KEY", key_id)
+    monkeypatch.setenv("GCS_SECRET", "hmac-secret-value")
+    store = bd.open_store("gs://bucket/team")
+    assert isinstance(store, bd.ObjectStore) and asked == []
+    for connection in (store.driver.connection, store.driver.json_connection):
+        assert connection.auth_type == GoogleAuthType.GCS_S3 and connection.oauth2_credential is None
