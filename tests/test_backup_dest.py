@@ -1,8 +1,8 @@
 """Where backups go: a private local directory, libcloud's local driver, an S3-compatible
 server over HTTP on loopback (moto's server: the S3 wire protocol with signature v4, through
-libcloud's S3-compatible driver exactly as a MinIO or Ceph endpoint is reached), and Azure
-Blob Storage as Microsoft's emulator, Azurite, serves it (tests/support/azurite.py; the whole
-backup, listing, retention and restore against it are in tests/test_backup_azure.py).
+libcloud's S3-compatible driver exactly as a MinIO or Ceph endpoint is reached). Azure Blob
+Storage, as Microsoft's emulator Azurite serves it, has its own module (one emulator start):
+tests/test_backup_azure.py.
 
 Each store is driven through the same async bridges the backup uses: bytes go in chunk by
 chunk, the digest and size come back, and a failing source leaves no object behind.
@@ -21,7 +21,6 @@ import pytest
 
 from cloudstack_deploy import backup_dest as bd
 from cloudstack_deploy.errors import InvalidInput
-from tests.support.azurite import Azurite, destination, serve
 
 
 async def chunks(data: bytes, size: int = 7000, fail_after: int | None = None) -> AsyncIterator[bytes]:
@@ -54,17 +53,7 @@ def s3_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return f"s3://{bucket}/team/backups?endpoint={s3_endpoint}"
 
 
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    yield from serve(tmp_path_factory)
-
-
-@pytest.fixture
-def azure_url(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> str:
-    return destination(azurite, monkeypatch)
-
-
-@pytest.fixture(params=["dir", "libcloud-local", "s3", "azure"])
+@pytest.fixture(params=["dir", "libcloud-local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> bd.Store:
     if request.param == "dir":
         return bd.open_store(str(tmp_path / "dumps"))
@@ -72,7 +61,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> bd.Store:
         pytest.importorskip("fasteners")
         (tmp_path / "objects" / "vault").mkdir(parents=True)
         return bd.open_store(f"local://vault/nightly?root={tmp_path / 'objects'}")
-    return bd.open_store(request.getfixturevalue(f"{request.param}_url"))
+    return bd.open_store(request.getfixturevalue("s3_url"))
 
 
 async def test_a_dump_goes_in_by_chunks_and_comes_back_the_same(store: bd.Store) -> None:
