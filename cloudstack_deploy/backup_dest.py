@@ -8,6 +8,9 @@ apache-libcloud's storage drivers (imported only when a URL names one).
                                   an S3-compatible server (MinIO, Ceph RGW, Garage, ...)
     gs://BUCKET/PREFIX            Google Cloud Storage (HMAC interoperability keys)
     azure://CONTAINER/PREFIX      Azure Blob Storage
+    azure://CONTAINER/PREFIX?endpoint=http://127.0.0.1:10000
+                                  an Azure Storage emulator (Azurite) or a custom blob endpoint,
+                                  the account in the path (path-style, as Azurite serves it)
     local://CONTAINER/PREFIX?root=/srv/store
                                   libcloud's local driver (a directory per container)
 
@@ -23,6 +26,7 @@ a bounded queue and one worker thread, so a dump is never whole in memory.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
 import os
 import queue
@@ -48,6 +52,9 @@ OBJECT_STORES = {
     "local": ("LOCAL", ()),
 }
 SCHEMES = ("file", *OBJECT_STORES)
+#: Each scheme's options (``?NAME=``); ``endpoint`` names the server (S3-compatible ones, Azurite).
+OPTIONS: dict[str, tuple[str, ...]] = {"s3": ("endpoint", "region"), "azure": ("endpoint",), "gs": (),
+                                       "local": ("root",)}
 
 
 class Store(Protocol):
@@ -134,6 +141,7 @@ class ObjectStore:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _container(self) -> Any:
+        from libcloud.common.types import InvalidCredsError
         from libcloud.storage.types import ContainerDoesNotExistError
 
         try:
@@ -141,6 +149,12 @@ class ObjectStore:
         except ContainerDoesNotExistError:
             raise InvalidInput(f"backup destination {self.url}: no bucket or container {self.bucket!r}",
                                hint="create it first; csdeploy does not create buckets") from None
+        except InvalidCredsError:
+            names = OBJECT_STORES.get(urlsplit(self.url).scheme.lower(), ("", ()))[1]
+            raise InvalidInput(f"backup destination {self.url} refused the credentials"
+                               + (f" ({' / '.join(names)})" if names else ""),
+                               hint="check the account or key id and its secret, and that they may use "
+                                    f"{self.bucket!r}") from None
         except InvalidInput:
             raise
         except Exception as exc:  # libcloud raises many kinds for an endpoint it cannot reach
@@ -241,16 +255,28 @@ def parse_url(url: str) -> Destination:
     if not bucket:
         raise InvalidInput(f"backup destination {text!r} names no bucket or container",
                            hint=f"{scheme}://BUCKET/PREFIX")
-    unknown = set(query) - {"endpoint", "region", "root"}
+    if "endpoint" in query and "endpoint" not in OPTIONS[scheme]:
+        raise InvalidInput(f"backup destination {text}: {scheme}:// takes no endpoint",
+                           hint="endpoint is an option of " + ", ".join(
+                               f"{s}://" for s, known in OPTIONS.items() if "endpoint" in known))
+    unknown = set(query) - set(OPTIONS[scheme])
     if unknown:
         raise InvalidInput(f"backup destination {text!r}: unknown option(s) {', '.join(sorted(unknown))}",
-                           hint="known: endpoint, region (s3); root (local)")
+                           hint=f"{scheme}:// takes " + (", ".join(OPTIONS[scheme]) or "none"))
     endpoint = query.get("endpoint")
     if endpoint is not None:
-        ep = urlsplit(endpoint)
-        if scheme != "s3" or ep.scheme not in ("http", "https") or not ep.hostname:
-            raise InvalidInput(f"backup destination {text}: endpoint {endpoint!r} is not an http(s) URL"
-                               + ("" if scheme == "s3" else " of an s3:// destination"))
+        try:
+            ep = urlsplit(endpoint)
+            ep.port  # noqa: B018 - raises for a port that is not a number or out of range
+        except ValueError:
+            ep = urlsplit("")
+        if ep.scheme not in ("http", "https") or not ep.hostname or ep.query or ep.fragment:
+            raise InvalidInput(f"backup destination {text}: endpoint {endpoint!r} is not an http(s) URL",
+                               hint=f"{scheme}://BUCKET/PREFIX?endpoint=http://host:port")
+        if ep.path.strip("/") and (scheme != "azure" or "/" in ep.path.strip("/")):
+            raise InvalidInput(f"backup destination {text}: endpoint {endpoint!r} has a path",
+                               hint="give the server only (http://host:port)"
+                               + ("; an Azure endpoint may end in /ACCOUNT" if scheme == "azure" else ""))
     if scheme == "local" and not query.get("root"):
         raise InvalidInput(f"backup destination {text}: libcloud's local driver needs ?root=/a/directory")
     return Destination(scheme, text, bucket=bucket, prefix=prefix, query=tuple(sorted(query.items())))
@@ -299,7 +325,50 @@ def _driver(scheme: str, query: dict[str, str], url: str, lookup: Callable[[str]
             register_secrets([token])
             kwargs["token"] = token
         kwargs["region"] = query.get("region", "us-east-1")
+    if scheme == "azure":
+        kwargs = _azure_kwargs(key, secret, query.get("endpoint"), url)
+    if scheme == "gs":
+        return _hmac_gcs(key, secret)
     return get_driver(getattr(Provider, provider))(key, secret, **kwargs)
+
+
+def _hmac_gcs(key: str, secret: str) -> Any:
+    """libcloud's GCS driver with HMAC keys whatever the key id looks like. Left to guess from
+    its shape, libcloud takes a key id that does not start with GOOG for an OAuth client: it
+    asks GCE's metadata server (169.254.169.254), then starts an installed application's
+    interactive sign-in. Both of its connections are told (the driver does not pass
+    ``auth_type`` on to the XML one)."""
+    from libcloud.common.google import GoogleAuthType
+    from libcloud.storage.drivers.google_storage import GoogleStorageDriver
+
+    class HmacGoogleStorage(GoogleStorageDriver):  # type: ignore[misc]
+        def _ex_connection_class_kwargs(self) -> dict[str, Any]:
+            return {**super()._ex_connection_class_kwargs(), "auth_type": GoogleAuthType.GCS_S3}
+
+    return HmacGoogleStorage(key, secret, auth_type=GoogleAuthType.GCS_S3)
+
+
+def _azure_kwargs(account: str, key: str, endpoint: str | None, url: str) -> dict[str, Any]:
+    """The driver's host, port and scheme for ``endpoint`` (none: the account's own
+    ``ACCOUNT.blob.core.windows.net``). With a host of its own libcloud addresses the account
+    in the path, as Azurite and Azure IoT Edge serve it; an endpoint copied from a connection
+    string (``http://127.0.0.1:10000/devstoreaccount1``) names the account too, and it must be
+    the one the credentials are for."""
+    try:  # the account key, as the portal and connection strings give it
+        binascii.a2b_base64(key.encode("ascii"), strict_mode=True)
+    except (ValueError, UnicodeEncodeError):
+        raise InvalidInput(f"backup destination {url}: AZURE_STORAGE_KEY is not an account key (base64)",
+                           hint="copy the storage account's key1 or key2 as it is shown") from None
+    if not endpoint:
+        return {}
+    ep = urlsplit(endpoint)
+    named = ep.path.strip("/")
+    if named and named != account:
+        raise InvalidInput(f"backup destination {url}: the endpoint names an account that is not "
+                           "AZURE_STORAGE_ACCOUNT",
+                           hint="drop the account from the endpoint, or set AZURE_STORAGE_ACCOUNT to it")
+    secure = ep.scheme == "https"
+    return {"host": ep.hostname, "port": ep.port or (443 if secure else 80), "secure": secure}
 
 
 # ---- async bridges ---------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
-"""Where backups go: a private local directory, libcloud's local driver, and an S3-compatible
+"""Where backups go: a private local directory, libcloud's local driver, an S3-compatible
 server over HTTP on loopback (moto's server: the S3 wire protocol with signature v4, through
-libcloud's S3-compatible driver exactly as a MinIO or Ceph endpoint is reached).
+libcloud's S3-compatible driver exactly as a MinIO or Ceph endpoint is reached). Azure Blob
+Storage, as Microsoft's emulator Azurite serves it, has its own module (one emulator start):
+tests/test_backup_azure.py.
 
 Each store is driven through the same async bridges the backup uses: bytes go in chunk by
 chunk, the digest and size come back, and a failing source leaves no object behind.
@@ -104,6 +106,12 @@ def test_a_key_cannot_leave_the_directory(tmp_path: Path) -> None:
     ("s3://AKIA:secret@bucket/x", "credentials in the URL"),
     ("s3://bucket/x?endpiont=http://h", "unknown option(s) endpiont"),
     ("s3://bucket/x?endpoint=127.0.0.1:9000", "is not an http(s) URL"),
+    ("azure://c/x?endpoint=127.0.0.1:10000", "is not an http(s) URL"),
+    ("azure://c/x?endpoint=http://127.0.0.1:port", "is not an http(s) URL"),
+    ("s3://bucket/x?endpoint=http://minio:9000/bucket", "has a path"),
+    ("azure://c/x?endpoint=http://127.0.0.1:10000/acct/blob", "has a path"),
+    ("gs://bucket/x?endpoint=http://127.0.0.1:4443", "gs:// takes no endpoint"),
+    ("azure://c/x?region=west", "unknown option"),  # region is s3's
     ("local://vault/x", "needs ?root="),
     ("file://otherhost/x", "names a local path"),
     ("", "empty"),
@@ -111,6 +119,8 @@ def test_a_key_cannot_leave_the_directory(tmp_path: Path) -> None:
 def test_an_unusable_url_is_one_line_naming_it(url: str, says: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT", "acct")
+    monkeypatch.setenv("AZURE_STORAGE_KEY", "a2V5")
     with pytest.raises(InvalidInput) as caught:
         bd.open_store(url)
     assert says in str(caught.value) and "\n" not in str(caught.value)
@@ -139,3 +149,27 @@ def test_a_missing_bucket_and_an_unreachable_endpoint_are_said(s3_url: str) -> N
     dead = "s3://bucket/x?endpoint=http://127.0.0.1:9"  # discard port: nothing listens
     with pytest.raises(InvalidInput, match="unreachable or refused"):
         bd.open_store(dead).check()
+
+
+@pytest.mark.parametrize("key_id", ["GOOG1EXAMPLEKEYID", "backups-writer", "123-abc.apps.googleusercontent.com"])
+def test_a_gs_key_id_of_any_shape_is_an_hmac_key(key_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libcloud guesses the kind of Google credentials from the key id's shape
+    (libcloud.common.google.GoogleAuthType.guess_type): one not starting with GOOG made it ask
+    GCE's metadata server (traffic off this machine), then start an interactive OAuth sign-in.
+    gs:// takes HMAC keys (GCS_ACCESS_KEY / GCS_SECRET) whatever they look like."""
+    from libcloud.common.google import GoogleAuthType, GoogleOAuth2Credential
+
+    asked: list[str] = []
+
+    def sign_in(*args: object, **kwargs: object) -> None:  # it listens on 127.0.0.1:8087 until a browser comes
+        asked.append("OAuth sign-in")
+        raise RuntimeError("an OAuth sign-in was started")
+
+    monkeypatch.setattr(GoogleAuthType, "_is_gce", staticmethod(lambda: asked.append("metadata server") or False))
+    monkeypatch.setattr(GoogleOAuth2Credential, "__init__", sign_in)
+    monkeypatch.setenv("GCS_ACCESS_KEY", key_id)
+    monkeypatch.setenv("GCS_SECRET", "hmac-secret-value")
+    store = bd.open_store("gs://bucket/team")
+    assert isinstance(store, bd.ObjectStore) and asked == []
+    for connection in (store.driver.connection, store.driver.json_connection):
+        assert connection.auth_type == GoogleAuthType.GCS_S3 and connection.oauth2_credential is None

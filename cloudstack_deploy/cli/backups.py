@@ -22,7 +22,8 @@ service = Lazy("cloudstack_deploy.service")
 
 TO_OPTION = click.option(
     "--to", "to", default=None, metavar="URL",
-    help="Where backups are kept: a directory, s3://BUCKET/PREFIX[?endpoint=URL], gs://, azure://, "
+    help="Where backups are kept: a directory, s3://BUCKET/PREFIX[?endpoint=URL], gs://, "
+         "azure://CONTAINER/PREFIX[?endpoint=URL], "
          "local://CONTAINER/PREFIX?root=DIR (default: $CSDEPLOY_HOME/backups). Credentials come from the "
          "environment (AWS_ACCESS_KEY_ID, ...), never the URL.")
 ACCESSORY_OPTION = click.option("--accessory", "accessory", required=True, metavar="NAME",
