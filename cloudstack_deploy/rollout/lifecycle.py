@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from ..errors import InvalidInput
 from ..inventory import Host
 from . import history
+from . import plan as planning
 from .apps import converge
 from .commands import host as host_cmds
 from .commands import jobs
@@ -176,7 +177,7 @@ async def _upgrade(r: Rollout, pool: Hosts, conn: Connection, host: Host, name: 
                           accessory_envs={name: accessory_env(acc, r.secrets)}, proxy=False)
     await conn.run(pull, what=f"pull {acc.image}", timeout=900)
     facts = await r.read_facts(pool, [host], None, lock=None)
-    outcome = await converge(r, pool, None, facts, (name,), [host])
+    outcome = await converge(r, pool, planning.build(r.context(), facts, [host], reboot=(name,), user=r.inv.ssh.user))
     after = lc.parse((await conn.run(lc.image_id(container), what="read the accessory's image",
                                      read_only=True)).stdout).get(container, "")
     changed = before != after or isinstance(pool, DryRun)

@@ -6,6 +6,7 @@ The facts here are built in the test (no host, no pool): `plan.build` must not n
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -13,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cloudstack_deploy.progress import Recorder
+from cloudstack_deploy.rollout import apps, runs
 from cloudstack_deploy.rollout import plan as planning
-from cloudstack_deploy.rollout import runs
 from cloudstack_deploy.rollout.canary import CanaryState
 from cloudstack_deploy.rollout.commands import hardening
 from cloudstack_deploy.rollout.commands.facts import HostFacts
@@ -23,6 +24,7 @@ from cloudstack_deploy.rollout.deploy import Rollout
 from cloudstack_deploy.rollout.stages import accessory_hash
 from cloudstack_deploy.rollout.strategy import CanarySpec
 
+from .test_apps import Pool
 from .test_commands import SECRETS
 from .test_interactive import TOKEN, csdeploy
 from .test_interactive import host as host  # noqa: F401 (fixture)
@@ -239,3 +241,19 @@ def test_deploy_dry_run_text_shows_each_host_and_stage(host, tmp_path: Path) -> 
     assert "### demo-web-1: switch web v2" in verbose.stdout and "### demo-web-1: take the deploy lock" in verbose.stdout
     assert "[REDACTED]" in verbose.stdout, "the env file's secret line is shown, redacted"
     assert TOKEN not in verbose.stdout + verbose.stderr
+
+
+def test_a_prepare_only_plan_is_carried_out_on_its_host_alone() -> None:
+    """`accessory reboot` (and `accessory upgrade`) hand the executor a plan of one host's
+    preparation, no app steps: that host's prepare runs, with the accessory forced."""
+    r = rollout()
+    db = r.inv.host("demo-db-1")
+    facts = running(r, "v1")
+    rp = planning.build(r.context(), facts, [db], reboot=("db",), user=r.inv.ssh.user)
+    assert rp.apps is None and [hp.name for hp in rp.hosts] == ["demo-db-1"]
+    assert rp.work("demo-db-1").accessories == ("db",) and not rp.work("demo-db-1").pulls
+    pool = Pool(set())
+    asyncio.run(apps.converge(r, pool, rp))  # type: ignore[arg-type]
+    assert pool.log == [("demo-db-1", "prepare (db)")]
+    assert planning.build(r.context(), facts, [db], user=r.inv.ssh.user).hosts[0].steps == (), \
+        "not asked for and unchanged: nothing to do"
