@@ -3,9 +3,10 @@
 1. Facts (every host at once, one exec each; the primary also takes the deploy lock): Docker,
    network, which images are present, accessories' configuration, the proxy, mounts, the
    app roles' running containers (what a switch back returns to).
-2. Prepare (only hosts that lack something): install Docker, log in and pull only the
-   missing images, boot kamal-proxy, (re)start accessories whose configuration changed. A
-   rollback to a version still on the hosts needs no registry at all.
+2. The plan (`plan.py`, pure, from the facts), then prepare (only hosts that lack something):
+   install Docker, log in and pull only the missing images, boot kamal-proxy, (re)start
+   accessories whose configuration changed. A rollback to a version still on the hosts
+   needs no registry at all.
 3. Apps (`apps.py`), each host as soon as its own preparation and the accessories are done:
    proxy roles switch batch by batch, a watch judges the new version, then the old
    containers stop; or every switched host goes back. Workers start meanwhile and follow

@@ -37,7 +37,6 @@ from .contract import (
     image_ref,
     role_env,
 )
-from .hosts import PlannedScript
 from .stages import (
     accessory_hash,
     accessory_script,
@@ -219,10 +218,6 @@ class RolloutPlan:
         every = [s for hp in self.hosts for s in hp.steps]
         order = {PREPARE: 0, SWITCH: 1, SPLIT: 1, START: 1, COMMIT: 2, SWITCH_BACK: 3, UNSPLIT: 3, REMOVE: 3}
         return sorted(every, key=lambda s: (order[s.stage], s.batch))
-
-    def planned(self) -> list[PlannedScript]:
-        return [PlannedScript(s.host, s.what + (" (if the rollout fails)" if s.on_failure else ""), s.script.text())
-                for s in self.steps()]
 
     def to_dict(self, scripts: bool = False) -> dict[str, Any]:
         """The plan as JSON (keys documented in the README, "deploy --dry-run --json")."""

@@ -154,7 +154,8 @@ async def run(r: Rollout, opts: RolloutOptions, *, gate: Awaitable[None] | None 
                 assert isinstance(pool, DryRun)
                 for text in rp.notes:
                     r.note(text)
-                pool.planned.extend(rp.planned())
+                pool.planned.extend(PlannedScript(s.host, s.what + (" (if the rollout fails)" if s.on_failure else ""),
+                                                  s.script.text()) for s in rp.steps())
             elif opts.kind == ABORT:
                 await _abort(r, pool, rp)
             else:
