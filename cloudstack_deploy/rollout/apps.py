@@ -1,5 +1,6 @@
-"""The apps step of a rollout: proxy roles switch in batches, a watch judges, workers start, and
-one verdict covers them all.
+"""The apps step of a rollout, carrying out the plan (`plan.py`: the batches and each host's
+scripts are decided there): proxy roles switch in batches, a watch judges, workers start, and
+one verdict covers them all; only what depends on run time is decided here.
 
 1. Each proxy role switches its hosts batch by batch (`strategy.batch_size`); a host's switch
    starts its new container and points kamal-proxy at it once healthy. Meanwhile each worker
