@@ -78,6 +78,11 @@ def terminal_safe(text: str, *, keep_newlines: bool = True) -> str:
     return "".join(c if c.isprintable() or (keep_newlines and c == "\n") else repr(c)[1:-1] for c in text)
 
 
+def redact_data(value: Any) -> Any:
+    """``value`` (JSON-shaped data) with every registered secret value redacted in its strings."""
+    return _redact_value(value)
+
+
 def _redact_value(value: Any) -> Any:
     """Redact strings inside `value`, keeping its shape; other objects are checked by repr."""
     if isinstance(value, str):

@@ -79,14 +79,84 @@ def rollout_dict(result: RolloutResult) -> dict[str, Any]:
             **describe_run(result), "warnings": result.warnings}
 
 
-def dry_run_text(result: RolloutResult, what: str) -> str:
-    """Per host, the scripts a rollout would run, in order (secrets redacted by the caller)."""
-    lines = [f"{what} {result.version} --dry-run: nothing was run; these scripts would be sent "
-             f"(each on stdin to `sh -s`)"]
-    for step in result.planned:
-        lines.append(f"\n### {step.host}: {step.what}")
-        lines.append(step.text.rstrip("\n"))
+def _prepare_items(work: Any) -> list[str]:
+    items = ["set up the OS (hosts: section)"] if work.harden else []
+    if work.install:
+        items.append(f"install docker ({work.install})")
+    if work.network:
+        items.append("create the network")
+    if work.pulls:
+        items.append("pull " + ", ".join(work.pulls))
+    if work.check_image:
+        items.append(f"check {work.check_image}'s service label")
+    items += [f"(re)start accessory {name}" for name in work.accessories]
+    if work.proxy:
+        items.append("boot kamal-proxy")
+    return items
+
+
+def rollout_plan_text(result: RolloutResult, what: str, scripts: bool = False) -> str:
+    """`deploy --dry-run`: the plan per host and stage, then what runs here; ``scripts``: and
+    every script (secrets redacted by the caller)."""
+    rp = result.plan
+    lines = [f"{what} {result.version} --dry-run: nothing was changed; the plan from the hosts' facts"
+             + ("" if scripts else " (--scripts, or -v, shows each script)") + ":"]
+    if rp is not None:
+        apps = rp.apps
+        for hp in rp.hosts:
+            host = hp.work.host
+            lines.append(f"{hp.name} ({host.app_role or host.role})")
+            if hp.work.needed:
+                lines.append("  prepare:  " + "; ".join(_prepare_items(hp.work)))
+            for step in hp.steps:
+                if step.stage == "prepare":  # said above, item by item
+                    continue
+                before = apps.previous.get(hp.name) if apps else None
+                batch = f", batch {step.batch}/{step.batches}" if step.batch else ""
+                if step.stage == "switch":
+                    now = f"serves {before} now" if before else "serves nothing yet"
+                    lines.append(f"  switch:   {step.role} to {rp.version}{batch} ({now})")
+                elif step.stage == "split":
+                    percent = apps.split[0] if apps and apps.split else 0
+                    lines.append(f"  split:    {percent}% of {step.role}'s requests to {rp.version}{batch}")
+                elif step.stage == "start":
+                    lines.append(f"  start:    {step.role} {rp.version}{batch} (an old one keeps running until judged)")
+                elif step.stage == "stop old":
+                    lines.append(f"  stop old: {step.role}, once every role is judged good")
+                elif step.on_failure:
+                    lines.append(f"  if the rollout fails: {step.what}")
+                else:
+                    lines.append(f"  {step.what}")
+            if not hp.steps:
+                lines.append("  nothing to do")
+        if apps is not None and apps.watch is not None and rp.kind != "abort":
+            w = apps.watch
+            probes = ", ".join("GET " + u for u in rp.probes) or "no HTTP probe"
+            lines.append(f"watch: {w.duration:g}s every {w.interval:g}s: {probes}"
+                         + ("; containers not restarting" if w.containers else ""))
+        if apps is not None and apps.split is None and not apps.commit and rp.kind != "abort":
+            lines.append("then paused: the old containers keep running until --promote or --abort")
+        lines += [f"note: {text}" for text in rp.notes]
+    local = [step.what for step in result.planned if step.host == "local"]
+    if local:
+        lines.append("here: " + "; ".join(local))
+    if scripts:
+        lines.append("\nthe scripts, in order (each sent on stdin to `sh -s`):")
+        for step in result.planned:
+            lines.append(f"\n### {step.host}: {step.what}")
+            lines.append(step.text.rstrip("\n"))
     return "\n".join(lines)
+
+
+def rollout_plan_dict(result: RolloutResult, scripts: bool = False) -> dict[str, Any]:
+    """`deploy --dry-run --json` (keys in the README)."""
+    out: dict[str, Any] = {"dry_run": True, "version": result.version}
+    if result.plan is not None:
+        out |= result.plan.to_dict()
+    out["local"] = [step.what for step in result.planned if step.host == "local"]
+    if scripts:
+        out["scripts"] = [{"host": p.host, "what": p.what, "script": p.text} for p in result.planned]
+    return out
 
 
 LIFECYCLE_WORDS = {"none": "nothing there", "route removed": "route removed from kamal-proxy",

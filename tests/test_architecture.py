@@ -112,7 +112,7 @@ def test_no_import_cycles() -> None:
 
 
 def test_the_rollout_imports_in_one_direction_type_only_imports_included() -> None:
-    """runs -> apps -> deploy -> stages -> commands: a type-only import back up (``if
+    """runs -> apps -> deploy -> plan -> stages -> commands: a type-only import back up (``if
     TYPE_CHECKING: from .deploy import Rollout``) is a circle too, only hidden."""
     rollout = {name: path for name, path in MODULES.items() if name.startswith("cloudstack_deploy.rollout")}
     graph = {name: _imports(name, path, typing_too=True) & set(rollout) for name, path in rollout.items()}
@@ -190,3 +190,12 @@ def test_error_classes_stay_few() -> None:
                 classes[name].append(node.name)
     count = sum(len(v) for v in classes.values())
     assert count <= 14, dict(classes)
+
+
+def test_the_rollout_s_plan_depends_on_no_executor_and_no_connection() -> None:
+    """`rollout/plan.py` is a function of its inputs, as `provision/plan.py` is: it imports
+    nothing that runs a run, holds a connection or keeps state (type-only imports included)."""
+    name = "cloudstack_deploy.rollout.plan"
+    executors = {f"cloudstack_deploy.rollout.{m}" for m in ("deploy", "apps", "runs", "hosts", "lease", "history",
+                                                             "ops", "lifecycle", "upkeep", "interactive")}
+    assert _imports(name, MODULES[name], typing_too=True) & executors == set()

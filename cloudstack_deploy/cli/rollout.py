@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from ..rollout.deploy import RolloutResult
 
-from ..log import redact
+from ..log import redact, redact_data
 from .common import (
     BLUEPRINT_OPTION,
     BREAK_LOCK_OPTION,
@@ -53,9 +53,21 @@ CONTINUE_OPTION = click.option("--continue-on-error", is_flag=True,
                                     "on it (default: switch them back too).")
 
 
-def _report(result: RolloutResult, as_json: bool, what: str, dry_run: bool) -> None:
+PLAN_DRY_RUN_OPTION = click.option(
+    "--dry-run", is_flag=True,
+    help="Read the hosts' facts and print the plan, per host and stage; run nothing. With --json: the plan as "
+         "JSON; with --scripts (or -v): every script too (secrets redacted).")
+SCRIPTS_OPTION = click.option("--scripts", is_flag=True, help="With --dry-run: print each host's scripts too.")
+
+
+def _report(result: RolloutResult, as_json: bool, what: str, dry_run: bool, scripts: bool = False) -> None:
     if dry_run:
-        click.echo(redact(render.dry_run_text(result, what)))
+        ctx = click.get_current_context(silent=True)
+        scripts = scripts or bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
+        if as_json:
+            echo_json(redact_data(render.rollout_plan_dict(result, scripts)))
+        else:
+            click.echo(redact(render.rollout_plan_text(result, what, scripts)))
     elif as_json:
         echo_json(render.rollout_dict(result))
     else:
@@ -89,12 +101,14 @@ def _report_job(job: dict[str, object], as_json: bool) -> None:
 @ROLES_OPTION
 @HOSTS_OPTION
 @BREAK_LOCK_OPTION
-@DRY_RUN_OPTION
+@PLAN_DRY_RUN_OPTION
+@SCRIPTS_OPTION
 @JSON_OPTION
 @PROGRESS_OPTION
 def deploy(blueprint: str, env: str, version: str | None, build: bool, canary: str | None, promote: bool,
            abort_: bool, continue_on_error: bool, overrides: tuple[str, ...], roles: tuple[str, ...],
-           hosts: tuple[str, ...], break_lock: bool, dry_run: bool, as_json: bool, progress_mode: str) -> None:
+           hosts: tuple[str, ...], break_lock: bool, dry_run: bool, scripts: bool, as_json: bool,
+           progress_mode: str) -> None:
     """Deploy VERSION of the app to environment NAME (rollout only; provision with create-env).
 
     Proxy roles switch host by host behind a load balancer (`rollout.batch` to change it), a
@@ -103,7 +117,7 @@ def deploy(blueprint: str, env: str, version: str | None, build: bool, canary: s
     remote = remote_server()
     if remote is not None:
         not_remote(build=build, promote=promote, abort=abort_, continue_on_error=continue_on_error, set=overrides,
-                   roles=roles, hosts=hosts, break_lock=break_lock, dry_run=dry_run)
+                   roles=roles, hosts=hosts, break_lock=break_lock, dry_run=dry_run, scripts=scripts)
         body = {"env": env, "version": version_or_head(version), "kind": "deploy", "canary": canary}
         with progress_for(progress_mode, as_json) as progress:
             job = run(remote.run_job("/api/deployments", body, progress))
@@ -125,7 +139,7 @@ def deploy(blueprint: str, env: str, version: str | None, build: bool, canary: s
             result = run(service.finish_canary(env, "promote" if promote else "abort", blueprint=blueprint,
                                                overrides=overrides, break_lock=break_lock, progress=progress,
                                                dry_run=dry_run))
-        _report(result, as_json, "promote" if promote else "abort", dry_run)
+        _report(result, as_json, "promote" if promote else "abort", dry_run, scripts)
         return
     if build:
         with progress_for(progress_mode, as_json) as progress:
@@ -144,7 +158,7 @@ def deploy(blueprint: str, env: str, version: str | None, build: bool, canary: s
         result = run(service.deploy(env, version, blueprint=blueprint, overrides=overrides, break_lock=break_lock,
                                     progress=progress, dry_run=dry_run, roles=roles, hosts=hosts, canary=canary,
                                     continue_on_error=continue_on_error))
-    _report(result, as_json, "deploy", dry_run)
+    _report(result, as_json, "deploy", dry_run, scripts)
 
 
 @click.command()
@@ -155,16 +169,18 @@ def deploy(blueprint: str, env: str, version: str | None, build: bool, canary: s
 @HOSTS_OPTION
 @CONTINUE_OPTION
 @BREAK_LOCK_OPTION
-@DRY_RUN_OPTION
+@PLAN_DRY_RUN_OPTION
+@SCRIPTS_OPTION
 @JSON_OPTION
 @PROGRESS_OPTION
 def rollback(env: str, to: str | None, blueprint: str | None, roles: tuple[str, ...], hosts: tuple[str, ...],
-             continue_on_error: bool, break_lock: bool, dry_run: bool, as_json: bool, progress_mode: str) -> None:
+             continue_on_error: bool, break_lock: bool, dry_run: bool, scripts: bool, as_json: bool,
+             progress_mode: str) -> None:
     """Go back to the previous successful version (or --to VERSION), with the same zero-downtime switch."""
     remote = remote_server()
     if remote is not None:
         not_remote(blueprint=blueprint, roles=roles, hosts=hosts, continue_on_error=continue_on_error,
-                   break_lock=break_lock, dry_run=dry_run)
+                   break_lock=break_lock, dry_run=dry_run, scripts=scripts)
         with progress_for(progress_mode, as_json) as progress:
             job = run(remote.run_job("/api/deployments", {"env": env, "version": to, "kind": "rollback"}, progress))
         _report_job(job, as_json)
@@ -172,7 +188,7 @@ def rollback(env: str, to: str | None, blueprint: str | None, roles: tuple[str, 
     with progress_for(progress_mode, as_json) as progress:
         result = run(service.rollback(env, to, blueprint=blueprint, break_lock=break_lock, progress=progress,
                                       dry_run=dry_run, roles=roles, hosts=hosts, continue_on_error=continue_on_error))
-    _report(result, as_json, "rollback to", dry_run)
+    _report(result, as_json, "rollback to", dry_run, scripts)
 
 
 @click.command()

@@ -1,5 +1,6 @@
-"""The apps step of a rollout: proxy roles switch in batches, a watch judges, workers start, and
-one verdict covers them all.
+"""The apps step of a rollout, carrying out the plan (`plan.py`: the batches and each host's
+scripts are decided there): proxy roles switch in batches, a watch judges, workers start, and
+one verdict covers them all; only what depends on run time is decided here.
 
 1. Each proxy role switches its hosts batch by batch (`strategy.batch_size`); a host's switch
    starts its new container and points kamal-proxy at it once healthy. Meanwhile each worker
@@ -25,60 +26,29 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..blueprint_schema import Role, Watch
+from ..blueprint_schema import Role
 from ..errors import OperationFailed
 from ..inventory import Host
-from . import strategy
+from . import plan as planning
 from . import watch as watching
 from .commands import docker as d
-from .commands.facts import HostFacts
-from .commands.script import Script
 from .contract import container_name
 from .deploy import Rollout
-from .hosts import Connection, DryRun, HostError, Hosts, PlannedScript
+from .hosts import Connection, HostError, Hosts
+from .plan import COMMIT, REMOVE, SPLIT, START, SWITCH, SWITCH_BACK, UNSPLIT, AppPlan, RolloutPlan
 from .records import AppOutcome, SwitchRecord
-from .stages import (
-    canary_split_script,
-    canary_unsplit_script,
-    proxy_commit_script,
-    proxy_switch_back_script,
-    proxy_switch_script,
-    schedule_script,
-    worker_abort_script,
-    worker_start_script,
-)
-
-
-@dataclass
-class AppPlan:
-    """What the apps step does with ``version``; built by the rollout from the facts."""
-
-    version: str
-    switch: dict[str, list[Host]]                 # proxy role -> hosts that switch now, in order
-    batch: dict[str, int]                         # proxy role -> hosts switched at once
-    previous: dict[str, str | None]               # host -> the container it served before
-    already: dict[str, list[Host]] = field(default_factory=dict)   # proxy role -> hosts a canary switched
-    commit: bool = True                           # stop the old containers once judged good
-    split: tuple[int, str] | None = None          # (percent, cookie): a percentage canary
-    stop_split: bool = False                      # the promotion of a percentage canary
-    watch: Watch | None = None
-    cookie: str | None = None                     # sent by the watch's probes (percentage canary)
-    continue_on_error: bool = False
-    workers: bool = True
-    reboot_proxy: set[str] = field(default_factory=set)   # hosts whose proxy lacks the certificates' mount
-    unlike: set[str] = field(default_factory=set)         # hosts serving nothing yet, or not as the new version (TLS)
-    maintenance: str | None = None                        # maintenance mode's message: each switch keeps it on
 
 
 class Apps:
-    def __init__(self, r: Rollout, pool: Hosts, plan: AppPlan, ready: dict[str, asyncio.Future[None]],
+    def __init__(self, r: Rollout, pool: Hosts, rp: RolloutPlan, ready: dict[str, asyncio.Future[None]],
                  accessories_ready: asyncio.Future[None], outcome: AppOutcome) -> None:
+        assert rp.apps is not None
         self.r = r
         self.pool = pool
-        self.plan = plan
+        self.rp = rp
+        self.plan: AppPlan = rp.apps
         self.ready = ready
         self.accessories_ready = accessories_ready
         self.outcome = outcome
@@ -106,20 +76,10 @@ class Apps:
     async def switch(self, role: Role, host: Host, n: int, total: int) -> None:
         conn = await self.host_ready(host)
         res = f"{role.name} {host.name}"
+        step = self.rp.host(host.name).step(SPLIT if self.plan.split is not None else SWITCH, role.name)
         if self.plan.split is not None:
-            percent, cookie = self.plan.split
-            script = canary_split_script(self.r.bp, self.r.env, role, self.version, self.r.app_env(role.name,
-                                         self.version), image=self.r.role_image(role.name, self.version),
-                                         percent=percent, cookie=cookie, maintenance=self.plan.maintenance)
-            what, status = f"split {percent}%", "split"
+            what, status = f"split {self.plan.split[0]}%", "split"
         else:
-            script = proxy_switch_script(self.r.bp, self.r.env, role, self.version,
-                                         self.r.app_env(role.name, self.version),
-                                         image=self.r.role_image(role.name, self.version),
-                                         certificate=self.r.certificates.get(role.name),
-                                         stop_split=self.plan.stop_split,
-                                         reboot_proxy=host.name in self.plan.reboot_proxy,
-                                         maintenance=self.plan.maintenance)
             if host.name in self.plan.reboot_proxy:
                 self.r.progress.note(f"{host.name}: kamal-proxy was booted without the certificates' directory; "
                                      "replacing it (a second without a proxy on this host, once)", level="warning")
@@ -128,7 +88,7 @@ class Apps:
         self.r.emit(res, "switch", "running", detail)
         started = time.monotonic()
         try:
-            await conn.run(script, what=f"{what} {role.name} {self.version}", timeout=900)
+            await conn.run(step.script, what=step.what, timeout=900)
         except HostError as exc:
             self.outcome.switches.append(SwitchRecord(host.name, role.name, n, total, "failed",
                                                       time.monotonic() - started, str(exc).splitlines()[0]))
@@ -139,11 +99,8 @@ class Apps:
         self.r.emit(res, "switch", "done", detail)
 
     async def proxy_role(self, role: Role) -> None:
-        size = self.plan.batch.get(role.name, 1)
-        if self.plan.split is None:  # hosts serving nothing yet (or not so) first, all at once; the watch waits
-            groups, fresh = strategy.switch_groups(self.plan.switch[role.name], self.plan.unlike, size)
-        else:
-            groups, fresh = strategy.batches(self.plan.switch[role.name], size), False
+        groups = self.plan.groups.get(role.name, [])
+        fresh = role.name in self.plan.fresh   # hosts serving nothing yet, all at once first: the watch waits
         for n, group in enumerate(groups, start=1):
             if self.halted:  # the watch failed, or a worker: no more hosts take the new version
                 for h in group:
@@ -178,37 +135,12 @@ class Apps:
         return dict(await asyncio.gather(*(one(h, names) for h, names in by_host.values())))
 
     def targets(self) -> list[watching.Target]:
-        out: list[watching.Target] = []
-        spec = self.plan.watch
-        assert spec is not None
-        if self.plan.maintenance is not None:  # kamal-proxy answers 503 to everyone: only the containers tell
-            return out
-        for role_name in [*self.plan.switch, *self.plan.already]:
-            role = self.r.bp.roles[role_name]
-            if role.proxy is None or any(t.role == role_name for t in out):
-                continue
-            hosts = [h for r, h in self._judged() if r.name == role_name]
-            if not hosts or role_name in self.fresh_switching:  # nothing switched yet, or hosts still 404
-                continue
-            for address in strategy.watch_targets(self.r.inv, role_name, hosts):
-                out.append(watching.Target(role_name, address, role.proxy.healthcheck.path, spec.paths,
-                                           host=role.proxy.hosts[0] if role.proxy.hosts else None,
-                                           tls=role.proxy.ssl, cookie=self.plan.cookie,
-                                           timeout=role.proxy.healthcheck.timeout))
-        return out
+        return planning.watch_targets(self.r.context(), self.plan, [(r.name, h) for r, h in self._judged()],
+                                      skip=self.fresh_switching)
 
     async def watch(self) -> watching.WatchResult:
         spec = self.plan.watch
         assert spec is not None
-        if isinstance(self.pool, DryRun):  # nothing switched: show what would be probed
-            await self.switching.wait()
-            probes = [t.url(p) for t in self.targets()
-                      for p in ([t.health] if spec.health and t.health else []) + [c.path for c in t.paths]]
-            self.pool.planned.append(PlannedScript("local", f"watch {spec.duration:g}s every {spec.interval:g}s",
-                                                   "\n".join(["GET " + u for u in probes]
-                                                             + (["containers: not restarting"]
-                                                                if spec.containers else [])) + "\n"))
-            return watching.WatchResult(ok=True, seconds=0, rounds=0, probes=0, failed=[])
         self.r.emit("watch", "watch", "running", f"{self.version}: from the first switch to {spec.duration:g}s "
                                                  "after the last")
         result = await watching.run(spec, self.targets, self._container_states,
@@ -229,11 +161,10 @@ class Apps:
             conn = await self.pool.connect(host)
             res = f"{role.name} {host.name}"
             previous = self.plan.previous.get(host.name)
-            script = (canary_unsplit_script(self.r.bp, role, self.version) if self.plan.split is not None
-                      else proxy_switch_back_script(self.r.bp, role, self.version, previous))
+            step = self.rp.host(host.name).step(UNSPLIT if self.plan.split is not None else SWITCH_BACK, role.name)
             self.r.emit(res, "revert", "running", f"back to {previous or 'nothing'}")
             try:
-                await conn.run(script, what=f"switch {role.name} back to {previous or 'nothing'}", timeout=300)
+                await conn.run(step.script, what=step.what, timeout=300)
             except HostError as exc:
                 self.r.emit(res, "revert", "failed", str(exc).splitlines()[0])
                 raise
@@ -242,17 +173,6 @@ class Apps:
 
         results = await asyncio.gather(*(one(role, host) for role, host in self._judged()), return_exceptions=True)
         return [r for r in results if isinstance(r, BaseException)]
-
-    def commit_script(self, role: Role, host: Host) -> Script:
-        """Stop the old containers; on the role's first host, set its scheduled jobs too."""
-        first = self.r.inv.role_hosts(role.name)[:1]
-        schedule = None
-        if first and first[0].name == host.name:
-            schedule = schedule_script(self.r.bp, self.r.env, role, self.version,
-                                       self.r.app_env(role.name, self.version),
-                                       image=self.r.role_image(role.name, self.version), user=self.r.inv.ssh.user)
-        return proxy_commit_script(self.r.bp, self.r.env, role, self.version, retain=self.r.bp.retain_versions,
-                                   schedule=schedule)
 
     async def proxies(self) -> None:
         """Switch every proxy role (batch by batch) and watch; on a refused switch or a failed
@@ -303,19 +223,14 @@ class Apps:
     async def worker_role(self, role: Role) -> None:
         """Start the role's new containers beside the old ones, batch by batch, each batch ready
         before the next starts. The old ones keep running until the whole rollout is judged."""
-        env = self.r.app_env(role.name, self.version)
-        hosts = self.r.role_hosts(role.name)
-        for group in strategy.batches(hosts, strategy.batch_size(self.r.bp, self.r.inv, role.name, len(hosts))):
+        for group in self.plan.worker_groups.get(role.name, []):
             if self.halted:
                 return
 
             async def start(host: Host) -> None:
                 conn = await self.host_ready(host)
                 self.workers_starting.append((role, host))
-                out = await self.r.app_step(conn, role, self.version,
-                                            worker_start_script(self.r.bp, self.r.env, role, self.version, env,
-                                                                image=self.r.role_image(role.name, self.version)),
-                                            "start")
+                out = await self.r.app_step(conn, role, self.version, self.rp.host(host.name).step(START, role.name))
                 self.workers_started.append((role, host))
                 if "kept" in out.split():  # it ran before this deploy: not ours to remove on failure
                     self.workers_starting.remove((role, host))
@@ -328,8 +243,8 @@ class Apps:
         async def one(role: Role, host: Host) -> str | None:
             try:
                 conn = await self.pool.connect(host)
-                res = await conn.run(worker_abort_script(self.r.bp, role, self.version), check=False,
-                                     what=f"remove {role.name} {self.version}", timeout=60)
+                step = self.rp.host(host.name).step(REMOVE, role.name)
+                res = await conn.run(step.script, check=False, what=step.what, timeout=60)
                 return None if res.exit_status == 0 else f"{host.name}: exit {res.exit_status}"
             except Exception as exc:  # unreachable: reported, the other hosts still cleaned
                 return str(exc).splitlines()[0]
@@ -351,7 +266,7 @@ class Apps:
         async def one(role: Role, host: Host) -> None:
             try:
                 await self.r.app_step(await self.pool.connect(host), role, self.version,
-                                      self.commit_script(role, host), "stop old (handed to the host)")
+                                      self.rp.host(host.name).step(COMMIT, role.name))
             except Exception as exc:
                 text = str(exc).splitlines()[0]
                 self.outcome.warnings.append(f"{host.name}: {role.name}'s old container was not stopped ({text})")
@@ -365,8 +280,7 @@ class Apps:
         every role: any failure (a refused switch, a failed watch, a worker that never became
         ready or whose host stopped answering) switches every proxy host back and removes the
         new workers; only a rollout judged good stops old containers."""
-        workers = [r for r in self.r.bp.roles.values() if r.proxy is None and self.r.role_hosts(r.name)] \
-            if self.plan.workers else []
+        workers = [self.r.bp.roles[name] for name in self.plan.worker_groups]
 
         async def workers_of(role: Role) -> None:
             try:
@@ -395,13 +309,13 @@ class Apps:
             await self.commit_all()
 
 
-async def converge(r: Rollout, pool: Hosts, plan: AppPlan | None, facts: dict[str, HostFacts],
-                   reboot: tuple[str, ...] = (), hosts: list[Host] | None = None) -> dict[str, str]:
-    """Prepare what the facts lack and, with a ``plan``, roll the apps out: each host's
+async def converge(r: Rollout, pool: Hosts, rp: RolloutPlan) -> dict[str, str]:
+    """Carry out ``rp``: each host's preparation and, with app steps, the apps: each host's
     app step starts as soon as that host and every accessory host are prepared."""
-    version = plan.version if plan is not None else None
-    targets = hosts if hosts is not None else r.hosts
-    work = {h.name: r.decide(h, facts[h.name], version, reboot) for h in targets}
+    for text in rp.notes:
+        r.note(text)
+    targets = [hp.work.host for hp in rp.hosts]
+    work = {hp.name: hp.work for hp in rp.hosts}
     outcome = {a: "unchanged" for h in targets for a in h.accessories}
     loop = asyncio.get_running_loop()
     ready = {h.name: loop.create_future() for h in targets}
@@ -411,7 +325,7 @@ async def converge(r: Rollout, pool: Hosts, plan: AppPlan | None, facts: dict[st
     async def prepare(host: Host) -> None:
         try:
             if work[host.name].needed:
-                await r.prepare(await pool.connect(host), work[host.name], reboot, outcome)
+                await r.prepare(await pool.connect(host), rp.host(host.name), outcome)
         except BaseException as exc:
             ready[host.name].set_exception(exc)
             raise
@@ -426,8 +340,8 @@ async def converge(r: Rollout, pool: Hosts, plan: AppPlan | None, facts: dict[st
         accessories_ready.set_result(None)
 
     jobs = [prepare(h) for h in targets] + [accessories_done()]
-    if plan is not None:
-        jobs.append(Apps(r, pool, plan, ready, accessories_ready, r.outcome).run())
+    if rp.apps is not None:
+        jobs.append(Apps(r, pool, rp, ready, accessories_ready, r.outcome).run())
     try:
         await _gather_all(jobs)
     finally:

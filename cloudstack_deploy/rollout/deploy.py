@@ -3,9 +3,10 @@
 1. Facts (every host at once, one exec each; the primary also takes the deploy lock): Docker,
    network, which images are present, accessories' configuration, the proxy, mounts, the
    app roles' running containers (what a switch back returns to).
-2. Prepare (only hosts that lack something): install Docker, log in and pull only the
-   missing images, boot kamal-proxy, (re)start accessories whose configuration changed. A
-   rollback to a version still on the hosts needs no registry at all.
+2. The plan (`plan.py`, pure, from the facts), then prepare (only hosts that lack something):
+   install Docker, log in and pull only the missing images, boot kamal-proxy, (re)start
+   accessories whose configuration changed. A rollback to a version still on the hosts
+   needs no registry at all.
 3. Apps (`apps.py`), each host as soon as its own preparation and the accessories are done:
    proxy roles switch batch by batch, a watch judges the new version, then the old
    containers stop; or every switched host goes back. Workers start meanwhile and follow
@@ -20,17 +21,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field, replace
 
-from .. import accessories
 from ..blueprint_schema import Accessory, Blueprint, Role
-from ..errors import InvalidInput, Locked, OperationFailed
+from ..errors import InvalidInput, Locked
 from ..inventory import Host, Inventory
 from ..progress import Event, Progress
 from ..store import Journal
 from . import canary, history, lease
+from . import plan as planning
 from .commands import facts as facts_cmds
-from .commands import hardening as hardening_cmds
 from .commands import host as host_cmds
 from .commands import proxy as proxy_cmds
 from .commands.script import Script
@@ -45,35 +44,13 @@ from .contract import (
 )
 from .history import DeployRecord
 from .hosts import Connection, DryRun, HostError, Hosts, Result
+from .plan import HostWork
 from .records import AppOutcome, RolloutOptions, RolloutResult
 from .stages import (
     ACCESSORY_MARK,
-    accessory_hash,
-    accessory_script,
-    host_setup_script,
-    prepare_script,
 )
 
 __all__ = ["HostWork", "Rollout", "RolloutOptions", "RolloutResult"]
-
-
-@dataclass
-class HostWork:
-    """What one host needs before its app can start (decided from its facts)."""
-
-    host: Host
-    install: str | None = None
-    network: bool = False
-    pulls: list[str] = field(default_factory=list)
-    check_image: str | None = None
-    accessories: list[str] = field(default_factory=list)
-    proxy: bool = False
-    harden: bool = False           # the OS set-up of the blueprint's `hosts:` section differs
-    tuned: dict[str, Accessory] = field(default_factory=dict)   # accessories as run here (tuned to the VM)
-
-    @property
-    def needed(self) -> bool:
-        return bool(self.install or self.network or self.pulls or self.accessories or self.proxy or self.harden)
 
 
 class Rollout:
@@ -87,7 +64,7 @@ class Rollout:
         self.progress = progress
         self.hosts = list(inventory.hosts)
         self.dry_run = dry_run
-        self._said_not_root = False
+        self._said: set[str] = set()   # the plan's notes said in this run
         self._selected = {h.name for h in self.hosts}
         self.certificates: dict[str, tuple[str, str]] = {}   # proxy role -> (certificate, key) PEM
         self.images: dict[str, str] = {}   # role -> image, where a rollback returns to what the history recorded
@@ -312,88 +289,45 @@ class Rollout:
                 take_overs.settle(self._taken_over)
         return out
 
-    # ---- 2. what each host needs ---------------------------------------------------------------
+    # ---- 2. what each host needs (`plan.py`) ----------------------------------------------------
+    def context(self) -> planning.Context:
+        """What this run is given, as the plan function takes it."""
+        return planning.Context(self.bp, self.inv, dict(self.secrets), frozenset(self._selected), dict(self.images),
+                                dict(self.certificates))
+
+    def note(self, text: str) -> None:
+        """A plan's note, said once per run."""
+        if text not in self._said:
+            self._said.add(text)
+            self.progress.note(text, level="warning")
+
     def decide(self, host: Host, f: facts_cmds.HostFacts, version: str | None,
                reboot: tuple[str, ...] = ()) -> HostWork:
-        work = HostWork(host)
-        if not f.docker:
-            work.install = self.bp.rollout.docker_install
-        work.network = not f.network
-        app_image = self._app_image(host, version)
-        needed = ([app_image] if app_image else []) + [self.bp.accessories[a].image for a in host.accessories]
-        if host.proxy:
-            needed.append(self.bp.rollout.proxy_image)
-        work.pulls = [image for image in dict.fromkeys(needed) if not f.has_image(image)]
-        if app_image in work.pulls:
-            work.check_image = app_image
-        elif app_image and f.label(app_image) not in ("", self.bp.service):
-            raise OperationFailed(
-                f"{host.name}: image {app_image} has label service={f.label(app_image)}, "
-                f"not {self.bp.service}: refusing to deploy it",
-                hint="an image built for another service; build this one with LABEL service=" + self.bp.service
-                     + " (or none)")
-        for name in host.accessories:
-            acc = work.tuned[name] = self.tuned_accessory(name, f)
-            want = accessory_hash(acc, accessory_env(acc, self.secrets), host.private_ip)
-            have, state = f.accessories.get(accessory_container(self.bp.service, name), ("", ""))
-            if name in reboot or have != want or state != "running":
-                work.accessories.append(name)
-        work.proxy = host.proxy and f.proxy != "running"
-        work.harden = hardening_cmds.needed(self.bp.hosts, f.hardening, *self.host_slot(host))
-        if work.harden and self.inv.ssh.user != "root":  # its files are root's: said, not failed
-            work.harden = False
-            if not self._said_not_root:
-                self._said_not_root = True
-                self.progress.note(f"hosts: section not applied: it needs root on the hosts and csdeploy logs in "
-                                   f"as {self.inv.ssh.user} (set cloud.ssh.user: root, or hosts.ssh_hardening: "
-                                   "false to silence this)", level="warning")
+        work, note = planning.decide(self.context(), host, f, version, reboot, self.inv.ssh.user)
+        if note:
+            self.note(note)
         return work
 
     def tuned_accessory(self, name: str, f: facts_cmds.HostFacts) -> Accessory:
-        """Accessory ``name`` as it runs on a host with these facts: a PostgreSQL one gets `-c`
-        settings from the VM's memory and CPUs, except those its own command sets."""
-        acc = self.bp.accessories[name]
-        limit = acc.container.resources.memory if acc.container.resources else None
-        extra = accessories.tuning_args(acc.image, acc.cmd, f.memory, f.cpus, limit)
-        return replace(acc, cmd=(*(acc.cmd or ()), *extra)) if extra else acc
+        return planning.tuned_accessory(self.bp, name, f)
 
     def host_slot(self, host: Host) -> tuple[int, int]:
-        """(this host's place among the VMs of its role, how many there are): its own slot in
-        the reboot window, so two VMs of one role never reboot at once."""
-        group = sorted((h for h in self.inv.hosts if h.role == host.role), key=lambda h: h.index)
-        names = [h.name for h in group]
-        return (names.index(host.name) if host.name in names else 0), max(1, len(group))
+        return planning.host_slot(self.inv, host)
 
     def proxy_needs_reboot(self, host: Host, f: facts_cmds.HostFacts) -> bool:
-        """A proxy booted before csdeploy mounted the certificates' directory, on a host whose
-        role now has a certificate: replaced once, in that host's batch (routes come back from
-        its state volume)."""
-        return bool(host.proxy and f.proxy and host.app_role in self.certificates
-                    and proxy_cmds.APPS_MOUNT not in f.proxy_mounts)
+        return planning.proxy_needs_reboot(self.context(), host, f)
 
     # ---- 2. prepare ------------------------------------------------------------------------------
-    async def prepare(self, conn: Connection, work: HostWork, reboot: tuple[str, ...],
-                      outcome: dict[str, str]) -> None:
-        host = conn.host
-        registry_password = self.secrets.get(self.bp.registry.password) if self.bp.registry else None
-        acc_envs = {a: accessory_env(self.bp.accessories[a], self.secrets) for a in work.accessories}
-        script = host_setup_script(self.bp, *self.host_slot(host)) if work.harden else Script()
-        script.extend(prepare_script(self.bp, host, user=self.inv.ssh.user, install=work.install,
-                                     network=work.network, registry_password=registry_password, pulls=work.pulls,
-                                     check_image=work.check_image, accessory_envs=acc_envs, proxy=work.proxy))
+    async def prepare(self, conn: Connection, hp: planning.HostPlan, outcome: dict[str, str]) -> None:
+        """Run ``hp``'s prepare step (the plan's script) and report its accessories."""
+        host, work = conn.host, hp.work
+        step = hp.step(planning.PREPARE)
         for name in work.accessories:
             self.emit(f"accessory {name}", "boot", "running", host.name)
-            script.extend(accessory_script(self.bp, self.env, work.tuned.get(name) or self.bp.accessories[name],
-                                           acc_envs[name],
-                                           host.private_ip, force=name in reboot))
-        detail = ", ".join(filter(None, ["set up the OS" if work.harden else "",
-                                         "install docker" if work.install else "",
-                                         f"pull {len(work.pulls)}" if work.pulls else "",
-                                         "boot proxy" if work.proxy else "",
-                                         ", ".join(work.accessories)]))
+        detail = work.describe()
         self.emit(f"host {host.name}", "prepare", "running", detail)
         try:
-            res = await conn.run(script, what="prepare (" + (detail or "nothing") + ")", timeout=900)
+            res = await conn.run(step.script, what=step.what, timeout=900)
         except HostError as exc:
             self.emit(f"host {host.name}", "prepare", "failed", str(exc).splitlines()[0])
             for name in work.accessories:
@@ -413,11 +347,13 @@ class Rollout:
     def app_env(self, role: str, version: str) -> ContainerEnv:
         return role_env(self.bp, role, self.inv, self.secrets, version)
 
-    async def app_step(self, conn: Connection, role: Role, version: str, script: Script, what: str) -> str:
+    async def app_step(self, conn: Connection, role: Role, version: str, step: planning.Step) -> str:
+        """Run one of the plan's app steps on ``conn``'s host, with progress."""
+        what = step.what.removesuffix(f" {role.name} {version}")
         res_name = f"{role.name} {conn.host.name}"
         self.emit(res_name, "deploy", "running", f"{version}: {what}")
         try:
-            res = await conn.run(script, what=f"{what} {role.name} {version}", timeout=900)
+            res = await conn.run(step.script, what=step.what, timeout=900)
         except HostError as exc:
             self.emit(res_name, "deploy", "failed", str(exc).splitlines()[0])
             raise

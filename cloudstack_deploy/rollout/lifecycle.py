@@ -13,6 +13,7 @@ from .. import accessories
 from ..errors import InvalidInput
 from ..inventory import Host
 from . import history
+from . import plan as planning
 from .apps import converge
 from .commands import host as host_cmds
 from .commands import jobs
@@ -201,7 +202,7 @@ async def _upgrade(r: Rollout, pool: Hosts, conn: Connection, host: Host, name: 
                           accessory_envs={name: accessory_env(acc, r.secrets)}, proxy=False)
     await conn.run(pull, what=f"pull {acc.image}" if pulls else f"accessory env {name}", timeout=900)
     facts = await r.read_facts(pool, [host], None, lock=None)
-    outcome = await converge(r, pool, None, facts, (name,), [host])
+    outcome = await converge(r, pool, planning.build(r.context(), facts, [host], reboot=(name,), user=r.inv.ssh.user))
     if boot:
         result.hosts[host.name] = {container: f"booted with {acc.image} (its data kept)"}
         return

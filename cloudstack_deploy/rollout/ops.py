@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import InvalidInput
 from ..inventory import Host
 from . import canary, history, lease, stages
+from . import plan as planning
 from .apps import converge
 from .commands import docker as d
 from .commands import facts, jobs
@@ -325,7 +326,7 @@ async def accessory_reboot(r: Rollout, name: str) -> RolloutResult:
         facts = await r.read_facts(pool, [host], None, lock=r.lock_script(
             f"accessory-{name}", False, canary=host_cmds.CANARY_IGNORE))
         try:
-            outcome = await converge(r, pool, None, facts, (name,), [host])
+            outcome = await converge(r, pool, planning.build(r.context(), facts, [host], reboot=(name,), user=r.inv.ssh.user))
         finally:
             await r.unlock(pool, None)
     return RolloutResult(version="", seconds=time.monotonic() - started, accessories=outcome)

@@ -8,26 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import canary, history, strategy
+from . import history
 from . import watch as watching
 from .hosts import PlannedScript
+from .plan import ABORT, DEPLOY, PROMOTE, ROLLBACK, RolloutOptions, RolloutPlan
 from .watch import WatchResult
-
-DEPLOY, ROLLBACK, PROMOTE, ABORT = "deploy", "rollback", "promote", "abort"
-
-
-@dataclass
-class RolloutOptions:
-    version: str
-    break_lock: bool = False
-    concurrency: int = 20
-    reboot_accessories: tuple[str, ...] = ()
-    kind: str = DEPLOY              # deploy | rollback | promote | abort (recorded in the history)
-    roles: tuple[str, ...] = ()     # only these roles' hosts (Kamal's -r); accessories elsewhere untouched
-    hosts: tuple[str, ...] = ()     # only these hosts (Kamal's -h)
-    canary: strategy.CanarySpec | None = None   # deploy --canary
-    continue_on_error: bool = False  # keep the hosts that switched before a refused switch
-    paused: canary.CanaryState | None = None    # promote/abort: the canary they finish
 
 
 @dataclass
@@ -43,6 +28,7 @@ class RolloutResult:
     status: str = history.OK        # ok | paused (a canary) | rolled_back (an abort)
     canary: str | None = None       # what the canary is, when one was made or finished
     warnings: list[str] = field(default_factory=list)
+    plan: RolloutPlan | None = None  # --dry-run: the plan, as built from the hosts' facts
 
 
 @dataclass
@@ -72,3 +58,6 @@ class AppOutcome:
     @property
     def switched(self) -> list[str]:
         return [s.host for s in self.switches if s.status in ("switched", "split")]
+
+
+__all__ = ["ABORT", "DEPLOY", "PROMOTE", "ROLLBACK", "AppOutcome", "RolloutOptions", "RolloutResult", "SwitchRecord"]

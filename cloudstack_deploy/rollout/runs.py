@@ -6,9 +6,10 @@
 3. The deploy lock and every host's facts at once. The lock refuses while a canary is paused
    (promote and abort require one). The cloud lock, taken meanwhile, is awaited before
    anything changes.
-4. The plan (`apps.AppPlan`) from the facts: who switches in which batches, what each host
-   goes back to, the watch; then prepare and apps (`apps.converge`), or, for an abort,
-   every canary host back.
+4. The plan (`plan.build`, a `RolloutPlan`) from the facts: what each host's preparation
+   takes, who switches in which batches, what each host goes back to, the watch; then prepare
+   and apps (`apps.converge`), or, for an abort, every canary host back. A dry run stops
+   here: the plan is its result.
 5. Unlock with the record (and the paused canary written, or removed), the history store's
    row finished, then the `post_deploy` hook.
 """
@@ -21,16 +22,17 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from ..blueprint_schema import Watch
 from ..errors import InvalidInput, OperationFailed
 from ..inventory import Host
 from . import canary, history, hooks, strategy, tls
-from .apps import AppPlan, Apps, converge
+from . import plan as planning
+from .apps import Apps, converge
 from .commands import host as host_cmds
 from .commands.facts import HostFacts
-from .contract import check_version, container_name
+from .contract import check_version
 from .deploy import Rollout
 from .hosts import DryRun, Hosts, PlannedScript
+from .plan import AppPlan, RolloutPlan
 from .records import ABORT, PROMOTE, AppOutcome, RolloutOptions, RolloutResult
 
 
@@ -63,60 +65,28 @@ def choose_canary(r: Rollout, spec: strategy.CanarySpec) -> list[Host]:
     return chosen
 
 
-def plan(r: Rollout, opts: RolloutOptions, version: str, facts: dict[str, HostFacts]) -> AppPlan:
-    """What the apps step does, from the facts. InvalidInput when a percentage canary has
-    nothing to split against on a host."""
-    switch: dict[str, list[Host]] = {}
-    already: dict[str, list[Host]] = {}
-    previous: dict[str, str | None] = {}
-    batch: dict[str, int] = {}
-    unlike: set[str] = set()   # hosts serving nothing yet, or not as the new version will (TLS)
-    paused = opts.paused
-    for name in _proxy_roles(r):
-        hosts = r.role_hosts(name)
-        new = container_name(r.bp.service, name, version)
-        proxy = r.bp.roles[name].proxy
-        tls = bool(proxy is not None and proxy.ssl)
-        for h in hosts:
-            previous[h.name] = before = strategy.previous_container(facts[h.name].running.get(name, []), new)
-            if before is None or (before in facts[h.name].tls) != tls:
-                unlike.add(h.name)
-        if paused is not None and paused.mode == "hosts":
-            already[name] = [h for h in hosts if h.name in paused.hosts]
-        switch[name] = [h for h in hosts if h not in already.get(name, [])]
-        batch[name] = strategy.batch_size(r.bp, r.inv, name, len(hosts))
-    spec = opts.canary
-    split = None
-    if spec is not None and spec.percent is not None:
-        missing = [h for hs in switch.values() for h in hs if previous[h.name] is None]
-        if missing:
-            raise InvalidInput(f"--canary {spec}: {', '.join(h.name for h in missing)} serve no other version of "
-                               f"the role to split against (first deploy, or {version} runs there already)",
-                               hint="deploy normally first; a canary splits traffic between two versions")
-        split = (spec.percent, "csdeploy-" + _secrets.token_hex(6))
-    watch = r.bp.rollout.watch or (Watch() if spec is not None else None)
-    promoting_split = paused is not None and paused.mode == "percent"
-    reboot = {h.name for hs in switch.values() for h in hs if r.proxy_needs_reboot(h, facts[h.name])}
-    return AppPlan(version=version, switch=switch, batch=batch, previous=previous, already=already,
-                   commit=spec is None, split=split, stop_split=promoting_split, watch=watch,
-                   cookie=split[1] if split else None, continue_on_error=opts.continue_on_error,
-                   workers=spec is None, reboot_proxy=reboot, unlike=unlike,
-                   maintenance=next((f.maintenance for f in facts.values() if f.maintenance is not None), None))
+def plan(r: Rollout, opts: RolloutOptions, version: str, facts: dict[str, HostFacts],
+         cookie: str | None = None) -> AppPlan:
+    """What the apps step does, from the facts (`plan.app_plan`); a percentage canary gets a
+    fresh cookie unless one is given."""
+    return planning.app_plan(r.context(), opts, version, facts, cookie or "csdeploy-" + _secrets.token_hex(6))
 
 
-async def _abort(r: Rollout, pool: Hosts, paused: canary.CanaryState, facts: dict[str, HostFacts]) -> None:
+def rollout_plan(r: Rollout, opts: RolloutOptions, version: str, facts: dict[str, HostFacts], targets: list[Host],
+                 cookie: str | None = None) -> RolloutPlan:
+    """The whole run's plan (`plan.build`): a deploy's, rollback's or promotion's, or an abort's."""
+    ctx = r.context()
+    if opts.kind == ABORT:
+        assert opts.paused is not None
+        return planning.build(ctx, facts, targets, kind=ABORT, apps=planning.abort_plan(ctx, opts.paused, facts),
+                              user=r.inv.ssh.user, prepare=False)
+    return planning.build(ctx, facts, targets, kind=opts.kind, apps=plan(r, opts, version, facts, cookie),
+                          reboot=opts.reboot_accessories, user=r.inv.ssh.user)
+
+
+async def _abort(r: Rollout, pool: Hosts, rp: RolloutPlan) -> None:
     """Every canary host back to what it served before (a split: the split ended)."""
-    already: dict[str, list[Host]] = {}
-    previous: dict[str, str | None] = {}
-    for name in _proxy_roles(r):
-        hosts = [h for h in r.role_hosts(name) if paused.mode == "percent" or h.name in paused.hosts]
-        new = container_name(r.bp.service, name, paused.version)
-        already[name] = hosts
-        for h in hosts:
-            previous[h.name] = strategy.previous_container(facts[h.name].running.get(name, []), new)
-    app_plan = AppPlan(version=paused.version, switch={}, batch={}, previous=previous, already=already,
-                       split=(paused.percent or 0, "") if paused.mode == "percent" else None)
-    apps = Apps(r, pool, app_plan, {}, asyncio.get_running_loop().create_future(), r.outcome)
+    apps = Apps(r, pool, rp, {}, asyncio.get_running_loop().create_future(), r.outcome)
     problems = await apps.switch_back()
     if problems:
         raise OperationFailed("\n".join(map(str, problems)), hint="the canary stays paused; run --abort again")
@@ -176,14 +146,20 @@ async def run(r: Rollout, opts: RolloutOptions, *, gate: Awaitable[None] | None 
             await tracker.adopt(paused.deployment)
         else:
             await tracker.deploying()
+        rp: RolloutPlan | None = None
         try:
-            if opts.kind == ABORT:
-                assert paused is not None
-                await _abort(r, pool, paused, facts)
-                outcome: dict[str, str] = {}
+            rp = rollout_plan(r, opts, version, facts, targets)
+            outcome: dict[str, str] = {}
+            if r.dry_run:  # the plan is the result: shown, not carried out
+                assert isinstance(pool, DryRun)
+                for text in rp.notes:
+                    r.note(text)
+                pool.planned.extend(PlannedScript(s.host, s.what + (" (if the rollout fails)" if s.on_failure else ""),
+                                                  s.script.text()) for s in rp.steps())
+            elif opts.kind == ABORT:
+                await _abort(r, pool, rp)
             else:
-                app_plan = plan(r, opts, version, facts)
-                outcome = await converge(r, pool, app_plan, facts, opts.reboot_accessories, targets)
+                outcome = await converge(r, pool, rp)
         except BaseException as exc:
             _record_outcome(record, r.outcome)
             rolled = r.outcome.rolled_back
@@ -200,7 +176,8 @@ async def run(r: Rollout, opts: RolloutOptions, *, gate: Awaitable[None] | None 
         if opts.canary is not None:
             status = history.PAUSED
             state = canary.new_state(version, opts.canary, [h.name for h in chosen if opts.canary.hosts],
-                                     opts.roles, opts.hosts, record.by, record.at, app_plan.cookie)
+                                     opts.roles, opts.hosts, record.by, record.at,
+                                     rp.apps.cookie if rp.apps else None)
             state.deployment, state.watch = tracker.id, record.watch
             canary_json = state.to_json()
         elif opts.kind == ABORT:
@@ -217,7 +194,7 @@ async def run(r: Rollout, opts: RolloutOptions, *, gate: Awaitable[None] | None 
                            accessories=outcome, planned=planned or [], switches=list(r.outcome.switches),
                            reverted=list(r.outcome.reverted), watch=r.outcome.watch, status=status,
                            canary=state.describe() if state else (paused.describe() if paused else None),
-                           warnings=[*warnings, *r.outcome.warnings])
+                           warnings=[*warnings, *r.outcome.warnings], plan=rp if r.dry_run else None)
     await hooks.run(r.bp, hooks.POST, facts_for_hooks, r.progress, planned=result.planned if r.dry_run else None)
     return result
 

@@ -73,7 +73,7 @@ async def deploy(refuse: set[str], *sets: str, continue_on_error: bool = False) 
     opts = runs.RolloutOptions(version="v2", continue_on_error=continue_on_error)
     pool = Pool(refuse)
     with pytest.raises(OperationFailed) as err:
-        await apps.converge(r, pool, runs.plan(r, opts, "v2", facts), facts, (), targets)  # type: ignore[arg-type]
+        await apps.converge(r, pool, runs.rollout_plan(r, opts, "v2", facts, targets))  # type: ignore[arg-type]
     return r, pool, err.value
 
 
@@ -108,8 +108,7 @@ async def test_a_good_rollout_stops_the_old_containers_only_after_every_switch()
     targets = r.select(roles=("web", "worker"))
     facts = ready_facts(r, "v1")
     pool = Pool(set())
-    await apps.converge(r, pool, runs.plan(r, runs.RolloutOptions(version="v2"), "v2", facts), facts, (),  # type: ignore[arg-type]
-                     targets)
+    await apps.converge(r, pool, runs.rollout_plan(r, runs.RolloutOptions(version="v2"), "v2", facts, targets))  # type: ignore[arg-type]
     order = [(h, w) for h, w in pool.log if w.startswith(("switch", "stop old"))]
     last_switch = max(i for i, (_, w) in enumerate(order) if w.startswith("switch"))
     first_stop = min(i for i, (_, w) in enumerate(order) if w.startswith("stop old"))
@@ -130,8 +129,7 @@ async def test_a_worker_that_fails_switches_every_web_host_back_and_stops_nothin
     pool = Pool(set())
     pool.worker_waits, pool.fail_worker_after = asyncio.Event(), 3
     with pytest.raises(OperationFailed) as err:
-        await apps.converge(r, pool, runs.plan(r, runs.RolloutOptions(version="v2"), "v2", facts), facts, (),  # type: ignore[arg-type]
-                            targets)
+        await apps.converge(r, pool, runs.rollout_plan(r, runs.RolloutOptions(version="v2"), "v2", facts, targets))  # type: ignore[arg-type]
     assert "demo-worker-1" in str(err.value) and "wait-ready" in str(err.value)
     assert sorted(r.outcome.reverted) == ["demo-web-1", "demo-web-2", "demo-web-3"]
     assert not any(w.startswith("stop old") for _, w in pool.log), "nothing old was stopped"
@@ -143,8 +141,7 @@ async def test_a_worker_host_that_stops_answering_is_named_and_the_web_goes_back
     facts = ready_facts(r, "v1")
     pool = Pool(set(), lost={"demo-worker-1"})
     with pytest.raises(OperationFailed) as err:
-        await apps.converge(r, pool, runs.plan(r, runs.RolloutOptions(version="v2"), "v2", facts), facts, (),  # type: ignore[arg-type]
-                            targets)
+        await apps.converge(r, pool, runs.rollout_plan(r, runs.RolloutOptions(version="v2"), "v2", facts, targets))  # type: ignore[arg-type]
     assert "demo-worker-1: stopped answering" in str(err.value)
     assert not any(w.startswith("stop old") for _, w in pool.log)
     # whatever switched went back (the web may not have switched yet when the worker was lost)
@@ -166,7 +163,6 @@ async def test_a_host_lost_after_the_verdict_leaves_its_old_container_with_a_war
             return StandIn(host, self)
 
     pool = LoseOnStop(set())
-    await apps.converge(r, pool, runs.plan(r, runs.RolloutOptions(version="v2"), "v2", facts), facts, (),  # type: ignore[arg-type]
-                        targets)
+    await apps.converge(r, pool, runs.rollout_plan(r, runs.RolloutOptions(version="v2"), "v2", facts, targets))  # type: ignore[arg-type]
     assert r.outcome.reverted == []
     assert [w for w in r.outcome.warnings if w.startswith("demo-worker-1: worker's old container was not stopped")]

@@ -45,14 +45,14 @@ def test_a_fresh_host_gets_everything() -> None:
     r = rollout()
     work = r.decide(INVENTORY.host("demo-web-1"), facts.HostFacts(), "v1")
     assert work.install == "apt" and work.network and work.proxy
-    assert work.pulls == [f"{APP}:v1", REDIS, PROXY] and work.check_image == f"{APP}:v1"
-    assert work.accessories == ["redis"]
+    assert work.pulls == (f"{APP}:v1", REDIS, PROXY) and work.check_image == f"{APP}:v1"
+    assert work.accessories == ("redis",)
 
 
 def test_a_redeploy_pulls_only_the_new_version() -> None:
     r = rollout()
     work = r.decide(INVENTORY.host("demo-web-1"), deployed(r, "v1"), "v2")
-    assert work.pulls == [f"{APP}:v2"] and work.check_image == f"{APP}:v2"
+    assert work.pulls == (f"{APP}:v2",) and work.check_image == f"{APP}:v2"
     assert not (work.install or work.network or work.proxy or work.accessories)
 
 
@@ -71,11 +71,11 @@ def test_an_unchanged_accessory_host_is_left_alone_and_a_changed_one_rebooted() 
     db = facts.HostFacts(docker=True, network=True, images={POSTGRES: "sha256:pg"}, accessories={name: acc},
                          hardening=hardening.wanted(r.bp.hosts, 0, 1))
     assert not r.decide(INVENTORY.host("demo-db-1"), db, "v2").needed
-    assert r.decide(INVENTORY.host("demo-db-1"), db, "v2", reboot=("db",)).accessories == ["db"]
+    assert r.decide(INVENTORY.host("demo-db-1"), db, "v2", reboot=("db",)).accessories == ("db",)
     other = Rollout(r.bp, INVENTORY, dict(SECRETS, POSTGRES_PASSWORD="rotated"), Recorder())
-    assert other.decide(INVENTORY.host("demo-db-1"), db, "v2").accessories == ["db"], "a rotated secret reboots it"
+    assert other.decide(INVENTORY.host("demo-db-1"), db, "v2").accessories == ("db",), "a rotated secret reboots it"
     stopped = facts.HostFacts(docker=True, network=True, images={POSTGRES: "x"}, accessories={name: (acc[0], "exited")})
-    assert r.decide(INVENTORY.host("demo-db-1"), stopped, "v2").accessories == ["db"]
+    assert r.decide(INVENTORY.host("demo-db-1"), stopped, "v2").accessories == ("db",)
 
 
 def test_an_image_of_another_service_on_the_host_is_refused() -> None:

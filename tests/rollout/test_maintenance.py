@@ -181,8 +181,11 @@ def test_maintenance_on_every_proxy_host_reports_each_service() -> None:
 
 def test_a_deploy_plan_keeps_maintenance_and_its_watch_only_reads_the_containers() -> None:
     """The watch's HTTP probes would get kamal-proxy's 503 and switch a good version back."""
+    import dataclasses
+
     from cloudstack_deploy.progress import Recorder
-    from cloudstack_deploy.rollout import apps, runs
+    from cloudstack_deploy.rollout import plan as planning
+    from cloudstack_deploy.rollout import runs
     from cloudstack_deploy.rollout.deploy import Rollout
 
     from .test_apps import ready_facts
@@ -197,14 +200,9 @@ def test_a_deploy_plan_keeps_maintenance_and_its_watch_only_reads_the_containers
     plan = runs.plan(r, opts, "v2", got)
     assert plan.maintenance == "Back soon"
 
-    async def targets() -> list[object]:
-        a = apps.Apps(r, None, plan, {}, asyncio.get_running_loop().create_future(), apps.AppOutcome())  # type: ignore[arg-type]
-        a.done = [(r.bp.roles["web"], h) for h in r.role_hosts("web")]
-        with_maintenance = a.targets()
-        plan.maintenance = None
-        return [with_maintenance, a.targets()]
-
-    during, after = asyncio.run(targets())
+    judged = [("web", h) for h in r.role_hosts("web")]
+    during = planning.watch_targets(r.context(), plan, judged)
+    after = planning.watch_targets(r.context(), dataclasses.replace(plan, maintenance=None), judged)
     assert during == [] and after
 
 

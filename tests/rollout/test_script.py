@@ -17,6 +17,7 @@ from cloudstack_deploy.rollout.commands.script import (
     differs,
     empty,
     equals,
+    heredoc_delimiter,
     matches,
     nonempty,
     succeeds,
@@ -112,3 +113,25 @@ def test_otherwise_must_follow_when() -> None:
         Var("no-dashes")
     with pytest.raises(ValueError):
         Script().append_line("f", "two\nlines")
+
+
+def test_a_here_document_s_end_word_is_the_same_for_the_same_content(tmp_path: Path) -> None:
+    """The rollout's plan is compared and printed: the same script built twice must be the
+    same text (the end word was random); content holding end-word-like lines still survives."""
+    first = heredoc_delimiter("API_TOKEN=x\n")
+    assert first == heredoc_delimiter("API_TOKEN=x\n") and first != heredoc_delimiter("API_TOKEN=y\n")
+    hostile = f"A=1\n{first}\n{heredoc_delimiter('A=1')}\ntouch PWNED\n"
+    assert heredoc_delimiter(hostile) not in hostile
+    s = Script()
+    s.write_file("f.txt", hostile)
+    assert s.text() == _written(hostile), "built twice, the same text"
+    res = sh(s, tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "f.txt").read_text() == hostile
+    assert not (tmp_path / "PWNED").exists()
+
+
+def _written(content: str) -> str:
+    s = Script()
+    s.write_file("f.txt", content)
+    return s.text()

@@ -20,13 +20,19 @@ from typing import Any
 SHEBANG = f"#!{sys.executable} -S"
 
 SCRIPT = r'''#!/usr/bin/env python3
-import json, os, sys
+import fcntl, json, os, sys
 path = os.environ["FAKE_DOCKER_STATE"]
+# one docker call at a time (two "hosts" of a test may share this state): read, change, write
+# whole under a lock, so that no call reads a half-written state or loses another's change
+lock = open(path + ".lock", "w")
+fcntl.flock(lock, fcntl.LOCK_EX)
 st = json.load(open(path))
 args = sys.argv[1:]
 st.setdefault("calls", []).append(args)
 def save():
-    json.dump(st, open(path, "w"))
+    with open(path + ".tmp", "w") as f:
+        json.dump(st, f)
+    os.replace(path + ".tmp", path)
 def find(name):
     return next((c for c in st["containers"] if c["name"] == name), None)
 def fmt(template, c):
@@ -148,6 +154,7 @@ elif cmd == "exec" or (cmd == "run" and "--detach" not in rest):
         os.dup2(devnull, 0)
     env["FAKE_CONTAINER"] = target
     save()
+    fcntl.flock(lock, fcntl.LOCK_UN)  # the container's command may call docker itself
     os.execvpe(argv[0], argv, env)
 elif cmd == "logs":
     # a container's "logs" (a list of lines); --tail as docker does, --since only recorded in calls

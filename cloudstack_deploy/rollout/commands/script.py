@@ -10,8 +10,9 @@ written from here-documents whose delimiter is checked not to occur in the conte
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import re
-import secrets as _secrets
 import shlex
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -135,10 +136,14 @@ def at_least(var: Var, number: int) -> Cond:
 
 
 def heredoc_delimiter(content: str) -> str:
-    while True:
-        token = f"CSDEPLOY_EOF_{_secrets.token_hex(6)}"
+    """A here-document's end word that ``content`` does not contain: derived from the content
+    (the same script twice is the same text, so a plan is a function of its inputs), and
+    checked, not guessed, to be absent from it."""
+    for n in itertools.count():
+        token = "CSDEPLOY_EOF_" + hashlib.sha256(f"{n}\0{content}".encode()).hexdigest()[:12]
         if token not in content:
             return token
+    raise AssertionError("unreachable")
 
 
 @dataclass
