@@ -16,7 +16,8 @@ is started:
 Commands alternate (one of each per round, and with two or more --tree checkouts, one run
 of each checkout per command, so a before/after pair shares the machine's load); medians and
 the fastest of --runs rounds are printed, with the CPU time each process used (it moves far
-less with the load than wall times do), the load average and each checkout's commit. The
+less with the load than wall times do; also read when the first request comes), the load
+average and each checkout's commit. The
 package's bytecode is compiled first, as `pip install` does.
 
     python scripts/bench_startup.py [--runs 9] [--tree PATH [--tree PATH]]
@@ -54,6 +55,8 @@ class Relay:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.first: list[float] = []
+        self.first_cpu: list[float] = []
+        self.pid = 0  # the process measured: its CPU time so far is read when its first request comes
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -73,6 +76,8 @@ class Relay:
             writer.close()
             return
         self.first.append(time.time())
+        if not self.first_cpu and (cpu := cpu_of(self.pid)) is not None:
+            self.first_cpu.append(cpu)
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         up_writer.write(first)
 
@@ -90,21 +95,37 @@ class Relay:
 
     def reset(self) -> None:
         self.first.clear()
+        self.first_cpu.clear()
 
 
-def run_once(argv: list[str], env: dict[str, str], relay: Relay) -> tuple[float, float | None, float]:
-    """(seconds until exit, seconds until the first API request or None, CPU seconds) of one
-    process. The CPU time (user + system) moves little with the machine's load; wall times do."""
+def cpu_of(pid: int) -> float | None:
+    """User + system CPU seconds process ``pid`` has used so far (Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+Run = tuple[float, float | None, float, float | None]
+
+
+def run_once(argv: list[str], env: dict[str, str], relay: Relay) -> Run:
+    """(seconds until exit, seconds until the first API request or None, CPU seconds, CPU
+    seconds until the first API request or None) of one process. CPU times (user + system)
+    move little with the machine's load; wall times do. The CPU time at the first request is
+    read from /proc when its first bytes come (clock ticks: 10 ms steps)."""
     relay.reset()
     started = time.time()
     # cwd: `python -m` puts it first on sys.path, before PYTHONPATH (the checkout measured)
     proc = subprocess.Popen([sys.executable, "-m", "cloudstack_deploy", *argv], env=env, cwd=env["CSDEPLOY_HOME"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    relay.pid = proc.pid
     _, _, usage = os.wait4(proc.pid, 0)
     ended = time.time()
     proc.returncode = 0  # reaped above
     first = min(relay.first) - started if relay.first else None
-    return ended - started, first, usage.ru_utime + usage.ru_stime
+    return ended - started, first, usage.ru_utime + usage.ru_stime, (relay.first_cpu or [None])[0]
 
 
 def commit_of(tree: Path) -> str:
@@ -132,7 +153,7 @@ def main() -> None:
     commands = {"--help": ["--help"], "envs": ["envs"],
                 "status": ["status", "--env", "bench", "--blueprint", str(BLUEPRINT)],
                 "plan": ["plan", str(BLUEPRINT), "--env", "bench"]}
-    results: dict[tuple[int, str], list[tuple[float, float | None, float]]] = {}
+    results: dict[tuple[int, str], list[Run]] = {}
     with ThreadedSimulator(config) as sim, tempfile.TemporaryDirectory(prefix="bench-startup-") as home:
         relay = Relay(int(sim.endpoint.split(":")[2].split("/")[0]))
         base = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDSTACK_", "CSDEPLOY_"))}
@@ -146,17 +167,17 @@ def main() -> None:
                     results.setdefault((index, name), []).append(run_once(argv, env, relay))
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} CPUs, load average at start {load}, {args.runs} rounds, medians (fastest)")
-    rows = [("commit", "command", "first API call s", "exit s", "CPU s")]
+    rows = [("commit", "command", "first API call s", "exit s", "CPU s", "CPU at first call s")]
+
+    def shown(values: list[float]) -> str:
+        return f"{statistics.median(values):.3f} ({min(values):.3f})" if values else "-"
+
     for index, tree in enumerate(trees):
         for name in commands:
             got = results[(index, name)]
-            firsts = [f for _, f, _ in got if f is not None]
-            exits = [e for e, _, _ in got]
-            cpus = [c for _, _, c in got]
-            rows.append((commit_of(tree), name,
-                         f"{statistics.median(firsts):.3f} ({min(firsts):.3f})" if firsts else "-",
-                         f"{statistics.median(exits):.3f} ({min(exits):.3f})",
-                         f"{statistics.median(cpus):.3f} ({min(cpus):.3f})"))
+            rows.append((commit_of(tree), name, shown([f for _, f, _, _ in got if f is not None]),
+                         shown([e for e, _, _, _ in got]), shown([c for _, _, c, _ in got]),
+                         shown([c for _, _, _, c in got if c is not None])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print("\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows))
 
