@@ -249,8 +249,16 @@ def test_interactive_needs_exactly_one_host(tmp_path: Path) -> None:
 
 def test_app_stop_and_start_through_the_cli_with_the_deploy_lock(host) -> None:  # type: ignore[no-untyped-def]
     """The whole path of a life-cycle command: the CLI, the deploy lock on the primary host, the
-    script, the lock released; --dry-run prints the script and changes nothing."""
+    script, the lock released; --dry-run prints the script and changes nothing. The CLI runs in
+    this process (what is checked is its output and exit code: a process of its own adds
+    only its start-up's CPU)."""
+    from tests.support.cli import cli_here
+
     ssh, env = host
+
+    def csdeploy(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        return cli_here(*args, env=env)
+
     res = csdeploy(env, "app", "stop", "--env", "demo", "--dry-run")
     assert res.returncode == 0, res.stderr
     assert "### demo-web-1: app stop web" in res.stdout and "### demo-web-1: take the deploy lock" in res.stdout
