@@ -201,7 +201,7 @@ class Cloud:
     async def __aenter__(self) -> Cloud:
         # One session for every call (one connection pool). Timeouts as `cs` set them: the
         # connection and each read, not the whole call (a long listing keeps streaming).
-        timeout = aiohttp.ClientTimeout(sock_connect=int(self.config.timeout), sock_read=int(self.config.timeout))
+        timeout = aiohttp.ClientTimeout(sock_connect=self.config.timeout, sock_read=self.config.timeout)
         self._session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(ssl=self._tls()))
         return self
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncssh
@@ -313,3 +314,21 @@ async def test_a_caller_that_gave_up_waiting_does_not_hold_back_the_next() -> No
     await asyncio.wait_for(limit.acquire(), 1)  # the slot is free: taken at once
     limit.release()
     assert limit._in_use == 0
+
+
+async def test_a_call_that_gets_no_answer_times_out_after_a_fraction_of_a_second_set() -> None:
+    """``timeout = 0.5`` in the profile is half a second. The session used to take whole
+    seconds: 0.5 became 0, which aiohttp reads as no timeout at all, and a call to an endpoint
+    that accepts and never answers hung."""
+    import socket
+    import time
+
+    with socket.create_server(("127.0.0.1", 0)) as server:   # accepts (the kernel's backlog), never answers
+        endpoint = f"http://127.0.0.1:{server.getsockname()[1]}/client/api"
+        config = CloudConfig(endpoint=endpoint, key="k", secret="s", source="test", poll_interval=0.02, timeout=0.5)
+        started = time.monotonic()
+        async with Cloud(config, retries=0) as cloud:
+            with pytest.raises(CloudUnavailable) as err:
+                await asyncio.wait_for(cloud.list("listZones"), 20)
+        assert time.monotonic() - started < 10
+        assert "listZones" in str(err.value)
