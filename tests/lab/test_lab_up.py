@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from cloudstack_deploy.lab.base import BASE_IMAGE
+from cloudstack_deploy.lab.config import HOME_LABEL
 from cloudstack_deploy.lab.manage import lab_status, lab_up, running_pid
 from cloudstack_deploy.progress import Recorder
 from tests.support.cli import run_cli
@@ -128,9 +131,25 @@ def test_a_second_lab_up_rebuilds_pushes_and_restarts_nothing(lab_a: Lab, monkey
     assert asyncio.run(lab_status()).endpoint == lab_a.endpoint
 
 
+@pytest.fixture
+def another_labs_registry() -> Iterator[str]:
+    """A registry container as another home's lab has one (its name, the labels): one that
+    surely exists for the whole test, whatever other labs on this machine (another shard of
+    the lab tier, another suite) come and go meanwhile."""
+    other = secrets.token_hex(5)
+    name = f"csdeploy-lab-{other}-registry"
+    docker("create", "--name", name, "--label", "csdeploy.lab=1", "--label", f"{HOME_LABEL}={other}",
+           BASE_IMAGE, "true")
+    try:
+        yield name
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
 def test_two_labs_side_by_side_and_down_of_one_leaves_the_other(
-        lab_a: Lab, tmp_path_factory: pytest.TempPathFactory) -> None:
+        lab_a: Lab, tmp_path_factory: pytest.TempPathFactory, another_labs_registry: str) -> None:
     others_before = _other_registries(lab_a)
+    assert another_labs_registry in others_before
     vm_a, net_a = _vm(lab_a)
     with own_lab(tmp_path_factory.mktemp("lab-b")) as lab_b:
         a, b = lab_a.config, lab_b.config
@@ -164,4 +183,9 @@ def test_two_labs_side_by_side_and_down_of_one_leaves_the_other(
     assert "0 containers, 0 networks, 0 volumes" in down.stdout
     assert not (Path(never) / "lab" / "lab.json").exists()
     assert _running(vm_a) and _running(a.registry_container)
-    assert _other_registries(lab_a) == others_before, "another lab's registry was touched"
+    others_after = _other_registries(lab_a)
+    assert others_after.get(another_labs_registry) == others_before[another_labs_registry], \
+        "another lab's registry was touched"
+    # Other labs of this machine may have come or gone meanwhile; those there all along were left alone.
+    stayed = others_before.keys() & others_after.keys()
+    assert {n: others_after[n] for n in stayed} == {n: others_before[n] for n in stayed}

@@ -29,7 +29,9 @@ from .cloud import CloudView
 from .sim import cs_client
 
 ASSETS = REPO / "cloudstack_deploy" / "lab" / "assets" / "apps"
-FIGURES = Path("/tmp/csdeploy-e2e-figures.json")
+FIGURES = Path(os.environ.get("CSDEPLOY_E2E_FIGURES") or "/tmp/csdeploy-e2e-figures.json")
+"""Where the session's figures go; scripts/test gives each lab shard a file of its own (a second
+session would start it afresh) and merges them into the default one at the end."""
 LAB_SECRET_NAMES = ("REGISTRY_PASSWORD", "POSTGRES_PASSWORD")
 UP_TIMEOUT = 1800.0
 
