@@ -295,7 +295,8 @@ def test_a_bare_vm_has_no_docker_and_answers_through_port_forwarding(docker_sim:
 
 
 def test_a_root_disk_size_bounds_the_vms_docker_filesystem(world: dict[str, Any], docker_home: Path) -> None:
-    """deployVirtualMachine with rootdisksize (UserVmManagerImpl: the ROOT volume's size) gives
+    """deployVirtualMachine with rootdisksize (in GB: DeployVMCmd's rootdisksize parameter; the
+    ROOT volume's size, UserVmManagerImpl) gives
     the VM a disk of that size: here /var/lib/docker, where a deploy writes, is a filesystem of
     its own of 3 GB, so filling it fails in the VM ("No space left on device") and the sparse
     file behind it on this machine does not grow with what was allocated."""

@@ -26,7 +26,8 @@ LABELS = {"service": "demo", "role": "web"}
 GONE = 99999999
 
 
-def _run(tmp_path: Path, restarts: int, settle: int = 30, ghost: bool = False) -> tuple[int, list[list[str]], str]:
+def _run(tmp_path: Path, restarts: int, settle: int = 30, ghost: bool = False,
+         pid: int = GONE) -> tuple[int, list[list[str]], str]:
     """``restarts``: how many times the daemon brings the old container back after a stop.
     ``ghost``: the old container's process is gone but the daemon lists it running (a stop
     changes nothing); else its process is this test's own (alive)."""
@@ -34,7 +35,7 @@ def _run(tmp_path: Path, restarts: int, settle: int = 30, ghost: bool = False) -
     bindir.mkdir()
     log, state = tmp_path / "docker.log", tmp_path / "state.json"
     state.write_text(json.dumps({"running": True, "restarts": restarts, "down": 0, "ghost": ghost,
-                                 "pid": GONE if ghost else os.getpid()}))
+                                 "pid": pid if ghost else os.getpid()}))
     (bindir / "docker").write_text(SHEBANG + f"""
 import json, sys
 args = sys.argv[1:]
@@ -93,5 +94,13 @@ def test_an_old_container_listed_running_without_its_process_is_removed(tmp_path
     code, calls, err = _run(tmp_path, restarts=0, ghost=True, settle=5)
     assert code == 0, err
     assert ["rm", "--force", "demo-web-v1"] in calls, calls
-    assert "demo-web-v1: its process is gone but docker lists it running" in err
+    assert "demo-web-v1: docker lists it running but it is not" in err
     assert json.loads((tmp_path / "state.json").read_text())["running"] is False
+
+
+def test_an_old_container_listed_running_that_docker_inspect_says_ended_is_removed(tmp_path: Path) -> None:
+    """``docker ps`` reads a view the daemon updates only when it could write the container's
+    state down: after a full disk it lists an ended container as running (pid 0 in inspect)."""
+    code, calls, err = _run(tmp_path, restarts=0, ghost=True, settle=5, pid=0)
+    assert code == 0, err
+    assert ["rm", "--force", "demo-web-v1"] in calls, calls

@@ -484,19 +484,20 @@ def stop_others(labels: Mapping[str, str], keep: str, timeout: int = 30,
 
 
 def end_ghosts(names: Var) -> Script:
-    """Remove each of ``names`` that docker lists running although its process is gone: on a
-    full disk the daemon kills a stopped container but cannot write down that it ended, so it
-    stays "running" (``docker stop`` then does nothing, even once there is room again) until
-    dockerd restarts. It left a deploy that said done with the old version listed beside the
-    new one for good, and a rollback to it would switch to a container that is not there (the
-    rollout fault matrix, cell watch/disk). Removing it is what is left to do: it is stopped."""
+    """Remove each of ``names`` (listed running by ``docker ps``) that is not running: its
+    process is gone, or ``docker inspect`` says it ended. On a full disk the daemon kills a
+    stopped container but cannot write down that it ended, so ``docker ps`` lists it running for
+    good (``docker stop`` then does nothing, even once there is room again) until dockerd
+    restarts. It left a deploy that said done with the old version listed beside the new one,
+    and a rollback to it would switch to a container that is not there (the rollout fault
+    matrix, cells switch/disk and watch/disk). Removing it is what is left to do: it is stopped."""
     s = Script()
     name, pid = Var("ghost"), Var("pid")
     with s.each_word(name, names):
         s.capture(pid, inspect(name, "{{.State.Pid}}"))
-        with s.when(nonempty(pid) & differs(pid, "0") & ~succeeds(["test", "-d", Word("/proc/", pid)])):
-            s.say(name, ": its process is gone but docker lists it running (the daemon could not record "
-                  "its end: is the disk full?); removing it")
+        with s.when(nonempty(pid) & (equals(pid, "0") | ~succeeds(["test", "-d", Word("/proc/", pid)]))):
+            s.say(name, ": docker lists it running but it is not (the daemon could not record its end: "
+                  "is the disk full?); removing it")
             s.run(remove([name]), quiet=True, may_fail=True)
     return s
 
