@@ -15,7 +15,10 @@ when the progress events (``--progress json``) say its stage started:
           proxy     kamal-proxy killed on the web host (``docker kill``: no restart policy
                     brings it back)
           registry  the lab's registry down (its container killed) until the deploy ends
-          disk      the host's docker filesystem full: skipped, see DISK_SKIP
+          disk      the stage's host's docker filesystem full (``fallocate`` in the VM) until the
+                    deploy ends: the blueprint's root_disk_gb gives each lab VM a /var/lib/docker
+                    of that size of its own (a loop-mounted sparse file, lab/simulator/
+                    docker_disks.py), so filling it never fills this machine's disk
           kill      csdeploy itself SIGKILLed
 
 Then, with the fault lifted: the end state is all-new or all-old (one version per role on every
@@ -26,7 +29,7 @@ did not answer: status ends what a run left over there, issue 17); after ``kill`
 csdeploy ran, so the app must be served and the re-run must end whatever is left.
 
 The suite runs a covering set (every stage and every fault at least once) on ONE environment;
-CSDEPLOY_FAULT_MATRIX=full runs all 30 cells (the disk column skipped). Each cell's outcome goes to
+CSDEPLOY_FAULT_MATRIX=full runs all 30 cells. Each cell's outcome goes to
 the e2e figures (``rollout_faults``) and, one JSON line each, to CSDEPLOY_FAULT_TABLE.
 """
 
@@ -59,12 +62,17 @@ TABLE = Path(os.environ.get("CSDEPLOY_FAULT_TABLE", "/tmp/csdeploy-rollout-fault
 
 STAGES = ("prepare", "start", "switch", "watch", "stop old")
 FAULTS = ("pause", "dockerd", "proxy", "registry", "disk", "kill")
-DISK_SKIP = ("the lab VM's /var/lib/docker is a docker volume on this machine's own root filesystem "
-             "(no size limit of its own): filling it fills the disk every other user of the machine "
-             "shares")
+#: the filesystem the disk fault fills (the VM's bounded root disk, see faults.yml's root_disk_gb)
+DOCKER_FS = "/var/lib/docker"
+FILL = f"{DOCKER_FS}/csdeploy-test-fill"
+#: the largest docker filesystem the disk fault will fill (a safety net: never an unbounded one)
+DISK_MAX = 8 * 1024**3
 #: every stage and every fault at least once; CSDEPLOY_FAULT_MATRIX=full runs them all
 COVERING = [("prepare", "registry"), ("start", "pause"), ("switch", "proxy"), ("watch", "kill"),
-            ("stop old", "dockerd"), ("stop old", "disk"),
+            ("stop old", "dockerd"),
+            # the web host's disk full while it is watched (31 s): the old container stopped on it
+            # stayed listed running beside the new one (docker could not write its end down)
+            ("watch", "disk"),
             # the web host lost while its kamal-proxy switches: it comes back running v1 and v2
             # with kamal-proxy on v2, and `status` must switch it back before ending v2
             ("switch", "pause")]
@@ -176,6 +184,7 @@ class Fault:
     inject: Callable[[subprocess.Popen[str]], None]
     lift: Callable[[], None]
     host: str | None          # the host a failure message must name (None: no message expected)
+    says: str | None = None   # what a failure message must also say (case-insensitive)
 
 
 def make_fault(e: Env, name: str, host: str) -> Fault:
@@ -212,7 +221,45 @@ def make_fault(e: Env, name: str, host: str) -> Fault:
                      lambda: _docker("start", registry) and None, host)
     if name == "kill":
         return Fault(name, lambda proc: proc.send_signal(signal.SIGKILL), lambda: None, None)
+    if name == "disk":
+        return disk_full(e, host)
     raise AssertionError(name)
+
+
+def disk_full(e: Env, host: str) -> Fault:
+    """``host``'s docker filesystem filled the moment the stage starts: a shell in the VM is
+    opened beforehand and waits for one line on its stdin (a ``docker exec`` at that moment
+    would take a second, by which time a pull or a container start is over), then takes every
+    block left with ``fallocate`` (the blocks are not written: the sparse file behind the disk
+    does not grow here) and ``dd`` for the few MB the big extent left. Only that line fills it:
+    the end of its stdin (the cell over without the stage, the shell killed) does not."""
+    bounded(e, host)
+    fill = (f"read go && [ \"$go\" = go ] || exit 0; avail=$(df -B1 --output=avail {DOCKER_FS} | tail -1); "
+            f"[ $avail -le 67108864 ] || fallocate -l $((avail - 67108864)) {FILL}; "
+            f"dd if=/dev/zero of={FILL}.rest bs=64k status=none 2>/dev/null; "
+            f"df -B1 --output=avail {DOCKER_FS} | tail -1")
+    shell = subprocess.Popen(["docker", "exec", "-i", e.vm(host), "sh", "-c", fill], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def full(_: subprocess.Popen[str]) -> None:
+        left, _err = shell.communicate("go\n", timeout=60)
+        assert left.strip().isdigit() and int(left) < 1024**2, f"{host}'s {DOCKER_FS} not full: {left!r} left"
+
+    def lift() -> None:
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait()
+        e.on(host, "rm", "-f", FILL, f"{FILL}.rest")
+
+    return Fault("disk", full, lift, host, says="no space left on device")
+
+
+def bounded(e: Env, host: str) -> None:
+    """Refuse (fail) to fill ``host``'s docker filesystem unless it is the VM's own bounded disk:
+    an ext4 mounted from the VM's /dev/vda, at most DISK_MAX bytes (never this machine's disk)."""
+    src, fstype, size = e.on(host, "findmnt", "-bno", "SOURCE,FSTYPE,SIZE", DOCKER_FS).split()
+    assert (src, fstype) == ("/dev/vda", "ext4") and int(size) <= DISK_MAX, \
+        f"{host}'s {DOCKER_FS} is {src} {fstype} of {size} bytes, not the VM's bounded disk: not filling it"
 
 
 def starts(stage: str, e: Env, event: dict[str, Any]) -> bool:
@@ -257,8 +304,6 @@ def reset(e: Env) -> None:
 
 @pytest.mark.parametrize(("stage", "fault"), CELLS, ids=[f"{s.replace(' ', '-')}-{f}" for s, f in CELLS])
 def test_a_fault_at_a_stage_ends_all_old_or_all_new_and_a_rerun_converges(env: Env, stage: str, fault: str) -> None:
-    if fault == "disk":
-        pytest.skip(DISK_SKIP)
     reset(env)
     f = make_fault(env, fault, stage_host(env, stage))
     argv = cli_argv("deploy", BLUEPRINT, "--env", ENV, "--version", "v2", "--progress", "json")
@@ -306,6 +351,9 @@ def test_a_fault_at_a_stage_ends_all_old_or_all_new_and_a_rerun_converges(env: E
                "served": answer,
                "load": f"{load.ok} ok, {load.failed} failed",
                "message": next((line for line in (stdout + stderr).splitlines() if "error:" in line), "")[:300]}
+    if f.says is not None:
+        outcome["says"] = next((line.strip() for line in (stdout + stderr).splitlines() if f.says in line.lower()),
+                               "")[:300]
     try:
         if fault == "kill":  # nothing of csdeploy ran after the kill: served, and the re-run ends the rest
             assert code == -signal.SIGKILL
@@ -316,6 +364,8 @@ def test_a_fault_at_a_stage_ends_all_old_or_all_new_and_a_rerun_converges(env: E
         if code != 0 and f.host is not None:
             assert code == 1, said
             assert f.host in stderr + stdout, f"the failure does not name {f.host}\n{said}"
+            if f.says is not None:
+                assert f.says in (stderr + stdout).lower(), f"the failure does not say {f.says!r}\n{said}"
         # the same deploy again converges
         again = env.deploy("v2")
         outcome["rerun"] = again.code

@@ -279,7 +279,7 @@ def test_a_bare_vm_has_no_docker_and_answers_through_port_forwarding(docker_sim:
     host_key = generate_host_key()
     vm = cs.deployVirtualMachine(zoneid=world["zone"], serviceofferingid=world["offering"],
                                  templateid=named(world["templates"], "Debian 12 bookworm 2026-11-01")["id"],
-                                 networkids=network["id"], name="bare-1", keypair="lab-key",
+                                 networkids=network["id"], name="bare-1", keypair="lab-key", rootdisksize=3,
                                  userdata=build_userdata(hostname="bare-1", host_key=host_key))["virtualmachine"]
     source_nat = cs.listPublicIpAddresses(associatednetworkid=network["id"],
                                           issourcenat="true")["publicipaddress"][0]
@@ -292,6 +292,29 @@ def test_a_bare_vm_has_no_docker_and_answers_through_port_forwarding(docker_sim:
     assert host.run("command -v docker", ok=False).exit_status != 0
     assert host.run("findmnt -no TARGET /var/lib/docker").stdout.strip() == "/var/lib/docker"
     world["bare"] = {"vm": vm, "host": host}
+
+
+def test_a_root_disk_size_bounds_the_vms_docker_filesystem(world: dict[str, Any], docker_home: Path) -> None:
+    """deployVirtualMachine with rootdisksize (in GB: DeployVMCmd's rootdisksize parameter; the
+    ROOT volume's size, UserVmManagerImpl) gives
+    the VM a disk of that size: here /var/lib/docker, where a deploy writes, is a filesystem of
+    its own of 3 GB, so filling it fails in the VM ("No space left on device") and the sparse
+    file behind it on this machine does not grow with what was allocated."""
+    host: Host = world["bare"]["host"]
+    src, fstype, size = host.run("findmnt -bno SOURCE,FSTYPE,SIZE /var/lib/docker").stdout.split()
+    assert (src, fstype) == ("/dev/vda", "ext4") and 2.8 * GB < int(size) <= 3 * GB, (src, fstype, size)
+    # not one of the data disks csdeploy's disk script may format
+    assert "/dev/vda" not in host.run("cat /etc/csdeploy-lab/disks.env").stdout
+    image = docker_home / "lab" / "volumes" / f"root-{world['bare']['vm']['id']}.img"
+    assert image.stat().st_size == 3 * GB and len(loops_of(image)) == 1
+    full = host.run("fallocate -l 4G /var/lib/docker/fill", ok=False)
+    assert full.exit_status != 0 and "No space left on device" in full.stderr, full
+    # (ext4 may keep what the refused fallocate took); take what is left but 16 MB
+    host.run("a=$(df -B1 --output=avail /var/lib/docker | tail -1); "
+             "[ $a -le 16777216 ] || fallocate -l $((a - 16777216)) /var/lib/docker/fill2")
+    assert int(host.run("df -B1 --output=avail /var/lib/docker | tail -1").stdout) < 32 * 1024**2
+    assert image.stat().st_blocks * 512 < 512 * 1024**2  # allocated in the VM, not written here
+    host.run("rm -f /var/lib/docker/fill /var/lib/docker/fill2")
 
 
 def test_deleting_the_firewall_rule_closes_ssh(docker_sim: ThreadedSimulator, docker_cs: CloudStack,

@@ -3,7 +3,10 @@ matrix, tests/e2e/test_rollout_faults.py, cell stop old/dockerd: the deploy said
 web host ran v1 beside v2, because the daemon started the old container again once it was back).
 
 The script runs in `sh` against a `docker` stand-in that plays the daemon: the first stop is cut
-short, the daemon does not answer once, then the old container is running again.
+short, the daemon does not answer once, then the old container is running again. And on a full
+disk (cell watch/disk): the daemon killed the old container but could not write down that it
+ended, so it lists it running for good and `docker stop` does nothing (docker 20.10, seen in the
+lab); only removing it ends that.
 """
 
 from __future__ import annotations
@@ -19,12 +22,20 @@ from tests.support.fakedocker import SHEBANG
 LABELS = {"service": "demo", "role": "web"}
 
 
-def _run(tmp_path: Path, restarts: int, settle: int = 30) -> tuple[int, list[list[str]], str]:
-    """``restarts``: how many times the daemon brings the old container back after a stop."""
+#: a process id no process has (Linux's largest pid_max is 4194304)
+GONE = 99999999
+
+
+def _run(tmp_path: Path, restarts: int, settle: int = 30, ghost: bool = False,
+         pid: int = GONE) -> tuple[int, list[list[str]], str]:
+    """``restarts``: how many times the daemon brings the old container back after a stop.
+    ``ghost``: the old container's process is gone but the daemon lists it running (a stop
+    changes nothing); else its process is this test's own (alive)."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     log, state = tmp_path / "docker.log", tmp_path / "state.json"
-    state.write_text(json.dumps({"running": True, "restarts": restarts, "down": 0}))
+    state.write_text(json.dumps({"running": True, "restarts": restarts, "down": 0, "ghost": ghost,
+                                 "pid": pid if ghost else os.getpid()}))
     (bindir / "docker").write_text(SHEBANG + f"""
 import json, sys
 args = sys.argv[1:]
@@ -38,8 +49,14 @@ elif args[0] == "ps":
     print("demo-web-v2")
     if st["running"]:
         print("demo-web-v1")
+elif args[0] == "inspect":
+    print(st["pid"] if st["running"] else 0)
+elif args[0] == "rm":
+    st["running"] = False; save()
 elif args[0] == "stop":
-    if st["restarts"]:        # cut short by the daemon's restart: back once it answers again
+    if st["ghost"]:
+        pass
+    elif st["restarts"]:        # cut short by the daemon's restart: back once it answers again
         st["restarts"] -= 1; st["down"] = 1
     else:
         st["running"] = False
@@ -67,6 +84,23 @@ def test_a_plain_stop_costs_one_check(tmp_path: Path) -> None:
 
 
 def test_an_old_container_that_keeps_coming_back_fails_the_step_naming_it(tmp_path: Path) -> None:
-    code, _, err = _run(tmp_path, restarts=100, settle=2)
+    code, calls, err = _run(tmp_path, restarts=100, settle=2)
     assert code == 1
     assert "still running after 2 s of stopping: demo-web-v1" in err
+    assert not [c for c in calls if c[0] == "rm"], calls   # its process lives: never removed
+
+
+def test_an_old_container_listed_running_without_its_process_is_removed(tmp_path: Path) -> None:
+    code, calls, err = _run(tmp_path, restarts=0, ghost=True, settle=5)
+    assert code == 0, err
+    assert ["rm", "--force", "demo-web-v1"] in calls, calls
+    assert "demo-web-v1: docker lists it running but it is not" in err
+    assert json.loads((tmp_path / "state.json").read_text())["running"] is False
+
+
+def test_an_old_container_listed_running_that_docker_inspect_says_ended_is_removed(tmp_path: Path) -> None:
+    """``docker ps`` reads a view the daemon updates only when it could write the container's
+    state down: after a full disk it lists an ended container as running (pid 0 in inspect)."""
+    code, calls, err = _run(tmp_path, restarts=0, ghost=True, settle=5, pid=0)
+    assert code == 0, err
+    assert ["rm", "--force", "demo-web-v1"] in calls, calls

@@ -2,7 +2,9 @@
 
 A VM is a container of a VM template (lab/templates.py): systemd as PID 1, cloud-init
 configuring it from a NoCloud seed at first boot, sshd, and its own dockerd (Docker-in-Docker,
-``/var/lib/docker`` on a volume of its own because overlay2 cannot sit on overlay). A
+``/var/lib/docker`` on a volume of its own because overlay2 cannot sit on overlay; on a
+bounded disk of the root disk's size when the VM was deployed with ``rootdisksize``, see
+docker_disks.py). A
 CloudStack network is a docker bridge network with the network's CIDR and gateway, created
 lazily when its first VM is deployed, as CloudStack implements networks; a VM's NIC keeps
 its CloudStack address (``--ip``). The VMs are reachable from outside only through the
@@ -39,6 +41,7 @@ from .docker_disks import (
     guest_sh,
     mounted_by,
     plug_script,
+    root_disk_id,
     unplug_script,
 )
 from .docker_resources import (
@@ -235,14 +238,20 @@ class DockerHost(HostBackend):
         nics = vm.get("nic") or []
         networks = [await self._ensure_network(self.sim.get("networks", n["networkid"]) or {})
                     for n in nics]
-        dvol = docker_volume_name(vm["id"])
-        await docker("volume", "create", *self.labels("vm-docker", vm=vm["id"]), dvol)
+        root = self._root_disk(vm)
+        if root is not None:  # /var/lib/docker: the bounded root disk, mounted by the guest at boot
+            await self.files.ensure_filesystem(root_disk_id(vm["id"]), root)
+            docker_dir: list[str] = []
+        else:
+            dvol = docker_volume_name(vm["id"])
+            await docker("volume", "create", *self.labels("vm-docker", vm=vm["id"]), dvol)
+            docker_dir = ["-v", f"{dvol}:/var/lib/docker"]
         # (no --mac-address: docker CLIs newer than the engine refuse it per network)
         net_args = ["--network", networks[0], "--ip", nics[0]["ipaddress"]] if nics else ["--network", "none"]
         caps = ["--cap-drop=SYS_RESOURCE"] if self.drop_sys_resource else []
         await docker("create", "--name", container_name(vm["id"]), "--hostname", vm["name"],
                      *self.labels("vm", vm=vm["id"], **{"vm-name": vm["name"]}), *VM_FLAGS, *caps,
-                     *net_args, "-v", f"{dvol}:/var/lib/docker", image)
+                     *net_args, *docker_dir, image)
         for nic, network in list(zip(nics, networks, strict=True))[1:]:
             await docker("network", "connect", "--ip", nic["ipaddress"], network, container_name(vm["id"]))
 
@@ -258,7 +267,17 @@ class DockerHost(HostBackend):
         for vol in self._data_volumes(vm["id"]):
             _, minor = await self.files.attach(vol["id"], vol["size"])
             plugged[self._device(vol, vm["id"])] = minor
-        await guest_sh(name, plug_script(plugged, list(plugged)))
+        root = None
+        size = self._root_disk(vm)
+        if size is not None:
+            _, root = await self.files.attach(root_disk_id(vm["id"]), size)
+        await guest_sh(name, plug_script(plugged, list(plugged), root=root))
+
+    @staticmethod
+    def _root_disk(vm: dict[str, Any]) -> int | None:
+        """The size in bytes of the VM's bounded root disk (deployed with rootdisksize), or None."""
+        gb = vm.get("_rootsize")
+        return int(gb) * 1024**3 if gb else None
 
     def _data_volumes(self, vm_id: str, plus: str | None = None, minus: str | None = None
                       ) -> list[dict[str, Any]]:
@@ -298,6 +317,7 @@ class DockerHost(HostBackend):
         if release:
             for vol in self._data_volumes(id):
                 await self.files.release(vol["id"])
+            await self.files.release(root_disk_id(id))
 
     async def stop_vm(self, id: str) -> None:
         async with self._lock(id):
@@ -318,6 +338,7 @@ class DockerHost(HostBackend):
         for vol in self._data_volumes(id):
             await self.files.release(vol["id"])
             vol.pop("_dev", None)
+        await self.files.delete(root_disk_id(id))
 
     async def destroy_vm(self, id: str, expunge: bool = False, volumes: list[str] | None = None) -> None:
         async with self._lock(id):

@@ -8,6 +8,15 @@ it (``/dev/vdb``, ``/dev/vdc``...; the container is created with ``--device-cgro
 'b 7:* rmw'`` so the node may be made later). Loop devices are held only while a VM runs with
 the volume: stop, detach, expunge and ``lab down`` release them.
 
+A VM deployed with a root disk size (deployVirtualMachine ``rootdisksize``) gets its
+``/var/lib/docker`` on a disk of that size: an ext4 filesystem in a sparse file
+(``root-<vmid>.img`` beside the volumes, owned like them), plugged in as ``/dev/vda`` (a real
+VM's root disk) and mounted before the guest's dockerd starts. What a deploy writes there
+(image pulls, container layers and logs, kamal-proxy's state) then fills a filesystem of the
+size the blueprint asked for, never this machine's disk; its loop device and file go with the
+VM (expunge, ``lab down``), as a data volume's do. A VM without one keeps the unbounded docker
+volume (the template's nominal 2 GB would not hold the lab's images).
+
 A snapshot is a sparse copy of the volume's file (``snapshot-<snapshotid>.img`` beside the
 volumes, owned like them), taken after a ``sync`` so what the guest wrote is in it (crash
 consistent, as a snapshot of a running KVM guest is); a volume created from a snapshot starts
@@ -41,6 +50,9 @@ from ..docker import docker
 
 #: Device names the guest sees, in attach order (vda is the root disk of a real VM).
 DEVICE_NAMES = tuple(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz")
+#: The bounded root disk's device in the guest, and where it is mounted there.
+ROOT_DEVICE = "vda"
+ROOT_MOUNT = "/var/lib/docker"
 LOOP_MAJOR = 7
 DISKS_ENV = "/etc/csdeploy-lab/disks.env"
 READY_MARKER = "/run/csdeploy-lab/devices-ready"
@@ -86,6 +98,27 @@ class VolumeFiles:
 
     def path(self, volume_id: str) -> Path:
         return self.dir / f"{volume_id}.img"
+
+    async def ensure_filesystem(self, volume_id: str, size: int) -> Path:
+        """The volume's file holding an ext4 filesystem of ``size`` bytes, made empty if
+        missing: formatted aside and renamed, so a crash half-way leaves no unformatted disk."""
+        path = self.path(volume_id)
+        if path.exists():
+            return path
+        self.dir.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(path.name + ".part")
+        part.unlink(missing_ok=True)
+        part.touch()
+        os.truncate(part, size)
+        try:
+            await _run("mkfs.ext4", "-q", "-F", "-m", "0", "-L", "csdeploy-root", "-E",
+                       "lazy_itable_init=1,lazy_journal_init=1,nodiscard", str(part))
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        path.with_suffix(".owner").write_text(self.lab_id + "\n")
+        os.replace(part, path)
+        return path
 
     def ensure_file(self, volume_id: str, size: int) -> Path:
         """The volume's file, created sparse at ``size`` bytes if missing (never shrunk here)."""
@@ -211,6 +244,11 @@ class VolumeFiles:
         self.path(volume_id).with_suffix(".owner").unlink(missing_ok=True)
 
 
+def root_disk_id(vm_id: str) -> str:
+    """The file name (without ``.img``) of VM ``vm_id``'s bounded root disk."""
+    return f"root-{vm_id}"
+
+
 def owned_files(root: Path, lab_id: str | None) -> list[Path]:
     """Volume files of lab ``lab_id`` (every lab's for None)."""
     vdir = volumes_dir(root)
@@ -301,12 +339,20 @@ def _env_file(devices: list[str]) -> str:
             f'CSDEPLOY_DISKS_ONLY="{listed}"\n')
 
 
-def plug_script(plugged: dict[str, int], all_devices: list[str]) -> str:
-    """Shell for the guest: make nodes ``{name: loop minor}``, list the disks, mark ready."""
+def plug_script(plugged: dict[str, int], all_devices: list[str], *, root: int | None = None) -> str:
+    """Shell for the guest: make nodes ``{name: loop minor}``, list the disks, mark ready.
+
+    ``root``: the loop minor of the VM's bounded root disk, plugged in as ``/dev/vda`` and
+    mounted at ``/var/lib/docker`` (before the marker: the guest's dockerd waits for it). It is
+    never listed among the data disks, so csdeploy's disk script leaves it alone."""
     lines = ["set -e", "mkdir -p /etc/csdeploy-lab /run/csdeploy-lab"]
-    for name, minor in sorted(plugged.items()):
+    nodes = dict(plugged) | ({ROOT_DEVICE: root} if root is not None else {})
+    for name, minor in sorted(nodes.items()):
         lines.append(f"rm -f /dev/{name}; mknod -m 0660 /dev/{name} b {LOOP_MAJOR} {minor}; "
                      f"chgrp disk /dev/{name} 2>/dev/null || true")
+    if root is not None:
+        lines.append(f"mkdir -p {ROOT_MOUNT}; mountpoint -q {ROOT_MOUNT} || "
+                     f"mount -o discard /dev/{ROOT_DEVICE} {ROOT_MOUNT}")
     lines.append(f"cat >{DISKS_ENV} <<'EOF'\n{_env_file(all_devices)}EOF")
     lines.append(f"touch {READY_MARKER}")
     return "\n".join(lines) + "\n"

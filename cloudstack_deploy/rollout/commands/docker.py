@@ -16,6 +16,7 @@ from .script import (
     Pipe,
     Script,
     Var,
+    Word,
     at_least,
     differs,
     empty,
@@ -459,7 +460,8 @@ def stop_others(labels: Mapping[str, str], keep: str, timeout: int = 30,
     daemon answers, that none runs: a dockerd restart during the stop cuts it short and starts
     the container again (its restart policy), which left two versions of a role running after
     a deploy that said done (the rollout fault matrix, cell stop old/dockerd). Stopped again
-    until none runs, for at most ``settle`` s; then the script fails naming them."""
+    until none runs, for at most ``settle`` s; then the script fails naming them. One whose
+    process is gone while docker still lists it running is removed (`end_ghosts`)."""
     s = Script()
     old, i = Var("old"), Var("i")
     stop = f"{q(['docker', 'stop', '--time', str(timeout)])} $old >/dev/null"
@@ -472,11 +474,31 @@ def stop_others(labels: Mapping[str, str], keep: str, timeout: int = 30,
                 s.capture(old, Pipe(ps_names(labels), ["grep", "-vx", keep]))
                 with s.when(empty(old)):
                     s.break_()
+                s.extend(end_ghosts(old))
                 s.raw(stop + " 2>&1 || true")
             s.increment(i)
             with s.when(at_least(i, settle)):
                 s.fail(1, "still running after ", str(settle), " s of stopping: ", old)
             s.sleep(1)
+    return s
+
+
+def end_ghosts(names: Var) -> Script:
+    """Remove each of ``names`` (listed running by ``docker ps``) that is not running: its
+    process is gone, or ``docker inspect`` says it ended. On a full disk the daemon kills a
+    stopped container but cannot write down that it ended, so ``docker ps`` lists it running for
+    good (``docker stop`` then does nothing, even once there is room again) until dockerd
+    restarts. It left a deploy that said done with the old version listed beside the new one,
+    and a rollback to it would switch to a container that is not there (the rollout fault
+    matrix, cells switch/disk and watch/disk). Removing it is what is left to do: it is stopped."""
+    s = Script()
+    name, pid = Var("ghost"), Var("pid")
+    with s.each_word(name, names):
+        s.capture(pid, inspect(name, "{{.State.Pid}}"))
+        with s.when(nonempty(pid) & (equals(pid, "0") | ~succeeds(["test", "-d", Word("/proc/", pid)]))):
+            s.say(name, ": docker lists it running but it is not (the daemon could not record its end: "
+                  "is the disk full?); removing it")
+            s.run(remove([name]), quiet=True, may_fail=True)
     return s
 
 
