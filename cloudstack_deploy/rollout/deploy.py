@@ -22,7 +22,7 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 
-from .. import accessories
+from .. import accessories, hostdumps
 from ..blueprint_schema import Accessory, Blueprint, Role
 from ..errors import InvalidInput, Locked, OperationFailed
 from ..inventory import Host, Inventory
@@ -32,6 +32,7 @@ from . import canary, history, lease
 from .commands import facts as facts_cmds
 from .commands import hardening as hardening_cmds
 from .commands import host as host_cmds
+from .commands import hostdump as hostdump_cmds
 from .commands import proxy as proxy_cmds
 from .commands.script import Script
 from .contract import (
@@ -70,10 +71,12 @@ class HostWork:
     proxy: bool = False
     harden: bool = False           # the OS set-up of the blueprint's `hosts:` section differs
     tuned: dict[str, Accessory] = field(default_factory=dict)   # accessories as run here (tuned to the VM)
+    backups: Script | None = None  # its accessories' scheduled-backup timers set (hostdumps), when they differ
 
     @property
     def needed(self) -> bool:
-        return bool(self.install or self.network or self.pulls or self.accessories or self.proxy or self.harden)
+        return bool(self.install or self.network or self.pulls or self.accessories or self.proxy or self.harden
+                    or self.backups)
 
 
 class Rollout:
@@ -263,7 +266,8 @@ class Rollout:
             mounts=[disk.mount for disk in host.disks],
             roles={host.app_role: labels(self.bp.service, self.env, host.app_role)} if host.app_role else None,
             maintenance=proxy_cmds.maintenance_file(self.bp.service) if host.proxy else None,
-            hardening=True, machine=bool(host.accessories)))
+            hardening=True, machine=bool(host.accessories),
+            backups=hostdump_cmds.marker(self.bp.service) if host.accessories else None))
 
     async def read_facts(self, pool: Hosts, hosts: list[Host], version: str | None, *, lock: Script | None,
                          ) -> dict[str, facts_cmds.HostFacts]:
@@ -338,6 +342,8 @@ class Rollout:
             have, state = f.accessories.get(accessory_container(self.bp.service, name), ("", ""))
             if name in reboot or have != want or state != "running":
                 work.accessories.append(name)
+        if host.accessories:
+            work.backups = hostdumps.install_script(self.bp, self.env, host, self.inv.ssh.user, f.backups)
         work.proxy = host.proxy and f.proxy != "running"
         work.harden = hardening_cmds.needed(self.bp.hosts, f.hardening, *self.host_slot(host))
         if work.harden and self.inv.ssh.user != "root":  # its files are root's: said, not failed
@@ -386,11 +392,14 @@ class Rollout:
             script.extend(accessory_script(self.bp, self.env, work.tuned.get(name) or self.bp.accessories[name],
                                            acc_envs[name],
                                            host.private_ip, force=name in reboot))
+        if work.backups is not None:
+            script.extend(work.backups)
         detail = ", ".join(filter(None, ["set up the OS" if work.harden else "",
                                          "install docker" if work.install else "",
                                          f"pull {len(work.pulls)}" if work.pulls else "",
                                          "boot proxy" if work.proxy else "",
-                                         ", ".join(work.accessories)]))
+                                         ", ".join(work.accessories),
+                                         "backup schedules" if work.backups is not None else ""]))
         self.emit(f"host {host.name}", "prepare", "running", detail)
         try:
             res = await conn.run(script, what="prepare (" + (detail or "nothing") + ")", timeout=900)
