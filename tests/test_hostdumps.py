@@ -403,3 +403,40 @@ def test_the_commands_list_fetch_and_restore_the_hosts_dumps(
     assert copy.read_bytes() == (host.dir / Path(on_host["key"]).name).read_bytes()
     res = runner.invoke(main, ["backup", "--env", "shop", "--accessory", "db", "--fetch"])
     assert res.exit_code == 0 and "nothing to copy" in res.output, res.output
+
+
+async def test_status_shows_each_schedule_and_the_hosts_last_run(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per host (`status --json`'s `backups`): who runs each schedule; for the host's timer, its
+    last run as the job wrote it, read from the host; `status` says it in a line."""
+    from cloudstack_deploy.render import status_text
+    from cloudstack_deploy.rollout import ops
+
+    where = tmp_path / "dumps"
+    where.mkdir()
+    monkeypatch.setattr(ops.hostdumps, "directory", lambda _bp, name: str(where))
+    text = (REPO / "blueprints" / "demo.yml").read_text()
+    text = text.replace("    image: registry.lab:5000/postgres:15\n",
+                        "    image: registry.lab:5000/postgres:15\n    backups: {schedule: '0 3 * * *', keep: 7}\n", 1)
+    text = text.replace("    image: registry.lab:5000/redis:7\n",
+                        "    image: registry.lab:5000/redis:7\n    backups: {schedule: '@hourly', to: /srv/dumps}\n", 1)
+    (tmp_path / "shop.yml").write_text(text)
+    bp = load_blueprint(str(tmp_path / "shop.yml"))
+    side = HostSide.__new__(HostSide)
+    side.argv = []
+    side.host = SimpleNamespace(name="shop-db-1", accessories=("db", "redis"))
+    r = SimpleNamespace(bp=bp, inv=SimpleNamespace(ssh=SimpleNamespace(user="root")))
+
+    first = await ops._backup_schedules(r, side)  # type: ignore[arg-type]
+    assert first == [
+        {"accessory": "db", "schedule": "0 3 * * *", "keep": 7, "to": f"host:{where}", "run_by": "host",
+         "last_run": {}},
+        {"accessory": "redis", "schedule": "@hourly", "keep": None, "to": "/srv/dumps", "run_by": "serve"}]
+    (where / hd.LAST_RUN).write_text('{"result": "failed", "at": "2026-12-06T03:00:01Z", '
+                                     '"detail": "the dump failed (exit 1): no space left on device"}\n')
+    st = ops.HostStatus("shop-db-1", "db", "127.0.0.1", backups=await ops._backup_schedules(r, side))  # type: ignore[arg-type]
+    assert st.backups[0]["last_run"]["result"] == "failed"
+    assert (f"  scheduled backup of db (0 3 * * * UTC, by this host's timer, kept in host:{where}, newest 7): "
+            "last run failed at 2026-12-06T03:00:01Z: the dump failed (exit 1): no space left on device") \
+        in status_text([st]).splitlines()
+    assert "redis" not in status_text([st]), "serve's schedules are said from the history store, after the hosts"
