@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 
 from .host import base_dir
+from .jobs import TIMER_UNIT, due_gate, jobs_dir
 from .script import Argv, Script, q
 
 UNIT_PREFIX = "csdeploy-backup-"
@@ -79,8 +80,6 @@ def _manifest_format(d: HostDump) -> str:
 
 def job_script(d: HostDump) -> Script:
     """What the timer runs every minute (as root)."""
-    from .jobs import due_gate
-
     s = Script()
     due_gate(s, d.when)
     s.raw(f"dir={q([d.directory])}")
@@ -114,12 +113,13 @@ def _service_unit(service: str, accessory: str, user: str) -> str:
     home = "~" + user
     return "\n".join(["[Unit]", f"Description=csdeploy: scheduled backup of {service}'s {accessory}", "",
                       "[Service]", "Type=oneshot",
+                      # a dump that hangs is ended (its partial file goes at the next run), so the
+                      # minutes after it are not all skipped behind its lock
+                      "TimeoutStartSec=12h",
                       f"ExecStart=/bin/sh -c \"cd {home} && exec /bin/sh {_script_path(service, accessory)}\""]) + "\n"
 
 
 def marker(service: str) -> str:
-    from .jobs import jobs_dir
-
     return f"{jobs_dir(service)}/{MARKER}"
 
 
@@ -127,8 +127,6 @@ def install(service: str, wanted: dict[str, Script], user: str, fingerprint: str
     """On an accessory host: each scheduled accessory's job script and units written and linked
     into systemd, their timers started; the timers of this host's accessories no longer
     scheduled on it stopped and their files removed (the dumps are kept)."""
-    from .jobs import TIMER_UNIT, jobs_dir
-
     s = Script()
     s.step("backup schedules")
     if wanted:
