@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .rollout.commands import dump as cmd
-from .rollout.commands import hostdump as hd
-from .rollout.commands.script import Script
-from .rollout.contract import accessory_container
+if TYPE_CHECKING:  # `validate` and `plan` read the notes: they load no rollout code
+    from .rollout.commands import hostdump as hd
+    from .rollout.commands.script import Script
 
-HOST = hd.HOST
+#: csdeploy's name for backups kept on the accessory's host (`to: host`; WHERE says host:PATH).
+HOST = "host"
+#: Where the dumps go when the accessory has no data disk (root's, never a public path).
+NO_DISK_DIR = "/var/lib/csdeploy/backups"
 
 
 def runs_on_host(policy: Any) -> bool:
@@ -43,12 +45,16 @@ def data_mount(bp: Any, accessory: str) -> str | None:
 
 
 def directory(bp: Any, accessory: str) -> str:
-    return hd.directory(data_mount(bp, accessory), accessory)
+    """Where the schedule keeps the accessory's dumps: on its data disk when it has one."""
+    mount = data_mount(bp, accessory)
+    return f"{mount}/csdeploy-backups/{accessory}" if mount else f"{NO_DISK_DIR}/{accessory}"
 
 
 def dump_argv(bp: Any, accessory: str) -> tuple[list[str], Any]:
     """The dump on stdout, as `csdeploy backup` takes it, and its `dumps.Method`."""
     from .dump_kinds import method_for, pg_names, redis_auth
+    from .rollout.commands import dump as cmd
+    from .rollout.contract import accessory_container
 
     acc, method = method_for(bp, accessory)
     container = accessory_container(bp.service, accessory)
@@ -58,11 +64,13 @@ def dump_argv(bp: Any, accessory: str) -> tuple[list[str], Any]:
 
 
 def host_dump(bp: Any, env: str, accessory: str, host_name: str) -> hd.HostDump:
+    from .rollout.commands import hostdump as hd
+
     acc = bp.accessories[accessory]
     argv, method = dump_argv(bp, accessory)
     return hd.HostDump(service=bp.service, env=env, accessory=accessory, kind=method.kind, ext=method.ext,
                        magic=method.magic.decode(), image=acc.image, host=host_name,
-                       directory=directory(bp, accessory), dump=argv, when=acc.backups.schedule,
+                       directory=directory(bp, accessory), where=f"{HOST}:{directory(bp, accessory)}", dump=argv, when=acc.backups.schedule,
                        keep=acc.backups.keep)
 
 
@@ -70,6 +78,7 @@ def install_script(bp: Any, env: str, host: Any, user: str, have: str) -> Script
     """The script setting the host's backup timers (those of its accessories scheduled on it;
     the others' removed), or None when ``have`` (the host's marker, read with its facts) says
     they are already what the blueprint asks."""
+    from .rollout.commands import hostdump as hd
     wanted = {name: hd.job_script(host_dump(bp, env, name, host.name)) for name in host.accessories
               if name in bp.accessories and runs_on_host(bp.accessories[name].backups)}
     fingerprint = hashlib.sha256(json.dumps([user, *((n, s.text()) for n, s in sorted(wanted.items()))])

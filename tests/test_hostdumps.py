@@ -100,7 +100,8 @@ class Host:
 
 
 def _job(bp: Any, host: Host, **changes: Any) -> str:
-    d = replace(hostdumps.host_dump(bp, "shop", "db", "shop-db-1"), directory=str(host.dir), **changes)
+    d = replace(hostdumps.host_dump(bp, "shop", "db", "shop-db-1"), directory=str(host.dir),
+                where=f"host:{host.dir}", **changes)
     return hd.job_script(d).text()
 
 

@@ -25,14 +25,10 @@ from .jobs import TIMER_UNIT, due_gate, jobs_dir
 from .script import Argv, Script, q
 
 UNIT_PREFIX = "csdeploy-backup-"
-#: Where the dumps go when the accessory has no data disk (root's, never a public path).
-NO_DISK_DIR = "/var/lib/csdeploy/backups"
 LAST_RUN = "last-run.json"
 #: What the host's backup timers were set from (a hash), read with the host's facts: a deploy
 #: rewrites them only when it differs.
 MARKER = "backup-schedules.sum"
-#: csdeploy's name for backups kept on the accessory's host (`to: host`; WHERE says host:PATH).
-HOST = "host"
 _STAMP = "[0-9]*T[0-9]*Z"
 
 
@@ -49,14 +45,10 @@ class HostDump:
     image: str
     host: str            # the VM's name (the manifest's ``host``)
     directory: str       # where the dumps are kept on the host
+    where: str           # the manifests' ``destination`` (``host:PATH``)
     dump: Argv           # the dump on stdout (`dump.pg_dump` / `dump.redis_rdb`)
     when: str            # the cron line
     keep: int | None
-
-
-def directory(mount: str | None, accessory: str) -> str:
-    """The accessory's dumps: on its data disk when it has one."""
-    return f"{mount}/csdeploy-backups/{accessory}" if mount else f"{NO_DISK_DIR}/{accessory}"
 
 
 def unit_name(service: str, accessory: str) -> str:
@@ -72,7 +64,7 @@ def _manifest_format(d: HostDump) -> str:
     s, n = "@@csdeploy-s@@", "@@csdeploy-n@@"
     doc = {"id": s, "env": d.env, "accessory": d.accessory, "kind": d.kind, "image": d.image,
            "created_at": s, "size": n, "sha256": s, "key": s, "by": "schedule", "host": d.host,
-           "destination": f"{HOST}:{d.directory}", "format": 1}
+           "destination": d.where, "format": 1}
     text = json.dumps(doc).replace("\\", "\\\\").replace("%", "%%")
     text = text.replace(f'"{s}"', '"%s"').replace(f'"{n}"', "%s")
     return text + "\\n"
