@@ -337,14 +337,15 @@ def check_backups(ctx: Ctx, path: TreePath, value: Any) -> Any:
         except ValueError as exc:
             ctx.add(path + ("schedule",), f"cannot read the cron line {describe(out['schedule'])}: {exc}")
             bad = True
-    if "to" in out:
+    if "to" in out and out["to"] != "host":  # `host`: kept on the accessory's host (hostdumps)
         try:
             parse_url(out["to"])
         except InvalidInput as exc:
             ctx.add(path + ("to",), str(exc).splitlines()[0])
             bad = True
-    # A schedule is run by `csdeploy serve` (server/schedule.py), from the machine it runs on:
-    # any destination `csdeploy backup` takes works there; validate and plan say so.
+    # A schedule with no `to:` or `to: host` is run on the accessory's host by a timer
+    # (hostdumps.py); one sent off the host by `csdeploy serve` (server/schedule.py), from the
+    # machine it runs on: any destination `csdeploy backup` takes works there. validate and plan say so.
     return BAD if bad else BackupPolicy(**out)
 
 

@@ -374,7 +374,8 @@ class AccessoryVM:
 class BackupPolicy:
     """`accessories.NAME.backups`: where `csdeploy backup` writes (``to``; default
     $CSDEPLOY_HOME/backups), how many it keeps (``keep``), and when (``schedule``, a cron line)
-    a scheduled backup is due."""
+    a scheduled backup is due. A schedule with no ``to`` (or ``to: host``) is run on the
+    accessory's host, its dumps kept there (`hostdumps`); one with ``to`` by `csdeploy serve`."""
 
     schedule: str | None = None
     keep: int | None = None

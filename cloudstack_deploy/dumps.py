@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from . import backup_dest as bd
-from .accessories import kind_of
+from .dump_kinds import METHODS, Method, method_for, redis_auth
+from .dump_kinds import pg_names as _pg_names
 from .errors import CsdeployError, InvalidInput, OperationFailed
 from .rollout import lifecycle, ops
 from .rollout.commands import dump as cmd
@@ -40,21 +41,6 @@ from .rollout.lifecycle import accessory_host
 
 FORMAT = 1
 MAINTENANCE_MESSAGE = "Restoring data: back in a few minutes"
-
-
-@dataclass(frozen=True)
-class Method:
-    kind: str
-    ext: str
-    magic: bytes
-    what: str
-
-
-METHODS = {
-    "postgres": Method("postgres", "pgdump", b"PGDMP", "a PostgreSQL custom-format dump (pg_dump -Fc)"),
-    "redis": Method("redis", "rdb", b"REDIS", "a Redis RDB file"),
-    "valkey": Method("valkey", "rdb", b"REDIS", "a Valkey/Redis RDB file"),
-}
 
 
 @dataclass
@@ -109,25 +95,6 @@ class RestoreResult:
         return asdict(self)
 
 
-def method_for(bp: Any, accessory: str) -> tuple[Any, Method]:
-    """The accessory and how it is dumped; InvalidInput for an unknown one or a kind with no method."""
-    acc = bp.accessories.get(accessory)
-    if acc is None:
-        raise InvalidInput(f"no accessory named {accessory!r}", hint="known: " + (", ".join(bp.accessories) or "none"))
-    kind = kind_of(acc.image)
-    method = METHODS.get(kind.name) if kind is not None else None
-    if method is None:
-        raise InvalidInput(f"accessory {accessory} ({acc.image}) has no backup method: csdeploy backs up "
-                           + ", ".join(sorted(METHODS)) + " accessories",
-                           hint="take a disk snapshot instead: csdeploy snapshot --role " + accessory)
-    return acc, method
-
-
-def _pg_names(acc: Any) -> tuple[str, str]:
-    user = acc.env.clear.get("POSTGRES_USER", "postgres")
-    return user, acc.env.clear.get("POSTGRES_DB", user)
-
-
 def stamp(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
@@ -149,7 +116,8 @@ async def take(r: Rollout, accessory: str, store: bd.Store, *, by: str, keep: in
     host = accessory_host(r, accessory)
     await asyncio.to_thread(store.check)
     container = accessory_container(r.bp.service, accessory)
-    argv = cmd.pg_dump(container, *_pg_names(acc)) if method.kind == "postgres" else cmd.redis_rdb(container)
+    argv = (cmd.pg_dump(container, *_pg_names(acc)) if method.kind == "postgres"
+            else cmd.redis_rdb(container, auth=redis_auth(acc)))
     when = now or datetime.now(UTC)
     key = _key(r.env, accessory, when, method)
     chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
@@ -301,7 +269,8 @@ async def restore(r: Rollout, accessory: str, store: bd.Store, manifest: Manifes
                 last = (res.stderr.strip().splitlines() or ["?"])[-1]
                 raise InvalidInput(f"{label} is not a dump pg_restore can read ({last}): nothing was changed")
         if method.kind != "postgres":  # Redis: received next to its data and read by Redis' checker
-            data_dir = await _redis_receive(conn, container, store, key, method, manifest, label)
+            data_dir = await _redis_receive(conn, container, store, key, method, manifest, label,
+                                            auth=redis_auth(acc))
         # 2. the app kept off the data while it is replaced: behind kamal-proxy's maintenance
         # answer, or, with no proxy host to give one, its roles stopped
         guard = guard_for(r, maintenance)
@@ -406,12 +375,12 @@ def restore_plan(r: Rollout, accessory: str, label: str, manifest: Manifest | No
 
 
 async def _redis_receive(conn: Connection, container: str, store: bd.Store, key: str, method: Method,
-                         manifest: Manifest | None, label: str) -> str:
+                         manifest: Manifest | None, label: str, *, auth: str | None = None) -> str:
     """Put the checked RDB next to Redis' data (under a name Redis does not load) and have Redis'
     checker read it; InvalidInput (the file removed, nothing else changed) when it is not one.
     Returns Redis' data directory."""
     name = conn.host.name
-    res = await conn.run(cmd.redis_dir(container), check=False, what=f"data directory of {container}")
+    res = await conn.run(cmd.redis_dir(container, auth=auth), check=False, what=f"data directory of {container}")
     data_dir = (res.stdout.strip().splitlines() or [""])[-1].strip()
     if res.exit_status != 0 or not data_dir.startswith("/"):
         detail = (res.stderr.strip().splitlines() or [res.stdout.strip()])[-1]
@@ -447,7 +416,7 @@ async def _load(conn: Connection, method: Method, acc: Any, container: str, data
                                   hint=(res.stderr.strip().splitlines() or [""])[-1] or None)
         return
     server = "valkey-server" if method.kind == "valkey" else "redis-server"
-    res = await conn.run(cmd.redis_load(container, data_dir, server=server), check=False, what=f"load of {label}",
+    res = await conn.run(cmd.redis_load(container, data_dir, server=server, auth=redis_auth(acc)), check=False, what=f"load of {label}",
                          timeout=900)
     if res.exit_status != 0:
         detail = " ".join(line.strip() for line in res.stderr.strip().splitlines() if not line.startswith("::step"))

@@ -193,7 +193,21 @@ def status_text(hosts: list[HostStatus]) -> str:
             lines.append("  MAINTENANCE: kamal-proxy answers 503" + (f" ({h.maintenance})" if h.maintenance else "")
                          + "; `csdeploy maintenance off` ends it")
         lines += [f"  warning: {text}" for text in h.warnings]
+        lines += [_host_backup_line(b) for b in getattr(h, "backups", []) if b.get("run_by") == "host"]
     return "\n".join(lines)
+
+
+def _host_backup_line(b: dict[str, Any]) -> str:
+    """A schedule run by the host's timer: its last run as the job wrote it."""
+    last = b.get("last_run") or {}
+    if not last:
+        said = "not run yet"
+    elif last.get("result") == "ok":
+        said = f"ok at {last.get('at', '?')} ({last.get('detail', '')})"
+    else:
+        said = f"{last.get('result', '?')} at {last.get('at', '?')}: {last.get('detail', '')}"
+    return (f"  scheduled backup of {b['accessory']} ({b['schedule']} UTC, by this host's timer, kept in "
+            f"{b['to']}" + (f", newest {b['keep']}" if b.get("keep") else "") + f"): last run {said}")
 
 
 def history_text(env: str, records: list[DeployRecord]) -> str:

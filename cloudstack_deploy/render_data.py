@@ -96,6 +96,13 @@ def backups_text(env: str, found: list[Any], searched: list[str]) -> str:
     return "\n".join(_table(rows))
 
 
+def fetched_text(env: str, accessory: str, copied: list[Any]) -> str:
+    if not copied:
+        return f"{env}'s {accessory}: nothing to copy (every dump kept on its host is already there)"
+    return "\n".join(f"copied {m.id}: {m.kind}, {_bytes(m.size)}, sha256 {m.sha256[:16]}... (as its manifest "
+                     f"says), to {m.destination}" for m in copied)
+
+
 def restore_plan_text(env: str, accessory: str, steps: list[str]) -> str:
     lines = [f"restore into {env}'s {accessory} (dry run: nothing changed) would:"]
     return "\n".join([*lines, *(f"  {i}. {step}" for i, step in enumerate(steps, start=1))])

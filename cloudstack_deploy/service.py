@@ -492,13 +492,13 @@ async def backup_accessory(env: str, accessory: str, *, to: str | None = None, k
                            blueprint: str | None = None) -> Any:
     """Dump ``accessory`` of ``env`` into ``to`` (default: $CSDEPLOY_HOME/backups), then keep the
     newest ``keep``; recorded in the history store. Returns a `dumps.BackupResult`."""
-    from . import dumps
+    from . import dumps, hostdumps
     from .store.records import actor
 
     ctx = await context(env, blueprint)
     acc, method = dumps.method_for(ctx.bp, accessory)  # refused before anything is contacted
     policy = acc.backups
-    to = to if to is not None else policy.to if policy is not None else None
+    to = to if to is not None else hostdumps.destination(policy)
     keep = keep if keep is not None else policy.keep if policy is not None else None
     store = _backup_store(to)
     journal = _journal(None)
@@ -518,11 +518,25 @@ async def backup_accessory(env: str, accessory: str, *, to: str | None = None, k
     return result
 
 
+async def fetch_backups(env: str, accessory: str, *, to: str | None = None, backup: str | None = None,
+                        blueprint: str | None = None) -> list[Any]:
+    """Copy the dumps the schedule keeps on ``accessory``'s host (``backup``: only that id) to
+    ``to`` (default: $CSDEPLOY_HOME/backups, or the blueprint's off-host `to:`), each checked
+    against its manifest; those already there are skipped. The copies' manifests."""
+    from . import dumps, host_backups, hostdumps
+
+    ctx = await context(env, blueprint)
+    acc, _ = dumps.method_for(ctx.bp, accessory)
+    store = _backup_store(to if to is not None else hostdumps.destination(acc.backups))
+    return await host_backups.fetch(_rollout(ctx, {}, None), accessory, store, only=backup)
+
+
 @dataclass
 class BackupList:
     """What `backups` found (`dumps.Manifest`, newest first) and the destinations it searched."""
     found: list[Any]
     searched: list[str]
+    notes: list[str] = field(default_factory=list)   # hosts whose dumps could not be read
 
 
 def backup_destinations(env: str, *, to: str | None = None, accessory: str | None = None,
@@ -531,6 +545,7 @@ def backup_destinations(env: str, *, to: str | None = None, accessory: str | Non
     each destination the environment's blueprint (the remembered one, or ``blueprint``) gives
     its accessories (``backups.to``, of ``accessory`` only when given). An environment whose
     blueprint is not remembered (never deployed from here, or torn down) has the default only."""
+    from . import hostdumps
     from .envctx import RECORD, recall_blueprint
 
     if to is not None:
@@ -543,8 +558,9 @@ def backup_destinations(env: str, *, to: str | None = None, accessory: str | Non
     for name, acc in bp.accessories.items():
         if accessory is not None and name != accessory:
             continue
-        if acc.backups is not None and acc.backups.to is not None and acc.backups.to not in out:
-            out.append(acc.backups.to)
+        kept = hostdumps.destination(acc.backups)
+        if kept is not None and kept not in out:
+            out.append(kept)
     return out
 
 
@@ -564,7 +580,42 @@ async def backups(env: str, *, to: str | None = None, accessory: str | None = No
         await asyncio.to_thread(store.check)
         for m in await dumps.listing(store, env, accessory):
             found.setdefault((store.url, m.key), replace(m, destination=store.url))
-    return BackupList(sorted(found.values(), key=lambda m: m.created_at, reverse=True), [s.url for s in stores])
+    searched = [s.url for s in stores]
+    notes: list[str] = []
+    if to is None:
+        on_host, notes, where = await _host_dumps(env, accessory, blueprint)
+        searched += where
+        for m in on_host:
+            found.setdefault((m.destination, m.key), m)
+    return BackupList(sorted(found.values(), key=lambda m: m.created_at, reverse=True), searched, notes)
+
+
+async def _host_dumps(env: str, accessory: str | None, blueprint: str | None) -> tuple[list[Any], list[str],
+                                                                                      list[str]]:
+    """The dumps schedules keep on ``env``'s accessory hosts (of the accessories scheduled on
+    them), the notes of hosts that could not be read, and where it looked (``host:PATH``).
+    Nothing for an environment not deployed from here, or whose blueprint schedules none."""
+    from . import host_backups, hostdumps
+    from .envctx import RECORD, recall_blueprint
+
+    if blueprint is None and not (EnvState(env).dir / RECORD).is_file():
+        return [], [], []
+    bp = recall_blueprint(EnvState(env), blueprint, ())
+    names = [n for n, acc in bp.accessories.items() if accessory in (None, n) and hostdumps.runs_on_host(acc.backups)]
+    if not names:
+        return [], [], []
+    where = [f"{hostdumps.HOST}:{hostdumps.directory(bp, n)}" for n in names]
+    try:
+        ctx = await context(env, blueprint)
+    except CsdeployError as exc:
+        return [], [f"the dumps kept on the hosts were not read: {str(exc).splitlines()[0]}"], where
+    r = _rollout(ctx, {}, None)
+    found, notes = [], []
+    for name in names:
+        got, problems = await host_backups.listing(r, name)
+        found += got
+        notes += problems
+    return found, notes, where
 
 
 async def scheduled_backups(env: str, *, blueprint: str | None = None) -> list[Any]:
@@ -600,21 +651,34 @@ async def restore(env: str, accessory: str, backup: str | None = None, *, to: st
     with no proxy host, with the app roles stopped). Recorded in the history store. Returns a
     `dumps.RestoreResult`; with ``dry_run`` the steps it would take (`dumps.restore_plan`), in
     words, nothing contacted but the destination's listing."""
-    from . import dumps
+    from . import dumps, hostdumps
 
     ctx = await context(env, blueprint)
     acc, method = dumps.method_for(ctx.bp, accessory)
-    if to is None and acc.backups is not None:
-        to = acc.backups.to
+    if to is None:
+        to = hostdumps.destination(acc.backups)
     store = _backup_store(to)
     if backup is None:
         await asyncio.to_thread(store.check)
-    where, manifest, key = await dumps.choose(store, source_env or env, accessory, backup)
+    try:
+        where, manifest, key = await dumps.choose(store, source_env or env, accessory, backup)
+    except InvalidInput:
+        on_host = None if source_env not in (None, env) else await _host_dump_for(ctx, accessory, backup,
+                                                                                     copy=not dry_run)
+        if on_host is None:
+            raise
+        where, manifest, key = on_host
+    else:
+        if backup is None and source_env in (None, env) and manifest is not None:
+            newer = await _host_dump_for(ctx, accessory, None, newer_than=manifest.created_at, copy=not dry_run)
+            if newer is not None:
+                where, manifest, key = newer
     label = manifest.id if manifest is not None else str(backup)
     if dry_run:
         return dumps.restore_plan(_rollout(ctx, {}, None, dry_run=True), accessory, label, manifest,
                                   maintenance=maintenance)
     journal = _journal(progress)
+    fetched = getattr(where, "root", None) if getattr(where, "url", "").startswith(str(_restore_dir(""))) else None
     try:
         async with _cloud_lock(env, break_lock, progress) as gate:
             await gate
@@ -633,7 +697,48 @@ async def restore(env: str, accessory: str, backup: str | None = None, *, to: st
                                       sha256=manifest.sha256 if manifest else None, ok=True)
     finally:
         journal.close()
+        if fetched is not None:  # the copy of a host's dump made for this restore
+            import shutil
+
+            shutil.rmtree(fetched, ignore_errors=True)
     return result
+
+
+def _restore_dir(name: str) -> Path:
+    """Where a dump kept on a host is copied for a restore (under $CSDEPLOY_HOME, 0700)."""
+    from .state import state_root
+
+    return state_root() / f"restore-{name}"
+
+
+async def _host_dump_for(ctx: Any, accessory: str, backup: str | None, *, newer_than: str = "",
+                         copy: bool = True) -> tuple[Any, Any, str] | None:
+    """A dump the schedule keeps on ``accessory``'s host, for `restore`: ``backup`` (an id), or
+    the newest (newer than ``newer_than``), copied to a private directory of this machine and
+    checked against its manifest there (then restored as any backup, checked again as it
+    streams; without ``copy`` (a dry run), only its manifest). None when the host keeps no such dump."""
+    import tempfile
+
+    from . import backup_dest as bd
+    from . import host_backups, hostdumps
+
+    if not hostdumps.runs_on_host(ctx.bp.accessories[accessory].backups):
+        return None
+    r = _rollout(ctx, {}, None)
+    found, problems = await host_backups.listing(r, accessory)
+    chosen = [m for m in found if (backup in (m.id, m.key) if backup is not None else m.created_at > newer_than)]
+    if not chosen:
+        if problems and backup is not None:
+            raise OperationFailed(problems[0])
+        return None
+    if not copy:
+        return bd.LocalDir(Path("/nonexistent"), chosen[0].destination), chosen[0], chosen[0].key
+    top = _restore_dir("").parent
+    top.mkdir(parents=True, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix=_restore_dir("").name, dir=top)  # 0700; removed after the restore
+    store = bd.LocalDir(Path(folder), folder)
+    [m] = await host_backups.fetch(r, accessory, store, only=chosen[0].id)
+    return store, m, m.key
 
 
 # ---- rollout and day 2 ------------------------------------------------------------------------------

@@ -36,11 +36,24 @@ ACCESSORY_OPTION = click.option("--accessory", "accessory", required=True, metav
 @TO_OPTION
 @click.option("--keep", type=click.IntRange(min=1), default=None, metavar="N",
               help="Then delete all but the newest N backups of this accessory at the destination.")
+@click.option("--fetch", is_flag=True,
+              help="Take no dump: copy the dumps the blueprint's schedule keeps on the accessory's host "
+                   "(each checked against its manifest) to the destination; those already there are skipped.")
 @BLUEPRINT_OPTION
 @JSON_OPTION
-def backup(env: str, accessory: str, to: str | None, keep: int | None, blueprint: str | None,
+def backup(env: str, accessory: str, to: str | None, keep: int | None, fetch: bool, blueprint: str | None,
            as_json: bool) -> None:
-    """Dump an accessory's data (pg_dump custom format, Redis RDB) straight into the destination."""
+    """Dump an accessory's data (pg_dump custom format, Redis RDB) straight into the destination;
+    with --fetch, copy the dumps its schedule keeps on the host instead."""
+    if fetch:
+        if keep is not None:
+            raise click.UsageError("--keep applies to a dump taken now, not to --fetch")
+        copied = run(service.fetch_backups(env, accessory, to=to, blueprint=blueprint))
+        if as_json:
+            echo_json([m.to_dict() for m in copied])
+        else:
+            click.echo(render.fetched_text(env, accessory, copied))
+        return
     result = run(service.backup_accessory(env, accessory, to=to, keep=keep, blueprint=blueprint))
     if as_json:
         echo_json(result.to_dict())
@@ -57,12 +70,15 @@ def backup(env: str, accessory: str, to: str | None, keep: int | None, blueprint
 def backups(env: str, accessory: str | None, to: str | None, blueprint: str | None, as_json: bool) -> None:
     """List environment NAME's backups, newest first (also once it is gone): in --to URL, or else
     in the default directory and each destination the environment's blueprint gives
-    (`accessories.X.backups.to`)."""
+    (`accessories.X.backups.to`), and the dumps a schedule keeps on an accessory's host (WHERE:
+    host:PATH)."""
     listed = run(service.backups(env, to=to, accessory=accessory, blueprint=blueprint))
     if as_json:
         echo_json([m.to_dict() for m in listed.found])
     else:
         click.echo(render.backups_text(env, listed.found, listed.searched))
+    for text in listed.notes:
+        click.echo(f"warning: {text}", err=True)
 
 
 @click.command()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -199,10 +199,30 @@ def status(env: str, blueprint: str | None, as_json: bool) -> None:
     """Per host: containers, versions, health, and kamal-proxy's targets."""
     hosts = run(service.status(env, blueprint=blueprint))
     if as_json:
+        if any(b.get("run_by") == "serve" for h in hosts for b in h.backups):
+            _serve_runs(env, blueprint, hosts)
         echo_json([h.__dict__ for h in hosts])
     else:
         click.echo(render.status_text(hosts))
         _scheduled_backups(env, blueprint)
+
+
+def _serve_runs(env: str, blueprint: str | None, hosts: list[Any]) -> None:
+    """`status --json`: each schedule `csdeploy serve` runs gets its last run and next due (the
+    history store's), or why they cannot be read."""
+    from ..errors import CsdeployError
+
+    try:
+        states = {s.accessory: s.to_dict() for s in run(service.scheduled_backups(env, blueprint=blueprint))}
+    except CsdeployError as exc:
+        states = {}
+        problem = str(exc).splitlines()[0]
+    else:
+        problem = ""
+    for h in hosts:
+        for b in h.backups:
+            if b.get("run_by") == "serve":
+                b["last_run"] = states.get(b["accessory"]) or ({"error": problem} if problem else {})
 
 
 def _scheduled_backups(env: str, blueprint: str | None) -> None:

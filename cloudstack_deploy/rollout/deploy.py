@@ -31,6 +31,7 @@ from . import canary, history, lease
 from . import plan as planning
 from .commands import facts as facts_cmds
 from .commands import host as host_cmds
+from .commands import hostdump as hostdump_cmds
 from .commands import proxy as proxy_cmds
 from .commands.script import Script
 from .contract import (
@@ -240,7 +241,8 @@ class Rollout:
             mounts=[disk.mount for disk in host.disks],
             roles={host.app_role: labels(self.bp.service, self.env, host.app_role)} if host.app_role else None,
             maintenance=proxy_cmds.maintenance_file(self.bp.service) if host.proxy else None,
-            hardening=True, machine=bool(host.accessories)))
+            hardening=True, machine=bool(host.accessories),
+            backups=hostdump_cmds.marker(self.bp.service) if host.accessories else None))
 
     async def read_facts(self, pool: Hosts, hosts: list[Host], version: str | None, *, lock: Script | None,
                          ) -> dict[str, facts_cmds.HostFacts]:

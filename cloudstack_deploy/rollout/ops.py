@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import hostdumps
 from ..errors import InvalidInput
 from ..inventory import Host
 from . import canary, history, lease, stages
@@ -18,6 +19,7 @@ from .apps import converge
 from .commands import docker as d
 from .commands import facts, jobs
 from .commands import host as host_cmds
+from .commands import hostdump as hostdump_cmds
 from .commands import proxy as p
 from .commands.script import Script, Var, succeeds
 from .contract import accessory_container, container_name, labels, proxy_service
@@ -37,6 +39,9 @@ class HostStatus:
     maintenance: str | None = None     # maintenance mode's message, when it is on here
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: the blueprint's backup schedules of this host's accessories: accessory, schedule, keep,
+    #: to, run_by ("host": its timer, whose last run is read here; "serve": `csdeploy serve`)
+    backups: list[dict[str, Any]] = field(default_factory=list)
 
     def find_leftovers(self) -> dict[str, list[str]]:
         """A role with two versions running on one host (a deploy that lost the host while it
@@ -97,11 +102,36 @@ async def status(r: Rollout) -> list[HostStatus]:
             await _end_leftovers(r, conn, st, leftovers, current)
         if conn.host.name == r.inv.primary.name and lock_note:
             st.warnings.append(lock_note)
+        st.backups = await _backup_schedules(r, conn)
         return st
 
     async with r.pool() as pool:
         current, lock_note = await _current_version(r, pool)
         return list(await asyncio.gather(*(_guard(pool, h, one) for h in r.hosts)))
+
+
+async def _backup_schedules(r: Rollout, conn: Connection) -> list[dict[str, Any]]:
+    """The backup schedules of ``conn``'s accessories; for those its timer runs, the last run as
+    the job wrote it ({} before the first), read in one more short command on this connection."""
+    out = []
+    for name in conn.host.accessories:
+        acc = r.bp.accessories.get(name)
+        policy = acc.backups if acc is not None else None
+        if policy is None or not policy.schedule:
+            continue
+        entry: dict[str, Any] = {"accessory": name, "schedule": policy.schedule, "keep": policy.keep,
+                                 "to": policy.to, "run_by": "serve"}
+        if hostdumps.runs_on_host(policy):
+            where = hostdumps.directory(r.bp, name)
+            entry.update(run_by="host", to=f"{hostdumps.HOST}:{where}", last_run={})
+            res = await conn.run(hostdump_cmds.last_run(where, r.inv.ssh.user), check=False,
+                                 what=f"last scheduled backup of {name}")
+            try:
+                entry["last_run"] = json.loads(res.stdout) if res.stdout.strip() else {}
+            except ValueError:
+                entry["last_run"] = {"result": "unknown", "detail": res.stdout.strip()[:200]}
+        out.append(entry)
+    return out
 
 
 async def _current_version(r: Rollout, pool: Hosts) -> tuple[str | None, str | None]:

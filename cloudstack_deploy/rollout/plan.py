@@ -18,7 +18,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .. import accessories
+from .. import accessories, hostdumps
 from ..blueprint_schema import Accessory, Blueprint, Watch
 from ..errors import InvalidInput, OperationFailed
 from ..inventory import Host, Inventory
@@ -115,17 +115,20 @@ class HostWork:
     proxy: bool = False
     harden: bool = False           # the OS set-up of the blueprint's `hosts:` section differs
     tuned: Mapping[str, Accessory] = field(default_factory=dict)   # accessories as run here (tuned to the VM)
+    backups: Script | None = field(default=None, repr=False)   # its accessories' backup timers (hostdumps), when they differ
 
     @property
     def needed(self) -> bool:
-        return bool(self.install or self.network or self.pulls or self.accessories or self.proxy or self.harden)
+        return bool(self.install or self.network or self.pulls or self.accessories or self.proxy or self.harden
+                    or self.backups is not None)
 
     def describe(self) -> str:
         return ", ".join(filter(None, ["set up the OS" if self.harden else "",
                                        "install docker" if self.install else "",
                                        f"pull {len(self.pulls)}" if self.pulls else "",
                                        "boot proxy" if self.proxy else "",
-                                       ", ".join(self.accessories)]))
+                                       ", ".join(self.accessories),
+                                       "backup schedules" if self.backups is not None else ""]))
 
 
 @dataclass(frozen=True)
@@ -281,9 +284,10 @@ def decide(ctx: Context, host: Host, f: HostFacts, version: str | None, reboot: 
         harden = False
         note = (f"hosts: section not applied: it needs root on the hosts and csdeploy logs in as {user} (set "
                 "cloud.ssh.user: root, or hosts.ssh_hardening: false to silence this)")
+    backups = hostdumps.install_script(bp, ctx.env, host, user, f.backups) if host.accessories else None
     work = HostWork(host, install=None if f.docker else bp.rollout.docker_install, network=not f.network,
                     pulls=pulls, check_image=check_image, accessories=tuple(restart),
-                    proxy=host.proxy and f.proxy != "running", harden=harden, tuned=tuned)
+                    proxy=host.proxy and f.proxy != "running", harden=harden, tuned=tuned, backups=backups)
     return work, note
 
 
@@ -322,6 +326,8 @@ def prepare_step(ctx: Context, work: HostWork, reboot: Collection[str], user: st
     for name in work.accessories:
         script.extend(accessory_script(bp, ctx.env, work.tuned.get(name) or bp.accessories[name], acc_envs[name],
                                        host.private_ip, force=name in reboot))
+    if work.backups is not None:
+        script.extend(work.backups)
     return Step(host.name, PREPARE, "prepare (" + (work.describe() or "nothing") + ")", script)
 
 

@@ -67,19 +67,28 @@ def _minute(when: datetime) -> str:
 
 
 def schedules_of(env: str, bp: Any) -> list[Scheduled]:
-    """The blueprint's scheduled backups, by accessory name."""
+    """The blueprint's scheduled backups this server runs (those sent off the host: `to:` a
+    directory of this machine or object storage), by accessory name. A schedule with no `to:`
+    or `to: host` is run on the accessory's host by a timer (`hostdumps`), not here."""
+    from ..hostdumps import runs_on_host
+
     out = []
     for name, acc in sorted(bp.accessories.items()):
         policy = acc.backups
-        if policy is not None and policy.schedule:
+        if policy is not None and policy.schedule and not runs_on_host(policy):
             out.append(Scheduled(env, name, policy.schedule, policy.to, policy.keep))
     return out
 
 
 def notes(bp: Any, env: str = "NAME") -> list[str]:
-    """What `validate` and `plan` say of the blueprint's scheduled backups (notes, not errors)."""
-    return [f"accessories.{s.accessory}.backups.schedule {s.schedule!r} (UTC) is run by `csdeploy serve` "
-            f"(its worker, on the machine it runs on): backups go to {s.to or '$CSDEPLOY_HOME/backups there'}"
+    """What `validate` and `plan` say of the blueprint's scheduled backups (notes, not errors):
+    who runs each one, and why."""
+    from ..hostdumps import notes as on_host
+
+    return on_host(bp) + [
+            f"accessories.{s.accessory}.backups.schedule {s.schedule!r} (UTC) is run by `csdeploy serve` "
+            f"(its worker, on the machine it runs on; `to:` is off the host, which has no credentials "
+            f"and no uploader): backups go to {s.to or '$CSDEPLOY_HOME/backups there'}"
             + (f", keeping the newest {s.keep}" if s.keep else "")
             + f"; `csdeploy status --env {s.env}` shows the last run and the next"
             for s in schedules_of(env, bp)]

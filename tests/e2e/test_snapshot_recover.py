@@ -5,6 +5,8 @@ exactly the rows written before it (e2e-snap, then e2e-rec).
   a. create-env (demo blueprint, v1); three notes written (rows in PostgreSQL on the db disk)
   b. `snapshot --role db --wait`: PostgreSQL checkpointed, the disk frozen, then BackedUp
   b2. `backup --accessory db`: a pg_dump streamed into $CSDEPLOY_HOME/backups (four notes)
+  b3. the db's scheduled backup (`* * * * *`, set at create-env, no `to:`): the host's timer
+      has kept a dump on the db disk; `backups` lists it (WHERE host:PATH), `status` its run
   c. two more notes; teardown keeps the snapshot (`snapshots` still lists it once it is gone)
   d. `recover --env e2e-rec --from e2e-snap`: the database holds exactly the first three notes
   d2. `restore --env e2e-rec --accessory db --from e2e-snap --yes` (e2e-snap is gone by now; its
@@ -36,6 +38,8 @@ import pytest
 from .conftest import REPO, Lab, cloud_leftovers, environment, http, ssh
 
 OLD, NEW = "e2e-snap", "e2e-rec"
+#: OLD's PostgreSQL dumped every minute by its host's timer (step b3)
+SCHEDULE = ("--set", "accessories.db.backups.schedule='* * * * *'", "--set", "accessories.db.backups.keep=2")
 BLUEPRINT = str(REPO / "blueprints" / "demo.yml")
 
 pytestmark = pytest.mark.story
@@ -45,6 +49,7 @@ pytestmark = pytest.mark.story
 class Story:
     lab: Lab
     first: list[str] = field(default_factory=list)
+    created_at: float = 0.0
     later: list[str] = field(default_factory=list)
     backed_up: list[str] = field(default_factory=list)
     inventories: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -86,7 +91,8 @@ def write(url: str, text: str) -> None:
 
 def test_a_create_and_write_the_first_rows(story: Story) -> None:
     run = story.lab.csdeploy("create-env", BLUEPRINT, "--env", OLD, "--version", "v1", "--progress", "plain",
-                             timeout=600)
+                             *SCHEDULE, timeout=600)
+    story.created_at = time.monotonic()
     story.lab.record("snapshots", create_env_seconds=round(run.seconds, 1))
     story.inventories[OLD] = story.lab.inventory(OLD)
     tag = secrets.token_hex(4)
@@ -116,7 +122,27 @@ def test_b2_backup_streams_a_dump_with_its_manifest(story: Story) -> None:
     assert made["size"] > 0 and len(made["sha256"]) == 64, made
     story.backed_up = story.first + ["right after the snapshot"]
     listed = json.loads(story.lab.csdeploy("backups", "--env", OLD, "--json").stdout)
-    assert [b["id"] for b in listed] == [made["id"]]
+    assert [b["id"] for b in listed if b["by"] != "schedule"] == [made["id"]]
+
+
+def test_b3_the_hosts_timer_keeps_a_scheduled_dump(story: Story) -> None:
+    deadline = story.created_at + 75  # the timer fires each minute from create-env's prepare on
+    start = time.monotonic()
+    while True:
+        listed = json.loads(story.lab.csdeploy("backups", "--env", OLD, "--accessory", "db", "--json").stdout)
+        scheduled = [b for b in listed if b["by"] == "schedule"]
+        if scheduled or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    story.lab.record("snapshots", scheduled_backup_wait_seconds=round(time.monotonic() - start, 1))
+    assert scheduled, f"no scheduled dump on the db host within 75 s of create-env: {listed}"
+    m = scheduled[0]
+    assert m["destination"] == "host:/data/db/csdeploy-backups/db" and m["kind"] == "postgres", m
+    assert m["size"] > 0 and len(m["sha256"]) == 64, m
+    hosts = json.loads(story.lab.csdeploy("status", "--env", OLD, "--json").stdout)
+    [entry] = [b for h in hosts for b in h.get("backups", [])]
+    assert (entry["accessory"], entry["run_by"]) == ("db", "host"), entry
+    assert entry["last_run"]["result"] == "ok", entry
 
 
 def test_c_more_rows_then_teardown_keeps_the_snapshot(story: Story) -> None:

@@ -62,7 +62,7 @@ def _open(url: str) -> Store:
     return Store(parsed).open()
 
 
-def _bp(tmp_path: Path, backups: str = '{schedule: "0 3 * * *", keep: 2}') -> Any:
+def _bp(tmp_path: Path, backups: str = '{schedule: "0 3 * * *", keep: 2, to: /srv/dumps}') -> Any:
     return load_blueprint(str(blueprint_with(tmp_path, backups)))
 
 
@@ -128,7 +128,7 @@ def test_the_database_refuses_a_second_job_for_one_slot(store_url: str, tmp_path
 
 
 def test_two_schedulers_racing_on_one_store_queue_each_slot_once(store_url: str, tmp_path: Path) -> None:
-    bp = _bp(tmp_path, '{schedule: "* * * * *"}')
+    bp = _bp(tmp_path, '{schedule: "* * * * *", to: /srv/dumps}')
     start = DAY1 + timedelta(hours=3)
     minutes = 12
     with _open(store_url) as a, _open(store_url) as b:
@@ -176,7 +176,7 @@ def test_after_a_pause_only_the_newest_missed_slot_runs_once(store_url: str, tmp
 
 
 def test_a_backup_still_queued_holds_back_the_next_slot(store_url: str, tmp_path: Path) -> None:
-    bp = _bp(tmp_path, '{schedule: "*/5 * * * *"}')
+    bp = _bp(tmp_path, '{schedule: "*/5 * * * *", to: /srv/dumps}')
     clock = Clock(DAY1 + timedelta(hours=3))
     with _open(store_url) as store:
         sched = _scheduler(store, clock, bp)
@@ -191,14 +191,17 @@ def test_a_backup_still_queued_holds_back_the_next_slot(store_url: str, tmp_path
 def test_the_saved_blueprints_are_scheduled_and_one_that_cannot_load_is_left_out(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CSDEPLOY_HOME", str(tmp_path / "home"))
-    remember_blueprint(EnvState("shop"), str(blueprint_with(tmp_path, '{schedule: "@hourly"}')), ())
+    remember_blueprint(EnvState("shop"), str(blueprint_with(tmp_path, '{schedule: "@hourly", to: /srv/dumps}')), ())
+    # a schedule kept on the host is its timer's, never serve's (tests/test_hostdumps.py)
+    (on_host := tmp_path / "on-host").mkdir()
+    remember_blueprint(EnvState("onhost"), str(blueprint_with(on_host, '{schedule: "@hourly", keep: 3}')), ())
     gone = tmp_path / "gone.yml"
     gone.write_text((REPO / "blueprints" / "demo.yml").read_text())
     remember_blueprint(EnvState("old"), str(gone), ())
     gone.unlink()   # its file moved away: the others are still scheduled
     remember_blueprint(EnvState("plain"), str(REPO / "blueprints" / "demo.yml"), ())   # no schedule
     found = [schedule.schedules_of(env, bp) for env, bp in schedule.saved_environments()]
-    assert found == [[], [schedule.Scheduled("shop", "db", "@hourly", None, None)]]
+    assert found == [[], [], [schedule.Scheduled("shop", "db", "@hourly", "/srv/dumps", None)]]
 
 
 def test_the_blueprint_says_the_schedule_is_run_by_serve_and_status_shows_it(

@@ -76,6 +76,7 @@ if cmd == "exec":
         fail(f"Error response from daemon: container {name} is not running")
     save()
     env = dict(os.environ)
+    env.update(c.get("env") or {})  # the container's own environment (`container(..., env=)`)
     env["PATH"] = c["bin"] + ":" + env["PATH"]
     if not interactive:
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
@@ -165,14 +166,15 @@ class RedisDocker:
     def _state(self) -> dict:
         return json.loads(self.state_file.read_text())
 
-    def container(self, name: str, *args: str) -> None:
-        """A running Redis container ``name``: redis-server ``args``."""
+    def container(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
+        """A running Redis container ``name``: redis-server ``args``; ``env``: its environment
+        (what `docker exec` in it sees)."""
         st = self._state()
         st["next"] += 1
         top = self.state_file.parent
         st["containers"][name] = {"addr": f"{self.net}.{st['next']}", "args": list(args), "image": "redis7",
                                   "pidfile": str(top / f"{name}.pid"), "logfile": str(top / f"{name}.log"),
-                                  "bin": str(top / f"bin-{name}")}
+                                  "bin": str(top / f"bin-{name}"), "env": env or {}}
         st["calls"] = []
         self.state_file.write_text(json.dumps(st))
         c = st["containers"][name]

@@ -36,14 +36,25 @@ def pg_restore(container: str, user: str, database: str) -> Argv:
             "--single-transaction", "--exit-on-error", "-U", user, "-d", database]
 
 
-def redis_rdb(container: str) -> Argv:
+def redis_cli(container: str, *args: str, auth: str | None = None) -> Argv:
+    """``redis-cli ARGS`` in ``container``. ``auth``: the container's variable holding Redis'
+    password (`requirepass`): redis-cli reads it from REDISCLI_AUTH, set inside the container
+    from that variable, so the password is never a word of any command line."""
+    if auth is None:
+        return ["docker", "exec", container, "redis-cli", *args]
+    if not auth.replace("_", "").isalnum() or not auth[0].isalpha():
+        raise ValueError(f"{auth!r} is not a variable name")
+    return ["docker", "exec", container, "sh", "-c", f'REDISCLI_AUTH="${auth}" exec redis-cli "$@"', "sh", *args]
+
+
+def redis_rdb(container: str, *, auth: str | None = None) -> Argv:
     """A point-in-time RDB snapshot of the Redis in ``container`` on stdout (Redis 7+)."""
-    return ["docker", "exec", container, "redis-cli", "--rdb", "-"]
+    return redis_cli(container, "--rdb", "-", auth=auth)
 
 
-def redis_dir(container: str) -> Argv:
+def redis_dir(container: str, *, auth: str | None = None) -> Argv:
     """Redis' data directory as Redis itself has it (a user's ``--dir`` honoured): the last line."""
-    return ["docker", "exec", container, "redis-cli", "CONFIG", "GET", "dir"]
+    return redis_cli(container, "CONFIG", "GET", "dir", auth=auth)
 
 
 def redis_receive(container: str, data_dir: str) -> Argv:
@@ -75,10 +86,10 @@ def restore_container(container: str) -> str:
     return f"{container}-csdeploy-restore"
 
 
-def _wait_pong(name: str, seconds: int, what: str) -> str:
+def _wait_pong(name: str, seconds: int, what: str, auth: str | None = None) -> str:
     """A shell line: wait until Redis in ``name`` answers PONG (it answers LOADING while it reads
     its files); fail() when ``name`` stops or after ``seconds``."""
-    ping = q(["docker", "exec", name, "redis-cli", "PING"])
+    ping = q(redis_cli(name, "PING", auth=auth))
     running = q(["docker", "inspect", "--format", "{{.State.Running}}", name])
     return (f"i=0; until [ \"$({ping} 2>/dev/null)\" = PONG ]; do i=$((i+1)); "
             f"[ \"$({running} 2>/dev/null)\" = true ] || fail {q([what + ' stopped'])}; "
@@ -86,7 +97,8 @@ def _wait_pong(name: str, seconds: int, what: str) -> str:
             "sleep 0.5; done")
 
 
-def redis_load(container: str, data_dir: str, *, server: str = "redis-server", wait_seconds: int = 300) -> Script:
+def redis_load(container: str, data_dir: str, *, server: str = "redis-server", wait_seconds: int = 300,
+               auth: str | None = None) -> Script:
     """Make Redis serve the received RDB, as Redis' documentation has it: the server stopped,
     the RDB in place of its data file, started again; with an append-only file (Redis loads
     that and ignores the RDB: redis/redis#12098, #12506) the AOF is rewritten from the RDB.
@@ -100,13 +112,14 @@ def redis_load(container: str, data_dir: str, *, server: str = "redis-server", w
     the file takes the data file's name and the accessory's container is started again and
     must answer PONG. A failure before that point starts the accessory again on its old files.
     ``server``: the command the image's entrypoint knows as the server (``valkey-server`` for
-    Valkey's image, whose entrypoint drops root only for that name; its redis-* names are links)."""
+    Valkey's image, whose entrypoint drops root only for that name; its redis-* names are links).
+    ``auth``: as `redis_cli`'s, for the accessory's own Redis (the loading one has no password)."""
     s = Script()
     temp = restore_container(container)
     incoming = f"{data_dir}/{REDIS_INCOMING}"
 
     def conf(var: str, name: str) -> None:
-        s.raw(f"{var}=$(" + q(["docker", "exec", container, "redis-cli", "CONFIG", "GET", name]) + " | tail -n 1)")
+        s.raw(f"{var}=$(" + q(redis_cli(container, "CONFIG", "GET", name, auth=auth)) + " | tail -n 1)")
 
     conf("name", "dbfilename")
     conf("aof", "appendonly")
@@ -151,5 +164,5 @@ def redis_load(container: str, data_dir: str, *, server: str = "redis-server", w
     s.step("start")
     s.run(["docker", "start", container], quiet=True)
     s.raw("fail() { printf '%s\\n' \"$1\" >&2; exit 5; }")
-    s.raw(_wait_pong(container, wait_seconds, "Redis"))
+    s.raw(_wait_pong(container, wait_seconds, "Redis", auth))
     return s

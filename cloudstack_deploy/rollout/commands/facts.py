@@ -40,6 +40,7 @@ class HostFacts:
     hardening: str = ""                                    # the host's `hardening.MARKER` ("" = never set up)
     memory: int = 0                                        # the VM's memory in bytes (0: not read)
     cpus: int = 0                                          # its CPUs (0: not read)
+    backups: str = ""                                      # its backup timers' marker (hostdump.MARKER)
 
     def has_image(self, ref: str) -> bool:
         return bool(self.images.get(_lookup(ref)))
@@ -59,7 +60,8 @@ def _lookup(ref: str) -> str:
 
 def script(*, images: Sequence[str], accessories: Sequence[str], containers: Sequence[str],
            mounts: Sequence[str], roles: Mapping[str, Mapping[str, str]] | None = None,
-           maintenance: str | None = None, hardening: bool = False, machine: bool = False) -> Script:
+           maintenance: str | None = None, hardening: bool = False, machine: bool = False,
+           backups: str | None = None) -> Script:
     """Read the facts about ``images`` (with their ``service`` label), accessory containers, app
     ``containers`` (kamal-proxy's with its mount points) and ``mounts`` with three docker calls,
     whatever their number (each docker call costs a client start: in the lab, about a tenth of
@@ -67,7 +69,8 @@ def script(*, images: Sequence[str], accessories: Sequence[str], containers: Seq
     newest first (what a switch back returns to), one more call per role; ``maintenance``: the
     marker file of maintenance mode, whose message to read when it is there; ``hardening``: read
     what the host's operating system was set up with (`hardening.MARKER`); ``machine``: its memory
-    and CPUs (what a database accessory is tuned from)."""
+    and CPUs (what a database accessory is tuned from); ``backups``: the marker file of the
+    host's scheduled-backup timers, whose content to read."""
     s = Script()
     out = Var("out")
     # the engine answers (and the shared network exists): one call
@@ -103,6 +106,10 @@ def script(*, images: Sequence[str], accessories: Sequence[str], containers: Seq
         s.capture(mem, ["awk", "/^MemTotal:/ {print $2}", "/proc/meminfo"])
         s.capture(cpus, ["nproc"])
         s.emit("machine", SEP, mem, SEP, cpus)
+    if backups is not None:
+        have = Var("backups")
+        s.capture(have, ["cat", backups])
+        s.emit("backups", SEP, have)
     return s
 
 
@@ -144,6 +151,8 @@ def parse(stdout: str, *, accessories: Sequence[str] = (), proxy: str = p.CONTAI
             f.maintenance = rest
         elif kind == "hardening":
             f.hardening = rest.strip()
+        elif kind == "backups":
+            f.backups = rest.strip()
         elif kind == "machine" and len(parts) == 2:
             kib, cpus = parts[0].strip(), parts[1].strip()
             f.memory = int(kib) * 1024 if kib.isdigit() else 0

@@ -45,10 +45,10 @@ def _in(values: Sequence[int], var: str) -> str:
     return f'case " {" ".join(map(str, values))} " in *" ${var} "*) ;; *) exit 0 ;; esac'
 
 
-def job_script(service: str, role: str, job: str, when: str, run_argv: list[str | Var | Word]) -> Script:
-    """The script the timer runs every minute (from the deploy user's home)."""
+def due_gate(s: Script, when: str) -> Script:
+    """Lines that end the script (exit 0) unless this minute matches the cron line ``when``
+    (expanded here: the host compares numbers only). Also used by scheduled backups."""
     c = cron.parse(when)
-    s = Script()
     s.raw("set -- $(date '+%M %H %d %m %w')")
     s.raw('m=${1#0} h=${2#0} d=${3#0} mo=${4#0} w=$5')
     s.raw(_in(c.minutes, "m"))
@@ -60,6 +60,13 @@ def job_script(service: str, role: str, job: str, when: str, run_argv: list[str 
     s.raw(weekdays)
     both = c.any_day or c.any_weekday  # crontab(5): restricted day fields match if either does
     s.raw('[ "$dok" = 1 ] && [ "$wok" = 1 ] || exit 0' if both else '[ "$dok" = 1 ] || [ "$wok" = 1 ] || exit 0')
+    return s
+
+
+def job_script(service: str, role: str, job: str, when: str, run_argv: list[str | Var | Word]) -> Script:
+    """The script the timer runs every minute (from the deploy user's home)."""
+    s = Script()
+    due_gate(s, when)
     s.raw("stamp=$(date +%Y%m%d%H%M)")
     lock = f"{jobs_dir(service)}/{role}-{job}.lock"
     s.raw(f"rc=0; {q(['flock', '-n', lock, *run_argv])} >/dev/null 2>&1 || rc=$?")
