@@ -67,16 +67,6 @@ async def test_teardown_deletes_in_dependency_order(home: Path, cloud_view: Clou
     assert not any(cloud_view.everything().values()), cloud_view.everything()
 
 
-def _hang(sim: ThreadedSimulator, jobid: str) -> None:
-    """The job never finishes: its timer in the simulator is cancelled (a stuck cloud)."""
-    def stop() -> None:
-        for key in (jobid, f"{jobid}:midway"):
-            timer = sim.sim._timers.pop(key, None)
-            if timer is not None:
-                timer.cancel()
-    sim.call(stop)
-
-
 async def _teardown_with(cloud: Cloud, on_submit: Any) -> OperationFailed:
     """Teardown with ``on_submit(command, params, reply)`` called on each answered call."""
     request = cloud.request
@@ -114,14 +104,19 @@ async def test_a_job_that_never_finishes_times_out_naming_its_vm(
     await create("demo", "roles.web.count=4")
     names = {v["id"]: v["name"] for v in cloud_view.vms()}
     stuck: list[str] = []
+    schedule = sim.sim._schedule
 
-    def hang_first(command: str, params: dict[str, Any], reply: dict[str, Any]) -> None:
-        if command == "destroyVirtualMachine" and not stuck:
-            stuck.append(params["id"])
-            _hang(sim, reply["jobid"])
+    def hang_first(job: dict[str, Any]) -> None:
+        """In the simulator's own thread, before the job's id is answered: the first destroy's
+        job is never scheduled (cancelling its timer after the answer raced a 20 ms job)."""
+        if job.get("_command") == "destroyVirtualMachine" and not stuck:
+            stuck.append(job["jobinstanceid"])
+            return
+        schedule(job)
 
+    sim.sim._schedule = hang_first  # type: ignore[method-assign]
     async with Cloud(read_cloud_config(), job_timeout=1.5) as cloud:
-        err = await asyncio.wait_for(_teardown_with(cloud, hang_first), 30)
+        err = await asyncio.wait_for(_teardown_with(cloud, lambda *_: None), 30)
     assert f"vm {names[stuck[0]]}: CloudStack destroyVirtualMachine failed: job " in str(err)
     assert "did not finish within 2s" in str(err)
     assert [v["name"] for v in cloud_view.vms()] == [names[stuck[0]]]
