@@ -30,10 +30,18 @@ async def pipe_local(argv: list[str], env: dict[str, str] | None, *, source: Asy
             if sink is not None:
                 await sink(chunk)
 
+    tasks = [asyncio.ensure_future(feed()), asyncio.ensure_future(drain()), asyncio.ensure_future(proc.stderr.read())]
     try:
-        _, _, err = await asyncio.gather(feed(), drain(), proc.stderr.read())
+        _, _, err = await asyncio.gather(*tasks)
     except BaseException:
-        proc.kill()
+        # gather leaves the other two running; and the process counts as finished only once
+        # every pipe is closed (3.12 waited forever on the stdin a failed source left open)
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(ProcessLookupError):   # it may have ended already (3.13 raises)
+            proc.kill()
+        proc.stdin.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await proc.wait()
         raise
     return Result(await proc.wait(), "", err.decode())
