@@ -17,6 +17,7 @@ import functools
 import re
 import zoneinfo
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -459,13 +460,23 @@ _ROLE_SPEC: dict[str, Checker] = {
     **CONTAINER_SPEC,
     # placement: spread puts a role's VMs on different hosts (a CloudStack host anti-affinity group)
     "placement": choice_checker(*PLACEMENTS), "root_disk_gb": check_root_disk_gb,
+    # run_on: no VMs of its own; runs on another role's (and shares its kamal-proxy)
+    "run_on": name_checker(ROLE_NAME_MAX),
 }
+#: What belongs to a role's VMs, so a role placed on another's (`run_on`) cannot set it.
+_VM_KEYS = ("count", "service_offering", "disk", "placement", "root_disk_gb")
 
 
 def _role(ctx: Ctx, name: str, value: Any, image: str, offering: str, env: EnvSpec) -> Role:
     """One role. Like Kamal, a role called `web` is proxied unless it says `proxy: false`."""
     path: TreePath = ("roles", name)
     out = _section(ctx, path, value, _ROLE_SPEC) or {}
+    if out.get("run_on"):
+        for key in _VM_KEYS:
+            if key in out:
+                ctx.add(path + (key,), f"{key} belongs to the VMs this role runs on: set it on role "
+                                       f"{out['run_on']} (run_on: {out['run_on']})")
+                out.pop(key)
     proxy = out.pop("proxy", Proxy() if name == "web" else None) or None
     if proxy is not None and "healthcheck" in out:
         ctx.add(path + ("healthcheck",), "kamal-proxy health-checks a proxy role: set "
@@ -481,7 +492,8 @@ def _role(ctx: Ctx, name: str, value: Any, image: str, offering: str, env: EnvSp
     role = Role(**{"image": image, "service_offering": offering, **out, "name": name,
                    "env": out.get("env", EnvSpec()).merged_over(env), "proxy": proxy,
                    "healthcheck": healthcheck, "container": container, "schedules": schedules})
-    _check_role_volumes(ctx, path, role)
+    if role.run_on is None:  # else once placed (_place_run_on): on the VMs' disk
+        _check_role_volumes(ctx, path, role, role.disk)
     if role.build is not None and "image" in out and images.parse(role.image).pinned:
         ctx.add(path + ("image",), "csdeploy builds this role's image (build:), so each deploy tags it with "
                                    "its version: remove the tag or digest")
@@ -491,8 +503,9 @@ def _role(ctx: Ctx, name: str, value: Any, image: str, offering: str, env: EnvSp
     return role
 
 
-def _check_role_volumes(ctx: Ctx, path: TreePath, role: Role) -> None:
-    """Kept files must stay where the role's containers find them, and agree across its VMs."""
+def _check_role_volumes(ctx: Ctx, path: TreePath, role: Role, disk: Disk | None) -> None:
+    """Kept files must stay where the role's containers find them, and agree across its VMs
+    (``disk``: the data disk of the VMs it runs on)."""
     seen: dict[str, int] = {}
     for i, vol in enumerate(role.volumes):
         where = path + ("volumes", i)
@@ -500,7 +513,7 @@ def _check_role_volumes(ctx: Ctx, path: TreePath, role: Role) -> None:
             ctx.add(where, f"{vol.path} is already the mount point of volumes[{seen[vol.path]}]")
         seen.setdefault(vol.path, i)
         if vol.source is not None:
-            root = role.disk.mount if role.disk else None
+            root = disk.mount if disk else None
             if root is None or not vol.source.startswith(root + "/"):
                 allowed = f"a directory below {root} (this role's data disk)" if root else \
                     "a named volume (this role has no data disk)"
@@ -662,6 +675,7 @@ def _blueprint(ctx: Ctx, tree: dict[str, Any], source: Path | None) -> Blueprint
     for name, value in (raw_roles if isinstance(raw_roles, dict) else {}).items():
         name_checker(ROLE_NAME_MAX)(ctx, ("roles", name), name)
         roles[name] = _role(ctx, name, value, top.get("image", ""), offering, env)
+    _place_run_on(ctx, roles)
     accessories: dict[str, Accessory] = {}
     raw_accessories = tree.get("accessories") or {}
     if not isinstance(raw_accessories, dict):
@@ -689,24 +703,59 @@ def _blueprint(ctx: Ctx, tree: dict[str, Any], source: Path | None) -> Blueprint
     return blueprint
 
 
+def _place_run_on(ctx: Ctx, roles: dict[str, Role]) -> None:
+    """A role with `run_on` takes the VMs (count, offering, placement) of the role it names,
+    which must be a role with VMs of its own; a proxy role needs kamal-proxy there."""
+    for name, role in list(roles.items()):
+        if role.run_on is None:
+            continue
+        path: TreePath = ("roles", name, "run_on")
+        host = roles.get(role.run_on)
+        if host is None or role.run_on == name:
+            close = difflib.get_close_matches(role.run_on, [r for r in roles if r != name], n=1)
+            tip = f"did you mean '{close[0]}'?" if close else \
+                f"roles: {', '.join(r for r in roles if r != name) or 'none other'}"
+            ctx.add(path, f"no other role named '{role.run_on}' to run on ({tip})")
+        elif host.run_on is not None:
+            ctx.add(path, f"role {host.name} runs on role {host.run_on}'s VMs itself: "
+                          f"write run_on: {host.run_on}")
+        elif role.proxy is not None and host.proxy is None:
+            ctx.add(path, f"role {host.name} has no proxy, so its VMs run no kamal-proxy for this role: "
+                          f"run it on a proxy role, or give {host.name} a proxy")
+        elif role.proxy is not None and role.proxy.load_balancer is not None:
+            ctx.add(("roles", name, "proxy", "load_balancer"), f"role {name} is served through role "
+                    f"{host.name}'s entry point: set proxy.load_balancer there")
+        else:
+            roles[name] = replace(role, count=host.count, service_offering=host.service_offering,
+                                  placement=host.placement)
+            _check_role_volumes(ctx, ("roles", name), roles[name], host.disk)
+            continue
+        roles[name] = replace(role, run_on=None)  # reported: checked no further as placed
+
+
 def _check_load_balancers(ctx: Ctx, bp: Blueprint) -> None:
     """With port forwarding every role shares the network's one address: its ports 80/443 can
     carry one proxy role only (balanced or not). Proxy roles that share a host name must not
     claim the same path."""
     proxied = [role for role in bp.roles.values() if role.proxy is not None]
+    entries = [role for role in proxied if role.run_on is None]   # a role on another's VMs: its entry point
     if bp.cloud.public_access == "port_forwarding":
-        for role in proxied[1:]:
+        for role in entries[1:]:
             ctx.add(("roles", role.name, "proxy"), f"public_access port_forwarding has one public address, whose "
-                    f"ports 80/443 already serve role {proxied[0].name}: use static_nat (an address per VM) "
-                    "for a second HTTP service")
-    claimed: dict[tuple[str, str], str] = {}
+                    f"ports 80/443 already serve role {entries[0].name}: use static_nat (an address per VM) "
+                    f"for a second HTTP service, or run it on role {entries[0].name}'s VMs "
+                    f"(run_on: {entries[0].name}, with its own proxy.host or proxy.path_prefix)")
+    claimed: dict[tuple[str, str, str], str] = {}
     for role in proxied:
         assert role.proxy is not None
-        for host in role.proxy.hosts:
+        # a name is claimed everywhere (one DNS record); no name: any name, on that one kamal-proxy
+        for host in role.proxy.hosts or ("",):
             for prefix in role.proxy.path_prefix or ("/",):
-                other = claimed.setdefault((host.lower(), prefix), role.name)
+                key = (host.lower(), prefix, "" if host else role.vm_role)
+                other = claimed.setdefault(key, role.name)
                 if other != role.name:
-                    ctx.add(("roles", role.name, "proxy"), f"role {other} already serves {host}{prefix}: "
+                    where = f"{host}{prefix}" if host else f"{prefix} on role {role.vm_role}'s kamal-proxy"
+                    ctx.add(("roles", role.name, "proxy"), f"role {other} already serves {where}: "
                             "give one of them another proxy.host or proxy.path_prefix")
 
 
@@ -738,7 +787,7 @@ def _check_placement(ctx: Ctx, bp: Blueprint) -> None:
     mounts: dict[tuple[str, str], str] = {}
     for role in bp.roles.values():
         if role.proxy is not None:
-            used_ports[(role.name, 80)] = used_ports[(role.name, 443)] = "kamal-proxy"
+            used_ports[(role.vm_role, 80)] = used_ports[(role.vm_role, 443)] = "kamal-proxy"
         if role.disk:
             mounts[(role.name, role.disk.mount)] = f"role {role.name}'s disk"
     for acc in bp.accessories.values():
@@ -750,6 +799,10 @@ def _check_placement(ctx: Ctx, bp: Blueprint) -> None:
             close = difflib.get_close_matches(acc.role, list(bp.roles), n=1)
             tip = f"did you mean '{close[0]}'?" if close else f"roles: {', '.join(bp.roles) or 'none'}"
             ctx.add(path + ("role",), f"no role named '{acc.role}' ({tip})")
+            continue
+        if role.run_on is not None:
+            ctx.add(path + ("role",), f"role '{acc.role}' runs on role {role.run_on}'s VMs: "
+                                      f"write role: {role.run_on}")
             continue
         if role.count == 0:
             ctx.add(path + ("role",), f"role '{acc.role}' has count 0, so there is no VM to run "

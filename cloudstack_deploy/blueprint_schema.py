@@ -172,6 +172,13 @@ class Proxy:
     ssl_redirect: bool = True                # with ssl: HTTP answers 301 to HTTPS
     buffering: Buffering = field(default_factory=lambda: Buffering())
 
+    def public_path(self, path: str) -> str:
+        """The path a request through kamal-proxy takes to reach the app's ``path``: below the
+        first path_prefix when kamal-proxy strips it (the app sees ``path``), else ``path``."""
+        if not self.path_prefix or not self.strip_path_prefix:
+            return path
+        return self.path_prefix[0].rstrip("/") + path
+
 
 @dataclass(frozen=True, kw_only=True)
 class Buffering:
@@ -354,6 +361,15 @@ class Role:
     placement: str = "spread"
     #: The VMs' root disk in GB (deployVirtualMachine rootdisksize); None: the template's size.
     root_disk_gb: int | None = None
+    #: Another role whose VMs this one runs on (no VMs of its own; a proxy role shares their
+    #: kamal-proxy, told apart by proxy.host/path_prefix). Its count, offering, disk and
+    #: placement are that role's.
+    run_on: str | None = None
+
+    @property
+    def vm_role(self) -> str:
+        """The role that owns the VMs this role runs on (itself, unless `run_on`)."""
+        return self.run_on or self.name
 
     @property
     def load_balanced(self) -> bool:
@@ -591,7 +607,8 @@ class Blueprint:
 
     def summary(self) -> str:
         """One line for humans, e.g. `service demo: roles web×1, worker×1; accessories db`."""
-        roles = ", ".join(f"{r.name}×{r.count}" for r in self.roles.values())
+        roles = ", ".join(f"{r.name} on {r.run_on}" if r.run_on else f"{r.name}×{r.count}"
+                          for r in self.roles.values())
         text = f"service {self.service}: roles {roles}"
         if self.accessories:
             text += "; accessories " + ", ".join(self.accessories)

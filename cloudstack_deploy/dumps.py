@@ -327,7 +327,7 @@ def guard_for(r: Rollout, maintenance: bool) -> Guard:
     apps = [h for h in r.inv.hosts if h.app_role]
     if not apps:
         return Guard("none", reason=f"environment {r.env} runs no app role: nothing to stop")
-    roles = tuple(dict.fromkeys(h.app_role for h in apps if h.app_role))
+    roles = tuple(dict.fromkeys(role for h in apps for role in h.app_roles))
     return Guard("stop", roles=roles, hosts=tuple(h.name for h in apps),
                  reason=f"environment {r.env} has no proxy host (no maintenance answer): "
                         f"app roles {', '.join(roles)} stopped during the restore")

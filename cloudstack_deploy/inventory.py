@@ -42,11 +42,18 @@ class Host:
     accessories: tuple[str, ...] = ()  # accessories running on this host
     proxy: bool = False                # runs kamal-proxy and serves the role over HTTP
     disks: tuple[HostDisk, ...] = ()
+    also: tuple[str, ...] = ()         # further app roles placed on this VM (their `run_on`: its role)
 
     @property
     def app_role(self) -> str | None:
-        """The app role this host runs, or None on a VM of its own for an accessory."""
+        """The app role whose VM this is, or None on a VM of its own for an accessory."""
         return None if self.role in self.accessories and not self.proxy else self.role
+
+    @property
+    def app_roles(self) -> tuple[str, ...]:
+        """Every app role this host runs: its own, then those placed on it (`run_on`)."""
+        own = self.app_role
+        return ((own,) if own else ()) + self.also
 
     @property
     def ssh_address(self) -> str:
@@ -99,8 +106,8 @@ class Inventory:
         raise KeyError(name)
 
     def role_hosts(self, role: str) -> list[Host]:
-        """The hosts running app role ``role``, in index order."""
-        return [h for h in self.hosts if h.app_role == role]
+        """The hosts running app role ``role`` (on VMs of its own or another role's), in index order."""
+        return [h for h in self.hosts if role in h.app_roles]
 
     def accessory_host(self, accessory: str) -> Host | None:
         return next((h for h in self.hosts if accessory in h.accessories), None)
@@ -116,10 +123,12 @@ class Inventory:
 
     @property
     def roles(self) -> dict[str, list[str]]:
-        """Role (or accessory VM group) -> host names, as provisioned."""
+        """Role (or accessory VM group) -> host names, as provisioned (a role placed on
+        another's VMs: those VMs)."""
         out: dict[str, list[str]] = {}
         for h in self.hosts:
-            out.setdefault(h.role, []).append(h.name)
+            for role in (h.role, *h.also):
+                out.setdefault(role, []).append(h.name)
         return out
 
     @property
@@ -128,7 +137,14 @@ class Inventory:
         return {a: h.name for h in self.hosts for a in h.accessories}
 
     def load_balancer(self, role: str) -> LoadBalancer | None:
-        return next((lb for lb in self.load_balancers if lb.role == role), None)
+        """The role's load balancer: its own, or that of the role whose VMs it runs on."""
+        own = next((lb for lb in self.load_balancers if lb.role == role), None)
+        if own is not None:
+            return own
+        hosts = self.role_hosts(role)
+        if hosts and hosts[0].role != role:
+            return next((lb for lb in self.load_balancers if lb.role == hosts[0].role), None)
+        return None
 
     def entrypoint(self, role: str) -> str | None:
         """Where a role's users come in: its load balancer's address, else its first host's."""

@@ -87,8 +87,8 @@ def _prepare_items(work: Any) -> list[str]:
         items.append("create the network")
     if work.pulls:
         items.append("pull " + ", ".join(work.pulls))
-    if work.check_image:
-        items.append(f"check {work.check_image}'s service label")
+    for image in work.check_images:
+        items.append(f"check {image}'s service label")
     items += [f"(re)start accessory {name}" for name in work.accessories]
     if work.proxy:
         items.append("boot kamal-proxy")
@@ -105,13 +105,13 @@ def rollout_plan_text(result: RolloutResult, what: str, scripts: bool = False) -
         apps = rp.apps
         for hp in rp.hosts:
             host = hp.work.host
-            lines.append(f"{hp.name} ({host.app_role or host.role})")
+            lines.append(f"{hp.name} ({', '.join(host.app_roles) or host.role})")
             if hp.work.needed:
                 lines.append("  prepare:  " + "; ".join(_prepare_items(hp.work)))
             for step in hp.steps:
                 if step.stage == "prepare":  # said above, item by item
                     continue
-                before = apps.previous.get(hp.name) if apps else None
+                before = apps.previous.get((step.role or "", hp.name)) if apps else None
                 batch = f", batch {step.batch}/{step.batches}" if step.batch else ""
                 if step.stage == "switch":
                     now = f"serves {before} now" if before else "serves nothing yet"

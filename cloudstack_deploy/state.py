@@ -284,7 +284,7 @@ def inventory_to_dict(inv: Inventory) -> dict[str, Any]:
         "hosts": [{
             "name": h.name, "role": h.role, "index": h.index, "vm_id": h.vm_id, "public_ip": h.public_ip,
             "ssh_port": h.ssh_port, "private_ip": h.private_ip, "offering": h.offering,
-            "accessories": list(h.accessories), "proxy": h.proxy, "host_key": h.host_key,
+            "accessories": list(h.accessories), "proxy": h.proxy, "also": list(h.also), "host_key": h.host_key,
             "disks": [{"name": d.name, "label": d.label, "mount": d.mount, "size_gb": d.size_gb} for d in h.disks],
         } for h in inv.hosts],
         "load_balancers": [{"role": lb.role, "public_ip": lb.public_ip, "ports": list(lb.ports),
@@ -311,6 +311,7 @@ def inventory_from_dict(data: dict[str, Any]) -> Inventory:
             public_ip=str(h["public_ip"]), ssh_port=int(h["ssh_port"]), private_ip=str(h["private_ip"]),
             host_key=str(h["host_key"]), offering=str(h.get("offering") or ""),
             accessories=tuple(str(a) for a in h.get("accessories", ())), proxy=bool(h.get("proxy")),
+            also=tuple(str(r) for r in h.get("also", ())),
             disks=tuple(HostDisk(name=str(d["name"]), label=str(d["label"]), mount=str(d["mount"]),
                                  size_gb=int(d["size_gb"])) for d in h.get("disks", ())),
         ) for h in data["hosts"]),

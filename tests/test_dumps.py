@@ -99,9 +99,9 @@ def environment(server: PgServer, name: str, *, proxy: bool = True) -> tuple[Any
 def inventory(db_host: Any, proxy: bool = True) -> Any:
     """The demo's hosts as dumps reads them: two web VMs (behind kamal-proxy or not), a worker,
     and the database's own VM (which also runs the redis accessory here)."""
-    hosts = [SimpleNamespace(name=n, app_role=role, proxy=proxy and role == "web")
+    hosts = [SimpleNamespace(name=n, app_role=role, app_roles=(role,), proxy=proxy and role == "web")
              for n, role in (("web-1", "web"), ("web-2", "web"), ("worker-1", "worker"))] + [db_host]
-    db_host.app_role, db_host.proxy = None, False
+    db_host.app_role, db_host.app_roles, db_host.proxy = None, (), False
     return SimpleNamespace(hosts=hosts, accessory_host=lambda n: db_host if n in ("db", "redis") else None,
                            proxy_hosts=[h for h in hosts if h.proxy])
 

@@ -487,6 +487,7 @@ class _Importer:
         root_proxy = cfg.get("proxy") if isinstance(cfg.get("proxy"), dict) else {}
         roles: dict[str, Any] = {}
         host_role: dict[str, str] = {}
+        listed: dict[str, tuple[str, frozenset[str]]] = {}   # role -> (its Kamal name, its hosts)
         for name, spec in servers.items():
             path: tuple[Any, ...] = ("servers", name)
             spec = {"hosts": spec} if isinstance(spec, list) else spec if isinstance(spec, dict) else {}
@@ -496,6 +497,7 @@ class _Importer:
             hosts = [str(next(iter(h))) if isinstance(h, dict) and h else str(h) for h in spec.get("hosts") or []]
             for h in hosts:
                 host_role.setdefault(h, rname)
+            listed[rname] = (str(name), frozenset(hosts))
             role: dict[str, Any] = {"count": len(hosts)}
             if spec.get("cmd"):
                 role["cmd"] = spec["cmd"]
@@ -529,7 +531,45 @@ class _Importer:
                 if key not in ("hosts", "cmd", "env", "proxy", "options", "labels"):
                     self.note(path + (key,), "no blueprint equivalent")
             roles[rname] = role
+        self.share_vms(roles, listed, host_role, role_name(primary))
         return roles, host_role
+
+    def share_vms(self, roles: dict[str, Any], listed: dict[str, tuple[str, frozenset[str]]],
+                  host_role: dict[str, str], primary: str) -> None:
+        """Roles listing exactly the same hosts run on the same VMs, as in Kamal: the primary role,
+        else the first proxy role among them (else the first) owns the VMs, the others get `run_on` it. A second HTTP
+        service there needs its own proxy host or path prefix (Kamal's rule too); without one it
+        keeps VMs of its own, said in a note."""
+        groups: dict[frozenset[str], list[str]] = {}
+        for rname, (_, hosts) in listed.items():
+            if hosts:
+                groups.setdefault(hosts, []).append(rname)
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            owner = primary if primary in members else \
+                next((r for r in members if isinstance(roles[r].get("proxy"), dict)), members[0])
+            claimed = {_claim(roles[owner])} if isinstance(roles[owner].get("proxy"), dict) else set()
+            for rname in members:
+                if rname == owner:
+                    continue
+                role = roles[rname]
+                if isinstance(role.get("proxy"), dict):
+                    if _claim(role) in claimed:
+                        self.note(("servers", listed[rname][0]), f"the same hosts as role {owner}, serving the same "
+                                  f"host and path: csdeploy gives it VMs of its own (set a proxy.host or "
+                                  f"path_prefix to run it on role {owner}'s VMs)")
+                        continue
+                    claimed.add(_claim(role))
+                for key in ("service_offering", "disk"):
+                    if key in role and role[key] != roles[owner].get(key):
+                        self.note(("servers", listed[rname][0], "labels"), f"{key}: runs on role {owner}'s VMs, "
+                                  f"which have {roles[owner].get(key) or 'the default'}")
+                    role.pop(key, None)
+                role.pop("count", None)
+                roles[rname] = {"run_on": owner, **role}
+        for host, rname in host_role.items():
+            host_role[host] = roles[rname].get("run_on", rname)
 
     def role_tags(self, hosts: Any, path: tuple[Any, ...], tags: dict[str, Any]) -> list[str]:
         """The tags (with env under env.tags) every host of the role has: their env becomes the
@@ -567,8 +607,23 @@ class _Importer:
         for key in ("deploy_timeout", "drain_timeout"):
             if seconds(cfg.get(key)):
                 out[key] = compact(seconds(cfg[key]) or 30)
+        # kamal-proxy's options, under the same names (the blueprint checks their values)
+        if isinstance(value.get("path_prefix"), (str, list)):
+            out["path_prefix"] = value["path_prefix"]
+        for key in ("strip_path_prefix", "forward_headers", "ssl_redirect"):
+            if isinstance(value.get(key), bool):
+                out[key] = value[key]
+        buffering = value.get("buffering")
+        if isinstance(buffering, dict):
+            out["buffering"] = {k: v for k, v in buffering.items() if k in _BUFFERING}
+            for key in buffering:
+                if key not in _BUFFERING:
+                    self.note(path + ("buffering", key), "not a kamal-proxy buffering setting csdeploy passes")
+        carried = ("app_port", "host", "hosts", "ssl", "healthcheck", "response_timeout", "path_prefix",
+                   "strip_path_prefix", "forward_headers", "ssl_redirect", "buffering")
         for key in value:
-            if key not in ("app_port", "host", "hosts", "ssl", "healthcheck", "response_timeout"):
+            if key not in carried or key in ("path_prefix", "strip_path_prefix", "forward_headers", "ssl_redirect",
+                                              "buffering") and key not in out:
                 self.note(path + (key,), "not a kamal-proxy setting csdeploy passes")
         return out
 
@@ -637,3 +692,16 @@ def _env_merge(base: dict[str, Any], tag: dict[str, Any]) -> dict[str, Any]:
 def registry_host_missing(image: str) -> bool:
     first, sep, _ = image.partition("/")
     return not (sep and ("." in first or ":" in first or first == "localhost"))
+
+
+#: Kamal's `proxy.buffering` keys (the blueprint's too).
+_BUFFERING = ("requests", "responses", "max_request_body", "max_response_body", "memory")
+
+
+def _claim(role: dict[str, Any]) -> tuple[str, str]:
+    """What a proxy role claims on its VMs' kamal-proxy: (host, path prefix)."""
+    proxy = role.get("proxy") or {}
+    host = proxy.get("host")
+    prefix = proxy.get("path_prefix")
+    return (str(host if not isinstance(host, list) else ",".join(map(str, host))).lower() if host else "",
+            str(prefix if not isinstance(prefix, list) else prefix[0]) if prefix else "/")

@@ -150,7 +150,9 @@ def kamal_config(bp: Blueprint, inv: Inventory, out_dir: Path) -> tuple[dict[str
                                 "Kamal accessories by hand)")
     notes: list[str] = []
     proxy_roles = [r for r in bp.roles.values() if r.proxy is not None]
-    primary = proxy_roles[0] if proxy_roles else next(iter(bp.roles.values()))
+    # the primary role owns its VMs (a role placed on them is not the one Kamal's root proxy is for)
+    primary = next((r for r in proxy_roles if r.run_on is None), proxy_roles[0]) if proxy_roles \
+        else next(iter(bp.roles.values()))
     server = bp.registry.server if bp.registry else None
     image = bp.image[len(server) + 1:] if server and bp.image.startswith(server + "/") else bp.image
     config: dict[str, Any] = {"service": bp.service, "image": image}
@@ -219,7 +221,7 @@ def _role(bp: Blueprint, role: Role, inv: Inventory, primary: Role, notes: list[
         notes.append(f"role {role.name}: its volumes are Docker's own under Kamal, not on the data disk")
     for job in role.schedules:
         notes.append(f"role {role.name}: scheduled job {job.name} ({job.cron}): Kamal has no scheduled jobs")
-    labels = _labels(bp, role.service_offering, role.disk)
+    labels = _labels(bp, role.service_offering, role.disk) if role.run_on is None else {}  # the VMs' role has them
     if labels:
         spec["labels"] = labels
     return spec

@@ -102,6 +102,7 @@ class VMSpec:
     balanced: bool = False   # behind its role's load balancer: its own address opens SSH only
     root_disk_gb: int | None = None   # deployVirtualMachine rootdisksize (None: the template's)
     affinity_group: str | None = None  # its role's host anti-affinity group (placement: spread)
+    also: tuple[str, ...] = ()  # further roles that run on it (their `run_on` names its role)
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,9 @@ def desired_state(bp: Blueprint, env: str, *, ttl: timedelta | None = None,
     balancers: list[LBSpec] = []
     groups: list[str] = []
     for role in bp.roles.values():
+        if role.run_on is not None:  # no VMs of its own: its host role's VMs list it (`also`)
+            continue
+        also = tuple(r.name for r in bp.roles.values() if r.run_on == role.name)
         group = affinity_group_name(env, role.name) if role.count > 1 and role.placement == "spread" else None
         if group is not None:
             groups.append(group)
@@ -182,7 +186,7 @@ def desired_state(bp: Blueprint, env: str, *, ttl: timedelta | None = None,
                                               acc.disk.snapshots))
             vms.append(VMSpec(name, role.name, i, role.service_offering, role.proxy is not None,
                               tuple(disks), tuple(hosted) if i == 1 else (), balanced=role.load_balanced,
-                              root_disk_gb=role.root_disk_gb, affinity_group=group))
+                              root_disk_gb=role.root_disk_gb, affinity_group=group, also=also))
     for acc in bp.accessories.values():
         if acc.vm is None:
             continue

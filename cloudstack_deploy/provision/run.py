@@ -251,7 +251,7 @@ async def _inventory(cloud: Cloud, desired: Desired, actual: Actual, catalog: Ca
         hosts.append(Host(
             name=spec.name, role=spec.group, index=spec.index, vm_id=vm["id"], public_ip=address, ssh_port=port,
             private_ip=vm["nic"][0]["ipaddress"], host_key=host_key, offering=spec.offering,
-            accessories=tuple(spec.accessories), proxy=spec.proxy,
+            accessories=tuple(spec.accessories), proxy=spec.proxy, also=spec.also,
             disks=tuple(HostDisk(name=d.name, label=d.label, mount=d.mount, size_gb=d.size_gb) for d in spec.disks),
         ))
     return Inventory(

@@ -80,7 +80,7 @@ class Apps:
         if self.plan.split is not None:
             what, status = f"split {self.plan.split[0]}%", "split"
         else:
-            if host.name in self.plan.reboot_proxy:
+            if (role.name, host.name) in self.plan.reboot_proxy:
                 self.r.progress.note(f"{host.name}: kamal-proxy was booted without the certificates' directory; "
                                      "replacing it (a second without a proxy on this host, once)", level="warning")
             what, status = "switch", "switched"
@@ -160,7 +160,7 @@ class Apps:
         async def one(role: Role, host: Host) -> None:
             conn = await self.pool.connect(host)
             res = f"{role.name} {host.name}"
-            previous = self.plan.previous.get(host.name)
+            previous = self.plan.previous.get((role.name, host.name))
             step = self.rp.host(host.name).step(UNSPLIT if self.plan.split is not None else SWITCH_BACK, role.name)
             self.r.emit(res, "revert", "running", f"back to {previous or 'nothing'}")
             try:

@@ -67,6 +67,7 @@ class Rollout:
         self.dry_run = dry_run
         self._said: set[str] = set()   # the plan's notes said in this run
         self._selected = {h.name for h in self.hosts}
+        self._roles: frozenset[str] | None = None   # --roles: only these app roles (None: every role)
         self.certificates: dict[str, tuple[str, str]] = {}   # proxy role -> (certificate, key) PEM
         self.images: dict[str, str] = {}   # role -> image, where a rollback returns to what the history recorded
         self.outcome = AppOutcome()
@@ -84,7 +85,13 @@ class Rollout:
 
     def role_hosts(self, role: str) -> list[Host]:
         """The hosts of app role ``role`` this run works on."""
+        if self._roles is not None and role not in self._roles:
+            return []
         return [h for h in self.inv.role_hosts(role) if h.name in self._selected]
+
+    def host_roles(self, host: Host) -> list[str]:
+        """The app roles this run works on at ``host``: its own and those placed on it (`run_on`)."""
+        return self.context().host_roles(host)
 
     def narrow(self, hosts: list[Host]) -> None:
         """Work on ``hosts`` only (a canary's), within the selection."""
@@ -101,10 +108,12 @@ class Rollout:
         if unknown_hosts:
             raise InvalidInput(f"environment {self.env} has no host {', '.join(unknown_hosts)}",
                                hint="hosts: " + ", ".join(sorted(known)))
-        chosen = [h for h in self.hosts if (not roles or h.app_role in roles) and (not hosts or h.name in hosts)]
+        chosen = [h for h in self.hosts if (not roles or any(r in roles for r in h.app_roles))
+                  and (not hosts or h.name in hosts)]
         if not chosen:
             raise InvalidInput("no host matches the selection", hint="check --roles and --hosts together")
         self._selected = {h.name for h in chosen}
+        self._roles = frozenset(roles) if roles else None
         return chosen
 
     # ---- lock and history --------------------------------------------------------------------
@@ -222,12 +231,9 @@ class Rollout:
         unless pinned; a rollback runs what the role ran at that version (``self.images``)."""
         return self.images.get(role) or image_ref(self.bp.roles[role].image, version)
 
-    def _app_image(self, host: Host, version: str | None) -> str | None:
-        return self.role_image(host.app_role, version) if host.app_role and version else None
-
     def _facts_script(self, host: Host, version: str | None) -> Script:
-        app_image = self._app_image(host, version)
-        images = [app_image] if app_image else []
+        roles = [role for role in host.app_roles if role in self.bp.roles] if version else []
+        images = list(dict.fromkeys(self.role_image(role, version) for role in roles if version))
         images += [self.bp.accessories[a].image for a in host.accessories]
         if host.proxy:
             images.append(self.bp.rollout.proxy_image)
@@ -237,9 +243,9 @@ class Rollout:
         return finish.extend(facts_cmds.script(
             images=images,
             accessories=[accessory_container(self.bp.service, a) for a in host.accessories],
-            containers=[container_name(self.bp.service, host.app_role, version)] if app_image else [],
+            containers=[container_name(self.bp.service, role, version) for role in roles if version],
             mounts=[disk.mount for disk in host.disks],
-            roles={host.app_role: labels(self.bp.service, self.env, host.app_role)} if host.app_role else None,
+            roles={role: labels(self.bp.service, self.env, role) for role in host.app_roles} or None,
             maintenance=proxy_cmds.maintenance_file(self.bp.service) if host.proxy else None,
             hardening=True, machine=bool(host.accessories),
             backups=hostdump_cmds.marker(self.bp.service) if host.accessories else None))
@@ -295,7 +301,7 @@ class Rollout:
     def context(self) -> planning.Context:
         """What this run is given, as the plan function takes it."""
         return planning.Context(self.bp, self.inv, dict(self.secrets), frozenset(self._selected), dict(self.images),
-                                dict(self.certificates))
+                                dict(self.certificates), self._roles)
 
     def note(self, text: str) -> None:
         """A plan's note, said once per run."""

@@ -70,14 +70,22 @@ async def _locked(r: Rollout, what: str, hosts: list[Host], break_lock: bool,
 
 def app_hosts(r: Rollout, roles: tuple[str, ...], hosts: tuple[str, ...]) -> list[Host]:
     """The selected hosts that run an app role (an accessory's own VM has none)."""
-    chosen = [h for h in r.select(roles, hosts) if h.app_role]
+    chosen = [h for h in r.select(roles, hosts) if r.host_roles(h)]
     if not chosen:
         raise InvalidInput("no app role runs on the selected hosts", hint="accessories: `csdeploy accessory ...`")
     return chosen
 
 
 def app_script(r: Rollout, action: str, host: Host, current: str | None) -> Script:
-    role = r.bp.roles[host.app_role or ""]
+    """``action`` for every selected app role on ``host`` (its own, and those placed on it)."""
+    out = Script()
+    for name in r.host_roles(host):
+        out.extend(_role_script(r, action, host, name, current))
+    return out
+
+
+def _role_script(r: Rollout, action: str, host: Host, name: str, current: str | None) -> Script:
+    role = r.bp.roles[name]
     role_labels = labels(r.bp.service, r.env, role.name)
     service = proxy_service(r.bp.service, role.name) if host.proxy and role.proxy is not None else None
     if action == "stop":
@@ -115,7 +123,7 @@ async def app(r: Rollout, action: str, *, roles: tuple[str, ...] = (), hosts: tu
 
         async def one(conn: Connection) -> None:
             res = await conn.run(app_script(r, action, conn.host, current),
-                                 what=f"app {action} {conn.host.app_role}")
+                                 what=f"app {action} {', '.join(r.host_roles(conn.host))}")
             result.hosts[conn.host.name] = lc.parse(res.stdout)
         await pool.each(one, targets)
 
@@ -198,7 +206,7 @@ async def _upgrade(r: Rollout, pool: Hosts, conn: Connection, host: Host, name: 
         pulls = [] if known[host.name].has_image(acc.image) else pulls
     password = r.secrets.get(r.bp.registry.password) if r.bp.registry and pulls else None
     pull = prepare_script(r.bp, host, user=r.inv.ssh.user, install=None, network=False, registry_password=password,
-                          pulls=pulls, check_image=None,
+                          pulls=pulls, check_images=[],
                           accessory_envs={name: accessory_env(acc, r.secrets)}, proxy=False)
     await conn.run(pull, what=f"pull {acc.image}" if pulls else f"accessory env {name}", timeout=900)
     facts = await r.read_facts(pool, [host], None, lock=None)
@@ -218,7 +226,7 @@ async def _upgrade(r: Rollout, pool: Hosts, conn: Connection, host: Host, name: 
 async def prune(r: Rollout, *, break_lock: bool = False) -> LifecycleResult:
     """On each app host: the role's stopped containers beyond ``retain_versions`` and the images no
     container uses any more (what a deploy prunes after its verdict)."""
-    targets = [h for h in r.hosts if h.app_role]
+    targets = [h for h in r.hosts if r.host_roles(h)]
     if not targets:
         raise InvalidInput(f"environment {r.env} has no app host")
     result = LifecycleResult("prune")
@@ -227,9 +235,10 @@ async def prune(r: Rollout, *, break_lock: bool = False) -> LifecycleResult:
         current = current_version(await r.history(pool))
 
         async def one(conn: Connection) -> None:
-            role = r.bp.roles[conn.host.app_role or ""]
-            keep = container_name(r.bp.service, role.name, current) if current else "-"
-            script = lc.prune([(labels(r.bp.service, r.env, role.name), keep, image_repository(role.image))],
+            roles = [r.bp.roles[name] for name in r.host_roles(conn.host)]
+            script = lc.prune([(labels(r.bp.service, r.env, role.name),
+                                container_name(r.bp.service, role.name, current) if current else "-",
+                                image_repository(role.image)) for role in roles],
                               r.bp.retain_versions, {"service": r.bp.service})
             res = await conn.run(script, what="prune")
             result.hosts[conn.host.name] = lc.parse(res.stdout)

@@ -383,9 +383,9 @@ def _maintenance_hosts(r: Rollout) -> list[Host]:
 
 
 def _maintenance_script(r: Rollout, host: Host, on: bool, message: str) -> Script:
-    role = r.bp.roles.get(host.app_role or "")
-    services = [(proxy_service(r.bp.service, role.name), role.proxy.drain_timeout)] \
-        if role is not None and role.proxy is not None else []
+    roles = [r.bp.roles[name] for name in host.app_roles if name in r.bp.roles]
+    services = [(proxy_service(r.bp.service, role.name), role.proxy.drain_timeout)
+                for role in roles if role.proxy is not None]
     return (p.maintenance_on(r.bp.service, services, message) if on
             else p.maintenance_off(r.bp.service, [name for name, _ in services]))
 

@@ -84,13 +84,20 @@ class Context:
     selected: frozenset[str] = frozenset()
     images: Mapping[str, str] = field(default_factory=dict)       # role -> image a rollback returns to
     certificates: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    roles: frozenset[str] | None = None                            # --roles (None: every role)
 
     @property
     def env(self) -> str:
         return self.inv.env
 
     def role_hosts(self, role: str) -> list[Host]:
+        if self.roles is not None and role not in self.roles:
+            return []
         return [h for h in self.inv.role_hosts(role) if h.name in self.selected]
+
+    def host_roles(self, host: Host) -> list[str]:
+        """The app roles this run works on at ``host``: its own and those placed on it."""
+        return [r for r in host.app_roles if r in self.bp.roles and (self.roles is None or r in self.roles)]
 
     def role_image(self, role: str, version: str) -> str:
         return self.images.get(role) or image_ref(self.bp.roles[role].image, version)
@@ -110,7 +117,7 @@ class HostWork:
     install: str | None = None
     network: bool = False
     pulls: tuple[str, ...] = ()
-    check_image: str | None = None
+    check_images: tuple[str, ...] = ()   # pulled app images whose `service` label is checked
     accessories: tuple[str, ...] = ()
     proxy: bool = False
     harden: bool = False           # the OS set-up of the blueprint's `hosts:` section differs
@@ -177,7 +184,7 @@ class AppPlan:
     version: str
     switch: dict[str, list[Host]]                 # proxy role -> hosts that switch now, in order
     batch: dict[str, int]                         # proxy role -> hosts switched at once
-    previous: dict[str, str | None]               # host -> the container it served before
+    previous: dict[tuple[str, str], str | None]   # (proxy role, host) -> the container it served before
     already: dict[str, list[Host]] = field(default_factory=dict)   # proxy role -> hosts a canary switched
     commit: bool = True                           # stop the old containers once judged good
     split: tuple[int, str] | None = None          # (percent, cookie): a percentage canary
@@ -186,7 +193,7 @@ class AppPlan:
     cookie: str | None = None                     # sent by the watch's probes (percentage canary)
     continue_on_error: bool = False
     workers: bool = True
-    reboot_proxy: frozenset[str] = frozenset()    # hosts whose proxy lacks the certificates' mount
+    reboot_proxy: frozenset[tuple[str, str]] = frozenset()  # (role, host): its proxy lacks the certificates' mount
     unlike: frozenset[str] = frozenset()          # hosts serving nothing yet, or not as the new version (TLS)
     maintenance: str | None = None                # maintenance mode's message: each switch keeps it on
     groups: dict[str, list[list[Host]]] = field(default_factory=dict)          # proxy role -> its batches
@@ -229,11 +236,13 @@ class RolloutPlan:
         for hp in self.hosts:
             w = hp.work
             out["hosts"].append({
-                "name": hp.name, "role": w.host.app_role or w.host.role,
+                "name": hp.name, "role": w.host.app_role or w.host.role, "roles": list(w.host.app_roles),
                 "prepare": None if not w.needed else {
                     "os_setup": w.harden, "install_docker": w.install, "network": w.network,
                     "pull": list(w.pulls), "accessories": list(w.accessories), "proxy": w.proxy},
-                "previous": apps.previous.get(hp.name) if apps else None,
+                "previous": apps.previous.get((w.host.role, hp.name)) if apps else None,
+                "serving": {role: before for (role, name), before in apps.previous.items() if name == hp.name}
+                if apps else {},
                 "steps": [s.to_dict(scripts) for s in hp.steps]})
         if apps is not None:
             out["switch"] = {role: [[h.name for h in g] for g in groups] for role, groups in apps.groups.items()}
@@ -256,20 +265,20 @@ def decide(ctx: Context, host: Host, f: HostFacts, version: str | None, reboot: 
     """What ``host`` needs, from its facts; and a note when the `hosts:` section cannot be
     applied (csdeploy does not log in as root)."""
     bp = ctx.bp
-    app_image = ctx.role_image(host.app_role, version) if host.app_role and version else None
-    needed = ([app_image] if app_image else []) + [bp.accessories[a].image for a in host.accessories]
+    app_images = list(dict.fromkeys(ctx.role_image(role, version) for role in ctx.host_roles(host))) if version \
+        else []
+    needed = app_images + [bp.accessories[a].image for a in host.accessories]
     if host.proxy:
         needed.append(bp.rollout.proxy_image)
     pulls = tuple(image for image in dict.fromkeys(needed) if not f.has_image(image))
-    check_image = None
-    if app_image in pulls:
-        check_image = app_image
-    elif app_image and f.label(app_image) not in ("", bp.service):
-        raise OperationFailed(
-            f"{host.name}: image {app_image} has label service={f.label(app_image)}, "
-            f"not {bp.service}: refusing to deploy it",
-            hint="an image built for another service; build this one with LABEL service=" + bp.service
-                 + " (or none)")
+    for app_image in app_images:
+        if app_image not in pulls and f.label(app_image) not in ("", bp.service):
+            raise OperationFailed(
+                f"{host.name}: image {app_image} has label service={f.label(app_image)}, "
+                f"not {bp.service}: refusing to deploy it",
+                hint="an image built for another service; build this one with LABEL service=" + bp.service
+                     + " (or none)")
+    check_images = tuple(image for image in app_images if image in pulls)
     tuned: dict[str, Accessory] = {}
     restart: list[str] = []
     for name in host.accessories:
@@ -286,7 +295,7 @@ def decide(ctx: Context, host: Host, f: HostFacts, version: str | None, reboot: 
                 "cloud.ssh.user: root, or hosts.ssh_hardening: false to silence this)")
     backups = hostdumps.install_script(bp, ctx.env, host, user, f.backups) if host.accessories else None
     work = HostWork(host, install=None if f.docker else bp.rollout.docker_install, network=not f.network,
-                    pulls=pulls, check_image=check_image, accessories=tuple(restart),
+                    pulls=pulls, check_images=check_images, accessories=tuple(restart),
                     proxy=host.proxy and f.proxy != "running", harden=harden, tuned=tuned, backups=backups)
     return work, note
 
@@ -311,7 +320,7 @@ def host_slot(inv: Inventory, host: Host) -> tuple[int, int]:
 def proxy_needs_reboot(ctx: Context, host: Host, f: HostFacts) -> bool:
     """A proxy booted before csdeploy mounted the certificates' directory, on a host whose
     role now has a certificate: replaced once, in that host's batch."""
-    return bool(host.proxy and f.proxy and host.app_role in ctx.certificates
+    return bool(host.proxy and f.proxy and any(role in ctx.certificates for role in host.app_roles)
                 and proxy_cmds.APPS_MOUNT not in f.proxy_mounts)
 
 
@@ -322,7 +331,7 @@ def prepare_step(ctx: Context, work: HostWork, reboot: Collection[str], user: st
     script = host_setup_script(bp, *host_slot(ctx.inv, host)) if work.harden else Script()
     script.extend(prepare_script(bp, host, user=user, install=work.install, network=work.network,
                                  registry_password=registry_password, pulls=list(work.pulls),
-                                 check_image=work.check_image, accessory_envs=acc_envs, proxy=work.proxy))
+                                 check_images=list(work.check_images), accessory_envs=acc_envs, proxy=work.proxy))
     for name in work.accessories:
         script.extend(accessory_script(bp, ctx.env, work.tuned.get(name) or bp.accessories[name], acc_envs[name],
                                        host.private_ip, force=name in reboot))
@@ -343,6 +352,7 @@ def app_plan(ctx: Context, opts: RolloutOptions, version: str, facts: Mapping[st
     previous: dict[str, str | None] = {}
     batch: dict[str, int] = {}
     unlike: set[str] = set()
+    unlike_in: dict[str, set[str]] = {}     # proxy role -> its hosts in `unlike`
     paused = opts.paused
     for name in ctx.proxy_roles():
         hosts = ctx.role_hosts(name)
@@ -350,9 +360,10 @@ def app_plan(ctx: Context, opts: RolloutOptions, version: str, facts: Mapping[st
         proxy = bp.roles[name].proxy
         tls = bool(proxy is not None and proxy.ssl)
         for h in hosts:
-            previous[h.name] = before = strategy.previous_container(facts[h.name].running.get(name, []), new)
+            previous[(name, h.name)] = before = strategy.previous_container(facts[h.name].running.get(name, []), new)
             if before is None or (before in facts[h.name].tls) != tls:
                 unlike.add(h.name)
+                unlike_in.setdefault(name, set()).add(h.name)
         if paused is not None and paused.mode == "hosts":
             already[name] = [h for h in hosts if h.name in paused.hosts]
         switch[name] = [h for h in hosts if h not in already.get(name, [])]
@@ -360,7 +371,7 @@ def app_plan(ctx: Context, opts: RolloutOptions, version: str, facts: Mapping[st
     spec = opts.canary
     split = None
     if spec is not None and spec.percent is not None:
-        missing = [h for hs in switch.values() for h in hs if previous[h.name] is None]
+        missing = [h for name, hs in switch.items() for h in hs if previous[(name, h.name)] is None]
         if missing:
             raise InvalidInput(f"--canary {spec}: {', '.join(h.name for h in missing)} serve no other version of "
                                f"the role to split against (first deploy, or {version} runs there already)",
@@ -370,7 +381,7 @@ def app_plan(ctx: Context, opts: RolloutOptions, version: str, facts: Mapping[st
     fresh: set[str] = set()
     for name, hosts in switch.items():
         if split is None:  # hosts serving nothing yet (or not so) first, all at once; the watch waits
-            groups[name], first_fresh = strategy.switch_groups(hosts, unlike, batch[name])
+            groups[name], first_fresh = strategy.switch_groups(hosts, unlike_in.get(name, set()), batch[name])
             if first_fresh:
                 fresh.add(name)
         else:
@@ -383,7 +394,9 @@ def app_plan(ctx: Context, opts: RolloutOptions, version: str, facts: Mapping[st
             if role.proxy is None and hosts:
                 worker_groups[role.name] = strategy.batches(
                     hosts, strategy.batch_size(bp, ctx.inv, role.name, len(hosts)))
-    reboot = {h.name for hs in switch.values() for h in hs if proxy_needs_reboot(ctx, h, facts[h.name])}
+    # a proxy lacking the certificates' mount is replaced once per host: in its first proxy role's switch
+    reboot = {(name, h.name) for name, hs in switch.items() for h in hs if proxy_needs_reboot(ctx, h, facts[h.name])
+              and name == next(r for r in switch if h in switch[r])}
     return AppPlan(version=version, switch=switch, batch=batch, previous=previous, already=already,
                    commit=spec is None, split=split, stop_split=paused is not None and paused.mode == "percent",
                    watch=bp.rollout.watch or (Watch() if spec is not None else None),
@@ -402,7 +415,7 @@ def abort_plan(ctx: Context, paused: CanaryState, facts: Mapping[str, HostFacts]
         new = container_name(ctx.bp.service, name, paused.version)
         already[name] = hosts
         for h in hosts:
-            previous[h.name] = strategy.previous_container(facts[h.name].running.get(name, []), new)
+            previous[(name, h.name)] = strategy.previous_container(facts[h.name].running.get(name, []), new)
     return AppPlan(version=paused.version, switch={}, batch={}, previous=previous, already=already, commit=False,
                    split=(paused.percent or 0, "") if paused.mode == "percent" else None, workers=False)
 
@@ -421,7 +434,9 @@ def watch_targets(ctx: Context, apps: AppPlan, judged: Sequence[tuple[str, Host]
         if role.proxy is None or not hosts or role_name in skip:
             continue
         for address in strategy.watch_targets(ctx.inv, role_name, hosts):
-            out.append(watching.Target(role_name, address, role.proxy.healthcheck.path, spec.paths,
+            health = role.proxy.healthcheck.path
+            out.append(watching.Target(role_name, address, role.proxy.public_path(health) if health else None,
+                                       spec.paths,
                                        host=role.proxy.hosts[0] if role.proxy.hosts else None,
                                        tls=role.proxy.ssl, cookie=apps.cookie,
                                        timeout=role.proxy.healthcheck.timeout))
@@ -461,7 +476,7 @@ def _app_steps(ctx: Context, apps: AppPlan, user: str, abort: bool) -> dict[str,
                                                  image=ctx.role_image(name, v),
                                                  certificate=ctx.certificates.get(name),
                                                  stop_split=apps.stop_split,
-                                                 reboot_proxy=h.name in apps.reboot_proxy,
+                                                 reboot_proxy=(name, h.name) in apps.reboot_proxy,
                                                  maintenance=apps.maintenance)
                     add(Step(h.name, SWITCH, f"switch {name} {v}", script, name, n, len(groups)))
     for name, groups in apps.worker_groups.items():
@@ -480,7 +495,7 @@ def _app_steps(ctx: Context, apps: AppPlan, user: str, abort: bool) -> dict[str,
                 add(commit(name, h))
     for name, h in judged:
         role = bp.roles[name]
-        before = apps.previous.get(h.name)
+        before = apps.previous.get((name, h.name))
         if apps.split is not None:
             add(Step(h.name, UNSPLIT, f"switch {name} back to {before or 'nothing'}",
                      canary_unsplit_script(bp, role, v), name, on_failure=not abort))

@@ -39,7 +39,7 @@ from .records import ABORT, PROMOTE, AppOutcome, RolloutOptions, RolloutResult
 def hook_facts(r: Rollout, opts: RolloutOptions, version: str, targets: list[Host]) -> dict[str, str]:
     facts = {"service": r.bp.service, "env": r.env, "version": version, "command": opts.kind,
              "hosts": ",".join(h.name for h in targets),
-             "roles": ",".join(dict.fromkeys(h.app_role for h in targets if h.app_role)),
+             "roles": ",".join(dict.fromkeys(role for h in targets for role in r.host_roles(h))),
              "performer": history.start(version, opts.kind).by,
              "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if opts.canary is not None:
@@ -113,7 +113,7 @@ async def run(r: Rollout, opts: RolloutOptions, *, gate: Awaitable[None] | None 
 
     record = history.start(version, opts.kind)
     record.images = {role: r.role_image(role, version)
-                     for role in dict.fromkeys(h.app_role for h in targets if h.app_role)} or None
+                     for role in dict.fromkeys(role for h in targets for role in r.host_roles(h))} or None
     if len(targets) < len(r.hosts) and opts.canary is None and paused is None:
         record.hosts = [h.name for h in targets]
     if opts.canary is not None:

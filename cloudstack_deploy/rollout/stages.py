@@ -37,11 +37,11 @@ TLS_LABEL = facts.TLS_LABEL
 # ---- prepare: Docker, registry, network, pulls, proxy (only what the host's facts lack) -----
 
 def prepare_script(bp: Blueprint, host: Host, *, user: str, install: str | None, network: bool,
-                   registry_password: str | None, pulls: list[str], check_image: str | None,
+                   registry_password: str | None, pulls: list[str], check_images: list[str],
                    accessory_envs: dict[str, ContainerEnv], proxy: bool) -> Script:
     """``install``: Docker's install method when it is missing; ``network``: create the shared
-    network; ``registry_password``: log in first (only when something is pulled); ``check_image``:
-    an app image pulled now whose service label must match; ``proxy``: boot/start kamal-proxy."""
+    network; ``registry_password``: log in first (only when something is pulled); ``check_images``:
+    app images pulled now whose service label must match; ``proxy``: boot/start kamal-proxy."""
     s = Script()
     if accessory_envs:
         s.extend(h.require_mounts([(disk.label, disk.mount) for disk in host.disks]))
@@ -57,9 +57,9 @@ def prepare_script(bp: Blueprint, host: Host, *, user: str, install: str | None,
     if pulls:
         s.step("pull " + ", ".join(pulls))
         s.extend(d.pull_all(pulls))
-    if check_image:
+    for image in check_images:
         s.step("check-image")
-        s.extend(d.require_label(check_image, "service", bp.service, IMAGE_LABEL_EXIT))
+        s.extend(d.require_label(image, "service", bp.service, IMAGE_LABEL_EXIT))
     for name, env in accessory_envs.items():
         s.write_file(h.env_file(bp.service, name), env.env_file())
     if proxy:
@@ -155,9 +155,10 @@ def _app_start(bp: Blueprint, env: str, role: Role, version: str, app_env: Conta
     s.write_file(h.env_file(bp.service, role.name), app_env.env_file())
     if role.volumes:
         s.step("volumes")
-        if role.disk is not None:
-            s.extend(h.require_mounts([(role.name, role.disk.mount)]))
-        s.extend(d.ensure_volumes([(volume_name(bp.service, v), volume_directory(role, v)) for v in role.volumes],
+        vms = bp.roles.get(role.vm_role, role)   # a role placed on another's VMs keeps its files on their disk
+        if vms.disk is not None:
+            s.extend(h.require_mounts([(vms.name, vms.disk.mount)]))
+        s.extend(d.ensure_volumes([(volume_name(bp.service, v), volume_directory(vms, v)) for v in role.volumes],
                                   {"service": bp.service, "destination": env, "role": role.name}))
     s.step(f"start {name}")
     s.extend(d.start_version(name, run_argv({CONFIG_LABEL: config}), config=config, config_label=CONFIG_LABEL,

@@ -74,17 +74,20 @@ def upgrade_order(r: Rollout, roles: tuple[str, ...]) -> list[tuple[str, list[Ho
 
 
 def _serving_script(r: Rollout, host: Host) -> Script | None:
-    role = r.bp.roles.get(host.app_role or "")
-    if role is None:
+    """Waits until every app role on ``host`` (its own, and those placed on it) serves again."""
+    roles = [r.bp.roles[name] for name in host.app_roles if name in r.bp.roles]
+    if not roles:
         return None
-    path = None
-    host_header = None
-    if host.proxy and role.proxy is not None:
-        prefix = role.proxy.path_prefix[0] if role.proxy.path_prefix and not role.proxy.strip_path_prefix else ""
-        path = prefix + (role.proxy.healthcheck.path or "/")
-        host_header = role.proxy.hosts[0] if role.proxy.hosts else None
-    return hardening.wait_serving(labels(r.bp.service, r.env, role.name), timeout=SERVE_TIMEOUT,
-                                  host_header=host_header, path=path)
+    out = Script()
+    for role in roles:
+        path = None
+        host_header = None
+        if host.proxy and role.proxy is not None:
+            path = role.proxy.public_path(role.proxy.healthcheck.path or "/")
+            host_header = role.proxy.hosts[0] if role.proxy.hosts else None
+        out.extend(hardening.wait_serving(labels(r.bp.service, r.env, role.name), timeout=SERVE_TIMEOUT,
+                                          host_header=host_header, path=path))
+    return out
 
 
 async def _rebooted(r: Rollout, host: Host, before: str, deadline: float) -> None:

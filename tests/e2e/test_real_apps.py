@@ -4,10 +4,12 @@ The blueprint (tests/e2e/blueprints/realapps.yml): a web role on the app's image
 volume, limits, options, a request body limit and a scheduled job; a second HTTP service
 (`files`) on an image B that this test builds without any label and pins by tag and digest,
 with a volume its non-root user writes; a worker on A; PostgreSQL and Redis on the web VM (the
-web's volume and the database's files on its data disk). Each step relies on the ones before it.
+web's volume and the database's files on its data disk); a third HTTP service (`admin`, image A)
+placed on the web's VM (`run_on: web`), served below /admin by the same kamal-proxy and sharing
+the web's volume. Each step relies on the ones before it.
 
-  a. create-env v1: both HTTP services answer through their own entry points; B runs as
-     pinned; `resources` reach `docker inspect`; a body over the limit is answered 413
+  a. create-env v1: the HTTP services answer through their entry points (admin below /admin of
+     the web's, one kamal-proxy serving both); B runs as pinned; `resources` reach `docker inspect`; a body over the limit is answered 413
   b. files written into both roles' volumes by the apps' own (non-root) users
   c. deploy v2: web serves v2, files keeps its pinned image, both files are still there
   d. rollback: each role back to what it ran at v1; the files are still there
@@ -118,6 +120,10 @@ def test_a_create_env_serves_two_http_services_on_two_images(story: Story, tmp_p
     story.csdeploy("create-env", BLUEPRINT, "--env", ENV, "--version", "v1", "--progress", "plain", timeout=1200)
     story.installed_at = time.monotonic()
     wait_for_page(story.url("web"), "v1")
+    wait_for_page(story.url("web", "/admin/"), "v1")
+    services = story.on("web", "docker exec kamal-proxy kamal-proxy list")
+    assert "demo-web-v1:8000" in services and "demo-admin-v1:8000" in services and "/admin" in services, services
+    assert not any(h.get("role") == "admin" for h in story.inventory()["hosts"]), "admin has no VM of its own"
     status, body = http("GET", story.url("files", "/greeting"))
     assert (status, body) == (200, "hello from B\n")
     assert story.inspect("files", "{{.Config.Image}}") == story.files_image
@@ -140,6 +146,7 @@ def test_b_the_apps_own_users_write_into_their_volumes(story: Story) -> None:
     story.exec_("web", "sh", "-c", "id -un > /app/storage/kept && echo v1 >> /app/storage/kept")
     story.exec_("files", "sh", "-c", "echo kept-by-files > /data/note")
     assert "demo\nv1" in story.exec_("web", "cat", "/app/storage/kept")
+    assert "demo\nv1" in story.exec_("admin", "cat", "/app/storage/kept"), "one volume for both roles on the VM"
     status, body = http("GET", story.url("files", "/note"))
     assert (status, body) == (200, "kept-by-files\n")
 
@@ -190,11 +197,15 @@ def test_c_deploy_v2_keeps_the_pinned_image_and_the_files(story: Story) -> None:
     assert "stop old (handed to the host)" in stderr
     hosts = json.loads(story.lab.csdeploy("status", "--env", ENV, "--json").stdout)
     for h in hosts:
-        apps = [c for c in h["containers"] if c["role"] in ("web", "files", "worker")]
-        assert [c["version"] for c in apps if c["state"] == "running"] == ["v2"], (h["name"], apps)
-        assert any(c["version"] == "v1" and c["state"] == "exited" for c in apps), (h["name"], apps)
+        for role in ("web", "admin", "files", "worker"):
+            apps = [c for c in h["containers"] if c["role"] == role]
+            if not apps:
+                continue
+            assert [c["version"] for c in apps if c["state"] == "running"] == ["v2"], (h["name"], apps)
+            assert any(c["version"] == "v1" and c["state"] == "exited" for c in apps), (h["name"], apps)
         assert not any("runs 2 versions" in w for w in h.get("warnings", [])), h
     wait_for_page(story.url("web"), "v2")
+    wait_for_page(story.url("web", "/admin/"), "v2")
     assert story.inspect("web", "{{.Config.Image}}") == "registry.lab:5000/demo-app:v2"
     assert story.inspect("worker", "{{.Config.Image}}") == "registry.lab:5000/demo-app:v2"
     assert story.inspect("files", "{{.Config.Image}}") == story.files_image
@@ -208,9 +219,12 @@ def test_d_rollback_returns_each_role_to_what_it_ran(story: Story) -> None:
     # wait for that, so `status` sees v1 alone running on every host, and so do we after it
     hosts = json.loads(story.lab.csdeploy("status", "--env", ENV, "--json").stdout)
     for h in hosts:
-        apps = [c for c in h["containers"] if c["role"] in ("web", "files", "worker")]
-        assert [c["version"] for c in apps if c["state"] == "running"] == ["v1"], (h["name"], apps)
+        for role in ("web", "admin", "files", "worker"):
+            apps = [c for c in h["containers"] if c["role"] == role]
+            if apps:
+                assert [c["version"] for c in apps if c["state"] == "running"] == ["v1"], (h["name"], apps)
         assert not any("runs 2 versions" in w for w in h.get("warnings", [])), h
+    wait_for_page(story.url("web", "/admin/"), "v1")
     assert story.inspect("web", "{{.Config.Image}}") == "registry.lab:5000/demo-app:v1"
     assert story.inspect("files", "{{.Config.Image}}") == story.files_image
     history = json.loads(story.lab.csdeploy("history", "--env", ENV, "--source", "host", "--json").stdout)
@@ -222,6 +236,7 @@ def test_d_rollback_returns_each_role_to_what_it_ran(story: Story) -> None:
 def test_e_proxy_reboot_keeps_the_files(story: Story) -> None:
     story.lab.csdeploy("proxy", "reboot", "--env", ENV)
     wait_for_page(story.url("web"), "v1")
+    wait_for_page(story.url("web", "/admin/"), "v1")
     _files_kept(story)
 
 
@@ -254,6 +269,8 @@ def test_g_a_version_that_never_turns_healthy_is_refused_within_the_deploy_timeo
     assert refused - started <= DEPLOY_TIMEOUT + 5, f"refused {refused - started:.1f}s after the switch began"
     status, body = http("GET", story.url("web"))
     assert status == 200 and page_version(body) == "v1"
+    status, body = http("GET", story.url("web", "/admin/"))
+    assert status == 200 and page_version(body) == "v1", "--roles web leaves admin alone"
 
 
 def _vm_container(lab: Lab, name: str) -> str:
@@ -296,6 +313,8 @@ def test_h_a_worker_vm_paused_mid_deploy_fails_naming_it_and_the_web_stays_on_v1
     assert load.failed == 0, load.summary()
     status, body = http("GET", story.url("web"))
     assert status == 200 and page_version(body) == "v1"
+    status, body = http("GET", story.url("web", "/admin/"))
+    assert status == 200 and page_version(body) == "v1", "admin, on the web's VM, is switched back too"
     # the VM runs again: whatever the failed deploy started there is ended by status
     deadline = time.monotonic() + 60
     while True:

@@ -12,12 +12,16 @@ def inventory_for(bp: Blueprint, env: str = "e1", home: Path = Path("/tmp/csdepl
     hosts: list[Host] = []
     n = 0
     for role in bp.roles.values():
+        if role.run_on is not None:  # on its VMs' role's hosts (`also`)
+            continue
+        also = tuple(r.name for r in bp.roles.values() if r.run_on == role.name)
         for i in range(1, role.count + 1):
             n += 1
             shared = tuple(a.name for a in bp.accessories.values() if a.role == role.name) if i == 1 else ()
             hosts.append(Host(name=f"{env}-{role.name}-{i}", role=role.name, index=i, vm_id=f"vm-{n}",
                               public_ip=f"127.200.9.{n}", ssh_port=22, private_ip=f"10.1.1.{n}", host_key="k",
-                              offering=role.service_offering, accessories=shared, proxy=role.proxy is not None))
+                              offering=role.service_offering, accessories=shared, proxy=role.proxy is not None,
+                              also=also))
     for acc in bp.accessories.values():
         if acc.vm is not None:
             n += 1

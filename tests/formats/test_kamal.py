@@ -204,3 +204,27 @@ def test_a_destination_that_makes_a_bad_blueprint_is_refused_at_its_own_line(tmp
     assert str(err.value) == (f"{config / 'deploy.prod.yml'}:3: roles.web.proxy.app_port: must be a port number "
                               "1-65535, got 99999 (in the blueprint it makes)")
     assert not out.exists() and not (tmp_path / "csdeploy.prod.yml").exists()
+
+
+def test_a_role_on_the_webs_vms_is_exported_on_the_same_hosts_and_comes_back_so(tmp_path: Path) -> None:
+    """Kamal runs two roles on one server when both list it, and `kamal config` (2.11) accepts a
+    second proxy role there with its own path prefix; importing it gives back `run_on`."""
+    kamal = _kamal()
+    text = (REPO / "blueprints" / "demo.yml").read_text().replace("secrets_file: .env\n", "")
+    text = text.replace("roles:\n", "roles:\n  admin:\n    run_on: web\n    proxy: {app_port: 8000, path_prefix: "
+                                    "/admin}\n", 1)
+    bp = _with(text, tmp_path)
+    out = tmp_path / "kamal"
+    export_kamal(bp, inventory_for(bp), out)
+    import yaml
+    servers = yaml.safe_load((out / "config" / "deploy.yml").read_text())["servers"]
+    assert servers["admin"]["hosts"] == servers["web"]["hosts"] == ["127.200.9.1"]
+    assert "labels" not in servers["admin"], "the offering is the web VMs'"
+    subprocess.run(["git", "init", "-q"], cwd=out, check=True)
+    env = {**os.environ, "REGISTRY_PASSWORD": "r", "POSTGRES_PASSWORD": "p"}
+    proc = subprocess.run([kamal, "config", "--version", "v1"], cwd=out, capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    back = init_blueprint(tmp_path / "csdeploy.yml", kamal=out / "config" / "deploy.yml").blueprint
+    assert back.roles["admin"].run_on == "web" and back.roles["admin"].proxy is not None
+    assert back.roles["admin"].proxy.path_prefix == ("/admin",)

@@ -147,3 +147,51 @@ def test_kamal_command_lines_as_csdeploy_ones(line: str, expected: str) -> None:
 def test_kamal_command_lines_without_an_equivalent_say_why(line: str, why: str) -> None:
     with pytest.raises(ValueError, match=why.replace("(", r"\(")):
         translate(line, "web", {"web": "web", "job": "job"}.get)
+
+
+def _kamal(tmp_path: Path, servers: str, tail: str = "") -> Path:
+    config = tmp_path / "config"
+    config.mkdir(exist_ok=True)
+    source = config / "deploy.yml"
+    source.write_text("service: shop\nimage: acme/shop\nservers:\n" + servers + tail)
+    return source
+
+
+def test_roles_listing_the_same_hosts_run_on_the_same_vms(tmp_path: Path) -> None:
+    """Kamal's `rails new` template (its job role uncommented): web and job on one server."""
+    source = _kamal(tmp_path, "  web:\n    - 192.0.2.1\n    - 192.0.2.2\n"
+                              "  job:\n    hosts:\n      - 192.0.2.2\n      - 192.0.2.1\n    cmd: bin/jobs\n"
+                              "  admin:\n    hosts: [192.0.2.1, 192.0.2.2]\n    proxy: {app_port: 3000, path_prefix: /admin}\n"
+                              "  batch:\n    hosts: [192.0.2.9]\n    cmd: bin/batch\n",
+                    "proxy: {app_port: 3000}\naccessories:\n  redis: {image: redis:7, host: 192.0.2.1}\n")
+    out = tmp_path / "csdeploy.yml"
+    result = init_blueprint(out, kamal=source)
+    bp = load_blueprint(out)
+    assert bp == result.blueprint
+    assert {n: (r.run_on, r.count) for n, r in bp.roles.items()} == {
+        "web": (None, 2), "job": ("web", 2), "admin": ("web", 2), "batch": (None, 1)}
+    assert bp.roles["admin"].proxy is not None and bp.roles["admin"].proxy.path_prefix == ("/admin",)
+    assert bp.accessories["redis"].role == "web"
+
+
+def test_a_second_http_service_claiming_the_same_path_keeps_vms_of_its_own(tmp_path: Path) -> None:
+    source = _kamal(tmp_path, "  web: [192.0.2.1]\n  api:\n    hosts: [192.0.2.1]\n    proxy: {app_port: 8080}\n",
+                    "proxy: {app_port: 3000}\n")
+    result = init_blueprint(tmp_path / "csdeploy.yml", kamal=source)
+    assert result.blueprint.roles["api"].run_on is None
+    assert any("servers.api: the same hosts as role web, serving the same host and path" in n
+               for n in _notes(result)), _notes(result)
+
+
+def test_kamal_proxy_options_are_carried_over(tmp_path: Path) -> None:
+    source = _kamal(tmp_path, "  web: [192.0.2.1]\n",
+                    "proxy:\n  app_port: 3000\n  path_prefix: /app\n  strip_path_prefix: false\n"
+                    "  forward_headers: true\n  buffering: {requests: true, max_request_body: 1048576, colour: red}\n")
+    result = init_blueprint(tmp_path / "csdeploy.yml", kamal=source)
+    proxy = result.blueprint.roles["web"].proxy
+    assert proxy is not None
+    assert (proxy.path_prefix, proxy.strip_path_prefix, proxy.forward_headers) == (("/app",), False, True)
+    assert proxy.buffering.max_request_body == 1048576
+    notes = _notes(result)
+    assert any("proxy.buffering.colour: not a kamal-proxy buffering setting" in n for n in notes), notes
+    assert not any("path_prefix" in n or "forward_headers" in n for n in notes), notes

@@ -138,7 +138,7 @@ def test_secrets_go_to_0600_env_files_and_stdin_never_argv(shim, tmp_path: Path)
     app_env = role_env(bp, "web", INVENTORY, SECRETS, "v1")
     images = ["registry.lab:5000/demo-app:v1", "registry.lab:5000/redis:7", "basecamp/kamal-proxy:v0.9.2"]
     script = prepare_script(bp, WEB, user="root", install=None, network=True,
-                            registry_password=SECRETS["REGISTRY_PASSWORD"], pulls=images, check_image=images[0],
+                            registry_password=SECRETS["REGISTRY_PASSWORD"], pulls=images, check_images=images[:1],
                             accessory_envs={}, proxy=True)
     script.extend(proxy_switch_script(bp, "demo", bp.roles["web"], "v1", app_env))
     script.extend(proxy_commit_script(bp, "demo", bp.roles["web"], "v1", retain=3))

@@ -45,14 +45,14 @@ def test_a_fresh_host_gets_everything() -> None:
     r = rollout()
     work = r.decide(INVENTORY.host("demo-web-1"), facts.HostFacts(), "v1")
     assert work.install == "apt" and work.network and work.proxy
-    assert work.pulls == (f"{APP}:v1", REDIS, PROXY) and work.check_image == f"{APP}:v1"
+    assert work.pulls == (f"{APP}:v1", REDIS, PROXY) and work.check_images == (f"{APP}:v1",)
     assert work.accessories == ("redis",)
 
 
 def test_a_redeploy_pulls_only_the_new_version() -> None:
     r = rollout()
     work = r.decide(INVENTORY.host("demo-web-1"), deployed(r, "v1"), "v2")
-    assert work.pulls == (f"{APP}:v2",) and work.check_image == f"{APP}:v2"
+    assert work.pulls == (f"{APP}:v2",) and work.check_images == (f"{APP}:v2",)
     assert not (work.install or work.network or work.proxy or work.accessories)
 
 

@@ -93,7 +93,7 @@ def scripts(bp: Blueprint) -> dict[str, object]:
     return {
         "prepare": prepare_script(bp, web, user=evil("user"), install="apt", network=True,
                                   registry_password=SECRETS["REGISTRY_PASSWORD"],
-                                  pulls=[bp.image + ":v1", redis.image], check_image=bp.image + ":v1",
+                                  pulls=[bp.image + ":v1", redis.image], check_images=[bp.image + ":v1"],
                                   accessory_envs={"redis": accessory_env(redis, SECRETS)}, proxy=True),
         "accessory": accessory_script(bp, "demo", redis, accessory_env(redis, SECRETS), "10.1.1.2", force=True),
         "switch": proxy_switch_script(bp, "demo", bp.roles["web"], "v1", web_env, reboot_proxy=True),

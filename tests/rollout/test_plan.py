@@ -89,7 +89,7 @@ def test_the_plan_is_a_function_of_its_inputs_and_touches_no_host() -> None:
     assert [s.script.text() for s in one.steps()] == [s.script.text() for s in two.steps()]
     later = build(r, {**facts, "demo-web-2": replace(facts["demo-web-2"], running={"web": []})})
     assert later != one, "different facts, a different plan"
-    assert later.apps is not None and later.apps.previous["demo-web-2"] is None
+    assert later.apps is not None and later.apps.previous[("web", "demo-web-2")] is None
 
 
 def test_a_first_deploy_installs_pulls_boots_the_proxy_and_switches_every_host() -> None:
@@ -98,7 +98,7 @@ def test_a_first_deploy_installs_pulls_boots_the_proxy_and_switches_every_host()
     for name in ("demo-web-1", "demo-web-2"):
         work = rp.work(name)
         assert work.install == "apt" and work.network and work.proxy
-        assert f"{APP}:v1" in work.pulls and PROXY in work.pulls and work.check_image == f"{APP}:v1"
+        assert f"{APP}:v1" in work.pulls and PROXY in work.pulls and work.check_images == (f"{APP}:v1",)
         assert stages(rp, name) == [("prepare", None), ("switch", "web"), ("stop old", "web")]
         assert "docker pull" in rp.host(name).step("prepare").script.text()
     assert rp.work("demo-worker-1").pulls == (f"{APP}:v1",)
@@ -187,7 +187,7 @@ def test_the_plan_as_json_has_stable_keys_and_no_secret() -> None:
     assert list(data) == ["kind", "version", "hosts", "switch", "already", "workers", "watch", "commit", "canary",
                           "reboot", "notes"]
     web = data["hosts"][0]
-    assert list(web) == ["name", "role", "prepare", "previous", "steps"]
+    assert list(web) == ["name", "role", "roles", "prepare", "previous", "serving", "steps"]
     assert web["prepare"]["pull"][0] == f"{APP}:v1" and web["prepare"]["proxy"] is True
     assert [s["stage"] for s in web["steps"]] == ["prepare", "switch", "stop old", "switch back"]
     assert data["switch"] == {"web": [["demo-web-1", "demo-web-2"]]} and data["workers"] == {"worker": [["demo-worker-1"]]}

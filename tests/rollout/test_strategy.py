@@ -128,7 +128,8 @@ def test_a_deploy_plan_switches_every_web_host_and_remembers_what_each_served() 
     plan = runs.plan(r, runs.RolloutOptions(version="v2"), "v2", facts)
     assert [h.name for h in plan.switch["web"]] == ["demo-web-1", "demo-web-2", "demo-web-3"]
     assert plan.batch == {"web": 1} and plan.commit and plan.workers and plan.split is None
-    assert plan.previous == {"demo-web-1": "demo-web-v1", "demo-web-2": "demo-web-v1", "demo-web-3": None}
+    assert plan.previous == {("web", "demo-web-1"): "demo-web-v1", ("web", "demo-web-2"): "demo-web-v1",
+                             ("web", "demo-web-3"): None}
     assert plan.watch is not None and plan.watch.duration == 10
 
 
@@ -169,7 +170,7 @@ def test_promoting_a_host_canary_switches_the_rest_and_judges_all() -> None:
     plan = runs.plan(r, runs.RolloutOptions(version="v2", kind="promote", paused=paused), "v2", facts)
     assert [h.name for h in plan.switch["web"]] == ["demo-web-2", "demo-web-3"]
     assert [h.name for h in plan.already["web"]] == ["demo-web-1"]
-    assert plan.previous["demo-web-1"] == "demo-web-v1" and plan.commit and plan.workers
+    assert plan.previous[("web", "demo-web-1")] == "demo-web-v1" and plan.commit and plan.workers
 
 
 def test_a_percentage_canary_needs_a_version_to_split_against_on_every_host() -> None:
