@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import accessories, hostdumps
-from ..blueprint_schema import Accessory, Blueprint, Watch
+from ..blueprint_schema import Accessory, Blueprint, Role, Watch
 from ..errors import InvalidInput, OperationFailed
 from ..inventory import Host, Inventory
 from . import strategy
@@ -509,6 +509,16 @@ def _app_steps(ctx: Context, apps: AppPlan, user: str, abort: bool) -> dict[str,
     return steps
 
 
+def unplaced_note(ctx: Context, role: Role) -> str:
+    """A role the blueprint puts on another's VMs that the inventory (written by an older
+    create-env) does not place yet: said, not guessed at."""
+    if role.run_on is None or ctx.inv.role_hosts(role.name) or not ctx.inv.role_hosts(role.run_on) \
+            or (ctx.roles is not None and role.name not in ctx.roles):
+        return ""
+    return (f"role {role.name} runs on role {role.run_on}'s VMs (run_on), which this environment's inventory does "
+            f"not show yet: it is not deployed; run `csdeploy create-env` again to place it")
+
+
 def build(ctx: Context, facts: Mapping[str, HostFacts], targets: Sequence[Host], *, kind: str = "deploy",
           apps: AppPlan | None = None, reboot: Collection[str] = (), user: str = "root",
           prepare: bool = True) -> RolloutPlan:
@@ -516,7 +526,7 @@ def build(ctx: Context, facts: Mapping[str, HostFacts], targets: Sequence[Host],
     ``prepare`` False: no host is prepared (an abort only switches back)."""
     version = apps.version if apps is not None else None
     app_steps = _app_steps(ctx, apps, user, kind == ABORT) if apps is not None else {}
-    notes: list[str] = []
+    notes: list[str] = [note for note in map(lambda role: unplaced_note(ctx, role), ctx.bp.roles.values()) if note]
     hosts: list[HostPlan] = []
     for h in targets:
         if prepare:

@@ -214,3 +214,13 @@ def test_the_placed_roles_volumes_live_on_the_vms_data_disk(tmp_path: Path) -> N
     r = rollout(tmp_path)
     switch = build(r, serving(r, "v1")).host("demo-web-2").step("switch", "admin").script.text()
     assert "device=/data/volumes/uploads" in switch
+
+
+def test_an_inventory_from_before_the_role_was_placed_is_said_not_guessed_at(tmp_path: Path) -> None:
+    r = Rollout(load(tmp_path, SHARED), replace(shared_inventory(), hosts=tuple(
+        replace(h, also=()) for h in shared_inventory().hosts)), SECRETS, Recorder())
+    r.select()
+    rp = build(r, serving(r, "v1"))
+    assert {s.role for hp in rp.hosts for s in hp.steps if s.stage != "prepare"} == {"web", "worker"}
+    assert rp.notes == ("role admin runs on role web's VMs (run_on), which this environment's inventory does not "
+                        "show yet: it is not deployed; run `csdeploy create-env` again to place it",)
