@@ -188,15 +188,21 @@ def proxy_switch_script(bp: Blueprint, env: str, role: Role, version: str, app_e
     environment is in maintenance mode (this message): the service is stopped again after the
     switch, so a host's first deploy does not open it."""
     assert role.proxy is not None
-    s, name = _app_start(bp, env, role, version, app_env, image)
+    # proxy.deploy_timeout covers the container's start too: a version that never turns healthy
+    # is refused in about that time, however slow the host is to start it (not after it)
+    started = Var("switch_t0")
+    s = d.clock(started)
+    app, name = _app_start(bp, env, role, version, app_env, image)
+    s.extend(app)
     if reboot_proxy:
         s.step("proxy-reboot")
         s.extend(p.reboot(bp.rollout.proxy_image))
+        s.extend(d.clock(started))  # a proxy replaced once: not the app's boot
     tls = tls_files(bp, role)
     if tls is not None and certificate is not None:
         s.extend(p.install_certificate(tls, *certificate))
     s.step("proxy-deploy")
-    s.extend(p.switch(proxy_service(bp.service, role.name), name, role.proxy, tls=tls))
+    s.extend(p.switch(proxy_service(bp.service, role.name), name, role.proxy, tls=tls, started=started))
     if stop_split:
         s.run(p.rollout_stop(proxy_service(bp.service, role.name)), quiet=True, may_fail=True)
     if maintenance is not None:

@@ -167,7 +167,7 @@ WARM_UP_STEP = 0.1
 MIN_PROXY_SECONDS = 2.0
 
 
-def wait_healthy(container: str, proxy: Proxy) -> Script:
+def wait_healthy(container: str, proxy: Proxy, started: Var | None = None) -> Script:
     """Before asking kamal-proxy: poll the new container's health path from the host every
     0.1 s (curl, else wget) until it answers 2xx, the container stops running, or 10 s (less
     when the deploy timeout is shorter).
@@ -176,9 +176,10 @@ def wait_healthy(container: str, proxy: Proxy) -> Script:
     default): a target still starting costs a whole interval, so the switch waits here, at a
     finer step, and kamal-proxy's first check passes. Without curl or wget on the host, or
     when the wait runs out, kamal-proxy decides as before (and reports why it refused). The
-    wait is part of the deploy timeout (see `switch`), never added to it."""
+    wait is part of the deploy timeout (see `switch`), never added to it: it also ends once
+    that much has passed since ``started`` (the host clock when the switch began)."""
     s = Script()
-    ip, i, st = Var("ip"), Var("i"), Var("st")
+    ip, i, st, now = Var("ip"), Var("i"), Var("st"), Var("now")
     url = Word("http://", ip, f":{proxy.app_port}{proxy.healthcheck.path}")
     tools = succeeds(["command", "-v", "curl"]) | succeeds(["command", "-v", "wget"])
     limit = max(0.0, min(WARM_UP_SECONDS, proxy.deploy_timeout - MIN_PROXY_SECONDS))
@@ -194,6 +195,10 @@ def wait_healthy(container: str, proxy: Proxy) -> Script:
                 s.capture(st, d.inspect(container, d.STATE))
                 with s.when(differs(st, "running")):
                     s.break_()
+                if started is not None:
+                    s.extend(d.clock(now))
+                    with s.when(d.elapsed_at_least(started, now, limit)):
+                        s.break_()
             with s.when(at_least(i, int(limit / WARM_UP_STEP))):
                 s.break_()
             s.sleep(WARM_UP_STEP)
@@ -212,8 +217,11 @@ def remaining_timeout(t0: Var, proxy: Proxy) -> Script:
     return s
 
 
-def switch(service: str, container: str, proxy: Proxy, *, tls: TLSFiles | None = None, code: int = 67) -> Script:
-    """Point ``service`` at ``container`` through kamal-proxy, health-checked.
+def switch(service: str, container: str, proxy: Proxy, *, tls: TLSFiles | None = None, code: int = 67,
+           started: Var | None = None) -> Script:
+    """Point ``service`` at ``container`` through kamal-proxy, health-checked. The deploy
+    timeout runs from ``started`` (host clock, `d.clock`: the caller set it before starting the
+    container, so its start is part of the boot the timeout allows), else from here.
 
     A refusal leaves the old target serving; it is reported with what kamal-proxy said,
     what GET <health path> answered on the new container (body and HTTP code) and the
@@ -222,9 +230,11 @@ def switch(service: str, container: str, proxy: Proxy, *, tls: TLSFiles | None =
     volume, still point at the old target, so the host serves the old version again.
     """
     s = Script()
-    out, rc, ip, st, t0 = Var("out"), Var("rc"), Var("ip"), Var("st"), Var("t0")
-    s.extend(d.clock(t0))
-    s.extend(wait_healthy(container, proxy))
+    out, rc, ip, st = Var("out"), Var("rc"), Var("ip"), Var("st")
+    t0 = started if started is not None else Var("t0")
+    if started is None:
+        s.extend(d.clock(t0))
+    s.extend(wait_healthy(container, proxy, t0))
     s.extend(remaining_timeout(t0, proxy))
     s.set(rc, "0")
     argv = deploy(service, f"{container}:{proxy.app_port}", proxy, tls_cert=tls.cert if tls else None,
