@@ -131,3 +131,20 @@ def test_readiness_is_refused_on_a_proxy_role(tmp_path: Path) -> None:
     path.write_text(HEAD.replace("  web: {}\n", "  web:\n    readiness: {cmd: [test, -f, /x]}\n"))
     with pytest.raises(BlueprintError, match=r"bp.yml:6: roles.web.readiness: kamal-proxy judges a proxy role"):
         load_blueprint(str(path))
+
+
+def test_a_healthcheck_turning_healthy_is_seen_at_once(host, tmp_path: Path) -> None:
+    """While the HEALTHCHECK says `starting`, the state is read every 0.1 s (not every half
+    second): the worker counts as ready within a tenth of a second of Docker's verdict. The
+    `sleep` here records what it is asked to wait; Docker says healthy on its 4th read."""
+    env, here = host
+    bindir = Path(env["PATH"].split(":")[0])
+    (bindir / "sleep").write_text(SHEBANG + f"\nimport sys\nopen({str(here / 'sleeps')!r}, 'a').write(sys.argv[1] + '\\n')\n")
+    (bindir / "sleep").chmod(0o755)
+    (bindir / "docker").write_text(DOCKER.format(here=str(here)).replace(
+        'print(open(os.path.join(here, "health")).read().strip())',
+        'n = sum("Health" in line for line in open(os.path.join(here, "docker.log")))\n'
+        '    print("healthy running" if n >= 4 else "starting running")'))
+    done = start_worker(blueprint(tmp_path), env, here, "starting running")
+    assert done.returncode == 0, done.stderr
+    assert (here / "sleeps").read_text().split() == ["0.1", "0.1", "0.1"]
