@@ -36,7 +36,7 @@ from .rollout import lifecycle, ops
 from .rollout.commands import dump as cmd
 from .rollout.contract import accessory_container
 from .rollout.deploy import Rollout
-from .rollout.hosts import Connection
+from .rollout.hosts import Connection, PipeStream
 from .rollout.lifecycle import accessory_host
 
 FORMAT = 1
@@ -120,31 +120,15 @@ async def take(r: Rollout, accessory: str, store: bd.Store, *, by: str, keep: in
             else cmd.redis_rdb(container, auth=redis_auth(acc)))
     when = now or datetime.now(UTC)
     key = _key(r.env, accessory, when, method)
-    chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
-    outcome: dict[str, Any] = {}
 
-    async def sink(chunk: bytes) -> None:
-        await chunks.put(chunk)
-
-    async def run_dump(conn: Connection) -> None:
-        try:
-            outcome["result"] = await conn.pipe(argv, sink=sink, what=f"dump of {accessory}")
-        except Exception as exc:
-            outcome["error"] = exc
-        finally:
-            await chunks.put(None)
-
-    async def source() -> AsyncIterator[bytes]:
+    async def source(stream: PipeStream) -> AsyncIterator[bytes]:
         head = b""
-        while (chunk := await chunks.get()) is not None:
+        async for chunk in stream:
             if len(head) < len(method.magic):
                 head += chunk[: len(method.magic)]
             yield chunk
-        if "error" in outcome:
-            raise outcome["error"]
-        res = outcome.get("result")
-        if res is None or res.exit_status != 0:
-            detail = (res.stderr.strip().splitlines() or [""])[-1] if res is not None else "it did not run"
+        if (detail := stream.failure()) is not None:
+            res = stream.result
             raise OperationFailed(f"{host.name}: the dump of {accessory} failed"
                                   + (f" (exit {res.exit_status})" if res is not None else "") + f": {detail}",
                                   hint=f"is the accessory running? csdeploy accessory details {accessory}")
@@ -154,13 +138,7 @@ async def take(r: Rollout, accessory: str, store: bd.Store, *, by: str, keep: in
 
     async with r.pool(concurrency=1) as pool:
         conn = await pool.connect(host)
-        dumping = asyncio.create_task(run_dump(conn))
-        try:
-            size, digest = await bd.upload(store, key, source())
-        except BaseException:
-            dumping.cancel()
-            raise
-        await dumping
+        size, digest = await bd.upload(store, key, source(PipeStream(conn, argv, what=f"dump of {accessory}")))
     manifest = Manifest(env=r.env, accessory=accessory, kind=method.kind, image=acc.image,
                         created_at=when.astimezone(UTC).isoformat().replace("+00:00", "Z"), size=size,
                         sha256=digest, key=key, by=by, host=host.name, destination=store.url)

@@ -102,38 +102,15 @@ async def fetch(r: Any, accessory: str, store: bd.Store, *, only: str | None = N
     return copied
 
 
-def _stream(conn: Any, argv: list[str], label: str) -> AsyncIterator[bytes]:
+async def _stream(conn: Any, argv: list[str], label: str) -> AsyncIterator[bytes]:
     """The stdout of ``argv`` on ``conn``'s host, chunk by chunk; OperationFailed when it fails."""
-    chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
-    outcome: dict[str, Any] = {}
+    from .rollout.hosts import PipeStream  # asyncssh: only when a host is read
 
-    async def sink(chunk: bytes) -> None:
-        await chunks.put(chunk)
-
-    async def run() -> None:
-        try:
-            outcome["result"] = await conn.pipe(argv, sink=sink, what=f"copy of {label}")
-        except Exception as exc:
-            outcome["error"] = exc
-        finally:
-            await chunks.put(None)
-
-    async def gen() -> AsyncIterator[bytes]:
-        task = asyncio.create_task(run())
-        try:
-            while (chunk := await chunks.get()) is not None:
-                yield chunk
-        finally:
-            if not task.done():
-                task.cancel()
-        if "error" in outcome:
-            raise outcome["error"]
-        res = outcome.get("result")
-        if res is None or res.exit_status != 0:
-            detail = (res.stderr.strip().splitlines() or [""])[-1] if res is not None else "it did not run"
-            raise OperationFailed(f"could not read {label}: {detail}")
-
-    return gen()
+    stream = PipeStream(conn, argv, what=f"copy of {label}")
+    async for chunk in stream:
+        yield chunk
+    if (detail := stream.failure()) is not None:
+        raise OperationFailed(f"could not read {label}: {detail}")
 
 
 async def last_runs(r: Any) -> dict[str, dict[str, Any]]:

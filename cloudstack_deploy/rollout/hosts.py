@@ -213,6 +213,48 @@ class Connection:
         return proc.exit_status if proc.exit_status is not None else 255
 
 
+class PipeStream:
+    """The stdout of ``command`` on ``conn``'s host (`Connection.pipe`), as an async iterator of
+    chunks (at most a few held: a dump is never whole in memory); once it ends, ``result`` is
+    the command's exit status and stderr. An SSH failure is raised at the end of the chunks;
+    a consumer that stops early cancels the command."""
+
+    def __init__(self, conn: Connection, command: Argv, *, what: str) -> None:
+        self.conn, self.command, self.what = conn, command, what
+        self.result: Result | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
+        error: list[BaseException] = []
+
+        async def run() -> None:
+            try:
+                self.result = await self.conn.pipe(self.command, sink=chunks.put, what=self.what)
+            except Exception as exc:
+                error.append(exc)
+            finally:
+                await chunks.put(None)
+
+        task = asyncio.create_task(run())
+        try:
+            while (chunk := await chunks.get()) is not None:
+                yield chunk
+        finally:
+            if not task.done():
+                task.cancel()
+        await task
+        if error:
+            raise error[0]
+
+    def failure(self) -> str | None:
+        """None when the command ran and exited 0; else what its stderr's last line (or its
+        not running) says."""
+        res = self.result
+        if res is not None and res.exit_status == 0:
+            return None
+        return (res.stderr.strip().splitlines() or [""])[-1] if res is not None else "it did not run"
+
+
 def _terminal_size(fd: int) -> tuple[int, int]:
     try:
         size = os.get_terminal_size(fd)
