@@ -76,6 +76,17 @@ def _command(command: Script | Argv, input: str | None) -> tuple[str, str | None
     return q(command), input
 
 
+def lost(exc: BaseException) -> bool:
+    """The SSH connection went away (the host stopped answering: keepalives unanswered, the
+    peer gone), as opposed to a refusal: lost mid-command, or closed before a command's
+    session was opened (a session asked for while the host was paused is refused with
+    "SSH connection closed" once the keepalive gives up)."""
+    if isinstance(exc, asyncssh.ConnectionLost):
+        return True
+    return isinstance(exc, asyncssh.ChannelOpenError) and exc.code == asyncssh.OPEN_CONNECT_FAILED \
+        and "connection closed" in str(exc.reason).lower()
+
+
 class Connection:
     def __init__(self, host: Host, conn: asyncssh.SSHClientConnection | None, counter: Counter[str]) -> None:
         self.host = host
@@ -100,7 +111,7 @@ class Connection:
         except (asyncssh.Error, OSError) as exc:
             log.info("host step", host=self.host.name, step=what, error=str(exc),
                      seconds=round(time.monotonic() - started, 3))
-            if isinstance(exc, asyncssh.ConnectionLost):
+            if lost(exc):
                 raise HostError(self.host.name, f"stopped answering: the SSH connection was lost ({what}): {exc}",
                                 hint="is the VM running? the next deploy or rollback ends what is left over") from None
             raise HostError(self.host.name, f"{what}: SSH failed: {exc}") from None
@@ -162,6 +173,9 @@ class Connection:
                 _, _, err = await asyncio.gather(feed(), drain(), proc.stderr.read())
                 await proc.wait()
         except (asyncssh.Error, OSError) as exc:
+            if lost(exc):
+                raise HostError(self.host.name, f"stopped answering: the SSH connection was lost ({what}): {exc}",
+                                hint="is the VM running?") from None
             raise HostError(self.host.name, f"{what}: SSH failed: {exc}") from None
         log.info("host step", host=self.host.name, step=what, exit=proc.exit_status,
                  seconds=round(time.monotonic() - started, 3))
