@@ -60,7 +60,8 @@ class RedisHost:
         argv, stdin = (["sh", "-s"], command.text()) if isinstance(command, Script) else (command, "")
         proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE,
                                                     stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.PIPE, env=self.docker.env)
+                                                    stderr=asyncio.subprocess.PIPE, env=self.docker.env,
+                                                    cwd=self.docker.state_file.parent)  # never the checkout
         out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout)
         res = Result(proc.returncode or 0, out.decode(), err.decode())
         if check and res.exit_status:

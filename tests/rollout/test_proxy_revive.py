@@ -40,7 +40,7 @@ elif args[:1] == ["exec"]:
 json.dump(st, open({str(state)!r}, "w"))
 """)
     (bindir / "docker").chmod(0o755)
-    return {"PATH": f"{bindir}:{os.environ['PATH']}"}, log
+    return {"PATH": f"{bindir}:{os.environ['PATH']}", "HOME": str(tmp_path)}, log
 
 
 def _calls(log: Path) -> list[list[str]]:
@@ -50,7 +50,7 @@ def _calls(log: Path) -> list[list[str]]:
 def _switch_back(tmp_path: Path, proxy_state: str, answers_after: int = 2) -> tuple[int, list[list[str]], str]:
     env, log = _docker(tmp_path, proxy_state, answers_after)
     script = p.switch_back("demo-web", "demo-web-v2", "demo-web-v1", Proxy(app_port=8000))
-    proc = subprocess.run(["sh", "-s"], input=script.text(), env=env, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(["sh", "-s"], input=script.text(), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
     return proc.returncode, _calls(log), proc.stderr
 
 
@@ -76,7 +76,7 @@ def test_a_switch_refused_because_the_proxy_died_starts_it_again(tmp_path: Path)
     from the state volume, still point at the old container)."""
     env, log = _docker(tmp_path, "exited", answers_after=1)
     script = p.switch("demo-web", "demo-web-v2", Proxy(app_port=8000, deploy_timeout=3))
-    proc = subprocess.run(["sh", "-s"], input=script.text(), env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["sh", "-s"], input=script.text(), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     calls = _calls(log)
     assert proc.returncode == 67, proc.stderr            # still refused: the deploy fails, naming why
     assert "kamal-proxy refused demo-web-v2" in proc.stderr
@@ -91,7 +91,7 @@ def test_a_switch_refused_by_a_running_proxy_leaves_it_alone(tmp_path: Path) -> 
     (tmp_path / "bin" / "docker").write_text((tmp_path / "bin" / "docker").read_text().replace(
         'if args[:1] == ["exec"]:', 'if args[:1] == ["exec"] and "deploy" in args:\n    sys.exit(1)\nif args[:1] == ["exec"]:'))
     script = p.switch("demo-web", "demo-web-v2", Proxy(app_port=8000, deploy_timeout=3))
-    proc = subprocess.run(["sh", "-s"], input=script.text(), env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["sh", "-s"], input=script.text(), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 67, proc.stderr
     assert ["start", "kamal-proxy"] not in _calls(log)
     assert "starting it again" not in proc.stderr
@@ -106,7 +106,7 @@ def test_stopping_the_old_version_leaves_a_killed_proxy_running(tmp_path: Path) 
     bp = loads_blueprint(BLUEPRINT)
     env, log = _docker(tmp_path, "exited", answers_after=1)
     script = proxy_commit_script(bp, "e1", bp.roles["web"], "v2", retain=1)
-    proc = subprocess.run(["sh", "-s"], input=script.text(), env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["sh", "-s"], input=script.text(), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert ["start", "kamal-proxy"] in _calls(log)
     worker = proxy_commit_script(bp, "e1", bp.roles["worker"], "v2", retain=1)
@@ -151,7 +151,7 @@ elif args[:1] == ["exec"] and "deploy" in args:
     bp = loads_blueprint(BLUEPRINT.replace("app_port: 8000}", "app_port: 8000, deploy_timeout: 4}"))
     script = proxy_switch_script(bp, "e1", bp.roles["web"], "v2", ContainerEnv())
     env = {"PATH": f"{bindir}:{os.environ['PATH']}", "HOME": str(tmp_path)}
-    proc = subprocess.run(["sh", "-s"], input=script.text(), env=env, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(["sh", "-s"], input=script.text(), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0 and "kamal-proxy refused demo-web-v2" in proc.stderr, proc.stderr
     deploy = next(c for c in _calls(log) if c[:1] == ["exec"] and "deploy" in c)
     given = int(next(a for a in deploy if a.startswith("--deploy-timeout=")).split("=")[1].removesuffix("ms"))

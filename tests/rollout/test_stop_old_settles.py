@@ -65,7 +65,7 @@ elif args[0] == "stop":
     (bindir / "docker").chmod(0o755)
     script = d.stop_others(LABELS, keep="demo-web-v2", settle=settle)
     proc = subprocess.run(["sh", "-s"], input=script.text(), capture_output=True, text=True, timeout=60,
-                          env={"PATH": f"{bindir}:{os.environ['PATH']}"})
+                          env={"PATH": f"{bindir}:{os.environ['PATH']}"}, cwd=tmp_path)
     return proc.returncode, [json.loads(line) for line in log.read_text().splitlines()], proc.stderr
 
 
