@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -9,6 +10,8 @@ import requests
 from cs import CloudStack
 
 from cloudstack_deploy.lab.simulator.faults import FaultSpecError, parse_fault
+from cloudstack_deploy.lab.simulator.server import ThreadedSimulator
+from tests.support.sim import cs_client, make_config, public_range
 
 from .cloudkit import catalog, deploy, http_error, job_error, network, vm_params
 from .conftest import KEY, SECRET
@@ -149,3 +152,36 @@ def test_admin_refuses_an_invalid_spec_and_adds_nothing(simulator, cs: CloudStac
     assert "KIND must be one of" in r.json()["error"]
     assert requests.get(url, headers=auth, timeout=10).json() == {"faults": []}
     assert cs.listZones()["count"] == 1
+
+
+def test_a_stop_drops_a_held_answer_instead_of_waiting_it_out(tmp_path) -> None:
+    """A ``slow`` fault holds an answer; a simulator stopped meanwhile stops at once (it used to
+    wait out the hold: 12 s of a snapshot test's teardown) and the held call is dropped, never
+    carried out: its client sees the connection closed, and the state saved has no trace of it
+    (the network it asked for is not there after a restart)."""
+    state = tmp_path / "sim.json"
+    rng = public_range()
+    outcome: dict[str, object] = {}
+    with ThreadedSimulator(make_config(state_file=str(state), public_range=rng,
+                                       faults=[parse_fault("createNetwork:slow:60:1")])) as sim:
+        cs = cs_client(sim.endpoint)
+        cat = catalog(cs)
+
+        def create() -> None:
+            try:
+                outcome["answer"] = network(cs, cat)
+            except requests.exceptions.RequestException as exc:
+                outcome["error"] = exc
+
+        caller = threading.Thread(target=create)
+        caller.start()
+        deadline = time.monotonic() + 10
+        while sim.call(lambda: bool(sim.sim.faults.faults)):  # the fault is taken: the answer is held
+            assert time.monotonic() < deadline, "the held call never arrived"
+            time.sleep(0.01)
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 5
+    caller.join(10)
+    assert not caller.is_alive() and "answer" not in outcome and "error" in outcome
+    with ThreadedSimulator(make_config(state_file=str(state), public_range=rng)) as again:
+        assert cs_client(again.endpoint).listNetworks() == {}

@@ -154,7 +154,7 @@ class RedisDocker:
         """``net``: a loopback /24's first three octets (each container takes an address in it)."""
         top = tmp_path / "redis-docker"
         (top / "bin").mkdir(parents=True)
-        (top / "bin" / "docker").write_text(SCRIPT.replace("#!/usr/bin/env python3", f"#!{sys.executable}", 1))
+        (top / "bin" / "docker").write_text(SCRIPT.replace("#!/usr/bin/env python3", f"#!{sys.executable} -S", 1))
         (top / "bin" / "docker").chmod(0o755)
         state = top / "state.json"
         state.write_text(json.dumps({"containers": {}, "calls": [], "next": 1, "net": net, "dir": str(top)}))

@@ -97,6 +97,8 @@ class Simulator(JobRunner, EffectRunner):
         self._dirty: set[tuple[str, str]] = set()
         self._meta_json = ""
         self._save_handle: asyncio.Handle | None = None
+        #: Set when the simulator stops: answers held by a ``slow`` fault are then never sent.
+        self._stopping = asyncio.Event()
         #: resource id -> its tags (tag id -> tag record).
         self._tags_by_resource: dict[str, dict[str, dict[str, Any]]] = {}
         self._init_jobs()
@@ -343,8 +345,19 @@ class Simulator(JobRunner, EffectRunner):
                 return str(host)
         raise ApiError(533, "Insufficient address capacity: no free public IP address in zone " + self.zone["name"])
 
+    async def hold(self, seconds: float) -> bool:
+        """Hold an answer ``seconds`` (a ``slow`` fault): True when the time is up, False when
+        the simulator stops first (the held call is then dropped, as by a server that went away,
+        and the stop does not wait out the rest of the hold)."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return True
+        return False
+
     async def close(self) -> None:
         """Stop timers; let running effects finish (bounded), then cancel what is left."""
+        self._stopping.set()
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()

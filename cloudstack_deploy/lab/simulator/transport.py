@@ -116,10 +116,11 @@ class ApiHandler:
                 431, f"Received value containing illegal ASCII non-printable characters for parameter {bad}", 9999))
 
         fault = self.sim.faults.take(cmd.name, ("drop", "slow", "http"))
+        stopped = False
         if fault is not None and fault.kind == "slow":
-            await asyncio.sleep(fault.code)
-            fault = self.sim.faults.take(cmd.name, ("drop", "http"))
-        if fault is not None and fault.kind == "drop":
+            stopped = not await self.sim.hold(fault.code)  # stopped: dropped, never carried out
+            fault = None if stopped else self.sim.faults.take(cmd.name, ("drop", "http"))
+        if stopped or (fault is not None and fault.kind == "drop"):
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError  # nothing is sent; the client sees a closed connection
