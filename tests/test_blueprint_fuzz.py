@@ -130,8 +130,10 @@ def _peak_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def rss_baseline() -> int:
+    """The worker's peak RSS as this test starts (each test's own: an xdist worker that steals
+    work runs other modules' tests between two of this module's, and their peaks are not ours)."""
     return _peak_rss_kb()
 
 
