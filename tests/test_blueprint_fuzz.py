@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_LINES = [re.sub(r"\s+#.*$", "", line) for line in (ROOT / "blueprints" / "demo.yml").read_text().splitlines()
               if line.strip() and not line.lstrip().startswith("#")]
 MINIMAL = ROOT / "blueprints" / "minimal.yml"
-#: Growth of the peak RSS allowed over a whole test: far above what loading a blueprint
-#: takes, far below what any bomb does.
+#: Growth of the peak RSS allowed for one load: far above what loading a blueprint takes, far
+#: below what any bomb does.
 MEMORY_BOUND_KB = 200 * 1024
 
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -130,14 +130,13 @@ def _peak_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-@pytest.fixture
-def rss_baseline() -> int:
-    """The worker's peak RSS as this test starts (each test's own: an xdist worker that steals
-    work runs other modules' tests between two of this module's, and their peaks are not ours)."""
-    return _peak_rss_kb()
-
-
-def check_load(path: Path, overrides: list[str], baseline: int) -> None:
+def check_load(path: Path, overrides: list[str]) -> None:
+    """Loads or fails with clean lines, and this one load does not grow the peak RSS by
+    MEMORY_BOUND_KB. Measured around the load itself: what Hypothesis keeps of its examples and
+    what other tests left in this xdist worker's heap grew it by 200 MB over a whole test in CI
+    (a worker that steals work runs other modules' tests in between), while no hostile value
+    costs 10 MB alone."""
+    baseline = _peak_rss_kb()
     try:
         load_blueprint(path, overrides)
     except BlueprintError as err:
@@ -154,23 +153,23 @@ def check_load(path: Path, overrides: list[str], baseline: int) -> None:
 @shards
 @settings(SETTINGS, max_examples=540 // SHARDS)
 @given(text=mutated_demo())
-def test_a_mutated_blueprint_loads_or_fails_cleanly(workdir: Path, rss_baseline: int, shard: int, text: str) -> None:
+def test_a_mutated_blueprint_loads_or_fails_cleanly(workdir: Path, shard: int, text: str) -> None:
     path = workdir / "mutated.yml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
-    check_load(path, [], rss_baseline)
+    check_load(path, [])
 
 
 @shards
 @settings(SETTINGS, max_examples=360 // SHARDS)
 @given(text=RAW_TEXT)
-def test_arbitrary_text_loads_or_fails_cleanly(workdir: Path, rss_baseline: int, shard: int, text: str) -> None:
+def test_arbitrary_text_loads_or_fails_cleanly(workdir: Path, shard: int, text: str) -> None:
     path = workdir / "raw.yml"
     path.write_text(text, encoding="utf-8")
-    check_load(path, [], rss_baseline)
+    check_load(path, [])
 
 
 @shards
 @settings(SETTINGS, max_examples=300 // SHARDS)
 @given(overrides=OVERRIDES)
-def test_arbitrary_overrides_apply_or_fail_cleanly(rss_baseline: int, shard: int, overrides: list[str]) -> None:
-    check_load(MINIMAL, overrides, rss_baseline)
+def test_arbitrary_overrides_apply_or_fail_cleanly(shard: int, overrides: list[str]) -> None:
+    check_load(MINIMAL, overrides)
