@@ -281,6 +281,17 @@ def _vm_container(lab: Lab, name: str) -> str:
     return out[0]
 
 
+def _pause(vm: str) -> None:
+    """`docker pause`, tried again: the cgroup freezer refuses now and then on a busy machine
+    ("OCI runtime pause failed: unable to freeze"; CI saw it with two labs at once), as the
+    fault matrix's pause does (tests/e2e/test_rollout_faults.py)."""
+    for _ in range(10):
+        if subprocess.run(["docker", "pause", vm], capture_output=True, timeout=60).returncode == 0:
+            return
+        time.sleep(0.2)
+    subprocess.run(["docker", "pause", vm], check=True, timeout=60)
+
+
 def test_h_a_worker_vm_paused_mid_deploy_fails_naming_it_and_the_web_stays_on_v1(story: Story) -> None:
     worker = story.host("worker")["name"]
     vm = _vm_container(story.lab, worker)
@@ -297,7 +308,7 @@ def test_h_a_worker_vm_paused_mid_deploy_fails_naming_it_and_the_web_stays_on_v1
                 event = json.loads(line) if line.startswith("{") else {}
                 if not paused and event.get("resource", "").startswith("worker ") and \
                         event.get("status") == "running" and "start" in str(event.get("detail")):
-                    subprocess.run(["docker", "pause", vm], check=True, timeout=60)
+                    _pause(vm)
                     paused = True
             code = proc.wait(timeout=300)
         finally:
