@@ -619,11 +619,9 @@ class _Importer:
             for key in buffering:
                 if key not in _BUFFERING:
                     self.note(path + ("buffering", key), "not a kamal-proxy buffering setting csdeploy passes")
-        carried = ("app_port", "host", "hosts", "ssl", "healthcheck", "response_timeout", "path_prefix",
-                   "strip_path_prefix", "forward_headers", "ssl_redirect", "buffering")
+        read_elsewhere = ("host", "hosts", "ssl", "healthcheck", "response_timeout")  # mapped or noted above
         for key in value:
-            if key not in carried or key in ("path_prefix", "strip_path_prefix", "forward_headers", "ssl_redirect",
-                                              "buffering") and key not in out:
+            if key not in out and key not in read_elsewhere:  # unknown, or a value of the wrong type
                 self.note(path + (key,), "not a kamal-proxy setting csdeploy passes")
         return out
 
