@@ -41,7 +41,10 @@ import json, os, sys
 here = {here!r}
 args = sys.argv[1:]
 open(os.path.join(here, "docker.log"), "a").write(json.dumps(args) + "\\n")
-if args[:1] == ["inspect"] and "Health" in args[2]:
+if args[:1] == ["inspect"] and ".Config.Healthcheck" in args[2]:
+    if os.path.exists(os.path.join(here, "test")):  # the image's HEALTHCHECK, one word a line
+        sys.stdout.write(open(os.path.join(here, "test")).read())
+elif args[:1] == ["inspect"] and "Health" in args[2]:
     print(open(os.path.join(here, "health")).read().strip())
 if args[:1] == ["exec"]:
     sys.exit(0 if os.path.exists(os.path.join(here, "ready")) else 1)
@@ -143,8 +146,49 @@ def test_a_healthcheck_turning_healthy_is_seen_at_once(host, tmp_path: Path) -> 
     (bindir / "sleep").chmod(0o755)
     (bindir / "docker").write_text(DOCKER.format(here=str(here)).replace(
         'print(open(os.path.join(here, "health")).read().strip())',
-        'n = sum("Health" in line for line in open(os.path.join(here, "docker.log")))\n'
+        'n = sum("State.Health" in line for line in open(os.path.join(here, "docker.log")))\n'
         '    print("healthy running" if n >= 4 else "starting running")'))
     done = start_worker(blueprint(tmp_path), env, here, "starting running")
     assert done.returncode == 0, done.stderr
     assert (here / "sleeps").read_text().split() == ["0.1", "0.1", "0.1"]
+
+
+@pytest.mark.parametrize(("test", "runs"), [
+    # `HEALTHCHECK CMD test -f /tmp/ok && echo "a b"` (and `healthcheck.cmd`): through /bin/sh -c
+    ('CMD-SHELL\ntest -f /tmp/ok && echo "a b"\n', ["/bin/sh", "-c", 'test -f /tmp/ok && echo "a b"']),
+    # `HEALTHCHECK CMD ["test", "-f", "/tmp/ok *"]`: word for word, no splitting or globbing
+    ("CMD\ntest\n-f\n/tmp/ok *\n", ["test", "-f", "/tmp/ok *"]),
+])
+def test_a_healthchecks_own_check_passing_makes_it_ready_before_dockers_turn(
+        test: str, runs: list[str], host, tmp_path: Path) -> None:
+    """Docker runs a HEALTHCHECK only once its interval (30 s by default) has passed since the
+    start, and says `healthy` after one passing run. While it still says `starting`, the same
+    check is run at once in the container: it passes, so the worker is ready now, with the
+    check's words exactly as the image gives them."""
+    env, here = host
+    (here / "test").write_text(test)
+    (here / "ready").touch()
+    done = start_worker(blueprint(tmp_path), env, here, "starting running")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["fresh"]
+    assert ["exec", "demo-worker-v2", *runs] in calls(here)
+
+
+def test_a_failing_own_check_waits_for_dockers_verdict(host, tmp_path: Path) -> None:
+    """The check run early fails (the app is not up yet): no early answer; the worker is ready
+    only when Docker says healthy (on its 4th read here), and an unhealthy one is refused."""
+    env, here = host
+    (here / "test").write_text("CMD-SHELL\ncurl -f http://localhost/up\n")
+    bindir = Path(env["PATH"].split(":")[0])
+    (bindir / "docker").write_text(DOCKER.format(here=str(here)).replace(
+        'print(open(os.path.join(here, "health")).read().strip())',
+        'n = sum("State.Health" in line for line in open(os.path.join(here, "docker.log")))\n'
+        '    print("healthy running" if n >= 4 else "starting running")'))
+    done = start_worker(blueprint(tmp_path), env, here, "starting running")
+    assert done.returncode == 0, done.stderr
+    early = [c for c in calls(here) if c[:1] == ["exec"]]
+    assert early == [["exec", "demo-worker-v2", "/bin/sh", "-c", "curl -f http://localhost/up"]] * 3
+    (bindir / "docker").write_text(DOCKER.format(here=str(here)))
+    done = start_worker(blueprint(tmp_path), env, here, "unhealthy running")
+    assert done.returncode == 66
+    assert "container demo-worker-v2 is unhealthy running" in done.stderr
