@@ -25,7 +25,7 @@ from ..progress import Progress
 from .base import BuildError, ensure_base_image
 from .build import BuildResult, ImageSpec, build_image, image_id
 from .ca import lab_dir
-from .registry import SERVER, RegistryInfo, ensure_registry, push
+from .registry import SERVER, PushResult, RegistryInfo, ensure_registry, push
 
 KAMAL_PROXY_MODULE = "github.com/basecamp/kamal-proxy"
 KAMAL_PROXY_VERSION = "v0.9.2"
@@ -129,14 +129,16 @@ def image_specs() -> list[ImageSpec]:
 
 async def build_images(force: bool = False, progress: Progress | None = None, *,
                        registry: RegistryInfo | None = None, push_images: bool = True,
-                       results: list[BuildResult] | None = None) -> dict[str, str]:
+                       results: list[BuildResult] | None = None,
+                       pushed: list[PushResult] | None = None) -> dict[str, str]:
     """Build (or reuse) every lab image and push it; returns local image -> registry name.
 
     Independent images build concurrently (their apt downloads overlap) and each is pushed
     as soon as it and the registry are ready; the demo app's versions build one after
     another so v2, broken and degrading reuse v1's layers. ``registry`` defaults to the lab registry
     (started if needed). ``results``, if given, receives one BuildResult per image (built
-    or cached), in build order, for callers that report.
+    or cached), in build order, for callers that report; ``pushed`` one PushResult per image
+    pushed or found in the registry already.
     """
     base_id = await image_id(await ensure_base_image())
     if base_id is None:
@@ -151,7 +153,9 @@ async def build_images(force: bool = False, progress: Progress | None = None, *,
             info = await asyncio.shield(target)
             if info is not None:
                 async with pushes:
-                    await push(spec.name, PUSH_AS[spec.name], registry=info, progress=progress)
+                    result = await push(spec.name, PUSH_AS[spec.name], registry=info, progress=progress)
+                if pushed is not None:
+                    pushed.append(result)
 
     async def registry_ready() -> None:
         try:

@@ -213,7 +213,7 @@ async def lab_up(*, port: int | None = None, registry_port: int | None = None, p
     if problem:
         raise LabError(f"the lab needs a Docker engine: {problem}", hint=docker_hint())
     from .images import build_images
-    from .registry import ensure_registry
+    from .registry import PushResult, ensure_registry, save_seed
     from .templates import ensure_templates
 
     lab = await _settle_ports(ensure_lab_config(), port, registry_port, progress)
@@ -221,7 +221,10 @@ async def lab_up(*, port: int | None = None, registry_port: int | None = None, p
     await ensure_templates(force=force_build, progress=lambda text: progress.note(text))
     progress.note("lab: registry and application images (built once, then cached)")
     info = await ensure_registry(progress=progress)
-    await build_images(force=force_build, progress=progress, registry=info)
+    pushed: list[PushResult] = []
+    await build_images(force=force_build, progress=progress, registry=info, pushed=pushed)
+    if info.fresh and (not info.seeded or any(p.pushed for p in pushed)):
+        await save_seed(info, progress)  # the next new lab copies what was just pushed
     _ensure_secrets(info.password_path.read_text().strip())
     pid = running_pid()
     if pid is not None and await _answers(lab.endpoint):
@@ -289,7 +292,7 @@ async def lab_down(*, purge: bool = False, progress: Progress) -> dict[str, Any]
     the shared images go only with the default home's lab, and only when no other lab is
     set up on this machine.
     """
-    from .registry import remove_registry
+    from .registry import remove_registry, remove_seed
     from .simulator.docker_resources import cleanup_lab_resources
 
     lab = current_lab_config()
@@ -310,6 +313,7 @@ async def lab_down(*, purge: bool = False, progress: Progress) -> dict[str, Any]
             if images:
                 await docker("rmi", "-f", *images, check=False, timeout=300)
             removed["images"] = len(images)
+            await remove_seed()  # shared like the images: a copy of their pushes
         else:
             progress.note("lab: images kept: every lab on this machine shares them "
                           "(the default home's `lab down --purge` removes them when it is the last lab)")

@@ -20,17 +20,29 @@ Files (all under ``$CSDEPLOY_HOME/lab``): ``ca/ca.crt`` (+ ``ca.key`` 0600),
 ``registry/password`` (0600), ``registry/files/{server.crt,server.key,htpasswd}`` (copied into
 the container), ``registry/docker-config/`` (the docker login used for pushes, so the user's
 own ~/.docker/config.json is never touched).
+
+A new lab's registry starts from this machine's seed (``SEED_VOLUME``, shared by every lab
+like the images): a copy of a fresh lab registry's data taken right after the lab's images
+were pushed into it. Its pushes then find every image already there: a push compresses each
+layer again, about 40 s of CPU for the lab's images, where copying the seed takes seconds. A
+seed is only ever taken from a registry made in the same `lab up`, before anything but the
+lab's own images could be pushed to it, and it is written under a machine-wide lock with its
+completion mark last, so a lab never starts from half a seed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import dataclasses
+import fcntl
 import json
+import os
 import secrets
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +53,7 @@ from ..progress import Event, Progress
 from .base import recipe_hash
 from .build import ImageSpec, build_image, image_id
 from .ca import CertPair, ensure_ca, ensure_server_cert, lab_dir, write_private
-from .config import HOME_LABEL, current_lab_config, ensure_lab_config
+from .config import HOME_LABEL, claims_dir, current_lab_config, ensure_lab_config
 from .docker import docker
 
 REGISTRY_IMAGE = "csdeploy-lab/registry:2"
@@ -49,6 +61,10 @@ REGISTRY_SPEC = ImageSpec(REGISTRY_IMAGE, "registry")
 SERVER = "registry.lab:5000"
 USERNAME = "csdeploy"
 CONFIG_LABEL = "csdeploy.config"
+#: This machine's copy of a lab registry holding the lab's images (see the module's docstring).
+SEED_VOLUME = "csdeploy-lab-registry-seed"
+SEED_LABEL = "csdeploy.lab.seed=1"
+SEED_COMPLETE = ".csdeploy-seed-complete"  # written last: a seed without it is never used
 CERT_NAMES = ["registry.lab", "localhost"]
 CERT_IPS = ["127.0.0.1"]
 CERTS_D = Path("/etc/docker/certs.d")
@@ -79,6 +95,10 @@ class RegistryInfo:
     username: str = USERNAME
     volume: str = ""
     state_dir: Path = field(default_factory=lambda: lab_dir() / "registry")
+    fresh: bool = False
+    """Its data volume was made by this `ensure_registry` (nothing but the lab's images yet)."""
+    seeded: bool = False
+    """That volume started as a copy of this machine's seed."""
 
     @property
     def local_server(self) -> str:
@@ -177,9 +197,17 @@ async def ensure_registry(*, name: str | None = None, host_port: int | None = No
         networks = await _lab_networks(name)
         await docker("rm", "--force", name)
         state = "missing"
+    fresh = seeded = False
     if state == "missing":
         if progress:
             progress.emit(Event(resource, "create", "running", f"127.0.0.1:{host_port}"))
+        if (await docker("volume", "inspect", volume, check=False))[0] != 0:
+            await docker("volume", "create", volume)
+            fresh = True
+            seeded = await _seed_into(volume)
+            if seeded and progress:
+                progress.note(f"lab: registry {name} starts from this machine's seed ({SEED_VOLUME}): "
+                              "the lab's images are there already")
         await docker("create", "--name", name, "--restart", "unless-stopped",
                      "--label", "csdeploy.lab=1", "--label", f"{CONFIG_LABEL}={want}",
                      *(arg for label in labels for arg in ("--label", label)),
@@ -198,10 +226,73 @@ async def ensure_registry(*, name: str | None = None, host_port: int | None = No
                                      f"'sport = :{host_port}')")
     await _wait_ready(info)
     _trust_on_host(info)
+    if fresh:
+        info = dataclasses.replace(info, fresh=True, seeded=seeded)
     if progress:
         progress.emit(Event(resource, "create" if state == "missing" else "start",
                             "done" if state != "running" else "skipped", info.local_server))
     return info
+
+
+@contextlib.asynccontextmanager
+async def _seed_lock() -> AsyncIterator[None]:
+    """The machine-wide lock around taking or copying the seed (labs of every home share it)."""
+    folder = claims_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "registry-seed.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, 0o666)  # every user's labs take it
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+async def _copy_volume(source: str, target: str, script: str) -> int:
+    """Run ``script`` (sh) with ``source`` read-only at /from and ``target`` at /to."""
+    code, _, _ = await docker("run", "--rm", "--network", "none", "--volume", f"{source}:/from:ro",
+                              "--volume", f"{target}:/to", "--entrypoint", "sh", REGISTRY_IMAGE,
+                              "-c", script, check=False, timeout=900)
+    return code
+
+
+async def _seed_into(volume: str) -> bool:
+    """Copy this machine's seed into the new, empty ``volume``; False when there is none."""
+    async with _seed_lock():
+        if (await docker("volume", "inspect", SEED_VOLUME, check=False))[0] != 0:
+            return False
+        code = await _copy_volume(SEED_VOLUME, volume, f"[ -f /from/{SEED_COMPLETE} ] || exit 3; "
+                                                       f"cp -a /from/. /to/ && rm -f /to/{SEED_COMPLETE}")
+        if code != 0:  # an unfinished seed, or a failed copy: start empty, the pushes fill it
+            await _copy_volume(SEED_VOLUME, volume, "rm -rf /to/..?* /to/.[!.]* /to/*")
+            return False
+        return True
+
+
+async def save_seed(info: RegistryInfo, progress: Progress | None = None) -> None:
+    """Make ``info``'s registry data this machine's seed. Only for a registry made by this
+    `lab up` (`RegistryInfo.fresh`) once the lab's images were pushed into it: it then holds
+    those and nothing else."""
+    if not info.fresh or not info.volume:
+        return
+    async with _seed_lock():
+        await docker("volume", "rm", "--force", SEED_VOLUME, check=False)
+        await docker("volume", "create", "--label", SEED_LABEL, SEED_VOLUME)
+        code = await _copy_volume(info.volume, SEED_VOLUME, f"cp -a /from/. /to/ && touch /to/{SEED_COMPLETE}")
+    if progress:
+        progress.note(f"lab: this machine's registry seed ({SEED_VOLUME}) " +
+                      ("now holds the lab's images: the next new lab copies them instead of pushing"
+                       if code == 0 else "could not be written; the next new lab pushes its images"))
+
+
+async def remove_seed() -> None:
+    async with _seed_lock():
+        await docker("volume", "rm", "--force", SEED_VOLUME, check=False)
 
 
 async def _container_state(name: str) -> tuple[str, str | None]:

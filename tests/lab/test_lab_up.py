@@ -5,7 +5,7 @@ own registry, simulator, ports, loopback range and docker labels, so the develop
 ~/.csdeploy, or another suite's, is never touched (this module checks that too). The first
 `lab up` of a home is idempotent; two labs run side by side, each serving its own registry
 (``registry.lab:5000`` inside its VMs) and API, and `lab down` of one leaves the other
-answering.
+answering. A new lab's registry starts from this machine's seed: it pushes nothing.
 """
 
 from __future__ import annotations
@@ -152,6 +152,12 @@ def test_two_labs_side_by_side_and_down_of_one_leaves_the_other(
     assert another_labs_registry in others_before
     vm_a, net_a = _vm(lab_a)
     with own_lab(tmp_path_factory.mktemp("lab-b")) as lab_b:
+        # Lab B's registry started from this machine's seed (what lab A, or an earlier new lab,
+        # pushed): it pushed nothing, where pushing the lab's images takes ~40 s of CPU.
+        assert lab_b.up is not None
+        told = lab_b.up.stdout + lab_b.up.stderr
+        assert "starts from this machine's seed" in told, lab_b.up.explain()
+        assert "push skipped" in told and "push done" not in told and "push running" not in told, lab_b.up.explain()
         a, b = lab_a.config, lab_b.config
         assert a.id != b.id and a.slot != b.slot
         assert len({a.api_port, a.registry_port, b.api_port, b.registry_port}) == 4

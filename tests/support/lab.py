@@ -3,8 +3,9 @@
 Every lab test and end-to-end test works on a lab of its own (its own registry, simulator,
 ports, loopback range and docker labels; see cloudstack_deploy/lab/config.py), never on the
 developer's lab in ~/.csdeploy, and two test runs on one machine never meet. The images
-are shared and cached, so a second lab costs a registry, a push of the images into it and
-a simulator: about a minute. At the end ``csdeploy lab down --purge`` removes everything of
+are shared and cached, and a new lab's registry starts from the machine's seed (a copy of
+the lab's images pushed once; cloudstack_deploy/lab/registry.py), so a second lab costs a
+registry and a simulator: seconds (a push of the images took about a minute). At the end ``csdeploy lab down --purge`` removes everything of
 that lab (its registry data, state and slot) and keeps the shared images.
 """
 
