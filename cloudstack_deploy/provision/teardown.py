@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cloud import Cloud, CloudError
+from ..cloud import Cloud, CloudError, StillListed
+from ..cloud.client import Settled
 from ..errors import OperationFailed
 from ..progress import Event, Progress
 from .actual import read_actual
@@ -55,8 +56,12 @@ async def _step(progress: Progress, env: str, resource: str, fn: Callable[[], Aw
     progress.emit(Event(resource=resource, action="delete", status="done", env=env))
 
 
-async def _destroy(cloud: Cloud, vm_id: str, not_expunged: list[str]) -> None:
-    if not await cloud.destroy_vm(vm_id):
+#: VM ids per listVirtualMachines call that checks which are gone (a GET: its URL stays short).
+IDS_PER_LISTING = 50
+
+
+async def _destroy(cloud: Cloud, vm_id: str, not_expunged: list[str], settled: Settled | None = None) -> None:
+    if not await cloud.destroy_vm(vm_id, settled=settled):
         not_expunged.append(vm_id)
         raise CloudError("destroyVirtualMachine", 531, "this account may not expunge; the VM is Destroyed and "
                          "CloudStack expunges it later (re-run teardown then)")
@@ -114,8 +119,27 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
                                 lambda r=r: cloud.job("deleteLoadBalancerRule", id=r["id"]))
                            for r in actual.lb_rules if r.get("state") != "Deleting"))
 
+    # Many deletions are proven done by listing what is left, not by reading each job's
+    # result: once their jobs leave the cloud's listing of pending jobs, one listing tells
+    # for all of them at once (200 VMs: 4 calls, not 200). Anything still listed has its
+    # job's result read, so a failure is reported with the cloud's own message.
+    async def vms_left(ids: list[str]) -> set[str]:
+        chunks = [ids[i:i + IDS_PER_LISTING] for i in range(0, len(ids), IDS_PER_LISTING)]
+        found = await asyncio.gather(*(cloud.list("listVirtualMachines", ids=",".join(c), details="min")
+                                       for c in chunks))
+        return {vm["id"] for batch in found for vm in batch}
+
+    async def ips_left(ids: list[str]) -> set[str]:  # how read_actual found them
+        return {ip["id"] for ip in await cloud.list("listPublicIpAddresses",
+                                                     associatednetworkid=actual.network["id"])}
+
+    vm_gone = StillListed(vms_left)
+    ip_gone = StillListed(ips_left) if actual.network is not None else None
+
     def release(ip: dict[str, Any]) -> Awaitable[None]:
-        return step(f"ip {ip['ipaddress']}", lambda: cloud.job("disassociateIpAddress", id=ip["id"]))
+        settled = ip_gone.check(ip["id"]) if ip_gone is not None else None
+        return step(f"ip {ip['ipaddress']}",
+                    lambda: cloud.job("disassociateIpAddress", id=ip["id"], settled=settled))
 
     # While the rules go (a job's wait, when nothing else could run), the addresses that carry
     # none are released: 200 releases no longer compete with 200 VM destroys for the API. An
@@ -140,7 +164,7 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
         return {n: v for n, v in volumes.items() if v.get("virtualmachineid") == vm["id"]}
 
     async def vm_and_disks(name: str, vm: dict[str, Any]) -> None:
-        await step(f"vm {name}", lambda: _destroy(cloud, vm["id"], not_expunged))
+        await step(f"vm {name}", lambda: _destroy(cloud, vm["id"], not_expunged, vm_gone.check(vm["id"])))
         await asyncio.gather(*(step(f"volume {n}", lambda v=v: delete_volume(v)) for n, v in disks_of(vm).items()))
 
     # Tasks start in the order they are made: the VMs first (the critical path), then the rest.

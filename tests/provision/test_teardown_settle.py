@@ -1,0 +1,110 @@
+"""teardown proves its many deletions by listing what is left, not by one job query each.
+
+Checked against CloudStack's source: listAsyncJobs lists pending jobs only
+(AsyncJobManagerImpl.completeAsyncJob sets the finished job's ``removed``, and
+QueryManagerImpl.searchForAsyncJobsInternal searches AsyncJobJoinDaoImpl's view without removed
+rows), so a job that left the listing has finished, but its result is only in
+queryAsyncJobResult. Whether a deletion worked shows in a listing, though: ListVMsCmd takes
+``ids`` (since 4.4; an expunged VM is not listed), and listPublicIpAddresses by
+``associatednetworkid`` lists allocated addresses only (ListPublicIpAddressesCmd's
+``allocatedonly`` defaults to true; IpAddressManagerImpl.disassociatePublicIpAddress frees the
+address). Anything still listed has its job's result read, so a failure keeps CloudStack's text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudstack_deploy.cloud import Cloud, CloudError, StillListed, read_cloud_config
+from cloudstack_deploy.errors import OperationFailed
+from cloudstack_deploy.progress import Recorder
+from cloudstack_deploy.provision.teardown import teardown_env
+
+from .conftest import CloudView, create
+
+
+def _watch(cloud: Cloud, on_reply: Any) -> None:
+    """Call ``on_reply(command, params)`` on each answered call of ``cloud``."""
+    request = cloud.request
+
+    async def watched(command: str, **params: Any) -> dict[str, Any]:
+        reply = await request(command, **params)
+        on_reply(command, params)
+        return reply
+
+    cloud.request = watched  # type: ignore[method-assign]
+
+
+async def test_many_deletions_cost_listings_not_one_job_query_each(home: Path, cloud_view: CloudView) -> None:
+    """Eight web VMs and their addresses: 16+ destroy and release jobs, yet only the few jobs
+    that are not proven by a listing (the load-balancer rules, the network) are queried."""
+    await create("demo", "roles.web.count=8")
+    async with Cloud(read_cloud_config()) as cloud:
+        await teardown_env(cloud, "demo", Recorder())
+        jobs = cloud.calls["destroyVirtualMachine"] + cloud.calls["disassociateIpAddress"]
+        queries = cloud.calls["queryAsyncJobResult"]
+    assert jobs >= 16, cloud.calls
+    assert queries <= 8, f"{queries} job queries for {jobs} destroy/release jobs: {cloud.calls}"
+    assert not any(cloud_view.everything().values()), cloud_view.everything()
+
+
+async def test_a_failed_release_among_many_is_reported_with_its_address(home: Path, cloud_view: CloudView) -> None:
+    """The address whose release job fails is still listed, so its job is read: the error
+    names it with CloudStack's text, and no other address is reported."""
+    await create("demo", "roles.web.count=6")
+    addresses = {ip["id"]: ip["ipaddress"] for ip in cloud_view.public_ips() if not ip.get("issourcenat")}
+    cloud_view.add_faults("disassociateIpAddress:job:530:1")
+    released: list[str] = []
+    async with Cloud(read_cloud_config()) as cloud:
+        _watch(cloud, lambda c, p: released.append(p["id"]) if c == "disassociateIpAddress" else None)
+        with pytest.raises(OperationFailed) as err:
+            await teardown_env(cloud, "demo", Recorder())
+    failed = addresses[released[0]]  # the first release job carries the fault
+    assert f"ip {failed}: CloudStack disassociateIpAddress failed" in str(err.value), str(err.value)
+    assert "(error 530)" in str(err.value)
+    assert sum(f"ip {a}:" in str(err.value) for a in addresses.values()) == 1, str(err.value)
+    assert not cloud_view.vms()
+
+
+async def test_a_listing_that_fails_proves_nothing_and_each_job_is_read(home: Path, cloud_view: CloudView) -> None:
+    """When the listing that should show the VMs gone fails, no VM is taken for gone: each
+    destroy job's result is read instead, and the teardown still completes."""
+    await create("demo", "roles.web.count=6")
+    async with Cloud(read_cloud_config()) as cloud:
+        listing = cloud.list
+
+        async def failing(command: str, **params: Any) -> list[dict[str, Any]]:
+            if command == "listVirtualMachines" and "ids" in params:
+                raise CloudError(command, 530, "the listing failed")
+            return await listing(command, **params)
+
+        cloud.list = failing  # type: ignore[method-assign]
+        await teardown_env(cloud, "demo", Recorder())
+        assert cloud.calls["queryAsyncJobResult"] >= cloud.calls["destroyVirtualMachine"] >= 6, cloud.calls
+    assert not any(cloud_view.everything().values()), cloud_view.everything()
+
+
+async def test_still_listed_asks_once_for_all_that_ask_together() -> None:
+    """Callers whose jobs finish in one poll round share one listing; a later caller gets a
+    listing of its own (it may have been deleted since); a failed listing says 'not gone'."""
+    calls: list[list[str]] = []
+    present = {"b"}
+
+    async def listing(ids: list[str]) -> set[str]:
+        calls.append(ids)
+        await asyncio.sleep(0)
+        if "boom" in ids:
+            raise CloudError("listVirtualMachines", 530, "no")
+        return present & set(ids)
+
+    still = StillListed(listing)
+    assert await asyncio.gather(still.gone("a"), still.check("b")(), still.gone("c")) == [True, False, True]
+    assert calls == [["a", "b", "c"]]
+    present.clear()
+    assert await still.gone("b") is True
+    assert calls[1:] == [["b"]]
+    assert await asyncio.gather(still.gone("boom"), still.gone("d")) == [False, False]
