@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,6 +113,10 @@ def _is_idempotent(command: str) -> bool:
         "enableStaticNat", "removeFromLoadBalancerRule", "updateLoadBalancerRule")
 
 
+#: Whether the current task's calls wait behind all others (`Cloud.background`).
+_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("csdeploy_cloud_background", default=False)
+
+
 class AdaptiveLimit:
     """A semaphore whose size follows the cloud: halved on throttling (429/503), grown back by
     one after each `limit` successful calls, never above the user's maximum.
@@ -120,7 +125,9 @@ class AdaptiveLimit:
     queued (a teardown of 200 VMs submits 400 jobs at once), waking them all on every release
     cost more CPU than the calls themselves. An ``urgent`` caller (a job poll: it finishes
     work already started) goes before the others, so a job on the critical path is not seen
-    late behind hundreds of submissions."""
+    late behind hundreds of submissions; a ``background`` one (work that nothing waits for
+    yet, see `Cloud.background`) goes after them, so that it fills idle slots without
+    delaying what comes later on the critical path."""
 
     def __init__(self, maximum: int) -> None:
         self.maximum = maximum
@@ -129,13 +136,16 @@ class AdaptiveLimit:
         self._ok = 0
         self._urgent: deque[asyncio.Future[None]] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._background: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self, *, urgent: bool = False) -> None:
-        if self._in_use < self.limit and not self._urgent and (urgent or not self._waiters):
+    async def acquire(self, *, urgent: bool = False, background: bool = False) -> None:
+        background = background and not urgent
+        if self._in_use < self.limit and not self._urgent and (urgent or not self._waiters) \
+                and not (background and self._background):
             self._in_use += 1
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        line = self._urgent if urgent else self._waiters
+        line = self._urgent if urgent else self._background if background else self._waiters
         line.append(fut)
         self._wake()  # a free slot and only cancelled callers ahead: this one goes now
         try:
@@ -160,7 +170,7 @@ class AdaptiveLimit:
     def _wake(self) -> None:
         """Hand free slots to the callers waiting longest, urgent ones first (a slot is taken
         on their behalf)."""
-        for line in (self._urgent, self._waiters):
+        for line in (self._urgent, self._waiters, self._background):
             while line and self._in_use < self.limit:
                 fut = line.popleft()
                 if not fut.done():
@@ -224,6 +234,16 @@ class Cloud:
             await self._session.close()
             self._session = None
 
+    @contextlib.contextmanager
+    def background(self) -> Iterator[None]:
+        """Calls of the tasks made inside go after every other waiting call (see AdaptiveLimit):
+        ``with cloud.background(): later = asyncio.gather(...)``. Job polls stay urgent."""
+        token = _BACKGROUND.set(True)
+        try:
+            yield
+        finally:
+            _BACKGROUND.reset(token)
+
     @property
     def total_calls(self) -> int:
         return sum(self.calls.values())
@@ -238,7 +258,7 @@ class Cloud:
         self.calls[command] += 1
         if self._on_call:
             self._on_call(command)
-        await self._sem.acquire(urgent=command in JOB_POLLS)
+        await self._sem.acquire(urgent=command in JOB_POLLS, background=_BACKGROUND.get())
         try:
             started = time.monotonic()
             try:

@@ -146,8 +146,11 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
     # address with rules waits for them (not one rule deleted twice at once). Without rules to
     # wait for, the VMs go first (below).
     ruled = {r.get("publicipid") for r in actual.lb_rules}
+    # They go in the background: the VMs' destroys, asked for once the rules are gone, go
+    # before those still waiting (not behind up to 200 releases).
     early = [ip for ip in actual.ips if ip["id"] not in ruled] if actual.lb_rules else []
-    ips_early = asyncio.gather(*(release(ip) for ip in early))
+    with cloud.background():
+        ips_early = asyncio.gather(*(release(ip) for ip in early))
     await lbs
 
     # 1. Then everything at once; only real dependencies wait: a VM's data disks once it is

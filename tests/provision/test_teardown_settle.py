@@ -108,3 +108,50 @@ async def test_still_listed_asks_once_for_all_that_ask_together() -> None:
     assert await still.gone("b") is True
     assert calls[1:] == [["b"]]
     assert await asyncio.gather(still.gone("boom"), still.gone("d")) == [False, False]
+
+
+async def test_background_calls_go_after_every_other_waiting_call() -> None:
+    """A teardown's address releases that nothing waits for yet are queued in the background:
+    a VM destroy asked for later (the critical path) goes before those still waiting, a job
+    poll before both; background calls keep their order, and a background task's job poll
+    stays urgent."""
+    from cloudstack_deploy.cloud.client import AdaptiveLimit
+
+    limit = AdaptiveLimit(1)
+    order: list[str] = []
+
+    async def call(name: str, **how: bool) -> None:
+        await limit.acquire(**how)
+        try:
+            order.append(name)
+            await asyncio.sleep(0)
+        finally:
+            limit.release()
+
+    await limit.acquire()  # the one slot is busy
+    releases = [asyncio.create_task(call(f"release {i}", background=True)) for i in range(3)]
+    await asyncio.sleep(0)
+    destroys = [asyncio.create_task(call(f"destroy {i}")) for i in range(2)]
+    poll = asyncio.create_task(call("poll", urgent=True, background=True))
+    await asyncio.sleep(0)
+    limit.release()
+    await asyncio.gather(*releases, *destroys, poll)
+    assert order == ["poll", "destroy 0", "destroy 1", "release 0", "release 1", "release 2"]
+    assert limit._in_use == 0 and not limit._background
+
+
+async def test_cloud_background_marks_the_tasks_made_inside_it(home: Path) -> None:
+    """``Cloud.background()`` reaches the calls of tasks made inside it, not those made after."""
+    from cloudstack_deploy.cloud import client as client_module
+
+    async with Cloud(read_cloud_config()) as cloud:
+        seen: list[bool] = []
+
+        async def probe() -> None:
+            seen.append(client_module._BACKGROUND.get())
+
+        with cloud.background():
+            inside = asyncio.gather(probe())
+        after = asyncio.gather(probe())
+        await asyncio.gather(inside, after)
+    assert seen == [True, False]
