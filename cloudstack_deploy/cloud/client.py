@@ -126,8 +126,9 @@ class AdaptiveLimit:
     cost more CPU than the calls themselves. An ``urgent`` caller (a job poll: it finishes
     work already started) goes before the others, so a job on the critical path is not seen
     late behind hundreds of submissions; a ``background`` one (work that nothing waits for
-    yet, see `Cloud.background`) goes after them, so that it fills idle slots without
-    delaying what comes later on the critical path."""
+    yet, see `Cloud.background`) goes after them, and holds at most a quarter of the slots,
+    so that it fills idle time without a long queue in the cloud ahead of what comes later
+    on the critical path."""
 
     def __init__(self, maximum: int) -> None:
         self.maximum = maximum
@@ -137,12 +138,20 @@ class AdaptiveLimit:
         self._urgent: deque[asyncio.Future[None]] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._background: deque[asyncio.Future[None]] = deque()
+        self._background_in_use = 0
+
+    @property
+    def _background_limit(self) -> int:
+        return max(1, self.limit // 4)
 
     async def acquire(self, *, urgent: bool = False, background: bool = False) -> None:
+        """Wait for a slot; the caller gives it back with ``release(background=...)`` as asked
+        (an urgent caller is never in the background)."""
         background = background and not urgent
         if self._in_use < self.limit and not self._urgent and (urgent or not self._waiters) \
-                and not (background and self._background):
+                and not (background and (self._background or self._background_in_use >= self._background_limit)):
             self._in_use += 1
+            self._background_in_use += background
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         line = self._urgent if urgent else self._background if background else self._waiters
@@ -152,13 +161,14 @@ class AdaptiveLimit:
             await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():  # given a slot, then cancelled: pass it on
-                self.release()
+                self.release(background=background)
             elif fut in line:
                 line.remove(fut)
             raise
 
-    def release(self) -> None:
+    def release(self, *, background: bool = False) -> None:
         self._in_use -= 1
+        self._background_in_use -= background
         self._wake()
 
     async def __aenter__(self) -> None:
@@ -172,9 +182,12 @@ class AdaptiveLimit:
         on their behalf)."""
         for line in (self._urgent, self._waiters, self._background):
             while line and self._in_use < self.limit:
+                if line is self._background and self._background_in_use >= self._background_limit:
+                    break
                 fut = line.popleft()
                 if not fut.done():
                     self._in_use += 1
+                    self._background_in_use += line is self._background
                     fut.set_result(None)
 
     def throttled(self) -> None:
@@ -258,7 +271,9 @@ class Cloud:
         self.calls[command] += 1
         if self._on_call:
             self._on_call(command)
-        await self._sem.acquire(urgent=command in JOB_POLLS, background=_BACKGROUND.get())
+        urgent = command in JOB_POLLS
+        background = _BACKGROUND.get() and not urgent
+        await self._sem.acquire(urgent=urgent, background=background)
         try:
             started = time.monotonic()
             try:
@@ -285,7 +300,7 @@ class Cloud:
             self._sem.succeeded()
             return reply.inner
         finally:
-            self._sem.release()
+            self._sem.release(background=background)
 
     async def request(self, command: str, *, post: bool = False, **params: Any) -> dict[str, Any]:
         """One command with the retry rules above; returns CloudStack's inner response object."""

@@ -80,38 +80,6 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
     # read here, so a failure before it is awaited below is not reported a second time at exit
     capabilities.add_done_callback(lambda t: t.cancelled() or t.exception())
     actual = await read_actual(cloud, env, members=False)
-    # Snapshots first, while the volumes still find a policy's (untagged) ones: deleted, or
-    # kept and tagged so that `snapshots` and `recover` find them once the volumes are gone.
-    # (The environment's tags are read meanwhile: they find its volumes, not its snapshots.)
-    found, tagged = await asyncio.gather(list_snapshots(cloud, env, env_disks_of(actual)),
-                                         cloud.list("listTags", key=TAG_ENV, value=env))
-
-    async def delete_snapshot(snap: SnapshotInfo) -> None:
-        if snap.state in IN_PROGRESS:  # CloudStack deletes only a finished snapshot
-            await wait_state(cloud, snap.id, IN_PROGRESS)
-        await cloud.job("deleteSnapshot", id=snap.id)
-
-    if delete_snapshots:
-        await asyncio.gather(*(step(f"snapshot {s.name}", lambda s=s: delete_snapshot(s)) for s in found))
-    else:
-        result.kept_snapshots = len(found)
-        try:
-            await asyncio.gather(*(tag_kept(cloud, s) for s in found if not s.tagged))
-        except CloudError as exc:
-            failures.append(f"tags of the kept snapshots: {exc}")
-
-    volumes = dict(actual.volumes)
-    volumes.update(await _loose_volumes_of(cloud, env, actual.loose_volumes))
-    for t in tagged:  # tagged volumes anywhere (e.g. detached ones)
-        if t["resourcetype"] == "Volume" and not any(v["id"] == t["resourceid"] for v in volumes.values()):
-            for vol in await cloud.list("listVolumes", id=t["resourceid"]):
-                volumes[vol["name"]] = vol
-    policies = [p for found in await asyncio.gather(*(cloud.list("listSnapshotPolicies", volumeid=v["id"])
-                                                       for v in volumes.values())) for p in found]
-
-    with contextlib.suppress(CloudError):  # a failure here is met again by the first destroy
-        await capabilities
-
     # 0. Load-balancer rules first: no traffic goes to VMs that are about to stop, and no rule
     # is edited by a VM's expunge while it is being deleted. (Releasing an address takes its
     # rules too, but rules on the source-NAT address stay until the network goes.)
@@ -151,6 +119,43 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
     early = [ip for ip in actual.ips if ip["id"] not in ruled] if actual.lb_rules else []
     with cloud.background():
         ips_early = asyncio.gather(*(release(ip) for ip in early))
+    # What is read next (snapshots, volumes, their policies) overlaps the rules' deletion.
+    try:
+        # Snapshots first, while the volumes still find a policy's (untagged) ones: deleted, or
+        # kept and tagged so that `snapshots` and `recover` find them once the volumes are gone.
+        # (The environment's tags are read meanwhile: they find its volumes, not its snapshots.)
+        found, tagged = await asyncio.gather(list_snapshots(cloud, env, env_disks_of(actual)),
+                                             cloud.list("listTags", key=TAG_ENV, value=env))
+
+        async def delete_snapshot(snap: SnapshotInfo) -> None:
+            if snap.state in IN_PROGRESS:  # CloudStack deletes only a finished snapshot
+                await wait_state(cloud, snap.id, IN_PROGRESS)
+            await cloud.job("deleteSnapshot", id=snap.id)
+
+        if delete_snapshots:
+            await asyncio.gather(*(step(f"snapshot {s.name}", lambda s=s: delete_snapshot(s)) for s in found))
+        else:
+            result.kept_snapshots = len(found)
+            try:
+                await asyncio.gather(*(tag_kept(cloud, s) for s in found if not s.tagged))
+            except CloudError as exc:
+                failures.append(f"tags of the kept snapshots: {exc}")
+
+        volumes = dict(actual.volumes)
+        volumes.update(await _loose_volumes_of(cloud, env, actual.loose_volumes))
+        for t in tagged:  # tagged volumes anywhere (e.g. detached ones)
+            if t["resourcetype"] == "Volume" and not any(v["id"] == t["resourceid"] for v in volumes.values()):
+                for vol in await cloud.list("listVolumes", id=t["resourceid"]):
+                    volumes[vol["name"]] = vol
+        policies = [p for found in await asyncio.gather(*(cloud.list("listSnapshotPolicies", volumeid=v["id"])
+                                                           for v in volumes.values())) for p in found]
+
+        with contextlib.suppress(CloudError):  # a failure here is met again by the first destroy
+            await capabilities
+    except BaseException:
+        for started_early in (lbs, ips_early):
+            started_early.cancel()
+        raise
     await lbs
 
     # 1. Then everything at once; only real dependencies wait: a VM's data disks once it is

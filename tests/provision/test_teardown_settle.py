@@ -120,13 +120,13 @@ async def test_background_calls_go_after_every_other_waiting_call() -> None:
     limit = AdaptiveLimit(1)
     order: list[str] = []
 
-    async def call(name: str, **how: bool) -> None:
-        await limit.acquire(**how)
+    async def call(name: str, urgent: bool = False, background: bool = False) -> None:
+        await limit.acquire(urgent=urgent, background=background)
         try:
             order.append(name)
             await asyncio.sleep(0)
         finally:
-            limit.release()
+            limit.release(background=background and not urgent)
 
     await limit.acquire()  # the one slot is busy
     releases = [asyncio.create_task(call(f"release {i}", background=True)) for i in range(3)]
@@ -137,7 +137,38 @@ async def test_background_calls_go_after_every_other_waiting_call() -> None:
     limit.release()
     await asyncio.gather(*releases, *destroys, poll)
     assert order == ["poll", "destroy 0", "destroy 1", "release 0", "release 1", "release 2"]
-    assert limit._in_use == 0 and not limit._background
+    assert limit._in_use == 0 and not limit._background and limit._background_in_use == 0
+
+
+async def test_background_calls_hold_at_most_a_quarter_of_the_slots() -> None:
+    """With 8 slots free, 20 background calls take 2 at a time: the rest stay free for the
+    calls that come later on the critical path, which go at once."""
+    from cloudstack_deploy.cloud.client import AdaptiveLimit
+
+    limit = AdaptiveLimit(8)
+    gate = asyncio.Event()
+    running = 0
+    most = 0
+
+    async def release_ip() -> None:
+        nonlocal running, most
+        await limit.acquire(background=True)
+        running += 1
+        most = max(most, running)
+        try:
+            await gate.wait()
+        finally:
+            running -= 1
+            limit.release(background=True)
+
+    releases = [asyncio.create_task(release_ip()) for _ in range(20)]
+    await asyncio.sleep(0)
+    assert running == 2
+    await asyncio.wait_for(limit.acquire(), 1)  # a destroy goes at once, not behind 18 releases
+    limit.release()
+    gate.set()
+    await asyncio.gather(*releases)
+    assert most == 2 and limit._in_use == 0 and limit._background_in_use == 0
 
 
 async def test_cloud_background_marks_the_tasks_made_inside_it(home: Path) -> None:
