@@ -52,6 +52,27 @@ async def test_many_deletions_cost_listings_not_one_job_query_each(home: Path, c
     assert not any(cloud_view.everything().values()), cloud_view.everything()
 
 
+async def test_the_network_is_asked_for_only_once_every_vm_and_address_is_gone(
+        home: Path, cloud_view: CloudView) -> None:
+    """The order that matters (NetworkOrchestrator.destroyNetwork refuses a network whose VMs
+    are not expunged): a destroy taken as done by the listing really is done, so when
+    deleteNetwork is sent the cloud holds no VM of the environment and no address but the
+    network's source NAT, though hardly any job was read."""
+    await create("demo", "roles.web.count=6")
+    at_network: list[tuple[int, int]] = []
+
+    def on_call(command: str) -> None:  # before the call is sent (the simulator has its own thread)
+        if command == "deleteNetwork":
+            at_network.append((len(cloud_view.vms()),
+                               sum(not ip.get("issourcenat") for ip in cloud_view.public_ips())))
+
+    async with Cloud(read_cloud_config(), on_call=on_call) as cloud:
+        await teardown_env(cloud, "demo", Recorder())
+        assert cloud.calls["queryAsyncJobResult"] < cloud.calls["destroyVirtualMachine"], cloud.calls
+    assert at_network == [(0, 0)]
+    assert not any(cloud_view.everything().values()), cloud_view.everything()
+
+
 async def test_a_failed_release_among_many_is_reported_with_its_address(home: Path, cloud_view: CloudView) -> None:
     """The address whose release job fails is still listed, so its job is read: the error
     names it with CloudStack's text, and no other address is reported."""
