@@ -472,8 +472,9 @@ class _JobWatcher:
     deploying at once), one listAsyncJobs call per interval (jobs created since the oldest
     pending one) tells which are still running: CloudStack lists pending jobs only (a
     finished job is marked removed, AsyncJobManagerImpl.completeAsyncJob), so a job that
-    left the listing is queried once for its result. Polls are one listing per interval
-    plus one query per job, never one query per job per interval. A cloud that lists
+    left the listing is queried once for its result (unless its caller will prove it
+    otherwise, ``need_result=False``: see `Cloud.wait_job`). Polls are one listing per
+    interval plus one query per job, never one query per job per interval. A cloud that lists
     finished jobs with their result (AsyncJobJoinDaoImpl fills it in) saves those queries;
     should listAsyncJobs be refused, every job is polled on its own.
     """
