@@ -79,7 +79,7 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
     capabilities = asyncio.ensure_future(cloud.capabilities())
     # read here, so a failure before it is awaited below is not reported a second time at exit
     capabilities.add_done_callback(lambda t: t.cancelled() or t.exception())
-    actual = await read_actual(cloud, env, members=False)
+    actual = await read_actual(cloud, env, members=False, rules=False)
     # 0. Load-balancer rules first: no traffic goes to VMs that are about to stop, and no rule
     # is edited by a VM's expunge while it is being deleted. (Releasing an address takes its
     # rules too, but rules on the source-NAT address stay until the network goes.)

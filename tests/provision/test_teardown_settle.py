@@ -73,6 +73,19 @@ async def test_the_network_is_asked_for_only_once_every_vm_and_address_is_gone(
     assert not any(cloud_view.everything().values()), cloud_view.everything()
 
 
+async def test_teardown_reads_no_firewall_or_port_forwarding_rules(home: Path, cloud_view: CloudView) -> None:
+    """Releasing an address takes its firewall and port-forwarding rules (CloudStack's
+    IpAddressManagerImpl.cleanupIpResources revokes them when the address is released), so
+    a teardown does not list them (400 of them for 200 VMs): they are gone all the same."""
+    await create("demo", "cloud.public_access=port_forwarding", "roles.web.count=3")
+    assert cloud_view.port_forwards() and cloud_view.firewall()
+    async with Cloud(read_cloud_config()) as cloud:
+        await teardown_env(cloud, "demo", Recorder())
+        assert cloud.calls["listFirewallRules"] == cloud.calls["listPortForwardingRules"] == 0, cloud.calls
+    assert cloud_view.port_forwards() == [] and cloud_view.firewall() == []
+    assert not any(cloud_view.everything().values()), cloud_view.everything()
+
+
 async def test_a_failed_release_among_many_is_reported_with_its_address(home: Path, cloud_view: CloudView) -> None:
     """The address whose release job fails is still listed, so its job is read: the error
     names it with CloudStack's text, and no other address is reported."""
