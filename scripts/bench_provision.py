@@ -202,7 +202,7 @@ def against(args: argparse.Namespace) -> None:
         cpus: dict[tuple[str, int, str], list[float]] = {}
         calls: dict[tuple[str, int, str], Counter[str]] = {}
         with simulator(Path(tmp) / "home", boot=args.boot, job=args.job, poll=args.poll,
-                       public_range="127.232.0.0/16") as (sim, env):
+                       public_range=args.public_range) as (sim, env):
             for r in range(args.rounds):
                 order = list(trees.items()) if r % 2 == 0 else list(reversed(trees.items()))
                 for label, tree in order:
@@ -252,6 +252,8 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=0, metavar="K",
                         help="also time one changing call with K finished jobs in the simulator")
     parser.add_argument("--history-calls", type=int, default=50, help=argparse.SUPPRESS)
+    parser.add_argument("--public-range", default="127.232.0.0/16",
+                        help="the simulator's public addresses with --against (loopback; one range per person)")
     parser.add_argument("--against", metavar="REF",
                         help="compare with csdeploy at REF side by side (CLI runs, create and teardown)")
     args = parser.parse_args()

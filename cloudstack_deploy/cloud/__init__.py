@@ -3,7 +3,7 @@
 Thin on purpose: CloudStack's own command and field names go through unchanged.
 """
 
-from .client import Cloud, CloudError, CloudUnavailable, JobFailed
+from .client import Cloud, CloudError, CloudUnavailable, JobFailed, StillListed
 from .config import CloudConfig, read_cloud_config
 
 __all__ = [
@@ -12,5 +12,6 @@ __all__ = [
     "CloudError",
     "CloudUnavailable",
     "JobFailed",
+    "StillListed",
     "read_cloud_config",
 ]

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,6 +113,10 @@ def _is_idempotent(command: str) -> bool:
         "enableStaticNat", "removeFromLoadBalancerRule", "updateLoadBalancerRule")
 
 
+#: Whether the current task's calls wait behind all others (`Cloud.background`).
+_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("csdeploy_cloud_background", default=False)
+
+
 class AdaptiveLimit:
     """A semaphore whose size follows the cloud: halved on throttling (429/503), grown back by
     one after each `limit` successful calls, never above the user's maximum.
@@ -120,7 +125,10 @@ class AdaptiveLimit:
     queued (a teardown of 200 VMs submits 400 jobs at once), waking them all on every release
     cost more CPU than the calls themselves. An ``urgent`` caller (a job poll: it finishes
     work already started) goes before the others, so a job on the critical path is not seen
-    late behind hundreds of submissions."""
+    late behind hundreds of submissions; a ``background`` one (work that nothing waits for
+    yet, see `Cloud.background`) goes after them, and holds at most a quarter of the slots,
+    so that it fills idle time without a long queue in the cloud ahead of what comes later
+    on the critical path."""
 
     def __init__(self, maximum: int) -> None:
         self.maximum = maximum
@@ -129,26 +137,38 @@ class AdaptiveLimit:
         self._ok = 0
         self._urgent: deque[asyncio.Future[None]] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._background: deque[asyncio.Future[None]] = deque()
+        self._background_in_use = 0
 
-    async def acquire(self, *, urgent: bool = False) -> None:
-        if self._in_use < self.limit and not self._urgent and (urgent or not self._waiters):
+    @property
+    def _background_limit(self) -> int:
+        return max(1, self.limit // 4)
+
+    async def acquire(self, *, urgent: bool = False, background: bool = False) -> None:
+        """Wait for a slot; the caller gives it back with ``release(background=...)`` as asked
+        (an urgent caller is never in the background)."""
+        background = background and not urgent
+        if self._in_use < self.limit and not self._urgent and (urgent or not self._waiters) \
+                and not (background and (self._background or self._background_in_use >= self._background_limit)):
             self._in_use += 1
+            self._background_in_use += background
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        line = self._urgent if urgent else self._waiters
+        line = self._urgent if urgent else self._background if background else self._waiters
         line.append(fut)
         self._wake()  # a free slot and only cancelled callers ahead: this one goes now
         try:
             await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():  # given a slot, then cancelled: pass it on
-                self.release()
+                self.release(background=background)
             elif fut in line:
                 line.remove(fut)
             raise
 
-    def release(self) -> None:
+    def release(self, *, background: bool = False) -> None:
         self._in_use -= 1
+        self._background_in_use -= background
         self._wake()
 
     async def __aenter__(self) -> None:
@@ -160,11 +180,14 @@ class AdaptiveLimit:
     def _wake(self) -> None:
         """Hand free slots to the callers waiting longest, urgent ones first (a slot is taken
         on their behalf)."""
-        for line in (self._urgent, self._waiters):
+        for line in (self._urgent, self._waiters, self._background):
             while line and self._in_use < self.limit:
+                if line is self._background and self._background_in_use >= self._background_limit:
+                    break
                 fut = line.popleft()
                 if not fut.done():
                     self._in_use += 1
+                    self._background_in_use += line is self._background
                     fut.set_result(None)
 
     def throttled(self) -> None:
@@ -224,6 +247,16 @@ class Cloud:
             await self._session.close()
             self._session = None
 
+    @contextlib.contextmanager
+    def background(self) -> Iterator[None]:
+        """Calls of the tasks made inside go after every other waiting call (see AdaptiveLimit):
+        ``with cloud.background(): later = asyncio.gather(...)``. Job polls stay urgent."""
+        token = _BACKGROUND.set(True)
+        try:
+            yield
+        finally:
+            _BACKGROUND.reset(token)
+
     @property
     def total_calls(self) -> int:
         return sum(self.calls.values())
@@ -238,7 +271,9 @@ class Cloud:
         self.calls[command] += 1
         if self._on_call:
             self._on_call(command)
-        await self._sem.acquire(urgent=command in JOB_POLLS)
+        urgent = command in JOB_POLLS
+        background = _BACKGROUND.get() and not urgent
+        await self._sem.acquire(urgent=urgent, background=background)
         try:
             started = time.monotonic()
             try:
@@ -265,7 +300,7 @@ class Cloud:
             self._sem.succeeded()
             return reply.inner
         finally:
-            self._sem.release()
+            self._sem.release(background=background)
 
     async def request(self, command: str, *, post: bool = False, **params: Any) -> dict[str, Any]:
         """One command with the retry rules above; returns CloudStack's inner response object."""
@@ -312,7 +347,7 @@ class Cloud:
             return await self.capabilities()
         return await asyncio.shield(self._capabilities)
 
-    async def destroy_vm(self, vm_id: str) -> bool:
+    async def destroy_vm(self, vm_id: str, *, settled: Settled | None = None) -> bool:
         """Destroy a VM and expunge it; False if this account may only destroy it (CloudStack
         then expunges it after `expunge.delay`).
 
@@ -323,12 +358,13 @@ class Cloud:
         included, is a real failure and is raised as it is. (Real CloudStack checks the
         permission inside the async job and reports PermissionDeniedException there as a
         530, indistinguishable by code from any internal error; hence the up-front check.)
+        ``settled`` (see `wait_job`) may prove the expunge by the VM's absence.
         """
         if (await self.capabilities()).get("allowuserexpungerecovervm") is False:
             await self.job("destroyVirtualMachine", id=vm_id)
             return False
         try:
-            await self.job("destroyVirtualMachine", id=vm_id, expunge=True)
+            await self.job("destroyVirtualMachine", id=vm_id, expunge=True, settled=settled)
             return True
         except CloudError as exc:
             if exc.code != 531 or isinstance(exc, CloudUnavailable):
@@ -349,11 +385,25 @@ class Cloud:
                 return items
             page += 1
 
-    async def wait_job(self, command: str, jobid: str) -> dict[str, Any]:
-        """Wait for an async job; return its jobresult or raise JobFailed (see _JobWatcher)."""
+    async def wait_job(self, command: str, jobid: str, *, settled: Settled | None = None) -> dict[str, Any]:
+        """Wait for an async job; return its jobresult or raise JobFailed (see _JobWatcher).
+
+        ``settled`` is for a job whose work shows in a listing (a deletion: the resource is
+        gone). Once the job has left the cloud's listing of pending jobs, ``settled()`` saying
+        True is taken as its success, and its result is not read: one listing for many jobs
+        (``StillListed``) instead of one queryAsyncJobResult each. Saying False (or the cloud
+        not listing jobs) reads the job's result as without it: its failure is raised as the
+        cloud tells it. Returns {} when settled so.
+        """
         if self._watcher is None:
             self._watcher = _JobWatcher(self)
-        job = await self._watcher.wait(jobid, time.monotonic() + self.job_timeout)
+        deadline = time.monotonic() + self.job_timeout
+        job = await self._watcher.wait(jobid, deadline, need_result=settled is None)
+        if job is _UNREAD:
+            assert settled is not None
+            if await settled():
+                return {}
+            job = await self._watcher.wait(jobid, deadline, need_result=True)
         if job is None:
             raise CloudError(command, None, f"job {jobid} did not finish within {self.job_timeout:.0f}s",
                              hint="the cloud is slow or stuck; check the job in the CloudStack UI, then re-run")
@@ -363,12 +413,53 @@ class Cloud:
         raise JobFailed(command, job.get("jobresultcode") or res.get("errorcode"),
                         res.get("errortext") or "the job failed without a message")
 
-    async def job(self, command: str, *, post: bool = False, **params: Any) -> dict[str, Any]:
-        """Submit an async command and wait for it; returns the job result object."""
+    async def job(self, command: str, *, post: bool = False, settled: Settled | None = None,
+                  **params: Any) -> dict[str, Any]:
+        """Submit an async command and wait for it; returns the job result object (``settled``:
+        see `wait_job`)."""
         reply = await self.request(command, post=post, **params)
         if "jobid" not in reply:
             return reply
-        return await self.wait_job(command, reply["jobid"])
+        return await self.wait_job(command, reply["jobid"], settled=settled)
+
+
+#: Whether an async job's work is visibly done (see `Cloud.wait_job`).
+Settled = Callable[[], Awaitable[bool]]
+#: A job that left the cloud's pending listing, its result not read (asked for by ``need_result=False``).
+_UNREAD: dict[str, Any] = {"jobstatus": None}
+
+
+class StillListed:
+    """Which of many resources a listing still shows, one listing for all that ask together.
+
+    ``gone(id)`` is a `Settled` check for the deletion of ``id``: the callers whose jobs
+    finished in one poll round share one call of ``listing(ids)`` (which returns the ids it
+    still finds). A failed listing proves nothing: every caller of that round hears False
+    (and reads its job's result instead)."""
+
+    def __init__(self, listing: Callable[[list[str]], Awaitable[set[str]]]) -> None:
+        self._listing = listing
+        self._asked: set[str] = set()
+        self._round: asyncio.Future[set[str] | None] | None = None
+
+    def check(self, resource_id: str) -> Settled:
+        return lambda: self.gone(resource_id)
+
+    async def gone(self, resource_id: str) -> bool:
+        if self._round is None:
+            self._asked = set()
+            self._round = asyncio.ensure_future(self._run())
+        self._asked.add(resource_id)
+        present = await asyncio.shield(self._round)
+        return present is not None and resource_id not in present
+
+    async def _run(self) -> set[str] | None:
+        await asyncio.sleep(0)  # the others whose jobs finished in the same poll round ask too
+        asked, self._round = sorted(self._asked), None
+        try:
+            return await self._listing(asked)
+        except CloudError:
+            return None
 
 
 BATCH_MIN = 3  #: pending jobs from which one listAsyncJobs poll replaces one query per job
@@ -381,15 +472,17 @@ class _JobWatcher:
     deploying at once), one listAsyncJobs call per interval (jobs created since the oldest
     pending one) tells which are still running: CloudStack lists pending jobs only (a
     finished job is marked removed, AsyncJobManagerImpl.completeAsyncJob), so a job that
-    left the listing is queried once for its result. Polls are one listing per interval
-    plus one query per job, never one query per job per interval. A cloud that lists
+    left the listing is queried once for its result (unless its caller will prove it
+    otherwise, ``need_result=False``: see `Cloud.wait_job`). Polls are one listing per
+    interval plus one query per job, never one query per job per interval. A cloud that lists
     finished jobs with their result (AsyncJobJoinDaoImpl fills it in) saves those queries;
     should listAsyncJobs be refused, every job is polled on its own.
     """
 
     def __init__(self, cloud: Cloud) -> None:
         self.cloud = cloud
-        self.pending: dict[str, tuple[asyncio.Future[dict[str, Any] | None], float, float]] = {}
+        #: job id: (its waiter, deadline, when it was first waited for, whether its result is needed)
+        self.pending: dict[str, tuple[asyncio.Future[dict[str, Any] | None], float, float, bool]] = {}
         self.batch_ok = True
         self._task: asyncio.Task[None] | None = None
 
@@ -398,13 +491,15 @@ class _JobWatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for fut, _, _ in self.pending.values():
+        for fut, *_ in self.pending.values():
             fut.cancel()
         self.pending.clear()
 
-    async def wait(self, jobid: str, deadline: float) -> dict[str, Any] | None:
+    async def wait(self, jobid: str, deadline: float, *, need_result: bool = True) -> dict[str, Any] | None:
+        """The finished job; None past ``deadline``; ``_UNREAD`` if not ``need_result`` and the
+        job left the listing of pending jobs (it finished; its result was not read)."""
         fut: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
-        self.pending[jobid] = (fut, deadline, time.time())
+        self.pending[jobid] = (fut, deadline, time.time(), need_result)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         return await fut
@@ -427,13 +522,15 @@ class _JobWatcher:
                     to_query = []
                     for jobid in ids:
                         job = listed.get(jobid)
-                        if job is None or (job.get("jobstatus") != 0 and "jobresult" not in job):
+                        if job is None and not self.pending.get(jobid, (None, 0, 0, True))[3]:
+                            self._resolve(jobid, _UNREAD)  # finished; its caller proves it otherwise
+                        elif job is None or (job.get("jobstatus") != 0 and "jobresult" not in job):
                             to_query.append(jobid)  # missed, or finished without its result
                         elif job.get("jobstatus") != 0:
                             self._resolve(jobid, job)
             await asyncio.gather(*(self._query(jobid) for jobid in to_query))
             now = time.monotonic()
-            for jobid, (fut, deadline, _) in list(self.pending.items()):
+            for jobid, (fut, deadline, *_) in list(self.pending.items()):
                 if now > deadline and not fut.done():
                     fut.set_result(None)
                     del self.pending[jobid]

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cloud import Cloud, CloudError
+from ..cloud import Cloud, CloudError, StillListed
+from ..cloud.client import Settled
 from ..errors import OperationFailed
 from ..progress import Event, Progress
 from .actual import read_actual
@@ -55,8 +56,12 @@ async def _step(progress: Progress, env: str, resource: str, fn: Callable[[], Aw
     progress.emit(Event(resource=resource, action="delete", status="done", env=env))
 
 
-async def _destroy(cloud: Cloud, vm_id: str, not_expunged: list[str]) -> None:
-    if not await cloud.destroy_vm(vm_id):
+#: VM ids per listVirtualMachines call that checks which are gone (a GET: its URL stays short).
+IDS_PER_LISTING = 50
+
+
+async def _destroy(cloud: Cloud, vm_id: str, not_expunged: list[str], settled: Settled | None = None) -> None:
+    if not await cloud.destroy_vm(vm_id, settled=settled):
         not_expunged.append(vm_id)
         raise CloudError("destroyVirtualMachine", 531, "this account may not expunge; the VM is Destroyed and "
                          "CloudStack expunges it later (re-run teardown then)")
@@ -74,39 +79,7 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
     capabilities = asyncio.ensure_future(cloud.capabilities())
     # read here, so a failure before it is awaited below is not reported a second time at exit
     capabilities.add_done_callback(lambda t: t.cancelled() or t.exception())
-    actual = await read_actual(cloud, env, members=False)
-    # Snapshots first, while the volumes still find a policy's (untagged) ones: deleted, or
-    # kept and tagged so that `snapshots` and `recover` find them once the volumes are gone.
-    # (The environment's tags are read meanwhile: they find its volumes, not its snapshots.)
-    found, tagged = await asyncio.gather(list_snapshots(cloud, env, env_disks_of(actual)),
-                                         cloud.list("listTags", key=TAG_ENV, value=env))
-
-    async def delete_snapshot(snap: SnapshotInfo) -> None:
-        if snap.state in IN_PROGRESS:  # CloudStack deletes only a finished snapshot
-            await wait_state(cloud, snap.id, IN_PROGRESS)
-        await cloud.job("deleteSnapshot", id=snap.id)
-
-    if delete_snapshots:
-        await asyncio.gather(*(step(f"snapshot {s.name}", lambda s=s: delete_snapshot(s)) for s in found))
-    else:
-        result.kept_snapshots = len(found)
-        try:
-            await asyncio.gather(*(tag_kept(cloud, s) for s in found if not s.tagged))
-        except CloudError as exc:
-            failures.append(f"tags of the kept snapshots: {exc}")
-
-    volumes = dict(actual.volumes)
-    volumes.update(await _loose_volumes_of(cloud, env, actual.loose_volumes))
-    for t in tagged:  # tagged volumes anywhere (e.g. detached ones)
-        if t["resourcetype"] == "Volume" and not any(v["id"] == t["resourceid"] for v in volumes.values()):
-            for vol in await cloud.list("listVolumes", id=t["resourceid"]):
-                volumes[vol["name"]] = vol
-    policies = [p for found in await asyncio.gather(*(cloud.list("listSnapshotPolicies", volumeid=v["id"])
-                                                       for v in volumes.values())) for p in found]
-
-    with contextlib.suppress(CloudError):  # a failure here is met again by the first destroy
-        await capabilities
-
+    actual = await read_actual(cloud, env, members=False, rules=False)
     # 0. Load-balancer rules first: no traffic goes to VMs that are about to stop, and no rule
     # is edited by a VM's expunge while it is being deleted. (Releasing an address takes its
     # rules too, but rules on the source-NAT address stay until the network goes.)
@@ -114,16 +87,75 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
                                 lambda r=r: cloud.job("deleteLoadBalancerRule", id=r["id"]))
                            for r in actual.lb_rules if r.get("state") != "Deleting"))
 
+    # Many deletions are proven done by listing what is left, not by reading each job's
+    # result: once their jobs leave the cloud's listing of pending jobs, one listing tells
+    # for all of them at once (200 VMs: 4 calls, not 200). Anything still listed has its
+    # job's result read, so a failure is reported with the cloud's own message.
+    async def vms_left(ids: list[str]) -> set[str]:
+        chunks = [ids[i:i + IDS_PER_LISTING] for i in range(0, len(ids), IDS_PER_LISTING)]
+        found = await asyncio.gather(*(cloud.list("listVirtualMachines", ids=",".join(c), details="min")
+                                       for c in chunks))
+        return {vm["id"] for batch in found for vm in batch}
+
+    async def ips_left(ids: list[str]) -> set[str]:  # how read_actual found them
+        return {ip["id"] for ip in await cloud.list("listPublicIpAddresses",
+                                                     associatednetworkid=actual.network["id"])}
+
+    vm_gone = StillListed(vms_left)
+    ip_gone = StillListed(ips_left) if actual.network is not None else None
+
     def release(ip: dict[str, Any]) -> Awaitable[None]:
-        return step(f"ip {ip['ipaddress']}", lambda: cloud.job("disassociateIpAddress", id=ip["id"]))
+        settled = ip_gone.check(ip["id"]) if ip_gone is not None else None
+        return step(f"ip {ip['ipaddress']}",
+                    lambda: cloud.job("disassociateIpAddress", id=ip["id"], settled=settled))
 
     # While the rules go (a job's wait, when nothing else could run), the addresses that carry
     # none are released: 200 releases no longer compete with 200 VM destroys for the API. An
     # address with rules waits for them (not one rule deleted twice at once). Without rules to
     # wait for, the VMs go first (below).
     ruled = {r.get("publicipid") for r in actual.lb_rules}
+    # They go in the background: the VMs' destroys, asked for once the rules are gone, go
+    # before those still waiting (not behind up to 200 releases).
     early = [ip for ip in actual.ips if ip["id"] not in ruled] if actual.lb_rules else []
-    ips_early = asyncio.gather(*(release(ip) for ip in early))
+    with cloud.background():
+        ips_early = asyncio.gather(*(release(ip) for ip in early))
+    # What is read next (snapshots, volumes, their policies) overlaps the rules' deletion.
+    try:
+        # Snapshots first, while the volumes still find a policy's (untagged) ones: deleted, or
+        # kept and tagged so that `snapshots` and `recover` find them once the volumes are gone.
+        # (The environment's tags are read meanwhile: they find its volumes, not its snapshots.)
+        found, tagged = await asyncio.gather(list_snapshots(cloud, env, env_disks_of(actual)),
+                                             cloud.list("listTags", key=TAG_ENV, value=env))
+
+        async def delete_snapshot(snap: SnapshotInfo) -> None:
+            if snap.state in IN_PROGRESS:  # CloudStack deletes only a finished snapshot
+                await wait_state(cloud, snap.id, IN_PROGRESS)
+            await cloud.job("deleteSnapshot", id=snap.id)
+
+        if delete_snapshots:
+            await asyncio.gather(*(step(f"snapshot {s.name}", lambda s=s: delete_snapshot(s)) for s in found))
+        else:
+            result.kept_snapshots = len(found)
+            try:
+                await asyncio.gather(*(tag_kept(cloud, s) for s in found if not s.tagged))
+            except CloudError as exc:
+                failures.append(f"tags of the kept snapshots: {exc}")
+
+        volumes = dict(actual.volumes)
+        volumes.update(await _loose_volumes_of(cloud, env, actual.loose_volumes))
+        for t in tagged:  # tagged volumes anywhere (e.g. detached ones)
+            if t["resourcetype"] == "Volume" and not any(v["id"] == t["resourceid"] for v in volumes.values()):
+                for vol in await cloud.list("listVolumes", id=t["resourceid"]):
+                    volumes[vol["name"]] = vol
+        policies = [p for found in await asyncio.gather(*(cloud.list("listSnapshotPolicies", volumeid=v["id"])
+                                                           for v in volumes.values())) for p in found]
+
+        with contextlib.suppress(CloudError):  # a failure here is met again by the first destroy
+            await capabilities
+    except BaseException:
+        for started_early in (lbs, ips_early):
+            started_early.cancel()
+        raise
     await lbs
 
     # 1. Then everything at once; only real dependencies wait: a VM's data disks once it is
@@ -140,7 +172,7 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
         return {n: v for n, v in volumes.items() if v.get("virtualmachineid") == vm["id"]}
 
     async def vm_and_disks(name: str, vm: dict[str, Any]) -> None:
-        await step(f"vm {name}", lambda: _destroy(cloud, vm["id"], not_expunged))
+        await step(f"vm {name}", lambda: _destroy(cloud, vm["id"], not_expunged, vm_gone.check(vm["id"])))
         await asyncio.gather(*(step(f"volume {n}", lambda v=v: delete_volume(v)) for n, v in disks_of(vm).items()))
 
     # Tasks start in the order they are made: the VMs first (the critical path), then the rest.
