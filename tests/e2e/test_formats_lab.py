@@ -74,6 +74,12 @@ CMD ["python3", "-m", "http.server", "9000", "--directory", "/srv"]
 """
 
 
+#: The worker (the Compose file's, the demo blueprint's) is judged ready after 1 s instead of the
+#: default 7: these tests are about what is imported, built and served, not that delay, and every
+#: second of it was spent waiting.
+QUICK_WORKER = ("--set", "roles.worker.healthcheck.readiness_delay=1")
+
+
 def _page(url: str, want: str, deadline: float = 60) -> str:
     """The index page once its first line is ``want`` (bounded)."""
     last = ""
@@ -124,7 +130,7 @@ def test_compose_file_imports_and_deploys(lab: Lab, tmp_path: Path) -> None:
     assert "services.web.restart" in init.stderr, init.explain()
     with env(lab, "e2e-compose") as name:
         run = lab.csdeploy("create-env", str(blueprint), "--env", name, "--version", "v1", "--progress", "plain",
-                           timeout=900)
+                           *QUICK_WORKER, timeout=900)
         lab.record("formats", compose_create_env_seconds=round(run.seconds, 1))
         body = _page(_role_url(lab, name, "web"), "demo v1")
         assert "db: ok" in body and "redis: ok" in body, body  # the env contract reached the app
@@ -263,9 +269,7 @@ def test_deploy_build_from_a_fresh_clone_serves_the_built_version(lab: Lab, tmp_
         created = time.monotonic() - started
         started = time.monotonic()
         deploy = csdeploy("deploy", blueprint, "--env", name, "--build", "--json", "--progress", "plain",
-                          timeout=1800)
-
-
+                          *QUICK_WORKER, timeout=1800)
         result = json.loads(deploy.stdout)
         lab.record("formats", build_create_env_seconds=round(created, 1),
                    deploy_build_seconds=round(time.monotonic() - started, 1),
