@@ -78,13 +78,35 @@ async def app_server() -> AsyncIterator[tuple[str, dict[str, float]]]:
         await runner.cleanup()
 
 
-async def test_a_good_version_is_watched_for_the_whole_duration(app_server) -> None:
+class _Clock:
+    """The watch's clock under the test's control: it moves only when the watch sleeps, so the
+    rounds a watch makes depend on its spec, never on how loaded the machine is."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep_unless(self, seconds: float, wake: object, stop: object) -> bool:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+        return False
+
+
+async def test_a_good_version_is_watched_for_the_whole_duration(app_server, monkeypatch) -> None:
     address, state = app_server
+    clock = _Clock()
+    monkeypatch.setattr(watch, "time", clock)
+    monkeypatch.setattr(watch, "_sleep_unless", clock.sleep_unless)
     target = watch.Target("web", address, "/up", (PathCheck(path="/"),), host="demo.lab", cookie="csdeploy-x")
-    started = time.monotonic()
     result = await watch.run(Watch(duration=1.0, interval=0.25, containers=False), lambda: [target], None)
     assert result.ok and result.reason is None
-    assert 0.9 <= time.monotonic() - started < 3 and result.rounds >= 4 and result.probes == 2 * result.rounds
+    # a round at 0, 0.25, 0.5, 0.75 and 1.0 s: the whole second, each round probing both paths
+    assert result.seconds == 1.0 and clock.slept == [0.25] * 4, clock.slept
+    assert result.rounds == 5 and result.probes == 2 * 5, result
     assert set(state["cookies"]) == {"csdeploy-x"} and set(state["hosts"]) == {"demo.lab"}
 
 
