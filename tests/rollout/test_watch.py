@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiohttp import web
@@ -89,11 +89,31 @@ class _Clock:
     def monotonic(self) -> float:
         return self.now
 
-    async def sleep_unless(self, seconds: float, wake: object, stop: object) -> bool:
+    async def sleep_unless(self, seconds: float, wake: asyncio.Event | None, stop: asyncio.Event | None) -> bool:
+        """As watch._sleep_unless: ``seconds`` pass, unless ``wake`` or ``stop`` is set within a
+        few real milliseconds (the test's next step), which ends the sleep with no time passed."""
         self.slept.append(seconds)
+        events = [e for e in (wake, stop) if e is not None]
+        if not events:
+            await asyncio.sleep(0)
+        else:
+            waiters = [asyncio.ensure_future(e.wait()) for e in events]
+            done, _ = await asyncio.wait(waiters, timeout=0.005, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+            if done:
+                return stop is not None and stop.is_set()
         self.now += seconds
-        await asyncio.sleep(0)
         return False
+
+
+async def _until(what: str, condition: Callable[[], bool]) -> None:
+    """Wait for ``condition`` (a few ms a check), failing after 10 s of wall time."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        await asyncio.sleep(0.005)
 
 
 async def test_a_good_version_is_watched_for_the_whole_duration(app_server, monkeypatch) -> None:
@@ -162,21 +182,26 @@ async def test_no_answer_is_a_failed_probe() -> None:
     assert not result.ok and "GET http://127.0.0.1:9/up (web)" in (result.reason or "")
 
 
-async def test_the_watch_probes_hosts_as_they_switch_and_lasts_its_duration_after_the_last(app_server) -> None:
+async def test_the_watch_probes_hosts_as_they_switch_and_lasts_its_duration_after_the_last(app_server,
+                                                                                           monkeypatch) -> None:
     address, state = app_server
+    clock = _Clock()
+    monkeypatch.setattr(watch, "time", clock)
+    monkeypatch.setattr(watch, "_sleep_unless", clock.sleep_unless)
     switched: list[watch.Target] = []
     switching = asyncio.Event()
     spec = Watch(duration=0.6, interval=0.1, containers=False, health=False, paths=(PathCheck(path="/"),))
     task = asyncio.ensure_future(watch.run(spec, lambda: list(switched), None, switching=switching))
-    await asyncio.sleep(0.35)
+    await _until("three rounds", lambda: len(clock.slept) >= 3)
     assert state["hosts"] == [], "nothing switched yet: nothing probed"
     switched.append(watch.Target("web", address, "/up", spec.paths, host="h1"))
-    await asyncio.sleep(0.35)
-    assert not task.done(), "the clock starts with the last switch"
-    settled = time.monotonic()
+    rounds = len(clock.slept)
+    await _until("three rounds more", lambda: len(clock.slept) >= rounds + 3)
+    assert state["hosts"] and not task.done(), "the clock starts with the last switch"
+    settled = clock.now
     switching.set()
     result = await task
-    assert result.ok and 0.55 <= time.monotonic() - settled < 1.5
+    assert result.ok and round(clock.now - settled, 6) == 0.6, (clock.now - settled, clock.slept)
     assert set(state["hosts"]) == {"h1"} and result.probes == len(state["hosts"])
 
 
