@@ -98,11 +98,12 @@ class _Clock:
             await asyncio.sleep(0)
         else:
             waiters = [asyncio.ensure_future(e.wait()) for e in events]
-            done, _ = await asyncio.wait(waiters, timeout=0.005, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=0.005, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
-            if done:
+            # set now, even if after the timeout fired (the test may have run in between): woken
+            if any(e.is_set() for e in events):
                 return stop is not None and stop.is_set()
         self.now += seconds
         return False
