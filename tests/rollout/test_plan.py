@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,12 +24,18 @@ from cloudstack_deploy.rollout.contract import accessory_env
 from cloudstack_deploy.rollout.deploy import Rollout
 from cloudstack_deploy.rollout.stages import accessory_hash
 from cloudstack_deploy.rollout.strategy import CanarySpec
+from tests.support.cli import cli_here
 
 from .test_apps import Pool
 from .test_commands import SECRETS
-from .test_interactive import TOKEN, csdeploy
+from .test_interactive import TOKEN
 from .test_interactive import host as host  # noqa: F401 (fixture)
 from .test_strategy import blueprint, inventory
+
+
+def csdeploy(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in process: what these tests check is the plan it prints, not the process."""
+    return cli_here(*args, env=env)
 
 APP = "registry.lab:5000/demo-app"
 PROXY = "basecamp/kamal-proxy:v0.9.2"

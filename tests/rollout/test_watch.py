@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiohttp import web
@@ -78,13 +78,56 @@ async def app_server() -> AsyncIterator[tuple[str, dict[str, float]]]:
         await runner.cleanup()
 
 
-async def test_a_good_version_is_watched_for_the_whole_duration(app_server) -> None:
+class _Clock:
+    """The watch's clock under the test's control: it moves only when the watch sleeps, so the
+    rounds a watch makes depend on its spec, never on how loaded the machine is."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep_unless(self, seconds: float, wake: asyncio.Event | None, stop: asyncio.Event | None) -> bool:
+        """As watch._sleep_unless: ``seconds`` pass, unless ``wake`` or ``stop`` is set within a
+        few real milliseconds (the test's next step), which ends the sleep with no time passed."""
+        self.slept.append(seconds)
+        events = [e for e in (wake, stop) if e is not None]
+        if not events:
+            await asyncio.sleep(0)
+        else:
+            waiters = [asyncio.ensure_future(e.wait()) for e in events]
+            await asyncio.wait(waiters, timeout=0.005, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+            # set now, even if after the timeout fired (the test may have run in between): woken
+            if any(e.is_set() for e in events):
+                return stop is not None and stop.is_set()
+        self.now += seconds
+        return False
+
+
+async def _until(what: str, condition: Callable[[], bool]) -> None:
+    """Wait for ``condition`` (a few ms a check), failing after 10 s of wall time."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        await asyncio.sleep(0.005)
+
+
+async def test_a_good_version_is_watched_for_the_whole_duration(app_server, monkeypatch) -> None:
     address, state = app_server
+    clock = _Clock()
+    monkeypatch.setattr(watch, "time", clock)
+    monkeypatch.setattr(watch, "_sleep_unless", clock.sleep_unless)
     target = watch.Target("web", address, "/up", (PathCheck(path="/"),), host="demo.lab", cookie="csdeploy-x")
-    started = time.monotonic()
     result = await watch.run(Watch(duration=1.0, interval=0.25, containers=False), lambda: [target], None)
     assert result.ok and result.reason is None
-    assert 0.9 <= time.monotonic() - started < 3 and result.rounds >= 4 and result.probes == 2 * result.rounds
+    # a round at 0, 0.25, 0.5, 0.75 and 1.0 s: the whole second, each round probing both paths
+    assert result.seconds == 1.0 and clock.slept == [0.25] * 4, clock.slept
+    assert result.rounds == 5 and result.probes == 2 * 5, result
     assert set(state["cookies"]) == {"csdeploy-x"} and set(state["hosts"]) == {"demo.lab"}
 
 
@@ -102,20 +145,20 @@ async def test_a_degrading_version_fails_the_watch_early_with_the_reason(app_ser
 async def test_containers_are_read_every_few_seconds_and_at_the_end(app_server, monkeypatch) -> None:
     address, _ = app_server
     monkeypatch.setattr(watch, "CONTAINER_EVERY", 0.5)
+    clock = _Clock()
+    monkeypatch.setattr(watch, "time", clock)
+    monkeypatch.setattr(watch, "_sleep_unless", clock.sleep_unless)
+    started = clock.now
     reads: list[float] = []
-    started = time.monotonic()
 
     async def states() -> dict[str, dict[str, watch.State | None]]:
-        reads.append(time.monotonic() - started)
+        reads.append(round(clock.now - started, 6))
         return {"h1": {"c": (0, "running", "t0")}}
 
     result = await watch.run(Watch(duration=1.2, interval=0.1), lambda: [watch.Target("web", address, "/up", ())], states)
-    assert result.ok and result.rounds >= 3, result  # 12 rounds of 0.1 s; fewer on a loaded machine
-    assert 3 <= len(reads) <= 5, reads     # at 0, ~0.5, ~1.0 and the last round, not every round
-    # every CONTAINER_EVERY, however many rounds fit between (the last rounds, within one interval
-    # of the end, read too)
-    assert all(b - a >= 0.45 for a, b in zip(reads, reads[1:-2], strict=False)), reads
-    assert reads[-1] >= 1.0
+    assert result.ok and result.rounds == 13, result  # a round every 0.1 s, from 0 to 1.2
+    # every CONTAINER_EVERY, not every round, and in the rounds within one interval of the end
+    assert reads == [0, 0.5, 1.0, 1.1, 1.2], reads
 
 
 async def test_containers_that_restart_fail_the_watch(app_server, monkeypatch) -> None:
@@ -140,21 +183,26 @@ async def test_no_answer_is_a_failed_probe() -> None:
     assert not result.ok and "GET http://127.0.0.1:9/up (web)" in (result.reason or "")
 
 
-async def test_the_watch_probes_hosts_as_they_switch_and_lasts_its_duration_after_the_last(app_server) -> None:
+async def test_the_watch_probes_hosts_as_they_switch_and_lasts_its_duration_after_the_last(app_server,
+                                                                                           monkeypatch) -> None:
     address, state = app_server
+    clock = _Clock()
+    monkeypatch.setattr(watch, "time", clock)
+    monkeypatch.setattr(watch, "_sleep_unless", clock.sleep_unless)
     switched: list[watch.Target] = []
     switching = asyncio.Event()
     spec = Watch(duration=0.6, interval=0.1, containers=False, health=False, paths=(PathCheck(path="/"),))
     task = asyncio.ensure_future(watch.run(spec, lambda: list(switched), None, switching=switching))
-    await asyncio.sleep(0.35)
+    await _until("three rounds", lambda: len(clock.slept) >= 3)
     assert state["hosts"] == [], "nothing switched yet: nothing probed"
     switched.append(watch.Target("web", address, "/up", spec.paths, host="h1"))
-    await asyncio.sleep(0.35)
-    assert not task.done(), "the clock starts with the last switch"
-    settled = time.monotonic()
+    rounds = len(clock.slept)
+    await _until("three rounds more", lambda: len(clock.slept) >= rounds + 3)
+    assert state["hosts"] and not task.done(), "the clock starts with the last switch"
+    settled = clock.now
     switching.set()
     result = await task
-    assert result.ok and 0.55 <= time.monotonic() - settled < 1.5
+    assert result.ok and round(clock.now - settled, 6) == 0.6, (clock.now - settled, clock.slept)
     assert set(state["hosts"]) == {"h1"} and result.probes == len(state["hosts"])
 
 

@@ -102,7 +102,7 @@ def test_slow_fault_delays_the_answer(cs: CloudStack) -> None:
     assert time.monotonic() - start >= 1.0
     start = time.monotonic()
     cs.listZones()
-    assert time.monotonic() - start < 0.5
+    assert time.monotonic() - start < 1.0  # not delayed again (a delay is 1 s; a loaded machine's call is not)
 
 
 # ---- the admin endpoint -------------------------------------------------------------------

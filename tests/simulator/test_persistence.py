@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from cs import CloudStack
 
+from cloudstack_deploy.lab.simulator import asyncjobs
 from cloudstack_deploy.lab.simulator.server import ThreadedSimulator
 
 from .cloudkit import catalog, deploy, http_error, network, public_key, vm_params
@@ -204,24 +205,45 @@ def test_a_torn_last_journal_line_is_ignored_and_a_corrupt_one_refused(tmp_path:
     assert journal.read_text() == broken and state.read_text() == snapshot
 
 
-def test_finished_jobs_expire_after_job_expire_minutes(tmp_path: Path) -> None:
+class _ShiftedClock:
+    """The simulator's job clock (asyncjobs' ``time``), moved forward by the test: an expiry is
+    checked by minutes passing at once, not by sleeping through a deadline a loaded machine can
+    overshoot (a 0.6 s expiry failed CI when 0.2 s of sleep took longer)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+
+def _finished(raw: CloudStack, jobid: str) -> dict:
+    deadline = time.monotonic() + 30
+    while (job := raw.queryAsyncJobResult(jobid=jobid))["jobstatus"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return job
+
+
+def test_finished_jobs_expire_after_job_expire_minutes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """AsyncJobManagerImpl's GC expunges a finished job job.expire.minutes after it completed:
     until then queryAsyncJobResult answers; after, its id is unknown (431). A pending job is
     never dropped, and the expiry survives a restart."""
+    clock = _ShiftedClock()
+    monkeypatch.setattr(asyncjobs, "time", clock)
     state, rng = tmp_path / "state.json", public_range()
-    config = dict(state_file=str(state), public_range=rng, ssh=False, job_expire_minutes=0.6 / 60)
+    config = dict(state_file=str(state), public_range=rng, ssh=False, job_expire_minutes=1)
     with ThreadedSimulator(make_config(**config)) as sim:
         cs, raw = _client(sim), _client(sim, fetch_result=False)
         net = network(cs, catalog(cs))
         done = raw.createTags(resourcetype="Network", resourceids=net["id"], tags=[{"key": "a", "value": "1"}])
-        time.sleep(0.2)
-        assert raw.queryAsyncJobResult(jobid=done["jobid"])["jobstatus"] == 1
-        time.sleep(0.6)
+        assert _finished(raw, done["jobid"])["jobstatus"] == 1
+        clock.offset += 50
+        assert raw.queryAsyncJobResult(jobid=done["jobid"])["jobstatus"] == 1, "50 s of a minute: kept"
+        clock.offset += 11
         assert "Invalid parameter jobid" in http_error(431, raw.queryAsyncJobResult, jobid=done["jobid"])
         later = raw.createTags(resourcetype="Network", resourceids=net["id"], tags=[{"key": "b", "value": "1"}])
-        time.sleep(0.2)
-        assert raw.queryAsyncJobResult(jobid=later["jobid"])["jobstatus"] == 1
-    time.sleep(0.5)
+        assert _finished(raw, later["jobid"])["jobstatus"] == 1
+    clock.offset += 62  # its completion is stored to the second
     with ThreadedSimulator(make_config(**config)) as sim:
         raw = _client(sim, fetch_result=False)
         assert "Invalid parameter jobid" in http_error(431, raw.queryAsyncJobResult, jobid=later["jobid"])
