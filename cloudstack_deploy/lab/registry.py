@@ -95,9 +95,10 @@ class RegistryInfo:
     username: str = USERNAME
     volume: str = ""
     state_dir: Path = field(default_factory=lambda: lab_dir() / "registry")
-    fresh: bool = False
+    # What one `ensure_registry` call did, not which registry this is (not compared):
+    fresh: bool = field(default=False, compare=False)
     """Its data volume was made by this `ensure_registry` (nothing but the lab's images yet)."""
-    seeded: bool = False
+    seeded: bool = field(default=False, compare=False)
     """That volume started as a copy of this machine's seed."""
 
     @property
@@ -174,8 +175,10 @@ async def ensure_registry(*, name: str | None = None, host_port: int | None = No
     Without ``name`` it is the current home's lab registry (name, port, volume and labels from
     the lab's config, made on first use). The container carries a hash of everything it was
     made from (image, certificate, key, htpasswd, port, volume, labels); a change to any of
-    them recreates it. The data volume is kept.
+    them recreates it. The data volume is kept; the current home's lab registry whose volume
+    is new starts from this machine's seed (see the module's docstring).
     """
+    own_lab = name is None  # only a lab's own registry starts from (and gives) the seed
     if name is None:
         lab = ensure_lab_config()
         name, host_port, volume = lab.registry_container, host_port or lab.registry_port, volume or lab.registry_volume
@@ -203,8 +206,8 @@ async def ensure_registry(*, name: str | None = None, host_port: int | None = No
             progress.emit(Event(resource, "create", "running", f"127.0.0.1:{host_port}"))
         if (await docker("volume", "inspect", volume, check=False))[0] != 0:
             await docker("volume", "create", volume)
-            fresh = True
-            seeded = await _seed_into(volume)
+            fresh = own_lab
+            seeded = own_lab and await _seed_into(volume)
             if seeded and progress:
                 progress.note(f"lab: registry {name} starts from this machine's seed ({SEED_VOLUME}): "
                               "the lab's images are there already")

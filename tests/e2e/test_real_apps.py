@@ -266,7 +266,14 @@ def test_g_a_version_that_never_turns_healthy_is_refused_within_the_deploy_timeo
     switch = [e for e in events if e.get("action") == "switch" and e.get("resource", "").startswith("web ")]
     started = next(e["elapsed"] for e in switch if e["status"] == "running")
     refused = next(e["elapsed"] for e in switch if e["status"] == "failed")
-    assert refused - started <= DEPLOY_TIMEOUT + 5, f"refused {refused - started:.1f}s after the switch began"
+    # kamal-proxy's timeout runs from the new container's start; what follows is a few docker
+    # calls (its logs, its removal) and the answer over SSH. The bench holds csdeploy to the
+    # timeout + 2 s on a quiet machine; here, with another lab shard and two fast tiers on two
+    # cores, each of those calls can take a second (CI of 2026-12-06: 17.6 s). A refusal that
+    # waited a default 30 s timeout, or the timeout twice, still fails this bound.
+    took = refused - started
+    assert took <= DEPLOY_TIMEOUT + 8, (f"refused {took:.1f}s after the switch began\n"
+                                        + "\n".join(json.dumps(e) for e in switch))
     status, body = http("GET", story.url("web"))
     assert status == 200 and page_version(body) == "v1"
     status, body = http("GET", story.url("web", "/admin/"))
