@@ -80,6 +80,15 @@ def calls(here: Path) -> list[list[str]]:
     return [json.loads(line) for line in (here / "docker.log").read_text().splitlines()]
 
 
+def healthy_on_4th_read(bindir: Path, here: Path) -> None:
+    """The `docker` on PATH says `starting` to the first three reads of the health state and
+    `healthy` from the fourth on."""
+    (bindir / "docker").write_text(DOCKER.format(here=str(here)).replace(
+        'print(open(os.path.join(here, "health")).read().strip())',
+        'n = sum("State.Health" in line for line in open(os.path.join(here, "docker.log")))\n'
+        '    print("healthy running" if n >= 4 else "starting running")'))
+
+
 def test_readiness_cmd_makes_the_worker_ready_as_soon_as_it_exits_0(host, tmp_path: Path) -> None:
     env, here = host
     bp = blueprint(tmp_path, "    readiness: {cmd: [test, -f, /tmp/ready], timeout: 15}\n")
@@ -144,10 +153,7 @@ def test_a_healthcheck_turning_healthy_is_seen_at_once(host, tmp_path: Path) -> 
     bindir = Path(env["PATH"].split(":")[0])
     (bindir / "sleep").write_text(SHEBANG + f"\nimport sys\nopen({str(here / 'sleeps')!r}, 'a').write(sys.argv[1] + '\\n')\n")
     (bindir / "sleep").chmod(0o755)
-    (bindir / "docker").write_text(DOCKER.format(here=str(here)).replace(
-        'print(open(os.path.join(here, "health")).read().strip())',
-        'n = sum("State.Health" in line for line in open(os.path.join(here, "docker.log")))\n'
-        '    print("healthy running" if n >= 4 else "starting running")'))
+    healthy_on_4th_read(bindir, here)
     done = start_worker(blueprint(tmp_path), env, here, "starting running")
     assert done.returncode == 0, done.stderr
     assert (here / "sleeps").read_text().split() == ["0.1", "0.1", "0.1"]
@@ -180,10 +186,7 @@ def test_a_failing_own_check_waits_for_dockers_verdict(host, tmp_path: Path) -> 
     env, here = host
     (here / "test").write_text("CMD-SHELL\ncurl -f http://localhost/up\n")
     bindir = Path(env["PATH"].split(":")[0])
-    (bindir / "docker").write_text(DOCKER.format(here=str(here)).replace(
-        'print(open(os.path.join(here, "health")).read().strip())',
-        'n = sum("State.Health" in line for line in open(os.path.join(here, "docker.log")))\n'
-        '    print("healthy running" if n >= 4 else "starting running")'))
+    healthy_on_4th_read(bindir, here)
     done = start_worker(blueprint(tmp_path), env, here, "starting running")
     assert done.returncode == 0, done.stderr
     early = [c for c in calls(here) if c[:1] == ["exec"]]
