@@ -207,7 +207,7 @@ async def ensure_registry(*, name: str | None = None, host_port: int | None = No
         if (await docker("volume", "inspect", volume, check=False))[0] != 0:
             await docker("volume", "create", volume)
             fresh = own_lab
-            seeded = own_lab and await _seed_into(volume)
+            seeded = own_lab and await seed_into(volume)
             if seeded and progress:
                 progress.note(f"lab: registry {name} starts from this machine's seed ({SEED_VOLUME}): "
                               "the lab's images are there already")
@@ -264,7 +264,7 @@ async def _copy_volume(source: str, target: str, script: str) -> int:
     return code
 
 
-async def _seed_into(volume: str) -> bool:
+async def seed_into(volume: str) -> bool:
     """Copy this machine's seed into the new, empty ``volume``; False when there is none."""
     async with _seed_lock():
         if (await docker("volume", "inspect", SEED_VOLUME, check=False))[0] != 0:

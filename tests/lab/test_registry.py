@@ -7,6 +7,7 @@ temporary CSDEPLOY_HOME-like directory), so the user's lab registry is never tou
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 import stat
@@ -16,14 +17,19 @@ from pathlib import Path
 
 import pytest
 
+from cloudstack_deploy.lab import registry as lab_registry
 from cloudstack_deploy.lab.registry import (
     CERTS_D,
+    REGISTRY_IMAGE,
+    SEED_COMPLETE,
     RegistryInfo,
     connect_network,
     ensure_registry,
     push,
     registry_status,
     remove_registry,
+    save_seed,
+    seed_into,
 )
 from cloudstack_deploy.progress import Recorder
 
@@ -141,7 +147,7 @@ def test_ensure_is_idempotent_and_recreates_on_a_new_password_keeping_the_data(
     # The recreated container is back on the lab network, reachable as registry.lab.
     fmt = '{{json (index .NetworkSettings.Networks "' + lab.net + '").Aliases}}'
     assert "registry.lab" in docker("inspect", "--format", fmt, registry.name).stdout
-    lookup = docker("run", "--rm", "--network", lab.net, "csdeploy-lab/registry:2", "getent", "hosts", "registry.lab")
+    lookup = docker("run", "--rm", "--network", lab.net, REGISTRY_IMAGE, "getent", "hosts", "registry.lab")
     assert lookup.stdout.split()[0] == docker("inspect", "--format", fmt.replace(".Aliases", ".IPAddress"),
                                               registry.name).stdout.strip().strip('"')
 
@@ -162,3 +168,52 @@ def test_remove_keeps_the_volume_unless_purged(home: Path) -> None:
         asyncio.run(remove_registry(purge=True, **kwargs))  # type: ignore[arg-type]
     assert docker("volume", "inspect", kwargs["volume"], check=False).returncode != 0  # type: ignore[arg-type]
     assert not (CERTS_D / f"localhost:{port}").exists()
+
+
+@pytest.fixture
+def seed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """A seed volume and two registry volumes of this test's own (never the machine's seed),
+    and a lock of its own: (seed, a fresh registry's volume, the next new registry's volume)."""
+    tag = secrets.token_hex(4)
+    names = (f"csdt-seed-{tag}", f"csdt-reg-a-{tag}", f"csdt-reg-b-{tag}")
+    monkeypatch.setattr(lab_registry, "SEED_VOLUME", names[0])
+    monkeypatch.setenv("CSDEPLOY_LAB_CLAIMS", str(tmp_path / "claims"))
+    for name in names[1:]:
+        docker("volume", "create", "--label", "csdeploy.test=1", name)
+    try:
+        yield names
+    finally:
+        docker("volume", "rm", "--force", *names, check=False)
+
+
+def _files(volume: str) -> list[str]:
+    out = docker("run", "--rm", "--network", "none", "--volume", f"{volume}:/v:ro", "--entrypoint", "sh",
+                 REGISTRY_IMAGE, "-c", "cd /v && find . -type f | sort").stdout
+    return out.split()
+
+
+def test_a_new_registry_starts_from_a_complete_seed_only(
+        seed: tuple[str, str, str], registry: RegistryInfo) -> None:
+    """No seed: nothing copied. A seed taken from a fresh registry holds its data and the mark
+    written last; the next new registry starts as a copy of it (without the mark). A seed whose
+    mark is missing (its writer died half-way) is never used, and leaves the new volume empty."""
+    seed_volume, fresh, new = seed
+    assert asyncio.run(seed_into(new)) is False, "there is no seed yet"
+    docker("run", "--rm", "--network", "none", "--volume", f"{fresh}:/v", "--entrypoint", "sh", REGISTRY_IMAGE,
+           "-c", "mkdir -p /v/docker/registry/v2/blobs && echo layer > /v/docker/registry/v2/blobs/data")
+    asyncio.run(save_seed(dataclasses.replace(registry, volume=fresh)))  # not made by this call: no seed
+    assert docker("volume", "inspect", seed_volume, check=False).returncode != 0
+    recorder = Recorder()
+    asyncio.run(save_seed(dataclasses.replace(registry, volume=fresh, fresh=True), recorder))
+    assert _files(seed_volume) == [f"./{SEED_COMPLETE}", "./docker/registry/v2/blobs/data"]
+    assert any("now holds the lab's images" in text for _, text in recorder.notes), recorder.notes
+
+    assert asyncio.run(seed_into(new)) is True
+    assert _files(new) == ["./docker/registry/v2/blobs/data"]
+
+    docker("run", "--rm", "--network", "none", "--volume", f"{seed_volume}:/v", "--entrypoint", "rm",
+           REGISTRY_IMAGE, f"/v/{SEED_COMPLETE}")  # a writer that died before its mark
+    docker("volume", "rm", new)
+    docker("volume", "create", "--label", "csdeploy.test=1", new)
+    assert asyncio.run(seed_into(new)) is False
+    assert _files(new) == []
