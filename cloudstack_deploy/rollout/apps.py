@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any
 
 from ..blueprint_schema import Role
@@ -228,9 +229,25 @@ class Apps:
                 return
 
             async def start(host: Host) -> None:
-                conn = await self.host_ready(host)
-                self.workers_starting.append((role, host))
-                out = await self.r.app_step(conn, role, self.version, self.rp.host(host.name).step(START, role.name))
+                step = self.rp.host(host.name).step(START, role.name)
+                await self.ready[host.name]
+                if step.parts is None or self.accessories_ready.done():
+                    conn = await self.host_ready(host)
+                    self.workers_starting.append((role, host))
+                    out = await self.r.app_step(conn, role, self.version, step)
+                else:
+                    # accessories are still starting elsewhere (a first deploy's database): the
+                    # worker starts now and its readiness_delay runs meanwhile; it is judged once
+                    # they are ready (started again if it stopped for want of them)
+                    conn = await self.pool.connect(host)
+                    self.workers_starting.append((role, host))
+                    launch, ready = step.parts
+                    out = await self.r.app_step(conn, role, self.version, replace(step, script=launch))
+                    await self.accessories_ready
+                    if "kept" not in out.split():
+                        await self.r.app_step(conn, role, self.version,
+                                              replace(step, what=f"wait until ready {role.name} {self.version}",
+                                                      script=ready))
                 self.workers_started.append((role, host))
                 if "kept" in out.split():  # it ran before this deploy: not ours to remove on failure
                     self.workers_starting.remove((role, host))

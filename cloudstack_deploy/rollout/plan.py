@@ -49,6 +49,7 @@ from .stages import (
     proxy_switch_script,
     schedule_script,
     worker_abort_script,
+    worker_start_parts,
     worker_start_script,
 )
 
@@ -150,6 +151,9 @@ class Step:
     batch: int = 0                 # the role's batch it belongs to (1-based), 0 outside batches
     batches: int = 0
     on_failure: bool = False       # run only when the rollout is judged bad
+    # a worker's start as two execs (the start, then the wait for readiness), for a host that
+    # may start it while accessories elsewhere are still starting: `stages.worker_start_parts`
+    parts: tuple[Script, Script] | None = field(default=None, repr=False)
 
     def to_dict(self, scripts: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {"stage": self.stage, "what": self.what, "role": self.role}
@@ -483,9 +487,10 @@ def _app_steps(ctx: Context, apps: AppPlan, user: str, abort: bool) -> dict[str,
         role = bp.roles[name]
         for n, group in enumerate(groups, start=1):
             for h in group:
+                app_env, image = ctx.app_env(name, v), ctx.role_image(name, v)
                 add(Step(h.name, START, f"start {name} {v}",
-                         worker_start_script(bp, ctx.env, role, v, ctx.app_env(name, v),
-                                             image=ctx.role_image(name, v)), name, n, len(groups)))
+                         worker_start_script(bp, ctx.env, role, v, app_env, image=image), name, n, len(groups),
+                         parts=worker_start_parts(bp, ctx.env, role, v, app_env, image=image)))
     judged = [(name, h) for name, hosts in [*apps.switch.items(), *apps.already.items()] for h in hosts]
     if apps.commit:
         for name, h in judged:

@@ -284,19 +284,37 @@ def worker_start_script(bp: Blueprint, env: str, role: Role, version: str, app_e
     is ready (its `readiness.cmd` exits 0 inside it; else its HEALTHCHECK, the image's or
     healthcheck.cmd, says healthy; else it still runs after readiness_delay). Prints ``fresh`` when the
     container started now (``abort`` may remove it), ``kept`` when it already ran."""
-    s, name = _app_start(bp, env, role, version, app_env, image)
+    launch, ready = worker_start_parts(bp, env, role, version, app_env, image=image, again=False)
+    return launch.extend(ready)
+
+
+def worker_start_parts(bp: Blueprint, env: str, role: Role, version: str, app_env: ContainerEnv, *,
+                       image: str | None = None, again: bool = True) -> tuple[Script, Script]:
+    """`worker_start_script` in two execs: the start (prints ``fresh`` or ``kept``), and the
+    wait for readiness, counted from that start. Between them the rollout waits for the
+    accessories still starting elsewhere (a first deploy's database), so the worker's
+    readiness_delay runs meanwhile instead of after. With ``again``, a container that exited
+    or was restarted by Docker before that wait began (it needed an accessory that was not
+    ready yet) is started again, and judged from then."""
+    launch, name = _app_start(bp, env, role, version, app_env, image)
+    started = h.started_file(bp.service, name)
+    launch.extend(d.note_start(started, FRESH))
+    with launch.when(equals(FRESH, "1")):
+        launch.emit("fresh")
+    with launch.otherwise():
+        launch.emit("kept")
     hc = role.healthcheck
     readiness = (hc or Healthcheck()).readiness_delay
     probe = role.readiness
     timeout = probe.timeout if probe is not None else max(30.0, readiness * 3)
-    s.step("wait-ready")
-    with s.when(equals(FRESH, "1")):
-        s.extend(d.wait_ready(name, timeout=timeout, readiness=readiness, remove_on_fail=True,
-                              probe=probe.cmd if probe is not None else None))
-        s.emit("fresh")
-    with s.otherwise():
-        s.emit("kept")
-    return s
+    since = Var("since")
+    ready = Script()
+    ready.step("wait-ready")
+    ready.extend(d.resume_start(name, started, since, again=again))
+    with ready.when(nonempty(since)):
+        ready.extend(d.wait_ready(name, timeout=timeout, readiness=readiness, remove_on_fail=True,
+                                  probe=probe.cmd if probe is not None else None, since=since))
+    return launch, ready
 
 
 def worker_commit_script(bp: Blueprint, env: str, role: Role, version: str, *, retain: int,

@@ -6,6 +6,7 @@ and refuse the switch on the hosts a test names (the scripts themselves run unde
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -166,3 +167,72 @@ async def test_a_host_lost_after_the_verdict_leaves_its_old_container_with_a_war
     await apps.converge(r, pool, runs.rollout_plan(r, runs.RolloutOptions(version="v2"), "v2", facts, targets))  # type: ignore[arg-type]
     assert r.outcome.reverted == []
     assert [w for w in r.outcome.warnings if w.startswith("demo-worker-1: worker's old container was not stopped")]
+
+
+class SlowAccessories(Pool):
+    """The accessory hosts' preparation (a first deploy's database: pull, first boot) lasts
+    until the worker's container has started elsewhere, or fails then with ``fail``."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__(set())
+        self.fail = fail
+        self.worker_started = asyncio.Event()
+
+    async def connect(self, host: Any) -> StandIn:
+        pool = self
+
+        class Host(StandIn):
+            async def run(self, script: Any, *, what: str = "", **kw: Any) -> Result:
+                if what.startswith("prepare") and self.host.accessories:
+                    await asyncio.wait_for(pool.worker_started.wait(), 5)
+                    pool.log.append((self.host.name, "accessories ready"))
+                    if pool.fail:
+                        raise HostError(self.host.name, f"{what} failed at step accessory db (exit 66)")
+                    return Result(0, "accessory|db|started\n", "")
+                res = await super().run(script, what=what, **kw)
+                if what == "start worker v2":
+                    pool.worker_started.set()
+                return res
+
+        return Host(host, self)
+
+
+def first_deploy(pool: Pool) -> tuple[Rollout, Any]:
+    r = Rollout(blueprint(), inventory(1), SECRETS, Recorder())
+    targets = r.select()
+    facts = {name: replace(f, running={}) for name, f in ready_facts(r, "v1").items()}  # nothing ran before
+    return r, runs.rollout_plan(r, runs.RolloutOptions(version="v2"), "v2", facts, targets)
+
+
+async def test_a_first_deploys_worker_starts_while_its_accessories_are_still_starting() -> None:
+    """The worker's readiness_delay runs while the database boots, not after it: its
+    container starts once its own host is ready; it is judged, and the web switches, only
+    once every accessory is ready."""
+    pool = SlowAccessories()
+    r, rp = first_deploy(pool)
+    await apps.converge(r, pool, rp)  # type: ignore[arg-type]
+    order = [w for _, w in pool.log]
+    assert order.index("start worker v2") < order.index("accessories ready") < order.index(
+        "wait until ready worker v2"), order
+    assert order.index("accessories ready") < order.index("switch web v2"), "no traffic before the database"
+
+
+async def test_accessories_that_fail_remove_the_worker_that_started_meanwhile() -> None:
+    pool = SlowAccessories(fail=True)
+    r, rp = first_deploy(pool)
+    with pytest.raises(OperationFailed) as err:
+        await apps.converge(r, pool, rp)  # type: ignore[arg-type]
+    assert "accessory db" in str(err.value)
+    assert ("demo-worker-1", "remove worker v2") in pool.log, "the worker started early does not linger"
+    assert not any(w.startswith(("wait until ready", "switch web")) for _, w in pool.log), pool.log
+
+
+async def test_a_redeploy_runs_the_worker_start_as_one_exec() -> None:
+    """With no accessory starting, the worker's start and its readiness stay one exec."""
+    r = Rollout(blueprint(), inventory(1), SECRETS, Recorder())
+    pool = Pool(set())
+    facts = ready_facts(r, "v1")   # the app roles only (--roles): no accessory is started
+    await apps.converge(r, pool, runs.rollout_plan(r, runs.RolloutOptions(version="v2"), "v2", facts,  # type: ignore[arg-type]
+                                                   r.select(roles=("web", "worker"))))
+    assert ("demo-worker-1", "start worker v2") in pool.log
+    assert not any(w.startswith("wait until ready") for _, w in pool.log)

@@ -20,7 +20,7 @@ import pytest
 from cloudstack_deploy.blueprint import BlueprintError, load_blueprint
 from cloudstack_deploy.inventory import Inventory
 from cloudstack_deploy.rollout.contract import role_env
-from cloudstack_deploy.rollout.stages import worker_start_script
+from cloudstack_deploy.rollout.stages import worker_start_parts, worker_start_script
 from tests.support.fakedocker import SHEBANG
 
 from .test_commands import INVENTORY, SECRETS
@@ -44,6 +44,9 @@ open(os.path.join(here, "docker.log"), "a").write(json.dumps(args) + "\\n")
 if args[:1] == ["inspect"] and ".Config.Healthcheck" in args[2]:
     if os.path.exists(os.path.join(here, "test")):  # the image's HEALTHCHECK, one word a line
         sys.stdout.write(open(os.path.join(here, "test")).read())
+elif args[:1] == ["inspect"] and "RestartCount" in args[2]:
+    f = os.path.join(here, "restarts")
+    print(open(f).read().strip() if os.path.exists(f) else "0 running")
 elif args[:1] == ["inspect"] and "Health" in args[2]:
     print(open(os.path.join(here, "health")).read().strip())
 if args[:1] == ["exec"]:
@@ -195,3 +198,53 @@ def test_a_failing_own_check_waits_for_dockers_verdict(host, tmp_path: Path) -> 
     done = start_worker(blueprint(tmp_path), env, here, "unhealthy running")
     assert done.returncode == 66
     assert "container demo-worker-v2 is unhealthy running" in done.stderr
+
+
+# ---- a worker started while its accessories were still starting (a first deploy) ----------------
+def start_then_judge(bp, env: dict[str, str], here: Path, *, ran_for: int,
+                     restarts: str | None = None) -> tuple[str, subprocess.CompletedProcess[str]]:
+    """The worker's start (one exec), then, as if its accessories took ``ran_for`` s to be
+    ready (its start time moved back that far), the exec that judges it."""
+    (here / "health").write_text("none running")
+    launch, ready = worker_start_parts(bp, "demo", bp.roles["worker"], "v2",
+                                       role_env(bp, "worker", INVENTORY, SECRETS, "v2"))
+    run = dict(env=env, cwd=here / "home", capture_output=True, text=True, timeout=20)
+    started = subprocess.run(["sh", "-s"], input=launch.text(), **run)
+    assert started.returncode == 0, started.stderr
+    mark = here / "home" / ".csdeploy" / "demo" / "demo-worker-v2.started"
+    mark.write_text(f"{int(mark.read_text()) - ran_for * 100}\n")
+    if restarts is not None:
+        (here / "restarts").write_text(restarts)
+    return started.stdout, subprocess.run(["sh", "-s"], input=ready.text(), **run)
+
+
+def health_reads(here: Path) -> int:
+    return sum(1 for c in calls(here) if c[:1] == ["inspect"] and "State.Health" in c[2])
+
+
+def test_a_worker_that_ran_while_its_accessories_started_is_ready_from_its_start(host, tmp_path: Path) -> None:
+    """Its readiness_delay (60 s here) counted from its start, 61 s before the judging exec:
+    judged at its first look, not 60 s later."""
+    env, here = host
+    out, judged = start_then_judge(blueprint(tmp_path), env, here, ran_for=61)
+    assert out.split() == ["fresh"]
+    assert judged.returncode == 0, judged.stderr
+    assert health_reads(here) == 1
+    assert not [c for c in calls(here) if c[:1] == ["start"]]
+    assert not (here / "home" / ".csdeploy" / "demo" / "demo-worker-v2.started").exists()
+
+
+@pytest.mark.parametrize(("restarts", "started_again"), [("0 exited", True), ("3 running", False)])
+def test_a_worker_that_stopped_before_its_accessories_were_ready_is_judged_from_a_new_start(
+        restarts: str, started_again: bool, host, tmp_path: Path) -> None:
+    """It exited (or Docker's restart policy restarted it) for want of its database: started
+    again if it is not running, and its readiness_delay (1 s) counted from then, not from the
+    start that failed 61 s before: the judging exec looks at it more than once."""
+    env, here = host
+    path = tmp_path / "bp.yml"
+    path.write_text(HEAD.replace("readiness_delay: 60", "readiness_delay: 1"))
+    _, judged = start_then_judge(load_blueprint(str(path)), env, here, ran_for=61, restarts=restarts)
+    assert judged.returncode == 0, judged.stderr
+    assert "(started before its accessories were ready): starting it again" in judged.stderr
+    assert (["start", "demo-worker-v2"] in calls(here)) is started_again
+    assert health_reads(here) >= 2, "judged from the new start, not at once"

@@ -395,7 +395,7 @@ def own_check(name: str | Var, test: Var) -> Cond:
 
 
 def wait_ready(name: str, *, timeout: float, readiness: float, remove_on_fail: bool = False,
-               code: int = 66, probe: Sequence[str] | None = None) -> Script:
+               code: int = 66, probe: Sequence[str] | None = None, since: Var | None = None) -> Script:
     """Wait until ``name`` is healthy (a HEALTHCHECK: Docker's verdict, or, while Docker still
     says `starting`, the same check passing when run at once: `own_check`) or, without one,
     still running ``readiness`` s after the wait began (measured on the host's clock, not by counting polls: each `docker inspect`
@@ -405,9 +405,15 @@ def wait_ready(name: str, *, timeout: float, readiness: float, remove_on_fail: b
 
     On failure print the container's state and last logs; ``remove_on_fail`` then removes it
     (a new app version that never became ready must not linger beside the old one).
+
+    ``since``: when the container started (`clock`, e.g. read back by `resume_start`), if that
+    was before this wait: the readiness delay counts from then; ``timeout`` still counts from
+    the wait's own start.
     """
     s = Script()
-    st, t0, now, test = Var("st"), Var("t0"), Var("now"), Var("hc_test")
+    st, now, test = Var("st"), Var("now"), Var("hc_test")
+    t0 = since or Var("t0")
+    waited = Var("wait_t0") if since is not None else t0
 
     def give_up(*why: str | Var) -> None:
         s.say(*why)
@@ -416,7 +422,7 @@ def wait_ready(name: str, *, timeout: float, readiness: float, remove_on_fail: b
             s.run(remove([name]), quiet=True, may_fail=True)
         s.exit(code)
 
-    s.extend(clock(t0))
+    s.extend(clock(waited))
     if probe is None:
         s.capture(test, inspect(name, HEALTH_TEST))
     with s.loop():
@@ -436,7 +442,7 @@ def wait_ready(name: str, *, timeout: float, readiness: float, remove_on_fail: b
                 s.break_()
         with s.when(matches(st, "*exited*", "*dead*", "unhealthy *") | empty(st)):
             give_up(f"container {name} is ", st)
-        with s.when(elapsed_at_least(t0, now, timeout)):
+        with s.when(elapsed_at_least(waited, now, timeout)):
             give_up(f"container {name} not ready after {timeout:g}s (", st,
                     ")" if probe is None else f"; readiness.cmd never exited 0: {' '.join(probe)})")
         if probe is None:
@@ -448,6 +454,37 @@ def wait_ready(name: str, *, timeout: float, readiness: float, remove_on_fail: b
                 s.extend(sleep_until_or_step(t0, now, readiness))
         else:
             s.sleep(PROBE_STEP)
+    return s
+
+
+def note_start(path: str, fresh: Var) -> Script:
+    """Write down on the host when a container started (``fresh`` = 1: now; `clock`), for
+    `resume_start` in a later exec; a container kept from before leaves nothing written."""
+    s = Script()
+    at = Var("started_at")
+    s.run(["rm", "-f", path])
+    with s.when(equals(fresh, "1")):
+        s.extend(clock(at))
+        s.raw(f"printf '%s\\n' \"${at.name}\" > {q([path])}")
+    return s
+
+
+def resume_start(name: str, path: str, since: Var, *, again: bool) -> Script:
+    """``since`` = when `note_start` saw ``name`` start (empty: it was kept, nothing to judge).
+    With ``again``, a container that stopped or was restarted by Docker since then (it ran
+    while what it needs, its accessories, was still starting) is started again now, and
+    ``since`` is now: its readiness is judged from that start, not from the one that failed."""
+    s = Script()
+    rs = Var("restarts")
+    s.capture(since, ["cat", path])
+    s.run(["rm", "-f", path])
+    if again:
+        s.capture(rs, inspect(name, "{{.RestartCount}} {{.State.Status}}"))
+        with s.when(nonempty(since) & nonempty(rs) & ~equals(rs, "0 running")):
+            s.say(f"container {name} ", rs, " (started before its accessories were ready): starting it again")
+            with s.when(~matches(rs, "* running", "* restarting")):
+                s.run(start(name), quiet=True)
+            s.extend(clock(since))
     return s
 
 

@@ -49,6 +49,11 @@ def history_file(service: str) -> str:
     return f"{base_dir(service)}/history.jsonl"
 
 
+def started_file(service: str, container: str) -> str:
+    """Where a worker's start time waits for the exec that judges its readiness (`docker.note_start`)."""
+    return f"{base_dir(service)}/{container}.started"
+
+
 def ensure_dirs(service: str) -> Script:
     return make_dirs([env_dir(service)])
 
