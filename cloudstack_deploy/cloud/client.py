@@ -463,28 +463,43 @@ class StillListed:
 
 
 BATCH_MIN = 3  #: pending jobs from which one listAsyncJobs poll replaces one query per job
+FIRST_POLL = 0.2  #: seconds from a job's submission to its first poll (the interval, if shorter)
+POLL_GROWTH = 1.5  #: each later poll of a job waits this much longer, up to the poll interval
+MIN_POLL_GAP = 0.1  #: seconds from the end of one poll round to the start of the next, at least
 
 
 class _JobWatcher:
     """Waits for every pending job of a session with as few API calls as it can.
 
     With a few jobs pending, each is polled with queryAsyncJobResult. With more (30 VMs
-    deploying at once), one listAsyncJobs call per interval (jobs created since the oldest
+    deploying at once), one listAsyncJobs call per round (jobs created since the oldest
     pending one) tells which are still running: CloudStack lists pending jobs only (a
     finished job is marked removed, AsyncJobManagerImpl.completeAsyncJob), so a job that
     left the listing is queried once for its result (unless its caller will prove it
-    otherwise, ``need_result=False``: see `Cloud.wait_job`). Polls are one listing per
-    interval plus one query per job, never one query per job per interval. A cloud that lists
-    finished jobs with their result (AsyncJobJoinDaoImpl fills it in) saves those queries;
-    should listAsyncJobs be refused, every job is polled on its own.
+    otherwise, ``need_result=False``: see `Cloud.wait_job`). Polls are one listing per round
+    plus one query per job, never one query per job per round. A cloud that lists finished
+    jobs with their result (AsyncJobJoinDaoImpl fills it in) saves those queries; should
+    listAsyncJobs be refused, every job is polled on its own.
+
+    Each job has its own schedule: first looked at `FIRST_POLL` after it was submitted, then
+    after intervals growing by `POLL_GROWTH` up to the poll interval. A job submitted while
+    the others have long been waiting (the last of 200 destroys, a job after minutes of
+    deploys on a cloud polled every 2 s) is looked at as soon as one submitted alone would be,
+    not at the next turn of a slowed-down shared clock. A round serves every job due by then
+    (one listing covers all), and rounds are at least `MIN_POLL_GAP` apart, so jobs
+    submitted one after another share rounds instead of each asking for its own.
     """
 
     def __init__(self, cloud: Cloud) -> None:
         self.cloud = cloud
         #: job id: (its waiter, deadline, when it was first waited for, whether its result is needed)
         self.pending: dict[str, tuple[asyncio.Future[dict[str, Any] | None], float, float, bool]] = {}
+        #: job id: (when it is next due, on the loop's clock; the wait before that)
+        self._due: dict[str, tuple[float, float]] = {}
         self.batch_ok = True
         self._task: asyncio.Task[None] | None = None
+        self._kick = asyncio.Event()
+        self._wake_at = float("inf")
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():
@@ -494,28 +509,38 @@ class _JobWatcher:
         for fut, *_ in self.pending.values():
             fut.cancel()
         self.pending.clear()
+        self._due.clear()
 
     async def wait(self, jobid: str, deadline: float, *, need_result: bool = True) -> dict[str, Any] | None:
         """The finished job; None past ``deadline``; ``_UNREAD`` if not ``need_result`` and the
         job left the listing of pending jobs (it finished; its result was not read)."""
-        fut: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any] | None] = loop.create_future()
         self.pending[jobid] = (fut, deadline, time.time(), need_result)
+        first = min(self.cloud.poll_interval, FIRST_POLL)
+        self._due[jobid] = (loop.time() + first, first)
         if self._task is None or self._task.done():
+            self._wake_at = float("inf")
             self._task = asyncio.create_task(self._run())
+        elif self._due[jobid][0] < self._wake_at:
+            self._kick.set()  # the watcher sleeps past this job's first poll: wake it to re-plan
         return await fut
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        interval = min(self.cloud.poll_interval, 0.2)
-        due = loop.time() + interval
+        floor = 0.0  # no round before this: `MIN_POLL_GAP` after the last one ended
         while self.pending:
-            # Polls are spaced from one poll's start to the next: a round that took long (the
-            # queries of 200 jobs that just finished) is not followed by a whole interval more.
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            interval = min(interval * 1.5, self.cloud.poll_interval)
-            due = loop.time() + interval
+            self._wake_at = max(floor, min(self._due[j][0] for j in self.pending))
+            delay = self._wake_at - loop.time()
+            if delay > 0:
+                self._kick.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), delay)
+                continue  # re-plan: time is up, or a job came in due sooner
+            started = loop.time()
+            due = [j for j in self.pending if self._due[j][0] <= started]
             ids = list(self.pending)
-            to_query = ids
+            to_query = due
             if self.batch_ok and len(ids) >= BATCH_MIN:
                 listed = await self._listed(ids)
                 if listed is not None:
@@ -529,11 +554,17 @@ class _JobWatcher:
                         elif job.get("jobstatus") != 0:
                             self._resolve(jobid, job)
             await asyncio.gather(*(self._query(jobid) for jobid in to_query))
+            for jobid in due:  # the next poll of each job that was due comes a little later
+                if jobid in self._due:
+                    step = min(self._due[jobid][1] * POLL_GROWTH, self.cloud.poll_interval)
+                    self._due[jobid] = (started + step, step)
+            floor = loop.time() + MIN_POLL_GAP
             now = time.monotonic()
             for jobid, (fut, deadline, *_) in list(self.pending.items()):
                 if now > deadline and not fut.done():
                     fut.set_result(None)
                     del self.pending[jobid]
+                    self._due.pop(jobid, None)
 
     async def _listed(self, ids: list[str]) -> dict[str, dict[str, Any]] | None:
         """The jobs created since the oldest of ``ids`` by id; None when listing fails."""
@@ -547,6 +578,7 @@ class _JobWatcher:
         return {j.get("jobid"): j for j in jobs}
 
     def _resolve(self, jobid: str, job: dict[str, Any]) -> None:
+        self._due.pop(jobid, None)
         entry = self.pending.pop(jobid, None)
         if entry is not None and not entry[0].done():
             entry[0].set_result(job)
@@ -561,6 +593,7 @@ class _JobWatcher:
             if not entry[0].done():
                 entry[0].set_exception(exc)
             self.pending.pop(jobid, None)
+            self._due.pop(jobid, None)
             return
         if job.get("jobstatus") != 0:
             self._resolve(jobid, job)

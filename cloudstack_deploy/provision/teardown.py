@@ -83,9 +83,26 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
     # 0. Load-balancer rules first: no traffic goes to VMs that are about to stop, and no rule
     # is edited by a VM's expunge while it is being deleted. (Releasing an address takes its
     # rules too, but rules on the source-NAT address stay until the network goes.)
-    lbs = asyncio.gather(*(step(f"load-balancer {r.get('name') or r['id']}",
-                                lambda r=r: cloud.job("deleteLoadBalancerRule", id=r["id"]))
-                           for r in actual.lb_rules if r.get("state") != "Deleting"))
+    rules = [r for r in actual.lb_rules if r.get("state") != "Deleting"]
+    # The rules' job is on the critical path (every VM waits for it): its submission goes to
+    # the cloud alone, answered before the early releases below are sent, not queued behind
+    # them (a job's first poll is timed from its answer).
+    unanswered = len(rules)
+    rules_sent = asyncio.Event()
+
+    async def delete_rule(rule: dict[str, Any]) -> None:
+        nonlocal unanswered
+        try:
+            reply = await cloud.request("deleteLoadBalancerRule", id=rule["id"])
+        finally:
+            unanswered -= 1
+            if not unanswered:
+                rules_sent.set()
+        if "jobid" in reply:
+            await cloud.wait_job("deleteLoadBalancerRule", reply["jobid"])
+
+    lbs = asyncio.gather(*(step(f"load-balancer {r.get('name') or r['id']}", lambda r=r: delete_rule(r))
+                           for r in rules))
 
     # Many deletions are proven done by listing what is left, not by reading each job's
     # result: once their jobs leave the cloud's listing of pending jobs, one listing tells
@@ -117,8 +134,14 @@ async def teardown_env(cloud: Cloud, env: str, progress: Progress, *, delete_sna
     # They go in the background: the VMs' destroys, asked for once the rules are gone, go
     # before those still waiting (not behind up to 200 releases).
     early = [ip for ip in actual.ips if ip["id"] not in ruled] if actual.lb_rules else []
+
+    async def release_early(ip: dict[str, Any]) -> None:
+        if rules:
+            await rules_sent.wait()
+        await release(ip)
+
     with cloud.background():
-        ips_early = asyncio.gather(*(release(ip) for ip in early))
+        ips_early = asyncio.gather(*(release_early(ip) for ip in early))
     # What is read next (snapshots, volumes, their policies) overlaps the rules' deletion.
     try:
         # Snapshots first, while the volumes still find a policy's (untagged) ones: deleted, or

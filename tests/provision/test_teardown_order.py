@@ -120,3 +120,29 @@ async def test_a_job_that_never_finishes_times_out_naming_its_vm(
     assert f"vm {names[stuck[0]]}: CloudStack destroyVirtualMachine failed: job " in str(err)
     assert "did not finish within 2s" in str(err)
     assert [v["name"] for v in cloud_view.vms()] == [names[stuck[0]]]
+
+
+async def test_the_rules_are_submitted_alone_before_the_early_releases(home: Path, cloud_view: CloudView) -> None:
+    """Every VM waits for the load-balancer rules' job, so their deletion is answered before any
+    release of an address without rules is sent (those releases would otherwise share the
+    cloud with it and delay its answer, from which its first poll is timed). The releases
+    still go while the rules' job runs."""
+    await create("demo", "roles.web.count=3")
+    seen: list[str] = []
+    async with Cloud(read_cloud_config(), on_call=lambda command: seen.append(f"send {command}")) as cloud:
+        request = cloud.request
+
+        async def watched(command: str, **params: Any) -> dict[str, Any]:
+            reply = await request(command, **params)
+            seen.append(f"answer {command}")
+            return reply
+
+        cloud.request = watched  # type: ignore[method-assign]
+        rec = Recorder()
+        await teardown_env(cloud, "demo", rec)
+    answered = [i for i, e in enumerate(seen) if e == "answer deleteLoadBalancerRule"]
+    released = [i for i, e in enumerate(seen) if e == "send disassociateIpAddress"]
+    assert len(answered) == 2 and released, seen
+    assert max(answered) < min(released), seen
+    assert min(_index(rec, "running", "ip")) < min(_index(rec, "done", "load-balancer")), rec.events
+    assert not any(cloud_view.everything().values()), cloud_view.everything()
