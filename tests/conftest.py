@@ -27,7 +27,8 @@ import pytest
 
 from tests.support.docker import docker_reason
 
-pytest_plugins = ["pytester", "tests.support.timeouts", "tests.support.cpu_time", "tests.support.checkout_guard"]
+pytest_plugins = ["pytester", "tests.support.timeouts", "tests.support.cpu_time", "tests.support.checkout_guard",
+                  "tests.support.long_first"]
 
 TESTS = Path(__file__).resolve().parent
 LAB_DIRS = frozenset({"lab", "e2e"})

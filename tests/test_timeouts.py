@@ -1,9 +1,9 @@
 """A test that hangs fails within its bound, and the run goes on (tests/support/timeouts.py).
 
 A pytest run of its own (pytester, in a subprocess: the timer's SIGALRM must not meet this
-run's) with the suite's timeout method from pyproject.toml and a 2 s bound: a sleeping test,
+run's) with the suite's timeout method from pyproject.toml and a 1 s bound: a sleeping test,
 an async test awaiting for ever, and a fixture whose teardown hangs after its test failed
-(which pytest-timeout 2.4 alone leaves unbounded) each fail in about 2 s, and the tests after
+(which pytest-timeout 2.4 alone leaves unbounded) each fail in about 1 s, and the tests after
 them still run.
 """
 
@@ -18,7 +18,7 @@ import pytest
 from tests.support.cli import REPO
 
 HANG = 120  # seconds a hung test would take without its bound
-BOUND = 2
+BOUND = 1  # each of the three hangs costs the run this much wall time
 
 INNER = f"""
 import asyncio
