@@ -27,7 +27,9 @@ were pushed into it. Its pushes then find every image already there: a push comp
 layer again, about 40 s of CPU for the lab's images, where copying the seed takes seconds. A
 seed is only ever taken from a registry made in the same `lab up`, before anything but the
 lab's own images could be pushed to it, and it is written under a machine-wide lock with its
-completion mark last, so a lab never starts from half a seed.
+completion mark last, so a lab never starts from half a seed. A seed taken from a registry
+that itself started from an (older) seed drops what no tag names, so it holds the current
+images only.
 """
 
 from __future__ import annotations
