@@ -27,7 +27,9 @@ were pushed into it. Its pushes then find every image already there: a push comp
 layer again, about 40 s of CPU for the lab's images, where copying the seed takes seconds. A
 seed is only ever taken from a registry made in the same `lab up`, before anything but the
 lab's own images could be pushed to it, and it is written under a machine-wide lock with its
-completion mark last, so a lab never starts from half a seed.
+completion mark last, so a lab never starts from half a seed. A seed taken from a registry
+that itself started from an (older) seed drops what no tag names, so it holds the current
+images only.
 """
 
 from __future__ import annotations
@@ -283,10 +285,16 @@ async def save_seed(info: RegistryInfo, progress: Progress | None = None) -> Non
     those and nothing else."""
     if not info.fresh or not info.volume:
         return
+    # A registry that started from an older seed still holds that seed's images wherever the
+    # lab's images have changed since (a new base image): the copy drops what no tag names, so
+    # the seed holds the lab's current images only and does not grow with every rebuild.
+    collect = ("printf 'version: 0.1\\nstorage:\\n  filesystem:\\n    rootdirectory: /to\\n' >/tmp/gc.yml && "
+               "docker-registry garbage-collect --delete-untagged /tmp/gc.yml >/dev/null 2>&1; "
+               if info.seeded else "")
     async with _seed_lock():
         await docker("volume", "rm", "--force", SEED_VOLUME, check=False)
         await docker("volume", "create", "--label", SEED_LABEL, SEED_VOLUME)
-        code = await _copy_volume(info.volume, SEED_VOLUME, f"cp -a /from/. /to/ && touch /to/{SEED_COMPLETE}")
+        code = await _copy_volume(info.volume, SEED_VOLUME, f"cp -a /from/. /to/ && {collect}touch /to/{SEED_COMPLETE}")
     if progress:
         progress.note(f"lab: this machine's registry seed ({SEED_VOLUME}) " +
                       ("now holds the lab's images: the next new lab copies them instead of pushing"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .base import BASE_IMAGE, RECIPE_LABEL, BuildError, ensure_base_image, recipe_hash
+from .base import BASE_IMAGE, RECIPE_LABEL, BuildError, base_recipe, ensure_base_image, recipe_hash
 from .docker import docker, image_label
 
 ASSETS = Path(__file__).parent / "assets" / "templates"
@@ -81,13 +81,13 @@ async def ensure_templates(force: bool = False, progress: Progress | None = None
     line before and after each build, so a first ``lab simulator --backend docker`` does not
     look hung while it installs packages.
     """
-    if progress and await image_label(BASE_IMAGE, RECIPE_LABEL) is None:
-        progress(f"building the lab's base image {BASE_IMAGE} (debootstrap, first use)")
+    if progress and await image_label(BASE_IMAGE, RECIPE_LABEL) != base_recipe():  # missing or older
+        progress(f"building the lab's base image {BASE_IMAGE} (debootstrap, about a minute)")
     base = await ensure_base_image()
-    base_recipe = await image_label(base, RECIPE_LABEL) or ""
+    base_label = await image_label(base, RECIPE_LABEL) or ""
     images: dict[str, str] = {}
     for key, (_, parent) in RECIPES.items():  # parents come first in RECIPES
-        want = template_recipe(key, base_recipe)
+        want = template_recipe(key, base_label)
         if force or await image_label(image_name(key), RECIPE_LABEL) != want:
             await _build(key, want, image_name(parent) if parent else base, progress, no_cache=force)
         images[key] = image_name(key)

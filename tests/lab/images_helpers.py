@@ -116,15 +116,16 @@ class Scratch:
 
         wait_for(healthy, timeout, f"{container} to be healthy")
 
-    def import_tiny_image(self) -> str:
-        """A one-file image made with `docker import` (nothing to pull, pushes in a second)."""
+    def import_tiny_image(self, variant: str = "") -> str:
+        """A one-file image made with `docker import` (nothing to pull, pushes in a second);
+        each ``variant`` has content of its own."""
         data = io.BytesIO()
         with tarfile.open(fileobj=data, mode="w") as tar:
-            payload = f"tiny {self.prefix}\n".encode()
+            payload = f"tiny {self.prefix}{variant}\n".encode()
             info = tarfile.TarInfo("hello.txt")
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
-        name = f"{self.prefix}-tiny:1"
+        name = f"{self.prefix}-tiny{variant}:1"
         proc = subprocess.run(["docker", "import", "-", name], input=data.getvalue(),
                               capture_output=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
@@ -165,6 +166,23 @@ def own_registry(state_root: Path) -> Iterator[RegistryInfo]:
         yield asyncio.run(ensure_registry(host_port=free_port(), **kwargs))  # type: ignore[arg-type]
     finally:
         asyncio.run(remove_registry(purge=True, **kwargs))  # type: ignore[arg-type]
+
+
+SLIM_CHECK = (
+    "find /var/lib/apt/lists /var/cache/apt -type f ! -empty 2>/dev/null; "
+    "find /usr/share/man /usr/share/locale /usr/share/info -type f 2>/dev/null; "
+    "find /usr/share/doc -type f ! -name copyright 2>/dev/null; "
+    "test -f /etc/dpkg/dpkg.cfg.d/csdeploy-lab-slim || echo no-dpkg-path-filters; "
+    "test -f /etc/apt/apt.conf.d/csdeploy-lab-slim || echo no-apt-clean-up")
+"""Prints what a slim lab image must not hold (cloudstack_deploy/lab/base.py): apt's lists,
+downloaded packages and caches (empty lock files aside), man and info pages, translations,
+docs other than copyright files (links aside: maintainer scripts' update-alternatives make
+some, as in Debian's own images); and names the slimming configs when they are missing."""
+
+
+def leftovers(image: str) -> list[str]:
+    """What ``image`` holds that a slim lab image must not (SLIM_CHECK), read as root."""
+    return docker("run", "--rm", "--user", "0", "--entrypoint", "/bin/sh", image, "-c", SLIM_CHECK).stdout.split()
 
 
 def curl(*args: str, config: str | None = None) -> tuple[int, str]:

@@ -24,12 +24,14 @@ from cs import CloudStack, CloudStackApiException
 from cloudstack_deploy.lab.ca import ensure_ca
 from cloudstack_deploy.lab.simulator.docker_backend import cleanup_lab_resources
 from cloudstack_deploy.lab.simulator.server import SimulatorConfig, ThreadedSimulator
+from cloudstack_deploy.lab.templates import RECIPES, image_name
 from cloudstack_deploy.provision.hostkeys import HostKey, generate_host_key
 from cloudstack_deploy.provision.userdata import DataDisk, build_userdata
 from tests.support.docker import docker as lab_docker
 from tests.support.sim import cs_client
 
 from .conftest import DOCKER_KEY, DOCKER_SECRET, docker_config
+from .images_helpers import leftovers
 
 GB = 1024**3
 LABEL = "csd-data"
@@ -160,6 +162,13 @@ def test_ssh_answers_only_once_a_firewall_rule_opens_it(docker_sim: ThreadedSimu
     # the pinned key is the only one: cloud-init installed the user data's host key
     keys = host.run("cat /etc/ssh/ssh_host_*_key.pub").stdout.split("\n")
     assert [k.split()[:2] for k in keys if k] == [world["host"].host_key.public_line.split()[:2]]
+
+
+def test_the_templates_carry_no_apt_lists_caches_docs_or_translations(docker_sim: ThreadedSimulator) -> None:
+    """The VM templates are built on the slim base too (cloudstack_deploy/lab/base.py): their
+    package installs leave no apt lists or caches, docs, man pages or translations behind."""
+    found = {image_name(key): leftovers(image_name(key)) for key in RECIPES}
+    assert found == {name: [] for name in found}, {k: v[:10] for k, v in found.items() if v}
 
 
 def test_the_vm_trusts_the_lab_ca_for_the_registry(world: dict[str, Any]) -> None:

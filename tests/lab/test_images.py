@@ -14,15 +14,17 @@ from collections.abc import Iterator
 
 import pytest
 
+from cloudstack_deploy.lab.base import BASE_IMAGE
 from cloudstack_deploy.lab.build import BuildResult
 from cloudstack_deploy.lab.images import DEMO_VERSIONS, PUSH_AS, build_images
-from cloudstack_deploy.lab.registry import RegistryInfo
+from cloudstack_deploy.lab.registry import REGISTRY_IMAGE, RegistryInfo
 from cloudstack_deploy.progress import Recorder
 
 from .images_helpers import (
     Scratch,
     catalog_json,
     docker,
+    leftovers,
     own_registry,
     request,
     scratch,
@@ -69,6 +71,16 @@ def test_build_images_pushes_everything_and_a_second_run_does_nothing(
     statuses = {(e.action, e.status) for e in recorder.events}
     assert statuses == {("build", "skipped"), ("push", "skipped")}, recorder.events
     assert sum(e.action == "push" for e in recorder.events) == len(PUSH_AS)
+
+
+def test_no_image_carries_apt_lists_caches_docs_or_translations(images: dict[str, str]) -> None:
+    """Each image is pulled into every new lab VM: what Debian's slim images leave out (apt's
+    lists and caches, docs, man pages, translations) is not in the base nor in any layer an
+    image adds on it (each install runs under the base's dpkg filters and apt clean-up)."""
+    checked = [BASE_IMAGE, REGISTRY_IMAGE, *(name for name in PUSH_AS if not name.startswith("csdeploy-lab/demo-app:")),
+               "csdeploy-lab/demo-app:v1"]  # the demo's other versions share v1's layers but the last
+    found = {image: leftovers(image) for image in checked}
+    assert found == {image: [] for image in checked}, {k: v[:10] for k, v in found.items() if v}
 
 
 def test_demo_images_carry_the_service_label_and_their_version(images: dict[str, str]) -> None:

@@ -217,3 +217,30 @@ def test_a_new_registry_starts_from_a_complete_seed_only(
     docker("volume", "create", "--label", "csdeploy.test=1", new)
     assert asyncio.run(seed_into(new)) is False
     assert _files(new) == []
+
+
+def _blob(digest: str) -> str:
+    hexa = digest.removeprefix("sha256:")
+    return f"./docker/registry/v2/blobs/sha256/{hexa[:2]}/{hexa}/data"
+
+
+def test_a_seed_taken_after_a_stale_seed_keeps_only_what_a_tag_names(
+        seed: tuple[str, str, str], registry: RegistryInfo, lab: Scratch) -> None:
+    """A lab's registry that started from an older seed (images on an older base image) and
+    then got the current images pushed under the same tags holds both; the seed taken from it
+    holds what the tags name (garbage-collect --delete-untagged on the copy, never on the
+    registry itself), so seeds do not grow with every rebuild of the images."""
+    seed_volume = seed[0]
+    repo = f"{lab.prefix}/app"
+    old = asyncio.run(push(lab.import_tiny_image("old"), f"{repo}:1", registry=registry))
+    new = asyncio.run(push(lab.import_tiny_image("new"), f"{repo}:1", registry=registry))
+    assert old.digest != new.digest and new.pushed
+    live = _files(registry.volume)
+    assert _blob(old.digest) in live and _blob(new.digest) in live
+
+    asyncio.run(save_seed(dataclasses.replace(registry, fresh=True, seeded=True)))
+    files = _files(seed_volume)
+    assert f"./{SEED_COMPLETE}" in files
+    assert _blob(new.digest) in files and _blob(old.digest) not in files
+    assert _files(registry.volume) == live  # the registry in use is left as it is
+
