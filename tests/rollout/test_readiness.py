@@ -46,7 +46,7 @@ if args[:1] == ["inspect"] and ".Config.Healthcheck" in args[2]:
         sys.stdout.write(open(os.path.join(here, "test")).read())
 elif args[:1] == ["inspect"] and "RestartCount" in args[2]:
     f = os.path.join(here, "restarts")
-    print(open(f).read().strip() if os.path.exists(f) else "0 running")
+    print(open(f).read().strip() if os.path.exists(f) else "0 running 2026-12-06T22:59:00Z")
 elif args[:1] == ["inspect"] and "Health" in args[2]:
     print(open(os.path.join(here, "health")).read().strip())
 if args[:1] == ["exec"]:
@@ -234,9 +234,12 @@ def test_a_worker_that_ran_while_its_accessories_started_is_ready_from_its_start
     assert not (here / "home" / ".csdeploy" / "demo" / "demo-worker-v2.started").exists()
 
 
-@pytest.mark.parametrize(("restarts", "started_again"), [("0 exited", True), ("3 running", False)])
+@pytest.mark.parametrize(("restarts", "started_again", "said"), [
+    ("0 exited 2026-12-06T23:00:00Z", True, "stopped before its accessories were ready"),
+    ("3 running 2026-12-06T23:00:09Z", False, "was restarted by Docker before its accessories were ready"),
+])
 def test_a_worker_that_stopped_before_its_accessories_were_ready_is_judged_from_a_new_start(
-        restarts: str, started_again: bool, host, tmp_path: Path) -> None:
+        restarts: str, started_again: bool, said: str, host, tmp_path: Path) -> None:
     """It exited (or Docker's restart policy restarted it) for want of its database: started
     again if it is not running, and its readiness_delay (1 s) counted from then, not from the
     start that failed 61 s before: the judging exec looks at it more than once."""
@@ -245,6 +248,6 @@ def test_a_worker_that_stopped_before_its_accessories_were_ready_is_judged_from_
     path.write_text(HEAD.replace("readiness_delay: 60", "readiness_delay: 1"))
     _, judged = start_then_judge(load_blueprint(str(path)), env, here, ran_for=61, restarts=restarts)
     assert judged.returncode == 0, judged.stderr
-    assert "(started before its accessories were ready): starting it again" in judged.stderr
+    assert f"container demo-worker-v2 {said} (restarts, state, start: {restarts})" in judged.stderr
     assert (["start", "demo-worker-v2"] in calls(here)) is started_again
     assert health_reads(here) >= 2, "judged from the new start, not at once"

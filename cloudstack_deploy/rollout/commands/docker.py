@@ -479,10 +479,14 @@ def resume_start(name: str, path: str, since: Var, *, again: bool) -> Script:
     s.capture(since, ["cat", path])
     s.run(["rm", "-f", path])
     if again:
-        s.capture(rs, inspect(name, "{{.RestartCount}} {{.State.Status}}"))
-        with s.when(nonempty(since) & nonempty(rs) & ~equals(rs, "0 running")):
-            s.say(f"container {name} ", rs, " (started before its accessories were ready): starting it again")
-            with s.when(~matches(rs, "* running", "* restarting")):
+        s.capture(rs, inspect(name, RESTARTS))
+        with s.when(nonempty(since) & nonempty(rs) & ~matches(rs, "0 running *")):
+            with s.when(matches(rs, "* running *", "* restarting *")):
+                s.say(f"container {name} was restarted by Docker before its accessories were ready "
+                      "(restarts, state, start: ", rs, "): judged from that start")
+            with s.otherwise():
+                s.say(f"container {name} stopped before its accessories were ready "
+                      "(restarts, state, start: ", rs, "): starting it again")
                 s.run(start(name), quiet=True)
             s.extend(clock(since))
     return s
