@@ -4,6 +4,12 @@ Composition uses PyYAML's safe loader (YAML's own tags only, no object construct
 bounds a hostile file cannot get past: nesting depth, number of values with aliases and
 merge keys counted as expanded (an 800-byte alias bomb is gigabytes once walked). Every
 problem with the text itself becomes a `Problem` naming the file and, where known, the line.
+The events come from libyaml's parser when PyYAML has it (its wheels do), in a tenth of the pure
+Python parser's time; PyYAML's own composer (bounded) builds the nodes. A text libyaml refuses is
+read again by the pure Python parser, whose words tell the problem. The two agree on every file
+of tests/fixtures and the repository; on a few odd texts (a tab after a value, a byte-order mark
+inside the file) libyaml reads what the pure Python parser refuses, as Ruby's YAML (Kamal's,
+libyaml too) does.
 Split from `blueprint.py`, which applies overrides and validates the tree.
 """
 
@@ -38,17 +44,15 @@ class _TooBig(Exception):
         self.path = path
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing documents nested deeper than MAX_DEPTH or with more than
-    MAX_VALUES nodes (PyYAML composes recursively: 20,000 levels would be a RecursionError)."""
+class _Bounds:
+    """Refuses documents nested deeper than MAX_DEPTH or with more than MAX_VALUES nodes while
+    they are composed (PyYAML composes recursively: 20,000 levels would be a RecursionError)."""
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._nodes = 0
+    _depth = 0
+    _nodes = 0
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        line = self.peek_event().start_mark.line + 1
+        line = self.peek_event().start_mark.line + 1  # type: ignore[attr-defined]
         self._depth += 1
         self._nodes += 1
         if self._depth > MAX_DEPTH:
@@ -56,9 +60,30 @@ class _BoundedLoader(yaml.SafeLoader):
         if self._nodes > MAX_VALUES:
             raise _TooBig(f"has more than {MAX_VALUES} values", line)
         try:
-            return super().compose_node(parent, index)
+            return super().compose_node(parent, index)  # type: ignore[misc]
         finally:
             self._depth -= 1
+
+
+class _BoundedLoader(_Bounds, yaml.SafeLoader):
+    """PyYAML's pure Python safe loader, bounded: it tells every problem with the text."""
+
+
+_FastLoader: type | None = None
+try:  # libyaml's events, composed by PyYAML's own (Python) composer: the same nodes, bounded
+    from yaml._yaml import CParser  # type: ignore[import-not-found]
+
+    class _FastBoundedLoader(_Bounds, yaml.composer.Composer, CParser, yaml.constructor.SafeConstructor,
+                             yaml.resolver.Resolver):
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    _FastLoader = _FastBoundedLoader
+except ImportError:  # PyYAML built without libyaml: the pure Python parser does it all
+    pass
 
 
 def compose(text: str, file: str, what: str = "blueprint") -> tuple[Any, dict[TreePath, Loc], list[Problem]]:
@@ -67,30 +92,54 @@ def compose(text: str, file: str, what: str = "blueprint") -> tuple[Any, dict[Tr
     Any problem with the text itself (syntax, a NUL byte, a bound) is one Problem naming
     the file and, where known, the line; the tree is then None.
     """
+    # a character YAML does not allow (a NUL byte...) is told by the pure Python reader
+    if _FastLoader is not None and not yaml.reader.Reader.NON_PRINTABLE.search(text):
+        try:
+            return _compose(_FastLoader, text, file, what, fast=True)
+        except _ReadAgain:
+            pass
+    return _compose(_BoundedLoader, text, file, what)
+
+
+class _ReadAgain(Exception):
+    """The fast parser met a problem: the pure Python one reads the text again to tell it."""
+
+
+def _compose(loader_class: type, text: str, file: str, what: str, fast: bool = False,
+             ) -> tuple[Any, dict[TreePath, Loc], list[Problem]]:
     locs: dict[TreePath, Loc] = {(): (file, None)}
-    loader: _BoundedLoader | None = None
+    loader: Any = None
     try:
-        loader = _BoundedLoader(text)  # checks every character first: a NUL byte fails here
+        loader = loader_class(text)  # checks every character first: a NUL byte fails here
         walker = _Walker(loader, file, locs)
         node = loader.get_single_node()
         tree = None if node is None else walker.walk(node, ())
-    except _TooBig as exc:
-        return None, locs, [Problem(file, exc.line, dotted(exc.path), f"the {what} {exc}")]
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        what = exc.problem or exc.context or "invalid YAML"
-        return None, locs, [Problem(file, line, "", f"YAML syntax error: {what}")]
-    except yaml.reader.ReaderError as exc:  # a NUL byte or another character YAML does not allow
-        line = text.count("\n", 0, exc.position) + 1
-        char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
-        return None, locs, [Problem(file, line, "", f"character {char!r} is not allowed in YAML")]
-    except yaml.YAMLError as exc:
-        return None, locs, [Problem(file, None, "", f"YAML error: {exc}")]
+    except Exception as exc:
+        if fast:  # told exactly as the pure Python parser tells it
+            raise _ReadAgain from exc
+        return None, locs, [_problem_of(exc, text, file, what)]
     finally:
         if loader is not None:
             loader.dispose()
     return tree, locs, walker.problems
+
+
+def _problem_of(exc: Exception, text: str, file: str, what: str) -> Problem:
+    """The Problem an exception of composing means; one it does not know is raised again."""
+    if isinstance(exc, _TooBig):
+        return Problem(file, exc.line, dotted(exc.path), f"the {what} {exc}")
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        return Problem(file, line, "", f"YAML syntax error: {problem}")
+    if isinstance(exc, yaml.reader.ReaderError):  # a NUL byte or another character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
+        return Problem(file, line, "", f"character {char!r} is not allowed in YAML")
+    if isinstance(exc, yaml.YAMLError):
+        return Problem(file, None, "", f"YAML error: {exc}")
+    raise exc
 
 
 class _Walker:
