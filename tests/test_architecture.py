@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cloudstack_deploy import errors
+from tests.support.source import nodes
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cloudstack_deploy"
 COMMANDS = PACKAGE / "rollout" / "commands"
@@ -36,11 +37,10 @@ def _imports(name: str, path: Path, *, typing_too: bool = False) -> set[str]:
     (``typing_too``: and under ``if TYPE_CHECKING``)."""
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found: set[str] = set()
-    tree = ast.parse(path.read_text())
-    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+    typing_only = {id(n) for block in nodes(path) if isinstance(block, ast.If)
                    and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
                    for stmt in block.body for n in ast.walk(stmt)}
-    for node in ast.walk(tree):
+    for node in nodes(path):
         if id(node) in typing_only and not typing_too:  # annotations only: no import at run time
             continue
         if isinstance(node, ast.ImportFrom):
@@ -121,14 +121,13 @@ def test_the_rollout_imports_in_one_direction_type_only_imports_included() -> No
 
 def _string_constants(path: Path) -> list[tuple[int, str]]:
     """String literals that are values, not prose: docstrings and f-string text are left out."""
-    tree = ast.parse(path.read_text())
     prose = set()
-    for node in ast.walk(tree):
+    for node in nodes(path):
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             prose.add(id(node.value))
         if isinstance(node, ast.JoinedStr):
             prose.update(id(v) for v in node.values)
-    return [(node.lineno, node.value) for node in ast.walk(tree)
+    return [(node.lineno, node.value) for node in nodes(path)
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose]
 
 
@@ -144,11 +143,9 @@ COMMAND_WORDS = ("docker", "kamal-proxy", "sh", "bash", "mkdir", "rm", "cat", "p
 def test_no_command_text_outside_the_builders(path: Path) -> None:
     """Outside rollout/commands/ (and the lab), no argv starts with a command word and no
     string is a shell line; and nothing calls `Script.raw`."""
-    text = path.read_text()
-    assert ".raw(" not in text
-    tree = ast.parse(text)
+    assert ".raw(" not in path.read_text()
     offenders = []
-    for node in ast.walk(tree):
+    for node in nodes(path):
         if isinstance(node, ast.List | ast.Tuple) and node.elts:
             first = node.elts[0]
             if isinstance(first, ast.Constant) and first.value in COMMAND_WORDS:
@@ -182,7 +179,7 @@ def test_error_classes_stay_few() -> None:
     for name, path in MODULES.items():
         if not _product(name):
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in nodes(path):
             if isinstance(node, ast.ClassDef) and not node.name.startswith("_") and any(
                     isinstance(b, ast.Name) and (b.id.endswith(("Error", "Failed", "Input", "Unavailable"))
                                                  or b.id in ("Locked", "CsdeployError", "Exception"))

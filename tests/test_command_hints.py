@@ -15,6 +15,7 @@ import click
 
 from cloudstack_deploy.cli import main
 from cloudstack_deploy.lab.cli import lab
+from tests.support.source import nodes
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cloudstack_deploy"
 
@@ -55,8 +56,7 @@ def test_every_command_a_message_names_exists() -> None:
     found: list[str] = []
     seen = 0
     for path in sorted(PACKAGE.rglob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
+        for node in nodes(path):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 seen += len(references(node.value))
                 found += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {ref}" for ref in unknown_in(node.value)]
