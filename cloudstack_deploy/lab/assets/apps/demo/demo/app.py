@@ -69,6 +69,7 @@ class App:
         self.db_url = db.database_url(env)
         self.redis_url = jobs.redis_url(env)
         self._schema_ready = False
+        self._status_db = db.Pool(self.db_url)  # GET / checks the database on every request
         self._db_lock = threading.Lock()
         self._redis_lock = threading.Lock()
         self._redis: Any = None
@@ -153,8 +154,11 @@ class App:
             return f"error: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
     def _check_db(self) -> None:
-        with self._db() as conn, conn.cursor() as cur:
-            cur.execute("SELECT 1")
+        def select_1(conn: Any) -> None:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+
+        self._status_db.run(select_1)
 
     def _check_redis(self) -> None:
         self._queue().ping()
