@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -204,7 +205,8 @@ def test_a_failing_own_check_waits_for_dockers_verdict(host, tmp_path: Path) -> 
 def start_then_judge(bp, env: dict[str, str], here: Path, *, ran_for: int,
                      restarts: str | None = None) -> tuple[str, subprocess.CompletedProcess[str]]:
     """The worker's start (one exec), then, as if its accessories took ``ran_for`` s to be
-    ready (its start time moved back that far), the exec that judges it."""
+    ready (its start time moved back that far), the exec that judges it (its wall time in
+    ``here / "judged-seconds"``)."""
     (here / "health").write_text("none running")
     launch, ready = worker_start_parts(bp, "demo", bp.roles["worker"], "v2",
                                        role_env(bp, "worker", INVENTORY, SECRETS, "v2"))
@@ -215,7 +217,10 @@ def start_then_judge(bp, env: dict[str, str], here: Path, *, ran_for: int,
     mark.write_text(f"{int(mark.read_text()) - ran_for * 100}\n")
     if restarts is not None:
         (here / "restarts").write_text(restarts)
-    return started.stdout, subprocess.run(["sh", "-s"], input=ready.text(), **run)
+    began = time.monotonic()
+    judged = subprocess.run(["sh", "-s"], input=ready.text(), **run)
+    (here / "judged-seconds").write_text(f"{time.monotonic() - began:.3f}")
+    return started.stdout, judged
 
 
 def health_reads(here: Path) -> int:
@@ -242,7 +247,8 @@ def test_a_worker_that_stopped_before_its_accessories_were_ready_is_judged_from_
         restarts: str, started_again: bool, said: str, host, tmp_path: Path) -> None:
     """It exited (or Docker's restart policy restarted it) for want of its database: started
     again if it is not running, and its readiness_delay (1 s) counted from then, not from the
-    start that failed 61 s before: the judging exec looks at it more than once."""
+    start that failed 61 s before: the judging exec waits that second out. (Not a count of its
+    looks: on a loaded machine the second had passed by its first look, in CI of 2026-12-07.)"""
     env, here = host
     path = tmp_path / "bp.yml"
     path.write_text(HEAD.replace("readiness_delay: 60", "readiness_delay: 1"))
@@ -250,4 +256,4 @@ def test_a_worker_that_stopped_before_its_accessories_were_ready_is_judged_from_
     assert judged.returncode == 0, judged.stderr
     assert f"container demo-worker-v2 {said} (restarts, state, start: {restarts})" in judged.stderr
     assert (["start", "demo-worker-v2"] in calls(here)) is started_again
-    assert health_reads(here) >= 2, "judged from the new start, not at once"
+    assert float((here / "judged-seconds").read_text()) >= 0.95, "judged from the new start, not at once"
