@@ -89,3 +89,25 @@ def test_what_libyaml_reads_and_the_pure_parser_refused_is_read_as_libyaml_means
     tree, locs, problems = compose(text, "tab.yml")
     assert (tree, problems) == ({"name": "demo", "roles": {"web": {}}}, [])
     assert locs[("roles", "web")] == ("tab.yml", 3)
+
+
+@needs_libyaml
+def test_every_yaml_file_imports_the_same_through_libyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The importers' reader (formats/source.py: YAML 1.2's scalars) takes the same fast path."""
+    from cloudstack_deploy.blueprint import BlueprintError
+    from cloudstack_deploy.formats import source
+
+    def parsed(text: str, file: str) -> tuple:
+        try:
+            doc = source.parse(text, file)
+            return repr(doc.tree), doc.lines
+        except BlueprintError as err:
+            return (str(err),)
+
+    assert source._Fast is not None
+    for path in FILES:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        fast = parsed(text, str(path))
+        with monkeypatch.context() as m:
+            m.setattr(source, "_Fast", None)
+            assert fast == parsed(text, str(path)), path

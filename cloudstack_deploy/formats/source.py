@@ -20,7 +20,7 @@ import yaml
 
 from ..blueprint import MAX_FILE_BYTES, BlueprintError, Problem
 from ..blueprint_rules import TreePath, dotted, printable
-from ..blueprint_yaml import _BoundedLoader, _TooBig, _Walker
+from ..blueprint_yaml import _BoundedLoader, _FastLoader, _TooBig, _Walker
 
 _TAG = "tag:yaml.org,2002:"
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
@@ -29,10 +29,9 @@ _INT = re.compile(r"^[-+]?[0-9]+$|^0o[0-7]+$|^0x[0-9a-fA-F]+$")
 _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$")
 
 
-class _Loader(_BoundedLoader):
-    """The blueprint reader's bounded safe loader (depth, values, alias bombs), resolving no
-    plain scalar by itself except the merge key `<<`: `construct_object` applies YAML 1.2's
-    rules to plain scalars instead of PyYAML's 1.1 ones."""
+class _YAML12:
+    """Resolving no plain scalar by itself except the merge key `<<`: `construct_object`
+    applies YAML 1.2's rules to plain scalars instead of PyYAML's 1.1 ones."""
 
     yaml_implicit_resolvers = {"<": [(_TAG + "merge", re.compile(r"^(?:<<)$"))]}
 
@@ -42,7 +41,16 @@ class _Loader(_BoundedLoader):
                 return node.value
             if node.tag == _TAG + "str" and not node.style:
                 return _plain(node.value)
-        return super().construct_object(node, deep)
+        return super().construct_object(node, deep)  # type: ignore[misc]
+
+
+class _Loader(_YAML12, _BoundedLoader):
+    """The blueprint reader's bounded safe loader (depth, values, alias bombs), pure Python:
+    it tells every problem with the text."""
+
+
+#: The same on libyaml's events (blueprint_yaml.py): a text it refuses is read again by _Loader.
+_Fast: type | None = type("_FastLoader12", (_YAML12, _FastLoader), {}) if _FastLoader is not None else None
 
 
 def _plain(text: str) -> Any:
@@ -135,9 +143,24 @@ def parse(text: str, file: str, what: str = "file") -> Doc:
     """Parse ``text`` with the blueprint reader's bounds (depth, values, aliases, merge keys);
     every problem (syntax, a NUL or control byte, tags, duplicate keys, bounds) as a
     BlueprintError with file:line."""
+    if _Fast is not None and not yaml.reader.Reader.NON_PRINTABLE.search(text):
+        loader = None
+        try:
+            loader = _Fast(text)
+            locs: dict[TreePath, tuple[str, int | None]] = {}
+            walker = _Walker(loader, file, locs)
+            node = loader.get_single_node()
+            tree = None if node is None else walker.walk(node, ())
+            if not walker.problems:
+                return Doc(file, tree, {p: line for p, (_, line) in locs.items() if line is not None})
+        except Exception:  # told below, in the pure Python parser's words
+            pass
+        finally:
+            if loader is not None:
+                loader.dispose()
     doc = Doc(file, None)
-    locs: dict[TreePath, tuple[str, int | None]] = {}
-    loader: _Loader | None = None
+    locs = {}
+    loader = None
     problems: list[Problem] = []
     try:
         loader = _Loader(text)  # checks every character first: a NUL byte fails here
