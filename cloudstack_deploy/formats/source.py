@@ -20,7 +20,7 @@ import yaml
 
 from ..blueprint import MAX_FILE_BYTES, BlueprintError, Problem
 from ..blueprint_rules import TreePath, dotted, printable
-from ..blueprint_yaml import _BoundedLoader, _FastLoader, _TooBig, _Walker
+from ..blueprint_yaml import _BoundedLoader, _compose, _FastLoader, _ReadAgain, _TooBig, _Walker
 
 _TAG = "tag:yaml.org,2002:"
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
@@ -144,23 +144,15 @@ def parse(text: str, file: str, what: str = "file") -> Doc:
     every problem (syntax, a NUL or control byte, tags, duplicate keys, bounds) as a
     BlueprintError with file:line."""
     if _Fast is not None and not yaml.reader.Reader.NON_PRINTABLE.search(text):
-        loader = None
         try:
-            loader = _Fast(text)
-            locs: dict[TreePath, tuple[str, int | None]] = {}
-            walker = _Walker(loader, file, locs)
-            node = loader.get_single_node()
-            tree = None if node is None else walker.walk(node, ())
-            if not walker.problems:
-                return Doc(file, tree, {p: line for p, (_, line) in locs.items() if line is not None})
-        except Exception:  # told below, in the pure Python parser's words
+            tree, read, noted = _compose(_Fast, text, file, what, fast=True)
+            if not noted:  # any problem is told below, in the pure Python parser's words
+                return Doc(file, tree, {p: line for p, (_, line) in read.items() if line is not None})
+        except _ReadAgain:
             pass
-        finally:
-            if loader is not None:
-                loader.dispose()
     doc = Doc(file, None)
-    locs = {}
-    loader = None
+    locs: dict[TreePath, tuple[str, int | None]] = {}
+    loader: _Loader | None = None
     problems: list[Problem] = []
     try:
         loader = _Loader(text)  # checks every character first: a NUL byte fails here
