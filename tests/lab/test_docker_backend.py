@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import time
@@ -23,6 +24,7 @@ from cs import CloudStack, CloudStackApiException
 
 from cloudstack_deploy.lab.ca import ensure_ca
 from cloudstack_deploy.lab.simulator.docker_backend import cleanup_lab_resources
+from cloudstack_deploy.lab.simulator.docker_resources import TMPFS_ROOT, VM_DOCKER_ENV
 from cloudstack_deploy.lab.simulator.server import SimulatorConfig, ThreadedSimulator
 from cloudstack_deploy.lab.templates import RECIPES, image_name
 from cloudstack_deploy.provision.hostkeys import HostKey, generate_host_key
@@ -116,12 +118,15 @@ def world(docker_sim: ThreadedSimulator, docker_cs: CloudStack, docker_home: Pat
     host_key = generate_host_key()
     userdata = build_userdata(hostname="web-1", host_key=host_key, disks=[DataDisk(LABEL, MOUNT)])
     started = time.monotonic()
-    vm = cs.deployVirtualMachine(zoneid=zone, serviceofferingid=offering, networkids=network["id"],
-                                 templateid=named(templates, "Debian 12 bookworm docker 2026-11-01")["id"],
-                                 name="web-1", keypair="lab-key", userdata=userdata, startvm="false")["virtualmachine"]
-    assert vm["state"] == "Stopped"
-    cs.attachVolume(id=volume["id"], virtualmachineid=vm["id"])
-    vm = cs.startVirtualMachine(id=vm["id"])["virtualmachine"]
+    with pytest.MonkeyPatch.context() as env:  # the default, whatever the lab tier chose
+        env.setenv(VM_DOCKER_ENV, "volume")  # (the restarted simulator's VM below keeps it in memory)
+        vm = cs.deployVirtualMachine(zoneid=zone, serviceofferingid=offering, networkids=network["id"],
+                                     templateid=named(templates, "Debian 12 bookworm docker 2026-11-01")["id"],
+                                     name="web-1", keypair="lab-key", userdata=userdata,
+                                     startvm="false")["virtualmachine"]
+        assert vm["state"] == "Stopped"
+        cs.attachVolume(id=volume["id"], virtualmachineid=vm["id"])
+        vm = cs.startVirtualMachine(id=vm["id"])["virtualmachine"]
     boot = time.monotonic() - started
     assert vm["state"] == "Running"
     ip = cs.associateIpAddress(networkid=network["id"])["ipaddress"]
@@ -182,7 +187,8 @@ def test_the_vm_trusts_the_lab_ca_for_the_registry(world: dict[str, Any]) -> Non
 def test_docker_runs_containers_inside_the_vm(world: dict[str, Any]) -> None:
     host: Host = world["host"]
     assert host.run("docker version --format '{{.Server.Version}}'").stdout.strip()
-    assert host.run("findmnt -no FSTYPE /var/lib/docker").stdout.strip() != "overlay"
+    # a docker volume of its own, on this machine's disk (overlay2 cannot sit on overlay)
+    assert host.run("findmnt -no FSTYPE /var/lib/docker").stdout.strip() not in ("overlay", "tmpfs")
     name = f"csdeploy-lab-vm-{world['vm']['id']}"
     save = subprocess.Popen(["docker", "save", "csdeploy-lab/debian:bookworm"], stdout=subprocess.PIPE)
     load = subprocess.run(["docker", "exec", "-i", name, "docker", "load"], stdin=save.stdout,
@@ -360,23 +366,31 @@ def test_expunge_and_lab_stop_release_everything(docker_sim: ThreadedSimulator, 
 
 
 def test_a_restarted_simulator_keeps_its_vms_and_lab_cleanup_removes_them(
-        docker_home: Path, tmp_path: Path) -> None:
+        docker_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its VM keeps /var/lib/docker in memory (CSDEPLOY_LAB_VM_DOCKER=tmpfs, as the lab tier
+    runs): what the VM wrote there outlives the stop of its container, and the cleanup frees it."""
+    if os.geteuid() != 0:
+        pytest.skip("CSDEPLOY_LAB_VM_DOCKER=tmpfs needs root")
+    monkeypatch.setenv(VM_DOCKER_ENV, "tmpfs")
     state = tmp_path / "state.json"
     config = docker_config(state_file=str(state))
     user_key = asyncssh.generate_private_key("ssh-ed25519")
     host_key = generate_host_key()
+    vm_id = ""
     try:
-        _run_and_restart(config, user_key, host_key)
+        vm_id = _run_and_restart(config, user_key, host_key)
     finally:  # whatever happened, leave nothing of this stateful lab behind
         lab_id = json.loads(state.read_text())["lab_id"] if state.exists() else ""
         removed = asyncio.run(cleanup_lab_resources(lab_id)) if lab_id else {}
     assert removed == {"containers": 1, "networks": 1, "volumes": 1, "loops": 1, "files": 1}
     for kind in (["ps", "-aq"], ["network", "ls", "-q"], ["volume", "ls", "-q"]):
         assert lab_docker(*kind, "--filter", f"label=csdeploy.lab.sim={lab_id}").stdout.strip() == ""
+    assert not (TMPFS_ROOT / vm_id).exists()
 
 
-def _run_and_restart(config: SimulatorConfig, user_key: asyncssh.SSHKey, host_key: HostKey) -> None:
-    """Deploy a VM, stop the simulator, stop the VM's container, restart: the VM comes back."""
+def _run_and_restart(config: SimulatorConfig, user_key: asyncssh.SSHKey, host_key: HostKey) -> str:
+    """Deploy a VM, stop the simulator, stop the VM's container, restart: the VM comes back,
+    with what it kept in /var/lib/docker (in memory, TMPFS_ROOT). Returns the VM's id."""
     with ThreadedSimulator(config) as srv:
         cs = cs_client(srv.endpoint, DOCKER_KEY, DOCKER_SECRET, poll_interval=0.1, job_timeout=300)
         zone = cs.listZones()["zone"][0]["id"]
@@ -398,6 +412,9 @@ def _run_and_restart(config: SimulatorConfig, user_key: asyncssh.SSHKey, host_ke
         disk = named(cs.listDiskOfferings()["diskoffering"], "Custom")["id"]
         cs.createVolume(name="kept", diskofferingid=disk, size=1, zoneid=zone, virtualmachineid=vm["id"])
         assert host.run("blockdev --getsize64 /dev/vdb").stdout.strip() == str(GB)
+        assert host.run("findmnt -no FSTYPE /var/lib/docker").stdout.strip() == "tmpfs"
+        host.run("echo kept > /var/lib/docker/csdeploy-test-note")
+        assert (TMPFS_ROOT / vm["id"] / "csdeploy-test-note").read_text() == "kept\n"
         lab_id = srv.sim.state["lab_id"]
     name = f"csdeploy-lab-vm-{vm['id']}"
     # a simulator with a state file leaves its VMs running, as a management server restart does
@@ -409,3 +426,5 @@ def _run_and_restart(config: SimulatorConfig, user_key: asyncssh.SSHKey, host_ke
         host.wait()  # the VM the state says is Running was booted again, its disk plugged in
         assert "done" in host.run("cloud-init status --wait").stdout
         assert host.run("blockdev --getsize64 /dev/vdb").stdout.strip() == str(GB)
+        assert host.run("cat /var/lib/docker/csdeploy-test-note").stdout == "kept\n"
+    return str(vm["id"])

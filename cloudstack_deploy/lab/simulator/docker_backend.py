@@ -2,9 +2,10 @@
 
 A VM is a container of a VM template (lab/templates.py): systemd as PID 1, cloud-init
 configuring it from a NoCloud seed at first boot, sshd, and its own dockerd (Docker-in-Docker,
-``/var/lib/docker`` on a volume of its own because overlay2 cannot sit on overlay; on a
-bounded disk of the root disk's size when the VM was deployed with ``rootdisksize``, see
-docker_disks.py). A
+``/var/lib/docker`` on a volume of its own because overlay2 cannot sit on overlay: a docker
+volume on this machine's disk, or a directory in memory with CSDEPLOY_LAB_VM_DOCKER=tmpfs (see
+docker_resources.py); on a bounded disk of the root disk's size when the VM was deployed with
+``rootdisksize``, see docker_disks.py). A
 CloudStack network is a docker bridge network with the network's CIDR and gateway, created
 lazily when its first VM is deployed, as CloudStack implements networks; a VM's NIC keeps
 its CloudStack address (``--ip``). The VMs are reachable from outside only through the
@@ -55,7 +56,10 @@ from .docker_resources import (
     container_name,
     docker_volume_name,
     network_name,
+    remove_vm_docker_dir,
     top_range,
+    vm_docker_on_tmpfs,
+    vm_docker_volume_args,
 )
 from .docker_seed import seed_tar
 from .engine import Simulator
@@ -132,6 +136,7 @@ class DockerHost(HostBackend):
             raise DockerError(f"the docker backend needs a Docker engine: {problem}")
         from ..templates import ensure_templates
 
+        vm_docker_on_tmpfs()  # a setting this machine cannot honour is told now, not at a VM's deploy
         await ensure_templates(progress=self.progress)
         # Engines without CAP_SYS_RESOURCE refuse containers that ask for it (no online resize2fs).
         code, _, _ = await docker("run", "--rm", "--cap-add=SYS_RESOURCE", "--network=none",
@@ -244,7 +249,8 @@ class DockerHost(HostBackend):
             docker_dir: list[str] = []
         else:
             dvol = docker_volume_name(vm["id"])
-            await docker("volume", "create", *self.labels("vm-docker", vm=vm["id"]), dvol)
+            await docker("volume", "create", *self.labels("vm-docker", vm=vm["id"]),
+                         *vm_docker_volume_args(vm["id"]), dvol)
             docker_dir = ["-v", f"{dvol}:/var/lib/docker"]
         # (no --mac-address: docker CLIs newer than the engine refuse it per network)
         net_args = ["--network", networks[0], "--ip", nics[0]["ipaddress"]] if nics else ["--network", "none"]
@@ -335,6 +341,7 @@ class DockerHost(HostBackend):
     async def _expunge(self, id: str) -> None:
         await docker("rm", "-f", "-v", container_name(id), check=False)
         await docker("volume", "rm", "-f", docker_volume_name(id), check=False)
+        await remove_vm_docker_dir(id)
         for vol in self._data_volumes(id):
             await self.files.release(vol["id"])
             vol.pop("_dev", None)
