@@ -25,9 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cloud import Cloud, CloudConfig, read_cloud_config
-from .cloud.client import DEFAULT_IN_FLIGHT
-from .cloud.config import registry_push_map
+from .cloud.config import DEFAULT_IN_FLIGHT, CloudConfig, read_cloud_config, registry_push_map
 from .errors import CsdeployError, InvalidInput, OperationFailed
 from .log import register_secrets
 from .state import EnvState
@@ -38,6 +36,7 @@ from .store import records
 if TYPE_CHECKING:  # imported by the commands that use them: a deploy never loads these
     from .backup import SnapshotResult
     from .blueprint import Blueprint
+    from .cloud.client import Cloud
     from .dns import DnsRecord, DnsResult
     from .envctx import EnvContext
     from .formats import InitResult
@@ -73,6 +72,13 @@ def default_version() -> str | None:
 
 def _config() -> CloudConfig:
     return read_cloud_config()
+
+
+def _cloud(config: CloudConfig, **options: Any) -> Cloud:
+    """An API session (its client, and aiohttp, loaded here: `history` or `logs` never need them)."""
+    from .cloud.client import Cloud
+
+    return Cloud(config, **options)
 
 
 def load_secrets_for(bp: Blueprint, config: CloudConfig | None = None) -> dict[str, str]:
@@ -173,7 +179,7 @@ async def plan(bp: Blueprint, env: str, *, ttl: timedelta | None = None, max_api
     """What create-env would create, change and delete. Changes nothing."""
     from .provision.run import plan_env
 
-    async with Cloud(_config(), max_in_flight=max_api) as cloud:
+    async with _cloud(_config(), max_in_flight=max_api) as cloud:
         return await plan_env(cloud, bp, env, ttl=ttl, state=EnvState(env))
 
 
@@ -218,7 +224,7 @@ async def create_env(bp: Blueprint, env: str, *, version: str | None = None, ttl
     # A VM joining a load balancer that already serves joins once the rollout on it is done.
     opts.defer_joins = not skip_rollout
     try:
-        async with Cloud(config, max_in_flight=opts.max_api) as cloud:
+        async with _cloud(config, max_in_flight=opts.max_api) as cloud:
             result = await provision_env(cloud, bp, env, state, progress, opts)
             dns_result = await _publish_dns(cloud, bp, env, result.inventory, dns_creds, progress)
         inv = result.inventory
@@ -232,7 +238,7 @@ async def create_env(bp: Blueprint, env: str, *, version: str | None = None, ttl
             async with _cloud_lock(env, opts.break_lock, progress) as gate:
                 outcome.rollout = await runs.run(rollout, RolloutOptions(version=version or ""), gate=gate)
                 if result.deferred:
-                    async with Cloud(config, max_in_flight=opts.max_api) as cloud:
+                    async with _cloud(config, max_in_flight=opts.max_api) as cloud:
                         joined = await join_deferred(cloud, bp, env, state, progress, result.deferred)
                     if joined is not None:
                         result.inventory = joined
@@ -248,7 +254,7 @@ async def teardown(env: str, *, progress: Progress | None = None, max_api: int =
     from .provision.teardown import teardown_env
 
     config = _config()
-    async with Cloud(config, max_in_flight=max_api) as cloud:
+    async with _cloud(config, max_in_flight=max_api) as cloud:
         await remove_dns(cloud, env, None, _silent(progress))
         result = await teardown_env(cloud, env, _silent(progress), delete_snapshots=delete_snapshots)
     EnvState(env).remove()
@@ -314,7 +320,7 @@ async def environments() -> list[EnvSummary]:
     """Environments found in the cloud by their tags (`expired()` marks those `reap` deletes)."""
     from .provision.envs import list_envs
 
-    async with Cloud(_config()) as cloud:
+    async with _cloud(_config()) as cloud:
         return await list_envs(cloud)
 
 
@@ -328,7 +334,7 @@ async def reap(*, prefix: str | None = None, dry_run: bool = False, max_parallel
     journal = _journal(progress)
     try:
         run_id = None if dry_run else await journal.run_started(kind="reap", cloud=config.endpoint, prefix=prefix)
-        async with Cloud(config, max_in_flight=max_api) as cloud:
+        async with _cloud(config, max_in_flight=max_api) as cloud:
             result = await reap_envs(cloud, _silent(progress), prefix=prefix, dry_run=dry_run,
                                      max_parallel=max_parallel, now=now, before_teardown=remove_dns)
         for item in result.of(REMOVED):
@@ -378,7 +384,7 @@ async def preview_down(env: str, *, progress: Progress | None = None,
 
     config = _config()
     prog = _silent(progress)
-    async with Cloud(config, max_in_flight=max_api) as cloud:
+    async with _cloud(config, max_in_flight=max_api) as cloud:
         removed = await remove_dns(cloud, env, None, prog)
         result = await teardown_env(cloud, env, prog)
     EnvState(env).remove()
@@ -405,7 +411,7 @@ async def snapshot(env: str, *, role: str | None = None, wait: bool = False, qui
     from .store.records import actor
 
     prog = _silent(progress)
-    async with Cloud(_config(), max_in_flight=max_api) as cloud:
+    async with _cloud(_config(), max_in_flight=max_api) as cloud:
         def take(q: backup.Quiescer) -> Any:
             return backup.take_snapshots(cloud, env, q, prog, by=actor(), role=role, wait=wait)
 
@@ -425,7 +431,7 @@ async def snapshots(env: str, *, max_api: int = DEFAULT_IN_FLIGHT) -> list[Snaps
     is gone), a policy's by the environment's volumes."""
     from .provision.snapshots import list_snapshots
 
-    async with Cloud(_config(), max_in_flight=max_api) as cloud:
+    async with _cloud(_config(), max_in_flight=max_api) as cloud:
         return await list_snapshots(cloud, env)
 
 
@@ -456,7 +462,7 @@ async def recover(bp: Blueprint, env: str, source: str, *, at: datetime | None =
     if not skip_rollout and not version:
         raise InvalidInput("no version to roll out", hint="pass a version (an image tag), or skip the rollout")
     opts = options or CreateOptions()
-    async with Cloud(_config(), max_in_flight=opts.max_api) as cloud:
+    async with _cloud(_config(), max_in_flight=opts.max_api) as cloud:
         found = await list_snapshots(cloud, source)
     restores = choose_snapshots(desired_state(bp, env), source, found, at)
     opts.restore = {r.disk: r.snapshot.id for r in restores if r.snapshot is not None}
@@ -881,7 +887,7 @@ async def export_kamal_config(bp: Blueprint, env: str, out: str | os.PathLike[st
     state = EnvState(env)
     inventory = state.read_inventory()
     if inventory is None:
-        async with Cloud(_config()) as cloud:
+        async with _cloud(_config()) as cloud:
             inventory = await refresh_inventory(cloud, bp, env, state)
     from .formats.kamal_out import export_kamal
 
@@ -1049,7 +1055,7 @@ async def hosts_upgrade(env: str, *, roles: tuple[str, ...] = (), blueprint: str
     async with _changing(env, break_lock, progress, dry_run) as (_, gate):
         if gate is not None:
             await gate
-        async with Cloud(_config(), max_in_flight=max_api) as cloud:
+        async with _cloud(_config(), max_in_flight=max_api) as cloud:
             return await upkeep.upgrade(r, CloudRotation(cloud, ctx.inventory), roles=roles, emit=emit)
 
 

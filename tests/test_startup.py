@@ -178,3 +178,12 @@ def test_envs_reads_tags_without_the_blueprint_reader(cloud: str, tmp_path: Path
     assert code == 0
     unneeded = ("yaml", "cloudstack_deploy.blueprint_schema", "cloudstack_deploy.blueprint", "cloudstack_deploy.vaults")
     assert [m for m in unneeded if m in at_call | at_exit] == []
+
+
+def test_history_from_this_machine_s_store_loads_no_http_client(tmp_path: Path) -> None:
+    """`history` reads the local history store only: no cloud session, so neither aiohttp
+    (about 130 ms of imports here, its TLS contexts made at import) nor the cloud client."""
+    text, modules = imported_by("history", "--env", "startup", home=tmp_path)
+    assert "no deployments recorded" in text
+    assert "cloudstack_deploy.service" in modules  # it did run the command
+    assert [m for m in ("aiohttp", "cloudstack_deploy.cloud.client", "asyncssh") if m in modules] == []

@@ -28,7 +28,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from ..errors import OperationFailed
 from ..log import get_logger
 from .api import call, signed
-from .config import CloudConfig
+from .config import DEFAULT_IN_FLIGHT, CloudConfig
 
 log = get_logger("cloud")
 
@@ -38,7 +38,6 @@ IDEMPOTENT_PREFIXES = ("delete", "destroy", "expunge", "disassociate", "disable"
 THROTTLED = {429, 503}
 JOB_POLLS = frozenset({"queryAsyncJobResult", "listAsyncJobs"})
 RETRY_CODES_SAFE = {429, 503, 530, 534}
-DEFAULT_IN_FLIGHT = 32
 HINTS = {
     401: "check CLOUDSTACK_KEY / CLOUDSTACK_SECRET (or the profile in use) and the machine's clock",
     429: "the cloud is rate limiting API calls; lower --max-api and re-run",

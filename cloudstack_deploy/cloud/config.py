@@ -21,6 +21,8 @@ from ..secrets import register_derived
 from ..state import ensure_home, state_root
 
 INI_PATHS = ("~/.cloudstack.ini", "cloudstack.ini")
+DEFAULT_IN_FLIGHT = 32
+"""API calls one session keeps in flight at most (``--max-api``)."""
 
 
 
