@@ -127,6 +127,14 @@ def wait_for_page(url: str, version: str, deadline: float = 60) -> str:
     raise AssertionError(f"{url} does not show 'demo {version}' after {deadline:.0f}s; last: {last}")
 
 
+#: Requests per second a load makes at most, over all its clients: one every 10 ms, so an
+#: outage of 10 ms or more during a switch is seen. Unpaced, two clients made 300 a second on a
+#: quiet machine, and the load (the client, the lab's NAT, kamal-proxy, the app, its database)
+#: took 39% of test_demo_lifecycle.py's CPU (138 s against 84 s at this pace, 7 December); in
+#: the whole suite, where the CPU is what every test waits for, that CPU came out of the others.
+LOAD_RATE = 100.0
+
+
 class Load:
     """GET ``url`` continuously from a background thread while a command runs in the test.
 
@@ -134,12 +142,15 @@ class Load:
     a new TCP connection through the lab's public IP (NAT) into kamal-proxy, so a refused or
     reset connection during a switch is seen. Any non-200 answer, a connection error or a
     timeout counts as a failure. Bodies are classified by version (``demo v1`` -> ``v1``).
+    At most ``rate`` requests a second over all clients (LOAD_RATE): each client starts one
+    every ``workers / rate`` seconds, or as soon as the one before answered when it took longer.
     """
 
-    def __init__(self, url: str, *, workers: int = 2, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, workers: int = 2, timeout: float = 10.0, rate: float = LOAD_RATE) -> None:
         self.url = url
         self.workers = workers
         self.timeout = timeout
+        self.period = workers / rate
         self.ok = 0
         self.failures: list[str] = []
         self.failed = 0
@@ -177,7 +188,8 @@ class Load:
 
     def summary(self) -> str:
         rate = self.total / self.seconds if self.seconds else 0.0
-        return (f"{self.total} requests in {self.seconds:.1f}s ({rate:.0f}/s, {self.workers} clients, keep-alive off): "
+        return (f"{self.total} requests in {self.seconds:.1f}s ({rate:.0f}/s, {self.workers} clients "
+                f"paced at {self.workers / self.period:.0f}/s, keep-alive off): "
                 f"{self.ok} ok, {self.failed} failed; versions {dict(self.versions)}; "
                 f"first/last seen {self.first_seen}/{self.last_seen}; max latency {self.max_latency:.2f}s"
                 + (f"; load loop error: {self._error!r}" if self._error else "")
@@ -230,6 +242,7 @@ class Load:
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 self._count(None, f"{type(exc).__name__}: {exc}", time.monotonic() - t0)
                 await asyncio.sleep(0.05)
+            await asyncio.sleep(max(0.0, self.period - (time.monotonic() - t0)))
 
 
 # ---- checks from outside csdeploy ------------------------------------------------------------

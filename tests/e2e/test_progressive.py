@@ -44,7 +44,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import REPO, Lab, environment, page_host, page_version, ssh
+from .conftest import LOAD_RATE, REPO, Lab, environment, page_host, page_version, ssh
 
 ENV = "e2e-prog"
 BLUEPRINT = str(REPO / "tests" / "e2e" / "blueprints" / "progressive.yml")
@@ -109,10 +109,13 @@ def story(lab: Lab) -> Iterator[Story]:
 
 class HostsLoad:
     """GET every URL continuously (two threads each, a new connection per request); each
-    answer is kept with its wall-clock time, so failures can be placed in a deploy's events."""
+    answer is kept with its wall-clock time, so failures can be placed in a deploy's events.
+    At most LOAD_RATE requests a second over all threads (see there): each thread starts one
+    every ``threads / LOAD_RATE`` seconds, or as soon as the one before answered."""
 
     def __init__(self, url: str, threads: int = 6) -> None:
         self.url = url
+        self.period = threads / LOAD_RATE
         self.answers: list[tuple[float, str, str]] = []   # (time, url, "v1" | "HTTP 500" | "error ...")
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -120,6 +123,7 @@ class HostsLoad:
 
     def _work(self, url: str) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 with _DIRECT.open(url, timeout=10) as resp:
                     what = page_version(resp.read().decode()) or "?"
@@ -129,6 +133,7 @@ class HostsLoad:
                 what = f"error {type(exc).__name__}"
             with self._lock:
                 self.answers.append((time.time(), url, what))
+            self._stop.wait(max(0.0, self.period - (time.monotonic() - started)))
 
     def __enter__(self) -> HostsLoad:
         for t in self._threads:
