@@ -74,3 +74,17 @@ def test_in_memory_a_vm_gets_a_bind_of_its_own_directory_which_goes_with_it(
     finally:
         if path.exists():
             shutil.rmtree(path)
+
+
+@as_root
+def test_only_a_vm_s_own_directory_is_ever_removed() -> None:
+    """The cleanup derives the id from a volume's name: one that is no plain name removes nothing."""
+    TMPFS_ROOT.mkdir(parents=True, exist_ok=True)
+    keep = TMPFS_ROOT / f"keep-{uuid.uuid4()}"
+    keep.mkdir()
+    try:
+        for name in ("..", ".", "", f"../{TMPFS_ROOT.name}", f"x/../{keep.name}"):
+            asyncio.run(remove_vm_docker_dir(name))
+        assert keep.is_dir() and TMPFS_ROOT.is_dir()
+    finally:
+        shutil.rmtree(keep, ignore_errors=True)

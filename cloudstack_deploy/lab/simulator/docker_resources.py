@@ -65,7 +65,7 @@ def vm_docker_on_tmpfs() -> bool:
         raise LabConfigError(f"{VM_DOCKER_ENV}={value!r}: expected 'volume' or 'tmpfs'")
     if os.geteuid() != 0:
         raise LabConfigError(f"{VM_DOCKER_ENV}=tmpfs needs root: the VMs' Docker files in "
-                                  f"{TMPFS_ROOT} are root's, and only root can remove them")
+                             f"{TMPFS_ROOT} are root's, and only root can remove them")
     if not TMPFS_ROOT.parent.is_dir():
         raise LabConfigError(f"{VM_DOCKER_ENV}=tmpfs: this machine has no {TMPFS_ROOT.parent}")
     return True
@@ -86,6 +86,8 @@ async def remove_vm_docker_dir(vm_id: str) -> None:
     """Delete what a VM kept in memory (TMPFS_ROOT/<vm id>), whatever the setting is now: call it
     once the VM's container (whose mounts use it) is gone."""
     path = TMPFS_ROOT / vm_id
+    if path.parent != TMPFS_ROOT or vm_id in ("", ".", ".."):  # a name, never a way out of it
+        return
     if path.exists():
         await asyncio.to_thread(shutil.rmtree, path, True)
 
