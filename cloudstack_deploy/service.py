@@ -75,7 +75,7 @@ def _config() -> CloudConfig:
 
 
 def _cloud(config: CloudConfig, **options: Any) -> Cloud:
-    """An API session (its client, and aiohttp, loaded here: `history` or `logs` never need them)."""
+    """An API session (its client, and aiohttp, loaded here: `history` never needs them)."""
     from .cloud.client import Cloud
 
     return Cloud(config, **options)
