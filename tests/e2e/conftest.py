@@ -129,9 +129,10 @@ def wait_for_page(url: str, version: str, deadline: float = 60) -> str:
 
 #: Requests per second a load makes at most, over all its clients: one every 10 ms, so an
 #: outage of 10 ms or more during a switch is seen. Unpaced, two clients made 300 a second on a
-#: quiet machine, and the load (the client, the lab's NAT, kamal-proxy, the app, its database)
-#: took 39% of test_demo_lifecycle.py's CPU (138 s against 84 s at this pace, 7 December); in
-#: the whole suite, where the CPU is what every test waits for, that CPU came out of the others.
+#: quiet machine, and serving them (the client, the lab's NAT, kamal-proxy, the app, its
+#: database) made test_demo_lifecycle.py take 138 s of CPU, against 103 s at this pace (84 s at
+#: 70 a second), in the same time (7 December); in the whole suite, where the CPU is what every
+#: test waits for, that CPU came out of the others.
 LOAD_RATE = 100.0
 
 
