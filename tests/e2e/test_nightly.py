@@ -100,12 +100,13 @@ def test_a_a_killed_nightly_leaves_its_environment(story: Story) -> None:
         for line in proc.stderr:
             said.append(line)
             if HALF_WAY.match(line):
-                proc.send_signal(signal.SIGKILL)
                 break
     finally:
         deadline.cancel()
-        proc.kill()
+        proc.kill()  # SIGKILL, half-way (or at the deadline)
         proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
     assert said and HALF_WAY.match(said[-1]), "the nightly never said a VM was created:\n" + "".join(said[-40:])
     assert proc.returncode == -signal.SIGKILL
     left = set(ours(story.lab)) - before

@@ -108,7 +108,7 @@ def story(lab: Lab) -> Iterator[Story]:
 
 
 class HostsLoad:
-    """GET every URL continuously (two threads each, a new connection per request); each
+    """GET the URL continuously (``threads`` threads, a new connection per request); each
     answer is kept with its wall-clock time, so failures can be placed in a deploy's events.
     At most LOAD_RATE requests a second over all threads (see there): each thread starts one
     every ``threads / LOAD_RATE`` seconds, or as soon as the one before answered."""
