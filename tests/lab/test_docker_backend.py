@@ -179,9 +179,21 @@ def test_the_templates_carry_no_apt_lists_caches_docs_or_translations(docker_sim
 def test_the_vm_trusts_the_lab_ca_for_the_registry(world: dict[str, Any]) -> None:
     host: Host = world["host"]
     assert host.run("cat /etc/docker/certs.d/registry.lab:5000/ca.crt").stdout == world["ca"]
-    # update-ca-certificates ran at boot: the system trust store has it too (curl, apt)
+    # the template's csdeploy-lab-ca.service put it in the system trust store at boot (curl,
+    # apt, Python): its link, OpenSSL's hash link and the bundle, which holds it once
     assert host.run("readlink -f /etc/ssl/certs/csdeploy-lab.pem").stdout.strip() == \
         "/usr/local/share/ca-certificates/csdeploy-lab.crt"
+    ca = "/etc/docker/certs.d/registry.lab:5000/ca.crt"
+    assert host.run(f"openssl verify -CApath /etc/ssl/certs {ca}").stdout.strip() == f"{ca}: OK"
+    count = "grep -c -e '-----BEGIN CERTIFICATE-----' /etc/ssl/certs/ca-certificates.crt"
+    before = int(host.run(count).stdout)
+    assert host.run(f"openssl verify -CAfile /etc/ssl/certs/ca-certificates.crt {ca}").stdout.strip() == f"{ca}: OK"
+    # run again (as at every boot), or after Debian's update-ca-certificates: still there once
+    host.run("systemctl restart csdeploy-lab-ca.service")
+    assert int(host.run(count).stdout) == before
+    host.run("update-ca-certificates && systemctl restart csdeploy-lab-ca.service")
+    assert int(host.run(count).stdout) == before
+    assert host.run(f"openssl verify -CAfile /etc/ssl/certs/ca-certificates.crt {ca}").stdout.strip() == f"{ca}: OK"
 
 
 def test_docker_runs_containers_inside_the_vm(world: dict[str, Any]) -> None:
