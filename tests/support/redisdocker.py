@@ -28,8 +28,10 @@ path = os.environ["FAKE_REDIS_STATE"]
 st = json.load(open(path))
 args = sys.argv[1:]
 st["calls"].append(args)
-def save():
-    json.dump(st, open(path, "w"))
+def save():  # whole or not at all: a reader (the test, another call) never sees it half-written
+    with open(path + ".tmp-%d" % os.getpid(), "w") as f:
+        json.dump(st, f)
+    os.replace(f.name, path)
 def pid_of(c):
     try:
         pid = int(open(c["pidfile"]).read().strip())
@@ -166,6 +168,12 @@ class RedisDocker:
     def _state(self) -> dict:
         return json.loads(self.state_file.read_text())
 
+    def _save(self, st: dict) -> None:
+        """Write the state whole (a `docker` call reading it meanwhile sees the old or the new)."""
+        tmp = self.state_file.with_name(f"{self.state_file.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(st))
+        os.replace(tmp, self.state_file)
+
     def container(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         """A running Redis container ``name``: redis-server ``args``; ``env``: its environment
         (what `docker exec` in it sees)."""
@@ -176,7 +184,7 @@ class RedisDocker:
                                   "pidfile": str(top / f"{name}.pid"), "logfile": str(top / f"{name}.log"),
                                   "bin": str(top / f"bin-{name}"), "env": env or {}}
         st["calls"] = []
-        self.state_file.write_text(json.dumps(st))
+        self._save(st)
         c = st["containers"][name]
         Path(c["bin"]).mkdir(exist_ok=True)
         (Path(c["bin"]) / "redis-cli").write_text(
@@ -197,7 +205,7 @@ class RedisDocker:
         """From now on `docker run` fails (as on a host whose disk is full)."""
         st = self._state()
         st["fail_run"] = True
-        self.state_file.write_text(json.dumps(st))
+        self._save(st)
 
     def calls(self) -> list[list[str]]:
         return self._state()["calls"]
