@@ -127,8 +127,10 @@ async def find_client() -> DockerClient:
     """The first docker client that can build with BuildKit (see the module's docstring)."""
     tried: list[str] = []
     for path in _candidates():
-        code, out = await _run(cmd.client_version(path), timeout=PROBE_TIMEOUT)
-        version = out.strip().splitlines()[-1] if code == 0 and out.strip() else ""
+        # The client prints its version even when its daemon cannot be reached (and exits 1):
+        # that is the build's error to report, with Docker's own words, not this probe's.
+        _, out = await _run(cmd.client_version(path), timeout=PROBE_TIMEOUT)
+        version = next((line for line in out.strip().splitlines() if re.fullmatch(r"\d+\.\d+\S*", line)), "")
         if not version:
             tried.append(f"{path} (does not run)")
             continue

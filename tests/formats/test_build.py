@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -96,7 +97,14 @@ def test_no_build_section_and_no_registry_are_input_errors(project: Path) -> Non
         asyncio.run(build_image(_bp(project), version="v1", push=True, secrets={"API_TOKEN": SECRET}))
 
 
-def test_client_and_push_address() -> None:
+@pytest.mark.parametrize("daemon", ["as configured", "unreachable"])
+def test_client_and_push_address(daemon: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A client is chosen by what it is, with its daemon up or not: a daemon that cannot be
+    reached is the build's error to report, not "no docker client here"."""
+    if shutil.which("docker") is None:
+        pytest.skip("needs a docker client on PATH")
+    if daemon == "unreachable":  # the real client, pointed at a socket nobody listens on
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nobody.sock")
     client = asyncio.run(find_client())
     assert client.buildx or int(client.version.split(".")[0]) < 23
     assert push_target("registry.lab:5000/demo-app", "v1", {"registry.lab:5000": "localhost:5000"}) == \
