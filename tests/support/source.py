@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import gc
 from pathlib import Path
 
 
@@ -17,4 +18,8 @@ def parsed(path: Path) -> ast.Module:
 @functools.cache
 def nodes(path: Path) -> tuple[ast.AST, ...]:
     """Every node of the module's tree, in ``ast.walk`` order."""
-    return tuple(ast.walk(parsed(path)))
+    found = tuple(ast.walk(parsed(path)))
+    # Kept for the rest of the run (the whole package is a million objects): out of the
+    # collector's way, or every later full pass of the process walks them again.
+    gc.freeze()
+    return found
