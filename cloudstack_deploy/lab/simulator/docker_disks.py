@@ -36,6 +36,7 @@ Two stand-ins for what a hypervisor and udev would do, both documented in the te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -174,8 +175,10 @@ class VolumeFiles:
                     continue
                 if loop.time() >= deadline:
                     log.warning("volume %s: loop device(s) %s still busy after %.0fs; freed by "
-                                "autoclear when their last user goes; mounted by: %s", volume_id,
-                                " ".join(devs), settle, "; ".join(map(str, mounted_by(devs))) or "no process")
+                                "autoclear when their last user goes; mounted by: %s; in use by: %s",
+                                volume_id, " ".join(devs), settle,
+                                "; ".join(map(str, mounted_by(devs))) or "no process",
+                                "; ".join(using(devs)) or "no process")
                     return
                 await asyncio.sleep(0.1)
 
@@ -385,3 +388,40 @@ async def guest_sh(container: str, script: str, *, check: bool = True, timeout: 
     _, out, err = await docker("exec", "-i", container, "sh", "-s", input=script.encode(),
                                check=check, timeout=timeout)
     return out + err
+
+
+def using(devs: list[str], proc: Path = Path("/proc")) -> list[str]:
+    """Processes on this machine that keep one of ``devs`` busy without a mount of it: the
+    device open, or a working directory, root or open file on a filesystem of it (one that was
+    lazily unmounted lives on while they do). ``PID COMM what`` each."""
+    numbers = set()
+    for dev in devs:
+        with contextlib.suppress(OSError):
+            numbers.add(os.stat(dev).st_rdev)
+    return users_of(numbers, proc)
+
+
+def users_of(numbers: set[int], proc: Path = Path("/proc")) -> list[str]:
+    """``using`` by device numbers (``st_rdev`` of the device, ``st_dev`` of a file on it)."""
+    found = []
+    for pid_dir in proc.glob("[0-9]*"):
+        uses = []
+        try:
+            links = [("cwd", pid_dir / "cwd"), ("root", pid_dir / "root"),
+                     *((f"fd {fd.name}", fd) for fd in (pid_dir / "fd").iterdir())]
+        except OSError:
+            continue
+        for what, link in links:
+            try:
+                st = os.stat(link)
+            except OSError:
+                continue
+            if st.st_dev in numbers or (st.st_rdev and st.st_rdev in numbers):
+                uses.append(what)
+        if uses:
+            try:
+                comm = (pid_dir / "comm").read_text().strip()
+            except OSError:
+                comm = "?"
+            found.append(f"{pid_dir.name} {comm} {', '.join(uses)}")
+    return found
