@@ -59,9 +59,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     the run ends: the collector's oldest generation need not walk it again at every full pass.
     And a young pass every 50,000 allocations, not 700: a test's objects that live a little
     while (a simulator's state, a parsed blueprint) were walked by hundreds of young passes and
-    moved up only to be walked again (measured: see the README's testing section)."""
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
+    moved up only to be walked again (measured: see the README's testing section).
+
+    Only in pytest-xdist's workers (the fast tiers): the lab tier's one process runs the lab's
+    simulator in a thread, and its detach story failed twice in four CI runs with these
+    settings (a loop device busy with no holder; see tests/lab/test_docker_backend.py), never
+    in the runs before. Until that is understood, the lab keeps Python's defaults."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 20)
 
 
 @pytest.fixture(scope="session")
