@@ -45,14 +45,11 @@ def test_a_process_whose_working_directory_is_on_the_filesystem_is_named(fs: Pat
 def test_a_process_holding_a_file_open_on_it_is_named_with_the_descriptor(fs: Path) -> None:
     held = fs / "held"
     held.write_text("x")
-    proc = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1]); time.sleep(60)",
-                             str(held)], cwd="/")  # on another filesystem
+    proc = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1]); print('open', flush=True); "
+                             "time.sleep(60)", str(held)], cwd="/", stdout=subprocess.PIPE, text=True)  # cwd elsewhere
     try:
-        for _ in range(100):  # until the child has opened it
-            found = [line for line in users_of({os.stat(fs).st_dev}) if line.startswith(f"{proc.pid} ")]
-            if found and "fd " in found[0]:
-                break
-            subprocess.run(["sleep", "0.05"])
+        assert proc.stdout is not None and proc.stdout.readline() == "open\n"  # the child has it open now
+        found = [line for line in users_of({os.stat(fs).st_dev}) if line.startswith(f"{proc.pid} ")]
         assert found and "fd " in found[0] and "cwd" not in found[0], found
     finally:
         proc.kill()
