@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import os
 import stat
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -54,11 +55,15 @@ def s3_url(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture(params=["dir", "libcloud-local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> bd.Store:
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> bd.Store:
     if request.param == "dir":
         return bd.open_store(str(tmp_path / "dumps"))
     if request.param == "libcloud-local":
         pytest.importorskip("fasteners")
+        # libcloud's local driver takes a lock file per object in tempfile.gettempdir(), and
+        # leaves it there: the test's own directory, so that runs leave nothing in /tmp.
+        (tmp_path / "tmp").mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
         (tmp_path / "objects" / "vault").mkdir(parents=True)
         return bd.open_store(f"local://vault/nightly?root={tmp_path / 'objects'}")
     return bd.open_store(request.getfixturevalue("s3_url"))
