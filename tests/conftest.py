@@ -38,6 +38,16 @@ UNDER_XDIST = ("lab tests run in one process, not spread over pytest-xdist worke
                "lab of its own): `pytest -m lab` without -n, as scripts/test runs them")
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under exactly ``-m "not lab"`` (the fast tiers), the directories whose every test is
+    ``lab`` are not collected at all: every test there would be deselected, and importing them
+    (and the lab modules they import) cost each pytest-xdist worker 0.1-0.2 s of its start."""
+    if collection_path.name in LAB_DIRS and collection_path.parent == TESTS \
+            and (config.getoption("markexpr", "") or "").strip() == "not lab":
+        return True
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tops: dict[str, str] = {}  # per file: resolving a path is a few system calls, and 2,000 items share 200 files
