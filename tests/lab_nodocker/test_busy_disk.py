@@ -2,14 +2,16 @@
 
 When a detach leaves a loop device busy past its settle time, the simulator's warning names the
 namespaces that still mount it and the processes that use it without a mount: the device open,
-or a working directory or open file on its filesystem (a lazily unmounted one lives on while
-they do). These check the second against real processes of this machine, by the device number
-of a filesystem they sit on.
+or a working directory, open file or memory-mapped file on its filesystem (a lazily unmounted
+one lives on while they do), and the mount namespaces no process is in (a descriptor or a bind
+mount keeps them, with their mounts, alive). These check the last two against real processes and
+namespaces of this machine, by the device number of a filesystem they sit on.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudstack_deploy.lab.simulator.docker_disks import users_of
+from cloudstack_deploy.lab.simulator.docker_disks import unowned_mount_namespaces, users_of
 
 
 @pytest.fixture
@@ -70,3 +72,74 @@ def test_a_process_with_the_device_itself_open_is_named() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_process_that_mapped_a_file_there_and_closed_it_is_named_with_the_file(fs: Path) -> None:
+    """A mapping outlives the descriptor it was made from, and keeps the file's filesystem."""
+    mapped = fs / "mapped"
+    mapped.write_bytes(b"x" * 4096)
+    # libc's mmap (Python's mmap object keeps a descriptor of its own), then the file closed
+    proc = subprocess.Popen([sys.executable, "-c", "import ctypes, mmap, os, sys, time\n"
+                             "libc = ctypes.CDLL(None, use_errno=True)\n"
+                             "libc.mmap.restype = ctypes.c_void_p\n"
+                             "libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,"
+                             " ctypes.c_int, ctypes.c_long]\n"
+                             "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+                             "assert libc.mmap(None, 4096, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0) != ctypes.c_void_p(-1).value\n"
+                             "os.close(fd)\n"
+                             "print('mapped', flush=True); time.sleep(60)", str(mapped)],
+                            cwd="/", stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "mapped\n"  # mapped, its file closed
+        found = [line for line in users_of({os.stat(fs).st_dev}) if line.startswith(f"{proc.pid} ")]
+        assert found and f"map {mapped}" in found[0] and "fd " not in found[0], found
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_mount_namespace_kept_by_a_descriptor_after_its_process_is_gone_is_named() -> None:
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "--mount", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs unshare --mount (util-linux, and the right to make a mount namespace)")
+    inside = subprocess.Popen([unshare, "--mount", "sleep", "60"])
+    holder = None
+    try:
+        ns = ""
+        for _ in range(100):  # until unshare has made the namespace and become sleep in it
+            ns = os.readlink(f"/proc/{inside.pid}/ns/mnt")
+            if ns != os.readlink("/proc/self/ns/mnt"):
+                break
+            subprocess.run(["sleep", "0.02"])
+        assert ns != os.readlink("/proc/self/ns/mnt")
+        holder = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1]); print('open', flush=True); "
+                                   "time.sleep(60)", f"/proc/{inside.pid}/ns/mnt"], stdout=subprocess.PIPE, text=True)
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        assert not [line for line in unowned_mount_namespaces() if line.startswith(f"{ns} ")]  # sleep is in it
+        inside.kill()
+        inside.wait()
+        found = [line for line in unowned_mount_namespaces() if line.startswith(f"{ns} ")]
+        assert len(found) == 1 and found[0].endswith(f" of {holder.pid}"), found
+    finally:
+        for proc in (inside, holder):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+
+
+def test_a_mount_namespace_kept_by_a_bind_mount_after_its_process_is_gone_is_named(fs: Path) -> None:
+    """As `unshare --mount=FILE` or `ip netns` keep one: bind-mounted, no process in it."""
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "--mount", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs unshare --mount (util-linux, and the right to make a mount namespace)")
+    pin = fs / "pinned"
+    pin.touch()
+    made = subprocess.run([unshare, f"--mount={pin}", "true"], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot bind-mount a mount namespace here: {made.stderr.strip()}")
+    try:
+        found = [line for line in unowned_mount_namespaces() if f" by a mount at {pin} seen by " in line]
+        assert len(found) == 1 and found[0].startswith("mnt:["), unowned_mount_namespaces()
+    finally:
+        subprocess.run(["umount", str(pin)], check=True)
+    assert not [line for line in unowned_mount_namespaces() if f" at {pin} " in line]

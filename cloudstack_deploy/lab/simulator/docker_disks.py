@@ -175,10 +175,12 @@ class VolumeFiles:
                     continue
                 if loop.time() >= deadline:
                     log.warning("volume %s: loop device(s) %s still busy after %.0fs; freed by "
-                                "autoclear when their last user goes; mounted by: %s; in use by: %s",
+                                "autoclear when their last user goes; mounted by: %s; in use by: %s; "
+                                "mount namespaces without a process: %s",
                                 volume_id, " ".join(devs), settle,
                                 "; ".join(map(str, mounted_by(devs))) or "no process",
-                                "; ".join(using(devs)) or "no process")
+                                "; ".join(using(devs)) or "no process",
+                                "; ".join(unowned_mount_namespaces()) or "none")
                     return
                 await asyncio.sleep(0.1)
 
@@ -392,8 +394,9 @@ async def guest_sh(container: str, script: str, *, check: bool = True, timeout: 
 
 def using(devs: list[str], proc: Path = Path("/proc")) -> list[str]:
     """Processes on this machine that keep one of ``devs`` busy without a mount of it: the
-    device open, or a working directory, root or open file on a filesystem of it (one that was
-    lazily unmounted lives on while they do). ``PID COMM what`` each."""
+    device open, or a working directory, root, executable, open file or memory-mapped file on a
+    filesystem of it (one that was lazily unmounted lives on while they do). ``PID COMM what``
+    each."""
     numbers = set()
     for dev in devs:
         with contextlib.suppress(OSError):
@@ -407,7 +410,7 @@ def users_of(numbers: set[int], proc: Path = Path("/proc")) -> list[str]:
     for pid_dir in proc.glob("[0-9]*"):
         uses = []
         try:
-            links = [("cwd", pid_dir / "cwd"), ("root", pid_dir / "root"),
+            links = [("cwd", pid_dir / "cwd"), ("root", pid_dir / "root"), ("exe", pid_dir / "exe"),
                      *((f"fd {fd.name}", fd) for fd in (pid_dir / "fd").iterdir())]
         except OSError:
             continue
@@ -418,6 +421,9 @@ def users_of(numbers: set[int], proc: Path = Path("/proc")) -> list[str]:
                 continue
             if st.st_dev in numbers or (st.st_rdev and st.st_rdev in numbers):
                 uses.append(what)
+        mapped = _mapped_from(pid_dir / "maps", numbers)
+        if mapped:
+            uses.append(f"map {mapped}")
         if uses:
             try:
                 comm = (pid_dir / "comm").read_text().strip()
@@ -425,3 +431,56 @@ def users_of(numbers: set[int], proc: Path = Path("/proc")) -> list[str]:
                 comm = "?"
             found.append(f"{pid_dir.name} {comm} {', '.join(uses)}")
     return found
+
+
+def _mapped_from(maps: Path, numbers: set[int]) -> str | None:
+    """The first file of ``maps`` (``/proc/PID/maps``) that lies on one of the devices
+    ``numbers``: a mapping keeps its file, and so a lazily unmounted filesystem, alive after the
+    descriptor it was made from is closed. Its device is the line's 4th field, ``MAJOR:MINOR``
+    in hex."""
+    try:
+        lines = maps.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(None, 5)
+        if len(fields) < 6 or fields[4] == "0":  # anonymous memory
+            continue
+        major, _, minor = fields[3].partition(":")
+        try:
+            number = os.makedev(int(major, 16), int(minor, 16))
+        except ValueError:
+            continue
+        if number in numbers:
+            return fields[5]
+    return None
+
+
+def unowned_mount_namespaces(proc: Path = Path("/proc")) -> list[str]:
+    """Mount namespaces that no process is in, kept alive by a descriptor (``/proc/PID/ns/mnt``
+    held open) or a bind mount of one (``nsfs``): a mount in them holds its filesystem, and no
+    scan of processes' mounts sees it. ``mnt:[INODE] by WHAT`` each."""
+    lived_in: set[str] = set()
+    holders: dict[str, str] = {}
+    for pid_dir in proc.glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            lived_in.add(os.readlink(pid_dir / "ns" / "mnt"))
+        try:
+            fds = list((pid_dir / "fd").iterdir())
+        except OSError:
+            fds = []
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("mnt:["):
+                    holders.setdefault(target, f"fd {fd.name} of {pid_dir.name}")
+        try:
+            mounts = (pid_dir / "mountinfo").read_text().splitlines()
+        except OSError:
+            mounts = []
+        for line in mounts:
+            before, _, after = line.partition(" - ")
+            fields = before.split()
+            if after.startswith("nsfs ") and len(fields) > 4 and fields[3].startswith("mnt:["):
+                holders.setdefault(fields[3], f"a mount at {fields[4]} seen by {pid_dir.name}")
+    return [f"{ns} by {what}" for ns, what in sorted(holders.items()) if ns not in lived_in]
