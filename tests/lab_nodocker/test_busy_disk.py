@@ -102,15 +102,13 @@ def test_a_mount_namespace_kept_by_a_descriptor_after_its_process_is_gone_is_nam
     unshare = shutil.which("unshare")
     if unshare is None or subprocess.run([unshare, "--mount", "true"], capture_output=True).returncode != 0:
         pytest.skip("needs unshare --mount (util-linux, and the right to make a mount namespace)")
-    inside = subprocess.Popen([unshare, "--mount", "sleep", "60"])
+    # the shell speaks from inside the namespace unshare made, then becomes the sleep in it
+    inside = subprocess.Popen([unshare, "--mount", "sh", "-c", "echo in; exec sleep 60"],
+                              stdout=subprocess.PIPE, text=True)
     holder = None
     try:
-        ns = ""
-        for _ in range(100):  # until unshare has made the namespace and become sleep in it
-            ns = os.readlink(f"/proc/{inside.pid}/ns/mnt")
-            if ns != os.readlink("/proc/self/ns/mnt"):
-                break
-            subprocess.run(["sleep", "0.02"])
+        assert inside.stdout is not None and inside.stdout.readline() == "in\n"
+        ns = os.readlink(f"/proc/{inside.pid}/ns/mnt")
         assert ns != os.readlink("/proc/self/ns/mnt")
         holder = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1]); print('open', flush=True); "
                                    "time.sleep(60)", f"/proc/{inside.pid}/ns/mnt"], stdout=subprocess.PIPE, text=True)
