@@ -33,6 +33,15 @@ def fs() -> Iterator[Path]:
         yield Path(path)
 
 
+@pytest.fixture
+def unshare() -> str:
+    """util-linux's unshare, where this machine lets it make a mount namespace."""
+    path = shutil.which("unshare")
+    if path is None or subprocess.run([path, "--mount", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs unshare --mount (util-linux, and the right to make a mount namespace)")
+    return path
+
+
 def test_a_process_whose_working_directory_is_on_the_filesystem_is_named(fs: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=fs)
     try:
@@ -98,10 +107,7 @@ def test_a_process_that_mapped_a_file_there_and_closed_it_is_named_with_the_file
         proc.wait()
 
 
-def test_a_mount_namespace_kept_by_a_descriptor_after_its_process_is_gone_is_named() -> None:
-    unshare = shutil.which("unshare")
-    if unshare is None or subprocess.run([unshare, "--mount", "true"], capture_output=True).returncode != 0:
-        pytest.skip("needs unshare --mount (util-linux, and the right to make a mount namespace)")
+def test_a_mount_namespace_kept_by_a_descriptor_after_its_process_is_gone_is_named(unshare: str) -> None:
     # the shell speaks from inside the namespace unshare made, then becomes the sleep in it
     inside = subprocess.Popen([unshare, "--mount", "sh", "-c", "echo in; exec sleep 60"],
                               stdout=subprocess.PIPE, text=True)
@@ -125,11 +131,8 @@ def test_a_mount_namespace_kept_by_a_descriptor_after_its_process_is_gone_is_nam
                 proc.wait()
 
 
-def test_a_mount_namespace_kept_by_a_bind_mount_after_its_process_is_gone_is_named(fs: Path) -> None:
+def test_a_mount_namespace_kept_by_a_bind_mount_after_its_process_is_gone_is_named(fs: Path, unshare: str) -> None:
     """As `unshare --mount=FILE` or `ip netns` keep one: bind-mounted, no process in it."""
-    unshare = shutil.which("unshare")
-    if unshare is None or subprocess.run([unshare, "--mount", "true"], capture_output=True).returncode != 0:
-        pytest.skip("needs unshare --mount (util-linux, and the right to make a mount namespace)")
     pin = fs / "pinned"
     pin.touch()
     made = subprocess.run([unshare, f"--mount={pin}", "true"], capture_output=True, text=True)
