@@ -35,6 +35,8 @@ def test_the_costliest_tests_are_listed_by_cpu_not_wall_time(pytester: pytest.Py
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CSDEPLOY_TEST_CPU", "2")
     pytester.makepyfile(test_inner=INNER)
+    # The inner run's own ini, as pyproject.toml sets it (pytest-asyncio warns when it is unset).
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     result = pytester.runpytest_inprocess("-p", "tests.support.cpu_time", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
     listed = [line for line in result.outlines if line.endswith(("test_works_hard", "test_starts_a_busy_child",
