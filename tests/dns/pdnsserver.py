@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -25,27 +24,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.ports import free_port
+
 PDNS = "/usr/sbin/pdns_server"
 SCHEMA = Path("/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql")
 
 
 def installed() -> bool:
     return os.access(PDNS, os.X_OK) and SCHEMA.is_file() and shutil.which("dig") is not None
-
-
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (PowerDNS answers on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no free port on 127.0.0.1")
 
 
 @dataclass
@@ -89,7 +75,7 @@ def pdns_server() -> Iterator[PdnsServer]:
     with sqlite3.connect(db) as conn:
         conn.executescript(SCHEMA.read_text())
     key = "pdns-" + secrets.token_hex(12)
-    dns_port, api_port = _free_port(), _free_port()
+    dns_port, api_port = free_port(udp=True), free_port()  # PowerDNS answers on TCP and UDP
     conf = "\n".join([
         "launch=gsqlite3", f"gsqlite3-database={db}", "local-address=127.0.0.1", f"local-port={dns_port}",
         "api=yes", f"api-key={key}", "webserver=yes", "webserver-address=127.0.0.1",

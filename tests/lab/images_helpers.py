@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from cloudstack_deploy.lab.registry import RegistryInfo, ensure_registry, remove_registry
-from tests.support.docker import docker, free_port
+from tests.support.docker import docker
+from tests.support.ports import free_port
 
 __all__ = ["docker", "free_port"]  # for the modules here
 

@@ -20,8 +20,7 @@ from cloudstack_deploy.server import queue
 from cloudstack_deploy.server.worker import JobProgress, Runner
 from cloudstack_deploy.store import Journal
 from cloudstack_deploy.store.url import StoreURL
-
-from .servers import free_port
+from tests.support.ports import free_port
 
 
 def fake_deploy(url: StoreURL, seconds: float = 0.2) -> Runner:

@@ -18,7 +18,6 @@ import glob
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -26,18 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.ports import free_port
+
 
 def bindir() -> Path | None:
     """The newest Debian PostgreSQL's bin dir (``/usr/lib/postgresql/N/bin``), or None."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
                    key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0)
     return Path(found[-1]).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -73,7 +68,7 @@ def pg_server() -> Iterator[PgServer]:
         shutil.chown(top, "postgres")
         shutil.chown(sock, "postgres")
         shutil.chown(pwfile, "postgres")
-    port = _free_port()
+    port = free_port()
     log = top / "server.log"
 
     def run(*argv: str) -> None:
