@@ -6,7 +6,9 @@ merge keys counted as expanded (an 800-byte alias bomb is gigabytes once walked)
 problem with the text itself becomes a `Problem` naming the file and, where known, the line.
 The events come from libyaml's parser when PyYAML has it (its wheels do), in a tenth of the pure
 Python parser's time; PyYAML's own composer (bounded) builds the nodes. A text libyaml refuses is
-read again by the pure Python parser, whose words tell the problem. The two agree on every file
+read again by the pure Python parser, whose words tell the problem; a text past a bound is not
+(the bounds are the composer's, the same on either path; reading 20,000 levels of nesting again
+took 180 ms, refusing them 2 ms). The two agree on every file
 of tests/fixtures and the repository; on a few odd texts (a tab after a value, a byte-order mark
 inside the file) libyaml reads what the pure Python parser refuses, as Ruby's YAML (Kamal's,
 libyaml too) does.
@@ -115,7 +117,9 @@ def _compose(loader_class: type, text: str, file: str, what: str, fast: bool = F
         node = loader.get_single_node()
         tree = None if node is None else walker.walk(node, ())
     except Exception as exc:
-        if fast:  # told exactly as the pure Python parser tells it
+        # A bound is the composer's and the walker's, the same on either path: told at once. A
+        # problem of the text is told exactly as the pure Python parser tells it.
+        if fast and not isinstance(exc, _TooBig):
             raise _ReadAgain from exc
         return None, locs, [_problem_of(exc, text, file, what)]
     finally:

@@ -81,9 +81,13 @@ def test_a_problem_is_told_at_its_line_in_the_pure_python_parser_s_words(text: s
 @needs_libyaml
 def test_the_bounds_hold_on_the_fast_path() -> None:
     deep = "a: " + "[" * 20_000 + "]" * 20_000 + "\n"
-    assert fast_only(deep) is None  # the bound is met while libyaml's events are composed
     _, _, problems = compose(deep, "deep.yml")
     assert [p.message for p in problems] == ["the blueprint is nested more than 50 levels deep"]
+    # met while libyaml's events are composed and told from there, not read again: in the pure
+    # Python parser's words, at its line
+    assert fast_only(deep, "deep.yml") == pure(deep, "deep.yml")
+    spread = "a: 1\nb:\n" + "".join(f"  - {'[' * 60}{']' * 60}\n" if i == 7 else f"  - {i}\n" for i in range(9))
+    assert fast_only(spread) == pure(spread) and fast_only(spread)[2][0].line == 10
     bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
         f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
