@@ -37,5 +37,3 @@ def docker(*args: str, input: str | None = None, check: bool = True,
     if check and proc.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
     return proc
-
-
