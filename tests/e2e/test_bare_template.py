@@ -66,7 +66,10 @@ def test_c_docker_was_installed_on_the_vm_by_csdeploy(bare: Lab) -> None:
     assert code == 0 and out.startswith("install ok installed"), f"{code} {out}{err}"
     # apt's own log on the VM: docker.io came from the install command csdeploy runs.
     code, out, err = ssh(bare, ENV, host, "cat /var/log/apt/history.log")
-    assert "apt-get install -y -qq docker.io" in out, f"no csdeploy install of docker.io in apt's log:\n{out}{err}"
+    assert "apt-get install -y -qq docker.io pigz" in out, f"no csdeploy install of docker.io in apt's log:\n{out}{err}"
+    # and pigz with it: the VM's dockerd decompresses the layers it pulls with unpigz
+    code, out, err = ssh(bare, ENV, host, "command -v unpigz")
+    assert code == 0 and out.strip(), f"no unpigz on {host}: {code} {out}{err}"
 
 
 def test_d_teardown_leaves_nothing(bare: Lab) -> None:

@@ -215,3 +215,37 @@ def test_deploy_lock_refuses_a_second_holder_until_broken_and_unlock_records_his
     read = run_script(history.read_script("demo"), env, tmp_path).stdout
     assert history.parse(read) == [record]
     assert history.parse(read)[0].status == "ok"
+
+
+def test_docker_install_by_apt_brings_pigz_and_leaves_a_host_with_docker_alone(tmp_path: Path) -> None:
+    """`rollout.docker_install: apt` on a host without docker: Debian's docker.io and pigz (dockerd
+    decompresses pulled layers with unpigz when it finds one), then docker answers; on a host that has
+    docker, apt is not run at all. The script runs for real, with only stubs on PATH."""
+    from cloudstack_deploy.rollout.commands.docker import ensure_installed
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "calls.log"
+    docker = "#!/bin/sh\n[ \"$1\" = version ] && echo 20.10.24\nexit 0\n"
+    stubs = {
+        "apt-get": f"#!/bin/sh\nprintf 'apt-get %s\\n' \"$*\" >> {log}\n"
+                   f"[ \"$1\" = install ] && printf '%s' '{docker}' > {bindir}/docker && /bin/chmod 755 {bindir}/docker\n"
+                   "exit 0\n",
+        "usermod": f"#!/bin/sh\nprintf 'usermod %s\\n' \"$*\" >> {log}\n",
+        "systemctl": f"#!/bin/sh\nprintf 'systemctl %s\\n' \"$*\" >> {log}\n",
+    }
+    for name, text in stubs.items():
+        (bindir / name).write_text(text)
+        (bindir / name).chmod(0o755)
+    script = ensure_installed("apt", "csdeploy").text()
+
+    def run() -> list[str]:
+        log.unlink(missing_ok=True)
+        proc = subprocess.run(["/bin/sh", "-s"], input=script, env={"PATH": str(bindir)}, capture_output=True,
+                              text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        return log.read_text().splitlines() if log.exists() else []
+
+    assert run() == ["apt-get update -qq", "apt-get install -y -qq docker.io pigz", "usermod -aG docker csdeploy"]
+    assert (bindir / "docker").exists()
+    assert run() == ["usermod -aG docker csdeploy"], "a host with docker must not get apt's install"
