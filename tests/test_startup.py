@@ -203,8 +203,8 @@ main()
 def test_the_process_s_own_command_leaves_its_objects_out_of_the_shutdown_s_collections(
         argv: tuple[str, ...], code: int, said: str) -> None:
     """A command run as the process (`csdeploy ...`: sys.argv) freezes its objects when it has
-    ended, so the interpreter's shutdown does not collect them all again (0.1 s of every
-    command): what it printed is all there, its exit code is kept, exit handlers still run."""
+    ended, so the interpreter's shutdown does not collect them all again (0.05-0.2 s of a
+    command here): what it printed is all there, its exit code is kept, exit handlers still run."""
     proc = subprocess.run([sys.executable, "-c", FROZEN_AT_EXIT.format(argv=argv)], capture_output=True,
                           text=True, cwd=REPO, timeout=60)
     assert proc.returncode == code, proc.stderr

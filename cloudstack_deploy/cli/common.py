@@ -82,9 +82,10 @@ class Root(click.Group):
 
         When the process's own command has ended, every object it made is moved out of the
         cyclic garbage collector's reach (`gc.freeze`) before the interpreter shuts down: its
-        shutdown runs several full collections over every module's objects, 0.11-0.14 s of
-        each command's wall time on this machine (`status` ended in 0.13-0.17 s after its
-        last exit handler, 0.02-0.03 s with the freeze). Exit handlers still run, files are
+        shutdown runs several full collections over every module's objects, 0.05-0.2 s of a
+        command's wall time on this machine, the more the more objects it made (a `status`
+        over SSH ended 0.12-0.17 s after its last exit handler, 0.02-0.03 s with the freeze;
+        docs/benchmarks.md, "Start-up"). Exit handlers still run, files are
         still flushed and closed; only garbage in reference cycles is left to the process's
         exit. A caller's own ``args`` (click's CliRunner, an embedding program) keep theirs."""
         if args is not None:
