@@ -397,7 +397,8 @@ class Cloud:
         if self._watcher is None:
             self._watcher = _JobWatcher(self)
         deadline = time.monotonic() + self.job_timeout
-        job = await self._watcher.wait(jobid, deadline, need_result=settled is None)
+        first_poll = QUICK_FIRST_POLL if command in QUICK_JOBS else FIRST_POLL
+        job = await self._watcher.wait(jobid, deadline, need_result=settled is None, first_poll=first_poll)
         if job is _UNREAD:
             assert settled is not None
             if await settled():
@@ -465,6 +466,12 @@ BATCH_MIN = 3  #: pending jobs from which one listAsyncJobs poll replaces one qu
 FIRST_POLL = 0.2  #: seconds from a job's submission to its first poll (the interval, if shorter)
 POLL_GROWTH = 1.5  #: each later poll of a job waits this much longer, up to the poll interval
 MIN_POLL_GAP = 0.1  #: seconds from the end of one poll round to the start of the next, at least
+#: Jobs CloudStack does in its database alone (TaggedResourceManagerImpl's createTags and
+#: deleteTags: a transaction, no agent), done within milliseconds of their submission: their
+#: first poll comes after `QUICK_FIRST_POLL`, not `FIRST_POLL`. The cloud lock's release, at
+#: the end of every deploy and rollback, is one of them.
+QUICK_JOBS = frozenset({"createTags", "deleteTags"})
+QUICK_FIRST_POLL = 0.05
 
 
 class _JobWatcher:
@@ -510,13 +517,15 @@ class _JobWatcher:
         self.pending.clear()
         self._due.clear()
 
-    async def wait(self, jobid: str, deadline: float, *, need_result: bool = True) -> dict[str, Any] | None:
+    async def wait(self, jobid: str, deadline: float, *, need_result: bool = True,
+                   first_poll: float = FIRST_POLL) -> dict[str, Any] | None:
         """The finished job; None past ``deadline``; ``_UNREAD`` if not ``need_result`` and the
-        job left the listing of pending jobs (it finished; its result was not read)."""
+        job left the listing of pending jobs (it finished; its result was not read). Its first
+        poll comes ``first_poll`` after this call (the poll interval, if shorter)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[dict[str, Any] | None] = loop.create_future()
         self.pending[jobid] = (fut, deadline, time.time(), need_result)
-        first = min(self.cloud.poll_interval, FIRST_POLL)
+        first = min(self.cloud.poll_interval, first_poll)
         self._due[jobid] = (loop.time() + first, first)
         if self._task is None or self._task.done():
             self._wake_at = float("inf")

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from cloudstack_deploy.cloud import Cloud, CloudConfig, CloudError
-from cloudstack_deploy.cloud.client import FIRST_POLL, POLL_GROWTH
+from cloudstack_deploy.cloud.client import FIRST_POLL, POLL_GROWTH, QUICK_FIRST_POLL
 
 
 class Jobs:
-    """Answers destroyVirtualMachine with a job and queryAsyncJobResult with its state; keeps
-    the time of every query per job."""
+    """Answers destroyVirtualMachine or deleteTags with a job (``job-<id>``) and
+    queryAsyncJobResult with its state; keeps the time of every query per job."""
 
     def __init__(self) -> None:
         self.finished: set[str] = set()
@@ -30,7 +30,7 @@ class Jobs:
         self.changed = asyncio.Event()
 
     async def request(self, command: str, **params: Any) -> dict[str, Any]:
-        if command == "destroyVirtualMachine":
+        if command in ("destroyVirtualMachine", "deleteTags"):
             jobid = f"job-{params['id']}"
             self.submitted[jobid] = time.monotonic()
             return {"jobid": jobid}
@@ -103,6 +103,25 @@ async def test_the_polls_of_a_job_back_off_to_the_poll_interval() -> None:
     assert all(a >= p - 0.01 for a, p in zip(arrived, planned, strict=True)), (gaps, expected)
     # a loaded machine may add to a wait, but no wait is planned longer than the interval
     assert gaps[0] < 0.45 and max(gaps) < 0.45 + 0.25, gaps
+
+
+async def test_a_tag_job_is_first_polled_sooner_than_any_other() -> None:
+    """A tag job is done in CloudStack's database within moments (the cloud lock's release ends
+    every deploy with one): its first poll comes QUICK_FIRST_POLL after its submission. A destroy
+    submitted at the same moment is first polled FIRST_POLL after it, so after the tag job's."""
+    jobs = Jobs()
+    jobs.finished.update({"job-t", "job-d"})
+    session = cloud(jobs, poll_interval=1.0)
+    try:
+        results = await asyncio.wait_for(asyncio.gather(session.job("destroyVirtualMachine", id="d"),
+                                                        session.job("deleteTags", id="t")), 5)
+    finally:
+        await session.__aexit__(None, None, None)
+    assert results == [{"success": True}, {"success": True}]
+    assert jobs.queried["job-t"][0] < jobs.queried["job-d"][0], jobs.queried
+    assert len(jobs.queried["job-t"]) == 1 and len(jobs.queried["job-d"]) == 1, jobs.queried
+    assert jobs.gaps("job-t")[0] >= QUICK_FIRST_POLL - 0.01, jobs.gaps("job-t")
+    assert jobs.gaps("job-d")[0] >= FIRST_POLL - 0.01, jobs.gaps("job-d")
 
 
 async def test_a_job_that_never_finishes_times_out_naming_the_command_and_the_job() -> None:

@@ -269,3 +269,22 @@ def test_list_async_jobs_lists_pending_jobs_by_id_and_keyword(simulator: Threade
     for jobid in deploys:
         wait_job(cs_raw, jobid)
     assert cs_raw.listAsyncJobs() == {}
+
+
+@pytest.mark.simulator(job_seconds=2)
+def test_a_tag_job_is_done_long_before_one_that_works_on_the_network(cs: CloudStack, cs_raw: CloudStack) -> None:
+    """TaggedResourceManagerImpl.createTags and deleteTags are one database transaction each (no
+    agent, no network element): their jobs are done within moments, while a job that changes the
+    network (associateIpAddress, submitted first) still takes the lab's job time (2 s here)."""
+    cat = catalog(cs)
+    net = network(cs, cat)
+    working = cs_raw.associateIpAddress(networkid=net["id"])["jobid"]
+    tag = cs_raw.createTags(resourcetype="Network", resourceids=net["id"], tags=[{"key": "k", "value": "v"}])
+    assert wait_job(cs_raw, tag["jobid"])["jobstatus"] == 1
+    assert cs_raw.queryAsyncJobResult(jobid=working)["jobstatus"] == 0
+    assert [t["key"] for t in cs.listTags(resourceid=net["id"])["tag"]] == ["k"]
+    untag = cs_raw.deleteTags(resourcetype="Network", resourceids=net["id"], tags=[{"key": "k"}])
+    assert wait_job(cs_raw, untag["jobid"])["jobstatus"] == 1
+    assert cs_raw.queryAsyncJobResult(jobid=working)["jobstatus"] == 0
+    assert cs.listTags(resourceid=net["id"]) == {}
+    assert wait_job(cs_raw, working)["jobstatus"] == 1

@@ -76,7 +76,8 @@ class JobRunner:
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def submit_job(self: Simulator, cmd_name: str, result: AsyncResult, userid: str | None = None) -> dict[str, Any]:
-        """Queue a job; it completes after ``job_seconds`` (plus the command's own duration)."""
+        """Queue a job; it completes after ``job_seconds`` (a tenth of it for a database-only
+        job) plus the command's own duration."""
 
         fault = self.faults.take(cmd_name, ("job",))
         job_id = new_id()
@@ -90,7 +91,8 @@ class JobRunner:
             "userid": userid or self.state.setdefault("user_id", new_id()),
             "accountid": self.state.get("account_id"), "_finisher": result.finisher, "_args": result.args,
             "_effect": result.effect, "_effect_args": result.effect_args,
-            "_due": now + self.settings.job_seconds + (result.duration or 0.0), "_start": now,
+            "_due": now + self.settings.job_seconds * (0.1 if result.database_only else 1.0)
+                    + (result.duration or 0.0), "_start": now,
             "_fault": int(fault.code) if fault else None, "_midway": result.midway,
         })
         self._track_pending(job)

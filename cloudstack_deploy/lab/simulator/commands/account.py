@@ -121,7 +121,8 @@ def create_tags(sim: Simulator, req: Request) -> AsyncResult:
     for t in tags:
         if not t["key"]:
             raise invalid_value("Tag key can't be empty")
-    return AsyncResult("create_tags", {"rtype": rtype, "ids": req.get("resourceids"), "tags": tags})
+    return AsyncResult("create_tags", {"rtype": rtype, "ids": req.get("resourceids"), "tags": tags},
+                       database_only=True)
 
 
 @finisher("create_tags")
@@ -147,7 +148,8 @@ def delete_tags(sim: Simulator, req: Request) -> AsyncResult:
     """Deleting resource tag(s)."""
     rtype, _ = _check_resources(sim, req)
     tags = [{"key": t.get("key"), "value": t.get("value")} for t in req.get("tags") or []]
-    return AsyncResult("delete_tags", {"rtype": rtype, "ids": req.get("resourceids"), "tags": tags})
+    return AsyncResult("delete_tags", {"rtype": rtype, "ids": req.get("resourceids"), "tags": tags},
+                       database_only=True)
 
 
 @finisher("delete_tags")
