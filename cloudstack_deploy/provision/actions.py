@@ -97,6 +97,21 @@ def _disks_for(ctx: RunContext, vm: str) -> list[DataDisk]:
     return [DataDisk(label=d.label, mount=d.mount) for d in (spec.disks if spec else ())]
 
 
+async def created(ctx: RunContext, command: str, reply: dict[str, Any], rtype: str,
+                  tags: list[dict[str, str]]) -> dict[str, Any]:
+    """The result of a create command's job, its entity tagged meanwhile: CloudStack answers
+    ``command`` with the new entity's id beside the job's (BaseAsyncCreateCmd), so the tags go
+    out while the job runs, not after it. The first error is raised once both have ended,
+    nothing left running. (An entity whose job fails goes with its tags: e.g. a rule,
+    FirewallRulesDaoImpl.remove.)"""
+    results = await asyncio.gather(tag(ctx, rtype, [reply["id"]], tags),
+                                   ctx.cloud.wait_job(command, reply["jobid"]), return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results[1]  # type: ignore[return-value]
+
+
 async def deploy_vm(ctx: RunContext, name: str) -> str:
     spec = ctx.desired.vm(name)
     assert spec is not None and ctx.network_id is not None
@@ -111,13 +126,7 @@ async def deploy_vm(ctx: RunContext, name: str) -> str:
     )
     ctx.vm_ids[name] = reply["id"]
     tags = ctx.tags(**{TAG_ROLE: spec.group, TAG_KIND: "vm", TAG_CREATED: ctx.created})
-    results = await asyncio.gather(tag(ctx, "UserVm", [reply["id"]], tags),
-                                   ctx.cloud.wait_job("deployVirtualMachine", reply["jobid"]),
-                                   return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    vm = results[1]["virtualmachine"]  # type: ignore[index]
+    vm = (await created(ctx, "deployVirtualMachine", reply, "UserVm", tags))["virtualmachine"]
     return f"{vm['state']}, {vm['nic'][0]['ipaddress']}"
 
 
@@ -213,12 +222,7 @@ async def ip_action(ctx: RunContext, a: Action) -> str:
     reply = await ctx.cloud.request("associateIpAddress", networkid=ctx.network_id)
     # The IP is tagged with its VM (one call per IP): a replaced VM gets its address back.
     tags = ctx.tags(**{TAG_VM: vm, TAG_ROLE: spec.group if spec else "", TAG_KIND: "ip", TAG_CREATED: ctx.created})
-    results = await asyncio.gather(tag(ctx, "PublicIpAddress", [reply["id"]], tags),
-                                   ctx.cloud.wait_job("associateIpAddress", reply["jobid"]), return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    ip = results[1]["ipaddress"]  # type: ignore[index]
+    ip = (await created(ctx, "associateIpAddress", reply, "PublicIpAddress", tags))["ipaddress"]
     ctx.ips[vm] = ip
     return ip["ipaddress"]
 
@@ -229,15 +233,22 @@ async def static_nat_action(ctx: RunContext, a: Action) -> str:
     return "enabled"
 
 
-async def firewall_action(ctx: RunContext, a: Action, created: list[str]) -> str:
+def _rule_tags(ctx: RunContext, vm: str) -> list[dict[str, str]]:
+    """A VM's firewall and port-forwarding rules' tags: its role's, the same for every rule, so
+    the batcher sends one call for the rules of many VMs."""
+    spec = ctx.desired.vm(vm)
+    return ctx.tags(**{TAG_ROLE: spec.group if spec else "", TAG_KIND: "rule"})
+
+
+async def firewall_action(ctx: RunContext, a: Action) -> str:
     if a.op == "delete":
         await ctx.cloud.job("deleteFirewallRule", id=a.data["id"])
         return "deleted"
     ip_id = a.data.get("ip") or ctx.ips[a.group]["id"]
     port = a.data["port"]
-    res = await ctx.cloud.job("createFirewallRule", ipaddressid=ip_id, protocol="tcp", startport=port,
-                              endport=port, cidrlist=a.data["cidrs"])
-    created.append(res["firewallrule"]["id"])
+    reply = await ctx.cloud.request("createFirewallRule", ipaddressid=ip_id, protocol="tcp", startport=port,
+                                    endport=port, cidrlist=a.data["cidrs"])
+    await created(ctx, "createFirewallRule", reply, "FirewallRule", _rule_tags(ctx, a.group))
     return a.detail
 
 
@@ -253,15 +264,16 @@ async def _source_nat(ctx: RunContext) -> dict[str, Any]:
         return ctx.source_nat
 
 
-async def port_forward_action(ctx: RunContext, a: Action, created: list[str]) -> str:
+async def port_forward_action(ctx: RunContext, a: Action) -> str:
     if a.op == "delete":
         await ctx.cloud.job("deletePortForwardingRule", id=a.data["id"])
         return "deleted"
     snat = await _source_nat(ctx)
-    res = await ctx.cloud.job("createPortForwardingRule", ipaddressid=snat["id"], protocol="tcp",
-                              publicport=a.data["public"], privateport=a.data["private"],
-                              virtualmachineid=ctx.vm_ids[a.group], cidrlist=a.data["cidrs"], openfirewall=True)
-    created.append(res["portforwardingrule"]["id"])
+    reply = await ctx.cloud.request("createPortForwardingRule", ipaddressid=snat["id"], protocol="tcp",
+                                    publicport=a.data["public"], privateport=a.data["private"],
+                                    virtualmachineid=ctx.vm_ids[a.group], cidrlist=a.data["cidrs"],
+                                    openfirewall=True)
+    await created(ctx, "createPortForwardingRule", reply, "PortForwardingRule", _rule_tags(ctx, a.group))
     return f"{snat['ipaddress']}:{a.data['public']} -> {a.data['private']}"
 
 
@@ -285,11 +297,7 @@ async def volume_action(ctx: RunContext, a: Action) -> str:
                                         size=size, zoneid=ctx.catalog.zone_id)
         tags = ctx.tags(**{TAG_VM: a.group, TAG_ROLE: disk.owner, TAG_DISK: disk.label, TAG_KIND: "volume",
                            TAG_CREATED: ctx.created})
-        results = await asyncio.gather(tag(ctx, "Volume", [reply["id"]], tags),
-                                       cloud.wait_job("createVolume", reply["jobid"]), return_exceptions=True)
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
+        await created(ctx, "createVolume", reply, "Volume", tags)
         a.data["id"] = reply["id"]
         return f"{disk.size_gb} GB"
     if a.op == "adopt":

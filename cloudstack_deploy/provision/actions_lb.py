@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import CsdeployError
-from .actions import _source_nat
+from .actions import _source_nat, created
 from .context import RunContext, tag
 from .desired import KIND_LB_IP, KIND_LB_RULE, TAG_CREATED, TAG_KIND, TAG_ROLE, lb_rule_name
 from .steps import Action
@@ -48,8 +48,7 @@ async def ip_action(ctx: RunContext, a: Action) -> str:
         return "tagged"
     reply = await ctx.cloud.request("associateIpAddress", networkid=ctx.network_id)
     tags = ctx.tags(**{TAG_ROLE: role, TAG_KIND: KIND_LB_IP, TAG_CREATED: ctx.created})
-    _, done = await _joined(tag(ctx, "PublicIpAddress", [reply["id"]], tags),
-                            ctx.cloud.wait_job("associateIpAddress", reply["jobid"]))
+    done = await created(ctx, "associateIpAddress", reply, "PublicIpAddress", tags)
     ctx.lb_ips[role] = done["ipaddress"]
     return done["ipaddress"]["ipaddress"]
 
@@ -72,18 +71,17 @@ async def rule_action(ctx: RunContext, a: Action) -> str:
         openfirewall=True)
     ctx.lb_rules[(role, port)] = reply["id"]
     tags = ctx.tags(**{TAG_ROLE: role, TAG_KIND: KIND_LB_RULE, TAG_CREATED: ctx.created})
-    await _joined(tag(ctx, "LoadBalancer", [reply["id"]], tags),
-                  ctx.cloud.wait_job("createLoadBalancerRule", reply["jobid"]))
+    await created(ctx, "createLoadBalancerRule", reply, "LoadBalancer", tags)
     return f"{ip['ipaddress']}:{port} -> {port}, {a.data['algorithm']}"
 
 
 async def firewall_action(ctx: RunContext, a: Action) -> str:
     ip = await lb_address(ctx, a.data["role"])
     port = a.data["port"]
-    res = await ctx.cloud.job("createFirewallRule", ipaddressid=ip["id"], protocol="tcp", startport=port,
-                              endport=port, cidrlist=a.data["cidrs"])
-    await tag(ctx, "FirewallRule", [res["firewallrule"]["id"]], ctx.tags(**{TAG_ROLE: a.data["role"],
-                                                                            TAG_KIND: "rule"}))
+    reply = await ctx.cloud.request("createFirewallRule", ipaddressid=ip["id"], protocol="tcp", startport=port,
+                                    endport=port, cidrlist=a.data["cidrs"])
+    await created(ctx, "createFirewallRule", reply, "FirewallRule",
+                  ctx.tags(**{TAG_ROLE: a.data["role"], TAG_KIND: "rule"}))
     return a.detail
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from ..cloud import CloudError
 from ..errors import CsdeployError, Locked
 from . import actions_lb
 from .actions import (
@@ -32,8 +31,7 @@ from .actions import (
     volume_action,
     wait_vm_settled,
 )
-from .context import ProvisionError, RunContext, tag
-from .desired import TAG_KIND, TAG_ROLE
+from .context import ProvisionError, RunContext
 from .plan import Plan
 from .steps import GLOBAL, LB, LB_ATTACH, LB_DETACH, REMOVE, Action
 
@@ -82,17 +80,15 @@ async def _vm_pipeline(ctx: RunContext, actions: list[Action], failures: list[tu
     if not all(oks):
         return  # stage B needs the VM/IP/disks; the next run picks up from here
     rest = [a for a in actions if id(a) not in stage_a]
-    created_fw: list[str] = []
-    created_pf: list[str] = []
     for a in [a for a in rest if a.kind == "static-nat"]:
         if not await run_action(ctx, a, lambda a=a: static_nat_action(ctx, a), failures):
             return
     jobs = []
     for a in rest:
         if a.kind == "firewall":
-            jobs.append(run_action(ctx, a, lambda a=a: firewall_action(ctx, a, created_fw), failures))
+            jobs.append(run_action(ctx, a, lambda a=a: firewall_action(ctx, a), failures))
         elif a.kind == "port-forward":
-            jobs.append(run_action(ctx, a, lambda a=a: port_forward_action(ctx, a, created_pf), failures))
+            jobs.append(run_action(ctx, a, lambda a=a: port_forward_action(ctx, a), failures))
         elif a.kind == "ip":
             jobs.append(run_action(ctx, a, lambda a=a: ip_action(ctx, a), failures))
         elif a.kind == "volume":
@@ -105,12 +101,6 @@ async def _vm_pipeline(ctx: RunContext, actions: list[Action], failures: list[tu
     new_ids = {a.data["disk"].name: a.data.get("id") for a in vol_creates}
     await asyncio.gather(*(run_action(ctx, a, lambda a=a: policy_action(ctx, a, new_ids.get(a.data.get("disk", ""))),
                                       failures) for a in rest if a.kind == "snapshot-policy"))
-    spec = ctx.desired.vm(vm)
-    tags = ctx.tags(**{TAG_ROLE: spec.group if spec else "", TAG_KIND: "rule"})  # one call per role
-    try:
-        await asyncio.gather(tag(ctx, "FirewallRule", created_fw, tags), tag(ctx, "PortForwardingRule", created_pf, tags))
-    except CloudError as exc:
-        failures.append((Action("create", "tags", f"rules of {vm}", group=vm), exc))
 
 
 async def _volume_b(ctx: RunContext, a: Action) -> str:
@@ -129,8 +119,8 @@ REMOVERS: dict[str, Callable[[RunContext, Action], Awaitable[str]]] = {
     "vm": vm_action,
     "ip": ip_action,
     "volume": volume_action,
-    "firewall": lambda ctx, a: firewall_action(ctx, a, []),
-    "port-forward": lambda ctx, a: port_forward_action(ctx, a, []),
+    "firewall": firewall_action,
+    "port-forward": port_forward_action,
     "affinity-group": affinity_group_action,
 }
 

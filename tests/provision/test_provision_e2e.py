@@ -13,7 +13,7 @@ import pytest
 
 from cloudstack_deploy.errors import InvalidInput
 from cloudstack_deploy.progress import Recorder
-from cloudstack_deploy.provision.desired import TAG_ENV, TAG_EXPIRES, TAG_ROLE, parse_time
+from cloudstack_deploy.provision.desired import TAG_ENV, TAG_EXPIRES, TAG_KIND, TAG_ROLE, parse_time
 from cloudstack_deploy.provision.userdata import disks_from_userdata
 from cloudstack_deploy.state import EnvState, inventory_to_dict
 
@@ -63,6 +63,10 @@ async def test_create_env_builds_the_demo_environment(home: Path, cloud_view: Cl
         if role == "web":
             expected |= {(80, "0.0.0.0/0"), (443, "0.0.0.0/0")}
         assert rules == expected, name
+        # each rule tagged as the run's own (tagged while its job ran), so teardown and reap find it
+        for rule in cloud_view.firewall(ip["id"]):
+            tags = tags_of(rule)
+            assert (tags[TAG_ENV], tags[TAG_ROLE], tags[TAG_KIND]) == ("demo", role, "rule"), rule
     assert len(cloud_view.public_ips()) == 3
     assert [n["name"] for n in cloud_view.networks()] == ["csdeploy-demo"]
 
@@ -255,6 +259,9 @@ async def test_port_forwarding_mode_shares_the_source_nat_address(home: Path, cl
     assert {r[2] for r in ssh_rules} == {"demo-web-1", "demo-web-2", "demo-worker-1", "demo-db-1"}
     assert all(r[3] == "127.0.0.0/8" for r in ssh_rules)
     assert {r[:3] for r in rules if r[1] != 22} == {(80, 80, "demo-web-1"), (443, 443, "demo-web-1")}
+    roles = {"demo-web-1": "web", "demo-web-2": "web", "demo-worker-1": "worker", "demo-db-1": "db"}
+    assert {r["id"]: (tags_of(r)[TAG_ENV], tags_of(r)[TAG_ROLE], tags_of(r)[TAG_KIND]) for r in cloud_view.port_forwards()} \
+        == {r["id"]: ("demo", roles[vms[r["virtualmachineid"]]], "rule") for r in cloud_view.port_forwards()}
 
     state = EnvState("demo")
     for host in inventory_to_dict(result.inventory)["hosts"]:
