@@ -154,16 +154,18 @@ class EnvState:
             return path, _public_line_of(path)
         if not self.key_path.exists():
             self.ensure_dir()
-            import asyncssh
+            # the same maker as the VMs' host keys: cryptography's, not asyncssh's 0.2 s of
+            # imports before the first API call of a new environment's create-env
+            from .provision.hostkeys import generate_host_key
 
-            key = asyncssh.generate_private_key("ssh-ed25519", comment=f"csdeploy-{self.env}")
+            key = generate_host_key(comment=f"csdeploy-{self.env}")
             # Write a complete file under a temporary name, then hard-link it into place:
             # link() fails if the key exists, so two racing processes never overwrite each
             # other, and a reader never sees a half-written key.
-            public = key.export_public_key("openssh").decode().strip()
+            public = key.public_line
             _write_private(self.key_path.with_name(self.key_path.name + ".pub.new"), public + "\n")
             tmp = self.key_path.with_name(f".{self.key_path.name}.{os.getpid()}")
-            _write_private(tmp, key.export_private_key("openssh").decode())
+            _write_private(tmp, key.private_openssh)
             try:
                 os.link(tmp, self.key_path)
             except FileExistsError:
@@ -350,22 +352,28 @@ def _public_line_of(path: Path) -> str:
     """The public key line for private key ``path``: derived from it, else from ``.pub``.
 
     Deriving is preferred because a stale ``.pub`` beside a replaced key would register the
-    wrong key with CloudStack; an encrypted key falls back to its ``.pub`` file.
+    wrong key with CloudStack; a ``.pub`` holding the same key gives the line (its comment
+    kept), and an encrypted key falls back to its ``.pub`` file.
     """
-    import asyncssh
-
     pub_path = path.with_name(path.name + ".pub")
     try:
-        key = asyncssh.read_private_key(path)
+        from .provision.hostkeys import public_line_of_private
+
+        derived = public_line_of_private(path.read_bytes())
     except FileNotFoundError:
         raise InvalidInput(f"SSH key {path} does not exist",
                          hint="give the path of an existing private key") from None
-    except (asyncssh.KeyImportError, ValueError, OSError) as exc:
-        if pub_path.exists():
-            line = pub_path.read_text(encoding="utf-8").strip().splitlines()
-            if line:
-                return line[0].strip()
-        raise InvalidInput(f"SSH key {path} cannot be read: {exc}",
+    except (ValueError, OSError) as exc:
+        derived, error = None, exc
+    pub = ""
+    if pub_path.exists():
+        lines = pub_path.read_text(encoding="utf-8").strip().splitlines()
+        pub = lines[0].strip() if lines else ""
+    if derived is None:
+        if pub:
+            return pub
+        raise InvalidInput(f"SSH key {path} cannot be read: {error}",
                          hint="csdeploy needs an unencrypted OpenSSH or PEM private key "
                               "(or a .pub file beside it)") from None
-    return key.export_public_key("openssh").decode().strip()
+    return pub if pub.split()[:2] == derived.split()[:2] else derived
+

@@ -17,6 +17,7 @@ import binascii
 import functools
 import gzip
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,6 @@ from cloudstack_deploy.inventory import DISK_UNIT
 from .hostkeys import HostKey
 
 if TYPE_CHECKING:
-    import asyncssh
     import yaml
 
 #: CloudStack's default limit on decoded user data (``vm.userdata.max.length`` is 32768).
@@ -290,19 +290,29 @@ def host_public_key_from_userdata(b64: str | None) -> str | None:
     ssh_keys = config.get("ssh_keys") if config else None
     if not isinstance(ssh_keys, dict):
         return None
-    # sshd presents the key derived from the private file, so that half is the truth.
+    # sshd presents the key derived from the private file, so that half is the truth; the
+    # public line given beside it is taken when it is the same key (its comment, the VM's name).
     private, public = ssh_keys.get("ed25519_private"), ssh_keys.get("ed25519_public")
-    import asyncssh  # here: planning and listing never parse a host key
+    line = str(public).strip() if public else ""
+    if private:
+        from .hostkeys import public_line_of_private
 
-    try:
-        if private:
-            key: asyncssh.SSHKey = asyncssh.import_private_key(str(private))
-        elif public:
-            key = asyncssh.import_public_key(str(public).strip())
-        else:
+        try:
+            derived = public_line_of_private(str(private).encode())
+        except ValueError:
             return None
-    except (asyncssh.KeyImportError, ValueError):
+        if line.split()[:2] != derived.split():
+            line = derived
+    fields = line.split()
+    if len(fields) < 2 or fields[0] != "ssh-ed25519" or not _ed25519_blob(fields[1]):
         return None
-    if key.algorithm != b"ssh-ed25519":
-        return None
-    return key.export_public_key("openssh").decode().strip()
+    return line
+
+
+def _ed25519_blob(b64: str) -> bool:
+    """Whether ``b64`` is an OpenSSH ed25519 public key blob (string "ssh-ed25519", 32 bytes)."""
+    try:
+        blob = base64.b64decode(b64, validate=True)
+    except ValueError:
+        return False
+    return blob == struct.pack(">I", 11) + b"ssh-ed25519" + struct.pack(">I", 32) + blob[-32:] and len(blob) == 51

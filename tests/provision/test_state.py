@@ -74,6 +74,7 @@ def test_ensure_keypair_makes_a_private_key_once(state: EnvState) -> None:
     assert public.startswith("ssh-ed25519 ") and "\n" not in public
     assert asyncssh.import_public_key(public).public_data == key.public_data
     assert (state.dir / "id_ed25519.pub").read_text().strip() == public
+    assert public.endswith(" csdeploy-demo")  # named in CloudStack's and the user's listings
     # a second run reuses the key: the keypair registered in CloudStack stays valid
     assert state.ensure_keypair() == (path, public)
     assert state.public_key() == public
@@ -115,6 +116,23 @@ def test_encrypted_given_key_falls_back_to_its_pub(state: EnvState, tmp_path: Pa
     key.write_public_key(tmp_path / "enc.pub")
     _, public = state.ensure_keypair(given)
     assert asyncssh.import_public_key(public).public_data == key.public_data
+
+
+@pytest.mark.parametrize("kind", [["-t", "rsa", "-b", "2048", "-m", "PEM"], ["-t", "ecdsa"], ["-t", "ed25519"]],
+                         ids=["rsa-pem", "ecdsa-openssh", "ed25519-openssh"])
+def test_given_key_made_by_ssh_keygen_gives_openssh_s_public_line(state: EnvState, tmp_path: Path,
+                                                                  kind: list[str]) -> None:
+    """Keys as users make them (OpenSSH's ssh-keygen, RSA in the old PEM format too): the
+    public line is the one OpenSSH derives, with the comment of the .pub beside it."""
+    given = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", *kind, "-N", "", "-C", "me@laptop", "-f", str(given)], check=True)
+    openssh = subprocess.run(["ssh-keygen", "-y", "-f", str(given)], capture_output=True, text=True,
+                             check=True).stdout.split()[:2]
+    _, public = state.ensure_keypair(given)
+    assert public.split() == [*openssh, "me@laptop"]
+    (tmp_path / "id.pub").unlink()
+    _, public = state.ensure_keypair(given)
+    assert public.split()[:2] == openssh
 
 
 def test_missing_given_key(state: EnvState, tmp_path: Path) -> None:

@@ -59,6 +59,18 @@ def test_generate_host_key() -> None:
     assert generate_host_key().public_line != key.public_line
 
 
+def test_a_host_key_is_read_by_openssh_as_sshd_reads_it(tmp_path: Path) -> None:
+    """OpenSSH's own reader (ssh-keygen -y, as sshd loads a host key) takes the private half
+    and derives the public line cloud-init pins, the comment (the VM's name) after it."""
+    key = generate_host_key(comment="demo-web-1")
+    assert key.public_line.endswith(" demo-web-1")
+    path = tmp_path / "ssh_host_ed25519_key"
+    path.write_text(key.private_openssh)
+    path.chmod(0o600)
+    derived = subprocess.run(["ssh-keygen", "-y", "-f", str(path)], capture_output=True, text=True, check=True)
+    assert derived.stdout.split()[:2] == key.public_line.split()[:2]
+
+
 # ---- the cloud-config -----------------------------------------------------------------------
 def test_userdata_pins_the_host_key(host_key: HostKey) -> None:
     b64 = build_userdata(hostname="demo-web-1", host_key=host_key)
@@ -170,10 +182,25 @@ def test_host_public_key_from_userdata(host_key: HostKey) -> None:
     assert host_public_key_from_userdata(only_private) == host_key.public_line
 
 
+def test_a_host_key_read_back_keeps_the_vm_s_name_and_trusts_the_private_half() -> None:
+    """The public line comes back as it was made (the VM's name after the key: what the
+    inventory pinned at first); a public half that is not the private half's key is
+    overruled by the private one, the key sshd presents."""
+    named = generate_host_key(comment="demo-web-1")
+    b64 = build_userdata(hostname="demo-web-1", host_key=named)
+    assert host_public_key_from_userdata(b64) == named.public_line
+    other = generate_host_key(comment="someone-else")
+    forged = base64.b64encode(("#cloud-config\n" + yaml.safe_dump({"ssh_keys": {
+        "ed25519_private": named.private_openssh, "ed25519_public": other.public_line}})).encode()).decode()
+    assert host_public_key_from_userdata(forged) == " ".join(named.public_line.split()[:2])
+
+
 @pytest.mark.parametrize("b64", [
     None, "", "!!!", base64.b64encode(b"#!/bin/sh\necho hi\n").decode(),
     base64.b64encode(b"#cloud-config\nhostname: x\n").decode(),
     base64.b64encode(b"#cloud-config\nssh_keys: {ed25519_public: garbage}\n").decode(),
+    base64.b64encode(b"#cloud-config\nssh_keys: {ed25519_public: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5}\n").decode(),
+    base64.b64encode(b"#cloud-config\nssh_keys: {ed25519_private: not-a-key}\n").decode(),
     base64.b64encode(b"#cloud-config\n: [\n").decode(),
 ])
 def test_host_public_key_from_other_userdata_is_none(b64: str | None) -> None:
