@@ -207,8 +207,6 @@ async def create_env(bp: Blueprint, env: str, *, version: str | None = None, ttl
     from .provision.desired import parse_time
     from .provision.run import CreateOptions, join_deferred
     from .provision.run import create_env as provision_env
-    from .rollout import runs
-    from .rollout.deploy import Rollout, RolloutOptions
 
     progress = _silent(progress)
     opts = options or CreateOptions()
@@ -234,6 +232,12 @@ async def create_env(bp: Blueprint, env: str, *, version: str | None = None, ttl
             remember_blueprint(state, blueprint_path, overrides)
         outcome = CreateEnvOutcome(provision=result, dns=dns_result)
         if not skip_rollout:
+            # The rollout's modules (and SSH's) load once the VMs stand, not before the first
+            # API call (a fifth of a second of imports; SSH's are loaded meanwhile, see
+            # provision.run.create_env).
+            from .rollout import runs
+            from .rollout.deploy import Rollout, RolloutOptions
+
             rollout = Rollout(bp, result.inventory, secrets, progress, journal=journal)
             async with _cloud_lock(env, opts.break_lock, progress) as gate:
                 outcome.rollout = await runs.run(rollout, RolloutOptions(version=version or ""), gate=gate)

@@ -7,6 +7,10 @@ leaves resources the next run finds and adopts instead of duplicating.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
+import sys
+import threading
 import time
 from typing import Any
 
@@ -112,6 +116,28 @@ async def created(ctx: RunContext, command: str, reply: dict[str, Any], rtype: s
     return results[1]  # type: ignore[return-value]
 
 
+def _load_ssh_meanwhile() -> None:
+    """Import SSH's modules (asyncssh and what it loads: a sixth of a second of CPU here) in a
+    thread while a VM boots, so that the wait for SSH does not begin with them. Started once
+    the VM is asked for: the import holds the interpreter for most of its time, and before
+    then it would hold back the calls that make the network and the VMs. An import the event
+    loop asks for meanwhile waits for this one (the import system's module locks); a failure
+    is left to that import to raise."""
+    name = f"{__package__}.ssh_wait"
+    if name in sys.modules or _ssh_loading.is_set():
+        return
+    _ssh_loading.set()
+
+    def load() -> None:
+        with contextlib.suppress(BaseException):  # raised again, and reported, by the import that needs it
+            importlib.import_module(name)
+
+    threading.Thread(target=load, name="csdeploy-load-ssh", daemon=True).start()
+
+
+_ssh_loading = threading.Event()
+
+
 async def deploy_vm(ctx: RunContext, name: str) -> str:
     spec = ctx.desired.vm(name)
     assert spec is not None and ctx.network_id is not None
@@ -125,6 +151,7 @@ async def deploy_vm(ctx: RunContext, name: str) -> str:
         keypair=ctx.desired.keypair, userdata=userdata, **_placement(ctx, spec),
     )
     ctx.vm_ids[name] = reply["id"]
+    _load_ssh_meanwhile()
     tags = ctx.tags(**{TAG_ROLE: spec.group, TAG_KIND: "vm", TAG_CREATED: ctx.created})
     vm = (await created(ctx, "deployVirtualMachine", reply, "UserVm", tags))["virtualmachine"]
     return f"{vm['state']}, {vm['nic'][0]['ipaddress']}"
