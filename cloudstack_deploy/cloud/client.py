@@ -467,10 +467,11 @@ FIRST_POLL = 0.2  #: seconds from a job's submission to its first poll (the inte
 POLL_GROWTH = 1.5  #: each later poll of a job waits this much longer, up to the poll interval
 MIN_POLL_GAP = 0.1  #: seconds from the end of one poll round to the start of the next, at least
 #: Jobs CloudStack does in its database alone (TaggedResourceManagerImpl's createTags and
-#: deleteTags: a transaction, no agent), done within milliseconds of their submission: their
-#: first poll comes after `QUICK_FIRST_POLL`, not `FIRST_POLL`. The cloud lock's release, at
-#: the end of every deploy and rollback, is one of them.
-QUICK_JOBS = frozenset({"createTags", "deleteTags"})
+#: deleteTags, AffinityGroupServiceImpl's groups: a transaction, no agent), done within
+#: milliseconds of their submission: their first poll comes after `QUICK_FIRST_POLL`, not
+#: `FIRST_POLL`. The cloud lock's release, at the end of every deploy and rollback, is one;
+#: so is the affinity group a role's VMs wait for.
+QUICK_JOBS = frozenset({"createTags", "deleteTags", "createAffinityGroup", "deleteAffinityGroup"})
 QUICK_FIRST_POLL = 0.05
 
 

@@ -98,7 +98,7 @@ def lab_cert(host: str, ips: tuple[str, ...], cert_secret: str, key_secret: str)
 @click.option("--api-key", default="lab-api-key", show_default=True)
 @click.option("--secret-key", default="lab-secret-key", show_default=True)
 @click.option("--vm-boot-seconds", default=1.0, show_default=True, type=float, help="Time a VM spends Starting.")
-@click.option("--job-seconds", default=0.2, show_default=True, type=float, help="Time an async job stays pending (a tenth of it for tag jobs: database-only in CloudStack).")
+@click.option("--job-seconds", default=0.2, show_default=True, type=float, help="Time an async job stays pending (a tenth of it for tag and affinity-group jobs: database-only in CloudStack).")
 @click.option("--fault", "faults", multiple=True, metavar="COMMAND:KIND:CODE:TIMES",
               help="Inject a fault, KIND one of http, job, drop, slow; TIMES a count or 'always' (repeatable).")
 @click.option("--limit", "limits", multiple=True, metavar="TYPE=MAX",

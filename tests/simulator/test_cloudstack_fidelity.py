@@ -272,10 +272,12 @@ def test_list_async_jobs_lists_pending_jobs_by_id_and_keyword(simulator: Threade
 
 
 @pytest.mark.simulator(job_seconds=2)
-def test_a_tag_job_is_done_long_before_one_that_works_on_the_network(cs: CloudStack, cs_raw: CloudStack) -> None:
-    """TaggedResourceManagerImpl.createTags and deleteTags are one database transaction each (no
-    agent, no network element): their jobs are done within moments, while a job that changes the
-    network (associateIpAddress, submitted first) still takes the lab's job time (2 s here)."""
+def test_database_only_jobs_are_done_long_before_one_that_works_on_the_network(cs: CloudStack,
+                                                                                cs_raw: CloudStack) -> None:
+    """TaggedResourceManagerImpl.createTags and deleteTags, AffinityGroupServiceImpl's groups:
+    one database transaction each (no agent, no network element). Their jobs are done within
+    moments, while a job that changes the network (associateIpAddress, submitted first) still
+    takes the lab's job time (2 s here)."""
     cat = catalog(cs)
     net = network(cs, cat)
     working = cs_raw.associateIpAddress(networkid=net["id"])["jobid"]
@@ -287,4 +289,11 @@ def test_a_tag_job_is_done_long_before_one_that_works_on_the_network(cs: CloudSt
     assert wait_job(cs_raw, untag["jobid"])["jobstatus"] == 1
     assert cs_raw.queryAsyncJobResult(jobid=working)["jobstatus"] == 0
     assert cs.listTags(resourceid=net["id"]) == {}
+    # CreateAffinityGroupCmd makes the group in create(); its job only answers (and deleting
+    # one is a transaction too): both are done before the address is
+    group = cs_raw.createAffinityGroup(name="web-spread", type="host anti-affinity")
+    assert wait_job(cs_raw, group["jobid"])["jobstatus"] == 1
+    gone = cs_raw.deleteAffinityGroup(id=group["id"])
+    assert wait_job(cs_raw, gone["jobid"])["jobstatus"] == 1
+    assert cs_raw.queryAsyncJobResult(jobid=working)["jobstatus"] == 0
     assert wait_job(cs_raw, working)["jobstatus"] == 1

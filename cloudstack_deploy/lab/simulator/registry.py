@@ -232,8 +232,8 @@ class AsyncResult:
     #: What the entity shows half-way through the job: ``{"col", "id", "when": {field: value},
     #: "set": {field: value}}`` (a VM being destroyed is Stopped before it is Destroyed).
     midway: dict[str, Any] | None = None
-    #: A job CloudStack does in its database alone (tags: a transaction, no agent): it is done
-    #: in a tenth of --job-seconds.
+    #: A job CloudStack does in its database alone (tags, affinity groups: a transaction, no
+    #: agent): it is done in a tenth of --job-seconds.
     database_only: bool = False
 
 

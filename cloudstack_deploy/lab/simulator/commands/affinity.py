@@ -89,7 +89,7 @@ def create_affinity_group(sim: Simulator, req: Request) -> AsyncResult:
     group = sim.add("affinity_groups", {"name": name, "type": kind, "description": req.get("description"),
                                         "created": now_str()})
     return AsyncResult("affinity_created", {"id": group["id"]}, "AffinityGroup", group["id"],
-                       entity_id=group["id"])
+                       entity_id=group["id"], database_only=True)
 
 
 @finisher("affinity_created")
@@ -113,7 +113,7 @@ def delete_affinity_group(sim: Simulator, req: Request) -> AsyncResult:
         raise invalid_value("Either the affinity group Id or group name must be specified to delete the group")
     if group is None or group.get("_removed"):
         raise invalid_value(f"Unable to find affinity group {missing}")
-    return AsyncResult("affinity_deleted", {"id": group["id"]}, "AffinityGroup", group["id"])
+    return AsyncResult("affinity_deleted", {"id": group["id"]}, "AffinityGroup", group["id"], database_only=True)
 
 
 @finisher("affinity_deleted")
