@@ -101,6 +101,8 @@ async def _vm_pipeline(ctx: RunContext, actions: list[Action], failures: list[tu
     new_ids = {a.data["disk"].name: a.data.get("id") for a in vol_creates}
     await asyncio.gather(*(run_action(ctx, a, lambda a=a: policy_action(ctx, a, new_ids.get(a.data.get("disk", ""))),
                                       failures) for a in rest if a.kind == "snapshot-policy"))
+    if ctx.on_vm_done is not None and not any(a.group == vm for a, _ in failures):
+        ctx.on_vm_done(vm)
 
 
 async def _volume_b(ctx: RunContext, a: Action) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,8 @@ class RunContext:
     #: Keep VMs out of a load balancer that already serves until the rollout on them is done.
     defer_joins: bool = False
     deferred: list[Action] = field(default_factory=list)                   # assigns left for later
+    #: Called with a VM's name once its pipeline is done without a failure (see apply).
+    on_vm_done: Callable[[str], None] | None = None
     _snat_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     batcher: TagBatcher = field(init=False)
 

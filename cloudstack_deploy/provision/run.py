@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -147,37 +148,121 @@ async def create_env(cloud: Cloud, bp: Blueprint, env: str, state: EnvState, pro
         ctx = RunContext(cloud=cloud, desired=desired, catalog=catalog, progress=progress, public_key=public_key,
                          lock_value=lock, defer_joins=opts.defer_joins)
         _prefill(ctx, actual)
+
+        def on_ssh(name: str, status: str, detail: str) -> None:
+            progress.emit(Event(resource=f"ssh {name}", action="wait", status=status, detail=detail, env=env))
+
+        early = _EarlySSH(ctx, key_path, opts, on_ssh)
+        ctx.on_vm_done = early.start
         if actual.network is not None:
             dead = await take_cloud_lock(cloud, actual, lock, opts.break_lock)
             if dead:
                 progress.note(f"took over the environment's lock from {dead}", level="warning")
         try:
-            await apply_plan(ctx, plan)
+            try:
+                await apply_plan(ctx, plan)
+            finally:
+                await release_cloud_lock(cloud, ctx.network_id, lock)
+            before, actual = actual, await read_actual(cloud, env)
+            actual.userdata = before.userdata  # VMs made this run are not in it: they follow the blueprint
+            waiting = {(a.kind, a.name) for a in ctx.deferred}
+            leftover = make_plan(desired, actual)
+            leftover.actions = [a for a in leftover.actions if (a.kind, a.name) not in waiting or a.op != "assign"]
+            if not leftover.empty:
+                raise CsdeployError("the environment did not converge; still to do: " + ", ".join(
+                    f"{a.op} {a.kind} {a.name}" for a in leftover.actions), hint="re-run create-env")
+            inventory = await _inventory(cloud, desired, actual, catalog, ctx, state, str(key_path))
+            _pin(state, inventory)
+            ssh_seconds = await early.finish(_ssh_targets(inventory))
         finally:
-            await release_cloud_lock(cloud, ctx.network_id, lock)
-        before, actual = actual, await read_actual(cloud, env)
-        actual.userdata = before.userdata  # VMs made this run are not in it: they follow the blueprint
-        waiting = {(a.kind, a.name) for a in ctx.deferred}
-        leftover = make_plan(desired, actual)
-        leftover.actions = [a for a in leftover.actions if (a.kind, a.name) not in waiting or a.op != "assign"]
-        if not leftover.empty:
-            raise CsdeployError("the environment did not converge; still to do: " + ", ".join(
-                f"{a.op} {a.kind} {a.name}" for a in leftover.actions), hint="re-run create-env")
-        inventory = await _inventory(cloud, desired, actual, catalog, ctx, state, str(key_path))
-        _pin(state, inventory)
-
-        def on_ssh(name: str, status: str, detail: str) -> None:
-            progress.emit(Event(resource=f"ssh {name}", action="wait", status=status, detail=detail, env=env))
-
-        from .ssh_wait import wait_for_ssh
-
-        ssh_seconds = await wait_for_ssh(_ssh_targets(inventory), client_key=key_path, timeout=opts.ssh_timeout,
-                                         concurrency=opts.max_ssh, on_progress=on_ssh)
+            await early.cancel()
     deferred: dict[str, list[str]] = {}
     for a in ctx.deferred:
         deferred.setdefault(a.data["role"], []).append(a.name)
     return CreateResult(plan=plan, inventory=inventory, seconds=time.monotonic() - started,
                         api_calls=cloud.total_calls - calls_before, ssh_seconds=ssh_seconds, deferred=deferred)
+
+
+class _EarlySSH:
+    """SSH logins begun as soon as each new VM's pipeline is done, beside the rest of the run
+    (the other VMs' rules, the load balancers, the proof listing), instead of after it all.
+
+    Only for a VM made this run with its own static-NAT address: its address and host key are
+    known then (ctx.ips, ctx.host_keys). `finish` takes the inventory's targets: a login made
+    to the same address, port, user and key counts; one still trying goes on; the others
+    (another address, a failed attempt, VMs this run did not make) are waited for as before.
+    All share one bound: at most ``max_ssh`` connection attempts at a time.
+    """
+
+    def __init__(self, ctx: RunContext, key_path: Path, opts: CreateOptions,
+                 on_progress: Callable[[str, str, str], None]) -> None:
+        self.ctx, self.key_path, self.opts, self.on_progress = ctx, key_path, opts, on_progress
+        self.started: dict[str, tuple[SSHTarget, asyncio.Task[dict[str, float]]]] = {}
+        self.slots = asyncio.Semaphore(max(1, opts.max_ssh))
+
+    def start(self, name: str) -> None:
+        ctx = self.ctx
+        if ctx.desired.public_access != "static_nat" or name not in ctx.host_keys or name not in ctx.ips:
+            return
+        from .ssh_wait import SSHTarget
+
+        target = SSHTarget(name=name, host=ctx.ips[name]["ipaddress"], port=ctx.desired.ssh_port,
+                           user=ctx.desired.ssh_user, host_key=ctx.host_keys[name].public_line)
+        self.started[name] = (target, asyncio.create_task(self._wait([target])))
+
+    async def _wait(self, targets: list[SSHTarget]) -> dict[str, float]:
+        from .ssh_wait import wait_for_ssh
+
+        return await wait_for_ssh(targets, client_key=self.key_path, timeout=self.opts.ssh_timeout,
+                                  on_progress=self.on_progress, semaphore=self.slots)
+
+    async def finish(self, targets: list[SSHTarget]) -> dict[str, float]:
+        """Seconds to each target's login: the early ones that hold, then the rest. Fails as
+        one wait over every target would: a foreign host key at once, else naming every host
+        that did not answer."""
+        from .ssh_wait import SSHWaitError, combined_error
+
+        tasks: list[asyncio.Future[dict[str, float]]] = []
+        rest = []
+        for target in targets:
+            early = self.started.get(target.name)
+            if early is None or early[0] != target or (early[1].done() and (early[1].cancelled()
+                                                                             or early[1].exception() is not None)):
+                rest.append(target)
+            else:
+                tasks.append(early[1])
+        if rest:
+            tasks.append(asyncio.ensure_future(self._wait(rest)))
+
+        def failed(task: asyncio.Future[dict[str, float]]) -> BaseException | None:
+            return None if not task.done() or task.cancelled() else task.exception()
+
+        try:
+            pending = set(tasks)
+            while pending:
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                if any(isinstance(e, SSHWaitError) and e.mismatched for e in map(failed, tasks)):
+                    break  # a foreign host key stops the run whatever the others do
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [e for e in map(failed, tasks) if e is not None]
+        if any(not isinstance(e, SSHWaitError) for e in errors):
+            raise next(e for e in errors if not isinstance(e, SSHWaitError))
+        if errors:
+            raise combined_error(targets, [e for e in errors if isinstance(e, SSHWaitError)], self.opts.ssh_timeout)
+        seconds: dict[str, float] = {}
+        for task in tasks:
+            seconds.update(task.result())
+        return {t.name: seconds[t.name] for t in targets}
+
+    async def cancel(self) -> None:
+        """Stop the logins still trying (the run failed, or they were not needed)."""
+        tasks = [task for _, task in self.started.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _prefill(ctx: RunContext, actual: Actual) -> None:

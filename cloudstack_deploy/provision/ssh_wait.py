@@ -153,11 +153,13 @@ async def _wait_one(target: SSHTarget, outcome: _Outcome, *, client_key: asyncss
 
 async def wait_for_ssh(targets: Sequence[SSHTarget], *, client_key: Path, timeout: float,
                        concurrency: int = 20, connect_timeout: float = 5.0,
-                       on_progress: ProgressCallback | None = None) -> dict[str, float]:
+                       on_progress: ProgressCallback | None = None,
+                       semaphore: asyncio.Semaphore | None = None) -> dict[str, float]:
     """Wait until every target accepts an SSH login; return name -> seconds it took.
 
     All targets are tried concurrently, at most ``concurrency`` connection attempts at a
-    time (a semaphore, so a large environment does not flood the cloud's router).
+    time (a semaphore, so a large environment does not flood the cloud's router; waits that
+    run side by side share theirs as ``semaphore``).
     Raises :class:`SSHWaitError` naming every host that did not answer by ``timeout`` with
     its last error; a host key mismatch fails the wait at once, since the run cannot go on.
     """
@@ -181,7 +183,7 @@ async def wait_for_ssh(targets: Sequence[SSHTarget], *, client_key: Path, timeou
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + timeout
-    semaphore = asyncio.Semaphore(concurrency)
+    semaphore = semaphore or asyncio.Semaphore(concurrency)
     outcomes = {t.name: _Outcome(t.name) for t in targets}
     tasks: dict[asyncio.Task[None], SSHTarget] = {}
     for target in targets:
@@ -240,6 +242,14 @@ def _message(targets: Sequence[SSHTarget], pending: dict[str, str],
         lines += [f"  {name} ({by_name[name].address}): {pending[name]}"
                   for name in sorted(pending)]
     return "\n".join(lines)
+
+
+def combined_error(targets: Sequence[SSHTarget], errors: Sequence[SSHWaitError], timeout: float) -> SSHWaitError:
+    """One error for several waits over parts of ``targets``: what one wait over them all says."""
+    pending = {name: detail for e in errors for name, detail in e.pending_detail.items()}
+    mismatched = {name: detail for e in errors for name, detail in e.mismatched.items()}
+    return SSHWaitError(_message(targets, pending, mismatched, timeout), pending=pending, mismatched=mismatched,
+                        hint=_hint(mismatched))
 
 
 def _hint(mismatched: dict[str, str]) -> str:

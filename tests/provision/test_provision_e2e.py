@@ -520,3 +520,23 @@ async def test_host_keys_come_from_the_inventory_else_from_the_cloud(home: Path)
     again, cloud = await create("demo")
     assert cloud.calls["getVirtualMachineUserData"] == len(pinned)
     assert {h["name"]: h["host_key"] for h in inventory_to_dict(again.inventory)["hosts"]} == pinned
+
+
+@pytest.mark.simulator(job_seconds=0.4)
+async def test_ssh_logins_begin_as_each_vm_is_ready_not_after_the_whole_run(home: Path) -> None:
+    """A VM's SSH wait starts once its own pipeline is done (address, rules, its host key known),
+    beside what the run still does: here the web VMs answer SSH before their load balancer's
+    members are added (a job of 0.4 s that follows every pipeline), where they used to wait
+    for it and for the proof listing after it. Every login is still made with the pinned key."""
+    progress = Recorder()
+    result, _ = await create("demo", "roles.web.count=2", progress=progress)
+    order = [(e.resource, e.action, e.status) for e in progress.events]
+    assigned = [i for i, (res, action, status) in enumerate(order) if action == "assign" and status == "done"]
+    answered = {res.split()[1]: i for i, (res, action, status) in enumerate(order)
+                if res.startswith("ssh ") and status == "done"}
+    assert assigned and set(answered) == {"demo-web-1", "demo-web-2", "demo-worker-1", "demo-db-1"}, order
+    assert answered["demo-web-1"] < assigned[0] and answered["demo-web-2"] < assigned[0], order
+    assert set(result.ssh_seconds) == set(answered)
+    state = EnvState("demo")
+    for host in inventory_to_dict(result.inventory)["hosts"]:
+        assert f"VM {host['name']}" in str((await ssh_run(host, state)).stderr)

@@ -17,7 +17,12 @@ import pytest
 
 from cloudstack_deploy.errors import CsdeployError
 from cloudstack_deploy.provision.hostkeys import HostKey, generate_host_key
-from cloudstack_deploy.provision.ssh_wait import SSHTarget, SSHWaitError, wait_for_ssh
+from cloudstack_deploy.provision.ssh_wait import (
+    SSHTarget,
+    SSHWaitError,
+    combined_error,
+    wait_for_ssh,
+)
 from cloudstack_deploy.provision.userdata import build_userdata, host_public_key_from_userdata
 from cloudstack_deploy.state import EnvState
 from tests.support.netlab import NetLab
@@ -156,6 +161,25 @@ async def test_mismatch_does_not_wait_for_unreachable_hosts(lab: NetLab, client_
     assert "SSH not reached on 1 of 2 hosts" in str(err.value)
 
 
+async def test_errors_of_waits_over_parts_read_as_one_wait_over_all(lab: NetLab, client_key: Path) -> None:
+    """create-env waits for the VMs it made as each is ready, and for the others afterwards:
+    their errors together say what one wait over every host says."""
+    impostor, _ = add_vm(lab, "demo-web-1", pinned_key=generate_host_key())
+    closed, _ = add_vm(lab, "demo-web-2", rule=False)
+    await lab.settle()
+    errors = []
+    for part in ([impostor], [closed]):
+        with pytest.raises(SSHWaitError) as err:
+            await wait_for_ssh(part, client_key=client_key, timeout=2)
+        errors.append(err.value)
+    combined = combined_error([impostor, closed], errors, 2)
+    assert list(combined.mismatched) == ["demo-web-1"] and combined.pending == ["demo-web-2"]
+    assert "SSH not reached on 1 of 2 hosts" in str(combined)
+    assert combined.mismatched["demo-web-1"] in str(combined)
+    assert f"demo-web-2 ({closed.host}:22): connection refused" in str(combined)
+    assert "replacement" in (combined.hint or "")
+
+
 async def test_concurrency_bound(lab: NetLab, client_key: Path,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     targets = [add_vm(lab, f"demo-web-{i}")[0] for i in range(1, 7)]
@@ -176,6 +200,15 @@ async def test_concurrency_bound(lab: NetLab, client_key: Path,
     monkeypatch.setattr(asyncssh, "connect", counting_connect)
     timings = await wait_for_ssh(targets, client_key=client_key, timeout=10, concurrency=2)
     assert len(timings) == 6
+    assert peak == 2
+
+    # waits side by side (create-env's early logins and the rest) share one bound
+    peak = 0
+    shared = asyncio.Semaphore(2)
+    both = await asyncio.gather(
+        wait_for_ssh(targets[:3], client_key=client_key, timeout=10, semaphore=shared),
+        wait_for_ssh(targets[3:], client_key=client_key, timeout=10, semaphore=shared))
+    assert sum(map(len, both)) == 6
     assert peak == 2
 
 
