@@ -365,10 +365,11 @@ def _public_line_of(path: Path) -> str:
                          hint="give the path of an existing private key") from None
     except (ValueError, OSError) as exc:
         derived, error = None, exc
-    pub = ""
-    if pub_path.exists():
+    try:  # a .pub that cannot be read is no .pub: the private key decides
         lines = pub_path.read_text(encoding="utf-8").strip().splitlines()
-        pub = lines[0].strip() if lines else ""
+    except (OSError, UnicodeDecodeError):
+        lines = []
+    pub = lines[0].strip() if lines else ""
     if derived is None:
         if pub:
             return pub

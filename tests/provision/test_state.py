@@ -133,6 +133,9 @@ def test_given_key_made_by_ssh_keygen_gives_openssh_s_public_line(state: EnvStat
     (tmp_path / "id.pub").unlink()
     _, public = state.ensure_keypair(given)
     assert public.split()[:2] == openssh
+    (tmp_path / "id.pub").write_bytes(b"\xff\xfe not text")  # a .pub that is no key line
+    _, public = state.ensure_keypair(given)
+    assert public.split()[:2] == openssh
 
 
 def test_missing_given_key(state: EnvState, tmp_path: Path) -> None:
