@@ -183,7 +183,7 @@ async def wait_for_ssh(targets: Sequence[SSHTarget], *, client_key: Path, timeou
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + timeout
-    semaphore = semaphore or asyncio.Semaphore(concurrency)
+    semaphore = semaphore if semaphore is not None else asyncio.Semaphore(concurrency)
     outcomes = {t.name: _Outcome(t.name) for t in targets}
     tasks: dict[asyncio.Task[None], SSHTarget] = {}
     for target in targets:
