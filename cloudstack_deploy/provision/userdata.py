@@ -315,4 +315,4 @@ def _ed25519_blob(b64: str) -> bool:
         blob = base64.b64decode(b64, validate=True)
     except ValueError:
         return False
-    return blob == struct.pack(">I", 11) + b"ssh-ed25519" + struct.pack(">I", 32) + blob[-32:] and len(blob) == 51
+    return len(blob) == 51 and blob.startswith(struct.pack(">I", 11) + b"ssh-ed25519" + struct.pack(">I", 32))
