@@ -19,12 +19,18 @@ import importlib
 import warnings
 from typing import Any
 
+from . import lazy_cas
+
 __version__ = "0.1.0"
 
 # asyncssh (2.x) still names DSA in its type hints, which cryptography (>= 44) warns about on
 # import: ten lines before every command's output that the user can do nothing about. Only
 # that warning, only from asyncssh's modules, is silenced.
 warnings.filterwarnings("ignore", message="DSA is deprecated", module=r"asyncssh(\.|$)")
+
+# aiohttp's import reads the system's CA bundle twice (0.05 s of every command): deferred to the
+# first TLS connection (see lazy_cas.py).
+lazy_cas.install()
 
 _LAZY = {
     "service": "cloudstack_deploy.service",
