@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from ..errors import OperationFailed
+from ..errors import InvalidInput, OperationFailed
 from ..log import get_logger
 from .api import call, signed
 from .config import DEFAULT_IN_FLIGHT, CloudConfig
@@ -84,6 +84,11 @@ class CloudError(OperationFailed):
 
 class CloudUnavailable(CloudError):
     """The endpoint did not answer (connection refused/reset, timeout, not JSON)."""
+
+
+#: what to do about an API certificate that is not trusted
+TLS_HINT = ("trust the CA that signed it: `verify = /path/to/ca.pem` in cloudstack.ini or CLOUDSTACK_VERIFY="
+            "/path/to/ca.pem (as cs reads them); SSL_CERT_FILE replaces the system's CAs")
 
 
 class JobFailed(CloudError):
@@ -233,9 +238,17 @@ class Cloud:
         if self.config.verify is False:
             return False
         if isinstance(self.config.verify, str):
+            import os
             import ssl
 
-            return ssl.create_default_context(cafile=self.config.verify)
+            bundle = self.config.verify
+            try:
+                if os.path.isdir(bundle):
+                    return ssl.create_default_context(capath=bundle)
+                return ssl.create_default_context(cafile=bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise InvalidInput(f"{self.config.source}: verify: cannot read the CA bundle {bundle}: {exc}",
+                                   hint="give a PEM file of CA certificates (or a directory of hashed ones)") from None
         return True
 
     async def __aexit__(self, *exc: object) -> None:
@@ -278,6 +291,11 @@ class Cloud:
             try:
                 request = signed(command, params, self.config.key, self.config.secret)
                 reply = await call(session, self.config.endpoint, request, post=post or not _is_safe(command))
+            except aiohttp.ClientConnectorCertificateError as exc:
+                # not retried: a certificate that is not trusted now will not be in a second
+                _log_call(command, params, started, "certificate not trusted")
+                raise CloudError(command, None, f"{self.config.shown_endpoint} has a TLS certificate that is not "
+                                 f"trusted: {exc.certificate_error}", hint=TLS_HINT) from None
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 detail = str(exc) or type(exc).__name__
                 _log_call(command, params, started, "no answer")

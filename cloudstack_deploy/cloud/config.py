@@ -105,17 +105,31 @@ def _ini_paths() -> list[Path]:
     return paths
 
 
+def _verify(value: str, dangerous_no_tls_verify: str, source: str) -> bool | str:
+    """How to check the endpoint's TLS certificate, as `cs` reads ``verify`` and
+    ``dangerous_no_tls_verify``: True (the system's CAs), False (not at all), or the path of a CA
+    bundle (a file, or a directory of hashed certificates) to trust instead. A bundle that is not
+    there is refused here, naming where it was set, rather than at the first call."""
+    if dangerous_no_tls_verify.strip().lower() in ("true", "yes", "1"):
+        return False
+    word = value.strip()
+    if word.lower() in ("", "true", "yes", "1"):
+        return True
+    if word.lower() in ("false", "no", "0"):
+        return False
+    path = Path(word).expanduser()
+    if not path.exists():
+        raise InvalidInput(f"{source}: no CA bundle at {path}",
+                           hint="give the PEM file (or directory) of the CA that signed the API's certificate, "
+                                "or true for the system's CAs")
+    return str(path)
+
+
 def _from_section(section: configparser.SectionProxy, source: str, is_lab: bool) -> CloudConfig:
     missing = [k for k in ("endpoint", "key", "secret") if not section.get(k)]
     if missing:
         raise InvalidInput(f"{source}: missing {', '.join(missing)}")
-    verify: bool | str = True
-    if section.get("verify"):
-        verify = section.get("verify", "")
-        if verify.lower() in ("false", "no", "0"):
-            verify = False
-    if section.get("dangerous_no_tls_verify", "").lower() in ("true", "yes", "1"):
-        verify = False
+    verify = _verify(section.get("verify", ""), section.get("dangerous_no_tls_verify", ""), f"{source}: verify")
     return _protect(CloudConfig(
         endpoint=section["endpoint"], key=section["key"], secret=section["secret"], source=source,
         verify=verify, timeout=_seconds(section.get("timeout", "30"), "timeout", f"{source}: timeout"),
@@ -140,7 +154,8 @@ def read_cloud_config(region: str | None = None) -> CloudConfig:
         return _protect(CloudConfig(
             endpoint=env["CLOUDSTACK_ENDPOINT"], key=env["CLOUDSTACK_KEY"], secret=env["CLOUDSTACK_SECRET"],
             source="environment (CLOUDSTACK_ENDPOINT)",
-            verify=env.get("CLOUDSTACK_VERIFY", "true").lower() not in ("false", "0", "no"),
+            verify=_verify(env.get("CLOUDSTACK_VERIFY", ""), env.get("CLOUDSTACK_DANGEROUS_NO_TLS_VERIFY", ""),
+                           "CLOUDSTACK_VERIFY"),
             poll_interval=_seconds(env.get("CLOUDSTACK_POLL_INTERVAL", "2.0"), "poll_interval",
                                    "CLOUDSTACK_POLL_INTERVAL"),
             job_timeout=_seconds(env.get("CLOUDSTACK_JOB_TIMEOUT", "900"), "job_timeout", "CLOUDSTACK_JOB_TIMEOUT"),
@@ -184,6 +199,10 @@ def _apply_overrides(config: CloudConfig, overrides: str) -> CloudConfig:
             changes[key] = value
         elif key in ("timeout", "poll_interval", "job_timeout"):
             changes[key] = _seconds(value, key, f"CLOUDSTACK_{key.upper()}")
+        elif key == "verify":
+            changes[key] = _verify(value, "", "CLOUDSTACK_VERIFY")
+        elif key == "dangerous_no_tls_verify" and _verify("", value, key) is False:
+            changes["verify"] = False
     if changes:
         changes["source"] = config.source + " + CLOUDSTACK_OVERRIDES"
     return _protect(dataclasses.replace(config, **changes)) if changes else config  # type: ignore[arg-type]

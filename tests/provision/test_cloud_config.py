@@ -168,3 +168,29 @@ def test_a_password_in_the_endpoint_never_shows(clean_env: Path, monkeypatch: py
     assert "canary" not in repr(cfg)
     leak = f"GET {cfg.endpoint} failed; decoded pa@ss-canary-77; signed with api-secret-canary-88"
     assert "canary" not in redact(leak)
+
+
+def test_verify_reads_as_cs_reads_it(clean_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`verify` is a word (true/false) or a CA bundle's path, in the file and in CLOUDSTACK_VERIFY
+    alike (and through CLOUDSTACK_OVERRIDES); dangerous_no_tls_verify turns checking off."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    path = ini(tmp_path / "c.ini", cloudstack=section("https://a/api", verify="true"),
+               bundle=section("https://b/api", verify=str(bundle)),
+               off=section("https://c/api", dangerous_no_tls_verify="true"))
+    monkeypatch.setenv("CLOUDSTACK_CONFIG", str(path))
+    assert read_cloud_config().verify is True
+    assert read_cloud_config(region="bundle").verify == str(bundle)
+    assert read_cloud_config(region="off").verify is False
+    monkeypatch.setenv("CLOUDSTACK_OVERRIDES", "verify")
+    monkeypatch.setenv("CLOUDSTACK_VERIFY", "false")
+    assert read_cloud_config(region="bundle").verify is False
+    monkeypatch.delenv("CLOUDSTACK_OVERRIDES")
+    monkeypatch.setenv("CLOUDSTACK_ENDPOINT", "https://env/api")
+    monkeypatch.setenv("CLOUDSTACK_KEY", "k")
+    monkeypatch.setenv("CLOUDSTACK_SECRET", "s")
+    assert read_cloud_config().verify is False
+    monkeypatch.setenv("CLOUDSTACK_VERIFY", str(bundle))   # cs passes a path on to requests as its CA bundle
+    assert read_cloud_config().verify == str(bundle)
+    monkeypatch.setenv("CLOUDSTACK_DANGEROUS_NO_TLS_VERIFY", "true")
+    assert read_cloud_config().verify is False
