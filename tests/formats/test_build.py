@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -28,9 +30,22 @@ def _docker(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
 
 
+def _base_image() -> bool:
+    """Whether the lab's base image is there. In the whole suite (scripts/test) the lab's images
+    are built beside the fast tier: while that build runs (CSDEPLOY_LAB_IMAGES_DONE names the
+    file its end writes), the image is waited for rather than the tests skipped."""
+    done = os.environ.get("CSDEPLOY_LAB_IMAGES_DONE")
+    deadline = time.monotonic() + 240
+    while _docker("image", "inspect", BASE).returncode != 0:
+        if not done or Path(done).exists() or time.monotonic() > deadline:
+            return _docker("image", "inspect", BASE).returncode == 0
+        time.sleep(1)
+    return True
+
+
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
-    if _docker("image", "inspect", BASE).returncode != 0:
+    if not _base_image():
         pytest.skip(f"needs a Docker engine and the lab's base image {BASE} (csdeploy lab up)")
     app = tmp_path / "app"
     app.mkdir()
