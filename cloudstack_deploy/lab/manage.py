@@ -212,17 +212,27 @@ async def lab_up(*, port: int | None = None, registry_port: int | None = None, p
     problem = await engine_available()
     if problem:
         raise LabError(f"the lab needs a Docker engine: {problem}", hint=docker_hint())
+    from .base import BASE_IMAGE, RECIPE_LABEL, base_recipe, ensure_base_image
+    from .docker import image_label
     from .images import build_images
-    from .registry import PushResult, ensure_registry, save_seed
+    from .registry import PushResult, RegistryInfo, ensure_registry, save_seed
     from .templates import ensure_templates
 
     lab = await _settle_ports(ensure_lab_config(), port, registry_port, progress)
-    progress.note("lab: VM templates (built once, then cached)")
-    await ensure_templates(force=force_build, progress=lambda text: progress.note(text))
-    progress.note("lab: registry and application images (built once, then cached)")
-    info = await ensure_registry(progress=progress)
+    progress.note("lab: VM templates, registry and application images (built once, then cached)")
+    if await image_label(BASE_IMAGE, RECIPE_LABEL) != base_recipe():  # missing or older
+        progress.note(f"building the lab's base image {BASE_IMAGE} (debootstrap, about half a minute)")
+    await ensure_base_image()  # what they all build on; then the templates beside the rest
     pushed: list[PushResult] = []
-    await build_images(force=force_build, progress=progress, registry=info, pushed=pushed)
+
+    async def registry_and_images() -> RegistryInfo:
+        info = await ensure_registry(progress=progress)
+        await build_images(force=force_build, progress=progress, registry=info, pushed=pushed)
+        return info
+
+    # on a machine without them: 73 s instead of 104 one after the other (2026-12-07)
+    _, info = await asyncio.gather(ensure_templates(force=force_build, progress=lambda text: progress.note(text)),
+                                   registry_and_images())
     if info.fresh and (not info.seeded or any(p.pushed for p in pushed)):
         await save_seed(info, progress)  # the next new lab copies what was just pushed
     _ensure_secrets(info.password_path.read_text().strip())
